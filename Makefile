@@ -1,0 +1,36 @@
+# chubbypy: two commands on a fresh machine with Python 3.11+.
+#   make run    the main job (for now: a simulated 5-replica cell under faults, narrated)
+#   make test   create .venv if needed, install, lint, type-check, run every test
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SEED ?= $(shell date +%s)
+
+.PHONY: run test lint typecheck unit sim bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/chubbypy-sim --replicas 5 --seed $(SEED) --narrate
+
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest -n auto
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict chubbypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/paxos_core.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

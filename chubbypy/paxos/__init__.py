@@ -1,0 +1,70 @@
+"""The Multi-Paxos replicated log: a pure core driven by messages, proposals and ticks.
+
+`Replica` is the log itself (acceptor, learner, and master with leases and epochs);
+`Applier` applies what it commits to a `StateMachine` with the epoch guard and exactly-once
+semantics. Neither touches a clock, a socket, a disk or a random number generator: the
+shell passes ticks, messages and a `Chance` in, and handles each `Ready` that comes out.
+"""
+
+from chubbypy.paxos._applier import (
+    Applier,
+    ChecksumTaken,
+    Outcome,
+    OutcomeKind,
+    StateMachine,
+)
+from chubbypy.paxos._chance import Bug, Chance, NoChance
+from chubbypy.paxos._ready import (
+    BecameMaster,
+    Campaigning,
+    Durable,
+    HardState,
+    LeaseAcquired,
+    LeaseLost,
+    Persisted,
+    Ready,
+    RefusalReason,
+    Refused,
+    ReplicaEvent,
+    Role,
+    SnapshotInstalled,
+    StartedServing,
+    Status,
+    StepDownReason,
+    SteppedDown,
+)
+from chubbypy.paxos._replica import Replica, quorum_size
+from chubbypy.paxos._settings import Limits, Timing, master_lease_ticks_for
+
+__all__ = [
+    "Applier",
+    "BecameMaster",
+    "Bug",
+    "Campaigning",
+    "Chance",
+    "ChecksumTaken",
+    "Durable",
+    "HardState",
+    "LeaseAcquired",
+    "LeaseLost",
+    "Limits",
+    "NoChance",
+    "Outcome",
+    "OutcomeKind",
+    "Persisted",
+    "Ready",
+    "RefusalReason",
+    "Refused",
+    "Replica",
+    "ReplicaEvent",
+    "Role",
+    "SnapshotInstalled",
+    "StartedServing",
+    "StateMachine",
+    "Status",
+    "StepDownReason",
+    "SteppedDown",
+    "Timing",
+    "master_lease_ticks_for",
+    "quorum_size",
+]

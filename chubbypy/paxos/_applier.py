@@ -1,0 +1,236 @@
+"""Applies committed log entries to a state machine: epoch guard, exactly-once, checksums.
+
+Pure. The shell hands every committed entry, in log order, to `Applier.apply`; the applier
+returns one `Outcome` per command. It owns the replicated bookkeeping that every state
+machine needs and that must be part of its snapshot:
+
+* the **current epoch**, set by each EPOCH_START entry. A batch proposed under any other
+  epoch is refused as a whole (Paxos Made Live §5.3, §7: an operation must fail if its master
+  lost mastership, or lost and regained it, between receiving it and committing it);
+* the **client table** for exactly-once commands (as in the Raft thesis §6.3): per
+  registered client, the results of its recent sequence numbers, so a retry after a
+  fail-over gets the original result instead of applying twice;
+* **checksums** on demand (CHECKSUM entries), of the whole replicated state.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from typing import Protocol
+
+import msgpack
+from attrs import define, frozen
+
+from chubbypy.paxos._chance import Bug
+from chubbypy.protocol import (
+    NO_CLIENT,
+    NO_EPOCH,
+    NO_INDEX,
+    ClientId,
+    Command,
+    Entry,
+    Epoch,
+    LogIndex,
+    ValueKind,
+)
+
+
+class StateMachine(Protocol):
+    """What the replicated log drives: deterministic, and serialisable for snapshots."""
+
+    def apply(self, index: LogIndex, payload: bytes) -> bytes:
+        """Apply one command's payload; return its result. Must be deterministic."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a `snapshot`'s bytes."""
+        ...
+
+    def checksum(self) -> bytes:
+        """A digest of the state, equal on replicas with equal state."""
+        ...
+
+
+class OutcomeKind(enum.Enum):
+    APPLIED = "applied"
+    """Applied now; `result` is what the state machine returned."""
+    DUPLICATE = "duplicate"
+    """Applied earlier; `result` is the original result."""
+    REGISTERED = "registered"
+    """A registration: `client_id` is the new client's id."""
+    EPOCH_CHANGED = "epoch changed"
+    """Not applied: proposed under an epoch that was no longer current."""
+    UNKNOWN_CLIENT = "unknown client"
+    """Not applied: the client is not registered (or was evicted); it must register again."""
+    STALE_SEQUENCE = "stale sequence"
+    """Not applied: the sequence is below what the client acknowledged, or its result is gone."""
+
+
+@frozen
+class Outcome:
+    """What became of one command at one log index."""
+
+    index: LogIndex
+    kind: OutcomeKind
+    client_id: ClientId
+    sequence: int
+    result: bytes = b""
+
+
+@frozen
+class ChecksumTaken:
+    """The state's checksum at a CHECKSUM entry: equal on every replica, or something is wrong."""
+
+    index: LogIndex
+    checksum: bytes
+
+
+@define
+class _Client:
+    results: dict[int, bytes]
+    """Results of applied sequences the client may still retry."""
+    last_index: LogIndex
+    """Where the client last appeared in the log (for eviction)."""
+    low_water: int = 0
+    """Every sequence below this that is not in `results` may have been applied: a result
+    was dropped, because the client acknowledged it or because too many were kept."""
+
+
+class Applier:
+    """Applies committed entries to `machine`; see the module docstring."""
+
+    def __init__(
+        self,
+        machine: StateMachine,
+        *,
+        clients_max: int,
+        client_results_max: int,
+        bugs: frozenset[Bug] = frozenset(),
+    ) -> None:
+        assert clients_max >= 1, clients_max
+        assert client_results_max >= 1, client_results_max
+        self._machine = machine
+        self._clients_max = clients_max
+        self._client_results_max = client_results_max
+        self._bugs = bugs
+        self._applied_index = NO_INDEX
+        self._epoch = NO_EPOCH
+        self._next_client_id = 1
+        self._clients: dict[ClientId, _Client] = {}
+
+    @property
+    def applied_index(self) -> LogIndex:
+        return self._applied_index
+
+    @property
+    def epoch(self) -> Epoch:
+        """The epoch of the last EPOCH_START applied."""
+        return self._epoch
+
+    def apply(self, entry: Entry) -> tuple[Outcome | ChecksumTaken, ...]:
+        """Apply the next committed entry."""
+        assert entry.index == self._applied_index + 1, (entry.index, self._applied_index)
+        self._applied_index = entry.index
+        value = entry.value
+        match value.kind:
+            case ValueKind.NOOP:
+                return ()
+            case ValueKind.EPOCH_START:
+                # Epochs rise along the log (see the Replica's theory of operation).
+                assert value.epoch > self._epoch, (value.epoch, self._epoch)
+                self._epoch = value.epoch
+                return ()
+            case ValueKind.CHECKSUM:
+                return (ChecksumTaken(entry.index, self.checksum()),)
+            case ValueKind.COMMANDS:
+                if value.epoch != self._epoch and Bug.SKIP_EPOCH_CHECK not in self._bugs:
+                    return tuple(
+                        Outcome(entry.index, OutcomeKind.EPOCH_CHANGED, c.client_id, c.sequence)
+                        for c in value.commands
+                    )
+                return tuple(self._apply_command(entry.index, c) for c in value.commands)
+        raise AssertionError(value.kind)
+
+    def cached_result(self, client_id: ClientId, sequence: int) -> bytes | None:
+        """The result of an applied command still remembered, for a retry answered at once."""
+        client = self._clients.get(client_id)
+        return None if client is None else client.results.get(sequence)
+
+    def _apply_command(self, index: LogIndex, command: Command) -> Outcome:
+        if command.client_id == NO_CLIENT:
+            return self._register(index, command)
+        client = self._clients.get(command.client_id)
+        if client is None:
+            return Outcome(index, OutcomeKind.UNKNOWN_CLIENT, command.client_id, command.sequence)
+        client.last_index = index
+        if command.first_unacked > client.low_water:
+            client.low_water = command.first_unacked
+            for acknowledged in [s for s in client.results if s < client.low_water]:
+                del client.results[acknowledged]
+        if command.sequence in client.results and Bug.NO_DEDUPLICATION not in self._bugs:
+            result = client.results[command.sequence]
+            return Outcome(
+                index, OutcomeKind.DUPLICATE, command.client_id, command.sequence, result
+            )
+        if command.sequence < client.low_water:
+            # It may have been applied and its result dropped: we can no longer tell.
+            # Refuse rather than ever apply a command twice.
+            return Outcome(index, OutcomeKind.STALE_SEQUENCE, command.client_id, command.sequence)
+        result = self._machine.apply(index, command.payload)
+        client.results[command.sequence] = result
+        while len(client.results) > self._client_results_max:
+            dropped = min(client.results)
+            del client.results[dropped]
+            client.low_water = max(client.low_water, dropped + 1)
+        return Outcome(index, OutcomeKind.APPLIED, command.client_id, command.sequence, result)
+
+    def _register(self, index: LogIndex, command: Command) -> Outcome:
+        client_id = ClientId(self._next_client_id)
+        self._next_client_id += 1
+        self._clients[client_id] = _Client({}, index)
+        if len(self._clients) > self._clients_max:
+            # Evict the client idle longest (by log index, so every replica picks the same).
+            idle = min(self._clients, key=lambda c: (self._clients[c].last_index, c))
+            del self._clients[idle]
+        return Outcome(index, OutcomeKind.REGISTERED, client_id, command.sequence)
+
+    # Snapshots and checksums cover the bookkeeping as well as the machine's own state.
+
+    def snapshot(self) -> bytes:
+        state = [self._applied_index, *self._bookkeeping()]
+        return bytes(msgpack.packb([state, self._machine.snapshot()], use_bin_type=True))
+
+    def _bookkeeping(self) -> list[object]:
+        clients = [
+            [client_id, record.last_index, record.low_water, sorted(record.results.items())]
+            for client_id, record in sorted(self._clients.items())
+        ]
+        return [self._epoch, self._next_client_id, clients]
+
+    def restore(self, index: LogIndex, data: bytes) -> None:
+        """Replace everything with the snapshot `data` taken after applying `index`."""
+        state, machine = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        applied_index, epoch, next_client_id, clients = state
+        assert applied_index == index, (applied_index, index)
+        self._applied_index = LogIndex(applied_index)
+        self._epoch = Epoch(epoch)
+        self._next_client_id = next_client_id
+        self._clients = {
+            ClientId(client_id): _Client(
+                {seq: bytes(result) for seq, result in results}, LogIndex(last), low_water
+            )
+            for client_id, last, low_water, results in clients
+        }
+        self._machine.restore(bytes(machine))
+
+    def checksum(self) -> bytes:
+        """A 64-bit digest of the replicated state: machine, epoch and client table."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(self._machine.checksum())
+        digest.update(msgpack.packb(self._bookkeeping(), use_bin_type=True))
+        return digest.digest()

@@ -1,0 +1,196 @@
+"""The values that leave the Paxos core: Ready batches, what to persist, events, status.
+
+The contract with the shell (STYLE §1, after etcd raft's Ready/Advance) is the order in which
+it handles one `Ready`:
+
+1. make `ready.durable` durable (one transaction, one fsync);
+2. then send `ready.messages` (they may depend on what step 1 wrote);
+3. then apply `ready.committed` in order, first restoring the state machine from
+   `ready.durable.snapshot` if that snapshot lies beyond what was applied;
+4. then call `replica.advance(ready)`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import frozen
+
+from chubbypy.protocol import (
+    NO_BALLOT,
+    NO_INDEX,
+    Ballot,
+    Entry,
+    Envelope,
+    Epoch,
+    LogIndex,
+    ReplicaId,
+    Snapshot,
+)
+
+
+@frozen
+class HardState:
+    """An acceptor's durable promises: the highest ballot promised and how far the log is chosen."""
+
+    promised: Ballot = NO_BALLOT
+    chosen_index: LogIndex = NO_INDEX
+
+
+@frozen
+class Durable:
+    """Writes that must be durable before a Ready's messages are sent."""
+
+    hard_state: HardState | None = None
+    """The new hard state, if it changed."""
+    entries: tuple[Entry, ...] = ()
+    """Log entries to write, replacing any earlier entry at the same index."""
+    snapshot: Snapshot | None = None
+    """A new snapshot to keep (replacing the old one)."""
+    compact_through: LogIndex | None = None
+    """Log entries at or below this index may be deleted, after `snapshot` is stored."""
+
+    def is_empty(self) -> bool:
+        return (
+            self.hard_state is None
+            and not self.entries
+            and self.snapshot is None
+            and self.compact_through is None
+        )
+
+
+@frozen
+class Persisted:
+    """What a store holds for a replica: enough to rebuild it exactly as it persisted itself."""
+
+    hard_state: HardState = HardState()
+    snapshot: Snapshot | None = None
+    entries: tuple[Entry, ...] = ()
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    MASTER = "master"
+
+
+class StepDownReason(enum.Enum):
+    LEASE_EXPIRED = "its master lease expired"
+    NO_LEASE = "it never obtained a master lease"
+    HIGHER_BALLOT = "another proposer holds a higher ballot"
+    BEHIND = "a peer knows more of the chosen log than it does"
+
+
+# Events: what happened to this replica, for logs, metrics and narration.
+
+
+@frozen
+class Campaigning:
+    """The replica started phase 1 with `ballot`."""
+
+    ballot: Ballot
+
+
+@frozen
+class BecameMaster:
+    """Phase 1 succeeded: the replica is master for `epoch` and re-proposes what it found."""
+
+    ballot: Ballot
+    epoch: Epoch
+    recovered_entries: int
+
+
+@frozen
+class StartedServing:
+    """The epoch's first entry is applied: every earlier entry is applied; the master serves."""
+
+    epoch: Epoch
+    index: LogIndex
+
+
+@frozen
+class SteppedDown:
+    """The replica stopped being master (or candidate)."""
+
+    epoch: Epoch
+    reason: StepDownReason
+
+
+@frozen
+class LeaseAcquired:
+    """The master's lease became valid (it was not, a moment before)."""
+
+    epoch: Epoch
+    expiry_tick: int
+
+
+@frozen
+class LeaseLost:
+    """The master's lease ran out before it was renewed."""
+
+    epoch: Epoch
+
+
+@frozen
+class SnapshotInstalled:
+    """A peer sent a snapshot because the entries this replica needed were truncated."""
+
+    index: LogIndex
+    sender: ReplicaId
+
+
+ReplicaEvent = (
+    Campaigning
+    | BecameMaster
+    | StartedServing
+    | SteppedDown
+    | LeaseAcquired
+    | LeaseLost
+    | SnapshotInstalled
+)
+
+
+@frozen
+class Ready:
+    """One batch of the core's output; handle it in the order the module docstring gives."""
+
+    durable: Durable
+    messages: tuple[Envelope, ...]
+    committed: tuple[Entry, ...]
+    events: tuple[ReplicaEvent, ...]
+
+
+class RefusalReason(enum.Enum):
+    NOT_MASTER = "not master"
+    EPOCH_CHANGED = "the epoch changed"
+    OVERLOADED = "too many proposals queued"
+    TOO_LARGE = "command larger than a batch"
+
+
+@frozen
+class Refused:
+    """A proposal the core will not take; nothing was queued."""
+
+    reason: RefusalReason
+
+
+@frozen
+class Status:
+    """A replica's view of itself, for operators, checkers and narration."""
+
+    replica_id: ReplicaId
+    role: Role
+    promised: Ballot
+    ballot: Ballot
+    epoch: Epoch
+    serving: bool
+    lease_valid: bool
+    lease_expiry_tick: int
+    tick: int
+    chosen_index: LogIndex
+    applied_index: LogIndex
+    snapshot_index: LogIndex
+    first_index: LogIndex
+    last_index: LogIndex
+    queued_commands: int
+    inflight_instances: int

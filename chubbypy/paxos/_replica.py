@@ -1,0 +1,871 @@
+"""Multi-Paxos replica core. Pure: inputs are messages, proposals and ticks; outputs are Readys.
+
+Theory of operation
+-------------------
+Every replica is an acceptor and a learner; one at a time is the **master** (the distinguished
+proposer of Paxos Made Live §4.2). Roles and their `tick` behaviour:
+
+* FOLLOWER accepts from the master and learns what is chosen from the chosen index the master
+  piggybacks on every Accept and Heartbeat. When the lease it granted the master runs out
+  (plus a random jitter) it campaigns.
+* CANDIDATE runs phase 1 once for every instance from its first unchosen one (Prepare with a
+  ballot higher than any it has seen). A quorum of promises makes it master; it re-proposes
+  the highest-ballot value each promise reported (no-ops in the gaps) and then an
+  EPOCH_START entry carrying a new epoch, one above every epoch it has seen. Epochs are
+  therefore unique per mastership and rise along the log.
+* MASTER proposes batches of commands with a bounded window of instances in flight. It serves
+  nothing (`propose` refuses) until its EPOCH_START entry is applied, so every earlier entry
+  has been applied by then.
+
+**Master leases** (PML §5.2, Chubby §2.2). An acceptor that accepts an Accept or Heartbeat
+from a master refuses Prepare and Accept from every *other* replica for `lease_ticks` of its
+own clock. The master dates its lease from the tick in which it sent a message and holds it
+for `master_lease_ticks` once a quorum acknowledged messages sent at or after that tick; the
+shorter window covers clock drift (see `master_lease_ticks_for`). Why two masters can never
+both believe in a lease: let M's lease rest on quorum Q acknowledging messages of ballot b_M
+sent at t, and N's on messages of a higher ballot b_N, sent only after N gathered promises
+from quorum P. Some acceptor A is in both Q and P. It cannot have promised b_N before taking
+M's message (it would have refused b_M), so it promised afterwards, and it refused N's
+Prepare until its lease to M ran out, which is after M's own belief ran out. N's messages are
+sent after that promise, so N's lease starts after M's ended. The same holds with roles
+swapped, which is why only acknowledgements of messages sent after phase 1 count.
+
+An acceptor that restarts does not know whom it leased itself to, but if it leased itself to
+anyone, that master's ballot is the one it promised: so for `lease_ticks` after a restart it
+accepts only from the replica that owns its promised ballot.
+
+A master that learns of a higher promised ballot while its lease is valid **boosts**: it runs
+phase 1 again with a higher ballot and keeps its epoch (PML §5.2's remedy for churn). A master
+whose lease runs out steps down.
+
+Persistence follows the Ready contract (`_ready.py`): every message is sent only after the
+state it depends on (promised ballot, accepted entries) is durable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import assert_never
+
+from attrs import define, field
+
+from chubbypy.paxos._chance import Bug, Chance
+from chubbypy.paxos._ready import (
+    BecameMaster,
+    Campaigning,
+    Durable,
+    HardState,
+    LeaseAcquired,
+    LeaseLost,
+    Persisted,
+    Ready,
+    RefusalReason,
+    Refused,
+    ReplicaEvent,
+    Role,
+    SnapshotInstalled,
+    StartedServing,
+    Status,
+    StepDownReason,
+    SteppedDown,
+)
+from chubbypy.paxos._settings import Limits, Timing
+from chubbypy.protocol import (
+    NO_BALLOT,
+    NO_EPOCH,
+    NO_INDEX,
+    Accept,
+    Accepted,
+    Ballot,
+    CatchUp,
+    CatchUpRequest,
+    Command,
+    Entry,
+    Envelope,
+    Epoch,
+    Heartbeat,
+    HeartbeatAck,
+    InstallSnapshot,
+    LogIndex,
+    Nack,
+    PeerMessage,
+    Prepare,
+    Promise,
+    ReplicaId,
+    Snapshot,
+    Value,
+    ValueKind,
+)
+
+
+@define
+class _Proposal:
+    """An instance the master proposed at its current ballot and has not yet seen chosen."""
+
+    value: Value
+    acks: set[ReplicaId]
+    sent_tick: int
+
+
+_CHECKSUM_REQUEST = None
+"""Marks a checksum request in the master's queue; it becomes an instance of its own."""
+
+
+@define
+class _Campaign:
+    """Phase 1 in progress, for a new mastership or for a master's boost."""
+
+    ballot: Ballot
+    from_index: LogIndex
+    promises: dict[ReplicaId, Promise] = field(factory=dict)
+    deadline_tick: int = 0
+
+
+class Replica:
+    """One replica's Multi-Paxos state machine. See the module docstring."""
+
+    def __init__(
+        self,
+        replica_id: ReplicaId,
+        members: Sequence[ReplicaId],
+        timing: Timing,
+        limits: Limits,
+        chance: Chance,
+        persisted: Persisted | None = None,
+        bugs: frozenset[Bug] = frozenset(),
+    ) -> None:
+        assert replica_id in members, (replica_id, members)
+        assert len(set(members)) == len(members) >= 3, members
+        self._id = replica_id
+        self._members = tuple(sorted(members))
+        self._peers = tuple(m for m in self._members if m != replica_id)
+        self._quorum = len(self._members) // 2 + 1
+        self._timing = timing
+        self._limits = limits
+        self._chance = chance
+        self._bugs = bugs
+        self._tick = 0
+
+        # Acceptor and learner state; the durable part is restored from `persisted`.
+        persisted = persisted or Persisted()
+        self._promised = persisted.hard_state.promised
+        self._chosen_index = persisted.hard_state.chosen_index
+        self._snapshot = persisted.snapshot
+        self._log: dict[LogIndex, Entry] = {}
+        for entry in persisted.entries:
+            self._log[entry.index] = entry
+        snapshot_index = persisted.snapshot.index if persisted.snapshot else NO_INDEX
+        # Entries at or below the snapshot may be kept for lagging peers; none is missing above it.
+        self._first_index = LogIndex(min([snapshot_index + 1, *self._log]))
+        assert self._chosen_index >= snapshot_index, (self._chosen_index, snapshot_index)
+        for index in range(max(self._first_index, snapshot_index + 1), self._chosen_index + 1):
+            assert index in self._log, f"chosen entry {index} missing from the persisted log"
+        # Restart = snapshot + replay: the shell restores the snapshot, then applies what
+        # the first Ready hands out as committed.
+        self._applied_index = snapshot_index
+        self._epoch_max = max(
+            [persisted.snapshot.epoch if persisted.snapshot else NO_EPOCH]
+            + [entry.value.epoch for entry in persisted.entries]
+        )
+        self._applied_epoch_max = persisted.snapshot.epoch if persisted.snapshot else NO_EPOCH
+        self._highest_seen = self._promised
+
+        # The lease this replica granted as an acceptor (see the module docstring on restarts).
+        self._lease_holder: ReplicaId | None = None
+        self._lease_until = 0
+        if self._promised != NO_BALLOT:
+            self._lease_holder = self._promised.replica_id
+            self._lease_until = timing.lease_ticks
+        self._election_deadline = self._lease_until + self._jitter()
+
+        # Proposer state.
+        self._role = Role.FOLLOWER
+        self._ballot = NO_BALLOT
+        self._campaign: _Campaign | None = None
+        self._catchup_due = 0
+        self._reset_master_state()
+
+        # Output buffers, drained by `ready`.
+        self._hard_state_dirty = False
+        self._unsaved: dict[LogIndex, Entry] = {}
+        self._unsaved_snapshot: Snapshot | None = None
+        self._compact_through: LogIndex | None = None
+        self._outbox: list[Envelope] = []
+        self._events: list[ReplicaEvent] = []
+        self._outstanding = False
+
+    def _reset_master_state(self) -> None:
+        self._mastership_ballot = NO_BALLOT
+        self._epoch = NO_EPOCH
+        self._epoch_start_index = NO_INDEX
+        self._serving = False
+        self._next_index = LogIndex(0)
+        self._proposals: dict[LogIndex, _Proposal] = {}
+        self._chosen_ahead: set[LogIndex] = set()
+        self._queue: deque[Command | None] = deque()
+        self._acked_tick: dict[ReplicaId, int] = {}
+        self._last_send_tick = 0
+        self._lease_expiry = 0
+        self._had_lease = False
+        self._mastership_tick = 0
+        self._heartbeat_due = 0
+        self._boost: _Campaign | None = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        """One tick of this replica's clock has passed."""
+        self._tick += 1
+        match self._role:
+            case Role.FOLLOWER:
+                if self._tick >= self._election_deadline:
+                    self._campaign_start()
+            case Role.CANDIDATE:
+                assert self._campaign is not None
+                if self._tick >= self._campaign.deadline_tick:
+                    self._campaign_start()
+            case Role.MASTER:
+                self._master_ticked()
+            case unexpected:
+                assert_never(unexpected)
+
+    def step(self, sender: ReplicaId, message: PeerMessage) -> None:
+        """A peer's message arrived."""
+        assert sender != self._id, sender
+        assert sender in self._members, sender
+        match message:
+            case Prepare():
+                self._prepare_received(sender, message)
+            case Promise():
+                self._promise_received(sender, message)
+            case Accept():
+                self._accept_received(sender, message)
+            case Accepted():
+                self._accepted_received(sender, message)
+            case Heartbeat():
+                self._heartbeat_received(sender, message)
+            case HeartbeatAck():
+                self._heartbeat_ack_received(sender, message)
+            case Nack():
+                self._nack_received(sender, message)
+            case CatchUpRequest():
+                self._catch_up_requested(sender, message)
+            case CatchUp():
+                self._catch_up_received(sender, message)
+            case InstallSnapshot():
+                self._snapshot_received(sender, message)
+            case unexpected:
+                assert_never(unexpected)
+
+    def propose(self, commands: Sequence[Command], epoch: Epoch) -> Refused | None:
+        """Queue commands validated under `epoch`; they are batched into instances in order."""
+        refused = self._refuse_proposal(epoch)
+        if refused is not None:
+            return refused
+        if any(c.size_bytes > self._limits.batch_bytes_max for c in commands):
+            return Refused(RefusalReason.TOO_LARGE)
+        if len(self._queue) + len(commands) > self._limits.proposals_queued_max:
+            return Refused(RefusalReason.OVERLOADED)
+        self._queue.extend(commands)
+        self._fill_window()
+        return None
+
+    def request_checksum(self, epoch: Epoch) -> Refused | None:
+        """Propose a CHECKSUM instance: every replica checksums its state when it applies it."""
+        refused = self._refuse_proposal(epoch)
+        if refused is not None:
+            return refused
+        if len(self._queue) >= self._limits.proposals_queued_max:
+            return Refused(RefusalReason.OVERLOADED)
+        self._queue.append(_CHECKSUM_REQUEST)
+        self._fill_window()
+        return None
+
+    def snapshot_taken(self, index: LogIndex, data: bytes) -> None:
+        """The state after applying `index` is `data`: keep it as a snapshot, truncate before it."""
+        assert self._snapshot is None or index >= self._snapshot.index, index
+        assert index == self._applied_index, (index, self._applied_index)
+        snapshot = Snapshot(index, self._applied_epoch_max, data)
+        self._snapshot = snapshot
+        self._unsaved_snapshot = snapshot
+        keep_from = LogIndex(max(self._first_index, index + 1 - self._limits.log_retain_entries))
+        if keep_from > self._first_index:
+            self._drop_log_below(keep_from)
+
+    # ------------------------------------------------------------------ outputs
+
+    def has_ready(self) -> bool:
+        """Whether `ready` has something, and the previous Ready was advanced."""
+        return not self._outstanding and (
+            self._hard_state_dirty
+            or bool(self._unsaved)
+            or self._unsaved_snapshot is not None
+            or self._compact_through is not None
+            or bool(self._outbox)
+            or bool(self._events)
+            or self._chosen_index > self._applied_index
+        )
+
+    def ready(self) -> Ready:
+        """Everything to persist, send and apply since the last Ready."""
+        assert not self._outstanding, "advance the previous Ready first"
+        durable = Durable(
+            hard_state=HardState(self._promised, self._chosen_index)
+            if self._hard_state_dirty
+            else None,
+            entries=tuple(self._unsaved[index] for index in sorted(self._unsaved)),
+            snapshot=self._unsaved_snapshot,
+            compact_through=self._compact_through,
+        )
+        committed = tuple(
+            self._log[LogIndex(index)]
+            for index in range(self._applied_index + 1, self._chosen_index + 1)
+        )
+        for entry in committed:
+            self._applied_epoch_max = max(self._applied_epoch_max, entry.value.epoch)
+        ready = Ready(durable, tuple(self._outbox), committed, tuple(self._events))
+        self._applied_index = self._chosen_index
+        self._hard_state_dirty = False
+        self._unsaved = {}
+        self._unsaved_snapshot = None
+        self._compact_through = None
+        self._outbox = []
+        self._events = []
+        self._outstanding = True
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The shell persisted, sent and applied `ready`, in that order."""
+        assert self._outstanding
+        self._outstanding = False
+        if (
+            self._role is Role.MASTER
+            and not self._serving
+            and self._applied_index >= self._epoch_start_index
+        ):
+            self._serving = True
+            self._events.append(StartedServing(self._epoch, self._epoch_start_index))
+            self._fill_window()
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def replica_id(self) -> ReplicaId:
+        return self._id
+
+    @property
+    def tick_count(self) -> int:
+        return self._tick
+
+    @property
+    def applied_index(self) -> LogIndex:
+        """The last index handed out in a Ready as committed (or restored from a snapshot)."""
+        return self._applied_index
+
+    @property
+    def serving(self) -> bool:
+        """Master, with its epoch's first entry applied: it may take proposals."""
+        return self._serving
+
+    @property
+    def epoch(self) -> Epoch:
+        """The master's epoch, or NO_EPOCH when not master."""
+        return self._epoch
+
+    def lease_valid(self) -> bool:
+        """Whether this replica is master and believes its master lease valid right now."""
+        if self._role is not Role.MASTER:
+            return False
+        if Bug.IGNORE_LEASE_END in self._bugs and self._had_lease:
+            return True
+        return self._tick < self._lease_expiry
+
+    def can_serve_reads(self) -> bool:
+        """Master, serving its epoch, under a valid lease: reads of local state are current."""
+        return self._serving and self.lease_valid()
+
+    def master_hint(self) -> ReplicaId | None:
+        """Who this replica believes is master: itself, the holder of its lease grant, or None."""
+        if self._role is Role.MASTER:
+            return self._id
+        if self._lease_holder is not None and self._tick < self._lease_until:
+            return self._lease_holder
+        return None
+
+    def status(self) -> Status:
+        return Status(
+            replica_id=self._id,
+            role=self._role,
+            promised=self._promised,
+            ballot=self._ballot,
+            epoch=self._epoch,
+            serving=self._serving,
+            lease_valid=self.lease_valid(),
+            lease_expiry_tick=self._lease_expiry,
+            tick=self._tick,
+            chosen_index=self._chosen_index,
+            applied_index=self._applied_index,
+            snapshot_index=self._snapshot.index if self._snapshot else NO_INDEX,
+            first_index=self._first_index,
+            last_index=LogIndex(max(self._log, default=self._first_index - 1)),
+            queued_commands=len(self._queue),
+            inflight_instances=len(self._proposals),
+        )
+
+    # ------------------------------------------------------------------ acceptor
+
+    def _leased_to_other(self, sender: ReplicaId) -> bool:
+        """Whether a lease granted to another replica forbids dealing with `sender` now."""
+        if Bug.ACCEPTOR_IGNORES_LEASE in self._bugs:
+            return False
+        return (
+            self._lease_holder is not None
+            and self._lease_holder != sender
+            and self._tick < self._lease_until
+        )
+
+    def _prepare_received(self, sender: ReplicaId, prepare: Prepare) -> None:
+        self._saw_ballot(prepare.ballot)
+        if self._leased_to_other(sender):
+            self._send(sender, Nack(prepare.ballot, self._promised, leased=True))
+            return
+        if prepare.ballot < self._promised:
+            self._send(sender, Nack(prepare.ballot, self._promised, leased=False))
+            return
+        if prepare.ballot > self._promised:
+            self._promise(prepare.ballot)
+            # Give the candidate time to finish before campaigning ourselves.
+            self._election_deadline = max(
+                self._election_deadline, self._tick + self._timing.retry_ticks + self._jitter()
+            )
+        promise = self._promise_for(
+            prepare.ballot, prepare.from_index, self._limits.catchup_entries_max
+        )
+        self._send(sender, promise)
+
+    def _promise(self, ballot: Ballot) -> None:
+        """Promise `ballot` (made durable before any reply) and give up any role below it."""
+        assert ballot > self._promised
+        self._promised = ballot
+        self._hard_state_dirty = True
+        if self._role is not Role.FOLLOWER and ballot.replica_id != self._id:
+            self._step_down(StepDownReason.HIGHER_BALLOT)
+
+    def _promise_for(self, ballot: Ballot, from_index: LogIndex, limit: int) -> Promise:
+        """What this acceptor accepted from `from_index` on, at most `limit` entries."""
+        indices = sorted(i for i in self._log if i >= from_index)
+        entries = tuple(self._log[i] for i in indices[:limit])
+        # Entries below our first retained index are chosen and gone from our log; a
+        # proposer that lacks them must fetch a snapshot before it can lead.
+        complete = len(indices) <= limit and from_index >= self._first_index
+        return Promise(ballot, from_index, entries, self._chosen_index, complete)
+
+    def _accept_received(self, sender: ReplicaId, accept: Accept) -> None:
+        if not self._take_master_message(sender, accept.ballot):
+            return
+        index = accept.index
+        if index < self._first_index:
+            pass  # chosen and truncated here: nothing to accept
+        elif index <= self._chosen_index:
+            # Chosen values never change; acknowledge only the same value.
+            if self._log[index].value == accept.value:
+                self._send(sender, self._accepted(accept))
+        else:
+            self._store_entry(Entry(index, accept.ballot, accept.value))
+            self._send(sender, self._accepted(accept))
+        self._learn(sender, accept.ballot, accept.chosen_index)
+
+    def _accepted(self, accept: Accept) -> Accepted:
+        return Accepted(accept.ballot, accept.index, accept.sent_tick, self._chosen_index)
+
+    def _heartbeat_received(self, sender: ReplicaId, heartbeat: Heartbeat) -> None:
+        if not self._take_master_message(sender, heartbeat.ballot):
+            return
+        self._send(sender, HeartbeatAck(heartbeat.ballot, heartbeat.sent_tick, self._chosen_index))
+        self._learn(sender, heartbeat.ballot, heartbeat.chosen_index)
+
+    def _take_master_message(self, sender: ReplicaId, ballot: Ballot) -> bool:
+        """Check an Accept or Heartbeat from `sender`; if taken, lease ourselves to the sender."""
+        self._saw_ballot(ballot)
+        if self._leased_to_other(sender):
+            self._send(sender, Nack(ballot, self._promised, leased=True))
+            return False
+        if ballot < self._promised:
+            self._send(sender, Nack(ballot, self._promised, leased=False))
+            return False
+        if ballot > self._promised:
+            self._promise(ballot)
+        elif self._role is Role.CANDIDATE:
+            # Our own campaign lost to this master's ballot (equal would be our own).
+            self._step_down(StepDownReason.HIGHER_BALLOT)
+        assert self._promised.replica_id == sender
+        self._lease_holder = sender
+        self._lease_until = self._tick + self._timing.lease_ticks
+        self._election_deadline = self._lease_until + self._jitter()
+        return True
+
+    # ------------------------------------------------------------------ learner
+
+    def _learn(self, sender: ReplicaId, ballot: Ballot, chosen_index: LogIndex) -> None:
+        """The master at `ballot` says everything up to `chosen_index` is chosen.
+
+        An entry we accepted at that same ballot holds the value the master proposed, which is
+        the chosen one; anything else must come through catch-up.
+        """
+        advanced = False
+        while self._chosen_index < chosen_index:
+            entry = self._log.get(LogIndex(self._chosen_index + 1))
+            if entry is None or entry.ballot != ballot:
+                break
+            self._chosen_index = entry.index
+            advanced = True
+        if advanced:
+            self._hard_state_dirty = True
+        if self._chosen_index < chosen_index:
+            self._request_catch_up(sender)
+
+    def _request_catch_up(self, source: ReplicaId) -> None:
+        if self._tick < self._catchup_due:
+            return
+        self._catchup_due = self._tick + self._timing.retry_ticks
+        self._send(source, CatchUpRequest(LogIndex(self._chosen_index + 1)))
+
+    def _catch_up_requested(self, sender: ReplicaId, request: CatchUpRequest) -> None:
+        if request.from_index < self._first_index:
+            assert self._snapshot is not None
+            assert self._snapshot.index >= self._first_index - 1, self._snapshot.index
+            self._send(sender, InstallSnapshot(self._snapshot))
+            return
+        last = min(self._chosen_index, request.from_index + self._limits.catchup_entries_max - 1)
+        entries = tuple(self._log[LogIndex(i)] for i in range(request.from_index, last + 1))
+        self._send(sender, CatchUp(entries, self._chosen_index))
+
+    def _catch_up_received(self, sender: ReplicaId, catch_up: CatchUp) -> None:
+        if self._role is Role.MASTER:
+            return  # a master's log is at least as complete as anything it needs
+        before = self._chosen_index
+        for entry in catch_up.entries:
+            if entry.index == self._chosen_index + 1:
+                self._store_entry(entry)
+                self._chosen_index = entry.index
+        if self._chosen_index > before:
+            self._hard_state_dirty = True
+        self._catchup_due = 0
+        if self._chosen_index < catch_up.chosen_index:
+            self._request_catch_up(sender)
+
+    def _snapshot_received(self, sender: ReplicaId, message: InstallSnapshot) -> None:
+        snapshot = message.snapshot
+        if self._role is Role.MASTER or snapshot.index <= self._chosen_index:
+            return
+        if self._role is Role.CANDIDATE:
+            self._step_down(StepDownReason.HIGHER_BALLOT)
+        self._drop_log_below(LogIndex(snapshot.index + 1))
+        self._snapshot = snapshot
+        self._unsaved_snapshot = snapshot
+        self._chosen_index = snapshot.index
+        self._hard_state_dirty = True
+        # The shell restores the state machine from the snapshot instead of applying up to it.
+        self._applied_index = snapshot.index
+        self._applied_epoch_max = max(self._applied_epoch_max, snapshot.epoch)
+        self._epoch_max = max(self._epoch_max, snapshot.epoch)
+        self._catchup_due = 0
+        self._events.append(SnapshotInstalled(snapshot.index, sender))
+
+    def _drop_log_below(self, keep_from: LogIndex) -> None:
+        for index in [i for i in self._log if i < keep_from]:
+            del self._log[index]
+            self._unsaved.pop(index, None)
+        self._first_index = keep_from
+        self._compact_through = LogIndex(keep_from - 1)
+
+    # ------------------------------------------------------------------ candidate
+
+    def _campaign_start(self) -> None:
+        """Run phase 1 with a ballot above any seen, for every instance not known chosen."""
+        assert not self._leased_to_other(self._id), "campaigning while leased to a master"
+        ballot = Ballot(max(self._promised.round, self._highest_seen.round) + 1, self._id)
+        self._promise(ballot)
+        self._role = Role.CANDIDATE
+        self._ballot = ballot
+        self._campaign = self._new_campaign(ballot)
+        self._events.append(Campaigning(ballot))
+
+    def _new_campaign(self, ballot: Ballot) -> _Campaign:
+        from_index = LogIndex(self._chosen_index + 1)
+        deadline = self._tick + self._timing.retry_ticks + self._jitter()
+        campaign = _Campaign(ballot, from_index, deadline_tick=deadline)
+        # Our own promise travels no wire, so it reports everything and is always complete.
+        own = self._promise_for(ballot, from_index, len(self._log))
+        assert own.complete, (from_index, self._first_index)
+        campaign.promises[self._id] = own
+        for peer in self._peers:
+            self._send(peer, Prepare(ballot, from_index))
+        return campaign
+
+    def _promise_received(self, sender: ReplicaId, promise: Promise) -> None:
+        campaign = self._campaign if self._role is Role.CANDIDATE else self._boost
+        if campaign is None or promise.ballot != campaign.ballot:
+            return  # late or duplicate
+        if not promise.complete:
+            # We lag behind what the acceptor can report (it truncated entries we lack, or has
+            # more than one promise can carry). Step down, catch up, and campaign again later:
+            # a replica that knows more can lead meanwhile.
+            self._step_down(StepDownReason.BEHIND)
+            self._catchup_due = 0
+            self._request_catch_up(sender)
+            return
+        campaign.promises[sender] = promise
+        if len(campaign.promises) < self._quorum:
+            return
+        if self._role is Role.CANDIDATE:
+            self._mastership_won(campaign)
+        else:
+            self._boost_won(campaign)
+
+    def _recovered_values(self, campaign: _Campaign, epoch: Epoch) -> dict[LogIndex, Value]:
+        """For each instance from the campaign's start, the value phase 2 must propose.
+
+        A value some acceptor knows chosen wins; otherwise the highest-ballot value reported
+        (the rule that makes Paxos safe); a gap becomes a no-op.
+        """
+        best: dict[LogIndex, tuple[bool, Ballot, Value]] = {}
+        for replica_id in sorted(campaign.promises):
+            promise = campaign.promises[replica_id]
+            if Bug.FORGET_ACCEPTED_VALUES in self._bugs and replica_id != self._id:
+                continue
+            for entry in promise.entries:
+                key = (entry.index <= promise.chosen_index, entry.ballot, entry.value)
+                current = best.get(entry.index)
+                if current is None or key[:2] > current[:2]:
+                    best[entry.index] = key
+        last = max(best, default=campaign.from_index - 1)
+        return {
+            LogIndex(i): best[LogIndex(i)][2]
+            if LogIndex(i) in best
+            else Value(epoch, ValueKind.NOOP)
+            for i in range(campaign.from_index, last + 1)
+        }
+
+    def _mastership_won(self, campaign: _Campaign) -> None:
+        promised_epochs = (
+            entry.value.epoch for promise in campaign.promises.values() for entry in promise.entries
+        )
+        epoch = Epoch(max(self._epoch_max, *promised_epochs, NO_EPOCH) + 1)
+        recovered = self._recovered_values(campaign, epoch)
+        self._campaign = None
+        self._role = Role.MASTER
+        self._reset_master_state()
+        self._ballot = campaign.ballot
+        self._mastership_ballot = campaign.ballot
+        self._epoch = epoch
+        self._mastership_tick = self._tick
+        self._next_index = LogIndex(max(self._chosen_index, *recovered, NO_INDEX) + 1)
+        for index, value in recovered.items():
+            if index > self._chosen_index:
+                self._propose_at(index, value)
+        self._epoch_start_index = self._next_index
+        self._propose_at(self._next_index, Value(epoch, ValueKind.EPOCH_START))
+        self._next_index = LogIndex(self._next_index + 1)
+        self._events.append(BecameMaster(campaign.ballot, epoch, len(recovered)))
+
+    # ------------------------------------------------------------------ master
+
+    def _refuse_proposal(self, epoch: Epoch) -> Refused | None:
+        if self._role is not Role.MASTER or not self._serving:
+            return Refused(RefusalReason.NOT_MASTER)
+        if epoch != self._epoch:
+            return Refused(RefusalReason.EPOCH_CHANGED)
+        return None
+
+    def _master_ticked(self) -> None:
+        if self._tick >= self._lease_expiry and Bug.IGNORE_LEASE_END not in self._bugs:
+            if self._had_lease:
+                self._events.append(LeaseLost(self._epoch))
+                self._step_down(StepDownReason.LEASE_EXPIRED)
+                return
+            if self._tick >= self._mastership_tick + self._timing.master_lease_ticks:
+                self._step_down(StepDownReason.NO_LEASE)
+                return
+        if self._boost is not None and self._tick >= self._boost.deadline_tick:
+            self._boost_start()
+        if self._tick >= self._heartbeat_due:
+            self._heartbeat_due = self._tick + self._timing.heartbeat_ticks
+            self._note_send()
+            heartbeat = Heartbeat(self._ballot, self._chosen_index, self._tick)
+            for peer in self._peers:
+                self._send(peer, heartbeat)
+            self._resend_unacknowledged()
+
+    def _resend_unacknowledged(self) -> None:
+        """Send Accepts again to peers that have not acknowledged them for a while."""
+        for index in sorted(self._proposals):
+            proposal = self._proposals[index]
+            if self._tick - proposal.sent_tick < self._timing.retry_ticks:
+                continue
+            proposal.sent_tick = self._tick
+            accept = Accept(self._ballot, index, proposal.value, self._chosen_index, self._tick)
+            for peer in self._peers:
+                if peer not in proposal.acks:
+                    self._send(peer, accept)
+
+    def _note_send(self) -> None:
+        """The master sends at its ballot now: it accepts its own message, leasing itself."""
+        assert self._promised == (self._boost.ballot if self._boost else self._ballot)
+        self._last_send_tick = self._tick
+        self._lease_holder = self._id
+        self._lease_until = self._tick + self._timing.lease_ticks
+
+    def _fill_window(self) -> None:
+        """Cut batches from the queue into new instances while the window has room."""
+        if self._role is not Role.MASTER or not self._serving or self._boost is not None:
+            return
+        window = self._limits.proposals_inflight_max
+        while self._queue and self._next_index - 1 - self._chosen_index < window:
+            if self._queue[0] is _CHECKSUM_REQUEST:
+                self._queue.popleft()
+                value = Value(self._epoch, ValueKind.CHECKSUM)
+            else:
+                value = Value(self._epoch, ValueKind.COMMANDS, self._cut_batch())
+            self._propose_at(self._next_index, value)
+            self._next_index = LogIndex(self._next_index + 1)
+
+    def _cut_batch(self) -> tuple[Command, ...]:
+        batch: list[Command] = []
+        size = 0
+        entries_max = self._limits.batch_entries_max
+        if self._chance.buggify("tiny-batch"):
+            entries_max = 1
+        while self._queue and len(batch) < entries_max:
+            command = self._queue[0]
+            if command is None or size + command.size_bytes > self._limits.batch_bytes_max:
+                break
+            size += command.size_bytes
+            batch.append(command)
+            self._queue.popleft()
+        assert batch, "every queued command fits a batch on its own"
+        return tuple(batch)
+
+    def _propose_at(self, index: LogIndex, value: Value) -> None:
+        """Phase 2 for one instance at the current ballot: accept it ourselves, then ask peers."""
+        assert index > self._chosen_index, index
+        assert index not in self._proposals, index
+        self._store_entry(Entry(index, self._ballot, value))
+        self._proposals[index] = _Proposal(value, {self._id}, self._tick)
+        self._note_send()
+        accept = Accept(self._ballot, index, value, self._chosen_index, self._tick)
+        for peer in self._peers:
+            self._send(peer, accept)
+
+    def _accepted_received(self, sender: ReplicaId, accepted: Accepted) -> None:
+        if not self._is_my_mastership(accepted.ballot):
+            return
+        self._lease_acknowledged(sender, accepted.sent_tick)
+        proposal = self._proposals.get(accepted.index)
+        if accepted.ballot != self._ballot or proposal is None:
+            return
+        proposal.acks.add(sender)
+        if len(proposal.acks) >= self._quorum:
+            self._instance_chosen(accepted.index)
+
+    def _heartbeat_ack_received(self, sender: ReplicaId, ack: HeartbeatAck) -> None:
+        if self._is_my_mastership(ack.ballot):
+            self._lease_acknowledged(sender, ack.sent_tick)
+
+    def _is_my_mastership(self, ballot: Ballot) -> bool:
+        return (
+            self._role is Role.MASTER
+            and ballot.replica_id == self._id
+            and ballot >= self._mastership_ballot
+        )
+
+    def _lease_acknowledged(self, sender: ReplicaId, sent_tick: int) -> None:
+        """A peer accepted a message we sent at `sent_tick`: the lease may reach further."""
+        assert sent_tick <= self._tick, (sent_tick, self._tick)
+        if sent_tick <= self._acked_tick.get(sender, -1):
+            return
+        self._acked_tick[sender] = sent_tick
+        ticks = sorted([self._last_send_tick, *self._acked_tick.values()], reverse=True)
+        if len(ticks) < self._quorum:
+            return
+        expiry = ticks[self._quorum - 1] + self._timing.master_lease_ticks
+        if expiry <= self._lease_expiry:
+            return
+        if self._tick >= self._lease_expiry and expiry > self._tick:
+            self._events.append(LeaseAcquired(self._epoch, expiry))
+        self._lease_expiry = expiry
+        self._had_lease = self._had_lease or expiry > self._tick
+
+    def _instance_chosen(self, index: LogIndex) -> None:
+        del self._proposals[index]
+        self._chosen_ahead.add(index)
+        while LogIndex(self._chosen_index + 1) in self._chosen_ahead:
+            self._chosen_index = LogIndex(self._chosen_index + 1)
+            self._chosen_ahead.discard(self._chosen_index)
+            self._hard_state_dirty = True
+        self._fill_window()
+
+    def _nack_received(self, sender: ReplicaId, nack: Nack) -> None:
+        self._saw_ballot(nack.promised)
+        if nack.promised.replica_id == self._id or nack.promised <= nack.ballot:
+            return  # our own higher ballot, or a lease refusal: wait for the deadline
+        if self._role is Role.MASTER and self._is_my_mastership(nack.ballot):
+            if self.lease_valid():
+                if self._boost is None or self._boost.ballot < nack.promised:
+                    self._boost_start()
+            else:
+                self._step_down(StepDownReason.HIGHER_BALLOT)
+
+    def _boost_start(self) -> None:
+        """Run phase 1 again at a higher ballot without giving up the mastership or epoch."""
+        ballot = Ballot(max(self._promised.round, self._highest_seen.round) + 1, self._id)
+        self._promise(ballot)
+        self._boost = self._new_campaign(ballot)
+
+    def _boost_won(self, campaign: _Campaign) -> None:
+        recovered = self._recovered_values(campaign, self._epoch)
+        if any(value.epoch > self._epoch for value in recovered.values()):
+            # Another proposer started a newer epoch in between: ours can no longer apply.
+            self._step_down(StepDownReason.HIGHER_BALLOT)
+            return
+        self._boost = None
+        self._ballot = campaign.ballot
+        self._proposals = {}
+        self._chosen_ahead = set()
+        for index, value in recovered.items():
+            if index > self._chosen_index:
+                self._propose_at(index, value)
+        self._next_index = LogIndex(max(self._next_index, max(recovered, default=NO_INDEX) + 1))
+        self._fill_window()
+
+    def _step_down(self, reason: StepDownReason) -> None:
+        if self._role is Role.FOLLOWER:
+            return
+        self._events.append(SteppedDown(self._epoch, reason))
+        self._role = Role.FOLLOWER
+        self._campaign = None
+        self._reset_master_state()
+        # Our own lease grant (to ourselves) still binds us; campaign only after it ends.
+        self._election_deadline = max(self._lease_until, self._tick) + self._jitter()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _store_entry(self, entry: Entry) -> None:
+        self._log[entry.index] = entry
+        self._unsaved[entry.index] = entry
+        self._epoch_max = max(self._epoch_max, entry.value.epoch)
+
+    def _saw_ballot(self, ballot: Ballot) -> None:
+        self._highest_seen = max(self._highest_seen, ballot)
+
+    def _send(self, recipient: ReplicaId, message: PeerMessage) -> None:
+        self._outbox.append(Envelope(self._id, recipient, message))
+
+    def _jitter(self) -> int:
+        return self._chance.randint(0, self._timing.election_jitter_ticks)
+
+
+def quorum_size(members: Iterable[ReplicaId]) -> int:
+    """Replicas in a majority of the cell."""
+    return len(tuple(members)) // 2 + 1

@@ -1,0 +1,250 @@
+"""msgpack encoding of log values and peer messages. The only place that touches their bytes.
+
+Each value becomes a msgpack array with a small integer tag first, so decoding is a lookup
+and a positional unpack. Decoding validates shape and types and raises `DecodeError` (never
+anything else) on bytes that are not a value this codec wrote: stores and peers may hand it
+anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgpack
+
+from chubbypy.protocol.peer import (
+    Accept,
+    Accepted,
+    CatchUp,
+    CatchUpRequest,
+    Heartbeat,
+    HeartbeatAck,
+    InstallSnapshot,
+    Nack,
+    PeerMessage,
+    Prepare,
+    Promise,
+)
+from chubbypy.protocol.values import (
+    Ballot,
+    ClientId,
+    Command,
+    Entry,
+    Epoch,
+    LogIndex,
+    ReplicaId,
+    Snapshot,
+    Value,
+    ValueKind,
+)
+
+
+class DecodeError(ValueError):
+    """Bytes that do not decode to a well-formed value."""
+
+
+T = TypeVar("T")
+
+# ----------------------------------------------------------------------------- to plain data
+
+
+def _ballot(ballot: Ballot) -> list[Any]:
+    return [ballot.round, ballot.replica_id]
+
+
+def _value(value: Value) -> list[Any]:
+    commands = [[c.client_id, c.sequence, c.payload, c.first_unacked] for c in value.commands]
+    return [value.epoch, int(value.kind), commands]
+
+
+def _entry(entry: Entry) -> list[Any]:
+    return [entry.index, _ballot(entry.ballot), _value(entry.value)]
+
+
+def _snapshot(snapshot: Snapshot) -> list[Any]:
+    return [snapshot.index, snapshot.epoch, snapshot.data]
+
+
+def _message(message: PeerMessage) -> list[Any]:
+    match message:
+        case Prepare(ballot, from_index):
+            return [1, _ballot(ballot), from_index]
+        case Promise(ballot, from_index, entries, chosen_index, complete):
+            return [
+                2,
+                _ballot(ballot),
+                from_index,
+                [_entry(e) for e in entries],
+                chosen_index,
+                complete,
+            ]
+        case Accept(ballot, index, value, chosen_index, sent_tick):
+            return [3, _ballot(ballot), index, _value(value), chosen_index, sent_tick]
+        case Accepted(ballot, index, sent_tick, chosen_index):
+            return [4, _ballot(ballot), index, sent_tick, chosen_index]
+        case Heartbeat(ballot, chosen_index, sent_tick):
+            return [5, _ballot(ballot), chosen_index, sent_tick]
+        case HeartbeatAck(ballot, sent_tick, chosen_index):
+            return [6, _ballot(ballot), sent_tick, chosen_index]
+        case Nack(ballot, promised, leased):
+            return [7, _ballot(ballot), _ballot(promised), leased]
+        case CatchUpRequest(from_index):
+            return [8, from_index]
+        case CatchUp(entries, chosen_index):
+            return [9, [_entry(e) for e in entries], chosen_index]
+        case InstallSnapshot(snapshot):
+            return [10, _snapshot(snapshot)]
+    raise AssertionError(message)
+
+
+def _pack(data: object) -> bytes:
+    return bytes(msgpack.packb(data, use_bin_type=True))
+
+
+def encode_value(value: Value) -> bytes:
+    return _pack(_value(value))
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return _pack(_entry(entry))
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    return _pack(_snapshot(snapshot))
+
+
+def encode_message(message: PeerMessage) -> bytes:
+    return _pack(_message(message))
+
+
+# ----------------------------------------------------------------------------- from plain data
+
+
+def _int(data: Any, low: int = 0) -> int:
+    if type(data) is not int or data < low:
+        raise DecodeError(f"expected an integer >= {low}, got {data!r:.40}")
+    return data
+
+
+def _bool(data: Any) -> bool:
+    if type(data) is not bool:
+        raise DecodeError(f"expected a boolean, got {data!r:.40}")
+    return data
+
+
+def _bytes(data: Any) -> bytes:
+    if type(data) is not bytes:
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    return data
+
+
+def _str(data: Any) -> str:
+    if type(data) is not str:
+        raise DecodeError(f"expected a string, got {type(data).__name__}")
+    return data
+
+
+def _list(data: Any, length: int | None = None) -> list[Any]:
+    if type(data) is not list or (length is not None and len(data) != length):
+        raise DecodeError(f"expected a list of {length or 'any'} items, got {data!r:.40}")
+    return data
+
+
+def _to_ballot(data: Any) -> Ballot:
+    round_, replica_id = _list(data, 2)
+    return Ballot(_int(round_), ReplicaId(_str(replica_id)))
+
+
+def _to_command(data: Any) -> Command:
+    client_id, sequence, payload, first_unacked = _list(data, 4)
+    return Command(ClientId(_int(client_id)), _int(sequence), _bytes(payload), _int(first_unacked))
+
+
+def _to_value(data: Any) -> Value:
+    epoch, kind, commands = _list(data, 3)
+    try:
+        value_kind = ValueKind(_int(kind))
+    except ValueError as error:
+        raise DecodeError(f"unknown value kind {kind!r}") from error
+    parsed = tuple(_to_command(c) for c in _list(commands))
+    if parsed and value_kind is not ValueKind.COMMANDS:
+        raise DecodeError(f"a {value_kind.name} value carries no commands")
+    return Value(Epoch(_int(epoch)), value_kind, parsed)
+
+
+def _to_entry(data: Any) -> Entry:
+    index, ballot, value = _list(data, 3)
+    return Entry(LogIndex(_int(index, 1)), _to_ballot(ballot), _to_value(value))
+
+
+def _to_entries(data: Any) -> tuple[Entry, ...]:
+    return tuple(_to_entry(e) for e in _list(data))
+
+
+def _to_snapshot(data: Any) -> Snapshot:
+    index, epoch, body = _list(data, 3)
+    return Snapshot(LogIndex(_int(index)), Epoch(_int(epoch)), _bytes(body))
+
+
+def _index(data: Any) -> LogIndex:
+    return LogIndex(_int(data))
+
+
+_MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
+    1: (2, lambda f: Prepare(_to_ballot(f[0]), _index(f[1]))),
+    2: (
+        5,
+        lambda f: Promise(
+            _to_ballot(f[0]), _index(f[1]), _to_entries(f[2]), _index(f[3]), _bool(f[4])
+        ),
+    ),
+    3: (
+        5,
+        lambda f: Accept(_to_ballot(f[0]), _index(f[1]), _to_value(f[2]), _index(f[3]), _int(f[4])),
+    ),
+    4: (4, lambda f: Accepted(_to_ballot(f[0]), _index(f[1]), _int(f[2]), _index(f[3]))),
+    5: (3, lambda f: Heartbeat(_to_ballot(f[0]), _index(f[1]), _int(f[2]))),
+    6: (3, lambda f: HeartbeatAck(_to_ballot(f[0]), _int(f[1]), _index(f[2]))),
+    7: (3, lambda f: Nack(_to_ballot(f[0]), _to_ballot(f[1]), _bool(f[2]))),
+    8: (1, lambda f: CatchUpRequest(_index(f[0]))),
+    9: (2, lambda f: CatchUp(_to_entries(f[0]), _index(f[1]))),
+    10: (1, lambda f: InstallSnapshot(_to_snapshot(f[0]))),
+}
+
+
+def _unpack(data: bytes, parse: Callable[[Any], T]) -> T:
+    try:
+        plain = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as error:
+        raise DecodeError(f"not msgpack: {error}") from error
+    return parse(plain)
+
+
+def _parse_message(plain: Any) -> PeerMessage:
+    fields = _list(plain)
+    if not fields:
+        raise DecodeError("empty message")
+    tag = fields[0]
+    if type(tag) is not int or tag not in _MESSAGES:
+        raise DecodeError(f"unknown message tag {tag!r:.20}")
+    arity, build = _MESSAGES[tag]
+    if len(fields) != arity + 1:
+        raise DecodeError(f"message tag {tag} needs {arity} fields, got {len(fields) - 1}")
+    return build(fields[1:])
+
+
+def decode_value(data: bytes) -> Value:
+    return _unpack(data, _to_value)
+
+
+def decode_entry(data: bytes) -> Entry:
+    return _unpack(data, _to_entry)
+
+
+def decode_snapshot(data: bytes) -> Snapshot:
+    return _unpack(data, _to_snapshot)
+
+
+def decode_message(data: bytes) -> PeerMessage:
+    return _unpack(data, _parse_message)

@@ -1,0 +1,129 @@
+"""Replica-to-replica messages of the Multi-Paxos log, as frozen data.
+
+Part of `chubbypy.protocol`. The Paxos core (`chubbypy.paxos`) consumes and produces these;
+the codec turns them into bytes. Ticks in `sent_tick` are the sender's own tick counter,
+echoed back unchanged so the master can date its lease without comparing clocks.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from chubbypy.protocol.values import Ballot, Entry, LogIndex, ReplicaId, Snapshot, Value
+
+
+@frozen
+class Prepare:
+    """Phase 1a, run once for every instance from `from_index` on (Multi-Paxos)."""
+
+    ballot: Ballot
+    from_index: LogIndex
+
+
+@frozen
+class Promise:
+    """Phase 1b: the acceptor promised `ballot` and reports what it accepted from `from_index`.
+
+    Entries at or below `chosen_index` are known chosen. `complete` is False when the
+    acceptor could not report everything (too many entries, or entries already truncated
+    into a snapshot): the proposer must catch up before it can lead.
+    """
+
+    ballot: Ballot
+    from_index: LogIndex
+    entries: tuple[Entry, ...]
+    chosen_index: LogIndex
+    complete: bool
+
+
+@frozen
+class Accept:
+    """Phase 2a for one instance; also carries the master's chosen index and renews its lease."""
+
+    ballot: Ballot
+    index: LogIndex
+    value: Value
+    chosen_index: LogIndex
+    sent_tick: int
+
+
+@frozen
+class Accepted:
+    """Phase 2b: the acceptor accepted `index` at `ballot`; `sent_tick` echoes the Accept's."""
+
+    ballot: Ballot
+    index: LogIndex
+    sent_tick: int
+    chosen_index: LogIndex
+
+
+@frozen
+class Heartbeat:
+    """The master's lease renewal when it has nothing to propose; carries its chosen index."""
+
+    ballot: Ballot
+    chosen_index: LogIndex
+    sent_tick: int
+
+
+@frozen
+class HeartbeatAck:
+    """An acceptor took a Heartbeat at `ballot` and granted the sender a lease."""
+
+    ballot: Ballot
+    sent_tick: int
+    chosen_index: LogIndex
+
+
+@frozen
+class Nack:
+    """A refusal of `ballot`: the acceptor promised `promised`, or is leased to another master."""
+
+    ballot: Ballot
+    promised: Ballot
+    leased: bool
+
+
+@frozen
+class CatchUpRequest:
+    """A lagging replica asks for chosen entries from `from_index` on."""
+
+    from_index: LogIndex
+
+
+@frozen
+class CatchUp:
+    """Chosen entries, in order, and how far the sender knows the log is chosen."""
+
+    entries: tuple[Entry, ...]
+    chosen_index: LogIndex
+
+
+@frozen
+class InstallSnapshot:
+    """The entries the requester needs were truncated: here is a snapshot covering them."""
+
+    snapshot: Snapshot
+
+
+PeerMessage = (
+    Prepare
+    | Promise
+    | Accept
+    | Accepted
+    | Heartbeat
+    | HeartbeatAck
+    | Nack
+    | CatchUpRequest
+    | CatchUp
+    | InstallSnapshot
+)
+
+
+@frozen
+class Envelope:
+    """A peer message with its addresses."""
+
+    sender: ReplicaId
+    recipient: ReplicaId
+    message: PeerMessage

@@ -1,0 +1,121 @@
+"""Identifiers and log values: what the replicated log carries, as frozen data.
+
+Part of `chubbypy.protocol` (see STYLE §1): plain attrs values with no behaviour beyond
+ordering and size, shared by the Paxos core, the stores and the wire codec.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NewType
+
+from attrs import field, frozen
+
+ReplicaId = NewType("ReplicaId", str)
+"""A replica's name in the cell configuration, such as ``"r1"``."""
+
+LogIndex = NewType("LogIndex", int)
+"""A Paxos instance number: the position of an entry in the replicated log, from 1."""
+
+Epoch = NewType("Epoch", int)
+"""A mastership's number: every entry a master proposes carries it; each new master's is higher."""
+
+ClientId = NewType("ClientId", int)
+"""A client registered through the log; 0 means "not yet registered"."""
+
+NO_CLIENT = ClientId(0)
+NO_EPOCH = Epoch(0)
+NO_INDEX = LogIndex(0)
+
+
+@frozen(order=True)
+class Ballot:
+    """A Paxos proposal number: unique per proposer, totally ordered (round, then replica)."""
+
+    round: int
+    replica_id: ReplicaId
+
+    def __str__(self) -> str:
+        return f"{self.round}.{self.replica_id}" if self.round else "0"
+
+
+NO_BALLOT = Ballot(0, ReplicaId(""))
+"""Below every real ballot: what an acceptor has promised before it promised anything."""
+
+
+@frozen
+class Command:
+    """One client command: exactly-once identity plus an opaque payload for the state machine.
+
+    `sequence` numbers a client's commands from 1. `first_unacked` is the lowest sequence
+    the client may still retry; results below it may be forgotten by the replicas.
+    A registration command has `client_id == NO_CLIENT` and a client-chosen `sequence` nonce.
+    """
+
+    client_id: ClientId
+    sequence: int
+    payload: bytes
+    first_unacked: int = 0
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes this command contributes to a batch (payload plus a fixed header)."""
+        return len(self.payload) + COMMAND_OVERHEAD_BYTES
+
+
+COMMAND_OVERHEAD_BYTES = 24
+"""Bytes counted per command on top of its payload when filling a batch."""
+
+
+class ValueKind(enum.IntEnum):
+    """What a log value does when applied."""
+
+    NOOP = 0
+    """Fills a gap a new master found: no effect."""
+    EPOCH_START = 1
+    """First entry of a mastership: makes `epoch` current for the entries after it."""
+    COMMANDS = 2
+    """A batch of client commands, applied in order, only if `epoch` is still current."""
+    CHECKSUM = 3
+    """Asks every replica for a checksum of its state at this index (Paxos Made Live §6.2)."""
+
+
+@frozen
+class Value:
+    """The value of one Paxos instance: a batch of commands (or a control value) and its epoch."""
+
+    epoch: Epoch
+    kind: ValueKind
+    commands: tuple[Command, ...] = field(default=())
+
+    @commands.validator
+    def _only_batches_carry_commands(
+        self, _attribute: object, commands: tuple[Command, ...]
+    ) -> None:
+        assert not commands or self.kind is ValueKind.COMMANDS, (self.kind, len(commands))
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(command.size_bytes for command in self.commands)
+
+
+@frozen
+class Entry:
+    """A log entry: an instance's value and the ballot at which this replica accepted it."""
+
+    index: LogIndex
+    ballot: Ballot
+    value: Value
+
+
+@frozen
+class Snapshot:
+    """The state machine's state after applying every entry up to `index` (PML's snapshot handle).
+
+    `epoch` is the highest epoch of any entry up to `index`, so a replica restored from the
+    snapshot still picks a fresh epoch when it becomes master.
+    """
+
+    index: LogIndex
+    epoch: Epoch
+    data: bytes

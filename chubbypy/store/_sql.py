@@ -1,0 +1,316 @@
+"""Durable replica storage on SQLAlchemy Core: hard state, log entries and the latest snapshot.
+
+Shell side (STYLE §1, §5): it is the only place that touches the disk. The shell hands it each
+Ready's `Durable` and it writes the whole batch in one transaction, so one commit (one fsync)
+covers the promise, the accepted entries and any compaction together: the group commit. After
+a restart, `load()` gives back exactly what was committed, and `Replica(...,
+persisted=store.load())` resumes from it.
+
+SQLite is the default (WAL mode, `synchronous=FULL`), but the URL is configurable, so every
+statement here is plain Core that any SQLAlchemy dialect can run: no dialect-specific upserts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from itertools import pairwise
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Row,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    insert,
+    make_url,
+    select,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import StaticPool
+
+from chubbypy.paxos import Durable, HardState, Persisted
+from chubbypy.protocol import Ballot, Entry, Epoch, LogIndex, ReplicaId, Snapshot
+from chubbypy.protocol.codec import DecodeError, decode_value, encode_value
+from chubbypy.store._contract import assert_indices_distinct
+
+SCHEMA_VERSION = "1"
+"""The layout of the tables below; a store written with another layout is refused on open."""
+
+_SCHEMA_VERSION_KEY = "schema_version"
+_SINGLE_ROW_ID = 1
+_IN_LIST_MAX = 500
+"""Indices per `IN (...)` list: SQLite allows as few as 999 bound variables per statement."""
+_BLOB_BYTES_MAX = 2**32 - 1
+"""A length, so MySQL picks LONGBLOB: a batch of values or a snapshot outgrows a 64 KiB BLOB."""
+_NAME_LENGTH_MAX = 255
+"""Replica ids and meta keys are short; dialects such as MySQL need a VARCHAR length."""
+
+metadata = MetaData()
+
+hard_state_table = Table(
+    "hard_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("promised_round", BigInteger, nullable=False),
+    Column("promised_replica", String(_NAME_LENGTH_MAX), nullable=False),
+    Column("chosen_index", BigInteger, nullable=False),
+)
+"""The acceptor's promise and chosen index: one row, id 1, written once it first changes."""
+
+log_entries_table = Table(
+    "log_entries",
+    metadata,
+    Column("log_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("ballot_round", BigInteger, nullable=False),
+    Column("ballot_replica", String(_NAME_LENGTH_MAX), nullable=False),
+    Column("value", LargeBinary(_BLOB_BYTES_MAX), nullable=False),
+)
+"""Accepted entries not yet compacted; `value` is `codec.encode_value` bytes."""
+
+snapshots_table = Table(
+    "snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("snapshot_index", BigInteger, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("data", LargeBinary(_BLOB_BYTES_MAX), nullable=False),
+)
+"""The latest snapshot only: one row, id 1, once the first snapshot is taken."""
+
+store_meta_table = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(_NAME_LENGTH_MAX), primary_key=True),
+    Column("value", String(_NAME_LENGTH_MAX), nullable=False),
+)
+"""Facts about the store itself; `schema_version` is checked on every open."""
+
+
+class StoreError(Exception):
+    """A store that cannot be used as it is: another schema version, or corrupt contents."""
+
+
+class SqlStore:
+    """Keeps the `Store` contract in four tables on one SQLAlchemy engine."""
+
+    def __init__(self, url: str | URL) -> None:
+        self._url = make_url(url)
+        self._description = _describe(self._url)
+        self._engine = _new_engine(self._url)
+        self._closed = False
+        try:
+            _open_schema(self._engine, self._description)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    @classmethod
+    def for_path(cls, path: str | os.PathLike[str]) -> SqlStore:
+        """A store in the SQLite file at `path`, created if missing."""
+        # URL.create escapes characters such as '?' that a formatted URL string would misread.
+        return cls(URL.create("sqlite", database=os.fspath(path)))
+
+    @property
+    def engine(self) -> Engine:
+        """The store's engine, for tests and diagnostics; write only through `persist`."""
+        return self._engine
+
+    def persist(self, durable: Durable) -> None:
+        """Write `durable` in one transaction; see `Store.persist` for the order of its parts."""
+        if durable.is_empty():
+            return  # An idle Ready must not cost a commit and an fsync.
+        assert not self._closed, self._description
+        assert_indices_distinct(durable.entries)
+        with self._engine.begin() as connection:
+            if durable.hard_state is not None:
+                _replace_hard_state(connection, durable.hard_state)
+            if durable.snapshot is not None:
+                _replace_snapshot(connection, durable.snapshot)
+            if durable.entries:
+                _upsert_entries(connection, durable.entries)
+            if durable.compact_through is not None:
+                through = log_entries_table.c.log_index <= durable.compact_through
+                connection.execute(delete(log_entries_table).where(through))
+
+    def load(self) -> Persisted:
+        """Everything committed so far, read through one connection."""
+        assert not self._closed, self._description
+        with self._engine.connect() as connection:
+            hard_state = _read_hard_state(connection)
+            snapshot = _read_snapshot(connection)
+            entries = _read_entries(connection, self._description)
+        # Pair assertion with `persist`: the contract hands entries out in index order.
+        assert all(a.index < b.index for a, b in pairwise(entries)), self._description
+        return Persisted(hard_state, snapshot, entries)
+
+    def close(self) -> None:
+        """Close every connection; a new `SqlStore` on the same URL sees the same data."""
+        self._closed = True
+        self._engine.dispose()
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def _describe(url: URL) -> str:
+    """How error messages name the store: the file for SQLite, else the URL without password."""
+    if url.get_backend_name() == "sqlite" and not _is_sqlite_memory(url):
+        return f"SQLite file {url.database}"
+    return url.render_as_string(hide_password=True)
+
+
+def _is_sqlite_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _new_engine(url: URL) -> Engine:
+    """One engine per store; SQLite gets the pragmas and pooling the contract needs."""
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url)
+    # The shell may call the store from a worker thread (one thread at a time).
+    connect_args = {"check_same_thread": False}
+    if _is_sqlite_memory(url):
+        # Each connection to an in-memory URL opens a new, empty database: share one.
+        engine = create_engine(url, poolclass=StaticPool, connect_args=connect_args)
+    else:
+        engine = create_engine(url, connect_args=connect_args)
+    event.listen(engine, "connect", _sqlite_connected)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connected(dbapi_connection: Any, _connection_record: Any) -> None:
+    """Set the durability pragmas on every new SQLite connection (they are per connection)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets a reader run beside the writer and makes a commit one sequential append.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode only FULL syncs the log on every commit; NORMAL can lose the last
+        # commits on power failure, and a lost promise or acceptance breaks Paxos.
+        cursor.execute("PRAGMA synchronous=FULL")
+    finally:
+        cursor.close()
+    # Python's sqlite3 opens a transaction only before INSERT, UPDATE and DELETE, so reads and
+    # DDL would each run (and CREATE TABLE would each commit) on their own. Take transaction
+    # control from the driver and begin explicitly, as SQLAlchemy's pysqlite docs advise.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """Begin a real SQLite transaction wherever SQLAlchemy begins one."""
+    connection.exec_driver_sql("BEGIN")
+
+
+def _open_schema(engine: Engine, description: str) -> None:
+    """Create missing tables, or refuse a store that another schema version wrote."""
+    with engine.begin() as connection:
+        # Check the version before creating anything, so a foreign store is left untouched.
+        store_meta_table.create(connection, checkfirst=True)
+        key = store_meta_table.c.key == _SCHEMA_VERSION_KEY
+        found = connection.execute(select(store_meta_table.c.value).where(key)).scalar()
+        if found is not None and found != SCHEMA_VERSION:
+            raise StoreError(
+                f"{description} has store schema version {found!r}, "
+                f"but this chubbypy reads only version {SCHEMA_VERSION!r}"
+            )
+        metadata.create_all(connection)
+        if found is None:
+            row = {"key": _SCHEMA_VERSION_KEY, "value": SCHEMA_VERSION}
+            connection.execute(insert(store_meta_table).values(row))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _replace_hard_state(connection: Connection, hard_state: HardState) -> None:
+    # Delete then insert: a portable upsert of the single row.
+    connection.execute(delete(hard_state_table))
+    row = {
+        "id": _SINGLE_ROW_ID,
+        "promised_round": hard_state.promised.round,
+        "promised_replica": hard_state.promised.replica_id,
+        "chosen_index": hard_state.chosen_index,
+    }
+    connection.execute(insert(hard_state_table).values(row))
+
+
+def _replace_snapshot(connection: Connection, snapshot: Snapshot) -> None:
+    stored = connection.execute(select(snapshots_table.c.snapshot_index)).scalar()
+    assert stored is None or snapshot.index >= stored, (snapshot.index, stored)
+    connection.execute(delete(snapshots_table))
+    row = {
+        "id": _SINGLE_ROW_ID,
+        "snapshot_index": snapshot.index,
+        "epoch": snapshot.epoch,
+        "data": snapshot.data,
+    }
+    connection.execute(insert(snapshots_table).values(row))
+
+
+def _upsert_entries(connection: Connection, entries: Sequence[Entry]) -> None:
+    """Replace entries by index: delete the indices, then insert all rows in one executemany."""
+    indices = [entry.index for entry in entries]
+    for chunk in _chunks(indices, _IN_LIST_MAX):
+        replaced = log_entries_table.c.log_index.in_(chunk)
+        connection.execute(delete(log_entries_table).where(replaced))
+    connection.execute(insert(log_entries_table), [_entry_row(entry) for entry in entries])
+
+
+def _entry_row(entry: Entry) -> dict[str, object]:
+    return {
+        "log_index": entry.index,
+        "ballot_round": entry.ballot.round,
+        "ballot_replica": entry.ballot.replica_id,
+        "value": encode_value(entry.value),
+    }
+
+
+def _chunks(indices: Sequence[LogIndex], size: int) -> Iterator[Sequence[LogIndex]]:
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read_hard_state(connection: Connection) -> HardState:
+    row = connection.execute(select(hard_state_table)).one_or_none()
+    if row is None:
+        return HardState()
+    promised = Ballot(row.promised_round, ReplicaId(row.promised_replica))
+    return HardState(promised, LogIndex(row.chosen_index))
+
+
+def _read_snapshot(connection: Connection) -> Snapshot | None:
+    row = connection.execute(select(snapshots_table)).one_or_none()
+    if row is None:
+        return None
+    # bytes(): some drivers (psycopg) hand binary columns out as memoryview.
+    return Snapshot(LogIndex(row.snapshot_index), Epoch(row.epoch), bytes(row.data))
+
+
+def _read_entries(connection: Connection, description: str) -> tuple[Entry, ...]:
+    query = select(log_entries_table).order_by(log_entries_table.c.log_index)
+    return tuple(_entry_from_row(row, description) for row in connection.execute(query))
+
+
+def _entry_from_row(row: Row[Any], description: str) -> Entry:
+    """Decode one stored entry; a value that does not decode makes the whole load fail."""
+    try:
+        value = decode_value(bytes(row.value))
+    except DecodeError as error:
+        raise StoreError(
+            f"log entry {row.log_index} in {description} is corrupt: {error}"
+        ) from error
+    ballot = Ballot(row.ballot_round, ReplicaId(row.ballot_replica))
+    return Entry(LogIndex(row.log_index), ballot, value)

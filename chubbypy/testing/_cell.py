@@ -1,0 +1,502 @@
+"""`SimCell`: a whole cell (replicas, clients, network, disks, clocks) in one process from one seed.
+
+A run has the shape of Paxos Made Live's tests (§6.3): a *safety phase* with random faults
+(crashes and restarts that lose unsynced writes, partitions including one-way ones, stalls,
+message loss, duplication and reordering, clocks drifting within the configured bound),
+then the faults stop and every replica comes back, then a *liveness phase* in which every
+operation must finish within a bound. The checkers (`_checkers.py`) run throughout and at the
+end. Scenario tests use the same cell through a small DSL::
+
+    cell = SimCell(seed=7)
+    cell.start()
+    cell.run(seconds=3)
+    cell.partition({"r1"}, {"r2", "r3"})
+    cell.run(seconds=5)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterable
+
+from attrs import evolve, frozen
+
+from chubbypy.paxos import Bug, Limits, Timing
+from chubbypy.protocol import Envelope, ReplicaId
+from chubbypy.testing._checkers import Observer, Violation
+from chubbypy.testing._client import SimClient
+from chubbypy.testing._node import NodeSettings, SimReplica
+from chubbypy.testing._requests import Reply, Request
+from chubbypy.testing._world import (
+    MILLISECOND,
+    SECOND,
+    Clock,
+    Network,
+    NetworkFaults,
+    Scheduler,
+)
+
+SIM_LIMITS = Limits(
+    batch_entries_max=8,
+    batch_bytes_max=4096,
+    proposals_inflight_max=4,
+    proposals_queued_max=64,
+    catchup_entries_max=16,
+    log_retain_entries=20,
+)
+"""Small limits, so that batching, the window, catch-up and truncation all get exercised."""
+
+
+@frozen
+class SimSettings:
+    """Everything a simulated run depends on besides its seed."""
+
+    replicas: int = 3
+    clients: int = 4
+    fault_seconds: float = 12.0
+    """Length of the safety phase."""
+    fault_interval_seconds: float = 0.8
+    """Mean time between faults in the safety phase."""
+    liveness_seconds: float = 10.0
+    """Bound on finishing any operation once the faults stop."""
+    quiet_seconds: float = 3.0
+    """After the workload stops: time for every replica to catch up before the final checks."""
+    tick_seconds: float = 0.05
+    lease_seconds: float = 1.0
+    clock_drift_max: float = 0.01
+    heartbeat_seconds: float = 0.2
+    election_jitter_seconds: float = 0.5
+    retry_seconds: float = 0.2
+    drift_factor: float = 1.0
+    """How much of the allowed drift clocks use; above 1 breaks the lease's assumption."""
+    limits: Limits = SIM_LIMITS
+    snapshot_every_entries: int = 25
+    checksum_every_seconds: float = 1.0
+    clients_max: int = 64
+    client_results_max: int = 8
+    client_timeout_seconds: float = 0.3
+    fsync_min_us: int = 500
+    fsync_max_us: int = 8 * MILLISECOND
+    buggify: bool = True
+    bugs: frozenset[Bug] = frozenset()
+
+    def timing(self) -> Timing:
+        return Timing.from_seconds(
+            tick_seconds=self.tick_seconds,
+            lease_seconds=self.lease_seconds,
+            clock_drift_max=self.clock_drift_max,
+            heartbeat_seconds=self.heartbeat_seconds,
+            election_jitter_seconds=self.election_jitter_seconds,
+            retry_seconds=self.retry_seconds,
+        )
+
+
+@frozen
+class SimResult:
+    seed: int
+    replicas: int
+    violations: tuple[Violation, ...]
+    trace_hash: str
+    """A digest of everything that happened: equal for equal seeds, or the run is not repeatable."""
+    simulated_seconds: float
+    events: int
+    operations: int
+    acknowledged: int
+    committed_index: int
+    elections: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+class SimCell:
+    """A simulated cell; see the module docstring."""
+
+    def __init__(
+        self,
+        seed: int,
+        settings: SimSettings = SimSettings(),
+        *,
+        narrate: Callable[[str], None] | None = None,
+        fail_fast: bool = True,
+    ) -> None:
+        assert settings.replicas in (3, 5), settings.replicas
+        self.seed = seed
+        self.settings = settings
+        self._rng = random.Random(seed)
+        self._narrator = narrate
+        self._trace = hashlib.blake2b(digest_size=16)
+        self.scheduler = Scheduler()
+        self.network = Network(self.scheduler, random.Random(self._rng.getrandbits(64)))
+        self.observer = Observer(fail_fast=fail_fast)
+        self.names = tuple(ReplicaId(f"r{n}") for n in range(1, settings.replicas + 1))
+        node_settings = self._node_settings()
+        self.nodes = {name: self._make_node(name, node_settings) for name in self.names}
+        self.clients = {
+            f"c{n}": SimClient(
+                f"c{n}",
+                n,
+                self.names,
+                self.scheduler,
+                self.observer,
+                random.Random(self._rng.getrandbits(64)),
+                self._send_request,
+                int(settings.client_timeout_seconds * SECOND),
+            )
+            for n in range(1, settings.clients + 1)
+        }
+        self.elections = 0
+        self.healed_at = 0
+
+    def _node_settings(self) -> NodeSettings:
+        s = self.settings
+        tick_us = int(s.tick_seconds * SECOND)
+        return NodeSettings(
+            members=self.names,
+            timing=s.timing(),
+            limits=s.limits,
+            tick_us=tick_us,
+            fsync_min_us=s.fsync_min_us,
+            fsync_max_us=s.fsync_max_us,
+            snapshot_every_entries=s.snapshot_every_entries,
+            checksum_every_ticks=max(1, round(s.checksum_every_seconds / s.tick_seconds)),
+            checksum_until_us=int((s.fault_seconds + s.liveness_seconds) * SECOND),
+            clients_max=s.clients_max,
+            client_results_max=s.client_results_max,
+            buggify_rate=0.01 if s.buggify and self._rng.random() < 0.5 else 0.0,
+            bugs=s.bugs,
+        )
+
+    def _make_node(self, name: ReplicaId, node_settings: NodeSettings) -> SimReplica:
+        drift_ppm = int(self.settings.clock_drift_max * self.settings.drift_factor * 1_000_000)
+        clock = Clock(
+            offset_us=self._rng.randint(0, 10 * SECOND),
+            ppm=self._rng.randint(-drift_ppm, drift_ppm),
+        )
+        return SimReplica(
+            name,
+            node_settings,
+            clock,
+            self.scheduler,
+            self.observer,
+            random.Random(self._rng.getrandbits(64)),
+            self._send_peer,
+            self._send_reply,
+            self._narrate_node,
+        )
+
+    # ------------------------------------------------------------------ wiring
+
+    def _send_peer(self, envelope: Envelope) -> None:
+        node = self.nodes[envelope.recipient]
+        self.network.send(
+            envelope.sender,
+            envelope.recipient,
+            lambda: node.peer_message(envelope.sender, envelope.message),
+        )
+
+    def _send_request(self, client: str, replica: str, request: Request) -> None:
+        node = self.nodes[ReplicaId(replica)]
+        self.network.send(client, replica, lambda: node.client_request(request))
+
+    def _send_reply(self, replica: ReplicaId, client: str, reply: Reply) -> None:
+        target = self.clients[client]
+        self.network.send(replica, client, lambda: target.reply_received(replica, reply))
+
+    def _narrate_node(self, line: str) -> None:
+        if "won ballot" in line:
+            self.elections += 1
+        self._say(line)
+
+    def _say(self, line: str) -> None:
+        self._trace.update(f"{self.scheduler.now}:{line}\n".encode())
+        if self._narrator is not None:
+            self._narrator(f"{self.scheduler.now / SECOND:9.3f}s  {line}")
+
+    # ------------------------------------------------------------------ the DSL
+
+    def start(self, *, workload_seconds: float | None = None) -> None:
+        """Boot every replica and start the clients (until `workload_seconds`, if given)."""
+        for name in self.names:
+            self.nodes[name].boot()
+        stop = int(workload_seconds * SECOND) if workload_seconds is not None else 1 << 60
+        for client in self.clients.values():
+            client.start(stop)
+
+    def run(self, *, seconds: float) -> None:
+        """Advance true time by `seconds`, checking leases at every instant something happens."""
+        self.run_until(self.scheduler.now + int(seconds * SECOND))
+
+    def run_until(self, end_us: int) -> None:
+        scheduler = self.scheduler
+        observer = self.observer
+        while True:
+            next_time = scheduler.next_time()
+            if next_time is None or next_time > end_us:
+                break
+            scheduler.run_one()
+            following = scheduler.next_time()
+            if following is None or following > scheduler.now:
+                observer.now_us = scheduler.now
+                self._check_leases()
+                if observer.fail_fast and observer.failed:
+                    return
+        scheduler.now = max(scheduler.now, end_us)
+
+    def _check_leases(self) -> None:
+        holders = []
+        for name in self.names:
+            node = self.nodes[name]
+            if node.alive:
+                # A stalled process still believes what its clock tells it on waking.
+                node.catch_up_ticks()
+                if node.core.lease_valid():
+                    holders.append(name)
+        self.observer.leases(holders)
+
+    def crash(self, name: str) -> None:
+        self._say(f"fault: crash {name} (unsynced writes are lost)")
+        self.nodes[ReplicaId(name)].crash()
+
+    def restart(self, name: str) -> None:
+        node = self.nodes[ReplicaId(name)]
+        if not node.alive:
+            self._say(f"fault: restart {name}")
+            node.boot()
+
+    def partition(self, *groups: Iterable[str], one_way: bool = False) -> None:
+        """Cut the links between the groups (one-way: only from earlier groups to later ones)."""
+        sets = [set(group) for group in groups]
+        arrow = " -/-> " if one_way else " | "
+        self._say("fault: partition " + arrow.join(",".join(sorted(g)) for g in sets))
+        self.network.partition(sets, one_way=one_way)
+
+    def heal(self) -> None:
+        self._say("heal: the network is whole again")
+        self.network.heal()
+
+    def pause(self, name: str, seconds: float) -> None:
+        self._say(f"fault: {name} stalls for {seconds:.2f}s (its clock keeps running)")
+        self.nodes[ReplicaId(name)].pause(self.scheduler.now + int(seconds * SECOND))
+
+    def cut(self, a: str, b: str) -> None:
+        """Cut the link between two replicas both ways; each still reaches the others (a bridge)."""
+        self._say(f"fault: cut the link {a} <-> {b}")
+        self.network.blocked.update({(a, b), (b, a)})
+
+    def crash_during_write(self, name: str, down_seconds: float, fault_end: int) -> None:
+        """Crash `name` part-way through its next disk write (a crash at a durability boundary)."""
+        node = self.nodes[ReplicaId(name)]
+        rng = random.Random(self._rng.getrandbits(32))
+
+        def write_started(duration_us: int) -> None:
+            def crash_now() -> None:
+                if node.alive and self.scheduler.now < fault_end:
+                    self.crash(name)
+                    self._later(down_seconds, lambda: self.restart(name), fault_end)
+
+            self.scheduler.after(rng.randint(0, max(0, duration_us - 1)), crash_now)
+
+        node.write_started = write_started
+
+    def flap_master(self, seconds: float, fault_end: int) -> None:
+        """Isolate the master; the moment another replica serves, isolate that one instead.
+
+        Fail-over during fail-over: the first master's unfinished instances can outlive a
+        short second mastership, which is what the epoch guard is for.
+        """
+        first = self.master()
+        if first is None:
+            return
+        self.partition([first], [n for n in self.names if n != first])
+        deadline = self.scheduler.now + int(seconds * SECOND)
+
+        def watch() -> None:
+            if self.scheduler.now >= min(deadline, fault_end):
+                return
+            second = next(
+                (
+                    n
+                    for n in self.names
+                    if n != first and self.nodes[n].alive and self.nodes[n].core.serving
+                ),
+                None,
+            )
+            if second is None:
+                self.scheduler.after(5 * MILLISECOND, watch)
+                return
+            self.heal()
+            self.partition([second], [n for n in self.names if n != second])
+            self._later(seconds, self.heal, fault_end)
+
+        self.scheduler.after(5 * MILLISECOND, watch)
+
+    def set_network(self, faults: NetworkFaults) -> None:
+        self.network.faults = faults
+
+    def master(self) -> str | None:
+        """The replica that holds a valid lease now, if any."""
+        for name in self.names:
+            node = self.nodes[name]
+            if node.alive and node.core.lease_valid():
+                return name
+        return None
+
+    # ------------------------------------------------------------------ a whole run
+
+    def run_scenario(self) -> SimResult:
+        """Safety phase with random faults, then heal, then liveness phase, then final checks."""
+        s = self.settings
+        fault_end = int(s.fault_seconds * SECOND)
+        workload_end = fault_end + int(s.liveness_seconds * SECOND)
+        end = workload_end + int(s.quiet_seconds * SECOND)
+        self.start(workload_seconds=workload_end / SECOND)
+        self._schedule_faults(fault_end)
+        self.scheduler.at(fault_end, self._heal_everything)
+        self.run_until(end)
+        if not self.observer.failed or not self.observer.fail_fast:
+            self._final_checks(end)
+        return self.result()
+
+    def _heal_everything(self) -> None:
+        self.healed_at = self.scheduler.now
+        self.heal()
+        self.set_network(NetworkFaults())
+        for name in self.names:
+            self.nodes[name].write_started = None
+            self.restart(name)
+
+    def _final_checks(self, end: int) -> None:
+        observer = self.observer
+        observer.now_us = end
+        s = self.settings
+        observer.check_liveness(self.healed_at, int(s.liveness_seconds * SECOND), end)
+        observer.check_history()
+        self._check_convergence()
+
+    def _check_convergence(self) -> None:
+        applied = {name: self.nodes[name].applier.applied_index for name in self.names}
+        if len(set(applied.values())) > 1:
+            self.observer.violation("liveness", f"replicas did not converge: applied {applied}")
+            return
+        checksums = {name: self.nodes[name].applier.checksum().hex() for name in self.names}
+        if len(set(checksums.values())) > 1:
+            self.observer.violation(
+                "consistency", f"equal applied index, different state: {checksums}"
+            )
+
+    def result(self) -> SimResult:
+        ops = self.observer.operations()
+        return SimResult(
+            seed=self.seed,
+            replicas=self.settings.replicas,
+            violations=tuple(self.observer.violations),
+            trace_hash=self._trace.hexdigest(),
+            simulated_seconds=self.scheduler.now / SECOND,
+            events=self.scheduler.events_run,
+            operations=len(ops),
+            acknowledged=sum(1 for op in ops if op.acknowledged),
+            committed_index=max(n.applier.applied_index for n in self.nodes.values()),
+            elections=self.elections,
+        )
+
+    # ------------------------------------------------------------------ random faults
+
+    def _schedule_faults(self, fault_end: int) -> None:
+        rng = random.Random(self._rng.getrandbits(64))
+        time = rng.randint(300, 1500) * MILLISECOND
+        while time < fault_end:
+            self.scheduler.at(time, self._fault_action(rng, fault_end))
+            mean = self.settings.fault_interval_seconds
+            time += int(rng.expovariate(1 / mean) * SECOND) + 50 * MILLISECOND
+
+    def _fault_action(self, rng: random.Random, fault_end: int) -> Callable[[], None]:
+        kind = rng.choices(
+            [
+                "crash",
+                "crash-mid-write",
+                "partition",
+                "bridge",
+                "isolate-master",
+                "flap-master",
+                "one-way",
+                "pause",
+                "network",
+                "heal",
+            ],
+            weights=[12, 10, 10, 8, 10, 10, 6, 12, 14, 8],
+        )[0]
+        seconds = rng.uniform(0.2, 4.0)
+        pick = rng.random()
+        groups_seed = rng.getrandbits(32)
+
+        def act() -> None:
+            if self.scheduler.now >= fault_end:
+                return
+            alive = [n for n in self.names if self.nodes[n].alive]
+            match kind:
+                case "crash":
+                    if alive:
+                        victim = alive[int(pick * len(alive))]
+                        self.crash(victim)
+                        self._later(seconds, lambda: self.restart(victim), fault_end)
+                case "crash-mid-write":
+                    target = self.master() if pick < 0.5 else None
+                    if target is None and alive:
+                        target = alive[int(pick * len(alive))]
+                    if target is not None:
+                        self.crash_during_write(target, seconds, fault_end)
+                case "bridge":
+                    names = list(self.names)
+                    random.Random(groups_seed).shuffle(names)
+                    self.cut(names[0], names[1])
+                    self._later(seconds, self.heal, fault_end)
+                case "flap-master":
+                    self.flap_master(seconds, fault_end)
+                case "partition" | "one-way":
+                    names = list(self.names)
+                    random.Random(groups_seed).shuffle(names)
+                    cut = 1 + int(pick * (len(names) - 1))
+                    self.partition(names[:cut], names[cut:], one_way=kind == "one-way")
+                    self._later(seconds, self.heal, fault_end)
+                case "isolate-master":
+                    master = self.master() or self.names[int(pick * len(self.names))]
+                    self.partition([master], [n for n in self.names if n != master])
+                    self._later(seconds, self.heal, fault_end)
+                case "pause":
+                    target = self.master() if pick < 0.6 else None
+                    target = target or self.names[int(pick * len(self.names))]
+                    self.pause(target, seconds)
+                case "network":
+                    self._network_chaos(pick, seconds, fault_end)
+                case "heal":
+                    self.heal()
+
+        return act
+
+    def _network_chaos(self, pick: float, seconds: float, fault_end: int) -> None:
+        faults = NetworkFaults(
+            loss=0.3 * pick,
+            duplication=0.2 * (1 - pick),
+            reorder=0.3,
+            delay_max_us=int(20 * MILLISECOND * pick) + MILLISECOND,
+        )
+        self._say(
+            f"fault: network loses {faults.loss:.0%}, duplicates {faults.duplication:.0%}, "
+            f"reorders {faults.reorder:.0%} for {seconds:.2f}s"
+        )
+        self.set_network(faults)
+        self._later(seconds, lambda: self.set_network(NetworkFaults()), fault_end)
+
+    def _later(self, seconds: float, action: Callable[[], None], fault_end: int) -> None:
+        """Undo a fault after `seconds`, unless the faults have all stopped by then."""
+        when = self.scheduler.now + int(seconds * SECOND)
+        if when < fault_end:
+            self.scheduler.at(when, action)
+
+
+def default_settings(replicas: int = 3, **changes: object) -> SimSettings:
+    """Simulator settings for a cell of `replicas`, with `changes` applied."""
+    return evolve(SimSettings(replicas=replicas), **changes)  # type: ignore[arg-type]

@@ -1,0 +1,334 @@
+"""The simulator's checkers: what must hold on every seed, whatever the faults.
+
+The `Observer` watches the whole cell from outside, in true time:
+
+* **agreement**: no two replicas learn different values for one instance;
+* **lease safety**: never two replicas that each believe they hold a valid master lease at
+  one instant of true time;
+* **consistency**: replicas that apply the same index get the same outcomes and the same
+  state checksum (Paxos Made Live §6.2), and all replicas converge once faults stop;
+* **durability**: every acknowledged command is in the committed log exactly once, with the
+  result the client was given, and acknowledged commands are ordered as real time orders them;
+* **exactly once**: no command is ever applied twice;
+* **linearizable reads**: a read served by the master under its lease returns the latest
+  write acknowledged before it began, never older, never one not yet written;
+* **no lost update**: each increment, decided on the master's state, moves its counter by one;
+* **liveness**: once faults stop and the cell is whole, every operation completes within a
+  bound.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from attrs import define, field, frozen
+
+from chubbypy.paxos import ChecksumTaken, Outcome, OutcomeKind
+from chubbypy.protocol import ClientId, Entry, Value
+from chubbypy.testing._kv import parse_put, parse_put_result
+from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
+from chubbypy.testing._world import SECOND
+
+INFINITY = 1 << 62
+
+
+@frozen
+class Violation:
+    time_us: int
+    checker: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.checker} at {self.time_us / SECOND:.6f}s: {self.message}"
+
+
+@define
+class OpRecord:
+    request: Request
+    invoke_us: int
+    complete_us: int | None = None
+    reply: Reply | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.reply is not None and self.reply.status is ReplyStatus.OK
+
+
+@define
+class _Applied:
+    """What the first replica to apply an index got (others must get the same)."""
+
+    replica: str
+    results: tuple[Outcome | ChecksumTaken, ...]
+
+
+@define
+class Observer:
+    """Records what every replica and client does, and checks it. See the module docstring."""
+
+    fail_fast: bool = True
+    violations: list[Violation] = field(factory=list)
+    now_us: int = 0
+    _chosen: dict[int, tuple[str, Value]] = field(factory=dict)
+    _applied: dict[int, _Applied] = field(factory=dict)
+    _ops: list[OpRecord] = field(factory=list)
+    _open: dict[tuple[str, int], OpRecord] = field(factory=dict)
+    lease_holders_max: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.violations)
+
+    def violation(self, checker: str, message: str) -> None:
+        self.violations.append(Violation(self.now_us, checker, message))
+
+    # ------------------------------------------------------------------ as it runs
+
+    def committed(self, replica: str, entry: Entry) -> None:
+        """Agreement: the first value learned for an index is the only one."""
+        earlier = self._chosen.get(entry.index)
+        if earlier is None:
+            self._chosen[entry.index] = (replica, entry.value)
+        elif earlier[1] != entry.value:
+            self.violation(
+                "agreement",
+                f"index {entry.index}: {earlier[0]} learned {earlier[1]}, "
+                f"{replica} learned {entry.value}",
+            )
+
+    def applied(
+        self, replica: str, index: int, results: tuple[Outcome | ChecksumTaken, ...]
+    ) -> None:
+        """Consistency: applying one index gives every replica the same outcomes and checksum."""
+        earlier = self._applied.get(index)
+        if earlier is None:
+            self._applied[index] = _Applied(replica, results)
+        elif earlier.results != results:
+            self.violation(
+                "consistency",
+                f"index {index}: {earlier.replica} got {earlier.results}, {replica} got {results}",
+            )
+
+    def leases(self, holders: Sequence[str]) -> None:
+        """Lease safety, checked at every instant of true time at which anything happened."""
+        self.lease_holders_max = max(self.lease_holders_max, len(holders))
+        if len(holders) > 1:
+            self.violation("lease safety", f"{', '.join(holders)} all hold a valid master lease")
+
+    def invoked(self, client: str, request: Request, now_us: int) -> None:
+        record = OpRecord(request, now_us)
+        self._ops.append(record)
+        self._open[(client, request.op_id)] = record
+
+    def completed(self, client: str, request: Request, reply: Reply, now_us: int) -> None:
+        record = self._open.pop((client, request.op_id))
+        record.complete_us = now_us
+        record.reply = reply
+
+    # ------------------------------------------------------------------ at the end
+
+    def operations(self) -> list[OpRecord]:
+        return list(self._ops)
+
+    def check_history(self) -> None:
+        """Durability, exactly-once, read linearizability and counters over the whole run."""
+        applied = self._applied_commands()
+        self._check_exactly_once(applied)
+        self._check_acknowledged(applied)
+        self._check_real_time_order(applied)
+        self._check_counters()
+        self._check_reads()
+
+    def check_liveness(self, healed_us: int, bound_us: int, end_us: int) -> None:
+        """Every operation finishes within `bound_us` of its start or of the heal, if later."""
+        for record in self._ops:
+            deadline = max(record.invoke_us, healed_us) + bound_us
+            finished = record.complete_us if record.complete_us is not None else INFINITY
+            if finished > deadline and end_us >= deadline:
+                self.now_us = min(end_us, finished)
+                self.violation(
+                    "liveness",
+                    f"{record.request.kind.value} op {record.request.op_id} of "
+                    f"{record.request.client} (started {record.invoke_us / SECOND:.3f}s) "
+                    f"not done {bound_us / SECOND:.1f}s after the faults stopped",
+                )
+                return
+
+    def _applied_commands(self) -> dict[tuple[ClientId, int], list[Outcome]]:
+        commands: dict[tuple[ClientId, int], list[Outcome]] = {}
+        for index in sorted(self._applied):
+            for result in self._applied[index].results:
+                if isinstance(result, Outcome) and result.kind is OutcomeKind.APPLIED:
+                    commands.setdefault((result.client_id, result.sequence), []).append(result)
+        return commands
+
+    def _check_exactly_once(self, applied: dict[tuple[ClientId, int], list[Outcome]]) -> None:
+        for (client_id, sequence), outcomes in applied.items():
+            if len(outcomes) > 1:
+                indices = [outcome.index for outcome in outcomes]
+                self.violation(
+                    "exactly once",
+                    f"client {client_id} command {sequence} applied at indices {indices}",
+                )
+                return
+
+    def _commands(self) -> list[OpRecord]:
+        return [r for r in self._ops if r.request.kind in (OpKind.WRITE, OpKind.INCREMENT)]
+
+    def _check_acknowledged(self, applied: dict[tuple[ClientId, int], list[Outcome]]) -> None:
+        for record in self._commands():
+            if not record.acknowledged:
+                continue
+            request, reply = record.request, record.reply
+            assert reply is not None
+            outcomes = applied.get((request.client_id, request.sequence), [])
+            if not outcomes:
+                self.violation(
+                    "durability",
+                    f"acknowledged {request.kind.value} of client {request.client_id} "
+                    f"command {request.sequence} (index {reply.index}) is not in the log",
+                )
+                return
+            index, value = parse_put_result(outcomes[0].result)
+            if (index, value) != (reply.index, reply.value):
+                self.violation(
+                    "durability",
+                    f"client {request.client_id} command {request.sequence} was acknowledged "
+                    f"as index {reply.index} value {reply.value}, "
+                    f"but the log applied it at {index} with value {value}",
+                )
+                return
+
+    def _check_real_time_order(self, applied: dict[tuple[ClientId, int], list[Outcome]]) -> None:
+        """If A was acknowledged before B began, A is before B in the log."""
+        acked = [
+            (r.invoke_us, r.complete_us, r.reply.index)
+            for r in self._commands()
+            if r.acknowledged and r.reply is not None and r.complete_us is not None
+        ]
+        by_completion = sorted((done, index) for _, done, index in acked)
+        completions = [done for done, _ in by_completion]
+        highest = []
+        running = 0
+        for _, index in by_completion:
+            running = max(running, index)
+            highest.append(running)
+        for invoke, _, index in acked:
+            earlier = bisect.bisect_left(completions, invoke)
+            if earlier and highest[earlier - 1] >= index:
+                self.violation(
+                    "durability",
+                    f"a command acknowledged before {invoke / SECOND:.6f}s sits at index "
+                    f"{highest[earlier - 1]}, after index {index} of a command begun then",
+                )
+                return
+
+    def _puts(self, key: str) -> list[tuple[int, int]]:
+        """(index, value) of every applied put to `key`, in log order."""
+        puts = []
+        for index in sorted(self._applied):
+            value = self._chosen[index][1]
+            outcomes = [r for r in self._applied[index].results if isinstance(r, Outcome)]
+            for command, outcome in zip(value.commands, outcomes, strict=False):
+                if outcome.kind is OutcomeKind.APPLIED:
+                    put_key, put_value = parse_put(command.payload)
+                    if put_key == key:
+                        puts.append((index, put_value))
+        return puts
+
+    def _check_counters(self) -> None:
+        keys = sorted({r.request.key for r in self._ops if r.request.kind is OpKind.INCREMENT})
+        for key in keys:
+            previous = 0
+            for index, value in self._puts(key):
+                if value != previous + 1:
+                    self.violation(
+                        "lost update",
+                        f"counter {key} went from {previous} to {value} at index {index}",
+                    )
+                    return
+                previous = value
+
+    def _check_reads(self) -> None:
+        keys = sorted({r.request.key for r in self._ops if r.request.kind is OpKind.READ})
+        for key in keys:
+            if not self._check_reads_of(key):
+                return
+
+    def _check_reads_of(self, key: str) -> bool:
+        """Reads against the write order the log fixed (a register with unique values)."""
+        puts = self._puts(key)
+        position = {value: n + 1 for n, (_, value) in enumerate(puts)}
+        writes = {
+            r.request.value: r
+            for r in self._ops
+            if r.request.kind is OpKind.WRITE and r.request.key == key
+        }
+        # acked_after[p]: the earliest acknowledgement of any write at position > p.
+        acked_after = [INFINITY] * (len(puts) + 1)
+        for p in range(len(puts) - 1, -1, -1):
+            record = writes.get(puts[p][1])
+            done = record.complete_us if record and record.acknowledged else None
+            acked_after[p] = min(acked_after[p + 1], done if done is not None else INFINITY)
+        reads = [
+            r
+            for r in self._ops
+            if r.request.kind is OpKind.READ and r.request.key == key and r.acknowledged
+        ]
+        for record in reads:
+            if not self._check_read(record, position, writes, acked_after):
+                return False
+        return self._check_monotonic_reads(reads, position)
+
+    def _check_read(
+        self,
+        record: OpRecord,
+        position: dict[int, int],
+        writes: dict[int, OpRecord],
+        acked_after: list[int],
+    ) -> bool:
+        assert record.reply is not None
+        assert record.complete_us is not None
+        value = record.reply.value
+        where = f"read of {record.request.key} by {record.request.client} returned {value}"
+        p = 0 if value == -1 else position.get(value)
+        if p is None:
+            self.violation("linearizable reads", f"{where}, which no applied write wrote")
+            return False
+        if p and writes[value].invoke_us > record.complete_us:
+            self.violation("linearizable reads", f"{where} before it was written")
+            return False
+        if acked_after[p] < record.invoke_us:
+            self.violation(
+                "linearizable reads",
+                f"{where}, but a later write was acknowledged at "
+                f"{acked_after[p] / SECOND:.6f}s, before the read began "
+                f"at {record.invoke_us / SECOND:.6f}s (a stale read)",
+            )
+            return False
+        return True
+
+    def _check_monotonic_reads(self, reads: list[OpRecord], position: dict[int, int]) -> bool:
+        """A read that began after another finished never sees an older write."""
+
+        def place(record: OpRecord) -> int:
+            assert record.reply is not None
+            return 0 if record.reply.value == -1 else position[record.reply.value]
+
+        by_completion = sorted(reads, key=lambda r: r.complete_us or 0)
+        completions = [r.complete_us or 0 for r in by_completion]
+        highest: list[int] = []
+        for record in by_completion:
+            highest.append(max(highest[-1] if highest else 0, place(record)))
+        for record in reads:
+            earlier = bisect.bisect_left(completions, record.invoke_us)
+            if earlier and highest[earlier - 1] > place(record):
+                self.violation(
+                    "linearizable reads",
+                    f"read of {record.request.key} by {record.request.client} at "
+                    f"{record.invoke_us / SECOND:.6f}s saw an older value than a read "
+                    "that had already finished",
+                )
+                return False
+        return True

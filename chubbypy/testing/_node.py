@@ -1,0 +1,364 @@
+"""A simulated replica process: the Paxos core and applier wrapped in a simulated shell.
+
+It plays the part the Twisted server will play (STYLE §1): it turns simulated time, messages
+and disk completions into core inputs, and handles each Ready in the contract's order, with
+a real delay before the disk write is durable. A crash loses whatever was not yet durable.
+It also answers the simulated clients, as the master's service layer will.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+
+from chubbypy.paxos import (
+    Applier,
+    BecameMaster,
+    Bug,
+    Campaigning,
+    ChecksumTaken,
+    LeaseAcquired,
+    LeaseLost,
+    Limits,
+    Outcome,
+    OutcomeKind,
+    Ready,
+    Replica,
+    ReplicaEvent,
+    SnapshotInstalled,
+    StartedServing,
+    SteppedDown,
+    Timing,
+)
+from chubbypy.protocol import NO_CLIENT, ClientId, Command, Envelope, PeerMessage, ReplicaId
+from chubbypy.store import MemoryStore
+from chubbypy.testing._kv import KvMachine, parse_put_result, put_payload
+from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
+from chubbypy.testing._world import Clock, Scheduler, SimChance
+
+if TYPE_CHECKING:
+    from chubbypy.testing._checkers import Observer
+
+
+@frozen
+class NodeSettings:
+    """The simulated shell's settings, shared by every node of a cell."""
+
+    members: tuple[ReplicaId, ...]
+    timing: Timing
+    limits: Limits
+    tick_us: int
+    fsync_min_us: int
+    fsync_max_us: int
+    snapshot_every_entries: int
+    checksum_every_ticks: int
+    checksum_until_us: int
+    """The master stops asking for checksums then, so the cell can fall quiet at the end."""
+    clients_max: int
+    client_results_max: int
+    buggify_rate: float
+    bugs: frozenset[Bug]
+
+
+class SimReplica:
+    """One replica process of the simulated cell."""
+
+    def __init__(
+        self,
+        name: ReplicaId,
+        settings: NodeSettings,
+        clock: Clock,
+        scheduler: Scheduler,
+        observer: Observer,
+        rng: random.Random,
+        send_peer: Callable[[Envelope], None],
+        send_reply: Callable[[ReplicaId, str, Reply], None],
+        narrate: Callable[[str], None],
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.clock = clock
+        self.store = MemoryStore()
+        self.alive = False
+        self.incarnation = 0
+        self.paused_until = 0
+        self._scheduler = scheduler
+        self._observer = observer
+        self._rng = rng
+        self._send_peer = send_peer
+        self._send_reply = send_reply
+        self._narrate = narrate
+        self._deferred: list[Callable[[], None]] = []
+        self.write_started: Callable[[int], None] | None = None
+        """A fault hook: called once, with its duration, when the next disk write starts."""
+
+    # ------------------------------------------------------------------ life cycle
+
+    def boot(self) -> None:
+        """Start the process (first start or restart): rebuild from what the disk holds."""
+        assert not self.alive
+        self.alive = True
+        self.incarnation += 1
+        settings = self.settings
+        persisted = self.store.load()
+        chance = SimChance(random.Random(self._rng.getrandbits(64)), settings.buggify_rate)
+        self.core = Replica(
+            self.name,
+            settings.members,
+            settings.timing,
+            settings.limits,
+            chance,
+            persisted,
+            settings.bugs,
+        )
+        self.machine = KvMachine()
+        self.applier = Applier(
+            self.machine,
+            clients_max=settings.clients_max,
+            client_results_max=settings.client_results_max,
+            bugs=settings.bugs,
+        )
+        if persisted.snapshot is not None:
+            self.applier.restore(persisted.snapshot.index, persisted.snapshot.data)
+        self._tick_base = self.clock.local(self._scheduler.now) // settings.tick_us
+        self._fsync: Ready | None = None
+        self._pending: dict[tuple[ClientId, int], Request] = {}
+        self._increments: dict[str, tuple[ClientId, int]] = {}
+        self._last_snapshot_index = self.applier.applied_index
+        self._tick_event(self.incarnation)
+
+    def crash(self) -> None:
+        """Stop at once: in-flight disk writes, timers, and memory are lost."""
+        assert self.alive
+        self.alive = False
+        self.incarnation += 1
+        self._deferred = []
+        self.paused_until = 0
+
+    def pause(self, until: int) -> None:
+        """Stall the process (a GC pause, a frozen VM) while its clock keeps running."""
+        self.paused_until = max(self.paused_until, until)
+        incarnation = self.incarnation
+        self._scheduler.at(until, lambda: self._resume(incarnation))
+
+    def _resume(self, incarnation: int) -> None:
+        if incarnation != self.incarnation or self._scheduler.now < self.paused_until:
+            return
+        deferred, self._deferred = self._deferred, []
+        for action in deferred:
+            action()
+
+    # ------------------------------------------------------------------ events
+
+    def _run(self, incarnation: int, action: Callable[[], None]) -> None:
+        """Run an input for this process: catch its ticks up to its clock, act, drain."""
+        if incarnation != self.incarnation or not self.alive:
+            return
+        if self._scheduler.now < self.paused_until:
+            self._deferred.append(lambda: self._run(incarnation, action))
+            return
+        self.catch_up_ticks()
+        action()
+        self._drain()
+
+    def catch_up_ticks(self) -> None:
+        """Tick the core for every tick of its clock that has passed.
+
+        The real shell must do the same before handling any input: a process that stalled
+        must not act on a lease its clock says is over.
+        """
+        target = self.clock.local(self._scheduler.now) // self.settings.tick_us - self._tick_base
+        while self.core.tick_count < target:
+            self.core.tick()
+            self._ticked()
+
+    def _ticked(self) -> None:
+        every = self.settings.checksum_every_ticks
+        if self._scheduler.now >= self.settings.checksum_until_us:
+            return
+        if self.core.serving and self.core.tick_count % every == 0:
+            self.core.request_checksum(self.core.epoch)
+
+    def _tick_event(self, incarnation: int) -> None:
+        if incarnation != self.incarnation:
+            return
+        self._run(incarnation, lambda: None)
+        next_local = (self.clock.local(self._scheduler.now) // self.settings.tick_us + 1) * (
+            self.settings.tick_us
+        )
+        self._scheduler.at(self.clock.true_at(next_local), lambda: self._tick_event(incarnation))
+
+    def peer_message(self, sender: ReplicaId, message: PeerMessage) -> None:
+        self._run(self.incarnation, lambda: self.core.step(sender, message))
+
+    def client_request(self, request: Request) -> None:
+        self._run(self.incarnation, lambda: self._request_received(request))
+
+    # ------------------------------------------------------------------ the Ready contract
+
+    def _drain(self) -> None:
+        while self._fsync is None and self.core.has_ready():
+            ready = self.core.ready()
+            if Bug.REPLY_BEFORE_PERSIST in self.settings.bugs:
+                self._send(ready)
+            if ready.durable.is_empty():
+                self._finish(ready)
+                continue
+            self._fsync = ready
+            delay = self._rng.randint(self.settings.fsync_min_us, self.settings.fsync_max_us)
+            self._complete_write_after(delay)
+            if self.write_started is not None:
+                hook, self.write_started = self.write_started, None
+                hook(delay)
+            return
+
+    def _complete_write_after(self, delay: int) -> None:
+        incarnation = self.incarnation
+        self._scheduler.after(delay, lambda: self._run(incarnation, self._fsync_done))
+
+    def _fsync_done(self) -> None:
+        ready = self._fsync
+        assert ready is not None
+        self._fsync = None
+        self.store.persist(ready.durable)
+        self._finish(ready)
+
+    def _finish(self, ready: Ready) -> None:
+        """The Ready's writes are durable: send, apply, advance."""
+        if Bug.REPLY_BEFORE_PERSIST not in self.settings.bugs:
+            self._send(ready)
+        snapshot = ready.durable.snapshot
+        if snapshot is not None and snapshot.index > self.applier.applied_index:
+            self.applier.restore(snapshot.index, snapshot.data)
+        for entry in ready.committed:
+            self._observer.committed(self.name, entry)
+            results = self.applier.apply(entry)
+            self._observer.applied(self.name, entry.index, results)
+            for result in results:
+                if isinstance(result, Outcome):
+                    self._outcome(result)
+                else:
+                    assert isinstance(result, ChecksumTaken)
+        self.core.advance(ready)
+        for event in ready.events:
+            self._replica_event(event)
+        self._maybe_snapshot()
+
+    def _send(self, ready: Ready) -> None:
+        for envelope in ready.messages:
+            self._send_peer(envelope)
+
+    def _maybe_snapshot(self) -> None:
+        applied = self.applier.applied_index
+        if applied - self._last_snapshot_index < self.settings.snapshot_every_entries:
+            return
+        if self.core.applied_index != applied or self.core.has_ready():
+            return
+        self.core.snapshot_taken(applied, self.applier.snapshot())
+        self._last_snapshot_index = applied
+
+    def _replica_event(self, event: ReplicaEvent) -> None:
+        self._narrate(f"{self.name}: {describe_event(event)}")
+        if isinstance(event, SteppedDown):
+            for request in self._pending.values():
+                self._reply(request, Reply(request.op_id, ReplyStatus.NOT_MASTER))
+            self._pending = {}
+            self._increments = {}
+
+    # ------------------------------------------------------------------ the service
+
+    def _request_received(self, request: Request) -> None:
+        if request.kind is OpKind.READ:
+            if self.core.can_serve_reads():
+                value = self.machine.values.get(request.key, -1)
+                reply = Reply(request.op_id, ReplyStatus.OK, value, self.applier.applied_index)
+            else:
+                reply = self._not_master(request)
+            self._reply(request, reply)
+            return
+        if not self.core.serving:
+            self._reply(request, self._not_master(request))
+            return
+        cached = self.applier.cached_result(request.client_id, request.sequence)
+        if cached is not None and request.kind is not OpKind.REGISTER:
+            index, value = parse_put_result(cached)
+            self._reply(request, Reply(request.op_id, ReplyStatus.OK, value, index))
+            return
+        command = self._command_for(request)
+        if command is None:
+            self._reply(request, Reply(request.op_id, ReplyStatus.BUSY))
+            return
+        refused = self.core.propose([command], self.core.epoch)
+        if refused is not None:
+            self._reply(request, Reply(request.op_id, ReplyStatus.BUSY))
+            return
+        self._pending[(command.client_id, command.sequence)] = request
+        if request.kind is OpKind.INCREMENT:
+            self._increments[request.key] = (command.client_id, command.sequence)
+
+    def _command_for(self, request: Request) -> Command | None:
+        match request.kind:
+            case OpKind.REGISTER:
+                return Command(NO_CLIENT, request.sequence, b"")
+            case OpKind.WRITE:
+                payload = put_payload(request.key, request.value)
+            case OpKind.INCREMENT:
+                # One increment per counter in flight: the next must see this one's result.
+                if request.key in self._increments:
+                    return None
+                payload = put_payload(request.key, self.machine.values.get(request.key, 0) + 1)
+            case OpKind.READ:
+                raise AssertionError("reads never reach the log")
+        return Command(request.client_id, request.sequence, payload, request.sequence)
+
+    def _outcome(self, outcome: Outcome) -> None:
+        registered = outcome.kind is OutcomeKind.REGISTERED
+        key = (NO_CLIENT if registered else outcome.client_id, outcome.sequence)
+        for counter, owner in list(self._increments.items()):
+            if owner == key:
+                del self._increments[counter]
+        request = self._pending.pop(key, None)
+        if request is None:
+            return
+        match outcome.kind:
+            case OutcomeKind.APPLIED | OutcomeKind.DUPLICATE:
+                index, value = parse_put_result(outcome.result)
+                reply = Reply(request.op_id, ReplyStatus.OK, value, index)
+            case OutcomeKind.REGISTERED:
+                reply = Reply(request.op_id, ReplyStatus.OK, outcome.client_id, outcome.index)
+            case OutcomeKind.EPOCH_CHANGED:
+                reply = Reply(request.op_id, ReplyStatus.RETRY)
+            case OutcomeKind.UNKNOWN_CLIENT | OutcomeKind.STALE_SEQUENCE:
+                reply = Reply(request.op_id, ReplyStatus.INDETERMINATE)
+        self._reply(request, reply)
+
+    def _not_master(self, request: Request) -> Reply:
+        return Reply(request.op_id, ReplyStatus.NOT_MASTER, hint=self.core.master_hint())
+
+    def _reply(self, request: Request, reply: Reply) -> None:
+        self._send_reply(self.name, request.client, reply)
+
+
+def describe_event(event: ReplicaEvent) -> str:
+    """One line for a replica event, for narration and logs."""
+    match event:
+        case Campaigning(ballot):
+            return f"campaigns for mastership with ballot {ballot}"
+        case BecameMaster(ballot, epoch, recovered):
+            return (
+                f"won ballot {ballot}: master for epoch {epoch}, re-proposing {recovered} entries"
+            )
+        case StartedServing(epoch, index):
+            return f"serves epoch {epoch} (its first entry, {index}, is applied)"
+        case SteppedDown(epoch, reason):
+            return f"steps down from epoch {epoch}: {reason.value}"
+        case LeaseAcquired(epoch, expiry):
+            return f"holds the master lease for epoch {epoch} (until tick {expiry})"
+        case LeaseLost(epoch):
+            return f"lost the master lease of epoch {epoch}"
+        case SnapshotInstalled(index, sender):
+            return f"installed a snapshot at index {index} from {sender}"
+    raise AssertionError(event)

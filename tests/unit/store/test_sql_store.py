@@ -1,0 +1,119 @@
+"""What `SqlStore` promises beyond the shared contract: SQLite durability, schema, corruption."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, insert, select, update
+
+from chubbypy.paxos import Durable
+from chubbypy.protocol import Ballot, Entry, Epoch, LogIndex, ReplicaId, Value, ValueKind
+from chubbypy.store import SqlStore, StoreError
+from chubbypy.store._sql import log_entries_table, store_meta_table
+
+R1 = ReplicaId("r1")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "replica.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[SqlStore]:
+    """A store on a fresh SQLite file, closed afterwards."""
+    opened = SqlStore.for_path(path)
+    yield opened
+    opened.close()
+
+
+def entries(first: int, last: int) -> tuple[Entry, ...]:
+    value = Value(Epoch(1), ValueKind.NOOP)
+    return tuple(Entry(LogIndex(i), Ballot(1, R1), value) for i in range(first, last + 1))
+
+
+def count_transactions(store: SqlStore) -> list[object]:
+    """A list that grows by one for every transaction begun on the store's engine."""
+    begun: list[object] = []
+    event.listen(store.engine, "begin", begun.append)
+    return begun
+
+
+def test_sqlite_file_is_in_wal_mode_with_full_sync(store: SqlStore) -> None:
+    """Every connection runs in WAL journal mode with synchronous=FULL (2)."""
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def test_schema_version_mismatch_is_refused(store: SqlStore, path: Path) -> None:
+    """Opening a file with another schema version raises StoreError naming the file and both."""
+    with store.engine.begin() as connection:
+        version = store_meta_table.c.key == "schema_version"
+        connection.execute(update(store_meta_table).where(version).values(value="7"))
+    store.close()
+    with pytest.raises(StoreError, match="schema version") as raised:
+        SqlStore.for_path(path)
+    assert str(path) in str(raised.value)
+    assert "'7'" in str(raised.value)
+    assert "'1'" in str(raised.value)
+
+
+def test_opening_twice_keeps_one_schema_version_row(store: SqlStore, path: Path) -> None:
+    """Reopening a store neither duplicates nor changes its schema version."""
+    store.close()
+    SqlStore.for_path(path).close()
+    reopened = SqlStore.for_path(path)
+    with reopened.engine.connect() as connection:
+        rows = connection.execute(select(store_meta_table)).all()
+    reopened.close()
+    assert [tuple(row) for row in rows] == [("schema_version", "1")]
+
+
+@pytest.mark.parametrize("blob", [b"\xc1 not msgpack", b"\x92\x01\x02"])
+def test_corrupt_value_fails_the_load_naming_the_index(store: SqlStore, blob: bytes) -> None:
+    """A value blob that does not decode makes load() raise StoreError naming its index."""
+    store.persist(Durable(entries=entries(1, 3)))
+    row = {"log_index": 4, "ballot_round": 1, "ballot_replica": R1, "value": blob}
+    with store.engine.begin() as connection:
+        connection.execute(insert(log_entries_table).values(row))
+    with pytest.raises(StoreError, match=r"log entry 4 .* is corrupt"):
+        store.load()
+
+
+def test_large_batch_persists_in_one_transaction(store: SqlStore, path: Path) -> None:
+    """2000 entries, more than one IN list holds, go in one transaction and replace by index."""
+    store.persist(Durable(entries=entries(1, 2000)))
+    begun = count_transactions(store)
+    replacements = tuple(Entry(e.index, Ballot(2, R1), e.value) for e in entries(1, 2000))
+    store.persist(Durable(entries=replacements))
+    assert len(begun) == 1
+    store.close()
+    reopened = SqlStore.for_path(path)
+    assert reopened.load().entries == replacements
+    reopened.close()
+
+
+def test_compaction_of_more_than_one_chunk(store: SqlStore) -> None:
+    """Compacting 1500 of 2000 entries keeps exactly the last 500."""
+    store.persist(Durable(entries=entries(1, 2000)))
+    store.persist(Durable(compact_through=LogIndex(1500)))
+    assert store.load().entries == entries(1501, 2000)
+
+
+def test_empty_durable_begins_no_transaction(store: SqlStore) -> None:
+    """An empty Durable costs no transaction (and so no fsync)."""
+    begun = count_transactions(store)
+    store.persist(Durable())
+    assert begun == []
+
+
+def test_for_path_accepts_characters_special_in_urls(tmp_path: Path) -> None:
+    """A path with '?', '#' and spaces names that file, not a URL query or fragment."""
+    path = tmp_path / "odd ?name#1.db"
+    store = SqlStore.for_path(path)
+    store.persist(Durable(entries=entries(1, 1)))
+    store.close()
+    assert path.exists()
