@@ -428,10 +428,10 @@ class Replica:
     def _prepare_received(self, sender: ReplicaId, prepare: Prepare) -> None:
         self._saw_ballot(prepare.ballot)
         if self._leased_to_other(sender):
-            self._send(sender, Nack(prepare.ballot, self._promised, leased=True))
+            self._send(sender, self._nack(prepare.ballot, leased=True))
             return
         if prepare.ballot < self._promised:
-            self._send(sender, Nack(prepare.ballot, self._promised, leased=False))
+            self._send(sender, self._nack(prepare.ballot, leased=False))
             return
         if prepare.ballot > self._promised:
             self._promise(prepare.ballot)
@@ -443,6 +443,9 @@ class Replica:
             prepare.ballot, prepare.from_index, self._limits.catchup_entries_max
         )
         self._send(sender, promise)
+
+    def _nack(self, ballot: Ballot, *, leased: bool) -> Nack:
+        return Nack(ballot, self._promised, leased, self._chosen_index)
 
     def _promise(self, ballot: Ballot) -> None:
         """Promise `ballot` (made durable before any reply) and give up any role below it."""
@@ -489,10 +492,10 @@ class Replica:
         """Check an Accept or Heartbeat from `sender`; if taken, lease ourselves to the sender."""
         self._saw_ballot(ballot)
         if self._leased_to_other(sender):
-            self._send(sender, Nack(ballot, self._promised, leased=True))
+            self._send(sender, self._nack(ballot, leased=True))
             return False
         if ballot < self._promised:
-            self._send(sender, Nack(ballot, self._promised, leased=False))
+            self._send(sender, self._nack(ballot, leased=False))
             return False
         if ballot > self._promised:
             self._promise(ballot)
@@ -808,6 +811,9 @@ class Replica:
 
     def _nack_received(self, sender: ReplicaId, nack: Nack) -> None:
         self._saw_ballot(nack.promised)
+        if nack.chosen_index > self._chosen_index and self._role is not Role.MASTER:
+            # Refused, but the refuser knows more of the log: stay warm by catching up from it.
+            self._request_catch_up(sender)
         if nack.promised.replica_id == self._id or nack.promised <= nack.ballot:
             return  # our own higher ballot, or a lease refusal: wait for the deadline
         if self._role is Role.MASTER and self._is_my_mastership(nack.ballot):

@@ -87,8 +87,8 @@ def _message(message: PeerMessage) -> list[Any]:
             return [5, _ballot(ballot), chosen_index, sent_tick]
         case HeartbeatAck(ballot, sent_tick, chosen_index):
             return [6, _ballot(ballot), sent_tick, chosen_index]
-        case Nack(ballot, promised, leased):
-            return [7, _ballot(ballot), _ballot(promised), leased]
+        case Nack(ballot, promised, leased, chosen_index):
+            return [7, _ballot(ballot), _ballot(promised), leased, chosen_index]
         case CatchUpRequest(from_index):
             return [8, from_index]
         case CatchUp(entries, chosen_index):
@@ -206,7 +206,7 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
     4: (4, lambda f: Accepted(_to_ballot(f[0]), _index(f[1]), _int(f[2]), _index(f[3]))),
     5: (3, lambda f: Heartbeat(_to_ballot(f[0]), _index(f[1]), _int(f[2]))),
     6: (3, lambda f: HeartbeatAck(_to_ballot(f[0]), _int(f[1]), _index(f[2]))),
-    7: (3, lambda f: Nack(_to_ballot(f[0]), _to_ballot(f[1]), _bool(f[2]))),
+    7: (4, lambda f: Nack(_to_ballot(f[0]), _to_ballot(f[1]), _bool(f[2]), _index(f[3]))),
     8: (1, lambda f: CatchUpRequest(_index(f[0]))),
     9: (2, lambda f: CatchUp(_to_entries(f[0]), _index(f[1]))),
     10: (1, lambda f: InstallSnapshot(_to_snapshot(f[0]))),

@@ -77,11 +77,16 @@ class HeartbeatAck:
 
 @frozen
 class Nack:
-    """A refusal of `ballot`: the acceptor promised `promised`, or is leased to another master."""
+    """A refusal of `ballot`: the acceptor promised `promised`, or is leased to another master.
+
+    `chosen_index` tells the refused replica how far the acceptor knows the log is chosen, so a
+    replica cut off from the master alone can still catch up from its other peers.
+    """
 
     ballot: Ballot
     promised: Ballot
     leased: bool
+    chosen_index: LogIndex
 
 
 @frozen

@@ -25,7 +25,7 @@ from attrs import evolve, frozen
 from chubbypy.paxos import Bug, Limits, Timing
 from chubbypy.protocol import Envelope, ReplicaId
 from chubbypy.testing._checkers import Observer, Violation
-from chubbypy.testing._client import SimClient
+from chubbypy.testing._client import ScriptClient, SimClient
 from chubbypy.testing._node import NodeSettings, SimReplica
 from chubbypy.testing._requests import Reply, Request
 from chubbypy.testing._world import (
@@ -147,6 +147,9 @@ class SimCell:
             )
             for n in range(1, settings.clients + 1)
         }
+        self.scripts: dict[str, ScriptClient] = {}
+        self.quiet_from = 1 << 62
+        """From then on no master asks for checksums, so the cell can fall quiet."""
         self.elections = 0
         self.healed_at = 0
 
@@ -162,7 +165,6 @@ class SimCell:
             fsync_max_us=s.fsync_max_us,
             snapshot_every_entries=s.snapshot_every_entries,
             checksum_every_ticks=max(1, round(s.checksum_every_seconds / s.tick_seconds)),
-            checksum_until_us=int((s.fault_seconds + s.liveness_seconds) * SECOND),
             clients_max=s.clients_max,
             client_results_max=s.client_results_max,
             buggify_rate=0.01 if s.buggify and self._rng.random() < 0.5 else 0.0,
@@ -185,6 +187,7 @@ class SimCell:
             self._send_peer,
             self._send_reply,
             self._narrate_node,
+            lambda: self.scheduler.now < self.quiet_from,
         )
 
     # ------------------------------------------------------------------ wiring
@@ -202,7 +205,7 @@ class SimCell:
         self.network.send(client, replica, lambda: node.client_request(request))
 
     def _send_reply(self, replica: ReplicaId, client: str, reply: Reply) -> None:
-        target = self.clients[client]
+        target: SimClient | ScriptClient = self.clients.get(client) or self.scripts[client]
         self.network.send(replica, client, lambda: target.reply_received(replica, reply))
 
     def _narrate_node(self, line: str) -> None:
@@ -224,6 +227,36 @@ class SimCell:
         stop = int(workload_seconds * SECOND) if workload_seconds is not None else 1 << 60
         for client in self.clients.values():
             client.start(stop)
+
+    def seeded_random(self) -> random.Random:
+        """A generator for a scenario's own choices, seeded from the cell's seed."""
+        return random.Random(self._rng.getrandbits(64))
+
+    def script_client(self) -> ScriptClient:
+        """A client whose requests the scenario sends one at a time."""
+        number = 1000 + len(self.scripts)
+        client = ScriptClient(
+            f"s{number}", number, self.scheduler, self.observer, self._send_request
+        )
+        self.scripts[client.name] = client
+        return client
+
+    def serving(self) -> list[str]:
+        """Replicas that are master and serving their epoch now (at most one has a lease)."""
+        return [n for n in self.names if self.nodes[n].alive and self.nodes[n].core.serving]
+
+    def run_until_serving(
+        self, *, excluding: Iterable[str] = (), seconds: float = 10.0
+    ) -> ReplicaId:
+        """Run until a replica not in `excluding` serves with a valid lease; return its name."""
+        excluded = set(excluding)
+        deadline = self.scheduler.now + int(seconds * SECOND)
+        while self.scheduler.now < deadline:
+            master = self.master()
+            if master is not None and master not in excluded and self.nodes[master].core.serving:
+                return master
+            self.run(seconds=0.005)
+        raise AssertionError(f"no master outside {sorted(excluded)} within {seconds}s")
 
     def run(self, *, seconds: float) -> None:
         """Advance true time by `seconds`, checking leases at every instant something happens."""
@@ -289,7 +322,7 @@ class SimCell:
     def crash_during_write(self, name: str, down_seconds: float, fault_end: int) -> None:
         """Crash `name` part-way through its next disk write (a crash at a durability boundary)."""
         node = self.nodes[ReplicaId(name)]
-        rng = random.Random(self._rng.getrandbits(32))
+        rng = self.seeded_random()
 
         def write_started(duration_us: int) -> None:
             def crash_now() -> None:
@@ -336,7 +369,7 @@ class SimCell:
     def set_network(self, faults: NetworkFaults) -> None:
         self.network.faults = faults
 
-    def master(self) -> str | None:
+    def master(self) -> ReplicaId | None:
         """The replica that holds a valid lease now, if any."""
         for name in self.names:
             node = self.nodes[name]
@@ -351,10 +384,22 @@ class SimCell:
         s = self.settings
         fault_end = int(s.fault_seconds * SECOND)
         workload_end = fault_end + int(s.liveness_seconds * SECOND)
-        end = workload_end + int(s.quiet_seconds * SECOND)
         self.start(workload_seconds=workload_end / SECOND)
         self._schedule_faults(fault_end)
-        self.scheduler.at(fault_end, self._heal_everything)
+        self.run_until(fault_end)
+        return self.conclude()
+
+    def conclude(self) -> SimResult:
+        """Stop every fault, let the workload run its liveness phase, fall quiet, check all."""
+        if self.observer.failed and self.observer.fail_fast:
+            return self.result()
+        s = self.settings
+        self._heal_everything()
+        workload_end = self.scheduler.now + int(s.liveness_seconds * SECOND)
+        for client in self.clients.values():
+            client.stop_at = min(client.stop_at, workload_end)
+        self.quiet_from = workload_end
+        end = workload_end + int(s.quiet_seconds * SECOND)
         self.run_until(end)
         if not self.observer.failed or not self.observer.fail_fast:
             self._final_checks(end)

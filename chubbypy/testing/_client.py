@@ -142,3 +142,67 @@ class SimClient:
         self._observer.completed(self.name, request, reply, self._scheduler.now)
         self._request = None
         self._scheduler.after(self._rng.randint(0, 30) * MILLISECOND, self._next_operation)
+
+
+class ScriptClient:
+    """A client a scenario test drives by hand: each call sends one request, with no retries.
+
+    Requests and replies go through the simulated network and into the observer's history,
+    so the checkers judge scripted operations like any others.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        number: int,
+        scheduler: Scheduler,
+        observer: Observer,
+        send: Callable[[str, str, Request], None],
+    ) -> None:
+        self.name = name
+        self._number = number
+        self._scheduler = scheduler
+        self._observer = observer
+        self._send = send
+        self.client_id = NO_CLIENT
+        self._next_sequence = 1
+        self._op_id = 0
+        self._sent: dict[int, Request] = {}
+        self.replies: dict[int, Reply] = {}
+
+    def register(self, replica: str) -> int:
+        return self._request(replica, OpKind.REGISTER, sequence=self._number * 1_000_000)
+
+    def write(self, replica: str, key: str, value: int) -> int:
+        return self._command(replica, OpKind.WRITE, key, value)
+
+    def increment(self, replica: str, key: str) -> int:
+        return self._command(replica, OpKind.INCREMENT, key, 0)
+
+    def read(self, replica: str, key: str) -> int:
+        return self._request(replica, OpKind.READ, key=key)
+
+    def _command(self, replica: str, kind: OpKind, key: str, value: int) -> int:
+        assert self.client_id != NO_CLIENT, "register first"
+        sequence = self._next_sequence
+        self._next_sequence += 1
+        return self._request(replica, kind, sequence=sequence, key=key, value=value)
+
+    def _request(
+        self, replica: str, kind: OpKind, *, sequence: int = 0, key: str = "", value: int = 0
+    ) -> int:
+        self._op_id += 1
+        request = Request(self.name, self._op_id, kind, self.client_id, sequence, key, value)
+        self._sent[self._op_id] = request
+        self._observer.invoked(self.name, request, self._scheduler.now)
+        self._send(self.name, replica, request)
+        return self._op_id
+
+    def reply_received(self, replica: str, reply: Reply) -> None:
+        request = self._sent.get(reply.op_id)
+        if request is None or reply.op_id in self.replies:
+            return
+        self.replies[reply.op_id] = reply
+        if request.kind is OpKind.REGISTER and reply.status is ReplyStatus.OK:
+            self.client_id = ClientId(reply.value)
+        self._observer.completed(self.name, request, reply, self._scheduler.now)

@@ -55,8 +55,6 @@ class NodeSettings:
     fsync_max_us: int
     snapshot_every_entries: int
     checksum_every_ticks: int
-    checksum_until_us: int
-    """The master stops asking for checksums then, so the cell can fall quiet at the end."""
     clients_max: int
     client_results_max: int
     buggify_rate: float
@@ -77,6 +75,7 @@ class SimReplica:
         send_peer: Callable[[Envelope], None],
         send_reply: Callable[[ReplicaId, str, Reply], None],
         narrate: Callable[[str], None],
+        checksums_wanted: Callable[[], bool],
     ) -> None:
         self.name = name
         self.settings = settings
@@ -91,6 +90,7 @@ class SimReplica:
         self._send_peer = send_peer
         self._send_reply = send_reply
         self._narrate = narrate
+        self._checksums_wanted = checksums_wanted
         self._deferred: list[Callable[[], None]] = []
         self.write_started: Callable[[int], None] | None = None
         """A fault hook: called once, with its duration, when the next disk write starts."""
@@ -177,7 +177,7 @@ class SimReplica:
 
     def _ticked(self) -> None:
         every = self.settings.checksum_every_ticks
-        if self._scheduler.now >= self.settings.checksum_until_us:
+        if not self._checksums_wanted():
             return
         if self.core.serving and self.core.tick_count % every == 0:
             self.core.request_checksum(self.core.epoch)

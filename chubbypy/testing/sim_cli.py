@@ -20,7 +20,8 @@ from concurrent.futures import ProcessPoolExecutor
 from attrs import evolve
 
 from chubbypy.paxos import Bug
-from chubbypy.testing._cell import SimCell, SimResult, SimSettings
+from chubbypy.testing._cell import SimResult, SimSettings
+from chubbypy.testing._scenarios import SCENARIOS
 
 
 def _settings(replicas: int, bugs: Sequence[str], drift_factor: float) -> SimSettings:
@@ -32,22 +33,25 @@ def _settings(replicas: int, bugs: Sequence[str], drift_factor: float) -> SimSet
     )
 
 
-def run_seed(seed: int, settings: SimSettings) -> SimResult:
-    """One full scenario (faults, heal, liveness, final checks) for `seed`."""
-    return SimCell(seed, settings).run_scenario()
+def run_seed(seed: int, settings: SimSettings, scenario: str = "random") -> SimResult:
+    """One whole run of `scenario` (faults, heal, liveness, final checks) for `seed`."""
+    return SCENARIOS[scenario](seed, settings)
 
 
-def _run_many(seeds: range, settings: SimSettings, jobs: int) -> Iterator[SimResult]:
+def _run_many(seeds: range, settings: SimSettings, scenario: str, jobs: int) -> Iterator[SimResult]:
     if jobs <= 1:
         for seed in seeds:
-            yield run_seed(seed, settings)
+            yield run_seed(seed, settings, scenario)
         return
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        yield from pool.map(run_seed, seeds, [settings] * len(seeds), chunksize=4)
+        count = len(seeds)
+        yield from pool.map(run_seed, seeds, [settings] * count, [scenario] * count, chunksize=4)
 
 
 def replay_command(result: SimResult, args: argparse.Namespace) -> str:
     parts = ["chubbypy-sim", "--seed", str(result.seed), "--replicas", str(result.replicas)]
+    if args.scenario != "random":
+        parts += ["--scenario", args.scenario]
     for bug in args.bug:
         parts += ["--bug", bug]
     if args.drift_factor != 1.0:
@@ -66,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--seed", type=int, help="replay exactly this seed")
     parser.add_argument("--start", type=int, default=0, help="first seed of --seeds")
     parser.add_argument("--replicas", type=int, choices=(3, 5), default=3)
+    parser.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default="random",
+        help="random faults (default), or a fault pattern aimed at one class of failure",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes to use")
     parser.add_argument(
         "--bug",
@@ -97,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     violations = 0
     simulated = 0.0
-    for result in _run_many(seeds, settings, args.jobs):
+    for result in _run_many(seeds, settings, args.scenario, args.jobs):
         simulated += result.simulated_seconds
         if args.json:
             print(json.dumps(_as_json(result)), flush=True)
@@ -117,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _replay(args: argparse.Namespace, settings: SimSettings) -> int:
     narrate = print if args.narrate else None
-    result = SimCell(args.seed, settings, narrate=narrate).run_scenario()
+    result = SCENARIOS[args.scenario](args.seed, settings, narrate)
     if args.json:
         print(json.dumps(_as_json(result)))
     for violation in result.violations:
