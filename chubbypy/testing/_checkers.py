@@ -75,6 +75,7 @@ class Observer:
     _ops: list[OpRecord] = field(factory=list)
     _open: dict[tuple[str, int], OpRecord] = field(factory=dict)
     lease_holders_max: int = 0
+    _checksums_compared: int = 0
 
     @property
     def failed(self) -> bool:
@@ -109,6 +110,12 @@ class Observer:
                 "consistency",
                 f"index {index}: {earlier.replica} got {earlier.results}, {replica} got {results}",
             )
+        elif any(isinstance(r, ChecksumTaken) for r in results):
+            self._checksums_compared += 1
+
+    def checksums_compared(self) -> int:
+        """How many times a replica's checksum at a CHECKSUM entry matched an earlier one's."""
+        return self._checksums_compared
 
     def leases(self, holders: Sequence[str]) -> None:
         """Lease safety, checked at every instant of true time at which anything happened."""

@@ -1,0 +1,760 @@
+"""Shell: YAML -> frozen Config, validated once.
+
+A cell's configuration lives in a YAML file under ``etc/`` (``etc/cell.yaml`` is the commented
+example). `load_config` reads it and `parse_config` checks it, once, into frozen values
+(STYLE §3, "validate at the edges"): a `CellConfig` that exists is valid, so the server and
+the core assert rather than re-check. The core never sees this module; the shell hands it
+`PaxosConfig.timing()` and `PaxosConfig.limits()`, which convert seconds to ticks and
+gather every queue and batch bound (STYLE §4).
+
+A mistake in the file is a `ConfigError` whose message has one line per problem, each naming
+the file, the dotted key path (``replicas[1].peer``, ``paxos.master_lease_seconds``), what is
+wrong and what is expected. Every problem is collected before raising, so one run of the
+checker shows all of them. Relations between keys (the lease arithmetic, the bounds that
+`Limits` asserts) are checked here first, so that the user reads a sentence instead of an
+`AssertionError` from the core.
+
+A relative ``data_dir`` is resolved against the current working directory when the file is
+loaded, not against the file's own directory, like a path given on the command line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Final, cast
+
+import yaml
+from attrs import define, field, fields, frozen
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from chubbypy.paxos import Limits, Timing, master_lease_ticks_for
+from chubbypy.protocol import COMMAND_OVERHEAD_BYTES, ReplicaId
+
+__all__ = [
+    "CellConfig",
+    "ConfigError",
+    "LimitsConfig",
+    "PaxosConfig",
+    "ReplicaConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used. The message has one line per problem."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        assert self.problems
+        super().__init__("\n".join(self.problems))
+
+
+@frozen
+class ReplicaConfig:
+    """One member of the cell: its name and the Twisted server endpoints it listens on."""
+
+    id: ReplicaId
+    """Unique within the cell; also the name of its directory under ``data_dir``."""
+    peer: str
+    """Endpoint for Paxos messages from the other replicas."""
+    client: str
+    """Endpoint for Chubby clients."""
+    admin: str
+    """Endpoint for the admin web pages and health checks."""
+
+
+@frozen
+class PaxosConfig:
+    """Every duration and bound of the Paxos core, as configured (seconds and counts).
+
+    The attribute names are the YAML keys of the ``paxos:`` section and the defaults are
+    the values a missing key takes; ``etc/cell.yaml`` explains why each default is what it is.
+    """
+
+    tick_seconds: float = 0.05
+    """Length of one tick, the core's unit of time."""
+    master_lease_seconds: float = 2.0
+    """How long an acceptor refuses other proposers after hearing from the master."""
+    clock_drift_max: float = 0.01
+    """Bound on any clock's rate error, as a fraction (0.01: 1% fast or slow)."""
+    heartbeat_seconds: float = 0.25
+    """How often the master renews its lease."""
+    election_jitter_seconds: float = 0.5
+    """Most random extra wait before campaigning."""
+    retry_seconds: float = 0.25
+    """Wait for promises or a catch-up reply before trying again."""
+    batch_entries_max: int = 64
+    """Commands in one Paxos instance."""
+    batch_bytes_max: int = 1 << 20
+    """Bytes of commands in one Paxos instance (payloads plus a fixed header each)."""
+    proposals_inflight_max: int = 32
+    """Instances proposed but not yet chosen (the pipeline window)."""
+    proposals_queued_max: int = 10_000
+    """Commands waiting for a place in the window; more are refused as overload."""
+    catchup_entries_max: int = 256
+    """Entries in one catch-up reply or promise."""
+    log_retain_entries: int = 1_000
+    """Entries kept before the latest snapshot."""
+    snapshot_every_entries: int = 10_000
+    """Applied entries between checkpoints."""
+    checksum_every_seconds: float = 60.0
+    """How often the master asks every replica to checksum its state."""
+    clients_max: int = 10_000
+    """Clients whose recent results are remembered for exactly-once retries."""
+    client_results_max: int = 64
+    """Results remembered per client."""
+
+    def timing(self) -> Timing:
+        """The core's durations in ticks; the master's lease is shortened for clock drift."""
+        return Timing.from_seconds(
+            tick_seconds=self.tick_seconds,
+            lease_seconds=self.master_lease_seconds,
+            clock_drift_max=self.clock_drift_max,
+            heartbeat_seconds=self.heartbeat_seconds,
+            election_jitter_seconds=self.election_jitter_seconds,
+            retry_seconds=self.retry_seconds,
+        )
+
+    def limits(self) -> Limits:
+        """The core's queue and batch bounds."""
+        return Limits(
+            batch_entries_max=self.batch_entries_max,
+            batch_bytes_max=self.batch_bytes_max,
+            proposals_inflight_max=self.proposals_inflight_max,
+            proposals_queued_max=self.proposals_queued_max,
+            catchup_entries_max=self.catchup_entries_max,
+            log_retain_entries=self.log_retain_entries,
+        )
+
+    def checksum_every_ticks(self) -> int:
+        """`checksum_every_seconds` in ticks (at least one)."""
+        return max(1, round(self.checksum_every_seconds / self.tick_seconds))
+
+
+@frozen
+class LimitsConfig:
+    """Size limits of the service outside the Paxos core. YAML section ``limits:``."""
+
+    file_bytes_max: int = 256 * 1024
+    """Contents of one file in the namespace (Chubby's limit)."""
+    frame_bytes_max: int = 1 << 20
+    """One length-prefixed frame on the wire."""
+
+
+@frozen
+class CellConfig:
+    """A whole cell, as loaded from one file; see the module docstring."""
+
+    cell: str
+    """The cell's name: the <cell> in /ls/<cell>/..."""
+    replicas: tuple[ReplicaConfig, ...]
+    data_dir: Path
+    """Absolute; replica <id> keeps its files in data_dir/<id>/."""
+    storage_url: str | None
+    """SQLAlchemy URL template with "{replica}", or None for a SQLite file per replica."""
+    paxos: PaxosConfig = PaxosConfig()
+    limits: LimitsConfig = LimitsConfig()
+    source: Path | None = None
+    """The file this came from, for messages."""
+
+    @property
+    def replica_ids(self) -> tuple[ReplicaId, ...]:
+        """The members of the cell, in the file's order."""
+        return tuple(replica.id for replica in self.replicas)
+
+    def replica(self, replica_id: str) -> ReplicaConfig:
+        """The replica called `replica_id`; a `ConfigError` listing the known ids if none."""
+        for replica in self.replicas:
+            if replica.id == replica_id:
+                return replica
+        known = ", ".join(self.replica_ids)
+        where = f"{self.source}: " if self.source is not None else ""
+        raise ConfigError(
+            [f"{where}replicas: no replica {replica_id!r} in cell {self.cell!r}; known: {known}"]
+        )
+
+    def data_dir_for(self, replica_id: str) -> Path:
+        """The directory that belongs to replica `replica_id` alone."""
+        return self.data_dir / self.replica(replica_id).id
+
+    def storage_url_for(self, replica_id: str) -> str:
+        """The SQLAlchemy URL of replica `replica_id`'s store."""
+        replica = self.replica(replica_id)
+        if self.storage_url is None:
+            path = self.data_dir / replica.id / "replica.sqlite"
+            # URL.create escapes characters such as '?' that a formatted string would misread.
+            return URL.create("sqlite", database=os.fspath(path)).render_as_string(False)
+        return self.storage_url.replace(REPLICA_PLACEHOLDER, replica.id)
+
+
+REPLICA_PLACEHOLDER: Final = "{replica}"
+"""Replaced by the replica id in `storage_url`; plain text replacement, not str.format."""
+
+CELL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+REPLICA_ID = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+ENDPOINT_KINDS: Final = ("tcp:", "ssl:", "unix:")
+REPLICA_COUNTS: Final = (3, 5)
+FRAME_LENGTH_MAX: Final = (1 << 32) - 1
+"""The largest length a 4-byte frame prefix can state."""
+CLOCK_DRIFT_LIMIT: Final = 0.5
+LEASE_TICKS_MIN: Final = 4
+MASTER_LEASE_TICKS_MIN: Final = 2
+
+TOP_KEYS: Final = ("cell", "replicas", "data_dir", "storage_url", "paxos", "limits")
+TOP_REQUIRED: Final = ("cell", "replicas", "data_dir")
+REPLICA_KEYS: Final = tuple(attribute.name for attribute in fields(ReplicaConfig))
+
+
+def load_config(path: str | os.PathLike[str]) -> CellConfig:
+    """Read and check the YAML file at `path`; a `ConfigError` describes every mistake."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as error:
+        raise ConfigError([f"{source}: cannot read the file: {error}"]) from None
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError([_yaml_problem(source, error)]) from None
+    return parse_config(document, source)
+
+
+def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) -> CellConfig:
+    """Check `mapping` (a parsed YAML document) and build the frozen `CellConfig`."""
+    origin = Path(source) if source is not None else None
+    problems = _Problems()
+    if mapping is None:
+        problems.add("", "the file is empty: expected the keys cell, replicas and data_dir")
+        raise problems.error(origin)
+    top = _section(mapping, "", TOP_KEYS, TOP_REQUIRED, problems)
+    if top is None:
+        raise problems.error(origin)
+    cell = _cell_name(top["cell"], problems) if "cell" in top else None
+    replicas = _replicas(top["replicas"], problems) if "replicas" in top else ()
+    data_dir = _data_dir(top["data_dir"], problems) if "data_dir" in top else None
+    storage_url = _storage_url(top.get("storage_url"), problems)
+    paxos = _numbers(top.get("paxos"), "paxos", PaxosConfig, PAXOS_RULES, problems)
+    limits = _numbers(top.get("limits"), "limits", LimitsConfig, LIMITS_RULES, problems)
+    _check_paxos_relations(paxos, problems)
+    _check_size_relations(paxos, limits, problems)
+    if problems or cell is None or data_dir is None:
+        raise problems.error(origin)
+    config = CellConfig(
+        cell=cell,
+        replicas=replicas,
+        data_dir=data_dir,
+        storage_url=storage_url,
+        # The values were read with the field's own type (int or float) and checked above.
+        paxos=PaxosConfig(**cast("dict[str, Any]", paxos)),
+        limits=LimitsConfig(**cast("dict[str, Any]", limits)),
+        source=origin,
+    )
+    # Pair assertion: the core's own checks must agree with the ones above. If one of these
+    # fails, this module let through a value the core rejects: a bug here, not in the file.
+    config.paxos.timing()
+    config.paxos.limits()
+    return config
+
+
+# --- Collecting problems ---------------------------------------------------------------------
+
+
+@define
+class _Problems:
+    """Every problem found so far, as (dotted key path, what is wrong) pairs."""
+
+    found: list[tuple[str, str]] = field(factory=list)
+
+    def add(self, path: str, message: str) -> None:
+        self.found.append((path, message))
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+    def error(self, source: Path | None) -> ConfigError:
+        def line(path: str, message: str) -> str:
+            parts = [str(source)] if source is not None else []
+            return ": ".join([*parts, *([path] if path else []), message])
+
+        return ConfigError(line(path, message) for path, message in self.found)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _describe(value: object) -> str:
+    """How a YAML value reads back to the user, with the YAML type named."""
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return f"boolean {str(value).lower()}"
+        case int():
+            return f"integer {value}"
+        case float():
+            return f"number {value:g}"
+        case str():
+            return f"string {value!r}"
+        case list():
+            return "a list"
+        case Mapping():
+            return "a mapping"
+        case _:
+            return type(value).__name__
+
+
+def _section(
+    value: object,
+    path: str,
+    known: tuple[str, ...],
+    required: tuple[str, ...],
+    problems: _Problems,
+) -> Mapping[str, object] | None:
+    """`value` as a mapping, noting unknown keys (with a suggestion) and missing ones."""
+    if not isinstance(value, Mapping):
+        problems.add(path, f"expected a mapping of keys, got {_describe(value)}")
+        return None
+    for key in value:
+        if not isinstance(key, str):
+            problems.add(path, f"key {_describe(key)} is not a name: keys are strings")
+        elif key not in known:
+            problems.add(_join(path, key), _unknown_key(key, known))
+    for key in required:
+        if key not in value:
+            problems.add(_join(path, key), "is missing: this key is required")
+    return cast("Mapping[str, object]", value)
+
+
+def _unknown_key(key: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"unknown key: did you mean {close[0]!r}?"
+    return f"unknown key: expected one of {', '.join(known)}"
+
+
+# --- Reading single values -------------------------------------------------------------------
+
+
+def _string(value: object, path: str, problems: _Problems) -> str | None:
+    if not isinstance(value, str):
+        problems.add(path, f"expected a string, got {_describe(value)}")
+        return None
+    return value
+
+
+def _integer(value: object, path: str, problems: _Problems) -> int | None:
+    # bool is a subclass of int in Python; in a config file `yes` is never meant as 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.add(path, f"expected an integer, got {_describe(value)}{_number_hint(value)}")
+        return None
+    return value
+
+
+def _number(value: object, path: str, problems: _Problems) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.add(path, f"expected a number, got {_describe(value)}{_number_hint(value)}")
+        return None
+    if not math.isfinite(value):
+        problems.add(path, f"expected a finite number, got {_describe(value)}")
+        return None
+    return float(value)
+
+
+def _number_hint(value: object) -> str:
+    """A hint for the two usual ways a number ends up a string in YAML."""
+    if not isinstance(value, str):
+        return ""
+    if re.fullmatch(r"[+-]?[0-9.]+[eE][+-]?[0-9]+", value):
+        return " (YAML 1.1 reads 1e6 as a string: write 1000000 or 1.0e+6)"
+    if re.fullmatch(r"[0-9.]+ *[a-zA-Z]+", value):
+        return " (give a plain number: the unit is in the key's name)"
+    return ""
+
+
+def _cell_name(value: object, problems: _Problems) -> str | None:
+    name = _string(value, "cell", problems)
+    if name is not None and not CELL_NAME.fullmatch(name):
+        problems.add(
+            "cell",
+            f"{name!r} is not a valid cell name: expected a lowercase letter, then up to 63 "
+            "lowercase letters, digits, '_' or '-' (it is a path component: /ls/<cell>/)",
+        )
+        return None
+    return name
+
+
+def _data_dir(value: object, problems: _Problems) -> Path | None:
+    text = _string(value, "data_dir", problems)
+    if text is None:
+        return None
+    if not text.strip():
+        problems.add("data_dir", "is empty: expected a directory path")
+        return None
+    # Relative to the working directory at load time, as documented in the module docstring.
+    return Path(os.path.abspath(text))
+
+
+def _storage_url(value: object, problems: _Problems) -> str | None:
+    if value is None:
+        return None
+    url = _string(value, "storage_url", problems)
+    if url is None:
+        return None
+    if REPLICA_PLACEHOLDER not in url:
+        problems.add(
+            "storage_url",
+            f"{url!r} has no {REPLICA_PLACEHOLDER}: every replica needs a store of its own, "
+            "so the URL must contain {replica}, which is replaced by the replica id",
+        )
+        return None
+    try:
+        make_url(url.replace(REPLICA_PLACEHOLDER, "r1"))
+    except ArgumentError as error:
+        problems.add("storage_url", f"{url!r} is not a SQLAlchemy URL: {error}")
+        return None
+    return url
+
+
+# --- Replicas --------------------------------------------------------------------------------
+
+
+def _replicas(value: object, problems: _Problems) -> tuple[ReplicaConfig, ...]:
+    if not isinstance(value, list):
+        problems.add("replicas", f"expected a list of 3 or 5 replicas, got {_describe(value)}")
+        return ()
+    if len(value) not in REPLICA_COUNTS:
+        # Three replicas survive one failure and five survive two; an even count adds cost
+        # but no tolerance, and the core's quorum arithmetic is tested for 3 and 5.
+        problems.add("replicas", f"has {len(value)} replicas: a cell has 3 or 5")
+    ids: dict[str, str] = {}
+    endpoints: dict[str, str] = {}
+    replicas = []
+    for position, item in enumerate(value):
+        replica = _replica(item, f"replicas[{position}]", ids, endpoints, problems)
+        if replica is not None:
+            replicas.append(replica)
+    return tuple(replicas)
+
+
+def _replica(
+    value: object,
+    path: str,
+    ids: dict[str, str],
+    endpoints: dict[str, str],
+    problems: _Problems,
+) -> ReplicaConfig | None:
+    """One replica entry; `ids` and `endpoints` map values already taken to where they were."""
+    section = _section(value, path, REPLICA_KEYS, REPLICA_KEYS, problems)
+    if section is None:
+        return None
+    replica_id = (
+        _replica_id(section.get("id"), f"{path}.id", ids, problems) if "id" in section else None
+    )
+    addresses = {
+        key: _endpoint(section[key], f"{path}.{key}", endpoints, problems)
+        for key in ("peer", "client", "admin")
+        if key in section
+    }
+    if replica_id is None or len(addresses) != 3 or None in addresses.values():
+        return None
+    return ReplicaConfig(id=ReplicaId(replica_id), **cast("dict[str, str]", addresses))
+
+
+def _replica_id(value: object, path: str, ids: dict[str, str], problems: _Problems) -> str | None:
+    name = _string(value, path, problems)
+    if name is None:
+        return None
+    if not REPLICA_ID.fullmatch(name):
+        problems.add(
+            path,
+            f"{name!r} is not a valid replica id: expected a lowercase letter, then up to 31 "
+            "lowercase letters, digits, '_' or '-' (it names a directory)",
+        )
+        return None
+    if name in ids:
+        problems.add(path, f"{name!r} is already the id of {ids[name]}: ids must be unique")
+        return None
+    ids[name] = path.removesuffix(".id")
+    return name
+
+
+def _endpoint(
+    value: object, path: str, endpoints: dict[str, str], problems: _Problems
+) -> str | None:
+    # Only a light syntactic check: Twisted parses the string when the server starts, and this
+    # module does not import Twisted.
+    text = _string(value, path, problems)
+    if text is None:
+        return None
+    if not text.startswith(ENDPOINT_KINDS) or text.rstrip().endswith(":"):
+        problems.add(
+            path,
+            f"{text!r} is not a Twisted server endpoint string: expected one starting with "
+            'tcp:, ssl: or unix:, such as "tcp:7101:interface=127.0.0.1"',
+        )
+        return None
+    if text in endpoints:
+        problems.add(path, f"{text!r} is already used by {endpoints[text]}: endpoints must differ")
+        return None
+    endpoints[text] = path
+    return text
+
+
+# --- Numbers: one rule per key, then the relations between keys -------------------------------
+
+Rule = Callable[[float], str | None]
+
+
+def _positive_seconds(value: float) -> str | None:
+    if value > 0:
+        return None
+    return f"{value:g} is not a duration: expected a number of seconds above 0"
+
+
+def _at_least(minimum: int) -> Rule:
+    def rule(value: float) -> str | None:
+        return None if value >= minimum else f"{value:g} is too small: expected at least {minimum}"
+
+    return rule
+
+
+def _clock_drift(value: float) -> str | None:
+    if 0 <= value < CLOCK_DRIFT_LIMIT:
+        return None
+    # Past 0.5 a clock may run three times as fast as another, and the master's safe share
+    # of a lease, (1 - e) / (1 + e), falls below a third; such clocks are broken, not drifting.
+    return (
+        f"{value:g} is out of range: expected a fraction at least 0 and below 0.5 "
+        "(0.01 means a clock may run 1% fast or slow)"
+    )
+
+
+def _frame_length(value: float) -> str | None:
+    if 1 <= value <= FRAME_LENGTH_MAX:
+        return None
+    return f"{value:g} is out of range: expected 1 to {FRAME_LENGTH_MAX} (a 4-byte length prefix)"
+
+
+PAXOS_RULES: Final[Mapping[str, Rule]] = {
+    "tick_seconds": _positive_seconds,
+    "master_lease_seconds": _positive_seconds,
+    "clock_drift_max": _clock_drift,
+    "heartbeat_seconds": _positive_seconds,
+    "election_jitter_seconds": _positive_seconds,
+    "retry_seconds": _positive_seconds,
+    "batch_entries_max": _at_least(1),
+    "batch_bytes_max": _at_least(1),
+    "proposals_inflight_max": _at_least(1),
+    "proposals_queued_max": _at_least(1),
+    "catchup_entries_max": _at_least(1),
+    "log_retain_entries": _at_least(0),
+    "snapshot_every_entries": _at_least(1),
+    "checksum_every_seconds": _positive_seconds,
+    "clients_max": _at_least(1),
+    "client_results_max": _at_least(1),
+}
+LIMITS_RULES: Final[Mapping[str, Rule]] = {
+    "file_bytes_max": _at_least(1),
+    "frame_bytes_max": _frame_length,
+}
+
+
+def _numbers(
+    value: object,
+    name: str,
+    cls: type[PaxosConfig] | type[LimitsConfig],
+    rules: Mapping[str, Rule],
+    problems: _Problems,
+) -> dict[str, float]:
+    """The valid values of section `name`, missing keys taking the class's defaults.
+
+    A key whose value is wrong is left out, so relations that involve it are not checked:
+    one mistake is reported once.
+    """
+    attributes = fields(cls)
+    assert sorted(rules) == sorted(a.name for a in attributes), name
+    # An empty section (every key commented out) reads as null: it means "all defaults".
+    section = _section({} if value is None else value, name, tuple(rules), (), problems)
+    if section is None:
+        return {}
+    values: dict[str, float] = {}
+    for attribute in attributes:
+        path = f"{name}.{attribute.name}"
+        raw = section.get(attribute.name, attribute.default)
+        read = _integer if isinstance(attribute.default, int) else _number
+        number = read(raw, path, problems)
+        if number is None:
+            continue
+        message = rules[attribute.name](number)
+        if message is None:
+            values[attribute.name] = number
+        else:
+            problems.add(path, message)
+    return values
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 9):g} s"
+
+
+def _lease_ticks(tick_seconds: float, lease_seconds: float) -> int:
+    # The same rounding as Timing.from_seconds: the acceptor's lease rounds down (shorter is
+    # safe), the other durations round up to whole ticks.
+    return math.floor(lease_seconds / tick_seconds + 1e-9)
+
+
+def _ticks(tick_seconds: float, seconds: float) -> int:
+    return max(1, math.ceil(seconds / tick_seconds - 1e-9))
+
+
+def _master_lease_ticks(lease_ticks: int, clock_drift_max: float) -> int:
+    drift = Fraction(clock_drift_max).limit_denominator(1_000_000)
+    return master_lease_ticks_for(lease_ticks, drift)
+
+
+def _check_paxos_relations(paxos: Mapping[str, float], problems: _Problems) -> None:
+    """The relations between paxos keys that `Timing` and `Limits` assert, as sentences."""
+    _check_lease(paxos, problems)
+    if "tick_seconds" in paxos and "election_jitter_seconds" in paxos:
+        tick, jitter = paxos["tick_seconds"], paxos["election_jitter_seconds"]
+        if jitter < tick * (1 - 1e-9):
+            problems.add(
+                "paxos.election_jitter_seconds",
+                f"{jitter:g} is shorter than one tick ({_seconds(tick)}): a jitter below a "
+                "tick cannot separate the replicas' campaigns",
+            )
+    _check_at_least(
+        paxos,
+        "proposals_queued_max",
+        "batch_entries_max",
+        "the queue must hold at least one full batch",
+        problems,
+    )
+    _check_at_least(
+        paxos,
+        "catchup_entries_max",
+        "proposals_inflight_max",
+        "a new master re-proposes every in-flight instance its promises report, and they "
+        "must fit in one promise",
+        problems,
+    )
+
+
+def _check_lease(paxos: Mapping[str, float], problems: _Problems) -> None:
+    """The lease must be long enough for the drift margin and for two renewals."""
+    if not {"tick_seconds", "master_lease_seconds", "clock_drift_max"} <= paxos.keys():
+        return
+    tick, lease = paxos["tick_seconds"], paxos["master_lease_seconds"]
+    lease_ticks = _lease_ticks(tick, lease)
+    if lease_ticks < LEASE_TICKS_MIN:
+        problems.add(
+            "paxos.master_lease_seconds",
+            f"{lease:g} is too short: it must be at least {LEASE_TICKS_MIN} ticks "
+            f"({_seconds(LEASE_TICKS_MIN * tick)} with tick_seconds {tick:g})",
+        )
+        return
+    drift = paxos["clock_drift_max"]
+    master_ticks = _master_lease_ticks(lease_ticks, drift)
+    if master_ticks < MASTER_LEASE_TICKS_MIN:
+        needed = lease_ticks
+        while _master_lease_ticks(needed, drift) < MASTER_LEASE_TICKS_MIN:
+            needed += 1
+        problems.add(
+            "paxos.master_lease_seconds",
+            f"{lease:g} is too short for clock_drift_max {drift:g}: the master may trust only "
+            f"{master_ticks} tick of it and needs {MASTER_LEASE_TICKS_MIN} "
+            f"(at least {_seconds(needed * tick)} with these settings)",
+        )
+        return
+    if "heartbeat_seconds" in paxos:
+        heartbeat = paxos["heartbeat_seconds"]
+        # Renewing at least twice per lease means one lost renewal does not cost the lease.
+        if _ticks(tick, heartbeat) * 2 > master_ticks:
+            problems.add(
+                "paxos.heartbeat_seconds",
+                f"{heartbeat:g} is too long: the master must renew at least twice per lease "
+                f"(at most {_seconds(master_ticks // 2 * tick)} with these settings)",
+            )
+
+
+def _check_at_least(
+    paxos: Mapping[str, float], key: str, other: str, why: str, problems: _Problems
+) -> None:
+    if key in paxos and other in paxos and paxos[key] < paxos[other]:
+        problems.add(
+            f"paxos.{key}",
+            f"{paxos[key]:g} is smaller than paxos.{other} ({paxos[other]:g}): {why}",
+        )
+
+
+def _check_size_relations(
+    paxos: Mapping[str, float], limits: Mapping[str, float], problems: _Problems
+) -> None:
+    """A file at the size limit must fit in one batch and in one frame."""
+    if "file_bytes_max" not in limits:
+        return
+    file_bytes = limits["file_bytes_max"]
+    if (
+        "batch_bytes_max" in paxos
+        and file_bytes + COMMAND_OVERHEAD_BYTES > paxos["batch_bytes_max"]
+    ):
+        problems.add(
+            "limits.file_bytes_max",
+            f"{file_bytes:g} does not fit in one Paxos batch: a write carries the whole file "
+            f"in one command, so paxos.batch_bytes_max ({paxos['batch_bytes_max']:g}) must "
+            f"exceed it by at least the {COMMAND_OVERHEAD_BYTES}-byte command header",
+        )
+    if "frame_bytes_max" in limits and file_bytes >= limits["frame_bytes_max"]:
+        problems.add(
+            "limits.file_bytes_max",
+            f"{file_bytes:g} does not fit in one frame: a write request carries the whole file, "
+            f"so limits.frame_bytes_max ({limits['frame_bytes_max']:g}) must be larger",
+        )
+
+
+# --- YAML ------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # '<<' merges defaults in; later keys override them on purpose.
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool):
+            continue  # construct_mapping refuses an unhashable key itself.
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in this mapping", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(source: Path, error: yaml.YAMLError) -> str:
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        problem = error.problem or "invalid YAML"
+        context = ""
+        if error.context:
+            started = error.context_mark
+            at = f" at line {started.line + 1}, column {started.column + 1}" if started else ""
+            context = f" ({error.context}{at})"
+        return f"{source}: line {mark.line + 1}, column {mark.column + 1}: {problem}{context}"
+    return f"{source}: not valid YAML: {error}"

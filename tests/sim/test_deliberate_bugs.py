@@ -1,0 +1,50 @@
+"""The checkers can fail: each deliberate bug is reported within a bounded number of seeds.
+
+Paxos Made Live §6.3: leave known bugs in to check that the tests catch them. Bugs whose
+damage needs several faults lined up are hunted with the scenario aimed at them; the others
+with random faults.
+"""
+
+from __future__ import annotations
+
+import pytest
+from attrs import evolve
+
+from chubbypy.paxos import Bug
+from chubbypy.testing import SimSettings
+from chubbypy.testing.sim_cli import run_seed
+
+CASES = [
+    # bug, scenario, seeds to try, checkers that may report it
+    (Bug.IGNORE_LEASE_END, "random", 10, {"lease safety", "linearizable reads"}),
+    (Bug.NO_DEDUPLICATION, "random", 10, {"exactly once"}),
+    (Bug.FORGET_ACCEPTED_VALUES, "random", 20, {"agreement", "durability", "liveness"}),
+    (Bug.ACCEPTOR_IGNORES_LEASE, "bridge", 10, {"lease safety"}),
+    (Bug.REPLY_BEFORE_PERSIST, "lost-ack", 10, {"agreement", "durability"}),
+    (Bug.SKIP_EPOCH_CHECK, "flapping-master", 10, {"lost update"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("bug", "scenario", "bound", "checkers"), CASES, ids=[c[0].value for c in CASES]
+)
+def test_deliberate_bug_is_caught(bug: Bug, scenario: str, bound: int, checkers: set[str]) -> None:
+    """Switching on the bug makes the simulator report a violation within `bound` seeds."""
+    settings = evolve(SimSettings(), bugs=frozenset([bug]))
+    for seed in range(bound):
+        result = run_seed(seed, settings, scenario)
+        if not result.ok:
+            reported = {v.checker for v in result.violations}
+            assert reported & checkers, f"seed {seed} reported {reported}, expected {checkers}"
+            return
+    pytest.fail(f"{bug.value}: no violation in {bound} seeds of the {scenario} scenario")
+
+
+def test_clock_drift_beyond_the_bound_breaks_leases() -> None:
+    """Negative control: clocks drifting twenty times the allowed bound let two leases overlap."""
+    settings = evolve(SimSettings(), drift_factor=20.0)
+    for seed in range(60):
+        result = run_seed(seed, settings)
+        if any(v.checker == "lease safety" for v in result.violations):
+            return
+    pytest.fail("drift far beyond the bound never produced overlapping leases in 60 seeds")

@@ -1,0 +1,569 @@
+"""`chubbypy.config`: the etc/ files load, and every mistake is reported by its key path."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from attrs import fields
+
+from chubbypy.config import (
+    CellConfig,
+    ConfigError,
+    LimitsConfig,
+    PaxosConfig,
+    load_config,
+    parse_config,
+)
+from chubbypy.paxos import Limits, Timing
+
+ETC = Path(__file__).resolve().parents[2] / "etc"
+
+BASE: dict[str, Any] = {
+    "cell": "test",
+    "replicas": [
+        {
+            "id": f"r{n}",
+            "peer": f"tcp:710{n}:interface=127.0.0.1",
+            "client": f"tcp:720{n}:interface=127.0.0.1",
+            "admin": f"tcp:730{n}:interface=127.0.0.1",
+        }
+        for n in (1, 2, 3)
+    ],
+    "data_dir": "/srv/chubby",
+}
+
+
+def config(**changes: Any) -> dict[str, Any]:
+    """A valid minimal cell with top-level `changes`; a value of ... removes the key."""
+    mapping = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        if value is ...:
+            del mapping[key]
+        else:
+            mapping[key] = value
+    return mapping
+
+
+def problems(mapping: object) -> list[str]:
+    """The lines of the ConfigError that `mapping` must raise."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config(mapping)
+    assert str(raised.value).splitlines() == list(raised.value.problems)
+    return list(raised.value.problems)
+
+
+def only_problem(mapping: object) -> str:
+    """The single problem that `mapping` must raise."""
+    found = problems(mapping)
+    assert len(found) == 1, found
+    return found[0]
+
+
+# --- The files under etc/ --------------------------------------------------------------------
+
+
+def test_cell_yaml_loads() -> None:
+    """etc/cell.yaml is a 3-replica loopback cell with the documented timing and limits."""
+    cell = load_config(ETC / "cell.yaml")
+    assert cell.cell == "local"
+    assert cell.replica_ids == ("r1", "r2", "r3")
+    assert [r.peer for r in cell.replicas] == [f"tcp:710{n}:interface=127.0.0.1" for n in (1, 2, 3)]
+    assert cell.replica("r3").admin == "tcp:7303:interface=127.0.0.1"
+    assert cell.storage_url is None
+    assert cell.source == ETC / "cell.yaml"
+    assert cell.paxos.timing() == Timing(
+        lease_ticks=40,
+        master_lease_ticks=38,
+        heartbeat_ticks=5,
+        election_jitter_ticks=10,
+        retry_ticks=5,
+    )
+    assert cell.paxos.limits() == Limits(
+        batch_entries_max=64,
+        batch_bytes_max=1 << 20,
+        proposals_inflight_max=32,
+        proposals_queued_max=10_000,
+        catchup_entries_max=256,
+        log_retain_entries=1_000,
+    )
+    assert cell.limits == LimitsConfig(file_bytes_max=256 * 1024, frame_bytes_max=1 << 20)
+    assert cell.paxos.checksum_every_ticks() == 1200
+
+
+def test_cell_yaml_states_the_defaults() -> None:
+    """The values in etc/cell.yaml are the defaults a missing key takes."""
+    cell = load_config(ETC / "cell.yaml")
+    assert cell.paxos == PaxosConfig()
+    assert cell.limits == LimitsConfig()
+
+
+def test_cell5_yaml_loads() -> None:
+    """etc/cell5.yaml is the same cell with five replicas on ports 7101-7105, 7201-..., 7301-..."""
+    cell = load_config(ETC / "cell5.yaml")
+    assert cell.replica_ids == ("r1", "r2", "r3", "r4", "r5")
+    for n, replica in enumerate(cell.replicas, start=1):
+        assert (replica.peer, replica.client, replica.admin) == tuple(
+            f"tcp:7{role}0{n}:interface=127.0.0.1" for role in (1, 2, 3)
+        )
+    assert cell.paxos == load_config(ETC / "cell.yaml").paxos
+    assert cell.data_dir.name == "cell5"
+
+
+@pytest.mark.parametrize("name", ["cell.yaml", "cell5.yaml"])
+def test_etc_files_comment_every_key(name: str) -> None:
+    """Every key in the example files carries a comment, and every paxos/limits key appears."""
+    text = (ETC / name).read_text()
+    for line in text.splitlines():
+        if re.match(r"\s*(- )?[a-z_]+:", line):
+            assert "#" in line, line
+    document = yaml.safe_load(text)
+    assert set(document["paxos"]) == {a.name for a in fields(PaxosConfig)}
+    assert set(document["limits"]) == {a.name for a in fields(LimitsConfig)}
+
+
+# --- Defaults, paths and URLs ----------------------------------------------------------------
+
+
+def test_missing_sections_take_defaults() -> None:
+    """Without paxos: and limits: sections (or with empty ones) every value is the default."""
+    assert parse_config(config()).paxos == PaxosConfig()
+    cell = parse_config(config(paxos=None, limits={}))
+    assert (cell.paxos, cell.limits) == (PaxosConfig(), LimitsConfig())
+
+
+def test_integers_are_accepted_as_seconds() -> None:
+    """An integer where seconds are expected is read as a float."""
+    cell = parse_config(config(paxos={"master_lease_seconds": 3, "checksum_every_seconds": 60}))
+    assert cell.paxos.master_lease_seconds == 3.0
+    assert isinstance(cell.paxos.master_lease_seconds, float)
+
+
+def test_relative_data_dir_is_resolved_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative data_dir is made absolute from the working directory at load time."""
+    monkeypatch.chdir(tmp_path)
+    cell = parse_config(config(data_dir="var/cell"))
+    assert cell.data_dir == tmp_path / "var" / "cell"
+    assert cell.data_dir_for("r2") == tmp_path / "var" / "cell" / "r2"
+
+
+def test_storage_url_defaults_to_a_sqlite_file_per_replica() -> None:
+    """With storage_url null each replica gets <data_dir>/<id>/replica.sqlite."""
+    cell = parse_config(config(data_dir="/srv/chubby"))
+    assert cell.storage_url_for("r2") == "sqlite:////srv/chubby/r2/replica.sqlite"
+
+
+def test_storage_url_default_escapes_awkward_paths() -> None:
+    """A data_dir with '?' or '#' still names the right SQLite file."""
+    from sqlalchemy.engine import make_url
+
+    cell = parse_config(config(data_dir="/srv/odd?dir#1"))
+    assert make_url(cell.storage_url_for("r1")).database == "/srv/odd?dir#1/r1/replica.sqlite"
+
+
+def test_storage_url_template_substitutes_the_replica() -> None:
+    """A storage_url template has {replica} replaced by the replica id."""
+    cell = parse_config(config(storage_url="postgresql://chubby@db/chubby_{replica}"))
+    assert cell.storage_url_for("r3") == "postgresql://chubby@db/chubby_r3"
+
+
+def test_unknown_replica_lists_the_known_ones() -> None:
+    """Asking for a replica the cell does not have names the ids it does have."""
+    cell = load_config(ETC / "cell.yaml")
+    with pytest.raises(ConfigError, match=r"cell\.yaml: replicas: no replica 'r9' .*r1, r2, r3"):
+        cell.storage_url_for("r9")
+
+
+# --- Keys: unknown, missing, wrong type ------------------------------------------------------
+
+
+def test_typo_suggests_the_closest_key() -> None:
+    """An unknown key that resembles a known one gets a did-you-mean."""
+    assert only_problem(config(paxos={"heartbeat_secs": 0.25})) == (
+        "paxos.heartbeat_secs: unknown key: did you mean 'heartbeat_seconds'?"
+    )
+    assert only_problem(config(data_dri="x")) == "data_dri: unknown key: did you mean 'data_dir'?"
+
+
+def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
+    """An unknown key like no known one lists every key the section allows."""
+    message = only_problem(config(limits={"colour": "blue"}))
+    assert message == (
+        "limits.colour: unknown key: expected one of file_bytes_max, frame_bytes_max"
+    )
+
+
+def test_missing_required_keys() -> None:
+    """A missing cell, data_dir or replica field is named by its path."""
+    mapping = config(cell=..., data_dir=...)
+    del mapping["replicas"][1]["admin"]
+    assert problems(mapping) == [
+        "cell: is missing: this key is required",
+        "data_dir: is missing: this key is required",
+        "replicas[1].admin: is missing: this key is required",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("paxos", "batch_entries_max", True, "expected an integer, got boolean true"),
+        ("paxos", "batch_entries_max", 64.0, "expected an integer, got number 64"),
+        ("paxos", "clients_max", "many", "expected an integer, got string 'many'"),
+        ("paxos", "tick_seconds", False, "expected a number, got boolean false"),
+        ("paxos", "tick_seconds", None, "expected a number, got null"),
+        ("paxos", "tick_seconds", float("inf"), "expected a finite number, got number inf"),
+        ("limits", "frame_bytes_max", [1], "expected an integer, got a list"),
+    ],
+)
+def test_wrong_types_are_named(section: str, key: str, value: object, expected: str) -> None:
+    """A value of the wrong type is reported with its path, its YAML type and what is wanted."""
+    assert only_problem(config(**{section: {key: value}})) == f"{section}.{key}: {expected}"
+
+
+def test_numbers_written_as_strings_get_a_hint() -> None:
+    """YAML 1.1's 1e6-is-a-string trap and numbers with units get an explanation."""
+    assert "write 1000000 or 1.0e+6" in only_problem(config(paxos={"batch_bytes_max": "1e6"}))
+    assert "the unit is in the key's name" in only_problem(config(paxos={"tick_seconds": "50 ms"}))
+
+
+def test_sections_must_be_mappings() -> None:
+    """A section or replica that is not a mapping is named; so is a non-mapping document."""
+    assert only_problem(config(paxos=[1, 2])) == "paxos: expected a mapping of keys, got a list"
+    mapping = config()
+    mapping["replicas"][0] = "r1"
+    assert only_problem(mapping) == "replicas[0]: expected a mapping of keys, got string 'r1'"
+    assert only_problem(["cell"]) == "expected a mapping of keys, got a list"
+    assert only_problem(None).startswith("the file is empty")
+
+
+# --- Ranges and relations --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("tick_seconds", 0, "0 is not a duration: expected a number of seconds above 0"),
+        ("heartbeat_seconds", -1, "-1 is not a duration"),
+        ("retry_seconds", 0.0, "0 is not a duration"),
+        ("checksum_every_seconds", -60, "-60 is not a duration"),
+        ("clock_drift_max", 0.5, "0.5 is out of range: expected a fraction at least 0 and below"),
+        ("clock_drift_max", -0.01, "-0.01 is out of range"),
+        ("batch_entries_max", 0, "0 is too small: expected at least 1"),
+        ("batch_bytes_max", 0, "0 is too small: expected at least 1"),
+        ("proposals_inflight_max", 0, "0 is too small: expected at least 1"),
+        ("log_retain_entries", -1, "-1 is too small: expected at least 0"),
+        ("snapshot_every_entries", 0, "0 is too small: expected at least 1"),
+        ("clients_max", 0, "0 is too small: expected at least 1"),
+        ("client_results_max", 0, "0 is too small: expected at least 1"),
+    ],
+)
+def test_out_of_range_paxos_values(key: str, value: float, expected: str) -> None:
+    """A paxos value outside its range is reported once, by its path."""
+    assert only_problem(config(paxos={key: value})).startswith(f"paxos.{key}: {expected}")
+
+
+def test_frame_limit_fits_the_length_prefix() -> None:
+    """frame_bytes_max must be stateable in the 4-byte frame length prefix."""
+    assert only_problem(config(limits={"frame_bytes_max": 1 << 32})) == (
+        "limits.frame_bytes_max: 4.29497e+09 is out of range: expected 1 to 4294967295 "
+        "(a 4-byte length prefix)"
+    )
+
+
+def test_lease_must_be_four_ticks() -> None:
+    """A master lease under four ticks is refused, naming the shortest allowed."""
+    assert only_problem(config(paxos={"master_lease_seconds": 0.15})) == (
+        "paxos.master_lease_seconds: 0.15 is too short: it must be at least 4 ticks "
+        "(0.2 s with tick_seconds 0.05)"
+    )
+
+
+def test_lease_must_leave_the_master_two_ticks_after_drift() -> None:
+    """A lease the drift margin shrinks below two master ticks is refused on the lease key."""
+    paxos = {"master_lease_seconds": 0.2, "clock_drift_max": 0.3, "heartbeat_seconds": 0.05}
+    assert only_problem(config(paxos=paxos)) == (
+        "paxos.master_lease_seconds: 0.2 is too short for clock_drift_max 0.3: the master may "
+        "trust only 1 tick of it and needs 2 (at least 0.25 s with these settings)"
+    )
+    parse_config(config(paxos={**paxos, "master_lease_seconds": 0.25}))
+
+
+def test_heartbeat_must_renew_twice_per_lease() -> None:
+    """A heartbeat longer than half the master's window is refused, naming the longest allowed."""
+    assert only_problem(config(paxos={"heartbeat_seconds": 1.5})) == (
+        "paxos.heartbeat_seconds: 1.5 is too long: the master must renew at least twice per "
+        "lease (at most 0.95 s with these settings)"
+    )
+    assert (
+        parse_config(config(paxos={"heartbeat_seconds": 0.95})).paxos.timing().heartbeat_ticks == 19
+    )
+    assert "1 is too long" in only_problem(config(paxos={"heartbeat_seconds": 1.0}))
+
+
+def test_election_jitter_must_be_a_tick() -> None:
+    """An election jitter shorter than one tick is refused."""
+    assert only_problem(config(paxos={"election_jitter_seconds": 0.01})).startswith(
+        "paxos.election_jitter_seconds: 0.01 is shorter than one tick (0.05 s)"
+    )
+
+
+def test_queue_must_hold_a_batch() -> None:
+    """proposals_queued_max below batch_entries_max is refused with the reason."""
+    assert only_problem(config(paxos={"proposals_queued_max": 10})) == (
+        "paxos.proposals_queued_max: 10 is smaller than paxos.batch_entries_max (64): "
+        "the queue must hold at least one full batch"
+    )
+
+
+def test_catchup_must_cover_the_window() -> None:
+    """catchup_entries_max below proposals_inflight_max is refused with the reason."""
+    assert only_problem(config(paxos={"catchup_entries_max": 16})).startswith(
+        "paxos.catchup_entries_max: 16 is smaller than paxos.proposals_inflight_max (32): "
+    )
+
+
+def test_largest_file_must_fit_a_batch_and_a_frame() -> None:
+    """file_bytes_max must fit, with the command header, in one batch, and in one frame."""
+    assert problems(config(limits={"file_bytes_max": 1 << 20})) == [
+        "limits.file_bytes_max: 1.04858e+06 does not fit in one Paxos batch: a write carries "
+        "the whole file in one command, so paxos.batch_bytes_max (1.04858e+06) must exceed it "
+        "by at least the 24-byte command header",
+        "limits.file_bytes_max: 1.04858e+06 does not fit in one frame: a write request carries "
+        "the whole file, so limits.frame_bytes_max (1.04858e+06) must be larger",
+    ]
+
+
+def test_config_timing_checks_agree_with_the_core() -> None:
+    """Over a grid of settings, the config accepts exactly what `Timing` accepts."""
+    grid = itertools.product(
+        [0.05, 0.1, 0.3],  # tick_seconds
+        [0.1, 0.2, 0.3, 0.45, 0.6, 1.0, 2.0],  # master_lease_seconds
+        [0.0, 0.2, 0.45],  # clock_drift_max
+        [0.05, 0.1, 0.3, 0.5],  # heartbeat_seconds
+        [0.01, 0.3],  # election_jitter_seconds
+    )
+    for tick, lease, drift, heartbeat, jitter in grid:
+        seconds = {
+            "tick_seconds": tick,
+            "master_lease_seconds": lease,
+            "clock_drift_max": drift,
+            "heartbeat_seconds": heartbeat,
+            "election_jitter_seconds": jitter,
+        }
+        try:
+            Timing.from_seconds(
+                tick_seconds=tick,
+                lease_seconds=lease,
+                clock_drift_max=drift,
+                heartbeat_seconds=heartbeat,
+                election_jitter_seconds=jitter,
+                retry_seconds=0.25,
+            )
+            core_accepts = jitter >= tick  # The core rounds a short jitter up; config refuses it.
+        except AssertionError:
+            core_accepts = False
+        try:
+            parse_config(config(paxos=seconds))
+            config_accepts = True
+        except ConfigError:
+            config_accepts = False
+        assert config_accepts == core_accepts, seconds
+
+
+def test_config_limit_checks_agree_with_the_core() -> None:
+    """Over a grid of bounds, the config accepts exactly what `Limits` accepts."""
+    for batch, inflight, queued, catchup in itertools.product([1, 8], [1, 4], [1, 8], [1, 4]):
+        paxos = {
+            "batch_entries_max": batch,
+            "proposals_inflight_max": inflight,
+            "proposals_queued_max": queued,
+            "catchup_entries_max": catchup,
+        }
+        try:
+            Limits(**paxos)
+            core_accepts = True
+        except AssertionError:
+            core_accepts = False
+        try:
+            parse_config(config(paxos=paxos))
+            config_accepts = True
+        except ConfigError:
+            config_accepts = False
+        assert config_accepts == core_accepts, paxos
+
+
+# --- Cell name, replicas, endpoints, storage URL ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Local", "1cell", "", "a" * 65, "my cell", "x/y"])
+def test_invalid_cell_names(name: str) -> None:
+    """A cell name that cannot be a path component is refused."""
+    assert only_problem(config(cell=name)).startswith(f"cell: {name!r} is not a valid cell name")
+
+
+def test_cell_name_must_be_a_string() -> None:
+    """A cell name YAML read as another type is refused with the type."""
+    assert only_problem(config(cell=7)) == "cell: expected a string, got integer 7"
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 6])
+def test_replica_count_is_three_or_five(count: int) -> None:
+    """Only 3 or 5 replicas make a cell."""
+    replicas = [
+        {"id": f"r{n}", "peer": f"tcp:71{n:02}", "client": f"tcp:72{n:02}", "admin": f"unix:/a{n}"}
+        for n in range(count)
+    ]
+    assert only_problem(config(replicas=replicas)) == (
+        f"replicas: has {count} replicas: a cell has 3 or 5"
+    )
+
+
+def test_replicas_must_be_a_list() -> None:
+    """A replicas value that is not a list is refused."""
+    assert only_problem(config(replicas={"r1": {}})) == (
+        "replicas: expected a list of 3 or 5 replicas, got a mapping"
+    )
+
+
+@pytest.mark.parametrize("replica_id", ["R1", "1r", "r 1", "r" * 33, ""])
+def test_invalid_replica_ids(replica_id: str) -> None:
+    """A replica id that cannot be a directory name is refused by its path."""
+    mapping = config()
+    mapping["replicas"][2]["id"] = replica_id
+    assert only_problem(mapping).startswith(
+        f"replicas[2].id: {replica_id!r} is not a valid replica id"
+    )
+
+
+def test_duplicate_replica_ids() -> None:
+    """A replica id used twice is refused, naming the first use."""
+    mapping = config()
+    mapping["replicas"][2]["id"] = "r1"
+    assert only_problem(mapping) == (
+        "replicas[2].id: 'r1' is already the id of replicas[0]: ids must be unique"
+    )
+
+
+def test_duplicate_endpoints() -> None:
+    """An endpoint string used twice anywhere in the cell is refused, naming the first use."""
+    mapping = config()
+    mapping["replicas"][1]["admin"] = mapping["replicas"][0]["peer"]
+    assert only_problem(mapping) == (
+        "replicas[1].admin: 'tcp:7101:interface=127.0.0.1' is already used by "
+        "replicas[0].peer: endpoints must differ"
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["7101", "http://localhost:7101", "tcp:", "127.0.0.1:7101"])
+def test_invalid_endpoints(endpoint: str) -> None:
+    """An endpoint that is not a tcp:, ssl: or unix: string is refused by its path."""
+    mapping = config()
+    mapping["replicas"][1]["peer"] = endpoint
+    assert only_problem(mapping).startswith(
+        f"replicas[1].peer: {endpoint!r} is not a Twisted server endpoint string"
+    )
+
+
+def test_ssl_and_unix_endpoints_are_accepted() -> None:
+    """ssl: and unix: endpoint strings pass the syntactic check."""
+    mapping = config()
+    mapping["replicas"][0]["client"] = "ssl:7443:privateKey=key.pem:certKey=cert.pem"
+    mapping["replicas"][0]["admin"] = "unix:/run/chubby/r1.sock"
+    assert parse_config(mapping).replica("r1").admin == "unix:/run/chubby/r1.sock"
+
+
+def test_storage_url_needs_the_replica_placeholder() -> None:
+    """A storage_url without {replica} would share one store among replicas, so it is refused."""
+    assert only_problem(config(storage_url="sqlite:////srv/one.sqlite")).startswith(
+        "storage_url: 'sqlite:////srv/one.sqlite' has no {replica}"
+    )
+
+
+def test_storage_url_must_parse() -> None:
+    """A storage_url SQLAlchemy cannot parse is refused."""
+    assert only_problem(config(storage_url="not a url {replica}")).startswith(
+        "storage_url: 'not a url {replica}' is not a SQLAlchemy URL"
+    )
+
+
+def test_data_dir_must_be_a_nonempty_string() -> None:
+    """An empty or non-string data_dir is refused."""
+    assert only_problem(config(data_dir="")) == "data_dir: is empty: expected a directory path"
+    assert only_problem(config(data_dir=1)) == "data_dir: expected a string, got integer 1"
+
+
+# --- Reporting -------------------------------------------------------------------------------
+
+
+def test_every_problem_is_reported_together() -> None:
+    """Several mistakes give one line each, in file order, instead of stopping at the first."""
+    mapping = config(cell="Bad", paxos={"heartbeat_seconds": 5, "batch_entrys_max": 3})
+    mapping["replicas"][1]["peer"] = "7102"
+    found = problems(mapping)
+    assert [line.split(":", 1)[0] for line in found] == [
+        "cell",
+        "replicas[1].peer",
+        "paxos.batch_entrys_max",
+        "paxos.heartbeat_seconds",
+    ]
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    """Problems found in a file are prefixed with the file's path."""
+    path = tmp_path / "cell.yaml"
+    text = (ETC / "cell.yaml").read_text().replace("tick_seconds: 0.05", "tick_seconds: -1")
+    path.write_text(text.replace("cell: local", "cell: Local"))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.problems == (
+        f"{path}: cell: 'Local' is not a valid cell name: expected a lowercase letter, then up "
+        "to 63 lowercase letters, digits, '_' or '-' (it is a path component: /ls/<cell>/)",
+        f"{path}: paxos.tick_seconds: -1 is not a duration: expected a number of seconds above 0",
+    )
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
+    """A YAML syntax error becomes a ConfigError with the file, line and column."""
+    path = tmp_path / "cell.yaml"
+    path.write_text("cell: local\nreplicas: [\n  {id: r1\ndata_dir: x\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: line 4, column 9: "):
+        load_config(path)
+
+
+def test_duplicate_yaml_key_gives_the_line(tmp_path: Path) -> None:
+    """A key given twice in one mapping is refused with its line, not silently overridden."""
+    path = tmp_path / "cell.yaml"
+    text = (ETC / "cell.yaml").read_text()
+    path.write_text(text.replace("  retry_seconds:", "  heartbeat_seconds: 9\n  retry_seconds:"))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    line = text.splitlines().index(
+        next(x for x in text.splitlines() if x.startswith("  retry_seconds:"))
+    )
+    assert str(raised.value) == (
+        f"{path}: line {line + 1}, column 3: key 'heartbeat_seconds' appears twice in this mapping"
+    )
+
+
+def test_unreadable_and_empty_files(tmp_path: Path) -> None:
+    """A missing file and an empty file are ConfigErrors naming the file."""
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read the file"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: the file is empty"):
+        load_config(tmp_path / "empty.yaml")
+
+
+def test_a_loaded_config_is_frozen() -> None:
+    """A CellConfig cannot be changed after it is checked."""
+    cell: CellConfig = load_config(ETC / "cell.yaml")
+    with pytest.raises(AttributeError):
+        cell.cell = "other"  # type: ignore[misc]

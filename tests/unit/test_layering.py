@@ -1,0 +1,93 @@
+"""The pure core imports nothing that does I/O, keeps time or draws random numbers.
+
+STYLE §1: `protocol`, `paxos`, `namespace`, `locks` and `sessions` never import twisted,
+sqlalchemy, yaml, time, random, socket or threading, nor any shell package, directly or
+through another chubbypy module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import chubbypy
+
+CORE = ("protocol", "paxos", "namespace", "locks", "sessions")
+FORBIDDEN = frozenset(
+    {
+        "twisted", "sqlalchemy", "yaml", "time", "random", "socket", "threading",
+        "asyncio", "datetime", "os", "subprocess", "selectors", "select", "multiprocessing",
+        "concurrent", "uuid", "secrets",
+    }
+)  # fmt: skip
+SHELLS = ("store", "server", "client", "web", "testing", "cli", "config")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of every module `path` imports (relative imports are banned by ruff)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _module_file(root: Path, name: str) -> Path | None:
+    relative = Path(*name.split(".")[1:])
+    for candidate in (root / relative / "__init__.py", root / f"{relative}.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def layering_violations(root: Path, package: str, core: tuple[str, ...]) -> list[str]:
+    """Every forbidden import reachable from the core packages under `root` (named `package`)."""
+    problems = []
+    pending = [p for name in core if (root / name).is_dir() for p in (root / name).rglob("*.py")]
+    seen: set[Path] = set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in sorted(imported_modules(path)):
+            top = name.split(".")[0]
+            if top in FORBIDDEN:
+                problems.append(f"{path.relative_to(root)} imports {name}")
+            elif top == package:
+                parts = name.split(".")
+                if len(parts) > 1 and parts[1] in SHELLS:
+                    shell = f"{package}.{parts[1]}"
+                    problems.append(f"{path.relative_to(root)} imports the shell module {shell}")
+                elif (target := _module_file(root, name)) is not None:
+                    pending.append(target)
+    return sorted(set(problems))
+
+
+def test_core_packages_import_nothing_forbidden() -> None:
+    """No module reachable from the core imports I/O, clocks, randomness or a shell."""
+    root = Path(chubbypy.__file__).parent
+    assert layering_violations(root, "chubbypy", CORE) == []
+
+
+def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
+    """A core module that imports `time`, even through a helper, is reported."""
+    package = tmp_path / "pkg"
+    (package / "paxos").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "paxos" / "__init__.py").write_text("from pkg.paxos.helper import x\n")
+    (package / "paxos" / "helper.py").write_text("import time\nx = time.monotonic\n")
+    assert layering_violations(package, "pkg", ("paxos",)) == ["paxos/helper.py imports time"]
+
+
+def test_the_check_catches_a_shell_import(tmp_path: Path) -> None:
+    """A core module that imports a shell package (here the store) is reported."""
+    package = tmp_path / "pkg"
+    (package / "protocol").mkdir(parents=True)
+    (package / "protocol" / "codec.py").write_text("from pkg.store import SqlStore\n")
+    assert layering_violations(package, "pkg", ("protocol",)) == [
+        "protocol/codec.py imports the shell module pkg.store"
+    ]
