@@ -110,9 +110,11 @@ class StartedServing:
 
 @frozen
 class SteppedDown:
-    """The replica stopped being master (or candidate)."""
+    """The replica stopped being master, or gave up its campaign (`role` says which)."""
 
+    role: Role
     epoch: Epoch
+    ballot: Ballot
     reason: StepDownReason
 
 

@@ -214,9 +214,14 @@ class Replica:
 
     # ------------------------------------------------------------------ inputs
 
-    def tick(self) -> None:
-        """One tick of this replica's clock has passed."""
-        self._tick += 1
+    def tick(self, elapsed: int = 1) -> None:
+        """`elapsed` ticks of this replica's clock have passed since the last call.
+
+        Every timer is a deadline, so a process that stalled and catches up many ticks at
+        once acts once, on where its clock is now (it does not campaign once per tick missed).
+        """
+        assert elapsed >= 1, elapsed
+        self._tick += elapsed
         match self._role:
             case Role.FOLLOWER:
                 if self._tick >= self._election_deadline:
@@ -375,11 +380,15 @@ class Replica:
 
     def lease_valid(self) -> bool:
         """Whether this replica is master and believes its master lease valid right now."""
+        return self.lease_valid_at(self._tick)
+
+    def lease_valid_at(self, tick: int) -> bool:
+        """Whether, with nothing else happening, it would believe its lease valid at `tick`."""
         if self._role is not Role.MASTER:
             return False
         if Bug.IGNORE_LEASE_END in self._bugs and self._had_lease:
             return True
-        return self._tick < self._lease_expiry
+        return tick < self._lease_expiry
 
     def can_serve_reads(self) -> bool:
         """Master, serving its epoch, under a valid lease: reads of local state are current."""
@@ -848,8 +857,9 @@ class Replica:
     def _step_down(self, reason: StepDownReason) -> None:
         if self._role is Role.FOLLOWER:
             return
-        self._events.append(SteppedDown(self._epoch, reason))
+        self._events.append(SteppedDown(self._role, self._epoch, self._ballot, reason))
         self._role = Role.FOLLOWER
+        self._ballot = NO_BALLOT
         self._campaign = None
         self._reset_master_state()
         # Our own lease grant (to ourselves) still binds us; campaign only after it ends.

@@ -48,6 +48,10 @@ SIM_LIMITS = Limits(
 """Small limits, so that batching, the window, catch-up and truncation all get exercised."""
 
 
+PROGRESS_SECONDS = 2
+"""How often a narrated run reports progress."""
+
+
 @frozen
 class SimSettings:
     """Everything a simulated run depends on besides its seed."""
@@ -147,6 +151,8 @@ class SimCell:
             )
             for n in range(1, settings.clients + 1)
         }
+        self._progress_due = PROGRESS_SECONDS * SECOND
+        self._progress_applied = 0
         self.scripts: dict[str, ScriptClient] = {}
         self.quiet_from = 1 << 62
         """From then on no master asks for checksums, so the cell can fall quiet."""
@@ -214,9 +220,27 @@ class SimCell:
         self._say(line)
 
     def _say(self, line: str) -> None:
+        """Something happened: it goes into the trace, and to the narrator if any."""
         self._trace.update(f"{self.scheduler.now}:{line}\n".encode())
+        self._tell(line)
+
+    def _tell(self, line: str) -> None:
+        """Narration only: never in the trace, so narrating never changes a run."""
         if self._narrator is not None:
             self._narrator(f"{self.scheduler.now / SECOND:9.3f}s  {line}")
+
+    def _progress(self) -> None:
+        applied = max(n.applier.applied_index for n in self.nodes.values())
+        rate = (applied - self._progress_applied) / PROGRESS_SECONDS
+        self._progress_applied = applied
+        master = self.master()
+        who = (
+            f"{master} is master of epoch {self.nodes[master].core.epoch}"
+            if master
+            else "no master"
+        )
+        done = sum(1 for op in self.observer.operations() if op.acknowledged)
+        self._tell(f"-- {who}; {applied} entries applied ({rate:.0f}/s); {done} client ops done")
 
     # ------------------------------------------------------------------ the DSL
 
@@ -269,6 +293,10 @@ class SimCell:
             next_time = scheduler.next_time()
             if next_time is None or next_time > end_us:
                 break
+            if self._narrator is not None and next_time >= self._progress_due:
+                scheduler.now = self._progress_due
+                self._progress_due += PROGRESS_SECONDS * SECOND
+                self._progress()
             scheduler.run_one()
             following = scheduler.next_time()
             if following is None or following > scheduler.now:
@@ -282,11 +310,9 @@ class SimCell:
         holders = []
         for name in self.names:
             node = self.nodes[name]
-            if node.alive:
-                # A stalled process still believes what its clock tells it on waking.
-                node.catch_up_ticks()
-                if node.core.lease_valid():
-                    holders.append(name)
+            # A stalled process believes what its clock will tell it when it wakes.
+            if node.alive and node.core.lease_valid_at(node.local_ticks()):
+                holders.append(name)
         self.observer.leases(holders)
 
     def crash(self, name: str) -> None:
@@ -385,6 +411,10 @@ class SimCell:
         fault_end = int(s.fault_seconds * SECOND)
         workload_end = fault_end + int(s.liveness_seconds * SECOND)
         self.start(workload_seconds=workload_end / SECOND)
+        self._tell(
+            f"safety phase: {s.replicas} replicas, {s.clients} clients, random faults for "
+            f"{s.fault_seconds:.0f}s; the checkers watch every instant"
+        )
         self._schedule_faults(fault_end)
         self.run_until(fault_end)
         return self.conclude()
@@ -394,15 +424,23 @@ class SimCell:
         if self.observer.failed and self.observer.fail_fast:
             return self.result()
         s = self.settings
+        self._tell(
+            "liveness phase: faults stop, every replica comes back; every operation must "
+            f"finish within {s.liveness_seconds:.0f}s"
+        )
         self._heal_everything()
         workload_end = self.scheduler.now + int(s.liveness_seconds * SECOND)
         for client in self.clients.values():
             client.stop_at = min(client.stop_at, workload_end)
         self.quiet_from = workload_end
         end = workload_end + int(s.quiet_seconds * SECOND)
+        self.run_until(workload_end)
+        self._tell("quiet: clients stop; replicas must converge to the same state")
         self.run_until(end)
         if not self.observer.failed or not self.observer.fail_fast:
             self._final_checks(end)
+        for line in self.observer.summary():
+            self._tell(f"checked {line}")
         return self.result()
 
     def _heal_everything(self) -> None:

@@ -75,6 +75,7 @@ class Observer:
     _ops: list[OpRecord] = field(factory=list)
     _open: dict[tuple[str, int], OpRecord] = field(factory=dict)
     lease_holders_max: int = 0
+    lease_checks: int = 0
     _checksums_compared: int = 0
 
     @property
@@ -119,6 +120,7 @@ class Observer:
 
     def leases(self, holders: Sequence[str]) -> None:
         """Lease safety, checked at every instant of true time at which anything happened."""
+        self.lease_checks += 1
         self.lease_holders_max = max(self.lease_holders_max, len(holders))
         if len(holders) > 1:
             self.violation("lease safety", f"{', '.join(holders)} all hold a valid master lease")
@@ -137,6 +139,21 @@ class Observer:
 
     def operations(self) -> list[OpRecord]:
         return list(self._ops)
+
+    def summary(self) -> list[str]:
+        """What the checkers looked at, one line each, for the end of a narrated run."""
+        done = [r.request.kind for r in self._ops if r.acknowledged]
+        commands = done.count(OpKind.WRITE) + done.count(OpKind.INCREMENT)
+        return [
+            f"agreement: {len(self._chosen)} instances learned, each with one value",
+            f"lease safety: {self.lease_checks} instants checked, "
+            f"never more than {self.lease_holders_max} lease holder",
+            f"durability, exactly once: {commands} acknowledged commands, "
+            "each applied once, where its acknowledgement said",
+            f"linearizable reads: {done.count(OpKind.READ)} reads served from the master's memory",
+            f"no lost update: {done.count(OpKind.INCREMENT)} acknowledged increments",
+            f"consistency: {self._checksums_compared} checksum comparisons at equal indices",
+        ]
 
     def check_history(self) -> None:
         """Durability, exactly-once, read linearizability and counters over the whole run."""

@@ -28,6 +28,7 @@ from chubbypy.paxos import (
     Ready,
     Replica,
     ReplicaEvent,
+    Role,
     SnapshotInstalled,
     StartedServing,
     SteppedDown,
@@ -128,6 +129,7 @@ class SimReplica:
         self._pending: dict[tuple[ClientId, int], Request] = {}
         self._increments: dict[str, tuple[ClientId, int]] = {}
         self._last_snapshot_index = self.applier.applied_index
+        self._checksum_due = settings.checksum_every_ticks
         self._tick_event(self.incarnation)
 
     def crash(self) -> None:
@@ -164,22 +166,27 @@ class SimReplica:
         action()
         self._drain()
 
+    def local_ticks(self) -> int:
+        """Ticks of this process's clock since it booted, whether or not it has seen them."""
+        return self.clock.local(self._scheduler.now) // self.settings.tick_us - self._tick_base
+
     def catch_up_ticks(self) -> None:
         """Tick the core for every tick of its clock that has passed.
 
         The real shell must do the same before handling any input: a process that stalled
         must not act on a lease its clock says is over.
         """
-        target = self.clock.local(self._scheduler.now) // self.settings.tick_us - self._tick_base
-        while self.core.tick_count < target:
-            self.core.tick()
+        target = self.local_ticks()
+        if self.core.tick_count < target:
+            self.core.tick(target - self.core.tick_count)
             self._ticked()
 
     def _ticked(self) -> None:
-        every = self.settings.checksum_every_ticks
-        if not self._checksums_wanted():
+        """The master asks for a checksum every so often (Paxos Made Live §6.2)."""
+        if not self.core.serving or not self._checksums_wanted():
             return
-        if self.core.serving and self.core.tick_count % every == 0:
+        if self.core.tick_count >= self._checksum_due:
+            self._checksum_due = self.core.tick_count + self.settings.checksum_every_ticks
             self.core.request_checksum(self.core.epoch)
 
     def _tick_event(self, incarnation: int) -> None:
@@ -353,8 +360,10 @@ def describe_event(event: ReplicaEvent) -> str:
             )
         case StartedServing(epoch, index):
             return f"serves epoch {epoch} (its first entry, {index}, is applied)"
-        case SteppedDown(epoch, reason):
-            return f"steps down from epoch {epoch}: {reason.value}"
+        case SteppedDown(Role.MASTER, epoch, _, reason):
+            return f"steps down as master of epoch {epoch}: {reason.value}"
+        case SteppedDown(_, _, ballot, reason):
+            return f"gives up its campaign with ballot {ballot}: {reason.value}"
         case LeaseAcquired(epoch, expiry):
             return f"holds the master lease for epoch {epoch} (until tick {expiry})"
         case LeaseLost(epoch):

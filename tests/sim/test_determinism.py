@@ -51,3 +51,14 @@ def test_same_seed_same_run_across_hash_seeds() -> None:
 def test_different_seeds_differ() -> None:
     """Different seeds give different runs (the trace depends on the seed)."""
     assert run_seed(1, SimSettings()).trace_hash != run_seed(2, SimSettings()).trace_hash
+
+
+def test_narrating_does_not_change_the_run() -> None:
+    """A narrated replay is the same run as a silent one (same trace)."""
+    from chubbypy.testing import SimCell
+
+    lines: list[str] = []
+    narrated = SimCell(13, SimSettings(), narrate=lines.append).run_scenario()
+    silent = SimCell(13, SimSettings()).run_scenario()
+    assert narrated == silent
+    assert any("checked lease safety" in line for line in lines)
