@@ -751,9 +751,12 @@ class Replica:
             entries_max = 1
         while self._queue and len(batch) < entries_max:
             command = self._queue[0]
-            if command is None or size + command.size_bytes > self._limits.batch_bytes_max:
+            if command is None:
                 break
-            size += command.size_bytes
+            command_bytes = command.size_bytes
+            if size + command_bytes > self._limits.batch_bytes_max:
+                break
+            size += command_bytes
             batch.append(command)
             self._queue.popleft()
         assert batch, "every queued command fits a batch on its own"
