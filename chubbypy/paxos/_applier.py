@@ -4,9 +4,10 @@ Pure. The shell hands every committed entry, in log order, to `Applier.apply`; t
 returns one `Outcome` per command. It owns the replicated bookkeeping that every state
 machine needs and that must be part of its snapshot:
 
-* the **current epoch**, set by each EPOCH_START entry. A batch proposed under any other
-  epoch is refused as a whole (Paxos Made Live §5.3, §7: an operation must fail if its master
-  lost mastership, or lost and regained it, between receiving it and committing it);
+* the **current epoch**, the highest of the EPOCH_START entries applied. A batch proposed
+  under any other epoch is refused as a whole (Paxos Made Live §5.3, §7: an operation must
+  fail if its master lost mastership, or lost and regained it, between receiving it and
+  committing it);
 * the **client table** for exactly-once commands (as in the Raft thesis §6.3): per
   registered client, the results of its recent sequence numbers, so a retry after a
   fail-over gets the original result instead of applying twice;
@@ -62,7 +63,7 @@ class OutcomeKind(enum.Enum):
     DUPLICATE = "duplicate"
     """Applied earlier; `result` is the original result."""
     REGISTERED = "registered"
-    """A registration: `client_id` is the new client's id."""
+    """A registration: `client_id` is the client's id (the same for a retried registration)."""
     EPOCH_CHANGED = "epoch changed"
     """Not applied: proposed under an epoch that was no longer current."""
     UNKNOWN_CLIENT = "unknown client"
@@ -99,6 +100,8 @@ class _Client:
     low_water: int = 0
     """Every sequence below this that is not in `results` may have been applied: a result
     was dropped, because the client acknowledged it or because too many were kept."""
+    nonce: int = 0
+    """The registration's nonce: a retried registration gets this client again."""
 
 
 class Applier:
@@ -122,6 +125,8 @@ class Applier:
         self._epoch = NO_EPOCH
         self._next_client_id = 1
         self._clients: dict[ClientId, _Client] = {}
+        self._registrations: dict[int, ClientId] = {}
+        """Nonce of each live client's registration, so a retried registration is idempotent."""
 
     @property
     def applied_index(self) -> LogIndex:
@@ -141,9 +146,10 @@ class Applier:
             case ValueKind.NOOP:
                 return ()
             case ValueKind.EPOCH_START:
-                # Epochs rise along the log (see the Replica's theory of operation).
-                assert value.epoch > self._epoch, (value.epoch, self._epoch)
-                self._epoch = value.epoch
+                # A later master may adopt the EPOCH_START of a mastership that never got
+                # it chosen (a failed master's leftover), after a newer epoch began. That
+                # mastership never served; its start changes nothing.
+                self._epoch = max(self._epoch, value.epoch)
                 return ()
             case ValueKind.CHECKSUM:
                 return (ChecksumTaken(entry.index, self.checksum()),)
@@ -190,13 +196,20 @@ class Applier:
         return Outcome(index, OutcomeKind.APPLIED, command.client_id, command.sequence, result)
 
     def _register(self, index: LogIndex, command: Command) -> Outcome:
+        nonce = command.sequence
+        if nonce in self._registrations and Bug.NO_DEDUPLICATION not in self._bugs:
+            # A retried registration (after a fail-over, say): the same client, not a new one.
+            client_id = self._registrations[nonce]
+            self._clients[client_id].last_index = index
+            return Outcome(index, OutcomeKind.REGISTERED, client_id, nonce)
         client_id = ClientId(self._next_client_id)
         self._next_client_id += 1
-        self._clients[client_id] = _Client({}, index)
+        self._clients[client_id] = _Client({}, index, nonce=nonce)
+        self._registrations[nonce] = client_id
         if len(self._clients) > self._clients_max:
             # Evict the client idle longest (by log index, so every replica picks the same).
             idle = min(self._clients, key=lambda c: (self._clients[c].last_index, c))
-            del self._clients[idle]
+            del self._registrations[self._clients.pop(idle).nonce]
         return Outcome(index, OutcomeKind.REGISTERED, client_id, command.sequence)
 
     # Snapshots and checksums cover the bookkeeping as well as the machine's own state.
@@ -207,8 +220,8 @@ class Applier:
 
     def _bookkeeping(self) -> list[object]:
         clients = [
-            [client_id, record.last_index, record.low_water, sorted(record.results.items())]
-            for client_id, record in sorted(self._clients.items())
+            [c, r.last_index, r.low_water, r.nonce, sorted(r.results.items())]
+            for c, r in sorted(self._clients.items())
         ]
         return [self._epoch, self._next_client_id, clients]
 
@@ -222,10 +235,11 @@ class Applier:
         self._next_client_id = next_client_id
         self._clients = {
             ClientId(client_id): _Client(
-                {seq: bytes(result) for seq, result in results}, LogIndex(last), low_water
+                {seq: bytes(result) for seq, result in results}, LogIndex(last), low_water, nonce
             )
-            for client_id, last, low_water, results in clients
+            for client_id, last, low_water, nonce, results in clients
         }
+        self._registrations = {r.nonce: c for c, r in self._clients.items()}
         self._machine.restore(bytes(machine))
 
     def checksum(self) -> bytes:

@@ -9,10 +9,12 @@ proposer of Paxos Made Live §4.2). Roles and their `tick` behaviour:
   piggybacks on every Accept and Heartbeat. When the lease it granted the master runs out
   (plus a random jitter) it campaigns.
 * CANDIDATE runs phase 1 once for every instance from its first unchosen one (Prepare with a
-  ballot higher than any it has seen). A quorum of promises makes it master; it re-proposes
-  the highest-ballot value each promise reported (no-ops in the gaps) and then an
-  EPOCH_START entry carrying a new epoch, one above every epoch it has seen. Epochs are
-  therefore unique per mastership and rise along the log.
+  ballot higher than any it has seen; promises come in bounded pages). A quorum of promises
+  makes it master; it re-proposes the highest-ballot value each promise reported (no-ops in
+  the gaps) and then an EPOCH_START entry. Its epoch is the round of the ballot it won with:
+  rounds are unique to each replica (PML footnote 1), so no two masterships share an epoch,
+  and each mastership's epoch is above every earlier one's. (A failed mastership's
+  EPOCH_START may still be chosen later, adopted by a later master; it is then a no-op.)
 * MASTER proposes batches of commands with a bounded window of instances in flight. It serves
   nothing (`propose` refuses) until its EPOCH_START entry is applied, so every earlier entry
   has been applied by then.
@@ -118,8 +120,23 @@ class _Campaign:
 
     ballot: Ballot
     from_index: LogIndex
-    promises: dict[ReplicaId, Promise] = field(factory=dict)
+    reported: dict[ReplicaId, list[tuple[Entry, bool]]] = field(factory=dict)
+    """Per acceptor, the entries its promise pages reported so far, each with whether the
+    acceptor knew it chosen."""
+    complete: dict[ReplicaId, bool] = field(factory=dict)
+    """Acceptors whose every page has arrived (a dict, for a deterministic order)."""
     deadline_tick: int = 0
+
+    def page_received(self, sender: ReplicaId, promise: Promise) -> bool:
+        """Take the next page of `sender`'s promise; False for a duplicate or late page."""
+        pages = self.reported.setdefault(sender, [])
+        expected = pages[-1][0].index + 1 if pages else self.from_index
+        if promise.from_index != expected or sender in self.complete:
+            return False
+        pages.extend((entry, entry.index <= promise.chosen_index) for entry in promise.entries)
+        if not promise.more:
+            self.complete[sender] = True
+        return True
 
 
 class Replica:
@@ -164,11 +181,6 @@ class Replica:
         # Restart = snapshot + replay: the shell restores the snapshot, then applies what
         # the first Ready hands out as committed.
         self._applied_index = snapshot_index
-        self._epoch_max = max(
-            [persisted.snapshot.epoch if persisted.snapshot else NO_EPOCH]
-            + [entry.value.epoch for entry in persisted.entries]
-        )
-        self._applied_epoch_max = persisted.snapshot.epoch if persisted.snapshot else NO_EPOCH
         self._highest_seen = self._promised
 
         # The lease this replica granted as an acceptor (see the module docstring on restarts).
@@ -236,9 +248,11 @@ class Replica:
                 assert_never(unexpected)
 
     def step(self, sender: ReplicaId, message: PeerMessage) -> None:
-        """A peer's message arrived."""
+        """A peer's message arrived. One that could not come from a correct peer is ignored."""
         assert sender != self._id, sender
         assert sender in self._members, sender
+        if not self._plausible(sender, message):
+            return
         match message:
             case Prepare():
                 self._prepare_received(sender, message)
@@ -260,6 +274,23 @@ class Replica:
                 self._catch_up_received(sender, message)
             case InstallSnapshot():
                 self._snapshot_received(sender, message)
+            case unexpected:
+                assert_never(unexpected)
+
+    def _plausible(self, sender: ReplicaId, message: PeerMessage) -> bool:
+        """Whether a correct peer could have sent this: a proposer's messages carry its own
+        ballot, replies carry ours, and echoed ticks are ticks we have reached."""
+        match message:
+            case Prepare(ballot) | Accept(ballot) | Heartbeat(ballot):
+                return ballot.replica_id == sender
+            case Promise(ballot) | Nack(ballot):
+                return ballot.replica_id == self._id
+            case Accepted(ballot, _, sent_tick) | HeartbeatAck(ballot, sent_tick):
+                return ballot.replica_id == self._id and sent_tick <= self._tick
+            case CatchUpRequest(from_index):
+                return from_index >= 1
+            case CatchUp() | InstallSnapshot():
+                return True
             case unexpected:
                 assert_never(unexpected)
 
@@ -291,7 +322,7 @@ class Replica:
         """The state after applying `index` is `data`: keep it as a snapshot, truncate before it."""
         assert self._snapshot is None or index >= self._snapshot.index, index
         assert index == self._applied_index, (index, self._applied_index)
-        snapshot = Snapshot(index, self._applied_epoch_max, data)
+        snapshot = Snapshot(index, data)
         self._snapshot = snapshot
         self._unsaved_snapshot = snapshot
         keep_from = LogIndex(max(self._first_index, index + 1 - self._limits.log_retain_entries))
@@ -327,8 +358,6 @@ class Replica:
             self._log[LogIndex(index)]
             for index in range(self._applied_index + 1, self._chosen_index + 1)
         )
-        for entry in committed:
-            self._applied_epoch_max = max(self._applied_epoch_max, entry.value.epoch)
         ready = Ready(durable, tuple(self._outbox), committed, tuple(self._events))
         self._applied_index = self._chosen_index
         self._hard_state_dirty = False
@@ -398,8 +427,9 @@ class Replica:
         """Who this replica believes is master: itself, the holder of its lease grant, or None."""
         if self._role is Role.MASTER:
             return self._id
-        if self._lease_holder is not None and self._tick < self._lease_until:
-            return self._lease_holder
+        holder = self._lease_holder
+        if holder is not None and holder != self._id and self._tick < self._lease_until:
+            return holder
         return None
 
     def status(self) -> Status:
@@ -465,20 +495,24 @@ class Replica:
             self._step_down(StepDownReason.HIGHER_BALLOT)
 
     def _promise_for(self, ballot: Ballot, from_index: LogIndex, limit: int) -> Promise:
-        """What this acceptor accepted from `from_index` on, at most `limit` entries."""
+        """A page of what this acceptor accepted from `from_index` on: at most `limit` entries."""
         indices = sorted(i for i in self._log if i >= from_index)
         entries = tuple(self._log[i] for i in indices[:limit])
         # Entries below our first retained index are chosen and gone from our log; a
         # proposer that lacks them must fetch a snapshot before it can lead.
-        complete = len(indices) <= limit and from_index >= self._first_index
-        return Promise(ballot, from_index, entries, self._chosen_index, complete)
+        behind = from_index < self._first_index
+        more = len(indices) > limit
+        return Promise(ballot, from_index, entries, self._chosen_index, more, behind)
 
     def _accept_received(self, sender: ReplicaId, accept: Accept) -> None:
         if not self._take_master_message(sender, accept.ballot):
             return
         index = accept.index
         if index < self._first_index:
-            pass  # chosen and truncated here: nothing to accept
+            # Chosen, and truncated here. A master whose ballot we accept proposes only the
+            # chosen value for a chosen index (it recovered it in phase 1), so say yes: a new
+            # master re-proposing what its promises reported must not stall on us.
+            self._send(sender, self._accepted(accept))
         elif index <= self._chosen_index:
             # Chosen values never change; acknowledge only the same value.
             if self._log[index].value == accept.value:
@@ -508,9 +542,6 @@ class Replica:
             return False
         if ballot > self._promised:
             self._promise(ballot)
-        elif self._role is Role.CANDIDATE:
-            # Our own campaign lost to this master's ballot (equal would be our own).
-            self._step_down(StepDownReason.HIGHER_BALLOT)
         assert self._promised.replica_id == sender
         self._lease_holder = sender
         self._lease_until = self._tick + self._timing.lease_ticks
@@ -572,7 +603,7 @@ class Replica:
         if self._role is Role.MASTER or snapshot.index <= self._chosen_index:
             return
         if self._role is Role.CANDIDATE:
-            self._step_down(StepDownReason.HIGHER_BALLOT)
+            self._step_down(StepDownReason.BEHIND)
         self._drop_log_below(LogIndex(snapshot.index + 1))
         self._snapshot = snapshot
         self._unsaved_snapshot = snapshot
@@ -580,8 +611,6 @@ class Replica:
         self._hard_state_dirty = True
         # The shell restores the state machine from the snapshot instead of applying up to it.
         self._applied_index = snapshot.index
-        self._applied_epoch_max = max(self._applied_epoch_max, snapshot.epoch)
-        self._epoch_max = max(self._epoch_max, snapshot.epoch)
         self._catchup_due = 0
         self._events.append(SnapshotInstalled(snapshot.index, sender))
 
@@ -597,21 +626,36 @@ class Replica:
     def _campaign_start(self) -> None:
         """Run phase 1 with a ballot above any seen, for every instance not known chosen."""
         assert not self._leased_to_other(self._id), "campaigning while leased to a master"
-        ballot = Ballot(max(self._promised.round, self._highest_seen.round) + 1, self._id)
-        self._promise(ballot)
+        ballot = self._promise_next_ballot()
         self._role = Role.CANDIDATE
         self._ballot = ballot
         self._campaign = self._new_campaign(ballot)
         self._events.append(Campaigning(ballot))
 
+    def _promise_next_ballot(self) -> Ballot:
+        """Promise ourselves the lowest ballot above any seen whose round is ours alone.
+
+        (Paxos Made Live, footnote 1.)
+
+        Replica i of n uses only rounds r with r mod n == i, so a round names one
+        proposer, and a mastership's epoch can be the round it won with.
+        """
+        n = len(self._members)
+        mine = self._members.index(self._id)
+        low = max(self._promised.round, self._highest_seen.round) + 1
+        ballot = Ballot(low + (mine - low) % n, self._id)
+        self._promise(ballot)
+        return ballot
+
     def _new_campaign(self, ballot: Ballot) -> _Campaign:
         from_index = LogIndex(self._chosen_index + 1)
         deadline = self._tick + self._timing.retry_ticks + self._jitter()
         campaign = _Campaign(ballot, from_index, deadline_tick=deadline)
-        # Our own promise travels no wire, so it reports everything and is always complete.
+        # Our own promise travels no wire, so it reports everything in one page.
         own = self._promise_for(ballot, from_index, len(self._log))
-        assert own.complete, (from_index, self._first_index)
-        campaign.promises[self._id] = own
+        assert not own.more, from_index
+        assert not own.behind, (from_index, self._first_index)
+        campaign.page_received(self._id, own)
         for peer in self._peers:
             self._send(peer, Prepare(ballot, from_index))
         return campaign
@@ -620,16 +664,22 @@ class Replica:
         campaign = self._campaign if self._role is Role.CANDIDATE else self._boost
         if campaign is None or promise.ballot != campaign.ballot:
             return  # late or duplicate
-        if not promise.complete:
-            # We lag behind what the acceptor can report (it truncated entries we lack, or has
-            # more than one promise can carry). Step down, catch up, and campaign again later:
-            # a replica that knows more can lead meanwhile.
+        if promise.behind:
+            # The acceptor truncated entries we lack. Step down, catch up, and campaign again
+            # later: a replica that knows more can lead meanwhile.
             self._step_down(StepDownReason.BEHIND)
             self._catchup_due = 0
             self._request_catch_up(sender)
             return
-        campaign.promises[sender] = promise
-        if len(campaign.promises) < self._quorum:
+        if not campaign.page_received(sender, promise):
+            return
+        if promise.more:
+            # A long tail comes in pages; each one that arrives is progress, worth waiting for.
+            campaign.deadline_tick = max(
+                campaign.deadline_tick, self._tick + self._timing.retry_ticks
+            )
+            self._send(sender, Prepare(campaign.ballot, LogIndex(promise.entries[-1].index + 1)))
+        if len(campaign.complete) < self._quorum:
             return
         if self._role is Role.CANDIDATE:
             self._mastership_won(campaign)
@@ -643,12 +693,11 @@ class Replica:
         (the rule that makes Paxos safe); a gap becomes a no-op.
         """
         best: dict[LogIndex, tuple[bool, Ballot, Value]] = {}
-        for replica_id in sorted(campaign.promises):
-            promise = campaign.promises[replica_id]
+        for replica_id in sorted(campaign.complete):
             if Bug.FORGET_ACCEPTED_VALUES in self._bugs and replica_id != self._id:
                 continue
-            for entry in promise.entries:
-                key = (entry.index <= promise.chosen_index, entry.ballot, entry.value)
+            for entry, known_chosen in campaign.reported[replica_id]:
+                key = (known_chosen, entry.ballot, entry.value)
                 current = best.get(entry.index)
                 if current is None or key[:2] > current[:2]:
                     best[entry.index] = key
@@ -661,10 +710,10 @@ class Replica:
         }
 
     def _mastership_won(self, campaign: _Campaign) -> None:
-        promised_epochs = (
-            entry.value.epoch for promise in campaign.promises.values() for entry in promise.entries
-        )
-        epoch = Epoch(max(self._epoch_max, *promised_epochs, NO_EPOCH) + 1)
+        # The epoch is the winning ballot's round: rounds are unique per replica (see
+        # `_promise_next_ballot`), so no two masterships share an epoch, and a quorum promised this
+        # ballot over every earlier winning one, so epochs rise with each mastership.
+        epoch = Epoch(campaign.ballot.round)
         recovered = self._recovered_values(campaign, epoch)
         self._campaign = None
         self._role = Role.MASTER
@@ -837,9 +886,7 @@ class Replica:
 
     def _boost_start(self) -> None:
         """Run phase 1 again at a higher ballot without giving up the mastership or epoch."""
-        ballot = Ballot(max(self._promised.round, self._highest_seen.round) + 1, self._id)
-        self._promise(ballot)
-        self._boost = self._new_campaign(ballot)
+        self._boost = self._new_campaign(self._promise_next_ballot())
 
     def _boost_won(self, campaign: _Campaign) -> None:
         recovered = self._recovered_values(campaign, self._epoch)
@@ -873,7 +920,6 @@ class Replica:
     def _store_entry(self, entry: Entry) -> None:
         self._log[entry.index] = entry
         self._unsaved[entry.index] = entry
-        self._epoch_max = max(self._epoch_max, entry.value.epoch)
 
     def _saw_ballot(self, ballot: Ballot) -> None:
         self._highest_seen = max(self._highest_seen, ballot)

@@ -108,6 +108,7 @@ class Limits:
         assert self.batch_bytes_max >= 1, self
         assert self.proposals_inflight_max >= 1, self
         assert self.proposals_queued_max >= self.batch_entries_max, self
-        # A new master re-proposes what its promises reported; that must fit in a promise.
+        # A promise page should hold at least a window's worth of entries, so the usual tail
+        # a new master must recover comes in one page (longer tails come in several).
         assert self.catchup_entries_max >= self.proposals_inflight_max, self
         assert self.log_retain_entries >= 0, self

@@ -63,22 +63,16 @@ def _entry(entry: Entry) -> list[Any]:
 
 
 def _snapshot(snapshot: Snapshot) -> list[Any]:
-    return [snapshot.index, snapshot.epoch, snapshot.data]
+    return [snapshot.index, snapshot.data]
 
 
 def _message(message: PeerMessage) -> list[Any]:
     match message:
         case Prepare(ballot, from_index):
             return [1, _ballot(ballot), from_index]
-        case Promise(ballot, from_index, entries, chosen_index, complete):
-            return [
-                2,
-                _ballot(ballot),
-                from_index,
-                [_entry(e) for e in entries],
-                chosen_index,
-                complete,
-            ]
+        case Promise(ballot, from_index, entries, chosen_index, more, behind):
+            fields = [_ballot(ballot), from_index, [_entry(e) for e in entries], chosen_index]
+            return [2, *fields, more, behind]
         case Accept(ballot, index, value, chosen_index, sent_tick):
             return [3, _ballot(ballot), index, _value(value), chosen_index, sent_tick]
         case Accepted(ballot, index, sent_tick, chosen_index):
@@ -183,8 +177,8 @@ def _to_entries(data: Any) -> tuple[Entry, ...]:
 
 
 def _to_snapshot(data: Any) -> Snapshot:
-    index, epoch, body = _list(data, 3)
-    return Snapshot(LogIndex(_int(index)), Epoch(_int(epoch)), _bytes(body))
+    index, body = _list(data, 2)
+    return Snapshot(LogIndex(_int(index)), _bytes(body))
 
 
 def _index(data: Any) -> LogIndex:
@@ -192,11 +186,16 @@ def _index(data: Any) -> LogIndex:
 
 
 _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
-    1: (2, lambda f: Prepare(_to_ballot(f[0]), _index(f[1]))),
+    1: (2, lambda f: Prepare(_to_ballot(f[0]), LogIndex(_int(f[1], 1)))),
     2: (
-        5,
+        6,
         lambda f: Promise(
-            _to_ballot(f[0]), _index(f[1]), _to_entries(f[2]), _index(f[3]), _bool(f[4])
+            _to_ballot(f[0]),
+            _index(f[1]),
+            _to_entries(f[2]),
+            _index(f[3]),
+            _bool(f[4]),
+            _bool(f[5]),
         ),
     ),
     3: (
@@ -207,7 +206,7 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
     5: (3, lambda f: Heartbeat(_to_ballot(f[0]), _index(f[1]), _int(f[2]))),
     6: (3, lambda f: HeartbeatAck(_to_ballot(f[0]), _int(f[1]), _index(f[2]))),
     7: (4, lambda f: Nack(_to_ballot(f[0]), _to_ballot(f[1]), _bool(f[2]), _index(f[3]))),
-    8: (1, lambda f: CatchUpRequest(_index(f[0]))),
+    8: (1, lambda f: CatchUpRequest(LogIndex(_int(f[0], 1)))),
     9: (2, lambda f: CatchUp(_to_entries(f[0]), _index(f[1]))),
     10: (1, lambda f: InstallSnapshot(_to_snapshot(f[0]))),
 }

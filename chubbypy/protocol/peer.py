@@ -24,16 +24,18 @@ class Prepare:
 class Promise:
     """Phase 1b: the acceptor promised `ballot` and reports what it accepted from `from_index`.
 
-    Entries at or below `chosen_index` are known chosen. `complete` is False when the
-    acceptor could not report everything (too many entries, or entries already truncated
-    into a snapshot): the proposer must catch up before it can lead.
+    Entries at or below `chosen_index` are known chosen. One promise carries a bounded page
+    of entries: `more` says others follow, and the proposer asks for them with another
+    Prepare at the same ballot from the next index. `behind` says entries from `from_index`
+    were already truncated into a snapshot: the proposer must catch up before it can lead.
     """
 
     ballot: Ballot
     from_index: LogIndex
     entries: tuple[Entry, ...]
     chosen_index: LogIndex
-    complete: bool
+    more: bool
+    behind: bool
 
 
 @frozen

@@ -63,7 +63,8 @@ class Command:
 
     `sequence` numbers a client's commands from 1. `first_unacked` is the lowest sequence
     the client may still retry; results below it may be forgotten by the replicas.
-    A registration command has `client_id == NO_CLIENT` and a client-chosen `sequence` nonce.
+    A registration command has `client_id == NO_CLIENT` and, as `sequence`, a nonce the
+    client chose at random: a retry with the same nonce gets the same client.
     """
 
     client_id: ClientId
@@ -124,12 +125,7 @@ class Entry:
 
 @frozen
 class Snapshot:
-    """The state machine's state after applying every entry up to `index` (PML's snapshot handle).
-
-    `epoch` is the highest epoch of any entry up to `index`, so a replica restored from the
-    snapshot still picks a fresh epoch when it becomes master.
-    """
+    """The state machine's state after applying every entry up to `index` (PML's snapshot)."""
 
     index: LogIndex
-    epoch: Epoch
     data: bytes

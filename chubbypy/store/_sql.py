@@ -39,7 +39,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
 from chubbypy.paxos import Durable, HardState, Persisted
-from chubbypy.protocol import Ballot, Entry, Epoch, LogIndex, ReplicaId, Snapshot
+from chubbypy.protocol import Ballot, Entry, LogIndex, ReplicaId, Snapshot
 from chubbypy.protocol.codec import DecodeError, decode_value, encode_value
 from chubbypy.store._contract import assert_indices_distinct
 
@@ -82,7 +82,6 @@ snapshots_table = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("snapshot_index", BigInteger, nullable=False),
-    Column("epoch", BigInteger, nullable=False),
     Column("data", LargeBinary(_BLOB_BYTES_MAX), nullable=False),
 )
 """The latest snapshot only: one row, id 1, once the first snapshot is taken."""
@@ -251,7 +250,6 @@ def _replace_snapshot(connection: Connection, snapshot: Snapshot) -> None:
     row = {
         "id": _SINGLE_ROW_ID,
         "snapshot_index": snapshot.index,
-        "epoch": snapshot.epoch,
         "data": snapshot.data,
     }
     connection.execute(insert(snapshots_table).values(row))
@@ -296,7 +294,7 @@ def _read_snapshot(connection: Connection) -> Snapshot | None:
     if row is None:
         return None
     # bytes(): some drivers (psycopg) hand binary columns out as memoryview.
-    return Snapshot(LogIndex(row.snapshot_index), Epoch(row.epoch), bytes(row.data))
+    return Snapshot(LogIndex(row.snapshot_index), bytes(row.data))
 
 
 def _read_entries(connection: Connection, description: str) -> tuple[Entry, ...]:

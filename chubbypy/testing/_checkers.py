@@ -3,6 +3,7 @@
 The `Observer` watches the whole cell from outside, in true time:
 
 * **agreement**: no two replicas learn different values for one instance;
+* **unique epochs**: no two masterships (replica and winning ballot) share an epoch;
 * **lease safety**: never two replicas that each believe they hold a valid master lease at
   one instant of true time;
 * **consistency**: replicas that apply the same index get the same outcomes and the same
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from attrs import define, field, frozen
 
 from chubbypy.paxos import ChecksumTaken, Outcome, OutcomeKind
-from chubbypy.protocol import ClientId, Entry, Value
+from chubbypy.protocol import Ballot, ClientId, Entry, Value
 from chubbypy.testing._kv import parse_put, parse_put_result
 from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
 from chubbypy.testing._world import SECOND
@@ -71,6 +72,7 @@ class Observer:
     violations: list[Violation] = field(factory=list)
     now_us: int = 0
     _chosen: dict[int, tuple[str, Value]] = field(factory=dict)
+    _masterships: dict[int, tuple[str, Ballot]] = field(factory=dict)
     _applied: dict[int, _Applied] = field(factory=dict)
     _ops: list[OpRecord] = field(factory=list)
     _open: dict[tuple[str, int], OpRecord] = field(factory=dict)
@@ -97,6 +99,16 @@ class Observer:
                 "agreement",
                 f"index {entry.index}: {earlier[0]} learned {earlier[1]}, "
                 f"{replica} learned {entry.value}",
+            )
+
+    def mastership(self, replica: str, epoch: int, ballot: Ballot) -> None:
+        """Unique epochs: a mastership's epoch names it alone (Paxos Made Live §5.3)."""
+        earlier = self._masterships.setdefault(epoch, (replica, ballot))
+        if earlier != (replica, ballot):
+            self.violation(
+                "unique epochs",
+                f"epoch {epoch} belongs to {earlier[0]} (ballot {earlier[1]}) "
+                f"and to {replica} (ballot {ballot})",
             )
 
     def applied(
@@ -146,6 +158,7 @@ class Observer:
         commands = done.count(OpKind.WRITE) + done.count(OpKind.INCREMENT)
         return [
             f"agreement: {len(self._chosen)} instances learned, each with one value",
+            f"unique epochs: {len(self._masterships)} masterships, each with its own epoch",
             f"lease safety: {self.lease_checks} instants checked, "
             f"never more than {self.lease_holders_max} lease holder",
             f"durability, exactly once: {commands} acknowledged commands, "

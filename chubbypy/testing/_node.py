@@ -269,6 +269,8 @@ class SimReplica:
 
     def _replica_event(self, event: ReplicaEvent) -> None:
         self._narrate(f"{self.name}: {describe_event(event)}")
+        if isinstance(event, BecameMaster):
+            self._observer.mastership(self.name, event.epoch, event.ballot)
         if isinstance(event, SteppedDown):
             for request in self._pending.values():
                 self._reply(request, Reply(request.op_id, ReplyStatus.NOT_MASTER))
