@@ -1,0 +1,193 @@
+"""Operating errors: the expected failures, each with a wire code and a client exception class.
+
+Part of `chubbypy.protocol` (STYLE §9). The core returns these as values (`Failure`), the
+server sends them as codes, and the client raises the matching `ChubbyError` subclass, so a
+caller catches `NoSuchNode` whether the error came from this process or a replica.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import frozen
+
+
+class ErrorCode(enum.IntEnum):
+    """Every operating error that crosses the wire. Values are stable: never renumber."""
+
+    # The namespace (expected outcomes of operations on nodes).
+    NO_SUCH_NODE = 1
+    EXISTS = 2
+    NOT_A_DIRECTORY = 3
+    IS_A_DIRECTORY = 4
+    NOT_EMPTY = 5
+    GENERATION_MISMATCH = 6
+    TOO_LARGE = 7
+    INVALID_NAME = 8
+    PERMISSION_DENIED = 9
+    GUARD_FAILED = 10
+    """A MultiOp's branch failed part-way; nothing in it was applied."""
+
+    # The cell (where and whether an operation can run now).
+    NOT_MASTER = 20
+    """This replica is not the serving master; the reply names the master if it knows one."""
+    EPOCH_CHANGED = 21
+    """The master changed before the operation was committed; it had no effect. Retry."""
+    BUSY = 22
+    """The master is overloaded; retry after a pause."""
+    UNKNOWN_CLIENT = 23
+    """The client's registration is gone (evicted or never made); register again."""
+    STALE_REQUEST = 24
+    """A retry of a command whose outcome the cell no longer remembers."""
+    UNAVAILABLE = 25
+    """The cell cannot serve now (no quorum, no master)."""
+
+    # The wire (malformed or unacceptable input; the connection is closed after the reply).
+    BAD_REQUEST = 40
+    FRAME_TOO_LARGE = 41
+    UNSUPPORTED_VERSION = 42
+    UNKNOWN_MESSAGE = 43
+    WRONG_CELL = 44
+    INTERNAL = 50
+
+
+@frozen
+class Failure:
+    """An operating error as a value: its code and a sentence for humans."""
+
+    code: ErrorCode
+    message: str
+
+
+class ChubbyError(Exception):
+    """Base of every operating error a client can catch."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, master_hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.master_hint = master_hint
+
+
+class NoSuchNode(ChubbyError):
+    code = ErrorCode.NO_SUCH_NODE
+
+
+class NodeExists(ChubbyError):
+    code = ErrorCode.EXISTS
+
+
+class NotADirectory(ChubbyError):
+    code = ErrorCode.NOT_A_DIRECTORY
+
+
+class IsADirectory(ChubbyError):
+    code = ErrorCode.IS_A_DIRECTORY
+
+
+class NotEmpty(ChubbyError):
+    code = ErrorCode.NOT_EMPTY
+
+
+class GenerationMismatch(ChubbyError):
+    code = ErrorCode.GENERATION_MISMATCH
+
+
+class TooLarge(ChubbyError):
+    code = ErrorCode.TOO_LARGE
+
+
+class InvalidName(ChubbyError):
+    code = ErrorCode.INVALID_NAME
+
+
+class PermissionDenied(ChubbyError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class GuardFailed(ChubbyError):
+    code = ErrorCode.GUARD_FAILED
+
+
+class NotMaster(ChubbyError):
+    code = ErrorCode.NOT_MASTER
+
+
+class EpochChanged(ChubbyError):
+    code = ErrorCode.EPOCH_CHANGED
+
+
+class Busy(ChubbyError):
+    code = ErrorCode.BUSY
+
+
+class UnknownClient(ChubbyError):
+    code = ErrorCode.UNKNOWN_CLIENT
+
+
+class StaleRequest(ChubbyError):
+    code = ErrorCode.STALE_REQUEST
+
+
+class Unavailable(ChubbyError):
+    code = ErrorCode.UNAVAILABLE
+
+
+class BadRequest(ChubbyError):
+    code = ErrorCode.BAD_REQUEST
+
+
+class FrameTooLarge(ChubbyError):
+    code = ErrorCode.FRAME_TOO_LARGE
+
+
+class UnsupportedVersion(ChubbyError):
+    code = ErrorCode.UNSUPPORTED_VERSION
+
+
+class UnknownMessage(ChubbyError):
+    code = ErrorCode.UNKNOWN_MESSAGE
+
+
+class WrongCell(ChubbyError):
+    code = ErrorCode.WRONG_CELL
+
+
+class InternalError(ChubbyError):
+    code = ErrorCode.INTERNAL
+
+
+ERROR_CLASSES: dict[ErrorCode, type[ChubbyError]] = {
+    cls.code: cls
+    for cls in (
+        NoSuchNode,
+        NodeExists,
+        NotADirectory,
+        IsADirectory,
+        NotEmpty,
+        GenerationMismatch,
+        TooLarge,
+        InvalidName,
+        PermissionDenied,
+        GuardFailed,
+        NotMaster,
+        EpochChanged,
+        Busy,
+        UnknownClient,
+        StaleRequest,
+        Unavailable,
+        BadRequest,
+        FrameTooLarge,
+        UnsupportedVersion,
+        UnknownMessage,
+        WrongCell,
+        InternalError,
+    )
+}
+"""The client exception class for each wire code (every code has one)."""
+
+
+def error_for(code: ErrorCode, message: str, master_hint: str | None = None) -> ChubbyError:
+    """The exception a client raises for an error reply."""
+    return ERROR_CLASSES[code](message, master_hint=master_hint)
