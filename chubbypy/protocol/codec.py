@@ -9,10 +9,19 @@ anything.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import msgpack
-
+from chubbypy.protocol._plain import (
+    DecodeError,
+    array,
+    binary,
+    boolean,
+    integer,
+    pack,
+    tagged,
+    text,
+    unpack,
+)
 from chubbypy.protocol.peer import (
     Accept,
     Accepted,
@@ -26,6 +35,19 @@ from chubbypy.protocol.peer import (
     Prepare,
     Promise,
 )
+
+__all__ = [
+    "DecodeError",
+    "decode_entry",
+    "decode_message",
+    "decode_snapshot",
+    "decode_value",
+    "encode_entry",
+    "encode_message",
+    "encode_snapshot",
+    "encode_value",
+]
+
 from chubbypy.protocol.values import (
     Ballot,
     ClientId,
@@ -38,13 +60,6 @@ from chubbypy.protocol.values import (
     Value,
     ValueKind,
 )
-
-
-class DecodeError(ValueError):
-    """Bytes that do not decode to a well-formed value."""
-
-
-T = TypeVar("T")
 
 # ----------------------------------------------------------------------------- to plain data
 
@@ -92,8 +107,7 @@ def _message(message: PeerMessage) -> list[Any]:
     raise AssertionError(message)
 
 
-def _pack(data: object) -> bytes:
-    return bytes(msgpack.packb(data, use_bin_type=True))
+_pack = pack
 
 
 def encode_value(value: Value) -> bytes:
@@ -114,35 +128,11 @@ def encode_message(message: PeerMessage) -> bytes:
 
 # ----------------------------------------------------------------------------- from plain data
 
-
-def _int(data: Any, low: int = 0) -> int:
-    if type(data) is not int or data < low:
-        raise DecodeError(f"expected an integer >= {low}, got {data!r:.40}")
-    return data
-
-
-def _bool(data: Any) -> bool:
-    if type(data) is not bool:
-        raise DecodeError(f"expected a boolean, got {data!r:.40}")
-    return data
-
-
-def _bytes(data: Any) -> bytes:
-    if type(data) is not bytes:
-        raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    return data
-
-
-def _str(data: Any) -> str:
-    if type(data) is not str:
-        raise DecodeError(f"expected a string, got {type(data).__name__}")
-    return data
-
-
-def _list(data: Any, length: int | None = None) -> list[Any]:
-    if type(data) is not list or (length is not None and len(data) != length):
-        raise DecodeError(f"expected a list of {length or 'any'} items, got {data!r:.40}")
-    return data
+_int = integer
+_bool = boolean
+_bytes = binary
+_str = text
+_list = array
 
 
 def _to_ballot(data: Any) -> Ballot:
@@ -212,25 +202,11 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
 }
 
 
-def _unpack(data: bytes, parse: Callable[[Any], T]) -> T:
-    try:
-        plain = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as error:
-        raise DecodeError(f"not msgpack: {error}") from error
-    return parse(plain)
+_unpack = unpack
 
 
 def _parse_message(plain: Any) -> PeerMessage:
-    fields = _list(plain)
-    if not fields:
-        raise DecodeError("empty message")
-    tag = fields[0]
-    if type(tag) is not int or tag not in _MESSAGES:
-        raise DecodeError(f"unknown message tag {tag!r:.20}")
-    arity, build = _MESSAGES[tag]
-    if len(fields) != arity + 1:
-        raise DecodeError(f"message tag {tag} needs {arity} fields, got {len(fields) - 1}")
-    return build(fields[1:])
+    return tagged(plain, _MESSAGES, "message")
 
 
 def decode_value(data: bytes) -> Value:

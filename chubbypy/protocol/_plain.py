@@ -1,0 +1,85 @@
+"""msgpack plumbing shared by every codec: pack, unpack, and validators for plain data.
+
+Decoding validates as it goes and raises `DecodeError`, and nothing else, for bytes that are
+not what a codec wrote: peers, clients and stores may hand a codec anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgpack
+
+T = TypeVar("T")
+
+
+class DecodeError(ValueError):
+    """Bytes that do not decode to a well-formed value."""
+
+
+def pack(data: object) -> bytes:
+    return bytes(msgpack.packb(data, use_bin_type=True))
+
+
+def unpack(data: bytes, parse: Callable[[Any], T]) -> T:
+    """Decode msgpack `data` and validate it with `parse`; only DecodeError escapes."""
+    try:
+        plain = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as error:
+        raise DecodeError(f"not msgpack: {error}") from error
+    except RecursionError as error:
+        raise DecodeError("nested too deeply") from error
+    return parse(plain)
+
+
+def integer(data: Any, low: int = 0) -> int:
+    if type(data) is not int or data < low:
+        raise DecodeError(f"expected an integer >= {low}, got {data!r:.40}")
+    return data
+
+
+def optional_integer(data: Any, low: int = 0) -> int | None:
+    return None if data is None else integer(data, low)
+
+
+def boolean(data: Any) -> bool:
+    if type(data) is not bool:
+        raise DecodeError(f"expected a boolean, got {data!r:.40}")
+    return data
+
+
+def binary(data: Any) -> bytes:
+    if type(data) is not bytes:
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    return data
+
+
+def text(data: Any) -> str:
+    if type(data) is not str:
+        raise DecodeError(f"expected a string, got {type(data).__name__}")
+    return data
+
+
+def optional_text(data: Any) -> str | None:
+    return None if data is None else text(data)
+
+
+def array(data: Any, length: int | None = None) -> list[Any]:
+    if type(data) is not list or (length is not None and len(data) != length):
+        raise DecodeError(f"expected a list of {length or 'any'} items, got {data!r:.40}")
+    return data
+
+
+def tagged(data: Any, table: dict[int, tuple[int, Callable[[list[Any]], T]]], what: str) -> T:
+    """Decode ``[tag, field, ...]`` with the builder `table` gives for `tag` and its arity."""
+    fields = array(data)
+    if not fields:
+        raise DecodeError(f"empty {what}")
+    tag = fields[0]
+    if type(tag) is not int or tag not in table:
+        raise DecodeError(f"unknown {what} tag {tag!r:.20}")
+    arity, build = table[tag]
+    if len(fields) != arity + 1:
+        raise DecodeError(f"{what} tag {tag} needs {arity} fields, got {len(fields) - 1}")
+    return build(fields[1:])

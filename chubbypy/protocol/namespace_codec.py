@@ -1,0 +1,298 @@
+"""msgpack encoding of namespace operations and results (log payloads and wire messages).
+
+Same conventions as `codec.py`: tagged arrays, validated on the way in, `DecodeError` and
+nothing else for bytes this codec did not write. The `*_to_plain` / `*_from_plain` pairs let
+other codecs embed these values in their own messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chubbypy.protocol._plain import (
+    DecodeError,
+    array,
+    binary,
+    boolean,
+    integer,
+    optional_integer,
+    pack,
+    tagged,
+    text,
+    unpack,
+)
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import (
+    Absent,
+    AclGenerationIs,
+    AclNames,
+    ContentGenerationIs,
+    Contents,
+    ContentsAre,
+    Create,
+    Delete,
+    DirEntry,
+    Exists,
+    GetContentsAndStat,
+    GetStat,
+    InstanceIs,
+    Listing,
+    MultiOp,
+    MultiResult,
+    Read,
+    ReadDir,
+    ReadResult,
+    SetAcl,
+    SetContents,
+    SimpleWrite,
+    Stat,
+    Test,
+    Write,
+    WriteResult,
+    Written,
+)
+
+__all__ = [
+    "DecodeError",
+    "decode_read",
+    "decode_result",
+    "decode_write",
+    "encode_read",
+    "encode_result",
+    "encode_write",
+    "read_from_plain",
+    "read_to_plain",
+    "result_from_plain",
+    "result_to_plain",
+    "write_from_plain",
+    "write_to_plain",
+]
+
+Result = WriteResult | ReadResult
+
+# ----------------------------------------------------------------------------- to plain data
+
+
+def _acl(acl: AclNames | None) -> list[str] | None:
+    return None if acl is None else [acl.read, acl.write, acl.change]
+
+
+def _stat(s: Stat) -> list[Any]:
+    return [
+        s.instance,
+        s.content_generation,
+        s.lock_generation,
+        s.acl_generation,
+        s.checksum,
+        _acl(s.acl),
+        s.is_directory,
+        s.ephemeral,
+        s.size,
+    ]
+
+
+def _test(test: Test) -> list[Any]:
+    match test:
+        case Exists(path):
+            return [1, path]
+        case Absent(path):
+            return [2, path]
+        case ContentGenerationIs(path, generation):
+            return [3, path, generation]
+        case AclGenerationIs(path, generation):
+            return [4, path, generation]
+        case InstanceIs(path, instance):
+            return [5, path, instance]
+        case ContentsAre(path, contents):
+            return [6, path, contents]
+    raise AssertionError(test)
+
+
+def write_to_plain(write: Write) -> list[Any]:
+    match write:
+        case Create(path, is_directory, contents, acl, ephemeral):
+            return [1, path, is_directory, contents, _acl(acl), ephemeral]
+        case SetContents(path, contents, expected):
+            return [2, path, contents, expected]
+        case Delete(path, expected):
+            return [3, path, expected]
+        case SetAcl(path, acl, expected):
+            return [4, path, _acl(acl), expected]
+        case MultiOp(guard, if_true, if_false):
+            branches = [[write_to_plain(w) for w in branch] for branch in (if_true, if_false)]
+            return [5, [_test(t) for t in guard], *branches]
+    raise AssertionError(write)
+
+
+def read_to_plain(read: Read) -> list[Any]:
+    match read:
+        case GetContentsAndStat(path):
+            return [1, path]
+        case GetStat(path):
+            return [2, path]
+        case ReadDir(path, after, limit):
+            return [3, path, after, limit]
+    raise AssertionError(read)
+
+
+def result_to_plain(result: Result) -> list[Any]:
+    match result:
+        case Written(stat):
+            return [1, None if stat is None else _stat(stat)]
+        case MultiResult(held, tests, results):
+            return [2, held, list(tests), [result_to_plain(r) for r in results]]
+        case Failure(code, message):
+            return [3, int(code), message]
+        case Contents(contents, stat):
+            return [4, contents, _stat(stat)]
+        case Stat():
+            return [5, _stat(result)]
+        case Listing(entries, more):
+            return [6, [[e.name, _stat(e.stat)] for e in entries], more]
+    raise AssertionError(result)
+
+
+def encode_write(write: Write) -> bytes:
+    return pack(write_to_plain(write))
+
+
+def encode_read(read: Read) -> bytes:
+    return pack(read_to_plain(read))
+
+
+def encode_result(result: Result) -> bytes:
+    return pack(result_to_plain(result))
+
+
+# ----------------------------------------------------------------------------- from plain data
+
+
+def _to_acl(data: Any) -> AclNames:
+    read, write, change = array(data, 3)
+    return AclNames(text(read), text(write), text(change))
+
+
+def _to_optional_acl(data: Any) -> AclNames | None:
+    return None if data is None else _to_acl(data)
+
+
+def _to_stat(data: Any) -> Stat:
+    instance, content, lock, acl_generation, checksum, acl, is_dir, ephemeral, size = array(data, 9)
+    return Stat(
+        integer(instance),
+        integer(content),
+        integer(lock),
+        integer(acl_generation),
+        integer(checksum),
+        _to_acl(acl),
+        boolean(is_dir),
+        boolean(ephemeral),
+        integer(size),
+    )
+
+
+_TESTS: dict[int, tuple[int, Callable[[list[Any]], Test]]] = {
+    1: (1, lambda f: Exists(text(f[0]))),
+    2: (1, lambda f: Absent(text(f[0]))),
+    3: (2, lambda f: ContentGenerationIs(text(f[0]), integer(f[1]))),
+    4: (2, lambda f: AclGenerationIs(text(f[0]), integer(f[1]))),
+    5: (2, lambda f: InstanceIs(text(f[0]), integer(f[1]))),
+    6: (2, lambda f: ContentsAre(text(f[0]), binary(f[1]))),
+}
+
+
+def _to_simple_write(data: Any) -> SimpleWrite:
+    write = write_from_plain(data)
+    if isinstance(write, MultiOp):
+        raise DecodeError("a MultiOp cannot contain another MultiOp")
+    return write
+
+
+def _to_multi(fields: list[Any]) -> MultiOp:
+    guard = tuple(tagged(t, _TESTS, "test") for t in array(fields[0]))
+    if_true = tuple(_to_simple_write(w) for w in array(fields[1]))
+    if_false = tuple(_to_simple_write(w) for w in array(fields[2]))
+    return MultiOp(guard, if_true, if_false)
+
+
+_WRITES: dict[int, tuple[int, Callable[[list[Any]], Write]]] = {
+    1: (
+        5,
+        lambda f: Create(
+            text(f[0]), boolean(f[1]), binary(f[2]), _to_optional_acl(f[3]), boolean(f[4])
+        ),
+    ),
+    2: (3, lambda f: SetContents(text(f[0]), binary(f[1]), optional_integer(f[2]))),
+    3: (2, lambda f: Delete(text(f[0]), optional_integer(f[1]))),
+    4: (3, lambda f: SetAcl(text(f[0]), _to_acl(f[1]), optional_integer(f[2]))),
+    5: (3, _to_multi),
+}
+
+_READS: dict[int, tuple[int, Callable[[list[Any]], Read]]] = {
+    1: (1, lambda f: GetContentsAndStat(text(f[0]))),
+    2: (1, lambda f: GetStat(text(f[0]))),
+    3: (3, lambda f: ReadDir(text(f[0]), text(f[1]), integer(f[2], 1))),
+}
+
+
+def _to_failure(fields: list[Any]) -> Failure:
+    try:
+        code = ErrorCode(integer(fields[0]))
+    except ValueError as error:
+        raise DecodeError(f"unknown error code {fields[0]!r:.20}") from error
+    return Failure(code, text(fields[1]))
+
+
+def _to_multi_result(fields: list[Any]) -> MultiResult:
+    results = []
+    for plain in array(fields[2]):
+        result = result_from_plain(plain)
+        if not isinstance(result, Written):
+            raise DecodeError("a MultiOp's results are Written values")
+        results.append(result)
+    return MultiResult(
+        boolean(fields[0]), tuple(boolean(t) for t in array(fields[1])), tuple(results)
+    )
+
+
+def _to_listing(fields: list[Any]) -> Listing:
+    entries = []
+    for plain in array(fields[0]):
+        name, stat = array(plain, 2)
+        entries.append(DirEntry(text(name), _to_stat(stat)))
+    return Listing(tuple(entries), boolean(fields[1]))
+
+
+_RESULTS: dict[int, tuple[int, Callable[[list[Any]], Result]]] = {
+    1: (1, lambda f: Written(None if f[0] is None else _to_stat(f[0]))),
+    2: (3, _to_multi_result),
+    3: (2, _to_failure),
+    4: (2, lambda f: Contents(binary(f[0]), _to_stat(f[1]))),
+    5: (1, lambda f: _to_stat(f[0])),
+    6: (2, _to_listing),
+}
+
+
+def write_from_plain(data: Any) -> Write:
+    return tagged(data, _WRITES, "write")
+
+
+def read_from_plain(data: Any) -> Read:
+    return tagged(data, _READS, "read")
+
+
+def result_from_plain(data: Any) -> Result:
+    return tagged(data, _RESULTS, "result")
+
+
+def decode_write(data: bytes) -> Write:
+    return unpack(data, write_from_plain)
+
+
+def decode_read(data: bytes) -> Read:
+    return unpack(data, read_from_plain)
+
+
+def decode_result(data: bytes) -> Result:
+    return unpack(data, result_from_plain)
