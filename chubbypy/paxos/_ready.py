@@ -31,10 +31,15 @@ from chubbypy.protocol import (
 
 @frozen
 class HardState:
-    """An acceptor's durable promises: the highest ballot promised and how far the log is chosen."""
+    """An acceptor's durable promises: the highest ballot promised and how far the log is chosen.
+
+    `voting` is False from the moment a replica starts rebuilding a lost disk until the
+    rebuild completes: a restart in between must not make it a voter again.
+    """
 
     promised: Ballot = NO_BALLOT
     chosen_index: LogIndex = NO_INDEX
+    voting: bool = True
 
 
 @frozen
@@ -79,6 +84,7 @@ class StepDownReason(enum.Enum):
     NO_LEASE = "it never obtained a master lease"
     HIGHER_BALLOT = "another proposer holds a higher ballot"
     BEHIND = "a peer knows more of the chosen log than it does"
+    RESIGNED = "it resigned, handing over to a successor"
 
 
 # Events: what happened to this replica, for logs, metrics and narration.
@@ -134,6 +140,13 @@ class LeaseLost:
 
 
 @frozen
+class Rebuilt:
+    """A replica that rebuilt its lost state from its peers votes again."""
+
+    chosen_index: LogIndex
+
+
+@frozen
 class SnapshotInstalled:
     """A peer sent a snapshot because the entries this replica needed were truncated."""
 
@@ -149,6 +162,7 @@ ReplicaEvent = (
     | LeaseAcquired
     | LeaseLost
     | SnapshotInstalled
+    | Rebuilt
 )
 
 
@@ -196,3 +210,5 @@ class Status:
     last_index: LogIndex
     queued_commands: int
     inflight_instances: int
+    voting: bool
+    """False while the replica rebuilds lost state from its peers (PML §5.1)."""

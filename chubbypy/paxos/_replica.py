@@ -62,6 +62,7 @@ from chubbypy.paxos._ready import (
     LeaseLost,
     Persisted,
     Ready,
+    Rebuilt,
     RefusalReason,
     Refused,
     ReplicaEvent,
@@ -95,6 +96,7 @@ from chubbypy.protocol import (
     Prepare,
     Promise,
     ReplicaId,
+    Resign,
     Snapshot,
     Value,
     ValueKind,
@@ -151,6 +153,8 @@ class Replica:
         chance: Chance,
         persisted: Persisted | None = None,
         bugs: frozenset[Bug] = frozenset(),
+        *,
+        voting: bool = True,
     ) -> None:
         assert replica_id in members, (replica_id, members)
         assert len(set(members)) == len(members) >= 3, members
@@ -163,9 +167,15 @@ class Replica:
         self._chance = chance
         self._bugs = bugs
         self._tick = 0
+        # A replica whose disk was lost may have made promises it no longer remembers. It
+        # rebuilds as a non-voting member (PML §5.1): it learns and keeps the log, but sends
+        # no promise or acceptance, and never campaigns, until it has seen an instance that
+        # started after its rebuild began chosen, and a whole lease period has passed.
+        self._rebuild_floor: LogIndex | None = None
 
         # Acceptor and learner state; the durable part is restored from `persisted`.
         persisted = persisted or Persisted()
+        self._voting = voting and persisted.hard_state.voting
         self._promised = persisted.hard_state.promised
         self._chosen_index = persisted.hard_state.chosen_index
         self._snapshot = persisted.snapshot
@@ -206,6 +216,8 @@ class Replica:
         self._outbox: list[Envelope] = []
         self._events: list[ReplicaEvent] = []
         self._outstanding = False
+        # A rebuild begins durably, before the replica says anything.
+        self._hard_state_dirty = not self._voting and persisted.hard_state.voting
 
     def _reset_master_state(self) -> None:
         self._mastership_ballot = NO_BALLOT
@@ -217,6 +229,7 @@ class Replica:
         self._chosen_ahead: set[LogIndex] = set()
         self._queue: deque[Command | None] = deque()
         self._acked_tick: dict[ReplicaId, int] = {}
+        self._peer_chosen: dict[ReplicaId, LogIndex] = {}
         self._last_send_tick = 0
         self._lease_expiry = 0
         self._had_lease = False
@@ -236,7 +249,9 @@ class Replica:
         self._tick += elapsed
         match self._role:
             case Role.FOLLOWER:
-                if self._tick >= self._election_deadline:
+                if not self._voting:
+                    self._rebuild_check()
+                elif self._tick >= self._election_deadline:
                     self._campaign_start()
             case Role.CANDIDATE:
                 assert self._campaign is not None
@@ -274,6 +289,8 @@ class Replica:
                 self._catch_up_received(sender, message)
             case InstallSnapshot():
                 self._snapshot_received(sender, message)
+            case Resign():
+                self._resign_received(sender, message)
             case unexpected:
                 assert_never(unexpected)
 
@@ -281,7 +298,7 @@ class Replica:
         """Whether a correct peer could have sent this: a proposer's messages carry its own
         ballot, replies carry ours, and echoed ticks are ticks we have reached."""
         match message:
-            case Prepare(ballot) | Accept(ballot) | Heartbeat(ballot):
+            case Prepare(ballot) | Accept(ballot) | Heartbeat(ballot) | Resign(ballot):
                 return ballot.replica_id == sender
             case Promise(ballot) | Nack(ballot):
                 return ballot.replica_id == self._id
@@ -318,6 +335,34 @@ class Replica:
         self._fill_window()
         return None
 
+    def resign(self) -> bool:
+        """Give up mastership gracefully (a planned stop): no more lease, and a quick hand-over.
+
+        The master stops believing in its lease first, then asks its acceptors to drop theirs
+        and names the most caught-up live peer to campaign at once. Returns False if this
+        replica was not master.
+        """
+        if self._role is not Role.MASTER:
+            return False
+        ballot = self._ballot
+        successor = self._successor()
+        self._step_down(StepDownReason.RESIGNED)
+        self._lease_holder = None
+        self._lease_until = 0
+        # Leave the next mastership to the successor, unless it fails to take it.
+        self._election_deadline = self._tick + self._timing.lease_ticks + self._jitter()
+        for peer in self._peers:
+            self._send(peer, Resign(ballot, successor or ReplicaId("")))
+        return True
+
+    def _successor(self) -> ReplicaId | None:
+        """The peer that acknowledged us recently and knows the most of the log."""
+        recent = self._tick - 2 * self._timing.heartbeat_ticks
+        alive = [p for p in self._peers if self._acked_tick.get(p, -1) >= recent]
+        if not alive:
+            return None
+        return max(alive, key=lambda p: (self._peer_chosen.get(p, NO_INDEX), p))
+
     def snapshot_taken(self, index: LogIndex, data: bytes) -> None:
         """The state after applying `index` is `data`: keep it as a snapshot, truncate before it."""
         assert self._snapshot is None or index >= self._snapshot.index, index
@@ -347,7 +392,7 @@ class Replica:
         """Everything to persist, send and apply since the last Ready."""
         assert not self._outstanding, "advance the previous Ready first"
         durable = Durable(
-            hard_state=HardState(self._promised, self._chosen_index)
+            hard_state=HardState(self._promised, self._chosen_index, self._voting)
             if self._hard_state_dirty
             else None,
             entries=tuple(self._unsaved[index] for index in sorted(self._unsaved)),
@@ -450,6 +495,7 @@ class Replica:
             last_index=LogIndex(max(self._log, default=self._first_index - 1)),
             queued_commands=len(self._queue),
             inflight_instances=len(self._proposals),
+            voting=self._voting,
         )
 
     # ------------------------------------------------------------------ acceptor
@@ -529,6 +575,9 @@ class Replica:
         if not self._take_master_message(sender, heartbeat.ballot):
             return
         self._send(sender, HeartbeatAck(heartbeat.ballot, heartbeat.sent_tick, self._chosen_index))
+        if not self._voting and self._rebuild_floor is None:
+            # Instances after the master's last proposed one start after our rebuild began.
+            self._rebuild_floor = LogIndex(heartbeat.last_index + 1)
         self._learn(sender, heartbeat.ballot, heartbeat.chosen_index)
 
     def _take_master_message(self, sender: ReplicaId, ballot: Ballot) -> bool:
@@ -620,6 +669,31 @@ class Replica:
             self._unsaved.pop(index, None)
         self._first_index = keep_from
         self._compact_through = LogIndex(keep_from - 1)
+
+    def _resign_received(self, sender: ReplicaId, resign: Resign) -> None:
+        """The master we may be leased to gave up: drop the lease; its successor campaigns."""
+        # Only a lease to that very mastership (same ballot) is released: a Resign delayed
+        # past a later mastership of the same replica must not cut that one's lease short.
+        if self._lease_holder == sender and resign.ballot == self._promised:
+            self._lease_holder = None
+            self._lease_until = 0
+        if self._role is not Role.FOLLOWER or self._leased_to_other(self._id):
+            return
+        if resign.successor == self._id and self._voting:
+            self._campaign_start()
+        else:
+            # The successor should win; campaign soon ourselves in case it does not.
+            self._election_deadline = self._tick + self._timing.retry_ticks + self._jitter()
+
+    def _rebuild_check(self) -> None:
+        """Become a voting member once an instance started after the rebuild is chosen."""
+        floor = self._rebuild_floor
+        if floor is None or self._chosen_index < floor or self._tick < self._timing.lease_ticks:
+            return
+        self._voting = True
+        self._hard_state_dirty = True  # durable before any vote this replica casts
+        self._election_deadline = max(self._election_deadline, self._lease_until) + self._jitter()
+        self._events.append(Rebuilt(self._chosen_index))
 
     # ------------------------------------------------------------------ candidate
 
@@ -754,7 +828,8 @@ class Replica:
         if self._tick >= self._heartbeat_due:
             self._heartbeat_due = self._tick + self._timing.heartbeat_ticks
             self._note_send()
-            heartbeat = Heartbeat(self._ballot, self._chosen_index, self._tick)
+            last = LogIndex(self._next_index - 1)
+            heartbeat = Heartbeat(self._ballot, self._chosen_index, self._tick, last)
             for peer in self._peers:
                 self._send(peer, heartbeat)
             self._resend_unacknowledged()
@@ -825,6 +900,9 @@ class Replica:
     def _accepted_received(self, sender: ReplicaId, accepted: Accepted) -> None:
         if not self._is_my_mastership(accepted.ballot):
             return
+        self._peer_chosen[sender] = max(
+            self._peer_chosen.get(sender, NO_INDEX), accepted.chosen_index
+        )
         self._lease_acknowledged(sender, accepted.sent_tick)
         proposal = self._proposals.get(accepted.index)
         if accepted.ballot != self._ballot or proposal is None:
@@ -835,6 +913,9 @@ class Replica:
 
     def _heartbeat_ack_received(self, sender: ReplicaId, ack: HeartbeatAck) -> None:
         if self._is_my_mastership(ack.ballot):
+            self._peer_chosen[sender] = max(
+                self._peer_chosen.get(sender, NO_INDEX), ack.chosen_index
+            )
             self._lease_acknowledged(sender, ack.sent_tick)
 
     def _is_my_mastership(self, ballot: Ballot) -> bool:
@@ -925,6 +1006,8 @@ class Replica:
         self._highest_seen = max(self._highest_seen, ballot)
 
     def _send(self, recipient: ReplicaId, message: PeerMessage) -> None:
+        if not self._voting and isinstance(message, Promise | Accepted | HeartbeatAck):
+            return  # rebuilding: a silent acceptor, as safe as one whose replies are lost
         self._outbox.append(Envelope(self._id, recipient, message))
 
     def _jitter(self) -> int:

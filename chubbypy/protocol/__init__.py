@@ -13,6 +13,7 @@ from chubbypy.protocol.peer import (
     PeerMessage,
     Prepare,
     Promise,
+    Resign,
 )
 from chubbypy.protocol.values import (
     COMMAND_OVERHEAD_BYTES,
@@ -57,6 +58,7 @@ __all__ = [
     "Prepare",
     "Promise",
     "ReplicaId",
+    "Resign",
     "Snapshot",
     "Value",
     "ValueKind",

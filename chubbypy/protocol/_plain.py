@@ -27,10 +27,13 @@ def unpack(data: bytes, parse: Callable[[Any], T]) -> T:
     try:
         plain = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as error:
-        raise DecodeError(f"not msgpack: {error}") from error
+        raise DecodeError(f"not msgpack: {type(error).__name__}: {error}") from error
     except RecursionError as error:
         raise DecodeError("nested too deeply") from error
-    return parse(plain)
+    try:
+        return parse(plain)
+    except RecursionError as error:
+        raise DecodeError("nested too deeply") from error
 
 
 def integer(data: Any, low: int = 0) -> int:

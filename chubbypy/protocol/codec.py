@@ -34,6 +34,7 @@ from chubbypy.protocol.peer import (
     PeerMessage,
     Prepare,
     Promise,
+    Resign,
 )
 
 __all__ = [
@@ -92,8 +93,8 @@ def _message(message: PeerMessage) -> list[Any]:
             return [3, _ballot(ballot), index, _value(value), chosen_index, sent_tick]
         case Accepted(ballot, index, sent_tick, chosen_index):
             return [4, _ballot(ballot), index, sent_tick, chosen_index]
-        case Heartbeat(ballot, chosen_index, sent_tick):
-            return [5, _ballot(ballot), chosen_index, sent_tick]
+        case Heartbeat(ballot, chosen_index, sent_tick, last_index):
+            return [5, _ballot(ballot), chosen_index, sent_tick, last_index]
         case HeartbeatAck(ballot, sent_tick, chosen_index):
             return [6, _ballot(ballot), sent_tick, chosen_index]
         case Nack(ballot, promised, leased, chosen_index):
@@ -104,6 +105,8 @@ def _message(message: PeerMessage) -> list[Any]:
             return [9, [_entry(e) for e in entries], chosen_index]
         case InstallSnapshot(snapshot):
             return [10, _snapshot(snapshot)]
+        case Resign(ballot, successor):
+            return [11, _ballot(ballot), successor]
     raise AssertionError(message)
 
 
@@ -193,12 +196,13 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
         lambda f: Accept(_to_ballot(f[0]), _index(f[1]), _to_value(f[2]), _index(f[3]), _int(f[4])),
     ),
     4: (4, lambda f: Accepted(_to_ballot(f[0]), _index(f[1]), _int(f[2]), _index(f[3]))),
-    5: (3, lambda f: Heartbeat(_to_ballot(f[0]), _index(f[1]), _int(f[2]))),
+    5: (4, lambda f: Heartbeat(_to_ballot(f[0]), _index(f[1]), _int(f[2]), _index(f[3]))),
     6: (3, lambda f: HeartbeatAck(_to_ballot(f[0]), _int(f[1]), _index(f[2]))),
     7: (4, lambda f: Nack(_to_ballot(f[0]), _to_ballot(f[1]), _bool(f[2]), _index(f[3]))),
     8: (1, lambda f: CatchUpRequest(LogIndex(_int(f[0], 1)))),
     9: (2, lambda f: CatchUp(_to_entries(f[0]), _index(f[1]))),
     10: (1, lambda f: InstallSnapshot(_to_snapshot(f[0]))),
+    11: (2, lambda f: Resign(_to_ballot(f[0]), ReplicaId(_str(f[1])))),
 }
 
 

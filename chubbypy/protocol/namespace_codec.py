@@ -192,6 +192,9 @@ def _to_stat(data: Any) -> Stat:
     )
 
 
+_MULTI_OP_TAG = 5
+_WRITTEN_TAG = 1
+
 _TESTS: dict[int, tuple[int, Callable[[list[Any]], Test]]] = {
     1: (1, lambda f: Exists(text(f[0]))),
     2: (1, lambda f: Absent(text(f[0]))),
@@ -203,9 +206,11 @@ _TESTS: dict[int, tuple[int, Callable[[list[Any]], Test]]] = {
 
 
 def _to_simple_write(data: Any) -> SimpleWrite:
-    write = write_from_plain(data)
-    if isinstance(write, MultiOp):
+    # Look at the tag before decoding, so a MultiOp nested a thousand deep costs nothing.
+    if type(data) is list and data and data[0] == _MULTI_OP_TAG:
         raise DecodeError("a MultiOp cannot contain another MultiOp")
+    write = write_from_plain(data)
+    assert not isinstance(write, MultiOp)
     return write
 
 
@@ -247,6 +252,8 @@ def _to_failure(fields: list[Any]) -> Failure:
 def _to_multi_result(fields: list[Any]) -> MultiResult:
     results = []
     for plain in array(fields[2]):
+        if type(plain) is not list or not plain or plain[0] != _WRITTEN_TAG:
+            raise DecodeError("a MultiOp's results are Written values")
         result = result_from_plain(plain)
         if not isinstance(result, Written):
             raise DecodeError("a MultiOp's results are Written values")

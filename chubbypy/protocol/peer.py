@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from chubbypy.protocol.values import Ballot, Entry, LogIndex, ReplicaId, Snapshot, Value
+from chubbypy.protocol.values import NO_INDEX, Ballot, Entry, LogIndex, ReplicaId, Snapshot, Value
 
 
 @frozen
@@ -61,11 +61,13 @@ class Accepted:
 
 @frozen
 class Heartbeat:
-    """The master's lease renewal when it has nothing to propose; carries its chosen index."""
+    """The master's lease renewal when it has nothing to propose; carries its chosen index,
+    and the last index it has proposed (a rebuilding replica dates its rebuild by it)."""
 
     ballot: Ballot
     chosen_index: LogIndex
     sent_tick: int
+    last_index: LogIndex = NO_INDEX
 
 
 @frozen
@@ -89,6 +91,18 @@ class Nack:
     promised: Ballot
     leased: bool
     chosen_index: LogIndex
+
+
+@frozen
+class Resign:
+    """The master at `ballot` gave up its mastership and its lease (a graceful stop).
+
+    An acceptor leased to it drops the lease at once; `successor` (a peer the master chose
+    as the most caught up, or "" for none) campaigns at once.
+    """
+
+    ballot: Ballot
+    successor: ReplicaId
 
 
 @frozen
@@ -121,6 +135,7 @@ PeerMessage = (
     | Heartbeat
     | HeartbeatAck
     | Nack
+    | Resign
     | CatchUpRequest
     | CatchUp
     | InstallSnapshot

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -64,6 +65,7 @@ hard_state_table = Table(
     Column("promised_round", BigInteger, nullable=False),
     Column("promised_replica", String(_NAME_LENGTH_MAX), nullable=False),
     Column("chosen_index", BigInteger, nullable=False),
+    Column("voting", Boolean, nullable=False),
 )
 """The acceptor's promise and chosen index: one row, id 1, written once it first changes."""
 
@@ -239,6 +241,7 @@ def _replace_hard_state(connection: Connection, hard_state: HardState) -> None:
         "promised_round": hard_state.promised.round,
         "promised_replica": hard_state.promised.replica_id,
         "chosen_index": hard_state.chosen_index,
+        "voting": hard_state.voting,
     }
     connection.execute(insert(hard_state_table).values(row))
 
@@ -286,7 +289,7 @@ def _read_hard_state(connection: Connection) -> HardState:
     if row is None:
         return HardState()
     promised = Ballot(row.promised_round, ReplicaId(row.promised_replica))
-    return HardState(promised, LogIndex(row.chosen_index))
+    return HardState(promised, LogIndex(row.chosen_index), bool(row.voting))
 
 
 def _read_snapshot(connection: Connection) -> Snapshot | None:

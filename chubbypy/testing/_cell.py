@@ -325,6 +325,29 @@ class SimCell:
             self._say(f"fault: restart {name}")
             node.boot()
 
+    def stop_gracefully(self, name: str, down_seconds: float, fault_end: int) -> None:
+        """A planned stop (SIGTERM): the master hands over, then the process exits."""
+        node = self.nodes[ReplicaId(name)]
+        self._say(f"fault: stop {name} gracefully")
+        node.resign()
+        self.scheduler.after(
+            50 * MILLISECOND, lambda: self._stop_then_restart(name, down_seconds, fault_end)
+        )
+
+    def _stop_then_restart(self, name: str, down_seconds: float, fault_end: int) -> None:
+        if self.nodes[ReplicaId(name)].alive and self.scheduler.now < fault_end:
+            self.crash(name)
+            self._later(down_seconds, lambda: self.restart(name), fault_end)
+
+    def wipe(self, name: str) -> None:
+        """Crash `name` and lose its disk; it comes back empty and rebuilds as a non-voter."""
+        node = self.nodes[ReplicaId(name)]
+        if node.alive:
+            self.crash(name)
+        self._say(f"fault: {name} loses its disk and restarts empty, rebuilding from its peers")
+        node.wipe()
+        node.boot(rebuilding=True)
+
     def partition(self, *groups: Iterable[str], one_way: bool = False) -> None:
         """Cut the links between the groups (one-way: only from earlier groups to later ones)."""
         sets = [set(group) for group in groups]
@@ -504,12 +527,14 @@ class SimCell:
                 "bridge",
                 "isolate-master",
                 "flap-master",
+                "graceful-stop",
+                "wipe",
                 "one-way",
                 "pause",
                 "network",
                 "heal",
             ],
-            weights=[12, 10, 10, 8, 10, 10, 6, 12, 14, 8],
+            weights=[12, 10, 10, 8, 10, 10, 8, 3, 6, 12, 14, 8],
         )[0]
         seconds = rng.uniform(0.2, 4.0)
         pick = rng.random()
@@ -538,6 +563,16 @@ class SimCell:
                     self._later(seconds, self.heal, fault_end)
                 case "flap-master":
                     self.flap_master(seconds, fault_end)
+                case "graceful-stop":
+                    target = self.master()
+                    if target is not None:
+                        self.stop_gracefully(target, seconds, fault_end)
+                case "wipe":
+                    # At most one replica rebuilds at a time: losing a second disk before the
+                    # first has rebuilt is beyond what a cell can survive.
+                    voting = [n for n in alive if self.nodes[n].core.status().voting]
+                    if len(voting) == len(self.names) and alive:
+                        self.wipe(alive[int(pick * len(alive))])
                 case "partition" | "one-way":
                     names = list(self.names)
                     random.Random(groups_seed).shuffle(names)

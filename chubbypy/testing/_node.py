@@ -26,6 +26,7 @@ from chubbypy.paxos import (
     Outcome,
     OutcomeKind,
     Ready,
+    Rebuilt,
     Replica,
     ReplicaEvent,
     Role,
@@ -98,8 +99,11 @@ class SimReplica:
 
     # ------------------------------------------------------------------ life cycle
 
-    def boot(self) -> None:
-        """Start the process (first start or restart): rebuild from what the disk holds."""
+    def boot(self, *, rebuilding: bool = False) -> None:
+        """Start the process (first start or restart) from what the disk holds.
+
+        `rebuilding`: the disk was lost, so the replica must not vote until it has rebuilt.
+        """
         assert not self.alive
         self.alive = True
         self.incarnation += 1
@@ -114,6 +118,7 @@ class SimReplica:
             chance,
             persisted,
             settings.bugs,
+            voting=not rebuilding,
         )
         self.machine = KvMachine()
         self.applier = Applier(
@@ -131,6 +136,18 @@ class SimReplica:
         self._last_snapshot_index = self.applier.applied_index
         self._checksum_due = settings.checksum_every_ticks
         self._tick_event(self.incarnation)
+
+    def resign(self) -> None:
+        """A graceful stop begins: a master hands its mastership over."""
+        self._run(self.incarnation, self._resign_now)
+
+    def _resign_now(self) -> None:
+        self.core.resign()
+
+    def wipe(self) -> None:
+        """The disk is lost (the process must be down)."""
+        assert not self.alive
+        self.store = MemoryStore()
 
     def crash(self) -> None:
         """Stop at once: in-flight disk writes, timers, and memory are lost."""
@@ -372,4 +389,8 @@ def describe_event(event: ReplicaEvent) -> str:
             return f"lost the master lease of epoch {epoch}"
         case SnapshotInstalled(index, sender):
             return f"installed a snapshot at index {index} from {sender}"
+        case Rebuilt(chosen_index):
+            return (
+                f"rebuilt its state from its peers (chosen through {chosen_index}); it votes again"
+            )
     raise AssertionError(event)

@@ -271,12 +271,14 @@ class Cell:
 
     # ------------------------------------------------------------------ processes
 
-    def start(self, rid: ReplicaId) -> Replica:
-        """Start (or restart) `rid` from what its store holds."""
+    def start(self, rid: ReplicaId, *, voting: bool = True) -> Replica:
+        """Start (or restart) `rid` from what its store holds (as a rebuild if not `voting`)."""
         assert rid not in self.replicas, rid
         persisted = self.stores[rid].load()
         chance = self._chances.get(rid, SteadyChance)()
-        replica = Replica(rid, self.members, self.timing, self.limits, chance, persisted, self.bugs)
+        replica = Replica(
+            rid, self.members, self.timing, self.limits, chance, persisted, self.bugs, voting=voting
+        )
         machine = DictMachine()
         applier = Applier(
             machine, clients_max=self._clients_max, client_results_max=self._client_results_max

@@ -31,6 +31,7 @@ from chubbypy.protocol import (
     Prepare,
     Promise,
     ReplicaId,
+    Resign,
     Snapshot,
     Value,
     ValueKind,
@@ -82,12 +83,13 @@ MESSAGES: dict[type, st.SearchStrategy[PeerMessage]] = {
     ),
     Accept: st.builds(Accept, ballots, indices, values, indices, counts),
     Accepted: st.builds(Accepted, ballots, indices, counts, indices),
-    Heartbeat: st.builds(Heartbeat, ballots, indices, counts),
+    Heartbeat: st.builds(Heartbeat, ballots, indices, counts, indices),
     HeartbeatAck: st.builds(HeartbeatAck, ballots, counts, indices),
     Nack: st.builds(Nack, ballots, ballots, st.booleans(), indices),
     CatchUpRequest: st.builds(CatchUpRequest, from_indices),
     CatchUp: st.builds(CatchUp, entry_lists, indices),
     InstallSnapshot: st.builds(InstallSnapshot, snapshots),
+    Resign: st.builds(Resign, ballots, st.sampled_from(["", "r1", "r2"]).map(ReplicaId)),
 }
 
 

@@ -1,0 +1,110 @@
+"""Length-prefixed framing: how a byte stream is cut into message bodies. Pure, sans-IO.
+
+Part of `chubbypy.protocol` (what crosses a process boundary, as data; STYLE §6 "Wire
+format"). A frame is a 4-byte big-endian unsigned length followed by that many bytes of body;
+`chubbypy.protocol.wire` turns a body into a message. The shell feeds whatever bytes a
+connection received to a `FrameDecoder` and gets back the complete bodies; it never looks
+at a length prefix itself.
+
+Framing errors are `ChubbyError`s (`FrameTooLarge`, `BadRequest`), so the shell can answer
+them with an `ErrorReply` for request 0 before it closes the connection. After an error the
+stream has lost its frame boundaries: the decoder refuses every later input, and the
+connection must be closed (reliability.md §5.3, items 1-4).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from chubbypy.protocol.errors import BadRequest, ChubbyError, FrameTooLarge
+
+__all__ = ["FRAME_LENGTH_MAX", "PREFIX_BYTES", "FrameDecoder", "encode_frame"]
+
+_PREFIX: Final = struct.Struct(">I")
+PREFIX_BYTES: Final = _PREFIX.size
+"""Bytes of the length prefix in front of every frame body."""
+FRAME_LENGTH_MAX: Final = (1 << 32) - 1
+"""The largest length a 4-byte prefix can state."""
+
+
+def encode_frame(body: bytes) -> bytes:
+    """`body` with its length prefix in front: one frame, ready to write to a connection."""
+    assert 1 <= len(body) <= FRAME_LENGTH_MAX, len(body)
+    return _PREFIX.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Cuts a stream of received bytes into frame bodies of at most `frame_bytes_max` bytes.
+
+    Theory of operation: received bytes are appended to one buffer, and `_offset` marks the
+    start of the first frame not yet returned. Each `feed` returns every frame completed so
+    far, then drops the consumed bytes once, so many small frames in one chunk cost one pass
+    and one frame split over many chunks costs one append per chunk (never quadratic).
+    A length prefix is checked as soon as its fourth byte arrives, so an oversized frame is
+    refused before any of its body is waited for or buffered beyond the chunk in hand.
+    """
+
+    def __init__(self, frame_bytes_max: int) -> None:
+        assert 1 <= frame_bytes_max <= FRAME_LENGTH_MAX, frame_bytes_max
+        self._frame_bytes_max = frame_bytes_max
+        self._buffer = bytearray()
+        self._offset = 0
+        self._failure: ChubbyError | None = None
+
+    @property
+    def frame_bytes_max(self) -> int:
+        """The largest frame body this decoder accepts."""
+        return self._frame_bytes_max
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received of a frame not yet complete (prefix included); 0 between frames.
+
+        Non-zero when the connection closes means the peer sent a truncated frame.
+        """
+        return len(self._buffer) - self._offset
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Every frame body completed by `data`, in order; a partial frame is kept for later.
+
+        Raises `FrameTooLarge` for a length prefix above the maximum and `BadRequest` for a
+        zero-length frame. The connection is then unusable, and frames completed earlier in
+        the same `data` are dropped with it (the client retries them like any request lost
+        to a broken connection).
+        """
+        if self._failure is not None:
+            raise self._failure
+        self._buffer += data
+        try:
+            frames = self._complete_frames()
+        except ChubbyError as failure:
+            self._failure = failure
+            self._buffer = bytearray()
+            self._offset = 0
+            raise
+        if self._offset:
+            del self._buffer[: self._offset]
+            self._offset = 0
+        return frames
+
+    def _complete_frames(self) -> list[bytes]:
+        offset, frames = self._offset, []
+        # A view copies each body once, straight into its bytes; it is released before
+        # `feed` resizes the buffer.
+        with memoryview(self._buffer) as view:
+            while len(view) - offset >= PREFIX_BYTES:
+                (length,) = _PREFIX.unpack_from(view, offset)
+                if length == 0:
+                    raise BadRequest("empty frame: a frame body is at least one byte")
+                if length > self._frame_bytes_max:
+                    raise FrameTooLarge(
+                        f"frame of {length} bytes is above the limit of {self._frame_bytes_max}"
+                    )
+                end = offset + PREFIX_BYTES + length
+                if end > len(view):
+                    break
+                frames.append(bytes(view[offset + PREFIX_BYTES : end]))
+                offset = end
+        self._offset = offset
+        return frames

@@ -1,0 +1,337 @@
+"""msgpack encoding of connection messages: the body of every frame on a client or peer port.
+
+Part of `chubbypy.protocol` (what crosses a process boundary, as data; STYLE §6 "Wire
+format"). `framing` cuts the byte stream into bodies; this module turns a body into one of the
+`chubbypy.protocol.client` messages and back. As in `codec.py`, each message is a msgpack array
+whose first item is a small integer tag, followed by its fields in order. Embedded namespace
+writes, reads and results use `namespace_codec`'s plain forms; a `PeerFrame` carries its Paxos
+message as the bytes `codec.encode_message` made, so the peer codec stays the only reader of
+those.
+
+Decoding checks everything once (types, integer ranges, string lengths, enum values, arity) and
+raises `DecodeError`, and nothing else, for a body that is not a message this module wrote:
+the other end of a connection may send anything (reliability.md §5.3, items 5 and 6). msgpack
+itself bounds every string, array and map by the body's length (so by the frame limit) and
+refuses nesting deeper than its stack, so a hostile body cannot make it allocate more than the
+frame it came in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn, assert_never, cast
+
+from chubbypy.protocol._plain import (
+    DecodeError,
+    array,
+    binary,
+    boolean,
+    integer,
+    pack,
+    tagged,
+    text,
+    unpack,
+)
+from chubbypy.protocol.client import (
+    CELL_CHARS_MAX,
+    ENDPOINT_CHARS_MAX,
+    ERROR_MESSAGE_CHARS_MAX,
+    INT64_MAX,
+    NAME_CHARS_MAX,
+    REPLICA_ROLES,
+    REPLICAS_MAX,
+    ConnectionRole,
+    ErrorReply,
+    Hello,
+    LocateMaster,
+    MasterLocation,
+    PeerFrame,
+    ReadReply,
+    ReadRequest,
+    Register,
+    Registered,
+    ReplicaAddress,
+    ReplicaRole,
+    ReplicaStatus,
+    RequestId,
+    StatusReply,
+    StatusRequest,
+    Welcome,
+    WireMessage,
+    WriteReply,
+    WriteRequest,
+)
+from chubbypy.protocol.codec import decode_message, encode_message
+from chubbypy.protocol.errors import ChubbyError, ErrorCode, error_for
+from chubbypy.protocol.namespace import ReadResult, WriteResult
+from chubbypy.protocol.namespace_codec import (
+    read_from_plain,
+    read_to_plain,
+    result_from_plain,
+    result_to_plain,
+    write_from_plain,
+    write_to_plain,
+)
+from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
+
+__all__ = [
+    "DecodeError",
+    "UnknownMessageError",
+    "decode_wire",
+    "encode_wire",
+    "error_reply_for",
+    "raise_for",
+]
+
+
+class UnknownMessageError(DecodeError):
+    """A well-formed body whose message tag this version does not know (UNKNOWN_MESSAGE).
+
+    The frame boundaries are intact, so unlike other decode errors this one says the peer
+    speaks a newer protocol rather than garbage.
+    """
+
+
+# ----------------------------------------------------------------------------- to plain data
+
+# Tags: the hello 1-2, client requests 10-19, their replies 20-29, peer frames 30.
+
+
+def _status(s: ReplicaStatus) -> list[Any]:
+    return [
+        s.replica_id,
+        s.role,
+        s.epoch,
+        s.promised,
+        s.chosen_index,
+        s.applied_index,
+        s.first_index,
+        s.last_index,
+        s.snapshot_index,
+        s.serving,
+        s.lease_valid,
+        s.lease_remaining_ms,
+        s.master_hint,
+        s.uptime_ms,
+    ]
+
+
+def _to_plain(message: WireMessage) -> list[Any]:
+    match message:
+        case PeerFrame(peer_message):  # first: by far the most frequent
+            return [30, encode_message(peer_message)]
+        case Hello(version, cell, role, name):
+            return [1, version, cell, int(role), name]
+        case Welcome(version, cell, replica_id):
+            return [2, version, cell, replica_id]
+        case LocateMaster(request_id):
+            return [10, request_id]
+        case Register(request_id, nonce):
+            return [11, request_id, nonce]
+        case WriteRequest(request_id, client_id, sequence, first_unacked, write):
+            return [12, request_id, client_id, sequence, first_unacked, write_to_plain(write)]
+        case ReadRequest(request_id, read):
+            return [13, request_id, read_to_plain(read)]
+        case StatusRequest(request_id):
+            return [14, request_id]
+        case MasterLocation(request_id, master, epoch, replicas):
+            addresses = [[r.replica_id, r.client_endpoint] for r in replicas]
+            return [20, request_id, master, epoch, addresses]
+        case Registered(request_id, client_id):
+            return [21, request_id, client_id]
+        case WriteReply(request_id, index, result):
+            return [22, request_id, index, result_to_plain(result)]
+        case ReadReply(request_id, applied_index, result):
+            return [23, request_id, applied_index, result_to_plain(result)]
+        case StatusReply(request_id, status):
+            return [24, request_id, _status(status)]
+        case ErrorReply(request_id, code, explanation, master_hint):
+            return [29, request_id, int(code), explanation, master_hint]
+        case unexpected:
+            assert_never(unexpected)
+
+
+def encode_wire(message: WireMessage) -> bytes:
+    """The frame body for `message` (give it to `framing.encode_frame`)."""
+    return pack(_to_plain(message))
+
+
+# ----------------------------------------------------------------------------- from plain data
+
+_BALLOT_CHARS_MAX = 20 + NAME_CHARS_MAX
+"""A ballot as text: a round of up to 19 digits, a dot, a replica id."""
+
+
+def _uint(data: Any, low: int = 0) -> int:
+    value = integer(data, low)
+    if value > INT64_MAX:
+        raise DecodeError(f"integer {value} is above the limit of {INT64_MAX}")
+    return value
+
+
+def _string(data: Any, chars_max: int, what: str, chars_min: int = 1) -> str:
+    value = text(data)
+    if not chars_min <= len(value) <= chars_max:
+        raise DecodeError(f"{what} of {len(value)} characters: expected {chars_min} to {chars_max}")
+    return value
+
+
+def _request_id(data: Any) -> RequestId:
+    return RequestId(_uint(data, 1))
+
+
+def _index(data: Any) -> LogIndex:
+    return LogIndex(_uint(data))
+
+
+def _replica_id(data: Any) -> ReplicaId:
+    return ReplicaId(_string(data, NAME_CHARS_MAX, "replica id"))
+
+
+def _optional_replica_id(data: Any) -> ReplicaId | None:
+    return None if data is None else _replica_id(data)
+
+
+def _cell(data: Any) -> str:
+    return _string(data, CELL_CHARS_MAX, "cell name")
+
+
+def _to_role(data: Any) -> ConnectionRole:
+    try:
+        return ConnectionRole(integer(data))
+    except ValueError as error:
+        raise DecodeError(f"unknown connection role {data!r:.20}") from error
+
+
+def _to_code(data: Any) -> ErrorCode:
+    try:
+        return ErrorCode(integer(data))
+    except ValueError as error:
+        raise DecodeError(f"unknown error code {data!r:.20}") from error
+
+
+def _to_replica_role(data: Any) -> ReplicaRole:
+    if type(data) is not str or data not in REPLICA_ROLES:
+        raise DecodeError(f"unknown replica role {data!r:.20}")
+    return cast(ReplicaRole, data)
+
+
+def _to_hello(fields: list[Any]) -> Hello:
+    name = _string(fields[3], NAME_CHARS_MAX, "name")
+    return Hello(_uint(fields[0]), _cell(fields[1]), _to_role(fields[2]), name)
+
+
+def _to_address(data: Any) -> ReplicaAddress:
+    replica_id, endpoint = array(data, 2)
+    return ReplicaAddress(
+        _replica_id(replica_id), _string(endpoint, ENDPOINT_CHARS_MAX, "endpoint")
+    )
+
+
+def _to_master_location(fields: list[Any]) -> MasterLocation:
+    addresses = array(fields[3])
+    if len(addresses) > REPLICAS_MAX:
+        raise DecodeError(f"{len(addresses)} replica addresses: at most {REPLICAS_MAX}")
+    replicas = tuple(_to_address(a) for a in addresses)
+    master = _optional_replica_id(fields[1])
+    return MasterLocation(_request_id(fields[0]), master, Epoch(_uint(fields[2])), replicas)
+
+
+def _to_write_request(fields: list[Any]) -> WriteRequest:
+    # Client 0 is NO_CLIENT, which the log reads as a registration: never a write's author.
+    # Sequences number a client's commands from 1.
+    client_id, sequence = ClientId(_uint(fields[1], 1)), _uint(fields[2], 1)
+    write = write_from_plain(fields[4])
+    return WriteRequest(_request_id(fields[0]), client_id, sequence, _uint(fields[3]), write)
+
+
+def _to_write_result(data: Any) -> WriteResult:
+    result = result_from_plain(data)
+    if not isinstance(result, WriteResult):
+        raise DecodeError(f"a write's result cannot be a {type(result).__name__}")
+    return result
+
+
+def _to_read_result(data: Any) -> ReadResult:
+    result = result_from_plain(data)
+    if not isinstance(result, ReadResult):
+        raise DecodeError(f"a read's result cannot be a {type(result).__name__}")
+    return result
+
+
+def _to_status(data: Any) -> ReplicaStatus:
+    f = array(data, 14)
+    return ReplicaStatus(
+        replica_id=_replica_id(f[0]),
+        role=_to_replica_role(f[1]),
+        epoch=Epoch(_uint(f[2])),
+        promised=_string(f[3], _BALLOT_CHARS_MAX, "ballot"),
+        chosen_index=_index(f[4]),
+        applied_index=_index(f[5]),
+        first_index=_index(f[6]),
+        last_index=_index(f[7]),
+        snapshot_index=_index(f[8]),
+        serving=boolean(f[9]),
+        lease_valid=boolean(f[10]),
+        lease_remaining_ms=_uint(f[11]),
+        master_hint=_optional_replica_id(f[12]),
+        uptime_ms=_uint(f[13]),
+    )
+
+
+def _to_error_reply(fields: list[Any]) -> ErrorReply:
+    message = _string(fields[2], ERROR_MESSAGE_CHARS_MAX, "error message", chars_min=0)
+    hint = _optional_replica_id(fields[3])
+    return ErrorReply(RequestId(_uint(fields[0])), _to_code(fields[1]), message, hint)
+
+
+_MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
+    1: (4, _to_hello),
+    2: (3, lambda f: Welcome(_uint(f[0]), _cell(f[1]), _replica_id(f[2]))),
+    10: (1, lambda f: LocateMaster(_request_id(f[0]))),
+    11: (2, lambda f: Register(_request_id(f[0]), _uint(f[1]))),
+    12: (5, _to_write_request),
+    13: (2, lambda f: ReadRequest(_request_id(f[0]), read_from_plain(f[1]))),
+    14: (1, lambda f: StatusRequest(_request_id(f[0]))),
+    20: (4, _to_master_location),
+    21: (2, lambda f: Registered(_request_id(f[0]), ClientId(_uint(f[1], 1)))),
+    22: (3, lambda f: WriteReply(_request_id(f[0]), _index(f[1]), _to_write_result(f[2]))),
+    23: (3, lambda f: ReadReply(_request_id(f[0]), _index(f[1]), _to_read_result(f[2]))),
+    24: (2, lambda f: StatusReply(_request_id(f[0]), _to_status(f[1]))),
+    29: (4, _to_error_reply),
+    30: (1, lambda f: PeerFrame(decode_message(binary(f[0])))),
+}
+
+
+def _from_plain(plain: Any) -> WireMessage:
+    if type(plain) is list and plain and type(plain[0]) is int and plain[0] not in _MESSAGES:
+        raise UnknownMessageError(f"unknown message tag {plain[0]}")
+    try:
+        return tagged(plain, _MESSAGES, "message")
+    except RecursionError as error:
+        # msgpack refuses nesting past its stack, but the namespace codec parses a nested
+        # MultiOp (or MultiResult) before refusing it, one Python frame per level or more.
+        raise DecodeError("nested too deeply") from error
+
+
+def decode_wire(body: bytes) -> WireMessage:
+    """The message in frame body `body`; `DecodeError` (only) if it is not one."""
+    return unpack(body, _from_plain)
+
+
+# ----------------------------------------------------------------------------- operating errors
+
+
+def error_reply_for(error: ChubbyError, request_id: int) -> ErrorReply:
+    """The reply that makes the client raise `error`'s class with its message and hint.
+
+    The message is cut to the wire's limit: it may quote client input, such as a long path.
+    """
+    hint = None if error.master_hint is None else ReplicaId(error.master_hint)
+    message = error.message[:ERROR_MESSAGE_CHARS_MAX]
+    return ErrorReply(RequestId(request_id), error.code, message, hint)
+
+
+def raise_for(reply: ErrorReply) -> NoReturn:
+    """Raise the `ChubbyError` subclass for `reply`'s code, as a client does on receiving it."""
+    raise error_for(reply.code, reply.message, reply.master_hint)

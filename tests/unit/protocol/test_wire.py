@@ -1,0 +1,499 @@
+"""The wire codec: every message round-trips, and any bad body raises DecodeError and nothing else.
+
+The bad bodies follow reliability.md §5.3 items 5 and 6 (msgpack decoding, then the schema).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chubbypy.protocol import (
+    Accept,
+    Ballot,
+    CatchUp,
+    ClientId,
+    Command,
+    Entry,
+    Epoch,
+    InstallSnapshot,
+    LogIndex,
+    Nack,
+    PeerMessage,
+    Prepare,
+    ReplicaId,
+    Snapshot,
+    Value,
+    ValueKind,
+)
+from chubbypy.protocol.client import (
+    CELL_CHARS_MAX,
+    ENDPOINT_CHARS_MAX,
+    ERROR_MESSAGE_CHARS_MAX,
+    INT64_MAX,
+    NAME_CHARS_MAX,
+    PROTOCOL_VERSION,
+    REPLICAS_MAX,
+    ConnectionRole,
+    ErrorReply,
+    Hello,
+    LocateMaster,
+    MasterLocation,
+    PeerFrame,
+    ReadReply,
+    ReadRequest,
+    Register,
+    Registered,
+    ReplicaAddress,
+    ReplicaStatus,
+    RequestId,
+    StatusReply,
+    StatusRequest,
+    Welcome,
+    WireMessage,
+    WriteReply,
+    WriteRequest,
+)
+from chubbypy.protocol.codec import encode_message
+from chubbypy.protocol.errors import ERROR_CLASSES, ErrorCode, Failure, NotMaster
+from chubbypy.protocol.namespace import (
+    Absent,
+    AclGenerationIs,
+    AclNames,
+    ContentGenerationIs,
+    Contents,
+    ContentsAre,
+    Create,
+    Delete,
+    DirEntry,
+    Exists,
+    GetContentsAndStat,
+    GetStat,
+    InstanceIs,
+    Listing,
+    MultiOp,
+    MultiResult,
+    Read,
+    ReadDir,
+    ReadResult,
+    SetAcl,
+    SetContents,
+    SimpleWrite,
+    Stat,
+    Test,
+    Write,
+    WriteResult,
+    Written,
+)
+from chubbypy.protocol.wire import (
+    DecodeError,
+    UnknownMessageError,
+    decode_wire,
+    encode_wire,
+    error_reply_for,
+    raise_for,
+)
+
+R1 = ReplicaId("r1")
+
+# ----------------------------------------------------------------------------- strategies
+
+uints = st.integers(0, INT64_MAX)
+request_ids = st.integers(1, INT64_MAX).map(RequestId)
+indices = uints.map(LogIndex)
+names = st.text(min_size=1, max_size=12)
+replica_ids = names.map(ReplicaId)
+optional_replica_ids = st.none() | replica_ids
+cells = st.text(min_size=1, max_size=8)
+paths = st.text(max_size=12)
+blobs = st.binary(max_size=16)
+
+acls = st.builds(AclNames, names, names, names)
+stats = st.builds(
+    Stat, uints, uints, uints, uints, uints, acls, st.booleans(), st.booleans(), uints
+)
+tests: st.SearchStrategy[Test] = st.one_of(
+    st.builds(Exists, paths),
+    st.builds(Absent, paths),
+    st.builds(ContentGenerationIs, paths, uints),
+    st.builds(AclGenerationIs, paths, uints),
+    st.builds(InstanceIs, paths, uints),
+    st.builds(ContentsAre, paths, blobs),
+)
+simple_writes: st.SearchStrategy[SimpleWrite] = st.one_of(
+    st.builds(Create, paths, st.booleans(), blobs, st.none() | acls, st.booleans()),
+    st.builds(SetContents, paths, blobs, st.none() | uints),
+    st.builds(Delete, paths, st.none() | uints),
+    st.builds(SetAcl, paths, acls, st.none() | uints),
+)
+writes: st.SearchStrategy[Write] = simple_writes | st.builds(
+    MultiOp,
+    st.lists(tests, max_size=3).map(tuple),
+    st.lists(simple_writes, max_size=3).map(tuple),
+    st.lists(simple_writes, max_size=3).map(tuple),
+)
+reads: st.SearchStrategy[Read] = st.one_of(
+    st.builds(GetContentsAndStat, paths),
+    st.builds(GetStat, paths),
+    st.builds(ReadDir, paths, paths, st.integers(1, INT64_MAX)),
+)
+failures = st.builds(Failure, st.sampled_from(ErrorCode), st.text(max_size=20))
+writtens = st.builds(Written, st.none() | stats)
+write_results: st.SearchStrategy[WriteResult] = st.one_of(
+    writtens,
+    st.builds(
+        MultiResult,
+        st.booleans(),
+        st.lists(st.booleans(), max_size=3).map(tuple),
+        st.lists(writtens, max_size=3).map(tuple),
+    ),
+    failures,
+)
+read_results: st.SearchStrategy[ReadResult] = st.one_of(
+    st.builds(Contents, blobs, stats),
+    stats,
+    st.builds(
+        Listing, st.lists(st.builds(DirEntry, names, stats), max_size=3).map(tuple), st.booleans()
+    ),
+    failures,
+)
+
+ballots = st.builds(Ballot, uints, replica_ids)
+values = st.builds(
+    Value,
+    uints.map(Epoch),
+    st.just(ValueKind.COMMANDS),
+    st.lists(st.builds(Command, uints.map(ClientId), uints, blobs, uints), max_size=3).map(tuple),
+)
+peer_messages: st.SearchStrategy[PeerMessage] = st.one_of(
+    st.builds(Prepare, ballots, st.integers(1, INT64_MAX).map(LogIndex)),
+    st.builds(Accept, ballots, indices, values, indices, uints),
+    st.builds(Nack, ballots, ballots, st.booleans(), indices),
+    st.builds(
+        CatchUp,
+        st.lists(
+            st.builds(Entry, st.integers(1, INT64_MAX).map(LogIndex), ballots, values),
+            max_size=2,
+        ).map(tuple),
+        indices,
+    ),
+    st.builds(InstallSnapshot, st.builds(Snapshot, indices, blobs)),
+)
+
+statuses = st.builds(
+    ReplicaStatus,
+    replica_id=replica_ids,
+    role=st.sampled_from(["master", "candidate", "follower"]),
+    epoch=uints.map(Epoch),
+    promised=ballots.map(str),
+    chosen_index=indices,
+    applied_index=indices,
+    first_index=indices,
+    last_index=indices,
+    snapshot_index=indices,
+    serving=st.booleans(),
+    lease_valid=st.booleans(),
+    lease_remaining_ms=uints,
+    master_hint=optional_replica_ids,
+    uptime_ms=uints,
+)
+
+MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
+    Hello: st.builds(Hello, uints, cells, st.sampled_from(ConnectionRole), names),
+    Welcome: st.builds(Welcome, uints, cells, replica_ids),
+    LocateMaster: st.builds(LocateMaster, request_ids),
+    Register: st.builds(Register, request_ids, uints),
+    WriteRequest: st.builds(
+        WriteRequest,
+        request_ids,
+        st.integers(1, INT64_MAX).map(ClientId),
+        st.integers(1, INT64_MAX),
+        uints,
+        writes,
+    ),
+    ReadRequest: st.builds(ReadRequest, request_ids, reads),
+    StatusRequest: st.builds(StatusRequest, request_ids),
+    MasterLocation: st.builds(
+        MasterLocation,
+        request_ids,
+        optional_replica_ids,
+        uints.map(Epoch),
+        st.lists(
+            st.builds(ReplicaAddress, replica_ids, st.text(min_size=1, max_size=30)), max_size=5
+        ).map(tuple),
+    ),
+    Registered: st.builds(Registered, request_ids, st.integers(1, INT64_MAX).map(ClientId)),
+    WriteReply: st.builds(WriteReply, request_ids, indices, write_results),
+    ReadReply: st.builds(ReadReply, request_ids, indices, read_results),
+    StatusReply: st.builds(StatusReply, request_ids, statuses),
+    ErrorReply: st.builds(
+        ErrorReply,
+        uints.map(RequestId),
+        st.sampled_from(ErrorCode),
+        st.text(max_size=40),
+        optional_replica_ids,
+    ),
+    PeerFrame: st.builds(PeerFrame, peer_messages),
+}
+
+
+def test_every_message_type_has_a_strategy() -> None:
+    """The round-trip test below covers every member of the WireMessage union."""
+    assert set(MESSAGES) == set(typing.get_args(WireMessage))
+
+
+@pytest.mark.parametrize("kind", list(MESSAGES), ids=lambda kind: kind.__name__)
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_message_round_trips(kind: type, data: st.DataObject) -> None:
+    """decode_wire(encode_wire(m)) == m for every message type."""
+    message = data.draw(MESSAGES[kind])
+    assert decode_wire(encode_wire(message)) == message
+
+
+def test_a_hello_of_any_version_decodes() -> None:
+    """A Hello from a newer version still decodes, so the replica can say which it speaks."""
+    hello = Hello(PROTOCOL_VERSION + 1, "cell", ConnectionRole.PEER, "r2")
+    assert decode_wire(encode_wire(hello)) == hello
+
+
+def test_strings_and_integers_at_their_limits_decode() -> None:
+    """Names of 255, cells of 64, messages of 4096 characters and INT64_MAX ids are accepted."""
+    messages: list[WireMessage] = [
+        Hello(1, "c" * CELL_CHARS_MAX, ConnectionRole.CLIENT, "n" * NAME_CHARS_MAX),
+        Register(RequestId(INT64_MAX), INT64_MAX),
+        ErrorReply(RequestId(0), ErrorCode.BUSY, "m" * ERROR_MESSAGE_CHARS_MAX, None),
+        MasterLocation(
+            RequestId(1),
+            R1,
+            Epoch(0),
+            (ReplicaAddress(R1, "e" * ENDPOINT_CHARS_MAX),) * REPLICAS_MAX,
+        ),
+    ]
+    for message in messages:
+        assert decode_wire(encode_wire(message)) == message
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def pack(data: object) -> bytes:
+    return bytes(msgpack.packb(data, use_bin_type=True))
+
+
+def replaced(base: list[Any], position: int, value: object) -> list[Any]:
+    """`base` with the item at `position` replaced: one bad field in an otherwise good message."""
+    return [value if i == position else item for i, item in enumerate(base)]
+
+
+STAT = [1, 1, 0, 0, 0, ["r", "w", "c"], False, False, 3]
+STATUS = ["r1", "master", 3, "7.r2", 10, 10, 1, 12, 0, True, True, 500, "r1", 1000]
+GOOD: dict[str, list[Any]] = {
+    "hello": [1, 1, "cell", 1, "client-a"],
+    "welcome": [2, 1, "cell", "r1"],
+    "locate": [10, 1],
+    "register": [11, 1, 42],
+    "write": [12, 1, 5, 1, 0, [3, "/ls/cell/x", None]],
+    "read": [13, 1, [2, "/ls/cell/x"]],
+    "status": [14, 1],
+    "location": [20, 1, "r1", 3, [["r1", "tcp:localhost:7001"]]],
+    "registered": [21, 1, 5],
+    "write reply": [22, 1, 10, [1, None]],
+    "read reply": [23, 1, 10, [4, b"abc", STAT]],
+    "status reply": [24, 1, STATUS],
+    "error": [29, 0, 20, "not master", "r2"],
+    "peer": [30, encode_message(Prepare(Ballot(1, R1), LogIndex(1)))],
+}
+
+
+@pytest.mark.parametrize("plain", list(GOOD.values()), ids=list(GOOD))
+def test_the_good_examples_decode(plain: list[Any]) -> None:
+    """Each base message the bad cases below mutate is itself valid."""
+    decode_wire(pack(plain))
+
+
+def nested_multi_ops(depth: int) -> list[Any]:
+    write: list[Any] = [3, "/x", None]
+    for _ in range(depth):
+        write = [5, [], [write], []]
+    return write
+
+
+def nested_multi_results(depth: int) -> list[Any]:
+    result: list[Any] = [1, None]
+    for _ in range(depth):
+        result = [2, True, [], [result]]
+    return result
+
+
+W, E, L, S = GOOD["write"], GOOD["error"], GOOD["location"], GOOD["status reply"]
+BAD: dict[str, bytes] = {
+    # msgpack itself (§5.3 item 5)
+    "empty body": b"",
+    "invalid type byte": b"\xc1",
+    "garbage": b"\xff\xfe\xfd\xfc",
+    "truncated": pack(GOOD["write"])[:-1],
+    "trailing bytes": pack(GOOD["locate"]) + b"\x00",
+    "truncated str header": b"\x93\x01\x01\xdb\x00\x00",
+    "array header claiming 2**32-1 items": b"\x92\x0a\xdd\xff\xff\xff\xff",
+    "str header claiming 4 GiB": b"\x92\x0a\xdb\xff\xff\xff\xff",
+    "nested 10**5 deep": b"\x91" * 100_000 + b"\xc0",
+    "request id nested 2000 deep": b"\x92\x0a" + b"\x91" * 2000 + b"\x01",
+    "MultiOp nested 400 deep": pack(replaced(W, 5, nested_multi_ops(400))),
+    "MultiResult nested 400 deep": pack([22, 1, 10, nested_multi_results(400)]),
+    "ext type": pack([10, msgpack.ExtType(1, b"x")]),
+    "timestamp": pack([10, msgpack.Timestamp(0)]),
+    "invalid utf-8": b"\x95\x01\x01\xa2\xff\xfe\x01\xa1a",
+    "map with int keys": pack([10, {1: 2}]),
+    "request id as float": pack([10, 1.0]),
+    "request id NaN": pack([10, float("nan")]),
+    "epoch infinite": pack(replaced(L, 3, float("inf"))),
+    # the schema (§5.3 item 6)
+    "not a list": pack({"tag": 10, "request_id": 1}),
+    "empty list": pack([]),
+    "tag as string": pack(["10", 1]),
+    "tag as bool": pack([True, 1]),
+    "too few fields": pack([10]),
+    "extra field": pack([*GOOD["locate"], 0]),
+    "extra field in a status": pack([24, 1, [*STATUS, 0]]),
+    "map where the addresses list is": pack(replaced(L, 4, {"r1": "tcp:localhost:7001"})),
+    "map where the write is": pack(replaced(W, 5, {"path": "/x"})),
+    "request id 0": pack([10, 0]),
+    "request id -1": pack([10, -1]),
+    "request id 2**63": pack([10, 2**63]),
+    "request id 2**64-1": pack([10, 2**64 - 1]),
+    "request id as string": pack([10, "1"]),
+    "request id as bool": pack([10, True]),
+    "request id as nil": pack([10, None]),
+    "negative nonce": pack([11, 1, -1]),
+    "client id 0 in a write": pack(replaced(W, 2, 0)),
+    "negative client id": pack(replaced(W, 2, -5)),
+    "sequence 0": pack(replaced(W, 3, 0)),
+    "negative first_unacked": pack(replaced(W, 4, -1)),
+    "first_unacked 2**63": pack(replaced(W, 4, 2**63)),
+    "write as string": pack(replaced(W, 5, "delete /x")),
+    "MultiOp inside a MultiOp": pack(replaced(W, 5, nested_multi_ops(2))),
+    "read as a write": pack([13, 1, [3, "/ls/cell/x", None]]),
+    "registered client 0": pack([21, 1, 0]),
+    "negative index": pack([22, 1, -1, [1, None]]),
+    "read result in a write reply": pack([22, 1, 10, [4, b"abc", STAT]]),
+    "write result in a read reply": pack([23, 1, 10, [1, None]]),
+    "negative epoch": pack(replaced(L, 3, -1)),
+    "master as int": pack(replaced(L, 2, 1)),
+    "empty master id": pack(replaced(L, 2, "")),
+    "address of three": pack(replaced(L, 4, [["r1", "tcp:localhost:7001", 0]])),
+    "endpoint as bytes": pack(replaced(L, 4, [["r1", b"tcp:localhost:7001"]])),
+    "endpoint too long": pack(replaced(L, 4, [["r1", "e" * (ENDPOINT_CHARS_MAX + 1)]])),
+    "too many replicas": pack(replaced(L, 4, [["r1", "tcp:1"]] * (REPLICAS_MAX + 1))),
+    "version as string": pack(replaced(GOOD["hello"], 1, "1")),
+    "cell as bytes": pack(replaced(GOOD["hello"], 2, b"cell")),
+    "empty cell": pack(replaced(GOOD["hello"], 2, "")),
+    "cell too long": pack(replaced(GOOD["hello"], 2, "c" * (CELL_CHARS_MAX + 1))),
+    "name too long": pack(replaced(GOOD["hello"], 4, "n" * (NAME_CHARS_MAX + 1))),
+    "name as int": pack(replaced(GOOD["hello"], 4, 7)),
+    "unknown role 0": pack(replaced(GOOD["hello"], 3, 0)),
+    "unknown role 3": pack(replaced(GOOD["hello"], 3, 3)),
+    "role as string": pack(replaced(GOOD["hello"], 3, "client")),
+    "welcome replica id too long": pack(replaced(GOOD["welcome"], 3, "r" * 256)),
+    "status of 13 fields": pack([24, 1, STATUS[:-1]]),
+    "unknown replica role": pack([24, 1, replaced(STATUS, 1, "leader")]),
+    "replica role as bytes": pack([24, 1, replaced(STATUS, 1, b"master")]),
+    "serving as int": pack([24, 1, replaced(STATUS, 9, 1)]),
+    "negative lease remaining": pack([24, 1, replaced(STATUS, 11, -1)]),
+    "ballot text too long": pack([24, 1, replaced(STATUS, 3, "7." + "r" * 300)]),
+    "unknown error code 0": pack(replaced(E, 2, 0)),
+    "unknown error code 26": pack(replaced(E, 2, 26)),
+    "error code as string": pack(replaced(E, 2, "NOT_MASTER")),
+    "negative request id in an error": pack(replaced(E, 1, -1)),
+    "error message too long": pack(replaced(E, 3, "m" * (ERROR_MESSAGE_CHARS_MAX + 1))),
+    "error message as bytes": pack(replaced(E, 3, b"not master")),
+    "master hint as int": pack(replaced(E, 4, 2)),
+    "peer frame as a list": pack([30, [1, [1, "r1"], 1]]),
+    "peer frame of garbage": pack([30, b"\xc1"]),
+    "peer frame with an unknown peer tag": pack([30, pack([99])]),
+}
+
+
+@pytest.mark.parametrize("body", list(BAD.values()), ids=list(BAD))
+def test_malformed_body_raises_decode_error(body: bytes) -> None:
+    """Each malformed body raises DecodeError (and so nothing else)."""
+    with pytest.raises(DecodeError):
+        decode_wire(body)
+
+
+@pytest.mark.parametrize("tag", [0, 3, 15, 25, 31, 99, 2**40])
+def test_an_unknown_tag_is_an_unknown_message(tag: int) -> None:
+    """A well-formed body with a tag this version lacks raises UnknownMessageError."""
+    with pytest.raises(UnknownMessageError, match="unknown message tag"):
+        decode_wire(pack([tag, 1]))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(data=st.binary(max_size=64))
+def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
+    """Whatever body decode_wire is given, it returns a message or raises DecodeError."""
+    with contextlib.suppress(DecodeError):
+        decode_wire(data)
+
+
+plain = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=4)
+    | st.binary(max_size=4),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=2), children, max_size=2)
+    ),
+    max_leaves=20,
+)
+"""Plain msgpack data shaped like our arrays, so the fuzzing reaches the field parsers."""
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(good=st.sampled_from(list(GOOD.values())), data=st.data())
+def test_arbitrary_fields_raise_only_decode_error(good: list[Any], data: st.DataObject) -> None:
+    """A known tag with the right number of arbitrary fields gives a message or DecodeError."""
+    fields = data.draw(st.lists(plain, min_size=len(good) - 1, max_size=len(good) - 1))
+    with contextlib.suppress(DecodeError):
+        decode_wire(pack([good[0], *fields]))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(good=st.sampled_from(list(GOOD.values())), data=st.data())
+def test_one_arbitrary_field_raises_only_decode_error(good: list[Any], data: st.DataObject) -> None:
+    """A good message with one field replaced by arbitrary data gives a message or DecodeError."""
+    position = data.draw(st.integers(1, len(good) - 1))
+    with contextlib.suppress(DecodeError):
+        decode_wire(pack(replaced(good, position, data.draw(plain))))
+
+
+# ----------------------------------------------------------------------------- operating errors
+
+
+@pytest.mark.parametrize("code", list(ErrorCode), ids=lambda code: code.name)
+def test_error_reply_for_and_raise_for_round_trip(code: ErrorCode) -> None:
+    """An error sent as a reply is raised by the client as the same class, message and hint."""
+    error = ERROR_CLASSES[code]("what went wrong", master_hint="r2")
+    reply = decode_wire(encode_wire(error_reply_for(error, 7)))
+    assert reply == ErrorReply(RequestId(7), code, "what went wrong", ReplicaId("r2"))
+    assert isinstance(reply, ErrorReply)
+    with pytest.raises(ERROR_CLASSES[code]) as raised:
+        raise_for(reply)
+    assert type(raised.value) is ERROR_CLASSES[code]
+    assert (raised.value.message, raised.value.master_hint) == ("what went wrong", "r2")
+
+
+def test_a_long_error_message_is_cut_to_the_wire_limit() -> None:
+    """An error quoting a huge path still makes a reply the client can decode."""
+    reply = error_reply_for(NotMaster("x" * 10_000), 0)
+    assert len(reply.message) == ERROR_MESSAGE_CHARS_MAX
+    assert reply.master_hint is None
+    assert decode_wire(encode_wire(reply)) == reply
