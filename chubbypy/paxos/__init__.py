@@ -33,6 +33,7 @@ from chubbypy.paxos._ready import (
     Status,
     StepDownReason,
     SteppedDown,
+    describe_event,
 )
 from chubbypy.paxos._replica import Replica, quorum_size
 from chubbypy.paxos._settings import Limits, Timing, master_lease_ticks_for
@@ -67,6 +68,7 @@ __all__ = [
     "StepDownReason",
     "SteppedDown",
     "Timing",
+    "describe_event",
     "master_lease_ticks_for",
     "quorum_size",
 ]

@@ -66,9 +66,13 @@ class Durable:
 
 @frozen
 class Persisted:
-    """What a store holds for a replica: enough to rebuild it exactly as it persisted itself."""
+    """What a store holds for a replica: enough to rebuild it exactly as it persisted itself.
 
-    hard_state: HardState = HardState()
+    `hard_state` is None only for a store nothing was ever written to: a brand-new replica,
+    or one whose disk was lost (the server tells which from how it was started).
+    """
+
+    hard_state: HardState | None = None
     snapshot: Snapshot | None = None
     entries: tuple[Entry, ...] = ()
 
@@ -212,3 +216,31 @@ class Status:
     inflight_instances: int
     voting: bool
     """False while the replica rebuilds lost state from its peers (PML §5.1)."""
+
+
+def describe_event(event: ReplicaEvent) -> str:
+    """One line for a replica event, for narration and logs."""
+    match event:
+        case Campaigning(ballot):
+            return f"campaigns for mastership with ballot {ballot}"
+        case BecameMaster(ballot, epoch, recovered):
+            return (
+                f"won ballot {ballot}: master for epoch {epoch}, re-proposing {recovered} entries"
+            )
+        case StartedServing(epoch, index):
+            return f"serves epoch {epoch} (its first entry, {index}, is applied)"
+        case SteppedDown(Role.MASTER, epoch, _, reason):
+            return f"steps down as master of epoch {epoch}: {reason.value}"
+        case SteppedDown(_, _, ballot, reason):
+            return f"gives up its campaign with ballot {ballot}: {reason.value}"
+        case LeaseAcquired(epoch, expiry):
+            return f"holds the master lease for epoch {epoch} (until tick {expiry})"
+        case LeaseLost(epoch):
+            return f"lost the master lease of epoch {epoch}"
+        case SnapshotInstalled(index, sender):
+            return f"installed a snapshot at index {index} from {sender}"
+        case Rebuilt(chosen_index):
+            return (
+                f"rebuilt its state from its peers (chosen through {chosen_index}); it votes again"
+            )
+    raise AssertionError(event)

@@ -175,9 +175,10 @@ class Replica:
 
         # Acceptor and learner state; the durable part is restored from `persisted`.
         persisted = persisted or Persisted()
-        self._voting = voting and persisted.hard_state.voting
-        self._promised = persisted.hard_state.promised
-        self._chosen_index = persisted.hard_state.chosen_index
+        hard_state = persisted.hard_state or HardState()
+        self._voting = voting and hard_state.voting
+        self._promised = hard_state.promised
+        self._chosen_index = hard_state.chosen_index
         self._snapshot = persisted.snapshot
         self._log: dict[LogIndex, Entry] = {}
         for entry in persisted.entries:
@@ -196,6 +197,8 @@ class Replica:
         # The lease this replica granted as an acceptor (see the module docstring on restarts).
         self._lease_holder: ReplicaId | None = None
         self._lease_until = 0
+        self._lease_heard = False
+        """Whether the lease grant came from a master's message (not the restart rule's guess)."""
         if self._promised != NO_BALLOT:
             self._lease_holder = self._promised.replica_id
             self._lease_until = timing.lease_ticks
@@ -217,7 +220,7 @@ class Replica:
         self._events: list[ReplicaEvent] = []
         self._outstanding = False
         # A rebuild begins durably, before the replica says anything.
-        self._hard_state_dirty = not self._voting and persisted.hard_state.voting
+        self._hard_state_dirty = not self._voting and hard_state.voting
 
     def _reset_master_state(self) -> None:
         self._mastership_ballot = NO_BALLOT
@@ -473,9 +476,9 @@ class Replica:
         if self._role is Role.MASTER:
             return self._id
         holder = self._lease_holder
-        if holder is not None and holder != self._id and self._tick < self._lease_until:
-            return holder
-        return None
+        if holder is None or holder == self._id or not self._lease_heard:
+            return None
+        return holder if self._tick < self._lease_until else None
 
     def status(self) -> Status:
         return Status(
@@ -593,6 +596,7 @@ class Replica:
             self._promise(ballot)
         assert self._promised.replica_id == sender
         self._lease_holder = sender
+        self._lease_heard = True
         self._lease_until = self._tick + self._timing.lease_ticks
         self._election_deadline = self._lease_until + self._jitter()
         return True

@@ -36,6 +36,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REPLICAS_MAX",
     "REPLICA_ROLES",
+    "ChecksumReport",
     "ClientRequest",
     "ConnectionRole",
     "ErrorReply",
@@ -272,10 +273,18 @@ ServerReply = MasterLocation | Registered | WriteReply | ReadReply | StatusReply
 
 
 @frozen
+class ChecksumReport:
+    """A replica's state checksum at a CHECKSUM entry, sent to the master (PML §6.2)."""
+
+    index: int
+    checksum: bytes
+
+
+@frozen
 class PeerFrame:
     """A Paxos message between replicas: all that flows on a peer connection after the hello."""
 
     message: PeerMessage
 
 
-WireMessage = Hello | Welcome | ClientRequest | ServerReply | PeerFrame
+WireMessage = Hello | Welcome | ClientRequest | ServerReply | PeerFrame | ChecksumReport

@@ -26,7 +26,8 @@ class ErrorCode(enum.IntEnum):
     INVALID_NAME = 8
     PERMISSION_DENIED = 9
     GUARD_FAILED = 10
-    """A MultiOp's branch failed part-way; nothing in it was applied."""
+    """Reserved. (A MultiOp whose branch fails part-way reports the failing operation's own
+    code, with its position in the message; nothing in the branch is applied.)"""
 
     # The cell (where and whether an operation can run now).
     NOT_MASTER = 20

@@ -30,8 +30,9 @@ class Stat:
     """A node's metadata (Chubby §2.3): four monotonic numbers, a checksum, ACL names."""
 
     instance: int
-    """Greater than the instance of any earlier node with the same name (the log index that
-    created it), so a deleted and re-created name is a different node."""
+    """Greater than the instance of any earlier node with the same name (the creating log
+    index times 2**16, plus the nodes created earlier in that same entry), so a deleted and
+    re-created name is a different node."""
     content_generation: int
     """Rises on every write of the contents (files only; 0 for directories)."""
     lock_generation: int

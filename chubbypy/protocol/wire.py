@@ -40,6 +40,7 @@ from chubbypy.protocol.client import (
     NAME_CHARS_MAX,
     REPLICA_ROLES,
     REPLICAS_MAX,
+    ChecksumReport,
     ConnectionRole,
     ErrorReply,
     Hello,
@@ -120,6 +121,8 @@ def _to_plain(message: WireMessage) -> list[Any]:
     match message:
         case PeerFrame(peer_message):  # first: by far the most frequent
             return [30, encode_message(peer_message)]
+        case ChecksumReport(index, checksum):
+            return [31, index, checksum]
         case Hello(version, cell, role, name):
             return [1, version, cell, int(role), name]
         case Welcome(version, cell, replica_id):
@@ -300,6 +303,7 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     24: (2, lambda f: StatusReply(_request_id(f[0]), _to_status(f[1]))),
     29: (4, _to_error_reply),
     30: (1, lambda f: PeerFrame(decode_message(binary(f[0])))),
+    31: (2, lambda f: ChecksumReport(_index(f[0]), binary(f[1]))),
 }
 
 

@@ -32,7 +32,7 @@ class Store(Protocol):
     def load(self) -> Persisted:
         """Everything persisted so far; a store never written to loads `Persisted()`.
 
-        The hard state is `HardState()` until one is persisted, and the entries come sorted
+        The hard state is None until one is persisted, and the entries come sorted
         by index, so `Replica(..., persisted=store.load())` resumes where the replica stopped.
         """
         ...

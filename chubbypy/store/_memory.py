@@ -16,7 +16,7 @@ class MemoryStore:
     """Keeps the `Store` contract in a dict of entries, a hard state and a snapshot."""
 
     def __init__(self) -> None:
-        self._hard_state = HardState()
+        self._hard_state: HardState | None = None
         self._snapshot: Snapshot | None = None
         self._entries: dict[LogIndex, Entry] = {}
         self._persist_calls = 0

@@ -284,10 +284,10 @@ def _chunks(indices: Sequence[LogIndex], size: int) -> Iterator[Sequence[LogInde
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_hard_state(connection: Connection) -> HardState:
+def _read_hard_state(connection: Connection) -> HardState | None:
     row = connection.execute(select(hard_state_table)).one_or_none()
     if row is None:
-        return HardState()
+        return None
     promised = Ballot(row.promised_round, ReplicaId(row.promised_replica))
     return HardState(promised, LogIndex(row.chosen_index), bool(row.voting))
 

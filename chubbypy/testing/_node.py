@@ -18,22 +18,16 @@ from chubbypy.paxos import (
     Applier,
     BecameMaster,
     Bug,
-    Campaigning,
     ChecksumTaken,
-    LeaseAcquired,
-    LeaseLost,
     Limits,
     Outcome,
     OutcomeKind,
     Ready,
-    Rebuilt,
     Replica,
     ReplicaEvent,
-    Role,
-    SnapshotInstalled,
-    StartedServing,
     SteppedDown,
     Timing,
+    describe_event,
 )
 from chubbypy.protocol import NO_CLIENT, ClientId, Command, Envelope, PeerMessage, ReplicaId
 from chubbypy.store import MemoryStore
@@ -366,31 +360,3 @@ class SimReplica:
 
     def _reply(self, request: Request, reply: Reply) -> None:
         self._send_reply(self.name, request.client, reply)
-
-
-def describe_event(event: ReplicaEvent) -> str:
-    """One line for a replica event, for narration and logs."""
-    match event:
-        case Campaigning(ballot):
-            return f"campaigns for mastership with ballot {ballot}"
-        case BecameMaster(ballot, epoch, recovered):
-            return (
-                f"won ballot {ballot}: master for epoch {epoch}, re-proposing {recovered} entries"
-            )
-        case StartedServing(epoch, index):
-            return f"serves epoch {epoch} (its first entry, {index}, is applied)"
-        case SteppedDown(Role.MASTER, epoch, _, reason):
-            return f"steps down as master of epoch {epoch}: {reason.value}"
-        case SteppedDown(_, _, ballot, reason):
-            return f"gives up its campaign with ballot {ballot}: {reason.value}"
-        case LeaseAcquired(epoch, expiry):
-            return f"holds the master lease for epoch {epoch} (until tick {expiry})"
-        case LeaseLost(epoch):
-            return f"lost the master lease of epoch {epoch}"
-        case SnapshotInstalled(index, sender):
-            return f"installed a snapshot at index {index} from {sender}"
-        case Rebuilt(chosen_index):
-            return (
-                f"rebuilt its state from its peers (chosen through {chosen_index}); it votes again"
-            )
-    raise AssertionError(event)

@@ -46,6 +46,7 @@ from chubbypy.paxos import (
     Timing,
 )
 from chubbypy.protocol import (
+    NO_BALLOT,
     NO_CLIENT,
     NO_EPOCH,
     Accepted,
@@ -423,14 +424,14 @@ class Cell:
         """Whether follower `rid` may still be bound by a lease it granted, without being due to
         campaign at its next tick.
 
-        A lease to another replica shows in `master_hint`. One to itself (the restart rule, or
-        what it granted itself as master) does not: for a replica that promised its own ballot,
-        a copy is ticked to see whether it would campaign.
+        A lease heard from a master shows in `master_hint`. One from the restart rule, or one it
+        granted itself as master, does not: for a replica that promised any ballot, a copy is
+        ticked to see whether it would campaign.
         """
         replica = self.replicas[rid]
         if replica.master_hint() is not None:
             return True
-        if replica.status().promised.replica_id != rid:
+        if replica.status().promised == NO_BALLOT:
             return False
         probe = copy.deepcopy(replica)
         probe.tick()

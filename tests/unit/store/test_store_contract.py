@@ -267,7 +267,7 @@ def test_values_of_every_kind_round_trip_exactly(stores: Stores) -> None:
 
 def reference_load(durables: list[Durable]) -> Persisted:
     """The contract, as simply as it can be said: apply each batch to plain dicts."""
-    hard_state = HardState()
+    hard_state: HardState | None = None
     snapshot: Snapshot | None = None
     log: dict[LogIndex, Entry] = {}
     for durable in durables:

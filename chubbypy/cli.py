@@ -1,0 +1,710 @@
+"""The ``chubbypy`` command: browse and change a cell's namespace, and see its replicas.
+
+Shell (STYLE §1): argument parsing and output around a `chubbypy.client.BlockingCell`, the
+only user of Twisted's global reactor. Each command is a function from a client and its
+arguments to an `Outcome` (a JSON document and the text to print), so tests run them
+against a stand-in client without a network.
+
+Usage::
+
+    chubbypy [--cell CELL] [--json] [--timeout SECONDS] COMMAND ...
+
+    ls [-l] [PATH]          children of a directory (the cell root by default); directories
+                            end in "/"; -l adds MODE (d or - for directory or file, then e or
+                            - for ephemeral), SIZE, GENERATION and INSTANCE columns
+    stat PATH               a node's metadata
+    cat PATH                a file's contents, as raw bytes
+    put PATH [VALUE | -]    write a file, creating it if missing; the contents come from
+                            VALUE, or from standard input if VALUE is "-" or missing.
+                            --if-generation N: only if its content generation is N;
+                            --create-only: only if it does not exist
+    rm PATH                 delete a file or an empty directory
+    mkdir [-p] PATH         create a directory (-p: and missing parents; no error if it
+                            exists)
+    status [REPLICA]        every replica's role, epoch, log positions, lease and master
+    serve, cell             run one replica, or a whole cell (see ``chubbypy serve -h``)
+
+The global options may also follow the command. ``--cell`` is, in order of preference, the
+option, the ``CHUBBY_CELL`` environment variable, or ``etc/cell.yaml`` in the current
+directory. It is either the path of a cell's YAML file or ``[NAME@]ADDRESS[,ADDRESS...]``,
+where each address is ``host:port`` or a Twisted endpoint string; one reachable replica is
+enough. Without a NAME, the cell's name comes from a path given as ``/ls/NAME/...``, else
+it is ``local`` (the example cell's).
+
+Paths are full names (``/ls/<cell>/a/b``) or relative to the cell root: ``a/b``, ``/a/b``
+and ``./a/b`` all mean ``/ls/<cell>/a/b``, and ``/``, ``.`` or nothing mean the root.
+
+Exit codes: 0 done; 1 the cell refused the operation (no such node, exists, generation
+mismatch, ...: the message on standard error names the path and the error); 2 usage error
+(bad arguments, no cell, a bad cell file); 3 cell unavailable (no master answered within
+``--timeout``, no replica reachable, or the replicas serve another cell or protocol).
+``status`` exits 3 only if no replica answered.
+
+JSON output (``--json``): exactly one JSON object on standard output per invocation, whether
+the operation succeeded or failed; usage errors (exit code 2) are only reported as text on
+standard error. Every object has::
+
+    "schema": "chubbypy.cli/1"  (changes only if a field changes meaning or goes away)
+    "command": the command name, "ok": true or false, "cell": the cell's name
+
+and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
+
+    ls      "path": full name, "entries": [{"name": str, "path": str, "stat": STAT}, ...]
+    stat    "path", "stat": STAT
+    cat     "path", "contents": {"encoding": "utf-8" | "base64", "data": str}, "stat": STAT
+    put     "path", "created": bool, "stat": STAT
+    rm      "path", "deleted": true
+    mkdir   "path", "created": [full names created, parents first], "stat": STAT
+    status  "master": id of a replica that reports itself master, or null,
+            "replicas": [{"replica_id": str | null, "address": str, "reachable": bool,
+                          "problem": str | null, "status": STATUS | null}, ...]
+
+    STAT    {"instance", "content_generation", "lock_generation", "acl_generation",
+             "checksum", "size": int, "is_directory", "ephemeral": bool,
+             "acl": {"read", "write", "change": str}}
+    STATUS  {"role": "master" | "candidate" | "follower", "epoch", "promised": str,
+             "chosen_index", "applied_index", "first_index", "last_index",
+             "snapshot_index", "lease_remaining_ms", "uptime_ms": int, "serving",
+             "lease_valid": bool, "master_hint": str | null}
+
+When ``ok`` is false: "path" (the full name, or null) and "error": {"code": the error code's
+name (such as "NO_SUCH_NODE" or "UNAVAILABLE"), "message": str, "exit_code": int}; the
+message also goes to standard error. Contents are "utf-8" text when they are valid UTF-8,
+else "base64".
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Protocol
+
+from attrs import frozen
+
+from chubbypy.client._addresses import client_endpoint_string, display_address
+from chubbypy.client._cell import ReplicaReport
+from chubbypy.protocol.client import CELL_CHARS_MAX, ReplicaStatus
+from chubbypy.protocol.errors import (
+    ChubbyError,
+    NodeExists,
+    NoSuchNode,
+    NotADirectory,
+    Unavailable,
+    UnsupportedVersion,
+    WrongCell,
+)
+from chubbypy.protocol.namespace import Contents, DirEntry, Stat
+
+if TYPE_CHECKING:
+    from chubbypy.config import CellConfig
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "SCHEMA",
+    "CellClient",
+    "CellTarget",
+    "Invocation",
+    "Outcome",
+    "UsageError",
+    "build_parser",
+    "find_cell",
+    "main",
+    "resolve_path",
+    "run",
+]
+
+SCHEMA: Final = "chubbypy.cli/1"
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNAVAILABLE: Final = 3
+UNAVAILABLE_ERRORS: Final = (Unavailable, WrongCell, UnsupportedVersion)
+"""Errors that mean "cannot talk to this cell", not "the cell refused": exit code 3."""
+
+CELL_VARIABLE: Final = "CHUBBY_CELL"
+DEFAULT_CONFIG: Final = Path("etc") / "cell.yaml"
+DEFAULT_CELL_NAME: Final = "local"
+TIMEOUT_SECONDS_DEFAULT: Final = 10.0
+REQUEST_TIMEOUT_SECONDS_MAX: Final = 2.0
+PUT_ATTEMPTS_MAX: Final = 3
+"""Set-or-create rounds in `put` before giving up on a file that keeps appearing and going."""
+
+
+class CellClient(Protocol):
+    """What the commands need of a client: `chubbypy.client.BlockingCell`'s methods."""
+
+    def get_contents_and_stat(self, path: str) -> Contents: ...
+    def get_stat(self, path: str) -> Stat: ...
+    def list_dir(self, path: str) -> tuple[DirEntry, ...]: ...
+    def create(self, path: str, contents: bytes = b"", *, directory: bool = False) -> Stat: ...
+    def set_contents(
+        self, path: str, contents: bytes, expected_generation: int | None = None
+    ) -> Stat: ...
+    def delete(self, path: str, expected_instance: int | None = None) -> None: ...
+    def status(self, replica: str | None = None) -> tuple[ReplicaReport, ...]: ...
+    def close(self) -> None: ...
+
+
+class UsageError(Exception):
+    """The command line cannot be acted on; exit code 2."""
+
+
+@frozen
+class CellTarget:
+    """Where the cell is: replica addresses, and its name or configuration when known."""
+
+    addresses: tuple[str, ...]
+    name: str | None
+    config: CellConfig | None = None
+
+
+@frozen
+class Invocation:
+    """One command to run: its parsed arguments, the full name of its path (if it has one),
+    the cell's name, and standard input."""
+
+    args: argparse.Namespace
+    path: str | None
+    cell: str
+    stdin: BinaryIO
+
+
+@frozen
+class Outcome:
+    """A command's result: the JSON document's own fields, and the text to print otherwise."""
+
+    document: dict[str, Any]
+    text: bytes = b""
+
+
+Connect = Callable[[CellTarget, str, float], CellClient]
+"""Makes a client of a cell: its target, its name, and the timeout of each operation."""
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``chubbypy`` with `argv` (default: the process's arguments); the exit code."""
+    try:
+        return run(
+            sys.argv[1:] if argv is None else argv,
+            stdin=sys.stdin.buffer,
+            stdout=sys.stdout.buffer,
+            stderr=sys.stderr,
+            environ=os.environ,
+            cwd=Path.cwd(),
+            connect=_connect_blocking,
+        )
+    except SystemExit as exit:  # argparse: --help (0) or a usage error (2)
+        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    stdin: BinaryIO,
+    stdout: BinaryIO,
+    stderr: IO[str],
+    environ: Mapping[str, str],
+    cwd: Path,
+    connect: Connect,
+) -> int:
+    """Parse `argv` and run the command with these streams and surroundings; the exit code.
+
+    Argparse's usage errors raise `SystemExit(2)` after printing to ``sys.stderr``.
+    """
+    args = build_parser().parse_args(argv)
+    if args.command in ("serve", "cell"):
+        return _run_server(args, stderr)
+    as_json = getattr(args, "json", False)
+    try:
+        target = find_cell(getattr(args, "cell", None), environ, cwd)
+        invocation = _invocation(args, target, stdin)
+    except UsageError as error:
+        print(f"chubbypy {args.command}: {error}", file=stderr)
+        return EXIT_USAGE
+    timeout = getattr(args, "timeout", TIMEOUT_SECONDS_DEFAULT)
+    client = connect(target, invocation.cell, timeout)
+    try:
+        return _execute(client, invocation, stdout, stderr, as_json)
+    finally:
+        client.close()
+
+
+def _execute(
+    client: CellClient, invocation: Invocation, stdout: BinaryIO, stderr: IO[str], as_json: bool
+) -> int:
+    args = invocation.args
+    header = {"schema": SCHEMA, "command": args.command, "cell": invocation.cell}
+    try:
+        outcome = COMMANDS[args.command](client, invocation)
+    except ChubbyError as error:
+        code = EXIT_UNAVAILABLE if isinstance(error, UNAVAILABLE_ERRORS) else EXIT_FAILED
+        where = f"{invocation.path}: " if invocation.path is not None else ""
+        print(f"chubbypy {args.command}: {where}{error.code.name}: {error.message}", file=stderr)
+        if as_json:
+            failure = {"code": error.code.name, "message": error.message, "exit_code": code}
+            _write_json(stdout, {**header, "ok": False, "path": invocation.path, "error": failure})
+        return code
+    except ValueError as error:  # e.g. status of a replica the cell does not have
+        print(f"chubbypy {args.command}: {error}", file=stderr)
+        return EXIT_USAGE
+    if as_json:
+        _write_json(stdout, {**header, "ok": True, **outcome.document})
+    else:
+        stdout.write(outcome.text)
+        stdout.flush()
+    return _exit_code(args.command, outcome)
+
+
+def _exit_code(command: str, outcome: Outcome) -> int:
+    if command == "status" and not any(r["reachable"] for r in outcome.document["replicas"]):
+        return EXIT_UNAVAILABLE
+    return EXIT_OK
+
+
+def _connect_blocking(target: CellTarget, cell: str, timeout_seconds: float) -> CellClient:
+    from chubbypy.client.blocking import connect  # the global reactor: only when needed
+
+    request_timeout_seconds = min(REQUEST_TIMEOUT_SECONDS_MAX, timeout_seconds)
+    return connect(
+        target.config or list(target.addresses),
+        cell,
+        timeout_seconds=timeout_seconds,
+        request_timeout_seconds=request_timeout_seconds,
+    )
+
+
+def _run_server(args: argparse.Namespace, stderr: IO[str]) -> int:
+    """``serve`` and ``cell`` live in `chubbypy.server`, imported only for them."""
+    entry_name = "serve_main" if args.command == "serve" else "cell_main"
+    try:
+        entry = getattr(importlib.import_module("chubbypy.server"), entry_name)
+    except (ImportError, AttributeError) as error:
+        print(
+            f"chubbypy {args.command}: the server is not available in this installation "
+            f"(chubbypy.server.{entry_name}: {error})",
+            file=stderr,
+        )
+        return EXIT_USAGE
+    return int(entry(args))
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``chubbypy`` argument parser, with every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: an option given before the command is not reset by the command's parser.
+    common.add_argument(
+        "--cell",
+        default=argparse.SUPPRESS,
+        metavar="CELL",
+        help=f"a cell YAML file, or [NAME@]ADDRESS[,ADDRESS...] (default: ${CELL_VARIABLE}, "
+        f"then {DEFAULT_CONFIG})",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
+    common.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help=f"give up after this long without a master (default {TIMEOUT_SECONDS_DEFAULT:g})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="chubbypy",
+        description="Browse and change a chubbypy cell's namespace; see its replicas.",
+        epilog="Exit codes: 0 done, 1 refused by the cell, 2 usage error, 3 cell unavailable.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_namespace_commands(commands, common)
+    status = commands.add_parser("status", parents=[common], help="every replica's state")
+    status.add_argument("replica", nargs="?", help="only this replica (an id or an address)")
+    _add_server_commands(commands)
+    return parser
+
+
+def _add_namespace_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    ls = commands.add_parser("ls", parents=[common], help="list a directory")
+    ls.add_argument("path", nargs="?", default="", help="a directory (default: the cell root)")
+    ls.add_argument("-l", dest="long", action="store_true", help="show metadata columns")
+    for name, summary in (("stat", "show a node's metadata"), ("cat", "print a file")):
+        commands.add_parser(name, parents=[common], help=summary).add_argument("path")
+    put = commands.add_parser("put", parents=[common], help="write a file")
+    put.add_argument("path")
+    put.add_argument("value", nargs="?", help='the contents (default, or "-": standard input)')
+    only = put.add_mutually_exclusive_group()
+    only.add_argument(
+        "--if-generation",
+        type=_generation,
+        metavar="N",
+        help="only if the file's content generation is N",
+    )
+    only.add_argument("--create-only", action="store_true", help="only if it does not exist")
+    commands.add_parser("rm", parents=[common], help="delete a node").add_argument("path")
+    mkdir = commands.add_parser("mkdir", parents=[common], help="create a directory")
+    mkdir.add_argument("path")
+    mkdir.add_argument("-p", "--parents", action="store_true", help="create missing parents")
+
+
+def _add_server_commands(commands: Any) -> None:
+    # The same options as chubbypy.server's own parsers (serve_parser, cell_parser), which are
+    # not imported here: the server's modules load only for these two commands.
+    serve = commands.add_parser("serve", help="run one replica of a cell")
+    serve.add_argument("--config", required=True, metavar="FILE", help="the cell's YAML file")
+    serve.add_argument("--replica", required=True, metavar="ID", help="which replica to run")
+    serve.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="this replica's store is new because the cell is new (not because a disk was lost)",
+    )
+    serve.add_argument("--data-dir", type=Path, metavar="DIR", help="override the data_dir")
+    cell = commands.add_parser("cell", help="run a whole cell on this machine")
+    cell.add_argument("--config", metavar="FILE", help="the cell's YAML file")
+    cell.add_argument(
+        "--replicas",
+        type=int,
+        choices=(3, 5),
+        default=3,
+        help="3 (etc/cell.yaml) or 5 (etc/cell5.yaml) when no --config is given",
+    )
+    cell.add_argument("--data-dir", type=Path, metavar="DIR", help="override the data_dir")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
+    return seconds
+
+
+def _generation(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a generation number (0 or more)")
+    return int(text)
+
+
+# ----------------------------------------------------------------------------- the cell
+
+
+def find_cell(option: str | None, environ: Mapping[str, str], cwd: Path) -> CellTarget:
+    """The cell named by `option`, else by ``$CHUBBY_CELL``, else by ``etc/cell.yaml``."""
+    if option is not None:
+        return parse_cell(option, "--cell")
+    if environ.get(CELL_VARIABLE, "").strip():
+        return parse_cell(environ[CELL_VARIABLE], f"${CELL_VARIABLE}")
+    if (cwd / DEFAULT_CONFIG).is_file():
+        return parse_cell(str(cwd / DEFAULT_CONFIG), str(DEFAULT_CONFIG))
+    raise UsageError(
+        f"no cell: give --cell (a cell YAML file or [NAME@]ADDRESS[,ADDRESS...]), set "
+        f"{CELL_VARIABLE}, or run where {DEFAULT_CONFIG} exists"
+    )
+
+
+def parse_cell(value: str, origin: str) -> CellTarget:
+    """A cell YAML file's path, or ``[NAME@]ADDRESS[,ADDRESS...]``; `origin` names the
+    source of `value` in messages."""
+    text = value.strip()
+    if os.path.isfile(text) or text.endswith((".yaml", ".yml")):
+        return _load_cell_file(text, origin)
+    name, at, listed = text.rpartition("@") if "@" in text else ("", "", text)
+    if at and not 1 <= len(name) <= CELL_CHARS_MAX:
+        raise UsageError(f"{origin}: {name!r} is not a cell name")
+    addresses = tuple(a.strip() for a in listed.split(",") if a.strip())
+    if not addresses:
+        raise UsageError(f"{origin}: no replica address in {value!r}")
+    for address in addresses:
+        try:
+            client_endpoint_string(address)
+        except ValueError as error:
+            raise UsageError(f"{origin}: {error}") from None
+    return CellTarget(addresses, name or None)
+
+
+def _load_cell_file(path: str, origin: str) -> CellTarget:
+    from chubbypy.config import ConfigError, load_config  # YAML only when a file is given
+
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        raise UsageError(f"{origin}: {error}") from None
+    return CellTarget(tuple(r.client for r in config.replicas), config.cell, config)
+
+
+def resolve_path(path: str, cell: str) -> str:
+    """The full name of `path`: itself if it starts with ``/ls/``, else under the cell root."""
+    if path == "/ls" or path.startswith("/ls/"):
+        return path.rstrip("/") or "/"
+    relative = path.removeprefix("./").strip("/")
+    root = f"/ls/{cell}"
+    return root if relative in ("", ".") else f"{root}/{relative}"
+
+
+def _path_cell(path: str) -> str | None:
+    """The cell a full name ``/ls/<cell>/...`` names; None for a relative path."""
+    parts = path.split("/")
+    return parts[2] if path.startswith("/ls/") and parts[2] else None
+
+
+def _invocation(args: argparse.Namespace, target: CellTarget, stdin: BinaryIO) -> Invocation:
+    given = getattr(args, "path", None)
+    named = None if given is None else _path_cell(given)
+    if target.name is not None and named is not None and named != target.name:
+        raise UsageError(f"{given} is in cell {named!r}, but the cell given is {target.name!r}")
+    cell = target.name or named or DEFAULT_CELL_NAME
+    path = None if given is None else resolve_path(given, cell)
+    return Invocation(args, path, cell, stdin)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _ls(client: CellClient, call: Invocation) -> Outcome:
+    path = _path(call)
+    entries = client.list_dir(path)
+    document = {
+        "path": path,
+        "entries": [
+            {"name": e.name, "path": f"{path}/{e.name}", "stat": stat_json(e.stat)} for e in entries
+        ],
+    }
+    if call.args.long:
+        rows = [["MODE", "SIZE", "GENERATION", "INSTANCE", "NAME"]]
+        rows += [[_mode(e.stat), *_numbers(e.stat), _shown_name(e)] for e in entries]
+        return Outcome(document, _table(rows, right=(1, 2, 3)))
+    return Outcome(document, "".join(f"{_shown_name(e)}\n" for e in entries).encode())
+
+
+def _stat(client: CellClient, call: Invocation) -> Outcome:
+    path = _path(call)
+    stat = client.get_stat(path)
+    acl = stat.acl
+    lines = [
+        ("path", path),
+        ("type", "directory" if stat.is_directory else "file"),
+        ("ephemeral", "yes" if stat.ephemeral else "no"),
+        ("size", str(stat.size)),
+        ("instance", str(stat.instance)),
+        ("content_generation", str(stat.content_generation)),
+        ("lock_generation", str(stat.lock_generation)),
+        ("acl_generation", str(stat.acl_generation)),
+        ("checksum", f"{stat.checksum:#018x}"),
+        ("acl", f"read={acl.read} write={acl.write} change={acl.change}"),
+    ]
+    text = "".join(f"{key:<20}{value}\n" for key, value in lines)
+    return Outcome({"path": path, "stat": stat_json(stat)}, text.encode())
+
+
+def _cat(client: CellClient, call: Invocation) -> Outcome:
+    path = _path(call)
+    read = client.get_contents_and_stat(path)
+    document = {"path": path, "contents": bytes_json(read.contents), "stat": stat_json(read.stat)}
+    return Outcome(document, read.contents)
+
+
+def _put(client: CellClient, call: Invocation) -> Outcome:
+    path, args = _path(call), call.args
+    value = args.value
+    contents = call.stdin.read() if value is None or value == "-" else os.fsencode(value)
+    if args.create_only:
+        stat, created = client.create(path, contents), True
+    elif args.if_generation is not None:
+        stat, created = client.set_contents(path, contents, args.if_generation), False
+    else:
+        stat, created = _set_or_create(client, path, contents)
+    return Outcome({"path": path, "created": created, "stat": stat_json(stat)})
+
+
+def _set_or_create(client: CellClient, path: str, contents: bytes) -> tuple[Stat, bool]:
+    """Replace the file's contents, or create it if it is missing (whichever is true when
+    the write reaches the cell); whether it was created."""
+    for _ in range(PUT_ATTEMPTS_MAX - 1):
+        try:
+            return client.set_contents(path, contents), False
+        except NoSuchNode:
+            pass
+        try:
+            return client.create(path, contents), True
+        except NodeExists:
+            continue  # created by someone else meanwhile: set it after all
+    return client.set_contents(path, contents), False
+
+
+def _rm(client: CellClient, call: Invocation) -> Outcome:
+    path = _path(call)
+    client.delete(path)
+    return Outcome({"path": path, "deleted": True})
+
+
+def _mkdir(client: CellClient, call: Invocation) -> Outcome:
+    path = _path(call)
+    if not call.args.parents:
+        stat = client.create(path, directory=True)
+        return Outcome({"path": path, "created": [path], "stat": stat_json(stat)})
+    created, last = _make_parents(client, path, f"/ls/{call.cell}")
+    return Outcome({"path": path, "created": created, "stat": stat_json(last)})
+
+
+def _make_parents(client: CellClient, path: str, root: str) -> tuple[list[str], Stat]:
+    """Create each missing directory from the root down to `path` (like ``mkdir -p``); the
+    names created and `path`'s metadata."""
+    below = path.removeprefix(root + "/").split("/") if path.startswith(root + "/") else []
+    created: list[str] = []
+    last = client.get_stat(path) if not below else None
+    for depth in range(1, len(below) + 1):
+        name = "/".join([root, *below[:depth]])
+        try:
+            last = client.create(name, directory=True)
+            created.append(name)
+        except NodeExists:
+            last = client.get_stat(name)
+            if not last.is_directory:
+                raise NotADirectory(f"{name} exists and is a file") from None
+    assert last is not None
+    return created, last
+
+
+def _status(client: CellClient, call: Invocation) -> Outcome:
+    reports = client.status(call.args.replica)
+    master = next(
+        (r.status.replica_id for r in reports if r.status and r.status.role == "master"), None
+    )
+    document = {"master": master, "replicas": [report_json(r) for r in reports]}
+    rows = [["REPLICA", "ADDRESS", "ROLE", "EPOCH", "CHOSEN", "APPLIED", "FIRST", "LAST"]]
+    rows[0] += ["LEASE", "MASTER"]
+    rows += [_status_row(report) for report in reports]
+    # A problem names the replica's address already; the id, when known, is added.
+    notes = [
+        f"{report.replica_id}: {report.problem}\n" if report.replica_id else f"{report.problem}\n"
+        for report in reports
+        if report.problem is not None
+    ]
+    return Outcome(document, _table(rows, right=(3, 4, 5, 6, 7, 8)) + "".join(notes).encode())
+
+
+def _status_row(report: ReplicaReport) -> list[str]:
+    shown = [report.replica_id or "?", display_address(report.address)]
+    status = report.status
+    if status is None:
+        return [*shown, "unreachable", *["-"] * 7]
+    lease = f"{status.lease_remaining_ms / 1000:.1f}s" if status.lease_valid else "-"
+    indexes = (status.chosen_index, status.applied_index, status.first_index, status.last_index)
+    master = status.master_hint or "-"
+    return [*shown, status.role, str(status.epoch), *map(str, indexes), lease, master]
+
+
+COMMANDS: Final[dict[str, Callable[[CellClient, Invocation], Outcome]]] = {
+    "ls": _ls,
+    "stat": _stat,
+    "cat": _cat,
+    "put": _put,
+    "rm": _rm,
+    "mkdir": _mkdir,
+    "status": _status,
+}
+
+# ----------------------------------------------------------------------------- output
+
+
+def stat_json(stat: Stat) -> dict[str, Any]:
+    """A `Stat` as the documented STAT object."""
+    return {
+        "instance": stat.instance,
+        "content_generation": stat.content_generation,
+        "lock_generation": stat.lock_generation,
+        "acl_generation": stat.acl_generation,
+        "checksum": stat.checksum,
+        "size": stat.size,
+        "is_directory": stat.is_directory,
+        "ephemeral": stat.ephemeral,
+        "acl": {"read": stat.acl.read, "write": stat.acl.write, "change": stat.acl.change},
+    }
+
+
+def status_json(status: ReplicaStatus) -> dict[str, Any]:
+    """A `ReplicaStatus` as the documented STATUS object."""
+    return {
+        "role": status.role,
+        "epoch": status.epoch,
+        "promised": status.promised,
+        "chosen_index": status.chosen_index,
+        "applied_index": status.applied_index,
+        "first_index": status.first_index,
+        "last_index": status.last_index,
+        "snapshot_index": status.snapshot_index,
+        "serving": status.serving,
+        "lease_valid": status.lease_valid,
+        "lease_remaining_ms": status.lease_remaining_ms,
+        "master_hint": status.master_hint,
+        "uptime_ms": status.uptime_ms,
+    }
+
+
+def report_json(report: ReplicaReport) -> dict[str, Any]:
+    """One replica of ``status``'s "replicas" list."""
+    return {
+        "replica_id": report.replica_id,
+        "address": display_address(report.address),
+        "reachable": report.reachable,
+        "problem": report.problem,
+        "status": None if report.status is None else status_json(report.status),
+    }
+
+
+def bytes_json(data: bytes) -> dict[str, str]:
+    """Bytes as UTF-8 text when they are valid UTF-8, else as base64; the encoding named."""
+    try:
+        return {"encoding": "utf-8", "data": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"encoding": "base64", "data": base64.b64encode(data).decode("ascii")}
+
+
+def _write_json(stdout: BinaryIO, document: dict[str, Any]) -> None:
+    stdout.write(json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n")
+    stdout.flush()
+
+
+def _table(rows: list[list[str]], right: tuple[int, ...] = ()) -> bytes:
+    """Rows as aligned columns: numbers (columns in `right`) to the right, text to the left."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip() + "\n")
+    return "".join(lines).encode()
+
+
+def _mode(stat: Stat) -> str:
+    return ("d" if stat.is_directory else "-") + ("e" if stat.ephemeral else "-")
+
+
+def _numbers(stat: Stat) -> list[str]:
+    return [str(stat.size), str(stat.content_generation), str(stat.instance)]
+
+
+def _shown_name(entry: DirEntry) -> str:
+    return entry.name + "/" if entry.stat.is_directory else entry.name
+
+
+def _path(call: Invocation) -> str:
+    assert call.path is not None, call.args.command
+    return call.path

@@ -1,0 +1,39 @@
+"""The replicated database of a cell: files, directories, ACL names and generations.
+
+Pure (STYLE §1, §5): a deterministic state machine applied from the Paxos log. `apply`
+changes a `Tree` and returns what it did; `read` answers from memory; `NamespaceMachine`
+wraps both as the `chubbypy.paxos.StateMachine` the Applier drives, with snapshots and the
+`NodeRecord`s a checkpoint stores.
+"""
+
+from chubbypy.namespace._apply import Applied, apply
+from chubbypy.namespace._machine import DEFAULT_LIMITS, ROOT_ACL_DEFAULT, NamespaceMachine
+from chubbypy.namespace._names import NamespaceLimits, check_acl, check_path
+from chubbypy.namespace._read import read
+from chubbypy.namespace._records import (
+    NamespaceChanges,
+    NodeRecord,
+    contents_checksum,
+    decode_snapshot,
+    encode_snapshot,
+)
+from chubbypy.namespace._tree import INSTANCES_PER_INDEX, Tree
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "INSTANCES_PER_INDEX",
+    "ROOT_ACL_DEFAULT",
+    "Applied",
+    "NamespaceChanges",
+    "NamespaceLimits",
+    "NamespaceMachine",
+    "NodeRecord",
+    "Tree",
+    "apply",
+    "check_acl",
+    "check_path",
+    "contents_checksum",
+    "decode_snapshot",
+    "encode_snapshot",
+    "read",
+]

@@ -1,0 +1,115 @@
+"""The namespace as the state machine the replicated log drives. Pure: bytes in, bytes out,
+deterministic; the Applier in front of it does the epoch guard and exactly-once.
+
+`NamespaceMachine` implements `chubbypy.paxos.StateMachine`: `apply(index, payload)` decodes
+a `Write`, applies it and returns the encoded result; `snapshot()` is the encoded list of
+`NodeRecord`s in path order, so equal states give equal bytes whatever order they were built
+in, and `checksum()` digests those bytes. For checkpoints (STYLE §5) the shell calls
+`take_changes()` after applying up to an index and writes the upserts and deletes as rows of
+its ``nodes`` table; on recovery it hands every row back to `restore_records()`.
+
+After `restore()` or `restore_records()` the change set is empty: the restored state is the
+new baseline. A shell that restores a snapshot received from a peer must therefore write
+the whole of `records()` to its tables, not just later changes. A fresh machine's first
+`take_changes()` includes its root, so the first checkpoint is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from chubbypy.namespace._apply import Applied, apply
+from chubbypy.namespace._names import NamespaceLimits
+from chubbypy.namespace._read import read
+from chubbypy.namespace._records import (
+    NamespaceChanges,
+    NodeRecord,
+    decode_snapshot,
+    encode_snapshot,
+)
+from chubbypy.namespace._tree import Tree, records_problem
+from chubbypy.protocol import LogIndex
+from chubbypy.protocol._plain import DecodeError
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import AclNames, Read, ReadResult, Write
+from chubbypy.protocol.namespace_codec import decode_write, encode_result
+
+ROOT_ACL_DEFAULT = AclNames("all", "all", "all")
+"""ACL names of a new cell's root, and so by inheritance of every node created without
+ACL names of its own. ``all`` names a file of the ACL directory that does not exist yet."""
+
+DEFAULT_LIMITS = NamespaceLimits()
+
+
+class NamespaceMachine:
+    """The replicated database of one cell; see the module docstring."""
+
+    def __init__(
+        self,
+        cell: str,
+        limits: NamespaceLimits = DEFAULT_LIMITS,
+        root_acl: AclNames = ROOT_ACL_DEFAULT,
+    ) -> None:
+        self._tree = Tree.fresh(cell, limits, root_acl)
+
+    @property
+    def cell(self) -> str:
+        return self._tree.cell
+
+    @property
+    def tree(self) -> Tree:
+        """The in-memory state, for `chubbypy.namespace.read` and later layers."""
+        return self._tree
+
+    def apply(self, index: LogIndex, payload: bytes) -> bytes:
+        """Apply a committed write; a payload that does not decode is a BAD_REQUEST result
+        and changes nothing."""
+        try:
+            write = decode_write(payload)
+        except DecodeError as error:
+            return encode_result(Failure(ErrorCode.BAD_REQUEST, f"not a write: {error}"))
+        return encode_result(self.apply_write(index, write).result)
+
+    def apply_write(self, index: LogIndex, write: Write) -> Applied:
+        """Apply a decoded write; the result and the names it changed."""
+        return apply(self._tree, index, write)
+
+    def read(self, query: Read) -> ReadResult:
+        """Answer a read from memory."""
+        return read(self._tree, query)
+
+    def records(self) -> tuple[NodeRecord, ...]:
+        """Every node, in path order."""
+        return tuple(self._tree.records())
+
+    def take_changes(self) -> NamespaceChanges:
+        """Nodes created or changed, and names deleted, since the previous call (or since
+        construction or restore), in path order; the set starts again empty. A node created
+        and deleted in between is in neither."""
+        return self._tree.take_changes()
+
+    def restore_records(self, records: Iterable[NodeRecord]) -> None:
+        """Replace the whole state with `records`, in any order (a checkpoint's rows)."""
+        nodes = tuple(records)
+        problem = records_problem(self.cell, nodes)
+        assert problem is None, problem
+        self._tree = Tree(self.cell, self._tree.limits, {r.path: r for r in nodes})
+
+    def snapshot(self) -> bytes:
+        return encode_snapshot(self.cell, self._tree.records())
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's; DecodeError, and no change, for bytes
+        that are not a snapshot of this cell."""
+        cell, records = decode_snapshot(data)
+        if cell != self.cell:
+            raise DecodeError(f"a snapshot of cell {cell!r:.40}, not {self.cell!r}")
+        problem = records_problem(cell, records)
+        if problem is not None:
+            raise DecodeError(f"the snapshot is not a tree: {problem}")
+        self._tree = Tree(cell, self._tree.limits, {r.path: r for r in records})
+
+    def checksum(self) -> bytes:
+        """8 bytes that are equal on replicas with equal namespaces."""
+        return hashlib.blake2b(self.snapshot(), digest_size=8).digest()

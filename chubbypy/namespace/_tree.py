@@ -1,0 +1,251 @@
+"""The in-memory namespace of one cell: nodes by name, children by directory. Pure: a data
+structure changed only by `chubbypy.namespace.apply`, never by time or I/O.
+
+Theory of operation. `_nodes` maps every name to its `NodeRecord`, and `_children` maps
+every directory's name to the sorted names of its children (a `SortedNames`), so a lookup
+is one dict access and a ReadDir page costs O(log n + page). The cell root always exists
+and is never removed. Records are frozen: a change replaces a node's record, so the
+previous record is still whole, which gives two things cheaply:
+
+* **Undo for MultiOp.** Between `begin()` and `commit()` every change appends the name's
+  previous record (or None) to a journal, and `rollback()` puts them back in reverse
+  order, so a failed branch leaves no trace (Paxos Made Live §5.6: a MultiOp is atomic).
+* **Changes for checkpoints.** `_touched` remembers, for each name changed since the last
+  `take_changes()`, whether a node of that name existed then. From it `take_changes()`
+  derives exactly what a checkpoint must write: a node that exists now is an upsert; a name
+  whose node existed at the last call and does not now is a delete; a node created and
+  deleted between two calls appears in neither. A rolled-back change leaves nothing.
+
+Instance numbers come from the log index of the write that creates the node, but one log
+entry carries a batch of commands and a MultiOp may create, delete and re-create a name,
+so several nodes can be created at one index. The k-th node created at index i (k from 0,
+counting creations later rolled back too) gets instance ``i * INSTANCES_PER_INDEX + k``:
+unique, and greater than every instance handed out before, on every replica alike. No
+counter needs persisting: a snapshot or checkpoint is taken between entries, and the next
+entry has a greater index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from attrs import frozen
+
+from chubbypy.namespace._names import (
+    NamespaceLimits,
+    base_name,
+    cell_root,
+    component_problem,
+    parent_of,
+)
+from chubbypy.namespace._records import NamespaceChanges, NodeRecord, contents_checksum
+from chubbypy.namespace._sorted import SortedNames
+from chubbypy.protocol import LogIndex
+from chubbypy.protocol.namespace import AclNames, Stat
+
+INSTANCES_PER_INDEX = 1 << 16
+"""Nodes that can be created at one log index; a creation beyond it is refused as BUSY
+(the default limits allow 64 commands of at most 64 operations per entry: 4,096)."""
+
+
+@frozen
+class _Undo:
+    path: str
+    previous: NodeRecord | None
+    first_touch: bool
+    """This change added `path` to `_touched`; undoing it removes it again."""
+
+
+class Tree:
+    """The nodes of one cell; see the module docstring."""
+
+    def __init__(self, cell: str, limits: NamespaceLimits, nodes: dict[str, NodeRecord]) -> None:
+        """The tree of `nodes`, which `records_problem` has found to be one."""
+        self.cell = cell
+        self.limits = limits
+        self.root = cell_root(cell)
+        assert len(self.root) <= limits.path_bytes_max, (self.root, limits)
+        self._nodes = nodes
+        children: dict[str, list[str]] = {p: [] for p, r in nodes.items() if r.is_directory}
+        for path in nodes:
+            if path != self.root:
+                children[parent_of(path)].append(base_name(path))
+        self._children = {path: SortedNames(names) for path, names in children.items()}
+        self._touched: dict[str, bool] = {}
+        self._journal: list[_Undo] | None = None
+        self._instance_index = 0
+        self._instances_used = 0
+        self._instance_last = max(r.instance for r in nodes.values())
+
+    @classmethod
+    def fresh(cls, cell: str, limits: NamespaceLimits, root_acl: AclNames) -> Tree:
+        """A cell holding only its root directory, with ACL names `root_acl`."""
+        root = cell_root(cell)
+        tree = cls(
+            cell, limits, {root: NodeRecord(root, True, False, b"", 0, 0, 0, 1, 0, root_acl)}
+        )
+        tree._touched[root] = False  # so the first checkpoint writes the root too
+        return tree
+
+    # ------------------------------------------------------------------------- queries
+
+    def get(self, path: str) -> NodeRecord | None:
+        return self._nodes.get(path)
+
+    def child_count(self, path: str) -> int:
+        return len(self._children[path])
+
+    def page(self, path: str, after: str, limit: int) -> tuple[list[str], bool]:
+        """Names of up to `limit` children of directory `path` after `after`, and whether
+        more follow."""
+        return self._children[path].page(after, limit)
+
+    def stat(self, record: NodeRecord) -> Stat:
+        """The metadata of the node `record`, which is in the tree."""
+        size = self.child_count(record.path) if record.is_directory else len(record.contents)
+        return Stat(
+            record.instance,
+            record.content_generation,
+            record.lock_generation,
+            record.acl_generation,
+            record.checksum,
+            record.acl,
+            record.is_directory,
+            record.ephemeral,
+            size,
+        )
+
+    def records(self) -> list[NodeRecord]:
+        """Every node, in path order."""
+        return [self._nodes[path] for path in sorted(self._nodes)]
+
+    # ------------------------------------------------------------------------- changes
+
+    def new_instance(self, index: LogIndex) -> int | None:
+        """The instance of the next node created at log `index`; None if `index` has used
+        all INSTANCES_PER_INDEX of them."""
+        assert index >= max(1, self._instance_index), (index, self._instance_index)
+        if index != self._instance_index:
+            self._instance_index, self._instances_used = index, 0
+        if self._instances_used == INSTANCES_PER_INDEX:
+            return None
+        instance = index * INSTANCES_PER_INDEX + self._instances_used
+        self._instances_used += 1
+        assert instance > self._instance_last, (instance, self._instance_last)
+        self._instance_last = instance
+        return instance
+
+    def put(self, record: NodeRecord) -> None:
+        """Create the node `record` names, or replace it; a new node's parent must be a
+        directory, and a replaced node keeps its kind."""
+        previous = self._nodes.get(record.path)
+        self._note(record.path, previous)
+        if previous is None:
+            self._insert(record)
+        else:
+            assert previous.is_directory == record.is_directory, (previous, record)
+            self._nodes[record.path] = record
+
+    def remove(self, path: str) -> None:
+        """Delete the node `path`, which exists, is not the root, and has no children."""
+        previous = self._nodes.get(path)
+        assert previous is not None, path
+        self._note(path, previous)
+        self._delete(path)
+
+    def _note(self, path: str, previous: NodeRecord | None) -> None:
+        first_touch = path not in self._touched
+        if first_touch:
+            self._touched[path] = previous is not None
+        if self._journal is not None:
+            self._journal.append(_Undo(path, previous, first_touch))
+
+    def _insert(self, record: NodeRecord) -> None:
+        parent = self._nodes[parent_of(record.path)]
+        assert parent.is_directory, parent
+        self._children[parent.path].add(base_name(record.path))
+        if record.is_directory:
+            self._children[record.path] = SortedNames()
+        self._nodes[record.path] = record
+
+    def _delete(self, path: str) -> None:
+        assert path != self.root, path
+        if path in self._children:
+            assert not self._children[path], path
+            del self._children[path]
+        self._children[parent_of(path)].remove(base_name(path))
+        del self._nodes[path]
+
+    # ------------------------------------------------------------------------- atomicity
+
+    def begin(self) -> None:
+        """Start journaling changes, so that `rollback` can undo them."""
+        assert self._journal is None, "MultiOps do not nest"
+        self._journal = []
+
+    def commit(self) -> None:
+        """Keep the changes since `begin`."""
+        assert self._journal is not None
+        self._journal = None
+
+    def rollback(self) -> None:
+        """Undo every change since `begin`, newest first."""
+        assert self._journal is not None
+        for undo in reversed(self._journal):
+            if undo.previous is None:
+                self._delete(undo.path)
+            elif undo.path not in self._nodes:
+                self._insert(undo.previous)
+            else:
+                self._nodes[undo.path] = undo.previous
+            if undo.first_touch:
+                del self._touched[undo.path]
+        self._journal = None
+
+    def take_changes(self) -> NamespaceChanges:
+        """The upserts and deletes since the previous call; see the module docstring."""
+        assert self._journal is None, "not inside a MultiOp"
+        upserts, deletes = [], []
+        for path in sorted(self._touched):
+            record = self._nodes.get(path)
+            if record is not None:
+                upserts.append(record)
+            elif self._touched[path]:
+                deletes.append(path)
+        self._touched = {}
+        return NamespaceChanges(tuple(upserts), tuple(deletes))
+
+
+def records_problem(cell: str, records: Iterable[NodeRecord]) -> str | None:
+    """Why `records` are not the nodes of a tree rooted at `cell`'s root, or None."""
+    root = cell_root(cell)
+    nodes: dict[str, NodeRecord] = {}
+    for record in records:
+        if record.path in nodes:
+            return f"two records for {record.path!r:.80}"
+        nodes[record.path] = record
+    if root not in nodes or not nodes[root].is_directory or nodes[root].ephemeral:
+        return f"no permanent root directory {root}"
+    for path, record in nodes.items():
+        problem = _record_problem(record) or (None if path == root else _placement(nodes, path))
+        if problem is not None:
+            return f"{path!r:.80}: {problem}"
+    return None
+
+
+def _placement(nodes: dict[str, NodeRecord], path: str) -> str | None:
+    parent = nodes.get(parent_of(path))
+    if parent is None or not parent.is_directory:
+        return "its parent is not a directory of the tree"
+    # Every name is checked when it is created; this catches a damaged store or snapshot.
+    # Length limits are left out so that a cell whose limits were lowered still loads.
+    return component_problem(base_name(path), len(path))
+
+
+def _record_problem(record: NodeRecord) -> str | None:
+    if record.is_directory:
+        if record.contents or record.content_generation or record.checksum:
+            return "a directory with contents"
+    elif record.checksum != contents_checksum(record.contents):
+        return "the checksum does not match the contents"
+    return None

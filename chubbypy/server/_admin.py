@@ -1,0 +1,87 @@
+"""The admin HTTP port: health, readiness, Prometheus metrics and a JSON status.
+
+Shell side, on twisted.web. ``/healthz`` answers while the process runs; ``/readyz`` only
+while the replica votes, knows a master, and has never seen a peer's state checksum differ
+from its own (a divergence is loud and stays until an operator acts); ``/metrics`` is the
+Prometheus text format; ``/status`` is the replica's view of itself as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+from attrs import asdict
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from chubbypy.server._shell import ReplicaServer
+
+
+class _Text(Resource):
+    isLeaf = True
+
+    def __init__(self, replica: ReplicaServer) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.replica = replica
+
+    def render_GET(self, request: Request) -> bytes:
+        status, content_type, body = self.answer()
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", content_type.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return body.encode()
+
+    def answer(self) -> tuple[int, str, str]:
+        raise NotImplementedError
+
+
+class Healthz(_Text):
+    def answer(self) -> tuple[int, str, str]:
+        return 200, "text/plain; charset=utf-8", "ok\n"
+
+
+class Readyz(_Text):
+    def answer(self) -> tuple[int, str, str]:
+        reason = not_ready_reason(self.replica)
+        if reason is None:
+            return 200, "text/plain; charset=utf-8", "ready\n"
+        return 503, "text/plain; charset=utf-8", f"not ready: {reason}\n"
+
+
+class Metrics(_Text):
+    def answer(self) -> tuple[int, str, str]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", self.replica.metrics.render()
+
+
+class Status(_Text):
+    def answer(self) -> tuple[int, str, str]:
+        status = asdict(self.replica.replica_status())
+        status["cell"] = self.replica.config.cell
+        status["voting"] = self.replica.core.status().voting
+        status["divergence"] = self.replica.divergence
+        return 200, "application/json", json.dumps(status, indent=2) + "\n"
+
+
+def not_ready_reason(server: ReplicaServer) -> str | None:
+    """Why this replica should not take traffic, or None if it may."""
+    if server.divergence is not None:
+        return f"state diverged from a peer's: {server.divergence}"
+    if not server.core.status().voting:
+        return "rebuilding a lost disk from its peers"
+    if server.replica_status().master_hint is None:
+        return "no master known (an election is under way, or no quorum)"
+    return None
+
+
+def admin_site(server: ReplicaServer) -> Site:
+    root = Resource()
+    for name, resource in (
+        (b"healthz", Healthz(server)),
+        (b"readyz", Readyz(server)),
+        (b"metrics", Metrics(server)),
+        (b"status", Status(server)),
+    ):
+        root.putChild(name, resource)
+    site = Site(root)
+    site.displayTracebacks = False
+    return site

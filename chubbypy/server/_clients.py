@@ -1,0 +1,90 @@
+"""The client port: a Chubby client's connection to any replica.
+
+Shell side. The first frame must be a Hello for this cell and protocol version; then the
+client sends requests and gets replies tagged with its request ids. Any replica answers
+master-location and status requests; only the serving master registers clients, takes
+writes (through the log) and answers reads (from memory, under its lease); the others
+reply NOT_MASTER and name the master they know (Chubby §2.2).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.python.failure import Failure as TwistedFailure
+
+from chubbypy.protocol.client import (
+    PROTOCOL_VERSION,
+    ConnectionRole,
+    Hello,
+    LocateMaster,
+    ReadRequest,
+    Register,
+    ServerReply,
+    StatusRequest,
+    Welcome,
+    WireMessage,
+    WriteRequest,
+)
+from chubbypy.protocol.errors import ErrorCode
+from chubbypy.server._framed import FramedProtocol
+from chubbypy.server._shell import ReplicaServer
+
+
+class ClientConnection(FramedProtocol):
+    """One client's connection; see the module docstring."""
+
+    def __init__(self, server: ReplicaServer, frame_bytes_max: int) -> None:
+        super().__init__(frame_bytes_max)
+        self._server = server
+        self._greeted = False
+        self.open = True
+
+    def reply(self, message: ServerReply) -> None:
+        if self.open:
+            self.send(message)
+
+    def message_received(self, message: WireMessage) -> None:
+        if not self._greeted:
+            self._hello(message)
+            return
+        server = self._server
+        match message:
+            case ReadRequest():
+                self.reply(server.read(message))
+            case WriteRequest():
+                server.write(self.reply, message)
+            case Register(request_id, nonce):
+                server.register(self.reply, request_id, nonce)
+            case LocateMaster(request_id):
+                self.reply(server.locate(request_id))
+            case StatusRequest(request_id):
+                self.reply(server.status(request_id))
+            case _:
+                self.refuse(
+                    ErrorCode.BAD_REQUEST, f"a client does not send {type(message).__name__}"
+                )
+
+    def _hello(self, message: WireMessage) -> None:
+        cell = self._server.config.cell
+        if not isinstance(message, Hello):
+            self.refuse(ErrorCode.BAD_REQUEST, "the first message must be a Hello")
+        elif message.version != PROTOCOL_VERSION:
+            self.refuse(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"this replica speaks protocol {PROTOCOL_VERSION}, not {message.version}",
+            )
+        elif message.cell != cell:
+            self.refuse(ErrorCode.WRONG_CELL, f"this is cell {cell!r}, not {message.cell!r}")
+        elif message.role is not ConnectionRole.CLIENT:
+            self.refuse(ErrorCode.BAD_REQUEST, "this is the client port; peers use the peer port")
+        else:
+            self._greeted = True
+            self.send(Welcome(PROTOCOL_VERSION, cell, self._server.replica_id))
+
+    def connectionLost(self, reason: TwistedFailure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.open = False
+
+
+def client_factory(server: ReplicaServer, frame_bytes_max: int) -> Factory:
+    return Factory.forProtocol(lambda: ClientConnection(server, frame_bytes_max))

@@ -1,0 +1,223 @@
+"""`chubbypy serve --config FILE --replica ID`: one replica process.
+
+Shell side; the only module below the CLI that touches the global reactor. A replica whose
+store was never written is either joining a brand-new cell (`--bootstrap`, which
+`chubbypy cell` passes when every replica's store is new) or replacing a lost disk, in
+which case it rebuilds from its peers before it votes (Paxos Made Live §5.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+from attrs import evolve
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogEvent,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+)
+from zope.interface import implementer
+
+from chubbypy.config import CellConfig, ConfigError, load_config
+from chubbypy.paxos import Durable, HardState, Persisted
+from chubbypy.protocol import ReplicaId
+from chubbypy.server._admin import admin_site
+from chubbypy.server._clients import client_factory
+from chubbypy.server._endpoints import server_endpoint
+from chubbypy.server._peers import PeerNetwork
+from chubbypy.server._shell import ReplicaServer
+from chubbypy.server._store_worker import StoreWorker
+from chubbypy.store import SqlStore, StoreError
+
+log = Logger()
+
+CELL_CHILD = "CHUBBYPY_CELL_CHILD"
+"""Set to "1" by `chubbypy cell` in the environment of the replicas it starts."""
+
+
+class SystemChance:
+    """The core's `Chance` in production: real randomness, and buggify always off."""
+
+    def __init__(self) -> None:
+        self._random = random.Random(os.urandom(16))
+
+    def randint(self, low: int, high: int) -> int:
+        return self._random.randint(low, high)
+
+    def buggify(self, site: str) -> bool:
+        return False
+
+
+def serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", required=True, help="the cell's YAML file")
+    parser.add_argument("--replica", required=True, help="which replica of the cell this is")
+    parser.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="this replica's store is new because the cell is new (not because a disk was lost)",
+    )
+    parser.add_argument("--data-dir", type=Path, help="override the file's data_dir")
+    return parser
+
+
+def load(args: argparse.Namespace) -> CellConfig:
+    config = load_config(args.config)
+    if getattr(args, "data_dir", None) is not None:
+        config = evolve(config, data_dir=Path(args.data_dir).resolve())
+    return config
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Run one replica until it is stopped; the process's exit status."""
+    try:
+        config = load(args)
+        replica_id = ReplicaId(config.replica(args.replica).id)
+    except ConfigError as error:
+        print(f"chubbypy serve: {error}", file=sys.stderr)
+        return 2
+    _start_logging()
+    try:
+        store = _open_store(config, replica_id)
+        persisted = store.load()
+    except StoreError as error:
+        log.critical("{replica}: cannot open its store: {error}", replica=replica_id, error=error)
+        return 1
+    fresh = persisted.hard_state is None
+    rebuilding = fresh and not getattr(args, "bootstrap", False)
+    if fresh and not rebuilding:
+        # The cell begins: mark the store, so a later start of an empty store means a lost disk.
+        store.persist(Durable(hard_state=HardState()))
+        persisted = store.load()
+    elif rebuilding:
+        log.warn(
+            "{replica}: its store is empty and --bootstrap was not given: rebuilding from its "
+            "peers before it votes (a new cell is started with --bootstrap on every replica)",
+            replica=replica_id,
+        )
+    return _run(config, replica_id, store, persisted, rebuilding)
+
+
+def _open_store(config: CellConfig, replica_id: ReplicaId) -> SqlStore:
+    config.data_dir_for(replica_id).mkdir(parents=True, exist_ok=True)
+    return SqlStore(config.storage_url_for(replica_id))
+
+
+def _run(
+    config: CellConfig,
+    replica_id: ReplicaId,
+    store: SqlStore,
+    persisted: Persisted,
+    rebuilding: bool,
+) -> int:
+    from twisted.internet import reactor
+
+    worker = StoreWorker(reactor, store)  # type: ignore[arg-type]  # the global reactor
+    server = ReplicaServer(
+        config=config,
+        replica_id=replica_id,
+        reactor=reactor,
+        store=worker,
+        halt=reactor.stop,
+        persisted=persisted,
+        chance=SystemChance(),
+        rebuilding=rebuilding,
+    )
+    peers = PeerNetwork(reactor, config, replica_id, server)
+    server.wire(peers)
+    outcome = {"status": 0}
+    if os.environ.get(CELL_CHILD) == "1":
+        # Under `chubbypy cell` a Ctrl-C reaches every process; the cell stops its replicas
+        # one way only (SIGTERM, a graceful stop), so the replica ignores the Ctrl-C itself.
+        reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    reactor.callWhenRunning(_listen, reactor, config, replica_id, server, peers, outcome)
+    reactor.addSystemEventTrigger("before", "shutdown", _stop, server, peers, worker)
+    reactor.run()
+    return outcome["status"]
+
+
+def _listen(
+    reactor: object,
+    config: CellConfig,
+    replica_id: ReplicaId,
+    server: ReplicaServer,
+    peers: PeerNetwork,
+    outcome: dict[str, int],
+) -> None:
+    replica = config.replica(replica_id)
+    frame_max = config.limits.frame_bytes_max
+    listening = gatherResults(
+        [
+            peers.listen(),
+            server_endpoint(reactor, replica.client).listen(client_factory(server, frame_max)),
+            server_endpoint(reactor, replica.admin).listen(admin_site(server)),
+        ],
+        consumeErrors=True,
+    )
+
+    def started(_: object) -> None:
+        log.info(
+            "{replica} of cell {cell}: peers on {peer}, clients on {client}, admin on {admin}",
+            replica=replica_id,
+            cell=config.cell,
+            peer=replica.peer,
+            client=replica.client,
+            admin=replica.admin,
+        )
+        peers.connect_all()
+        server.start()
+
+    def failed(failure: object) -> None:
+        log.critical("{replica} cannot listen: {failure}", replica=replica_id, failure=failure)
+        outcome["status"] = 1
+        reactor.stop()  # type: ignore[attr-defined]
+
+    listening.addCallbacks(started, failed)
+
+
+def _stop(server: ReplicaServer, peers: PeerNetwork, worker: StoreWorker) -> Deferred[None]:
+    """A graceful stop (SIGTERM, Ctrl-C): hand mastership over, then close the store."""
+    stopped = server.stop()
+
+    def close(_: object) -> None:
+        peers.stop()
+        worker.stop()
+        log.info("{replica} stopped", replica=server.replica_id)
+
+    stopped.addCallback(close)
+    return stopped
+
+
+def _start_logging() -> None:
+    """One line per event: time, level, message. Twisted's own chatter only from warnings up."""
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    predicate.setLogLevelForNamespace("chubbypy", LogLevel.info)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(LineObserver(), [predicate])], redirectStandardIO=False
+    )
+
+
+@implementer(ILogObserver)
+class LineObserver:
+    """Writes each log event as one line: time, level, message (and a traceback if any)."""
+
+    def __call__(self, event: LogEvent) -> None:
+        when = time.strftime("%H:%M:%S", time.localtime(event.get("log_time", time.time())))
+        level = event.get("log_level", LogLevel.info).name
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += "\n" + failure.getTraceback()
+        sys.stdout.write(f"{when} {level:<5} {text}\n")
+        sys.stdout.flush()

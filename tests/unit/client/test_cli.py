@@ -1,0 +1,559 @@
+"""The chubbypy command: arguments, the cell and paths, text and JSON output, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chubbypy import cli
+from chubbypy.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    SCHEMA,
+    CellTarget,
+    UsageError,
+    build_parser,
+    find_cell,
+    parse_cell,
+    resolve_path,
+)
+from chubbypy.client import ReplicaReport
+from chubbypy.protocol.client import ReplicaStatus
+from chubbypy.protocol.errors import ChubbyError, Failure, Unavailable, WrongCell, error_for
+from chubbypy.protocol.namespace import (
+    Contents,
+    Create,
+    Delete,
+    DirEntry,
+    GetContentsAndStat,
+    GetStat,
+    ReadDir,
+    SetContents,
+    Stat,
+)
+from chubbypy.protocol.values import Epoch, LogIndex, ReplicaId
+from tests.unit.client.harness import FakeNamespace
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+ROOT = "/ls/local"
+STAT_KEYS = {
+    "instance",
+    "content_generation",
+    "lock_generation",
+    "acl_generation",
+    "checksum",
+    "size",
+    "is_directory",
+    "ephemeral",
+    "acl",
+}
+STATUS_KEYS = {
+    "role",
+    "epoch",
+    "promised",
+    "chosen_index",
+    "applied_index",
+    "first_index",
+    "last_index",
+    "snapshot_index",
+    "serving",
+    "lease_valid",
+    "lease_remaining_ms",
+    "master_hint",
+    "uptime_ms",
+}
+
+
+class StubCell:
+    """The BlockingCell interface over an in-memory namespace (the harness's), no network."""
+
+    def __init__(self) -> None:
+        self.namespace = FakeNamespace()
+        self.namespace.nodes = {ROOT: self.namespace.nodes.pop("/ls/test")}
+        self.error: ChubbyError | None = None
+        self.reports: tuple[ReplicaReport, ...] = ()
+        self.calls: list[str] = []
+        self.connected: list[tuple[CellTarget, str, float]] = []
+        self.closed = False
+
+    def _done(self, name: str, result: Any) -> Any:
+        self.calls.append(name)
+        if self.error is not None:
+            raise self.error
+        if isinstance(result, Failure):
+            raise error_for(result.code, result.message)
+        return result
+
+    def get_contents_and_stat(self, path: str) -> Contents:
+        return self._done("get_contents_and_stat", self.namespace.read(GetContentsAndStat(path)))
+
+    def get_stat(self, path: str) -> Stat:
+        return self._done("get_stat", self.namespace.read(GetStat(path)))
+
+    def list_dir(self, path: str) -> tuple[DirEntry, ...]:
+        return self._done("list_dir", self.namespace.read(ReadDir(path))).entries  # type: ignore[no-any-return]
+
+    def create(self, path: str, contents: bytes = b"", *, directory: bool = False) -> Stat:
+        written = self._done("create", self.namespace.apply(Create(path, directory, contents)))
+        return written.stat  # type: ignore[no-any-return]
+
+    def set_contents(
+        self, path: str, contents: bytes, expected_generation: int | None = None
+    ) -> Stat:
+        write = SetContents(path, contents, expected_generation)
+        return self._done("set_contents", self.namespace.apply(write)).stat  # type: ignore[no-any-return]
+
+    def delete(self, path: str, expected_instance: int | None = None) -> None:
+        self._done("delete", self.namespace.apply(Delete(path, expected_instance)))
+
+    def status(self, replica: str | None = None) -> tuple[ReplicaReport, ...]:
+        return self._done("status", self.reports)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Run:
+    """One invocation's exit code and output."""
+
+    def __init__(self, code: int, stdout: bytes, stderr: str) -> None:
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.stdout)  # type: ignore[no-any-return]
+
+
+def chubbypy(
+    stub: StubCell,
+    *argv: str,
+    stdin: bytes = b"",
+    environ: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Run:
+    """Run the command with `argv` against `stub`; what it returned and printed."""
+    stdout, stderr = io.BytesIO(), io.StringIO()
+
+    def connect(target: CellTarget, cell: str, timeout: float) -> StubCell:
+        stub.connected.append((target, cell, timeout))
+        return stub
+
+    code = cli.run(
+        argv,
+        stdin=io.BytesIO(stdin),
+        stdout=stdout,
+        stderr=stderr,
+        environ={"CHUBBY_CELL": "127.0.0.1:7201"} if environ is None else environ,
+        cwd=cwd or Path("/nonexistent"),
+        connect=connect,  # type: ignore[arg-type]
+    )
+    return Run(code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture
+def stub() -> StubCell:
+    cell = StubCell()
+    cell.create(f"{ROOT}/dir", directory=True)
+    cell.create(f"{ROOT}/dir/child", b"x")
+    cell.create(f"{ROOT}/file", b"hello\n")
+    cell.calls.clear()
+    return cell
+
+
+def status_of(replica_id: str, role: str) -> ReplicaStatus:
+    return ReplicaStatus(
+        ReplicaId(replica_id),
+        role,  # type: ignore[arg-type]
+        Epoch(4),
+        "4.r1",
+        LogIndex(120),
+        LogIndex(119),
+        LogIndex(1),
+        LogIndex(120),
+        LogIndex(0),
+        role == "master",
+        True,
+        1500,
+        ReplicaId("r1"),
+        9000,
+    )
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_global_options_may_come_before_or_after_the_command() -> None:
+    """--cell, --json and --timeout parse the same on either side of the command."""
+    before = build_parser().parse_args(["--json", "--timeout", "3", "--cell", "a:1", "ls", "x"])
+    after = build_parser().parse_args(["ls", "x", "--json", "--timeout", "3", "--cell", "a:1"])
+    assert vars(before) == vars(after)
+    assert (after.json, after.timeout, after.cell, after.path) == (True, 3.0, "a:1", "x")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["put", "f", "v", "--create-only", "--if-generation", "3"],
+        ["put", "f", "--if-generation", "-1"],
+        ["ls", "--timeout", "0"],
+        ["cell", "--replicas", "4"],
+        ["serve", "--config", "c.yaml"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad arguments are argparse's usage errors: exit code 2 and a message."""
+    assert cli.main(argv) == EXIT_USAGE
+    assert "usage: chubbypy" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help prints the commands and exit codes and returns 0."""
+    assert cli.main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "status" in out
+    assert "3 cell unavailable" in out
+
+
+# ----------------------------------------------------------------------------- cell and paths
+
+
+@pytest.mark.parametrize(
+    ("given", "full"),
+    [
+        ("", ROOT),
+        ("/", ROOT),
+        (".", ROOT),
+        ("a", f"{ROOT}/a"),
+        ("a/b/", f"{ROOT}/a/b"),
+        ("/a/b", f"{ROOT}/a/b"),
+        ("./a", f"{ROOT}/a"),
+        ("/ls/local/a", f"{ROOT}/a"),
+        ("/ls/other/a/", "/ls/other/a"),
+    ],
+)
+def test_paths_resolve_against_the_cell_root(given: str, full: str) -> None:
+    """Relative and root-relative paths name nodes under /ls/<cell>; /ls/ names are full."""
+    assert resolve_path(given, "local") == full
+
+
+def test_a_cell_is_addresses_with_an_optional_name() -> None:
+    """--cell takes comma-separated host:port pairs or endpoint strings, and NAME@."""
+    assert parse_cell("127.0.0.1:7201, tcp:7202:interface=127.0.0.1", "--cell") == CellTarget(
+        ("127.0.0.1:7201", "tcp:7202:interface=127.0.0.1"), None
+    )
+    assert parse_cell("prod@db1:7201", "--cell") == CellTarget(("db1:7201",), "prod")
+    with pytest.raises(UsageError, match="--cell: 'nowhere' is not an address"):
+        parse_cell("nowhere", "--cell")
+    with pytest.raises(UsageError, match="no replica address"):
+        parse_cell("prod@", "--cell")
+
+
+def test_a_cell_file_gives_the_name_and_the_client_endpoints() -> None:
+    """A YAML path loads the configuration: its cell name and replicas' client endpoints."""
+    target = parse_cell(str(REPOSITORY / "etc" / "cell.yaml"), "--cell")
+    assert target.name == "local"
+    assert target.addresses[0] == "tcp:7201:interface=127.0.0.1"
+    assert target.config is not None
+
+
+def test_a_bad_cell_file_is_a_usage_error(tmp_path: Path) -> None:
+    """A configuration with mistakes is reported with every problem, as a usage error."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cell: 7\n")
+    with pytest.raises(UsageError, match=r"bad\.yaml"):
+        parse_cell(str(bad), "--cell")
+
+
+def test_the_cell_comes_from_the_option_then_the_environment_then_etc(tmp_path: Path) -> None:
+    """--cell wins over $CHUBBY_CELL, which wins over ./etc/cell.yaml; none is an error."""
+    (tmp_path / "etc").mkdir()
+    shutil.copy(REPOSITORY / "etc" / "cell.yaml", tmp_path / "etc" / "cell.yaml")
+    environ = {"CHUBBY_CELL": "env@h:1"}
+    assert find_cell("opt@h:1", environ, tmp_path).name == "opt"
+    assert find_cell(None, environ, tmp_path).name == "env"
+    assert find_cell(None, {}, tmp_path).name == "local"
+    with pytest.raises(UsageError, match="no cell"):
+        find_cell(None, {"CHUBBY_CELL": " "}, tmp_path / "etc")
+
+
+def test_no_cell_anywhere_exits_2(stub: StubCell) -> None:
+    """Without --cell, CHUBBY_CELL or etc/cell.yaml the command is a usage error."""
+    run = chubbypy(stub, "ls", environ={})
+    assert run.code == EXIT_USAGE
+    assert "no cell" in run.stderr
+
+
+def test_the_cell_name_comes_from_a_full_path_or_defaults_to_local(stub: StubCell) -> None:
+    """Bare addresses take the cell name from a /ls/<cell>/ path, else "local"."""
+    chubbypy(stub, "stat", "/ls/elsewhere/file")
+    chubbypy(stub, "--timeout", "4", "stat", "file")
+    assert [(cell, timeout) for _, cell, timeout in stub.connected] == [
+        ("elsewhere", 10.0),
+        ("local", 4.0),
+    ]
+    assert stub.connected[0][0] == CellTarget(("127.0.0.1:7201",), None)
+
+
+def test_a_path_in_another_cell_than_the_named_one_exits_2(stub: StubCell) -> None:
+    """With a cell name given, a full path naming another cell is a usage error."""
+    run = chubbypy(stub, "--cell", "prod@h:1", "stat", "/ls/local/file")
+    assert run.code == EXIT_USAGE
+    assert "is in cell 'local', but the cell given is 'prod'" in run.stderr
+    assert stub.calls == []
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def test_ls_lists_names_with_a_slash_after_directories(stub: StubCell) -> None:
+    """ls prints one child per line, directories marked; the client is closed after."""
+    run = chubbypy(stub, "ls")
+    assert (run.code, run.stdout) == (EXIT_OK, b"dir/\nfile\n")
+    assert stub.closed
+
+
+def test_ls_long_shows_metadata_columns(stub: StubCell) -> None:
+    """ls -l prints a header and mode, size, generation and instance for each child."""
+    lines = chubbypy(stub, "ls", "-l", "/").stdout.decode().splitlines()
+    assert lines[0].split() == ["MODE", "SIZE", "GENERATION", "INSTANCE", "NAME"]
+    assert lines[1].split() == ["d-", "1", "0", "2", "dir/"]
+    assert lines[2].split() == ["--", "6", "1", "4", "file"]
+
+
+def test_ls_json(stub: StubCell) -> None:
+    """ls --json lists each child's name, full name and stat."""
+    document = chubbypy(stub, "--json", "ls", "dir").json()
+    assert document["schema"] == SCHEMA
+    assert set(document) == {"schema", "command", "ok", "cell", "path", "entries"}
+    assert (document["command"], document["ok"], document["cell"]) == ("ls", True, "local")
+    assert document["path"] == f"{ROOT}/dir"
+    (entry,) = document["entries"]
+    assert (entry["name"], entry["path"]) == ("child", f"{ROOT}/dir/child")
+    assert set(entry["stat"]) == STAT_KEYS
+    assert set(entry["stat"]["acl"]) == {"read", "write", "change"}
+
+
+def test_stat_prints_every_field(stub: StubCell) -> None:
+    """stat prints the node's metadata, one field per line; --json has the STAT object."""
+    text = chubbypy(stub, "stat", "file").stdout.decode()
+    assert "type                file\n" in text
+    assert "content_generation  1\n" in text
+    document = chubbypy(stub, "stat", "file", "--json").json()
+    assert set(document) == {"schema", "command", "ok", "cell", "path", "stat"}
+    assert document["stat"]["size"] == 6
+
+
+def test_cat_writes_the_raw_bytes(stub: StubCell) -> None:
+    """cat copies the contents to standard output unchanged."""
+    stub.set_contents(f"{ROOT}/file", b"\x00\xffbinary")
+    assert chubbypy(stub, "cat", "file").stdout == b"\x00\xffbinary"
+
+
+@pytest.mark.parametrize(
+    ("contents", "encoded"),
+    [
+        (b"caf\xc3\xa9\n", {"encoding": "utf-8", "data": "café\n"}),
+        (b"\x00\xff", {"encoding": "base64", "data": "AP8="}),
+    ],
+)
+def test_cat_json_names_the_encoding(
+    stub: StubCell, contents: bytes, encoded: dict[str, str]
+) -> None:
+    """Contents are UTF-8 text when valid, else base64, and the encoding says which."""
+    stub.set_contents(f"{ROOT}/file", contents)
+    document = chubbypy(stub, "--json", "cat", "file").json()
+    assert set(document) == {"schema", "command", "ok", "cell", "path", "contents", "stat"}
+    assert document["contents"] == encoded
+
+
+def test_put_creates_a_missing_file_then_updates_it(stub: StubCell) -> None:
+    """put creates the file if missing, else replaces its contents; --json says which."""
+    first = chubbypy(stub, "--json", "put", "new", "one").json()
+    second = chubbypy(stub, "--json", "put", "new", "two").json()
+    assert set(first) == {"schema", "command", "ok", "cell", "path", "created", "stat"}
+    assert (first["created"], second["created"]) == (True, False)
+    assert second["stat"]["content_generation"] == 2
+    assert stub.namespace.nodes[f"{ROOT}/new"].contents == b"two"
+
+
+@pytest.mark.parametrize("value", [[], ["-"]])
+def test_put_reads_standard_input(stub: StubCell, value: list[str]) -> None:
+    """Without a VALUE, or with "-", put stores standard input's bytes."""
+    assert chubbypy(stub, "put", "file", *value, stdin=b"\x01from stdin").code == EXIT_OK
+    assert stub.namespace.nodes[f"{ROOT}/file"].contents == b"\x01from stdin"
+
+
+def test_put_if_generation_is_a_compare_and_swap(stub: StubCell) -> None:
+    """--if-generation N writes only at generation N; else exit 1 naming path and error."""
+    assert chubbypy(stub, "put", "file", "v2", "--if-generation", "1").code == EXIT_OK
+    run = chubbypy(stub, "put", "file", "v3", "--if-generation", "1")
+    assert run.code == EXIT_FAILED
+    assert run.stderr.startswith(f"chubbypy put: {ROOT}/file: GENERATION_MISMATCH: ")
+    assert stub.namespace.nodes[f"{ROOT}/file"].contents == b"v2"
+
+
+def test_put_create_only_refuses_an_existing_file(stub: StubCell) -> None:
+    """--create-only fails with EXISTS (exit 1) when the file is there."""
+    run = chubbypy(stub, "put", "--create-only", "file", "x")
+    assert run.code == EXIT_FAILED
+    assert "EXISTS" in run.stderr
+
+
+def test_rm_deletes(stub: StubCell) -> None:
+    """rm deletes the node; --json confirms the full name."""
+    document = chubbypy(stub, "--json", "rm", "dir/child").json()
+    assert document == {
+        "schema": SCHEMA,
+        "command": "rm",
+        "ok": True,
+        "cell": "local",
+        "path": f"{ROOT}/dir/child",
+        "deleted": True,
+    }
+    assert f"{ROOT}/dir/child" not in stub.namespace.nodes
+
+
+def test_mkdir_and_mkdir_p(stub: StubCell) -> None:
+    """mkdir creates one directory; -p creates the missing parents and accepts existing."""
+    assert chubbypy(stub, "mkdir", "solo").code == EXIT_OK
+    document = chubbypy(stub, "--json", "mkdir", "-p", "dir/a/b").json()
+    assert set(document) == {"schema", "command", "ok", "cell", "path", "created", "stat"}
+    assert document["created"] == [f"{ROOT}/dir/a", f"{ROOT}/dir/a/b"]
+    again = chubbypy(stub, "--json", "mkdir", "-p", "dir/a/b").json()
+    assert again["created"] == []
+    assert again["stat"]["is_directory"]
+    assert chubbypy(stub, "mkdir", "solo").code == EXIT_FAILED
+
+
+def test_mkdir_p_through_a_file_fails(stub: StubCell) -> None:
+    """mkdir -p refuses to treat an existing file as a parent directory (exit 1)."""
+    run = chubbypy(stub, "mkdir", "-p", "file/sub")
+    assert run.code == EXIT_FAILED
+    assert "NOT_A_DIRECTORY" in run.stderr
+
+
+def test_status_prints_a_table_with_unreachable_replicas(stub: StubCell) -> None:
+    """status shows every replica's role, indexes, lease and master, and why one is down."""
+    stub.reports = (
+        ReplicaReport(
+            "tcp:host=127.0.0.1:port=7201", ReplicaId("r1"), status_of("r1", "master"), None
+        ),
+        ReplicaReport(
+            "tcp:host=127.0.0.1:port=7202", ReplicaId("r2"), None, "cannot connect: refused"
+        ),
+    )
+    lines = chubbypy(stub, "status").stdout.decode().splitlines()
+    header = "REPLICA ADDRESS ROLE EPOCH CHOSEN APPLIED FIRST LAST LEASE MASTER"
+    assert lines[0].split() == header.split()
+    row = "r1 127.0.0.1:7201 master 4 120 119 1 120 1.5s r1"
+    assert lines[1].split() == row.split()
+    assert lines[2].split()[:3] == ["r2", "127.0.0.1:7202", "unreachable"]
+    assert lines[3] == "r2: cannot connect: refused"
+
+
+def test_status_json(stub: StubCell) -> None:
+    """status --json lists every replica with the STATUS object or its problem."""
+    stub.reports = (
+        ReplicaReport(
+            "tcp:host=127.0.0.1:port=7201", ReplicaId("r1"), status_of("r1", "master"), None
+        ),
+        ReplicaReport("tcp:host=127.0.0.1:port=7202", None, None, "refused"),
+    )
+    run = chubbypy(stub, "--json", "status")
+    document = run.json()
+    assert run.code == EXIT_OK
+    assert set(document) == {"schema", "command", "ok", "cell", "master", "replicas"}
+    assert document["master"] == "r1"
+    up, down = document["replicas"]
+    assert set(up) == {"replica_id", "address", "reachable", "problem", "status"}
+    assert set(up["status"]) == STATUS_KEYS
+    assert (up["address"], up["reachable"]) == ("127.0.0.1:7201", True)
+    assert down == {
+        "replica_id": None,
+        "address": "127.0.0.1:7202",
+        "reachable": False,
+        "problem": "refused",
+        "status": None,
+    }
+
+
+def test_status_with_no_replica_reachable_exits_3(stub: StubCell) -> None:
+    """status exits 3 when not one replica answered."""
+    stub.reports = (ReplicaReport("tcp:host=h:port=1", None, None, "refused"),)
+    assert chubbypy(stub, "status").code == EXIT_UNAVAILABLE
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_an_operating_error_exits_1_naming_the_path_and_the_error(stub: StubCell) -> None:
+    """A missing node: exit 1, and stderr says which path and which error."""
+    run = chubbypy(stub, "cat", "missing")
+    assert run.code == EXIT_FAILED
+    assert run.stdout == b""
+    assert (
+        run.stderr == f"chubbypy cat: {ROOT}/missing: NO_SUCH_NODE: {ROOT}/missing: no such node\n"
+    )
+
+
+def test_errors_in_json_are_one_document_on_stdout_too(stub: StubCell) -> None:
+    """With --json a failure still prints one document: ok false, the error's code."""
+    run = chubbypy(stub, "--json", "stat", "missing")
+    assert run.code == EXIT_FAILED
+    document = run.json()
+    assert set(document) == {"schema", "command", "ok", "cell", "path", "error"}
+    assert document["ok"] is False
+    assert document["path"] == f"{ROOT}/missing"
+    assert document["error"]["code"] == "NO_SUCH_NODE"
+    assert document["error"]["exit_code"] == EXIT_FAILED
+    assert "NO_SUCH_NODE" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "error", [Unavailable("no master answered within 10 s"), WrongCell("serves cell 'prod'")]
+)
+def test_an_unavailable_cell_exits_3(stub: StubCell, error: ChubbyError) -> None:
+    """No master within the timeout, or a replica of another cell: exit 3."""
+    stub.error = error
+    run = chubbypy(stub, "--json", "ls")
+    assert run.code == EXIT_UNAVAILABLE
+    assert run.json()["error"] == {
+        "code": error.code.name,
+        "message": error.message,
+        "exit_code": EXIT_UNAVAILABLE,
+    }
+    assert stub.closed
+
+
+# ----------------------------------------------------------------------------- server commands
+
+
+def test_serve_and_cell_dispatch_to_the_server_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve and cell call chubbypy.server's serve_main and cell_main with the arguments."""
+    seen: list[Any] = []
+    server = types.ModuleType("chubbypy.server")
+    server.serve_main = lambda args: seen.append(("serve", args.config, args.replica)) or 0  # type: ignore[attr-defined]
+    server.cell_main = lambda args: seen.append(("cell", args.replicas, args.data_dir)) or 5  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "chubbypy.server", server)
+    assert cli.main(["serve", "--config", "c.yaml", "--replica", "r2"]) == 0
+    assert cli.main(["cell", "--replicas", "5", "--data-dir", "d"]) == 5
+    assert seen == [("serve", "c.yaml", "r2"), ("cell", 5, Path("d"))]
+
+
+def test_serve_without_the_server_package_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When chubbypy.server cannot be imported, serve says so and exits 2."""
+    monkeypatch.setitem(sys.modules, "chubbypy.server", None)
+    assert cli.main(["serve", "--config", "c.yaml", "--replica", "r1"]) == EXIT_USAGE
+    assert "the server is not available" in capsys.readouterr().err
