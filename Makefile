@@ -1,5 +1,5 @@
 # chubbypy: two commands on a fresh machine with Python 3.11+.
-#   make run    the main job (for now: a simulated 5-replica cell under faults, narrated)
+#   make run    the main job: a local cell of three replica processes (Ctrl-C stops it)
 #   make test   create .venv if needed, install, lint, type-check, run every test
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SEED ?= $(shell date +%s)
 
-.PHONY: run test lint typecheck unit sim bench clean
+.PHONY: run sim test lint typecheck bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/chubbypy cell
+
+sim: $(STAMP)
 	$(BIN)/chubbypy-sim --replicas 5 --seed $(SEED) --narrate
 
 test: $(STAMP) lint typecheck

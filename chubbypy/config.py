@@ -79,17 +79,17 @@ class PaxosConfig:
     the values a missing key takes; ``etc/cell.yaml`` explains why each default is what it is.
     """
 
-    tick_seconds: float = 0.05
+    tick_seconds: float = 0.025
     """Length of one tick, the core's unit of time."""
-    master_lease_seconds: float = 2.0
+    master_lease_seconds: float = 0.6
     """How long an acceptor refuses other proposers after hearing from the master."""
     clock_drift_max: float = 0.01
     """Bound on any clock's rate error, as a fraction (0.01: 1% fast or slow)."""
-    heartbeat_seconds: float = 0.25
+    heartbeat_seconds: float = 0.1
     """How often the master renews its lease."""
-    election_jitter_seconds: float = 0.5
+    election_jitter_seconds: float = 0.15
     """Most random extra wait before campaigning."""
-    retry_seconds: float = 0.25
+    retry_seconds: float = 0.15
     """Wait for promises or a catch-up reply before trying again."""
     batch_entries_max: int = 64
     """Commands in one Paxos instance."""

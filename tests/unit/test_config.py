@@ -39,6 +39,10 @@ BASE: dict[str, Any] = {
 }
 
 
+OLD_TIMING = {"tick_seconds": 0.05, "heartbeat_seconds": 0.25, "retry_seconds": 0.25}
+"""Settings the lease tests below were worked out for (the defaults until the lease shrank)."""
+
+
 def config(**changes: Any) -> dict[str, Any]:
     """A valid minimal cell with top-level `changes`; a value of ... removes the key."""
     mapping = copy.deepcopy(BASE)
@@ -78,11 +82,11 @@ def test_cell_yaml_loads() -> None:
     assert cell.storage_url is None
     assert cell.source == ETC / "cell.yaml"
     assert cell.paxos.timing() == Timing(
-        lease_ticks=40,
-        master_lease_ticks=38,
-        heartbeat_ticks=5,
-        election_jitter_ticks=10,
-        retry_ticks=5,
+        lease_ticks=24,
+        master_lease_ticks=22,
+        heartbeat_ticks=4,
+        election_jitter_ticks=6,
+        retry_ticks=6,
     )
     assert cell.paxos.limits() == Limits(
         batch_entries_max=64,
@@ -93,7 +97,7 @@ def test_cell_yaml_loads() -> None:
         log_retain_entries=1_000,
     )
     assert cell.limits == LimitsConfig(file_bytes_max=256 * 1024, frame_bytes_max=1 << 20)
-    assert cell.paxos.checksum_every_ticks() == 1200
+    assert cell.paxos.checksum_every_ticks() == 2400
 
 
 def test_cell_yaml_states_the_defaults() -> None:
@@ -280,7 +284,7 @@ def test_frame_limit_fits_the_length_prefix() -> None:
 
 def test_lease_must_be_four_ticks() -> None:
     """A master lease under four ticks is refused, naming the shortest allowed."""
-    assert only_problem(config(paxos={"master_lease_seconds": 0.15})) == (
+    assert only_problem(config(paxos={**OLD_TIMING, "master_lease_seconds": 0.15})) == (
         "paxos.master_lease_seconds: 0.15 is too short: it must be at least 4 ticks "
         "(0.2 s with tick_seconds 0.05)"
     )
@@ -288,7 +292,12 @@ def test_lease_must_be_four_ticks() -> None:
 
 def test_lease_must_leave_the_master_two_ticks_after_drift() -> None:
     """A lease the drift margin shrinks below two master ticks is refused on the lease key."""
-    paxos = {"master_lease_seconds": 0.2, "clock_drift_max": 0.3, "heartbeat_seconds": 0.05}
+    paxos = {
+        **OLD_TIMING,
+        "master_lease_seconds": 0.2,
+        "clock_drift_max": 0.3,
+        "heartbeat_seconds": 0.05,
+    }
     assert only_problem(config(paxos=paxos)) == (
         "paxos.master_lease_seconds: 0.2 is too short for clock_drift_max 0.3: the master may "
         "trust only 1 tick of it and needs 2 (at least 0.25 s with these settings)"
@@ -298,19 +307,23 @@ def test_lease_must_leave_the_master_two_ticks_after_drift() -> None:
 
 def test_heartbeat_must_renew_twice_per_lease() -> None:
     """A heartbeat longer than half the master's window is refused, naming the longest allowed."""
-    assert only_problem(config(paxos={"heartbeat_seconds": 1.5})) == (
+    lease = {**OLD_TIMING, "master_lease_seconds": 2.0}
+    assert only_problem(config(paxos={**lease, "heartbeat_seconds": 1.5})) == (
         "paxos.heartbeat_seconds: 1.5 is too long: the master must renew at least twice per "
         "lease (at most 0.95 s with these settings)"
     )
     assert (
-        parse_config(config(paxos={"heartbeat_seconds": 0.95})).paxos.timing().heartbeat_ticks == 19
+        parse_config(config(paxos={**lease, "heartbeat_seconds": 0.95}))
+        .paxos.timing()
+        .heartbeat_ticks
+        == 19
     )
-    assert "1 is too long" in only_problem(config(paxos={"heartbeat_seconds": 1.0}))
+    assert "1 is too long" in only_problem(config(paxos={**lease, "heartbeat_seconds": 1.0}))
 
 
 def test_election_jitter_must_be_a_tick() -> None:
     """An election jitter shorter than one tick is refused."""
-    assert only_problem(config(paxos={"election_jitter_seconds": 0.01})).startswith(
+    assert only_problem(config(paxos={**OLD_TIMING, "election_jitter_seconds": 0.01})).startswith(
         "paxos.election_jitter_seconds: 0.01 is shorter than one tick (0.05 s)"
     )
 
@@ -519,7 +532,7 @@ def test_every_problem_is_reported_together() -> None:
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     """Problems found in a file are prefixed with the file's path."""
     path = tmp_path / "cell.yaml"
-    text = (ETC / "cell.yaml").read_text().replace("tick_seconds: 0.05", "tick_seconds: -1")
+    text = (ETC / "cell.yaml").read_text().replace("tick_seconds: 0.025", "tick_seconds: -1")
     path.write_text(text.replace("cell: local", "cell: Local"))
     with pytest.raises(ConfigError) as raised:
         load_config(path)
