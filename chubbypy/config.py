@@ -146,6 +146,8 @@ class LimitsConfig:
     file_bytes_max: int = 256 * 1024
     """Contents of one file in the namespace (Chubby's limit)."""
     frame_bytes_max: int = 1 << 20
+    peer_message_bytes_max: int = 1 << 28
+    """One message between replicas, reassembled from frames (the largest snapshot)."""
     """One length-prefixed frame on the wire."""
 
 
@@ -565,6 +567,7 @@ PAXOS_RULES: Final[Mapping[str, Rule]] = {
 LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "file_bytes_max": _at_least(1),
     "frame_bytes_max": _frame_length,
+    "peer_message_bytes_max": _at_least(1 << 20),
 }
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "Hello",
     "LocateMaster",
     "MasterLocation",
+    "PeerFragment",
     "PeerFrame",
     "ReadReply",
     "ReadRequest",
@@ -287,4 +288,20 @@ class PeerFrame:
     message: PeerMessage
 
 
-WireMessage = Hello | Welcome | ClientRequest | ServerReply | PeerFrame | ChecksumReport
+@frozen
+class PeerFragment:
+    """A piece of a peer message too large for one frame (a big snapshot, say).
+
+    The sender splits the encoded `PeerFrame` body into pieces and sends them in order on one
+    connection; the receiver joins them and decodes the whole once `offset + len(data)`
+    reaches `total`. A connection lost part-way loses the partial message, as Paxos expects.
+    """
+
+    total: int
+    offset: int
+    data: bytes
+
+
+WireMessage = (
+    Hello | Welcome | ClientRequest | ServerReply | PeerFrame | ChecksumReport | PeerFragment
+)

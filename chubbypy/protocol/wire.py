@@ -46,6 +46,7 @@ from chubbypy.protocol.client import (
     Hello,
     LocateMaster,
     MasterLocation,
+    PeerFragment,
     PeerFrame,
     ReadReply,
     ReadRequest,
@@ -121,6 +122,8 @@ def _to_plain(message: WireMessage) -> list[Any]:
     match message:
         case PeerFrame(peer_message):  # first: by far the most frequent
             return [30, encode_message(peer_message)]
+        case PeerFragment(total, offset, data):
+            return [32, total, offset, data]
         case ChecksumReport(index, checksum):
             return [31, index, checksum]
         case Hello(version, cell, role, name):
@@ -304,6 +307,7 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     29: (4, _to_error_reply),
     30: (1, lambda f: PeerFrame(decode_message(binary(f[0])))),
     31: (2, lambda f: ChecksumReport(_index(f[0]), binary(f[1]))),
+    32: (3, lambda f: PeerFragment(_index(f[0]), _index(f[1]), binary(f[2]))),
 }
 
 

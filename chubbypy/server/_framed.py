@@ -56,6 +56,16 @@ class FramedProtocol(Protocol):
     def message_received(self, message: WireMessage) -> None:
         raise NotImplementedError
 
+    @property
+    def frame_bytes_max(self) -> int:
+        return self._frame_bytes_max
+
+    def send_body(self, body: bytes) -> None:
+        """Send an already encoded message body that fits one frame."""
+        assert len(body) <= self._frame_bytes_max, len(body)
+        if not self._closing and self.transport is not None:
+            self.transport.write(encode_frame(body))
+
     def send(self, message: WireMessage) -> None:
         if self._closing or self.transport is None:
             return

@@ -18,23 +18,29 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
 from chubbypy.config import CellConfig
-from chubbypy.protocol import Envelope, ReplicaId
+from chubbypy.protocol import Envelope, PeerMessage, ReplicaId
+from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.client import (
     PROTOCOL_VERSION,
     ChecksumReport,
     ConnectionRole,
     ErrorReply,
     Hello,
+    PeerFragment,
     PeerFrame,
     Welcome,
     WireMessage,
 )
 from chubbypy.protocol.errors import ErrorCode
+from chubbypy.protocol.wire import decode_wire, encode_wire
 from chubbypy.server._endpoints import client_endpoint, connect_string, server_endpoint
 from chubbypy.server._framed import FramedProtocol
 from chubbypy.server._shell import ReplicaServer
 
 log = Logger()
+
+FRAGMENT_OVERHEAD_BYTES = 4096
+"""Room left in a frame for a fragment's or a batch's own fields around the data."""
 
 
 class OutboundPeer(FramedProtocol):
@@ -70,6 +76,24 @@ class OutboundPeer(FramedProtocol):
                     ErrorCode.BAD_REQUEST, f"unexpected {type(message).__name__} from a peer"
                 )
 
+    def send_peer_message(self, message: PeerMessage) -> None:
+        """Send one Paxos message: in one frame, or in fragments if it is too large for one."""
+        body = encode_wire(PeerFrame(message))
+        if len(body) <= self.frame_bytes_max:
+            self.send_body(body)
+            return
+        if len(body) > self._network.message_bytes_max:
+            log.warn(
+                "{me}: dropping a {size}-byte message to {peer}: above peer_message_bytes_max",
+                me=self._network.replica_id,
+                size=len(body),
+                peer=self.peer,
+            )
+            return
+        piece = self.frame_bytes_max - FRAGMENT_OVERHEAD_BYTES
+        for offset in range(0, len(body), piece):
+            self.send(PeerFragment(len(body), offset, body[offset : offset + piece]))
+
     def connectionLost(self, reason: TwistedFailure = connectionDone) -> None:
         super().connectionLost(reason)
         self._network.disconnected(self)
@@ -82,18 +106,48 @@ class InboundPeer(FramedProtocol):
         super().__init__(frame_bytes_max)
         self._network = network
         self.peer: ReplicaId | None = None
+        self._pieces = bytearray()
+        self._expected = 0
 
     def message_received(self, message: WireMessage) -> None:
         server = self._network.server
         match message:
             case PeerFrame(peer_message) if self.peer is not None:
                 server.peer_message(self.peer, peer_message)
+            case PeerFragment() if self.peer is not None:
+                self._fragment(message)
             case ChecksumReport() if self.peer is not None:
                 server.checksum_reported(self.peer, message)
             case Hello() if self.peer is None:
                 self._hello(message)
             case _:
                 self.refuse(ErrorCode.BAD_REQUEST, f"unexpected {type(message).__name__}")
+
+    def _fragment(self, fragment: PeerFragment) -> None:
+        """Join the pieces of a large message, strictly in order, within the size limit."""
+        if fragment.offset == 0:
+            self._pieces, self._expected = bytearray(), fragment.total
+        if (
+            fragment.total != self._expected
+            or fragment.offset != len(self._pieces)
+            or fragment.total > self._network.message_bytes_max
+            or fragment.offset + len(fragment.data) > fragment.total
+        ):
+            self.refuse(ErrorCode.BAD_REQUEST, "a message's fragments out of order or too large")
+            return
+        self._pieces += fragment.data
+        if len(self._pieces) < self._expected:
+            return
+        body, self._pieces, self._expected = bytes(self._pieces), bytearray(), 0
+        try:
+            whole = decode_wire(body)
+        except DecodeError as error:
+            self.refuse(ErrorCode.BAD_REQUEST, f"a fragmented message does not decode: {error}")
+            return
+        if not isinstance(whole, PeerFrame):
+            self.refuse(ErrorCode.BAD_REQUEST, "only a Paxos message may be fragmented")
+            return
+        self.message_received(whole)
 
     def _hello(self, hello: Hello) -> None:
         network = self._network
@@ -128,9 +182,11 @@ class PeerNetwork:
         self.config = config
         self.replica_id = replica_id
         self.server = server
+        # A full batch plus its envelope fits one frame; anything bigger is fragmented.
         self._frame_bytes_max = max(
-            config.limits.frame_bytes_max, 2 * config.paxos.batch_bytes_max + 65536
+            config.limits.frame_bytes_max, config.paxos.batch_bytes_max + FRAGMENT_OVERHEAD_BYTES
         )
+        self.message_bytes_max = config.limits.peer_message_bytes_max
         self._services: dict[ReplicaId, ClientService] = {}
         self._connections: dict[ReplicaId, OutboundPeer] = {}
         self.dropped = 0
@@ -176,7 +232,7 @@ class PeerNetwork:
         if connection is None:
             self.dropped += 1
             return
-        connection.send(PeerFrame(envelope.message))
+        connection.send_peer_message(envelope.message)
 
     def send_checksum(self, recipient: ReplicaId, report: ChecksumReport) -> None:
         connection = self._connections.get(recipient)

@@ -200,7 +200,8 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
     """An unknown key like no known one lists every key the section allows."""
     message = only_problem(config(limits={"colour": "blue"}))
     assert message == (
-        "limits.colour: unknown key: expected one of file_bytes_max, frame_bytes_max"
+        "limits.colour: unknown key: expected one of file_bytes_max, frame_bytes_max, "
+        "peer_message_bytes_max"
     )
 
 
