@@ -84,6 +84,8 @@ class SimSettings:
     fsync_max_us: int = 8 * MILLISECOND
     buggify: bool = True
     bugs: frozenset[Bug] = frozenset()
+    namespace: bool = False
+    """Replicate the real namespace database (the registers are files) instead of a dict."""
 
     def timing(self) -> Timing:
         return Timing.from_seconds(
@@ -175,6 +177,7 @@ class SimCell:
             client_results_max=s.client_results_max,
             buggify_rate=0.01 if s.buggify and self._rng.random() < 0.5 else 0.0,
             bugs=s.bugs,
+            namespace=s.namespace,
         )
 
     def _make_node(self, name: ReplicaId, node_settings: NodeSettings) -> SimReplica:

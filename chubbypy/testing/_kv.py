@@ -40,6 +40,9 @@ class KvMachine:
         self.values[key] = value
         return bytes(msgpack.packb([index, value]))
 
+    def get(self, key: str) -> int | None:
+        return self.values.get(key)
+
     def snapshot(self) -> bytes:
         return bytes(msgpack.packb(sorted(self.values.items()), use_bin_type=True))
 

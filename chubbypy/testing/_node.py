@@ -32,6 +32,7 @@ from chubbypy.paxos import (
 from chubbypy.protocol import NO_CLIENT, ClientId, Command, Envelope, PeerMessage, ReplicaId
 from chubbypy.store import MemoryStore
 from chubbypy.testing._kv import KvMachine, parse_put_result, put_payload
+from chubbypy.testing._registers import NamespaceRegisters
 from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
 from chubbypy.testing._world import Clock, Scheduler, SimChance
 
@@ -55,6 +56,8 @@ class NodeSettings:
     client_results_max: int
     buggify_rate: float
     bugs: frozenset[Bug]
+    namespace: bool
+    """Keep the registers in the real namespace database instead of a plain dict."""
 
 
 class SimReplica:
@@ -114,7 +117,9 @@ class SimReplica:
             settings.bugs,
             voting=not rebuilding,
         )
-        self.machine = KvMachine()
+        self.machine: KvMachine | NamespaceRegisters = (
+            NamespaceRegisters() if settings.namespace else KvMachine()
+        )
         self.applier = Applier(
             self.machine,
             clients_max=settings.clients_max,
@@ -293,7 +298,8 @@ class SimReplica:
     def _request_received(self, request: Request) -> None:
         if request.kind is OpKind.READ:
             if self.core.can_serve_reads():
-                value = self.machine.values.get(request.key, -1)
+                value = self.machine.get(request.key)
+                value = -1 if value is None else value
                 reply = Reply(request.op_id, ReplyStatus.OK, value, self.applier.applied_index)
             else:
                 reply = self._not_master(request)
@@ -329,7 +335,7 @@ class SimReplica:
                 # One increment per counter in flight: the next must see this one's result.
                 if request.key in self._increments:
                     return None
-                payload = put_payload(request.key, self.machine.values.get(request.key, 0) + 1)
+                payload = put_payload(request.key, (self.machine.get(request.key) or 0) + 1)
             case OpKind.READ:
                 raise AssertionError("reads never reach the log")
         return Command(request.client_id, request.sequence, payload, request.sequence)

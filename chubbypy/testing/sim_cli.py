@@ -24,12 +24,15 @@ from chubbypy.testing._cell import SimResult, SimSettings
 from chubbypy.testing._scenarios import SCENARIOS
 
 
-def _settings(replicas: int, bugs: Sequence[str], drift_factor: float) -> SimSettings:
+def _settings(
+    replicas: int, bugs: Sequence[str], drift_factor: float, namespace: bool
+) -> SimSettings:
     return evolve(
         SimSettings(),
         replicas=replicas,
         bugs=frozenset(Bug(name) for name in bugs),
         drift_factor=drift_factor,
+        namespace=namespace,
     )
 
 
@@ -56,6 +59,8 @@ def replay_command(result: SimResult, args: argparse.Namespace) -> str:
         parts += ["--bug", bug]
     if args.drift_factor != 1.0:
         parts += ["--drift-factor", str(args.drift_factor)]
+    if args.namespace:
+        parts.append("--namespace")
     return " ".join([*parts, "--narrate"])
 
 
@@ -90,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="scale clock drift relative to the configured bound (above 1 is unsafe)",
     )
+    parser.add_argument(
+        "--namespace",
+        action="store_true",
+        help="replicate the real namespace database (registers as files) instead of a dict",
+    )
     parser.add_argument("--narrate", action="store_true", help="tell what happens, as it happens")
     parser.add_argument("--json", action="store_true", help="one JSON object per seed")
     return parser
@@ -100,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is not None and args.seeds < 1:
         print("chubbypy-sim: --seeds must be at least 1", file=sys.stderr)
         return 2
-    settings = _settings(args.replicas, args.bug, args.drift_factor)
+    settings = _settings(args.replicas, args.bug, args.drift_factor, args.namespace)
     if args.seed is not None:
         return _replay(args, settings)
     seeds = range(args.start, args.start + args.seeds)
