@@ -29,11 +29,15 @@ def _number(value: float) -> str:
 
 
 class Counter:
-    """A monotonically rising count, per label set."""
+    """A monotonically rising count, per label set.
 
-    def __init__(self, name: str, help_text: str) -> None:
+    A counter without labels is exported as 0 from the start: a series that first appears
+    at 1 hides its first increment from Prometheus's rate() and increase().
+    """
+
+    def __init__(self, name: str, help_text: str, *, labelled: bool = False) -> None:
         self.name, self.help_text = name, help_text
-        self._values: dict[Labels, float] = {}
+        self._values: dict[Labels, float] = {} if labelled else {(): 0.0}
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         assert amount >= 0, amount
@@ -110,8 +114,8 @@ class Registry:
         self._metrics.append(metric)
         return metric
 
-    def counter(self, name: str, help_text: str) -> Counter:
-        counter = Counter(name, help_text)
+    def counter(self, name: str, help_text: str, *, labelled: bool = False) -> Counter:
+        counter = Counter(name, help_text, labelled=labelled)
         self._metrics.append(counter)
         return counter
 

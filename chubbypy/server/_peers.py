@@ -8,6 +8,7 @@ matters. The hello names the sender; only members of the cell are accepted.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -38,6 +39,11 @@ from chubbypy.server._framed import FramedProtocol
 from chubbypy.server._shell import ReplicaServer
 
 log = Logger()
+
+
+def _jitter() -> float:
+    return random.uniform(0, 0.05)
+
 
 FRAGMENT_OVERHEAD_BYTES = 4096
 """Room left in a frame for a fragment's or a batch's own fields around the data."""
@@ -207,7 +213,11 @@ class PeerNetwork:
             service = ClientService(
                 endpoint,
                 factory,
-                retryPolicy=backoffPolicy(initialDelay=0.05, maxDelay=1.0, factor=1.6),
+                # Twisted's default jitter adds up to a second; a peer back in 50 ms
+                # should be reconnected in about that, not a second later.
+                retryPolicy=backoffPolicy(
+                    initialDelay=0.05, maxDelay=0.5, factor=1.6, jitter=_jitter
+                ),
                 clock=self._reactor,
             )
             service.startService()

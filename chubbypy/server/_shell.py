@@ -447,9 +447,11 @@ class ReplicaServer:
         ):
             m.gauge(name, help_text, _scalar(read))
         self._proposals = m.counter("chubbypy_proposals_total", "Client commands proposed.")
-        self._ops = m.counter("chubbypy_client_operations_total", "Client operations done.")
+        self._ops = m.counter(
+            "chubbypy_client_operations_total", "Client operations done.", labelled=True
+        )
         self._errors = m.counter(
-            "chubbypy_client_errors_total", "Client requests refused, by code."
+            "chubbypy_client_errors_total", "Client requests refused, by code.", labelled=True
         )
         self._checksums_compared = m.counter(
             "chubbypy_checksum_comparisons_total", "State checksums compared with a peer's."

@@ -46,6 +46,7 @@ from chubbypy.protocol.client import (
     Hello,
     LocateMaster,
     MasterLocation,
+    PeerFragment,
     PeerFrame,
     ReadReply,
     ReadRequest,
@@ -241,6 +242,12 @@ MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
         optional_replica_ids,
     ),
     PeerFrame: st.builds(PeerFrame, peer_messages),
+    PeerFragment: st.builds(
+        PeerFragment,
+        st.integers(0, 2**63 - 1),
+        st.integers(0, 2**63 - 1),
+        st.binary(max_size=32),
+    ),
     ChecksumReport: st.builds(
         ChecksumReport, st.integers(0, 2**63 - 1), st.binary(min_size=8, max_size=8)
     ),
@@ -431,7 +438,7 @@ def test_malformed_body_raises_decode_error(body: bytes) -> None:
         decode_wire(body)
 
 
-@pytest.mark.parametrize("tag", [0, 3, 15, 25, 32, 99, 2**40])
+@pytest.mark.parametrize("tag", [0, 3, 15, 25, 33, 99, 2**40])
 def test_an_unknown_tag_is_an_unknown_message(tag: int) -> None:
     """A well-formed body with a tag this version lacks raises UnknownMessageError."""
     with pytest.raises(UnknownMessageError, match="unknown message tag"):
