@@ -14,7 +14,12 @@ Theory of operation.
 * **Following it.** Every request goes to the believed master. A `NOT_MASTER` reply that
   names another replica redirects at once; without a hint, or after a connection failure or
   timeout, the client forgets the master, pauses (exponential back-off with jitter, so
-  clients that failed together do not retry together) and locates again. `EPOCH_CHANGED`,
+  clients that failed together do not retry together) and locates again. While some
+  replica has answered within the last `ALIVE_SECONDS`, the cell is up and only its master
+  is missing (an election, or replicas still naming a master that just died): the pause is
+  then capped at `poll_seconds` (default 0.1 s), so a client sees the new master within
+  that of its election instead of after a doubled back-off; when no replica answers, the
+  back-off grows to `backoff_max_seconds`, so a dead cell is not hammered. `EPOCH_CHANGED`,
   `BUSY` and `UNAVAILABLE` are retried the same way. Each operation has a deadline
   (`timeout_seconds`); when the next pause would pass it the operation fails with
   `Unavailable`, naming the last problem seen. Each attempt waits at most
@@ -36,6 +41,7 @@ Theory of operation.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import socket
@@ -135,6 +141,8 @@ RETRIED_CODES: Final = frozenset({ErrorCode.EPOCH_CHANGED, ErrorCode.BUSY, Error
 FINAL_CONNECT_ERRORS: Final = (WrongCell, UnsupportedVersion)
 """Refusals of the hello: a configuration mistake that no retry mends."""
 REDIRECTS_MAX: Final = 3
+ALIVE_SECONDS: Final = 1.0
+"""A replica answered this recently: the cell is up, so retries poll (see the module notes)."""
 """NOT_MASTER hints followed in a row without a pause (hints can chase each other during an
 election; then back-off takes over)."""
 PAGE_ENTRIES: Final = 1000
@@ -189,7 +197,9 @@ class Cell:
     are learned from it. `Cell.from_config` takes them from a cell's YAML instead.
 
     `timeout_seconds` bounds each operation (after it, `Unavailable`);
-    `request_timeout_seconds` bounds each attempt within it. `rng` draws the registration
+    `request_timeout_seconds` bounds each attempt within it. Retries back off from
+    `backoff_initial_seconds` to `backoff_max_seconds`, or to `poll_seconds` while the cell
+    answers but has no master. `rng` draws the registration
     nonce and the back-off jitter. `frame_bytes_max` is the cell's ``limits.frame_bytes_max``.
     Nothing connects until the first operation.
     """
@@ -204,6 +214,7 @@ class Cell:
         request_timeout_seconds: float = 2.0,
         backoff_initial_seconds: float = 0.05,
         backoff_max_seconds: float = 1.0,
+        poll_seconds: float = 0.1,
         name: str | None = None,
         frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
         rng: random.Random | None = None,
@@ -222,6 +233,9 @@ class Cell:
         self._request_timeout_seconds = request_timeout_seconds
         self._backoff_initial_seconds = backoff_initial_seconds
         self._backoff_max_seconds = backoff_max_seconds
+        self._poll_seconds = poll_seconds
+        self._answered_at = -math.inf
+        """When a replica last answered (any reply): the cell is up."""
         self._name = name or default_client_name()
         self._frame_bytes_max = frame_bytes_max
         self._rng = rng or random.Random()
@@ -471,16 +485,22 @@ class Cell:
         """The master's reply to `make(request_id)`, retried until one that is not "retry
         elsewhere or later"; an ErrorReply of another kind is raised as its ChubbyError."""
         pauses = redirects = 0
+        problem = ""
         while True:
             address = self._master
             try:
                 address = address or await self._locate(deadline)
                 connection = await self._open(address, deadline)
                 reply = await connection.request(make, self._attempt_seconds(deadline))
+            except Unavailable as error:
+                if not problem:
+                    raise
+                raise Unavailable(f"{error.message}; last problem: {problem}") from None
             except ReplicaUnreachable as error:
                 self._forget_master(address)
                 problem = str(error)
             else:
+                self._answered_at = self._clock.seconds()
                 if not isinstance(reply, ErrorReply):
                     return reply
                 problem = f"{display_address(address)}: {reply.code.name}: {reply.message}"
@@ -533,6 +553,7 @@ class Cell:
     ) -> MasterLocation:
         connection = await self._open(address, deadline)
         reply = await connection.request(LocateMaster, self._attempt_seconds(deadline))
+        self._answered_at = self._clock.seconds()
         shown = display_address(address)
         if isinstance(reply, ErrorReply):
             raise ReplicaUnreachable(f"{shown}: {reply.code.name}: {reply.message}")
@@ -613,12 +634,14 @@ class Cell:
     async def _pause(self, pauses: int, deadline: float, problem: str) -> None:
         """Wait before retrying, longer after each failure; `Unavailable` if the wait would
         pass the deadline."""
-        delay = min(
-            self._backoff_max_seconds, self._backoff_initial_seconds * 2 ** min(pauses - 1, 30)
-        )
+        now = self._clock.seconds()
+        cap = self._backoff_max_seconds
+        if now - self._answered_at < ALIVE_SECONDS:
+            cap = min(cap, self._poll_seconds)
+        delay = min(cap, self._backoff_initial_seconds * 2 ** min(pauses - 1, 30))
         # Jitter: clients that failed at the same moment retry at different ones.
         delay *= 0.5 + 0.5 * self._rng.random()
-        if self._clock.seconds() + delay >= deadline:
+        if now + delay >= deadline:
             raise Unavailable(
                 f"no master answered within {self._timeout_seconds:g} s; last problem: {problem}"
             )

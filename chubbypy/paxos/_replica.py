@@ -178,8 +178,13 @@ class Replica:
         hard_state = persisted.hard_state or HardState()
         self._voting = voting and hard_state.voting
         self._promised = hard_state.promised
-        self._chosen_index = hard_state.chosen_index
         self._snapshot = persisted.snapshot
+        # The chosen index is written lazily (see `_chosen_advanced`), so a snapshot, which
+        # only ever holds chosen state, may be ahead of it.
+        self._chosen_index = max(
+            hard_state.chosen_index,
+            persisted.snapshot.index if persisted.snapshot else NO_INDEX,
+        )
         self._log: dict[LogIndex, Entry] = {}
         for entry in persisted.entries:
             self._log[entry.index] = entry
@@ -213,6 +218,8 @@ class Replica:
 
         # Output buffers, drained by `ready`.
         self._hard_state_dirty = False
+        self._chosen_dirty = False
+        self._chosen_flush_tick = 0
         self._unsaved: dict[LogIndex, Entry] = {}
         self._unsaved_snapshot: Snapshot | None = None
         self._compact_through: LogIndex | None = None
@@ -250,6 +257,8 @@ class Replica:
         """
         assert elapsed >= 1, elapsed
         self._tick += elapsed
+        if self._chosen_dirty and self._tick >= self._chosen_flush_tick:
+            self._hard_state_dirty = True
         match self._role:
             case Role.FOLLOWER:
                 if not self._voting:
@@ -394,9 +403,13 @@ class Replica:
     def ready(self) -> Ready:
         """Everything to persist, send and apply since the last Ready."""
         assert not self._outstanding, "advance the previous Ready first"
+        write_hard_state = self._hard_state_dirty or (
+            self._chosen_dirty
+            and bool(self._unsaved or self._unsaved_snapshot or self._compact_through is not None)
+        )
         durable = Durable(
             hard_state=HardState(self._promised, self._chosen_index, self._voting)
-            if self._hard_state_dirty
+            if write_hard_state
             else None,
             entries=tuple(self._unsaved[index] for index in sorted(self._unsaved)),
             snapshot=self._unsaved_snapshot,
@@ -408,7 +421,9 @@ class Replica:
         )
         ready = Ready(durable, tuple(self._outbox), committed, tuple(self._events))
         self._applied_index = self._chosen_index
-        self._hard_state_dirty = False
+        if write_hard_state:
+            self._hard_state_dirty = False
+            self._chosen_dirty = False
         self._unsaved = {}
         self._unsaved_snapshot = None
         self._compact_through = None
@@ -428,7 +443,7 @@ class Replica:
         ):
             self._serving = True
             self._events.append(StartedServing(self._epoch, self._epoch_start_index))
-            self._fill_window()
+        self._fill_window()
 
     # ------------------------------------------------------------------ queries
 
@@ -617,9 +632,23 @@ class Replica:
             self._chosen_index = entry.index
             advanced = True
         if advanced:
-            self._hard_state_dirty = True
+            self._chosen_advanced()
         if self._chosen_index < chosen_index:
             self._request_catch_up(sender)
+
+    def _chosen_advanced(self) -> None:
+        """The chosen index moved: write it with the next durable write, or within a heartbeat.
+
+        Knowing an entry is chosen needs no durability: after a restart the replica learns it
+        again from the master (the value is on a majority's disks either way), so a recorded
+        chosen index that lags only means a longer replay from peers. Writing it eagerly
+        would cost a transaction and an fsync before every apply, on the master's path to
+        every client's reply; instead it rides along with the next entries or snapshot, and a
+        quiet replica writes it one heartbeat period later.
+        """
+        if not self._chosen_dirty:
+            self._chosen_dirty = True
+            self._chosen_flush_tick = self._tick + self._timing.heartbeat_ticks
 
     def _request_catch_up(self, source: ReplicaId) -> None:
         if self._tick < self._catchup_due:
@@ -646,7 +675,7 @@ class Replica:
                 self._store_entry(entry)
                 self._chosen_index = entry.index
         if self._chosen_index > before:
-            self._hard_state_dirty = True
+            self._chosen_advanced()
         self._catchup_due = 0
         if self._chosen_index < catch_up.chosen_index:
             self._request_catch_up(sender)
@@ -858,8 +887,17 @@ class Replica:
         self._lease_until = self._tick + self._timing.lease_ticks
 
     def _fill_window(self) -> None:
-        """Cut batches from the queue into new instances while the window has room."""
+        """Cut batches from the queue into new instances while the window has room.
+
+        Not while a Ready is outstanding: its writes are still being made durable, so a new
+        instance could not be persisted or sent before `advance` anyway. Commands that arrive
+        meanwhile wait in the queue and become one instance when it is advanced: one Accept
+        per peer and one log row for all of them, instead of one per command (group commit
+        at the level of the log, as etcd's raft loop batches proposals while it persists).
+        """
         if self._role is not Role.MASTER or not self._serving or self._boost is not None:
+            return
+        if self._outstanding:
             return
         window = self._limits.proposals_inflight_max
         while self._queue and self._next_index - 1 - self._chosen_index < window:
@@ -952,7 +990,7 @@ class Replica:
         while LogIndex(self._chosen_index + 1) in self._chosen_ahead:
             self._chosen_index = LogIndex(self._chosen_index + 1)
             self._chosen_ahead.discard(self._chosen_index)
-            self._hard_state_dirty = True
+            self._chosen_advanced()
         self._fill_window()
 
     def _nack_received(self, sender: ReplicaId, nack: Nack) -> None:

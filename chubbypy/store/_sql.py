@@ -29,12 +29,14 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
     insert,
     make_url,
     select,
+    update,
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
@@ -233,17 +235,36 @@ def _open_schema(engine: Engine, description: str) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
+# Statements built once: SQLAlchemy caches their compiled form by the statement's structure,
+# and building a new statement (with a literal IN list) per write costs a cache-key walk each
+# time, a measurable share of a persist on the master's path to every reply.
+_UPDATE_HARD_STATE = (
+    update(hard_state_table)
+    .where(hard_state_table.c.id == _SINGLE_ROW_ID)
+    .values(
+        promised_round=bindparam("promised_round"),
+        promised_replica=bindparam("promised_replica"),
+        chosen_index=bindparam("chosen_index"),
+        voting=bindparam("voting"),
+    )
+)
+_INSERT_HARD_STATE = insert(hard_state_table)
+_DELETE_ENTRIES = delete(log_entries_table).where(
+    log_entries_table.c.log_index.in_(bindparam("indices", expanding=True))
+)
+_INSERT_ENTRIES = insert(log_entries_table)
+
+
 def _replace_hard_state(connection: Connection, hard_state: HardState) -> None:
-    # Delete then insert: a portable upsert of the single row.
-    connection.execute(delete(hard_state_table))
+    # Update the single row, or insert it the first time: a portable upsert.
     row = {
-        "id": _SINGLE_ROW_ID,
         "promised_round": hard_state.promised.round,
         "promised_replica": hard_state.promised.replica_id,
         "chosen_index": hard_state.chosen_index,
         "voting": hard_state.voting,
     }
-    connection.execute(insert(hard_state_table).values(row))
+    if connection.execute(_UPDATE_HARD_STATE, row).rowcount == 0:
+        connection.execute(_INSERT_HARD_STATE, {"id": _SINGLE_ROW_ID, **row})
 
 
 def _replace_snapshot(connection: Connection, snapshot: Snapshot) -> None:
@@ -262,9 +283,8 @@ def _upsert_entries(connection: Connection, entries: Sequence[Entry]) -> None:
     """Replace entries by index: delete the indices, then insert all rows in one executemany."""
     indices = [entry.index for entry in entries]
     for chunk in _chunks(indices, _IN_LIST_MAX):
-        replaced = log_entries_table.c.log_index.in_(chunk)
-        connection.execute(delete(log_entries_table).where(replaced))
-    connection.execute(insert(log_entries_table), [_entry_row(entry) for entry in entries])
+        connection.execute(_DELETE_ENTRIES, {"indices": list(chunk)})
+    connection.execute(_INSERT_ENTRIES, [_entry_row(entry) for entry in entries])
 
 
 def _entry_row(entry: Entry) -> dict[str, object]:

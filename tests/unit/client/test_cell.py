@@ -95,7 +95,9 @@ def test_hints_that_chase_each_other_are_followed_a_few_times_then_backed_off(
     with pytest.raises(Unavailable, match="NOT_MASTER"):
         network.settle(client.get_stat(ROOT))
     reads = sum(isinstance(r, ReadRequest) for x in ("r1", "r2") for r in cell[x].received)
-    assert 8 <= reads <= 40
+    # The replicas answer, so the client polls: at most 1 + REDIRECTS_MAX reads per pause,
+    # and pauses of at least half of poll_seconds (0.1 s by default) over the 2 s.
+    assert 8 <= reads <= (1 + 3) * 2.0 / 0.05
 
 
 def test_not_master_without_a_hint_locates_the_master_again(
@@ -205,6 +207,25 @@ def test_no_master_until_the_deadline_raises_unavailable(network: FakeNetwork) -
     with pytest.raises(Unavailable, match=r"within 3 s; last problem: .*knows no master"):
         network.settle(client.get_stat(ROOT))
     assert 2.0 < network.clock.seconds() - started <= 3.0
+
+
+def test_during_an_election_the_client_polls_and_sees_the_new_master_quickly(
+    cell: FakeCell, network: FakeNetwork
+) -> None:
+    """While replicas answer but know no master, retries come at most `poll_seconds` apart."""
+    cell.master = None
+    client = network.client(timeout_seconds=30.0, poll_seconds=0.1)
+    reading = client.get_stat(ROOT)
+    network.clock.advance(0)
+    for _ in range(300):  # three seconds of an election
+        network.clock.advance(0.01)
+        network.flush()
+    asked = [r for r in cell["r2"].received if isinstance(r, LocateMaster)]
+    assert len(asked) >= 30, "polled at least every 0.1 s"
+    cell.master = ReplicaId("r2")
+    started = network.clock.seconds()
+    network.settle(reading)
+    assert network.clock.seconds() - started <= 0.11
 
 
 def test_every_replica_down_raises_unavailable_naming_the_problem(

@@ -25,6 +25,7 @@ from tests.unit.paxos.harness import (
     R1,
     R2,
     R3,
+    TIMING,
     Cell,
     ScriptedChance,
     between,
@@ -49,8 +50,43 @@ def test_follower_learns_from_the_piggybacked_chosen_index() -> None:
     replica.step(R2, Heartbeat(B1_R2, LogIndex(1), 4))
     (ready,) = drain(replica)
     assert ready.committed == (Entry(LogIndex(1), B1_R2, A),)
+    assert ready.durable.is_empty(), "learning a chosen index alone waits for no disk"
+
+
+def test_a_learned_chosen_index_rides_with_the_next_durable_write() -> None:
+    """The chosen index is written with the next entries, not in a transaction of its own."""
+    replica = lone()
+    replica.step(R2, Accept(B1_R2, LogIndex(1), A, LogIndex(0), 0))
+    drain(replica)
+    replica.step(R2, Accept(B1_R2, LogIndex(2), A, LogIndex(1), 1))
+    (ready,) = drain(replica)
+    assert ready.committed == (Entry(LogIndex(1), B1_R2, A),)
+    assert [e.index for e in ready.durable.entries] == [2]
     assert ready.durable.hard_state is not None
     assert ready.durable.hard_state.chosen_index == 1
+
+
+def test_a_quiet_replica_writes_its_chosen_index_within_a_heartbeat() -> None:
+    """With nothing else to write, the chosen index is made durable a heartbeat period later."""
+    replica = lone()
+    replica.step(R2, Accept(B1_R2, LogIndex(1), A, LogIndex(0), 0))
+    drain(replica)
+    replica.step(R2, Heartbeat(B1_R2, LogIndex(1), 4))
+    drain(replica)
+    replica.tick(TIMING.heartbeat_ticks - 1)
+    assert all(r.durable.hard_state is None for r in drain(replica))
+    replica.tick()
+    written = [r.durable.hard_state for r in drain(replica) if r.durable.hard_state is not None]
+    assert [h.chosen_index for h in written] == [1]
+
+
+def test_a_restart_after_a_snapshot_ahead_of_the_written_chosen_index() -> None:
+    """A snapshot holds chosen state only, so a restart takes it as chosen even if the
+    written chosen index lags behind it."""
+    persisted = Persisted(HardState(B1_R2, LogIndex(0)), Snapshot(LogIndex(3), b"state"))
+    replica = lone(persisted)
+    assert replica.status().chosen_index == 3
+    assert replica.applied_index == 3
 
 
 def test_follower_with_an_older_ballot_entry_catches_up_instead() -> None:

@@ -376,7 +376,13 @@ def commit_commands(cell: Cell, sequences: range) -> None:
 
 
 def restart_r1(cell: Cell, stores: Stores) -> Replica:
-    """A new r1 built from what its store holds after a reopen; checks its status matches."""
+    """A new r1 built from what its store holds after a reopen; checks its status matches.
+
+    The cell first runs quietly for a heartbeat period, in which a replica writes a chosen
+    index it learned but had no other write to carry it (the chosen index is written lazily).
+    """
+    start = cell.replicas[R1].tick_count
+    cell.run_until(lambda: cell.replicas[R1].tick_count > start + TIMING.heartbeat_ticks)
     persisted = stores.reopen(cell.stores[R1]).load()
     restarted = Replica(R1, MEMBERS, TIMING, cell.limits, NoChance(), persisted=persisted)
     running, rebuilt = cell.replicas[R1].status(), restarted.status()
