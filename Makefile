@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SEED ?= $(shell date +%s)
 
-.PHONY: run sim test lint typecheck bench clean
+.PHONY: run sim test lint typecheck bench bench-cell clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/paxos_core.py
+
+bench-cell: $(STAMP)
+	$(BIN)/python bench/cell.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
