@@ -293,7 +293,9 @@ class Cell:
         ephemeral: bool = False,
     ) -> Deferred[Stat]:
         """Create a file (or, with `directory`, a directory) whose parent exists; its
-        metadata. ACL names default to the parent's. `NodeExists` if the name is taken."""
+        metadata. ACL names default to the parent's. `NodeExists` if the name is taken.
+        An `ephemeral` node belongs to a session and is deleted when it ends; this client
+        has no session yet, so the cell answers `SessionRequired` (sessions: issue 4)."""
         create = Create(path, directory, contents, acl, ephemeral)
         return self._run(self._write_stat, create)
 

@@ -14,6 +14,19 @@ Each write is checked in two steps, and the first problem found is the result:
    IS_A_DIRECTORY, GENERATION_MISMATCH; Delete NO_SUCH_NODE, GENERATION_MISMATCH (the
    instance differs), NOT_EMPTY; SetAcl NO_SUCH_NODE, GENERATION_MISMATCH.
 
+Session commands (Chubby §2.4, §2.8), which only the master proposes:
+
+* `OpenSession` allocates a session id like a node instance; `EndSession` drops the
+  session's locks (into lock-delay if it `expired`) and deletes its ephemeral nodes;
+  SESSION_EXPIRED if the session is gone already.
+* `InSession(session, write)` applies `write` only while the session exists (else
+  SESSION_EXPIRED: nothing a session asked for happens after it ended); the ephemeral
+  nodes it creates belong to the session. An ephemeral node is a file and needs a session
+  (IS_A_DIRECTORY, SESSION_REQUIRED otherwise).
+* `Acquire`, `Release` and `EndLockDelay` name a node by path *and instance*
+  (NO_SUCH_NODE if that instance is gone) and change its lock through `chubbypy.locks`;
+  the lock generation rises when a free lock becomes held.
+
 A MultiOp (Paxos Made Live §5.6) evaluates every guard test, then runs `if_true` if all
 held and `if_false` otherwise, each operation seeing the changes of those before it. If one
 fails, the branch is rolled back and the result is that operation's Failure, its code
@@ -27,6 +40,17 @@ from typing import assert_never
 
 from attrs import evolve, frozen
 
+from chubbypy.locks import (
+    LOCK_DELAY_MS_MAX,
+    Holder,
+    LockState,
+    end_delay,
+    release,
+    session_ended,
+)
+from chubbypy.locks import (
+    acquire as acquire_lock,
+)
 from chubbypy.namespace._names import check_acl, check_path, parent_of
 from chubbypy.namespace._records import NodeRecord, contents_checksum
 from chubbypy.namespace._tree import Tree
@@ -36,14 +60,23 @@ from chubbypy.protocol.namespace import (
     Absent,
     AclGenerationIs,
     AclNames,
+    Acquire,
     ContentGenerationIs,
     ContentsAre,
     Create,
     Delete,
+    EndLockDelay,
+    EndSession,
     Exists,
+    InSession,
     InstanceIs,
+    LockHeldAt,
+    LogWrite,
     MultiOp,
     MultiResult,
+    OpenSession,
+    Release,
+    SessionOpened,
     SetAcl,
     SetContents,
     SimpleWrite,
@@ -52,6 +85,7 @@ from chubbypy.protocol.namespace import (
     WriteResult,
     Written,
 )
+from chubbypy.sessions import SESSION_NAME_CHARS_MAX, SessionRecord
 
 
 @frozen
@@ -65,14 +99,30 @@ class Applied:
     changed when a name below it is listed."""
 
 
-def apply(tree: Tree, index: LogIndex, write: Write) -> Applied:
+def apply(tree: Tree, index: LogIndex, write: LogWrite) -> Applied:
     """Apply `write`, committed at log `index`, to `tree`; see the module docstring."""
+    match write:
+        case OpenSession():
+            return _open_session(tree, index, write)
+        case EndSession():
+            return _end_session(tree, write)
+        case InSession(session_id, inner):
+            if tree.session(session_id) is None:
+                return Applied(_session_gone(session_id), ())
+            return _client_write(tree, index, inner, session_id)
+        case Acquire() | Release() | EndLockDelay():
+            return _lock_command(tree, write)
+        case _:
+            return _client_write(tree, index, write, 0)
+
+
+def _client_write(tree: Tree, index: LogIndex, write: Write, session_id: int) -> Applied:
     if isinstance(write, MultiOp):
-        return _multi_op(tree, index, write)
+        return _multi_op(tree, index, write, session_id)
     problem = _request_problem(tree, write)
     if problem is not None:
         return Applied(problem, ())
-    result = _write(tree, index, write)
+    result = _write(tree, index, write, session_id)
     return Applied(result, (write.path,) if isinstance(result, Written) else ())
 
 
@@ -85,11 +135,16 @@ def _request_problem(tree: Tree, write: SimpleWrite) -> Failure | None:
     if problem is not None:
         return problem
     match write:
-        case Create(path, is_directory, contents, acl, _):
+        case Create(path, is_directory, contents, acl, ephemeral):
             if acl is not None and (problem := check_acl(acl, tree.limits)) is not None:
                 return problem
             if is_directory and contents:
                 return Failure(ErrorCode.IS_A_DIRECTORY, f"{path}: a directory has no contents")
+            if is_directory and ephemeral:
+                # An ephemeral node is deleted when its session ends, so it may not have
+                # children (ZooKeeper's rule too): a directory cannot be ephemeral.
+                message = f"{path}: an ephemeral node is a file, not a directory"
+                return Failure(ErrorCode.IS_A_DIRECTORY, message)
             return _size_problem(tree, path, contents)
         case SetContents(path, contents, _):
             return _size_problem(tree, path, contents)
@@ -113,10 +168,10 @@ def _size_problem(tree: Tree, path: str, contents: bytes) -> Failure | None:
 # ----------------------------------------------------------------------------- step 2
 
 
-def _write(tree: Tree, index: LogIndex, write: SimpleWrite) -> Written | Failure:
+def _write(tree: Tree, index: LogIndex, write: SimpleWrite, session_id: int) -> Written | Failure:
     match write:
         case Create():
-            return _create(tree, index, write)
+            return _create(tree, index, write, session_id)
         case SetContents():
             return _set_contents(tree, write)
         case Delete():
@@ -127,8 +182,11 @@ def _write(tree: Tree, index: LogIndex, write: SimpleWrite) -> Written | Failure
             assert_never(unexpected)
 
 
-def _create(tree: Tree, index: LogIndex, create: Create) -> Written | Failure:
+def _create(tree: Tree, index: LogIndex, create: Create, session_id: int) -> Written | Failure:
     path = create.path
+    if create.ephemeral and not session_id:
+        message = f"{path}: an ephemeral node belongs to a session; create it in one"
+        return Failure(ErrorCode.SESSION_REQUIRED, message)
     if tree.get(path) is not None:
         return Failure(ErrorCode.EXISTS, f"{path} exists")
     parent = tree.get(parent_of(path))
@@ -140,6 +198,8 @@ def _create(tree: Tree, index: LogIndex, create: Create) -> Written | Failure:
     if instance is None:
         return Failure(ErrorCode.BUSY, f"{path}: too many nodes created in one log entry")
     record = _new_node(create, instance, parent.acl if create.acl is None else create.acl)
+    if create.ephemeral:
+        record = evolve(record, owner_session=session_id)
     tree.put(record)
     return Written(tree.stat(record))
 
@@ -217,7 +277,7 @@ def _mismatch(path: str, what: str, actual: int, expected: int) -> Failure:
 # ----------------------------------------------------------------------------- MultiOp
 
 
-def _multi_op(tree: Tree, index: LogIndex, multi: MultiOp) -> Applied:
+def _multi_op(tree: Tree, index: LogIndex, multi: MultiOp, session_id: int) -> Applied:
     problem = _multi_op_problem(tree, multi)
     if problem is not None:
         return Applied(problem, ())
@@ -227,7 +287,7 @@ def _multi_op(tree: Tree, index: LogIndex, multi: MultiOp) -> Applied:
     tree.begin()
     results = []
     for position, write in enumerate(branch):
-        result = _write(tree, index, write)
+        result = _write(tree, index, write, session_id)
         if isinstance(result, Failure):
             tree.rollback()
             return Applied(_located(result, f"{label}[{position}]"), ())
@@ -277,5 +337,91 @@ def _holds(tree: Tree, test: Test) -> bool:
         case ContentsAre(_, contents):
             # A directory has no contents, so no ContentsAre test holds for one.
             return node is not None and not node.is_directory and node.contents == contents
+        case LockHeldAt(_, instance, mode, generation):
+            return (
+                node is not None
+                and node.instance == instance
+                and node.lock.mode is mode
+                and node.lock_generation == generation
+            )
         case unexpected:
             assert_never(unexpected)
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+def _session_gone(session_id: int) -> Failure:
+    return Failure(ErrorCode.SESSION_EXPIRED, f"session {session_id} has ended")
+
+
+def _open_session(tree: Tree, index: LogIndex, open_session: OpenSession) -> Applied:
+    if len(open_session.name) > SESSION_NAME_CHARS_MAX:
+        message = f"a session name of {len(open_session.name)} characters"
+        return Applied(
+            Failure(ErrorCode.BAD_REQUEST, f"{message}; at most {SESSION_NAME_CHARS_MAX}"), ()
+        )
+    session_id = tree.new_instance(index)
+    if session_id is None:
+        return Applied(Failure(ErrorCode.BUSY, "too many sessions opened in one log entry"), ())
+    tree.open_session(SessionRecord(session_id, open_session.name))
+    return Applied(SessionOpened(session_id), ())
+
+
+def _end_session(tree: Tree, end: EndSession) -> Applied:
+    """Drop the session's locks and delete its ephemeral nodes, then the session."""
+    if tree.session(end.session_id) is None:
+        return Applied(_session_gone(end.session_id), ())
+    changed = tree.session_paths(end.session_id)
+    # Ephemeral nodes are files, so every one can be deleted whatever the order.
+    for path in changed:
+        node = tree.get(path)
+        assert node is not None, path
+        if node.owner_session == end.session_id:
+            tree.remove(path)
+        else:
+            lock = session_ended(node.lock, end.session_id, expired=end.expired)
+            tree.put(evolve(node, lock=lock))
+    tree.close_session(end.session_id)
+    return Applied(Written(None), tuple(changed))
+
+
+def _lock_command(tree: Tree, command: Acquire | Release | EndLockDelay) -> Applied:
+    if not isinstance(command, EndLockDelay) and tree.session(command.session_id) is None:
+        return Applied(_session_gone(command.session_id), ())
+    node = tree.get(command.path)
+    if node is None or node.instance != command.instance:
+        return Applied(_no_such_node(f"{command.path} of instance {command.instance}"), ())
+    lock_generation = node.lock_generation
+    match command:
+        case Acquire(session_id, handle_id, _, _, mode, lock_delay_ms):
+            if not 0 <= lock_delay_ms <= LOCK_DELAY_MS_MAX:
+                message = f"a lock-delay of {lock_delay_ms} ms; at most {LOCK_DELAY_MS_MAX}"
+                return Applied(Failure(ErrorCode.BAD_REQUEST, message), ())
+            granted = acquire_lock(node.lock, Holder(session_id, handle_id, mode, lock_delay_ms))
+            if isinstance(granted, Failure):
+                return Applied(_on(command.path, granted), ())
+            lock = granted.state
+            lock_generation += granted.newly_held
+        case Release(session_id, handle_id):
+            released = release(node.lock, session_id, handle_id)
+            if isinstance(released, Failure):
+                return Applied(_on(command.path, released), ())
+            lock = released
+        case EndLockDelay():
+            lock = end_delay(node.lock)
+        case unexpected:
+            assert_never(unexpected)
+    return _relocked(tree, node, lock, lock_generation)
+
+
+def _relocked(tree: Tree, node: NodeRecord, lock: LockState, lock_generation: int) -> Applied:
+    if lock == node.lock:
+        return Applied(Written(tree.stat(node)), ())
+    record = evolve(node, lock=lock, lock_generation=lock_generation)
+    tree.put(record)
+    return Applied(Written(tree.stat(record)), (node.path,))
+
+
+def _on(path: str, failure: Failure) -> Failure:
+    return Failure(failure.code, f"{path}: {failure.message}")

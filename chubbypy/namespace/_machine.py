@@ -32,8 +32,9 @@ from chubbypy.namespace._tree import Tree, records_problem
 from chubbypy.protocol import LogIndex
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace import AclNames, Read, ReadResult, Write
-from chubbypy.protocol.namespace_codec import decode_write, encode_result
+from chubbypy.protocol.namespace import AclNames, LogWrite, Read, ReadResult
+from chubbypy.protocol.namespace_codec import decode_log_write, encode_result
+from chubbypy.sessions import SessionRecord
 
 ROOT_ACL_DEFAULT = AclNames("all", "all", "all")
 """ACL names of a new cell's root, and so by inheritance of every node created without
@@ -63,15 +64,15 @@ class NamespaceMachine:
         return self._tree
 
     def apply(self, index: LogIndex, payload: bytes) -> bytes:
-        """Apply a committed write; a payload that does not decode is a BAD_REQUEST result
-        and changes nothing."""
+        """Apply a committed write or session command; a payload that does not decode is a
+        BAD_REQUEST result and changes nothing."""
         try:
-            write = decode_write(payload)
+            write = decode_log_write(payload)
         except DecodeError as error:
             return encode_result(Failure(ErrorCode.BAD_REQUEST, f"not a write: {error}"))
         return encode_result(self.apply_write(index, write).result)
 
-    def apply_write(self, index: LogIndex, write: Write) -> Applied:
+    def apply_write(self, index: LogIndex, write: LogWrite) -> Applied:
         """Apply a decoded write; the result and the names it changed."""
         return apply(self._tree, index, write)
 
@@ -83,32 +84,49 @@ class NamespaceMachine:
         """Every node, in path order."""
         return tuple(self._tree.records())
 
+    def sessions(self) -> tuple[SessionRecord, ...]:
+        """Every live session, in id order."""
+        return tuple(self._tree.sessions())
+
     def take_changes(self) -> NamespaceChanges:
         """Nodes created or changed, and names deleted, since the previous call (or since
         construction or restore), in path order; the set starts again empty. A node created
         and deleted in between is in neither."""
         return self._tree.take_changes()
 
-    def restore_records(self, records: Iterable[NodeRecord]) -> None:
-        """Replace the whole state with `records`, in any order (a checkpoint's rows)."""
-        nodes = tuple(records)
-        problem = records_problem(self.cell, nodes)
+    def restore_records(
+        self, records: Iterable[NodeRecord], sessions: Iterable[SessionRecord] = ()
+    ) -> None:
+        """Replace the whole state with `records` and `sessions`, in any order (a
+        checkpoint's rows)."""
+        nodes, live = tuple(records), tuple(sessions)
+        problem = records_problem(self.cell, nodes, live)
         assert problem is None, problem
-        self._tree = Tree(self.cell, self._tree.limits, {r.path: r for r in nodes})
+        self._tree = Tree(
+            self.cell,
+            self._tree.limits,
+            {r.path: r for r in nodes},
+            {s.session_id: s for s in live},
+        )
 
     def snapshot(self) -> bytes:
-        return encode_snapshot(self.cell, self._tree.records())
+        return encode_snapshot(self.cell, self._tree.records(), self._tree.sessions())
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; DecodeError, and no change, for bytes
         that are not a snapshot of this cell."""
-        cell, records = decode_snapshot(data)
+        cell, records, sessions = decode_snapshot(data)
         if cell != self.cell:
             raise DecodeError(f"a snapshot of cell {cell!r:.40}, not {self.cell!r}")
-        problem = records_problem(cell, records)
+        problem = records_problem(cell, records, sessions)
         if problem is not None:
             raise DecodeError(f"the snapshot is not a tree: {problem}")
-        self._tree = Tree(cell, self._tree.limits, {r.path: r for r in records})
+        self._tree = Tree(
+            cell,
+            self._tree.limits,
+            {r.path: r for r in records},
+            {s.session_id: s for s in sessions},
+        )
 
     def checksum(self) -> bytes:
         """8 bytes that are equal on replicas with equal namespaces."""

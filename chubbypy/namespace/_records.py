@@ -15,6 +15,7 @@ from typing import Any
 
 from attrs import frozen
 
+from chubbypy.locks import FREE, Holder, LockMode, LockState
 from chubbypy.protocol._plain import (
     DecodeError,
     array,
@@ -26,9 +27,11 @@ from chubbypy.protocol._plain import (
     unpack,
 )
 from chubbypy.protocol.namespace import AclNames
+from chubbypy.sessions import SessionRecord
 
-SNAPSHOT_FORMAT = 1
-"""First field of a snapshot; a later format gets a new number so old bytes are refused."""
+SNAPSHOT_FORMAT = 2
+"""First field of a snapshot; a later format gets a new number. Format 1 (before sessions
+and locks) is still read: its nodes are unlocked and owned by no session."""
 
 
 @frozen
@@ -49,6 +52,10 @@ class NodeRecord:
     checksum: int
     """`contents_checksum(contents)` for a file; 0 for a directory."""
     acl: AclNames
+    owner_session: int = 0
+    """The session an ephemeral node belongs to (deleted when it ends); 0 for a permanent
+    node (or an ephemeral one from before sessions existed)."""
+    lock: LockState = FREE
 
 
 @frozen
@@ -58,6 +65,9 @@ class NamespaceChanges:
 
     upserts: tuple[NodeRecord, ...]
     deletes: tuple[str, ...]
+    session_upserts: tuple[SessionRecord, ...] = ()
+    session_deletes: tuple[int, ...] = ()
+    """Sessions opened and ended since the previous checkpoint, in id order."""
 
 
 def contents_checksum(contents: bytes) -> int:
@@ -78,14 +88,24 @@ def record_to_plain(record: NodeRecord) -> list[Any]:
         record.acl_generation,
         record.checksum,
         [acl.read, acl.write, acl.change],
+        record.owner_session,
+        [
+            [
+                [h.session_id, h.handle_id, int(h.mode), h.lock_delay_ms]
+                for h in record.lock.holders
+            ],
+            record.lock.delay_ms,
+        ],
     ]
 
 
-def record_from_plain(data: Any) -> NodeRecord:
+def record_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> NodeRecord:
     """A record from plain data; DecodeError if it is not shaped like one."""
+    fields = array(data, 10 if snapshot_format == 1 else 12)
     path, is_dir, ephemeral, contents, instance, content, lock, acl_generation, checksum, acl = (
-        array(data, 10)
+        fields[:10]
     )
+    owner_session, lock_state = (0, FREE) if snapshot_format == 1 else _ownership(fields[10:])
     read, write, change = array(acl, 3)
     return NodeRecord(
         text(path),
@@ -98,22 +118,66 @@ def record_from_plain(data: Any) -> NodeRecord:
         integer(acl_generation),
         integer(checksum),
         AclNames(text(read), text(write), text(change)),
+        integer(owner_session),
+        lock_state,
     )
 
 
-def encode_snapshot(cell: str, records: Iterable[NodeRecord]) -> bytes:
-    """The snapshot bytes of a cell's nodes; `records` must be in path order."""
-    return pack([SNAPSHOT_FORMAT, cell, [record_to_plain(r) for r in records]])
+def _ownership(fields: list[Any]) -> tuple[int, LockState]:
+    owner, lock = fields
+    holders, delay_ms = array(lock, 2)
+    decoded = []
+    for plain in array(holders):
+        session_id, handle_id, mode, lock_delay_ms = array(plain, 4)
+        try:
+            lock_mode = LockMode(integer(mode))
+        except ValueError:
+            raise DecodeError(f"unknown lock mode {mode!r:.20}") from None
+        holder = Holder(
+            integer(session_id, 1), integer(handle_id), lock_mode, integer(lock_delay_ms)
+        )
+        decoded.append(holder)
+    return integer(owner), LockState(tuple(decoded), integer(delay_ms))
 
 
-def decode_snapshot(data: bytes) -> tuple[str, list[NodeRecord]]:
-    """The cell and records of a snapshot; DecodeError for bytes `encode_snapshot` did not
-    write (whether they form a tree is checked when the tree is built)."""
+def session_to_plain(session: SessionRecord) -> list[Any]:
+    return [session.session_id, session.name]
+
+
+def session_from_plain(data: Any) -> SessionRecord:
+    session_id, name = array(data, 2)
+    return SessionRecord(integer(session_id, 1), text(name))
+
+
+def encode_snapshot(
+    cell: str, records: Iterable[NodeRecord], sessions: Iterable[SessionRecord] = ()
+) -> bytes:
+    """The snapshot bytes of a cell's nodes and sessions; `records` must be in path order
+    and `sessions` in id order."""
+    return pack(
+        [
+            SNAPSHOT_FORMAT,
+            cell,
+            [record_to_plain(r) for r in records],
+            [session_to_plain(s) for s in sessions],
+        ]
+    )
+
+
+def decode_snapshot(data: bytes) -> tuple[str, list[NodeRecord], list[SessionRecord]]:
+    """The cell, records and sessions of a snapshot; DecodeError for bytes `encode_snapshot`
+    did not write (whether they form a tree is checked when the tree is built)."""
     return unpack(data, _snapshot_from_plain)
 
 
-def _snapshot_from_plain(data: Any) -> tuple[str, list[NodeRecord]]:
-    version, cell, records = array(data, 3)
-    if version != SNAPSHOT_FORMAT or type(version) is not int:
+def _snapshot_from_plain(data: Any) -> tuple[str, list[NodeRecord], list[SessionRecord]]:
+    fields = array(data)
+    version = fields[0] if fields else None
+    if type(version) is not int or version not in (1, SNAPSHOT_FORMAT):
         raise DecodeError(f"unknown snapshot format {version!r:.20}")
-    return text(cell), [record_from_plain(r) for r in array(records)]
+    if version == 1:
+        _, cell, records = array(data, 3)
+        return text(cell), [record_from_plain(r, 1) for r in array(records)], []
+    _, cell, records, sessions = array(data, 4)
+    nodes = [record_from_plain(r) for r in array(records)]
+    return text(cell), nodes, [session_from_plain(s) for s in array(sessions)]

@@ -16,6 +16,13 @@ previous record is still whole, which gives two things cheaply:
   whose node existed at the last call and does not now is a delete; a node created and
   deleted between two calls appears in neither. A rolled-back change leaves nothing.
 
+Sessions (Chubby §2.8) are here too: `_sessions` holds every live session's record, and
+`_session_paths` indexes, per session, the names of the nodes it owns (ephemeral nodes) or
+whose lock it holds, so ending a session touches only those nodes. The index is derived
+from the records and kept by the three methods every node change goes through (`_insert`,
+`_replace`, `_delete`), so a rolled-back MultiOp leaves it right as well. Session changes
+are never inside a MultiOp.
+
 Instance numbers come from the log index of the write that creates the node, but one log
 entry carries a batch of commands and a MultiOp may create, delete and re-create a name,
 so several nodes can be created at one index. The k-th node created at index i (k from 0,
@@ -31,6 +38,7 @@ from collections.abc import Iterable
 
 from attrs import frozen
 
+from chubbypy.locks import LockMode
 from chubbypy.namespace._names import (
     NamespaceLimits,
     base_name,
@@ -42,6 +50,7 @@ from chubbypy.namespace._records import NamespaceChanges, NodeRecord, contents_c
 from chubbypy.namespace._sorted import SortedNames
 from chubbypy.protocol import LogIndex
 from chubbypy.protocol.namespace import AclNames, Stat
+from chubbypy.sessions import SessionRecord
 
 INSTANCES_PER_INDEX = 1 << 16
 """Nodes that can be created at one log index; a creation beyond it is refused as BUSY
@@ -59,8 +68,14 @@ class _Undo:
 class Tree:
     """The nodes of one cell; see the module docstring."""
 
-    def __init__(self, cell: str, limits: NamespaceLimits, nodes: dict[str, NodeRecord]) -> None:
-        """The tree of `nodes`, which `records_problem` has found to be one."""
+    def __init__(
+        self,
+        cell: str,
+        limits: NamespaceLimits,
+        nodes: dict[str, NodeRecord],
+        sessions: dict[int, SessionRecord] | None = None,
+    ) -> None:
+        """The tree of `nodes` and `sessions`, which `records_problem` has found to be one."""
         self.cell = cell
         self.limits = limits
         self.root = cell_root(cell)
@@ -71,11 +86,18 @@ class Tree:
             if path != self.root:
                 children[parent_of(path)].append(base_name(path))
         self._children = {path: SortedNames(names) for path, names in children.items()}
+        self._sessions: dict[int, SessionRecord] = dict(sessions or {})
+        self._session_paths: dict[int, set[str]] = {sid: set() for sid in self._sessions}
+        for record in nodes.values():
+            self._index(record, add=True)
+        self._sessions_touched: dict[int, bool] = {}
         self._touched: dict[str, bool] = {}
         self._journal: list[_Undo] | None = None
         self._instance_index = 0
         self._instances_used = 0
-        self._instance_last = max(r.instance for r in nodes.values())
+        self._instance_last = max(
+            [r.instance for r in nodes.values()] + [s.session_id for s in self._sessions.values()]
+        )
 
     @classmethod
     def fresh(cls, cell: str, limits: NamespaceLimits, root_acl: AclNames) -> Tree:
@@ -119,6 +141,17 @@ class Tree:
         """Every node, in path order."""
         return [self._nodes[path] for path in sorted(self._nodes)]
 
+    def session(self, session_id: int) -> SessionRecord | None:
+        return self._sessions.get(session_id)
+
+    def sessions(self) -> list[SessionRecord]:
+        """Every live session, in id order."""
+        return [self._sessions[sid] for sid in sorted(self._sessions)]
+
+    def session_paths(self, session_id: int) -> list[str]:
+        """Names of the nodes session `session_id` owns or holds the lock of, in path order."""
+        return sorted(self._session_paths[session_id])
+
     # ------------------------------------------------------------------------- changes
 
     def new_instance(self, index: LogIndex) -> int | None:
@@ -144,7 +177,7 @@ class Tree:
             self._insert(record)
         else:
             assert previous.is_directory == record.is_directory, (previous, record)
-            self._nodes[record.path] = record
+            self._replace(record)
 
     def remove(self, path: str) -> None:
         """Delete the node `path`, which exists, is not the root, and has no children."""
@@ -167,6 +200,12 @@ class Tree:
         if record.is_directory:
             self._children[record.path] = SortedNames()
         self._nodes[record.path] = record
+        self._index(record, add=True)
+
+    def _replace(self, record: NodeRecord) -> None:
+        self._index(self._nodes[record.path], add=False)
+        self._nodes[record.path] = record
+        self._index(record, add=True)
 
     def _delete(self, path: str) -> None:
         assert path != self.root, path
@@ -174,7 +213,37 @@ class Tree:
             assert not self._children[path], path
             del self._children[path]
         self._children[parent_of(path)].remove(base_name(path))
-        del self._nodes[path]
+        self._index(self._nodes.pop(path), add=False)
+
+    def _index(self, record: NodeRecord, *, add: bool) -> None:
+        """Add `record` to (or take it out of) the index of each session it involves."""
+        involved = {h.session_id for h in record.lock.holders}
+        if record.owner_session:
+            involved.add(record.owner_session)
+        for session_id in involved:
+            paths = self._session_paths[session_id]
+            if add:
+                paths.add(record.path)
+            else:
+                paths.discard(record.path)
+
+    # ------------------------------------------------------------------------- sessions
+
+    def open_session(self, session: SessionRecord) -> None:
+        """Add a new session (its id from `new_instance`)."""
+        assert self._journal is None, "sessions change outside MultiOps"
+        assert session.session_id not in self._sessions, session
+        self._sessions[session.session_id] = session
+        self._session_paths[session.session_id] = set()
+        self._sessions_touched.setdefault(session.session_id, False)
+
+    def close_session(self, session_id: int) -> None:
+        """Remove a session that owns and holds nothing any more."""
+        assert self._journal is None, "sessions change outside MultiOps"
+        assert not self._session_paths[session_id], (session_id, self._session_paths[session_id])
+        del self._sessions[session_id]
+        del self._session_paths[session_id]
+        self._sessions_touched.setdefault(session_id, True)
 
     # ------------------------------------------------------------------------- atomicity
 
@@ -197,7 +266,7 @@ class Tree:
             elif undo.path not in self._nodes:
                 self._insert(undo.previous)
             else:
-                self._nodes[undo.path] = undo.previous
+                self._replace(undo.previous)
             if undo.first_touch:
                 del self._touched[undo.path]
         self._journal = None
@@ -213,11 +282,29 @@ class Tree:
             elif self._touched[path]:
                 deletes.append(path)
         self._touched = {}
-        return NamespaceChanges(tuple(upserts), tuple(deletes))
+        session_upserts, session_deletes = [], []
+        for session_id in sorted(self._sessions_touched):
+            session = self._sessions.get(session_id)
+            if session is not None:
+                session_upserts.append(session)
+            elif self._sessions_touched[session_id]:
+                session_deletes.append(session_id)
+        self._sessions_touched = {}
+        return NamespaceChanges(
+            tuple(upserts), tuple(deletes), tuple(session_upserts), tuple(session_deletes)
+        )
 
 
-def records_problem(cell: str, records: Iterable[NodeRecord]) -> str | None:
-    """Why `records` are not the nodes of a tree rooted at `cell`'s root, or None."""
+def records_problem(
+    cell: str, records: Iterable[NodeRecord], sessions: Iterable[SessionRecord] = ()
+) -> str | None:
+    """Why `records` and `sessions` are not the state of a cell rooted at `cell`'s root, or
+    None."""
+    live: set[int] = set()
+    for session in sessions:
+        if session.session_id in live:
+            return f"two records for session {session.session_id}"
+        live.add(session.session_id)
     root = cell_root(cell)
     nodes: dict[str, NodeRecord] = {}
     for record in records:
@@ -228,6 +315,7 @@ def records_problem(cell: str, records: Iterable[NodeRecord]) -> str | None:
         return f"no permanent root directory {root}"
     for path, record in nodes.items():
         problem = _record_problem(record) or (None if path == root else _placement(nodes, path))
+        problem = problem or _ownership_problem(record, live)
         if problem is not None:
             return f"{path!r:.80}: {problem}"
     return None
@@ -240,6 +328,24 @@ def _placement(nodes: dict[str, NodeRecord], path: str) -> str | None:
     # Every name is checked when it is created; this catches a damaged store or snapshot.
     # Length limits are left out so that a cell whose limits were lowered still loads.
     return component_problem(base_name(path), len(path))
+
+
+def _ownership_problem(record: NodeRecord, live: set[int]) -> str | None:
+    if record.owner_session and (not record.ephemeral or record.is_directory):
+        return "owned by a session but not an ephemeral file"
+    involved = ({h.session_id for h in record.lock.holders} | {record.owner_session}) - {0}
+    if not involved <= live:
+        return f"names sessions that do not exist: {sorted(involved - live)}"
+    lock = record.lock
+    if lock.holders and lock.delay_ms:
+        return "a lock both held and in lock-delay"
+    if len({h.mode for h in lock.holders}) > 1 or (
+        len(lock.holders) > 1 and lock.mode is not LockMode.SHARED
+    ):
+        return "a lock held in conflicting modes"
+    if lock.holders and record.lock_generation == 0:
+        return "a held lock whose generation never rose"
+    return None
 
 
 def _record_problem(record: NodeRecord) -> str | None:

@@ -29,6 +29,20 @@ class ErrorCode(enum.IntEnum):
     """Reserved. (A MultiOp whose branch fails part-way reports the failing operation's own
     code, with its position in the message; nothing in the branch is applied.)"""
 
+    # Locks and sessions (Chubby §2.4, §2.8).
+    LOCK_HELD = 11
+    """The lock is held in a conflicting mode (or this handle holds it already)."""
+    LOCK_NOT_HELD = 12
+    """A release or sequencer request through a handle that does not hold the lock."""
+    LOCK_DELAYED = 13
+    """The lock is free but in lock-delay after its holder's session expired."""
+    SESSION_EXPIRED = 14
+    """The session ended (expired or closed); its handles, locks and ephemeral nodes are gone."""
+    INVALID_SEQUENCER = 15
+    """A sequencer that does not name a lock held now in its mode at its generation."""
+    SESSION_REQUIRED = 16
+    """The operation belongs to a session (an ephemeral node, a lock) and was made without one."""
+
     # The cell (where and whether an operation can run now).
     NOT_MASTER = 20
     """This replica is not the serving master; the reply names the master if it knows one."""
@@ -111,6 +125,30 @@ class GuardFailed(ChubbyError):
     code = ErrorCode.GUARD_FAILED
 
 
+class LockHeld(ChubbyError):
+    code = ErrorCode.LOCK_HELD
+
+
+class LockNotHeld(ChubbyError):
+    code = ErrorCode.LOCK_NOT_HELD
+
+
+class LockDelayed(ChubbyError):
+    code = ErrorCode.LOCK_DELAYED
+
+
+class SessionExpired(ChubbyError):
+    code = ErrorCode.SESSION_EXPIRED
+
+
+class InvalidSequencer(ChubbyError):
+    code = ErrorCode.INVALID_SEQUENCER
+
+
+class SessionRequired(ChubbyError):
+    code = ErrorCode.SESSION_REQUIRED
+
+
 class NotMaster(ChubbyError):
     code = ErrorCode.NOT_MASTER
 
@@ -172,6 +210,12 @@ ERROR_CLASSES: dict[ErrorCode, type[ChubbyError]] = {
         InvalidName,
         PermissionDenied,
         GuardFailed,
+        LockHeld,
+        LockNotHeld,
+        LockDelayed,
+        SessionExpired,
+        InvalidSequencer,
+        SessionRequired,
         NotMaster,
         EpochChanged,
         Busy,

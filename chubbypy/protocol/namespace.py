@@ -9,6 +9,8 @@ exceptions.
 
 from __future__ import annotations
 
+import enum
+
 from attrs import frozen
 
 from chubbypy.protocol.errors import Failure
@@ -128,7 +130,27 @@ class ContentsAre:
     contents: bytes
 
 
-Test = Exists | Absent | ContentGenerationIs | AclGenerationIs | InstanceIs | ContentsAre
+class LockMode(enum.IntEnum):
+    """How a handle holds a lock (Chubby §2.4). Values are stable: they cross the wire."""
+
+    EXCLUSIVE = 1
+    SHARED = 2
+
+
+@frozen
+class LockHeldAt:
+    """The node `path` of `instance` is locked in `mode` at `lock_generation`: what a
+    sequencer names, so a write guarded by one is applied only while it is valid."""
+
+    path: str
+    instance: int
+    mode: LockMode
+    lock_generation: int
+
+
+Test = (
+    Exists | Absent | ContentGenerationIs | AclGenerationIs | InstanceIs | ContentsAre | LockHeldAt
+)
 
 SimpleWrite = Create | SetContents | Delete | SetAcl
 
@@ -146,6 +168,78 @@ class MultiOp:
 
 
 Write = Create | SetContents | Delete | SetAcl | MultiOp
+
+# ----------------------------------------------------------------------------- session commands
+
+# Log commands the master proposes itself, after checking the caller's session and handle;
+# a client never sends them (its WriteRequest carries a `Write`). Chubby §2.4, §2.8, §2.9:
+# the existence of sessions, their locks and their ephemeral nodes is replicated, so all of
+# it outlives the master that granted it.
+
+
+@frozen
+class OpenSession:
+    """Start a session; the result is `SessionOpened`. `name` says who the client is."""
+
+    name: str
+
+
+@frozen
+class EndSession:
+    """End a session: drop its locks and delete its ephemeral nodes. `expired` (decided by
+    the master when the session lease ran out) puts each lock it frees into lock-delay; a
+    session the client closed frees its locks at once."""
+
+    session_id: int
+    expired: bool
+
+
+@frozen
+class InSession:
+    """`write` on behalf of session `session_id`, which must still exist when it is applied
+    (so nothing a session asked for happens after it expired); an ephemeral node created by
+    `write` belongs to the session and is deleted when it ends."""
+
+    session_id: int
+    write: Write
+
+
+@frozen
+class Acquire:
+    """Handle `handle_id` of session `session_id` takes the lock of node `path` (of
+    `instance`, so a re-created node is never locked by an old handle) in `mode`.
+    `lock_delay_ms` applies if the session expires while holding it."""
+
+    session_id: int
+    handle_id: int
+    path: str
+    instance: int
+    mode: LockMode
+    lock_delay_ms: int = 0
+
+
+@frozen
+class Release:
+    """The handle lets go of the lock; it is free at once if no one else holds it."""
+
+    session_id: int
+    handle_id: int
+    path: str
+    instance: int
+
+
+@frozen
+class EndLockDelay:
+    """The master's clock says the lock-delay of node `path` (of `instance`) is over."""
+
+    path: str
+    instance: int
+
+
+SessionCommand = OpenSession | EndSession | InSession | Acquire | Release | EndLockDelay
+
+LogWrite = Write | SessionCommand
+"""What a namespace log command carries: a client's write, or a session command."""
 
 # ----------------------------------------------------------------------------- reads
 
@@ -209,5 +303,10 @@ class MultiResult:
     results: tuple[Written, ...]
 
 
-WriteResult = Written | MultiResult | Failure
+@frozen
+class SessionOpened:
+    session_id: int
+
+
+WriteResult = Written | MultiResult | SessionOpened | Failure
 ReadResult = Contents | Stat | Listing | Failure

@@ -27,22 +27,33 @@ from chubbypy.protocol.namespace import (
     Absent,
     AclGenerationIs,
     AclNames,
+    Acquire,
     ContentGenerationIs,
     Contents,
     ContentsAre,
     Create,
     Delete,
     DirEntry,
+    EndLockDelay,
+    EndSession,
     Exists,
     GetContentsAndStat,
     GetStat,
+    InSession,
     InstanceIs,
     Listing,
+    LockHeldAt,
+    LockMode,
+    LogWrite,
     MultiOp,
     MultiResult,
+    OpenSession,
     Read,
     ReadDir,
     ReadResult,
+    Release,
+    SessionCommand,
+    SessionOpened,
     SetAcl,
     SetContents,
     SimpleWrite,
@@ -55,12 +66,16 @@ from chubbypy.protocol.namespace import (
 
 __all__ = [
     "DecodeError",
+    "decode_log_write",
     "decode_read",
     "decode_result",
     "decode_write",
+    "encode_log_write",
     "encode_read",
     "encode_result",
     "encode_write",
+    "log_write_from_plain",
+    "log_write_to_plain",
     "read_from_plain",
     "read_to_plain",
     "result_from_plain",
@@ -106,6 +121,8 @@ def _test(test: Test) -> list[Any]:
             return [5, path, instance]
         case ContentsAre(path, contents):
             return [6, path, contents]
+        case LockHeldAt(path, instance, mode, generation):
+            return [7, path, instance, int(mode), generation]
     raise AssertionError(test)
 
 
@@ -123,6 +140,25 @@ def write_to_plain(write: Write) -> list[Any]:
             branches = [[write_to_plain(w) for w in branch] for branch in (if_true, if_false)]
             return [5, [_test(t) for t in guard], *branches]
     raise AssertionError(write)
+
+
+def log_write_to_plain(write: LogWrite) -> list[Any]:
+    """A log command's plain form: a client `Write` (same tags as `write_to_plain`) or a
+    session command (tags from 10)."""
+    match write:
+        case OpenSession(name):
+            return [10, name]
+        case EndSession(session_id, expired):
+            return [11, session_id, expired]
+        case InSession(session_id, inner):
+            return [12, session_id, write_to_plain(inner)]
+        case Acquire(session_id, handle_id, path, instance, mode, lock_delay_ms):
+            return [13, session_id, handle_id, path, instance, int(mode), lock_delay_ms]
+        case Release(session_id, handle_id, path, instance):
+            return [14, session_id, handle_id, path, instance]
+        case EndLockDelay(path, instance):
+            return [15, path, instance]
+    return write_to_plain(write)
 
 
 def read_to_plain(read: Read) -> list[Any]:
@@ -150,11 +186,17 @@ def result_to_plain(result: Result) -> list[Any]:
             return [5, _stat(result)]
         case Listing(entries, more):
             return [6, [[e.name, _stat(e.stat)] for e in entries], more]
+        case SessionOpened(session_id):
+            return [7, session_id]
     raise AssertionError(result)
 
 
 def encode_write(write: Write) -> bytes:
     return pack(write_to_plain(write))
+
+
+def encode_log_write(write: LogWrite) -> bytes:
+    return pack(log_write_to_plain(write))
 
 
 def encode_read(read: Read) -> bytes:
@@ -202,7 +244,15 @@ _TESTS: dict[int, tuple[int, Callable[[list[Any]], Test]]] = {
     4: (2, lambda f: AclGenerationIs(text(f[0]), integer(f[1]))),
     5: (2, lambda f: InstanceIs(text(f[0]), integer(f[1]))),
     6: (2, lambda f: ContentsAre(text(f[0]), binary(f[1]))),
+    7: (4, lambda f: LockHeldAt(text(f[0]), integer(f[1]), _to_mode(f[2]), integer(f[3]))),
 }
+
+
+def _to_mode(data: Any) -> LockMode:
+    try:
+        return LockMode(integer(data))
+    except ValueError:
+        raise DecodeError(f"unknown lock mode {data!r:.20}") from None
 
 
 def _to_simple_write(data: Any) -> SimpleWrite:
@@ -232,6 +282,30 @@ _WRITES: dict[int, tuple[int, Callable[[list[Any]], Write]]] = {
     3: (2, lambda f: Delete(text(f[0]), optional_integer(f[1]))),
     4: (3, lambda f: SetAcl(text(f[0]), _to_acl(f[1]), optional_integer(f[2]))),
     5: (3, _to_multi),
+}
+
+_SESSION_COMMANDS: dict[int, tuple[int, Callable[[list[Any]], SessionCommand]]] = {
+    10: (1, lambda f: OpenSession(text(f[0]))),
+    11: (2, lambda f: EndSession(integer(f[0], 1), boolean(f[1]))),
+    12: (2, lambda f: InSession(integer(f[0], 1), write_from_plain(f[1]))),
+    13: (
+        6,
+        lambda f: Acquire(
+            integer(f[0], 1),
+            integer(f[1]),
+            text(f[2]),
+            integer(f[3]),
+            _to_mode(f[4]),
+            integer(f[5]),
+        ),
+    ),
+    14: (4, lambda f: Release(integer(f[0], 1), integer(f[1]), text(f[2]), integer(f[3]))),
+    15: (2, lambda f: EndLockDelay(text(f[0]), integer(f[1]))),
+}
+
+_LOG_WRITES: dict[int, tuple[int, Callable[[list[Any]], LogWrite]]] = {
+    **_WRITES,
+    **_SESSION_COMMANDS,
 }
 
 _READS: dict[int, tuple[int, Callable[[list[Any]], Read]]] = {
@@ -278,11 +352,16 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], Result]]] = {
     4: (2, lambda f: Contents(binary(f[0]), _to_stat(f[1]))),
     5: (1, lambda f: _to_stat(f[0])),
     6: (2, _to_listing),
+    7: (1, lambda f: SessionOpened(integer(f[0], 1))),
 }
 
 
 def write_from_plain(data: Any) -> Write:
     return tagged(data, _WRITES, "write")
+
+
+def log_write_from_plain(data: Any) -> LogWrite:
+    return tagged(data, _LOG_WRITES, "log command")
 
 
 def read_from_plain(data: Any) -> Read:
@@ -295,6 +374,10 @@ def result_from_plain(data: Any) -> Result:
 
 def decode_write(data: bytes) -> Write:
     return unpack(data, write_from_plain)
+
+
+def decode_log_write(data: bytes) -> LogWrite:
+    return unpack(data, log_write_from_plain)
 
 
 def decode_read(data: bytes) -> Read:

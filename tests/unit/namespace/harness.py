@@ -10,6 +10,7 @@ from chubbypy.protocol.namespace import (
     GetContentsAndStat,
     GetStat,
     Listing,
+    LogWrite,
     MultiResult,
     Read,
     ReadDir,
@@ -36,13 +37,13 @@ class Cell:
         self.machine = NamespaceMachine(CELL, limits)
         self.index = 0
 
-    def write(self, write: Write, *, same_entry: bool = False) -> WriteResult:
+    def write(self, write: LogWrite, *, same_entry: bool = False) -> WriteResult:
         """Apply `write` at the next log index (or the current one, as in a batch)."""
         if not same_entry or self.index == 0:
             self.index += 1
         return self.machine.apply_write(LogIndex(self.index), write).result
 
-    def ok(self, write: Write, *, same_entry: bool = False) -> Stat | None:
+    def ok(self, write: LogWrite, *, same_entry: bool = False) -> Stat | None:
         result = self.write(write, same_entry=same_entry)
         assert isinstance(result, Written), result
         return result.stat
@@ -52,7 +53,7 @@ class Cell:
         assert isinstance(result, MultiResult), result
         return result
 
-    def fails(self, write: Write) -> Failure:
+    def fails(self, write: LogWrite) -> Failure:
         """Apply `write`, which must fail and change nothing."""
         before = self.machine.snapshot()
         result = self.write(write)
@@ -60,7 +61,7 @@ class Cell:
         assert self.machine.snapshot() == before
         return result
 
-    def code(self, write: Write) -> ErrorCode:
+    def code(self, write: LogWrite) -> ErrorCode:
         return self.fails(write).code
 
     def read(self, query: Read) -> ReadResult:

@@ -9,6 +9,7 @@ import pytest
 from attrs import evolve
 
 from chubbypy.namespace import (
+    INSTANCES_PER_INDEX,
     ROOT_ACL_DEFAULT,
     NamespaceChanges,
     NamespaceMachine,
@@ -34,22 +35,31 @@ from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
     AclNames,
+    Acquire,
     Create,
     Delete,
     GetStat,
+    InSession,
+    LockMode,
+    LogWrite,
     MultiOp,
+    OpenSession,
     SetAcl,
     SetContents,
-    Write,
     Written,
 )
 from chubbypy.protocol.namespace_codec import decode_result, encode_write
 from tests.unit.namespace.harness import CELL, ROOT, Cell, at, every_read
 
-WRITES: list[Write] = [
+F_INSTANCE = 2 * INSTANCES_PER_INDEX  # d/f, created at index 2
+SESSION = 3 * INSTANCES_PER_INDEX  # opened at index 3
+
+WRITES: list[LogWrite] = [
     Create(at("d"), is_directory=True, acl=AclNames("r", "w", "c")),
     Create(at("d", "f"), contents=b"one"),
-    Create(at("d", "e"), is_directory=True, ephemeral=True),
+    OpenSession("tester"),
+    InSession(SESSION, Create(at("d", "e"), contents=b"gone with the session", ephemeral=True)),
+    Acquire(SESSION, 1, at("d", "f"), F_INSTANCE, LockMode.SHARED, lock_delay_ms=100),
     Create(at("g"), contents=b"two"),
     SetContents(at("d", "f"), b"three"),
     SetAcl(at("g"), AclNames("x", "y", "z")),
@@ -137,8 +147,9 @@ def test_restore_records_round_trip_in_any_order() -> None:
     cell = _populated()
     records = list(cell.machine.records())
     random.Random(1).shuffle(records)
+    sessions = list(cell.machine.sessions())
     copy = NamespaceMachine(CELL)
-    copy.restore_records(records)
+    copy.restore_records(records, reversed(sessions))
     assert copy.snapshot() == cell.machine.snapshot()
     assert copy.checksum() == cell.machine.checksum()
     assert every_read(copy) == every_read(cell.machine)
@@ -147,7 +158,7 @@ def test_restore_records_round_trip_in_any_order() -> None:
 def test_snapshot_is_the_records_in_path_order() -> None:
     """The snapshot decodes to the cell and its records in path order."""
     cell = _populated()
-    cell_name, records = decode_snapshot(cell.machine.snapshot())
+    cell_name, records, _ = decode_snapshot(cell.machine.snapshot())
     assert cell_name == CELL
     assert tuple(records) == cell.machine.records()
     assert [r.path for r in records] == sorted(r.path for r in records)
@@ -157,7 +168,7 @@ def test_a_restored_machine_keeps_creating_greater_instances() -> None:
     """After restoring at index i, a node created at a later index has a greater instance."""
     cell = _populated()
     copy = NamespaceMachine(CELL)
-    copy.restore_records(cell.machine.records())
+    copy.restore_records(cell.machine.records(), cell.machine.sessions())
     highest = max(r.instance for r in copy.records())
     created = copy.apply_write(LogIndex(cell.index + 1), Create(at("new"))).result
     assert isinstance(created, Written)
@@ -305,5 +316,5 @@ def test_restoring_starts_a_new_baseline() -> None:
     copy = NamespaceMachine(CELL)
     copy.restore(cell.machine.snapshot())
     assert copy.take_changes() == NamespaceChanges((), ())
-    copy.restore_records(cell.machine.records())
+    copy.restore_records(cell.machine.records(), cell.machine.sessions())
     assert copy.take_changes() == NamespaceChanges((), ())

@@ -2,9 +2,11 @@
 
 The model keeps a plain dict from full name to a small dict, finds children by scanning
 every name, and copies the whole dict to make a MultiOp atomic: no indexes, no journal, no
-cleverness. Limits are tiny so that every limit is hit, and names come from a small alphabet
-so that names collide. After every step the results must be identical (Failures by code,
-and by where a MultiOp failed), and the whole trees must be equal.
+cleverness. Sessions are a dict from id to name; a node's lock is a sorted list of holder
+tuples and a lock-delay, and ending a session scans every node. Limits are tiny so that
+every limit is hit, and names come from a small alphabet so that names collide. After every
+step the results must be identical (Failures by code, and by where a MultiOp failed), and
+the whole trees and session tables must be equal.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from chubbypy.locks import Holder, LockState
 from chubbypy.namespace import (
     INSTANCES_PER_INDEX,
     ROOT_ACL_DEFAULT,
@@ -30,22 +33,32 @@ from chubbypy.protocol.namespace import (
     Absent,
     AclGenerationIs,
     AclNames,
+    Acquire,
     ContentGenerationIs,
     Contents,
     ContentsAre,
     Create,
     Delete,
     DirEntry,
+    EndLockDelay,
+    EndSession,
     Exists,
     GetContentsAndStat,
     GetStat,
+    InSession,
     InstanceIs,
     Listing,
+    LockHeldAt,
+    LockMode,
+    LogWrite,
     MultiOp,
     MultiResult,
+    OpenSession,
     Read,
     ReadDir,
     ReadResult,
+    Release,
+    SessionOpened,
     SetAcl,
     SetContents,
     SimpleWrite,
@@ -55,7 +68,8 @@ from chubbypy.protocol.namespace import (
     WriteResult,
     Written,
 )
-from chubbypy.protocol.namespace_codec import decode_result, encode_write
+from chubbypy.protocol.namespace_codec import decode_result, encode_log_write
+from chubbypy.sessions import SessionRecord
 
 CELL = "c"
 ROOT = "/ls/c"
@@ -119,8 +133,8 @@ def stat(nodes: dict[str, Node], path: str) -> Stat:
     size = len(children(nodes, path)) if node["dir"] else len(node["contents"])
     check = 0 if node["dir"] else checksum(node["contents"])
     return Stat(
-        node["instance"], node["cgen"], 0, node["agen"], check, node["acl"], node["dir"],
-        node["eph"], size,
+        node["instance"], node["cgen"], node["lgen"], node["agen"], check, node["acl"],
+        node["dir"], node["eph"], size,
     )  # fmt: skip
 
 
@@ -132,6 +146,8 @@ def request_code(write: SimpleWrite) -> ErrorCode | None:
         if write.acl is not None and not good_acl(write.acl):
             return ErrorCode.INVALID_NAME
         if write.is_directory and write.contents:
+            return ErrorCode.IS_A_DIRECTORY
+        if write.is_directory and write.ephemeral:
             return ErrorCode.IS_A_DIRECTORY
     if isinstance(write, Create | SetContents) and len(write.contents) > FILE_MAX:
         return ErrorCode.TOO_LARGE
@@ -147,7 +163,9 @@ class Model:
 
     def __init__(self) -> None:
         root = {"dir": True, "eph": False, "contents": b"", "instance": 0, "cgen": 0, "agen": 1}
+        root |= {"lgen": 0, "owner": 0, "holders": [], "delay": 0}
         self.nodes: dict[str, Node] = {ROOT: {**root, "acl": ROOT_ACL_DEFAULT}}
+        self.sessions: dict[int, str] = {}
         self.index = 0
         self.created_at_index = 0
 
@@ -156,18 +174,84 @@ class Model:
             self.index += 1
             self.created_at_index = 0
 
-    def write(self, write: Write) -> Expected:
-        if isinstance(write, MultiOp):
-            return self.multi_op(write)
+    def new_id(self) -> int:
+        """The next instance or session id: both count the creations in this entry."""
+        new = self.index * INSTANCES_PER_INDEX + self.created_at_index
+        self.created_at_index += 1
+        return new
+
+    def write(self, write: LogWrite, owner: int = 0) -> Expected:
+        match write:
+            case OpenSession(name):
+                if len(name) > 256:
+                    return Failure(ErrorCode.BAD_REQUEST, "")
+                session_id = self.new_id()
+                self.sessions[session_id] = name
+                return SessionOpened(session_id)
+            case EndSession(session_id, expired):
+                return self.end_session(session_id, expired)
+            case InSession(session_id, inner):
+                if session_id not in self.sessions:
+                    return Failure(ErrorCode.SESSION_EXPIRED, "")
+                return self.write(inner, session_id)
+            case Acquire() | Release() | EndLockDelay():
+                return self.lock(write)
+            case MultiOp():
+                return self.multi_op(write, owner)
         code = request_code(write)
         if code is not None:
             return Failure(code, "")
-        return self.run(self.nodes, write)
+        return self.run(self.nodes, write, owner)
 
-    def run(self, nodes: dict[str, Node], write: SimpleWrite) -> Written | Failure:
+    def end_session(self, session_id: int, expired: bool) -> Expected:
+        if session_id not in self.sessions:
+            return Failure(ErrorCode.SESSION_EXPIRED, "")
+        for path in sorted(self.nodes):
+            node = self.nodes[path]
+            if node["owner"] == session_id:
+                del self.nodes[path]
+                continue
+            dropped = [h for h in node["holders"] if h[0] == session_id]
+            node["holders"] = [h for h in node["holders"] if h[0] != session_id]
+            if expired and dropped and not node["holders"]:
+                node["delay"] = max(h[3] for h in dropped)
+        del self.sessions[session_id]
+        return Written(None)
+
+    def lock(self, command: Acquire | Release | EndLockDelay) -> Expected:
+        if not isinstance(command, EndLockDelay) and command.session_id not in self.sessions:
+            return Failure(ErrorCode.SESSION_EXPIRED, "")
+        node = self.nodes.get(command.path)
+        if node is None or node["instance"] != command.instance:
+            return Failure(ErrorCode.NO_SUCH_NODE, "")
+        if isinstance(command, EndLockDelay):
+            node["delay"] = 0
+            return Written(stat(self.nodes, command.path))
+        mine = [h for h in node["holders"] if h[:2] == (command.session_id, command.handle_id)]
+        if isinstance(command, Release):
+            if not mine:
+                return Failure(ErrorCode.LOCK_NOT_HELD, "")
+            node["holders"].remove(mine[0])
+            return Written(stat(self.nodes, command.path))
+        if not 0 <= command.lock_delay_ms <= 60_000:
+            return Failure(ErrorCode.BAD_REQUEST, "")
+        if mine:
+            return Failure(ErrorCode.LOCK_HELD, "")
+        if node["delay"]:
+            return Failure(ErrorCode.LOCK_DELAYED, "")
+        modes = {h[2] for h in node["holders"]}
+        if modes and (modes != {LockMode.SHARED} or command.mode is not LockMode.SHARED):
+            return Failure(ErrorCode.LOCK_HELD, "")
+        if not node["holders"]:
+            node["lgen"] += 1
+        holder = (command.session_id, command.handle_id, command.mode, command.lock_delay_ms)
+        node["holders"] = sorted([*node["holders"], holder])
+        return Written(stat(self.nodes, command.path))
+
+    def run(self, nodes: dict[str, Node], write: SimpleWrite, owner: int) -> Written | Failure:
         node = nodes.get(write.path)
         if isinstance(write, Create):
-            return self.create(nodes, write)
+            return self.create(nodes, write, owner)
         if node is None:
             return Failure(ErrorCode.NO_SUCH_NODE, "")
         if isinstance(write, SetContents):
@@ -189,7 +273,9 @@ class Model:
             node.update(acl=write.acl, agen=node["agen"] + 1)
         return Written(stat(nodes, write.path))
 
-    def create(self, nodes: dict[str, Node], create: Create) -> Written | Failure:
+    def create(self, nodes: dict[str, Node], create: Create, owner: int) -> Written | Failure:
+        if create.ephemeral and not owner:
+            return Failure(ErrorCode.SESSION_REQUIRED, "")
         if create.path in nodes:
             return Failure(ErrorCode.EXISTS, "")
         above = nodes.get(parent(create.path))
@@ -197,8 +283,7 @@ class Model:
             return Failure(ErrorCode.NO_SUCH_NODE, "")
         if not above["dir"]:
             return Failure(ErrorCode.NOT_A_DIRECTORY, "")
-        instance = self.index * INSTANCES_PER_INDEX + self.created_at_index
-        self.created_at_index += 1
+        instance = self.new_id()
         nodes[create.path] = {
             "dir": create.is_directory,
             "eph": create.ephemeral,
@@ -207,10 +292,14 @@ class Model:
             "cgen": 0 if create.is_directory else 1,
             "agen": 1,
             "acl": above["acl"] if create.acl is None else create.acl,
+            "lgen": 0,
+            "owner": owner if create.ephemeral else 0,
+            "holders": [],
+            "delay": 0,
         }
         return Written(stat(nodes, create.path))
 
-    def multi_op(self, multi: MultiOp) -> Expected:
+    def multi_op(self, multi: MultiOp, owner: int) -> Expected:
         if len(multi.guard) + len(multi.if_true) + len(multi.if_false) > OPS_MAX:
             return Failure(ErrorCode.TOO_LARGE, "")
         for position, test in enumerate(multi.guard):
@@ -226,7 +315,7 @@ class Model:
         scratch = {path: dict(node) for path, node in self.nodes.items()}
         results = []
         for position, write in enumerate(branch):
-            result = self.run(scratch, write)
+            result = self.run(scratch, write, owner)
             if isinstance(result, Failure):
                 return Failure(result.code, f"{label}[{position}]: ")
             results.append(result)
@@ -245,6 +334,13 @@ class Model:
             return bool(node["agen"] == test.generation)
         if isinstance(test, InstanceIs):
             return bool(node["instance"] == test.instance)
+        if isinstance(test, LockHeldAt):
+            modes = {h[2] for h in node["holders"]}
+            return (
+                node["instance"] == test.instance
+                and modes == {test.mode}
+                and node["lgen"] == test.lock_generation
+            )
         assert isinstance(test, ContentsAre)
         return not node["dir"] and node["contents"] == test.contents
 
@@ -281,10 +377,12 @@ def record(path: str, node: Node) -> NodeRecord:
         contents=node["contents"],
         instance=node["instance"],
         content_generation=node["cgen"],
-        lock_generation=0,
+        lock_generation=node["lgen"],
         acl_generation=node["agen"],
         checksum=0 if node["dir"] else checksum(node["contents"]),
         acl=node["acl"],
+        owner_session=node["owner"],
+        lock=LockState(tuple(Holder(*h) for h in node["holders"]), node["delay"]),
     )
 
 
@@ -328,6 +426,8 @@ class NamespaceModel(RuleBasedStateMachine):
         self.model = Model()
         self.machine = NamespaceMachine(CELL, LIMITS)
         self.table: dict[str, NodeRecord] = {}
+        self.session_table: dict[int, SessionRecord] = {}
+        self.ever_opened: list[int] = []
         self.must_advance = False
 
     # Drawing names and values that often refer to what exists.
@@ -368,9 +468,29 @@ class NamespaceModel(RuleBasedStateMachine):
         acl = None if data.draw(st.integers(0, 2)) else data.draw(acls)
         return Create(self.new_path(data), is_directory, body, acl, data.draw(st.booleans()))
 
+    def session_id(self, data: st.DataObject) -> int:
+        """Mostly a live session, sometimes one that ended, or one that never existed."""
+        live = sorted(self.model.sessions)
+        if live and data.draw(st.integers(0, 4)):
+            return data.draw(st.sampled_from(live))
+        return data.draw(st.sampled_from([*self.ever_opened, 1]))
+
+    def mode(self, data: st.DataObject) -> LockMode:
+        return data.draw(st.sampled_from([LockMode.EXCLUSIVE, LockMode.SHARED]))
+
     def test(self, data: st.DataObject) -> Test:
         path = self.path(data)
-        match data.draw(st.sampled_from(["exists", "absent", "content", "acl", "inst", "is"])):
+        kinds = ["exists", "absent", "content", "acl", "inst", "is", "lock"]
+        match data.draw(st.sampled_from(kinds)):
+            case "lock":
+                node = self.model.nodes.get(path)
+                generation = 0 if node is None else node["lgen"]
+                return LockHeldAt(
+                    path,
+                    self.number(data, path, "instance"),
+                    self.mode(data),
+                    data.draw(st.sampled_from([generation, generation, generation + 1])),
+                )
             case "exists":
                 return Exists(path)
             case "absent":
@@ -387,13 +507,15 @@ class NamespaceModel(RuleBasedStateMachine):
 
     # Rules.
 
-    def apply(self, write: Write, same_entry: bool) -> None:
+    def apply(self, write: LogWrite, same_entry: bool) -> None:
         self.model.advance(same_entry and not self.must_advance)
         self.must_advance = False
         expected = self.model.write(write)
         index = LogIndex(self.model.index)
-        actual = decode_result(self.machine.apply(index, encode_write(write)))
+        actual = decode_result(self.machine.apply(index, encode_log_write(write)))
         _same(expected, actual)
+        if isinstance(actual, SessionOpened):
+            self.ever_opened.append(actual.session_id)
 
     @initialize(data=st.data())
     def populate(self, data: st.DataObject) -> None:
@@ -402,6 +524,8 @@ class NamespaceModel(RuleBasedStateMachine):
         names = data.draw(st.lists(st.sampled_from(VALID_COMPONENTS), max_size=5, unique=True))
         for name in names:
             self.apply(Create(f"{ROOT}/{name}", data.draw(st.booleans())), same_entry=False)
+        for _ in range(data.draw(st.integers(0, 3))):
+            self.apply(OpenSession("client"), same_entry=False)
 
     @rule(data=st.data(), same_entry=st.booleans())
     def create_one(self, data: st.DataObject, same_entry: bool) -> None:
@@ -421,6 +545,92 @@ class NamespaceModel(RuleBasedStateMachine):
         if data.draw(st.booleans()):
             # At once, so that a rolled-back branch is checked to leave no change behind.
             self.checkpoint()
+
+    @rule(same_entry=st.booleans(), long_name=st.integers(0, 9))
+    def open_session(self, same_entry: bool, long_name: int) -> None:
+        self.apply(OpenSession("x" * 300 if long_name == 0 else "client"), same_entry)
+
+    @rule(data=st.data(), same_entry=st.booleans(), expired=st.booleans())
+    def end_session(self, data: st.DataObject, same_entry: bool, expired: bool) -> None:
+        """End a session, often one that holds locks or owns ephemeral nodes."""
+        nodes = self.model.nodes.values()
+        involved = sorted({h[0] for n in nodes for h in n["holders"]} | {n["owner"] for n in nodes})
+        involved = [i for i in involved if i]
+        if involved and data.draw(st.booleans()):
+            session_id = data.draw(st.sampled_from(involved))
+        else:
+            session_id = self.session_id(data)
+        self.apply(EndSession(session_id, expired), same_entry)
+
+    @rule(data=st.data(), same_entry=st.booleans())
+    def expire_a_holder(self, data: st.DataObject, same_entry: bool) -> None:
+        """Expire a session that holds a lock, so the lock-delay path is walked often."""
+        holders = sorted({h[0] for n in self.model.nodes.values() for h in n["holders"]})
+        if holders:
+            self.apply(EndSession(data.draw(st.sampled_from(holders)), True), same_entry)
+
+    @rule(data=st.data(), same_entry=st.booleans())
+    def acquire_a_delayed_lock(self, data: st.DataObject, same_entry: bool) -> None:
+        """A live session tries a lock in lock-delay (LOCK_DELAYED, whatever the mode)."""
+        delayed = sorted(p for p, n in self.model.nodes.items() if n["delay"])
+        if delayed and self.model.sessions:
+            path = data.draw(st.sampled_from(delayed))
+            session_id = data.draw(st.sampled_from(sorted(self.model.sessions)))
+            instance = self.model.nodes[path]["instance"]
+            self.apply(Acquire(session_id, 1, path, instance, self.mode(data)), same_entry)
+
+    @rule(data=st.data(), same_entry=st.booleans(), multi=st.booleans())
+    def write_in_session(self, data: st.DataObject, same_entry: bool, multi: bool) -> None:
+        """A write on a session's behalf: ephemeral creations belong to it."""
+        write: Write = self.create(data)
+        if multi:
+            guard = tuple(self.test(data) for _ in range(data.draw(st.integers(0, 1))))
+            write = MultiOp(guard, (self.create(data), self.simple_write(data)))
+        self.apply(InSession(self.session_id(data), write), same_entry)
+
+    @rule(
+        data=st.data(),
+        same_entry=st.booleans(),
+        handle=st.integers(1, 3),
+        delay=st.sampled_from([0, 5, 5, 60_000, 60_001]),
+    )
+    def acquire(self, data: st.DataObject, same_entry: bool, handle: int, delay: int) -> None:
+        """Acquire, often a lock that is held or in lock-delay already (to conflict)."""
+        nodes = self.model.nodes.items()
+        delayed = sorted(p for p, n in nodes if n["delay"])
+        held = sorted(p for p, n in nodes if n["holders"])
+        match data.draw(st.integers(0, 3)):
+            case 0 if delayed:
+                path = data.draw(st.sampled_from(delayed))
+            case 1 if held:
+                path = data.draw(st.sampled_from(held))
+            case _:
+                path = self.path(data)
+        node = self.model.nodes.get(path)
+        own = node is not None and data.draw(st.integers(0, 4)) > 0
+        instance = node["instance"] if own else self.number(data, path, "instance")
+        command = Acquire(self.session_id(data), handle, path, instance, self.mode(data), delay)
+        self.apply(command, same_entry)
+
+    @rule(data=st.data(), same_entry=st.booleans(), handle=st.integers(1, 3))
+    def release(self, data: st.DataObject, same_entry: bool, handle: int) -> None:
+        """Release, most often by a handle that holds some lock."""
+        holds = [(p, h) for p, n in self.model.nodes.items() for h in n["holders"]]
+        if holds and data.draw(st.integers(0, 3)):
+            path, holder = data.draw(st.sampled_from(sorted(holds)))
+            command = Release(holder[0], holder[1], path, self.model.nodes[path]["instance"])
+        else:
+            path = self.path(data)
+            instance = self.number(data, path, "instance")
+            command = Release(self.session_id(data), handle, path, instance)
+        self.apply(command, same_entry)
+
+    @rule(data=st.data(), same_entry=st.booleans())
+    def end_lock_delay(self, data: st.DataObject, same_entry: bool) -> None:
+        delayed = sorted(p for p, n in self.model.nodes.items() if n["delay"])
+        pick = delayed and data.draw(st.integers(0, 2)) == 0  # let delays last a while
+        path = data.draw(st.sampled_from(delayed)) if pick else self.path(data)
+        self.apply(EndLockDelay(path, self.number(data, path, "instance")), same_entry)
 
     @rule(data=st.data(), after=afters, limit=st.integers(0, 5))
     def read(self, data: st.DataObject, after: str, limit: int) -> None:
@@ -447,6 +657,12 @@ class NamespaceModel(RuleBasedStateMachine):
             assert self.table.get(record.path) != record, record
             self.table[record.path] = record
         assert self.table == {r.path: r for r in self.machine.records()}
+        for session_id in changes.session_deletes:
+            del self.session_table[session_id]
+        for session in changes.session_upserts:
+            assert session.session_id not in self.session_table, session
+            self.session_table[session.session_id] = session
+        assert self.session_table == {s.session_id: s for s in self.machine.sessions()}
 
     @rule(from_snapshot=st.booleans())
     def recover(self, from_snapshot: bool) -> None:
@@ -456,7 +672,9 @@ class NamespaceModel(RuleBasedStateMachine):
         if from_snapshot:
             replacement.restore(self.machine.snapshot())
         else:
-            replacement.restore_records(list(self.table.values()))
+            replacement.restore_records(
+                list(self.table.values()), list(self.session_table.values())
+            )
         assert replacement.checksum() == self.machine.checksum()
         self.machine = replacement
         self.must_advance = True  # a snapshot is taken between log entries
@@ -464,6 +682,8 @@ class NamespaceModel(RuleBasedStateMachine):
     @invariant()
     def same_tree(self) -> None:
         assert self.machine.records() == self.model.records()
+        sessions = tuple(SessionRecord(i, n) for i, n in sorted(self.model.sessions.items()))
+        assert self.machine.sessions() == sessions
 
 
 NamespaceModel.TestCase.settings = settings(

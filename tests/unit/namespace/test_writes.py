@@ -18,6 +18,9 @@ from chubbypy.protocol.namespace import (
     Create,
     Delete,
     GetStat,
+    InSession,
+    OpenSession,
+    SessionOpened,
     SetAcl,
     SetContents,
     Stat,
@@ -86,13 +89,15 @@ def test_acl_names_are_inherited_unless_given() -> None:
 
 
 def test_the_ephemeral_flag_is_stored() -> None:
-    """Create(ephemeral=True) gives an ephemeral node, file or directory."""
+    """Create(ephemeral=True) in a session gives an ephemeral file owned by the session."""
     cell = Cell()
-    cell.ok(Create(at("e"), ephemeral=True))
-    cell.ok(Create(at("d"), is_directory=True, ephemeral=True))
+    opened = cell.write(OpenSession("client"))
+    assert isinstance(opened, SessionOpened)
+    cell.ok(InSession(opened.session_id, Create(at("e"), ephemeral=True)))
     assert cell.stat(at("e")).ephemeral
-    assert cell.stat(at("d")).ephemeral
     assert not cell.stat(ROOT).ephemeral
+    (record,) = [r for r in cell.machine.records() if r.path == at("e")]
+    assert record.owner_session == opened.session_id
 
 
 def test_create_failures() -> None:

@@ -17,22 +17,33 @@ from chubbypy.protocol.namespace import (
     Absent,
     AclGenerationIs,
     AclNames,
+    Acquire,
     ContentGenerationIs,
     Contents,
     ContentsAre,
     Create,
     Delete,
     DirEntry,
+    EndLockDelay,
+    EndSession,
     Exists,
     GetContentsAndStat,
     GetStat,
+    InSession,
     InstanceIs,
     Listing,
+    LockHeldAt,
+    LockMode,
+    LogWrite,
     MultiOp,
     MultiResult,
+    OpenSession,
     Read,
     ReadDir,
     ReadResult,
+    Release,
+    SessionCommand,
+    SessionOpened,
     SetAcl,
     SetContents,
     SimpleWrite,
@@ -44,9 +55,11 @@ from chubbypy.protocol.namespace import (
 )
 from chubbypy.protocol.namespace_codec import (
     DecodeError,
+    decode_log_write,
     decode_read,
     decode_result,
     decode_write,
+    encode_log_write,
     encode_read,
     encode_result,
     encode_write,
@@ -68,6 +81,7 @@ TESTS: dict[type, st.SearchStrategy[Test]] = {
     AclGenerationIs: st.builds(AclGenerationIs, texts, counts),
     InstanceIs: st.builds(InstanceIs, texts, counts),
     ContentsAre: st.builds(ContentsAre, texts, blobs),
+    LockHeldAt: st.builds(LockHeldAt, texts, counts, st.sampled_from(LockMode), counts),
 }
 SIMPLE_WRITES: dict[type, st.SearchStrategy[SimpleWrite]] = {
     Create: st.builds(Create, texts, st.booleans(), blobs, st.none() | acls, st.booleans()),
@@ -84,6 +98,15 @@ WRITES: dict[type, st.SearchStrategy[Write]] = {
         st.lists(simple_writes, max_size=4).map(tuple),
         st.lists(simple_writes, max_size=4).map(tuple),
     ),
+}
+ids = st.integers(min_value=1, max_value=2**64 - 1)
+SESSION_COMMANDS: dict[type, st.SearchStrategy[SessionCommand]] = {
+    OpenSession: st.builds(OpenSession, texts),
+    EndSession: st.builds(EndSession, ids, st.booleans()),
+    InSession: st.builds(InSession, ids, st.one_of(*WRITES.values())),
+    Acquire: st.builds(Acquire, ids, counts, texts, counts, st.sampled_from(LockMode), counts),
+    Release: st.builds(Release, ids, counts, texts, counts),
+    EndLockDelay: st.builds(EndLockDelay, texts, counts),
 }
 READS: dict[type, st.SearchStrategy[Read]] = {
     GetContentsAndStat: st.builds(GetContentsAndStat, texts),
@@ -102,6 +125,7 @@ RESULTS: dict[type, st.SearchStrategy[object]] = {
     Failure: st.builds(Failure, st.sampled_from(ErrorCode), texts),
     Contents: st.builds(Contents, blobs, stats),
     Stat: stats,
+    SessionOpened: st.builds(SessionOpened, ids),
     Listing: st.builds(
         Listing, st.lists(st.builds(DirEntry, texts, stats), max_size=4).map(tuple), st.booleans()
     ),
@@ -111,6 +135,7 @@ RESULTS: dict[type, st.SearchStrategy[object]] = {
 def test_every_type_has_a_strategy() -> None:
     """The round-trip tests cover every member of the Write, Test, Read and result unions."""
     assert set(WRITES) == set(typing.get_args(Write))
+    assert set(SESSION_COMMANDS) == set(typing.get_args(SessionCommand))
     assert set(TESTS) == set(typing.get_args(Test))
     assert set(READS) == set(typing.get_args(Read))
     result_types = {*typing.get_args(WriteResult), *typing.get_args(ReadResult)}
@@ -124,6 +149,29 @@ def test_writes_round_trip(kind: type, data: st.DataObject) -> None:
     """decode_write(encode_write(w)) == w for every kind of write."""
     write = data.draw(WRITES[kind])
     assert decode_write(encode_write(write)) == write
+
+
+@pytest.mark.parametrize("kind", [*WRITES, *SESSION_COMMANDS], ids=lambda kind: kind.__name__)
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_log_writes_round_trip(kind: type, data: st.DataObject) -> None:
+    """decode_log_write(encode_log_write(w)) == w for client writes and session commands,
+    and a client write has the same bytes either way."""
+    strategy: st.SearchStrategy[LogWrite] = {**WRITES, **SESSION_COMMANDS}[kind]
+    write = data.draw(strategy)
+    assert decode_log_write(encode_log_write(write)) == write
+    if kind in WRITES:
+        assert encode_log_write(write) == encode_write(write)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", list(SESSION_COMMANDS), ids=lambda kind: kind.__name__)
+@settings(max_examples=5, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_a_client_write_is_never_a_session_command(kind: type, data: st.DataObject) -> None:
+    """decode_write (what a client may send) refuses every session command: only the master
+    proposes those, after checking the session and handle."""
+    with pytest.raises(DecodeError, match="unknown write"):
+        decode_write(encode_log_write(data.draw(SESSION_COMMANDS[kind])))
 
 
 @pytest.mark.parametrize("kind", list(READS), ids=lambda kind: kind.__name__)
@@ -182,7 +230,8 @@ BAD_WRITES = {
     "nested MultiOp in if_true": pack([5, [], [[5, [], [], []]], []]),
     "nested MultiOp in if_false": pack([5, [], [], [DELETE, [5, [], [], []]]]),
     "MultiOp of two parts": pack([5, [], []]),
-    "unknown test tag": pack([5, [[7, "/ls/c/a"]], [], []]),
+    "unknown test tag": pack([5, [[8, "/ls/c/a"]], [], []]),
+    "lock test with mode 3": pack([5, [[7, "/ls/c/a", 1, 3, 1]], [], []]),
     "test of wrong arity": pack([5, [[3, "/ls/c/a"]], [], []]),
     "guard as a map": pack([5, {"a": 1}, [], []]),
     "invalid utf-8": b"\x93\x03\xa2\xff\xfe\xc0",
@@ -214,7 +263,8 @@ def test_malformed_reads_raise_decode_error(data: bytes) -> None:
 
 
 BAD_RESULTS = {
-    "unknown tag": pack([7]),
+    "unknown tag": pack([8]),
+    "session id zero": pack([7, 0]),
     "unknown error code": pack([3, 99, "m"]),
     "error code zero": pack([3, 0, "m"]),
     "error code as bool": pack([3, True, "m"]),
