@@ -1,0 +1,263 @@
+"""The master's session table: session leases, KeepAlives, and the events they carry.
+Pure: driven by ticks of the master's clock and by what the log applied; no I/O.
+
+Chubby §2.8, §2.9. Theory of operation.
+
+* **Leases.** Every live session has a lease expiry, in ticks of the master's clock. The
+  master promises not to end a session before it, so the expiry only ever moves forward:
+  when a session is opened (`opened`), when a master starts (`start`: every session the
+  database holds gets a whole lease from now, which is at least as long as anything the
+  previous master, whose own master lease has run out, could have granted, plus
+  `failover_extra_ticks` for clock drift), and when the master answers a KeepAlive.
+* **KeepAlives.** The client keeps one KeepAlive parked at the master (`keep_alive`). The
+  master answers it when its lease has `answer_before_ticks` or less to run, or at once
+  when there are events to deliver; answering extends the lease to a whole
+  `lease_ticks` from now. Each answer carries every event not yet acknowledged; the next
+  KeepAlive acknowledges them by sequence number (`acked_through`), and a KeepAlive that
+  leaves some unacknowledged (its answer was lost with a connection) is answered at once
+  with them again; the client drops sequence numbers it has seen. A second KeepAlive for
+  the same session answers the first at once.
+* **Ending, never early.** The master ends a session only once its lease has run out on
+  the master's clock (the client's own view of its lease is shorter, see the client), by
+  listing it once in `Outputs.expire`: the shell proposes `EndSession(expired=True)` and
+  calls `ended` when it was applied (or a later master does, if this one lost mastership
+  first). From then on its KeepAlives are refused, never answered, so its lease cannot
+  grow while the end is in flight. A client that closes its session ends it at once
+  (`EndSession(expired=False)`, through the shell); as in Chubby, it is the client
+  library that closes a session idle for a minute with no open handles, because only the
+  client knows its handles across a fail-over.
+* **Fail-over (§2.9).** `start` queues a master-fail-over event for every session; until
+  each has acknowledged it or ended, `failover_complete` is False and the shell serves
+  KeepAlives only, so no session acts on state it may have cached from the old master.
+* **Backlog.** At most `events_pending_max` events wait per session. A session that falls
+  further behind is *doomed*: its events are dropped and its KeepAlives refused, so its
+  client learns at once that its session is gone; it is ended, as expired, when its lease
+  runs out (the promise above).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import define, field, frozen
+
+
+class EventKind(enum.IntEnum):
+    """Events a handle (or the session) can receive (Chubby §2.5). Values are stable."""
+
+    CONTENTS_MODIFIED = 1
+    CHILD_CHANGED = 2
+    """A child of the directory was added, removed or modified."""
+    MASTER_FAILOVER = 3
+    """Other events may have been lost: rescan, and flush any cache."""
+    HANDLE_INVALID = 4
+    """The handle (and any lock it held) is no longer valid: its node was deleted."""
+    LOCK_ACQUIRED = 5
+    CONFLICTING_LOCK = 6
+    """Another client asked for the lock this handle holds."""
+    INVALIDATE = 7
+    """Cache invalidation: drop what is cached of `path` (and acknowledge)."""
+
+
+@frozen
+class SessionEvent:
+    """One event for one session, numbered in the order the session receives them."""
+
+    sequence: int
+    kind: EventKind
+    path: str = ""
+    handle_id: int = 0
+
+
+@frozen
+class SessionTiming:
+    """The session table's durations, in ticks of the master's clock, and its bound."""
+
+    lease_ticks: int
+    """A session lease (Chubby's default is 12 s)."""
+    answer_before_ticks: int
+    """Answer a parked KeepAlive when the lease has this long to run."""
+    failover_extra_ticks: int = 0
+    """Added to the lease a new master grants every session: clock drift's margin."""
+    events_pending_max: int = 1000
+
+    def __attrs_post_init__(self) -> None:
+        assert 1 <= self.answer_before_ticks < self.lease_ticks, self
+        assert self.failover_extra_ticks >= 0, self
+        assert self.events_pending_max >= 1, self
+
+
+@frozen
+class KeepAliveAnswer:
+    """Reply now to the KeepAlive the shell knows as `token`."""
+
+    session_id: int
+    token: int
+    lease_ticks: int
+    """How long the lease runs from now, on the master's clock."""
+    events: tuple[SessionEvent, ...]
+
+
+@frozen
+class Outputs:
+    """What the shell must do: answer KeepAlives, refuse them, expire sessions."""
+
+    answers: tuple[KeepAliveAnswer, ...] = ()
+    refused: tuple[tuple[int, int], ...] = ()
+    """(session, token) of KeepAlives to answer SESSION_EXPIRED: the session is doomed or
+    gone."""
+    expire: tuple[int, ...] = ()
+    """Sessions whose lease ran out: propose EndSession(expired=True)."""
+
+
+class _State(enum.Enum):
+    LIVE = "live"
+    DOOMED = "doomed"
+    """Too far behind on events: refused, and expired when its lease runs out."""
+    ENDING = "ending"
+    """Listed in `expire` or `close`; waiting for the EndSession to be applied."""
+
+
+@define
+class _Session:
+    expiry: int
+    events: list[SessionEvent] = field(factory=list)
+    next_sequence: int = 1
+    parked: int | None = None
+    failover_sequence: int = 0
+    """The sequence number of the fail-over event still to be acknowledged, or 0."""
+    state: _State = _State.LIVE
+
+
+class SessionTable:
+    """The master's in-memory sessions; see the module docstring."""
+
+    def __init__(self, timing: SessionTiming) -> None:
+        self._timing = timing
+        self._sessions: dict[int, _Session] = {}
+        self._now = 0
+        self._answers: list[KeepAliveAnswer] = []
+        self._refused: list[tuple[int, int]] = []
+        self._expire: list[int] = []
+
+    # ------------------------------------------------------------------------- inputs
+
+    def start(self, now: int, session_ids: list[int]) -> None:
+        """This replica became master at tick `now`; the database holds `session_ids`."""
+        assert not self._sessions, "a table serves one mastership"
+        self._now = now
+        lease = self._timing.lease_ticks + self._timing.failover_extra_ticks
+        for session_id in session_ids:
+            session = _Session(expiry=now + lease)
+            self._sessions[session_id] = session
+            event = self._queue(session_id, session, EventKind.MASTER_FAILOVER)
+            session.failover_sequence = event.sequence if event else 0
+
+    def opened(self, session_id: int) -> None:
+        """`OpenSession` for `session_id` was applied (now)."""
+        assert session_id not in self._sessions, session_id
+        self._sessions[session_id] = _Session(self._now + self._timing.lease_ticks)
+
+    def ended(self, session_id: int) -> None:
+        """`EndSession` was applied: forget the session; refuse its parked KeepAlive."""
+        session = self._sessions.pop(session_id, None)
+        if session is not None and session.parked is not None:
+            self._refused.append((session_id, session.parked))
+
+    def keep_alive(self, session_id: int, token: int, acked_through: int) -> bool:
+        """A KeepAlive arrived; False if the session is unknown or doomed (answer
+        SESSION_EXPIRED at once). Otherwise it is parked and answered through `take`."""
+        session = self._sessions.get(session_id)
+        if session is None or session.state is not _State.LIVE:
+            return False
+        if session.parked is not None:
+            self._answer(session_id, session)
+        session.events = [e for e in session.events if e.sequence > acked_through]
+        if session.failover_sequence and acked_through >= session.failover_sequence:
+            session.failover_sequence = 0
+        session.parked = token
+        if session.events:
+            self._answer(session_id, session)
+        return True
+
+    def push(self, session_id: int, kind: EventKind, path: str = "", handle_id: int = 0) -> None:
+        """Queue an event for the session; its parked KeepAlive is answered at once."""
+        session = self._sessions.get(session_id)
+        if session is None or session.state is not _State.LIVE:
+            return
+        if self._queue(session_id, session, kind, path, handle_id) and session.parked is not None:
+            self._answer(session_id, session)
+
+    def tick(self, now: int) -> None:
+        """The master's clock reads `now`: answer KeepAlives due, expire sessions due."""
+        assert now >= self._now, (now, self._now)
+        self._now = now
+        for session_id, session in self._sessions.items():
+            remaining = session.expiry - now
+            if session.parked is not None and remaining <= self._timing.answer_before_ticks:
+                self._answer(session_id, session)
+            if session.state is not _State.ENDING and session.expiry <= now:
+                self._expire.append(session_id)
+                session.state = _State.ENDING
+
+    # ------------------------------------------------------------------------- outputs
+
+    def take(self) -> Outputs:
+        """What to do since the last call; the lists start again empty."""
+        outputs = Outputs(tuple(self._answers), tuple(self._refused), tuple(self._expire))
+        self._answers, self._refused, self._expire = [], [], []
+        return outputs
+
+    # ------------------------------------------------------------------------- queries
+
+    def lease_expiry(self, session_id: int) -> int | None:
+        session = self._sessions.get(session_id)
+        return None if session is None else session.expiry
+
+    def is_live(self, session_id: int) -> bool:
+        """Known, not doomed and not ending: its calls may be served."""
+        session = self._sessions.get(session_id)
+        return session is not None and session.state is _State.LIVE
+
+    @property
+    def failover_complete(self) -> bool:
+        """Every session acknowledged the fail-over event of `start`, or ended."""
+        return not any(s.failover_sequence for s in self._sessions.values())
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    # ------------------------------------------------------------------------- helpers
+
+    def _queue(
+        self, session_id: int, session: _Session, kind: EventKind, path: str = "", handle: int = 0
+    ) -> SessionEvent | None:
+        if len(session.events) >= self._timing.events_pending_max:
+            self._doom(session_id, session)
+            return None
+        event = SessionEvent(session.next_sequence, kind, path, handle)
+        session.next_sequence += 1
+        session.events.append(event)
+        return event
+
+    def _doom(self, session_id: int, session: _Session) -> None:
+        """Too far behind: drop its events, refuse its KeepAlives; its lease still runs."""
+        session.events = []
+        session.failover_sequence = 0
+        self._stop_extending(session_id, session, _State.DOOMED)
+
+    def _stop_extending(self, session_id: int, session: _Session, state: _State) -> None:
+        session.state = state
+        if session.parked is not None:
+            self._refused.append((session_id, session.parked))
+            session.parked = None
+
+    def _answer(self, session_id: int, session: _Session) -> None:
+        assert session.parked is not None
+        session.expiry = max(session.expiry, self._now + self._timing.lease_ticks)
+        self._answers.append(
+            KeepAliveAnswer(
+                session_id, session.parked, session.expiry - self._now, tuple(session.events)
+            )
+        )
+        session.parked = None

@@ -1,0 +1,160 @@
+"""The master's session table (Chubby §2.8, §2.9): leases that only grow, parked
+KeepAlives, events carried on their answers, expiry, fail-over and the backlog bound."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chubbypy.sessions import EventKind, KeepAliveAnswer, SessionTable, SessionTiming
+
+TIMING = SessionTiming(lease_ticks=100, answer_before_ticks=30, events_pending_max=4)
+S1, S2 = 11, 22
+
+
+def table(*sessions: int, now: int = 0) -> SessionTable:
+    t = SessionTable(TIMING)
+    t.tick(now)
+    for session in sessions:
+        t.opened(session)
+    return t
+
+
+def answers(t: SessionTable) -> list[KeepAliveAnswer]:
+    return list(t.take().answers)
+
+
+def test_a_parked_keepalive_is_answered_shortly_before_the_lease_ends() -> None:
+    """Held until answer_before_ticks remain, then answered with a whole new lease."""
+    t = table(S1)
+    assert t.keep_alive(S1, token=1, acked_through=0)
+    t.tick(69)
+    assert answers(t) == []
+    t.tick(70)
+    (answer,) = answers(t)
+    assert (answer.token, answer.lease_ticks) == (1, 100)
+    assert t.lease_expiry(S1) == 170
+
+
+def test_an_event_answers_the_parked_keepalive_at_once_and_is_resent_until_acked() -> None:
+    """Events ride on the answer; a KeepAlive that does not acknowledge them gets them again."""
+    t = table(S1)
+    t.keep_alive(S1, 1, 0)
+    t.push(S1, EventKind.CONTENTS_MODIFIED, "/ls/c/f", 7)
+    (answer,) = answers(t)
+    assert [(e.sequence, e.kind, e.handle_id) for e in answer.events] == [
+        (1, EventKind.CONTENTS_MODIFIED, 7)
+    ]
+    t.keep_alive(S1, 2, acked_through=0)  # the answer was lost
+    (again,) = answers(t)
+    assert again.events == answer.events
+    t.keep_alive(S1, 3, acked_through=1)
+    assert answers(t) == []  # parked: nothing left to say
+
+
+def test_a_second_keepalive_answers_the_first() -> None:
+    """Only one KeepAlive is parked per session; a newer one releases the older."""
+    t = table(S1)
+    t.keep_alive(S1, 1, 0)
+    t.keep_alive(S1, 2, 0)
+    assert [a.token for a in answers(t)] == [1]
+
+
+def test_a_session_without_keepalives_expires_once_its_lease_has_run_out() -> None:
+    """Expiry is listed once, at the lease's end and not before; then KeepAlives fail."""
+    t = table(S1, S2)
+    t.keep_alive(S2, 1, 0)
+    t.tick(99)
+    assert t.take().expire == ()
+    t.tick(100)
+    assert t.take().expire == (S1,)
+    assert not t.keep_alive(S1, 2, 0), "no lease grows while its end is in flight"
+    t.tick(150)
+    assert t.take().expire == ()
+    t.ended(S1)
+    assert not t.is_live(S1)
+    assert t.is_live(S2)
+
+
+def test_ending_a_session_refuses_its_parked_keepalive() -> None:
+    """A session ended (closed by its client) answers its parked KeepAlive SESSION_EXPIRED."""
+    t = table(S1)
+    t.keep_alive(S1, 5, 0)
+    t.ended(S1)
+    assert t.take().refused == ((S1, 5),)
+
+
+def test_a_new_master_grants_every_session_a_whole_lease_and_a_failover_event() -> None:
+    """After start, leases run a lease plus the drift margin from now; fail-over completes
+    once every session acknowledged its event or ended."""
+    timing = SessionTiming(lease_ticks=100, answer_before_ticks=30, failover_extra_ticks=5)
+    t = SessionTable(timing)
+    t.start(1000, [S1, S2])
+    assert (t.lease_expiry(S1), t.lease_expiry(S2)) == (1105, 1105)
+    assert not t.failover_complete
+    t.keep_alive(S1, 1, 0)
+    (answer,) = answers(t)
+    assert [e.kind for e in answer.events] == [EventKind.MASTER_FAILOVER]
+    t.keep_alive(S1, 2, answer.events[0].sequence)
+    assert not t.failover_complete
+    t.tick(1105)
+    assert t.take().expire == (S2,)
+    t.ended(S2)
+    assert t.failover_complete
+
+
+def test_a_session_that_falls_behind_is_refused_but_not_ended_before_its_lease() -> None:
+    """Past events_pending_max the session is doomed: refused at once, expired at lease end."""
+    t = table(S1)
+    for _ in range(TIMING.events_pending_max):
+        t.push(S1, EventKind.CHILD_CHANGED, "/ls/c")  # no KeepAlive comes to take them
+    assert t.is_live(S1)
+    t.push(S1, EventKind.CHILD_CHANGED, "/ls/c")  # one more than the backlog holds
+    assert not t.is_live(S1)
+    assert not t.keep_alive(S1, 3, 0)
+    expiry = t.lease_expiry(S1)
+    assert expiry is not None
+    t.tick(expiry - 1)
+    assert t.take().expire == ()
+    t.tick(expiry)
+    assert t.take().expire == (S1,)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["tick", "keepalive", "push", "end"]), st.integers(0, 40)),
+        max_size=60,
+    )
+)
+def test_the_lease_never_shrinks_and_no_session_ends_before_it(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Whatever happens, each session's expiry only grows, every answer's lease is within
+    it, and a session is listed for expiry only at or after its expiry tick."""
+    t = table(S1, S2)
+    now, token, expiries = 0, 0, {S1: 100, S2: 100}
+    ended: set[int] = set()
+    for action, amount in steps:
+        session = S1 if amount % 2 else S2
+        if action == "tick":
+            now += amount
+            t.tick(now)
+        elif action == "keepalive":
+            token += 1
+            t.keep_alive(session, token, amount // 3)
+        elif action == "push":
+            t.push(session, EventKind.LOCK_ACQUIRED)
+        elif session not in ended and amount < 4:
+            t.ended(session)
+            ended.add(session)
+        outputs = t.take()
+        for answer in outputs.answers:
+            assert now + answer.lease_ticks == t.lease_expiry(answer.session_id)
+        for expired in outputs.expire:
+            assert now >= expiries[expired]
+        for live in {S1, S2} - ended:
+            expiry = t.lease_expiry(live)
+            assert expiry is not None
+            assert expiry >= expiries[live]
+            expiries[live] = expiry
