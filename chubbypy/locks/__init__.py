@@ -13,6 +13,7 @@ from chubbypy.locks._lock import (
     release,
     session_ended,
 )
+from chubbypy.locks._queue import LockKey, LockQueues, Waiter
 from chubbypy.locks._sequencer import (
     SEQUENCER_BYTES_MAX,
     Sequencer,
@@ -26,9 +27,12 @@ __all__ = [
     "SEQUENCER_BYTES_MAX",
     "Granted",
     "Holder",
+    "LockKey",
     "LockMode",
+    "LockQueues",
     "LockState",
     "Sequencer",
+    "Waiter",
     "acquire",
     "conflict",
     "decode_sequencer",
