@@ -1,6 +1,14 @@
-"""Sessions (Chubby §2.8, §2.9). Pure: the replicated record of a session, and the master's
-in-memory session table (leases, KeepAlives, events), driven by ticks."""
+"""Sessions and handles (Chubby §2.3, §2.8, §2.9). Pure: the replicated record of a
+session, the master's in-memory session table (leases, KeepAlives, events) driven by
+ticks, and handles with their check digits."""
 
+from chubbypy.sessions._handles import (
+    EventMask,
+    Handle,
+    HandleMode,
+    decode_handle,
+    handle_id_for,
+)
 from chubbypy.sessions._records import SESSION_NAME_CHARS_MAX, SessionRecord
 from chubbypy.sessions._table import (
     EventKind,
@@ -14,10 +22,15 @@ from chubbypy.sessions._table import (
 __all__ = [
     "SESSION_NAME_CHARS_MAX",
     "EventKind",
+    "EventMask",
+    "Handle",
+    "HandleMode",
     "KeepAliveAnswer",
     "Outputs",
     "SessionEvent",
     "SessionRecord",
     "SessionTable",
     "SessionTiming",
+    "decode_handle",
+    "handle_id_for",
 ]

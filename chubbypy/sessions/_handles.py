@@ -1,0 +1,127 @@
+"""Handles (Chubby §2.3, §2.6, §2.9): what a client holds instead of a name. Pure: a value,
+its check digits, and its bytes.
+
+A handle names a node *instance* (it fails once that node is deleted, even if the name is
+re-created) and carries everything a master needs to rebuild it after a fail-over: the
+session, the node, the mode it was opened in, the events it asked for, its lock-delay, and
+the epoch of the master that made it (which tells a master whether it or a predecessor
+created it). Its id is unique in the cell: the creating master's epoch in the high bits and
+that master's count below, so handles of different masters never collide (lock holders are
+recorded by handle id). Check digits, a keyed MAC over every other field, stop a client
+from forging or altering a handle: a master honours one only if the MAC matches under the
+cell's handle key, so the permission checks done at open need not be repeated.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from typing import Any
+
+from attrs import frozen
+
+from chubbypy.protocol._plain import DecodeError, array, binary, integer, pack, text, unpack
+
+HANDLE_FORMAT = 1
+HANDLE_BYTES_MAX = 4096
+MAC_BYTES = 16
+HANDLE_COUNTER_BITS = 32
+"""A master hands out up to 2**32 handles per epoch; the epoch is above them."""
+
+
+class HandleMode(enum.IntFlag):
+    """What a handle may do (Chubby §2.6 `Open` options); checked against ACLs at open."""
+
+    READ = 1
+    WRITE = 2
+    """Write the contents, delete, and acquire the lock (either mode)."""
+    CHANGE_ACL = 4
+
+
+class EventMask(enum.IntFlag):
+    """The events a handle asked for at open; bit n is `EventKind(n)`."""
+
+    NONE = 0
+    CONTENTS_MODIFIED = 1 << 1
+    CHILD_CHANGED = 1 << 2
+    HANDLE_INVALID = 1 << 4
+    LOCK_ACQUIRED = 1 << 5
+    CONFLICTING_LOCK = 1 << 6
+
+
+@frozen
+class Handle:
+    """An open handle; see the module docstring."""
+
+    session_id: int
+    handle_id: int
+    path: str
+    instance: int
+    mode: HandleMode
+    events: EventMask
+    lock_delay_ms: int
+    epoch: int
+
+    @property
+    def master_epoch(self) -> int:
+        """The epoch of the master that created it."""
+        return self.handle_id >> HANDLE_COUNTER_BITS
+
+    def encode(self, key: bytes) -> bytes:
+        """The handle's bytes, with check digits under `key`."""
+        fields = self._fields()
+        return pack([*fields, _mac(key, fields)])
+
+    def _fields(self) -> list[Any]:
+        return [
+            HANDLE_FORMAT,
+            self.session_id,
+            self.handle_id,
+            self.path,
+            self.instance,
+            int(self.mode),
+            int(self.events),
+            self.lock_delay_ms,
+            self.epoch,
+        ]
+
+
+def handle_id_for(epoch: int, count: int) -> int:
+    """The id of the `count`-th handle made by the master of `epoch`."""
+    assert 0 <= count < 1 << HANDLE_COUNTER_BITS, count
+    return epoch << HANDLE_COUNTER_BITS | count
+
+
+def decode_handle(data: bytes, key: bytes) -> Handle:
+    """The handle `data` encodes, if its check digits match under `key`; DecodeError for
+    anything else (malformed, altered, forged, or made under another key)."""
+    if len(data) > HANDLE_BYTES_MAX:
+        raise DecodeError(f"a handle of {len(data)} bytes (at most {HANDLE_BYTES_MAX})")
+    return unpack(data, lambda plain: _from_plain(plain, key))
+
+
+def _from_plain(plain: Any, key: bytes) -> Handle:
+    *fields, mac = array(plain, 10)
+    if not hmac.compare_digest(binary(mac), _mac(key, fields)):
+        raise DecodeError("the handle's check digits do not match: forged or altered")
+    version, session, handle_id, path, instance, mode, events, lock_delay_ms, epoch = fields
+    if type(version) is not int or version != HANDLE_FORMAT:
+        raise DecodeError(f"unknown handle format {version!r:.20}")
+    return Handle(
+        integer(session, 1),
+        integer(handle_id),
+        text(path),
+        integer(instance),
+        HandleMode(integer(mode) & 7),
+        EventMask(integer(events) & int(_ALL_EVENTS)),
+        integer(lock_delay_ms),
+        integer(epoch),
+    )
+
+
+_ALL_EVENTS = EventMask(sum(int(flag) for flag in EventMask))
+
+
+def _mac(key: bytes, fields: list[Any]) -> bytes:
+    return hmac.new(key, pack(fields), hashlib.sha256).digest()[:MAC_BYTES]

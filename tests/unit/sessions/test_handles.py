@@ -1,0 +1,76 @@
+"""Handles: they round-trip under the cell's key, and anything forged, altered, made under
+another key or malformed is refused with DecodeError."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chubbypy.protocol._plain import DecodeError, pack, unpack
+from chubbypy.sessions import EventMask, Handle, HandleMode, decode_handle, handle_id_for
+
+KEY = b"k" * 32
+HANDLE = Handle(
+    session_id=196608,
+    handle_id=handle_id_for(epoch=7, count=3),
+    path="/ls/c/service/leader",
+    instance=131072,
+    mode=HandleMode.READ | HandleMode.WRITE,
+    events=EventMask.CONTENTS_MODIFIED | EventMask.LOCK_ACQUIRED,
+    lock_delay_ms=10_000,
+    epoch=7,
+)
+
+numbers = st.integers(0, 2**62)
+handles = st.builds(
+    Handle,
+    st.integers(1, 2**62),
+    numbers,
+    st.text(max_size=50),
+    numbers,
+    st.sampled_from(list(HandleMode)),
+    st.sampled_from(list(EventMask)),
+    st.integers(0, 60_000),
+    numbers,
+)
+
+
+@given(handles)
+def test_a_handle_round_trips_under_its_key(handle: Handle) -> None:
+    """decode_handle(h.encode(key), key) == h."""
+    assert decode_handle(handle.encode(KEY), KEY) == handle
+
+
+def test_the_id_carries_the_creating_masters_epoch() -> None:
+    """A master tells its own handles from a predecessor's by the epoch in the id."""
+    assert HANDLE.master_epoch == 7
+    assert handle_id_for(8, 0) > handle_id_for(7, 2**32 - 1)
+
+
+def test_another_key_or_any_altered_byte_is_refused() -> None:
+    """The check digits cover every field: a changed field, a flipped bit, or another cell's
+    key is a DecodeError."""
+    data = HANDLE.encode(KEY)
+    with pytest.raises(DecodeError, match="check digits"):
+        decode_handle(data, b"x" * 32)
+    fields = unpack(data, lambda plain: plain)
+    fields[4] = fields[4] + 1  # another node instance, same check digits
+    with pytest.raises(DecodeError, match="check digits"):
+        decode_handle(pack(fields), KEY)
+    for position in range(len(data)):
+        altered = bytearray(data)
+        altered[position] ^= 0x01
+        with pytest.raises(DecodeError):
+            decode_handle(bytes(altered), KEY)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\xc1", pack([1, 2, 3]), pack("handle"), b"\x00" * 5000],
+    ids=["empty", "not msgpack", "three fields", "a string", "too long"],
+)
+def test_malformed_bytes_are_refused(data: bytes) -> None:
+    """Bytes that are not a handle at all raise DecodeError, never another exception."""
+    with pytest.raises(DecodeError):
+        decode_handle(data, KEY)
