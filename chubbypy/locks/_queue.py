@@ -103,6 +103,24 @@ class LockQueues:
         self._forget_queue_if_empty(key)
         return waiter
 
+    def cancel_handle(self, key: LockKey, session_id: int, handle_id: int) -> list[Waiter]:
+        """Take every waiter of one handle on lock `key` out of the queue (it was closed)."""
+        mine = [
+            w
+            for w in self._queues.get(key, ())
+            if (w.session_id, w.handle_id) == (session_id, handle_id)
+        ]
+        for waiter in mine:
+            self.cancel(waiter.token)
+        return mine
+
+    def cancel_session(self, session_id: int) -> list[Waiter]:
+        """Take every waiter of a session out of every queue (the session ended)."""
+        mine = [w for queue in self._queues.values() for w in queue if w.session_id == session_id]
+        for waiter in mine:
+            self.cancel(waiter.token)
+        return mine
+
     def drop_lock(self, key: LockKey) -> list[Waiter]:
         """The node is gone: every waiter of its lock, in order, taken off."""
         queue = self._queues.pop(key, deque())

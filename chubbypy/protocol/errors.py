@@ -42,6 +42,8 @@ class ErrorCode(enum.IntEnum):
     """A sequencer that does not name a lock held now in its mode at its generation."""
     SESSION_REQUIRED = 16
     """The operation belongs to a session (an ephemeral node, a lock) and was made without one."""
+    INVALID_HANDLE = 17
+    """Not a handle of this cell, or one that was closed or poisoned."""
 
     # The cell (where and whether an operation can run now).
     NOT_MASTER = 20
@@ -149,6 +151,10 @@ class SessionRequired(ChubbyError):
     code = ErrorCode.SESSION_REQUIRED
 
 
+class InvalidHandle(ChubbyError):
+    code = ErrorCode.INVALID_HANDLE
+
+
 class NotMaster(ChubbyError):
     code = ErrorCode.NOT_MASTER
 
@@ -216,6 +222,7 @@ ERROR_CLASSES: dict[ErrorCode, type[ChubbyError]] = {
         SessionExpired,
         InvalidSequencer,
         SessionRequired,
+        InvalidHandle,
         NotMaster,
         EpochChanged,
         Busy,

@@ -1,0 +1,29 @@
+"""The master's in-memory side of sessions, handles and locks (Chubby §2.4 to §2.9). Pure:
+driven by client calls, ticks and applied log entries; outputs replies and proposals."""
+
+from chubbypy.master._results import (
+    CallResult,
+    Done,
+    HandleOpened,
+    KeepAliveAnswered,
+    LockGranted,
+    Proposal,
+    Reply,
+    SequencerChecked,
+    SessionStarted,
+)
+from chubbypy.master._service import MasterService, MasterTiming
+
+__all__ = [
+    "CallResult",
+    "Done",
+    "HandleOpened",
+    "KeepAliveAnswered",
+    "LockGranted",
+    "MasterService",
+    "MasterTiming",
+    "Proposal",
+    "Reply",
+    "SequencerChecked",
+    "SessionStarted",
+]

@@ -1,0 +1,607 @@
+"""The master's side of sessions, handles and locks (Chubby §2.4 to §2.9). Pure: driven by
+client calls, ticks of the master's clock and the entries the log applies; its outputs are
+replies to calls and proposals for the log.
+
+Theory of operation. One `MasterService` serves one mastership: the shell makes it when
+its replica starts serving as master (`start`, after every earlier entry was applied) and
+drops it when mastership ends; everything in it is memory that a new master rebuilds.
+
+* **What is replicated and what is not.** Sessions' existence, ephemeral nodes, lock
+  holders and lock-delays are in the namespace database (`chubbypy.namespace`), changed
+  only by log commands this service proposes (`Proposal`). Session leases
+  (`chubbypy.sessions.SessionTable`), open handles, lock waiters
+  (`chubbypy.locks.LockQueues`) and lock-delay timers are memory.
+* **Calls.** Each call carries the shell's `token`; the answer comes back as a `Reply`
+  with that token, at once or after the proposal it caused was applied (`applied`).
+  Reads of state (opening an existing node, sequencers) are answered from the database in
+  memory, under the master lease the shell checked before calling.
+* **Handles** are verified by their check digits and resolved against the database on
+  every call: the session must be live and the node of the handle's instance must exist,
+  so a handle made by a previous master works as well as one of ours (§2.9 step 8), and
+  one closed in this mastership is refused.
+* **Locks.** An `acquire` that can succeed at once is proposed; one that cannot waits in
+  the lock's FIFO queue (`wait`) or is refused (`try`). Whenever an applied entry changes
+  a lock (a release, a session's end, a lock-delay's end, a node's deletion) the queue
+  hands out the next eligible waiters and their `Acquire`s are proposed: exactly those,
+  so a release wakes no herd. The lock generation, and so every sequencer, comes from the
+  applied state.
+* **Lock-delay.** When an expired session's locks enter lock-delay, the service proposes
+  `EndLockDelay` once the delay has passed on its clock; a new master restarts every
+  delay in full (longer is always safe).
+* **Fail-over (§2.9).** Until every session has acknowledged the fail-over event or
+  expired (`SessionTable.failover_complete`), only KeepAlives, new sessions and closes are
+  served; other calls get BUSY (retry), so no session acts on state cached from the old
+  master before it has flushed it.
+* **Events** are derived from each applied entry and pushed to the sessions whose handles
+  asked for them, in commit order: contents modified, child added or removed, handle
+  invalid (its node was deleted), lock acquired, conflicting lock request.
+
+Access control (the ACL names of §2.3) is not checked yet; it comes with authentication.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from attrs import define, frozen
+
+from chubbypy.locks import (
+    LOCK_DELAY_MS_MAX,
+    LockKey,
+    LockQueues,
+    Sequencer,
+    Waiter,
+    conflict,
+    decode_sequencer,
+)
+from chubbypy.master._results import (
+    CallResult,
+    Done,
+    HandleOpened,
+    KeepAliveAnswered,
+    LockGranted,
+    Proposal,
+    Reply,
+    SequencerChecked,
+    SessionStarted,
+)
+from chubbypy.namespace import Applied, NamespaceMachine, NodeRecord, check_path
+from chubbypy.namespace._names import parent_of
+from chubbypy.protocol._plain import DecodeError
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import (
+    Acquire,
+    Create,
+    EndLockDelay,
+    EndSession,
+    InSession,
+    LockMode,
+    LogWrite,
+    MultiOp,
+    MultiResult,
+    OpenSession,
+    Release,
+    SessionOpened,
+    Written,
+)
+from chubbypy.sessions import (
+    EventKind,
+    EventMask,
+    Handle,
+    HandleMode,
+    SessionTable,
+    SessionTiming,
+    decode_handle,
+    handle_id_for,
+)
+
+
+@frozen
+class MasterTiming:
+    """The master's durations: its session table's, and how long a tick is."""
+
+    session: SessionTiming
+    tick_microseconds: int
+    """For converting lock-delays, given in milliseconds, into ticks (rounding up)."""
+    waiters_max: int = 100_000
+
+    def lock_delay_ticks(self, delay_ms: int) -> int:
+        return math.ceil(delay_ms * 1000 / self.tick_microseconds)
+
+
+@frozen
+class _OpenCall:
+    session_id: int
+    path: str
+    mode: HandleMode
+    events: EventMask
+    lock_delay_ms: int
+    exclusive: bool
+
+
+@frozen
+class _AcquireCall:
+    handle: Handle
+    mode: LockMode
+    wait: bool
+
+
+@frozen
+class _ReplyWhenApplied:
+    """A call answered `Done` (or its failure) once its proposal is applied."""
+
+    always_done: bool = False
+    """Answer Done even if the proposal failed (Close never fails)."""
+
+
+_Pending = _OpenCall | _AcquireCall | _ReplyWhenApplied
+
+
+@define
+class _Outputs:
+    replies: list[Reply]
+    proposals: list[Proposal]
+
+
+class MasterService:
+    """One mastership's sessions, handles and locks; see the module docstring."""
+
+    def __init__(self, timing: MasterTiming, handle_key: bytes) -> None:
+        self._timing = timing
+        self._key = handle_key
+        self._machine: NamespaceMachine | None = None
+        self._epoch = 0
+        self._now = 0
+        self._table = SessionTable(timing.session)
+        self._queues = LockQueues(timing.waiters_max)
+        self._handles: dict[int, Handle] = {}
+        self._by_path: dict[str, set[int]] = defaultdict(set)
+        self._closed: set[int] = set()
+        self._count = 0
+        self._pending: dict[int, _Pending] = {}
+        self._delays: dict[LockKey, int] = {}
+        self._out = _Outputs([], [])
+
+    # ------------------------------------------------------------------------- life
+
+    def start(self, now: int, epoch: int, machine: NamespaceMachine) -> None:
+        """This replica serves as master of `epoch` from tick `now`; `machine` is its
+        database, with every entry before the epoch's start applied."""
+        assert self._machine is None, "one service per mastership"
+        self._machine, self._epoch, self._now = machine, epoch, now
+        self._table.start(now, [s.session_id for s in machine.sessions()])
+        for record in machine.records():
+            if record.lock.delay_ms:
+                end = now + self._timing.lock_delay_ticks(record.lock.delay_ms)
+                self._delays[(record.path, record.instance)] = end
+
+    def tick(self, now: int) -> None:
+        self._now = now
+        self._table.tick(now)
+        for key, end in list(self._delays.items()):
+            if end <= now:
+                del self._delays[key]
+                self._propose(None, EndLockDelay(*key))
+
+    def take(self) -> tuple[list[Reply], list[Proposal]]:
+        """Replies and proposals since the last call, in order."""
+        outputs = self._table.take()
+        for answer in outputs.answers:
+            self._reply(answer.token, KeepAliveAnswered(answer.lease_ticks, answer.events))
+        for _, token in outputs.refused:
+            self._reply(token, _expired("the session has ended"))
+        for session_id in outputs.expire:
+            self._propose(None, EndSession(session_id, expired=True))
+        replies, proposals = self._out.replies, self._out.proposals
+        self._out = _Outputs([], [])
+        return replies, proposals
+
+    # ------------------------------------------------------------------------- sessions
+
+    def create_session(self, token: int, name: str) -> None:
+        self._pending[token] = _ReplyWhenApplied()
+        self._propose(token, OpenSession(name))
+
+    def close_session(self, token: int, session_id: int) -> None:
+        """End the session cleanly (its locks are free at once); never fails."""
+        self._pending[token] = _ReplyWhenApplied(always_done=True)
+        self._propose(token, EndSession(session_id, expired=False))
+
+    def keep_alive(self, token: int, session_id: int, acked_through: int) -> None:
+        if not self._table.keep_alive(session_id, token, acked_through):
+            self._reply(token, _expired(f"session {session_id} has ended"))
+
+    # ------------------------------------------------------------------------- handles
+
+    def open(
+        self,
+        token: int,
+        session_id: int,
+        path: str,
+        mode: HandleMode,
+        events: EventMask = EventMask.NONE,
+        lock_delay_ms: int = 0,
+        create: Create | None = None,
+        exclusive: bool = False,
+    ) -> None:
+        """Open `path` in `mode`; with `create`, create it first if it does not exist (and
+        with `exclusive`, fail if it does). `create.path` must be `path`."""
+        machine = self._db()
+        refused = self._session_problem(session_id) or check_path(
+            path, machine.cell, machine.tree.limits
+        )
+        if refused is None and not 0 <= lock_delay_ms <= LOCK_DELAY_MS_MAX:
+            message = f"a lock-delay of {lock_delay_ms} ms; at most {LOCK_DELAY_MS_MAX}"
+            refused = Failure(ErrorCode.BAD_REQUEST, message)
+        if refused is not None:
+            self._reply(token, refused)
+            return
+        assert create is None or create.path == path, (create, path)
+        call = _OpenCall(session_id, path, mode, events, lock_delay_ms, exclusive)
+        node = machine.tree.get(path)
+        if node is not None:
+            self._opened(token, call, node, created=False)
+        elif create is None:
+            self._reply(token, Failure(ErrorCode.NO_SUCH_NODE, f"no node {path}"))
+        else:
+            self._pending[token] = call
+            self._propose(token, InSession(session_id, create))
+
+    def close(self, token: int, handle_bytes: bytes) -> None:
+        """Close the handle: its lock (if it holds it) is released; never fails for a
+        handle of this cell."""
+        try:
+            handle = decode_handle(handle_bytes, self._key)
+        except DecodeError as error:
+            self._reply(token, Failure(ErrorCode.INVALID_HANDLE, str(error)))
+            return
+        self._forget_handle(handle)
+        key = (handle.path, handle.instance)
+        for waiter in self._queues.cancel_handle(key, handle.session_id, handle.handle_id):
+            self._reply(waiter.token, Failure(ErrorCode.INVALID_HANDLE, "the handle was closed"))
+        node = self._db().tree.get(handle.path)
+        holds = node is not None and node.instance == handle.instance
+        if holds and node is not None and node.lock.holder(handle.session_id, handle.handle_id):
+            self._pending[token] = _ReplyWhenApplied(always_done=True)
+            self._propose(token, Release(handle.session_id, handle.handle_id, *key))
+        else:
+            self._reply(token, Done())
+
+    # ------------------------------------------------------------------------- locks
+
+    def acquire(self, token: int, handle_bytes: bytes, mode: LockMode, *, wait: bool) -> None:
+        """Take the handle's lock in `mode`: at once if free, else queued (`wait`) or
+        refused."""
+        resolved = self._resolve(handle_bytes, HandleMode.WRITE)
+        if isinstance(resolved, Failure):
+            self._reply(token, resolved)
+            return
+        handle, node = resolved
+        key = (handle.path, handle.instance)
+        if node.lock.holder(handle.session_id, handle.handle_id) is not None:
+            self._reply(token, Failure(ErrorCode.LOCK_HELD, "this handle holds the lock already"))
+            return
+        refused = conflict(node.lock, mode)
+        if refused is None and not self._queues.waiting(key):
+            self._pending[token] = _AcquireCall(handle, mode, wait)
+            self._propose(token, _acquire(handle, mode))
+        elif wait:
+            waiter = Waiter(token, handle.session_id, handle.handle_id, mode, handle.lock_delay_ms)
+            if not self._queues.wait(key, waiter):
+                self._reply(token, Failure(ErrorCode.BUSY, "too many lock requests waiting"))
+                return
+            self._pending[token] = _AcquireCall(handle, mode, wait)
+            for holder in node.lock.holders:
+                self._notify_handle(holder.handle_id, EventKind.CONFLICTING_LOCK)
+        else:
+            self._reply(token, refused or Failure(ErrorCode.LOCK_HELD, "others wait for it"))
+
+    def release(self, token: int, handle_bytes: bytes) -> None:
+        resolved = self._resolve(handle_bytes, None)
+        if isinstance(resolved, Failure):
+            self._reply(token, resolved)
+            return
+        handle, _ = resolved
+        self._pending[token] = _ReplyWhenApplied()
+        self._propose(
+            token, Release(handle.session_id, handle.handle_id, handle.path, handle.instance)
+        )
+
+    def get_sequencer(self, token: int, handle_bytes: bytes) -> None:
+        """The sequencer of the lock this handle holds (Chubby §2.4)."""
+        resolved = self._resolve(handle_bytes, None)
+        if isinstance(resolved, Failure):
+            self._reply(token, resolved)
+            return
+        handle, node = resolved
+        holder = node.lock.holder(handle.session_id, handle.handle_id)
+        if holder is None:
+            self._reply(token, Failure(ErrorCode.LOCK_NOT_HELD, "this handle holds no lock"))
+            return
+        self._reply(token, self._granted(node, holder.mode))
+
+    def check_sequencer(self, token: int, sequencer: bytes) -> None:
+        """Whether `sequencer` names a lock held now in its mode at its generation."""
+        self._reply(token, SequencerChecked(self.sequencer_valid(sequencer)))
+
+    def sequencer_valid(self, sequencer: bytes) -> bool:
+        try:
+            named = decode_sequencer(sequencer)
+        except DecodeError:
+            return False
+        machine = self._db()
+        node = machine.tree.get(named.path)
+        return (
+            named.cell == machine.cell
+            and node is not None
+            and node.instance == named.instance
+            and node.lock.mode is named.mode
+            and node.lock_generation == named.lock_generation
+        )
+
+    def cancel(self, token: int) -> None:
+        """The caller gave up (deadline, lost connection): stop waiting for the lock.
+
+        A grant already proposed for it still applies; the handle keeps that lock until it
+        releases it or closes, as in Chubby, where only Close or Poison cancel an Acquire.
+        """
+        if self._queues.cancel(token) is not None:
+            self._pending.pop(token, None)
+
+    # ------------------------------------------------------------------------- the log
+
+    def applied(self, token: int | None, write: LogWrite, applied: Applied) -> None:
+        """`write` (proposed by this service with `token`, or by anyone with None) was
+        applied with `applied`: answer, wake waiters, deliver events."""
+        result = applied.result
+        match write:
+            case OpenSession() if isinstance(result, SessionOpened):
+                self._table.opened(result.session_id)
+                if token is not None:
+                    self._pending.pop(token, None)
+                    lease = self._timing.session.lease_ticks
+                    self._reply(token, SessionStarted(result.session_id, lease))
+                return
+            case EndSession(session_id) if isinstance(result, Written):
+                self._session_ended(session_id, applied)
+            case InSession(_, inner):
+                self._changed(inner, applied)
+            case Acquire() | Release() | EndLockDelay():
+                self._lock_changed(write, result)
+            case OpenSession() | EndSession():
+                pass
+            case _:
+                self._changed(write, applied)
+        if token is not None:
+            self._finish(token, result)
+
+    # ------------------------------------------------------------------------- helpers
+
+    def _db(self) -> NamespaceMachine:
+        assert self._machine is not None, "start() first"
+        return self._machine
+
+    def _reply(self, token: int, result: CallResult) -> None:
+        self._out.replies.append(Reply(token, result))
+
+    def _propose(self, token: int | None, write: LogWrite) -> None:
+        self._out.proposals.append(Proposal(token, write))
+
+    def _session_problem(self, session_id: int) -> Failure | None:
+        if not self._table.is_live(session_id):
+            return _expired(f"session {session_id} has ended")
+        if not self._table.failover_complete:
+            message = "a new master waits for every session to acknowledge the fail-over"
+            return Failure(ErrorCode.BUSY, message)
+        return None
+
+    def _resolve(
+        self, handle_bytes: bytes, needs: HandleMode | None
+    ) -> tuple[Handle, NodeRecord] | Failure:
+        """The handle and its node, or why it cannot be used (see the module docstring)."""
+        try:
+            handle = decode_handle(handle_bytes, self._key)
+        except DecodeError as error:
+            return Failure(ErrorCode.INVALID_HANDLE, str(error))
+        if handle.handle_id in self._closed:
+            return Failure(ErrorCode.INVALID_HANDLE, "the handle was closed")
+        refused = self._session_problem(handle.session_id)
+        if refused is not None:
+            return refused
+        node = self._db().tree.get(handle.path)
+        if node is None or node.instance != handle.instance:
+            return Failure(
+                ErrorCode.NO_SUCH_NODE, f"the node of this handle is gone: {handle.path}"
+            )
+        if needs is not None and not handle.mode & needs:
+            message = f"the handle was not opened for {needs.name}"
+            return Failure(ErrorCode.PERMISSION_DENIED, message)
+        self._remember(handle)
+        return handle, node
+
+    def _opened(self, token: int, call: _OpenCall, node: NodeRecord, *, created: bool) -> None:
+        if call.exclusive and not created:
+            self._reply(token, Failure(ErrorCode.EXISTS, f"{call.path} exists"))
+            return
+        handle_id = handle_id_for(self._epoch, self._count)
+        self._count += 1
+        handle = Handle(
+            call.session_id,
+            handle_id,
+            call.path,
+            node.instance,
+            call.mode,
+            call.events,
+            call.lock_delay_ms,
+            self._epoch,
+        )
+        self._remember(handle)
+        stat = self._db().tree.stat(node)
+        self._reply(token, HandleOpened(handle.encode(self._key), created, stat))
+
+    def _remember(self, handle: Handle) -> None:
+        if handle.handle_id not in self._handles:
+            self._handles[handle.handle_id] = handle
+            self._by_path[handle.path].add(handle.handle_id)
+
+    def _forget_handle(self, handle: Handle, *, closed: bool = True) -> None:
+        """Stop tracking the handle; a closed one is refused for the rest of the mastership
+        (a handle of an ended session fails SESSION_EXPIRED anyway, and must keep saying
+        so: Chubby §2.8's stickiness)."""
+        if closed:
+            self._closed.add(handle.handle_id)
+        if self._handles.pop(handle.handle_id, None) is not None:
+            paths = self._by_path[handle.path]
+            paths.discard(handle.handle_id)
+            if not paths:
+                del self._by_path[handle.path]
+
+    def _granted(self, node: NodeRecord, mode: LockMode) -> LockGranted:
+        sequencer = Sequencer(self._db().cell, node.path, node.instance, mode, node.lock_generation)
+        return LockGranted(self._db().tree.stat(node), sequencer.encode())
+
+    def _finish(self, token: int, result: object) -> None:
+        """Answer the call `token` whose proposal was applied with `result`."""
+        pending = self._pending.pop(token, None)
+        match pending:
+            case None:
+                return
+            case _OpenCall():
+                self._open_applied(token, pending, result)
+            case _AcquireCall():
+                self._acquire_applied(token, pending, result)
+            case _ReplyWhenApplied(always_done):
+                done = always_done or not isinstance(result, Failure)
+                self._reply(token, Done() if done else result)  # type: ignore[arg-type]
+
+    def _open_applied(self, token: int, call: _OpenCall, result: object) -> None:
+        node = self._db().tree.get(call.path)
+        if isinstance(result, Written) and node is not None:
+            self._opened(token, call, node, created=True)
+        elif isinstance(result, Failure) and result.code is ErrorCode.EXISTS and node is not None:
+            self._opened(token, call, node, created=False)  # created by another, meanwhile
+        else:
+            assert isinstance(result, Failure), result
+            self._reply(token, result)
+
+    def _acquire_applied(self, token: int, call: _AcquireCall, result: object) -> None:
+        handle = call.handle
+        key = (handle.path, handle.instance)
+        self._queues.applied(key, token)
+        node = self._db().tree.get(handle.path)
+        if isinstance(result, Written) and node is not None:
+            self._reply(token, self._granted(node, call.mode))
+            return
+        assert isinstance(result, Failure), result
+        lost_race = result.code in (ErrorCode.LOCK_HELD, ErrorCode.LOCK_DELAYED)
+        if call.wait and lost_race and node is not None and node.instance == handle.instance:
+            waiter = Waiter(
+                token, handle.session_id, handle.handle_id, call.mode, handle.lock_delay_ms
+            )
+            self._queues.requeue(key, waiter)
+            self._pending[token] = call
+            self._wake(key)
+        else:
+            self._reply(token, result)
+
+    def _lock_changed(self, write: Acquire | Release | EndLockDelay, result: object) -> None:
+        key = (write.path, write.instance)
+        if isinstance(write, Acquire) and isinstance(result, Written):
+            for handle_id in list(self._by_path.get(write.path, ())):
+                if handle_id != write.handle_id:
+                    self._notify_handle(handle_id, EventKind.LOCK_ACQUIRED)
+        self._wake(key)
+
+    def _wake(self, key: LockKey) -> None:
+        """Propose the grants the lock's queue can make now."""
+        node = self._db().tree.get(key[0])
+        if node is None or node.instance != key[1]:
+            return
+        for waiter in self._queues.grantable(key, node.lock):
+            call = self._pending.get(waiter.token)
+            assert isinstance(call, _AcquireCall), (waiter, call)
+            self._propose(waiter.token, _acquire(call.handle, waiter.mode))
+
+    def _session_ended(self, session_id: int, applied: Applied) -> None:
+        self._table.ended(session_id)
+        for waiter in self._queues.cancel_session(session_id):
+            self._pending.pop(waiter.token, None)
+            self._reply(waiter.token, _expired(f"session {session_id} has ended"))
+        for handle in [h for h in self._handles.values() if h.session_id == session_id]:
+            self._forget_handle(handle, closed=False)
+        for path in applied.changed:
+            node = self._db().tree.get(path)
+            if node is None:
+                self._deleted(path)
+                continue
+            if node.lock.delay_ms:
+                end = self._now + self._timing.lock_delay_ticks(node.lock.delay_ms)
+                self._delays[(path, node.instance)] = end
+            self._wake((path, node.instance))
+
+    def _changed(self, write: LogWrite, applied: Applied) -> None:
+        """Events for a client write that was applied, and waiters of deleted nodes."""
+        if isinstance(applied.result, Failure):
+            return
+        created = _created_paths(write, applied)
+        for path in applied.changed:
+            node = self._db().tree.get(path)
+            if node is None:
+                self._deleted(path)
+                continue
+            for handle_id in list(self._by_path.get(path, ())):
+                handle = self._handles[handle_id]
+                if handle.instance != node.instance:
+                    self._notify_handle(handle_id, EventKind.HANDLE_INVALID)
+                elif path not in created:
+                    self._notify_handle(handle_id, EventKind.CONTENTS_MODIFIED)
+            if path in created:
+                self._notify_path(parent_of(path), EventKind.CHILD_CHANGED)
+
+    def _deleted(self, path: str) -> None:
+        """Node `path` is gone: its handles are invalid, its lock's waiters fail."""
+        for handle_id in list(self._by_path.get(path, ())):
+            handle = self._handles[handle_id]
+            key = (path, handle.instance)
+            for waiter in self._queues.drop_lock(key):
+                self._pending.pop(waiter.token, None)
+                self._reply(waiter.token, Failure(ErrorCode.NO_SUCH_NODE, f"{path} was deleted"))
+            self._delays.pop(key, None)
+            self._notify_handle(handle_id, EventKind.HANDLE_INVALID)
+        self._notify_path(parent_of(path), EventKind.CHILD_CHANGED)
+
+    def _notify_path(self, path: str, kind: EventKind) -> None:
+        for handle_id in list(self._by_path.get(path, ())):
+            self._notify_handle(handle_id, kind)
+
+    def _notify_handle(self, handle_id: int, kind: EventKind) -> None:
+        """Push `kind` to the handle's session if the handle asked for it at open."""
+        handle = self._handles.get(handle_id)
+        if handle is not None and handle.events & EventMask(1 << kind):
+            self._table.push(handle.session_id, kind, handle.path, handle_id)
+
+
+def _acquire(handle: Handle, mode: LockMode) -> Acquire:
+    return Acquire(
+        handle.session_id,
+        handle.handle_id,
+        handle.path,
+        handle.instance,
+        mode,
+        handle.lock_delay_ms,
+    )
+
+
+def _expired(message: str) -> Failure:
+    return Failure(ErrorCode.SESSION_EXPIRED, message)
+
+
+def _created_paths(write: LogWrite, applied: Applied) -> set[str]:
+    """The names `write` created (in the branch a MultiOp ran)."""
+    if isinstance(write, Create):
+        return {write.path}
+    if isinstance(write, MultiOp) and isinstance(applied.result, MultiResult):
+        branch = write.if_true if applied.result.guard_held else write.if_false
+        return {w.path for w in branch if isinstance(w, Create)}
+    return set()

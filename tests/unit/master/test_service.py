@@ -1,0 +1,319 @@
+"""The master's sessions, handles and locks, driven against a real namespace database whose
+log applies every proposal at once: a cell without Paxos (Chubby §2.4 to §2.9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chubbypy.locks import decode_sequencer
+from chubbypy.master import (
+    CallResult,
+    Done,
+    HandleOpened,
+    KeepAliveAnswered,
+    LockGranted,
+    MasterService,
+    MasterTiming,
+    SequencerChecked,
+    SessionStarted,
+)
+from chubbypy.namespace import NamespaceMachine
+from chubbypy.protocol import LogIndex
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import Create, Delete, LockMode, SetContents
+from chubbypy.sessions import EventKind, EventMask, HandleMode, SessionTiming
+
+CELL, ROOT = "c", "/ls/c"
+KEY = b"test key, 32 bytes long ........"
+TIMING = MasterTiming(
+    SessionTiming(lease_ticks=100, answer_before_ticks=30, failover_extra_ticks=10),
+    tick_microseconds=100_000,  # 10 ticks a second: a 1000 ms lock-delay is 10 ticks
+    waiters_max=2000,
+)
+RW = HandleMode.READ | HandleMode.WRITE
+EXCLUSIVE, SHARED = LockMode.EXCLUSIVE, LockMode.SHARED
+
+
+class Cell:
+    """A master and its database; proposals are applied in order as soon as they appear."""
+
+    def __init__(self) -> None:
+        self.machine = NamespaceMachine(CELL)
+        self.index = 0
+        self.now = 0
+        self.master = self.new_master()
+        self.results: dict[int, CallResult] = {}
+        self.token = 0
+
+    def new_master(self) -> MasterService:
+        master = MasterService(TIMING, KEY)
+        master.start(self.now, epoch=self.index + 1, machine=self.machine)
+        return master
+
+    def fail_over(self) -> None:
+        """A new master takes over (the old one's memory is gone)."""
+        self.master = self.new_master()
+
+    def next_token(self) -> int:
+        self.token += 1
+        return self.token
+
+    def settle(self) -> None:
+        while True:
+            replies, proposals = self.master.take()
+            for reply in replies:
+                assert reply.token not in self.results, reply
+                self.results[reply.token] = reply.result
+            if not proposals:
+                return
+            for proposal in proposals:
+                self.index += 1
+                applied = self.machine.apply_write(LogIndex(self.index), proposal.write)
+                self.master.applied(proposal.token, proposal.write, applied)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> int:
+        token = self.next_token()
+        getattr(self.master, method)(token, *args, **kwargs)
+        self.settle()
+        return token
+
+    def result(self, token: int) -> CallResult | None:
+        return self.results.get(token)
+
+    def ok(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        result = self.result(self.call(method, *args, **kwargs))
+        assert result is not None, "no answer yet"
+        assert not isinstance(result, Failure), result
+        return result
+
+    def code(self, method: str, *args: Any, **kwargs: Any) -> ErrorCode:
+        result = self.result(self.call(method, *args, **kwargs))
+        assert isinstance(result, Failure), result
+        return result.code
+
+    def tick(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.now += 1
+            self.master.tick(self.now)
+            self.settle()
+
+    def session(self) -> int:
+        started = self.ok("create_session", "client")
+        assert isinstance(started, SessionStarted)
+        return started.session_id
+
+    def open(self, session: int, name: str = "lock", **options: Any) -> bytes:
+        options.setdefault("create", Create(f"{ROOT}/{name}"))
+        opened = self.ok("open", session, f"{ROOT}/{name}", options.pop("mode", RW), **options)
+        assert isinstance(opened, HandleOpened)
+        return opened.handle
+
+    def events(self, session: int, acked: int = 0) -> list[tuple[EventKind, int]]:
+        """Send a KeepAlive; the events its answer carries (kind, handle id), if answered."""
+        answer = self.result(self.call("keep_alive", session, acked))
+        if answer is None:
+            return []
+        assert isinstance(answer, KeepAliveAnswered), answer
+        return [(e.kind, e.handle_id) for e in answer.events]
+
+
+@pytest.fixture
+def cell() -> Cell:
+    return Cell()
+
+
+def test_a_session_opens_a_created_node_and_again_without_creating(cell: Cell) -> None:
+    """Open with create creates once; later opens find the node; exclusive create refuses."""
+    session = cell.session()
+    first = cell.ok("open", session, f"{ROOT}/f", RW, create=Create(f"{ROOT}/f"))
+    again = cell.ok("open", session, f"{ROOT}/f", RW, create=Create(f"{ROOT}/f"))
+    assert (first.created, again.created) == (True, False)
+    assert first.handle != again.handle
+    exclusive = Create(f"{ROOT}/f")
+    assert cell.code("open", session, f"{ROOT}/f", RW, create=exclusive, exclusive=True) is (
+        ErrorCode.EXISTS
+    )
+    assert cell.code("open", session, f"{ROOT}/missing", RW) is ErrorCode.NO_SUCH_NODE
+
+
+def test_exclusive_locking_and_the_sequencer_it_gives(cell: Cell) -> None:
+    """The holder gets a sequencer naming the lock's generation; try by another fails; the
+    sequencer stops validating once another client acquires."""
+    alice, bob = cell.session(), cell.session()
+    a, b = cell.open(alice), cell.open(bob)
+    granted = cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    assert isinstance(granted, LockGranted)
+    sequencer = decode_sequencer(granted.sequencer)
+    assert (sequencer.mode, sequencer.lock_generation) == (EXCLUSIVE, 1)
+    assert cell.code("acquire", b, EXCLUSIVE, wait=False) is ErrorCode.LOCK_HELD
+    assert cell.ok("check_sequencer", granted.sequencer) == SequencerChecked(True)
+    assert cell.ok("release", a) == Done()
+    assert cell.ok("check_sequencer", granted.sequencer) == SequencerChecked(False)
+    assert cell.ok("acquire", b, EXCLUSIVE, wait=False).stat.lock_generation == 2
+
+
+def test_a_blocked_acquire_is_granted_when_the_holder_releases(cell: Cell) -> None:
+    """acquire(wait=True) waits in line and is answered when the lock comes free."""
+    alice, bob = cell.session(), cell.session()
+    a, b = cell.open(alice), cell.open(bob)
+    cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    waiting = cell.call("acquire", b, EXCLUSIVE, wait=True)
+    assert cell.result(waiting) is None
+    cell.ok("release", a)
+    result = cell.result(waiting)
+    assert isinstance(result, LockGranted)
+    assert result.stat.lock_generation == 2
+
+
+def test_a_thousand_waiters_are_served_one_at_a_time_in_order(cell: Cell) -> None:
+    """Each release grants exactly the next waiter in arrival order."""
+    holder = cell.session()
+    first = cell.open(holder)
+    cell.ok("acquire", first, EXCLUSIVE, wait=False)
+    sessions = [cell.session() for _ in range(1000)]
+    handles = [cell.open(s) for s in sessions]
+    tokens = [cell.call("acquire", h, EXCLUSIVE, wait=True) for h in handles]
+    assert all(cell.result(t) is None for t in tokens)
+    cell.ok("release", first)
+    for position, (token, handle) in enumerate(zip(tokens, handles, strict=True)):
+        granted = cell.result(token)
+        assert isinstance(granted, LockGranted), (position, granted)
+        assert granted.stat.lock_generation == position + 2
+        assert all(cell.result(t) is None for t in tokens[position + 1 :])
+        cell.ok("release", handle)
+
+
+def test_closing_a_handle_releases_its_lock_and_cancels_its_wait(cell: Cell) -> None:
+    """Close never fails; it frees the lock it held and ends its blocked acquire."""
+    alice, bob = cell.session(), cell.session()
+    a, b = cell.open(alice), cell.open(bob)
+    cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    waiting = cell.call("acquire", b, EXCLUSIVE, wait=True)
+    assert cell.ok("close", b) == Done()
+    assert cell.result(waiting) == Failure(ErrorCode.INVALID_HANDLE, "the handle was closed")
+    assert cell.ok("close", a) == Done()
+    assert cell.code("acquire", a, EXCLUSIVE, wait=False) is ErrorCode.INVALID_HANDLE
+    c = cell.open(bob)
+    assert cell.ok("acquire", c, EXCLUSIVE, wait=False).stat.lock_generation == 2
+
+
+def test_an_expired_holder_keeps_the_lock_for_its_lock_delay(cell: Cell) -> None:
+    """A session that stops sending KeepAlives expires at its lease end, not before; its
+    lock stays unavailable for the lock-delay, then the next waiter gets it."""
+    holder, waiter = cell.session(), cell.session()
+    held = cell.open(holder, lock_delay_ms=1000)
+    cell.ok("acquire", held, EXCLUSIVE, wait=False)
+    other = cell.open(waiter)
+    waiting = cell.call("acquire", other, EXCLUSIVE, wait=True)
+    cell.events(waiter)  # the waiter keeps its session alive; the holder does not
+    cell.tick(99)
+    assert cell.result(waiting) is None
+    cell.tick(1)  # the holder's lease has run out: expired, lock-delay of 10 ticks starts
+    assert cell.code("acquire", held, EXCLUSIVE, wait=False) is ErrorCode.SESSION_EXPIRED
+    cell.tick(9)
+    assert cell.result(waiting) is None
+    cell.tick(1)
+    granted = cell.result(waiting)
+    assert isinstance(granted, LockGranted)
+
+
+def test_a_clean_close_of_the_session_frees_its_locks_at_once(cell: Cell) -> None:
+    """close_session is not an expiry: no lock-delay, ephemeral nodes go."""
+    holder, waiter = cell.session(), cell.session()
+    held = cell.open(holder, lock_delay_ms=60_000)
+    cell.open(holder, "eph", create=Create(f"{ROOT}/eph", ephemeral=True))
+    cell.ok("acquire", held, EXCLUSIVE, wait=False)
+    waiting = cell.call("acquire", cell.open(waiter), EXCLUSIVE, wait=True)
+    assert cell.ok("close_session", holder) == Done()
+    assert isinstance(cell.result(waiting), LockGranted)
+    assert cell.machine.tree.get(f"{ROOT}/eph") is None
+
+
+def test_keepalives_keep_a_session_alive_and_carry_its_events(cell: Cell) -> None:
+    """A watcher hears of contents modified and lock acquired on handles that asked."""
+    watcher, writer = cell.session(), cell.session()
+    mask = EventMask.CONTENTS_MODIFIED | EventMask.LOCK_ACQUIRED
+    watched = cell.open(watcher, events=mask)
+    assert cell.events(watcher) == []  # parked
+    cell.index += 1
+    applied = cell.machine.apply_write(LogIndex(cell.index), SetContents(f"{ROOT}/lock", b"x"))
+    cell.master.applied(None, SetContents(f"{ROOT}/lock", b"x"), applied)
+    cell.settle()
+    (answer,) = [r for t, r in cell.results.items() if t == cell.token]
+    assert isinstance(answer, KeepAliveAnswered)
+    assert [e.kind for e in answer.events] == [EventKind.CONTENTS_MODIFIED]
+    cell.ok("acquire", cell.open(writer), EXCLUSIVE, wait=False)
+    events = cell.events(watcher, acked=answer.events[-1].sequence)
+    assert [kind for kind, _ in events] == [EventKind.LOCK_ACQUIRED]
+    assert watched  # the handle the events name
+
+
+def test_deleting_a_node_invalidates_its_handles_and_fails_its_waiters(cell: Cell) -> None:
+    """After a Delete the node's handles get HANDLE_INVALID and waiters NO_SUCH_NODE."""
+    alice, bob = cell.session(), cell.session()
+    a = cell.open(alice)
+    b = cell.open(bob, events=EventMask.HANDLE_INVALID)
+    cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    waiting = cell.call("acquire", b, EXCLUSIVE, wait=True)
+    cell.index += 1
+    applied = cell.machine.apply_write(LogIndex(cell.index), Delete(f"{ROOT}/lock"))
+    cell.master.applied(None, Delete(f"{ROOT}/lock"), applied)
+    cell.settle()
+    result = cell.result(waiting)
+    assert isinstance(result, Failure)
+    assert result.code is ErrorCode.NO_SUCH_NODE
+    assert [kind for kind, _ in cell.events(bob)] == [EventKind.HANDLE_INVALID]
+    assert cell.code("release", a) is ErrorCode.NO_SUCH_NODE
+
+
+def test_after_a_fail_over_handles_and_locks_carry_on(cell: Cell) -> None:
+    """A new master accepts old handles once the session acknowledged the fail-over; the
+    lock is still held, and its sequencer still valid."""
+    alice = cell.session()
+    handle = cell.open(alice)
+    granted = cell.ok("acquire", handle, EXCLUSIVE, wait=False)
+    cell.fail_over()
+    assert cell.code("get_sequencer", handle) is ErrorCode.BUSY
+    events = cell.events(alice)
+    assert [kind for kind, _ in events] == [EventKind.MASTER_FAILOVER]
+    cell.events(alice, acked=1)
+    again = cell.ok("get_sequencer", handle)
+    assert again.sequencer == granted.sequencer
+    assert cell.ok("check_sequencer", granted.sequencer) == SequencerChecked(True)
+    assert cell.ok("release", handle) == Done()
+
+
+def test_shared_holders_then_a_writer_in_turn(cell: Cell) -> None:
+    """Readers share; a writer waits for all of them; readers behind the writer wait."""
+    sessions = [cell.session() for _ in range(4)]
+    r1, r2, writer, r3 = (cell.open(s) for s in sessions)
+    cell.ok("acquire", r1, SHARED, wait=False)
+    cell.ok("acquire", r2, SHARED, wait=False)
+    writing = cell.call("acquire", writer, EXCLUSIVE, wait=True)
+    reading = cell.call("acquire", r3, SHARED, wait=True)
+    assert cell.result(writing) is None
+    assert cell.result(reading) is None, "a reader does not pass a waiting writer"
+    cell.ok("release", r1)
+    cell.ok("release", r2)
+    assert isinstance(cell.result(writing), LockGranted)
+    assert cell.result(reading) is None
+    cell.ok("release", writer)
+    assert isinstance(cell.result(reading), LockGranted)
+
+
+def test_a_forged_handle_is_refused(cell: Cell) -> None:
+    """Bytes that are not a handle of this cell are INVALID_HANDLE, whatever the call."""
+    session = cell.session()
+    handle = bytearray(cell.open(session))
+    handle[-1] ^= 1
+    assert cell.code("acquire", bytes(handle), EXCLUSIVE, wait=False) is ErrorCode.INVALID_HANDLE
+    assert cell.code("close", b"junk") is ErrorCode.INVALID_HANDLE
+
+
+def test_a_read_only_handle_cannot_lock(cell: Cell) -> None:
+    """Acquiring needs a handle opened for writing (Chubby §2.4)."""
+    session = cell.session()
+    reader = cell.open(session, mode=HandleMode.READ)
+    assert cell.code("acquire", reader, SHARED, wait=False) is ErrorCode.PERMISSION_DENIED
