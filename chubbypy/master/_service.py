@@ -279,8 +279,15 @@ class MasterService:
             return
         handle, node = resolved
         key = (handle.path, handle.instance)
-        if node.lock.holder(handle.session_id, handle.handle_id) is not None:
-            self._reply(token, Failure(ErrorCode.LOCK_HELD, "this handle holds the lock already"))
+        holder = node.lock.holder(handle.session_id, handle.handle_id)
+        if holder is not None:
+            # A retry whose first answer was lost (a fail-over, a dropped connection): the
+            # lock is this handle's already, in the mode asked for or not.
+            if holder.mode is mode:
+                self._reply(token, self._granted(node, mode))
+            else:
+                message = f"this handle holds the lock {holder.mode.name.lower()} already"
+                self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
             return
         refused = conflict(node.lock, mode)
         if refused is None and not self._queues.waiting(key):

@@ -53,6 +53,9 @@ class NamespaceMachine:
         root_acl: AclNames = ROOT_ACL_DEFAULT,
     ) -> None:
         self._tree = Tree.fresh(cell, limits, root_acl)
+        self.keep_applied = False
+        """Record what each write did, for `take_applied` (the master's service needs it)."""
+        self._applied: list[tuple[LogIndex, LogWrite, Applied]] = []
 
     @property
     def cell(self) -> str:
@@ -70,7 +73,16 @@ class NamespaceMachine:
             write = decode_log_write(payload)
         except DecodeError as error:
             return encode_result(Failure(ErrorCode.BAD_REQUEST, f"not a write: {error}"))
-        return encode_result(self.apply_write(index, write).result)
+        applied = self.apply_write(index, write)
+        if self.keep_applied:
+            self._applied.append((index, write, applied))
+        return encode_result(applied.result)
+
+    def take_applied(self) -> list[tuple[LogIndex, LogWrite, Applied]]:
+        """Each write applied through `apply` since the last call, with what it did, while
+        `keep_applied` is on; the list starts again empty."""
+        applied, self._applied = self._applied, []
+        return applied
 
     def apply_write(self, index: LogIndex, write: LogWrite) -> Applied:
         """Apply a decoded write; the result and the names it changed."""

@@ -12,6 +12,8 @@ machine needs and that must be part of its snapshot:
   registered client, the results of its recent sequence numbers, so a retry after a
   fail-over gets the original result instead of applying twice;
 * **checksums** on demand (CHECKSUM entries), of the whole replicated state.
+
+Commands of `MASTER_CLIENT`, the master's own decisions, skip the client table.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from attrs import define, frozen
 
 from chubbypy.paxos._chance import Bug
 from chubbypy.protocol import (
+    MASTER_CLIENT,
     NO_CLIENT,
     NO_EPOCH,
     NO_INDEX,
@@ -170,6 +173,11 @@ class Applier:
     def _apply_command(self, index: LogIndex, command: Command) -> Outcome:
         if command.client_id == NO_CLIENT:
             return self._register(index, command)
+        if command.client_id == MASTER_CLIENT:
+            # The master's own decision: no client retries it, so no table (see
+            # MASTER_CLIENT); it is still refused with the batch if the epoch changed.
+            result = self._machine.apply(index, command.payload)
+            return Outcome(index, OutcomeKind.APPLIED, MASTER_CLIENT, command.sequence, result)
         client = self._clients.get(command.client_id)
         if client is None:
             return Outcome(index, OutcomeKind.UNKNOWN_CLIENT, command.client_id, command.sequence)

@@ -17,6 +17,7 @@ from chubbypy.protocol.peer import (
 )
 from chubbypy.protocol.values import (
     COMMAND_OVERHEAD_BYTES,
+    MASTER_CLIENT,
     NO_BALLOT,
     NO_CLIENT,
     NO_EPOCH,
@@ -35,6 +36,7 @@ from chubbypy.protocol.values import (
 
 __all__ = [
     "COMMAND_OVERHEAD_BYTES",
+    "MASTER_CLIENT",
     "NO_BALLOT",
     "NO_CLIENT",
     "NO_EPOCH",

@@ -24,6 +24,11 @@ ClientId = NewType("ClientId", int)
 """A client registered through the log; 0 means "not yet registered"."""
 
 NO_CLIENT = ClientId(0)
+MASTER_CLIENT = ClientId(2**63 - 1)
+"""The master itself, for the decisions it proposes on its own (expiring a session, ending
+a lock-delay, granting a waiting lock request): applied without exactly-once bookkeeping,
+because deciding one of them twice is harmless (the second finds it done and fails). No
+client is ever registered with this id, and replicas refuse it from clients."""
 NO_EPOCH = Epoch(0)
 NO_INDEX = LogIndex(0)
 

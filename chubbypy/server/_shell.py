@@ -40,7 +40,15 @@ from chubbypy.paxos import (
     SteppedDown,
     describe_event,
 )
-from chubbypy.protocol import NO_CLIENT, ClientId, Command, Envelope, PeerMessage, ReplicaId
+from chubbypy.protocol import (
+    MASTER_CLIENT,
+    NO_CLIENT,
+    ClientId,
+    Command,
+    Envelope,
+    PeerMessage,
+    ReplicaId,
+)
 from chubbypy.protocol.client import (
     ChecksumReport,
     ErrorReply,
@@ -199,6 +207,9 @@ class ReplicaServer:
         self._input(lambda: self._write(reply, request))
 
     def _write(self, reply: Reply, request: WriteRequest) -> None:
+        if request.client_id == MASTER_CLIENT:
+            reply(self._error(request.request_id, ErrorCode.UNKNOWN_CLIENT, "a reserved id"))
+            return
         cached = self.applier.cached_result(ClientId(request.client_id), request.sequence)
         if cached is not None and self.core.serving:
             # A retry of a write already applied: its original result, at once.

@@ -317,3 +317,13 @@ def test_a_read_only_handle_cannot_lock(cell: Cell) -> None:
     session = cell.session()
     reader = cell.open(session, mode=HandleMode.READ)
     assert cell.code("acquire", reader, SHARED, wait=False) is ErrorCode.PERMISSION_DENIED
+
+
+def test_an_acquire_retried_by_its_holder_is_granted_again(cell: Cell) -> None:
+    """A retry after a lost answer gets the same sequencer; another mode is LOCK_HELD."""
+    session = cell.session()
+    handle = cell.open(session)
+    first = cell.ok("acquire", handle, EXCLUSIVE, wait=True)
+    again = cell.ok("acquire", handle, EXCLUSIVE, wait=False)
+    assert again.sequencer == first.sequencer
+    assert cell.code("acquire", handle, SHARED, wait=False) is ErrorCode.LOCK_HELD

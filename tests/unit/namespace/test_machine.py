@@ -318,3 +318,15 @@ def test_restoring_starts_a_new_baseline() -> None:
     assert copy.take_changes() == NamespaceChanges((), ())
     copy.restore_records(cell.machine.records(), cell.machine.sessions())
     assert copy.take_changes() == NamespaceChanges((), ())
+
+
+def test_take_applied_reports_each_write_while_asked() -> None:
+    """With keep_applied on, each applied payload's write and Applied are handed out once."""
+    machine = NamespaceMachine(CELL)
+    machine.apply(LogIndex(1), encode_write(Create(at("a"))))
+    assert machine.take_applied() == []
+    machine.keep_applied = True
+    machine.apply(LogIndex(2), encode_write(Create(at("b"))))
+    ((index, write, applied),) = machine.take_applied()
+    assert (index, write, applied.changed) == (2, Create(at("b")), (at("b"),))
+    assert machine.take_applied() == []

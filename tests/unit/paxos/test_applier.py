@@ -6,6 +6,7 @@ import pytest
 
 from chubbypy.paxos import Applier, ChecksumTaken, Outcome, OutcomeKind
 from chubbypy.protocol import (
+    MASTER_CLIENT,
     NO_CLIENT,
     Ballot,
     ClientId,
@@ -267,3 +268,16 @@ def test_entries_must_come_in_order() -> None:
     log = started()
     with pytest.raises(AssertionError):
         log.applier.apply(Entry(LogIndex(5), BALLOT, Value(Epoch(1), ValueKind.NOOP)))
+
+
+def test_the_masters_own_commands_apply_without_a_client_table() -> None:
+    """MASTER_CLIENT commands apply every time, remember nothing, and still obey the epoch."""
+    log = started()
+    first = log.one(command(MASTER_CLIENT, 1, b"a=1"))
+    again = log.one(command(MASTER_CLIENT, 1, b"a=2"))
+    assert (first.kind, again.kind) == (OutcomeKind.APPLIED, OutcomeKind.APPLIED)
+    assert log.machine.calls == 2
+    assert log.applier.cached_result(MASTER_CLIENT, 1) is None
+    log.start(2)
+    (stale,) = log.commands(command(MASTER_CLIENT, 2, b"a=3"), epoch=1)
+    assert stale.kind is OutcomeKind.EPOCH_CHANGED
