@@ -76,6 +76,7 @@ from chubbypy.protocol.namespace import (
     EndLockDelay,
     EndSession,
     InSession,
+    LockHeldAt,
     LockMode,
     LogWrite,
     MultiOp,
@@ -83,6 +84,7 @@ from chubbypy.protocol.namespace import (
     OpenSession,
     Release,
     SessionOpened,
+    SimpleWrite,
     Written,
 )
 from chubbypy.sessions import (
@@ -128,6 +130,11 @@ class _AcquireCall:
 
 
 @frozen
+class _WriteCall:
+    fenced: bool
+
+
+@frozen
 class _ReplyWhenApplied:
     """A call answered `Done` (or its failure) once its proposal is applied."""
 
@@ -135,7 +142,7 @@ class _ReplyWhenApplied:
     """Answer Done even if the proposal failed (Close never fails)."""
 
 
-_Pending = _OpenCall | _AcquireCall | _ReplyWhenApplied
+_Pending = _OpenCall | _AcquireCall | _WriteCall | _ReplyWhenApplied
 
 
 @define
@@ -184,10 +191,22 @@ class MasterService:
                 del self._delays[key]
                 self._propose(None, EndLockDelay(*key))
 
-    def take(self) -> tuple[list[Reply], list[Proposal]]:
-        """Replies and proposals since the last call, in order."""
+    def take(self, *, master_lease_valid: bool) -> tuple[list[Reply], list[Proposal]]:
+        """Replies and proposals since the last call, in order.
+
+        Answering a KeepAlive extends a session lease: a promise only a master that holds
+        its master lease may make, because a successor starts only once that lease is
+        over and then grants every session a whole lease from then. Without the lease
+        (`master_lease_valid` False: the shell's core stepped down at this very tick, and
+        the news has not reached the service yet) KeepAlives due are answered NOT_MASTER
+        instead, and their clients retry.
+        """
         outputs = self._table.take()
         for answer in outputs.answers:
+            if not master_lease_valid:
+                message = "the master lease lapsed: ask again"
+                self._reply(answer.token, Failure(ErrorCode.NOT_MASTER, message))
+                continue
             self._reply(answer.token, KeepAliveAnswered(answer.lease_ticks, answer.events))
         for _, token in outputs.refused:
             self._reply(token, _expired("the session has ended"))
@@ -314,6 +333,33 @@ class MasterService:
         self._propose(
             token, Release(handle.session_id, handle.handle_id, handle.path, handle.instance)
         )
+
+    def write(
+        self, token: int, handle_bytes: bytes, write: SimpleWrite, sequencer: bytes | None = None
+    ) -> None:
+        """Apply `write` to the handle's node on behalf of its session; with `sequencer`
+        (Chubby's SetSequencer), only while that sequencer is valid when the write is
+        applied: the fencing check is part of the log command, so it cannot be overtaken."""
+        resolved = self._resolve(handle_bytes, HandleMode.WRITE)
+        if isinstance(resolved, Failure):
+            self._reply(token, resolved)
+            return
+        handle, _ = resolved
+        if write.path != handle.path:
+            message = f"a write to {write.path} through a handle on {handle.path}"
+            self._reply(token, Failure(ErrorCode.BAD_REQUEST, message))
+            return
+        guarded: SimpleWrite | MultiOp = write
+        if sequencer is not None:
+            try:
+                named = decode_sequencer(sequencer)
+            except DecodeError as error:
+                self._reply(token, Failure(ErrorCode.INVALID_SEQUENCER, str(error)))
+                return
+            test = LockHeldAt(named.path, named.instance, named.mode, named.lock_generation)
+            guarded = MultiOp((test,), (write,))
+        self._pending[token] = _WriteCall(fenced=sequencer is not None)
+        self._propose(token, InSession(handle.session_id, guarded))
 
     def get_sequencer(self, token: int, handle_bytes: bytes) -> None:
         """The sequencer of the lock this handle holds (Chubby §2.4)."""
@@ -478,6 +524,8 @@ class MasterService:
                 self._open_applied(token, pending, result)
             case _AcquireCall():
                 self._acquire_applied(token, pending, result)
+            case _WriteCall(fenced):
+                self._reply(token, _write_result(result, fenced=fenced))
             case _ReplyWhenApplied(always_done):
                 done = always_done or not isinstance(result, Failure)
                 self._reply(token, Done() if done else result)  # type: ignore[arg-type]
@@ -598,6 +646,19 @@ def _acquire(handle: Handle, mode: LockMode) -> Acquire:
         mode,
         handle.lock_delay_ms,
     )
+
+
+def _write_result(result: object, *, fenced: bool) -> CallResult:
+    """A handle write's answer: Done, or why it was not applied."""
+    if isinstance(result, Failure):
+        return result
+    if fenced and isinstance(result, MultiResult):
+        if not result.guard_held:
+            message = "the sequencer is no longer valid: a newer holder has the lock"
+            return Failure(ErrorCode.INVALID_SEQUENCER, message)
+        return Done()
+    assert isinstance(result, Written), result
+    return Done()
 
 
 def _expired(message: str) -> Failure:

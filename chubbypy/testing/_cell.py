@@ -17,15 +17,20 @@ end. Scenario tests use the same cell through a small DSL::
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable, Iterable
 
 from attrs import evolve, frozen
 
+from chubbypy.master import MasterTiming
 from chubbypy.paxos import Bug, Limits, Timing
 from chubbypy.protocol import Envelope, ReplicaId
+from chubbypy.sessions import SessionTiming
 from chubbypy.testing._checkers import Observer, Violation
 from chubbypy.testing._client import ScriptClient, SimClient
+from chubbypy.testing._lock_client import LockObserver, SimLockClient
+from chubbypy.testing._lock_requests import LockBug, LockReply, LockRequest
 from chubbypy.testing._node import NodeSettings, SimReplica
 from chubbypy.testing._requests import Reply, Request
 from chubbypy.testing._world import (
@@ -86,6 +91,31 @@ class SimSettings:
     bugs: frozenset[Bug] = frozenset()
     namespace: bool = False
     """Replicate the real namespace database (the registers are files) instead of a dict."""
+    locks: bool = False
+    """Run lock clients (sessions, KeepAlives, locks, fenced writes) instead of registers,
+    against the real namespace database and the master's session service."""
+    lock_bugs: frozenset[LockBug] = frozenset()
+    session_lease_seconds: float = 2.0
+    keepalive_answer_before_seconds: float = 0.6
+
+    def master_timing(self) -> MasterTiming:
+        lease_ticks = math.floor(self.session_lease_seconds / self.tick_seconds)
+        drift = self.clock_drift_max
+        # A new master's whole lease must outlast any the old one granted, on any clocks
+        # within the drift bound: stretch it by 2e/(1-e).
+        extra = math.ceil(lease_ticks * 2 * drift / (1 - drift)) + 1
+        return MasterTiming(
+            SessionTiming(
+                lease_ticks=lease_ticks,
+                answer_before_ticks=max(
+                    1, round(self.keepalive_answer_before_seconds / self.tick_seconds)
+                ),
+                failover_extra_ticks=extra,
+                events_pending_max=100,
+            ),
+            tick_microseconds=int(self.tick_seconds * SECOND),
+            waiters_max=1000,
+        )
 
     def timing(self) -> Timing:
         return Timing.from_seconds(
@@ -138,8 +168,14 @@ class SimCell:
         self.network = Network(self.scheduler, random.Random(self._rng.getrandbits(64)))
         self.observer = Observer(fail_fast=fail_fast)
         self.names = tuple(ReplicaId(f"r{n}") for n in range(1, settings.replicas + 1))
+        self.lock_observer = LockObserver(self.observer.violation, lambda: self.scheduler.now)
         node_settings = self._node_settings()
         self.nodes = {name: self._make_node(name, node_settings) for name in self.names}
+        self.lock_clients: dict[str, SimLockClient] = {}
+        if settings.locks:
+            self.lock_clients = {
+                f"l{n}": self._make_lock_client(f"l{n}") for n in range(1, settings.clients + 1)
+            }
         self.clients = {
             f"c{n}": SimClient(
                 f"c{n}",
@@ -151,7 +187,7 @@ class SimCell:
                 self._send_request,
                 int(settings.client_timeout_seconds * SECOND),
             )
-            for n in range(1, settings.clients + 1)
+            for n in range(1, 0 if settings.locks else settings.clients + 1)
         }
         self._progress_due = PROGRESS_SECONDS * SECOND
         self._progress_applied = 0
@@ -178,6 +214,8 @@ class SimCell:
             buggify_rate=0.01 if s.buggify and self._rng.random() < 0.5 else 0.0,
             bugs=s.bugs,
             namespace=s.namespace,
+            master_timing=s.master_timing() if s.locks else None,
+            lock_bugs=s.lock_bugs,
         )
 
     def _make_node(self, name: ReplicaId, node_settings: NodeSettings) -> SimReplica:
@@ -197,6 +235,24 @@ class SimCell:
             self._send_reply,
             self._narrate_node,
             lambda: self.scheduler.now < self.quiet_from,
+            self.lock_observer.entry_applied,
+        )
+
+    def _make_lock_client(self, name: str) -> SimLockClient:
+        drift_ppm = int(self.settings.clock_drift_max * self.settings.drift_factor * 1_000_000)
+        clock = Clock(self._rng.randint(0, 10 * SECOND), self._rng.randint(-drift_ppm, drift_ppm))
+        return SimLockClient(
+            name,
+            self.names,
+            self.scheduler,
+            self.lock_observer,
+            random.Random(self._rng.getrandbits(64)),
+            clock,
+            self._send_lock_request,
+            tick_us=int(self.settings.tick_seconds * SECOND),
+            drift_max=self.settings.clock_drift_max,
+            timeout_us=int(self.settings.client_timeout_seconds * SECOND),
+            bugs=self.settings.lock_bugs,
         )
 
     # ------------------------------------------------------------------ wiring
@@ -213,7 +269,15 @@ class SimCell:
         node = self.nodes[ReplicaId(replica)]
         self.network.send(client, replica, lambda: node.client_request(request))
 
-    def _send_reply(self, replica: ReplicaId, client: str, reply: Reply) -> None:
+    def _send_lock_request(self, client: str, replica: str, request: LockRequest) -> None:
+        node = self.nodes[ReplicaId(replica)]
+        self.network.send(client, replica, lambda: node.client_request(request))
+
+    def _send_reply(self, replica: ReplicaId, client: str, reply: Reply | LockReply) -> None:
+        if isinstance(reply, LockReply):
+            lock_client = self.lock_clients[client]
+            self.network.send(replica, client, lambda: lock_client.reply_received(replica, reply))
+            return
         target: SimClient | ScriptClient = self.clients.get(client) or self.scripts[client]
         self.network.send(replica, client, lambda: target.reply_received(replica, reply))
 
@@ -254,6 +318,8 @@ class SimCell:
         stop = int(workload_seconds * SECOND) if workload_seconds is not None else 1 << 60
         for client in self.clients.values():
             client.start(stop)
+        for lock_client in self.lock_clients.values():
+            lock_client.start(stop)
 
     def seeded_random(self) -> random.Random:
         """A generator for a scenario's own choices, seeded from the cell's seed."""
@@ -458,6 +524,8 @@ class SimCell:
         workload_end = self.scheduler.now + int(s.liveness_seconds * SECOND)
         for client in self.clients.values():
             client.stop_at = min(client.stop_at, workload_end)
+        for lock_client in self.lock_clients.values():
+            lock_client.stop_at = min(lock_client.stop_at, workload_end)
         self.quiet_from = workload_end
         end = workload_end + int(s.quiet_seconds * SECOND)
         self.run_until(workload_end)
@@ -467,6 +535,21 @@ class SimCell:
             self._final_checks(end)
         for line in self.observer.summary():
             self._tell(f"checked {line}")
+        if s.locks:
+            locks = self.lock_observer
+            grants = sum(c.grants for c in self.lock_clients.values())
+            self._tell(
+                f"checked mutual exclusion: {locks.grants_believed} of {grants} grants held "
+                "with a valid lease, never two holders of one lock at once"
+            )
+            self._tell(
+                f"checked fencing: {locks.fenced_writes} fenced writes applied, each under "
+                "its lock's latest generation"
+            )
+            self._tell(
+                f"checked session safety: {locks.expiries} sessions expired, none before "
+                "its client's view of its lease ended"
+            )
         return self.result()
 
     def _heal_everything(self) -> None:
@@ -482,6 +565,8 @@ class SimCell:
         observer.now_us = end
         s = self.settings
         observer.check_liveness(self.healed_at, int(s.liveness_seconds * SECOND), end)
+        if s.locks and self.lock_observer.grants_believed == 0:
+            observer.violation("liveness", "no lock client ever held a lock")
         observer.check_history()
         self._check_convergence()
 
@@ -520,6 +605,23 @@ class SimCell:
             self.scheduler.at(time, self._fault_action(rng, fault_end))
             mean = self.settings.fault_interval_seconds
             time += int(rng.expovariate(1 / mean) * SECOND) + 50 * MILLISECOND
+        if self.lock_clients:
+            self._schedule_client_pauses(random.Random(self._rng.getrandbits(64)), fault_end)
+
+    def _schedule_client_pauses(self, rng: random.Random, fault_end: int) -> None:
+        """Freeze lock clients now and then, often for longer than their session lease: a
+        holder that stops, loses its session, and wakes to find its lock gone."""
+        names = sorted(self.lock_clients)
+        time = rng.randint(500, 2000) * MILLISECOND
+        while time < fault_end:
+            name, seconds = rng.choice(names), rng.uniform(0.3, 4.0)
+
+            def pause(name: str = name, seconds: float = seconds) -> None:
+                self._say(f"fault: pause lock client {name} for {seconds:.2f}s")
+                self.lock_clients[name].pause(self.scheduler.now + int(seconds * SECOND))
+
+            self.scheduler.at(time, pause)
+            time += int(rng.expovariate(1 / 1.5) * SECOND) + 100 * MILLISECOND
 
     def _fault_action(self, rng: random.Random, fault_end: int) -> Callable[[], None]:
         kind = rng.choices(

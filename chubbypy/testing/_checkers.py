@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from attrs import define, field, frozen
 
 from chubbypy.paxos import ChecksumTaken, Outcome, OutcomeKind
-from chubbypy.protocol import Ballot, ClientId, Entry, Value
+from chubbypy.protocol import MASTER_CLIENT, Ballot, ClientId, Entry, Value
 from chubbypy.testing._kv import parse_put, parse_put_result
 from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
 from chubbypy.testing._world import SECOND
@@ -196,7 +196,11 @@ class Observer:
         commands: dict[tuple[ClientId, int], list[Outcome]] = {}
         for index in sorted(self._applied):
             for result in self._applied[index].results:
-                if isinstance(result, Outcome) and result.kind is OutcomeKind.APPLIED:
+                if (
+                    isinstance(result, Outcome)
+                    and result.kind is OutcomeKind.APPLIED
+                    and result.client_id != MASTER_CLIENT  # the master's own: no table
+                ):
                     commands.setdefault((result.client_id, result.sequence), []).append(result)
         return commands
 

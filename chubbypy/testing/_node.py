@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from attrs import frozen
 
+from chubbypy.master import MasterTiming
+from chubbypy.namespace import NamespaceMachine
 from chubbypy.paxos import (
     Applier,
     BecameMaster,
@@ -25,13 +27,24 @@ from chubbypy.paxos import (
     Ready,
     Replica,
     ReplicaEvent,
+    StartedServing,
     SteppedDown,
     Timing,
     describe_event,
 )
-from chubbypy.protocol import NO_CLIENT, ClientId, Command, Envelope, PeerMessage, ReplicaId
+from chubbypy.protocol import (
+    NO_CLIENT,
+    ClientId,
+    Command,
+    Entry,
+    Envelope,
+    PeerMessage,
+    ReplicaId,
+)
 from chubbypy.store import MemoryStore
 from chubbypy.testing._kv import KvMachine, parse_put_result, put_payload
+from chubbypy.testing._lock_node import SimMasterHost
+from chubbypy.testing._lock_requests import LockBug, LockReply, LockRequest, LockStatus
 from chubbypy.testing._registers import NamespaceRegisters
 from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
 from chubbypy.testing._world import Clock, Scheduler, SimChance
@@ -58,6 +71,9 @@ class NodeSettings:
     bugs: frozenset[Bug]
     namespace: bool
     """Keep the registers in the real namespace database instead of a plain dict."""
+    master_timing: MasterTiming | None = None
+    """Serve sessions and locks (lock clients) from the real namespace database instead."""
+    lock_bugs: frozenset[LockBug] = frozenset()
 
 
 class SimReplica:
@@ -72,9 +88,10 @@ class SimReplica:
         observer: Observer,
         rng: random.Random,
         send_peer: Callable[[Envelope], None],
-        send_reply: Callable[[ReplicaId, str, Reply], None],
+        send_reply: Callable[[ReplicaId, str, Reply | LockReply], None],
         narrate: Callable[[str], None],
         checksums_wanted: Callable[[], bool],
+        entry_applied: Callable[[Entry, tuple[Outcome | ChecksumTaken, ...]], None] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -90,6 +107,7 @@ class SimReplica:
         self._send_reply = send_reply
         self._narrate = narrate
         self._checksums_wanted = checksums_wanted
+        self._entry_applied = entry_applied
         self._deferred: list[Callable[[], None]] = []
         self.write_started: Callable[[int], None] | None = None
         """A fault hook: called once, with its duration, when the next disk write starts."""
@@ -117,9 +135,19 @@ class SimReplica:
             settings.bugs,
             voting=not rebuilding,
         )
-        self.machine: KvMachine | NamespaceRegisters = (
+        self.machine: KvMachine | NamespaceRegisters | NamespaceMachine = (
             NamespaceRegisters() if settings.namespace else KvMachine()
         )
+        self._host: SimMasterHost | None = None
+        if settings.master_timing is not None:
+            self.machine = NamespaceMachine("sim")
+            self._host = SimMasterHost(
+                self.core,
+                self.machine,
+                settings.master_timing,
+                self._lock_reply,
+                settings.lock_bugs,
+            )
         self.applier = Applier(
             self.machine,
             clients_max=settings.clients_max,
@@ -199,6 +227,8 @@ class SimReplica:
 
     def _ticked(self) -> None:
         """The master asks for a checksum every so often (Paxos Made Live §6.2)."""
+        if self._host is not None:
+            self._host.ticked()
         if not self.core.serving or not self._checksums_wanted():
             return
         if self.core.tick_count >= self._checksum_due:
@@ -217,8 +247,11 @@ class SimReplica:
     def peer_message(self, sender: ReplicaId, message: PeerMessage) -> None:
         self._run(self.incarnation, lambda: self.core.step(sender, message))
 
-    def client_request(self, request: Request) -> None:
-        self._run(self.incarnation, lambda: self._request_received(request))
+    def client_request(self, request: Request | LockRequest) -> None:
+        if isinstance(request, LockRequest):
+            self._run(self.incarnation, lambda: self._lock_request_received(request))
+        else:
+            self._run(self.incarnation, lambda: self._request_received(request))
 
     # ------------------------------------------------------------------ the Ready contract
 
@@ -260,6 +293,10 @@ class SimReplica:
             self._observer.committed(self.name, entry)
             results = self.applier.apply(entry)
             self._observer.applied(self.name, entry.index, results)
+            if self._entry_applied is not None:
+                self._entry_applied(entry, results)
+            if self._host is not None:
+                self._host.applied([r for r in results if isinstance(r, Outcome)])
             for result in results:
                 if isinstance(result, Outcome):
                     self._outcome(result)
@@ -287,6 +324,10 @@ class SimReplica:
         self._narrate(f"{self.name}: {describe_event(event)}")
         if isinstance(event, BecameMaster):
             self._observer.mastership(self.name, event.epoch, event.ballot)
+        if isinstance(event, StartedServing) and self._host is not None:
+            self._host.started(event.epoch)
+        if isinstance(event, SteppedDown) and self._host is not None:
+            self._host.stopped(self._lock_not_master)
         if isinstance(event, SteppedDown):
             for request in self._pending.values():
                 self._reply(request, Reply(request.op_id, ReplyStatus.NOT_MASTER))
@@ -295,7 +336,20 @@ class SimReplica:
 
     # ------------------------------------------------------------------ the service
 
+    def _lock_request_received(self, request: LockRequest) -> None:
+        if self._host is None or not self._host.serving:
+            self._lock_reply(request, self._lock_not_master(request))
+            return
+        self._host.request(request)
+
+    def _lock_not_master(self, request: LockRequest) -> LockReply:
+        return LockReply(request.op_id, LockStatus.NOT_MASTER, hint=self.core.master_hint())
+
+    def _lock_reply(self, request: LockRequest, reply: LockReply) -> None:
+        self._send_reply(self.name, request.client, reply)
+
     def _request_received(self, request: Request) -> None:
+        assert not isinstance(self.machine, NamespaceMachine), "lock cells have no registers"
         if request.kind is OpKind.READ:
             if self.core.can_serve_reads():
                 value = self.machine.get(request.key)
@@ -335,6 +389,7 @@ class SimReplica:
                 # One increment per counter in flight: the next must see this one's result.
                 if request.key in self._increments:
                     return None
+                assert not isinstance(self.machine, NamespaceMachine)
                 payload = put_payload(request.key, (self.machine.get(request.key) or 0) + 1)
             case OpKind.READ:
                 raise AssertionError("reads never reach the log")

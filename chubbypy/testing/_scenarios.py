@@ -15,6 +15,10 @@ checks as a random run (`SimCell.conclude`).
 * ``flapping-master``: a master loses mastership with unfinished instances, a second master
   serves just long enough to change a counter, and a third recovers the first one's
   leftovers. Only the epoch guard keeps the first master's stale increment from applying.
+* ``isolated-master`` (lock clients): the master loses its peers for several session
+  leases while its clients still reach it. It must stop extending session leases once its
+  master lease is over: the new master, on the other side, expires every session that
+  does not come to it, and no client may still believe its session alive by then.
 """
 
 from __future__ import annotations
@@ -103,9 +107,22 @@ def flapping_master(seed: int, settings: SimSettings, narrate: Narrate = None) -
     return cell.conclude()
 
 
+def isolated_master(seed: int, settings: SimSettings, narrate: Narrate = None) -> SimResult:
+    cell = SimCell(seed, evolve(settings, locks=True), narrate=narrate)
+    cell.start()
+    master = cell.run_until_serving()
+    cell.run(seconds=settings.session_lease_seconds)
+    cell.partition([master], [n for n in cell.names if n != master])
+    cell.run(seconds=3 * settings.session_lease_seconds)
+    cell.heal()
+    cell.run(seconds=settings.session_lease_seconds)
+    return cell.conclude()
+
+
 SCENARIOS: dict[str, Scenario] = {
     "random": random_faults,
     "bridge": bridge,
     "lost-ack": lost_acknowledgement,
     "flapping-master": flapping_master,
+    "isolated-master": isolated_master,
 }

@@ -25,7 +25,7 @@ from chubbypy.testing._scenarios import SCENARIOS
 
 
 def _settings(
-    replicas: int, bugs: Sequence[str], drift_factor: float, namespace: bool
+    replicas: int, bugs: Sequence[str], drift_factor: float, namespace: bool, locks: bool = False
 ) -> SimSettings:
     return evolve(
         SimSettings(),
@@ -33,6 +33,7 @@ def _settings(
         bugs=frozenset(Bug(name) for name in bugs),
         drift_factor=drift_factor,
         namespace=namespace,
+        locks=locks,
     )
 
 
@@ -61,6 +62,8 @@ def replay_command(result: SimResult, args: argparse.Namespace) -> str:
         parts += ["--drift-factor", str(args.drift_factor)]
     if args.namespace:
         parts.append("--namespace")
+    if args.locks:
+        parts.append("--locks")
     return " ".join([*parts, "--narrate"])
 
 
@@ -100,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replicate the real namespace database (registers as files) instead of a dict",
     )
+    parser.add_argument(
+        "--locks",
+        action="store_true",
+        help="run lock clients (sessions, KeepAlives, locks, fenced writes) instead of "
+        "registers, with the mutual exclusion, session safety and fencing checkers",
+    )
     parser.add_argument("--narrate", action="store_true", help="tell what happens, as it happens")
     parser.add_argument("--json", action="store_true", help="one JSON object per seed")
     return parser
@@ -110,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is not None and args.seeds < 1:
         print("chubbypy-sim: --seeds must be at least 1", file=sys.stderr)
         return 2
-    settings = _settings(args.replicas, args.bug, args.drift_factor, args.namespace)
+    settings = _settings(args.replicas, args.bug, args.drift_factor, args.namespace, args.locks)
     if args.seed is not None:
         return _replay(args, settings)
     seeds = range(args.start, args.start + args.seeds)

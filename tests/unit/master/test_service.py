@@ -22,7 +22,7 @@ from chubbypy.master import (
 from chubbypy.namespace import NamespaceMachine
 from chubbypy.protocol import LogIndex
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace import Create, Delete, LockMode, SetContents
+from chubbypy.protocol.namespace import Create, Delete, GetContentsAndStat, LockMode, SetContents
 from chubbypy.sessions import EventKind, EventMask, HandleMode, SessionTiming
 
 CELL, ROOT = "c", "/ls/c"
@@ -62,7 +62,7 @@ class Cell:
 
     def settle(self) -> None:
         while True:
-            replies, proposals = self.master.take()
+            replies, proposals = self.master.take(master_lease_valid=True)
             for reply in replies:
                 assert reply.token not in self.results, reply
                 self.results[reply.token] = reply.result
@@ -327,3 +327,31 @@ def test_an_acquire_retried_by_its_holder_is_granted_again(cell: Cell) -> None:
     again = cell.ok("acquire", handle, EXCLUSIVE, wait=False)
     assert again.sequencer == first.sequencer
     assert cell.code("acquire", handle, SHARED, wait=False) is ErrorCode.LOCK_HELD
+
+
+def test_a_fenced_write_applies_only_while_its_sequencer_is_valid(cell: Cell) -> None:
+    """A write through a handle with a sequencer is refused INVALID_SEQUENCER once another
+    client holds the lock, however late it arrives (the check is in the log command)."""
+    alice, bob = cell.session(), cell.session()
+    a, b = cell.open(alice), cell.open(bob)
+    granted = cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    assert cell.ok("write", a, SetContents(f"{ROOT}/lock", b"1"), granted.sequencer) == Done()
+    cell.ok("release", a)
+    cell.ok("acquire", b, EXCLUSIVE, wait=False)
+    late = cell.code("write", a, SetContents(f"{ROOT}/lock", b"2"), granted.sequencer)
+    assert late is ErrorCode.INVALID_SEQUENCER
+    assert cell.machine.read(GetContentsAndStat(f"{ROOT}/lock")).contents == b"1"  # type: ignore[union-attr]
+    other = cell.code("write", a, SetContents(f"{ROOT}/other", b"x"))
+    assert other is ErrorCode.BAD_REQUEST
+
+
+def test_keepalives_are_not_answered_without_the_master_lease(cell: Cell) -> None:
+    """A master whose lease lapsed answers a due KeepAlive NOT_MASTER: it may not extend a
+    session lease it cannot stand behind."""
+    session = cell.session()
+    token = cell.call("keep_alive", session, 0)
+    cell.now = 80
+    cell.master.tick(cell.now)
+    replies, _ = cell.master.take(master_lease_valid=False)
+    assert [(r.token, type(r.result)) for r in replies] == [(token, Failure)]
+    assert replies[0].result.code is ErrorCode.NOT_MASTER  # type: ignore[union-attr]

@@ -1,0 +1,398 @@
+"""A simulated lock client: a Chubby client library in miniature, and the checks on it.
+
+`SimLockClient` keeps a session alive with KeepAlives (one always parked at the master),
+keeps its own conservative view of the session lease on its own drifting clock, and runs a
+workload: open a lock file, acquire its lock (blocking), hold it a while and write the file
+fenced by the sequencer, release; now and then close the session and start another.
+
+What it *believes* is what the checkers judge. The client believes it holds a lock from
+the moment the grant arrives (if its local lease is valid then) until it sends the release
+or its local lease runs out (jeopardy), whichever comes first. Its local lease is measured
+from when it *sent* the KeepAlive that was answered, shrunk for the worst clock drift both
+ways, so it always ends before the master's view of the lease, whatever the clocks do
+within their bound (Chubby §2.8).
+
+`LockObserver` holds the checkers added for sessions and locks:
+
+* **mutual exclusion**: no two clients ever believe they hold the same lock at once;
+* **session safety**: a session is expired in the log only after its client's lease view
+  ended, in true time;
+* **fencing**: a write guarded by a sequencer is applied only while that sequencer's
+  generation is the lock's latest.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from attrs import define, field
+
+from chubbypy.locks import decode_sequencer
+from chubbypy.paxos import ChecksumTaken, Outcome, OutcomeKind
+from chubbypy.protocol import MASTER_CLIENT, Entry, ValueKind
+from chubbypy.protocol.errors import ErrorCode
+from chubbypy.protocol.namespace import (
+    Acquire,
+    EndSession,
+    InSession,
+    LockHeldAt,
+    MultiOp,
+    MultiResult,
+    Written,
+)
+from chubbypy.protocol.namespace_codec import decode_log_write, decode_result
+from chubbypy.testing._lock_requests import (
+    LOCK_COUNT,
+    LOCK_PATH_FORMAT,
+    LockBug,
+    LockOp,
+    LockReply,
+    LockRequest,
+    LockStatus,
+)
+from chubbypy.testing._world import MILLISECOND, Clock, Scheduler
+
+Violate = Callable[[str, str], None]
+
+
+@define
+class LockObserver:
+    """The session and lock checkers; see the module docstring."""
+
+    violate: Violate
+    now: Callable[[], int]
+    _believers: dict[str, dict[str, int]] = field(factory=dict)
+    """Per lock path: client -> the lock generation it believes it holds."""
+    _lease_end_true: dict[int, int] = field(factory=dict)
+    """Per session: the latest true time its client's lease view reached."""
+    _applied: set[int] = field(factory=set)
+    _generation: dict[str, int] = field(factory=dict)
+    grants_believed: int = 0
+    fenced_writes: int = 0
+    expiries: int = 0
+
+    def believes(self, client: str, path: str, generation: int) -> None:
+        holders = self._believers.setdefault(path, {})
+        others = {c: g for c, g in holders.items() if c != client}
+        if others:
+            self.violate(
+                "mutual exclusion",
+                f"{client} believes it holds {path} (generation {generation}) while "
+                f"{others} believe they do too",
+            )
+        holders[client] = generation
+        self.grants_believed += 1
+
+    def stops_believing(self, client: str, path: str) -> None:
+        self._believers.get(path, {}).pop(client, None)
+
+    def lease_view(self, session_id: int, end_true: int) -> None:
+        """The client of `session_id` believes its lease lasts until true time `end_true`."""
+        self._lease_end_true[session_id] = max(self._lease_end_true.get(session_id, 0), end_true)
+
+    def entry_applied(self, entry: Entry, results: tuple[Outcome | ChecksumTaken, ...]) -> None:
+        """The first replica to apply `entry` did, now: judge what it did."""
+        if entry.index in self._applied or entry.value.kind is not ValueKind.COMMANDS:
+            return
+        self._applied.add(entry.index)
+        outcomes = [r for r in results if isinstance(r, Outcome)]
+        for command, outcome in zip(entry.value.commands, outcomes, strict=True):
+            if command.client_id == MASTER_CLIENT and outcome.kind is OutcomeKind.APPLIED:
+                self._judge(decode_log_write(command.payload), decode_result(outcome.result))
+
+    def _judge(self, write: object, result: object) -> None:
+        match write:
+            case Acquire(path=path) if isinstance(result, Written) and result.stat:
+                self._generation[path] = result.stat.lock_generation
+            case EndSession(session_id, expired=True) if isinstance(result, Written):
+                self.expiries += 1
+                lease_end = self._lease_end_true.get(session_id, 0)
+                if self.now() < lease_end:
+                    self.violate(
+                        "session safety",
+                        f"session {session_id} expired at {self.now()} µs, before its "
+                        f"client's lease view ended at {lease_end} µs",
+                    )
+            case InSession(_, MultiOp(guard=(LockHeldAt() as test,))):
+                if isinstance(result, MultiResult) and result.guard_held:
+                    self.fenced_writes += 1
+                    latest = self._generation.get(test.path, 0)
+                    if test.lock_generation != latest:
+                        self.violate(
+                            "fencing",
+                            f"a write fenced by generation {test.lock_generation} of "
+                            f"{test.path} applied after generation {latest} was granted",
+                        )
+
+
+@define
+class _Channel:
+    """One outstanding request and its retries."""
+
+    request: LockRequest | None = None
+    attempt: int = 0
+    sent_local: int = 0
+
+
+class SimLockClient:
+    """One lock client process (it never crashes; its messages can be lost)."""
+
+    def __init__(
+        self,
+        name: str,
+        replicas: tuple[str, ...],
+        scheduler: Scheduler,
+        observer: LockObserver,
+        rng: random.Random,
+        clock: Clock,
+        send: Callable[[str, str, LockRequest], None],
+        *,
+        tick_us: int,
+        drift_max: float,
+        timeout_us: int,
+        bugs: frozenset[LockBug] = frozenset(),
+    ) -> None:
+        self._bugs = bugs
+        self.name = name
+        self._replicas = replicas
+        self._scheduler = scheduler
+        self._observer = observer
+        self._rng = rng
+        self._clock = clock
+        self._send = send
+        self._tick_us = tick_us
+        self._drift_max = drift_max
+        self._timeout_us = timeout_us
+        self._target = rng.randrange(len(replicas))
+        self._op_id = 0
+        self._work = _Channel()
+        self._keepalive = _Channel()
+        self.stop_at = 0
+        self._session = 0
+        self._lease_end_local = 0
+        self._acked = 0
+        self._handle = b""
+        self._path = ""
+        self._sequencer = b""
+        self._believing = False
+        self.grants = 0
+        self._paused_until = 0
+
+    # ------------------------------------------------------------------ life
+
+    def start(self, stop_at: int) -> None:
+        self.stop_at = stop_at
+        self._scheduler.after(self._rng.randint(0, 50) * MILLISECOND, self._next_work)
+
+    def pause(self, until: int) -> None:
+        """Freeze the process (SIGSTOP, a long GC) until true time `until`: it sends no
+        KeepAlives and handles nothing, while its clock, and its lease, run on."""
+        self._paused_until = max(self._paused_until, until)
+
+    def _asleep(self, action: Callable[[], None]) -> bool:
+        """While paused, put `action` off until the pause ends; whether it was put off."""
+        if self._scheduler.now >= self._paused_until:
+            return False
+        self._scheduler.at(self._paused_until, action)
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return self._work.request is not None
+
+    def _local(self) -> int:
+        return self._clock.local(self._scheduler.now)
+
+    def _lease_valid(self) -> bool:
+        return self._session != 0 and self._local() < self._lease_end_local
+
+    # ------------------------------------------------------------------ the workload
+
+    def _next_work(self) -> None:
+        if self._asleep(self._next_work):
+            return
+        if self._work.request is not None or self._scheduler.now >= self.stop_at:
+            return
+        if not self._session:
+            self._issue(self._work, LockOp.CREATE_SESSION)
+        elif not self._lease_valid():
+            self._scheduler.after(20 * MILLISECOND, self._next_work)  # jeopardy: calls wait
+        elif not self._handle:
+            self._path = LOCK_PATH_FORMAT.format(self._rng.randrange(LOCK_COUNT))
+            delay = self._rng.choice([0, 0, 100, 300])
+            self._issue(self._work, LockOp.OPEN, path=self._path, lock_delay_ms=delay)
+        elif not self._sequencer:
+            self._issue(self._work, LockOp.ACQUIRE, handle=self._handle)
+        elif self._believing and self._rng.random() < 0.6:
+            value = self._rng.randrange(1 << 30)
+            self._issue(
+                self._work,
+                LockOp.FENCED_WRITE,
+                handle=self._handle,
+                sequencer=self._sequencer,
+                path=self._path,
+                value=value,
+            )
+        else:
+            self._stop_believing()
+            self._issue(self._work, LockOp.RELEASE, handle=self._handle)
+
+    def _work_done(self, request: LockRequest, reply: LockReply) -> None:
+        if reply.status is LockStatus.FAILED and reply.code is ErrorCode.SESSION_EXPIRED:
+            self._session_lost()
+        elif request.kind is LockOp.CREATE_SESSION and reply.status is LockStatus.OK:
+            self._session = reply.session_id
+            self._acked = 0
+            self._new_lease(self._work.sent_local, reply.lease_ticks)
+            self._start_keepalives()
+        elif request.kind is LockOp.OPEN:
+            self._handle = reply.handle if reply.status is LockStatus.OK else b""
+        elif request.kind is LockOp.ACQUIRE and reply.status is LockStatus.OK:
+            self._granted(reply)
+        elif request.kind is LockOp.ACQUIRE:
+            self._handle = b""  # its node is gone, say: open again
+        elif request.kind is LockOp.RELEASE:
+            self._sequencer = b""
+            if self._rng.random() < 0.15:
+                self._issue(self._work, LockOp.CLOSE_SESSION, session_id=self._session)
+                self._session_lost()
+                return
+        elif request.kind is LockOp.FENCED_WRITE and reply.code is ErrorCode.INVALID_SEQUENCER:
+            self._stop_believing()  # someone newer holds it: we lost it in jeopardy
+            self._sequencer = b""
+        hold = self._rng.randint(1, 60) * MILLISECOND
+        self._scheduler.after(hold, self._next_work)
+
+    def _granted(self, reply: LockReply) -> None:
+        self.grants += 1
+        self._sequencer = reply.sequencer
+        if self._lease_valid() and not self._believing:
+            self._believing = True
+            self._observer.believes(
+                self.name, decode_sequencer(reply.sequencer).path, reply.generation
+            )
+            self._watch_lease()
+
+    def _stop_believing(self) -> None:
+        if self._believing:
+            self._believing = False
+            self._observer.stops_believing(self.name, self._path)
+
+    def _session_lost(self) -> None:
+        self._stop_believing()
+        self._session = 0
+        self._handle = b""
+        self._sequencer = b""
+        self._keepalive = _Channel()
+
+    # ------------------------------------------------------------------ the lease
+
+    def _new_lease(self, sent_local: int, lease_ticks: int) -> None:
+        """The lease the master granted, as this client may count on it: from the send
+        time, shrunk by the worst drift of both clocks."""
+        epsilon = self._drift_max
+        duration = int(lease_ticks * self._tick_us * (1 - epsilon) / (1 + epsilon))
+        self._lease_end_local = max(self._lease_end_local, sent_local + duration)
+        self._observer.lease_view(self._session, self._clock.true_at(self._lease_end_local))
+        self._watch_lease()
+
+    def _watch_lease(self) -> None:
+        session, end = self._session, self._lease_end_local
+        self._scheduler.at(
+            max(self._scheduler.now, self._clock.true_at(end)), lambda: self._lease_check(session)
+        )
+
+    def _lease_check(self, session: int) -> None:
+        if LockBug.HOLDER_IGNORES_JEOPARDY in self._bugs:
+            return
+        if session == self._session and not self._lease_valid():
+            self._stop_believing()  # jeopardy: the lock may be gone
+
+    def _start_keepalives(self) -> None:
+        self._keepalive = _Channel()
+        self._issue(self._keepalive, LockOp.KEEPALIVE, session_id=self._session, acked=0)
+
+    def _keepalive_done(self, reply: LockReply) -> None:
+        if reply.status is LockStatus.FAILED:
+            self._session_lost()  # the session expired (or was closed): start another
+            return
+        self._new_lease(self._keepalive.sent_local, reply.lease_ticks)
+        if reply.events:
+            self._acked = max(self._acked, reply.events[-1].sequence)
+        self._keepalive = _Channel()
+        if self._scheduler.now < self.stop_at + 2_000 * MILLISECOND:
+            self._issue(self._keepalive, LockOp.KEEPALIVE, session_id=self._session,
+                        acked=self._acked)  # fmt: skip
+
+    # ------------------------------------------------------------------ requests
+
+    def _issue(self, channel: _Channel, kind: LockOp, **fields: object) -> None:
+        self._op_id += 1
+        if kind is not LockOp.CREATE_SESSION and "session_id" not in fields:
+            fields["session_id"] = self._session
+        channel.request = LockRequest(self.name, self._op_id, kind, **fields)  # type: ignore[arg-type]
+        channel.attempt = 0
+        self._transmit(channel)
+
+    def _transmit(self, channel: _Channel) -> None:
+        request = channel.request
+        assert request is not None
+        channel.attempt += 1
+        if channel.attempt == 1 or LockBug.LEASE_FROM_LAST_SEND in self._bugs:
+            # The lease an answer grants counts from the *first* sending: the answer may be
+            # to that one, made before any retry was sent (found by the session-safety
+            # checker).
+            channel.sent_local = self._local()
+        attempt = channel.attempt
+        self._send(self.name, self._replicas[self._target], request)
+        timeout = self._timeout_us
+        if request.kind in (LockOp.KEEPALIVE, LockOp.ACQUIRE):
+            timeout *= 8  # held at the master by design
+        self._scheduler.after(timeout, lambda: self._timed_out(channel, request, attempt))
+
+    def _timed_out(self, channel: _Channel, request: LockRequest, attempt: int) -> None:
+        if self._asleep(lambda: self._timed_out(channel, request, attempt)):
+            return
+        if channel.request is request and channel.attempt == attempt:
+            self._target = (self._target + 1) % len(self._replicas)
+            self._transmit(channel)
+
+    def reply_received(self, replica: str, reply: LockReply) -> None:
+        if self._asleep(lambda: self.reply_received(replica, reply)):
+            return
+        channel = next(
+            (
+                c
+                for c in (self._work, self._keepalive)
+                if c.request is not None and c.request.op_id == reply.op_id
+            ),
+            None,
+        )
+        if channel is None:
+            return  # a late reply to a request already finished
+        request = channel.request
+        assert request is not None
+        if reply.status is LockStatus.NOT_MASTER:
+            if reply.hint is not None and reply.hint in self._replicas and reply.hint != replica:
+                self._target = self._replicas.index(reply.hint)
+            else:
+                self._target = (self._replicas.index(replica) + 1) % len(self._replicas)
+            channel.attempt += 1
+            attempt = channel.attempt
+            self._scheduler.after(
+                self._rng.randint(5, 40) * MILLISECOND,
+                lambda: self._retry(channel, request, attempt),
+            )
+            return
+        channel.request = None
+        if channel is self._work:
+            self._work_done(request, reply)
+        else:
+            self._keepalive_done(reply)
+
+    def _retry(self, channel: _Channel, request: LockRequest, attempt: int) -> None:
+        if self._asleep(lambda: self._retry(channel, request, attempt)):
+            return
+        if channel.request is request and channel.attempt == attempt:
+            self._transmit(channel)

@@ -1,0 +1,178 @@
+"""The master's session and lock service inside a simulated replica.
+
+It plays the part the Twisted server plays for sessions, handles and locks: it starts a
+`MasterService` when its replica starts serving as master and drops it when mastership
+ends, turns the simulated clients' `LockRequest`s into calls, proposes the service's
+decisions through the replica's Paxos core, and feeds it every entry the log applies. All
+proposals go as the master's own commands (`MASTER_CLIENT`): every call the clients retry
+is idempotent at the service (a retried acquire by the holder is granted again; a retried
+release or close finds it done), so no exactly-once bookkeeping is needed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chubbypy.master import (
+    CallResult,
+    Done,
+    HandleOpened,
+    KeepAliveAnswered,
+    LockGranted,
+    MasterService,
+    MasterTiming,
+    SequencerChecked,
+    SessionStarted,
+)
+from chubbypy.namespace import NamespaceMachine
+from chubbypy.paxos import Outcome, OutcomeKind, Replica
+from chubbypy.protocol import MASTER_CLIENT, Command
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import Create, LockMode, SetContents
+from chubbypy.protocol.namespace_codec import encode_log_write
+from chubbypy.sessions import HandleMode
+from chubbypy.testing._lock_requests import LockBug, LockOp, LockReply, LockRequest, LockStatus
+
+HANDLE_KEY = b"simulated cell handle key ......"
+
+
+class SimMasterHost:
+    """One replica's master-side service for lock clients; see the module docstring."""
+
+    def __init__(
+        self,
+        core: Replica,
+        machine: NamespaceMachine,
+        timing: MasterTiming,
+        reply: Callable[[LockRequest, LockReply], None],
+        bugs: frozenset[LockBug] = frozenset(),
+    ) -> None:
+        self._bugs = bugs
+        self._core = core
+        self._machine = machine
+        self._timing = timing
+        self._reply = reply
+        self._service: MasterService | None = None
+        self._calls: dict[int, LockRequest] = {}
+        self._tokens: dict[int, int | None] = {}
+        """The token each proposal (by its MASTER_CLIENT sequence) serves."""
+        self._next_token = 1
+        self._next_sequence = 1
+
+    @property
+    def serving(self) -> bool:
+        """A master with a valid master lease: it may answer from memory and promise leases."""
+        return self._service is not None and self._core.can_serve_reads()
+
+    def started(self, epoch: int) -> None:
+        """The replica serves as master of `epoch`: every earlier entry is applied."""
+        self._service = MasterService(self._timing, HANDLE_KEY)
+        self._machine.keep_applied = True
+        self._machine.take_applied()
+        self._service.start(self._core.tick_count, epoch, self._machine)
+        self._flush()
+
+    def stopped(self, not_master: Callable[[LockRequest], LockReply]) -> None:
+        """Mastership ended: every call in progress is told to go elsewhere."""
+        self._service = None
+        self._machine.keep_applied = False
+        calls, self._calls, self._tokens = self._calls, {}, {}
+        for request in calls.values():
+            self._reply(request, not_master(request))
+
+    def ticked(self) -> None:
+        if self._service is not None:
+            self._service.tick(self._core.tick_count)
+            self._flush()
+
+    def request(self, request: LockRequest) -> None:
+        service = self._service
+        assert service is not None
+        token = self._next_token
+        self._next_token += 1
+        self._calls[token] = request
+        match request.kind:
+            case LockOp.CREATE_SESSION:
+                service.create_session(token, request.client)
+            case LockOp.KEEPALIVE:
+                service.keep_alive(token, request.session_id, request.acked)
+            case LockOp.OPEN:
+                create = Create(request.path)
+                mode = HandleMode.READ | HandleMode.WRITE
+                delay = request.lock_delay_ms
+                service.open(token, request.session_id, request.path, mode, create=create,
+                             lock_delay_ms=delay)  # fmt: skip
+            case LockOp.ACQUIRE:
+                service.acquire(token, request.handle, LockMode.EXCLUSIVE, wait=True)
+            case LockOp.RELEASE:
+                service.release(token, request.handle)
+            case LockOp.FENCED_WRITE:
+                write = SetContents(request.path, str(request.value).encode())
+                service.write(token, request.handle, write, request.sequencer)
+            case LockOp.CLOSE_SESSION:
+                service.close_session(token, request.session_id)
+        self._flush()
+
+    def applied(self, outcomes: list[Outcome]) -> None:
+        """One entry was applied, with these outcomes: report the master's commands."""
+        if self._service is None:
+            return
+        done = iter(self._machine.take_applied())
+        for outcome in outcomes:
+            if outcome.client_id != MASTER_CLIENT:
+                continue
+            token = self._tokens.pop(outcome.sequence, None)
+            if outcome.kind is OutcomeKind.APPLIED:
+                _, write, applied = next(done)
+                self._service.applied(token, write, applied)
+            elif token is not None:
+                self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
+        assert next(done, None) is None, "every applied write is a master command"
+        self._flush()
+
+    def _flush(self) -> None:
+        service = self._service
+        if service is None:
+            return
+        replies, proposals = service.take(master_lease_valid=self._core.can_serve_reads())
+        for reply in replies:
+            request = self._calls.get(reply.token)
+            if request is not None:
+                self._answer(reply.token, _lock_reply(request, reply.result))
+        for proposal in proposals:
+            sequence = self._next_sequence
+            self._next_sequence += 1
+            command = Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write))
+            if self._core.propose([command], self._core.epoch) is not None:
+                if proposal.token is not None:
+                    request = self._calls[proposal.token]
+                    self._answer(proposal.token, LockReply(request.op_id, LockStatus.NOT_MASTER))
+                continue
+            self._tokens[sequence] = proposal.token
+
+    def _answer(self, token: int, reply: LockReply) -> None:
+        request = self._calls.pop(token, None)
+        if request is not None:
+            self._reply(request, reply)
+
+
+def _lock_reply(request: LockRequest, result: CallResult) -> LockReply:
+    op = request.op_id
+    match result:
+        case Failure(ErrorCode.NOT_MASTER):
+            return LockReply(op, LockStatus.NOT_MASTER)
+        case Failure(code):
+            return LockReply(op, LockStatus.FAILED, code)
+        case SessionStarted(session_id, lease_ticks):
+            return LockReply(op, LockStatus.OK, session_id=session_id, lease_ticks=lease_ticks)
+        case KeepAliveAnswered(lease_ticks, events):
+            return LockReply(op, LockStatus.OK, lease_ticks=lease_ticks, events=events)
+        case HandleOpened(handle):
+            return LockReply(op, LockStatus.OK, handle=handle)
+        case LockGranted(stat, sequencer):
+            return LockReply(
+                op, LockStatus.OK, sequencer=sequencer, generation=stat.lock_generation
+            )
+        case Done() | SequencerChecked():
+            return LockReply(op, LockStatus.OK)
+    raise AssertionError(result)

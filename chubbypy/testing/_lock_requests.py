@@ -1,0 +1,69 @@
+"""What simulated lock clients and replicas say to each other (simulation only)."""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import frozen
+
+from chubbypy.protocol.errors import ErrorCode
+from chubbypy.sessions import SessionEvent
+
+LOCK_PATH_FORMAT = "/ls/sim/lock{}"
+LOCK_COUNT = 2
+
+
+class LockBug(enum.Enum):
+    """Deliberate bugs in the lock simulation, to show its checkers can fail (PML §6.3)."""
+
+    LEASE_FROM_LAST_SEND = "lease-from-last-send"
+    """The client counts its lease from its last retry instead of its first sending."""
+    HOLDER_IGNORES_JEOPARDY = "holder-ignores-jeopardy"
+    """The client keeps believing it holds its lock after its local lease ran out."""
+
+
+class LockOp(enum.Enum):
+    CREATE_SESSION = "create session"
+    KEEPALIVE = "keepalive"
+    OPEN = "open"
+    ACQUIRE = "acquire"
+    """Blocking: answered when granted."""
+    RELEASE = "release"
+    FENCED_WRITE = "fenced write"
+    """Write the lock file, guarded by the holder's sequencer (a MultiOp with LockHeldAt)."""
+    CLOSE_SESSION = "close session"
+
+
+class LockStatus(enum.Enum):
+    OK = "ok"
+    NOT_MASTER = "not master"
+    FAILED = "failed"
+    """Refused by the master (with `code`)."""
+
+
+@frozen
+class LockRequest:
+    client: str
+    op_id: int
+    kind: LockOp
+    session_id: int = 0
+    acked: int = 0
+    path: str = ""
+    handle: bytes = b""
+    sequencer: bytes = b""
+    value: int = 0
+    lock_delay_ms: int = 0
+
+
+@frozen
+class LockReply:
+    op_id: int
+    status: LockStatus
+    code: ErrorCode | None = None
+    session_id: int = 0
+    lease_ticks: int = 0
+    handle: bytes = b""
+    sequencer: bytes = b""
+    generation: int = 0
+    events: tuple[SessionEvent, ...] = ()
+    hint: str | None = None
