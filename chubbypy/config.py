@@ -152,6 +152,20 @@ class LimitsConfig:
 
 
 @frozen
+class SessionsConfig:
+    """Sessions, KeepAlives and locks (Chubby §2.4, §2.8). YAML section ``sessions:``."""
+
+    lease_seconds: float = 12.0
+    """A session lease, as the master grants it (Chubby's default)."""
+    keepalive_answer_before_seconds: float = 4.0
+    """The master answers a held KeepAlive when the lease has this long to run."""
+    events_pending_max: int = 1000
+    """Events waiting per session; a session further behind is ended at its lease's end."""
+    lock_waiters_max: int = 100_000
+    """Blocked lock requests at the master, all locks together."""
+
+
+@frozen
 class CellConfig:
     """A whole cell, as loaded from one file; see the module docstring."""
 
@@ -164,6 +178,7 @@ class CellConfig:
     """SQLAlchemy URL template with "{replica}", or None for a SQLite file per replica."""
     paxos: PaxosConfig = PaxosConfig()
     limits: LimitsConfig = LimitsConfig()
+    sessions: SessionsConfig = SessionsConfig()
     source: Path | None = None
     """The file this came from, for messages."""
 
@@ -210,7 +225,15 @@ CLOCK_DRIFT_LIMIT: Final = 0.5
 LEASE_TICKS_MIN: Final = 4
 MASTER_LEASE_TICKS_MIN: Final = 2
 
-TOP_KEYS: Final = ("cell", "replicas", "data_dir", "storage_url", "paxos", "limits")
+TOP_KEYS: Final = (
+    "cell",
+    "replicas",
+    "data_dir",
+    "storage_url",
+    "paxos",
+    "limits",
+    "sessions",
+)
 TOP_REQUIRED: Final = ("cell", "replicas", "data_dir")
 REPLICA_KEYS: Final = tuple(attribute.name for attribute in fields(ReplicaConfig))
 
@@ -245,6 +268,8 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     storage_url = _storage_url(top.get("storage_url"), problems)
     paxos = _numbers(top.get("paxos"), "paxos", PaxosConfig, PAXOS_RULES, problems)
     limits = _numbers(top.get("limits"), "limits", LimitsConfig, LIMITS_RULES, problems)
+    sessions = _numbers(top.get("sessions"), "sessions", SessionsConfig, SESSIONS_RULES, problems)
+    _check_session_relations(sessions, paxos, problems)
     _check_paxos_relations(paxos, problems)
     _check_size_relations(paxos, limits, problems)
     if problems or cell is None or data_dir is None:
@@ -257,6 +282,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
         # The values were read with the field's own type (int or float) and checked above.
         paxos=PaxosConfig(**cast("dict[str, Any]", paxos)),
         limits=LimitsConfig(**cast("dict[str, Any]", limits)),
+        sessions=SessionsConfig(**cast("dict[str, Any]", sessions)),
         source=origin,
     )
     # Pair assertion: the core's own checks must agree with the ones above. If one of these
@@ -564,6 +590,12 @@ PAXOS_RULES: Final[Mapping[str, Rule]] = {
     "clients_max": _at_least(1),
     "client_results_max": _at_least(1),
 }
+SESSIONS_RULES: Final[Mapping[str, Rule]] = {
+    "lease_seconds": _positive_seconds,
+    "keepalive_answer_before_seconds": _positive_seconds,
+    "events_pending_max": _at_least(1),
+    "lock_waiters_max": _at_least(1),
+}
 LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "file_bytes_max": _at_least(1),
     "frame_bytes_max": _frame_length,
@@ -574,7 +606,7 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
 def _numbers(
     value: object,
     name: str,
-    cls: type[PaxosConfig] | type[LimitsConfig],
+    cls: type[PaxosConfig] | type[LimitsConfig] | type[SessionsConfig],
     rules: Mapping[str, Rule],
     problems: _Problems,
 ) -> dict[str, float]:
@@ -687,6 +719,27 @@ def _check_lease(paxos: Mapping[str, float], problems: _Problems) -> None:
                 f"{heartbeat:g} is too long: the master must renew at least twice per lease "
                 f"(at most {_seconds(master_ticks // 2 * tick)} with these settings)",
             )
+
+
+def _check_session_relations(
+    sessions: Mapping[str, float], paxos: Mapping[str, float], problems: _Problems
+) -> None:
+    """A KeepAlive must be answered before the lease ends, at least a tick before."""
+    keys = {"lease_seconds", "keepalive_answer_before_seconds"}
+    if not keys <= sessions.keys() or "tick_seconds" not in paxos:
+        return
+    lease, before = sessions["lease_seconds"], sessions["keepalive_answer_before_seconds"]
+    tick = paxos["tick_seconds"]
+    if before >= lease:
+        problems.add(
+            "sessions.keepalive_answer_before_seconds",
+            f"{before:g} is not shorter than sessions.lease_seconds ({lease:g}): the master "
+            "must hold a KeepAlive for a while before answering it",
+        )
+    elif lease < 4 * tick:
+        problems.add(
+            "sessions.lease_seconds", f"{lease:g} is too short: at least 4 ticks ({4 * tick:g} s)"
+        )
 
 
 def _check_at_least(

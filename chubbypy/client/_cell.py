@@ -250,6 +250,11 @@ class Cell:
         self._operations: set[Deferred[Any]] = set()
         self._closed = False
 
+    @property
+    def timeout_seconds(self) -> float:
+        """How long each operation may take, retries included."""
+        return self._timeout_seconds
+
     @classmethod
     def from_config(cls, reactor: IReactorTime, config: CellConfig, **options: Any) -> Cell:
         """A client of the cell `config` describes (its replicas' ``client`` endpoints);
@@ -483,9 +488,13 @@ class Cell:
 
     # ------------------------------------------------------------------------- the master
 
-    async def _call_master(self, make: MakeRequest, deadline: float) -> ServerReply:
+    async def _call_master(
+        self, make: MakeRequest, deadline: float, attempt_seconds: float | None = None
+    ) -> ServerReply:
         """The master's reply to `make(request_id)`, retried until one that is not "retry
-        elsewhere or later"; an ErrorReply of another kind is raised as its ChubbyError."""
+        elsewhere or later"; an ErrorReply of another kind is raised as its ChubbyError.
+        `attempt_seconds` overrides how long one attempt may wait (a call the master holds
+        on purpose, such as a KeepAlive or a blocking acquire, waits longer)."""
         pauses = redirects = 0
         problem = ""
         while True:
@@ -493,7 +502,10 @@ class Cell:
             try:
                 address = address or await self._locate(deadline)
                 connection = await self._open(address, deadline)
-                reply = await connection.request(make, self._attempt_seconds(deadline))
+                attempt = self._attempt_seconds(deadline)
+                if attempt_seconds is not None:
+                    attempt = min(attempt_seconds, max(deadline - self._clock.seconds(), 0.001))
+                reply = await connection.request(make, attempt)
             except Unavailable as error:
                 if not problem:
                     raise

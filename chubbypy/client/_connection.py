@@ -43,6 +43,7 @@ from chubbypy.protocol.client import (
     Registered,
     RequestId,
     ServerReply,
+    SessionReply,
     StatusReply,
     Welcome,
     WriteReply,
@@ -281,6 +282,7 @@ class ReplicaConnection(Protocol):
                 | WriteReply()
                 | ReadReply()
                 | StatusReply()
+                | SessionReply()
                 | ErrorReply()
             ) if self._welcome is not None:
                 self._reply_received(message)

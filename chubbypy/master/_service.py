@@ -393,6 +393,11 @@ class MasterService:
             and node.lock_generation == named.lock_generation
         )
 
+    @property
+    def session_count(self) -> int:
+        """Live sessions this master knows."""
+        return len(self._table)
+
     def cancel(self, token: int) -> None:
         """The caller gave up (deadline, lost connection): stop waiting for the lock.
 

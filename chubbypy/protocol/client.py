@@ -24,6 +24,7 @@ from attrs import frozen
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace import Read, ReadResult, Write, WriteResult
 from chubbypy.protocol.peer import PeerMessage
+from chubbypy.protocol.session import SessionCall, SessionResult
 from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
 
 __all__ = [
@@ -54,6 +55,8 @@ __all__ = [
     "ReplicaStatus",
     "RequestId",
     "ServerReply",
+    "SessionReply",
+    "SessionRequest",
     "StatusReply",
     "StatusRequest",
     "Welcome",
@@ -169,7 +172,17 @@ class StatusRequest:
     request_id: RequestId
 
 
-ClientRequest = LocateMaster | Register | WriteRequest | ReadRequest | StatusRequest
+@frozen
+class SessionRequest:
+    """A session, handle or lock call (`chubbypy.protocol.session`), served by the master."""
+
+    request_id: RequestId
+    call: SessionCall
+
+
+ClientRequest = (
+    LocateMaster | Register | WriteRequest | ReadRequest | StatusRequest | SessionRequest
+)
 
 # ----------------------------------------------------------------------------- replies
 
@@ -268,7 +281,17 @@ class ErrorReply:
     master_hint: ReplicaId | None
 
 
-ServerReply = MasterLocation | Registered | WriteReply | ReadReply | StatusReply | ErrorReply
+@frozen
+class SessionReply:
+    """A session call's result (its failures come as `ErrorReply`)."""
+
+    request_id: RequestId
+    result: SessionResult
+
+
+ServerReply = (
+    MasterLocation | Registered | WriteReply | ReadReply | StatusReply | SessionReply | ErrorReply
+)
 
 # ----------------------------------------------------------------------------- peers
 

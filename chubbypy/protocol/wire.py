@@ -56,6 +56,8 @@ from chubbypy.protocol.client import (
     ReplicaRole,
     ReplicaStatus,
     RequestId,
+    SessionReply,
+    SessionRequest,
     StatusReply,
     StatusRequest,
     Welcome,
@@ -73,6 +75,12 @@ from chubbypy.protocol.namespace_codec import (
     result_to_plain,
     write_from_plain,
     write_to_plain,
+)
+from chubbypy.protocol.session_codec import (
+    call_from_plain,
+    call_to_plain,
+    session_result_from_plain,
+    session_result_to_plain,
 )
 from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
 
@@ -140,6 +148,10 @@ def _to_plain(message: WireMessage) -> list[Any]:
             return [13, request_id, read_to_plain(read)]
         case StatusRequest(request_id):
             return [14, request_id]
+        case SessionRequest(request_id, call):
+            return [15, request_id, call_to_plain(call)]
+        case SessionReply(request_id, result):
+            return [25, request_id, session_result_to_plain(result)]
         case MasterLocation(request_id, master, epoch, replicas):
             addresses = [[r.replica_id, r.client_endpoint] for r in replicas]
             return [20, request_id, master, epoch, addresses]
@@ -299,11 +311,13 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     12: (5, _to_write_request),
     13: (2, lambda f: ReadRequest(_request_id(f[0]), read_from_plain(f[1]))),
     14: (1, lambda f: StatusRequest(_request_id(f[0]))),
+    15: (2, lambda f: SessionRequest(_request_id(f[0]), call_from_plain(f[1]))),
     20: (4, _to_master_location),
     21: (2, lambda f: Registered(_request_id(f[0]), ClientId(_uint(f[1], 1)))),
     22: (3, lambda f: WriteReply(_request_id(f[0]), _index(f[1]), _to_write_result(f[2]))),
     23: (3, lambda f: ReadReply(_request_id(f[0]), _index(f[1]), _to_read_result(f[2]))),
     24: (2, lambda f: StatusReply(_request_id(f[0]), _to_status(f[1]))),
+    25: (2, lambda f: SessionReply(_request_id(f[0]), session_result_from_plain(f[1]))),
     29: (4, _to_error_reply),
     30: (1, lambda f: PeerFrame(decode_message(binary(f[0])))),
     31: (2, lambda f: ChecksumReport(_index(f[0]), binary(f[1]))),

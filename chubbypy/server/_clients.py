@@ -20,6 +20,7 @@ from chubbypy.protocol.client import (
     ReadRequest,
     Register,
     ServerReply,
+    SessionRequest,
     StatusRequest,
     Welcome,
     WireMessage,
@@ -59,6 +60,8 @@ class ClientConnection(FramedProtocol):
                 self.reply(server.locate(request_id))
             case StatusRequest(request_id):
                 self.reply(server.status(request_id))
+            case SessionRequest():
+                server.session_call(self.reply, message, id(self))
             case _:
                 self.refuse(
                     ErrorCode.BAD_REQUEST, f"a client does not send {type(message).__name__}"
@@ -84,6 +87,8 @@ class ClientConnection(FramedProtocol):
     def connectionLost(self, reason: TwistedFailure = connectionDone) -> None:
         super().connectionLost(reason)
         self.open = False
+        if self._greeted:
+            self._server.connection_closed(id(self))
 
 
 def client_factory(server: ReplicaServer, frame_bytes_max: int) -> Factory:

@@ -11,6 +11,7 @@ must not act on a lease its clock says is over (see `master_lease_ticks_for`).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
 from chubbypy.config import CellConfig
+from chubbypy.master import MasterTiming
 from chubbypy.namespace import NamespaceLimits, NamespaceMachine
 from chubbypy.paxos import (
     Applier,
@@ -37,6 +39,7 @@ from chubbypy.paxos import (
     Replica,
     ReplicaEvent,
     Role,
+    StartedServing,
     SteppedDown,
     describe_event,
 )
@@ -60,6 +63,7 @@ from chubbypy.protocol.client import (
     ReplicaStatus,
     RequestId,
     ServerReply,
+    SessionRequest,
     StatusReply,
     WriteReply,
     WriteRequest,
@@ -67,7 +71,9 @@ from chubbypy.protocol.client import (
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace_codec import decode_result, encode_write
 from chubbypy.server._metrics import Registry
+from chubbypy.server._sessions import SessionHost
 from chubbypy.server._store_worker import StoreWorker
+from chubbypy.sessions import SessionTiming
 
 Reply = Callable[[ServerReply], None]
 """Sends a reply to the client connection that asked (a no-op once it has gone)."""
@@ -135,6 +141,10 @@ class ReplicaServer:
         if persisted.snapshot is not None:
             self.applier.restore(persisted.snapshot.index, persisted.snapshot.data)
         self._last_checkpoint = self.applier.applied_index
+        self.sessions = SessionHost(
+            self.core, self.machine, _master_timing(config), _handle_key(config.cell),
+            paxos.tick_seconds,
+        )  # fmt: skip
         self._peers: PeerSender | None = None
         self._writing: Ready | None = None
         self._pending: dict[tuple[ClientId, int], list[_Waiter]] = {}
@@ -192,6 +202,7 @@ class ReplicaServer:
 
     def _ticked_checks(self) -> None:
         """The master asks every replica to checksum its state now and then (PML §6.2)."""
+        self.sessions.ticked()
         if self.core.serving and self.core.tick_count >= self._checksum_due:
             self._checksum_due = self.core.tick_count + self.config.paxos.checksum_every_ticks()
             self.core.request_checksum(self.core.epoch)
@@ -202,6 +213,13 @@ class ReplicaServer:
     def register(self, reply: Reply, request_id: RequestId, nonce: int) -> None:
         command = Command(NO_CLIENT, nonce, b"")
         self._input(lambda: self._propose(reply, request_id, command, registration=True))
+
+    def session_call(self, reply: Reply, request: SessionRequest, connection: int) -> None:
+        """A session, handle or lock call (the master's session service answers it)."""
+        self._input(lambda: self.sessions.call(reply, request.request_id, request.call, connection))
+
+    def connection_closed(self, connection: int) -> None:
+        self._input(lambda: self.sessions.connection_closed(connection))
 
     def write(self, reply: Reply, request: WriteRequest) -> None:
         self._input(lambda: self._write(reply, request))
@@ -323,11 +341,13 @@ class ReplicaServer:
             self.applier.restore(snapshot.index, snapshot.data)
         for entry in ready.committed:
             self._batch_commands.observe(len(entry.value.commands))
-            for result in self.applier.apply(entry):
+            results = self.applier.apply(entry)
+            for result in results:
                 if isinstance(result, Outcome):
                     self._outcome(result)
                 else:
                     self._checksum_taken(result)
+            self.sessions.applied([r for r in results if isinstance(r, Outcome)])
         self.core.advance(ready)
         for event in ready.events:
             self._event(event)
@@ -357,7 +377,10 @@ class ReplicaServer:
 
     def _event(self, event: ReplicaEvent) -> None:
         self.log.info("{replica}: {what}", replica=self.replica_id, what=describe_event(event))
+        if isinstance(event, StartedServing):
+            self.sessions.started(event.epoch)
         if isinstance(event, SteppedDown):
+            self.sessions.stopped()
             # Whatever was in flight may still be chosen; the clients retry elsewhere with the
             # same (client, sequence), and the cell applies each once.
             for waiters in self._pending.values():
@@ -494,3 +517,34 @@ _REFUSALS: dict[RefusalReason, ErrorCode] = {
     RefusalReason.OVERLOADED: ErrorCode.BUSY,
     RefusalReason.TOO_LARGE: ErrorCode.TOO_LARGE,
 }
+
+
+def _master_timing(config: CellConfig) -> MasterTiming:
+    """The session service's durations in ticks, from the `sessions:` and `paxos:` sections."""
+    sessions, paxos = config.sessions, config.paxos
+    tick = paxos.tick_seconds
+    lease_ticks = int(sessions.lease_seconds / tick + 1e-9)
+    drift = paxos.clock_drift_max
+    # A new master's whole lease must outlast any its predecessor granted, on any clocks
+    # within the drift bound: stretch it by 2e/(1-e) (and a tick for rounding).
+    extra = int(lease_ticks * 2 * drift / (1 - drift)) + 1
+    return MasterTiming(
+        SessionTiming(
+            lease_ticks=lease_ticks,
+            answer_before_ticks=max(1, int(sessions.keepalive_answer_before_seconds / tick)),
+            failover_extra_ticks=extra,
+            events_pending_max=sessions.events_pending_max,
+        ),
+        tick_microseconds=round(tick * 1_000_000),
+        waiters_max=sessions.lock_waiters_max,
+    )
+
+
+def _handle_key(cell: str) -> bytes:
+    """The key of handles' check digits, the same on every replica of the cell.
+
+    Derived from the cell's name for now, which stops accidental misuse (a handle of another
+    cell, or altered bytes) but not a forger who knows the name: it becomes a configured
+    secret with authentication (issue 4, item 3).
+    """
+    return hashlib.blake2b(f"chubbypy handles of cell {cell}".encode(), digest_size=32).digest()

@@ -2,6 +2,7 @@
 session, the master's in-memory session table (leases, KeepAlives, events) driven by
 ticks, and handles with their check digits."""
 
+from chubbypy.protocol.session import EventKind, SessionEvent
 from chubbypy.sessions._handles import (
     EventMask,
     Handle,
@@ -11,10 +12,8 @@ from chubbypy.sessions._handles import (
 )
 from chubbypy.sessions._records import SESSION_NAME_CHARS_MAX, SessionRecord
 from chubbypy.sessions._table import (
-    EventKind,
     KeepAliveAnswer,
     Outputs,
-    SessionEvent,
     SessionTable,
     SessionTiming,
 )

@@ -41,32 +41,7 @@ import enum
 
 from attrs import define, field, frozen
 
-
-class EventKind(enum.IntEnum):
-    """Events a handle (or the session) can receive (Chubby §2.5). Values are stable."""
-
-    CONTENTS_MODIFIED = 1
-    CHILD_CHANGED = 2
-    """A child of the directory was added, removed or modified."""
-    MASTER_FAILOVER = 3
-    """Other events may have been lost: rescan, and flush any cache."""
-    HANDLE_INVALID = 4
-    """The handle (and any lock it held) is no longer valid: its node was deleted."""
-    LOCK_ACQUIRED = 5
-    CONFLICTING_LOCK = 6
-    """Another client asked for the lock this handle holds."""
-    INVALIDATE = 7
-    """Cache invalidation: drop what is cached of `path` (and acknowledge)."""
-
-
-@frozen
-class SessionEvent:
-    """One event for one session, numbered in the order the session receives them."""
-
-    sequence: int
-    kind: EventKind
-    path: str = ""
-    handle_id: int = 0
+from chubbypy.protocol.session import EventKind, SessionEvent
 
 
 @frozen

@@ -17,6 +17,7 @@ from chubbypy.config import (
     ConfigError,
     LimitsConfig,
     PaxosConfig,
+    SessionsConfig,
     load_config,
     parse_config,
 )
@@ -105,6 +106,7 @@ def test_cell_yaml_states_the_defaults() -> None:
     cell = load_config(ETC / "cell.yaml")
     assert cell.paxos == PaxosConfig()
     assert cell.limits == LimitsConfig()
+    assert cell.sessions == SessionsConfig()
 
 
 def test_cell5_yaml_loads() -> None:
@@ -581,3 +583,10 @@ def test_a_loaded_config_is_frozen() -> None:
     cell: CellConfig = load_config(ETC / "cell.yaml")
     with pytest.raises(AttributeError):
         cell.cell = "other"  # type: ignore[misc]
+
+
+def test_a_keepalive_answered_no_earlier_than_the_lease_is_refused() -> None:
+    """sessions.keepalive_answer_before_seconds must be shorter than sessions.lease_seconds."""
+    document = config(sessions={"lease_seconds": 5, "keepalive_answer_before_seconds": 5})
+    with pytest.raises(ConfigError, match=r"sessions\.keepalive_answer_before_seconds: 5 is not"):
+        parse_config(document)

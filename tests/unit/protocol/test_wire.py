@@ -55,6 +55,8 @@ from chubbypy.protocol.client import (
     ReplicaAddress,
     ReplicaStatus,
     RequestId,
+    SessionReply,
+    SessionRequest,
     StatusReply,
     StatusRequest,
     Welcome,
@@ -79,6 +81,7 @@ from chubbypy.protocol.namespace import (
     GetStat,
     InstanceIs,
     Listing,
+    LockMode,
     MultiOp,
     MultiResult,
     Read,
@@ -92,6 +95,28 @@ from chubbypy.protocol.namespace import (
     Write,
     WriteResult,
     Written,
+)
+from chubbypy.protocol.session import (
+    AcquireLock,
+    CallDone,
+    CheckSequencer,
+    CloseHandle,
+    CloseSession,
+    CreateSession,
+    EventKind,
+    GetSequencer,
+    HandleOpened,
+    HandleWrite,
+    KeepAlive,
+    LeaseExtended,
+    Locked,
+    Open,
+    ReleaseLock,
+    SequencerValidity,
+    SessionCall,
+    SessionCreated,
+    SessionEvent,
+    SessionResult,
 )
 from chubbypy.protocol.wire import (
     DecodeError,
@@ -206,7 +231,40 @@ statuses = st.builds(
     uptime_ms=uints,
 )
 
+handles = st.binary(min_size=1, max_size=40)
+session_ids = st.integers(1, INT64_MAX)
+lock_modes = st.sampled_from(LockMode)
+simple_writes = writes.filter(lambda w: not isinstance(w, MultiOp))
+session_calls: st.SearchStrategy[SessionCall] = st.one_of(
+    st.builds(CreateSession, names),
+    st.builds(KeepAlive, session_ids, uints),
+    st.builds(CloseSession, session_ids),
+    st.builds(
+        Open, session_ids, st.just("/ls/c/f"), uints, uints, uints,
+        st.none() | st.just(Create("/ls/c/f", contents=b"x")), st.booleans(),
+    ),
+    st.builds(CloseHandle, handles),
+    st.builds(AcquireLock, handles, lock_modes, st.booleans()),
+    st.builds(ReleaseLock, handles),
+    st.builds(HandleWrite, handles, simple_writes, st.none() | handles),
+    st.builds(GetSequencer, handles),
+    st.builds(CheckSequencer, handles),
+)  # fmt: skip
+session_events = st.builds(
+    SessionEvent, st.integers(1, INT64_MAX), st.sampled_from(EventKind), names, uints
+)
+session_results: st.SearchStrategy[SessionResult] = st.one_of(
+    st.builds(SessionCreated, session_ids, uints),
+    st.builds(LeaseExtended, uints, st.lists(session_events, max_size=3).map(tuple)),
+    st.builds(HandleOpened, handles, st.booleans(), stats),
+    st.builds(Locked, stats, handles),
+    st.just(CallDone()),
+    st.builds(SequencerValidity, st.booleans()),
+)
+
 MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
+    SessionRequest: st.builds(SessionRequest, request_ids, session_calls),
+    SessionReply: st.builds(SessionReply, request_ids, session_results),
     Hello: st.builds(Hello, uints, cells, st.sampled_from(ConnectionRole), names),
     Welcome: st.builds(Welcome, uints, cells, replica_ids),
     LocateMaster: st.builds(LocateMaster, request_ids),
@@ -438,7 +496,7 @@ def test_malformed_body_raises_decode_error(body: bytes) -> None:
         decode_wire(body)
 
 
-@pytest.mark.parametrize("tag", [0, 3, 15, 25, 33, 99, 2**40])
+@pytest.mark.parametrize("tag", [0, 3, 16, 26, 33, 99, 2**40])
 def test_an_unknown_tag_is_an_unknown_message(tag: int) -> None:
     """A well-formed body with a tag this version lacks raises UnknownMessageError."""
     with pytest.raises(UnknownMessageError, match="unknown message tag"):

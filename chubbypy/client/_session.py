@@ -1,0 +1,348 @@
+"""A Chubby session on the client: KeepAlives, the local lease, jeopardy, handles and locks.
+
+Shell (STYLE §6). `Session.open(cell)` asks the master for a session; the session then keeps
+one KeepAlive at the master at all times (Chubby §2.8) and keeps its own view of the
+session lease on the local clock.
+
+Theory of operation: one explicit state machine.
+
+* **connected**: the local lease is valid; calls go to the master.
+* **jeopardy**: the local lease ran out without a KeepAlive answer (the master may be
+  failing over). Calls wait; the KeepAlives go on, to whichever replica is master.
+* **safe**: a KeepAlive was answered during jeopardy: the session survived (often on a new
+  master). It is reported, then the session is connected again.
+* **expired**: the master said the session ended, or jeopardy lasted the whole grace
+  period (45 s by default). Final: every call, waiting or later, fails `SessionExpired`,
+  and every handle fails the same way from then on.
+
+The local lease counts from when the KeepAlive that was answered was first *sent* (the
+master extends a lease only when it answers, later), shrunk by the worst clock drift
+between client and master, so it always ends before the master's own view of the lease
+(the simulator's session-safety checker is what found that a retry must not restart it).
+Each state change is reported to `on_state` callbacks, and each event the master sends
+(contents modified, lock acquired, master fail-over, ...) to `on_event` callbacks, once,
+in order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from chubbypy.client._cell import Cell, default_client_name
+from chubbypy.protocol.client import RequestId, SessionReply, SessionRequest
+from chubbypy.protocol.errors import ChubbyError, SessionExpired, Unavailable
+from chubbypy.protocol.namespace import Create, LockMode, SetContents, Stat
+from chubbypy.protocol.session import (
+    AcquireLock,
+    CallDone,
+    CheckSequencer,
+    CloseHandle,
+    CloseSession,
+    CreateSession,
+    GetSequencer,
+    HandleOpened,
+    HandleWrite,
+    KeepAlive,
+    LeaseExtended,
+    Locked,
+    Open,
+    ReleaseLock,
+    SequencerValidity,
+    SessionCall,
+    SessionCreated,
+    SessionEvent,
+    SessionResult,
+)
+
+GRACE_SECONDS_DEFAULT = 45.0
+CLOCK_DRIFT_DEFAULT = 0.01
+"""At least the cell's ``paxos.clock_drift_max``."""
+READ, WRITE, CHANGE_ACL = 1, 2, 4
+"""Handle modes (Chubby §2.6), as the wire carries them."""
+
+
+class SessionState(enum.Enum):
+    CONNECTED = "connected"
+    JEOPARDY = "jeopardy"
+    SAFE = "safe"
+    EXPIRED = "expired"
+
+
+class Session:
+    """One session with a cell; see the module docstring. Make one with `Session.open`."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        cell: Cell,
+        clock: IReactorTime,
+        session_id: int,
+        *,
+        grace_seconds: float,
+        clock_drift_max: float,
+    ) -> None:
+        self.cell = cell
+        self.session_id = session_id
+        self._clock = clock
+        self._grace = grace_seconds
+        self._drift = clock_drift_max
+        self._lease_end = 0.0
+        self._state = SessionState.CONNECTED
+        self._acked = 0
+        self._waiting: list[Deferred[None]] = []
+        self._jeopardy_call: IDelayedCall | None = None
+        self._closing = False
+        self.on_state: list[Callable[[SessionState], None]] = []
+        self.on_event: list[Callable[[SessionEvent], None]] = []
+
+    @classmethod
+    def open(
+        cls,
+        cell: Cell,
+        clock: IReactorTime,
+        *,
+        name: str | None = None,
+        grace_seconds: float = GRACE_SECONDS_DEFAULT,
+        clock_drift_max: float = CLOCK_DRIFT_DEFAULT,
+    ) -> Deferred[Session]:
+        """A new session (its KeepAlives already running)."""
+
+        async def create() -> Session:
+            sent = clock.seconds()
+            result = await _call(cell, CreateSession(name or default_client_name()))
+            if not isinstance(result, SessionCreated):
+                raise ChubbyError(f"unexpected {type(result).__name__} to CreateSession")
+            session = cls(cell, clock, result.session_id, grace_seconds=grace_seconds,
+                          clock_drift_max=clock_drift_max)  # fmt: skip
+            session._extend(sent, result.lease_ms)
+            session._keep_alive()
+            return session
+
+        return Deferred.fromCoroutine(create())
+
+    # ------------------------------------------------------------------------- queries
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def lease_remaining(self) -> float:
+        """Seconds of local lease left (0 in jeopardy or once expired)."""
+        return max(0.0, self._lease_end - self._clock.seconds())
+
+    # ------------------------------------------------------------------------- calls
+
+    def open_handle(
+        self,
+        path: str,
+        *,
+        mode: int = READ | WRITE,
+        events: int = 0,
+        lock_delay_seconds: float = 0.0,
+        create: bool = False,
+        contents: bytes = b"",
+        ephemeral: bool = False,
+        exclusive: bool = False,
+    ) -> Deferred[Handle]:
+        """A handle on `path`; with `create`, the file is created if missing (with
+        `contents`; `ephemeral` ties it to this session), and with `exclusive` must be new."""
+        made = Create(path, contents=contents, ephemeral=ephemeral) if create else None
+        delay_ms = round(lock_delay_seconds * 1000)
+
+        async def opening() -> Handle:
+            call = Open(self.session_id, path, mode, events, delay_ms, made, exclusive)
+            result = await self.call(call)
+            if not isinstance(result, HandleOpened):
+                raise ChubbyError(f"unexpected {type(result).__name__} to Open")
+            return Handle(self, path, result.handle, result.created, result.stat)
+
+        return Deferred.fromCoroutine(opening())
+
+    def check_sequencer(self, sequencer: bytes) -> Deferred[bool]:
+        """Whether `sequencer` still names a lock held in its mode at its generation."""
+
+        async def checking() -> bool:
+            result = await self.call(CheckSequencer(sequencer))
+            return isinstance(result, SequencerValidity) and result.valid
+
+        return Deferred.fromCoroutine(checking())
+
+    def close(self) -> Deferred[None]:
+        """End the session: its locks are released at once, its ephemeral files deleted."""
+        if self._state is SessionState.EXPIRED:
+            return succeed(None)
+        self._closing = True
+
+        async def closing() -> None:
+            try:
+                await _call(self.cell, CloseSession(self.session_id))
+            finally:
+                self._set_state(SessionState.EXPIRED)
+
+        return Deferred.fromCoroutine(closing())
+
+    async def call(self, call: SessionCall, attempt_seconds: float | None = None) -> SessionResult:
+        """Send `call` to the master, waiting out jeopardy; raises its ChubbyError."""
+        while self._state is SessionState.JEOPARDY:
+            waiting: Deferred[None] = Deferred()
+            self._waiting.append(waiting)
+            await waiting
+        if self._state is SessionState.EXPIRED:
+            raise SessionExpired(f"session {self.session_id} has expired")
+        try:
+            return await _call(self.cell, call, attempt_seconds)
+        except SessionExpired:
+            self._set_state(SessionState.EXPIRED)
+            raise
+
+    # ------------------------------------------------------------------------- the lease
+
+    def _extend(self, sent: float, lease_ms: int) -> None:
+        """A lease of `lease_ms`, granted in answer to a call first sent at `sent`."""
+        shrink = (1 - self._drift) / (1 + self._drift)
+        self._lease_end = max(self._lease_end, sent + lease_ms / 1000 * shrink)
+        if self._jeopardy_call is not None and self._jeopardy_call.active():
+            self._jeopardy_call.cancel()
+        delay = max(0.0, self._lease_end - self._clock.seconds())
+        self._jeopardy_call = self._clock.callLater(delay, self._lease_ran_out)
+
+    def _lease_ran_out(self) -> None:
+        if self._state is SessionState.CONNECTED and self._clock.seconds() >= self._lease_end:
+            self._set_state(SessionState.JEOPARDY)
+
+    def _keep_alive(self) -> None:
+        Deferred.fromCoroutine(self._keep_alive_loop()).addErrback(
+            lambda failure: self.log.failure("the KeepAlive loop failed", failure)
+        )
+
+    async def _keep_alive_loop(self) -> None:
+        while self._state is not SessionState.EXPIRED and not self._closing:
+            sent = self._clock.seconds()
+            deadline = max(self._lease_end, sent) + self._grace
+            call = KeepAlive(self.session_id, self._acked)
+            # The master holds a KeepAlive until the lease nearly ends: wait that long.
+            attempt = max(1.0, self._lease_end - sent + 1.0)
+            try:
+                result = await _call(self.cell, call, attempt, deadline)
+            except SessionExpired:
+                self._set_state(SessionState.EXPIRED)
+                return
+            except Unavailable:
+                if self._clock.seconds() >= deadline:
+                    self._set_state(SessionState.EXPIRED)  # the grace period is over
+                    return
+                continue
+            if not isinstance(result, LeaseExtended):
+                continue
+            self._extend(sent, result.lease_ms)
+            if self._state is SessionState.JEOPARDY:
+                self._set_state(SessionState.SAFE)
+                self._set_state(SessionState.CONNECTED)
+            self._deliver(result.events)
+
+    def _deliver(self, events: tuple[SessionEvent, ...]) -> None:
+        for event in events:
+            if event.sequence <= self._acked:
+                continue  # sent again because an answer was lost: seen already
+            self._acked = event.sequence
+            for callback in list(self.on_event):
+                callback(event)
+
+    def _set_state(self, state: SessionState) -> None:
+        if state is self._state:
+            return
+        self._state = state
+        self.log.info("session {id}: {state}", id=self.session_id, state=state.value)
+        for callback in list(self.on_state):
+            callback(state)
+        if state in (SessionState.CONNECTED, SessionState.EXPIRED):
+            waiting, self._waiting = self._waiting, []
+            for deferred in waiting:
+                deferred.callback(None)
+
+
+class Handle:
+    """An open handle on one node; its calls return Deferreds."""
+
+    def __init__(
+        self, session: Session, path: str, handle: bytes, created: bool, stat: Stat
+    ) -> None:
+        self.session = session
+        self.path = path
+        self.created = created
+        self.stat = stat
+        self._handle = handle
+
+    def acquire(self, *, shared: bool = False) -> Deferred[bytes]:
+        """Wait for the lock (exclusive, or `shared`); its sequencer once held."""
+        mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
+        # The master holds a blocking acquire until the lock is free: one long attempt,
+        # never re-sent while the connection lives (a second request would queue behind
+        # the first).
+        wait = self.session.cell.timeout_seconds
+        return self._locked(AcquireLock(self._handle, mode, wait=True), wait)
+
+    def try_acquire(self, *, shared: bool = False) -> Deferred[bytes]:
+        """The lock now, or `LockHeld` / `LockDelayed`; its sequencer."""
+        mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
+        return self._locked(AcquireLock(self._handle, mode, wait=False))
+
+    def get_sequencer(self) -> Deferred[bytes]:
+        """The sequencer of the lock this handle holds (`LockNotHeld` if none)."""
+        return self._locked(GetSequencer(self._handle))
+
+    def release(self) -> Deferred[None]:
+        return self._done(ReleaseLock(self._handle))
+
+    def set_contents(self, contents: bytes, *, sequencer: bytes | None = None) -> Deferred[None]:
+        """Write the file; with `sequencer`, only while it is valid (`InvalidSequencer`)."""
+        write = SetContents(self.path, contents)
+        return self._done(HandleWrite(self._handle, write, sequencer))
+
+    def close(self) -> Deferred[None]:
+        """Close the handle (releasing its lock, if it holds one)."""
+        return self._done(CloseHandle(self._handle))
+
+    def _locked(self, call: SessionCall, attempt: float | None = None) -> Deferred[bytes]:
+        async def calling() -> bytes:
+            result = await self.session.call(call, attempt)
+            if not isinstance(result, Locked):
+                raise ChubbyError(f"unexpected {type(result).__name__}")
+            self.stat = result.stat
+            return result.sequencer
+
+        return Deferred.fromCoroutine(calling())
+
+    def _done(self, call: SessionCall) -> Deferred[None]:
+        async def calling() -> None:
+            result = await self.session.call(call)
+            if not isinstance(result, CallDone):
+                raise ChubbyError(f"unexpected {type(result).__name__}")
+
+        return Deferred.fromCoroutine(calling())
+
+
+async def _call(
+    cell: Cell,
+    call: SessionCall,
+    attempt_seconds: float | None = None,
+    deadline: float | None = None,
+) -> SessionResult:
+    """One session call through the master, redirects and retries as every call has."""
+
+    def make(request_id: RequestId) -> SessionRequest:
+        return SessionRequest(request_id, call)
+
+    reply: Any = await cell._call_master(make, deadline or cell._deadline(), attempt_seconds)
+    if not isinstance(reply, SessionReply):
+        raise ChubbyError(f"unexpected {type(reply).__name__} to a session call")
+    result: SessionResult = reply.result
+    return result

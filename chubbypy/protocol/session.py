@@ -1,0 +1,181 @@
+"""Session, handle and lock calls between a client and the master, as frozen data.
+
+Part of `chubbypy.protocol`. A client sends a `SessionRequest` carrying one call and the
+master answers with a `SessionReply` carrying its result, or an `ErrorReply` (SESSION_EXPIRED,
+LOCK_HELD, INVALID_HANDLE, NOT_MASTER, ...), so operating errors raise the same exception
+classes as everywhere else. Handles and sequencers are opaque bytes the master made; the
+client only passes them back. Chubby §2.4 to §2.9 name the calls.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import frozen
+
+from chubbypy.protocol.namespace import Create, LockMode, SimpleWrite, Stat
+
+HANDLE_BYTES_MAX = 4096
+SEQUENCER_BYTES_MAX = 4096
+
+
+class EventKind(enum.IntEnum):
+    """Events a handle (or the session) can receive (Chubby §2.5). Values are stable."""
+
+    CONTENTS_MODIFIED = 1
+    CHILD_CHANGED = 2
+    """A child of the directory was added, removed or modified."""
+    MASTER_FAILOVER = 3
+    """Other events may have been lost: rescan, and flush any cache."""
+    HANDLE_INVALID = 4
+    """The handle (and any lock it held) is no longer valid: its node was deleted."""
+    LOCK_ACQUIRED = 5
+    CONFLICTING_LOCK = 6
+    """Another client asked for the lock this handle holds."""
+    INVALIDATE = 7
+    """Cache invalidation: drop what is cached of `path` (and acknowledge)."""
+
+
+@frozen
+class SessionEvent:
+    """One event for one session, numbered in the order the session receives them."""
+
+    sequence: int
+    kind: EventKind
+    path: str = ""
+    handle_id: int = 0
+
+
+# ----------------------------------------------------------------------------- calls
+
+
+@frozen
+class CreateSession:
+    """Start a session; `name` says who the client is (for operators)."""
+
+    name: str
+
+
+@frozen
+class KeepAlive:
+    """Keep the session alive; held by the master until the lease nearly ends or an event
+    is due. `acked_through` acknowledges every event up to that sequence number."""
+
+    session_id: int
+    acked_through: int
+
+
+@frozen
+class CloseSession:
+    session_id: int
+
+
+@frozen
+class Open:
+    """Open `path`: `mode` is a `HandleMode` bit set, `events` an `EventMask`. With
+    `create`, create the node if missing (and with `exclusive`, fail if it exists)."""
+
+    session_id: int
+    path: str
+    mode: int
+    events: int = 0
+    lock_delay_ms: int = 0
+    create: Create | None = None
+    exclusive: bool = False
+
+
+@frozen
+class CloseHandle:
+    handle: bytes
+
+
+@frozen
+class AcquireLock:
+    """Take the handle's lock; with `wait`, queue until it is free (else LOCK_HELD)."""
+
+    handle: bytes
+    mode: LockMode
+    wait: bool
+
+
+@frozen
+class ReleaseLock:
+    handle: bytes
+
+
+@frozen
+class HandleWrite:
+    """A write to the handle's node; with `sequencer`, only while it is valid (fencing)."""
+
+    handle: bytes
+    write: SimpleWrite
+    sequencer: bytes | None = None
+
+
+@frozen
+class GetSequencer:
+    handle: bytes
+
+
+@frozen
+class CheckSequencer:
+    sequencer: bytes
+
+
+SessionCall = (
+    CreateSession
+    | KeepAlive
+    | CloseSession
+    | Open
+    | CloseHandle
+    | AcquireLock
+    | ReleaseLock
+    | HandleWrite
+    | GetSequencer
+    | CheckSequencer
+)
+
+# ----------------------------------------------------------------------------- results
+
+
+@frozen
+class SessionCreated:
+    session_id: int
+    lease_ms: int
+    """How long the lease runs from when the master answered, on the master's clock."""
+
+
+@frozen
+class LeaseExtended:
+    lease_ms: int
+    events: tuple[SessionEvent, ...]
+
+
+@frozen
+class HandleOpened:
+    handle: bytes
+    created: bool
+    stat: Stat
+
+
+@frozen
+class Locked:
+    """The handle holds the lock; `sequencer` names this acquisition (Chubby §2.4)."""
+
+    stat: Stat
+    sequencer: bytes
+
+
+@frozen
+class CallDone:
+    """The call succeeded and has nothing to return."""
+
+
+@frozen
+class SequencerValidity:
+    valid: bool
+
+
+SessionResult = (
+    SessionCreated | LeaseExtended | HandleOpened | Locked | CallDone | SequencerValidity
+)

@@ -1,0 +1,227 @@
+"""msgpack plain forms of session calls and results (embedded in wire messages).
+
+Same conventions as `namespace_codec`: tagged arrays, every field validated on the way in,
+`DecodeError` and nothing else for data this codec did not write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chubbypy.protocol._plain import (
+    DecodeError,
+    array,
+    binary,
+    boolean,
+    integer,
+    tagged,
+    text,
+)
+from chubbypy.protocol.namespace import Create, LockMode, MultiOp, SimpleWrite, Stat
+from chubbypy.protocol.namespace_codec import (
+    result_from_plain,
+    result_to_plain,
+    write_from_plain,
+    write_to_plain,
+)
+from chubbypy.protocol.session import (
+    HANDLE_BYTES_MAX,
+    SEQUENCER_BYTES_MAX,
+    AcquireLock,
+    CallDone,
+    CheckSequencer,
+    CloseHandle,
+    CloseSession,
+    CreateSession,
+    EventKind,
+    GetSequencer,
+    HandleOpened,
+    HandleWrite,
+    KeepAlive,
+    LeaseExtended,
+    Locked,
+    Open,
+    ReleaseLock,
+    SequencerValidity,
+    SessionCall,
+    SessionCreated,
+    SessionEvent,
+    SessionResult,
+)
+
+INT64_MAX = 2**63 - 1
+NAME_CHARS_MAX = 256
+PATH_CHARS_MAX = 4096
+EVENTS_MAX = 100_000
+
+
+def call_to_plain(call: SessionCall) -> list[Any]:
+    match call:
+        case CreateSession(name):
+            return [1, name]
+        case KeepAlive(session_id, acked):
+            return [2, session_id, acked]
+        case CloseSession(session_id):
+            return [3, session_id]
+        case Open(session_id, path, mode, events, delay, create, exclusive):
+            plain_create = None if create is None else write_to_plain(create)
+            return [4, session_id, path, mode, events, delay, plain_create, exclusive]
+        case CloseHandle(handle):
+            return [5, handle]
+        case AcquireLock(handle, mode, wait):
+            return [6, handle, int(mode), wait]
+        case ReleaseLock(handle):
+            return [7, handle]
+        case HandleWrite(handle, write, sequencer):
+            return [8, handle, write_to_plain(write), sequencer]
+        case GetSequencer(handle):
+            return [9, handle]
+        case CheckSequencer(sequencer):
+            return [10, sequencer]
+    raise AssertionError(call)
+
+
+def _event(event: SessionEvent) -> list[Any]:
+    return [event.sequence, int(event.kind), event.path, event.handle_id]
+
+
+def session_result_to_plain(result: SessionResult) -> list[Any]:
+    match result:
+        case SessionCreated(session_id, lease_ms):
+            return [1, session_id, lease_ms]
+        case LeaseExtended(lease_ms, events):
+            return [2, lease_ms, [_event(e) for e in events]]
+        case HandleOpened(handle, created, stat):
+            return [3, handle, created, result_to_plain(stat)]
+        case Locked(stat, sequencer):
+            return [4, result_to_plain(stat), sequencer]
+        case CallDone():
+            return [5]
+        case SequencerValidity(valid):
+            return [6, valid]
+    raise AssertionError(result)
+
+
+# ----------------------------------------------------------------------------- from plain
+
+
+def _uint(data: Any, low: int = 0) -> int:
+    value = integer(data, low)
+    if value > INT64_MAX:
+        raise DecodeError(f"integer {value} is above the limit of {INT64_MAX}")
+    return value
+
+
+def _bytes(data: Any, most: int, what: str) -> bytes:
+    value = binary(data)
+    if not 1 <= len(value) <= most:
+        raise DecodeError(f"a {what} of {len(value)} bytes: expected 1 to {most}")
+    return value
+
+
+def _handle(data: Any) -> bytes:
+    return _bytes(data, HANDLE_BYTES_MAX, "handle")
+
+
+def _sequencer(data: Any) -> bytes:
+    return _bytes(data, SEQUENCER_BYTES_MAX, "sequencer")
+
+
+def _text(data: Any, most: int, what: str) -> str:
+    value = text(data)
+    if len(value) > most:
+        raise DecodeError(f"a {what} of {len(value)} characters: at most {most}")
+    return value
+
+
+def _mode(data: Any) -> LockMode:
+    try:
+        return LockMode(integer(data))
+    except ValueError:
+        raise DecodeError(f"unknown lock mode {data!r:.20}") from None
+
+
+def _simple_write(data: Any) -> SimpleWrite:
+    write = write_from_plain(data)
+    if isinstance(write, MultiOp):
+        raise DecodeError("a handle write is one operation, not a MultiOp")
+    return write
+
+
+def _create(data: Any) -> Create | None:
+    if data is None:
+        return None
+    write = write_from_plain(data)
+    if not isinstance(write, Create):
+        raise DecodeError("an open's create option must be a Create")
+    return write
+
+
+def _to_open(f: list[Any]) -> Open:
+    path = _text(f[1], PATH_CHARS_MAX, "path")
+    create = _create(f[5])
+    if create is not None and create.path != path:
+        raise DecodeError("an open's create option names another path")
+    return Open(_uint(f[0], 1), path, _uint(f[2]), _uint(f[3]), _uint(f[4]), create, boolean(f[6]))
+
+
+_CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
+    1: (1, lambda f: CreateSession(_text(f[0], NAME_CHARS_MAX, "session name"))),
+    2: (2, lambda f: KeepAlive(_uint(f[0], 1), _uint(f[1]))),
+    3: (1, lambda f: CloseSession(_uint(f[0], 1))),
+    4: (7, _to_open),
+    5: (1, lambda f: CloseHandle(_handle(f[0]))),
+    6: (3, lambda f: AcquireLock(_handle(f[0]), _mode(f[1]), boolean(f[2]))),
+    7: (1, lambda f: ReleaseLock(_handle(f[0]))),
+    8: (
+        3,
+        lambda f: HandleWrite(
+            _handle(f[0]), _simple_write(f[1]), None if f[2] is None else _sequencer(f[2])
+        ),
+    ),
+    9: (1, lambda f: GetSequencer(_handle(f[0]))),
+    10: (1, lambda f: CheckSequencer(_sequencer(f[0]))),
+}
+
+
+def _to_stat(data: Any) -> Stat:
+    stat = result_from_plain(data)
+    if not isinstance(stat, Stat):
+        raise DecodeError("expected a stat")
+    return stat
+
+
+def _to_event(data: Any) -> SessionEvent:
+    sequence, kind, path, handle_id = array(data, 4)
+    try:
+        event_kind = EventKind(integer(kind))
+    except ValueError:
+        raise DecodeError(f"unknown event kind {kind!r:.20}") from None
+    return SessionEvent(_uint(sequence, 1), event_kind, _text(path, PATH_CHARS_MAX, "path"),
+                        _uint(handle_id))  # fmt: skip
+
+
+def _to_lease_extended(f: list[Any]) -> LeaseExtended:
+    events = array(f[1])
+    if len(events) > EVENTS_MAX:
+        raise DecodeError(f"{len(events)} events in one answer: at most {EVENTS_MAX}")
+    return LeaseExtended(_uint(f[0]), tuple(_to_event(e) for e in events))
+
+
+_RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
+    1: (2, lambda f: SessionCreated(_uint(f[0], 1), _uint(f[1]))),
+    2: (2, _to_lease_extended),
+    3: (3, lambda f: HandleOpened(_handle(f[0]), boolean(f[1]), _to_stat(f[2]))),
+    4: (2, lambda f: Locked(_to_stat(f[0]), _sequencer(f[1]))),
+    5: (0, lambda f: CallDone()),
+    6: (1, lambda f: SequencerValidity(boolean(f[0]))),
+}
+
+
+def call_from_plain(data: Any) -> SessionCall:
+    return tagged(data, _CALLS, "session call")
+
+
+def session_result_from_plain(data: Any) -> SessionResult:
+    return tagged(data, _RESULTS, "session result")

@@ -1,0 +1,226 @@
+"""Sessions, handles and locks on a real replica: the master's service behind the client port.
+
+Shell side. `SessionHost` starts a `chubbypy.master.MasterService` when its replica starts
+serving as master and drops it when mastership ends (every call in progress is answered
+NOT_MASTER, and the client retries elsewhere). It turns each `SessionRequest` into a call,
+proposes the service's decisions through the Paxos core as the master's own commands
+(`MASTER_CLIENT`: every call a client retries is idempotent at the service), hands it every
+entry the log applies, and answers with `SessionReply` or `ErrorReply`. Calls are served only
+while the master lease is valid: an answer from memory, and above all a session lease
+extended by a KeepAlive answer, is a promise only the lease holder may make.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from chubbypy.master import (
+    CallResult,
+    Done,
+    HandleOpened,
+    KeepAliveAnswered,
+    LockGranted,
+    MasterService,
+    MasterTiming,
+    SequencerChecked,
+    SessionStarted,
+)
+from chubbypy.namespace import NamespaceMachine
+from chubbypy.paxos import Outcome, OutcomeKind, Replica
+from chubbypy.protocol import MASTER_CLIENT, Command
+from chubbypy.protocol.client import ErrorReply, RequestId, ServerReply, SessionReply
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace_codec import encode_log_write
+from chubbypy.protocol.session import (
+    AcquireLock,
+    CallDone,
+    CheckSequencer,
+    CloseHandle,
+    CloseSession,
+    CreateSession,
+    GetSequencer,
+    HandleWrite,
+    KeepAlive,
+    LeaseExtended,
+    Locked,
+    Open,
+    ReleaseLock,
+    SequencerValidity,
+    SessionCall,
+    SessionCreated,
+    SessionResult,
+)
+from chubbypy.protocol.session import (
+    HandleOpened as WireHandleOpened,
+)
+from chubbypy.sessions import EventMask, HandleMode
+
+Reply = Callable[[ServerReply], None]
+
+
+class SessionHost:
+    """One replica's master-side service for sessions; see the module docstring."""
+
+    def __init__(
+        self,
+        core: Replica,
+        machine: NamespaceMachine,
+        timing: MasterTiming,
+        handle_key: bytes,
+        tick_seconds: float,
+    ) -> None:
+        self._core = core
+        self._machine = machine
+        self._timing = timing
+        self._key = handle_key
+        self._tick_ms = tick_seconds * 1000
+        self._service: MasterService | None = None
+        self._calls: dict[int, tuple[Reply, RequestId, int]] = {}
+        """Per token: how to answer, the request's id, and the connection that asked."""
+        self._proposals: dict[int, int | None] = {}
+        """The token each proposal serves, by its MASTER_CLIENT sequence number."""
+        self._tokens = itertools.count(1)
+        self._sequences = itertools.count(1)
+
+    @property
+    def sessions(self) -> int:
+        return 0 if self._service is None else self._service.session_count
+
+    # ------------------------------------------------------------------------- mastership
+
+    def started(self, epoch: int) -> None:
+        """The replica serves as master of `epoch`; every earlier entry is applied."""
+        self._service = MasterService(self._timing, self._key)
+        self._machine.keep_applied = True
+        self._machine.take_applied()
+        self._service.start(self._core.tick_count, epoch, self._machine)
+        self._flush()
+
+    def stopped(self) -> None:
+        """Mastership ended: the calls in progress go elsewhere."""
+        self._service = None
+        self._machine.keep_applied = False
+        calls, self._calls, self._proposals = self._calls, {}, {}
+        for reply, request_id, _ in calls.values():
+            reply(ErrorReply(request_id, ErrorCode.NOT_MASTER, "mastership ended", None))
+
+    def ticked(self) -> None:
+        if self._service is not None:
+            self._service.tick(self._core.tick_count)
+            self._flush()
+
+    # ------------------------------------------------------------------------- calls
+
+    def call(self, reply: Reply, request_id: RequestId, call: SessionCall, connection: int) -> None:
+        service = self._service
+        if service is None or not self._core.can_serve_reads():
+            reply(ErrorReply(request_id, ErrorCode.NOT_MASTER, "not the master", None))
+            return
+        token = next(self._tokens)
+        self._calls[token] = (reply, request_id, connection)
+        match call:
+            case CreateSession(name):
+                service.create_session(token, name)
+            case KeepAlive(session_id, acked_through):
+                service.keep_alive(token, session_id, acked_through)
+            case CloseSession(session_id):
+                service.close_session(token, session_id)
+            case Open(session_id, path, mode, events, delay, create, exclusive):
+                service.open(token, session_id, path, HandleMode(mode & 7),
+                             EventMask(events & 0x7E), delay, create, exclusive)  # fmt: skip
+            case CloseHandle(handle):
+                service.close(token, handle)
+            case AcquireLock(handle, mode, wait):
+                service.acquire(token, handle, mode, wait=wait)
+            case ReleaseLock(handle):
+                service.release(token, handle)
+            case HandleWrite(handle, write, sequencer):
+                service.write(token, handle, write, sequencer)
+            case GetSequencer(handle):
+                service.get_sequencer(token, handle)
+            case CheckSequencer(sequencer):
+                service.check_sequencer(token, sequencer)
+        self._flush()
+
+    def connection_closed(self, connection: int) -> None:
+        """A client connection went away: its blocked lock requests stop waiting."""
+        gone = [t for t, (_, _, c) in self._calls.items() if c == connection]
+        for token in gone:
+            del self._calls[token]
+            if self._service is not None:
+                self._service.cancel(token)
+
+    # ------------------------------------------------------------------------- the log
+
+    def applied(self, outcomes: list[Outcome]) -> None:
+        """One entry was applied, with these outcomes: report the master's commands."""
+        if self._service is None:
+            return
+        done = iter(self._machine.take_applied())
+        for outcome in outcomes:
+            if outcome.client_id != MASTER_CLIENT:
+                if outcome.kind is OutcomeKind.APPLIED:
+                    _, write, applied = next(done)
+                    self._service.applied(None, write, applied)  # events of plain writes
+                continue
+            token = self._proposals.pop(outcome.sequence, None)
+            if outcome.kind is OutcomeKind.APPLIED:
+                _, write, applied = next(done)
+                self._service.applied(token, write, applied)
+            elif token is not None:
+                self._error(token, ErrorCode.EPOCH_CHANGED, "proposed by an earlier master")
+        assert next(done, None) is None, "every applied write was reported"
+        self._flush()
+
+    # ------------------------------------------------------------------------- helpers
+
+    def _flush(self) -> None:
+        service = self._service
+        if service is None:
+            return
+        replies, proposals = service.take(master_lease_valid=self._core.can_serve_reads())
+        for reply in replies:
+            self._answer(reply.token, reply.result)
+        for proposal in proposals:
+            sequence = next(self._sequences)
+            command = Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write))
+            if self._core.propose([command], self._core.epoch) is not None:
+                if proposal.token is not None:
+                    self._error(proposal.token, ErrorCode.BUSY, "the master cannot propose now")
+                continue
+            self._proposals[sequence] = proposal.token
+
+    def _answer(self, token: int, result: CallResult) -> None:
+        call = self._calls.pop(token, None)
+        if call is None:
+            return  # its connection went away
+        reply, request_id, _ = call
+        if isinstance(result, Failure):
+            hint = None
+            reply(ErrorReply(request_id, result.code, result.message[:1000], hint))
+        else:
+            reply(SessionReply(request_id, self._wire(result)))
+
+    def _error(self, token: int, code: ErrorCode, message: str) -> None:
+        self._answer(token, Failure(code, message))
+
+    def _wire(self, result: CallResult) -> SessionResult:
+        match result:
+            case SessionStarted(session_id, lease_ticks):
+                return SessionCreated(session_id, self._ms(lease_ticks))
+            case KeepAliveAnswered(lease_ticks, events):
+                return LeaseExtended(self._ms(lease_ticks), events)
+            case HandleOpened(handle, created, stat):
+                return WireHandleOpened(handle, created, stat)
+            case LockGranted(stat, sequencer):
+                return Locked(stat, sequencer)
+            case Done():
+                return CallDone()
+            case SequencerChecked(valid):
+                return SequencerValidity(valid)
+        raise AssertionError(result)
+
+    def _ms(self, ticks: int) -> int:
+        """A lease in ticks as milliseconds, rounded down: a client never counts on more."""
+        return int(ticks * self._tick_ms)
