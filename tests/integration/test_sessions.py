@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -92,3 +95,17 @@ def test_closing_a_session_frees_its_lock_at_once_and_deletes_its_ephemeral_file
     assert time.monotonic() - started < 5
     names = [entry.name for entry in cell.client().list_dir(cell.path())]
     assert "alice-was-here" not in names
+
+
+def test_the_lock_example_in_the_readme_runs(cell: LiveCell) -> None:
+    """examples/lock.py, as the README shows it, runs against a live cell."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "lock.py"
+    done = subprocess.run(
+        [sys.executable, str(example), str(cell.config_path)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"sequencer valid: True" in done.stdout
+    assert b"released; sequencer valid: False" in done.stdout
