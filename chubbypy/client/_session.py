@@ -15,10 +15,12 @@ Theory of operation: one explicit state machine.
   period (45 s by default). Final: every call, waiting or later, fails `SessionExpired`,
   and every handle fails the same way from then on.
 
-The local lease counts from when the KeepAlive that was answered was first *sent* (the
-master extends a lease only when it answers, later), shrunk by the worst clock drift
-between client and master, so it always ends before the master's own view of the lease
-(the simulator's session-safety checker is what found that a retry must not restart it).
+The local lease counts from when the KeepAlive that was answered was first *sent*, plus how
+long the master says it held it (the master extends a lease when it answers, and it
+received the KeepAlive no earlier than it was sent), shrunk by the worst clock drift
+between client and master, so it always ends before the master's own view of the lease.
+The simulator's session-safety checker found that a retry must not restart the count; a
+live cell showed that without the hold the client fell into jeopardy on every KeepAlive.
 Each state change is reported to `on_state` callbacks, and each event the master sends
 (contents modified, lock acquired, master fail-over, ...) to `on_event` callbacks, once,
 in order.
@@ -63,6 +65,8 @@ from chubbypy.protocol.session import (
 GRACE_SECONDS_DEFAULT = 45.0
 CLOCK_DRIFT_DEFAULT = 0.01
 """At least the cell's ``paxos.clock_drift_max``."""
+ACQUIRE_FOREVER_SECONDS = 10.0**9
+"""A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
 READ, WRITE, CHANGE_ACL = 1, 2, 4
 """Handle modes (Chubby §2.6), as the wire carries them."""
 
@@ -94,6 +98,7 @@ class Session:
         self._grace = grace_seconds
         self._drift = clock_drift_max
         self._lease_end = 0.0
+        self._lease_ms = 0
         self._state = SessionState.CONNECTED
         self._acked = 0
         self._waiting: list[Deferred[None]] = []
@@ -128,6 +133,10 @@ class Session:
         return Deferred.fromCoroutine(create())
 
     # ------------------------------------------------------------------------- queries
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._clock
 
     @property
     def state(self) -> SessionState:
@@ -189,7 +198,12 @@ class Session:
 
         return Deferred.fromCoroutine(closing())
 
-    async def call(self, call: SessionCall, attempt_seconds: float | None = None) -> SessionResult:
+    async def call(
+        self,
+        call: SessionCall,
+        attempt_seconds: float | None = None,
+        deadline: float | None = None,
+    ) -> SessionResult:
         """Send `call` to the master, waiting out jeopardy; raises its ChubbyError."""
         while self._state is SessionState.JEOPARDY:
             waiting: Deferred[None] = Deferred()
@@ -198,17 +212,20 @@ class Session:
         if self._state is SessionState.EXPIRED:
             raise SessionExpired(f"session {self.session_id} has expired")
         try:
-            return await _call(self.cell, call, attempt_seconds)
+            return await _call(self.cell, call, attempt_seconds, deadline)
         except SessionExpired:
             self._set_state(SessionState.EXPIRED)
             raise
 
     # ------------------------------------------------------------------------- the lease
 
-    def _extend(self, sent: float, lease_ms: int) -> None:
-        """A lease of `lease_ms`, granted in answer to a call first sent at `sent`."""
+    def _extend(self, sent: float, lease_ms: int, held_ms: int = 0) -> None:
+        """A lease of `lease_ms` from when the master answered a call first sent at `sent`
+        and held `held_ms` there: the answer came no earlier than `sent` plus the hold, on
+        the master's clock, whose rate may differ from ours by the drift bound both ways."""
         shrink = (1 - self._drift) / (1 + self._drift)
-        self._lease_end = max(self._lease_end, sent + lease_ms / 1000 * shrink)
+        self._lease_ms = lease_ms
+        self._lease_end = max(self._lease_end, sent + (held_ms + lease_ms) / 1000 * shrink)
         if self._jeopardy_call is not None and self._jeopardy_call.active():
             self._jeopardy_call.cancel()
         delay = max(0.0, self._lease_end - self._clock.seconds())
@@ -228,8 +245,9 @@ class Session:
             sent = self._clock.seconds()
             deadline = max(self._lease_end, sent) + self._grace
             call = KeepAlive(self.session_id, self._acked)
-            # The master holds a KeepAlive until the lease nearly ends: wait that long.
-            attempt = max(1.0, self._lease_end - sent + 1.0)
+            # The master holds a KeepAlive until its own view of the lease nearly ends:
+            # wait up to a whole lease for the answer (a retry would supersede it).
+            attempt = self._lease_ms / 1000 + 1.0
             try:
                 result = await _call(self.cell, call, attempt, deadline)
             except SessionExpired:
@@ -242,7 +260,7 @@ class Session:
                 continue
             if not isinstance(result, LeaseExtended):
                 continue
-            self._extend(sent, result.lease_ms)
+            self._extend(sent, result.lease_ms, result.held_ms)
             if self._state is SessionState.JEOPARDY:
                 self._set_state(SessionState.SAFE)
                 self._set_state(SessionState.CONNECTED)
@@ -281,14 +299,17 @@ class Handle:
         self.stat = stat
         self._handle = handle
 
-    def acquire(self, *, shared: bool = False) -> Deferred[bytes]:
-        """Wait for the lock (exclusive, or `shared`); its sequencer once held."""
+    def acquire(self, *, shared: bool = False, timeout: float | None = None) -> Deferred[bytes]:
+        """Wait for the lock (exclusive, or `shared`), for ever or `timeout` seconds
+        (`Unavailable` then); its sequencer once held."""
         mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
-        # The master holds a blocking acquire until the lock is free: one long attempt,
-        # never re-sent while the connection lives (a second request would queue behind
-        # the first).
-        wait = self.session.cell.timeout_seconds
-        return self._locked(AcquireLock(self._handle, mode, wait=True), wait)
+        # The master holds a blocking acquire until the lock is free: one attempt as long
+        # as the wait, never re-sent while the connection lives (a second request would
+        # queue behind the first); after a fail-over it is sent again, and a handle that
+        # already holds the lock is simply granted it.
+        wait = ACQUIRE_FOREVER_SECONDS if timeout is None else timeout
+        deadline = self.session.clock.seconds() + wait
+        return self._locked(AcquireLock(self._handle, mode, wait=True), wait, deadline)
 
     def try_acquire(self, *, shared: bool = False) -> Deferred[bytes]:
         """The lock now, or `LockHeld` / `LockDelayed`; its sequencer."""
@@ -311,9 +332,11 @@ class Handle:
         """Close the handle (releasing its lock, if it holds one)."""
         return self._done(CloseHandle(self._handle))
 
-    def _locked(self, call: SessionCall, attempt: float | None = None) -> Deferred[bytes]:
+    def _locked(
+        self, call: SessionCall, attempt: float | None = None, deadline: float | None = None
+    ) -> Deferred[bytes]:
         async def calling() -> bytes:
-            result = await self.session.call(call, attempt)
+            result = await self.session.call(call, attempt, deadline)
             if not isinstance(result, Locked):
                 raise ChubbyError(f"unexpected {type(result).__name__}")
             self.stat = result.stat

@@ -20,6 +20,8 @@ class SessionStarted:
 class KeepAliveAnswered:
     lease_ticks: int
     events: tuple[SessionEvent, ...]
+    held_ticks: int = 0
+    """How long the master held the KeepAlive (see `KeepAliveAnswer.held_ticks`)."""
 
 
 @frozen

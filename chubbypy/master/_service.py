@@ -207,7 +207,8 @@ class MasterService:
                 message = "the master lease lapsed: ask again"
                 self._reply(answer.token, Failure(ErrorCode.NOT_MASTER, message))
                 continue
-            self._reply(answer.token, KeepAliveAnswered(answer.lease_ticks, answer.events))
+            answered = KeepAliveAnswered(answer.lease_ticks, answer.events, answer.held_ticks)
+            self._reply(answer.token, answered)
         for _, token in outputs.refused:
             self._reply(token, _expired("the session has ended"))
         for session_id in outputs.expire:

@@ -149,6 +149,9 @@ class SessionCreated:
 class LeaseExtended:
     lease_ms: int
     events: tuple[SessionEvent, ...]
+    held_ms: int = 0
+    """How long the master held the KeepAlive before answering; the new lease runs from
+    the answer, so the client counts it from its sending plus this (rounded down)."""
 
 
 @frozen

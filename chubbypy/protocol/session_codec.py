@@ -90,8 +90,8 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
     match result:
         case SessionCreated(session_id, lease_ms):
             return [1, session_id, lease_ms]
-        case LeaseExtended(lease_ms, events):
-            return [2, lease_ms, [_event(e) for e in events]]
+        case LeaseExtended(lease_ms, events, held_ms):
+            return [2, lease_ms, [_event(e) for e in events], held_ms]
         case HandleOpened(handle, created, stat):
             return [3, handle, created, result_to_plain(stat)]
         case Locked(stat, sequencer):
@@ -206,12 +206,12 @@ def _to_lease_extended(f: list[Any]) -> LeaseExtended:
     events = array(f[1])
     if len(events) > EVENTS_MAX:
         raise DecodeError(f"{len(events)} events in one answer: at most {EVENTS_MAX}")
-    return LeaseExtended(_uint(f[0]), tuple(_to_event(e) for e in events))
+    return LeaseExtended(_uint(f[0]), tuple(_to_event(e) for e in events), _uint(f[2]))
 
 
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     1: (2, lambda f: SessionCreated(_uint(f[0], 1), _uint(f[1]))),
-    2: (2, _to_lease_extended),
+    2: (3, _to_lease_extended),
     3: (3, lambda f: HandleOpened(_handle(f[0]), boolean(f[1]), _to_stat(f[2]))),
     4: (2, lambda f: Locked(_to_stat(f[0]), _sequencer(f[1]))),
     5: (0, lambda f: CallDone()),

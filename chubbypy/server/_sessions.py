@@ -209,8 +209,8 @@ class SessionHost:
         match result:
             case SessionStarted(session_id, lease_ticks):
                 return SessionCreated(session_id, self._ms(lease_ticks))
-            case KeepAliveAnswered(lease_ticks, events):
-                return LeaseExtended(self._ms(lease_ticks), events)
+            case KeepAliveAnswered(lease_ticks, events, held_ticks):
+                return LeaseExtended(self._ms(lease_ticks), events, self._ms(held_ticks))
             case HandleOpened(handle, created, stat):
                 return WireHandleOpened(handle, created, stat)
             case LockGranted(stat, sequencer):

@@ -71,6 +71,9 @@ class KeepAliveAnswer:
     lease_ticks: int
     """How long the lease runs from now, on the master's clock."""
     events: tuple[SessionEvent, ...]
+    held_ticks: int = 0
+    """How long the master held this KeepAlive before answering: the client may count its
+    new lease from its sending plus this (the master received it no earlier than sent)."""
 
 
 @frozen
@@ -99,6 +102,7 @@ class _Session:
     events: list[SessionEvent] = field(factory=list)
     next_sequence: int = 1
     parked: int | None = None
+    parked_at: int = 0
     failover_sequence: int = 0
     """The sequence number of the fail-over event still to be acknowledged, or 0."""
     state: _State = _State.LIVE
@@ -151,6 +155,7 @@ class SessionTable:
         if session.failover_sequence and acked_through >= session.failover_sequence:
             session.failover_sequence = 0
         session.parked = token
+        session.parked_at = self._now
         if session.events:
             self._answer(session_id, session)
         return True
@@ -230,9 +235,16 @@ class SessionTable:
     def _answer(self, session_id: int, session: _Session) -> None:
         assert session.parked is not None
         session.expiry = max(session.expiry, self._now + self._timing.lease_ticks)
+        # Both durations are reported a tick short: the answer (and the KeepAlive's
+        # arrival) may fall anywhere within a tick, and the client must never count on
+        # more than the master will honour.
         self._answers.append(
             KeepAliveAnswer(
-                session_id, session.parked, session.expiry - self._now, tuple(session.events)
+                session_id,
+                session.parked,
+                session.expiry - self._now - 1,
+                tuple(session.events),
+                max(0, self._now - session.parked_at - 1),
             )
         )
         session.parked = None

@@ -288,11 +288,12 @@ class SimLockClient:
 
     # ------------------------------------------------------------------ the lease
 
-    def _new_lease(self, sent_local: int, lease_ticks: int) -> None:
+    def _new_lease(self, sent_local: int, lease_ticks: int, held_ticks: int = 0) -> None:
         """The lease the master granted, as this client may count on it: from the send
-        time, shrunk by the worst drift of both clocks."""
+        time plus the master's hold, shrunk by the worst drift of both clocks."""
         epsilon = self._drift_max
-        duration = int(lease_ticks * self._tick_us * (1 - epsilon) / (1 + epsilon))
+        ticks = lease_ticks + held_ticks
+        duration = int(ticks * self._tick_us * (1 - epsilon) / (1 + epsilon))
         self._lease_end_local = max(self._lease_end_local, sent_local + duration)
         self._observer.lease_view(self._session, self._clock.true_at(self._lease_end_local))
         self._watch_lease()
@@ -317,7 +318,7 @@ class SimLockClient:
         if reply.status is LockStatus.FAILED:
             self._session_lost()  # the session expired (or was closed): start another
             return
-        self._new_lease(self._keepalive.sent_local, reply.lease_ticks)
+        self._new_lease(self._keepalive.sent_local, reply.lease_ticks, reply.held_ticks)
         if reply.events:
             self._acked = max(self._acked, reply.events[-1].sequence)
         self._keepalive = _Channel()

@@ -165,8 +165,10 @@ def _lock_reply(request: LockRequest, result: CallResult) -> LockReply:
             return LockReply(op, LockStatus.FAILED, code)
         case SessionStarted(session_id, lease_ticks):
             return LockReply(op, LockStatus.OK, session_id=session_id, lease_ticks=lease_ticks)
-        case KeepAliveAnswered(lease_ticks, events):
-            return LockReply(op, LockStatus.OK, lease_ticks=lease_ticks, events=events)
+        case KeepAliveAnswered(lease_ticks, events, held_ticks):
+            return LockReply(
+                op, LockStatus.OK, lease_ticks=lease_ticks, events=events, held_ticks=held_ticks
+            )
         case HandleOpened(handle):
             return LockReply(op, LockStatus.OK, handle=handle)
         case LockGranted(stat, sequencer):

@@ -62,6 +62,7 @@ class LockReply:
     code: ErrorCode | None = None
     session_id: int = 0
     lease_ticks: int = 0
+    held_ticks: int = 0
     handle: bytes = b""
     sequencer: bytes = b""
     generation: int = 0

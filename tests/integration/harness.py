@@ -171,6 +171,7 @@ class LiveCell:
         *,
         paxos: Mapping[str, Any] | None = None,
         limits: Mapping[str, Any] | None = None,
+        sessions: Mapping[str, Any] | None = None,
     ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -181,6 +182,7 @@ class LiveCell:
         self.name = f"it{secrets.token_hex(4)}"
         self.paxos = dict(paxos or {})
         self.limits = dict(limits or {})
+        self.sessions = dict(sessions or {})
         self.ports: dict[str, ReplicaPorts] = {}
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping: list[subprocess.Popen[bytes]] = []
@@ -212,6 +214,8 @@ class LiveCell:
             document["paxos"] = self.paxos
         if self.limits:
             document["limits"] = self.limits
+        if self.sessions:
+            document["sessions"] = self.sessions
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def path(self, relative: str = "") -> str:

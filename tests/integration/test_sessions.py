@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -109,3 +110,92 @@ def test_the_lock_example_in_the_readme_runs(cell: LiveCell) -> None:
     assert done.returncode == 0, done.stderr.decode()
     assert b"sequencer valid: True" in done.stdout
     assert b"released; sequencer valid: False" in done.stdout
+
+
+SHORT_SESSIONS = {"lease_seconds": 2.0, "keepalive_answer_before_seconds": 0.5}
+"""Session leases short enough for tests that wait for one to run out."""
+LOCK_HOLDER = Path(__file__).with_name("lock_holder.py")
+
+
+def start_holder(cell: LiveCell, path: str, lock_delay: float) -> subprocess.Popen[str]:
+    """A lock holder in a process of its own, once it holds the lock."""
+    holder = subprocess.Popen(
+        [sys.executable, str(LOCK_HOLDER), str(cell.config_path), path, str(lock_delay)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert holder.stdout is not None
+    line = holder.stdout.readline()
+    assert line.startswith("held "), line
+    return holder
+
+
+def test_a_holder_killed_loses_its_lock_only_after_its_lease_and_lock_delay(
+    make_cell: Callable[..., LiveCell],
+) -> None:
+    """kill -9 of a holder: the next client gets the lock once the session has expired
+    (at least the rest of its lease) and the lock-delay has passed, not before."""
+    cell = make_cell(sessions=SHORT_SESSIONS)
+    path = cell.path("lock")
+    holder = start_holder(cell, path, lock_delay=1.5)
+    bob = session_of(cell)
+    handle = on_reactor(lambda: bob.open_handle(path))
+    holder.kill()
+    killed = time.monotonic()
+    holder.wait(10)
+    on_reactor(lambda: handle.acquire())
+    waited = time.monotonic() - killed
+    # At least the half-second of lease the master keeps in hand, then the lock-delay.
+    assert waited >= 0.5 + 1.5 - 0.1, waited
+    assert waited < 2.0 + 1.5 + 5.0, waited
+
+
+def test_a_frozen_holder_wakes_to_find_its_session_expired_and_its_lock_gone(
+    make_cell: Callable[..., LiveCell],
+) -> None:
+    """SIGSTOP for longer than the lease: another client takes the lock; on SIGCONT the
+    holder's next fenced write fails (its session expired, its sequencer is stale)."""
+    cell = make_cell(sessions=SHORT_SESSIONS)
+    path = cell.path("lock")
+    holder = start_holder(cell, path, lock_delay=0.0)
+    try:
+        holder.send_signal(signal.SIGSTOP)
+        bob = session_of(cell)
+        handle = on_reactor(lambda: bob.open_handle(path))
+        sequencer = on_reactor(lambda: handle.acquire())
+        holder.send_signal(signal.SIGCONT)
+        assert holder.stdout is not None
+        lines = [holder.stdout.readline().strip() for _ in range(5)]
+        gone = [line for line in lines if line.startswith("gone")]
+        assert gone, lines
+        assert gone[0] in ("gone SessionExpired", "gone InvalidSequencer"), lines
+        assert on_reactor(lambda: bob.check_sequencer(sequencer))
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait(10)
+
+
+def test_a_thousand_waiters_are_served_one_at_a_time_in_order(cell: LiveCell) -> None:
+    """1,000 handles blocked on one lock get it one after another, in the order they asked."""
+    session = session_of(cell)
+    path = cell.path("busy")
+    order = on_reactor(lambda: Deferred.fromCoroutine(_queue_of_waiters(session, path, 1000)))
+    assert order == list(range(1000))
+
+
+async def _queue_of_waiters(session: Session, path: str, count: int) -> list[int]:
+    first = await session.open_handle(path, create=True)
+    await first.acquire()
+    handles = [await session.open_handle(path) for _ in range(count)]
+    waiting = [h.acquire() for h in handles]
+    granted: list[int] = []
+    for position, deferred in enumerate(waiting):
+        deferred.addCallback(lambda _, p=position: granted.append(p))
+    await first.release()
+    for position, handle in enumerate(handles):
+        await waiting[position]
+        assert granted == list(range(position + 1)), "one at a time, in order"
+        await handle.release()
+    return granted

@@ -32,7 +32,8 @@ def test_a_parked_keepalive_is_answered_shortly_before_the_lease_ends() -> None:
     assert answers(t) == []
     t.tick(70)
     (answer,) = answers(t)
-    assert (answer.token, answer.lease_ticks) == (1, 100)
+    assert (answer.token, answer.lease_ticks) == (1, 99), "a tick short: never more"
+    assert answer.held_ticks == 69, "parked at 0, answered at 70: a tick short again"
     assert t.lease_expiry(S1) == 170
 
 
@@ -150,7 +151,7 @@ def test_the_lease_never_shrinks_and_no_session_ends_before_it(
             ended.add(session)
         outputs = t.take()
         for answer in outputs.answers:
-            assert now + answer.lease_ticks == t.lease_expiry(answer.session_id)
+            assert now + answer.lease_ticks + 1 == t.lease_expiry(answer.session_id)
         for expired in outputs.expire:
             assert now >= expiries[expired]
         for live in {S1, S2} - ended:
