@@ -321,7 +321,8 @@ class Handle:
         return self._locked(GetSequencer(self._handle))
 
     def release(self) -> Deferred[None]:
-        return self._done(ReleaseLock(self._handle))
+        """Let go of the lock this handle acquired last (and of nothing later)."""
+        return self._done(ReleaseLock(self._handle, self.stat.lock_generation))
 
     def set_contents(self, contents: bytes, *, sequencer: bytes | None = None) -> Deferred[None]:
         """Write the file; with `sequencer`, only while it is valid (`InvalidSequencer`)."""

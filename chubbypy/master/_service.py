@@ -50,11 +50,13 @@ from chubbypy.locks import (
     LOCK_DELAY_MS_MAX,
     LockKey,
     LockQueues,
+    LockState,
     Sequencer,
     Waiter,
     conflict,
     decode_sequencer,
 )
+from chubbypy.locks import release as lock_after_release
 from chubbypy.master._results import (
     CallResult,
     Done,
@@ -284,7 +286,7 @@ class MasterService:
         holds = node is not None and node.instance == handle.instance
         if holds and node is not None and node.lock.holder(handle.session_id, handle.handle_id):
             self._pending[token] = _ReplyWhenApplied(always_done=True)
-            self._propose(token, Release(handle.session_id, handle.handle_id, *key))
+            self._propose_release(token, handle.session_id, handle.handle_id, node)
         else:
             self._reply(token, Done())
 
@@ -324,16 +326,16 @@ class MasterService:
         else:
             self._reply(token, refused or Failure(ErrorCode.LOCK_HELD, "others wait for it"))
 
-    def release(self, token: int, handle_bytes: bytes) -> None:
+    def release(self, token: int, handle_bytes: bytes, generation: int | None = None) -> None:
+        """Let go of the lock; with `generation`, only the hold of that acquisition (a late
+        or duplicated release must not free a later one)."""
         resolved = self._resolve(handle_bytes, None)
         if isinstance(resolved, Failure):
             self._reply(token, resolved)
             return
-        handle, _ = resolved
+        handle, node = resolved
         self._pending[token] = _ReplyWhenApplied()
-        self._propose(
-            token, Release(handle.session_id, handle.handle_id, handle.path, handle.instance)
-        )
+        self._propose_release(token, handle.session_id, handle.handle_id, node, generation)
 
     def write(
         self, token: int, handle_bytes: bytes, write: SimpleWrite, sequencer: bytes | None = None
@@ -574,12 +576,35 @@ class MasterService:
                     self._notify_handle(handle_id, EventKind.LOCK_ACQUIRED)
         self._wake(key)
 
+    def _propose_release(
+        self,
+        token: int,
+        session_id: int,
+        handle_id: int,
+        node: NodeRecord,
+        generation: int | None = None,
+    ) -> None:
+        """Propose the release, and right behind it the grants it will make possible, so
+        that both go into one log entry: a hand-over costs one commit instead of two in
+        series. The grants are decided when applied, like any other: if the release fails
+        after all, they fail too and their waiters go back to the head of the queue."""
+        key = (node.path, node.instance)
+        self._propose(token, Release(session_id, handle_id, *key, generation))
+        if generation not in (None, node.lock_generation):
+            return  # a stale release: it will fail, and frees nothing
+        after = lock_after_release(node.lock, session_id, handle_id)
+        if not isinstance(after, Failure):
+            self._grant(key, after)
+
     def _wake(self, key: LockKey) -> None:
         """Propose the grants the lock's queue can make now."""
         node = self._db().tree.get(key[0])
         if node is None or node.instance != key[1]:
             return
-        for waiter in self._queues.grantable(key, node.lock):
+        self._grant(key, node.lock)
+
+    def _grant(self, key: LockKey, lock: LockState) -> None:
+        for waiter in self._queues.grantable(key, lock):
             call = self._pending.get(waiter.token)
             assert isinstance(call, _AcquireCall), (waiter, call)
             self._propose(waiter.token, _acquire(call.handle, waiter.mode))

@@ -403,7 +403,12 @@ def _lock_command(tree: Tree, command: Acquire | Release | EndLockDelay) -> Appl
                 return Applied(_on(command.path, granted), ())
             lock = granted.state
             lock_generation += granted.newly_held
-        case Release(session_id, handle_id):
+        case Release(session_id, handle_id, _, _, generation):
+            if generation is not None and generation != node.lock_generation:
+                message = (
+                    f"a release of generation {generation}; the lock is at {node.lock_generation}"
+                )
+                return Applied(_on(command.path, Failure(ErrorCode.LOCK_NOT_HELD, message)), ())
             released = release(node.lock, session_id, handle_id)
             if isinstance(released, Failure):
                 return Applied(_on(command.path, released), ())

@@ -220,12 +220,15 @@ class Acquire:
 
 @frozen
 class Release:
-    """The handle lets go of the lock; it is free at once if no one else holds it."""
+    """The handle lets go of the lock; it is free at once if no one else holds it. With
+    `lock_generation`, only the hold of that acquisition: a release delayed or duplicated
+    on the way must not free a later acquisition by the same handle."""
 
     session_id: int
     handle_id: int
     path: str
     instance: int
+    lock_generation: int | None = None
 
 
 @frozen

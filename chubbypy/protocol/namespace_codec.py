@@ -154,8 +154,8 @@ def log_write_to_plain(write: LogWrite) -> list[Any]:
             return [12, session_id, write_to_plain(inner)]
         case Acquire(session_id, handle_id, path, instance, mode, lock_delay_ms):
             return [13, session_id, handle_id, path, instance, int(mode), lock_delay_ms]
-        case Release(session_id, handle_id, path, instance):
-            return [14, session_id, handle_id, path, instance]
+        case Release(session_id, handle_id, path, instance, generation):
+            return [14, session_id, handle_id, path, instance, generation]
         case EndLockDelay(path, instance):
             return [15, path, instance]
     return write_to_plain(write)
@@ -299,7 +299,12 @@ _SESSION_COMMANDS: dict[int, tuple[int, Callable[[list[Any]], SessionCommand]]] 
             integer(f[5]),
         ),
     ),
-    14: (4, lambda f: Release(integer(f[0], 1), integer(f[1]), text(f[2]), integer(f[3]))),
+    14: (
+        5,
+        lambda f: Release(
+            integer(f[0], 1), integer(f[1]), text(f[2]), integer(f[3]), optional_integer(f[4])
+        ),
+    ),
     15: (2, lambda f: EndLockDelay(text(f[0]), integer(f[1]))),
 }
 

@@ -100,7 +100,11 @@ class AcquireLock:
 
 @frozen
 class ReleaseLock:
+    """Let go of the lock; `lock_generation` names the acquisition released, so a release
+    delayed or sent twice cannot free a later acquisition through the same handle."""
+
     handle: bytes
+    lock_generation: int | None = None
 
 
 @frozen

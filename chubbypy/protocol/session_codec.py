@@ -71,8 +71,8 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [5, handle]
         case AcquireLock(handle, mode, wait):
             return [6, handle, int(mode), wait]
-        case ReleaseLock(handle):
-            return [7, handle]
+        case ReleaseLock(handle, generation):
+            return [7, handle, generation]
         case HandleWrite(handle, write, sequencer):
             return [8, handle, write_to_plain(write), sequencer]
         case GetSequencer(handle):
@@ -173,7 +173,7 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     4: (7, _to_open),
     5: (1, lambda f: CloseHandle(_handle(f[0]))),
     6: (3, lambda f: AcquireLock(_handle(f[0]), _mode(f[1]), boolean(f[2]))),
-    7: (1, lambda f: ReleaseLock(_handle(f[0]))),
+    7: (2, lambda f: ReleaseLock(_handle(f[0]), None if f[1] is None else _uint(f[1]))),
     8: (
         3,
         lambda f: HandleWrite(

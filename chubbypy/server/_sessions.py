@@ -133,8 +133,8 @@ class SessionHost:
                 service.close(token, handle)
             case AcquireLock(handle, mode, wait):
                 service.acquire(token, handle, mode, wait=wait)
-            case ReleaseLock(handle):
-                service.release(token, handle)
+            case ReleaseLock(handle, generation):
+                service.release(token, handle, generation)
             case HandleWrite(handle, write, sequencer):
                 service.write(token, handle, write, sequencer)
             case GetSequencer(handle):
@@ -182,14 +182,19 @@ class SessionHost:
         replies, proposals = service.take(master_lease_valid=self._core.can_serve_reads())
         for reply in replies:
             self._answer(reply.token, reply.result)
+        if not proposals:
+            return
+        # All at once, so they share a log entry (a release and the grant it allows, say).
+        commands = []
         for proposal in proposals:
             sequence = next(self._sequences)
-            command = Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write))
-            if self._core.propose([command], self._core.epoch) is not None:
-                if proposal.token is not None:
-                    self._error(proposal.token, ErrorCode.BUSY, "the master cannot propose now")
-                continue
+            commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
             self._proposals[sequence] = proposal.token
+        if self._core.propose(commands, self._core.epoch) is not None:
+            for command in commands:
+                token = self._proposals.pop(command.sequence)
+                if token is not None:
+                    self._error(token, ErrorCode.BUSY, "the master cannot propose now")
 
     def _answer(self, token: int, result: CallResult) -> None:
         call = self._calls.pop(token, None)

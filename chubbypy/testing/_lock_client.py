@@ -175,6 +175,7 @@ class SimLockClient:
         self._handle = b""
         self._path = ""
         self._sequencer = b""
+        self._generation = 0
         self._believing = False
         self.grants = 0
         self._paused_until = 0
@@ -236,7 +237,8 @@ class SimLockClient:
             )
         else:
             self._stop_believing()
-            self._issue(self._work, LockOp.RELEASE, handle=self._handle)
+            generation = self._generation
+            self._issue(self._work, LockOp.RELEASE, handle=self._handle, generation=generation)
 
     def _work_done(self, request: LockRequest, reply: LockReply) -> None:
         if reply.status is LockStatus.FAILED and reply.code is ErrorCode.SESSION_EXPIRED:
@@ -267,6 +269,7 @@ class SimLockClient:
     def _granted(self, reply: LockReply) -> None:
         self.grants += 1
         self._sequencer = reply.sequencer
+        self._generation = reply.generation
         if self._lease_valid() and not self._believing:
             self._believing = True
             self._observer.believes(

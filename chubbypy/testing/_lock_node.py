@@ -105,7 +105,7 @@ class SimMasterHost:
             case LockOp.ACQUIRE:
                 service.acquire(token, request.handle, LockMode.EXCLUSIVE, wait=True)
             case LockOp.RELEASE:
-                service.release(token, request.handle)
+                service.release(token, request.handle, request.generation or None)
             case LockOp.FENCED_WRITE:
                 write = SetContents(request.path, str(request.value).encode())
                 service.write(token, request.handle, write, request.sequencer)
@@ -139,16 +139,20 @@ class SimMasterHost:
             request = self._calls.get(reply.token)
             if request is not None:
                 self._answer(reply.token, _lock_reply(request, reply.result))
+        if not proposals:
+            return
+        commands = []
         for proposal in proposals:
             sequence = self._next_sequence
             self._next_sequence += 1
-            command = Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write))
-            if self._core.propose([command], self._core.epoch) is not None:
-                if proposal.token is not None:
-                    request = self._calls[proposal.token]
-                    self._answer(proposal.token, LockReply(request.op_id, LockStatus.NOT_MASTER))
-                continue
+            commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
             self._tokens[sequence] = proposal.token
+        if self._core.propose(commands, self._core.epoch) is not None:
+            for command in commands:
+                token = self._tokens.pop(command.sequence)
+                if token is not None:
+                    request = self._calls[token]
+                    self._answer(token, LockReply(request.op_id, LockStatus.NOT_MASTER))
 
     def _answer(self, token: int, reply: LockReply) -> None:
         request = self._calls.pop(token, None)

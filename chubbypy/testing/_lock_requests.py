@@ -53,6 +53,7 @@ class LockRequest:
     sequencer: bytes = b""
     value: int = 0
     lock_delay_ms: int = 0
+    generation: int = 0
 
 
 @frozen

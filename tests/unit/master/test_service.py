@@ -355,3 +355,15 @@ def test_keepalives_are_not_answered_without_the_master_lease(cell: Cell) -> Non
     replies, _ = cell.master.take(master_lease_valid=False)
     assert [(r.token, type(r.result)) for r in replies] == [(token, Failure)]
     assert replies[0].result.code is ErrorCode.NOT_MASTER  # type: ignore[union-attr]
+
+
+def test_a_stale_release_does_not_free_a_later_acquisition(cell: Cell) -> None:
+    """A release naming an earlier generation (late or duplicated) is LOCK_NOT_HELD and
+    leaves the handle's later hold in place."""
+    alice, bob = cell.session(), cell.session()
+    a, b = cell.open(alice), cell.open(bob)
+    first = cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    cell.ok("release", a, first.stat.lock_generation)
+    cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    assert cell.code("release", a, first.stat.lock_generation) is ErrorCode.LOCK_NOT_HELD
+    assert cell.code("acquire", b, EXCLUSIVE, wait=False) is ErrorCode.LOCK_HELD

@@ -229,6 +229,8 @@ class Model:
             return Written(stat(self.nodes, command.path))
         mine = [h for h in node["holders"] if h[:2] == (command.session_id, command.handle_id)]
         if isinstance(command, Release):
+            if command.lock_generation not in (None, node["lgen"]):
+                return Failure(ErrorCode.LOCK_NOT_HELD, "")
             if not mine:
                 return Failure(ErrorCode.LOCK_NOT_HELD, "")
             node["holders"].remove(mine[0])
@@ -618,7 +620,9 @@ class NamespaceModel(RuleBasedStateMachine):
         holds = [(p, h) for p, n in self.model.nodes.items() for h in n["holders"]]
         if holds and data.draw(st.integers(0, 3)):
             path, holder = data.draw(st.sampled_from(sorted(holds)))
-            command = Release(holder[0], holder[1], path, self.model.nodes[path]["instance"])
+            node = self.model.nodes[path]
+            generation = data.draw(st.sampled_from([None, node["lgen"], node["lgen"] - 1]))
+            command = Release(holder[0], holder[1], path, node["instance"], generation)
         else:
             path = self.path(data)
             instance = self.number(data, path, "instance")

@@ -105,7 +105,7 @@ SESSION_COMMANDS: dict[type, st.SearchStrategy[SessionCommand]] = {
     EndSession: st.builds(EndSession, ids, st.booleans()),
     InSession: st.builds(InSession, ids, st.one_of(*WRITES.values())),
     Acquire: st.builds(Acquire, ids, counts, texts, counts, st.sampled_from(LockMode), counts),
-    Release: st.builds(Release, ids, counts, texts, counts),
+    Release: st.builds(Release, ids, counts, texts, counts, st.none() | counts),
     EndLockDelay: st.builds(EndLockDelay, texts, counts),
 }
 READS: dict[type, st.SearchStrategy[Read]] = {

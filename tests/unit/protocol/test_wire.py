@@ -245,7 +245,7 @@ session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     ),
     st.builds(CloseHandle, handles),
     st.builds(AcquireLock, handles, lock_modes, st.booleans()),
-    st.builds(ReleaseLock, handles),
+    st.builds(ReleaseLock, handles, st.none() | uints),
     st.builds(HandleWrite, handles, simple_writes, st.none() | handles),
     st.builds(GetSequencer, handles),
     st.builds(CheckSequencer, handles),
