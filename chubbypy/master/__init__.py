@@ -1,6 +1,7 @@
 """The master's in-memory side of sessions, handles and locks (Chubby §2.4 to §2.9). Pure:
 driven by client calls, ticks and applied log entries; outputs replies and proposals."""
 
+from chubbypy.master._log import ServiceLog
 from chubbypy.master._results import (
     CallResult,
     Done,
@@ -25,5 +26,6 @@ __all__ = [
     "Proposal",
     "Reply",
     "SequencerChecked",
+    "ServiceLog",
     "SessionStarted",
 ]

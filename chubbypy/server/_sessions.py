@@ -24,14 +24,13 @@ from chubbypy.master import (
     MasterService,
     MasterTiming,
     SequencerChecked,
+    ServiceLog,
     SessionStarted,
 )
 from chubbypy.namespace import NamespaceMachine
-from chubbypy.paxos import Outcome, OutcomeKind, Replica
-from chubbypy.protocol import MASTER_CLIENT, Command
+from chubbypy.paxos import Outcome, Replica
 from chubbypy.protocol.client import ErrorReply, RequestId, ServerReply, SessionReply
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace_codec import encode_log_write
 from chubbypy.protocol.session import (
     AcquireLock,
     CallDone,
@@ -78,10 +77,8 @@ class SessionHost:
         self._service: MasterService | None = None
         self._calls: dict[int, tuple[Reply, RequestId, int]] = {}
         """Per token: how to answer, the request's id, and the connection that asked."""
-        self._proposals: dict[int, int | None] = {}
-        """The token each proposal serves, by its MASTER_CLIENT sequence number."""
+        self._log = ServiceLog()
         self._tokens = itertools.count(1)
-        self._sequences = itertools.count(1)
 
     @property
     def sessions(self) -> int:
@@ -92,6 +89,7 @@ class SessionHost:
     def started(self, epoch: int) -> None:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
         self._service = MasterService(self._timing, self._key)
+        self._log = ServiceLog()
         self._machine.keep_applied = True
         self._machine.take_applied()
         self._service.start(self._core.tick_count, epoch, self._machine)
@@ -101,7 +99,7 @@ class SessionHost:
         """Mastership ended: the calls in progress go elsewhere."""
         self._service = None
         self._machine.keep_applied = False
-        calls, self._calls, self._proposals = self._calls, {}, {}
+        calls, self._calls = self._calls, {}
         for reply, request_id, _ in calls.values():
             reply(ErrorReply(request_id, ErrorCode.NOT_MASTER, "mastership ended", None))
 
@@ -157,20 +155,9 @@ class SessionHost:
         """One entry was applied, with these outcomes: report the master's commands."""
         if self._service is None:
             return
-        done = iter(self._machine.take_applied())
-        for outcome in outcomes:
-            if outcome.client_id != MASTER_CLIENT:
-                if outcome.kind is OutcomeKind.APPLIED:
-                    _, write, applied = next(done)
-                    self._service.applied(None, write, applied)  # events of plain writes
-                continue
-            token = self._proposals.pop(outcome.sequence, None)
-            if outcome.kind is OutcomeKind.APPLIED:
-                _, write, applied = next(done)
-                self._service.applied(token, write, applied)
-            elif token is not None:
-                self._error(token, ErrorCode.EPOCH_CHANGED, "proposed by an earlier master")
-        assert next(done, None) is None, "every applied write was reported"
+        writes = self._machine.take_applied()
+        for token in self._log.applied(self._service, outcomes, writes):
+            self._error(token, ErrorCode.EPOCH_CHANGED, "proposed by an earlier master")
         self._flush()
 
     # ------------------------------------------------------------------------- helpers
@@ -182,19 +169,10 @@ class SessionHost:
         replies, proposals = service.take(master_lease_valid=self._core.can_serve_reads())
         for reply in replies:
             self._answer(reply.token, reply.result)
-        if not proposals:
-            return
-        # All at once, so they share a log entry (a release and the grant it allows, say).
-        commands = []
-        for proposal in proposals:
-            sequence = next(self._sequences)
-            commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
-            self._proposals[sequence] = proposal.token
-        if self._core.propose(commands, self._core.epoch) is not None:
-            for command in commands:
-                token = self._proposals.pop(command.sequence)
-                if token is not None:
-                    self._error(token, ErrorCode.BUSY, "the master cannot propose now")
+        commands = self._log.commands(proposals)
+        if commands and self._core.propose(commands, self._core.epoch) is not None:
+            for token in self._log.refused(commands):
+                self._error(token, ErrorCode.BUSY, "the master cannot propose now")
 
     def _answer(self, token: int, result: CallResult) -> None:
         call = self._calls.pop(token, None)

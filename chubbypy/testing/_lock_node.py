@@ -22,14 +22,13 @@ from chubbypy.master import (
     MasterService,
     MasterTiming,
     SequencerChecked,
+    ServiceLog,
     SessionStarted,
 )
 from chubbypy.namespace import NamespaceMachine
-from chubbypy.paxos import Outcome, OutcomeKind, Replica
-from chubbypy.protocol import MASTER_CLIENT, Command
+from chubbypy.paxos import Outcome, Replica
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import Create, LockMode, SetContents
-from chubbypy.protocol.namespace_codec import encode_log_write
 from chubbypy.sessions import HandleMode
 from chubbypy.testing._lock_requests import LockBug, LockOp, LockReply, LockRequest, LockStatus
 
@@ -54,10 +53,8 @@ class SimMasterHost:
         self._reply = reply
         self._service: MasterService | None = None
         self._calls: dict[int, LockRequest] = {}
-        self._tokens: dict[int, int | None] = {}
-        """The token each proposal (by its MASTER_CLIENT sequence) serves."""
+        self._log = ServiceLog()
         self._next_token = 1
-        self._next_sequence = 1
 
     @property
     def serving(self) -> bool:
@@ -67,6 +64,7 @@ class SimMasterHost:
     def started(self, epoch: int) -> None:
         """The replica serves as master of `epoch`: every earlier entry is applied."""
         self._service = MasterService(self._timing, HANDLE_KEY)
+        self._log = ServiceLog()
         self._machine.keep_applied = True
         self._machine.take_applied()
         self._service.start(self._core.tick_count, epoch, self._machine)
@@ -76,7 +74,7 @@ class SimMasterHost:
         """Mastership ended: every call in progress is told to go elsewhere."""
         self._service = None
         self._machine.keep_applied = False
-        calls, self._calls, self._tokens = self._calls, {}, {}
+        calls, self._calls = self._calls, {}
         for request in calls.values():
             self._reply(request, not_master(request))
 
@@ -117,17 +115,9 @@ class SimMasterHost:
         """One entry was applied, with these outcomes: report the master's commands."""
         if self._service is None:
             return
-        done = iter(self._machine.take_applied())
-        for outcome in outcomes:
-            if outcome.client_id != MASTER_CLIENT:
-                continue
-            token = self._tokens.pop(outcome.sequence, None)
-            if outcome.kind is OutcomeKind.APPLIED:
-                _, write, applied = next(done)
-                self._service.applied(token, write, applied)
-            elif token is not None:
-                self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
-        assert next(done, None) is None, "every applied write is a master command"
+        writes = self._machine.take_applied()
+        for token in self._log.applied(self._service, outcomes, writes):
+            self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
         self._flush()
 
     def _flush(self) -> None:
@@ -139,20 +129,10 @@ class SimMasterHost:
             request = self._calls.get(reply.token)
             if request is not None:
                 self._answer(reply.token, _lock_reply(request, reply.result))
-        if not proposals:
-            return
-        commands = []
-        for proposal in proposals:
-            sequence = self._next_sequence
-            self._next_sequence += 1
-            commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
-            self._tokens[sequence] = proposal.token
-        if self._core.propose(commands, self._core.epoch) is not None:
-            for command in commands:
-                token = self._tokens.pop(command.sequence)
-                if token is not None:
-                    request = self._calls[token]
-                    self._answer(token, LockReply(request.op_id, LockStatus.NOT_MASTER))
+        commands = self._log.commands(proposals)
+        if commands and self._core.propose(commands, self._core.epoch) is not None:
+            for token in self._log.refused(commands):
+                self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
 
     def _answer(self, token: int, reply: LockReply) -> None:
         request = self._calls.pop(token, None)

@@ -1,0 +1,68 @@
+"""How a master's service talks to the replicated log: its proposals as commands, and the
+applied entries back to it. Pure; shared by the server's and the simulator's hosts.
+
+The service's decisions go into the log as the master's own commands (`MASTER_CLIENT`,
+numbered here), all of one batch in one `propose` so that they share a log entry (a
+release and the grant it allows, say). When an entry is applied, the writes the namespace
+applied come back to the service in log order, each with the token of the call it served
+(or None); a master command refused because its epoch ended is reported so that its caller
+can be told to retry.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from chubbypy.master._results import Proposal
+from chubbypy.master._service import MasterService
+from chubbypy.namespace import Applied
+from chubbypy.paxos import Outcome, OutcomeKind
+from chubbypy.protocol import MASTER_CLIENT, Command, LogIndex
+from chubbypy.protocol.namespace import LogWrite
+from chubbypy.protocol.namespace_codec import encode_log_write
+
+
+class ServiceLog:
+    """The numbering of one mastership's commands; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._sequences = itertools.count(1)
+        self._tokens: dict[int, int | None] = {}
+
+    def commands(self, proposals: Iterable[Proposal]) -> list[Command]:
+        """The commands to propose, in order, for `proposals`."""
+        commands = []
+        for proposal in proposals:
+            sequence = next(self._sequences)
+            commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
+            self._tokens[sequence] = proposal.token
+        return commands
+
+    def refused(self, commands: Iterable[Command]) -> list[int]:
+        """The core refused `commands`: the tokens of the calls they served."""
+        tokens = (self._tokens.pop(c.sequence) for c in commands)
+        return [t for t in tokens if t is not None]
+
+    def applied(
+        self,
+        service: MasterService,
+        outcomes: Iterable[Outcome],
+        writes: list[tuple[LogIndex, LogWrite, Applied]],
+    ) -> list[int]:
+        """Report one applied entry to `service`: its `outcomes`, and the `writes` the
+        namespace applied for it (`NamespaceMachine.take_applied`). Clients' writes are
+        reported too (they cause events). The tokens of master commands refused because
+        their epoch ended."""
+        done = iter(writes)
+        refused = []
+        for outcome in outcomes:
+            mine = outcome.client_id == MASTER_CLIENT
+            token = self._tokens.pop(outcome.sequence, None) if mine else None
+            if outcome.kind is OutcomeKind.APPLIED:
+                _, write, applied = next(done)
+                service.applied(token, write, applied)
+            elif token is not None:
+                refused.append(token)
+        assert next(done, None) is None, "every applied write was reported"
+        return refused
