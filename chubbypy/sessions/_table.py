@@ -38,6 +38,7 @@ Chubby §2.8, §2.9. Theory of operation.
 from __future__ import annotations
 
 import enum
+import heapq
 
 from attrs import define, field, frozen
 
@@ -106,6 +107,8 @@ class _Session:
     failover_sequence: int = 0
     """The sequence number of the fail-over event still to be acknowledged, or 0."""
     state: _State = _State.LIVE
+    version: int = 0
+    """Bumped whenever its next deadline is scheduled again; older heap entries are stale."""
 
 
 class SessionTable:
@@ -114,6 +117,9 @@ class SessionTable:
     def __init__(self, timing: SessionTiming) -> None:
         self._timing = timing
         self._sessions: dict[int, _Session] = {}
+        self._deadlines: list[tuple[int, int, int]] = []
+        """(tick, session, version): when each session next needs a look. A tick costs
+        only the sessions due, however many are idle."""
         self._now = 0
         self._answers: list[KeepAliveAnswer] = []
         self._refused: list[tuple[int, int]] = []
@@ -131,11 +137,14 @@ class SessionTable:
             self._sessions[session_id] = session
             event = self._queue(session_id, session, EventKind.MASTER_FAILOVER)
             session.failover_sequence = event.sequence if event else 0
+            self._schedule(session_id, session)
 
     def opened(self, session_id: int) -> None:
         """`OpenSession` for `session_id` was applied (now)."""
         assert session_id not in self._sessions, session_id
-        self._sessions[session_id] = _Session(self._now + self._timing.lease_ticks)
+        session = _Session(self._now + self._timing.lease_ticks)
+        self._sessions[session_id] = session
+        self._schedule(session_id, session)
 
     def ended(self, session_id: int) -> None:
         """`EndSession` was applied: forget the session; refuse its parked KeepAlive."""
@@ -158,6 +167,7 @@ class SessionTable:
         session.parked_at = self._now
         if session.events:
             self._answer(session_id, session)
+        self._schedule(session_id, session)
         return True
 
     def push(self, session_id: int, kind: EventKind, path: str = "", handle_id: int = 0) -> None:
@@ -172,13 +182,18 @@ class SessionTable:
         """The master's clock reads `now`: answer KeepAlives due, expire sessions due."""
         assert now >= self._now, (now, self._now)
         self._now = now
-        for session_id, session in self._sessions.items():
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, session_id, version = heapq.heappop(self._deadlines)
+            session = self._sessions.get(session_id)
+            if session is None or session.version != version:
+                continue  # ended, or scheduled again since
             remaining = session.expiry - now
             if session.parked is not None and remaining <= self._timing.answer_before_ticks:
                 self._answer(session_id, session)
             if session.state is not _State.ENDING and session.expiry <= now:
                 self._expire.append(session_id)
                 session.state = _State.ENDING
+            self._schedule(session_id, session)
 
     # ------------------------------------------------------------------------- outputs
 
@@ -231,6 +246,18 @@ class SessionTable:
         if session.parked is not None:
             self._refused.append((session_id, session.parked))
             session.parked = None
+        self._schedule(session_id, session)
+
+    def _schedule(self, session_id: int, session: _Session) -> None:
+        """When the session next needs a look: its parked KeepAlive's answer, or its
+        expiry; nothing once its end is in flight."""
+        session.version += 1
+        if session.state is _State.ENDING:
+            return
+        due = session.expiry
+        if session.parked is not None:
+            due = min(due, session.expiry - self._timing.answer_before_ticks)
+        heapq.heappush(self._deadlines, (due, session_id, session.version))
 
     def _answer(self, session_id: int, session: _Session) -> None:
         assert session.parked is not None
@@ -248,3 +275,4 @@ class SessionTable:
             )
         )
         session.parked = None
+        self._schedule(session_id, session)
