@@ -29,16 +29,17 @@ in order.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chubbypy.client._cell import Cell, default_client_name
 from chubbypy.protocol.client import RequestId, SessionReply, SessionRequest
-from chubbypy.protocol.errors import ChubbyError, SessionExpired, Unavailable
+from chubbypy.protocol.errors import ChubbyError, InvalidHandle, SessionExpired, Unavailable
 from chubbypy.protocol.namespace import Create, LockMode, SetContents, Stat
 from chubbypy.protocol.session import (
     AcquireLock,
@@ -54,6 +55,7 @@ from chubbypy.protocol.session import (
     LeaseExtended,
     Locked,
     Open,
+    PoisonHandle,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -61,6 +63,8 @@ from chubbypy.protocol.session import (
     SessionEvent,
     SessionResult,
 )
+
+_R = TypeVar("_R")
 
 GRACE_SECONDS_DEFAULT = 45.0
 CLOCK_DRIFT_DEFAULT = 0.01
@@ -298,6 +302,8 @@ class Handle:
         self.created = created
         self.stat = stat
         self._handle = handle
+        self._poisoned = False
+        self._outstanding: set[Deferred[Any]] = set()
 
     def acquire(self, *, shared: bool = False, timeout: float | None = None) -> Deferred[bytes]:
         """Wait for the lock (exclusive, or `shared`), for ever or `timeout` seconds
@@ -331,7 +337,19 @@ class Handle:
 
     def close(self) -> Deferred[None]:
         """Close the handle (releasing its lock, if it holds one)."""
-        return self._done(CloseHandle(self._handle))
+        self._poisoned = True  # nothing after a close, whatever the reply
+        for call in list(self._outstanding):
+            call.cancel()
+        return self._send(CloseHandle(self._handle))
+
+    def poison(self) -> Deferred[None]:
+        """Make this handle's outstanding and later calls fail (`InvalidHandle`) without
+        closing it (Chubby §2.6): a way for one part of a program to stop another's
+        blocked acquire. A lock it holds stays held until the handle is closed."""
+        self._poisoned = True
+        for call in list(self._outstanding):
+            call.cancel()
+        return self._send(PoisonHandle(self._handle))
 
     def _locked(
         self, call: SessionCall, attempt: float | None = None, deadline: float | None = None
@@ -343,15 +361,35 @@ class Handle:
             self.stat = result.stat
             return result.sequencer
 
-        return Deferred.fromCoroutine(calling())
+        return self._track(calling)
 
     def _done(self, call: SessionCall) -> Deferred[None]:
-        async def calling() -> None:
-            result = await self.session.call(call)
-            if not isinstance(result, CallDone):
-                raise ChubbyError(f"unexpected {type(result).__name__}")
+        return self._track(lambda: self._send_coroutine(call))
 
-        return Deferred.fromCoroutine(calling())
+    def _send(self, call: SessionCall) -> Deferred[None]:
+        """A call that a poisoned or closed handle still makes (close, poison)."""
+        return Deferred.fromCoroutine(self._send_coroutine(call))
+
+    async def _send_coroutine(self, call: SessionCall) -> None:
+        result = await self.session.call(call)
+        if not isinstance(result, CallDone):
+            raise ChubbyError(f"unexpected {type(result).__name__}")
+
+    def _track(self, make: Callable[[], Coroutine[Any, Any, _R]]) -> Deferred[_R]:
+        """Run a call on this handle; refused at once if poisoned, and failed
+        `InvalidHandle` if poisoned while outstanding."""
+        if self._poisoned:
+            return fail(InvalidHandle("the handle was poisoned or closed"))
+        running = Deferred.fromCoroutine(make())
+        self._outstanding.add(running)
+
+        def ended(result: object) -> object:
+            self._outstanding.discard(running)
+            if isinstance(result, Failure) and isinstance(result.value, CancelledError):
+                raise InvalidHandle("the handle was poisoned or closed")
+            return result
+
+        return running.addBoth(ended)
 
 
 async def _call(

@@ -290,6 +290,22 @@ class MasterService:
         else:
             self._reply(token, Done())
 
+    def poison(self, token: int, handle_bytes: bytes) -> None:
+        """Make the handle's outstanding and later calls fail (INVALID_HANDLE) without
+        closing it (Chubby §2.6): its blocked acquires end; a lock it holds stays held until
+        it is closed. Remembered for this mastership (the client library remembers too)."""
+        try:
+            handle = decode_handle(handle_bytes, self._key)
+        except DecodeError as error:
+            self._reply(token, Failure(ErrorCode.INVALID_HANDLE, str(error)))
+            return
+        self._closed.add(handle.handle_id)
+        key = (handle.path, handle.instance)
+        for waiter in self._queues.cancel_handle(key, handle.session_id, handle.handle_id):
+            self._pending.pop(waiter.token, None)
+            self._reply(waiter.token, Failure(ErrorCode.INVALID_HANDLE, "the handle was poisoned"))
+        self._reply(token, Done())
+
     # ------------------------------------------------------------------------- locks
 
     def acquire(self, token: int, handle_bytes: bytes, mode: LockMode, *, wait: bool) -> None:

@@ -90,6 +90,13 @@ class CloseHandle:
 
 
 @frozen
+class PoisonHandle:
+    """Fail the handle's outstanding and later calls without closing it."""
+
+    handle: bytes
+
+
+@frozen
 class AcquireLock:
     """Take the handle's lock; with `wait`, queue until it is free (else LOCK_HELD)."""
 
@@ -132,6 +139,7 @@ SessionCall = (
     | CloseSession
     | Open
     | CloseHandle
+    | PoisonHandle
     | AcquireLock
     | ReleaseLock
     | HandleWrite

@@ -42,6 +42,7 @@ from chubbypy.protocol.session import (
     LeaseExtended,
     Locked,
     Open,
+    PoisonHandle,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -79,6 +80,8 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [9, handle]
         case CheckSequencer(sequencer):
             return [10, sequencer]
+        case PoisonHandle(handle):
+            return [11, handle]
     raise AssertionError(call)
 
 
@@ -182,6 +185,7 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     ),
     9: (1, lambda f: GetSequencer(_handle(f[0]))),
     10: (1, lambda f: CheckSequencer(_sequencer(f[0]))),
+    11: (1, lambda f: PoisonHandle(_handle(f[0]))),
 }
 
 

@@ -44,6 +44,7 @@ from chubbypy.protocol.session import (
     LeaseExtended,
     Locked,
     Open,
+    PoisonHandle,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -129,6 +130,8 @@ class SessionHost:
                              EventMask(events & 0x7E), delay, create, exclusive)  # fmt: skip
             case CloseHandle(handle):
                 service.close(token, handle)
+            case PoisonHandle(handle):
+                service.poison(token, handle)
             case AcquireLock(handle, mode, wait):
                 service.acquire(token, handle, mode, wait=wait)
             case ReleaseLock(handle, generation):

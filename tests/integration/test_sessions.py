@@ -17,7 +17,7 @@ from twisted.internet.threads import blockingCallFromThread
 
 from chubbypy.client import Session, SessionState
 from chubbypy.client.blocking import running_reactor
-from chubbypy.protocol.errors import InvalidSequencer, LockHeld
+from chubbypy.protocol.errors import InvalidHandle, InvalidSequencer, LockHeld
 from tests.integration.harness import LiveCell
 
 _T = TypeVar("_T")
@@ -199,3 +199,19 @@ async def _queue_of_waiters(session: Session, path: str, count: int) -> list[int
         assert granted == list(range(position + 1)), "one at a time, in order"
         await handle.release()
     return granted
+
+
+def test_poison_stops_a_blocked_acquire_from_another_part_of_the_program(cell: LiveCell) -> None:
+    """A handle poisoned while its acquire waits: the acquire fails InvalidHandle, and so
+    does every later call on it."""
+    alice, bob = session_of(cell), session_of(cell)
+    path = cell.path("lock")
+    a = on_reactor(lambda: alice.open_handle(path, create=True))
+    b = on_reactor(lambda: bob.open_handle(path))
+    on_reactor(lambda: a.acquire())
+    waiting = blockingCallFromThread(running_reactor(), lambda: Deferred.fromCoroutine(_acquire(b)))  # type: ignore[arg-type]
+    on_reactor(lambda: b.poison())
+    with pytest.raises(InvalidHandle):
+        on_reactor(lambda: waiting)
+    with pytest.raises(InvalidHandle):
+        on_reactor(lambda: b.try_acquire())

@@ -367,3 +367,18 @@ def test_a_stale_release_does_not_free_a_later_acquisition(cell: Cell) -> None:
     cell.ok("acquire", a, EXCLUSIVE, wait=False)
     assert cell.code("release", a, first.stat.lock_generation) is ErrorCode.LOCK_NOT_HELD
     assert cell.code("acquire", b, EXCLUSIVE, wait=False) is ErrorCode.LOCK_HELD
+
+
+def test_poison_ends_blocked_acquires_and_refuses_later_calls(cell: Cell) -> None:
+    """Poison fails the handle's waiting acquire and every later call, without closing it:
+    a lock it holds stays held."""
+    alice, bob = cell.session(), cell.session()
+    a, b = cell.open(alice), cell.open(bob)
+    cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    waiting = cell.call("acquire", b, EXCLUSIVE, wait=True)
+    assert cell.ok("poison", b) == Done()
+    assert cell.result(waiting) == Failure(ErrorCode.INVALID_HANDLE, "the handle was poisoned")
+    assert cell.code("acquire", b, EXCLUSIVE, wait=False) is ErrorCode.INVALID_HANDLE
+    cell.ok("poison", a)
+    assert cell.code("release", a) is ErrorCode.INVALID_HANDLE
+    assert cell.code("acquire", cell.open(bob), EXCLUSIVE, wait=False) is ErrorCode.LOCK_HELD

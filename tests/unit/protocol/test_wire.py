@@ -111,6 +111,7 @@ from chubbypy.protocol.session import (
     LeaseExtended,
     Locked,
     Open,
+    PoisonHandle,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -249,6 +250,7 @@ session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     st.builds(HandleWrite, handles, simple_writes, st.none() | handles),
     st.builds(GetSequencer, handles),
     st.builds(CheckSequencer, handles),
+    st.builds(PoisonHandle, handles),
 )  # fmt: skip
 session_events = st.builds(
     SessionEvent, st.integers(1, INT64_MAX), st.sampled_from(EventKind), names, uints
