@@ -14,12 +14,9 @@ from chubbypy.locks._lock import (
     session_ended,
 )
 from chubbypy.locks._queue import LockKey, LockQueues, Waiter
-from chubbypy.locks._sequencer import (
-    SEQUENCER_BYTES_MAX,
-    Sequencer,
-    decode_sequencer,
-)
+from chubbypy.locks._sequencer import Sequencer, decode_sequencer
 from chubbypy.protocol.namespace import LockMode
+from chubbypy.protocol.session import SEQUENCER_BYTES_MAX
 
 __all__ = [
     "FREE",

@@ -22,10 +22,9 @@ from attrs import frozen
 
 from chubbypy.protocol._plain import DecodeError, array, integer, pack, text, unpack
 from chubbypy.protocol.namespace import LockMode
+from chubbypy.protocol.session import SEQUENCER_BYTES_MAX
 
 SEQUENCER_FORMAT = 1
-SEQUENCER_BYTES_MAX = 4096
-"""More than any sequencer of a valid name needs; longer bytes are refused undecoded."""
 
 
 @frozen

@@ -42,6 +42,17 @@ def integer(data: Any, low: int = 0) -> int:
     return data
 
 
+INT64_MAX = (1 << 63) - 1
+
+
+def uint64(data: Any, low: int = 0) -> int:
+    """An integer from `low` to INT64_MAX: what the wire's ids and counters may be."""
+    value = integer(data, low)
+    if value > INT64_MAX:
+        raise DecodeError(f"integer {value} is above the limit of {INT64_MAX}")
+    return value
+
+
 def optional_integer(data: Any, low: int = 0) -> int | None:
     return None if data is None else integer(data, low)
 

@@ -21,6 +21,7 @@ from typing import Final, Literal, NewType
 
 from attrs import frozen
 
+from chubbypy.protocol import _plain
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace import Read, ReadResult, Write, WriteResult
 from chubbypy.protocol.peer import PeerMessage
@@ -76,7 +77,7 @@ NO_REQUEST = RequestId(0)
 
 # Limits checked by the wire codec. Integers are non-negative and fit a signed 64-bit integer,
 # so every language and every database column (SQLite's INTEGER) holds them unchanged.
-INT64_MAX: Final = (1 << 63) - 1
+INT64_MAX: Final = _plain.INT64_MAX
 NAME_CHARS_MAX: Final = 255
 """A replica id or a client's name."""
 CELL_CHARS_MAX: Final = 64

@@ -16,7 +16,11 @@ from attrs import frozen
 from chubbypy.protocol.namespace import Create, LockMode, SimpleWrite, Stat
 
 HANDLE_BYTES_MAX = 4096
+"""More than any handle of a valid name needs; longer bytes are refused undecoded."""
 SEQUENCER_BYTES_MAX = 4096
+"""Likewise for sequencers."""
+SESSION_NAME_CHARS_MAX = 256
+"""How long the client's description of itself may be (it appears on status pages)."""
 
 
 class EventKind(enum.IntEnum):

@@ -17,6 +17,7 @@ from chubbypy.protocol._plain import (
     integer,
     tagged,
     text,
+    uint64,
 )
 from chubbypy.protocol.namespace import Create, LockMode, MultiOp, SimpleWrite, Stat
 from chubbypy.protocol.namespace_codec import (
@@ -28,6 +29,7 @@ from chubbypy.protocol.namespace_codec import (
 from chubbypy.protocol.session import (
     HANDLE_BYTES_MAX,
     SEQUENCER_BYTES_MAX,
+    SESSION_NAME_CHARS_MAX,
     AcquireLock,
     CallDone,
     CheckSequencer,
@@ -51,8 +53,6 @@ from chubbypy.protocol.session import (
     SessionResult,
 )
 
-INT64_MAX = 2**63 - 1
-NAME_CHARS_MAX = 256
 PATH_CHARS_MAX = 4096
 EVENTS_MAX = 100_000
 
@@ -109,13 +109,6 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
 # ----------------------------------------------------------------------------- from plain
 
 
-def _uint(data: Any, low: int = 0) -> int:
-    value = integer(data, low)
-    if value > INT64_MAX:
-        raise DecodeError(f"integer {value} is above the limit of {INT64_MAX}")
-    return value
-
-
 def _bytes(data: Any, most: int, what: str) -> bytes:
     value = binary(data)
     if not 1 <= len(value) <= most:
@@ -166,17 +159,19 @@ def _to_open(f: list[Any]) -> Open:
     create = _create(f[5])
     if create is not None and create.path != path:
         raise DecodeError("an open's create option names another path")
-    return Open(_uint(f[0], 1), path, _uint(f[2]), _uint(f[3]), _uint(f[4]), create, boolean(f[6]))
+    return Open(
+        uint64(f[0], 1), path, uint64(f[2]), uint64(f[3]), uint64(f[4]), create, boolean(f[6])
+    )
 
 
 _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
-    1: (1, lambda f: CreateSession(_text(f[0], NAME_CHARS_MAX, "session name"))),
-    2: (2, lambda f: KeepAlive(_uint(f[0], 1), _uint(f[1]))),
-    3: (1, lambda f: CloseSession(_uint(f[0], 1))),
+    1: (1, lambda f: CreateSession(_text(f[0], SESSION_NAME_CHARS_MAX, "session name"))),
+    2: (2, lambda f: KeepAlive(uint64(f[0], 1), uint64(f[1]))),
+    3: (1, lambda f: CloseSession(uint64(f[0], 1))),
     4: (7, _to_open),
     5: (1, lambda f: CloseHandle(_handle(f[0]))),
     6: (3, lambda f: AcquireLock(_handle(f[0]), _mode(f[1]), boolean(f[2]))),
-    7: (2, lambda f: ReleaseLock(_handle(f[0]), None if f[1] is None else _uint(f[1]))),
+    7: (2, lambda f: ReleaseLock(_handle(f[0]), None if f[1] is None else uint64(f[1]))),
     8: (
         3,
         lambda f: HandleWrite(
@@ -202,19 +197,19 @@ def _to_event(data: Any) -> SessionEvent:
         event_kind = EventKind(integer(kind))
     except ValueError:
         raise DecodeError(f"unknown event kind {kind!r:.20}") from None
-    return SessionEvent(_uint(sequence, 1), event_kind, _text(path, PATH_CHARS_MAX, "path"),
-                        _uint(handle_id))  # fmt: skip
+    return SessionEvent(uint64(sequence, 1), event_kind, _text(path, PATH_CHARS_MAX, "path"),
+                        uint64(handle_id))  # fmt: skip
 
 
 def _to_lease_extended(f: list[Any]) -> LeaseExtended:
     events = array(f[1])
     if len(events) > EVENTS_MAX:
         raise DecodeError(f"{len(events)} events in one answer: at most {EVENTS_MAX}")
-    return LeaseExtended(_uint(f[0]), tuple(_to_event(e) for e in events), _uint(f[2]))
+    return LeaseExtended(uint64(f[0]), tuple(_to_event(e) for e in events), uint64(f[2]))
 
 
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
-    1: (2, lambda f: SessionCreated(_uint(f[0], 1), _uint(f[1]))),
+    1: (2, lambda f: SessionCreated(uint64(f[0], 1), uint64(f[1]))),
     2: (3, _to_lease_extended),
     3: (3, lambda f: HandleOpened(_handle(f[0]), boolean(f[1]), _to_stat(f[2]))),
     4: (2, lambda f: Locked(_to_stat(f[0]), _sequencer(f[1]))),

@@ -30,13 +30,13 @@ from chubbypy.protocol._plain import (
     pack,
     tagged,
     text,
+    uint64,
     unpack,
 )
 from chubbypy.protocol.client import (
     CELL_CHARS_MAX,
     ENDPOINT_CHARS_MAX,
     ERROR_MESSAGE_CHARS_MAX,
-    INT64_MAX,
     NAME_CHARS_MAX,
     REPLICA_ROLES,
     REPLICAS_MAX,
@@ -180,13 +180,6 @@ _BALLOT_CHARS_MAX = 20 + NAME_CHARS_MAX
 """A ballot as text: a round of up to 19 digits, a dot, a replica id."""
 
 
-def _uint(data: Any, low: int = 0) -> int:
-    value = integer(data, low)
-    if value > INT64_MAX:
-        raise DecodeError(f"integer {value} is above the limit of {INT64_MAX}")
-    return value
-
-
 def _string(data: Any, chars_max: int, what: str, chars_min: int = 1) -> str:
     value = text(data)
     if not chars_min <= len(value) <= chars_max:
@@ -195,11 +188,11 @@ def _string(data: Any, chars_max: int, what: str, chars_min: int = 1) -> str:
 
 
 def _request_id(data: Any) -> RequestId:
-    return RequestId(_uint(data, 1))
+    return RequestId(uint64(data, 1))
 
 
 def _index(data: Any) -> LogIndex:
-    return LogIndex(_uint(data))
+    return LogIndex(uint64(data))
 
 
 def _replica_id(data: Any) -> ReplicaId:
@@ -236,7 +229,7 @@ def _to_replica_role(data: Any) -> ReplicaRole:
 
 def _to_hello(fields: list[Any]) -> Hello:
     name = _string(fields[3], NAME_CHARS_MAX, "name")
-    return Hello(_uint(fields[0]), _cell(fields[1]), _to_role(fields[2]), name)
+    return Hello(uint64(fields[0]), _cell(fields[1]), _to_role(fields[2]), name)
 
 
 def _to_address(data: Any) -> ReplicaAddress:
@@ -252,15 +245,15 @@ def _to_master_location(fields: list[Any]) -> MasterLocation:
         raise DecodeError(f"{len(addresses)} replica addresses: at most {REPLICAS_MAX}")
     replicas = tuple(_to_address(a) for a in addresses)
     master = _optional_replica_id(fields[1])
-    return MasterLocation(_request_id(fields[0]), master, Epoch(_uint(fields[2])), replicas)
+    return MasterLocation(_request_id(fields[0]), master, Epoch(uint64(fields[2])), replicas)
 
 
 def _to_write_request(fields: list[Any]) -> WriteRequest:
     # Client 0 is NO_CLIENT, which the log reads as a registration: never a write's author.
     # Sequences number a client's commands from 1.
-    client_id, sequence = ClientId(_uint(fields[1], 1)), _uint(fields[2], 1)
+    client_id, sequence = ClientId(uint64(fields[1], 1)), uint64(fields[2], 1)
     write = write_from_plain(fields[4])
-    return WriteRequest(_request_id(fields[0]), client_id, sequence, _uint(fields[3]), write)
+    return WriteRequest(_request_id(fields[0]), client_id, sequence, uint64(fields[3]), write)
 
 
 def _to_write_result(data: Any) -> WriteResult:
@@ -282,7 +275,7 @@ def _to_status(data: Any) -> ReplicaStatus:
     return ReplicaStatus(
         replica_id=_replica_id(f[0]),
         role=_to_replica_role(f[1]),
-        epoch=Epoch(_uint(f[2])),
+        epoch=Epoch(uint64(f[2])),
         promised=_string(f[3], _BALLOT_CHARS_MAX, "ballot"),
         chosen_index=_index(f[4]),
         applied_index=_index(f[5]),
@@ -291,29 +284,29 @@ def _to_status(data: Any) -> ReplicaStatus:
         snapshot_index=_index(f[8]),
         serving=boolean(f[9]),
         lease_valid=boolean(f[10]),
-        lease_remaining_ms=_uint(f[11]),
+        lease_remaining_ms=uint64(f[11]),
         master_hint=_optional_replica_id(f[12]),
-        uptime_ms=_uint(f[13]),
+        uptime_ms=uint64(f[13]),
     )
 
 
 def _to_error_reply(fields: list[Any]) -> ErrorReply:
     message = _string(fields[2], ERROR_MESSAGE_CHARS_MAX, "error message", chars_min=0)
     hint = _optional_replica_id(fields[3])
-    return ErrorReply(RequestId(_uint(fields[0])), _to_code(fields[1]), message, hint)
+    return ErrorReply(RequestId(uint64(fields[0])), _to_code(fields[1]), message, hint)
 
 
 _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     1: (4, _to_hello),
-    2: (3, lambda f: Welcome(_uint(f[0]), _cell(f[1]), _replica_id(f[2]))),
+    2: (3, lambda f: Welcome(uint64(f[0]), _cell(f[1]), _replica_id(f[2]))),
     10: (1, lambda f: LocateMaster(_request_id(f[0]))),
-    11: (2, lambda f: Register(_request_id(f[0]), _uint(f[1]))),
+    11: (2, lambda f: Register(_request_id(f[0]), uint64(f[1]))),
     12: (5, _to_write_request),
     13: (2, lambda f: ReadRequest(_request_id(f[0]), read_from_plain(f[1]))),
     14: (1, lambda f: StatusRequest(_request_id(f[0]))),
     15: (2, lambda f: SessionRequest(_request_id(f[0]), call_from_plain(f[1]))),
     20: (4, _to_master_location),
-    21: (2, lambda f: Registered(_request_id(f[0]), ClientId(_uint(f[1], 1)))),
+    21: (2, lambda f: Registered(_request_id(f[0]), ClientId(uint64(f[1], 1)))),
     22: (3, lambda f: WriteReply(_request_id(f[0]), _index(f[1]), _to_write_result(f[2]))),
     23: (3, lambda f: ReadReply(_request_id(f[0]), _index(f[1]), _to_read_result(f[2]))),
     24: (2, lambda f: StatusReply(_request_id(f[0]), _to_status(f[1]))),

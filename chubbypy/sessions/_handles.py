@@ -22,9 +22,9 @@ from typing import Any
 from attrs import frozen
 
 from chubbypy.protocol._plain import DecodeError, array, binary, integer, pack, text, unpack
+from chubbypy.protocol.session import HANDLE_BYTES_MAX
 
 HANDLE_FORMAT = 1
-HANDLE_BYTES_MAX = 4096
 MAC_BYTES = 16
 HANDLE_COUNTER_BITS = 32
 """A master hands out up to 2**32 handles per epoch; the epoch is above them."""

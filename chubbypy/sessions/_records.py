@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from attrs import frozen
 
-SESSION_NAME_CHARS_MAX = 256
-"""How long the client's description of itself may be (it appears on status pages)."""
+from chubbypy.protocol.session import SESSION_NAME_CHARS_MAX
+
+__all__ = ["SESSION_NAME_CHARS_MAX", "SessionRecord"]
 
 
 @frozen(order=True)
