@@ -83,6 +83,7 @@ class SessionHost:
 
     @property
     def sessions(self) -> int:
+        """Live sessions, for /metrics (0 when not serving as master)."""
         return 0 if self._service is None else self._service.session_count
 
     # ------------------------------------------------------------------------- mastership

@@ -478,6 +478,11 @@ class ReplicaServer:
                 "Commands waiting for the pipeline window.",
                 lambda: float(status().queued_commands),
             ),
+            (
+                "chubbypy_sessions",
+                "Live sessions the master's session service holds (0 on other replicas).",
+                lambda: float(self.sessions.sessions),
+            ),
         ):
             m.gauge(name, help_text, _scalar(read))
         self._proposals = m.counter("chubbypy_proposals_total", "Client commands proposed.")

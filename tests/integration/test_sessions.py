@@ -50,6 +50,7 @@ def test_a_lock_passes_from_holder_to_waiter_and_fences_the_old_holder(cell: Liv
     second: bytes = on_reactor(lambda: waiting)
     assert second != first
     assert on_reactor(lambda: alice.check_sequencer(second))
+    assert cell.metric(cell.wait_master(), "chubbypy_sessions") == 2
     assert not on_reactor(lambda: alice.check_sequencer(first))
     with pytest.raises(InvalidSequencer):
         on_reactor(lambda: a.set_contents(b"late", sequencer=first))
