@@ -63,6 +63,7 @@ from chubbypy.protocol.session import (
     SessionEvent,
     SessionResult,
 )
+from chubbypy.sessions import HandleMode
 
 _R = TypeVar("_R")
 
@@ -71,8 +72,6 @@ CLOCK_DRIFT_DEFAULT = 0.01
 """At least the cell's ``paxos.clock_drift_max``."""
 ACQUIRE_FOREVER_SECONDS = 10.0**9
 """A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
-READ, WRITE, CHANGE_ACL = 1, 2, 4
-"""Handle modes (Chubby §2.6), as the wire carries them."""
 
 
 class SessionState(enum.Enum):
@@ -157,7 +156,7 @@ class Session:
         self,
         path: str,
         *,
-        mode: int = READ | WRITE,
+        mode: HandleMode = HandleMode.READ | HandleMode.WRITE,
         events: int = 0,
         lock_delay_seconds: float = 0.0,
         create: bool = False,
@@ -171,7 +170,7 @@ class Session:
         delay_ms = round(lock_delay_seconds * 1000)
 
         async def opening() -> Handle:
-            call = Open(self.session_id, path, mode, events, delay_ms, made, exclusive)
+            call = Open(self.session_id, path, int(mode), events, delay_ms, made, exclusive)
             result = await self.call(call)
             if not isinstance(result, HandleOpened):
                 raise ChubbyError(f"unexpected {type(result).__name__} to Open")
