@@ -24,6 +24,13 @@ live cell showed that without the hold the client fell into jeopardy on every Ke
 Each state change is reported to `on_state` callbacks, and each event the master sends
 (contents modified, lock acquired, master fail-over, ...) to `on_event` callbacks, once,
 in order.
+
+**The cache** (Chubby §2.5, `chubbypy.client._cache`): reads through the session
+(`get_contents_and_stat`, `get_stat`, and the same on a handle) keep what the master let
+them cache, including a name's absence, and answer later reads from memory while the
+session is *connected* and its local lease valid. An INVALIDATE event drops an entry before
+the KeepAlive that acknowledges it is sent; jeopardy, a master fail-over event and the
+session's end empty the cache. `Session.open(..., cache=False)` turns it off.
 """
 
 from __future__ import annotations
@@ -37,9 +44,17 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chubbypy.client._cache import CachedNode, ClientCache
 from chubbypy.client._cell import Cell, default_client_name
 from chubbypy.protocol.client import RequestId, SessionReply, SessionRequest
-from chubbypy.protocol.errors import ChubbyError, InvalidHandle, SessionExpired, Unavailable
+from chubbypy.protocol.errors import (
+    ChubbyError,
+    InvalidHandle,
+    IsADirectory,
+    NoSuchNode,
+    SessionExpired,
+    Unavailable,
+)
 from chubbypy.protocol.namespace import Create, LockMode, SetContents, Stat
 from chubbypy.protocol.session import (
     AcquireLock,
@@ -48,14 +63,17 @@ from chubbypy.protocol.session import (
     CloseHandle,
     CloseSession,
     CreateSession,
+    EventKind,
     GetSequencer,
     HandleOpened,
     HandleWrite,
     KeepAlive,
     LeaseExtended,
     Locked,
+    NodeRead,
     Open,
     PoisonHandle,
+    ReadNode,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -94,6 +112,7 @@ class Session:
         *,
         grace_seconds: float,
         clock_drift_max: float,
+        cache: bool = True,
     ) -> None:
         self.cell = cell
         self.session_id = session_id
@@ -109,6 +128,8 @@ class Session:
         self._closing = False
         self.on_state: list[Callable[[SessionState], None]] = []
         self.on_event: list[Callable[[SessionEvent], None]] = []
+        self.cache_enabled = cache
+        self.cache = ClientCache()
 
     @classmethod
     def open(
@@ -119,8 +140,10 @@ class Session:
         name: str | None = None,
         grace_seconds: float = GRACE_SECONDS_DEFAULT,
         clock_drift_max: float = CLOCK_DRIFT_DEFAULT,
+        cache: bool = True,
     ) -> Deferred[Session]:
-        """A new session (its KeepAlives already running)."""
+        """A new session (its KeepAlives already running); `cache` False turns its cache
+        off (every read goes to the master)."""
 
         async def create() -> Session:
             sent = clock.seconds()
@@ -128,7 +151,7 @@ class Session:
             if not isinstance(result, SessionCreated):
                 raise ChubbyError(f"unexpected {type(result).__name__} to CreateSession")
             session = cls(cell, clock, result.session_id, grace_seconds=grace_seconds,
-                          clock_drift_max=clock_drift_max)  # fmt: skip
+                          clock_drift_max=clock_drift_max, cache=cache)  # fmt: skip
             session._extend(sent, result.lease_ms)
             session._keep_alive()
             return session
@@ -177,6 +200,66 @@ class Session:
             return Handle(self, path, result.handle, result.created, result.stat)
 
         return Deferred.fromCoroutine(opening())
+
+    def get_contents_and_stat(self, path: str) -> Deferred[tuple[bytes, Stat]]:
+        """The file's contents and metadata, from the cache when it holds them
+        (`NoSuchNode`, `IsADirectory`)."""
+
+        async def reading() -> tuple[bytes, Stat]:
+            node = await self._read(path)
+            if node.stat is None:
+                raise NoSuchNode(f"no node {path}")
+            if node.stat.is_directory:
+                raise IsADirectory(f"{path} is a directory")
+            return node.contents, node.stat
+
+        return Deferred.fromCoroutine(reading())
+
+    def get_stat(self, path: str) -> Deferred[Stat]:
+        """The node's metadata, from the cache when it holds it (`NoSuchNode`)."""
+
+        async def reading() -> Stat:
+            node = await self._read(path)
+            if node.stat is None:
+                raise NoSuchNode(f"no node {path}")
+            return node.stat
+
+        return Deferred.fromCoroutine(reading())
+
+    def _cache_usable(self) -> bool:
+        """Whether cached entries may be used now: the master's promise to invalidate
+        them first lasts as long as the session lease, as this client counts it."""
+        return (
+            self.cache_enabled
+            and self._state is SessionState.CONNECTED
+            and not self._closing
+            and self._clock.seconds() < self._lease_end
+        )
+
+    async def _read(self, path: str) -> CachedNode:
+        if self._cache_usable():
+            cached = self.cache.get(path)
+            if cached is not None:
+                return cached
+        started = self.cache.reading(path)
+        answer: NodeRead | None = None
+        try:
+            result = await self.call(ReadNode(self.session_id, path, self.cache_enabled))
+            if not isinstance(result, NodeRead):
+                raise ChubbyError(f"unexpected {type(result).__name__} to ReadNode")
+            answer = result
+        finally:
+            node = None if answer is None else CachedNode(answer.stat, answer.contents)
+            self.cache.read_done(
+                path,
+                started,
+                node,
+                cached=answer is not None and answer.cached,
+                event_sequence=0 if answer is None else answer.event_sequence,
+                usable=self._cache_usable(),
+            )
+        assert node is not None
+        return node
 
     def check_sequencer(self, sequencer: bytes) -> Deferred[bool]:
         """Whether `sequencer` still names a lock held in its mode at its generation."""
@@ -274,6 +357,11 @@ class Session:
             if event.sequence <= self._acked:
                 continue  # sent again because an answer was lost: seen already
             self._acked = event.sequence
+            if event.kind is EventKind.INVALIDATE:
+                self.cache.invalidate(event.path, event.sequence)
+                continue  # the cache's business; acknowledged by the next KeepAlive
+            if event.kind is EventKind.MASTER_FAILOVER:
+                self.cache.flush()  # the new master knows nothing of what we cached
             for callback in list(self.on_event):
                 callback(event)
 
@@ -281,6 +369,8 @@ class Session:
         if state is self._state:
             return
         self._state = state
+        if state in (SessionState.JEOPARDY, SessionState.EXPIRED):
+            self.cache.flush()
         self.log.info("session {id}: {state}", id=self.session_id, state=state.value)
         for callback in list(self.on_state):
             callback(state)
@@ -328,6 +418,31 @@ class Handle:
     def release(self) -> Deferred[None]:
         """Let go of the lock this handle acquired last (and of nothing later)."""
         return self._done(ReleaseLock(self._handle, self.stat.lock_generation))
+
+    def get_contents_and_stat(self) -> Deferred[tuple[bytes, Stat]]:
+        """The file's contents and metadata (from the session's cache when it holds them);
+        `NoSuchNode` once the node this handle opened was deleted, even if re-created."""
+
+        async def reading() -> tuple[bytes, Stat]:
+            contents, stat = await self.session.get_contents_and_stat(self.path)
+            self._check_instance(stat)
+            return contents, stat
+
+        return self._track(reading)
+
+    def get_stat(self) -> Deferred[Stat]:
+        """The node's metadata (see `get_contents_and_stat`)."""
+
+        async def reading() -> Stat:
+            stat = await self.session.get_stat(self.path)
+            self._check_instance(stat)
+            return stat
+
+        return self._track(reading)
+
+    def _check_instance(self, stat: Stat) -> None:
+        if stat.instance != self.stat.instance:
+            raise NoSuchNode(f"the node of this handle is gone: {self.path}")
 
     def set_contents(self, contents: bytes, *, sequencer: bytes | None = None) -> Deferred[None]:
         """Write the file; with `sequencer`, only while it is valid (`InvalidSequencer`)."""

@@ -4,10 +4,12 @@ driven by client calls, ticks and applied log entries; outputs replies and propo
 from chubbypy.master._log import ServiceLog
 from chubbypy.master._results import (
     CallResult,
+    ClientWrite,
     Done,
     HandleOpened,
     KeepAliveAnswered,
     LockGranted,
+    NodeRead,
     Proposal,
     Reply,
     SequencerChecked,
@@ -17,12 +19,14 @@ from chubbypy.master._service import MasterService, MasterTiming
 
 __all__ = [
     "CallResult",
+    "ClientWrite",
     "Done",
     "HandleOpened",
     "KeepAliveAnswered",
     "LockGranted",
     "MasterService",
     "MasterTiming",
+    "NodeRead",
     "Proposal",
     "Reply",
     "SequencerChecked",

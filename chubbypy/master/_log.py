@@ -6,7 +6,8 @@ numbered here), all of one batch in one `propose` so that they share a log entry
 release and the grant it allows, say). When an entry is applied, the writes the namespace
 applied come back to the service in log order, each with the token of the call it served
 (or None); a master command refused because its epoch ended is reported so that its caller
-can be told to retry.
+can be told to retry. Every proposal's cache-gate ticket is reported `landed` once its
+outcome is known (or the core refused it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class ServiceLog:
 
     def __init__(self) -> None:
         self._sequences = itertools.count(1)
-        self._tokens: dict[int, int | None] = {}
+        self._tokens: dict[int, tuple[int | None, int]] = {}
+        """Per command sequence: the call it serves (or None), and its gate ticket."""
 
     def commands(self, proposals: Iterable[Proposal]) -> list[Command]:
         """The commands to propose, in order, for `proposals`."""
@@ -36,13 +38,18 @@ class ServiceLog:
         for proposal in proposals:
             sequence = next(self._sequences)
             commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
-            self._tokens[sequence] = proposal.token
+            self._tokens[sequence] = (proposal.token, proposal.ticket)
         return commands
 
-    def refused(self, commands: Iterable[Command]) -> list[int]:
+    def refused(self, service: MasterService, commands: Iterable[Command]) -> list[int]:
         """The core refused `commands`: the tokens of the calls they served."""
-        tokens = (self._tokens.pop(c.sequence) for c in commands)
-        return [t for t in tokens if t is not None]
+        tokens = []
+        for command in commands:
+            token, ticket = self._tokens.pop(command.sequence)
+            service.landed(ticket)
+            if token is not None:
+                tokens.append(token)
+        return tokens
 
     def applied(
         self,
@@ -57,8 +64,11 @@ class ServiceLog:
         done = iter(writes)
         refused = []
         for outcome in outcomes:
+            token: int | None = None
             mine = outcome.client_id == MASTER_CLIENT
-            token = self._tokens.pop(outcome.sequence, None) if mine else None
+            if mine and outcome.sequence in self._tokens:
+                token, ticket = self._tokens.pop(outcome.sequence)
+                service.landed(ticket)
             if outcome.kind is OutcomeKind.APPLIED:
                 _, write, applied = next(done)
                 service.applied(token, write, applied)

@@ -49,8 +49,29 @@ class SequencerChecked:
     valid: bool
 
 
+@frozen
+class NodeRead:
+    """A node as the master has it: `stat` None if there is no such node (contents empty
+    then, and for a directory)."""
+
+    stat: Stat | None
+    contents: bytes
+    cached: bool
+    """The session is registered as caching the name: the master will invalidate it before
+    changing it, so the client may keep what it read until told otherwise."""
+    event_sequence: int
+    """The session's next event number when the read was answered: an invalidation of this
+    name numbered at or above it came after the read, whenever it arrives."""
+
+
 CallResult = (
-    SessionStarted | KeepAliveAnswered | HandleOpened | LockGranted | Done | SequencerChecked
+    SessionStarted
+    | KeepAliveAnswered
+    | HandleOpened
+    | LockGranted
+    | Done
+    | SequencerChecked
+    | NodeRead
 ) | Failure
 
 
@@ -72,3 +93,14 @@ class Proposal:
 
     token: int | None
     write: LogWrite
+    ticket: int = 0
+    """The cache gate's number for it: report `MasterService.landed(ticket)` once it was
+    applied or refused."""
+
+
+@frozen
+class ClientWrite:
+    """A client's write handed to `MasterService.submit_write` as `ticket` passed the cache
+    gate: propose it now, and report `landed(ticket)` once applied or refused."""
+
+    ticket: int

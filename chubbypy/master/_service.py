@@ -35,16 +35,22 @@ drops it when mastership ends; everything in it is memory that a new master rebu
 * **Events** are derived from each applied entry and pushed to the sessions whose handles
   asked for them, in commit order: contents modified, child added or removed, handle
   invalid (its node was deleted), lock acquired, conflicting lock request.
+* **The consistent cache (§2.5).** Sessions read nodes through `read`, and may cache what
+  they read when the master registers them as cachers. Every write bound for the log, the
+  service's own and clients' (`submit_write`), passes the `CacheGate`: it is proposed only
+  once every session caching a name it changes has acknowledged an INVALIDATE event or
+  its lease is over; see `chubbypy.master._cache`.
 
 Access control (the ACL names of §2.3) is not checked yet; it comes with authentication.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 
-from attrs import define, frozen
+from attrs import frozen
 
 from chubbypy.locks import (
     LOCK_DELAY_MS_MAX,
@@ -57,12 +63,15 @@ from chubbypy.locks import (
     decode_sequencer,
 )
 from chubbypy.locks import release as lock_after_release
+from chubbypy.master._cache import UNTIL_ENDED, CacheGate
 from chubbypy.master._results import (
     CallResult,
+    ClientWrite,
     Done,
     HandleOpened,
     KeepAliveAnswered,
     LockGranted,
+    NodeRead,
     Proposal,
     Reply,
     SequencerChecked,
@@ -75,6 +84,7 @@ from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
     Acquire,
     Create,
+    Delete,
     EndLockDelay,
     EndSession,
     InSession,
@@ -86,6 +96,8 @@ from chubbypy.protocol.namespace import (
     OpenSession,
     Release,
     SessionOpened,
+    SetAcl,
+    SetContents,
     SimpleWrite,
     Written,
 )
@@ -147,10 +159,7 @@ class _ReplyWhenApplied:
 _Pending = _OpenCall | _AcquireCall | _WriteCall | _ReplyWhenApplied
 
 
-@define
-class _Outputs:
-    replies: list[Reply]
-    proposals: list[Proposal]
+_Paths = tuple[frozenset[str], frozenset[str]]
 
 
 class MasterService:
@@ -170,7 +179,9 @@ class MasterService:
         self._count = 0
         self._pending: dict[int, _Pending] = {}
         self._delays: dict[LockKey, int] = {}
-        self._out = _Outputs([], [])
+        self._replies: list[Reply] = []
+        self._gate = CacheGate(self._write_paths, self._send_invalidation)  # type: ignore[arg-type]
+        self._tickets = itertools.count(1)
 
     # ------------------------------------------------------------------------- life
 
@@ -179,7 +190,8 @@ class MasterService:
         database, with every entry before the epoch's start applied."""
         assert self._machine is None, "one service per mastership"
         self._machine, self._epoch, self._now = machine, epoch, now
-        self._table.start(now, [s.session_id for s in machine.sessions()])
+        sessions = [s.session_id for s in machine.sessions()]
+        self._table.start(now, sessions, first_sequence=(epoch << 32) + 1)
         for record in machine.records():
             if record.lock.delay_ms:
                 end = now + self._timing.lock_delay_ticks(record.lock.delay_ms)
@@ -193,7 +205,7 @@ class MasterService:
                 del self._delays[key]
                 self._propose(None, EndLockDelay(*key))
 
-    def take(self, *, master_lease_valid: bool) -> tuple[list[Reply], list[Proposal]]:
+    def take(self, *, master_lease_valid: bool) -> tuple[list[Reply], list[Proposal | ClientWrite]]:
         """Replies and proposals since the last call, in order.
 
         Answering a KeepAlive extends a session lease: a promise only a master that holds
@@ -214,10 +226,24 @@ class MasterService:
         for _, token in outputs.refused:
             self._reply(token, _expired("the session has ended"))
         for session_id in outputs.expire:
+            self._gate.session_gone(session_id)  # its lease is over: so is its cache
             self._propose(None, EndSession(session_id, expired=True))
-        replies, proposals = self._out.replies, self._out.proposals
-        self._out = _Outputs([], [])
-        return replies, proposals
+        self._gate.failover_complete = self._table.failover_complete
+        proposals = self._gate.release()
+        replies, self._replies = self._replies, []
+        return replies, proposals  # type: ignore[return-value]  # the gate's payloads
+
+    def submit_write(self, write: LogWrite) -> int:
+        """A client's write (no session) bound for the log: its ticket. It comes out of
+        `take` as a `ClientWrite` once the cache gate lets it through."""
+        ticket = next(self._tickets)
+        self._gate.submit(ticket, ClientWrite(ticket), write)
+        return ticket
+
+    def landed(self, ticket: int) -> None:
+        """The write of `ticket` (a `Proposal`'s or a `ClientWrite`'s) was applied, or
+        refused: the names it touched may be cached again."""
+        self._gate.landed(ticket)
 
     # ------------------------------------------------------------------------- sessions
 
@@ -226,13 +252,44 @@ class MasterService:
         self._propose(token, OpenSession(name))
 
     def close_session(self, token: int, session_id: int) -> None:
-        """End the session cleanly (its locks are free at once); never fails."""
+        """End the session cleanly (its locks are free at once); never fails. From now on
+        the session is not live, and its cache is void (the client stopped using it)."""
+        self._table.closing(session_id)
+        self._gate.session_gone(session_id)
         self._pending[token] = _ReplyWhenApplied(always_done=True)
         self._propose(token, EndSession(session_id, expired=False))
 
     def keep_alive(self, token: int, session_id: int, acked_through: int) -> None:
         if not self._table.keep_alive(session_id, token, acked_through):
             self._reply(token, _expired(f"session {session_id} has ended"))
+            return
+        self._gate.acked(session_id, acked_through)
+
+    # ------------------------------------------------------------------------- reads
+
+    def read(self, token: int, session_id: int, path: str, *, cache: bool) -> None:
+        """The node at `path` (or its absence); with `cache`, the session is registered as
+        caching it unless a change to it is under way."""
+        machine = self._db()
+        refused = self._session_problem(session_id) or check_path(
+            path, machine.cell, machine.tree.limits
+        )
+        if refused is not None:
+            self._reply(token, refused)
+            return
+        node = machine.tree.get(path)
+        cached = cache and self._gate.register(session_id, path)
+        sequence = self._table.next_sequence(session_id)
+        if node is None:
+            self._reply(token, NodeRead(None, b"", cached, sequence))
+        else:
+            stat = machine.tree.stat(node)
+            self._reply(token, NodeRead(stat, node.contents, cached, sequence))
+
+    @property
+    def cache_cost(self) -> tuple[int, int]:
+        """(cached names registered, writes held for invalidations), for /metrics."""
+        return self._gate.cached_names, self._gate.held
 
     # ------------------------------------------------------------------------- handles
 
@@ -460,10 +517,60 @@ class MasterService:
         return self._machine
 
     def _reply(self, token: int, result: CallResult) -> None:
-        self._out.replies.append(Reply(token, result))
+        self._replies.append(Reply(token, result))
 
     def _propose(self, token: int | None, write: LogWrite) -> None:
-        self._out.proposals.append(Proposal(token, write))
+        """Propose `write` once the cache gate lets it through (at once, mostly)."""
+        ticket = next(self._tickets)
+        session = write.session_id if isinstance(write, InSession | EndSession) else None
+        ends = isinstance(write, EndSession)
+        proposal = Proposal(token, write, ticket)
+        self._gate.submit(ticket, proposal, write, session=session, ends_session=ends)
+
+    def _send_invalidation(self, session_id: int, path: str) -> int | None:
+        """Tell the session to drop `path` from its cache (see `CacheGate`)."""
+        sequence = self._table.push(session_id, EventKind.INVALIDATE, path)
+        if sequence is not None:
+            return sequence
+        return UNTIL_ENDED if self._table.is_doomed(session_id) else None
+
+    def _write_paths(self, write: LogWrite) -> _Paths:
+        """The names `write` touches (whose order matters: every name it mentions) and
+        those it changes (whose cached copy it makes stale: the node, and for a creation
+        or deletion its parent, whose child count changes). A lock's release changes no
+        metadata; a grant may raise the lock generation."""
+        match write:
+            case Create(path) | Delete(path):
+                both = frozenset((path, parent_of(path)))
+                return both, both
+            case SetContents(path) | SetAcl(path):
+                return frozenset((path,)), frozenset((path,))
+            case MultiOp(_, if_true, if_false):
+                touched: frozenset[str] = frozenset()
+                for inner in (*if_true, *if_false):
+                    touched |= self._write_paths(inner)[0]
+                return touched, touched
+            case InSession(_, inner):
+                return self._write_paths(inner)
+            case Acquire(path=path):
+                return frozenset((path,)), frozenset((path,))
+            case Release(path=path) | EndLockDelay(path=path):
+                return frozenset((path,)), frozenset()
+            case EndSession(session_id):
+                return self._session_end_paths(session_id)
+        return frozenset(), frozenset()
+
+    def _session_end_paths(self, session_id: int) -> _Paths:
+        """An EndSession deletes the session's ephemeral nodes and frees its locks."""
+        tree = self._db().tree
+        touched: set[str] = set()
+        changed: set[str] = set()
+        for path in tree.session_paths(session_id):
+            node = tree.get(path)
+            touched.add(path)
+            if node is not None and node.owner_session == session_id:
+                changed.update((path, parent_of(path)))
+        return frozenset(touched | changed), frozenset(changed)
 
     def _session_problem(self, session_id: int) -> Failure | None:
         if not self._table.is_live(session_id):
@@ -627,6 +734,7 @@ class MasterService:
 
     def _session_ended(self, session_id: int, applied: Applied) -> None:
         self._table.ended(session_id)
+        self._gate.session_gone(session_id)
         for waiter in self._queues.cancel_session(session_id):
             self._pending.pop(waiter.token, None)
             self._reply(waiter.token, _expired(f"session {session_id} has ended"))

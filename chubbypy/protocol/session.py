@@ -137,6 +137,17 @@ class CheckSequencer:
     sequencer: bytes
 
 
+@frozen
+class ReadNode:
+    """Read the node at `path` (contents and stat; or its absence). With `cache`, ask to be
+    registered as caching it (Chubby §2.5): the master then invalidates it before any
+    change, through the session's KeepAlives."""
+
+    session_id: int
+    path: str
+    cache: bool = True
+
+
 SessionCall = (
     CreateSession
     | KeepAlive
@@ -149,6 +160,7 @@ SessionCall = (
     | HandleWrite
     | GetSequencer
     | CheckSequencer
+    | ReadNode
 )
 
 # ----------------------------------------------------------------------------- results
@@ -195,6 +207,20 @@ class SequencerValidity:
     valid: bool
 
 
+@frozen
+class NodeRead:
+    """What a `ReadNode` found: `stat` None if there is no such node; `contents` empty for
+    a directory."""
+
+    stat: Stat | None
+    contents: bytes
+    cached: bool
+    """The master registered the session as caching this name: keep it until invalidated."""
+    event_sequence: int
+    """The session's next event number when the master answered: an INVALIDATE of this
+    name numbered at or above it is about a later change, whenever it arrives."""
+
+
 SessionResult = (
-    SessionCreated | LeaseExtended | HandleOpened | Locked | CallDone | SequencerValidity
+    SessionCreated | LeaseExtended | HandleOpened | Locked | CallDone | SequencerValidity | NodeRead
 )

@@ -43,8 +43,10 @@ from chubbypy.protocol.session import (
     KeepAlive,
     LeaseExtended,
     Locked,
+    NodeRead,
     Open,
     PoisonHandle,
+    ReadNode,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -82,6 +84,8 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [10, sequencer]
         case PoisonHandle(handle):
             return [11, handle]
+        case ReadNode(session_id, path, cache):
+            return [12, session_id, path, cache]
     raise AssertionError(call)
 
 
@@ -103,6 +107,9 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
             return [5]
         case SequencerValidity(valid):
             return [6, valid]
+        case NodeRead(stat, contents, cached, sequence):
+            plain_stat = None if stat is None else result_to_plain(stat)
+            return [7, plain_stat, contents, cached, sequence]
     raise AssertionError(result)
 
 
@@ -181,6 +188,10 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     9: (1, lambda f: GetSequencer(_handle(f[0]))),
     10: (1, lambda f: CheckSequencer(_sequencer(f[0]))),
     11: (1, lambda f: PoisonHandle(_handle(f[0]))),
+    12: (
+        3,
+        lambda f: ReadNode(uint64(f[0], 1), _text(f[1], PATH_CHARS_MAX, "path"), boolean(f[2])),
+    ),
 }
 
 
@@ -215,6 +226,12 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     4: (2, lambda f: Locked(_to_stat(f[0]), _sequencer(f[1]))),
     5: (0, lambda f: CallDone()),
     6: (1, lambda f: SequencerValidity(boolean(f[0]))),
+    7: (
+        4,
+        lambda f: NodeRead(
+            None if f[0] is None else _to_stat(f[0]), binary(f[1]), boolean(f[2]), uint64(f[3])
+        ),
+    ),
 }
 
 

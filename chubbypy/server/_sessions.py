@@ -8,6 +8,10 @@ proposes the service's decisions through the Paxos core as the master's own comm
 entry the log applies, and answers with `SessionReply` or `ErrorReply`. Calls are served only
 while the master lease is valid: an answer from memory, and above all a session lease
 extended by a KeepAlive answer, is a promise only the lease holder may make.
+
+Clients' plain writes pass through here too while this replica is master (`write`): the
+service's cache gate holds each until every cached copy it makes stale was invalidated,
+then the shell proposes it as it would have, and the gate hears when it landed.
 """
 
 from __future__ import annotations
@@ -17,20 +21,25 @@ from collections.abc import Callable
 
 from chubbypy.master import (
     CallResult,
+    ClientWrite,
     Done,
     HandleOpened,
     KeepAliveAnswered,
     LockGranted,
     MasterService,
     MasterTiming,
+    NodeRead,
+    Proposal,
     SequencerChecked,
     ServiceLog,
     SessionStarted,
 )
 from chubbypy.namespace import NamespaceMachine
 from chubbypy.paxos import Outcome, Replica
+from chubbypy.protocol import Command
 from chubbypy.protocol.client import ErrorReply, RequestId, ServerReply, SessionReply
 from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import LogWrite
 from chubbypy.protocol.session import (
     AcquireLock,
     CallDone,
@@ -45,6 +54,7 @@ from chubbypy.protocol.session import (
     Locked,
     Open,
     PoisonHandle,
+    ReadNode,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -54,9 +64,14 @@ from chubbypy.protocol.session import (
 from chubbypy.protocol.session import (
     HandleOpened as WireHandleOpened,
 )
+from chubbypy.protocol.session import (
+    NodeRead as WireNodeRead,
+)
 from chubbypy.sessions import EventMask, HandleMode
 
 Reply = Callable[[ServerReply], None]
+ProposeClient = Callable[[Reply, RequestId, Command], bool]
+"""The shell proposes a client's command (False: the core refused it, already answered)."""
 
 
 class SessionHost:
@@ -69,8 +84,10 @@ class SessionHost:
         timing: MasterTiming,
         handle_key: bytes,
         tick_seconds: float,
+        propose_client: ProposeClient,
     ) -> None:
         self._core = core
+        self._propose_client = propose_client
         self._machine = machine
         self._timing = timing
         self._key = handle_key
@@ -80,11 +97,20 @@ class SessionHost:
         """Per token: how to answer, the request's id, and the connection that asked."""
         self._log = ServiceLog()
         self._tokens = itertools.count(1)
+        self._gated: dict[int, tuple[Reply, RequestId, Command]] = {}
+        """Clients' writes the cache gate holds, by ticket."""
+        self._flying: dict[tuple[int, int], list[int]] = {}
+        """Per (client, sequence) proposed, the tickets to report landed on its outcome."""
 
     @property
     def sessions(self) -> int:
         """Live sessions, for /metrics (0 when not serving as master)."""
         return 0 if self._service is None else self._service.session_count
+
+    @property
+    def cache_cost(self) -> tuple[int, int]:
+        """(cached names registered, writes held for invalidations), for /metrics."""
+        return (0, 0) if self._service is None else self._service.cache_cost
 
     # ------------------------------------------------------------------------- mastership
 
@@ -92,6 +118,7 @@ class SessionHost:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
         self._service = MasterService(self._timing, self._key)
         self._log = ServiceLog()
+        self._gated, self._flying = {}, {}
         self._machine.keep_applied = True
         self._machine.take_applied()
         self._service.start(self._core.tick_count, epoch, self._machine)
@@ -103,6 +130,9 @@ class SessionHost:
         self._machine.keep_applied = False
         calls, self._calls = self._calls, {}
         for reply, request_id, _ in calls.values():
+            reply(ErrorReply(request_id, ErrorCode.NOT_MASTER, "mastership ended", None))
+        gated, self._gated = self._gated, {}
+        for reply, request_id, _ in gated.values():
             reply(ErrorReply(request_id, ErrorCode.NOT_MASTER, "mastership ended", None))
 
     def ticked(self) -> None:
@@ -143,7 +173,19 @@ class SessionHost:
                 service.get_sequencer(token, handle)
             case CheckSequencer(sequencer):
                 service.check_sequencer(token, sequencer)
+            case ReadNode(session_id, path, cache):
+                service.read(token, session_id, path, cache=cache)
         self._flush()
+
+    def write(self, reply: Reply, request_id: RequestId, command: Command, write: LogWrite) -> bool:
+        """A client's write: through the cache gate while serving as master (True), else
+        False and the shell proposes it as it is (the core refuses it: not the master)."""
+        if self._service is None:
+            return False
+        ticket = self._service.submit_write(write)
+        self._gated[ticket] = (reply, request_id, command)
+        self._flush()
+        return True
 
     def connection_closed(self, connection: int) -> None:
         """A client connection went away: its blocked lock requests stop waiting."""
@@ -159,6 +201,9 @@ class SessionHost:
         """One entry was applied, with these outcomes: report the master's commands."""
         if self._service is None:
             return
+        for outcome in outcomes:
+            for ticket in self._flying.pop((outcome.client_id, outcome.sequence), ()):
+                self._service.landed(ticket)
         writes = self._machine.take_applied()
         for token in self._log.applied(self._service, outcomes, writes):
             self._error(token, ErrorCode.EPOCH_CHANGED, "proposed by an earlier master")
@@ -173,10 +218,35 @@ class SessionHost:
         replies, proposals = service.take(master_lease_valid=self._core.can_serve_reads())
         for reply in replies:
             self._answer(reply.token, reply.result)
+        mine: list[Proposal] = []
+        for proposal in proposals:
+            if isinstance(proposal, Proposal):
+                mine.append(proposal)
+                continue
+            self._propose_mine(service, mine)
+            mine = []
+            self._release(service, proposal)
+        self._propose_mine(service, mine)
+
+    def _propose_mine(self, service: MasterService, proposals: list[Proposal]) -> None:
+        """The service's own commands, in one batch (so, mostly, one log entry)."""
         commands = self._log.commands(proposals)
         if commands and self._core.propose(commands, self._core.epoch) is not None:
-            for token in self._log.refused(commands):
+            for token in self._log.refused(service, commands):
                 self._error(token, ErrorCode.BUSY, "the master cannot propose now")
+
+    def _release(self, service: MasterService, write: ClientWrite) -> None:
+        """A client's write the gate let through: the shell proposes it."""
+        gated = self._gated.pop(write.ticket, None)
+        if gated is None:
+            service.landed(write.ticket)
+            return
+        reply, request_id, command = gated
+        if self._propose_client(reply, request_id, command):
+            key = (command.client_id, command.sequence)
+            self._flying.setdefault(key, []).append(write.ticket)
+        else:
+            service.landed(write.ticket)
 
     def _answer(self, token: int, result: CallResult) -> None:
         call = self._calls.pop(token, None)
@@ -206,6 +276,8 @@ class SessionHost:
                 return CallDone()
             case SequencerChecked(valid):
                 return SequencerValidity(valid)
+            case NodeRead(stat, contents, cached, sequence):
+                return WireNodeRead(stat, contents, cached, sequence)
         raise AssertionError(result)
 
     def _ms(self, ticks: int) -> int:

@@ -143,7 +143,7 @@ class ReplicaServer:
         self._last_checkpoint = self.applier.applied_index
         self.sessions = SessionHost(
             self.core, self.machine, _master_timing(config), _handle_key(config.cell),
-            paxos.tick_seconds,
+            paxos.tick_seconds, self._propose_client,
         )  # fmt: skip
         self._peers: PeerSender | None = None
         self._writing: Ready | None = None
@@ -186,7 +186,7 @@ class ReplicaServer:
 
     # ------------------------------------------------------------------ inputs
 
-    def _input(self, action: Callable[[], None]) -> None:
+    def _input(self, action: Callable[[], object]) -> None:
         self._catch_up()
         action()
         self._drain()
@@ -240,19 +240,27 @@ class ReplicaServer:
             encode_write(request.write),
             request.first_unacked,
         )
-        self._propose(reply, request.request_id, command, registration=False)
+        # While this replica is master, the write waits at the cache gate until every
+        # cached copy it makes stale was invalidated (usually: not at all).
+        if not self.sessions.write(reply, request.request_id, command, request.write):
+            self._propose(reply, request.request_id, command, registration=False)
+
+    def _propose_client(self, reply: Reply, request_id: RequestId, command: Command) -> bool:
+        return self._propose(reply, request_id, command, registration=False)
 
     def _propose(
         self, reply: Reply, request_id: RequestId, command: Command, *, registration: bool
-    ) -> None:
+    ) -> bool:
+        """Propose one client command; False if the core refused it (answered already)."""
         refused = self.core.propose([command], self.core.epoch)
         if refused is not None:
             code = _REFUSALS[refused.reason]
             reply(self._error(request_id, code, refused.reason.value))
-            return
+            return False
         key = (command.client_id, command.sequence)
         self._pending.setdefault(key, []).append(_Waiter(reply, request_id, registration))
         self._proposals.inc()
+        return True
 
     def read(self, request: ReadRequest) -> ServerReply:
         self._catch_up()
@@ -482,6 +490,16 @@ class ReplicaServer:
                 "chubbypy_sessions",
                 "Live sessions the master's session service holds (0 on other replicas).",
                 lambda: float(self.sessions.sessions),
+            ),
+            (
+                "chubbypy_cached_names",
+                "(session, name) pairs the master will invalidate before a change.",
+                lambda: float(self.sessions.cache_cost[0]),
+            ),
+            (
+                "chubbypy_writes_awaiting_invalidation",
+                "Writes held until the sessions caching what they change acknowledged.",
+                lambda: float(self.sessions.cache_cost[1]),
             ),
         ):
             m.gauge(name, help_text, _scalar(read))

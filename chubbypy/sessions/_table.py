@@ -27,8 +27,14 @@ Chubby §2.8, §2.9. Theory of operation.
   library that closes a session idle for a minute with no open handles, because only the
   client knows its handles across a fail-over.
 * **Fail-over (§2.9).** `start` queues a master-fail-over event for every session; until
-  each has acknowledged it or ended, `failover_complete` is False and the shell serves
-  KeepAlives only, so no session acts on state it may have cached from the old master.
+  each has acknowledged it or its lease is over (or it is closing), `failover_complete` is
+  False and the shell serves KeepAlives only, so no session acts on state it may have
+  cached from the old master. Event numbers carry the master's epoch in their high bits
+  (`first_sequence`), so a new master's events always number above the old one's, and a
+  client that acknowledged the old master's events does not take the new ones for
+  repeats.
+* **Closing.** `closing` marks a session whose close is in flight: like an ending one it
+  is no longer live and its KeepAlives are refused.
 * **Backlog.** At most `events_pending_max` events wait per session. A session that falls
   further behind is *doomed*: its events are dropped and its KeepAlives refused, so its
   client learns at once that its session is gone; it is ended, as expired, when its lease
@@ -93,8 +99,11 @@ class _State(enum.Enum):
     LIVE = "live"
     DOOMED = "doomed"
     """Too far behind on events: refused, and expired when its lease runs out."""
+    CLOSING = "closing"
+    """Its close is in flight; refused, and still expired at its lease end should the
+    close never be applied (a client that died right after asking, say)."""
     ENDING = "ending"
-    """Listed in `expire` or `close`; waiting for the EndSession to be applied."""
+    """Listed in `expire`; waiting for the EndSession to be applied."""
 
 
 @define
@@ -121,19 +130,23 @@ class SessionTable:
         """(tick, session, version): when each session next needs a look. A tick costs
         only the sessions due, however many are idle."""
         self._now = 0
+        self._first_sequence = 1
         self._answers: list[KeepAliveAnswer] = []
         self._refused: list[tuple[int, int]] = []
         self._expire: list[int] = []
 
     # ------------------------------------------------------------------------- inputs
 
-    def start(self, now: int, session_ids: list[int]) -> None:
-        """This replica became master at tick `now`; the database holds `session_ids`."""
+    def start(self, now: int, session_ids: list[int], first_sequence: int = 1) -> None:
+        """This replica became master at tick `now`; the database holds `session_ids`.
+        Events are numbered from `first_sequence` (see the module docstring)."""
         assert not self._sessions, "a table serves one mastership"
+        assert first_sequence >= 1, first_sequence
         self._now = now
+        self._first_sequence = first_sequence
         lease = self._timing.lease_ticks + self._timing.failover_extra_ticks
         for session_id in session_ids:
-            session = _Session(expiry=now + lease)
+            session = _Session(expiry=now + lease, next_sequence=first_sequence)
             self._sessions[session_id] = session
             event = self._queue(session_id, session, EventKind.MASTER_FAILOVER)
             session.failover_sequence = event.sequence if event else 0
@@ -143,6 +156,7 @@ class SessionTable:
         """`OpenSession` for `session_id` was applied (now)."""
         assert session_id not in self._sessions, session_id
         session = _Session(self._now + self._timing.lease_ticks)
+        session.next_sequence = self._first_sequence
         self._sessions[session_id] = session
         self._schedule(session_id, session)
 
@@ -170,13 +184,25 @@ class SessionTable:
         self._schedule(session_id, session)
         return True
 
-    def push(self, session_id: int, kind: EventKind, path: str = "", handle_id: int = 0) -> None:
-        """Queue an event for the session; its parked KeepAlive is answered at once."""
+    def push(
+        self, session_id: int, kind: EventKind, path: str = "", handle_id: int = 0
+    ) -> int | None:
+        """Queue an event for the session; its parked KeepAlive is answered at once. The
+        event's sequence number, or None if it was not queued (the session is not live, or
+        fell too far behind and is doomed by this event)."""
         session = self._sessions.get(session_id)
         if session is None or session.state is not _State.LIVE:
-            return
-        if self._queue(session_id, session, kind, path, handle_id) and session.parked is not None:
+            return None
+        event = self._queue(session_id, session, kind, path, handle_id)
+        if event is not None and session.parked is not None:
             self._answer(session_id, session)
+        return None if event is None else event.sequence
+
+    def closing(self, session_id: int) -> None:
+        """The session's close is in flight: refuse its KeepAlives; it is not live."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.state is not _State.ENDING:
+            self._stop_extending(session_id, session, _State.CLOSING)
 
     def tick(self, now: int) -> None:
         """The master's clock reads `now`: answer KeepAlives due, expire sessions due."""
@@ -209,6 +235,16 @@ class SessionTable:
         session = self._sessions.get(session_id)
         return None if session is None else session.expiry
 
+    def is_doomed(self, session_id: int) -> bool:
+        """Refused for falling behind, its lease still running."""
+        session = self._sessions.get(session_id)
+        return session is not None and session.state is _State.DOOMED
+
+    def next_sequence(self, session_id: int) -> int:
+        """The number the session's next event will get (0 if it is unknown)."""
+        session = self._sessions.get(session_id)
+        return 0 if session is None else session.next_sequence
+
     def is_live(self, session_id: int) -> bool:
         """Known, not doomed and not ending: its calls may be served."""
         session = self._sessions.get(session_id)
@@ -216,8 +252,12 @@ class SessionTable:
 
     @property
     def failover_complete(self) -> bool:
-        """Every session acknowledged the fail-over event of `start`, or ended."""
-        return not any(s.failover_sequence for s in self._sessions.values())
+        """Every session acknowledged the fail-over event of `start`, or its lease is
+        over (or it is closing): none can still act on what the old master told it."""
+        return not any(
+            s.failover_sequence and s.state not in (_State.CLOSING, _State.ENDING)
+            for s in self._sessions.values()
+        )
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -236,9 +276,10 @@ class SessionTable:
         return event
 
     def _doom(self, session_id: int, session: _Session) -> None:
-        """Too far behind: drop its events, refuse its KeepAlives; its lease still runs."""
+        """Too far behind: drop its events, refuse its KeepAlives; its lease still runs
+        (and so does any fail-over it has not acknowledged: its client may act on an old
+        master's word until its lease is over)."""
         session.events = []
-        session.failover_sequence = 0
         self._stop_extending(session_id, session, _State.DOOMED)
 
     def _stop_extending(self, session_id: int, session: _Session, state: _State) -> None:

@@ -21,6 +21,8 @@ from chubbypy.master import (
     LockGranted,
     MasterService,
     MasterTiming,
+    NodeRead,
+    Proposal,
     SequencerChecked,
     ServiceLog,
     SessionStarted,
@@ -109,6 +111,8 @@ class SimMasterHost:
                 service.write(token, request.handle, write, request.sequencer)
             case LockOp.CLOSE_SESSION:
                 service.close_session(token, request.session_id)
+            case LockOp.READ:
+                service.read(token, request.session_id, request.path, cache=request.cache)
         self._flush()
 
     def applied(self, outcomes: list[Outcome]) -> None:
@@ -129,9 +133,10 @@ class SimMasterHost:
             request = self._calls.get(reply.token)
             if request is not None:
                 self._answer(reply.token, _lock_reply(request, reply.result))
-        commands = self._log.commands(proposals)
+        assert all(isinstance(p, Proposal) for p in proposals), "no client writes here"
+        commands = self._log.commands(p for p in proposals if isinstance(p, Proposal))
         if commands and self._core.propose(commands, self._core.epoch) is not None:
-            for token in self._log.refused(commands):
+            for token in self._log.refused(service, commands):
                 self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
 
     def _answer(self, token: int, reply: LockReply) -> None:
@@ -161,4 +166,13 @@ def _lock_reply(request: LockRequest, result: CallResult) -> LockReply:
             )
         case Done() | SequencerChecked():
             return LockReply(op, LockStatus.OK)
+        case NodeRead(stat, contents, cached, sequence):
+            return LockReply(
+                op,
+                LockStatus.OK,
+                generation=-1 if stat is None else stat.content_generation,
+                contents=contents,
+                cached=cached,
+                event_sequence=sequence,
+            )
     raise AssertionError(result)

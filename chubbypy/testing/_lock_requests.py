@@ -32,6 +32,8 @@ class LockOp(enum.Enum):
     FENCED_WRITE = "fenced write"
     """Write the lock file, guarded by the holder's sequencer (a MultiOp with LockHeldAt)."""
     CLOSE_SESSION = "close session"
+    READ = "read"
+    """Read a lock file through the master; with `cache`, ask to cache it."""
 
 
 class LockStatus(enum.Enum):
@@ -54,6 +56,7 @@ class LockRequest:
     value: int = 0
     lock_delay_ms: int = 0
     generation: int = 0
+    cache: bool = False
 
 
 @frozen
@@ -67,5 +70,9 @@ class LockReply:
     handle: bytes = b""
     sequencer: bytes = b""
     generation: int = 0
+    """The lock generation granted; for a read, the content generation (-1: no node)."""
     events: tuple[SessionEvent, ...] = ()
     hint: str | None = None
+    contents: bytes = b""
+    cached: bool = False
+    event_sequence: int = 0

@@ -3,120 +3,19 @@ log applies every proposal at once: a cell without Paxos (Chubby §2.4 to §2.9)
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from chubbypy.locks import decode_sequencer
 from chubbypy.master import (
-    CallResult,
     Done,
-    HandleOpened,
     KeepAliveAnswered,
     LockGranted,
-    MasterService,
-    MasterTiming,
     SequencerChecked,
-    SessionStarted,
 )
-from chubbypy.namespace import NamespaceMachine
-from chubbypy.protocol import LogIndex
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace import Create, Delete, GetContentsAndStat, LockMode, SetContents
-from chubbypy.sessions import EventKind, EventMask, HandleMode, SessionTiming
-
-CELL, ROOT = "c", "/ls/c"
-KEY = b"test key, 32 bytes long ........"
-TIMING = MasterTiming(
-    SessionTiming(lease_ticks=100, answer_before_ticks=30, failover_extra_ticks=10),
-    tick_microseconds=100_000,  # 10 ticks a second: a 1000 ms lock-delay is 10 ticks
-    waiters_max=2000,
-)
-RW = HandleMode.READ | HandleMode.WRITE
-EXCLUSIVE, SHARED = LockMode.EXCLUSIVE, LockMode.SHARED
-
-
-class Cell:
-    """A master and its database; proposals are applied in order as soon as they appear."""
-
-    def __init__(self) -> None:
-        self.machine = NamespaceMachine(CELL)
-        self.index = 0
-        self.now = 0
-        self.master = self.new_master()
-        self.results: dict[int, CallResult] = {}
-        self.token = 0
-
-    def new_master(self) -> MasterService:
-        master = MasterService(TIMING, KEY)
-        master.start(self.now, epoch=self.index + 1, machine=self.machine)
-        return master
-
-    def fail_over(self) -> None:
-        """A new master takes over (the old one's memory is gone)."""
-        self.master = self.new_master()
-
-    def next_token(self) -> int:
-        self.token += 1
-        return self.token
-
-    def settle(self) -> None:
-        while True:
-            replies, proposals = self.master.take(master_lease_valid=True)
-            for reply in replies:
-                assert reply.token not in self.results, reply
-                self.results[reply.token] = reply.result
-            if not proposals:
-                return
-            for proposal in proposals:
-                self.index += 1
-                applied = self.machine.apply_write(LogIndex(self.index), proposal.write)
-                self.master.applied(proposal.token, proposal.write, applied)
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> int:
-        token = self.next_token()
-        getattr(self.master, method)(token, *args, **kwargs)
-        self.settle()
-        return token
-
-    def result(self, token: int) -> CallResult | None:
-        return self.results.get(token)
-
-    def ok(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        result = self.result(self.call(method, *args, **kwargs))
-        assert result is not None, "no answer yet"
-        assert not isinstance(result, Failure), result
-        return result
-
-    def code(self, method: str, *args: Any, **kwargs: Any) -> ErrorCode:
-        result = self.result(self.call(method, *args, **kwargs))
-        assert isinstance(result, Failure), result
-        return result.code
-
-    def tick(self, ticks: int) -> None:
-        for _ in range(ticks):
-            self.now += 1
-            self.master.tick(self.now)
-            self.settle()
-
-    def session(self) -> int:
-        started = self.ok("create_session", "client")
-        assert isinstance(started, SessionStarted)
-        return started.session_id
-
-    def open(self, session: int, name: str = "lock", **options: Any) -> bytes:
-        options.setdefault("create", Create(f"{ROOT}/{name}"))
-        opened = self.ok("open", session, f"{ROOT}/{name}", options.pop("mode", RW), **options)
-        assert isinstance(opened, HandleOpened)
-        return opened.handle
-
-    def events(self, session: int, acked: int = 0) -> list[tuple[EventKind, int]]:
-        """Send a KeepAlive; the events its answer carries (kind, handle id), if answered."""
-        answer = self.result(self.call("keep_alive", session, acked))
-        if answer is None:
-            return []
-        assert isinstance(answer, KeepAliveAnswered), answer
-        return [(e.kind, e.handle_id) for e in answer.events]
+from chubbypy.protocol.namespace import Create, Delete, GetContentsAndStat, SetContents
+from chubbypy.sessions import EventKind, EventMask, HandleMode
+from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, SHARED, Cell
 
 
 @pytest.fixture
@@ -237,10 +136,7 @@ def test_keepalives_keep_a_session_alive_and_carry_its_events(cell: Cell) -> Non
     mask = EventMask.CONTENTS_MODIFIED | EventMask.LOCK_ACQUIRED
     watched = cell.open(watcher, events=mask)
     assert cell.events(watcher) == []  # parked
-    cell.index += 1
-    applied = cell.machine.apply_write(LogIndex(cell.index), SetContents(f"{ROOT}/lock", b"x"))
-    cell.master.applied(None, SetContents(f"{ROOT}/lock", b"x"), applied)
-    cell.settle()
+    cell.client_write(SetContents(f"{ROOT}/lock", b"x"))
     (answer,) = [r for t, r in cell.results.items() if t == cell.token]
     assert isinstance(answer, KeepAliveAnswered)
     assert [e.kind for e in answer.events] == [EventKind.CONTENTS_MODIFIED]
@@ -257,10 +153,7 @@ def test_deleting_a_node_invalidates_its_handles_and_fails_its_waiters(cell: Cel
     b = cell.open(bob, events=EventMask.HANDLE_INVALID)
     cell.ok("acquire", a, EXCLUSIVE, wait=False)
     waiting = cell.call("acquire", b, EXCLUSIVE, wait=True)
-    cell.index += 1
-    applied = cell.machine.apply_write(LogIndex(cell.index), Delete(f"{ROOT}/lock"))
-    cell.master.applied(None, Delete(f"{ROOT}/lock"), applied)
-    cell.settle()
+    cell.client_write(Delete(f"{ROOT}/lock"))
     result = cell.result(waiting)
     assert isinstance(result, Failure)
     assert result.code is ErrorCode.NO_SUCH_NODE
@@ -278,7 +171,7 @@ def test_after_a_fail_over_handles_and_locks_carry_on(cell: Cell) -> None:
     assert cell.code("get_sequencer", handle) is ErrorCode.BUSY
     events = cell.events(alice)
     assert [kind for kind, _ in events] == [EventKind.MASTER_FAILOVER]
-    cell.events(alice, acked=1)
+    cell.events(alice, acked=cell.last_sequence[alice])
     again = cell.ok("get_sequencer", handle)
     assert again.sequencer == granted.sequencer
     assert cell.ok("check_sequencer", granted.sequencer) == SequencerChecked(True)

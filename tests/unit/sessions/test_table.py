@@ -100,7 +100,46 @@ def test_a_new_master_grants_every_session_a_whole_lease_and_a_failover_event() 
     assert not t.failover_complete
     t.tick(1105)
     assert t.take().expire == (S2,)
+    assert t.failover_complete, "S2's lease is over: its client trusts nothing it cached"
     t.ended(S2)
+    assert t.failover_complete
+
+
+def test_a_new_master_numbers_events_from_its_first_sequence() -> None:
+    """Events of a new master number from `first_sequence`, above the old master's."""
+    t = SessionTable(TIMING)
+    t.start(0, [S1], first_sequence=(7 << 32) + 1)
+    t.opened(S2)
+    assert t.push(S2, EventKind.CHILD_CHANGED, "/ls/c") == (7 << 32) + 1
+    t.keep_alive(S1, 1, 0)
+    (answer,) = answers(t)
+    assert answer.events[0].sequence == (7 << 32) + 1
+
+
+def test_a_closing_session_is_refused_and_ends_at_its_lease_if_the_close_never_lands() -> None:
+    """`closing` stops a session's KeepAlives; if its EndSession is lost, it still expires."""
+    t = table(S1)
+    t.keep_alive(S1, 1, 0)
+    t.closing(S1)
+    assert t.take().refused == ((S1, 1),)
+    assert not t.is_live(S1)
+    assert not t.keep_alive(S1, 2, 0)
+    t.tick(100)
+    assert t.take().expire == (S1,)
+
+
+def test_a_doomed_session_holds_up_the_fail_over_until_its_lease_is_over() -> None:
+    """Falling behind does not count as acknowledging the fail-over: its client may still
+    act on what the old master said until its lease ends."""
+    timing = SessionTiming(lease_ticks=100, answer_before_ticks=30, events_pending_max=2)
+    t = SessionTable(timing)
+    t.start(0, [S1])
+    t.push(S1, EventKind.CHILD_CHANGED, "/ls/c")
+    assert t.push(S1, EventKind.CHILD_CHANGED, "/ls/c") is None, "doomed"
+    assert t.is_doomed(S1)
+    assert not t.failover_complete
+    t.tick(100)
+    assert t.take().expire == (S1,)
     assert t.failover_complete
 
 

@@ -1,0 +1,204 @@
+"""The master's half of the consistent cache (Chubby §2.5): who caches what, and the gate
+every change to the namespace passes before it is proposed. Pure.
+
+Theory of operation.
+
+* **Cachers.** A session that reads a node through the master may cache what it read
+  (contents, metadata, or the node's absence) if the master *registers* it as a cacher of
+  that name (`register`). The master then owes it an invalidation before that name changes.
+* **The gate.** Every write bound for the log, a client's or the master's own, is
+  `submit`ted with the names it *touches* (whose order matters) and the names it
+  *changes* (whose cached copies it makes stale; see `write_paths`). When a write is
+  *activated*, every session caching a changed name is sent an INVALIDATE event (through
+  its KeepAlive) and the write waits until that session acknowledges the event (its next
+  KeepAlive) or its lease is over; only then is it released, to be proposed. The writer
+  hears back once it was applied, so a write completes only after every cached copy it
+  makes stale was dropped.
+* **Busy names.** From activation until the write has *landed* (applied, or refused by the
+  log), its touched names are busy: a read of a busy name is answered but not registered,
+  so no client caches a value about to change (Chubby: "reads of uncached nodes during
+  that wait go to the master without being cached").
+* **Order.** Writes that touch a common name are released in submission order; others
+  pass a held one, so one slow client delays only the writes to what it caches, never the
+  whole cell.
+* **A session's end** deletes its ephemeral nodes, which are known only once the session's
+  earlier writes (its creates) have landed: an `EndSession` is activated, and its names
+  computed, only then (`session` barrier).
+* **Fail-over.** A new master does not know who cached what from its predecessor; every
+  session got a fail-over event that flushes its cache. Until every session acknowledged
+  it or its lease is over (`failover_complete`), no write that touches a name is released
+  and nothing is registered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import define, field
+
+UNTIL_ENDED = -1
+"""What `invalidate` returns when only the session's end will do (it is refused for
+falling behind, its lease still running)."""
+
+
+@define
+class _Item:
+    payload: object
+    write: object
+    touched: frozenset[str] | None
+    """None until activated."""
+    changed: frozenset[str] = frozenset()
+    session: int | None = None
+    """A session's writes: an EndSession is activated after the earlier ones landed."""
+    ends_session: bool = False
+    waits: dict[int, int] = field(factory=dict)
+    """Session -> the event sequence it must acknowledge (or UNTIL_ENDED)."""
+
+
+Paths = Callable[[object], tuple[frozenset[str], frozenset[str]]]
+"""A write's (touched, changed) names, from the namespace as it is now."""
+Invalidate = Callable[[int, str], int | None]
+"""Send a session an INVALIDATE of a name: the event's sequence number to await, or
+UNTIL_ENDED, or None when there is nothing to await (the session is gone)."""
+
+
+class CacheGate:
+    """Cachers, and the writes waiting on their invalidations; see the module docstring."""
+
+    def __init__(self, paths: Paths, invalidate: Invalidate) -> None:
+        self._paths = paths
+        self._invalidate = invalidate
+        self._cachers: dict[str, set[int]] = {}
+        self._cached: dict[int, set[str]] = {}
+        self._held: dict[int, _Item] = {}
+        """Not released yet, in submission order."""
+        self._flying: dict[int, _Item] = {}
+        """Released, not landed yet."""
+        self._busy: dict[str, int] = {}
+        """Per name, the activated writes touching it that have not landed."""
+        self.failover_complete = False
+
+    # ------------------------------------------------------------------------- caching
+
+    def may_cache(self, path: str) -> bool:
+        return self.failover_complete and path not in self._busy
+
+    def register(self, session_id: int, path: str) -> bool:
+        """Record that the session caches `path`, if it may; whether it was recorded."""
+        if not self.may_cache(path):
+            return False
+        self._cachers.setdefault(path, set()).add(session_id)
+        self._cached.setdefault(session_id, set()).add(path)
+        return True
+
+    def cachers(self, path: str) -> frozenset[int]:
+        return frozenset(self._cachers.get(path, ()))
+
+    @property
+    def cached_names(self) -> int:
+        """(session, name) pairs registered: the master's cost of the cache."""
+        return sum(len(paths) for paths in self._cached.values())
+
+    @property
+    def held(self) -> int:
+        """Writes waiting for invalidations (or their turn)."""
+        return len(self._held)
+
+    # ------------------------------------------------------------------------- writes
+
+    def submit(
+        self,
+        ticket: int,
+        payload: object,
+        write: object,
+        *,
+        session: int | None = None,
+        ends_session: bool = False,
+    ) -> None:
+        """A write bound for the log; `payload` comes out of `release` when it may go.
+        `session`: the session whose write it is (see the module docstring)."""
+        assert ticket not in self._held, ticket
+        assert ticket not in self._flying, ticket
+        item = _Item(payload, write, None, session=session, ends_session=ends_session)
+        self._held[ticket] = item
+        if not (ends_session and self._session_writes_pending(ticket, session)):
+            self._activate(item)
+
+    def acked(self, session_id: int, acked_through: int) -> None:
+        """The session acknowledged its events up to `acked_through`."""
+        for item in self._held.values():
+            due = item.waits.get(session_id)
+            if due is not None and due != UNTIL_ENDED and due <= acked_through:
+                del item.waits[session_id]
+
+    def session_gone(self, session_id: int) -> None:
+        """The session's lease is over, or it closed: its cache is void."""
+        for path in self._cached.pop(session_id, ()):
+            cachers = self._cachers[path]
+            cachers.discard(session_id)
+            if not cachers:
+                del self._cachers[path]
+        for item in self._held.values():
+            item.waits.pop(session_id, None)
+
+    def landed(self, ticket: int) -> None:
+        """The write `ticket` was applied, or will never be: its names are free."""
+        item = self._flying.pop(ticket, None)
+        if item is None or item.touched is None:
+            return
+        for path in item.touched:
+            count = self._busy[path] - 1
+            if count:
+                self._busy[path] = count
+            else:
+                del self._busy[path]
+
+    def release(self) -> list[object]:
+        """The payloads that may be proposed now, in submission order."""
+        released = []
+        blocked: set[str] = set()
+        for ticket, item in list(self._held.items()):
+            if item.touched is None:
+                if self._session_writes_pending(ticket, item.session):
+                    continue
+                self._activate(item)
+            assert item.touched is not None
+            ready = not item.waits and (self.failover_complete or not item.touched)
+            if ready and not (item.touched & blocked):
+                del self._held[ticket]
+                self._flying[ticket] = item
+                released.append(item.payload)
+            else:
+                blocked |= item.touched
+        return released
+
+    # ------------------------------------------------------------------------- helpers
+
+    def _activate(self, item: _Item) -> None:
+        touched, changed = self._paths(item.write)
+        item.touched, item.changed = touched | changed, changed
+        for path in item.touched:
+            self._busy[path] = self._busy.get(path, 0) + 1
+        for path in changed:
+            for session_id in self._cachers.pop(path, ()):
+                self._cached[session_id].discard(path)
+                due = self._invalidate(session_id, path)
+                if due is not None:
+                    item.waits[session_id] = _later(item.waits.get(session_id), due)
+
+    def _session_writes_pending(self, ticket: int, session: int | None) -> bool:
+        """Whether a write of `session` submitted before `ticket` has not landed."""
+        if any(i.session == session and not i.ends_session for i in self._flying.values()):
+            return True
+        for other_ticket, other in self._held.items():
+            if other_ticket == ticket:
+                return False
+            if other.session == session and not other.ends_session:
+                return True
+        return False
+
+
+def _later(current: int | None, due: int) -> int:
+    if current == UNTIL_ENDED or due == UNTIL_ENDED:
+        return UNTIL_ENDED
+    return due if current is None else max(current, due)

@@ -1,0 +1,82 @@
+"""The consistent client cache (Chubby §2.5) against a live three-replica cell: cached
+reads come from memory, and a write, a session's or a plain client's, completes only after
+every cached copy was invalidated, so no read returns a value older than a completed write."""
+
+from __future__ import annotations
+
+from chubbypy.client import Session
+from chubbypy.client.blocking import running_reactor
+from chubbypy.protocol.errors import NoSuchNode
+from tests.integration.harness import LiveCell
+from tests.integration.test_sessions import on_reactor
+
+
+def session_of(cell: LiveCell, *, cache: bool = True) -> Session:
+    client = cell.client()
+    return on_reactor(
+        lambda: Session.open(client._cell, running_reactor(), cache=cache)  # type: ignore[arg-type]
+    )
+
+
+def test_reads_are_cached_and_every_completed_write_is_seen_at_once(cell: LiveCell) -> None:
+    """A second read is a cache hit; after a session's write or a plain client's write
+    completes, the cacher's next read returns the new value."""
+    reader, writer = session_of(cell), session_of(cell)
+    path = cell.path("config")
+    handle = on_reactor(lambda: writer.open_handle(path, create=True, contents=b"v1"))
+    assert on_reactor(lambda: reader.get_contents_and_stat(path))[0] == b"v1"
+    hits = reader.cache.hits
+    assert on_reactor(lambda: reader.get_contents_and_stat(path))[0] == b"v1"
+    assert reader.cache.hits == hits + 1, "served from the cache"
+    for round_ in range(20):
+        value = f"v{round_ + 2}".encode()
+        if round_ % 2:
+            cell.client().set_contents(path, value)  # a plain client's write
+        else:
+            on_reactor(lambda value=value: handle.set_contents(value))  # type: ignore[misc]
+        assert on_reactor(lambda: reader.get_contents_and_stat(path))[0] == value
+    master = cell.wait_master()
+    assert cell.metric(master, "chubbypy_cached_names") >= 1
+
+
+def test_the_absence_of_a_file_is_cached_until_it_is_created(cell: LiveCell) -> None:
+    """NoSuchNode comes from the cache the second time; once the file is created, the
+    cacher sees it."""
+    reader = session_of(cell)
+    path = cell.path("later")
+    for _ in range(2):
+        try:
+            on_reactor(lambda: reader.get_stat(path))
+        except NoSuchNode:
+            pass
+        else:
+            raise AssertionError("the file does not exist yet")
+    assert reader.cache.hits >= 1
+    cell.client().create(path, b"here")
+    assert on_reactor(lambda: reader.get_contents_and_stat(path))[0] == b"here"
+
+
+def test_a_session_with_its_cache_off_always_asks_the_master(cell: LiveCell) -> None:
+    """cache=False: nothing is kept."""
+    reader = session_of(cell, cache=False)
+    path = cell.path("plain")
+    cell.client().create(path, b"x")
+    for _ in range(3):
+        assert on_reactor(lambda: reader.get_contents_and_stat(path))[0] == b"x"
+    assert len(reader.cache) == 0
+    assert reader.cache.hits == 0
+
+
+def test_the_cache_is_flushed_on_fail_over_and_stays_coherent(cell: LiveCell) -> None:
+    """After a kill -9 of the master the cacher's reads still see every completed write."""
+    reader = session_of(cell)
+    path = cell.path("kept")
+    cell.client().create(path, b"before")
+    assert on_reactor(lambda: reader.get_contents_and_stat(path))[0] == b"before"
+    master = cell.wait_master()
+    cell.kill_replica(master)
+    cell.wait_for(
+        lambda: next((r for r in cell.serving() if r != master), None), "a new master", 15
+    )
+    cell.client().set_contents(path, b"after")
+    assert on_reactor(lambda: reader.get_contents_and_stat(path))[0] == b"after"
