@@ -149,8 +149,9 @@ class Tree:
         return [self._sessions[sid] for sid in sorted(self._sessions)]
 
     def session_paths(self, session_id: int) -> list[str]:
-        """Names of the nodes session `session_id` owns or holds the lock of, in path order."""
-        return sorted(self._session_paths[session_id])
+        """Names of the nodes session `session_id` owns or holds the lock of, in path order
+        (none for a session that does not exist)."""
+        return sorted(self._session_paths.get(session_id, ()))
 
     # ------------------------------------------------------------------------- changes
 

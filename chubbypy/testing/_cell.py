@@ -550,6 +550,14 @@ class SimCell:
                 f"checked session safety: {locks.expiries} sessions expired, none before "
                 "its client's view of its lease ended"
             )
+            self._tell(
+                f"checked cache coherence: {locks.reads_checked} reads ({locks.cache_hits} "
+                "from a client's cache), none older than a write completed before it began"
+            )
+            self._tell(
+                f"checked events: {locks.events_checked} events, in order, none twice or "
+                "lost, none before its change was applied"
+            )
         return self.result()
 
     def _heal_everything(self) -> None:

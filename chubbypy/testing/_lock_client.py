@@ -18,7 +18,19 @@ within their bound (Chubby §2.8).
 * **session safety**: a session is expired in the log only after its client's lease view
   ended, in true time;
 * **fencing**: a write guarded by a sequencer is applied only while that sequencer's
-  generation is the lock's latest.
+  generation is the lock's latest;
+* **cache coherence**: no read, from the client's cache or from the master, returns
+  contents older than a write that completed before the read began (true time). The
+  clients cache what they read with the library's own bookkeeping
+  (`chubbypy.client._cache.ClientCache`), under its rules: entries are used only while the
+  local lease is valid, dropped on INVALIDATE before the KeepAlive that acknowledges it,
+  and flushed in jeopardy and on a master fail-over event;
+* **events**: each session's events arrive in order, none twice and none missing: after
+  the repeats of an answer that was lost, each new event is numbered one above the last,
+  except the first of a new mastership, which must be its MASTER_FAILOVER event (events
+  of a mastership in progress may be lost with it; the fail-over event says so, as in
+  Chubby); and no handle hears of more changes (contents modified, lock acquired) of its
+  node than the log has applied.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from collections.abc import Callable
 
 from attrs import define, field
 
+from chubbypy.client._cache import CachedNode, ClientCache
 from chubbypy.locks import decode_sequencer
 from chubbypy.paxos import ChecksumTaken, Outcome, OutcomeKind
 from chubbypy.protocol import MASTER_CLIENT, Entry, ValueKind
@@ -39,9 +52,12 @@ from chubbypy.protocol.namespace import (
     LockHeldAt,
     MultiOp,
     MultiResult,
+    SetContents,
+    Stat,
     Written,
 )
 from chubbypy.protocol.namespace_codec import decode_log_write, decode_result
+from chubbypy.sessions import EventKind, SessionEvent
 from chubbypy.testing._lock_requests import (
     LOCK_COUNT,
     LOCK_PATH_FORMAT,
@@ -68,9 +84,83 @@ class LockObserver:
     """Per session: the latest true time its client's lease view reached."""
     _applied: set[int] = field(factory=set)
     _generation: dict[str, int] = field(factory=dict)
+    _written: dict[tuple[str, bytes], int] = field(factory=dict)
+    """(path, contents) of each fenced write applied -> the content generation it made."""
+    _completed: dict[str, list[tuple[int, int]]] = field(factory=dict)
+    """Per path: (true time its writer heard it completed, content generation)."""
+    _values: int = 0
     grants_believed: int = 0
     fenced_writes: int = 0
     expiries: int = 0
+    reads_checked: int = 0
+    cache_hits: int = 0
+    _changes: dict[tuple[str, EventKind], int] = field(factory=dict)
+    """Per (path, kind): changes applied that raise that event on the path's handles."""
+    _heard: dict[tuple[int, int, EventKind], int] = field(factory=dict)
+    """Per (session, handle, kind): events of that kind received."""
+    _last_event: dict[int, int] = field(factory=dict)
+    events_checked: int = 0
+
+    def events_received(
+        self, client: str, session_id: int, events: tuple[SessionEvent, ...]
+    ) -> None:
+        """A KeepAlive answer of `session_id` carried `events` (repeats included)."""
+        for event in events:
+            last = self._last_event.get(session_id, 0)
+            if event.sequence <= last:
+                continue  # repeated: the answer that carried it was lost, or not acked yet
+            next_in_mastership = last != 0 and event.sequence == last + 1
+            # A mastership numbers its events from (epoch << 32) + 1: its first event is
+            # the fail-over event, or the first event of a session it opened.
+            first_of_mastership = event.sequence & 0xFFFF_FFFF == 1 and (
+                last == 0 or event.kind is EventKind.MASTER_FAILOVER
+            )
+            if not (next_in_mastership or first_of_mastership):
+                self.violate(
+                    "events",
+                    f"{client}'s session {session_id} got event {event.sequence} "
+                    f"({event.kind.name}) after {last}: one lost or out of order",
+                )
+            self._last_event[session_id] = event.sequence
+            self.events_checked += 1
+            if event.kind in (EventKind.CONTENTS_MODIFIED, EventKind.LOCK_ACQUIRED):
+                key = (session_id, event.handle_id, event.kind)
+                self._heard[key] = heard = self._heard.get(key, 0) + 1
+                applied = self._changes.get((event.path, event.kind), 0)
+                if heard > applied:
+                    self.violate(
+                        "events",
+                        f"{client}'s handle {event.handle_id:#x} heard {heard} "
+                        f"{event.kind.name} events of {event.path}; the log applied {applied}",
+                    )
+
+    def _changed(self, path: str, kind: EventKind) -> None:
+        self._changes[(path, kind)] = self._changes.get((path, kind), 0) + 1
+
+    def next_value(self) -> int:
+        """Contents for a write that no other write uses."""
+        self._values += 1
+        return self._values
+
+    def write_completed(self, path: str, contents: bytes) -> None:
+        """A fenced write's client heard, now, that it was applied."""
+        generation = self._written[(path, contents)]
+        self._completed.setdefault(path, []).append((self.now(), generation))
+
+    def read(self, client: str, path: str, began: int, stat: Stat | None, *, hit: bool) -> None:
+        """A read of `path` that began at true time `began` returned `stat` (None: absent)."""
+        self.reads_checked += 1
+        self.cache_hits += hit
+        got = -1 if stat is None else stat.content_generation
+        done = [g for t, g in self._completed.get(path, ()) if t < began]
+        if done and got < max(done):
+            where = "its cache" if hit else "the master"
+            self.violate(
+                "cache coherence",
+                f"{client} read {path} from {where} at generation {got} (began at "
+                f"{began} µs), older than generation {max(done)}, whose write completed "
+                "before the read began",
+            )
 
     def believes(self, client: str, path: str, generation: int) -> None:
         holders = self._believers.setdefault(path, {})
@@ -105,6 +195,7 @@ class LockObserver:
         match write:
             case Acquire(path=path) if isinstance(result, Written) and result.stat:
                 self._generation[path] = result.stat.lock_generation
+                self._changed(path, EventKind.LOCK_ACQUIRED)
             case EndSession(session_id, expired=True) if isinstance(result, Written):
                 self.expiries += 1
                 lease_end = self._lease_end_true.get(session_id, 0)
@@ -114,8 +205,13 @@ class LockObserver:
                         f"session {session_id} expired at {self.now()} µs, before its "
                         f"client's lease view ended at {lease_end} µs",
                     )
-            case InSession(_, MultiOp(guard=(LockHeldAt() as test,))):
+            case InSession(_, MultiOp(guard=(LockHeldAt() as test,), if_true=(write,))):
                 if isinstance(result, MultiResult) and result.guard_held:
+                    (written,) = result.results
+                    if isinstance(write, SetContents) and written.stat is not None:
+                        key = (write.path, write.contents)
+                        self._written[key] = written.stat.content_generation
+                        self._changed(write.path, EventKind.CONTENTS_MODIFIED)
                     self.fenced_writes += 1
                     latest = self._generation.get(test.path, 0)
                     if test.lock_generation != latest:
@@ -133,6 +229,8 @@ class _Channel:
     request: LockRequest | None = None
     attempt: int = 0
     sent_local: int = 0
+    began: int = 0
+    """True time of the first sending."""
 
 
 class SimLockClient:
@@ -179,6 +277,8 @@ class SimLockClient:
         self._believing = False
         self.grants = 0
         self._paused_until = 0
+        self._cache = ClientCache()
+        self._read_started = 0
 
     # ------------------------------------------------------------------ life
 
@@ -208,6 +308,9 @@ class SimLockClient:
     def _lease_valid(self) -> bool:
         return self._session != 0 and self._local() < self._lease_end_local
 
+    def _cache_usable(self) -> bool:
+        return self._lease_valid()
+
     # ------------------------------------------------------------------ the workload
 
     def _next_work(self) -> None:
@@ -219,6 +322,8 @@ class SimLockClient:
             self._issue(self._work, LockOp.CREATE_SESSION)
         elif not self._lease_valid():
             self._scheduler.after(20 * MILLISECOND, self._next_work)  # jeopardy: calls wait
+        elif self._rng.random() < 0.3:
+            self._read(LOCK_PATH_FORMAT.format(self._rng.randrange(LOCK_COUNT)))
         elif not self._handle:
             self._path = LOCK_PATH_FORMAT.format(self._rng.randrange(LOCK_COUNT))
             delay = self._rng.choice([0, 0, 100, 300])
@@ -226,7 +331,7 @@ class SimLockClient:
         elif not self._sequencer:
             self._issue(self._work, LockOp.ACQUIRE, handle=self._handle)
         elif self._believing and self._rng.random() < 0.6:
-            value = self._rng.randrange(1 << 30)
+            value = self._observer.next_value()
             self._issue(
                 self._work,
                 LockOp.FENCED_WRITE,
@@ -240,7 +345,29 @@ class SimLockClient:
             generation = self._generation
             self._issue(self._work, LockOp.RELEASE, handle=self._handle, generation=generation)
 
+    def _read(self, path: str) -> None:
+        """Read a lock file: from the cache if it holds it, else from the master."""
+        if self._cache_usable():
+            node = self._cache.get(path)
+            if node is not None:
+                self._observer.read(self.name, path, self._scheduler.now, node.stat, hit=True)
+                self._scheduler.after(self._rng.randint(1, 20) * MILLISECOND, self._next_work)
+                return
+        self._read_started = self._cache.reading(path)
+        self._issue(self._work, LockOp.READ, path=path, cache=True)
+
+    def _read_done(self, request: LockRequest, reply: LockReply) -> None:
+        ok = reply.status is LockStatus.OK
+        node = CachedNode(reply.stat, reply.contents) if ok else None
+        self._cache.read_done(request.path, self._read_started, node, cached=reply.cached,
+                              event_sequence=reply.event_sequence,
+                              usable=self._cache_usable())  # fmt: skip
+        if ok:
+            self._observer.read(self.name, request.path, self._work.began, reply.stat, hit=False)
+
     def _work_done(self, request: LockRequest, reply: LockReply) -> None:
+        if request.kind is LockOp.READ:
+            self._read_done(request, reply)
         if reply.status is LockStatus.FAILED and reply.code is ErrorCode.SESSION_EXPIRED:
             self._session_lost()
         elif request.kind is LockOp.CREATE_SESSION and reply.status is LockStatus.OK:
@@ -260,6 +387,8 @@ class SimLockClient:
                 self._issue(self._work, LockOp.CLOSE_SESSION, session_id=self._session)
                 self._session_lost()
                 return
+        elif request.kind is LockOp.FENCED_WRITE and reply.status is LockStatus.OK:
+            self._observer.write_completed(request.path, str(request.value).encode())
         elif request.kind is LockOp.FENCED_WRITE and reply.code is ErrorCode.INVALID_SEQUENCER:
             self._stop_believing()  # someone newer holds it: we lost it in jeopardy
             self._sequencer = b""
@@ -283,6 +412,7 @@ class SimLockClient:
             self._observer.stops_believing(self.name, self._path)
 
     def _session_lost(self) -> None:
+        self._cache.flush()
         self._stop_believing()
         self._session = 0
         self._handle = b""
@@ -312,6 +442,7 @@ class SimLockClient:
             return
         if session == self._session and not self._lease_valid():
             self._stop_believing()  # jeopardy: the lock may be gone
+            self._cache.flush()
 
     def _start_keepalives(self) -> None:
         self._keepalive = _Channel()
@@ -322,8 +453,16 @@ class SimLockClient:
             self._session_lost()  # the session expired (or was closed): start another
             return
         self._new_lease(self._keepalive.sent_local, reply.lease_ticks, reply.held_ticks)
-        if reply.events:
-            self._acked = max(self._acked, reply.events[-1].sequence)
+        self._observer.events_received(self.name, self._session, reply.events)
+        for event in reply.events:
+            if event.sequence <= self._acked:
+                continue  # sent again: seen already
+            self._acked = event.sequence
+            if event.kind is EventKind.INVALIDATE:
+                if LockBug.CACHE_IGNORES_INVALIDATION not in self._bugs:
+                    self._cache.invalidate(event.path, event.sequence)
+            elif event.kind is EventKind.MASTER_FAILOVER:
+                self._cache.flush()
         self._keepalive = _Channel()
         if self._scheduler.now < self.stop_at + 2_000 * MILLISECOND:
             self._issue(self._keepalive, LockOp.KEEPALIVE, session_id=self._session,
@@ -343,6 +482,8 @@ class SimLockClient:
         request = channel.request
         assert request is not None
         channel.attempt += 1
+        if channel.attempt == 1:
+            channel.began = self._scheduler.now
         if channel.attempt == 1 or LockBug.LEASE_FROM_LAST_SEND in self._bugs:
             # The lease an answer grants counts from the *first* sending: the answer may be
             # to that one, made before any retry was sent (found by the session-safety

@@ -31,7 +31,7 @@ from chubbypy.namespace import NamespaceMachine
 from chubbypy.paxos import Outcome, Replica
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import Create, LockMode, SetContents
-from chubbypy.sessions import HandleMode
+from chubbypy.sessions import EventMask, HandleMode
 from chubbypy.testing._lock_requests import LockBug, LockOp, LockReply, LockRequest, LockStatus
 
 HANDLE_KEY = b"simulated cell handle key ......"
@@ -100,8 +100,9 @@ class SimMasterHost:
                 create = Create(request.path)
                 mode = HandleMode.READ | HandleMode.WRITE
                 delay = request.lock_delay_ms
-                service.open(token, request.session_id, request.path, mode, create=create,
-                             lock_delay_ms=delay)  # fmt: skip
+                events = EventMask.CONTENTS_MODIFIED | EventMask.LOCK_ACQUIRED
+                service.open(token, request.session_id, request.path, mode, events,
+                             create=create, lock_delay_ms=delay)  # fmt: skip
             case LockOp.ACQUIRE:
                 service.acquire(token, request.handle, LockMode.EXCLUSIVE, wait=True)
             case LockOp.RELEASE:
@@ -170,7 +171,7 @@ def _lock_reply(request: LockRequest, result: CallResult) -> LockReply:
             return LockReply(
                 op,
                 LockStatus.OK,
-                generation=-1 if stat is None else stat.content_generation,
+                stat=stat,
                 contents=contents,
                 cached=cached,
                 event_sequence=sequence,

@@ -7,6 +7,7 @@ import enum
 from attrs import frozen
 
 from chubbypy.protocol.errors import ErrorCode
+from chubbypy.protocol.namespace import Stat
 from chubbypy.sessions import SessionEvent
 
 LOCK_PATH_FORMAT = "/ls/sim/lock{}"
@@ -20,6 +21,8 @@ class LockBug(enum.Enum):
     """The client counts its lease from its last retry instead of its first sending."""
     HOLDER_IGNORES_JEOPARDY = "holder-ignores-jeopardy"
     """The client keeps believing it holds its lock after its local lease ran out."""
+    CACHE_IGNORES_INVALIDATION = "cache-ignores-invalidation"
+    """The client acknowledges INVALIDATE events without dropping what it cached."""
 
 
 class LockOp(enum.Enum):
@@ -70,9 +73,10 @@ class LockReply:
     handle: bytes = b""
     sequencer: bytes = b""
     generation: int = 0
-    """The lock generation granted; for a read, the content generation (-1: no node)."""
+    """The lock generation granted."""
     events: tuple[SessionEvent, ...] = ()
     hint: str | None = None
+    stat: Stat | None = None
     contents: bytes = b""
     cached: bool = False
     event_sequence: int = 0

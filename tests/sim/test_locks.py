@@ -1,6 +1,6 @@
 """Sessions and locks in the simulated cell: lock clients with drifting clocks, KeepAlives,
-pauses longer than their lease, fenced writes, under every fault, judged by the mutual
-exclusion, session safety and fencing checkers."""
+pauses longer than their lease, fenced writes and cached reads, under every fault, judged
+by the mutual exclusion, session safety, fencing and cache coherence checkers."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _locks(replicas: int = 3) -> SimSettings:
 def test_fixed_seeds_with_locks(replicas: int, start: int) -> None:
     """Random faults and client pauses over fixed seeds break no checker, and the workload
     really holds locks, writes under them, and expires sessions."""
-    grants = fenced = expiries = 0
+    grants = fenced = expiries = reads = hits = 0
     for seed in range(start, start + CHUNK):
         cell = SimCell(seed, _locks(replicas))
         result = cell.run_scenario()
@@ -38,9 +38,13 @@ def test_fixed_seeds_with_locks(replicas: int, start: int) -> None:
         grants += cell.lock_observer.grants_believed
         fenced += cell.lock_observer.fenced_writes
         expiries += cell.lock_observer.expiries
+        reads += cell.lock_observer.reads_checked
+        hits += cell.lock_observer.cache_hits
     assert grants > 50
     assert fenced > 50
     assert expiries > 0
+    assert reads > 100
+    assert hits > 10, "reads are served from the clients' caches too"
 
 
 def test_fresh_seeds_with_locks() -> None:
@@ -69,15 +73,21 @@ def test_a_lock_run_replays_exactly() -> None:
 @pytest.mark.parametrize(
     ("bug", "bound", "checkers"),
     [
-        (LockBug.HOLDER_IGNORES_JEOPARDY, 20, {"mutual exclusion"}),
+        (LockBug.HOLDER_IGNORES_JEOPARDY, 60, {"mutual exclusion"}),
         # Rare: it needs a KeepAlive retried and then answered from its first sending.
         (LockBug.LEASE_FROM_LAST_SEND, 180, {"session safety", "mutual exclusion"}),
+        (LockBug.CACHE_IGNORES_INVALIDATION, 20, {"cache coherence"}),
     ],
-    ids=[LockBug.HOLDER_IGNORES_JEOPARDY.value, LockBug.LEASE_FROM_LAST_SEND.value],
+    ids=[
+        LockBug.HOLDER_IGNORES_JEOPARDY.value,
+        LockBug.LEASE_FROM_LAST_SEND.value,
+        LockBug.CACHE_IGNORES_INVALIDATION.value,
+    ],
 )
 def test_a_deliberate_lock_bug_is_caught(bug: LockBug, bound: int, checkers: set[str]) -> None:
-    """A holder that believes past its lease, or a client that counts its lease from a
-    retry, is reported within `bound` seeds (the checkers can fail)."""
+    """A holder that believes past its lease, a client that counts its lease from a retry,
+    or one that keeps what it was told to drop, is reported within `bound` seeds (the
+    checkers can fail)."""
     settings = evolve(_locks(), lock_bugs=frozenset([bug]))
     for seed in range(bound):
         result = run_seed(seed, settings)
