@@ -9,6 +9,11 @@ WAL mode with ``synchronous=FULL``):
   (``--mode one``), loop for D seconds: ``acquire`` (blocking) then ``release``. Each
   cycle is two log writes (the grant and the release). Figures: cycles per second, p50 and
   p99 of a cycle, CPU seconds of the three replicas per cycle.
+* **Cached reads** (``--reads``): one client, one session, reads one file back to back
+  for D seconds with its cache on, then off: reads per second and p50/p99 of a read. Then
+  the price of coherence: the p50/p99 of a plain client's write to a file that ``--cachers``
+  sessions (default 100) hold in their caches (each write waits for every one of them to
+  acknowledge its invalidation), beside the same write with no cacher.
 * **Idle sessions** (``--sessions N``): N sessions opened from one client process and kept
   alive by their KeepAlives for ``--idle-seconds``; the master's resident memory and CPU
   per session.
@@ -99,6 +104,50 @@ async def cycles(reactor: Any, local: LocalCell, args: argparse.Namespace, mode:
     await gatherResults([c.close() for c in cells])
 
 
+async def cached_reads(reactor: Any, local: LocalCell, args: argparse.Namespace) -> None:
+    config = load_config(local.config_path)
+    cell = Cell.from_config(reactor, config)
+    path = f"/ls/{config.cell}/cached"
+    await cell.create(path, b"x" * 100)
+    for cache in (True, False):
+        session = await Session.open(cell, reactor, cache=cache)
+        await session.get_contents_and_stat(path)
+        latencies: list[float] = []
+        before_load = time.process_time()
+        started = time.monotonic()
+        while time.monotonic() - started < args.seconds:
+            begun = time.monotonic()
+            await session.get_contents_and_stat(path)
+            latencies.append(time.monotonic() - begun)
+        elapsed = time.monotonic() - started
+        load = time.process_time() - before_load
+        ordered = sorted(latencies)
+        print(
+            f"reads {'cached' if cache else 'uncached':8}  one client  reads {len(ordered):7}  "
+            f"{len(ordered) / elapsed:9,.0f}/s  p50 {percentile(ordered, 0.5) * 1e6:7.1f} µs  "
+            f"p99 {percentile(ordered, 0.99) * 1e6:7.1f} µs  "
+            f"client CPU {load / len(ordered) * 1e6:5.1f} µs/read",
+            flush=True,
+        )
+        await session.close()
+    for cachers in (0, args.cachers):
+        readers = [await Session.open(cell, reactor) for _ in range(cachers)]
+        writes: list[float] = []
+        for round_ in range(50):
+            await gatherResults([r.get_contents_and_stat(path) for r in readers])
+            begun = time.monotonic()
+            await cell.set_contents(path, str(round_).encode())
+            writes.append(time.monotonic() - begun)
+        ordered = sorted(writes)
+        print(
+            f"write to a file cached by {cachers:4} sessions: p50 "
+            f"{percentile(ordered, 0.5) * 1000:6.2f} ms  p99 {percentile(ordered, 0.99) * 1000:6.2f} ms",
+            flush=True,
+        )
+        await gatherResults([r.close() for r in readers])
+    await cell.close()
+
+
 async def idle_sessions(reactor: Any, local: LocalCell, args: argparse.Namespace) -> None:
     config = load_config(local.config_path)
     cell = Cell.from_config(reactor, config, timeout_seconds=120.0)
@@ -135,6 +184,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         local.start()
         for mode in args.modes:
             await cycles(reactor, local, args, mode)
+        if args.reads:
+            await cached_reads(reactor, local, args)
         if args.sessions:
             await idle_sessions(reactor, local, args)
     finally:
@@ -149,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
     add("--seconds", type=float, default=10.0, help="measured seconds per mode (10)")
     add("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
     add("--modes", nargs="*", default=["separate", "one"], help="separate locks, one lock")
+    add("--reads", action="store_true", help="measure cached reads and coherent writes")
+    add("--cachers", type=int, default=100, help="sessions caching the written file (100)")
     add("--sessions", type=int, default=0, help="idle sessions to hold (0: skip)")
     add("--idle-seconds", type=float, default=20.0, help="how long to hold them (20)")
     return parse
