@@ -31,6 +31,9 @@ them cache, including a name's absence, and answer later reads from memory while
 session is *connected* and its local lease valid. An INVALIDATE event drops an entry before
 the KeepAlive that acknowledges it is sent; jeopardy, a master fail-over event and the
 session's end empty the cache. `Session.open(..., cache=False)` turns it off.
+
+**Idle sessions** (Chubby §2.8): the library closes a session that has had no open handle
+and no call for a minute (`idle_close_seconds`), and logs why.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ _R = TypeVar("_R")
 GRACE_SECONDS_DEFAULT = 45.0
 CLOCK_DRIFT_DEFAULT = 0.01
 """At least the cell's ``paxos.clock_drift_max``."""
+IDLE_CLOSE_SECONDS_DEFAULT = 60.0
+"""Chubby §2.8: a session idle this long with no open handle is ended by the library."""
 ACQUIRE_FOREVER_SECONDS = 10.0**9
 """A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
 
@@ -113,6 +118,7 @@ class Session:
         grace_seconds: float,
         clock_drift_max: float,
         cache: bool = True,
+        idle_close_seconds: float | None = IDLE_CLOSE_SECONDS_DEFAULT,
     ) -> None:
         self.cell = cell
         self.session_id = session_id
@@ -130,6 +136,12 @@ class Session:
         self.on_event: list[Callable[[SessionEvent], None]] = []
         self.cache_enabled = cache
         self.cache = ClientCache()
+        self._idle_close = idle_close_seconds
+        self._open_handles = 0
+        self._calls_running = 0
+        self._last_call = clock.seconds()
+        self._idle_call: IDelayedCall | None = None
+        self._watch_idle()
 
     @classmethod
     def open(
@@ -141,9 +153,12 @@ class Session:
         grace_seconds: float = GRACE_SECONDS_DEFAULT,
         clock_drift_max: float = CLOCK_DRIFT_DEFAULT,
         cache: bool = True,
+        idle_close_seconds: float | None = IDLE_CLOSE_SECONDS_DEFAULT,
     ) -> Deferred[Session]:
         """A new session (its KeepAlives already running); `cache` False turns its cache
-        off (every read goes to the master)."""
+        off (every read goes to the master). A session with no open handle and no call for
+        `idle_close_seconds` is closed (None: never), as Chubby's library does, so that an
+        idle client costs the master nothing."""
 
         async def create() -> Session:
             sent = clock.seconds()
@@ -151,7 +166,8 @@ class Session:
             if not isinstance(result, SessionCreated):
                 raise ChubbyError(f"unexpected {type(result).__name__} to CreateSession")
             session = cls(cell, clock, result.session_id, grace_seconds=grace_seconds,
-                          clock_drift_max=clock_drift_max, cache=cache)  # fmt: skip
+                          clock_drift_max=clock_drift_max, cache=cache,
+                          idle_close_seconds=idle_close_seconds)  # fmt: skip
             session._extend(sent, result.lease_ms)
             session._keep_alive()
             return session
@@ -197,6 +213,7 @@ class Session:
             result = await self.call(call)
             if not isinstance(result, HandleOpened):
                 raise ChubbyError(f"unexpected {type(result).__name__} to Open")
+            self._handle_opened()
             return Handle(self, path, result.handle, result.created, result.stat)
 
         return Deferred.fromCoroutine(opening())
@@ -275,6 +292,8 @@ class Session:
         if self._state is SessionState.EXPIRED:
             return succeed(None)
         self._closing = True
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
 
         async def closing() -> None:
             try:
@@ -297,11 +316,46 @@ class Session:
             await waiting
         if self._state is SessionState.EXPIRED:
             raise SessionExpired(f"session {self.session_id} has expired")
+        self._calls_running += 1
         try:
             return await _call(self.cell, call, attempt_seconds, deadline)
         except SessionExpired:
             self._set_state(SessionState.EXPIRED)
             raise
+        finally:
+            self._calls_running -= 1
+            self._last_call = self._clock.seconds()
+
+    # ------------------------------------------------------------------------- idleness
+
+    def _handle_opened(self) -> None:
+        self._open_handles += 1
+
+    def _handle_closed(self) -> None:
+        self._open_handles -= 1
+        self._last_call = self._clock.seconds()
+
+    def _watch_idle(self) -> None:
+        if self._idle_close is None or self._state is SessionState.EXPIRED or self._closing:
+            return
+        due = self._last_call + self._idle_close - self._clock.seconds()
+        self._idle_call = self._clock.callLater(max(due, 0.0), self._idle_check)
+
+    def _idle_check(self) -> None:
+        assert self._idle_close is not None
+        idle = self._clock.seconds() - self._last_call
+        busy = self._open_handles or self._calls_running
+        if not busy and idle >= self._idle_close and self._state is SessionState.CONNECTED:
+            self.log.info(
+                "session {id}: idle for {idle:.0f} s with no open handle: closing it",
+                id=self.session_id,
+                idle=idle,
+            )
+            self.close().addErrback(lambda f: self.log.failure("idle close failed", f))
+            return
+        if busy:
+            self._last_call = self._clock.seconds()
+        self._watch_idle()
 
     # ------------------------------------------------------------------------- the lease
 
@@ -371,6 +425,8 @@ class Session:
         self._state = state
         if state in (SessionState.JEOPARDY, SessionState.EXPIRED):
             self.cache.flush()
+        if state is SessionState.EXPIRED and self._idle_call and self._idle_call.active():
+            self._idle_call.cancel()
         self.log.info("session {id}: {state}", id=self.session_id, state=state.value)
         for callback in list(self.on_state):
             callback(state)
@@ -392,6 +448,7 @@ class Handle:
         self.stat = stat
         self._handle = handle
         self._poisoned = False
+        self._closed = False
         self._outstanding: set[Deferred[Any]] = set()
 
     def acquire(self, *, shared: bool = False, timeout: float | None = None) -> Deferred[bytes]:
@@ -451,6 +508,9 @@ class Handle:
 
     def close(self) -> Deferred[None]:
         """Close the handle (releasing its lock, if it holds one)."""
+        if not self._closed:
+            self._closed = True
+            self.session._handle_closed()
         self._poisoned = True  # nothing after a close, whatever the reply
         for call in list(self._outstanding):
             call.cancel()

@@ -287,6 +287,14 @@ class LiveCell:
         process.kill()
         process.wait()
 
+    def pause_replica(self, rid: str) -> None:
+        """SIGSTOP: the replica freezes (a long GC, a stalled machine) until resumed."""
+        self._processes[rid].send_signal(signal.SIGSTOP)
+
+    def resume_replica(self, rid: str) -> None:
+        """SIGCONT a paused replica."""
+        self._processes[rid].send_signal(signal.SIGCONT)
+
     def wipe_replica(self, rid: str) -> None:
         """Delete a stopped replica's data directory: a lost disk."""
         assert rid not in self._processes, f"{rid} is running"
@@ -313,6 +321,7 @@ class LiveCell:
         self._processes, self._stopping = {}, []
         for process in processes:
             if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # a paused one must run to stop
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
         for process in processes:

@@ -4,7 +4,7 @@ every cached copy was invalidated, so no read returns a value older than a compl
 
 from __future__ import annotations
 
-from chubbypy.client import Session
+from chubbypy.client import Session, SessionState
 from chubbypy.client.blocking import running_reactor
 from chubbypy.protocol.errors import NoSuchNode
 from tests.integration.harness import LiveCell
@@ -80,3 +80,22 @@ def test_the_cache_is_flushed_on_fail_over_and_stays_coherent(cell: LiveCell) ->
     )
     cell.client().set_contents(path, b"after")
     assert on_reactor(lambda: reader.get_contents_and_stat(path))[0] == b"after"
+
+
+def test_an_idle_session_without_handles_is_closed_by_the_library(cell: LiveCell) -> None:
+    """No open handle and no call for idle_close_seconds: the session ends (and the master
+    forgets it); a session with an open handle stays."""
+    client = cell.client()
+    idle = on_reactor(
+        lambda: Session.open(client._cell, running_reactor(), idle_close_seconds=1.0)  # type: ignore[arg-type]
+    )
+    busy = on_reactor(
+        lambda: Session.open(client._cell, running_reactor(), idle_close_seconds=1.0)  # type: ignore[arg-type]
+    )
+    on_reactor(lambda: busy.open_handle(cell.path("held"), create=True))
+    cell.wait_for(lambda: idle.state is SessionState.EXPIRED or None, "the idle close", 10)
+    master = cell.wait_master()
+    cell.wait_for(
+        lambda: cell.metric(master, "chubbypy_sessions") == 1 or None, "the master to forget", 10
+    )
+    assert busy.state is SessionState.CONNECTED

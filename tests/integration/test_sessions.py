@@ -81,6 +81,32 @@ def test_a_lock_and_its_session_survive_a_kill_9_of_the_master(cell: LiveCell) -
     assert SessionState.EXPIRED not in states
 
 
+def test_a_holder_goes_through_jeopardy_to_safe_when_the_master_dies_and_no_other_answers(
+    make_cell: Callable[..., LiveCell],
+) -> None:
+    """kill -9 of the master while the others are frozen past the session lease: the holder
+    enters jeopardy (its cache flushed, calls waiting), then is safe once a new master
+    answers its KeepAlive, and still holds its lock with the same sequencer."""
+    cell = make_cell(sessions={"lease_seconds": 3, "keepalive_answer_before_seconds": 1})
+    alice = session_of(cell)
+    states: list[SessionState] = []
+    alice.on_state.append(states.append)
+    handle = on_reactor(lambda: alice.open_handle(cell.path("leader"), create=True))
+    sequencer = on_reactor(lambda: handle.acquire())
+    master = cell.wait_master()
+    others = [r for r in cell.running if r != master]
+    cell.kill_replica(master)
+    for rid in others:
+        cell.pause_replica(rid)
+    time.sleep(4.0)  # longer than the whole session lease
+    for rid in others:
+        cell.resume_replica(rid)
+    cell.wait_for(lambda: SessionState.SAFE in states or None, "the session to be safe", 30)
+    assert states[: states.index(SessionState.SAFE)].count(SessionState.JEOPARDY) == 1
+    assert on_reactor(lambda: handle.get_sequencer()) == sequencer
+    assert alice.state is SessionState.CONNECTED
+
+
 def test_closing_a_session_frees_its_lock_at_once_and_deletes_its_ephemeral_file(
     cell: LiveCell,
 ) -> None:
