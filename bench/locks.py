@@ -141,8 +141,7 @@ async def cached_reads(reactor: Any, local: LocalCell, args: argparse.Namespace)
         ordered = sorted(writes)
         p50, p99 = percentile(ordered, 0.5) * 1000, percentile(ordered, 0.99) * 1000
         print(
-            f"write to a file cached by {cachers:4} sessions: p50 {p50:6.2f} ms  "
-            f"p99 {p99:6.2f} ms",
+            f"write to a file cached by {cachers:4} sessions: p50 {p50:6.2f} ms  p99 {p99:6.2f} ms",
             flush=True,
         )
         await gatherResults([r.close() for r in readers])

@@ -165,6 +165,32 @@ class SessionsConfig:
     """Blocked lock requests at the master, all locks together."""
 
 
+TOKEN_CHARS_MIN: Final = 16
+PRINCIPAL_CHARS_MAX: Final = 255
+ANONYMOUS: Final = "anonymous"
+"""The principal of a connection that presented no token (when `AuthConfig.anonymous`)."""
+
+
+@frozen
+class AuthConfig:
+    """Who a client is, and the secret that makes handles unforgeable. YAML section ``auth:``.
+
+    Each principal has a shared token; a client presents its principal and token when it
+    connects. The principal is what the ACL files (``/ls/<cell>/acl/<name>``) list.
+    """
+
+    principals: tuple[tuple[str, str], ...] = ()
+    """(principal, token) pairs."""
+    anonymous: bool = True
+    """Whether a client without a token is served, as principal ``anonymous``."""
+    handle_key: str | None = None
+    """The secret of the handles' check digits, the same on every replica. Without it the
+    key is derived from the cell's name, which anyone can read: handles can be forged."""
+
+    def token_of(self, principal: str) -> str | None:
+        return dict(self.principals).get(principal)
+
+
 @frozen
 class CellConfig:
     """A whole cell, as loaded from one file; see the module docstring."""
@@ -179,6 +205,7 @@ class CellConfig:
     paxos: PaxosConfig = PaxosConfig()
     limits: LimitsConfig = LimitsConfig()
     sessions: SessionsConfig = SessionsConfig()
+    auth: AuthConfig = AuthConfig()
     source: Path | None = None
     """The file this came from, for messages."""
 
@@ -233,6 +260,7 @@ TOP_KEYS: Final = (
     "paxos",
     "limits",
     "sessions",
+    "auth",
 )
 TOP_REQUIRED: Final = ("cell", "replicas", "data_dir")
 REPLICA_KEYS: Final = tuple(attribute.name for attribute in fields(ReplicaConfig))
@@ -270,6 +298,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     limits = _numbers(top.get("limits"), "limits", LimitsConfig, LIMITS_RULES, problems)
     sessions = _numbers(top.get("sessions"), "sessions", SessionsConfig, SESSIONS_RULES, problems)
     _check_session_relations(sessions, paxos, problems)
+    auth = _auth(top.get("auth"), problems)
     _check_paxos_relations(paxos, problems)
     _check_size_relations(paxos, limits, problems)
     if problems or cell is None or data_dir is None:
@@ -283,6 +312,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
         paxos=PaxosConfig(**cast("dict[str, Any]", paxos)),
         limits=LimitsConfig(**cast("dict[str, Any]", limits)),
         sessions=SessionsConfig(**cast("dict[str, Any]", sessions)),
+        auth=auth,
         source=origin,
     )
     # Pair assertion: the core's own checks must agree with the ones above. If one of these
@@ -367,6 +397,46 @@ def _unknown_key(key: str, known: tuple[str, ...]) -> str:
     if close:
         return f"unknown key: did you mean {close[0]!r}?"
     return f"unknown key: expected one of {', '.join(known)}"
+
+
+def _auth(value: object, problems: _Problems) -> AuthConfig:
+    """The ``auth:`` section: principals with their tokens, anonymous access, handle key."""
+    if value is None:
+        return AuthConfig()
+    section = _section(value, "auth", ("principals", "anonymous", "handle_key"), (), problems)
+    if section is None:
+        return AuthConfig()
+    principals: list[tuple[str, str]] = []
+    listed = section.get("principals", {})
+    if not isinstance(listed, Mapping):
+        problems.add("auth.principals", f"expected a mapping of principal: token, got "
+                     f"{_describe(listed)}")  # fmt: skip
+        listed = {}
+    for name, token in listed.items():
+        path = _join("auth.principals", str(name))
+        if not isinstance(name, str) or not name or len(name) > PRINCIPAL_CHARS_MAX:
+            problems.add(path, f"a principal is a name of 1 to {PRINCIPAL_CHARS_MAX} characters")
+        elif any(c.isspace() or c == "#" for c in name) or name in (ANONYMOUS, "*"):
+            problems.add(path, f"{name!r} cannot be a principal: no spaces or '#', and "
+                         f"{ANONYMOUS!r} and '*' are reserved")  # fmt: skip
+        elif not isinstance(token, str) or len(token) < TOKEN_CHARS_MIN:
+            problems.add(
+                path,
+                f"the token must be a string of at least {TOKEN_CHARS_MIN} characters "
+                "(a long random one: it is the principal's password)",
+            )
+        else:
+            principals.append((name, token))
+    anonymous = section.get("anonymous", True)
+    if not isinstance(anonymous, bool):
+        problems.add("auth.anonymous", f"expected true or false, got {_describe(anonymous)}")
+        anonymous = True
+    key = section.get("handle_key")
+    if key is not None and (not isinstance(key, str) or len(key) < TOKEN_CHARS_MIN):
+        problems.add("auth.handle_key", f"expected a secret string of at least "
+                     f"{TOKEN_CHARS_MIN} characters")  # fmt: skip
+        key = None
+    return AuthConfig(tuple(principals), anonymous, key)
 
 
 # --- Reading single values -------------------------------------------------------------------

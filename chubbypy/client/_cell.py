@@ -94,6 +94,7 @@ from chubbypy.protocol.errors import (
     ErrorCode,
     Failure,
     InternalError,
+    PermissionDenied,
     Unavailable,
     UnknownClient,
     UnsupportedVersion,
@@ -138,8 +139,9 @@ Dialer = Callable[[str, ReplicaConnection], "Deferred[Any]"]
 
 RETRIED_CODES: Final = frozenset({ErrorCode.EPOCH_CHANGED, ErrorCode.BUSY, ErrorCode.UNAVAILABLE})
 """Errors that say "not now": the request had no effect, and the same request is retried."""
-FINAL_CONNECT_ERRORS: Final = (WrongCell, UnsupportedVersion)
-"""Refusals of the hello: a configuration mistake that no retry mends."""
+FINAL_CONNECT_ERRORS: Final = (WrongCell, UnsupportedVersion, PermissionDenied)
+"""Refusals of the hello (or of the credentials): a configuration mistake that no retry
+mends."""
 REDIRECTS_MAX: Final = 3
 ALIVE_SECONDS: Final = 1.0
 """A replica answered this recently: the cell is up, so retries poll (see the module notes)."""
@@ -201,6 +203,8 @@ class Cell:
     `backoff_initial_seconds` to `backoff_max_seconds`, or to `poll_seconds` while the cell
     answers but has no master. `rng` draws the registration
     nonce and the back-off jitter. `frame_bytes_max` is the cell's ``limits.frame_bytes_max``.
+    `principal` and `token` authenticate every connection (the cell's ``auth.principals``);
+    without them the client acts as ``anonymous``, if the cell allows it.
     Nothing connects until the first operation.
     """
 
@@ -219,7 +223,11 @@ class Cell:
         frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
         rng: random.Random | None = None,
         dialer: Dialer | None = None,
+        principal: str | None = None,
+        token: str | None = None,
     ) -> None:
+        if (principal is None) != (token is None):
+            raise ValueError("give both a principal and its token, or neither")
         if isinstance(addresses, str) or not addresses:
             raise ValueError("expected a non-empty list of replica addresses")
         if not 1 <= len(cell) <= CELL_CHARS_MAX:
@@ -237,6 +245,7 @@ class Cell:
         self._answered_at = -math.inf
         """When a replica last answered (any reply): the cell is up."""
         self._name = name or default_client_name()
+        self._credentials = None if principal is None or token is None else (principal, token)
         self._frame_bytes_max = frame_bytes_max
         self._rng = rng or random.Random()
         self._dialer = dialer or endpoint_dialer(_tcp_reactor(reactor))
@@ -596,7 +605,12 @@ class Cell:
         connection = self._connections.get(address)
         if connection is None or connection.is_closed:
             connection = ReplicaConnection(
-                self._clock, address, self.cell, self._name, frame_bytes_max=self._frame_bytes_max
+                self._clock,
+                address,
+                self.cell,
+                self._name,
+                frame_bytes_max=self._frame_bytes_max,
+                credentials=self._credentials,
             )
             self._connections[address] = connection
             connection.when_closed().addCallback(self._connection_closed, address, connection)

@@ -9,6 +9,8 @@ Theory of operation. The connecting side speaks first: `connectionMade` sends th
 and callers wait for the `Welcome` with `when_welcomed`. A refusal before the welcome
 (``ErrorReply`` for request 0: UNSUPPORTED_VERSION, WRONG_CELL) fails those waiters with
 the matching `ChubbyError`, and so does a welcome for another version or another cell.
+With credentials, the connection counts as welcomed only once its `Authenticate` (the
+first request) was answered; a refusal fails the waiters with `PermissionDenied`.
 Then `request` numbers each request (1, 2, 3, ... on this connection), keeps its Deferred
 in `_pending` under that id, and the reply with the same id fires it, in whatever order
 replies come. Each request has its own timeout on the injected clock; a reply that arrives
@@ -34,6 +36,8 @@ from chubbypy.protocol.client import (
     INT64_MAX,
     NO_REQUEST,
     PROTOCOL_VERSION,
+    Authenticate,
+    Authenticated,
     ClientRequest,
     ConnectionRole,
     ErrorReply,
@@ -124,8 +128,10 @@ class ReplicaConnection(Protocol):
         client_name: str,
         *,
         frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.address = address
+        self._credentials = credentials
         self._shown = display_address(address)
         self._clock = clock
         self._hello = Hello(PROTOCOL_VERSION, cell, ConnectionRole.CLIENT, client_name)
@@ -283,6 +289,7 @@ class ReplicaConnection(Protocol):
                 | ReadReply()
                 | StatusReply()
                 | SessionReply()
+                | Authenticated()
                 | ErrorReply()
             ) if self._welcome is not None:
                 self._reply_received(message)
@@ -305,7 +312,26 @@ class ReplicaConnection(Protocol):
             self.abort(refusal.message)
             return
         self._welcome = welcome
-        self._welcomed.fire(self)
+        if self._credentials is None:
+            self._welcomed.fire(self)
+            return
+        principal, token = self._credentials
+        authenticating = self.request(lambda rid: Authenticate(rid, principal, token), 3600.0)
+        authenticating.addCallbacks(self._authenticated, self._authentication_failed)
+
+    def _authenticated(self, reply: ServerReply) -> None:
+        if isinstance(reply, Authenticated):
+            self._welcomed.fire(self)
+            return
+        if isinstance(reply, ErrorReply):
+            error = error_for(reply.code, f"{self._shown}: {reply.message}")
+        else:
+            error = ChubbyError(f"unexpected {type(reply).__name__} to Authenticate")
+        self._welcomed.fail(error)
+        self.abort(error.message)
+
+    def _authentication_failed(self, failure: Failure) -> None:
+        self._welcomed.fail(failure.value)  # type: ignore[arg-type]
 
     def _hello_refused(self, reply: ErrorReply) -> None:
         error = error_for(reply.code, f"{self._shown} refused the hello: {reply.message}")

@@ -13,9 +13,9 @@ outcome is known (or the core refused it).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from chubbypy.master._results import Proposal
+from chubbypy.master._results import ClientWrite, Proposal
 from chubbypy.master._service import MasterService
 from chubbypy.namespace import Applied
 from chubbypy.paxos import Outcome, OutcomeKind
@@ -40,6 +40,34 @@ class ServiceLog:
             commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
             self._tokens[sequence] = (proposal.token, proposal.ticket)
         return commands
+
+    def dispatch(
+        self,
+        service: MasterService,
+        proposals: Iterable[Proposal | ClientWrite],
+        propose: Callable[[list[Command]], bool],
+        release: Callable[[ClientWrite], None],
+    ) -> list[int]:
+        """Send what `service.take` let through, in order: each run of the service's own
+        proposals as one batch (`propose`; False if the core refused it), each client's
+        write to `release`. The tokens of the calls whose commands were refused."""
+        refused: list[int] = []
+        batch: list[Proposal] = []
+
+        def send_batch() -> None:
+            commands = self.commands(batch)
+            batch.clear()
+            if commands and not propose(commands):
+                refused.extend(self.refused(service, commands))
+
+        for proposal in proposals:
+            if isinstance(proposal, Proposal):
+                batch.append(proposal)
+            else:
+                send_batch()
+                release(proposal)
+        send_batch()
+        return refused
 
     def refused(self, service: MasterService, commands: Iterable[Command]) -> list[int]:
         """The core refused `commands`: the tokens of the calls they served."""

@@ -41,7 +41,11 @@ drops it when mastership ends; everything in it is memory that a new master rebu
   once every session caching a name it changes has acknowledged an INVALIDATE event or
   its lease is over; see `chubbypy.master._cache`.
 
-Access control (the ACL names of §2.3) is not checked yet; it comes with authentication.
+* **Access control (§2.3).** Calls that carry a `principal` (every call from a client
+  connection does) are checked against the node's ACL names (`chubbypy.namespace._acl`): an
+  open, for each mode it asks, and for a creation, write on the parent; a read, read. A
+  handle then carries its mode, so its later calls (write, acquire) need no new check, as
+  in Chubby. `principal` None means a trusted caller (unit tests, the simulator).
 """
 
 from __future__ import annotations
@@ -77,7 +81,14 @@ from chubbypy.master._results import (
     SequencerChecked,
     SessionStarted,
 )
-from chubbypy.namespace import Applied, NamespaceMachine, NodeRecord, check_path
+from chubbypy.namespace import (
+    Access,
+    Applied,
+    NamespaceMachine,
+    NodeRecord,
+    access_problem,
+    check_path,
+)
 from chubbypy.namespace._names import parent_of
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.errors import ErrorCode, Failure
@@ -134,6 +145,14 @@ class _OpenCall:
     events: EventMask
     lock_delay_ms: int
     exclusive: bool
+    principal: str | None = None
+
+
+_MODE_ACCESS = (
+    (HandleMode.READ, Access.READ),
+    (HandleMode.WRITE, Access.WRITE),
+    (HandleMode.CHANGE_ACL, Access.CHANGE),
+)
 
 
 @frozen
@@ -267,13 +286,18 @@ class MasterService:
 
     # ------------------------------------------------------------------------- reads
 
-    def read(self, token: int, session_id: int, path: str, *, cache: bool) -> None:
+    def read(
+        self, token: int, session_id: int, path: str, *, cache: bool, principal: str | None = None
+    ) -> None:
         """The node at `path` (or its absence); with `cache`, the session is registered as
-        caching it unless a change to it is under way."""
+        caching it unless a change to it is under way. With `principal`, it must have read
+        access."""
         machine = self._db()
         refused = self._session_problem(session_id) or check_path(
             path, machine.cell, machine.tree.limits
         )
+        if refused is None and principal is not None:
+            refused = access_problem(machine.tree, principal, path, Access.READ)
         if refused is not None:
             self._reply(token, refused)
             return
@@ -303,9 +327,11 @@ class MasterService:
         lock_delay_ms: int = 0,
         create: Create | None = None,
         exclusive: bool = False,
+        principal: str | None = None,
     ) -> None:
         """Open `path` in `mode`; with `create`, create it first if it does not exist (and
-        with `exclusive`, fail if it does). `create.path` must be `path`."""
+        with `exclusive`, fail if it does). `create.path` must be `path`. With `principal`,
+        its access is checked (see the module docstring)."""
         machine = self._db()
         refused = self._session_problem(session_id) or check_path(
             path, machine.cell, machine.tree.limits
@@ -317,12 +343,16 @@ class MasterService:
             self._reply(token, refused)
             return
         assert create is None or create.path == path, (create, path)
-        call = _OpenCall(session_id, path, mode, events, lock_delay_ms, exclusive)
+        call = _OpenCall(session_id, path, mode, events, lock_delay_ms, exclusive, principal)
         node = machine.tree.get(path)
         if node is not None:
             self._opened(token, call, node, created=False)
         elif create is None:
             self._reply(token, Failure(ErrorCode.NO_SUCH_NODE, f"no node {path}"))
+        elif principal is not None and (
+            denied := access_problem(machine.tree, principal, parent_of(path), Access.WRITE)
+        ):
+            self._reply(token, denied)
         else:
             self._pending[token] = call
             self._propose(token, InSession(session_id, create))
@@ -608,6 +638,14 @@ class MasterService:
         if call.exclusive and not created:
             self._reply(token, Failure(ErrorCode.EXISTS, f"{call.path} exists"))
             return
+        if call.principal is not None:
+            for bit, access in _MODE_ACCESS:
+                if not call.mode & bit:
+                    continue
+                denied = access_problem(self._db().tree, call.principal, call.path, access)
+                if denied is not None:
+                    self._reply(token, denied)
+                    return
         handle_id = handle_id_for(self._epoch, self._count)
         self._count += 1
         handle = Handle(

@@ -6,6 +6,14 @@ wraps both as the `chubbypy.paxos.StateMachine` the Applier drives, with snapsho
 `NodeRecord`s a checkpoint stores.
 """
 
+from chubbypy.namespace._acl import (
+    EVERYONE,
+    Access,
+    access_problem,
+    acl_path,
+    admits,
+    write_problem,
+)
 from chubbypy.namespace._apply import Applied, apply
 from chubbypy.namespace._machine import DEFAULT_LIMITS, ROOT_ACL_DEFAULT, NamespaceMachine
 from chubbypy.namespace._names import NamespaceLimits, check_acl, check_path
@@ -21,14 +29,19 @@ from chubbypy.namespace._tree import INSTANCES_PER_INDEX, Tree
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "EVERYONE",
     "INSTANCES_PER_INDEX",
     "ROOT_ACL_DEFAULT",
+    "Access",
     "Applied",
     "NamespaceChanges",
     "NamespaceLimits",
     "NamespaceMachine",
     "NodeRecord",
     "Tree",
+    "access_problem",
+    "acl_path",
+    "admits",
     "apply",
     "check_acl",
     "check_path",
@@ -36,4 +49,5 @@ __all__ = [
     "decode_snapshot",
     "encode_snapshot",
     "read",
+    "write_problem",
 ]

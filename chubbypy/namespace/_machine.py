@@ -73,10 +73,15 @@ class NamespaceMachine:
             write = decode_log_write(payload)
         except DecodeError as error:
             return encode_result(Failure(ErrorCode.BAD_REQUEST, f"not a write: {error}"))
+        return encode_result(self.apply_recorded(index, write).result)
+
+    def apply_recorded(self, index: LogIndex, write: LogWrite) -> Applied:
+        """`apply_write`, recorded for `take_applied` like a write that came through
+        `apply` (for a state machine that wraps this one with its own payloads)."""
         applied = self.apply_write(index, write)
         if self.keep_applied:
             self._applied.append((index, write, applied))
-        return encode_result(applied.result)
+        return applied
 
     def take_applied(self) -> list[tuple[LogIndex, LogWrite, Applied]]:
         """Each write applied through `apply` since the last call, with what it did, while

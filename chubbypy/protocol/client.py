@@ -181,8 +181,24 @@ class SessionRequest:
     call: SessionCall
 
 
+@frozen
+class Authenticate:
+    """Act as `principal`, proven by its shared `token`, for the rest of this connection.
+    Sent first after the welcome; PERMISSION_DENIED for an unknown principal or wrong token."""
+
+    request_id: RequestId
+    principal: str
+    token: str
+
+
 ClientRequest = (
-    LocateMaster | Register | WriteRequest | ReadRequest | StatusRequest | SessionRequest
+    LocateMaster
+    | Register
+    | WriteRequest
+    | ReadRequest
+    | StatusRequest
+    | SessionRequest
+    | Authenticate
 )
 
 # ----------------------------------------------------------------------------- replies
@@ -290,8 +306,23 @@ class SessionReply:
     result: SessionResult
 
 
+@frozen
+class Authenticated:
+    """The connection now acts as `principal`."""
+
+    request_id: RequestId
+    principal: str
+
+
 ServerReply = (
-    MasterLocation | Registered | WriteReply | ReadReply | StatusReply | SessionReply | ErrorReply
+    MasterLocation
+    | Registered
+    | WriteReply
+    | ReadReply
+    | StatusReply
+    | SessionReply
+    | Authenticated
+    | ErrorReply
 )
 
 # ----------------------------------------------------------------------------- peers

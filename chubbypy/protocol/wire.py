@@ -40,6 +40,8 @@ from chubbypy.protocol.client import (
     NAME_CHARS_MAX,
     REPLICA_ROLES,
     REPLICAS_MAX,
+    Authenticate,
+    Authenticated,
     ChecksumReport,
     ConnectionRole,
     ErrorReply,
@@ -152,6 +154,10 @@ def _to_plain(message: WireMessage) -> list[Any]:
             return [15, request_id, call_to_plain(call)]
         case SessionReply(request_id, result):
             return [25, request_id, session_result_to_plain(result)]
+        case Authenticate(request_id, principal, token):
+            return [16, request_id, principal, token]
+        case Authenticated(request_id, principal):
+            return [26, request_id, principal]
         case MasterLocation(request_id, master, epoch, replicas):
             addresses = [[r.replica_id, r.client_endpoint] for r in replicas]
             return [20, request_id, master, epoch, addresses]
@@ -185,6 +191,10 @@ def _string(data: Any, chars_max: int, what: str, chars_min: int = 1) -> str:
     if not chars_min <= len(value) <= chars_max:
         raise DecodeError(f"{what} of {len(value)} characters: expected {chars_min} to {chars_max}")
     return value
+
+
+def _principal(data: Any) -> str:
+    return _string(data, 255, "principal")
 
 
 def _request_id(data: Any) -> RequestId:
@@ -305,12 +315,17 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     13: (2, lambda f: ReadRequest(_request_id(f[0]), read_from_plain(f[1]))),
     14: (1, lambda f: StatusRequest(_request_id(f[0]))),
     15: (2, lambda f: SessionRequest(_request_id(f[0]), call_from_plain(f[1]))),
+    16: (
+        3,
+        lambda f: Authenticate(_request_id(f[0]), _principal(f[1]), _string(f[2], 1024, "token")),
+    ),
     20: (4, _to_master_location),
     21: (2, lambda f: Registered(_request_id(f[0]), ClientId(uint64(f[1], 1)))),
     22: (3, lambda f: WriteReply(_request_id(f[0]), _index(f[1]), _to_write_result(f[2]))),
     23: (3, lambda f: ReadReply(_request_id(f[0]), _index(f[1]), _to_read_result(f[2]))),
     24: (2, lambda f: StatusReply(_request_id(f[0]), _to_status(f[1]))),
     25: (2, lambda f: SessionReply(_request_id(f[0]), session_result_from_plain(f[1]))),
+    26: (2, lambda f: Authenticated(_request_id(f[0]), _principal(f[1]))),
     29: (4, _to_error_reply),
     30: (1, lambda f: PeerFrame(decode_message(binary(f[0])))),
     31: (2, lambda f: ChecksumReport(_index(f[0]), binary(f[1]))),

@@ -29,7 +29,6 @@ from chubbypy.master import (
     MasterService,
     MasterTiming,
     NodeRead,
-    Proposal,
     SequencerChecked,
     ServiceLog,
     SessionStarted,
@@ -142,7 +141,15 @@ class SessionHost:
 
     # ------------------------------------------------------------------------- calls
 
-    def call(self, reply: Reply, request_id: RequestId, call: SessionCall, connection: int) -> None:
+    def call(
+        self,
+        reply: Reply,
+        request_id: RequestId,
+        call: SessionCall,
+        connection: int,
+        principal: str,
+    ) -> None:
+        """Serve `call` for the connection acting as `principal` (its ACL checks)."""
         service = self._service
         if service is None or not self._core.can_serve_reads():
             reply(ErrorReply(request_id, ErrorCode.NOT_MASTER, "not the master", None))
@@ -158,7 +165,8 @@ class SessionHost:
                 service.close_session(token, session_id)
             case Open(session_id, path, mode, events, delay, create, exclusive):
                 service.open(token, session_id, path, HandleMode(mode & 7),
-                             EventMask(events & 0x7E), delay, create, exclusive)  # fmt: skip
+                             EventMask(events & 0x7E), delay, create, exclusive,
+                             principal=principal)  # fmt: skip
             case CloseHandle(handle):
                 service.close(token, handle)
             case PoisonHandle(handle):
@@ -174,7 +182,7 @@ class SessionHost:
             case CheckSequencer(sequencer):
                 service.check_sequencer(token, sequencer)
             case ReadNode(session_id, path, cache):
-                service.read(token, session_id, path, cache=cache)
+                service.read(token, session_id, path, cache=cache, principal=principal)
         self._flush()
 
     def write(self, reply: Reply, request_id: RequestId, command: Command, write: LogWrite) -> bool:
@@ -218,25 +226,17 @@ class SessionHost:
         replies, proposals = service.take(master_lease_valid=self._core.can_serve_reads())
         for reply in replies:
             self._answer(reply.token, reply.result)
-        mine: list[Proposal] = []
-        for proposal in proposals:
-            if isinstance(proposal, Proposal):
-                mine.append(proposal)
-                continue
-            self._propose_mine(service, mine)
-            mine = []
-            self._release(service, proposal)
-        self._propose_mine(service, mine)
+        refused = self._log.dispatch(service, proposals, self._propose, self._release)
+        for token in refused:
+            self._error(token, ErrorCode.BUSY, "the master cannot propose now")
 
-    def _propose_mine(self, service: MasterService, proposals: list[Proposal]) -> None:
-        """The service's own commands, in one batch (so, mostly, one log entry)."""
-        commands = self._log.commands(proposals)
-        if commands and self._core.propose(commands, self._core.epoch) is not None:
-            for token in self._log.refused(service, commands):
-                self._error(token, ErrorCode.BUSY, "the master cannot propose now")
+    def _propose(self, commands: list[Command]) -> bool:
+        return self._core.propose(commands, self._core.epoch) is None
 
-    def _release(self, service: MasterService, write: ClientWrite) -> None:
+    def _release(self, write: ClientWrite) -> None:
         """A client's write the gate let through: the shell proposes it."""
+        service = self._service
+        assert service is not None
         gated = self._gated.pop(write.ticket, None)
         if gated is None:
             service.landed(write.ticket)

@@ -26,7 +26,13 @@ from twisted.python.failure import Failure as TwistedFailure
 
 from chubbypy.config import CellConfig
 from chubbypy.master import MasterTiming
-from chubbypy.namespace import NamespaceLimits, NamespaceMachine
+from chubbypy.namespace import (
+    Access,
+    NamespaceLimits,
+    NamespaceMachine,
+    access_problem,
+    write_problem,
+)
 from chubbypy.paxos import (
     Applier,
     Chance,
@@ -142,7 +148,7 @@ class ReplicaServer:
             self.applier.restore(persisted.snapshot.index, persisted.snapshot.data)
         self._last_checkpoint = self.applier.applied_index
         self.sessions = SessionHost(
-            self.core, self.machine, _master_timing(config), _handle_key(config.cell),
+            self.core, self.machine, _master_timing(config), _handle_key(config),
             paxos.tick_seconds, self._propose_client,
         )  # fmt: skip
         self._peers: PeerSender | None = None
@@ -171,6 +177,13 @@ class ReplicaServer:
             applied=self.applier.applied_index,
             mode="" if self.core.status().voting else " (rebuilding: not voting yet)",
         )
+        if self.config.auth.handle_key is None:
+            self.log.warn(
+                "{replica}: no auth.handle_key in {source}: handles' check digits come from "
+                "the cell's name, so anyone who knows it can forge a handle",
+                replica=self.replica_id,
+                source=self.config.source or "the cell file",
+            )
         self._ticker.start(self._tick_seconds, now=False)
         self._drain()
 
@@ -214,19 +227,30 @@ class ReplicaServer:
         command = Command(NO_CLIENT, nonce, b"")
         self._input(lambda: self._propose(reply, request_id, command, registration=True))
 
-    def session_call(self, reply: Reply, request: SessionRequest, connection: int) -> None:
+    def session_call(
+        self, reply: Reply, request: SessionRequest, connection: int, principal: str
+    ) -> None:
         """A session, handle or lock call (the master's session service answers it)."""
-        self._input(lambda: self.sessions.call(reply, request.request_id, request.call, connection))
+        self._input(
+            lambda: self.sessions.call(
+                reply, request.request_id, request.call, connection, principal
+            )
+        )
 
     def connection_closed(self, connection: int) -> None:
         self._input(lambda: self.sessions.connection_closed(connection))
 
-    def write(self, reply: Reply, request: WriteRequest) -> None:
-        self._input(lambda: self._write(reply, request))
+    def write(self, reply: Reply, request: WriteRequest, principal: str) -> None:
+        self._input(lambda: self._write(reply, request, principal))
 
-    def _write(self, reply: Reply, request: WriteRequest) -> None:
+    def _write(self, reply: Reply, request: WriteRequest, principal: str) -> None:
         if request.client_id == MASTER_CLIENT:
             reply(self._error(request.request_id, ErrorCode.UNKNOWN_CLIENT, "a reserved id"))
+            return
+        if self.core.serving and (
+            denied := write_problem(self.machine.tree, principal, request.write)
+        ):
+            reply(self._error(request.request_id, denied.code, denied.message))
             return
         cached = self.applier.cached_result(ClientId(request.client_id), request.sequence)
         if cached is not None and self.core.serving:
@@ -262,11 +286,15 @@ class ReplicaServer:
         self._proposals.inc()
         return True
 
-    def read(self, request: ReadRequest) -> ServerReply:
+    def read(self, request: ReadRequest, principal: str) -> ServerReply:
         self._catch_up()
         if not self.core.can_serve_reads():
             return self._error(request.request_id, ErrorCode.NOT_MASTER, "not the master")
         self._ops.inc(op="read")
+        tree = self.machine.tree
+        denied = access_problem(tree, principal, request.read.path, Access.READ)
+        if denied is not None:
+            return self._error(request.request_id, denied.code, denied.message)
         result = self.machine.read(request.read)
         return ReadReply(request.request_id, self.applier.applied_index, result)
 
@@ -563,11 +591,11 @@ def _master_timing(config: CellConfig) -> MasterTiming:
     )
 
 
-def _handle_key(cell: str) -> bytes:
-    """The key of handles' check digits, the same on every replica of the cell.
-
-    Derived from the cell's name for now, which stops accidental misuse (a handle of another
-    cell, or altered bytes) but not a forger who knows the name: it becomes a configured
-    secret with authentication (issue 4, item 3).
-    """
-    return hashlib.blake2b(f"chubbypy handles of cell {cell}".encode(), digest_size=32).digest()
+def _handle_key(config: CellConfig) -> bytes:
+    """The key of handles' check digits, the same on every replica of the cell: derived from
+    the configured secret ``auth.handle_key``. Without one, from the cell's name, which stops
+    accidental misuse (a handle of another cell, or altered bytes) but not a forger who
+    knows the name; the replica warns at start."""
+    secret = config.auth.handle_key
+    material = f"chubbypy handles of cell {config.cell}" + ("" if secret is None else secret)
+    return hashlib.blake2b(material.encode(), digest_size=32).digest()

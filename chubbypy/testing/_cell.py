@@ -92,11 +92,18 @@ class SimSettings:
     namespace: bool = False
     """Replicate the real namespace database (the registers are files) instead of a dict."""
     locks: bool = False
-    """Run lock clients (sessions, KeepAlives, locks, fenced writes) instead of registers,
-    against the real namespace database and the master's session service."""
+    """Run lock clients (sessions, KeepAlives, locks, fenced writes, cached reads) against
+    the real namespace database and the master's session service."""
+    registers: bool | None = None
+    """Run the register clients; by default, unless `locks`. Both: the whole cell, the
+    registers kept as files of the same namespace database."""
     lock_bugs: frozenset[LockBug] = frozenset()
     session_lease_seconds: float = 2.0
     keepalive_answer_before_seconds: float = 0.6
+
+    @property
+    def runs_registers(self) -> bool:
+        return not self.locks if self.registers is None else self.registers
 
     def master_timing(self) -> MasterTiming:
         lease_ticks = math.floor(self.session_lease_seconds / self.tick_seconds)
@@ -187,7 +194,7 @@ class SimCell:
                 self._send_request,
                 int(settings.client_timeout_seconds * SECOND),
             )
-            for n in range(1, 0 if settings.locks else settings.clients + 1)
+            for n in range(1, settings.clients + 1 if settings.runs_registers else 1)
         }
         self._progress_due = PROGRESS_SECONDS * SECOND
         self._progress_applied = 0
@@ -213,7 +220,7 @@ class SimCell:
             client_results_max=s.client_results_max,
             buggify_rate=0.01 if s.buggify and self._rng.random() < 0.5 else 0.0,
             bugs=s.bugs,
-            namespace=s.namespace,
+            namespace=s.namespace or (s.locks and s.runs_registers),
             master_timing=s.master_timing() if s.locks else None,
             lock_bugs=s.lock_bugs,
         )

@@ -272,7 +272,7 @@ class Observer:
             value = self._chosen[index][1]
             outcomes = [r for r in self._applied[index].results if isinstance(r, Outcome)]
             for command, outcome in zip(value.commands, outcomes, strict=False):
-                if outcome.kind is OutcomeKind.APPLIED:
+                if outcome.kind is OutcomeKind.APPLIED and command.client_id != MASTER_CLIENT:
                     put_key, put_value = parse_put(command.payload)
                     if put_key == key:
                         puts.append((index, put_value))

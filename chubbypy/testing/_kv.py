@@ -18,6 +18,12 @@ def put_payload(key: str, value: int) -> bytes:
     return bytes(msgpack.packb(["put", key, value], use_bin_type=True))
 
 
+def is_put(payload: bytes) -> bool:
+    """Whether `payload` is a put (and not, in a whole-cell run, a namespace write)."""
+    decoded = msgpack.unpackb(payload, raw=False)
+    return isinstance(decoded, list) and bool(decoded) and decoded[0] == "put"
+
+
 def parse_put(payload: bytes) -> tuple[str, int]:
     verb, key, value = msgpack.unpackb(payload, raw=False)
     assert verb == "put", verb

@@ -6,15 +6,19 @@ ends, turns the simulated clients' `LockRequest`s into calls, proposes the servi
 decisions through the replica's Paxos core, and feeds it every entry the log applies. All
 proposals go as the master's own commands (`MASTER_CLIENT`): every call the clients retry
 is idempotent at the service (a retried acquire by the holder is granted again; a retried
-release or close finds it done), so no exactly-once bookkeeping is needed here.
+release or close finds it done), so no exactly-once bookkeeping is needed here. In a
+whole-cell run the register clients' writes pass the service's cache gate here too
+(`write`), as clients' writes do on a real master.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from chubbypy.master import (
     CallResult,
+    ClientWrite,
     Done,
     HandleOpened,
     KeepAliveAnswered,
@@ -22,15 +26,15 @@ from chubbypy.master import (
     MasterService,
     MasterTiming,
     NodeRead,
-    Proposal,
     SequencerChecked,
     ServiceLog,
     SessionStarted,
 )
 from chubbypy.namespace import NamespaceMachine
 from chubbypy.paxos import Outcome, Replica
+from chubbypy.protocol import Command
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace import Create, LockMode, SetContents
+from chubbypy.protocol.namespace import Create, LockMode, LogWrite, SetContents
 from chubbypy.sessions import EventMask, HandleMode
 from chubbypy.testing._lock_requests import LockBug, LockOp, LockReply, LockRequest, LockStatus
 
@@ -47,8 +51,14 @@ class SimMasterHost:
         timing: MasterTiming,
         reply: Callable[[LockRequest, LockReply], None],
         bugs: frozenset[LockBug] = frozenset(),
+        propose_client: Callable[[Any, Command], bool] | None = None,
+        client_not_master: Callable[[Any], None] | None = None,
     ) -> None:
         self._bugs = bugs
+        self._propose_client = propose_client
+        self._client_not_master = client_not_master
+        self._gated: dict[int, tuple[Any, Command]] = {}
+        self._flying: dict[tuple[int, int], list[int]] = {}
         self._core = core
         self._machine = machine
         self._timing = timing
@@ -67,6 +77,7 @@ class SimMasterHost:
         """The replica serves as master of `epoch`: every earlier entry is applied."""
         self._service = MasterService(self._timing, HANDLE_KEY)
         self._log = ServiceLog()
+        self._gated, self._flying = {}, {}
         self._machine.keep_applied = True
         self._machine.take_applied()
         self._service.start(self._core.tick_count, epoch, self._machine)
@@ -79,6 +90,17 @@ class SimMasterHost:
         calls, self._calls = self._calls, {}
         for request in calls.values():
             self._reply(request, not_master(request))
+        gated, self._gated = self._gated, {}
+        for client_request, _ in gated.values():
+            assert self._client_not_master is not None
+            self._client_not_master(client_request)
+
+    def write(self, request: object, command: Command, write: LogWrite) -> None:
+        """A register client's write: proposed once the cache gate lets it through."""
+        assert self._service is not None
+        ticket = self._service.submit_write(write)
+        self._gated[ticket] = (request, command)
+        self._flush()
 
     def ticked(self) -> None:
         if self._service is not None:
@@ -120,6 +142,9 @@ class SimMasterHost:
         """One entry was applied, with these outcomes: report the master's commands."""
         if self._service is None:
             return
+        for outcome in outcomes:
+            for ticket in self._flying.pop((outcome.client_id, outcome.sequence), ()):
+                self._service.landed(ticket)
         writes = self._machine.take_applied()
         for token in self._log.applied(self._service, outcomes, writes):
             self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
@@ -134,11 +159,22 @@ class SimMasterHost:
             request = self._calls.get(reply.token)
             if request is not None:
                 self._answer(reply.token, _lock_reply(request, reply.result))
-        assert all(isinstance(p, Proposal) for p in proposals), "no client writes here"
-        commands = self._log.commands(p for p in proposals if isinstance(p, Proposal))
-        if commands and self._core.propose(commands, self._core.epoch) is not None:
-            for token in self._log.refused(service, commands):
-                self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
+        for token in self._log.dispatch(service, proposals, self._propose, self._release):
+            self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
+
+    def _propose(self, commands: list[Command]) -> bool:
+        return self._core.propose(commands, self._core.epoch) is None
+
+    def _release(self, write: ClientWrite) -> None:
+        service = self._service
+        assert service is not None
+        request, command = self._gated.pop(write.ticket)
+        assert self._propose_client is not None
+        if self._propose_client(request, command):
+            key = (command.client_id, command.sequence)
+            self._flying.setdefault(key, []).append(write.ticket)
+        else:
+            service.landed(write.ticket)
 
     def _answer(self, token: int, reply: LockReply) -> None:
         request = self._calls.pop(token, None)

@@ -42,10 +42,10 @@ from chubbypy.protocol import (
     ReplicaId,
 )
 from chubbypy.store import MemoryStore
-from chubbypy.testing._kv import KvMachine, parse_put_result, put_payload
+from chubbypy.testing._kv import KvMachine, parse_put, parse_put_result, put_payload
 from chubbypy.testing._lock_node import SimMasterHost
 from chubbypy.testing._lock_requests import LockBug, LockReply, LockRequest, LockStatus
-from chubbypy.testing._registers import NamespaceRegisters
+from chubbypy.testing._registers import NamespaceRegisters, register_write
 from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
 from chubbypy.testing._world import Clock, Scheduler, SimChance
 
@@ -72,7 +72,8 @@ class NodeSettings:
     namespace: bool
     """Keep the registers in the real namespace database instead of a plain dict."""
     master_timing: MasterTiming | None = None
-    """Serve sessions and locks (lock clients) from the real namespace database instead."""
+    """Serve sessions and locks (lock clients) from the real namespace database (with the
+    registers in it too when `namespace`)."""
     lock_bugs: frozenset[LockBug] = frozenset()
 
 
@@ -140,13 +141,18 @@ class SimReplica:
         )
         self._host: SimMasterHost | None = None
         if settings.master_timing is not None:
-            self.machine = NamespaceMachine("sim")
+            if isinstance(self.machine, NamespaceRegisters):
+                database = self.machine.namespace  # registers and locks: the whole cell
+            else:
+                self.machine = database = NamespaceMachine("sim")
             self._host = SimMasterHost(
                 self.core,
-                self.machine,
+                database,
                 settings.master_timing,
                 self._lock_reply,
                 settings.lock_bugs,
+                self._propose_command,
+                self._not_master_now,
             )
         self.applier = Applier(
             self.machine,
@@ -349,7 +355,7 @@ class SimReplica:
         self._send_reply(self.name, request.client, reply)
 
     def _request_received(self, request: Request) -> None:
-        assert not isinstance(self.machine, NamespaceMachine), "lock cells have no registers"
+        assert not isinstance(self.machine, NamespaceMachine), "this lock cell has no registers"
         if request.kind is OpKind.READ:
             if self.core.can_serve_reads():
                 value = self.machine.get(request.key)
@@ -371,13 +377,27 @@ class SimReplica:
         if command is None:
             self._reply(request, Reply(request.op_id, ReplyStatus.BUSY))
             return
+        if request.kind is OpKind.INCREMENT:
+            self._increments[request.key] = (command.client_id, command.sequence)
+        if request.kind is not OpKind.REGISTER and self._host is not None and self._host.serving:
+            # As on a real master: the write waits at the cache gate (see SessionHost).
+            key, value = parse_put(command.payload)
+            self._host.write(request, command, register_write(key, value))
+            return
+        self._propose_command(request, command)
+
+    def _propose_command(self, request: Request, command: Command) -> bool:
         refused = self.core.propose([command], self.core.epoch)
         if refused is not None:
             self._reply(request, Reply(request.op_id, ReplyStatus.BUSY))
-            return
+            self._increments.pop(request.key, None)
+            return False
         self._pending[(command.client_id, command.sequence)] = request
-        if request.kind is OpKind.INCREMENT:
-            self._increments[request.key] = (command.client_id, command.sequence)
+        return True
+
+    def _not_master_now(self, request: Request) -> None:
+        self._increments.pop(request.key, None)
+        self._reply(request, self._not_master(request))
 
     def _command_for(self, request: Request) -> Command | None:
         match request.kind:

@@ -4,6 +4,10 @@ The workload's ``["put", key, value]`` commands become namespace writes (a Multi
 file's contents if it exists, else create it) applied by `NamespaceMachine`, and reads go
 through its read path; snapshots, restores and checksums are the namespace's own. Results
 are the same as `KvMachine`'s, so every checker works unchanged.
+
+In a whole-cell run (registers and lock clients together) the same machine also applies
+the master's session commands and the lock clients' writes (`payload` that is not a put),
+and records every write for the master's service, puts included.
 """
 
 from __future__ import annotations
@@ -21,13 +25,21 @@ from chubbypy.protocol.namespace import (
     MultiOp,
     SetContents,
 )
-from chubbypy.testing._kv import parse_put
+from chubbypy.testing._kv import is_put, parse_put
 
 CELL = "sim"
 
 
 def _path(key: str) -> str:
     return f"/ls/{CELL}/{key}"
+
+
+def register_write(key: str, value: int) -> MultiOp:
+    """The namespace write a put becomes: set the file's contents, or create it."""
+    path, contents = _path(key), str(value).encode()
+    return MultiOp(
+        (Exists(path),), (SetContents(path, contents),), (Create(path, contents=contents),)
+    )
 
 
 class NamespaceRegisters:
@@ -37,12 +49,10 @@ class NamespaceRegisters:
         self.namespace = NamespaceMachine(CELL)
 
     def apply(self, index: LogIndex, payload: bytes) -> bytes:
+        if not is_put(payload):
+            return self.namespace.apply(index, payload)
         key, value = parse_put(payload)
-        path, contents = _path(key), str(value).encode()
-        write = MultiOp(
-            (Exists(path),), (SetContents(path, contents),), (Create(path, contents=contents),)
-        )
-        applied = self.namespace.apply_write(index, write)
+        applied = self.namespace.apply_recorded(index, register_write(key, value))
         assert not isinstance(applied.result, Failure), applied.result
         return bytes(msgpack.packb([index, value]))
 

@@ -23,17 +23,26 @@ from chubbypy.paxos import Bug
 from chubbypy.testing._cell import SimResult, SimSettings
 from chubbypy.testing._scenarios import SCENARIOS
 
+WORKLOADS = {
+    "cell": "register clients (registers as files) and lock clients in one cell: every checker",
+    "registers": "register clients only, registers in a dict",
+    "namespace": "register clients only, registers as files of the namespace database",
+    "locks": "lock clients only (sessions, locks, fenced writes, cached reads)",
+}
+
 
 def _settings(
-    replicas: int, bugs: Sequence[str], drift_factor: float, namespace: bool, locks: bool = False
+    replicas: int, bugs: Sequence[str], drift_factor: float, workload: str = "cell"
 ) -> SimSettings:
+    assert workload in WORKLOADS, workload
     return evolve(
         SimSettings(),
         replicas=replicas,
         bugs=frozenset(Bug(name) for name in bugs),
         drift_factor=drift_factor,
-        namespace=namespace,
-        locks=locks,
+        namespace=workload in ("cell", "namespace"),
+        locks=workload in ("cell", "locks"),
+        registers=workload != "locks",
     )
 
 
@@ -60,10 +69,8 @@ def replay_command(result: SimResult, args: argparse.Namespace) -> str:
         parts += ["--bug", bug]
     if args.drift_factor != 1.0:
         parts += ["--drift-factor", str(args.drift_factor)]
-    if args.namespace:
-        parts.append("--namespace")
-    if args.locks:
-        parts.append("--locks")
+    if args.workload != "cell":
+        parts += ["--workload", args.workload]
     return " ".join([*parts, "--narrate"])
 
 
@@ -99,15 +106,24 @@ def _parser() -> argparse.ArgumentParser:
         help="scale clock drift relative to the configured bound (above 1 is unsafe)",
     )
     parser.add_argument(
+        "--workload",
+        choices=list(WORKLOADS),
+        default="cell",
+        help="; ".join(f"{name}: {text}" for name, text in WORKLOADS.items()),
+    )
+    parser.add_argument(
         "--namespace",
-        action="store_true",
-        help="replicate the real namespace database (registers as files) instead of a dict",
+        dest="workload",
+        action="store_const",
+        const="namespace",
+        help="the same as --workload namespace",
     )
     parser.add_argument(
         "--locks",
-        action="store_true",
-        help="run lock clients (sessions, KeepAlives, locks, fenced writes) instead of "
-        "registers, with the mutual exclusion, session safety and fencing checkers",
+        dest="workload",
+        action="store_const",
+        const="locks",
+        help="the same as --workload locks",
     )
     parser.add_argument("--narrate", action="store_true", help="tell what happens, as it happens")
     parser.add_argument("--json", action="store_true", help="one JSON object per seed")
@@ -119,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is not None and args.seeds < 1:
         print("chubbypy-sim: --seeds must be at least 1", file=sys.stderr)
         return 2
-    settings = _settings(args.replicas, args.bug, args.drift_factor, args.namespace, args.locks)
+    settings = _settings(args.replicas, args.bug, args.drift_factor, args.workload)
     if args.seed is not None:
         return _replay(args, settings)
     seeds = range(args.start, args.start + args.seeds)

@@ -172,6 +172,7 @@ class LiveCell:
         paxos: Mapping[str, Any] | None = None,
         limits: Mapping[str, Any] | None = None,
         sessions: Mapping[str, Any] | None = None,
+        auth: Mapping[str, Any] | None = None,
     ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -183,6 +184,7 @@ class LiveCell:
         self.paxos = dict(paxos or {})
         self.limits = dict(limits or {})
         self.sessions = dict(sessions or {})
+        self.auth = dict(auth or {})
         self.ports: dict[str, ReplicaPorts] = {}
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping: list[subprocess.Popen[bytes]] = []
@@ -216,6 +218,8 @@ class LiveCell:
             document["limits"] = self.limits
         if self.sessions:
             document["sessions"] = self.sessions
+        if self.auth:
+            document["auth"] = self.auth
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def path(self, relative: str = "") -> str:
@@ -436,9 +440,10 @@ class LiveCell:
 
     # ------------------------------------------------------------------ clients
 
-    def client(self, timeout_seconds: float = 15.0) -> BlockingCell:
-        """A `BlockingCell` of this cell (from its file), closed with the cell."""
-        client = connect(str(self.config_path), timeout_seconds=timeout_seconds)
+    def client(self, timeout_seconds: float = 15.0, **options: Any) -> BlockingCell:
+        """A `BlockingCell` of this cell (from its file), closed with the cell; `options`
+        are `Cell`'s (a principal and its token, say)."""
+        client = connect(str(self.config_path), timeout_seconds=timeout_seconds, **options)
         self._clients.append(client)
         return client
 

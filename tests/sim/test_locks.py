@@ -47,6 +47,19 @@ def test_fixed_seeds_with_locks(replicas: int, start: int) -> None:
     assert hits > 10, "reads are served from the clients' caches too"
 
 
+@pytest.mark.parametrize("start", [3000, 3010])
+def test_fixed_seeds_of_the_whole_cell(start: int) -> None:
+    """Register clients and lock clients in one cell (chubbypy-sim's default workload):
+    clients' writes pass the cache gate too, and every checker holds."""
+    settings = evolve(SimSettings(), locks=True, registers=True, namespace=True)
+    for seed in range(start, start + CHUNK):
+        cell = SimCell(seed, settings)
+        result = cell.run_scenario()
+        assert result.ok, explain(result, "random", "")
+        assert result.acknowledged > 100
+        assert cell.lock_observer.grants_believed > 0
+
+
 def test_fresh_seeds_with_locks() -> None:
     """Lock clients over seeds never run before break no checker."""
     start = FRESH_START + 2 * 10**9

@@ -13,6 +13,7 @@ import yaml
 from attrs import fields
 
 from chubbypy.config import (
+    AuthConfig,
     CellConfig,
     ConfigError,
     LimitsConfig,
@@ -590,3 +591,41 @@ def test_a_keepalive_answered_no_earlier_than_the_lease_is_refused() -> None:
     document = config(sessions={"lease_seconds": 5, "keepalive_answer_before_seconds": 5})
     with pytest.raises(ConfigError, match=r"sessions\.keepalive_answer_before_seconds: 5 is not"):
         parse_config(document)
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+def test_auth_reads_principals_anonymous_and_the_handle_key() -> None:
+    """auth: principals with their tokens, whether anonymous clients are served, the key."""
+    document = config(
+        auth={
+            "principals": {"alice": "a" * 16, "bob": "b" * 20},
+            "anonymous": False,
+            "handle_key": "k" * 32,
+        }
+    )
+    auth = parse_config(document).auth
+    assert auth.token_of("alice") == "a" * 16
+    assert auth.token_of("carol") is None
+    assert not auth.anonymous
+    assert auth.handle_key == "k" * 32
+    assert parse_config(config()).auth == AuthConfig()
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        ({"principals": {"alice": "short"}}, r"auth\.principals\.alice: the token must be"),
+        ({"principals": {"anonymous": "x" * 16}}, r"reserved"),
+        ({"principals": {"a b": "x" * 16}}, r"no spaces"),
+        ({"principals": ["alice"]}, r"auth\.principals: expected a mapping"),
+        ({"anonymous": "yes"}, r"auth\.anonymous: expected true or false"),
+        ({"handle_key": "short"}, r"auth\.handle_key: expected a secret string"),
+        ({"tokens": {}}, r"auth\.tokens: unknown key"),
+    ],
+)
+def test_bad_auth_is_refused_with_its_key_path(auth: dict[str, Any], expected: str) -> None:
+    """Weak tokens, reserved or malformed principals, wrong types: each named."""
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(config(auth=auth))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from chubbypy.master import Done, KeepAliveAnswered, NodeRead
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace import Create, Delete, SetContents
-from chubbypy.sessions import EventKind, SessionEvent
+from chubbypy.protocol.namespace import AclNames, Create, Delete, SetAcl, SetContents
+from chubbypy.sessions import EventKind, HandleMode, SessionEvent
 from tests.unit.master.harness import ROOT, RW, Cell
 
 FILE = f"{ROOT}/f"
@@ -191,3 +191,31 @@ def test_reads_are_refused_for_an_ended_session_and_bad_names() -> None:
     assert cell.code("read", reader, "/ls/other/x", cache=True) is ErrorCode.INVALID_NAME
     cell.ok("close_session", reader)
     assert cell.code("read", reader, FILE, cache=True) is ErrorCode.SESSION_EXPIRED
+
+
+def test_opens_and_reads_are_checked_against_the_acl_names_for_a_principal() -> None:
+    """With a principal, open needs each mode's permission (and write on the parent to
+    create); a read needs read. Without one (a trusted caller) nothing is checked."""
+    cell = Cell()
+    session = cell.session()
+    cell.client_write(Create(f"{ROOT}/acl", is_directory=True))
+    cell.client_write(Create(f"{ROOT}/acl/admins", contents=b"alice\n"))
+    cell.client_write(
+        Create(f"{ROOT}/d", is_directory=True, acl=AclNames("all", "admins", "admins"))
+    )
+    cell.client_write(Create(f"{ROOT}/d/f"))
+    path = f"{ROOT}/d/f"
+    assert cell.code("open", session, path, RW, principal="bob") is ErrorCode.PERMISSION_DENIED
+    assert cell.ok("open", session, path, HandleMode.READ, principal="bob")
+    assert cell.ok("open", session, path, RW, principal="alice")
+    new = f"{ROOT}/d/new"
+    assert cell.code("open", session, new, RW, create=Create(new), principal="bob") is (
+        ErrorCode.PERMISSION_DENIED
+    )
+    assert cell.machine.tree.get(new) is None
+    assert read(cell, session, path, cache=False).stat is not None
+    cell.client_write(SetAcl(path, AclNames("admins", "admins", "admins")))
+    assert cell.code("read", session, path, cache=True, principal="bob") is (
+        ErrorCode.PERMISSION_DENIED
+    )
+    assert isinstance(cell.ok("read", session, path, cache=True, principal="alice"), NodeRead)

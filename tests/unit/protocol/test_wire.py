@@ -40,6 +40,8 @@ from chubbypy.protocol.client import (
     NAME_CHARS_MAX,
     PROTOCOL_VERSION,
     REPLICAS_MAX,
+    Authenticate,
+    Authenticated,
     ChecksumReport,
     ConnectionRole,
     ErrorReply,
@@ -110,8 +112,10 @@ from chubbypy.protocol.session import (
     KeepAlive,
     LeaseExtended,
     Locked,
+    NodeRead,
     Open,
     PoisonHandle,
+    ReadNode,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -251,6 +255,7 @@ session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     st.builds(GetSequencer, handles),
     st.builds(CheckSequencer, handles),
     st.builds(PoisonHandle, handles),
+    st.builds(ReadNode, session_ids, st.just("/ls/c/f"), st.booleans()),
 )  # fmt: skip
 session_events = st.builds(
     SessionEvent, st.integers(1, INT64_MAX), st.sampled_from(EventKind), names, uints
@@ -262,11 +267,14 @@ session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(Locked, stats, handles),
     st.just(CallDone()),
     st.builds(SequencerValidity, st.booleans()),
+    st.builds(NodeRead, st.none() | stats, st.binary(max_size=16), st.booleans(), uints),
 )
 
 MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
     SessionRequest: st.builds(SessionRequest, request_ids, session_calls),
     SessionReply: st.builds(SessionReply, request_ids, session_results),
+    Authenticate: st.builds(Authenticate, request_ids, names, st.text(min_size=1, max_size=40)),
+    Authenticated: st.builds(Authenticated, request_ids, names),
     Hello: st.builds(Hello, uints, cells, st.sampled_from(ConnectionRole), names),
     Welcome: st.builds(Welcome, uints, cells, replica_ids),
     LocateMaster: st.builds(LocateMaster, request_ids),
@@ -498,7 +506,7 @@ def test_malformed_body_raises_decode_error(body: bytes) -> None:
         decode_wire(body)
 
 
-@pytest.mark.parametrize("tag", [0, 3, 16, 26, 33, 99, 2**40])
+@pytest.mark.parametrize("tag", [0, 3, 17, 27, 33, 99, 2**40])
 def test_an_unknown_tag_is_an_unknown_message(tag: int) -> None:
     """A well-formed body with a tag this version lacks raises UnknownMessageError."""
     with pytest.raises(UnknownMessageError, match="unknown message tag"):
