@@ -580,7 +580,7 @@ class SimCell:
         observer.now_us = end
         s = self.settings
         observer.check_liveness(self.healed_at, int(s.liveness_seconds * SECOND), end)
-        if s.locks and self.lock_observer.grants_believed == 0:
+        if self.lock_clients and self.lock_observer.grants_believed == 0:
             observer.violation("liveness", "no lock client ever held a lock")
         observer.check_history()
         self._check_convergence()

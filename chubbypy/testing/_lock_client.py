@@ -530,6 +530,18 @@ class SimLockClient:
                 lambda: self._retry(channel, request, attempt),
             )
             return
+        if reply.status is LockStatus.FAILED and reply.code is ErrorCode.BUSY:
+            # "Not now" (a new master waits for every session to acknowledge the fail-over):
+            # the same request again, as the library does. Giving up instead would lose
+            # track of a handle that may hold the lock already (found by the liveness check:
+            # the session kept its lock and waited on it through a new handle).
+            channel.attempt += 1
+            attempt = channel.attempt
+            self._scheduler.after(
+                self._rng.randint(20, 60) * MILLISECOND,
+                lambda: self._retry(channel, request, attempt),
+            )
+            return
         channel.request = None
         if channel is self._work:
             self._work_done(request, reply)
