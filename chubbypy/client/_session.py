@@ -58,7 +58,7 @@ from chubbypy.protocol.errors import (
     SessionExpired,
     Unavailable,
 )
-from chubbypy.protocol.namespace import Create, LockMode, SetContents, Stat
+from chubbypy.protocol.namespace import AclNames, Create, LockMode, SetContents, Stat
 from chubbypy.protocol.session import (
     AcquireLock,
     CallDone,
@@ -91,6 +91,10 @@ _R = TypeVar("_R")
 GRACE_SECONDS_DEFAULT = 45.0
 CLOCK_DRIFT_DEFAULT = 0.01
 """At least the cell's ``paxos.clock_drift_max``."""
+HANDLES_PARKED_MAX = 100
+"""Closed handles kept for reuse per session; beyond it the oldest is really closed."""
+_HandleKey = tuple[str, int, int, int]
+"""(path, mode, events, lock-delay in ms): handles with equal keys are interchangeable."""
 IDLE_CLOSE_SECONDS_DEFAULT = 60.0
 """Chubby §2.8: a session idle this long with no open handle is ended by the library."""
 ACQUIRE_FOREVER_SECONDS = 10.0**9
@@ -136,6 +140,9 @@ class Session:
         self.on_event: list[Callable[[SessionEvent], None]] = []
         self.cache_enabled = cache
         self.cache = ClientCache()
+        self._parked: dict[_HandleKey, list[tuple[bytes, Stat]]] = {}
+        """Handles closed by the program but kept open at the master, for reuse."""
+        self._parked_count = 0
         self._idle_close = idle_close_seconds
         self._open_handles = 0
         self._calls_running = 0
@@ -202,21 +209,74 @@ class Session:
         contents: bytes = b"",
         ephemeral: bool = False,
         exclusive: bool = False,
+        directory: bool = False,
+        acl: AclNames | None = None,
     ) -> Deferred[Handle]:
-        """A handle on `path`; with `create`, the file is created if missing (with
-        `contents`; `ephemeral` ties it to this session), and with `exclusive` must be new."""
-        made = Create(path, contents=contents, ephemeral=ephemeral) if create else None
+        """A handle on `path` in `mode` (its permissions are checked against the node's
+        ACLs), with the `events` (an `EventMask`) its session should hear of. With
+        `create`, the node is created if missing: a file with `contents` (or a `directory`),
+        with `acl` names (else its parent's), `ephemeral` tying a file to this session; with
+        `exclusive` it must be new. `lock_delay_seconds` (at most 60) holds the lock back
+        from others when this session expires holding it."""
+        made = Create(path, directory, contents, acl, ephemeral=ephemeral) if create else None
         delay_ms = round(lock_delay_seconds * 1000)
 
+        key = (path, int(mode), events, delay_ms)
+
         async def opening() -> Handle:
+            if not exclusive and not events:
+                reused = await self._reuse_handle(key)
+                if reused is not None:
+                    return reused
             call = Open(self.session_id, path, int(mode), events, delay_ms, made, exclusive)
             result = await self.call(call)
             if not isinstance(result, HandleOpened):
                 raise ChubbyError(f"unexpected {type(result).__name__} to Open")
             self._handle_opened()
-            return Handle(self, path, result.handle, result.created, result.stat)
+            return Handle(self, path, result.handle, result.created, result.stat, key)
 
         return Deferred.fromCoroutine(opening())
+
+    async def _reuse_handle(self, key: _HandleKey) -> Handle | None:
+        """A handle closed earlier with the same name, mode and lock-delay, if its node
+        is still the one it opened (as the cache, kept coherent, says): no call to the
+        master (Chubby §2.5 caches handles too). As with any open handle, its permissions
+        were checked when the master opened it."""
+        parked = self._parked.get(key)
+        if not parked or not self._cache_usable():
+            return None
+        handle_bytes, stat = parked.pop()
+        if not parked:
+            del self._parked[key]
+        try:
+            now: Stat | None = await self.get_stat(key[0])
+        except ChubbyError:
+            now = None  # gone, or not readable now: a real open says why
+        if now is None or now.instance != stat.instance:
+            self._close_parked(handle_bytes)
+            return None
+        self._handle_opened()
+        return Handle(self, key[0], handle_bytes, False, now, key)
+
+    def _park(self, key: _HandleKey, handle_bytes: bytes, stat: Stat) -> bool:
+        """Keep a closed handle for a later open instead of closing it at the master;
+        False if it cannot be kept (the cache is off, or the session is not connected)."""
+        if not self._cache_usable():
+            return False
+        self._parked.setdefault(key, []).append((handle_bytes, stat))
+        self._parked_count += 1
+        while self._parked_count > HANDLES_PARKED_MAX:
+            oldest = next(iter(self._parked))
+            handles = self._parked[oldest]
+            self._close_parked(handles.pop(0)[0])
+            if not handles:
+                del self._parked[oldest]
+        return True
+
+    def _close_parked(self, handle_bytes: bytes) -> None:
+        self._parked_count -= 1
+        closing = Deferred.fromCoroutine(_call(self.cell, CloseHandle(handle_bytes)))
+        closing.addErrback(lambda _: None)  # the session's end closes it anyway
 
     def get_contents_and_stat(self, path: str) -> Deferred[tuple[bytes, Stat]]:
         """The file's contents and metadata, from the cache when it holds them
@@ -425,6 +485,7 @@ class Session:
         self._state = state
         if state in (SessionState.JEOPARDY, SessionState.EXPIRED):
             self.cache.flush()
+            self._parked, self._parked_count = {}, 0  # their nodes may have changed
         if state is SessionState.EXPIRED and self._idle_call and self._idle_call.active():
             self._idle_call.cancel()
         self.log.info("session {id}: {state}", id=self.session_id, state=state.value)
@@ -440,15 +501,25 @@ class Handle:
     """An open handle on one node; its calls return Deferreds."""
 
     def __init__(
-        self, session: Session, path: str, handle: bytes, created: bool, stat: Stat
+        self,
+        session: Session,
+        path: str,
+        handle: bytes,
+        created: bool,
+        stat: Stat,
+        key: _HandleKey | None = None,
     ) -> None:
         self.session = session
+        self._key = key
+        self._locked = False
+        """It asked for a lock once: closing it must release that at the master."""
         self.path = path
         self.created = created
         self.stat = stat
         self._handle = handle
         self._poisoned = False
         self._closed = False
+        self._sequencer: bytes | None = None
         self._outstanding: set[Deferred[Any]] = set()
 
     def acquire(self, *, shared: bool = False, timeout: float | None = None) -> Deferred[bytes]:
@@ -461,16 +532,18 @@ class Handle:
         # already holds the lock is simply granted it.
         wait = ACQUIRE_FOREVER_SECONDS if timeout is None else timeout
         deadline = self.session.clock.seconds() + wait
-        return self._locked(AcquireLock(self._handle, mode, wait=True), wait, deadline)
+        self._locked = True
+        return self._locked_call(AcquireLock(self._handle, mode, wait=True), wait, deadline)
 
     def try_acquire(self, *, shared: bool = False) -> Deferred[bytes]:
         """The lock now, or `LockHeld` / `LockDelayed`; its sequencer."""
         mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
-        return self._locked(AcquireLock(self._handle, mode, wait=False))
+        self._locked = True
+        return self._locked_call(AcquireLock(self._handle, mode, wait=False))
 
     def get_sequencer(self) -> Deferred[bytes]:
         """The sequencer of the lock this handle holds (`LockNotHeld` if none)."""
-        return self._locked(GetSequencer(self._handle))
+        return self._locked_call(GetSequencer(self._handle))
 
     def release(self) -> Deferred[None]:
         """Let go of the lock this handle acquired last (and of nothing later)."""
@@ -501,19 +574,35 @@ class Handle:
         if stat.instance != self.stat.instance:
             raise NoSuchNode(f"the node of this handle is gone: {self.path}")
 
+    def set_sequencer(self, sequencer: bytes | None) -> None:
+        """Fence this handle's later writes with `sequencer` (Chubby's SetSequencer): each
+        is applied only while the lock it names is still held at its generation, else it
+        fails `InvalidSequencer`. None stops fencing. Reads are not fenced: a read cannot
+        harm what the lock protects."""
+        self._sequencer = sequencer
+
     def set_contents(self, contents: bytes, *, sequencer: bytes | None = None) -> Deferred[None]:
-        """Write the file; with `sequencer`, only while it is valid (`InvalidSequencer`)."""
+        """Write the file; with `sequencer` (or the one `set_sequencer` attached), only
+        while it is valid (`InvalidSequencer`)."""
         write = SetContents(self.path, contents)
-        return self._done(HandleWrite(self._handle, write, sequencer))
+        fence = sequencer if sequencer is not None else self._sequencer
+        return self._done(HandleWrite(self._handle, write, fence))
 
     def close(self) -> Deferred[None]:
-        """Close the handle (releasing its lock, if it holds one)."""
-        if not self._closed:
+        """Close the handle (releasing its lock, if it holds one). A handle that asked for
+        no events and no lock may be kept by the session for a later open of the same name
+        in the same mode (Chubby's handle cache); the program cannot tell the difference."""
+        first = not self._closed
+        if first:
             self._closed = True
             self.session._handle_closed()
+        reusable = first and not self._poisoned and not self._locked and not self._outstanding
         self._poisoned = True  # nothing after a close, whatever the reply
         for call in list(self._outstanding):
             call.cancel()
+        parkable = reusable and self._key is not None and not self._key[2]
+        if parkable and self._key and self.session._park(self._key, self._handle, self.stat):
+            return succeed(None)
         return self._send(CloseHandle(self._handle))
 
     def poison(self) -> Deferred[None]:
@@ -525,7 +614,7 @@ class Handle:
             call.cancel()
         return self._send(PoisonHandle(self._handle))
 
-    def _locked(
+    def _locked_call(
         self, call: SessionCall, attempt: float | None = None, deadline: float | None = None
     ) -> Deferred[bytes]:
         async def calling() -> bytes:

@@ -131,6 +131,7 @@ class SessionTable:
         only the sessions due, however many are idle."""
         self._now = 0
         self._first_sequence = 1
+        self._failover_done = False
         self._answers: list[KeepAliveAnswer] = []
         self._refused: list[tuple[int, int]] = []
         self._expire: list[int] = []
@@ -253,11 +254,15 @@ class SessionTable:
     @property
     def failover_complete(self) -> bool:
         """Every session acknowledged the fail-over event of `start`, or its lease is
-        over (or it is closing): none can still act on what the old master told it."""
-        return not any(
-            s.failover_sequence and s.state not in (_State.CLOSING, _State.ENDING)
-            for s in self._sessions.values()
-        )
+        over (or it is closing): none can still act on what the old master told it. Once
+        true it stays true (later sessions never saw the old master), so it is worked out
+        over every session only until then."""
+        if not self._failover_done:
+            self._failover_done = not any(
+                s.failover_sequence and s.state not in (_State.CLOSING, _State.ENDING)
+                for s in self._sessions.values()
+            )
+        return self._failover_done
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -99,3 +99,27 @@ def test_an_idle_session_without_handles_is_closed_by_the_library(cell: LiveCell
         lambda: cell.metric(master, "chubbypy_sessions") == 1 or None, "the master to forget", 10
     )
     assert busy.state is SessionState.CONNECTED
+
+
+def test_a_closed_handle_is_reused_by_the_next_open_of_its_node(cell: LiveCell) -> None:
+    """Closing a handle that asked for no events or lock keeps it; opening the same node
+    in the same mode again reuses it without a call; a re-created node gets a new one."""
+    session = session_of(cell)
+    path = cell.path("reused")
+    first = on_reactor(lambda: session.open_handle(path, create=True))
+    on_reactor(lambda: first.close())
+    again = on_reactor(lambda: session.open_handle(path))
+    assert again._handle == first._handle
+    assert on_reactor(lambda: again.get_contents_and_stat())[0] == b""
+    on_reactor(lambda: again.close())
+    cell.client().delete(path)
+    cell.client().create(path, b"new")
+    fresh = on_reactor(lambda: session.open_handle(path))
+    assert fresh._handle != first._handle
+    assert on_reactor(lambda: fresh.get_contents_and_stat())[0] == b"new"
+    locker = on_reactor(lambda: session.open_handle(cell.path("lock"), create=True))
+    on_reactor(lambda: locker.acquire())
+    on_reactor(lambda: locker.close())
+    other = session_of(cell)
+    handle = on_reactor(lambda: other.open_handle(cell.path("lock")))
+    assert on_reactor(lambda: handle.try_acquire()), "closing released the lock"

@@ -54,6 +54,9 @@ def test_a_lock_passes_from_holder_to_waiter_and_fences_the_old_holder(cell: Liv
     assert not on_reactor(lambda: alice.check_sequencer(first))
     with pytest.raises(InvalidSequencer):
         on_reactor(lambda: a.set_contents(b"late", sequencer=first))
+    a.set_sequencer(first)  # attached: every later write of the handle is fenced
+    with pytest.raises(InvalidSequencer):
+        on_reactor(lambda: a.set_contents(b"later"))
     assert cell.client().get_contents_and_stat(path).contents == b"alice"
 
 
