@@ -99,6 +99,7 @@ class SimReplica:
         self.clock = clock
         self.store = MemoryStore()
         self.alive = False
+        self.lost_disk = False
         self.incarnation = 0
         self.paused_until = 0
         self._scheduler = scheduler
@@ -181,6 +182,16 @@ class SimReplica:
         """The disk is lost (the process must be down)."""
         assert not self.alive
         self.store = MemoryStore()
+        self.lost_disk = True
+
+    @property
+    def must_rebuild(self) -> bool:
+        """Its disk was lost and nothing has been written to the new one: as `chubbypy
+        serve` does with an empty store (no --bootstrap), it must rebuild before it votes,
+        however many times it restarts before its first write."""
+        persisted = self.store.load()
+        empty = persisted.hard_state is None and persisted.snapshot is None
+        return self.lost_disk and empty and not persisted.entries
 
     def crash(self) -> None:
         """Stop at once: in-flight disk writes, timers, and memory are lost."""
