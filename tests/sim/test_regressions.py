@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from chubbypy.testing.sim_cli import _settings, run_seed
 from tests.sim.conftest import explain
 
