@@ -388,6 +388,7 @@ GOOD: dict[str, list[Any]] = {
     "status reply": [24, 1, STATUS],
     "error": [29, 0, 20, "not master", "r2"],
     "peer": [30, encode_message(Prepare(Ballot(1, R1), LogIndex(1)))],
+    "authenticate": [16, 1, "alice", "a token"],
 }
 
 
@@ -434,6 +435,9 @@ BAD: dict[str, bytes] = {
     "request id NaN": pack([10, float("nan")]),
     "epoch infinite": pack(replaced(L, 3, float("inf"))),
     # the schema (§5.3 item 6)
+    "token of 1025 characters": pack(replaced(GOOD["authenticate"], 3, "t" * 1025)),
+    "empty principal": pack(replaced(GOOD["authenticate"], 2, "")),
+    "principal of 256 characters": pack(replaced(GOOD["authenticate"], 2, "p" * 256)),
     "not a list": pack({"tag": 10, "request_id": 1}),
     "empty list": pack([]),
     "tag as string": pack(["10", 1]),
