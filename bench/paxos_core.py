@@ -116,11 +116,13 @@ class Node:
         self.client_id = NO_CLIENT
 
     def drain(self, network: deque[Envelope]) -> None:
-        """Handle every Ready in the contract's order: persist, send, apply, advance."""
+        """Handle every Ready in the contract's order: send early, persist, send, apply,
+        advance."""
         replica = self.replica
         while replica.has_ready():
             ready = replica.ready()
             assert ready.durable.snapshot is None, "this harness takes no snapshots"
+            network.extend(ready.early)
             self.store.persist(ready.durable)
             network.extend(ready.messages)
             for entry in ready.committed:

@@ -3,6 +3,10 @@
 The contract with the shell (STYLE §1, after etcd raft's Ready/Advance) is the order in which
 it handles one `Ready`:
 
+0. it may send `ready.early` at once, before anything else: the master's requests that peers
+   accept its new entries. They depend on nothing this replica has yet to write, so the
+   master's own write and its peers' run in parallel (the Raft thesis §10.2.1); the master
+   counts its own acceptance only once `advance` says its write is durable;
 1. make `ready.durable` durable (one transaction, one fsync);
 2. then send `ready.messages` (they may depend on what step 1 wrote);
 3. then apply `ready.committed` in order, first restoring the state machine from
@@ -178,6 +182,8 @@ class Ready:
     messages: tuple[Envelope, ...]
     committed: tuple[Entry, ...]
     events: tuple[ReplicaEvent, ...]
+    early: tuple[Envelope, ...] = ()
+    """Messages the shell may send before `durable` is durable (step 0)."""
 
 
 class RefusalReason(enum.Enum):

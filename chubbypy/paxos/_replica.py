@@ -224,6 +224,8 @@ class Replica:
         self._unsaved_snapshot: Snapshot | None = None
         self._compact_through: LogIndex | None = None
         self._outbox: list[Envelope] = []
+        self._early_outbox: list[Envelope] = []
+        """Accepts for our own new entries: the shell may send them before persisting."""
         self._events: list[ReplicaEvent] = []
         self._outstanding = False
         # A rebuild begins durably, before the replica says anything.
@@ -396,6 +398,7 @@ class Replica:
             or self._unsaved_snapshot is not None
             or self._compact_through is not None
             or bool(self._outbox)
+            or bool(self._early_outbox)
             or bool(self._events)
             or self._chosen_index > self._applied_index
         )
@@ -419,7 +422,13 @@ class Replica:
             self._log[LogIndex(index)]
             for index in range(self._applied_index + 1, self._chosen_index + 1)
         )
-        ready = Ready(durable, tuple(self._outbox), committed, tuple(self._events))
+        ready = Ready(
+            durable,
+            tuple(self._outbox),
+            committed,
+            tuple(self._events),
+            tuple(self._early_outbox),
+        )
         self._applied_index = self._chosen_index
         if write_hard_state:
             self._hard_state_dirty = False
@@ -428,6 +437,7 @@ class Replica:
         self._unsaved_snapshot = None
         self._compact_through = None
         self._outbox = []
+        self._early_outbox = []
         self._events = []
         self._outstanding = True
         return ready
@@ -436,6 +446,14 @@ class Replica:
         """The shell persisted, sent and applied `ready`, in that order."""
         assert self._outstanding
         self._outstanding = False
+        # Our own acceptances of this Ready's entries count from now: they are durable.
+        for entry in ready.durable.entries:
+            proposal = self._proposals.get(entry.index)
+            if proposal is None or entry.ballot != self._ballot or self._role is not Role.MASTER:
+                continue
+            proposal.acks.add(self._id)
+            if len(proposal.acks) >= self._quorum:
+                self._instance_chosen(entry.index)
         if (
             self._role is Role.MASTER
             and not self._serving
@@ -933,11 +951,13 @@ class Replica:
         assert index > self._chosen_index, index
         assert index not in self._proposals, index
         self._store_entry(Entry(index, self._ballot, value))
-        self._proposals[index] = _Proposal(value, {self._id}, self._tick)
+        # Our own acceptance counts once the entry is durable (`advance`); the peers are
+        # asked at once, in parallel with our own write (`Ready.early`).
+        self._proposals[index] = _Proposal(value, set(), self._tick)
         self._note_send()
         accept = Accept(self._ballot, index, value, self._chosen_index, self._tick)
         for peer in self._peers:
-            self._send(peer, accept)
+            self._early_outbox.append(Envelope(self._id, peer, accept))
 
     def _accepted_received(self, sender: ReplicaId, accepted: Accepted) -> None:
         if not self._is_my_mastership(accepted.ballot):

@@ -344,6 +344,9 @@ class ReplicaServer:
     def _drain(self) -> None:
         while self._writing is None and self.core.has_ready():
             ready = self.core.ready()
+            if self._peers is not None:
+                for envelope in ready.early:  # the Ready contract's step 0: before the write
+                    self._peers.send(envelope)
             if ready.durable.is_empty():
                 self._finish(ready)
                 continue

@@ -275,6 +275,8 @@ class SimReplica:
     def _drain(self) -> None:
         while self._fsync is None and self.core.has_ready():
             ready = self.core.ready()
+            for envelope in ready.early:  # the Ready contract's step 0: before the write
+                self._send_peer(envelope)
             if Bug.REPLY_BEFORE_PERSIST in self.settings.bugs:
                 self._send(ready)
             if ready.durable.is_empty():

@@ -88,9 +88,9 @@ def test_a_lock_run_replays_exactly() -> None:
     [
         (LockBug.HOLDER_IGNORES_JEOPARDY, 0, 60, {"mutual exclusion"}),
         # Rare: it needs a KeepAlive retried and then answered from its first sending. Of
-        # seeds 0 to 600, 343 and 545 catch it; the test starts near the first (each seed
-        # replays exactly, so this still shows the checker can fail).
-        (LockBug.LEASE_FROM_LAST_SEND, 300, 60, {"session safety", "mutual exclusion"}),
+        # seeds 0 to 800, 74, 127 and 408 catch it (which ones moves with any change of
+        # timing: keep two in range).
+        (LockBug.LEASE_FROM_LAST_SEND, 0, 150, {"session safety", "mutual exclusion"}),
         (LockBug.CACHE_IGNORES_INVALIDATION, 0, 20, {"cache coherence"}),
     ],
     ids=[

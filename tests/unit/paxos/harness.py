@@ -196,7 +196,7 @@ def drain(replica: Replica) -> list[Ready]:
 
 
 def sent(readys: Sequence[Ready]) -> list[Envelope]:
-    return [envelope for ready in readys for envelope in ready.messages]
+    return [envelope for ready in readys for envelope in (*ready.early, *ready.messages)]
 
 
 def messages(readys: Sequence[Ready], kind: type | None = None) -> list[PeerMessage]:
@@ -307,6 +307,7 @@ class Cell:
         store = self.stores[rid]
         while replica.has_ready():
             ready = replica.ready()
+            self.network.extend(ready.early)  # step 0: before the write
             store.persist(ready.durable)
             if ready.messages:
                 persisted = store.load()

@@ -212,6 +212,11 @@ def test_every_reply_in_an_election_is_durable_before_it_is_sent() -> None:
     for sequence in range(1, 6):
         cell.propose(master, command(client, sequence))
     cell.run(4)
-    kinds = {type(e.message) for rid in cell.members for r in cell.readys[rid] for e in r.messages}
+    kinds = {
+        type(e.message)
+        for rid in cell.members
+        for r in cell.readys[rid]
+        for e in (*r.early, *r.messages)
+    }
     assert {Promise, Accepted, HeartbeatAck} <= kinds
     assert cell.stores[R1].load().hard_state.promised != NO_BALLOT

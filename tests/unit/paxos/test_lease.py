@@ -47,6 +47,7 @@ from tests.unit.paxos.harness import (
     lone,
     messages,
     of,
+    sent,
     to,
 )
 
@@ -61,7 +62,7 @@ def test_lease_needs_a_quorum_to_acknowledge_messages_sent_after_phase_1() -> No
     assert not master.lease_valid()
     cell.deliver(of(Accept))
     assert not master.lease_valid()
-    (accept,) = [e.message for e in cell.readys[R3][-1].messages if e.recipient == R1]
+    (accept,) = [e.message for e in sent([cell.readys[R3][-1]]) if e.recipient == R1]
     assert isinstance(accept, Accept)
     cell.deliver(from_(R1))
     assert master.lease_valid()
