@@ -318,7 +318,7 @@ class SimReplica:
                 self._host.applied([r for r in results if isinstance(r, Outcome)])
             for result in results:
                 if isinstance(result, Outcome):
-                    self._outcome(result)
+                    self._outcome(result, entry.value.epoch)
                 else:
                     assert isinstance(result, ChecksumTaken)
         self.core.advance(ready)
@@ -428,11 +428,14 @@ class SimReplica:
                 raise AssertionError("reads never reach the log")
         return Command(request.client_id, request.sequence, payload, request.sequence)
 
-    def _outcome(self, outcome: Outcome) -> None:
+    def _outcome(self, outcome: Outcome, proposed_in: int) -> None:
         registered = outcome.kind is OutcomeKind.REGISTERED
         key = (NO_CLIENT if registered else outcome.client_id, outcome.sequence)
+        # Only this mastership's own proposal frees the counter: an earlier master's, with
+        # the same client and sequence, refused now (EPOCH_CHANGED), says nothing of ours
+        # still in flight (found by the no-lost-update checker, 5 replicas, seed 20153).
         for counter, owner in list(self._increments.items()):
-            if owner == key:
+            if owner == key and proposed_in == self.core.epoch:
                 del self._increments[counter]
         request = self._pending.pop(key, None)
         if request is None:
