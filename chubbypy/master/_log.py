@@ -31,6 +31,14 @@ class ServiceLog:
         self._sequences = itertools.count(1)
         self._tokens: dict[int, tuple[int | None, int]] = {}
         """Per command sequence: the call it serves (or None), and its gate ticket."""
+        self._client_writes: dict[tuple[int, int], list[int]] = {}
+        """Per (client, sequence) of a client's write proposed: its gate tickets."""
+
+    def client_write_proposed(self, command: Command, ticket: int) -> None:
+        """A client's write the gate let through was proposed as `command`: its ticket is
+        reported `landed` with the first outcome of its (client, sequence)."""
+        key = (command.client_id, command.sequence)
+        self._client_writes.setdefault(key, []).append(ticket)
 
     def commands(self, proposals: Iterable[Proposal]) -> list[Command]:
         """The commands to propose, in order, for `proposals`."""
@@ -92,6 +100,8 @@ class ServiceLog:
         done = iter(writes)
         refused = []
         for outcome in outcomes:
+            for ticket in self._client_writes.pop((outcome.client_id, outcome.sequence), ()):
+                service.landed(ticket)
             token: int | None = None
             mine = outcome.client_id == MASTER_CLIENT
             if mine and outcome.sequence in self._tokens:

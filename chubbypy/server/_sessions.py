@@ -98,8 +98,6 @@ class SessionHost:
         self._tokens = itertools.count(1)
         self._gated: dict[int, tuple[Reply, RequestId, Command]] = {}
         """Clients' writes the cache gate holds, by ticket."""
-        self._flying: dict[tuple[int, int], list[int]] = {}
-        """Per (client, sequence) proposed, the tickets to report landed on its outcome."""
 
     @property
     def sessions(self) -> int:
@@ -117,7 +115,7 @@ class SessionHost:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
         self._service = MasterService(self._timing, self._key)
         self._log = ServiceLog()
-        self._gated, self._flying = {}, {}
+        self._gated = {}
         self._machine.keep_applied = True
         self._machine.take_applied()
         self._service.start(self._core.tick_count, epoch, self._machine)
@@ -209,9 +207,6 @@ class SessionHost:
         """One entry was applied, with these outcomes: report the master's commands."""
         if self._service is None:
             return
-        for outcome in outcomes:
-            for ticket in self._flying.pop((outcome.client_id, outcome.sequence), ()):
-                self._service.landed(ticket)
         writes = self._machine.take_applied()
         for token in self._log.applied(self._service, outcomes, writes):
             self._error(token, ErrorCode.EPOCH_CHANGED, "proposed by an earlier master")
@@ -243,8 +238,7 @@ class SessionHost:
             return
         reply, request_id, command = gated
         if self._propose_client(reply, request_id, command):
-            key = (command.client_id, command.sequence)
-            self._flying.setdefault(key, []).append(write.ticket)
+            self._log.client_write_proposed(command, write.ticket)
         else:
             service.landed(write.ticket)
 

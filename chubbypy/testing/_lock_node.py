@@ -58,7 +58,6 @@ class SimMasterHost:
         self._propose_client = propose_client
         self._client_not_master = client_not_master
         self._gated: dict[int, tuple[Any, Command]] = {}
-        self._flying: dict[tuple[int, int], list[int]] = {}
         self._core = core
         self._machine = machine
         self._timing = timing
@@ -77,7 +76,7 @@ class SimMasterHost:
         """The replica serves as master of `epoch`: every earlier entry is applied."""
         self._service = MasterService(self._timing, HANDLE_KEY)
         self._log = ServiceLog()
-        self._gated, self._flying = {}, {}
+        self._gated = {}
         self._machine.keep_applied = True
         self._machine.take_applied()
         self._service.start(self._core.tick_count, epoch, self._machine)
@@ -142,9 +141,6 @@ class SimMasterHost:
         """One entry was applied, with these outcomes: report the master's commands."""
         if self._service is None:
             return
-        for outcome in outcomes:
-            for ticket in self._flying.pop((outcome.client_id, outcome.sequence), ()):
-                self._service.landed(ticket)
         writes = self._machine.take_applied()
         for token in self._log.applied(self._service, outcomes, writes):
             self._answer(token, LockReply(self._calls[token].op_id, LockStatus.NOT_MASTER))
@@ -171,8 +167,7 @@ class SimMasterHost:
         request, command = self._gated.pop(write.ticket)
         assert self._propose_client is not None
         if self._propose_client(request, command):
-            key = (command.client_id, command.sequence)
-            self._flying.setdefault(key, []).append(write.ticket)
+            self._log.client_write_proposed(command, write.ticket)
         else:
             service.landed(write.ticket)
 
