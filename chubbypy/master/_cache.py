@@ -33,8 +33,13 @@ Theory of operation.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from attrs import define, field
+
+from chubbypy.protocol.namespace import LogWrite
+
+_P = TypeVar("_P")
 
 UNTIL_ENDED = -1
 """What `invalidate` returns when only the session's end will do (it is refused for
@@ -42,9 +47,9 @@ falling behind, its lease still running)."""
 
 
 @define
-class _Item:
-    payload: object
-    write: object
+class _Item(Generic[_P]):
+    payload: _P
+    write: LogWrite
     touched: frozenset[str] | None
     """None until activated."""
     changed: frozenset[str] = frozenset()
@@ -55,24 +60,25 @@ class _Item:
     """Session -> the event sequence it must acknowledge (or UNTIL_ENDED)."""
 
 
-Paths = Callable[[object], tuple[frozenset[str], frozenset[str]]]
+Paths = Callable[[LogWrite], tuple[frozenset[str], frozenset[str]]]
 """A write's (touched, changed) names, from the namespace as it is now."""
 Invalidate = Callable[[int, str], int | None]
 """Send a session an INVALIDATE of a name: the event's sequence number to await, or
 UNTIL_ENDED, or None when there is nothing to await (the session is gone)."""
 
 
-class CacheGate:
-    """Cachers, and the writes waiting on their invalidations; see the module docstring."""
+class CacheGate(Generic[_P]):
+    """Cachers, and the writes waiting on their invalidations; see the module docstring.
+    `_P` is what `submit` takes and `release` gives back for each write."""
 
     def __init__(self, paths: Paths, invalidate: Invalidate) -> None:
         self._paths = paths
         self._invalidate = invalidate
         self._cachers: dict[str, set[int]] = {}
         self._cached: dict[int, set[str]] = {}
-        self._held: dict[int, _Item] = {}
+        self._held: dict[int, _Item[_P]] = {}
         """Not released yet, in submission order."""
-        self._flying: dict[int, _Item] = {}
+        self._flying: dict[int, _Item[_P]] = {}
         """Released, not landed yet."""
         self._busy: dict[str, int] = {}
         """Per name, the activated writes touching it that have not landed."""
@@ -109,8 +115,8 @@ class CacheGate:
     def submit(
         self,
         ticket: int,
-        payload: object,
-        write: object,
+        payload: _P,
+        write: LogWrite,
         *,
         session: int | None = None,
         ends_session: bool = False,
@@ -153,7 +159,7 @@ class CacheGate:
             else:
                 del self._busy[path]
 
-    def release(self) -> list[object]:
+    def release(self) -> list[_P]:
         """The payloads that may be proposed now, in submission order."""
         released = []
         blocked: set[str] = set()
@@ -174,7 +180,7 @@ class CacheGate:
 
     # ------------------------------------------------------------------------- helpers
 
-    def _activate(self, item: _Item) -> None:
+    def _activate(self, item: _Item[_P]) -> None:
         touched, changed = self._paths(item.write)
         item.touched, item.changed = touched | changed, changed
         for path in item.touched:

@@ -199,7 +199,9 @@ class MasterService:
         self._pending: dict[int, _Pending] = {}
         self._delays: dict[LockKey, int] = {}
         self._replies: list[Reply] = []
-        self._gate = CacheGate(self._write_paths, self._send_invalidation)  # type: ignore[arg-type]
+        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(
+            self._write_paths, self._send_invalidation
+        )
         self._tickets = itertools.count(1)
 
     # ------------------------------------------------------------------------- life
@@ -250,7 +252,7 @@ class MasterService:
         self._gate.failover_complete = self._table.failover_complete
         proposals = self._gate.release()
         replies, self._replies = self._replies, []
-        return replies, proposals  # type: ignore[return-value]  # the gate's payloads
+        return replies, proposals
 
     def submit_write(self, write: LogWrite) -> int:
         """A client's write (no session) bound for the log: its ticket. It comes out of
