@@ -36,6 +36,7 @@ from sqlalchemy.exc import ArgumentError
 
 from chubbypy.paxos import Limits, Timing, master_lease_ticks_for
 from chubbypy.protocol import COMMAND_OVERHEAD_BYTES, ReplicaId
+from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX
 
 __all__ = [
     "CellConfig",
@@ -166,7 +167,6 @@ class SessionsConfig:
 
 
 TOKEN_CHARS_MIN: Final = 16
-PRINCIPAL_CHARS_MAX: Final = 255
 ANONYMOUS: Final = "anonymous"
 """The principal of a connection that presented no token (when `AuthConfig.anonymous`)."""
 
@@ -419,11 +419,11 @@ def _auth(value: object, problems: _Problems) -> AuthConfig:
         elif any(c.isspace() or c == "#" for c in name) or name in (ANONYMOUS, "*"):
             problems.add(path, f"{name!r} cannot be a principal: no spaces or '#', and "
                          f"{ANONYMOUS!r} and '*' are reserved")  # fmt: skip
-        elif not isinstance(token, str) or len(token) < TOKEN_CHARS_MIN:
+        elif not isinstance(token, str) or not TOKEN_CHARS_MIN <= len(token) <= TOKEN_CHARS_MAX:
             problems.add(
                 path,
-                f"the token must be a string of at least {TOKEN_CHARS_MIN} characters "
-                "(a long random one: it is the principal's password)",
+                f"the token must be a string of {TOKEN_CHARS_MIN} to {TOKEN_CHARS_MAX} "
+                "characters (a long random one: it is the principal's password)",
             )
         else:
             principals.append((name, token))

@@ -90,10 +90,6 @@ class ClientCache:
         if path in self._reading:
             self._invalidated[path] = max(self._invalidated.get(path, 0), sequence)
 
-    def drop(self, path: str) -> None:
-        """Forget `path` (this client is changing it)."""
-        self._entries.pop(path, None)
-
     def flush(self) -> None:
         """Forget everything, and every answer to a read sent before now."""
         self._entries.clear()

@@ -52,7 +52,6 @@ class _Item(Generic[_P]):
     write: LogWrite
     touched: frozenset[str] | None
     """None until activated."""
-    changed: frozenset[str] = frozenset()
     session: int | None = None
     """A session's writes: an EndSession is activated after the earlier ones landed."""
     ends_session: bool = False
@@ -96,9 +95,6 @@ class CacheGate(Generic[_P]):
         self._cachers.setdefault(path, set()).add(session_id)
         self._cached.setdefault(session_id, set()).add(path)
         return True
-
-    def cachers(self, path: str) -> frozenset[int]:
-        return frozenset(self._cachers.get(path, ()))
 
     @property
     def cached_names(self) -> int:
@@ -182,7 +178,7 @@ class CacheGate(Generic[_P]):
 
     def _activate(self, item: _Item[_P]) -> None:
         touched, changed = self._paths(item.write)
-        item.touched, item.changed = touched | changed, changed
+        item.touched = touched | changed
         for path in item.touched:
             self._busy[path] = self._busy.get(path, 0) + 1
         for path in changed:

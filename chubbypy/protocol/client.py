@@ -35,9 +35,11 @@ __all__ = [
     "INT64_MAX",
     "NAME_CHARS_MAX",
     "NO_REQUEST",
+    "PRINCIPAL_CHARS_MAX",
     "PROTOCOL_VERSION",
     "REPLICAS_MAX",
     "REPLICA_ROLES",
+    "TOKEN_CHARS_MAX",
     "ChecksumReport",
     "ClientRequest",
     "ConnectionRole",
@@ -85,6 +87,10 @@ CELL_CHARS_MAX: Final = 64
 ENDPOINT_CHARS_MAX: Final = 1024
 """A Twisted client endpoint string; TLS options with file paths make these long."""
 ERROR_MESSAGE_CHARS_MAX: Final = 4096
+PRINCIPAL_CHARS_MAX: Final = 255
+"""A principal's name in `Authenticate` (and in the cell file's ``auth.principals``)."""
+TOKEN_CHARS_MAX: Final = 1024
+"""A principal's token in `Authenticate`; the cell file allows no longer."""
 REPLICAS_MAX: Final = 64
 """Addresses in a `MasterLocation`: far above any real cell (3 or 5 replicas)."""
 

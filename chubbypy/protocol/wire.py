@@ -38,8 +38,10 @@ from chubbypy.protocol.client import (
     ENDPOINT_CHARS_MAX,
     ERROR_MESSAGE_CHARS_MAX,
     NAME_CHARS_MAX,
+    PRINCIPAL_CHARS_MAX,
     REPLICA_ROLES,
     REPLICAS_MAX,
+    TOKEN_CHARS_MAX,
     Authenticate,
     Authenticated,
     ChecksumReport,
@@ -194,7 +196,7 @@ def _string(data: Any, chars_max: int, what: str, chars_min: int = 1) -> str:
 
 
 def _principal(data: Any) -> str:
-    return _string(data, 255, "principal")
+    return _string(data, PRINCIPAL_CHARS_MAX, "principal")
 
 
 def _request_id(data: Any) -> RequestId:
@@ -317,7 +319,9 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     15: (2, lambda f: SessionRequest(_request_id(f[0]), call_from_plain(f[1]))),
     16: (
         3,
-        lambda f: Authenticate(_request_id(f[0]), _principal(f[1]), _string(f[2], 1024, "token")),
+        lambda f: Authenticate(
+            _request_id(f[0]), _principal(f[1]), _string(f[2], TOKEN_CHARS_MAX, "token")
+        ),
     ),
     20: (4, _to_master_location),
     21: (2, lambda f: Registered(_request_id(f[0]), ClientId(uint64(f[1], 1)))),

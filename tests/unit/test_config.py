@@ -617,6 +617,7 @@ def test_auth_reads_principals_anonymous_and_the_handle_key() -> None:
     ("auth", "expected"),
     [
         ({"principals": {"alice": "short"}}, r"auth\.principals\.alice: the token must be"),
+        ({"principals": {"alice": "t" * 1025}}, r"16 to 1024 characters"),
         ({"principals": {"anonymous": "x" * 16}}, r"reserved"),
         ({"principals": {"a b": "x" * 16}}, r"no spaces"),
         ({"principals": ["alice"]}, r"auth\.principals: expected a mapping"),
