@@ -118,6 +118,7 @@ class Session:
         cell: Cell,
         clock: IReactorTime,
         session_id: int,
+        credential: bytes,
         *,
         grace_seconds: float,
         clock_drift_max: float,
@@ -126,6 +127,7 @@ class Session:
     ) -> None:
         self.cell = cell
         self.session_id = session_id
+        self._credential = credential
         self._clock = clock
         self._grace = grace_seconds
         self._drift = clock_drift_max
@@ -172,8 +174,8 @@ class Session:
             result = await _call(cell, CreateSession(name or default_client_name()))
             if not isinstance(result, SessionCreated):
                 raise ChubbyError(f"unexpected {type(result).__name__} to CreateSession")
-            session = cls(cell, clock, result.session_id, grace_seconds=grace_seconds,
-                          clock_drift_max=clock_drift_max, cache=cache,
+            session = cls(cell, clock, result.session_id, result.credential,
+                          grace_seconds=grace_seconds, clock_drift_max=clock_drift_max, cache=cache,
                           idle_close_seconds=idle_close_seconds)  # fmt: skip
             session._extend(sent, result.lease_ms)
             session._keep_alive()
@@ -228,7 +230,8 @@ class Session:
                 reused = await self._reuse_handle(key)
                 if reused is not None:
                     return reused
-            call = Open(self.session_id, path, int(mode), events, delay_ms, made, exclusive)
+            call = Open(self.session_id, self._credential, path, int(mode), events, delay_ms,
+                        made, exclusive)  # fmt: skip
             result = await self.call(call)
             if not isinstance(result, HandleOpened):
                 raise ChubbyError(f"unexpected {type(result).__name__} to Open")
@@ -321,7 +324,8 @@ class Session:
         started = self.cache.reading(path)
         answer: NodeRead | None = None
         try:
-            result = await self.call(ReadNode(self.session_id, path, self.cache_enabled))
+            call = ReadNode(self.session_id, self._credential, path, self.cache_enabled)
+            result = await self.call(call)
             if not isinstance(result, NodeRead):
                 raise ChubbyError(f"unexpected {type(result).__name__} to ReadNode")
             answer = result
@@ -357,7 +361,7 @@ class Session:
 
         async def closing() -> None:
             try:
-                await _call(self.cell, CloseSession(self.session_id))
+                await _call(self.cell, CloseSession(self.session_id, self._credential))
             finally:
                 self._set_state(SessionState.EXPIRED)
 
@@ -444,7 +448,7 @@ class Session:
         while self._state is not SessionState.EXPIRED and not self._closing:
             sent = self._clock.seconds()
             deadline = max(self._lease_end, sent) + self._grace
-            call = KeepAlive(self.session_id, self._acked)
+            call = KeepAlive(self.session_id, self._credential, self._acked)
             # The master holds a KeepAlive until its own view of the lease nearly ends:
             # wait up to a whole lease for the answer (a retry would supersede it).
             attempt = self._lease_ms / 1000 + 1.0

@@ -19,6 +19,8 @@ HANDLE_BYTES_MAX = 4096
 """More than any handle of a valid name needs; longer bytes are refused undecoded."""
 SEQUENCER_BYTES_MAX = 4096
 """Likewise for sequencers."""
+CREDENTIAL_BYTES_MAX = 64
+"""A session's credential (the master makes 16 bytes); longer bytes are refused undecoded."""
 SESSION_NAME_CHARS_MAX = 256
 """How long the client's description of itself may be (it appears on status pages)."""
 
@@ -66,12 +68,15 @@ class KeepAlive:
     is due. `acked_through` acknowledges every event up to that sequence number."""
 
     session_id: int
+    credential: bytes
+    """The session's credential from `SessionCreated`: proof the caller owns the session."""
     acked_through: int
 
 
 @frozen
 class CloseSession:
     session_id: int
+    credential: bytes
 
 
 @frozen
@@ -80,6 +85,7 @@ class Open:
     `create`, create the node if missing (and with `exclusive`, fail if it exists)."""
 
     session_id: int
+    credential: bytes
     path: str
     mode: int
     events: int = 0
@@ -144,6 +150,7 @@ class ReadNode:
     change, through the session's KeepAlives."""
 
     session_id: int
+    credential: bytes
     path: str
     cache: bool = True
 
@@ -171,6 +178,8 @@ class SessionCreated:
     session_id: int
     lease_ms: int
     """How long the lease runs from when the master answered, on the master's clock."""
+    credential: bytes
+    """The session's secret: every later call naming the session must carry it."""
 
 
 @frozen

@@ -27,6 +27,7 @@ from chubbypy.protocol.namespace_codec import (
     write_to_plain,
 )
 from chubbypy.protocol.session import (
+    CREDENTIAL_BYTES_MAX,
     HANDLE_BYTES_MAX,
     SEQUENCER_BYTES_MAX,
     SESSION_NAME_CHARS_MAX,
@@ -63,13 +64,13 @@ def call_to_plain(call: SessionCall) -> list[Any]:
     match call:
         case CreateSession(name):
             return [1, name]
-        case KeepAlive(session_id, acked):
-            return [2, session_id, acked]
-        case CloseSession(session_id):
-            return [3, session_id]
-        case Open(session_id, path, mode, events, delay, create, exclusive):
+        case KeepAlive(session_id, credential, acked):
+            return [2, session_id, credential, acked]
+        case CloseSession(session_id, credential):
+            return [3, session_id, credential]
+        case Open(session_id, credential, path, mode, events, delay, create, exclusive):
             plain_create = None if create is None else write_to_plain(create)
-            return [4, session_id, path, mode, events, delay, plain_create, exclusive]
+            return [4, session_id, credential, path, mode, events, delay, plain_create, exclusive]
         case CloseHandle(handle):
             return [5, handle]
         case AcquireLock(handle, mode, wait):
@@ -84,8 +85,8 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [10, sequencer]
         case PoisonHandle(handle):
             return [11, handle]
-        case ReadNode(session_id, path, cache):
-            return [12, session_id, path, cache]
+        case ReadNode(session_id, credential, path, cache):
+            return [12, session_id, credential, path, cache]
     raise AssertionError(call)
 
 
@@ -95,8 +96,8 @@ def _event(event: SessionEvent) -> list[Any]:
 
 def session_result_to_plain(result: SessionResult) -> list[Any]:
     match result:
-        case SessionCreated(session_id, lease_ms):
-            return [1, session_id, lease_ms]
+        case SessionCreated(session_id, lease_ms, credential):
+            return [1, session_id, lease_ms, credential]
         case LeaseExtended(lease_ms, events, held_ms):
             return [2, lease_ms, [_event(e) for e in events], held_ms]
         case HandleOpened(handle, created, stat):
@@ -161,21 +162,24 @@ def _create(data: Any) -> Create | None:
     return write
 
 
+def _credential(data: Any) -> bytes:
+    return _bytes(data, CREDENTIAL_BYTES_MAX, "session credential")
+
+
 def _to_open(f: list[Any]) -> Open:
-    path = _text(f[1], PATH_CHARS_MAX, "path")
-    create = _create(f[5])
+    path = _text(f[2], PATH_CHARS_MAX, "path")
+    create = _create(f[6])
     if create is not None and create.path != path:
         raise DecodeError("an open's create option names another path")
-    return Open(
-        uint64(f[0], 1), path, uint64(f[2]), uint64(f[3]), uint64(f[4]), create, boolean(f[6])
-    )
+    return Open(uint64(f[0], 1), _credential(f[1]), path, uint64(f[3]), uint64(f[4]),
+                uint64(f[5]), create, boolean(f[7]))  # fmt: skip
 
 
 _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     1: (1, lambda f: CreateSession(_text(f[0], SESSION_NAME_CHARS_MAX, "session name"))),
-    2: (2, lambda f: KeepAlive(uint64(f[0], 1), uint64(f[1]))),
-    3: (1, lambda f: CloseSession(uint64(f[0], 1))),
-    4: (7, _to_open),
+    2: (3, lambda f: KeepAlive(uint64(f[0], 1), _credential(f[1]), uint64(f[2]))),
+    3: (2, lambda f: CloseSession(uint64(f[0], 1), _credential(f[1]))),
+    4: (8, _to_open),
     5: (1, lambda f: CloseHandle(_handle(f[0]))),
     6: (3, lambda f: AcquireLock(_handle(f[0]), _mode(f[1]), boolean(f[2]))),
     7: (2, lambda f: ReleaseLock(_handle(f[0]), None if f[1] is None else uint64(f[1]))),
@@ -189,8 +193,10 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     10: (1, lambda f: CheckSequencer(_sequencer(f[0]))),
     11: (1, lambda f: PoisonHandle(_handle(f[0]))),
     12: (
-        3,
-        lambda f: ReadNode(uint64(f[0], 1), _text(f[1], PATH_CHARS_MAX, "path"), boolean(f[2])),
+        4,
+        lambda f: ReadNode(
+            uint64(f[0], 1), _credential(f[1]), _text(f[2], PATH_CHARS_MAX, "path"), boolean(f[3])
+        ),
     ),
 }
 
@@ -220,7 +226,7 @@ def _to_lease_extended(f: list[Any]) -> LeaseExtended:
 
 
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
-    1: (2, lambda f: SessionCreated(uint64(f[0], 1), uint64(f[1]))),
+    1: (3, lambda f: SessionCreated(uint64(f[0], 1), uint64(f[1]), _credential(f[2]))),
     2: (3, _to_lease_extended),
     3: (3, lambda f: HandleOpened(_handle(f[0]), boolean(f[1]), _to_stat(f[2]))),
     4: (2, lambda f: Locked(_to_stat(f[0]), _sequencer(f[1]))),

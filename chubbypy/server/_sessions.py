@@ -19,6 +19,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+from twisted.logger import Logger
+
 from chubbypy.master import (
     CallResult,
     ClientWrite,
@@ -66,7 +68,7 @@ from chubbypy.protocol.session import (
 from chubbypy.protocol.session import (
     NodeRead as WireNodeRead,
 )
-from chubbypy.sessions import EventMask, HandleMode
+from chubbypy.sessions import EventMask, HandleMode, credential_matches, session_credential
 
 Reply = Callable[[ServerReply], None]
 ProposeClient = Callable[[Reply, RequestId, Command], bool]
@@ -75,6 +77,8 @@ ProposeClient = Callable[[Reply, RequestId, Command], bool]
 
 class SessionHost:
     """One replica's master-side service for sessions; see the module docstring."""
+
+    log = Logger()
 
     def __init__(
         self,
@@ -152,16 +156,26 @@ class SessionHost:
         if service is None or not self._core.can_serve_reads():
             reply(ErrorReply(request_id, ErrorCode.NOT_MASTER, "not the master", None))
             return
+        named = _session_named(call)
+        if named is not None and not credential_matches(*named, self._key):
+            self.log.warn(
+                "refused a {call} naming session {id} from {principal!r}: not the session's "
+                "credential (a forged or mistaken session number)",
+                call=type(call).__name__, id=named[0], principal=principal,
+            )  # fmt: skip
+            message = f"session {named[0]}: wrong credential; only its owner may use it"
+            reply(ErrorReply(request_id, ErrorCode.PERMISSION_DENIED, message, None))
+            return
         token = next(self._tokens)
         self._calls[token] = (reply, request_id, connection)
         match call:
             case CreateSession(name):
                 service.create_session(token, name)
-            case KeepAlive(session_id, acked_through):
+            case KeepAlive(session_id, _, acked_through):
                 service.keep_alive(token, session_id, acked_through)
-            case CloseSession(session_id):
+            case CloseSession(session_id, _):
                 service.close_session(token, session_id)
-            case Open(session_id, path, mode, events, delay, create, exclusive):
+            case Open(session_id, _, path, mode, events, delay, create, exclusive):
                 service.open(token, session_id, path, HandleMode(mode & 7),
                              EventMask(events & 0x7E), delay, create, exclusive,
                              principal=principal)  # fmt: skip
@@ -179,7 +193,7 @@ class SessionHost:
                 service.get_sequencer(token, handle)
             case CheckSequencer(sequencer):
                 service.check_sequencer(token, sequencer)
-            case ReadNode(session_id, path, cache):
+            case ReadNode(session_id, _, path, cache):
                 service.read(token, session_id, path, cache=cache, principal=principal)
         self._flush()
 
@@ -259,7 +273,8 @@ class SessionHost:
     def _wire(self, result: CallResult) -> SessionResult:
         match result:
             case SessionStarted(session_id, lease_ticks):
-                return SessionCreated(session_id, self._ms(lease_ticks))
+                credential = session_credential(session_id, self._key)
+                return SessionCreated(session_id, self._ms(lease_ticks), credential)
             case KeepAliveAnswered(lease_ticks, events, held_ticks):
                 return LeaseExtended(self._ms(lease_ticks), events, self._ms(held_ticks))
             case HandleOpened(handle, created, stat):
@@ -277,3 +292,12 @@ class SessionHost:
     def _ms(self, ticks: int) -> int:
         """A lease in ticks as milliseconds, rounded down: a client never counts on more."""
         return int(ticks * self._tick_ms)
+
+
+def _session_named(call: SessionCall) -> tuple[int, bytes] | None:
+    """The session a call names and the credential it shows (None for calls that name a
+    handle or sequencer instead, whose own check digits prove them)."""
+    match call:
+        case KeepAlive() | CloseSession() | Open() | ReadNode():
+            return call.session_id, call.credential
+    return None

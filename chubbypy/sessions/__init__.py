@@ -7,8 +7,10 @@ from chubbypy.sessions._handles import (
     EventMask,
     Handle,
     HandleMode,
+    credential_matches,
     decode_handle,
     handle_id_for,
+    session_credential,
 )
 from chubbypy.sessions._records import SESSION_NAME_CHARS_MAX, SessionRecord
 from chubbypy.sessions._table import (
@@ -30,6 +32,8 @@ __all__ = [
     "SessionRecord",
     "SessionTable",
     "SessionTiming",
+    "credential_matches",
     "decode_handle",
     "handle_id_for",
+    "session_credential",
 ]

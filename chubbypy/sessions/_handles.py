@@ -25,6 +25,8 @@ from chubbypy.protocol._plain import DecodeError, array, binary, integer, pack, 
 from chubbypy.protocol.session import HANDLE_BYTES_MAX
 
 HANDLE_FORMAT = 1
+SESSION_CREDENTIAL_FORMAT = "session-1"
+"""Domain separation: no handle's check digits are ever a session's credential."""
 MAC_BYTES = 16
 HANDLE_COUNTER_BITS = 32
 """A master hands out up to 2**32 handles per epoch; the epoch is above them."""
@@ -121,6 +123,20 @@ def _from_plain(plain: Any, key: bytes) -> Handle:
 
 
 _ALL_EVENTS = EventMask(sum(int(flag) for flag in EventMask))
+
+
+def session_credential(session_id: int, key: bytes) -> bytes:
+    """The secret a session's owner shows on every call naming the session (KeepAlive,
+    CloseSession, Open, ReadNode): check digits of its id under the cell's handle key, so
+    that knowing (or guessing) a session's number is not enough to keep it alive, close it,
+    open handles in it or acknowledge its events. Every master of the cell computes the
+    same, so it survives fail-overs, and nothing about it need be replicated."""
+    return _mac(key, [SESSION_CREDENTIAL_FORMAT, session_id])
+
+
+def credential_matches(session_id: int, credential: bytes, key: bytes) -> bool:
+    """Whether `credential` is session `session_id`'s (compared in constant time)."""
+    return hmac.compare_digest(credential, session_credential(session_id, key))
 
 
 def _mac(key: bytes, fields: list[Any]) -> bytes:

@@ -245,3 +245,31 @@ def test_poison_stops_a_blocked_acquire_from_another_part_of_the_program(cell: L
         on_reactor(lambda: waiting)
     with pytest.raises(InvalidHandle):
         on_reactor(lambda: b.try_acquire())
+
+
+def test_a_session_number_without_its_credential_cannot_close_or_use_the_session(
+    cell: LiveCell,
+) -> None:
+    """Calls naming another's session with a wrong credential fail PermissionDenied and
+    change nothing: the owner's session, lock and ephemeral file live on."""
+    from chubbypy.client._session import _call
+    from chubbypy.protocol.errors import PermissionDenied
+    from chubbypy.protocol.session import CloseSession, KeepAlive, Open, ReadNode
+
+    owner, other = session_of(cell), session_of(cell)
+    lock = cell.path("owned")
+    handle = on_reactor(lambda: owner.open_handle(lock, create=True, ephemeral=True))
+    on_reactor(lambda: handle.acquire())
+    victim, forged = owner.session_id, b"\x00" * 16
+    for call in (
+        CloseSession(victim, forged),
+        KeepAlive(victim, forged, 10**9),
+        Open(victim, forged, lock, 3),
+        ReadNode(victim, forged, lock),
+        CloseSession(victim, other._credential),  # another session's own credential
+    ):
+        with pytest.raises(PermissionDenied, match="wrong credential"):
+            on_reactor(lambda call=call: Deferred.fromCoroutine(_call(other.cell, call)))
+    assert on_reactor(lambda: handle.get_sequencer())
+    assert owner.state is SessionState.CONNECTED
+    assert "owned" in [entry.name for entry in cell.client().list_dir(cell.path())]

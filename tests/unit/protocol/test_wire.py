@@ -238,14 +238,15 @@ statuses = st.builds(
 
 handles = st.binary(min_size=1, max_size=40)
 session_ids = st.integers(1, INT64_MAX)
+credentials = st.binary(min_size=1, max_size=64)
 lock_modes = st.sampled_from(LockMode)
 simple_writes = writes.filter(lambda w: not isinstance(w, MultiOp))
 session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     st.builds(CreateSession, names),
-    st.builds(KeepAlive, session_ids, uints),
-    st.builds(CloseSession, session_ids),
+    st.builds(KeepAlive, session_ids, credentials, uints),
+    st.builds(CloseSession, session_ids, credentials),
     st.builds(
-        Open, session_ids, st.just("/ls/c/f"), uints, uints, uints,
+        Open, session_ids, credentials, st.just("/ls/c/f"), uints, uints, uints,
         st.none() | st.just(Create("/ls/c/f", contents=b"x")), st.booleans(),
     ),
     st.builds(CloseHandle, handles),
@@ -255,13 +256,13 @@ session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     st.builds(GetSequencer, handles),
     st.builds(CheckSequencer, handles),
     st.builds(PoisonHandle, handles),
-    st.builds(ReadNode, session_ids, st.just("/ls/c/f"), st.booleans()),
+    st.builds(ReadNode, session_ids, credentials, st.just("/ls/c/f"), st.booleans()),
 )  # fmt: skip
 session_events = st.builds(
     SessionEvent, st.integers(1, INT64_MAX), st.sampled_from(EventKind), names, uints
 )
 session_results: st.SearchStrategy[SessionResult] = st.one_of(
-    st.builds(SessionCreated, session_ids, uints),
+    st.builds(SessionCreated, session_ids, uints, credentials),
     st.builds(LeaseExtended, uints, st.lists(session_events, max_size=3).map(tuple)),
     st.builds(HandleOpened, handles, st.booleans(), stats),
     st.builds(Locked, stats, handles),

@@ -74,3 +74,16 @@ def test_malformed_bytes_are_refused(data: bytes) -> None:
     """Bytes that are not a handle at all raise DecodeError, never another exception."""
     with pytest.raises(DecodeError):
         decode_handle(data, KEY)
+
+
+def test_session_credential_is_the_sessions_own() -> None:
+    """A session's credential matches only its own id, under the key that made it."""
+    from chubbypy.sessions import credential_matches, session_credential
+
+    credential = session_credential(7, KEY)
+    assert credential_matches(7, credential, KEY)
+    assert not credential_matches(8, credential, KEY)
+    assert not credential_matches(7, credential, b"y" * 32)
+    assert not credential_matches(7, credential[:-1] + bytes([credential[-1] ^ 1]), KEY)
+    handle = Handle(7, handle_id_for(1, 1), "/ls/c/f", 1, HandleMode.READ, EventMask.NONE, 0, 1)
+    assert credential not in handle.encode(KEY)  # domain-separated from handles' digits
