@@ -41,7 +41,10 @@ class LockGranted:
 
 @frozen
 class Done:
-    """The call succeeded and has nothing to return."""
+    """The call succeeded; a handle write says the node's metadata after it (None for a
+    delete), others nothing."""
+
+    stat: Stat | None = None
 
 
 @frozen

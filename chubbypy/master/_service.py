@@ -453,6 +453,10 @@ class MasterService:
             self._reply(token, resolved)
             return
         handle, _ = resolved
+        if isinstance(write, SetAcl) and not handle.mode & HandleMode.CHANGE_ACL:
+            message = "the handle was not opened for CHANGE_ACL"
+            self._reply(token, Failure(ErrorCode.PERMISSION_DENIED, message))
+            return
         if write.path != handle.path:
             message = f"a write to {write.path} through a handle on {handle.path}"
             self._reply(token, Failure(ErrorCode.BAD_REQUEST, message))
@@ -851,9 +855,9 @@ def _write_result(result: object, *, fenced: bool) -> CallResult:
         if not result.guard_held:
             message = "the sequencer is no longer valid: a newer holder has the lock"
             return Failure(ErrorCode.INVALID_SEQUENCER, message)
-        return Done()
+        return Done(result.results[0].stat)
     assert isinstance(result, Written), result
-    return Done()
+    return Done(result.stat)
 
 
 def _expired(message: str) -> Failure:

@@ -208,7 +208,10 @@ class Locked:
 
 @frozen
 class CallDone:
-    """The call succeeded and has nothing to return."""
+    """The call succeeded: a handle write's node metadata after it (None after a delete,
+    and for other calls)."""
+
+    stat: Stat | None = None
 
 
 @frozen

@@ -104,8 +104,8 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
             return [3, handle, created, result_to_plain(stat)]
         case Locked(stat, sequencer):
             return [4, result_to_plain(stat), sequencer]
-        case CallDone():
-            return [5]
+        case CallDone(stat):
+            return [5, None if stat is None else result_to_plain(stat)]
         case SequencerValidity(valid):
             return [6, valid]
         case NodeRead(stat, contents, cached, sequence):
@@ -230,7 +230,7 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     2: (3, _to_lease_extended),
     3: (3, lambda f: HandleOpened(_handle(f[0]), boolean(f[1]), _to_stat(f[2]))),
     4: (2, lambda f: Locked(_to_stat(f[0]), _sequencer(f[1]))),
-    5: (0, lambda f: CallDone()),
+    5: (1, lambda f: CallDone(None if f[0] is None else _to_stat(f[0]))),
     6: (1, lambda f: SequencerValidity(boolean(f[0]))),
     7: (
         4,

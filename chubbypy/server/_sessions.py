@@ -281,8 +281,8 @@ class SessionHost:
                 return WireHandleOpened(handle, created, stat)
             case LockGranted(stat, sequencer):
                 return Locked(stat, sequencer)
-            case Done():
-                return CallDone()
+            case Done(stat):
+                return CallDone(stat)
             case SequencerChecked(valid):
                 return SequencerValidity(valid)
             case NodeRead(stat, contents, cached, sequence):

@@ -228,7 +228,10 @@ def test_a_fenced_write_applies_only_while_its_sequencer_is_valid(cell: Cell) ->
     alice, bob = cell.session(), cell.session()
     a, b = cell.open(alice), cell.open(bob)
     granted = cell.ok("acquire", a, EXCLUSIVE, wait=False)
-    assert cell.ok("write", a, SetContents(f"{ROOT}/lock", b"1"), granted.sequencer) == Done()
+    fenced = cell.ok("write", a, SetContents(f"{ROOT}/lock", b"1"), granted.sequencer)
+    assert isinstance(fenced, Done)
+    assert fenced.stat is not None
+    assert fenced.stat.content_generation == 2, "a handle write answers the new metadata"
     cell.ok("release", a)
     cell.ok("acquire", b, EXCLUSIVE, wait=False)
     late = cell.code("write", a, SetContents(f"{ROOT}/lock", b"2"), granted.sequencer)
@@ -275,3 +278,21 @@ def test_poison_ends_blocked_acquires_and_refuses_later_calls(cell: Cell) -> Non
     cell.ok("poison", a)
     assert cell.code("release", a) is ErrorCode.INVALID_HANDLE
     assert cell.code("acquire", cell.open(bob), EXCLUSIVE, wait=False) is ErrorCode.LOCK_HELD
+
+
+def test_changing_acl_names_through_a_handle_needs_a_handle_opened_for_change(cell: Cell) -> None:
+    """SetAcl through a read-write handle is refused (and changes nothing); through one
+    opened with CHANGE_ACL it is applied and answers the new metadata."""
+    from chubbypy.protocol.namespace import AclNames, SetAcl
+
+    session = cell.session()
+    plain = cell.open(session, "guarded")
+    names = AclNames("all", "writers", "all")
+    assert cell.code("write", plain, SetAcl(f"{ROOT}/guarded", names)) is (
+        ErrorCode.PERMISSION_DENIED
+    )
+    changer = cell.open(session, "guarded", mode=RW | HandleMode.CHANGE_ACL)
+    done = cell.ok("write", changer, SetAcl(f"{ROOT}/guarded", names))
+    assert isinstance(done, Done)
+    assert done.stat is not None
+    assert (done.stat.acl, done.stat.acl_generation) == (names, 2)

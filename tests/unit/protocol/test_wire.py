@@ -266,7 +266,7 @@ session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(LeaseExtended, uints, st.lists(session_events, max_size=3).map(tuple)),
     st.builds(HandleOpened, handles, st.booleans(), stats),
     st.builds(Locked, stats, handles),
-    st.just(CallDone()),
+    st.builds(CallDone, st.none() | stats),
     st.builds(SequencerValidity, st.booleans()),
     st.builds(NodeRead, st.none() | stats, st.binary(max_size=16), st.booleans(), uints),
 )
