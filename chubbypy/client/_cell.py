@@ -58,10 +58,13 @@ from twisted.internet.defer import (
     gatherResults,
     maybeDeferred,
     race,
+    succeed,
 )
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure as TwistedFailure
 
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._connection import (
@@ -70,6 +73,8 @@ from chubbypy.client._connection import (
     ReplicaConnection,
 )
 from chubbypy.client._errors import CellClosed, ReplicaUnreachable
+from chubbypy.client._state import SessionState
+from chubbypy.client._streams import EventStream
 from chubbypy.protocol.client import (
     CELL_CHARS_MAX,
     INT64_MAX,
@@ -123,10 +128,14 @@ from chubbypy.protocol.namespace import (
     WriteResult,
     Written,
 )
+from chubbypy.protocol.session import SessionEvent
 from chubbypy.protocol.values import ClientId, ReplicaId
 from chubbypy.protocol.wire import raise_for
+from chubbypy.sessions import EventMask, HandleMode
 
 if TYPE_CHECKING:
+    from chubbypy.client._lock import Lock
+    from chubbypy.client._session import Handle, Session
     from chubbypy.config import CellConfig
 
 __all__ = ["Cell", "Dialer", "ReplicaReport", "endpoint_dialer"]
@@ -206,7 +215,16 @@ class Cell:
     `principal` and `token` authenticate every connection (the cell's ``auth.principals``);
     without them the client acts as ``anonymous``, if the cell allows it.
     Nothing connects until the first operation.
+
+    Handles, locks and events need a session (Chubby §2.8): the cell opens one at the first
+    `open` (see `session`), keeps it alive with KeepAlives, and opens a new one after an
+    expiry. `cache` turns its consistent cache on or off; `grace_seconds` is how long it
+    waits out jeopardy before giving the session up; `clock_drift_max` at least the cell's
+    ``paxos.clock_drift_max``; `idle_close_seconds` closes a session with no open handle
+    and no call for that long (None: never).
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -225,6 +243,10 @@ class Cell:
         dialer: Dialer | None = None,
         principal: str | None = None,
         token: str | None = None,
+        cache: bool = True,
+        grace_seconds: float = 45.0,
+        clock_drift_max: float = 0.01,
+        idle_close_seconds: float | None = 60.0,
     ) -> None:
         if (principal is None) != (token is None):
             raise ValueError("give both a principal and its token, or neither")
@@ -258,6 +280,19 @@ class Cell:
         self._write_lock = DeferredLock()
         self._operations: set[Deferred[Any]] = set()
         self._closed = False
+        self._session_options: dict[str, Any] = dict(
+            cache=cache, grace_seconds=grace_seconds, clock_drift_max=clock_drift_max,
+            idle_close_seconds=idle_close_seconds,
+        )  # fmt: skip
+        self._session: Session | None = None
+        self._session_waiters: list[Deferred[Session]] = []
+        self.on_state: list[Callable[[SessionState], None]] = []
+        """Called with each state change of the cell's session (on the reactor thread);
+        after an expiry, the next session's CONNECTED follows."""
+        self.on_event: list[Callable[[SessionEvent], None]] = []
+        """Called with each event of the cell's session, in order (reactor thread)."""
+        self._state_streams: list[EventStream[SessionState]] = []
+        self._event_streams: list[EventStream[SessionEvent]] = []
 
     @property
     def timeout_seconds(self) -> float:
@@ -313,6 +348,134 @@ class Cell:
         create = Create(path, directory, contents, acl, ephemeral)
         return self._run(self._write_stat, create)
 
+    # ------------------------------------------------------------------------- sessions
+
+    def session(self) -> Deferred[Session]:
+        """The cell's session: opened on first use, and again once the last one ended
+        (expired or closed). Its state changes and events reach `on_state`, `on_event`,
+        `states()` and `events()` of the cell."""
+        current = self._session
+        if current is not None and not current.state.final and not current._closing:
+            return succeed(current)
+        waiting: Deferred[Session] = Deferred()
+        self._session_waiters.append(waiting)
+        if len(self._session_waiters) == 1:
+            self._run(self._open_session).addBoth(self._session_opened)
+        return waiting
+
+    async def _open_session(self) -> Session:
+        from chubbypy.client._session import Session  # it builds on this module
+
+        made = await Session.open(self, self._clock, name=self._name, **self._session_options)
+        made.on_state.append(self._session_state)
+        made.on_event.append(self._session_event)
+        self._session = made
+        self._session_state(SessionState.CONNECTED)
+        return made
+
+    def _session_opened(self, result: Session | TwistedFailure) -> None:
+        waiters, self._session_waiters = self._session_waiters, []
+        for waiter in waiters:
+            if isinstance(result, TwistedFailure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    @property
+    def state(self) -> SessionState | None:
+        """The state of the cell's session; None before the first."""
+        return None if self._session is None else self._session.state
+
+    def open(
+        self,
+        path: str,
+        *,
+        mode: HandleMode = HandleMode.READ | HandleMode.WRITE,
+        events: EventMask | int = EventMask.NONE,
+        create: bool = False,
+        contents: bytes = b"",
+        directory: bool = False,
+        ephemeral: bool = False,
+        exclusive: bool = False,
+        acl: AclNames | None = None,
+        lock_delay_seconds: float = 0.0,
+    ) -> Deferred[Handle]:
+        """A `Handle` on `path` in the cell's session (Chubby's Open).
+
+        `mode` is what the handle may do (`HandleMode.READ`, `WRITE`, `CHANGE_ACL`),
+        checked against the node's ACLs now. `events` (an `EventMask`) are the events it
+        hears of. With `create`, a missing node is created: a file with `contents` (or a
+        `directory`), with `acl` names (else its parent's), `ephemeral` (deleted when the
+        session ends); with `exclusive` it must be new (`NodeExists`).
+        `lock_delay_seconds` (at most 60) keeps the lock from others for that long when this
+        session is lost holding it (Chubby §2.4). `NoSuchNode` if missing and not created.
+        """
+
+        async def opening() -> Handle:
+            session = await self.session()
+            handle: Handle = await session.open_handle(
+                path, mode=mode, events=int(events), lock_delay_seconds=lock_delay_seconds,
+                create=create, contents=contents, ephemeral=ephemeral, exclusive=exclusive,
+                directory=directory, acl=acl,
+            )  # fmt: skip
+            return handle
+
+        return self._run(opening)
+
+    def check_sequencer(self, sequencer: bytes) -> Deferred[bool]:
+        """Whether `sequencer` still names a lock held in its mode at the generation it
+        names: what a server handed a sequencer asks before acting on it (Chubby §2.4)."""
+
+        async def checking() -> bool:
+            session = await self.session()
+            valid: bool = await session.check_sequencer(sequencer)
+            return valid
+
+        return self._run(checking)
+
+    def lock(
+        self,
+        path: str,
+        *,
+        timeout: float | None = None,
+        shared: bool = False,
+        lock_delay_seconds: float = 0.0,
+        create: bool = True,
+    ) -> Lock:
+        """The lock of file `path`, to hold with ``async with`` (or `Lock.acquire`): see
+        `chubbypy.client.Lock`. It waits for ever, or `timeout` seconds (`LockTimeout`);
+        `shared` for a reader's lock; the file is created if missing unless not `create`."""
+        from chubbypy.client._lock import Lock
+
+        return Lock(self, path, timeout=timeout, shared=shared, create=create,
+                    lock_delay_seconds=lock_delay_seconds)  # fmt: skip
+
+    def states(self) -> EventStream[SessionState]:
+        """The cell's session states from now on, as an async iterator (it follows the
+        cell to its next session after an expiry; it ends when the cell is closed)."""
+        stream: EventStream[SessionState] = EventStream(lambda: self._state_streams.remove(stream))
+        self._state_streams.append(stream)
+        return stream
+
+    def events(self) -> EventStream[SessionEvent]:
+        """Every event of the cell's sessions from now on, as an async iterator (it ends
+        when the cell is closed)."""
+        stream: EventStream[SessionEvent] = EventStream(lambda: self._event_streams.remove(stream))
+        self._event_streams.append(stream)
+        return stream
+
+    def _session_state(self, state: SessionState) -> None:
+        for callback in list(self.on_state):
+            _guarded(callback, state)
+        for stream in list(self._state_streams):
+            stream.push(state)
+
+    def _session_event(self, event: SessionEvent) -> None:
+        for callback in list(self.on_event):
+            _guarded(callback, event)
+        for stream in list(self._event_streams):
+            stream.push(event)
+
     def set_contents(
         self, path: str, contents: bytes, expected_generation: int | None = None
     ) -> Deferred[Stat]:
@@ -360,16 +523,30 @@ class Cell:
         return self._run(self._status, replica)
 
     def close(self) -> Deferred[None]:
-        """Cancel every operation in progress and close every connection; fires once they
-        are closed. Later operations fail with `CellClosed`."""
-        self._closed = True
-        for operation in list(self._operations):
-            operation.cancel()
-        connections = list(self._connections.values())
-        for connection in connections:
-            connection.close()
-        closing = gatherResults([c.when_closed() for c in connections])
-        return closing.addCallback(lambda _: None)
+        """End the cell's session (its locks released, its ephemeral files deleted), cancel
+        every operation in progress and close every connection; fires once they are
+        closed. Later operations fail with `CellClosed`."""
+        if self._closed:
+            return succeed(None)
+        session = self._session
+
+        async def closing() -> None:
+            if session is not None and not session.state.final:
+                with contextlib.suppress(Exception):  # it ends at its lease anyway
+                    await session.close()
+            self._closed = True
+            for operation in list(self._operations):
+                operation.cancel()
+            for states in list(self._state_streams):
+                states.end()
+            for events in list(self._event_streams):
+                events.end()
+            connections = list(self._connections.values())
+            for connection in connections:
+                connection.close()
+            await gatherResults([c.when_closed() for c in connections])
+
+        return Deferred.fromCoroutine(closing())
 
     # ------------------------------------------------------------------------- operations
 
@@ -678,6 +855,14 @@ class Cell:
 
     def _new_nonce(self) -> int:
         return self._rng.randint(1, INT64_MAX)
+
+
+def _guarded(callback: Callable[[_T], object], value: _T) -> None:
+    """Run an application's callback; its exception is logged, not let loose."""
+    try:
+        callback(value)
+    except Exception:
+        Cell.log.failure("a callback of the cell raised")
 
 
 def _tcp_reactor(reactor: IReactorTime) -> IReactorTCP:

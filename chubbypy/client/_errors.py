@@ -8,7 +8,17 @@ so only users of a bare `ReplicaConnection` see it.
 
 from __future__ import annotations
 
-__all__ = ["CellClosed", "ConnectionClosed", "ReplicaUnreachable", "RequestTimedOut"]
+from chubbypy.protocol.errors import ChubbyError, Unavailable
+
+__all__ = [
+    "CellClosed",
+    "ConnectionClosed",
+    "LockLost",
+    "LockTimeout",
+    "NotLeader",
+    "ReplicaUnreachable",
+    "RequestTimedOut",
+]
 
 
 class ReplicaUnreachable(Exception):
@@ -25,3 +35,16 @@ class RequestTimedOut(ReplicaUnreachable):
 
 class CellClosed(Exception):
     """The client was closed; it makes no more requests."""
+
+
+class LockTimeout(Unavailable):
+    """A lock was not acquired within the time allowed (the CLI's exit code 4)."""
+
+
+class LockLost(ChubbyError):
+    """A lock held by this client was lost: its session ended, or its file was deleted.
+    Work done under it since may have overlapped another holder's."""
+
+
+class NotLeader(ChubbyError):
+    """An election call that only the leader may make (`proclaim`), by one that is not."""

@@ -14,6 +14,8 @@ Theory of operation: one explicit state machine.
 * **expired**: the master said the session ended, or jeopardy lasted the whole grace
   period (45 s by default). Final: every call, waiting or later, fails `SessionExpired`,
   and every handle fails the same way from then on.
+* **closed**: the program closed the session (or the library did, idle). Final, like
+  expired, but nothing was lost that the program did not let go of.
 
 The local lease counts from when the KeepAlive that was answered was first *sent*, plus how
 long the master says it held it (the master extends a lease when it answers, and it
@@ -21,9 +23,13 @@ received the KeepAlive no earlier than it was sent), shrunk by the worst clock d
 between client and master, so it always ends before the master's own view of the lease.
 The simulator's session-safety checker found that a retry must not restart the count; a
 live cell showed that without the hold the client fell into jeopardy on every KeepAlive.
-Each state change is reported to `on_state` callbacks, and each event the master sends
-(contents modified, lock acquired, master fail-over, ...) to `on_event` callbacks, once,
-in order.
+Each state change is reported to `on_state` callbacks and `states()` streams, and each
+event the master sends (contents modified, lock acquired, master fail-over, ...) to
+`on_event` callbacks and `events()` streams, once, in order. An event about one handle
+also goes to that handle's own `on_event` callbacks and `events()` streams; a master
+fail-over event goes to every handle that asked for events (any of them may have been
+missed). A handle's streams end when it is closed, and with `SessionExpired` when the
+session ends.
 
 **The cache** (Chubby §2.5, `chubbypy.client._cache`): reads through the session
 (`get_contents_and_stat`, `get_stat`, and the same on a handle) keep what the master let
@@ -38,7 +44,6 @@ and no call for a minute (`idle_close_seconds`), and logs why.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -49,16 +54,29 @@ from twisted.python.failure import Failure
 
 from chubbypy.client._cache import CachedNode, ClientCache
 from chubbypy.client._cell import Cell, default_client_name
+from chubbypy.client._state import SessionState
+from chubbypy.client._streams import EventStream
 from chubbypy.protocol.client import RequestId, SessionReply, SessionRequest
 from chubbypy.protocol.errors import (
     ChubbyError,
     InvalidHandle,
     IsADirectory,
     NoSuchNode,
+    NotADirectory,
     SessionExpired,
     Unavailable,
 )
-from chubbypy.protocol.namespace import AclNames, Create, LockMode, SetContents, Stat
+from chubbypy.protocol.namespace import (
+    AclNames,
+    Create,
+    Delete,
+    Listing,
+    LockMode,
+    SetAcl,
+    SetContents,
+    SimpleWrite,
+    Stat,
+)
 from chubbypy.protocol.session import (
     AcquireLock,
     CallDone,
@@ -101,13 +119,6 @@ ACQUIRE_FOREVER_SECONDS = 10.0**9
 """A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
 
 
-class SessionState(enum.Enum):
-    CONNECTED = "connected"
-    JEOPARDY = "jeopardy"
-    SAFE = "safe"
-    EXPIRED = "expired"
-
-
 class Session:
     """One session with a cell; see the module docstring. Make one with `Session.open`."""
 
@@ -139,10 +150,16 @@ class Session:
         self._jeopardy_call: IDelayedCall | None = None
         self._closing = False
         self.on_state: list[Callable[[SessionState], None]] = []
+        """Called with each state change, in order (on the reactor thread)."""
         self.on_event: list[Callable[[SessionEvent], None]] = []
+        """Called with each event the master sends, in order (on the reactor thread)."""
+        self._state_streams: list[EventStream[SessionState]] = []
+        self._event_streams: list[EventStream[SessionEvent]] = []
+        self._handles: dict[int, Handle] = {}
+        """Open handles by number, for the events meant for them."""
         self.cache_enabled = cache
         self.cache = ClientCache()
-        self._parked: dict[_HandleKey, list[tuple[bytes, Stat]]] = {}
+        self._parked: dict[_HandleKey, list[tuple[bytes, Stat, int]]] = {}
         """Handles closed by the program but kept open at the master, for reuse."""
         self._parked_count = 0
         self._idle_close = idle_close_seconds
@@ -193,6 +210,37 @@ class Session:
     def state(self) -> SessionState:
         return self._state
 
+    def states(self) -> EventStream[SessionState]:
+        """The session's state changes from now on, as an async iterator (see
+        `chubbypy.client._streams`); it ends after the final state."""
+        stream: EventStream[SessionState] = EventStream(
+            lambda: _discard(self._state_streams, stream)
+        )
+        self._state_streams.append(stream)
+        if self._state.final:
+            stream.end()
+        return stream
+
+    def events(self) -> EventStream[SessionEvent]:
+        """Every event the master sends this session from now on, as an async iterator;
+        it ends, with `SessionExpired`, when the session does (cleanly if closed)."""
+        stream: EventStream[SessionEvent] = EventStream(
+            lambda: _discard(self._event_streams, stream)
+        )
+        self._event_streams.append(stream)
+        if self._state.final:
+            stream.end(self._ending_error())
+        return stream
+
+    def _ended_state(self) -> SessionState:
+        """What the master saying the session is over means: closed, if we asked."""
+        return SessionState.CLOSED if self._closing else SessionState.EXPIRED
+
+    def _ending_error(self) -> SessionExpired | None:
+        if self._state is SessionState.EXPIRED:
+            return SessionExpired(f"session {self.session_id} has expired")
+        return None
+
     @property
     def lease_remaining(self) -> float:
         """Seconds of local lease left (0 in jeopardy or once expired)."""
@@ -236,7 +284,10 @@ class Session:
             if not isinstance(result, HandleOpened):
                 raise ChubbyError(f"unexpected {type(result).__name__} to Open")
             self._handle_opened()
-            return Handle(self, path, result.handle, result.created, result.stat, key)
+            handle = Handle(self, path, result.handle, result.created, result.stat, key,
+                            handle_id=result.handle_id)  # fmt: skip
+            self._handles[result.handle_id] = handle
+            return handle
 
         return Deferred.fromCoroutine(opening())
 
@@ -248,7 +299,7 @@ class Session:
         parked = self._parked.get(key)
         if not parked or not self._cache_usable():
             return None
-        handle_bytes, stat = parked.pop()
+        handle_bytes, stat, handle_id = parked.pop()
         if not parked:
             del self._parked[key]
         try:
@@ -259,14 +310,16 @@ class Session:
             self._close_parked(handle_bytes)
             return None
         self._handle_opened()
-        return Handle(self, key[0], handle_bytes, False, now, key)
+        handle = Handle(self, key[0], handle_bytes, False, now, key, handle_id=handle_id)
+        self._handles[handle_id] = handle
+        return handle
 
-    def _park(self, key: _HandleKey, handle_bytes: bytes, stat: Stat) -> bool:
+    def _park(self, key: _HandleKey, handle_bytes: bytes, stat: Stat, handle_id: int) -> bool:
         """Keep a closed handle for a later open instead of closing it at the master;
         False if it cannot be kept (the cache is off, or the session is not connected)."""
         if not self._cache_usable():
             return False
-        self._parked.setdefault(key, []).append((handle_bytes, stat))
+        self._parked.setdefault(key, []).append((handle_bytes, stat, handle_id))
         self._parked_count += 1
         while self._parked_count > HANDLES_PARKED_MAX:
             oldest = next(iter(self._parked))
@@ -344,16 +397,15 @@ class Session:
 
     def check_sequencer(self, sequencer: bytes) -> Deferred[bool]:
         """Whether `sequencer` still names a lock held in its mode at its generation."""
+        return Deferred.fromCoroutine(self._check_sequencer(sequencer))
 
-        async def checking() -> bool:
-            result = await self.call(CheckSequencer(sequencer))
-            return isinstance(result, SequencerValidity) and result.valid
-
-        return Deferred.fromCoroutine(checking())
+    async def _check_sequencer(self, sequencer: bytes) -> bool:
+        result = await self.call(CheckSequencer(sequencer))
+        return isinstance(result, SequencerValidity) and result.valid
 
     def close(self) -> Deferred[None]:
         """End the session: its locks are released at once, its ephemeral files deleted."""
-        if self._state is SessionState.EXPIRED:
+        if self._state.final:
             return succeed(None)
         self._closing = True
         if self._idle_call is not None and self._idle_call.active():
@@ -363,7 +415,7 @@ class Session:
             try:
                 await _call(self.cell, CloseSession(self.session_id, self._credential))
             finally:
-                self._set_state(SessionState.EXPIRED)
+                self._set_state(SessionState.CLOSED)
 
         return Deferred.fromCoroutine(closing())
 
@@ -378,13 +430,13 @@ class Session:
             waiting: Deferred[None] = Deferred()
             self._waiting.append(waiting)
             await waiting
-        if self._state is SessionState.EXPIRED:
-            raise SessionExpired(f"session {self.session_id} has expired")
+        if self._state.final:
+            raise SessionExpired(f"session {self.session_id} has {self._state.value}")
         self._calls_running += 1
         try:
             return await _call(self.cell, call, attempt_seconds, deadline)
         except SessionExpired:
-            self._set_state(SessionState.EXPIRED)
+            self._set_state(self._ended_state())
             raise
         finally:
             self._calls_running -= 1
@@ -400,7 +452,7 @@ class Session:
         self._last_call = self._clock.seconds()
 
     def _watch_idle(self) -> None:
-        if self._idle_close is None or self._state is SessionState.EXPIRED or self._closing:
+        if self._idle_close is None or self._state.final or self._closing:
             return
         due = self._last_call + self._idle_close - self._clock.seconds()
         self._idle_call = self._clock.callLater(max(due, 0.0), self._idle_check)
@@ -445,7 +497,7 @@ class Session:
         )
 
     async def _keep_alive_loop(self) -> None:
-        while self._state is not SessionState.EXPIRED and not self._closing:
+        while not self._state.final and not self._closing:
             sent = self._clock.seconds()
             deadline = max(self._lease_end, sent) + self._grace
             call = KeepAlive(self.session_id, self._credential, self._acked)
@@ -455,7 +507,7 @@ class Session:
             try:
                 result = await _call(self.cell, call, attempt, deadline)
             except SessionExpired:
-                self._set_state(SessionState.EXPIRED)
+                self._set_state(self._ended_state())
                 return
             except Unavailable:
                 if self._clock.seconds() >= deadline:
@@ -480,29 +532,57 @@ class Session:
                 continue  # the cache's business; acknowledged by the next KeepAlive
             if event.kind is EventKind.MASTER_FAILOVER:
                 self.cache.flush()  # the new master knows nothing of what we cached
+                for handle in list(self._handles.values()):
+                    if handle.asked_for_events:
+                        handle._deliver(event)
+            elif event.handle_id in self._handles:
+                self._handles[event.handle_id]._deliver(event)
             for callback in list(self.on_event):
-                callback(event)
+                _guarded(callback, event, "an on_event callback")
+            for stream in list(self._event_streams):
+                stream.push(event)
+
+    def _handle_gone(self, handle: Handle) -> None:
+        if self._handles.get(handle.handle_id) is handle:
+            del self._handles[handle.handle_id]
 
     def _set_state(self, state: SessionState) -> None:
-        if state is self._state:
+        if state is self._state or self._state.final:
             return
         self._state = state
-        if state in (SessionState.JEOPARDY, SessionState.EXPIRED):
+        if state in (SessionState.JEOPARDY, SessionState.EXPIRED, SessionState.CLOSED):
             self.cache.flush()
             self._parked, self._parked_count = {}, 0  # their nodes may have changed
-        if state is SessionState.EXPIRED and self._idle_call and self._idle_call.active():
+        if state.final and self._idle_call and self._idle_call.active():
             self._idle_call.cancel()
         self.log.info("session {id}: {state}", id=self.session_id, state=state.value)
         for callback in list(self.on_state):
-            callback(state)
-        if state in (SessionState.CONNECTED, SessionState.EXPIRED):
+            _guarded(callback, state, "an on_state callback")
+        for stream in list(self._state_streams):
+            stream.push(state)
+        if state.final:
+            ending = self._ending_error()
+            for ended in list(self._state_streams):
+                ended.end()
+            for events in list(self._event_streams):
+                events.end(ending)
+            handles, self._handles = self._handles, {}
+            for handle in handles.values():
+                handle._session_ended(ending)
+        if state is SessionState.CONNECTED or state.final:
             waiting, self._waiting = self._waiting, []
             for deferred in waiting:
                 deferred.callback(None)
 
 
 class Handle:
-    """An open handle on one node; its calls return Deferreds."""
+    """An open handle on one node (Chubby §2.6); its calls return Deferreds.
+
+    Made by `Cell.open` (or `Session.open_handle`). `path` is the node's name, `stat` its
+    metadata as last seen through this handle, `created` whether the open created it.
+    Every call fails `InvalidHandle` once the handle is closed or poisoned, and
+    `NoSuchNode` once its node is deleted, even if the name is created again.
+    """
 
     def __init__(
         self,
@@ -512,6 +592,8 @@ class Handle:
         created: bool,
         stat: Stat,
         key: _HandleKey | None = None,
+        *,
+        handle_id: int = 0,
     ) -> None:
         self.session = session
         self._key = key
@@ -520,11 +602,42 @@ class Handle:
         self.path = path
         self.created = created
         self.stat = stat
+        self.handle_id = handle_id
+        """The handle's number at the cell (the events meant for it carry it)."""
         self._handle = handle
         self._poisoned = False
         self._closed = False
         self._sequencer: bytes | None = None
         self._outstanding: set[Deferred[Any]] = set()
+        self.on_event: list[Callable[[SessionEvent], None]] = []
+        """Called with each event for this handle, in order (on the reactor thread)."""
+        self._streams: list[EventStream[SessionEvent]] = []
+
+    # ------------------------------------------------------------------------- queries
+
+    @property
+    def closed(self) -> bool:
+        """The program closed this handle."""
+        return self._closed
+
+    @property
+    def asked_for_events(self) -> bool:
+        """It was opened with an event mask: it hears of master fail-overs too."""
+        return bool(self._key and self._key[2])
+
+    def events(self) -> EventStream[SessionEvent]:
+        """This handle's events from now on (those its event mask asked for, and master
+        fail-overs), as an async iterator; it ends when the handle is closed, and with
+        `SessionExpired` if the session ends."""
+        stream: EventStream[SessionEvent] = EventStream(lambda: _discard(self._streams, stream))
+        self._streams.append(stream)
+        if self._closed:
+            stream.end()
+        elif self.session.state.final:
+            stream.end(self.session._ending_error())
+        return stream
+
+    # ------------------------------------------------------------------------- locks
 
     def acquire(self, *, shared: bool = False, timeout: float | None = None) -> Deferred[bytes]:
         """Wait for the lock (exclusive, or `shared`), for ever or `timeout` seconds
@@ -551,7 +664,23 @@ class Handle:
 
     def release(self) -> Deferred[None]:
         """Let go of the lock this handle acquired last (and of nothing later)."""
-        return self._done(ReleaseLock(self._handle, self.stat.lock_generation))
+        return self._track(
+            lambda: self._no_result(ReleaseLock(self._handle, self.stat.lock_generation))
+        )
+
+    def set_sequencer(self, sequencer: bytes | None) -> None:
+        """Fence this handle's later writes with `sequencer` (Chubby's SetSequencer): each
+        is applied only while the lock it names is still held at its generation, else it
+        fails `InvalidSequencer`. None stops fencing. Reads are not fenced: a read cannot
+        harm what the lock protects."""
+        self._sequencer = sequencer
+
+    def check_sequencer(self, sequencer: bytes) -> Deferred[bool]:
+        """Whether `sequencer` still names a lock held in its mode at its generation
+        (what a server given a sequencer asks; Chubby §2.4)."""
+        return self._track(lambda: self.session._check_sequencer(sequencer))
+
+    # ------------------------------------------------------------------------- reads
 
     def get_contents_and_stat(self) -> Deferred[tuple[bytes, Stat]]:
         """The file's contents and metadata (from the session's cache when it holds them);
@@ -560,6 +689,7 @@ class Handle:
         async def reading() -> tuple[bytes, Stat]:
             contents, stat = await self.session.get_contents_and_stat(self.path)
             self._check_instance(stat)
+            self.stat = stat
             return contents, stat
 
         return self._track(reading)
@@ -570,7 +700,22 @@ class Handle:
         async def reading() -> Stat:
             stat = await self.session.get_stat(self.path)
             self._check_instance(stat)
+            self.stat = stat
             return stat
+
+        return self._track(reading)
+
+    def read_dir(self, after: str = "", limit: int = 1000) -> Deferred[Listing]:
+        """One page of the directory's children in name order, from the first name after
+        `after`, at most `limit` (`NotADirectory` for a file); `Listing.more` says whether
+        a later page has more."""
+
+        async def reading() -> Listing:
+            stat = await self.get_stat()
+            if not stat.is_directory:
+                raise NotADirectory(f"{self.path} is a file")
+            listing: Listing = await self.session.cell.read_dir(self.path, after, limit)
+            return listing
 
         return self._track(reading)
 
@@ -578,19 +723,53 @@ class Handle:
         if stat.instance != self.stat.instance:
             raise NoSuchNode(f"the node of this handle is gone: {self.path}")
 
-    def set_sequencer(self, sequencer: bytes | None) -> None:
-        """Fence this handle's later writes with `sequencer` (Chubby's SetSequencer): each
-        is applied only while the lock it names is still held at its generation, else it
-        fails `InvalidSequencer`. None stops fencing. Reads are not fenced: a read cannot
-        harm what the lock protects."""
-        self._sequencer = sequencer
+    # ------------------------------------------------------------------------- writes
 
-    def set_contents(self, contents: bytes, *, sequencer: bytes | None = None) -> Deferred[None]:
-        """Write the file; with `sequencer` (or the one `set_sequencer` attached), only
-        while it is valid (`InvalidSequencer`)."""
-        write = SetContents(self.path, contents)
+    def set_contents(
+        self,
+        contents: bytes,
+        expected_generation: int | None = None,
+        *,
+        sequencer: bytes | None = None,
+    ) -> Deferred[Stat]:
+        """Replace the file's contents; its metadata after. With `expected_generation`,
+        only if the contents are still at that generation (`GenerationMismatch`): a
+        compare-and-swap. With `sequencer` (or the one `set_sequencer` attached), only
+        while that lock is held (`InvalidSequencer`)."""
+        return self._write(SetContents(self.path, contents, expected_generation), sequencer)
+
+    def set_acl(
+        self, acl: AclNames, expected_generation: int | None = None, *,
+        sequencer: bytes | None = None,
+    ) -> Deferred[Stat]:  # fmt: skip
+        """Replace the node's three ACL names (the handle must be opened with
+        `HandleMode.CHANGE_ACL`); with `expected_generation`, only if the ACLs are still at
+        that generation. Its metadata after."""
+        return self._write(SetAcl(self.path, acl, expected_generation), sequencer)
+
+    def delete(self, *, sequencer: bytes | None = None) -> Deferred[None]:
+        """Delete the node this handle opened (not a later node of the same name); a
+        directory must be empty. The handle is useless afterwards: close it."""
+
+        async def deleting() -> None:
+            await self._write(Delete(self.path, self.stat.instance), sequencer)
+
+        return self._track(deleting)
+
+    def _write(self, write: SimpleWrite, sequencer: bytes | None) -> Deferred[Stat]:
         fence = sequencer if sequencer is not None else self._sequencer
-        return self._done(HandleWrite(self._handle, write, fence))
+
+        async def writing() -> Stat:
+            result = await self.session.call(HandleWrite(self._handle, write, fence))
+            if not isinstance(result, CallDone):
+                raise ChubbyError(f"unexpected {type(result).__name__}")
+            if result.stat is not None:
+                self.stat = result.stat
+            return self.stat
+
+        return self._track(writing)
+
+    # ------------------------------------------------------------------------- ending
 
     def close(self) -> Deferred[None]:
         """Close the handle (releasing its lock, if it holds one). A handle that asked for
@@ -600,14 +779,21 @@ class Handle:
         if first:
             self._closed = True
             self.session._handle_closed()
+            self.session._handle_gone(self)
+            for stream in list(self._streams):
+                stream.end()
         reusable = first and not self._poisoned and not self._locked and not self._outstanding
         self._poisoned = True  # nothing after a close, whatever the reply
         for call in list(self._outstanding):
             call.cancel()
         parkable = reusable and self._key is not None and not self._key[2]
-        if parkable and self._key and self.session._park(self._key, self._handle, self.stat):
+        if (
+            parkable
+            and self._key
+            and self.session._park(self._key, self._handle, self.stat, self.handle_id)
+        ):
             return succeed(None)
-        return self._send(CloseHandle(self._handle))
+        return Deferred.fromCoroutine(self._no_result(CloseHandle(self._handle)))
 
     def poison(self) -> Deferred[None]:
         """Make this handle's outstanding and later calls fail (`InvalidHandle`) without
@@ -616,7 +802,19 @@ class Handle:
         self._poisoned = True
         for call in list(self._outstanding):
             call.cancel()
-        return self._send(PoisonHandle(self._handle))
+        return Deferred.fromCoroutine(self._no_result(PoisonHandle(self._handle)))
+
+    def _deliver(self, event: SessionEvent) -> None:
+        for callback in list(self.on_event):
+            _guarded(callback, event, "a handle's on_event callback")
+        for stream in list(self._streams):
+            stream.push(event)
+
+    def _session_ended(self, error: SessionExpired | None) -> None:
+        for stream in list(self._streams):
+            stream.end(error)
+
+    # ------------------------------------------------------------------------- plumbing
 
     def _locked_call(
         self, call: SessionCall, attempt: float | None = None, deadline: float | None = None
@@ -630,14 +828,7 @@ class Handle:
 
         return self._track(calling)
 
-    def _done(self, call: SessionCall) -> Deferred[None]:
-        return self._track(lambda: self._send_coroutine(call))
-
-    def _send(self, call: SessionCall) -> Deferred[None]:
-        """A call that a poisoned or closed handle still makes (close, poison)."""
-        return Deferred.fromCoroutine(self._send_coroutine(call))
-
-    async def _send_coroutine(self, call: SessionCall) -> None:
+    async def _no_result(self, call: SessionCall) -> None:
         result = await self.session.call(call)
         if not isinstance(result, CallDone):
             raise ChubbyError(f"unexpected {type(result).__name__}")
@@ -657,6 +848,20 @@ class Handle:
             return result
 
         return running.addBoth(ended)
+
+
+def _discard(items: list[_R], item: _R) -> None:
+    if item in items:
+        items.remove(item)
+
+
+def _guarded(callback: Callable[[_R], object], value: _R, what: str) -> None:
+    """Run an application's callback; its exception is logged, not let loose in the
+    library (the other callbacks and the session go on)."""
+    try:
+        callback(value)
+    except Exception:
+        Session.log.failure("{what} raised", what=what)
 
 
 async def _call(

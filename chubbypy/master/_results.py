@@ -31,6 +31,8 @@ class HandleOpened:
     created: bool
     """Whether this open created the node."""
     stat: Stat
+    handle_id: int
+    """The handle's number: the events meant for this handle carry it."""
 
 
 @frozen

@@ -666,7 +666,7 @@ class MasterService:
         )
         self._remember(handle)
         stat = self._db().tree.stat(node)
-        self._reply(token, HandleOpened(handle.encode(self._key), created, stat))
+        self._reply(token, HandleOpened(handle.encode(self._key), created, stat, handle.handle_id))
 
     def _remember(self, handle: Handle) -> None:
         if handle.handle_id not in self._handles:

@@ -196,6 +196,8 @@ class HandleOpened:
     handle: bytes
     created: bool
     stat: Stat
+    handle_id: int
+    """The handle's number, which the events meant for it carry (`SessionEvent.handle_id`)."""
 
 
 @frozen

@@ -100,8 +100,8 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
             return [1, session_id, lease_ms, credential]
         case LeaseExtended(lease_ms, events, held_ms):
             return [2, lease_ms, [_event(e) for e in events], held_ms]
-        case HandleOpened(handle, created, stat):
-            return [3, handle, created, result_to_plain(stat)]
+        case HandleOpened(handle, created, stat, handle_id):
+            return [3, handle, created, result_to_plain(stat), handle_id]
         case Locked(stat, sequencer):
             return [4, result_to_plain(stat), sequencer]
         case CallDone(stat):
@@ -228,7 +228,10 @@ def _to_lease_extended(f: list[Any]) -> LeaseExtended:
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     1: (3, lambda f: SessionCreated(uint64(f[0], 1), uint64(f[1]), _credential(f[2]))),
     2: (3, _to_lease_extended),
-    3: (3, lambda f: HandleOpened(_handle(f[0]), boolean(f[1]), _to_stat(f[2]))),
+    3: (
+        4,
+        lambda f: HandleOpened(_handle(f[0]), boolean(f[1]), _to_stat(f[2]), uint64(f[3], 1)),
+    ),
     4: (2, lambda f: Locked(_to_stat(f[0]), _sequencer(f[1]))),
     5: (1, lambda f: CallDone(None if f[0] is None else _to_stat(f[0]))),
     6: (1, lambda f: SequencerValidity(boolean(f[0]))),

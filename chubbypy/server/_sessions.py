@@ -277,8 +277,8 @@ class SessionHost:
                 return SessionCreated(session_id, self._ms(lease_ticks), credential)
             case KeepAliveAnswered(lease_ticks, events, held_ticks):
                 return LeaseExtended(self._ms(lease_ticks), events, self._ms(held_ticks))
-            case HandleOpened(handle, created, stat):
-                return WireHandleOpened(handle, created, stat)
+            case HandleOpened(handle, created, stat, handle_id):
+                return WireHandleOpened(handle, created, stat, handle_id)
             case LockGranted(stat, sequencer):
                 return Locked(stat, sequencer)
             case Done(stat):

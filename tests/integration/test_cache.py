@@ -93,7 +93,7 @@ def test_an_idle_session_without_handles_is_closed_by_the_library(cell: LiveCell
         lambda: Session.open(client._cell, running_reactor(), idle_close_seconds=1.0)  # type: ignore[arg-type]
     )
     on_reactor(lambda: busy.open_handle(cell.path("held"), create=True))
-    cell.wait_for(lambda: idle.state is SessionState.EXPIRED or None, "the idle close", 10)
+    cell.wait_for(lambda: idle.state is SessionState.CLOSED or None, "the idle close", 10)
     master = cell.wait_master()
     cell.wait_for(
         lambda: cell.metric(master, "chubbypy_sessions") == 1 or None, "the master to forget", 10

@@ -264,7 +264,7 @@ session_events = st.builds(
 session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(SessionCreated, session_ids, uints, credentials),
     st.builds(LeaseExtended, uints, st.lists(session_events, max_size=3).map(tuple)),
-    st.builds(HandleOpened, handles, st.booleans(), stats),
+    st.builds(HandleOpened, handles, st.booleans(), stats, session_ids),
     st.builds(Locked, stats, handles),
     st.builds(CallDone, st.none() | stats),
     st.builds(SequencerValidity, st.booleans()),
