@@ -128,7 +128,13 @@ from chubbypy.protocol.namespace import (
     WriteResult,
     Written,
 )
-from chubbypy.protocol.session import SessionEvent
+from chubbypy.protocol.session import (
+    SESSIONS_PAGE_MAX,
+    ListSessions,
+    SessionEvent,
+    SessionInfo,
+    SessionList,
+)
 from chubbypy.protocol.values import ClientId, ReplicaId
 from chubbypy.protocol.wire import raise_for
 from chubbypy.sessions import EventMask, HandleMode
@@ -432,6 +438,31 @@ class Cell:
             return valid
 
         return self._run(checking)
+
+    def list_sessions(self) -> Deferred[tuple[SessionInfo, ...]]:
+        """Every session of the cell in id order, as the master sees it: name, state,
+        lease, handles, locks held and ephemeral files owned (an operator's query; the
+        principal needs read access to the cell's root, else `PermissionDenied`).
+
+        It pages through the master's listing, a call per page, so a session opened or
+        ended meanwhile may be missing or listed although gone. It needs no session.
+        """
+
+        async def listing() -> tuple[SessionInfo, ...]:
+            from chubbypy.client._session import _call  # it builds on this module
+
+            sessions: list[SessionInfo] = []
+            after = 0
+            while True:
+                result = await _call(self, ListSessions(after, SESSIONS_PAGE_MAX))
+                page = _expect(result, SessionList)
+                sessions.extend(page.sessions)
+                # A page that says "more" but lists nothing would repeat forever.
+                if not page.more or not page.sessions:
+                    return tuple(sessions)
+                after = page.sessions[-1].session_id
+
+        return self._run(listing)
 
     def lock(
         self,

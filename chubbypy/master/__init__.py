@@ -13,7 +13,9 @@ from chubbypy.master._results import (
     Proposal,
     Reply,
     SequencerChecked,
+    SessionsListed,
     SessionStarted,
+    SessionSummary,
 )
 from chubbypy.master._service import MasterService, MasterTiming
 
@@ -32,4 +34,6 @@ __all__ = [
     "SequencerChecked",
     "ServiceLog",
     "SessionStarted",
+    "SessionSummary",
+    "SessionsListed",
 ]

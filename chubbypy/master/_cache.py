@@ -101,6 +101,10 @@ class CacheGate(Generic[_P]):
         """(session, name) pairs registered: the master's cost of the cache."""
         return sum(len(paths) for paths in self._cached.values())
 
+    def cached_by(self, session_id: int) -> int:
+        """Names registered as cached by the session."""
+        return len(self._cached.get(session_id, ()))
+
     @property
     def held(self) -> int:
         """Writes waiting for invalidations (or their turn)."""

@@ -69,6 +69,31 @@ class NodeRead:
     name numbered at or above it came after the read, whenever it arrives."""
 
 
+@frozen
+class SessionSummary:
+    """One session as this master sees it, for operators: the wire's `SessionInfo` with
+    its lease in ticks (see `chubbypy.protocol.session.SessionInfo` for each field)."""
+
+    session_id: int
+    name: str
+    state: str
+    lease_remaining_ticks: int
+    handles: int
+    locks: tuple[tuple[str, str], ...]
+    lock_count: int
+    ephemeral: tuple[str, ...]
+    ephemeral_count: int
+    cached_names: int
+
+
+@frozen
+class SessionsListed:
+    """One page of sessions in id order, and whether more follow."""
+
+    sessions: tuple[SessionSummary, ...]
+    more: bool
+
+
 CallResult = (
     SessionStarted
     | KeepAliveAnswered
@@ -77,6 +102,7 @@ CallResult = (
     | Done
     | SequencerChecked
     | NodeRead
+    | SessionsListed
 ) | Failure
 
 

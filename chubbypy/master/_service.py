@@ -46,10 +46,16 @@ drops it when mastership ends; everything in it is memory that a new master rebu
   open, for each mode it asks, and for a creation, write on the parent; a read, read. A
   handle then carries its mode, so its later calls (write, acquire) need no new check, as
   in Chubby. `principal` None means a trusted caller (unit tests, the simulator).
+* **Operators' queries.** `list_sessions` pages through the sessions in id order with
+  what the master knows of each: its name (replicated), its state and lease (the session
+  table), its open handles (this mastership's), the locks it holds and the ephemeral
+  files it owns (the database). It needs read access to the cell's root, names no
+  session, and is answered at once, fail-over or not: it acts on nothing.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import defaultdict
@@ -79,7 +85,9 @@ from chubbypy.master._results import (
     Proposal,
     Reply,
     SequencerChecked,
+    SessionsListed,
     SessionStarted,
+    SessionSummary,
 )
 from chubbypy.namespace import (
     Access,
@@ -112,11 +120,13 @@ from chubbypy.protocol.namespace import (
     SimpleWrite,
     Written,
 )
+from chubbypy.protocol.session import SESSION_PATHS_LISTED_MAX, SESSIONS_PAGE_MAX
 from chubbypy.sessions import (
     EventKind,
     EventMask,
     Handle,
     HandleMode,
+    SessionRecord,
     SessionTable,
     SessionTiming,
     decode_handle,
@@ -180,6 +190,11 @@ _Pending = _OpenCall | _AcquireCall | _WriteCall | _ReplyWhenApplied
 
 _Paths = tuple[frozenset[str], frozenset[str]]
 
+SESSIONS_PAGE_BYTES_BUDGET = 256 * 1024
+"""A page of `list_sessions` ends early once the names and paths it lists come to about
+this many bytes (it always lists at least one session, which SESSION_PATHS_LISTED_MAX
+bounds): so a page fits a frame of the default 1 MiB with room to spare."""
+
 
 class MasterService:
     """One mastership's sessions, handles and locks; see the module docstring."""
@@ -195,6 +210,10 @@ class MasterService:
         self._handles: dict[int, Handle] = {}
         self._by_path: dict[str, set[int]] = defaultdict(set)
         self._closed: set[int] = set()
+        self._handle_counts: dict[int, int] = {}
+        """Per session, its handles in `_handles` (for operators' listings)."""
+        self._closing: set[int] = set()
+        """Sessions whose close is in flight (for operators' listings)."""
         self._count = 0
         self._pending: dict[int, _Pending] = {}
         self._delays: dict[LockKey, int] = {}
@@ -275,6 +294,8 @@ class MasterService:
     def close_session(self, token: int, session_id: int) -> None:
         """End the session cleanly (its locks are free at once); never fails. From now on
         the session is not live, and its cache is void (the client stopped using it)."""
+        if self._table.is_live(session_id) or self._table.is_doomed(session_id):
+            self._closing.add(session_id)
         self._table.closing(session_id)
         self._gate.session_gone(session_id)
         self._pending[token] = _ReplyWhenApplied(always_done=True)
@@ -519,6 +540,80 @@ class MasterService:
         if self._queues.cancel(token) is not None:
             self._pending.pop(token, None)
 
+    # ------------------------------------------------------------------------- operators
+
+    def list_sessions(
+        self,
+        token: int,
+        after: int = 0,
+        limit: int = SESSIONS_PAGE_MAX,
+        principal: str | None = None,
+    ) -> None:
+        """One page of the cell's sessions in id order: those numbered above `after`, at
+        most `limit` (clamped to SESSIONS_PAGE_MAX, and fewer once the page passes
+        SESSIONS_PAGE_BYTES_BUDGET). With `principal`, it must have read access to the
+        cell's root directory; otherwise PERMISSION_DENIED, and nothing is listed."""
+        tree = self._db().tree
+        refused = None
+        if limit < 1:
+            refused = Failure(ErrorCode.BAD_REQUEST, f"a session list limit of {limit}; at least 1")
+        elif principal is not None:
+            refused = access_problem(tree, principal, tree.root, Access.READ)
+        if refused is not None:
+            self._reply(token, refused)
+            return
+        records = tree.sessions()
+        first = bisect.bisect_right(records, after, key=lambda record: record.session_id)
+        summaries: list[SessionSummary] = []
+        listed_bytes = 0
+        for record in records[first : first + min(limit, SESSIONS_PAGE_MAX)]:
+            if summaries and listed_bytes >= SESSIONS_PAGE_BYTES_BUDGET:
+                break
+            summary = self._summary(record)
+            summaries.append(summary)
+            listed_bytes += _listed_bytes(summary)
+        more = first + len(summaries) < len(records)
+        self._reply(token, SessionsListed(tuple(summaries), more))
+
+    def _summary(self, record: SessionRecord) -> SessionSummary:
+        """What this master knows of the session `record` names."""
+        session_id = record.session_id
+        tree = self._db().tree
+        locks: list[tuple[str, str]] = []
+        ephemeral: list[str] = []
+        for path in tree.session_paths(session_id):
+            node = tree.get(path)
+            assert node is not None, (session_id, path)
+            holder = next((h for h in node.lock.holders if h.session_id == session_id), None)
+            if holder is not None:
+                locks.append((path, holder.mode.name.lower()))
+            if node.owner_session == session_id:
+                ephemeral.append(path)
+        # The table holds every session the database holds: both change only as entries
+        # are applied, and the service hears of each entry as soon as it was applied.
+        expiry = self._table.lease_expiry(session_id)
+        assert expiry is not None, session_id
+        return SessionSummary(
+            session_id,
+            record.name,
+            self._state_name(session_id),
+            max(0, expiry - self._now),
+            self._handle_counts.get(session_id, 0),
+            tuple(locks[:SESSION_PATHS_LISTED_MAX]),
+            len(locks),
+            tuple(ephemeral[:SESSION_PATHS_LISTED_MAX]),
+            len(ephemeral),
+            self._gate.cached_by(session_id),
+        )
+
+    def _state_name(self, session_id: int) -> str:
+        """The session's state as `chubbypy.protocol.session.SessionInfo.state` names it."""
+        if self._table.is_live(session_id):
+            return "live"
+        if self._table.is_doomed(session_id):
+            return "doomed"
+        return "closing" if session_id in self._closing else "ending"
+
     # ------------------------------------------------------------------------- the log
 
     def applied(self, token: int | None, write: LogWrite, applied: Applied) -> None:
@@ -672,6 +767,8 @@ class MasterService:
         if handle.handle_id not in self._handles:
             self._handles[handle.handle_id] = handle
             self._by_path[handle.path].add(handle.handle_id)
+            count = self._handle_counts.get(handle.session_id, 0)
+            self._handle_counts[handle.session_id] = count + 1
 
     def _forget_handle(self, handle: Handle, *, closed: bool = True) -> None:
         """Stop tracking the handle; a closed one is refused for the rest of the mastership
@@ -680,6 +777,9 @@ class MasterService:
         if closed:
             self._closed.add(handle.handle_id)
         if self._handles.pop(handle.handle_id, None) is not None:
+            count = self._handle_counts.pop(handle.session_id)
+            if count > 1:
+                self._handle_counts[handle.session_id] = count - 1
             paths = self._by_path[handle.path]
             paths.discard(handle.handle_id)
             if not paths:
@@ -778,6 +878,7 @@ class MasterService:
 
     def _session_ended(self, session_id: int, applied: Applied) -> None:
         self._table.ended(session_id)
+        self._closing.discard(session_id)
         self._gate.session_gone(session_id)
         for waiter in self._queues.cancel_session(session_id):
             self._pending.pop(waiter.token, None)
@@ -858,6 +959,14 @@ def _write_result(result: object, *, fenced: bool) -> CallResult:
         return Done(result.results[0].stat)
     assert isinstance(result, Written), result
     return Done(result.stat)
+
+
+def _listed_bytes(summary: SessionSummary) -> int:
+    """About how many bytes `summary` takes in a reply: its texts, and a little for the
+    numbers and framing around each."""
+    paths = [path for path, _ in summary.locks] + list(summary.ephemeral)
+    texts = [summary.name, summary.state, *paths]
+    return 64 + sum(len(text.encode()) + 16 for text in texts)
 
 
 def _expired(message: str) -> Failure:

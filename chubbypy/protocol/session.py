@@ -23,6 +23,14 @@ CREDENTIAL_BYTES_MAX = 64
 """A session's credential (the master makes 16 bytes); longer bytes are refused undecoded."""
 SESSION_NAME_CHARS_MAX = 256
 """How long the client's description of itself may be (it appears on status pages)."""
+SESSIONS_PAGE_MAX = 1000
+"""The most sessions one `SessionList` carries: a `ListSessions` asking for more is read
+as asking for this many, and a longer list is refused undecoded."""
+SESSION_PATHS_LISTED_MAX = 16
+"""The most lock paths, and the most ephemeral paths, one `SessionInfo` lists; its counts
+say how many there are in all."""
+SESSION_STATE_CHARS_MAX = 32
+"""How long a `SessionInfo.state` may be ("live", "closing", ...)."""
 
 
 class EventKind(enum.IntEnum):
@@ -155,6 +163,17 @@ class ReadNode:
     cache: bool = True
 
 
+@frozen
+class ListSessions:
+    """List the cell's sessions as the master knows them, in id order: those numbered
+    above `after`, at most `limit` (at most SESSIONS_PAGE_MAX). An operator's query: it
+    names no session, so it carries no credential; the caller's principal needs read
+    access to the cell's root directory."""
+
+    after: int = 0
+    limit: int = SESSIONS_PAGE_MAX
+
+
 SessionCall = (
     CreateSession
     | KeepAlive
@@ -168,6 +187,7 @@ SessionCall = (
     | GetSequencer
     | CheckSequencer
     | ReadNode
+    | ListSessions
 )
 
 # ----------------------------------------------------------------------------- results
@@ -235,6 +255,53 @@ class NodeRead:
     name numbered at or above it is about a later change, whenever it arrives."""
 
 
+@frozen
+class SessionInfo:
+    """One session as the master sees it, for operators (never its credential).
+
+    Lock and ephemeral paths are listed in path order, at most SESSION_PATHS_LISTED_MAX of
+    each; `lock_count` and `ephemeral_count` say how many there are in all, so a listing
+    cut short shows it (and the client can read the rest from the namespace).
+    """
+
+    session_id: int
+    name: str
+    """The client's description of itself, from `CreateSession`."""
+    state: str
+    """One of "live" (its calls are served), "closing" (its close is in flight), "doomed"
+    (it fell too far behind on events: refused, and ended when its lease runs out) and
+    "ending" (its lease ran out: its end is in flight)."""
+    lease_remaining_ms: int
+    """How long its lease runs on from the master's answer, on the master's clock."""
+    handles: int
+    """Open handles this master knows of: those opened or used since it became master (a
+    handle made by an earlier master counts once its client uses it again)."""
+    locks: tuple[tuple[str, str], ...]
+    """(path, "exclusive" or "shared") of the locks it holds."""
+    lock_count: int
+    ephemeral: tuple[str, ...]
+    """Paths of the ephemeral files it owns (deleted when it ends)."""
+    ephemeral_count: int
+    cached_names: int = 0
+    """Names the master registered it as caching (each costs an invalidation per change)."""
+
+
+@frozen
+class SessionList:
+    """One page of sessions in id order; `more` says whether sessions with higher ids
+    follow (ask again with `after` the last id listed)."""
+
+    sessions: tuple[SessionInfo, ...]
+    more: bool
+
+
 SessionResult = (
-    SessionCreated | LeaseExtended | HandleOpened | Locked | CallDone | SequencerValidity | NodeRead
+    SessionCreated
+    | LeaseExtended
+    | HandleOpened
+    | Locked
+    | CallDone
+    | SequencerValidity
+    | NodeRead
+    | SessionList
 )

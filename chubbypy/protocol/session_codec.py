@@ -31,6 +31,9 @@ from chubbypy.protocol.session import (
     HANDLE_BYTES_MAX,
     SEQUENCER_BYTES_MAX,
     SESSION_NAME_CHARS_MAX,
+    SESSION_PATHS_LISTED_MAX,
+    SESSION_STATE_CHARS_MAX,
+    SESSIONS_PAGE_MAX,
     AcquireLock,
     CallDone,
     CheckSequencer,
@@ -43,6 +46,7 @@ from chubbypy.protocol.session import (
     HandleWrite,
     KeepAlive,
     LeaseExtended,
+    ListSessions,
     Locked,
     NodeRead,
     Open,
@@ -53,6 +57,8 @@ from chubbypy.protocol.session import (
     SessionCall,
     SessionCreated,
     SessionEvent,
+    SessionInfo,
+    SessionList,
     SessionResult,
 )
 
@@ -87,11 +93,19 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [11, handle]
         case ReadNode(session_id, credential, path, cache):
             return [12, session_id, credential, path, cache]
+        case ListSessions(after, limit):
+            return [13, after, limit]
     raise AssertionError(call)
 
 
 def _event(event: SessionEvent) -> list[Any]:
     return [event.sequence, int(event.kind), event.path, event.handle_id]
+
+
+def _session_info(info: SessionInfo) -> list[Any]:
+    return [info.session_id, info.name, info.state, info.lease_remaining_ms, info.handles,
+            [[path, mode] for path, mode in info.locks], info.lock_count, list(info.ephemeral),
+            info.ephemeral_count, info.cached_names]  # fmt: skip
 
 
 def session_result_to_plain(result: SessionResult) -> list[Any]:
@@ -111,6 +125,8 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
         case NodeRead(stat, contents, cached, sequence):
             plain_stat = None if stat is None else result_to_plain(stat)
             return [7, plain_stat, contents, cached, sequence]
+        case SessionList(sessions, more):
+            return [8, [_session_info(info) for info in sessions], more]
     raise AssertionError(result)
 
 
@@ -175,6 +191,12 @@ def _to_open(f: list[Any]) -> Open:
                 uint64(f[5]), create, boolean(f[7]))  # fmt: skip
 
 
+def _to_list_sessions(f: list[Any]) -> ListSessions:
+    # A larger limit is read as the largest page, as a directory listing clamps its limit:
+    # asking for too much is no error, and the master never sees more than it may send.
+    return ListSessions(uint64(f[0]), min(uint64(f[1], 1), SESSIONS_PAGE_MAX))
+
+
 _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     1: (1, lambda f: CreateSession(_text(f[0], SESSION_NAME_CHARS_MAX, "session name"))),
     2: (3, lambda f: KeepAlive(uint64(f[0], 1), _credential(f[1]), uint64(f[2]))),
@@ -198,6 +220,7 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
             uint64(f[0], 1), _credential(f[1]), _text(f[2], PATH_CHARS_MAX, "path"), boolean(f[3])
         ),
     ),
+    13: (2, _to_list_sessions),
 }
 
 
@@ -225,6 +248,44 @@ def _to_lease_extended(f: list[Any]) -> LeaseExtended:
     return LeaseExtended(uint64(f[0]), tuple(_to_event(e) for e in events), uint64(f[2]))
 
 
+def _listed(data: Any, what: str) -> list[Any]:
+    """A session's listed paths: at most SESSION_PATHS_LISTED_MAX."""
+    items = array(data)
+    if len(items) > SESSION_PATHS_LISTED_MAX:
+        message = f"{len(items)} {what} paths listed: at most {SESSION_PATHS_LISTED_MAX}"
+        raise DecodeError(message)
+    return items
+
+
+_LOCK_MODE_NAMES = frozenset(mode.name.lower() for mode in LockMode)
+
+
+def _to_lock_listed(data: Any) -> tuple[str, str]:
+    path, mode = array(data, 2)
+    mode_name = text(mode)
+    if mode_name not in _LOCK_MODE_NAMES:
+        raise DecodeError(f"unknown lock mode {mode_name!r:.20}")
+    return _text(path, PATH_CHARS_MAX, "path"), mode_name
+
+
+def _to_session_info(data: Any) -> SessionInfo:
+    f = array(data, 10)
+    locks = tuple(_to_lock_listed(lock) for lock in _listed(f[5], "lock"))
+    ephemeral = tuple(_text(path, PATH_CHARS_MAX, "path") for path in _listed(f[7], "ephemeral"))
+    lock_count, ephemeral_count = uint64(f[6], len(locks)), uint64(f[8], len(ephemeral))
+    return SessionInfo(uint64(f[0], 1), _text(f[1], SESSION_NAME_CHARS_MAX, "session name"),
+                       _text(f[2], SESSION_STATE_CHARS_MAX, "session state"), uint64(f[3]),
+                       uint64(f[4]), locks, lock_count, ephemeral, ephemeral_count,
+                       uint64(f[9]))  # fmt: skip
+
+
+def _to_session_list(f: list[Any]) -> SessionList:
+    sessions = array(f[0])
+    if len(sessions) > SESSIONS_PAGE_MAX:
+        raise DecodeError(f"{len(sessions)} sessions in one page: at most {SESSIONS_PAGE_MAX}")
+    return SessionList(tuple(_to_session_info(info) for info in sessions), boolean(f[1]))
+
+
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     1: (3, lambda f: SessionCreated(uint64(f[0], 1), uint64(f[1]), _credential(f[2]))),
     2: (3, _to_lease_extended),
@@ -241,6 +302,7 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
             None if f[0] is None else _to_stat(f[0]), binary(f[1]), boolean(f[2]), uint64(f[3])
         ),
     ),
+    8: (2, _to_session_list),
 }
 
 

@@ -33,7 +33,9 @@ from chubbypy.master import (
     NodeRead,
     SequencerChecked,
     ServiceLog,
+    SessionsListed,
     SessionStarted,
+    SessionSummary,
 )
 from chubbypy.namespace import NamespaceMachine
 from chubbypy.paxos import Outcome, Replica
@@ -52,6 +54,7 @@ from chubbypy.protocol.session import (
     HandleWrite,
     KeepAlive,
     LeaseExtended,
+    ListSessions,
     Locked,
     Open,
     PoisonHandle,
@@ -60,6 +63,8 @@ from chubbypy.protocol.session import (
     SequencerValidity,
     SessionCall,
     SessionCreated,
+    SessionInfo,
+    SessionList,
     SessionResult,
 )
 from chubbypy.protocol.session import (
@@ -195,6 +200,8 @@ class SessionHost:
                 service.check_sequencer(token, sequencer)
             case ReadNode(session_id, _, path, cache):
                 service.read(token, session_id, path, cache=cache, principal=principal)
+            case ListSessions(after, limit):
+                service.list_sessions(token, after, limit, principal=principal)
         self._flush()
 
     def write(self, reply: Reply, request_id: RequestId, command: Command, write: LogWrite) -> bool:
@@ -287,7 +294,23 @@ class SessionHost:
                 return SequencerValidity(valid)
             case NodeRead(stat, contents, cached, sequence):
                 return WireNodeRead(stat, contents, cached, sequence)
+            case SessionsListed(sessions, more):
+                return SessionList(tuple(self._session_info(s) for s in sessions), more)
         raise AssertionError(result)
+
+    def _session_info(self, summary: SessionSummary) -> SessionInfo:
+        return SessionInfo(
+            summary.session_id,
+            summary.name,
+            summary.state,
+            self._ms(summary.lease_remaining_ticks),
+            summary.handles,
+            summary.locks,
+            summary.lock_count,
+            summary.ephemeral,
+            summary.ephemeral_count,
+            summary.cached_names,
+        )
 
     def _ms(self, ticks: int) -> int:
         """A lease in ticks as milliseconds, rounded down: a client never counts on more."""
@@ -296,7 +319,8 @@ class SessionHost:
 
 def _session_named(call: SessionCall) -> tuple[int, bytes] | None:
     """The session a call names and the credential it shows (None for calls that name a
-    handle or sequencer instead, whose own check digits prove them)."""
+    handle or sequencer instead, whose own check digits prove them, and for an operator's
+    ListSessions, which names no session: the service checks its principal instead)."""
     match call:
         case KeepAlive() | CloseSession() | Open() | ReadNode():
             return call.session_id, call.credential

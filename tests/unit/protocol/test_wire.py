@@ -99,6 +99,8 @@ from chubbypy.protocol.namespace import (
     Written,
 )
 from chubbypy.protocol.session import (
+    SESSION_PATHS_LISTED_MAX,
+    SESSIONS_PAGE_MAX,
     AcquireLock,
     CallDone,
     CheckSequencer,
@@ -111,6 +113,7 @@ from chubbypy.protocol.session import (
     HandleWrite,
     KeepAlive,
     LeaseExtended,
+    ListSessions,
     Locked,
     NodeRead,
     Open,
@@ -121,6 +124,8 @@ from chubbypy.protocol.session import (
     SessionCall,
     SessionCreated,
     SessionEvent,
+    SessionInfo,
+    SessionList,
     SessionResult,
 )
 from chubbypy.protocol.wire import (
@@ -257,10 +262,18 @@ session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     st.builds(CheckSequencer, handles),
     st.builds(PoisonHandle, handles),
     st.builds(ReadNode, session_ids, credentials, st.just("/ls/c/f"), st.booleans()),
+    st.builds(ListSessions, uints, st.integers(1, SESSIONS_PAGE_MAX)),
 )  # fmt: skip
 session_events = st.builds(
     SessionEvent, st.integers(1, INT64_MAX), st.sampled_from(EventKind), names, uints
 )
+listed_paths = st.lists(names.map(lambda name: f"/ls/c/{name}"), max_size=3).map(tuple)
+session_infos = st.builds(
+    SessionInfo, session_ids, names, st.sampled_from(["live", "closing", "doomed", "ending"]),
+    uints, uints, st.lists(st.tuples(names, st.sampled_from(["exclusive", "shared"])),
+                           max_size=3).map(tuple),
+    st.integers(3, INT64_MAX), listed_paths, st.integers(3, INT64_MAX), uints,
+)  # fmt: skip
 session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(SessionCreated, session_ids, uints, credentials),
     st.builds(LeaseExtended, uints, st.lists(session_events, max_size=3).map(tuple)),
@@ -269,6 +282,7 @@ session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(CallDone, st.none() | stats),
     st.builds(SequencerValidity, st.booleans()),
     st.builds(NodeRead, st.none() | stats, st.binary(max_size=16), st.booleans(), uints),
+    st.builds(SessionList, st.lists(session_infos, max_size=3).map(tuple), st.booleans()),
 )
 
 MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
@@ -360,6 +374,24 @@ def test_strings_and_integers_at_their_limits_decode() -> None:
         assert decode_wire(encode_wire(message)) == message
 
 
+def test_a_session_list_at_its_limits_decodes() -> None:
+    """A page of SESSIONS_PAGE_MAX sessions, each listing SESSION_PATHS_LISTED_MAX locks
+    and ephemeral files, round-trips."""
+    paths = tuple(f"/ls/c/{number}" for number in range(SESSION_PATHS_LISTED_MAX))
+    info = SessionInfo(
+        1, "n" * 256, "live", 0, 0, tuple((p, "shared") for p in paths), 99, paths, 99, 0
+    )
+    message = SessionReply(RequestId(1), SessionList((info,) * SESSIONS_PAGE_MAX, True))
+    assert decode_wire(encode_wire(message)) == message
+
+
+def test_a_list_sessions_limit_above_the_page_maximum_is_read_as_the_maximum() -> None:
+    """A client asking for more sessions than a page holds asks for a whole page."""
+    request = SessionRequest(RequestId(1), ListSessions(5, INT64_MAX))
+    decoded = decode_wire(encode_wire(request))
+    assert decoded == SessionRequest(RequestId(1), ListSessions(5, SESSIONS_PAGE_MAX))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -374,6 +406,7 @@ def replaced(base: list[Any], position: int, value: object) -> list[Any]:
 
 STAT = [1, 1, 0, 0, 0, ["r", "w", "c"], False, False, 3]
 STATUS = ["r1", "master", 3, "7.r2", 10, 10, 1, 12, 0, True, True, 500, "r1", 1000]
+SESSION_INFO = [7, "me", "live", 900, 2, [["/ls/c/l", "exclusive"]], 1, ["/ls/c/e"], 1, 0]
 GOOD: dict[str, list[Any]] = {
     "hello": [1, 1, "cell", 1, "client-a"],
     "welcome": [2, 1, "cell", "r1"],
@@ -390,6 +423,8 @@ GOOD: dict[str, list[Any]] = {
     "error": [29, 0, 20, "not master", "r2"],
     "peer": [30, encode_message(Prepare(Ballot(1, R1), LogIndex(1)))],
     "authenticate": [16, 1, "alice", "a token"],
+    "list sessions": [15, 1, [13, 0, 100]],
+    "session list": [25, 1, [8, [SESSION_INFO], False]],
 }
 
 
@@ -414,6 +449,14 @@ def nested_multi_results(depth: int) -> list[Any]:
 
 
 W, E, L, S = GOOD["write"], GOOD["error"], GOOD["location"], GOOD["status reply"]
+TOO_MANY = SESSION_PATHS_LISTED_MAX + 1
+
+
+def session_list(info: list[Any]) -> bytes:
+    """A SessionReply listing the one session `info`."""
+    return pack([25, 1, [8, [info], False]])
+
+
 BAD: dict[str, bytes] = {
     # msgpack itself (§5.3 item 5)
     "empty body": b"",
@@ -501,6 +544,19 @@ BAD: dict[str, bytes] = {
     "peer frame as a list": pack([30, [1, [1, "r1"], 1]]),
     "peer frame of garbage": pack([30, b"\xc1"]),
     "peer frame with an unknown peer tag": pack([30, pack([99])]),
+    "list sessions limit 0": pack([15, 1, [13, 0, 0]]),
+    "list sessions after -1": pack([15, 1, [13, -1, 10]]),
+    "list sessions with a credential": pack([15, 1, [13, 0, 10, b"secret"]]),
+    "session list too long": pack([25, 1, [8, [SESSION_INFO] * (SESSIONS_PAGE_MAX + 1), False]]),
+    "session info of 9 fields": session_list(SESSION_INFO[:-1]),
+    "session id 0 listed": session_list(replaced(SESSION_INFO, 0, 0)),
+    "session name too long": session_list(replaced(SESSION_INFO, 1, "n" * 257)),
+    "session state too long": session_list(replaced(SESSION_INFO, 2, "s" * 33)),
+    "unknown lock mode listed": session_list(replaced(SESSION_INFO, 5, [["/l", "upgradable"]])),
+    "too many lock paths": session_list(replaced(SESSION_INFO, 5, [["/l", "shared"]] * TOO_MANY)),
+    "too many ephemeral paths": session_list(replaced(SESSION_INFO, 7, ["/e"] * TOO_MANY)),
+    "fewer locks counted than listed": session_list(replaced(SESSION_INFO, 6, 0)),
+    "negative lease listed": session_list(replaced(SESSION_INFO, 3, -1)),
 }
 
 
