@@ -36,7 +36,15 @@ from chubbypy.client._lock import Held, Lock
 from chubbypy.client._session import Handle, Session
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream, StreamOverflow
-from chubbypy.client.blocking import BlockingCell, connect
+from chubbypy.client.blocking import (
+    BlockingCell,
+    BlockingElection,
+    BlockingHandle,
+    BlockingHeld,
+    BlockingLock,
+    BlockingStream,
+    connect,
+)
 from chubbypy.protocol.namespace import AclNames, Contents, DirEntry, Listing, Stat
 from chubbypy.protocol.session import EventKind, SessionEvent
 from chubbypy.sessions import EventMask, HandleMode
@@ -44,6 +52,11 @@ from chubbypy.sessions import EventMask, HandleMode
 __all__ = [
     "AclNames",
     "BlockingCell",
+    "BlockingElection",
+    "BlockingHandle",
+    "BlockingHeld",
+    "BlockingLock",
+    "BlockingStream",
     "Cell",
     "CellClosed",
     "ConnectionClosed",

@@ -179,16 +179,26 @@ class Election:
     def campaign(self, timeout: float | None = None) -> Deferred[bytes]:
         """Wait until this candidate leads (for ever, or `timeout` seconds: `LockTimeout`),
         then advertise its identity; the leadership's sequencer. At once if it leads.
-        `resign()` stops a campaign (it then fails `CancelledError`)."""
+        `resign()` stops a campaign (it then fails `CancelledError`), and so does
+        cancelling the last Deferred waiting for it. A campaign already running keeps its
+        own timeout."""
         self._resigned = False
         if self.is_leader and self._held is not None:
             return succeed(self._held.sequencer)
-        waiting: Deferred[bytes] = Deferred()
+        waiting: Deferred[bytes] = Deferred(self._waiter_cancelled)
         self._waiters.append(waiting)
         if self._campaign is None:
             self._campaign = Deferred.fromCoroutine(self._run_campaign(timeout))
             self._campaign.addBoth(self._campaign_over)
         return waiting
+
+    def _waiter_cancelled(self, waiting: Deferred[bytes]) -> None:
+        """The last caller waiting on the campaign gave up: stop it (the lock request is
+        withdrawn), so that no one wins the lead unseen."""
+        if waiting in self._waiters:
+            self._waiters.remove(waiting)
+        if not self._waiters and self._campaign is not None:
+            self._campaign.cancel()
 
     def _campaign_over(self, result: bytes | Failure) -> None:
         self._campaign = None

@@ -6,8 +6,9 @@ lets it go after. The traps this avoids (Chubby §2.4; kazoo and python-etcd3 us
 them):
 
 * **The body never runs without the lock.** If the lock is not acquired within `timeout`,
-  `LockTimeout` is raised and the body is skipped; so is it when the session has expired
-  or the file is missing and not to be created.
+  `LockTimeout` is raised and the body is skipped (a timeout of 0 tries once, as Chubby's
+  TryAcquire, and fails at once if the lock is held or delayed); so is it when the session
+  has expired or the file is missing and not to be created.
 * **Fencing.** `held.sequencer` names this acquisition: hand it to the servers the lock
   protects, which check it (`Cell.check_sequencer`) or fence writes with it
   (`Handle.set_sequencer`), so a holder that lost the lock without knowing cannot harm
@@ -34,7 +35,7 @@ from twisted.logger import Logger
 
 from chubbypy.client._errors import LockLost, LockTimeout
 from chubbypy.client._state import SessionState
-from chubbypy.protocol.errors import ChubbyError, InvalidHandle
+from chubbypy.protocol.errors import ChubbyError, InvalidHandle, LockDelayed, LockHeld
 from chubbypy.protocol.session import EventKind, SessionEvent
 from chubbypy.sessions import EventMask
 
@@ -87,6 +88,8 @@ class Lock:
             gave_up = True
             handle.close().addErrback(lambda _: None)  # releases the lock if just granted
 
+        if self.timeout == 0:
+            return await self._try_once(handle)
         timer = None
         if self.timeout is not None:
             timer = cell._clock.callLater(self.timeout, give_up)
@@ -109,7 +112,21 @@ class Lock:
         self._held = Held(self, handle, sequencer)
         return self._held
 
+    async def _try_once(self, handle: Handle) -> Held:
+        """A timeout of 0: Chubby's TryAcquire, once; `LockTimeout` if held or delayed."""
+        try:
+            sequencer = await handle.try_acquire(shared=self.shared)
+        except (LockHeld, LockDelayed) as refused:
+            handle.close().addErrback(lambda _: None)
+            raise LockTimeout(f"the lock {self.path} is not free: {refused}") from None
+        except BaseException:
+            handle.close().addErrback(lambda _: None)
+            raise
+        self._held = Held(self, handle, sequencer)
+        return self._held
+
     async def __aenter__(self) -> Held:
+        """Acquire the lock (see `acquire`) before the body runs; the `Held`."""
         return await self._acquire()
 
     async def __aexit__(
@@ -118,6 +135,8 @@ class Lock:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        """Release the lock; raise its `LockLost` if it was lost and the body raised
+        nothing."""
         held, self._held = self._held, None
         if held is None:
             return

@@ -204,10 +204,12 @@ class Session:
 
     @property
     def clock(self) -> IReactorTime:
+        """The clock the session counts its lease on."""
         return self._clock
 
     @property
     def state(self) -> SessionState:
+        """Where the session is: connected, jeopardy, safe, expired or closed."""
         return self._state
 
     def states(self) -> EventStream[SessionState]:
@@ -555,6 +557,8 @@ class Session:
             self._parked, self._parked_count = {}, 0  # their nodes may have changed
         if state.final and self._idle_call and self._idle_call.active():
             self._idle_call.cancel()
+        if state.final and self._jeopardy_call and self._jeopardy_call.active():
+            self._jeopardy_call.cancel()
         self.log.info("session {id}: {state}", id=self.session_id, state=state.value)
         for callback in list(self.on_state):
             _guarded(callback, state, "an on_state callback")
@@ -641,7 +645,9 @@ class Handle:
 
     def acquire(self, *, shared: bool = False, timeout: float | None = None) -> Deferred[bytes]:
         """Wait for the lock (exclusive, or `shared`), for ever or `timeout` seconds
-        (`Unavailable` then); its sequencer once held."""
+        (`Unavailable` then); its sequencer once held. Cancelling the wait poisons the
+        handle (Chubby §2.6), which is what takes the request off the master's queue: the
+        handle cannot be used afterwards, so close it."""
         mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
         # The master holds a blocking acquire until the lock is free: one attempt as long
         # as the wait, never re-sent while the connection lives (a second request would
@@ -650,7 +656,15 @@ class Handle:
         wait = ACQUIRE_FOREVER_SECONDS if timeout is None else timeout
         deadline = self.session.clock.seconds() + wait
         self._locked = True
-        return self._locked_call(AcquireLock(self._handle, mode, wait=True), wait, deadline)
+        waiting = self._locked_call(AcquireLock(self._handle, mode, wait=True), wait, deadline)
+        return waiting.addErrback(self._acquire_cancelled)
+
+    def _acquire_cancelled(self, failure: Failure) -> Failure:
+        """A blocked acquire given up by its caller (not by a poison or a close, which set
+        `_poisoned` first) would stay queued at the master and win the lock unseen."""
+        if isinstance(failure.value, _AcquireCancelled) and not self._poisoned:
+            self.poison().addErrback(lambda _: None)
+        return failure
 
     def try_acquire(self, *, shared: bool = False) -> Deferred[bytes]:
         """The lock now, or `LockHeld` / `LockDelayed`; its sequencer."""
@@ -844,10 +858,16 @@ class Handle:
         def ended(result: object) -> object:
             self._outstanding.discard(running)
             if isinstance(result, Failure) and isinstance(result.value, CancelledError):
+                if not self._poisoned:
+                    raise _AcquireCancelled("the call was cancelled")
                 raise InvalidHandle("the handle was poisoned or closed")
             return result
 
         return running.addBoth(ended)
+
+
+class _AcquireCancelled(InvalidHandle):
+    """A handle's call cancelled by its caller; an acquire's cancel poisons the handle."""
 
 
 def _discard(items: list[_R], item: _R) -> None:

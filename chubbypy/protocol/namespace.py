@@ -280,18 +280,24 @@ class Written:
 
 @frozen
 class Contents:
+    """A file's whole contents and its metadata, read together (GetContentsAndStat)."""
+
     contents: bytes
     stat: Stat
 
 
 @frozen
 class DirEntry:
+    """One child of a directory: its name (the last part of its path) and metadata."""
+
     name: str
     stat: Stat
 
 
 @frozen
 class Listing:
+    """One page of a directory's children, in name order (ReadDir)."""
+
     entries: tuple[DirEntry, ...]
     more: bool
     """More children follow the last one listed: ask again with `after` set to its name."""

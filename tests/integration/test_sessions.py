@@ -273,3 +273,37 @@ def test_a_session_number_without_its_credential_cannot_close_or_use_the_session
     assert on_reactor(lambda: handle.get_sequencer())
     assert owner.state is SessionState.CONNECTED
     assert "owned" in [entry.name for entry in cell.client().list_dir(cell.path())]
+
+
+def test_cancelling_a_blocked_acquire_withdraws_it_from_the_master(cell: LiveCell) -> None:
+    """A cancelled acquire poisons its handle: when the holder lets go, the lock goes to
+    the next waiter, not to the cancelled one."""
+    holder, quitter, next_one = session_of(cell), session_of(cell), session_of(cell)
+    path = cell.path("contested")
+    held = on_reactor(lambda: holder.open_handle(path, create=True))
+    on_reactor(lambda: held.acquire())
+    gave_up = on_reactor(lambda: quitter.open_handle(path))
+    waiting: list[Deferred[bytes]] = []
+
+    def start() -> Deferred[None]:
+        waiting.append(gave_up.acquire())
+        waiting[0].addErrback(lambda _: None)
+        return Deferred.fromCoroutine(_pause(0.3))
+
+    on_reactor(start)
+    on_reactor(lambda: _cancelled(waiting[0]))
+    other = on_reactor(lambda: next_one.open_handle(path))
+    on_reactor(lambda: held.release())
+    sequencer = on_reactor(lambda: other.acquire(timeout=5))
+    assert on_reactor(lambda: next_one.check_sequencer(sequencer))
+
+
+async def _pause(seconds: float) -> None:
+    from twisted.internet.task import deferLater
+
+    await deferLater(running_reactor(), seconds, lambda: None)  # type: ignore[arg-type]
+
+
+def _cancelled(deferred: Deferred[bytes]) -> Deferred[None]:
+    deferred.cancel()
+    return Deferred.fromCoroutine(_pause(0.3))
