@@ -1,9 +1,11 @@
-"""The ``chubbypy`` command: browse and change a cell's namespace, and see its replicas.
+"""The ``chubbypy`` command: browse and change a cell's namespace, hold its locks, lead its
+elections, watch it, and see its replicas and sessions.
 
 Shell (STYLE §1): argument parsing and output around a `chubbypy.client.BlockingCell`, the
-only user of Twisted's global reactor. Each command is a function from a client and its
-arguments to an `Outcome` (a JSON document and the text to print), so tests run them
-against a stand-in client without a network.
+only user of Twisted's global reactor. Each short command is a function from a client and
+its arguments to an `Outcome` (a JSON document and the text to print), so tests run them
+against a stand-in client without a network; the lasting ones (``watch``, ``lock``,
+``elect``) are in `chubbypy._cli_hold`.
 
 Usage::
 
@@ -21,7 +23,30 @@ Usage::
     rm PATH                 delete a file or an empty directory
     mkdir [-p] PATH         create a directory (-p: and missing parents; no error if it
                             exists)
+    acl get PATH            a node's three ACL names (read, write, change) and their generation
+    acl set PATH [--read NAME] [--write NAME] [--change NAME] [--if-generation N]
+                            change some of them (the others are kept; without
+                            --if-generation, only if no one changed them since they were read)
+    watch PATH [--count N]  print the node's events as they come (contents modified, child
+                            added or removed, lock acquired, conflicting lock, deleted, master
+                            fail-over) until Ctrl-C, or N events; exits 1 if the node is
+                            deleted. After a session loss it watches again, saying events may
+                            have been missed.
+    lock PATH [--shared] [--timeout S] [--try] [--lock-delay S] [--kill-after S] -- CMD ARGS...
+                            run CMD while holding the lock of file PATH (created if missing),
+                            with the sequencer (hex) in $CHUBBY_SEQUENCER and PATH in
+                            $CHUBBY_LOCK_PATH; exit with CMD's status. --timeout: give up after
+                            S seconds (exit 4; default: wait); --try: exit 4 at once if held.
+                            If the lock is lost while CMD runs, CMD gets SIGTERM (SIGKILL
+                            --kill-after seconds later, default 10) and chubbypy exits 1.
+    elect PATH --id ID [--timeout S] [--lock-delay S] [--kill-after S] -- CMD ARGS...
+                            campaign in the election on PATH and run CMD while leading (ID is
+                            what the leader advertises in PATH); stop CMD if deposed (exit 1)
+    leader PATH             what the leader of the election on PATH advertises (exit 1: none)
     status [REPLICA]        every replica's role, epoch, log positions, lease and master
+    sessions                every live session at the master: state, lease left, open
+                            handles, locks held, ephemeral files, the client's description
+    completion bash|zsh     a completion script: eval "$(chubbypy completion bash)"
     serve, cell             run one replica, or a whole cell (see ``chubbypy serve -h``)
 
 The global options may also follow the command. ``--cell`` is, in order of preference, the
@@ -34,11 +59,18 @@ it is ``local`` (the example cell's).
 Paths are full names (``/ls/<cell>/a/b``) or relative to the cell root: ``a/b``, ``/a/b``
 and ``./a/b`` all mean ``/ls/<cell>/a/b``, and ``/``, ``.`` or nothing mean the root.
 
+Who the client is: ``CHUBBY_PRINCIPAL`` and ``CHUBBY_TOKEN`` in the environment (both or
+neither; without them, ``anonymous``). Never on the command line, where other users of the
+machine could read the token.
+
 Exit codes: 0 done; 1 the cell refused the operation (no such node, exists, generation
-mismatch, ...: the message on standard error names the path and the error); 2 usage error
-(bad arguments, no cell, a bad cell file); 3 cell unavailable (no master answered within
-``--timeout``, no replica reachable, or the replicas serve another cell or protocol).
-``status`` exits 3 only if no replica answered.
+mismatch, ...: the message on standard error names the path and the error), or the lock
+(the leadership) was lost while the command ran; 2 usage error (bad arguments, no cell, a
+bad cell file); 3 cell unavailable (no master answered within ``--timeout``, no replica
+reachable, or the replicas serve another cell or protocol); 4 the lock was not acquired
+(or the election not won) within ``--timeout``, or ``--try`` found it held. ``lock`` and
+``elect`` otherwise exit with their command's status (128 + N if a signal N ended it; 127
+if it could not be started). ``status`` exits 3 only if no replica answered.
 
 JSON output (``--json``): exactly one JSON object on standard output per invocation, whether
 the operation succeeded or failed; usage errors (exit code 2) are only reported as text on
@@ -58,10 +90,28 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
     status  "master": id of a replica that reports itself master, or null,
             "replicas": [{"replica_id": str | null, "address": str, "reachable": bool,
                           "problem": str | null, "status": STATUS | null}, ...]
+    acl     "path", "acl": {"read", "write", "change": str}, "acl_generation": int
+    leader  "path", "leader": str (what the leader advertises)
+    sessions "sessions": [SESSION, ...], in session id order
+    lock    printed when the command is over (after CMD's own output): "path",
+            "acquired": bool, and when acquired: "sequencer": hex str, "lost": bool,
+            "exit_status": CMD's status; always "exit_code": chubbypy's. "ok" is true
+            when the exit code is 0.
+    elect   the same, with "elected" and "deposed" for "acquired" and "lost".
+    watch   one object per line (JSON Lines), one per event: "event": {"kind": the event's
+            name ("CONTENTS_MODIFIED", "CHILD_CHANGED", "LOCK_ACQUIRED",
+            "CONFLICTING_LOCK", "HANDLE_INVALID", "MASTER_FAILOVER"), "path": str | null,
+            "sequence": int (increasing), "time": ISO 8601 UTC str}
 
     STAT    {"instance", "content_generation", "lock_generation", "acl_generation",
              "checksum", "size": int, "is_directory", "ephemeral": bool,
              "acl": {"read", "write", "change": str}}
+    SESSION {"session_id": int, "client": str (its description of itself), "state":
+             "live" | "closing" | "doomed" | "ending", "lease_remaining_ms": int,
+             "handles": int (those the master knows of), "locks": [{"path": str, "mode":
+             "exclusive" | "shared"}, ...] (at most 16, in path order), "lock_count": int,
+             "ephemeral": [full names, ...] (at most 16), "ephemeral_count": int,
+             "cached_names": int (names the master registered it as caching)}
     STATUS  {"role": "master" | "candidate" | "follower", "epoch", "promised": str,
              "chosen_index", "applied_index", "first_index", "last_index",
              "snapshot_index", "lease_remaining_ms", "uptime_ms": int, "serving",
@@ -92,6 +142,7 @@ from chubbypy.client._cell import ReplicaReport
 from chubbypy.protocol.client import CELL_CHARS_MAX, ReplicaStatus
 from chubbypy.protocol.errors import (
     ChubbyError,
+    ErrorCode,
     NodeExists,
     NoSuchNode,
     NotADirectory,
@@ -99,7 +150,7 @@ from chubbypy.protocol.errors import (
     UnsupportedVersion,
     WrongCell,
 )
-from chubbypy.protocol.namespace import Contents, DirEntry, Stat
+from chubbypy.protocol.namespace import AclNames, Contents, DirEntry, Stat
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -135,6 +186,11 @@ DEFAULT_CONFIG: Final = Path("etc") / "cell.yaml"
 DEFAULT_CELL_NAME: Final = "local"
 TIMEOUT_SECONDS_DEFAULT: Final = 10.0
 REQUEST_TIMEOUT_SECONDS_MAX: Final = 2.0
+LOCK_DELAY_SECONDS_MAX: Final = 60.0
+"""Chubby's bound on a lock-delay (the cell refuses more)."""
+PRINCIPAL_VARIABLE: Final = "CHUBBY_PRINCIPAL"
+TOKEN_VARIABLE: Final = "CHUBBY_TOKEN"
+EXIT_NOT_ACQUIRED: Final = 4
 PUT_ATTEMPTS_MAX: Final = 3
 """Set-or-create rounds in `put` before giving up on a file that keeps appearing and going."""
 
@@ -150,7 +206,9 @@ class CellClient(Protocol):
         self, path: str, contents: bytes, expected_generation: int | None = None
     ) -> Stat: ...
     def delete(self, path: str, expected_instance: int | None = None) -> None: ...
+    def set_acl(self, path: str, acl: AclNames, expected_generation: int | None = None) -> Stat: ...
     def status(self, replica: str | None = None) -> tuple[ReplicaReport, ...]: ...
+    def list_sessions(self) -> Sequence[Any]: ...
     def close(self) -> None: ...
 
 
@@ -186,8 +244,11 @@ class Outcome:
     text: bytes = b""
 
 
-Connect = Callable[[CellTarget, str, float], CellClient]
-"""Makes a client of a cell: its target, its name, and the timeout of each operation."""
+Credentials = tuple[str, str]
+"""A principal and its token."""
+Connect = Callable[[CellTarget, str, float, "Credentials | None"], CellClient]
+"""Makes a client of a cell: its target, its name, the timeout of each operation, and who
+the client is (None: anonymous)."""
 
 # ----------------------------------------------------------------------------- entry points
 
@@ -222,22 +283,101 @@ def run(
 
     Argparse's usage errors raise `SystemExit(2)` after printing to ``sys.stderr``.
     """
-    args = build_parser().parse_args(argv)
+    words, command_line = _split_command_line(argv)
+    args = build_parser().parse_args(words)
+    args.command_line = command_line
     if args.command in ("serve", "cell"):
         return _run_server(args, stderr)
+    if args.command == "completion":
+        stdout.write(completion_script(args.shell).encode())
+        return EXIT_OK
     as_json = getattr(args, "json", False)
     try:
         target = find_cell(getattr(args, "cell", None), environ, cwd)
         invocation = _invocation(args, target, stdin)
+        credentials = _credentials(environ)
+        if args.command in ("lock", "elect"):
+            _command_line(args)
     except UsageError as error:
         print(f"chubbypy {args.command}: {error}", file=stderr)
         return EXIT_USAGE
-    timeout = getattr(args, "timeout", TIMEOUT_SECONDS_DEFAULT)
-    client = connect(target, invocation.cell, timeout)
+    timeout = getattr(args, "timeout", None) or TIMEOUT_SECONDS_DEFAULT
+    if args.command in ("lock", "elect", "__complete"):
+        timeout = COMPLETION_SECONDS if args.command == "__complete" else TIMEOUT_SECONDS_DEFAULT
+    client = connect(target, invocation.cell, timeout, credentials)
     try:
+        if args.command in LASTING:
+            return _execute_lasting(client, invocation, stdout, stderr, as_json)
         return _execute(client, invocation, stdout, stderr, as_json)
     finally:
         client.close()
+
+
+def _credentials(environ: Mapping[str, str]) -> Credentials | None:
+    """Who the client is, from the environment (never the command line, which other users
+    of the machine can read)."""
+    principal, token = environ.get(PRINCIPAL_VARIABLE), environ.get(TOKEN_VARIABLE)
+    if principal is None and token is None:
+        return None
+    if not principal or not token:
+        raise UsageError(f"set both {PRINCIPAL_VARIABLE} and {TOKEN_VARIABLE}, or neither")
+    return principal, token
+
+
+def _split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """For lock and elect, chubbypy's own words and the command after ``--``: split before
+    parsing, so that the command's options are never taken for chubbypy's."""
+    words = list(argv)
+    if "--" in words and {"lock", "elect"} & set(words[: words.index("--")]):
+        split = words.index("--")
+        return words[:split], words[split + 1 :]
+    return words, []
+
+
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The command after ``--`` that lock and elect run."""
+    words: list[str] = args.command_line
+    if not words:
+        raise UsageError("give the command to run after --, as in: lock PATH -- CMD ARGS...")
+    return words
+
+
+def _execute_lasting(
+    client: CellClient, invocation: Invocation, stdout: BinaryIO, stderr: IO[str], as_json: bool
+) -> int:
+    """watch, lock and elect: they print as they go, and pick their own exit codes."""
+    from chubbypy import _cli_hold as hold  # subprocess and signal handling: only for these
+
+    args, path = invocation.args, _path(invocation)
+    header = {"schema": SCHEMA, "command": args.command, "cell": invocation.cell}
+
+    def emit(document: dict[str, Any]) -> None:
+        if not as_json:
+            return
+        if args.command == "watch":
+            hold.json_line(stdout, {**header, "ok": True, **document})
+        else:
+            _write_json(stdout, {**header, "ok": document.get("exit_code") == 0, **document})
+
+    try:
+        if args.command == "watch":
+            return hold.watch(client, path, count=args.count, stdout=stdout, stderr=stderr,
+                              emit=emit, as_json=as_json)  # fmt: skip
+        if args.command == "lock":
+            return hold.run_locked(client, path, _command_line(args), shared=args.shared,
+                                   timeout=args.timeout, try_only=args.try_only,
+                                   lock_delay=args.lock_delay, kill_after=args.kill_after,
+                                   stderr=stderr, emit=emit)  # fmt: skip
+        return hold.run_elected(client, path, args.identity, _command_line(args),
+                                timeout=args.timeout, kill_after=args.kill_after,
+                                stderr=stderr, emit=emit)  # fmt: skip
+    except ChubbyError as error:
+        code = EXIT_UNAVAILABLE if isinstance(error, UNAVAILABLE_ERRORS) else EXIT_FAILED
+        print(f"chubbypy {args.command}: {path}: {error.code.name}: {error.message}", file=stderr)
+        if as_json:
+            failure = {"code": error.code.name, "message": error.message, "exit_code": code}
+            _write_json(stdout, {**header, "ok": False, "path": path, "error": failure})
+        return code
 
 
 def _execute(
@@ -266,21 +406,42 @@ def _execute(
     return _exit_code(args.command, outcome)
 
 
+def session_json(info: Any) -> dict[str, Any]:
+    """One session of ``sessions``: the documented SESSION object."""
+    return {
+        "session_id": info.session_id,
+        "client": info.name,
+        "state": info.state,
+        "lease_remaining_ms": info.lease_remaining_ms,
+        "handles": info.handles,
+        "locks": [{"path": path, "mode": mode} for path, mode in info.locks],
+        "lock_count": info.lock_count,
+        "ephemeral": list(info.ephemeral),
+        "ephemeral_count": info.ephemeral_count,
+        "cached_names": info.cached_names,
+    }
+
+
 def _exit_code(command: str, outcome: Outcome) -> int:
     if command == "status" and not any(r["reachable"] for r in outcome.document["replicas"]):
         return EXIT_UNAVAILABLE
     return EXIT_OK
 
 
-def _connect_blocking(target: CellTarget, cell: str, timeout_seconds: float) -> CellClient:
+def _connect_blocking(
+    target: CellTarget, cell: str, timeout_seconds: float, credentials: Credentials | None
+) -> CellClient:
     from chubbypy.client.blocking import connect  # the global reactor: only when needed
 
     request_timeout_seconds = min(REQUEST_TIMEOUT_SECONDS_MAX, timeout_seconds)
+    principal, token = credentials if credentials is not None else (None, None)
     return connect(
         target.config or list(target.addresses),
         cell,
         timeout_seconds=timeout_seconds,
         request_timeout_seconds=request_timeout_seconds,
+        principal=principal,
+        token=token,
     )
 
 
@@ -325,14 +486,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="chubbypy",
-        description="Browse and change a chubbypy cell's namespace; see its replicas.",
-        epilog="Exit codes: 0 done, 1 refused by the cell, 2 usage error, 3 cell unavailable.",
+        description="Browse, change and watch a chubbypy cell's namespace; run commands under "
+        "its locks or as an election's leader; see its replicas and sessions.",
+        epilog="Exit codes: 0 done, 1 refused by the cell (or a lock lost), 2 usage error, "
+        "3 cell unavailable, 4 lock not acquired in time; lock and elect exit with their "
+        "command's status otherwise.",
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_namespace_commands(commands, common)
+    _add_lock_commands(commands, common)
     status = commands.add_parser("status", parents=[common], help="every replica's state")
     status.add_argument("replica", nargs="?", help="only this replica (an id or an address)")
+    commands.add_parser("sessions", parents=[common], help="the cell's sessions (at the master)")
+    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    complete = commands.add_parser("__complete", parents=[common])  # used by the scripts
+    complete.add_argument("word", nargs="?", default="")
     _add_server_commands(commands)
     return parser
 
@@ -358,6 +528,80 @@ def _add_namespace_commands(commands: Any, common: argparse.ArgumentParser) -> N
     mkdir = commands.add_parser("mkdir", parents=[common], help="create a directory")
     mkdir.add_argument("path")
     mkdir.add_argument("-p", "--parents", action="store_true", help="create missing parents")
+
+
+def _add_lock_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    acl = commands.add_parser("acl", parents=[common], help="show or change a node's ACL names")
+    acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="get|set")
+    acl_commands.add_parser("get", parents=[common], help="show them").add_argument("path")
+    acl_set = acl_commands.add_parser("set", parents=[common], help="change them")
+    acl_set.add_argument("path")
+    for name in ("read", "write", "change"):
+        acl_set.add_argument(f"--{name}", metavar="NAME", help=f"the {name} ACL's name")
+    acl_set.add_argument(
+        "--if-generation", type=_generation, metavar="N", help="only if the ACL generation is N"
+    )
+    watch = commands.add_parser("watch", parents=[common], help="print a node's events")
+    watch.add_argument("path")
+    watch.add_argument("--count", type=_count, metavar="N", help="stop after N events")
+    # lock and elect: --timeout is how long to wait for the lock (for the lead), so their
+    # parsers take the other common options only.
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument(
+        "--cell", default=argparse.SUPPRESS, metavar="CELL", help="the cell (as for every command)"
+    )
+    waiting.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object when done",
+    )
+    waiting.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="give up (exit 4) if not acquired in this long (default: wait)",
+    )
+    waiting.add_argument(
+        "--kill-after",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="after SIGTERM, SIGKILL a command that outlives a lost lock",
+    )
+    waiting.add_argument(
+        "--lock-delay",
+        type=_lock_delay,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the lock from others this long if this process is lost",
+    )
+    lock = commands.add_parser(
+        "lock", parents=[waiting], help="run a command while holding a lock",
+        usage="chubbypy lock [--shared] [--try] [--timeout S] [options] PATH -- CMD [ARGS...]",
+    )  # fmt: skip
+    lock.add_argument("path")
+    lock.add_argument("--shared", action="store_true", help="a reader's (shared) lock")
+    lock.add_argument(
+        "--try", dest="try_only", action="store_true", help="exit 4 at once if the lock is held"
+    )
+
+    elect = commands.add_parser(
+        "elect", parents=[waiting], help="run a command while leading an election",
+        usage="chubbypy elect --id ID [--timeout S] [options] PATH -- CMD [ARGS...]",
+    )  # fmt: skip
+    elect.add_argument("path")
+    elect.add_argument(
+        "--id",
+        dest="identity",
+        required=True,
+        metavar="ID",
+        help="what this candidate advertises while it leads",
+    )
+
+    leader = commands.add_parser("leader", parents=[common], help="who leads an election")
+    leader.add_argument("path")
 
 
 def _add_server_commands(commands: Any) -> None:
@@ -391,6 +635,21 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
+    return seconds
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a count of 1 or more")
+    return int(text)
+
+
+def _lock_delay(text: str) -> float:
+    seconds = float(text) if text.replace(".", "", 1).isdigit() else -1.0
+    if not 0 <= seconds <= LOCK_DELAY_SECONDS_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected 0 to {LOCK_DELAY_SECONDS_MAX:g} seconds"
+        )
     return seconds
 
 
@@ -609,6 +868,68 @@ def _status_row(report: ReplicaReport) -> list[str]:
     return [*shown, status.role, str(status.epoch), *map(str, indexes), lease, master]
 
 
+def _acl(client: CellClient, call: Invocation) -> Outcome:
+    path, args = _path(call), call.args
+    stat = client.get_stat(path)
+    if args.acl_command == "set":
+        given = {name: getattr(args, name) for name in ("read", "write", "change")}
+        if not any(given.values()):
+            raise ValueError("name at least one of --read, --write, --change")
+        wanted = AclNames(**{k: v or getattr(stat.acl, k) for k, v in given.items()})
+        expected = stat.acl_generation if args.if_generation is None else args.if_generation
+        stat = client.set_acl(path, wanted, expected)
+    acl = stat.acl
+    shown = f"read={acl.read} write={acl.write} change={acl.change}"
+    text = f"{shown} (generation {stat.acl_generation})\n"
+    document = {"path": path, "acl": stat_json(stat)["acl"], "acl_generation": stat.acl_generation}
+    return Outcome(document, text.encode())
+
+
+def _leader(client: CellClient, call: Invocation) -> Outcome:
+    path = _path(call)
+    try:
+        contents = client.get_contents_and_stat(path).contents
+    except NoSuchNode:
+        contents = b""
+    leader = contents.decode(errors="replace") or None
+    if leader is None:
+        raise NoLeader(f"{path}: no leader (no one has won, or the last one resigned)")
+    return Outcome({"path": path, "leader": leader}, f"{leader}\n".encode())
+
+
+class NoLeader(ChubbyError):
+    """``chubbypy leader`` found no leader: exit code 1."""
+
+    code = ErrorCode.NO_SUCH_NODE
+
+
+def _sessions(client: CellClient, call: Invocation) -> Outcome:
+    sessions = client.list_sessions()
+    document = {"sessions": [session_json(s) for s in sessions]}
+    rows = [["SESSION", "STATE", "LEASE", "HANDLES", "LOCKS", "EPHEMERAL", "CLIENT"]]
+    for info in sessions:
+        locks = ",".join(f"{p}({m[0]})" for p, m in info.locks) or "-"
+        if info.lock_count > len(info.locks):
+            locks += f",+{info.lock_count - len(info.locks)}"
+        rows.append([str(info.session_id), info.state, f"{info.lease_remaining_ms / 1000:.1f}s",
+                     str(info.handles), locks, str(info.ephemeral_count), info.name])  # fmt: skip
+    return Outcome(document, _table(rows, right=(2, 3, 5)))
+
+
+def _complete(client: CellClient, call: Invocation) -> Outcome:
+    """Names under the directory of the word being completed (for the shell scripts)."""
+    word = call.args.word
+    directory, _, start = word.rpartition("/")
+    full = resolve_path(directory, call.cell) if directory else f"/ls/{call.cell}"
+    try:
+        entries = client.list_dir(full)
+    except ChubbyError:
+        entries = ()
+    prefix = f"{directory}/" if directory or word.startswith("/") else ""
+    names = [prefix + _shown_name(e) for e in entries if e.name.startswith(start)]
+    return Outcome({"completions": names}, "".join(f"{n}\n" for n in names).encode())
+
+
 COMMANDS: Final[dict[str, Callable[[CellClient, Invocation], Outcome]]] = {
     "ls": _ls,
     "stat": _stat,
@@ -617,7 +938,61 @@ COMMANDS: Final[dict[str, Callable[[CellClient, Invocation], Outcome]]] = {
     "rm": _rm,
     "mkdir": _mkdir,
     "status": _status,
+    "acl": _acl,
+    "leader": _leader,
+    "sessions": _sessions,
+    "__complete": _complete,
 }
+LASTING: Final = frozenset({"watch", "lock", "elect"})
+"""Commands that last and print as they go (`chubbypy._cli_hold`)."""
+COMPLETION_SECONDS: Final = 2.0
+"""How long a shell's completion may wait for the cell before completing nothing."""
+
+
+def completion_script(shell: str) -> str:
+    """A bash or zsh script that completes commands, options and the cell's names."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = sorted(name for name in subparsers.choices if not name.startswith("__"))
+    options = {
+        name: sorted(o for a in sub._actions for o in a.option_strings)
+        for name, sub in subparsers.choices.items()
+    }
+    cases = "".join(
+        f'        {name}) opts="{" ".join(opts)}" ;;\n' for name, opts in sorted(options.items())
+    )
+    script = _BASH_COMPLETION.format(commands=" ".join(commands), cases=cases)
+    if shell == "zsh":
+        return "autoload -U +X bashcompinit && bashcompinit\n" + script
+    return script
+
+
+_BASH_COMPLETION = """# chubbypy completion: eval "$(chubbypy completion bash)" (or zsh)
+_chubbypy() {{
+    local cur command opts
+    cur="${{COMP_WORDS[COMP_CWORD]}}"
+    command="${{COMP_WORDS[1]}}"
+    if [ "$COMP_CWORD" -eq 1 ]; then
+        COMPREPLY=( $(compgen -W "{commands}" -- "$cur") )
+        return
+    fi
+    case "$command" in
+{cases}        *) opts="" ;;
+    esac
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=( $(compgen -W "$opts" -- "$cur") )
+        return
+    fi
+    case "$command" in
+        ls|stat|cat|put|rm|mkdir|acl|watch|lock|elect|leader)
+            local IFS=$'\\n'
+            COMPREPLY=( $(chubbypy __complete "$cur" 2>/dev/null) )
+            compopt -o nospace 2>/dev/null
+            ;;
+    esac
+}}
+complete -F _chubbypy chubbypy
+"""
 
 # ----------------------------------------------------------------------------- output
 

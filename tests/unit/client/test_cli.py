@@ -30,6 +30,7 @@ from chubbypy.client import ReplicaReport
 from chubbypy.protocol.client import ReplicaStatus
 from chubbypy.protocol.errors import ChubbyError, Failure, Unavailable, WrongCell, error_for
 from chubbypy.protocol.namespace import (
+    AclNames,
     Contents,
     Create,
     Delete,
@@ -37,6 +38,7 @@ from chubbypy.protocol.namespace import (
     GetContentsAndStat,
     GetStat,
     ReadDir,
+    SetAcl,
     SetContents,
     Stat,
 )
@@ -84,6 +86,8 @@ class StubCell:
         self.calls: list[str] = []
         self.connected: list[tuple[CellTarget, str, float]] = []
         self.closed = False
+        self.credentials: tuple[str, str] | None = None
+        self.sessions: tuple[Any, ...] = ()
 
     def _done(self, name: str, result: Any) -> Any:
         self.calls.append(name)
@@ -118,6 +122,13 @@ class StubCell:
     def status(self, replica: str | None = None) -> tuple[ReplicaReport, ...]:
         return self._done("status", self.reports)  # type: ignore[no-any-return]
 
+    def set_acl(self, path: str, acl: AclNames, expected_generation: int | None = None) -> Stat:
+        write = SetAcl(path, acl, expected_generation)
+        return self._done("set_acl", self.namespace.apply(write)).stat  # type: ignore[no-any-return]
+
+    def list_sessions(self) -> tuple[Any, ...]:
+        return self._done("list_sessions", self.sessions)  # type: ignore[no-any-return]
+
     def close(self) -> None:
         self.closed = True
 
@@ -142,8 +153,11 @@ def chubbypy(
     """Run the command with `argv` against `stub`; what it returned and printed."""
     stdout, stderr = io.BytesIO(), io.StringIO()
 
-    def connect(target: CellTarget, cell: str, timeout: float) -> StubCell:
+    def connect(
+        target: CellTarget, cell: str, timeout: float, credentials: tuple[str, str] | None
+    ) -> StubCell:
         stub.connected.append((target, cell, timeout))
+        stub.credentials = credentials
         return stub
 
     code = cli.run(
@@ -221,7 +235,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "status" in out
-    assert "3 cell unavailable" in out
+    assert "3 cell unavailable" in " ".join(out.split())
 
 
 # ----------------------------------------------------------------------------- cell and paths
@@ -557,3 +571,67 @@ def test_serve_without_the_server_package_exits_2(
     monkeypatch.setitem(sys.modules, "chubbypy.server", None)
     assert cli.main(["serve", "--config", "c.yaml", "--replica", "r1"]) == EXIT_USAGE
     assert "the server is not available" in capsys.readouterr().err
+
+
+def test_acl_get_and_set_keep_the_names_not_given(stub: StubCell) -> None:
+    """acl set changes only the names given, compare-and-swap on the generation it read."""
+    got = chubbypy(stub, "acl", "get", "file", "--json")
+    assert got.code == 0
+    before = got.json()["acl"]
+    changed = chubbypy(stub, "acl", "set", "file", "--write", "writers")
+    assert changed.code == 0
+    shown = f"read={before['read']} write=writers change={before['change']} (generation"
+    assert shown.encode() in changed.stdout
+    assert chubbypy(stub, "acl", "set", "file").code == 2, "naming nothing is a usage error"
+
+
+def test_leader_prints_what_the_file_advertises_or_exits_1(stub: StubCell) -> None:
+    """leader prints the election file's contents; an empty or missing file: no leader."""
+    chubbypy(stub, "put", "election", "alpha:80")
+    assert chubbypy(stub, "leader", "election").stdout == b"alpha:80\n"
+    chubbypy(stub, "put", "election", "")
+    assert chubbypy(stub, "leader", "election").code == 1
+    assert chubbypy(stub, "leader", "missing", "--json").json()["ok"] is False
+
+
+def test_sessions_prints_each_session(stub: StubCell) -> None:
+    """sessions shows one row per session, and the documented SESSION objects in JSON."""
+    info = types.SimpleNamespace(
+        session_id=7, name="chubbypy@host:1", state="live", lease_remaining_ms=9500,
+        handles=2, locks=((f"{ROOT}/lock", "exclusive"),), ephemeral=(f"{ROOT}/eph",),
+        lock_count=1, ephemeral_count=1, cached_names=3,
+    )  # fmt: skip
+    stub.sessions = (info,)
+    table = chubbypy(stub, "sessions")
+    assert b"chubbypy@host:1" in table.stdout
+    assert f"{ROOT}/lock(e)".encode() in table.stdout
+    session = chubbypy(stub, "sessions", "--json").json()["sessions"][0]
+    assert session["locks"] == [{"path": f"{ROOT}/lock", "mode": "exclusive"}]
+    assert (session["session_id"], session["lease_remaining_ms"]) == (7, 9500)
+
+
+def test_credentials_come_from_the_environment_both_or_neither(stub: StubCell) -> None:
+    """CHUBBY_PRINCIPAL and CHUBBY_TOKEN reach the client; one without the other exits 2."""
+    environ = {"CHUBBY_CELL": "127.0.0.1:7201", "CHUBBY_PRINCIPAL": "ops", "CHUBBY_TOKEN": "t" * 16}
+    assert chubbypy(stub, "ls", environ=environ).code == 0
+    assert stub.credentials == ("ops", "t" * 16)
+    del environ["CHUBBY_TOKEN"]
+    assert chubbypy(stub, "ls", environ=environ).code == 2
+
+
+def test_completion_scripts_name_every_command(stub: StubCell) -> None:
+    """completion bash|zsh prints a script completing commands, options and names."""
+    for shell in ("bash", "zsh"):
+        script = chubbypy(stub, "completion", shell).stdout.decode()
+        for command in ("ls", "lock", "elect", "watch", "acl", "sessions", "leader"):
+            assert command in script
+        assert "__complete" in script
+        assert "--shared" in script
+    assert chubbypy(stub, "__complete", "di").stdout == b"dir/\n"
+    assert chubbypy(stub, "__complete", "dir/c").stdout == b"dir/child\n"
+
+
+def test_lock_without_a_command_is_a_usage_error(stub: StubCell) -> None:
+    """lock and elect need the command to run after --."""
+    assert chubbypy(stub, "lock", "file").code == 2
+    assert chubbypy(stub, "elect", "file", "--id", "me", "--").code == 2
