@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SEED ?= $(shell date +%s)
 
-.PHONY: run sim test lint typecheck bench bench-cell clean
+.PHONY: run sim test lint typecheck docs bench bench-cell clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict chubbypy
+
+docs: $(STAMP)
+	$(BIN)/python docs/make_api.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/paxos_core.py

@@ -173,6 +173,7 @@ class LiveCell:
         limits: Mapping[str, Any] | None = None,
         sessions: Mapping[str, Any] | None = None,
         auth: Mapping[str, Any] | None = None,
+        name: str | None = None,
     ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,7 @@ class LiveCell:
         self.data_dir = directory / "data"
         # Unique per cell: a client that reached another test's replica is refused (WRONG_CELL)
         # instead of quietly using the wrong cell.
-        self.name = f"it{secrets.token_hex(4)}"
+        self.name = name or f"it{secrets.token_hex(4)}"
         self.paxos = dict(paxos or {})
         self.limits = dict(limits or {})
         self.sessions = dict(sessions or {})
