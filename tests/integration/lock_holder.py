@@ -26,8 +26,8 @@ async def main(reactor: object, config_path: str, path: str, delay: float) -> No
     while True:
         await deferLater(reactor, 1.0, lambda: None)  # type: ignore[arg-type]
         try:
-            valid = await handle.set_contents(b"still here", sequencer=sequencer)
-            print(f"alive {session.state.value} {valid is None}", flush=True)
+            await handle.set_contents(b"still here", sequencer=sequencer)  # fenced
+            print(f"alive {session.state.value} True", flush=True)
         except ChubbyError as error:
             print(f"gone {type(error).__name__}", flush=True)
             return
