@@ -94,3 +94,35 @@ def test_a_frozen_leader_is_deposed_and_a_standby_takes_over_in_time(
         alpha.send_signal(signal.SIGCONT)
         alpha.kill()
         alpha.wait(10)
+
+
+def test_a_deposed_candidate_campaigns_again_when_asked(
+    make_cell: Callable[..., LiveCell],
+) -> None:
+    """recampaign: a leader deposed by a lost session campaigns again in a new session,
+    and leads again once the standby that replaced it resigns."""
+    cell = make_cell(sessions=SHORT_SESSIONS)
+    path = cell.path("again")
+    alpha = subprocess.Popen(
+        [sys.executable, str(CANDIDATE), str(cell.config_path), path, "alpha", "0",
+         "recampaign"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert alpha.stdout is not None
+    try:
+        first = alpha.stdout.readline()
+        assert first.startswith("elected "), first
+        standby = cell.client().election(path, "beta")
+        alpha.send_signal(signal.SIGSTOP)
+        standby.campaign(timeout=30)
+        alpha.send_signal(signal.SIGCONT)
+        assert alpha.stdout.readline().startswith("deposed "), "its callback fired"
+        standby.resign()
+        again = alpha.stdout.readline()
+        assert again.startswith("elected "), again
+        assert again != first, "a new leadership, with a new sequencer"
+        assert standby.leader() == "alpha"
+    finally:
+        alpha.send_signal(signal.SIGCONT)
+        alpha.kill()
+        alpha.wait(10)
