@@ -38,6 +38,10 @@ session is *connected* and its local lease valid. An INVALIDATE event drops an e
 the KeepAlive that acknowledges it is sent; jeopardy, a master fail-over event and the
 session's end empty the cache. `Session.open(..., cache=False)` turns it off.
 
+**After a master fail-over** the new master knows a handle only once it is used (Chubby
+§2.9), so the session presents every handle that asked for events to it; otherwise a
+handle that only waits for events would hear nothing more.
+
 **Idle sessions** (Chubby §2.8): the library closes a session that has had no open handle
 and no call for a minute (`idle_close_seconds`), and logs why.
 """
@@ -537,6 +541,7 @@ class Session:
                 for handle in list(self._handles.values()):
                     if handle.asked_for_events:
                         handle._deliver(event)
+                        handle._present()
             elif event.handle_id in self._handles:
                 self._handles[event.handle_id]._deliver(event)
             for callback in list(self.on_event):
@@ -817,6 +822,17 @@ class Handle:
         for call in list(self._outstanding):
             call.cancel()
         return Deferred.fromCoroutine(self._no_result(PoisonHandle(self._handle)))
+
+    def _present(self) -> None:
+        """Show this handle to a new master (Chubby §2.9 step 8): it knows a handle made
+        before the fail-over only once the handle is used, and until then would send it no
+        events, so a handle that only waits for events would go deaf. Any call naming the
+        handle will do; asking for its sequencer changes nothing (and a handle holding no
+        lock is refused, harmlessly, after being recognised)."""
+        if self._closed or self._poisoned:
+            return
+        presenting = Deferred.fromCoroutine(self.session.call(GetSequencer(self._handle)))
+        presenting.addErrback(lambda _: None)
 
     def _deliver(self, event: SessionEvent) -> None:
         for callback in list(self.on_event):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chubbypy.client import LockTimeout
+from chubbypy.client import EventKind, EventMask, LockTimeout
 from tests.integration.harness import LiveCell
 
 SHORT_SESSIONS = {"lease_seconds": 2.0, "keepalive_answer_before_seconds": 0.5}
@@ -126,3 +126,18 @@ def test_a_deposed_candidate_campaigns_again_when_asked(
         alpha.send_signal(signal.SIGCONT)
         alpha.kill()
         alpha.wait(10)
+
+
+def test_a_watch_hears_of_changes_after_a_kill_9_of_the_master(cell: LiveCell) -> None:
+    """A handle that only waits for events is told of the fail-over, then keeps hearing of
+    changes from the new master (the library presents its handles to it)."""
+    watcher, writer = cell.client(), cell.client()
+    path = cell.path("watched")
+    writer.create(path, b"v1")
+    handle = watcher.open(path, events=EventMask.CONTENTS_MODIFIED)
+    events = handle.events()
+    kill_the_master(cell)
+    assert events.next(timeout=30).kind is EventKind.MASTER_FAILOVER
+    writer.set_contents(path, b"v2")
+    event = events.next(timeout=15)
+    assert (event.kind, event.path) == (EventKind.CONTENTS_MODIFIED, path)
