@@ -58,6 +58,7 @@ from twisted.python.failure import Failure
 
 from chubbypy.client._cache import CachedNode, ClientCache
 from chubbypy.client._cell import Cell, default_client_name
+from chubbypy.client._errors import LockTimeout
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream
 from chubbypy.protocol.client import RequestId, SessionReply, SessionRequest
@@ -65,6 +66,7 @@ from chubbypy.protocol.errors import (
     ChubbyError,
     InvalidHandle,
     IsADirectory,
+    LockHeld,
     NoSuchNode,
     NotADirectory,
     SessionExpired,
@@ -121,6 +123,9 @@ IDLE_CLOSE_SECONDS_DEFAULT = 60.0
 """Chubby §2.8: a session idle this long with no open handle is ended by the library."""
 ACQUIRE_FOREVER_SECONDS = 10.0**9
 """A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
+ACQUIRE_ANSWER_SECONDS = 5.0
+"""How long past an acquire's timeout the client waits for the master's answer (the
+master answers when the wait ends; a fail-over meanwhile resends the request)."""
 
 
 class Session:
@@ -649,20 +654,41 @@ class Handle:
     # ------------------------------------------------------------------------- locks
 
     def acquire(self, *, shared: bool = False, timeout: float | None = None) -> Deferred[bytes]:
-        """Wait for the lock (exclusive, or `shared`), for ever or `timeout` seconds
-        (`Unavailable` then); its sequencer once held. Cancelling the wait poisons the
-        handle (Chubby §2.6), which is what takes the request off the master's queue: the
-        handle cannot be used afterwards, so close it."""
+        """Wait for the lock (exclusive, or `shared`), for ever or `timeout` seconds; its
+        sequencer once held. `LockTimeout` if not acquired in time: the master itself
+        withdraws the request when `timeout` passes, so a given-up request is never
+        granted unseen, and the handle stays usable. (If the master cannot be reached to
+        say so, the handle is poisoned instead, which withdraws the request wherever it
+        waits.) Cancelling the wait poisons the handle too (Chubby §2.6): close it."""
         mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
-        # The master holds a blocking acquire until the lock is free: one attempt as long
-        # as the wait, never re-sent while the connection lives (a second request would
-        # queue behind the first); after a fail-over it is sent again, and a handle that
-        # already holds the lock is simply granted it.
-        wait = ACQUIRE_FOREVER_SECONDS if timeout is None else timeout
+        # The master holds a blocking acquire until the lock is free (or its wait is over):
+        # one attempt as long as the wait, never re-sent while the connection lives (a
+        # second request would queue behind the first); after a fail-over it is sent again,
+        # and a handle that already holds the lock is simply granted it.
+        wait_ms = None if timeout is None else max(0, round(timeout * 1000))
+        wait = ACQUIRE_FOREVER_SECONDS if timeout is None else timeout + ACQUIRE_ANSWER_SECONDS
         deadline = self.session.clock.seconds() + wait
         self._locked = True
-        waiting = self._locked_call(AcquireLock(self._handle, mode, wait=True), wait, deadline)
+        call = AcquireLock(self._handle, mode, wait=True, wait_ms=wait_ms)
+        waiting = self._locked_call(call, wait, deadline)
+        if timeout is not None:
+            waiting.addErrback(self._acquire_timed_out, timeout)
         return waiting.addErrback(self._acquire_cancelled)
+
+    def _acquire_timed_out(self, failure: Failure, timeout: float) -> Failure:
+        """The master's refusal at the end of the wait, or no answer from any master by
+        then: `LockTimeout` either way (the request withdrawn in both)."""
+        error = failure.value
+        within = f"the lock {self.path} was not acquired within {timeout:g} s"
+        if isinstance(error, LockHeld):
+            raise LockTimeout(f"{within}: {error}") from error
+        if isinstance(error, Unavailable) and not isinstance(error, LockTimeout):
+            if not self._poisoned:
+                self.poison().addErrback(lambda _: None)
+            raise LockTimeout(
+                f"{within} ({error}); the handle was poisoned to withdraw the request"
+            ) from error
+        return failure
 
     def _acquire_cancelled(self, failure: Failure) -> Failure:
         """A blocked acquire given up by its caller (not by a poison or a close, which set

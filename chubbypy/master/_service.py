@@ -205,6 +205,8 @@ class MasterService:
         self._machine: NamespaceMachine | None = None
         self._epoch = 0
         self._now = 0
+        self._wait_ends: dict[int, tuple[int, int]] = {}
+        """Per waiting acquire with a bound: the tick it gives up at, and the bound."""
         self._table = SessionTable(timing.session)
         self._queues = LockQueues(timing.waiters_max)
         self._handles: dict[int, Handle] = {}
@@ -240,6 +242,13 @@ class MasterService:
     def tick(self, now: int) -> None:
         self._now = now
         self._table.tick(now)
+        for token, (end, ticks) in list(self._wait_ends.items()):
+            if end <= now:
+                del self._wait_ends[token]
+                if self._queues.cancel(token) is not None:  # still waiting: give it up
+                    self._pending.pop(token, None)
+                    message = f"not acquired within the {ticks} ticks asked for: held by another"
+                    self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
         for key, end in list(self._delays.items()):
             if end <= now:
                 del self._delays[key]
@@ -418,9 +427,14 @@ class MasterService:
 
     # ------------------------------------------------------------------------- locks
 
-    def acquire(self, token: int, handle_bytes: bytes, mode: LockMode, *, wait: bool) -> None:
+    def acquire(
+        self, token: int, handle_bytes: bytes, mode: LockMode, *, wait: bool,
+        wait_ticks: int | None = None,
+    ) -> None:  # fmt: skip
         """Take the handle's lock in `mode`: at once if free, else queued (`wait`) or
-        refused."""
+        refused. A queued request waits at most `wait_ticks` if given, then is withdrawn
+        and refused LOCK_HELD (a grant already proposed for it still applies, and is
+        answered)."""
         resolved = self._resolve(handle_bytes, HandleMode.WRITE)
         if isinstance(resolved, Failure):
             self._reply(token, resolved)
@@ -447,6 +461,8 @@ class MasterService:
                 self._reply(token, Failure(ErrorCode.BUSY, "too many lock requests waiting"))
                 return
             self._pending[token] = _AcquireCall(handle, mode, wait)
+            if wait_ticks is not None:
+                self._wait_ends[token] = (self._now + wait_ticks, wait_ticks)
             for holder in node.lock.holders:
                 self._notify_handle(holder.handle_id, EventKind.CONFLICTING_LOCK)
         else:

@@ -116,11 +116,14 @@ class PoisonHandle:
 
 @frozen
 class AcquireLock:
-    """Take the handle's lock; with `wait`, queue until it is free (else LOCK_HELD)."""
+    """Take the handle's lock; with `wait`, queue until it is free (else LOCK_HELD), for
+    at most `wait_ms` if given: then the master withdraws the request and answers
+    LOCK_HELD, so a request given up on can never be granted unseen."""
 
     handle: bytes
     mode: LockMode
     wait: bool
+    wait_ms: int | None = None
 
 
 @frozen

@@ -79,8 +79,8 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [4, session_id, credential, path, mode, events, delay, plain_create, exclusive]
         case CloseHandle(handle):
             return [5, handle]
-        case AcquireLock(handle, mode, wait):
-            return [6, handle, int(mode), wait]
+        case AcquireLock(handle, mode, wait, wait_ms):
+            return [6, handle, int(mode), wait, wait_ms]
         case ReleaseLock(handle, generation):
             return [7, handle, generation]
         case HandleWrite(handle, write, sequencer):
@@ -203,7 +203,12 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     3: (2, lambda f: CloseSession(uint64(f[0], 1), _credential(f[1]))),
     4: (8, _to_open),
     5: (1, lambda f: CloseHandle(_handle(f[0]))),
-    6: (3, lambda f: AcquireLock(_handle(f[0]), _mode(f[1]), boolean(f[2]))),
+    6: (
+        4,
+        lambda f: AcquireLock(
+            _handle(f[0]), _mode(f[1]), boolean(f[2]), None if f[3] is None else uint64(f[3])
+        ),
+    ),
     7: (2, lambda f: ReleaseLock(_handle(f[0]), None if f[1] is None else uint64(f[1]))),
     8: (
         3,

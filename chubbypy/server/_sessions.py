@@ -17,6 +17,7 @@ then the shell proposes it as it would have, and the gate hears when it landed.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 from twisted.logger import Logger
@@ -188,8 +189,9 @@ class SessionHost:
                 service.close(token, handle)
             case PoisonHandle(handle):
                 service.poison(token, handle)
-            case AcquireLock(handle, mode, wait):
-                service.acquire(token, handle, mode, wait=wait)
+            case AcquireLock(handle, mode, wait, wait_ms):
+                ticks = None if wait_ms is None else math.ceil(wait_ms / self._tick_ms)
+                service.acquire(token, handle, mode, wait=wait, wait_ticks=ticks)
             case ReleaseLock(handle, generation):
                 service.release(token, handle, generation)
             case HandleWrite(handle, write, sequencer):

@@ -296,3 +296,20 @@ def test_changing_acl_names_through_a_handle_needs_a_handle_opened_for_change(ce
     assert isinstance(done, Done)
     assert done.stat is not None
     assert (done.stat.acl, done.stat.acl_generation) == (names, 2)
+
+
+def test_a_bounded_wait_for_a_lock_is_withdrawn_and_refused_when_it_ends(cell: Cell) -> None:
+    """An acquire waiting with wait_ticks is answered LOCK_HELD when they pass and leaves
+    the queue: the lock, once released, is not granted to it."""
+    alice, bob, carol = cell.session(), cell.session(), cell.session()
+    a, b, c = cell.open(alice), cell.open(bob), cell.open(carol)
+    cell.ok("acquire", a, EXCLUSIVE, wait=False)
+    waiting = cell.call("acquire", b, EXCLUSIVE, wait=True, wait_ticks=3)
+    cell.tick(2)
+    assert cell.result(waiting) is None, "still waiting"
+    cell.tick(1)
+    refused = cell.result(waiting)
+    assert isinstance(refused, Failure)
+    assert refused.code is ErrorCode.LOCK_HELD
+    cell.ok("release", a)
+    assert isinstance(cell.ok("acquire", c, EXCLUSIVE, wait=False), LockGranted)
