@@ -11,8 +11,11 @@ plus ``CHUBBY_SEQUENCER`` (the sequencer, hex) and ``CHUBBY_LOCK_PATH``. SIGTERM
 sent to chubbypy are passed on to it; Ctrl-C reaches it directly (it is in the terminal's
 process group), and chubbypy waits for it. When the lock is lost (the session expired, the
 file was deleted) chubbypy sends it SIGTERM, then SIGKILL after ``--kill-after`` seconds,
-and exits 1. While the session is in jeopardy the child keeps running (the lock survives a
-master fail-over) and a warning is printed. Otherwise chubbypy exits with the child's
+and exits 1. While the session is in jeopardy (no word from the master) a warning is
+printed and the child keeps running for as long as ``--lock-delay``, which holds the lock
+back from others for that long after the master may have expired the session: the lock
+survives a master fail-over that ends in time; past that, it counts as lost (at once
+without a lock-delay), since another may hold it. Otherwise chubbypy exits with the child's
 status (128 + N for a child killed by signal N), having released the lock.
 """
 
@@ -164,11 +167,11 @@ def run_locked(
 
 def run_elected(
     client: Any, path: str, identity: str, command: Sequence[str], *, timeout: float | None,
-    kill_after: float, stderr: IO[str], emit: Emit,
+    lock_delay: float, kill_after: float, stderr: IO[str], emit: Emit,
 ) -> int:  # fmt: skip
     """Run `command` while this process leads the election on `path`; see ``chubbypy
     elect``."""
-    election = client.election(path, identity)
+    election = client.election(path, identity, lock_delay_seconds=lock_delay)
     deposed = threading.Event()
     election.on_deposed.append(lambda reason: deposed.set())
     print(f"chubbypy elect: campaigning for {path} as {identity!r}", file=stderr, flush=True)
@@ -205,7 +208,10 @@ def supervise(
     stderr: IO[str],
 ) -> int:  # fmt: skip
     """Run `command` until it exits (its exit status) or `stop` is set (it is stopped:
-    SIGTERM, then SIGKILL after `kill_after` seconds)."""
+    SIGTERM, then SIGKILL after `kill_after` seconds). Not started at all if `stop` is
+    set already (1, as for a loss while it ran)."""
+    if stop.is_set():
+        return EXIT_LOCK_LOST
     try:
         child = subprocess.Popen(list(command), env=environment)
     except OSError as error:

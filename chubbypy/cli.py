@@ -38,7 +38,9 @@ Usage::
                             $CHUBBY_LOCK_PATH; exit with CMD's status. --timeout: give up after
                             S seconds (exit 4; default: wait); --try: exit 4 at once if held.
                             If the lock is lost while CMD runs, CMD gets SIGTERM (SIGKILL
-                            --kill-after seconds later, default 10) and chubbypy exits 1.
+                            --kill-after seconds later, default 10) and chubbypy exits 1;
+                            a session in jeopardy for longer than --lock-delay counts as
+                            lost, since another may hold the lock by then.
     elect PATH --id ID [--timeout S] [--lock-delay S] [--kill-after S] -- CMD ARGS...
                             campaign in the election on PATH and run CMD while leading (ID is
                             what the leader advertises in PATH); stop CMD if deposed (exit 1)
@@ -70,7 +72,8 @@ bad cell file); 3 cell unavailable (no master answered within ``--timeout``, no 
 reachable, or the replicas serve another cell or protocol); 4 the lock was not acquired
 (or the election not won) within ``--timeout``, or ``--try`` found it held. ``lock`` and
 ``elect`` otherwise exit with their command's status (128 + N if a signal N ended it; 127
-if it could not be started). ``status`` exits 3 only if no replica answered.
+if it could not be started); 130 if interrupted (Ctrl-C) while waiting for the lock.
+``status`` exits 3 only if no replica answered.
 
 JSON output (``--json``): exactly one JSON object on standard output per invocation, whether
 the operation succeeded or failed; usage errors (exit code 2) are only reported as text on
@@ -191,6 +194,8 @@ LOCK_DELAY_SECONDS_MAX: Final = 60.0
 PRINCIPAL_VARIABLE: Final = "CHUBBY_PRINCIPAL"
 TOKEN_VARIABLE: Final = "CHUBBY_TOKEN"
 EXIT_NOT_ACQUIRED: Final = 4
+EXIT_INTERRUPTED: Final = 130
+"""Ctrl-C while lock or elect waited (as a shell reports SIGINT: 128 + 2)."""
 PUT_ATTEMPTS_MAX: Final = 3
 """Set-or-create rounds in `put` before giving up on a file that keeps appearing and going."""
 
@@ -369,15 +374,30 @@ def _execute_lasting(
                                    lock_delay=args.lock_delay, kill_after=args.kill_after,
                                    stderr=stderr, emit=emit)  # fmt: skip
         return hold.run_elected(client, path, args.identity, _command_line(args),
-                                timeout=args.timeout, kill_after=args.kill_after,
+                                timeout=args.timeout, lock_delay=args.lock_delay,
+                                kill_after=args.kill_after,
                                 stderr=stderr, emit=emit)  # fmt: skip
     except ChubbyError as error:
         code = EXIT_UNAVAILABLE if isinstance(error, UNAVAILABLE_ERRORS) else EXIT_FAILED
         print(f"chubbypy {args.command}: {path}: {error.code.name}: {error.message}", file=stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
-            _write_json(stdout, {**header, "ok": False, "path": path, "error": failure})
+            document = {**header, "ok": False, "path": path, "error": failure}
+            if args.command == "watch":
+                hold.json_line(stdout, document)  # JSON Lines: one line, even for the error
+            else:
+                _write_json(stdout, document)
         return code
+    except KeyboardInterrupt:
+        print(f"chubbypy {args.command}: interrupted", file=stderr)
+        if as_json:
+            failure = {
+                "code": "INTERRUPTED",
+                "message": "interrupted",
+                "exit_code": EXIT_INTERRUPTED,
+            }
+            _write_json(stdout, {**header, "ok": False, "path": path, "error": failure})
+        return EXIT_INTERRUPTED
 
 
 def _execute(

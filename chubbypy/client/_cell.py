@@ -292,6 +292,7 @@ class Cell:
         )  # fmt: skip
         self._session: Session | None = None
         self._session_waiters: list[Deferred[Session]] = []
+        self._closing = False
         self.on_state: list[Callable[[SessionState], None]] = []
         """Called with each state change of the cell's session (on the reactor thread);
         after an expiry, the next session's CONNECTED follows."""
@@ -363,6 +364,8 @@ class Cell:
         current = self._session
         if current is not None and not current.state.final and not current._closing:
             return succeed(current)
+        if self._closing:
+            return fail(CellClosed(f"the client of cell {self.cell!r} is closing"))
         waiting: Deferred[Session] = Deferred()
         self._session_waiters.append(waiting)
         if len(self._session_waiters) == 1:
@@ -559,6 +562,7 @@ class Cell:
         closed. Later operations fail with `CellClosed`."""
         if self._closed:
             return succeed(None)
+        self._closing = True  # no new session now (a recampaign would ask for one)
         session = self._session
 
         async def closing() -> None:

@@ -8,7 +8,7 @@ so only users of a bare `ReplicaConnection` see it.
 
 from __future__ import annotations
 
-from chubbypy.protocol.errors import ChubbyError, Unavailable
+from chubbypy.protocol.errors import ChubbyError, ErrorCode, Unavailable
 
 __all__ = [
     "CellClosed",
@@ -45,6 +45,10 @@ class LockLost(ChubbyError):
     """A lock held by this client was lost: its session ended, or its file was deleted.
     Work done under it since may have overlapped another holder's."""
 
+    code = ErrorCode.LOCK_NOT_HELD
+
 
 class NotLeader(ChubbyError):
     """An election call that only the leader may make (`proclaim`), by one that is not."""
+
+    code = ErrorCode.LOCK_NOT_HELD

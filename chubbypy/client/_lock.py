@@ -19,6 +19,12 @@ them):
   when it ends normally after a loss, the exit raises that `LockLost`: work done under a
   lost lock is never reported as done under it. In *jeopardy* (the master out of reach,
   the session not yet lost) `held.in_jeopardy` is True: work needing the lock should wait.
+  Jeopardy begins when this client's view of the session lease ends, which is no later
+  than the master's; the master may then expire the session and, after the lock-delay,
+  hand the lock to another. So a lock whose session is still in jeopardy a lock-delay
+  after jeopardy began is counted as lost (at once with no lock-delay): give a lock-delay
+  (`lock_delay_seconds`, at most 60 s) to ride out a master fail-over that takes longer
+  than the lease.
 * **Letting go.** Leaving the block releases the lock (closing its handle), whatever the
   body raised.
 """
@@ -31,6 +37,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from chubbypy.client._errors import LockLost, LockTimeout
@@ -70,12 +77,27 @@ class Lock:
         self._create = create
         self._lock_delay = lock_delay_seconds
         self._held: Held | None = None
+        self._entered = False
+        """Acquired (or being acquired) and not yet left: one holder per Lock object."""
 
     def acquire(self) -> Deferred[Held]:
         """Wait for the lock (up to `timeout`: `LockTimeout`); the `Held` once held."""
         return Deferred.fromCoroutine(self._acquire())
 
     async def _acquire(self) -> Held:
+        if self._entered:
+            raise RuntimeError(
+                f"this Lock of {self.path} is held or being acquired already: make one "
+                "per holder (cell.lock(path) again)"
+            )
+        self._entered = True
+        try:
+            return await self._acquire_once()
+        except BaseException:
+            self._entered = False
+            raise
+
+    async def _acquire_once(self) -> Held:
         cell = self.cell
         handle: Handle = await cell.open(
             self.path, events=EventMask.HANDLE_INVALID, create=self._create,
@@ -138,6 +160,7 @@ class Lock:
         """Release the lock; raise its `LockLost` if it was lost and the body raised
         nothing."""
         held, self._held = self._held, None
+        self._entered = False
         if held is None:
             return
         await held.release()
@@ -151,6 +174,9 @@ class Held:
     log = Logger()
 
     def __init__(self, lock: Lock, handle: Handle, sequencer: bytes) -> None:
+        self._lock_delay = lock._lock_delay
+        self._lock = lock
+        self._jeopardy_call: IDelayedCall | None = None
         self.path = lock.path
         self.shared = lock.shared
         self.handle = handle
@@ -169,6 +195,8 @@ class Held:
         handle.on_event.append(self._event)
         if self._session.state.final:
             self._lose(f"the session {self._session.state.value}")
+        elif self._session.state is SessionState.JEOPARDY:
+            self._state_changed(SessionState.JEOPARDY)
 
     @property
     def is_lost(self) -> bool:
@@ -194,6 +222,8 @@ class Held:
         if self._released:
             return
         self._released = True
+        if self._lock._held is self:
+            self._lock._held, self._lock._entered = None, False
         self._unsubscribe()
         if self.handle.closed:
             return
@@ -207,14 +237,28 @@ class Held:
                 )  # fmt: skip
 
     def _unsubscribe(self) -> None:
+        if self._jeopardy_call is not None and self._jeopardy_call.active():
+            self._jeopardy_call.cancel()
         with contextlib.suppress(ValueError):
             self._session.on_state.remove(self._state_changed)
         with contextlib.suppress(ValueError):
             self.handle.on_event.remove(self._event)
 
     def _state_changed(self, state: SessionState) -> None:
+        if state is SessionState.JEOPARDY:
+            clock = self._session.clock
+            self._jeopardy_call = clock.callLater(self._lock_delay, self._jeopardy_outlasted)
+        elif self._jeopardy_call is not None and self._jeopardy_call.active():
+            self._jeopardy_call.cancel()
         if state.final:
             self._lose(f"its session {self._session.session_id} {state.value}")
+
+    def _jeopardy_outlasted(self) -> None:
+        if self._session.state is SessionState.JEOPARDY:
+            self._lose(
+                f"its session was in jeopardy for the lock-delay ({self._lock_delay:g} s): "
+                "the master may have expired it and given the lock to another"
+            )
 
     def _event(self, event: SessionEvent) -> None:
         if event.kind is EventKind.HANDLE_INVALID:

@@ -53,12 +53,13 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chubbypy.client._cache import CachedNode, ClientCache
 from chubbypy.client._cell import Cell, default_client_name
-from chubbypy.client._errors import LockTimeout
+from chubbypy.client._errors import CellClosed, LockTimeout
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream
 from chubbypy.protocol.client import RequestId, SessionReply, SessionRequest
@@ -123,6 +124,8 @@ IDLE_CLOSE_SECONDS_DEFAULT = 60.0
 """Chubby §2.8: a session idle this long with no open handle is ended by the library."""
 ACQUIRE_FOREVER_SECONDS = 10.0**9
 """A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
+KEEPALIVE_RETRY_SECONDS = 1.0
+"""The pause before a KeepAlive that failed for an unexpected reason is sent again."""
 ACQUIRE_ANSWER_SECONDS = 5.0
 """How long past an acquire's timeout the client waits for the master's answer (the
 master answers when the wait ends; a fail-over meanwhile resends the request)."""
@@ -525,6 +528,20 @@ class Session:
                     self._set_state(SessionState.EXPIRED)  # the grace period is over
                     return
                 continue
+            except CellClosed:
+                self._set_state(SessionState.CLOSED if self._closing else SessionState.EXPIRED)
+                return
+            except Exception as error:
+                # A replica refusing the connection (a rotated token, a rolling upgrade) or
+                # an unexpected answer must not stop the KeepAlives: the session would sit
+                # in jeopardy for ever and its locks would never be reported lost.
+                if self._clock.seconds() >= deadline:
+                    self._set_state(SessionState.EXPIRED)
+                    return
+                self.log.warn("session {id}: a KeepAlive failed ({error}); trying again",
+                              id=self.session_id, error=error)  # fmt: skip
+                await deferLater(self._clock, KEEPALIVE_RETRY_SECONDS, lambda: None)
+                continue
             if not isinstance(result, LeaseExtended):
                 continue
             self._extend(sent, result.lease_ms, result.held_ms)
@@ -882,14 +899,16 @@ class Handle:
             self.stat = result.stat
             return result.sequencer
 
-        return self._track(calling)
+        return self._track(calling, acquiring=isinstance(call, AcquireLock) and call.wait)
 
     async def _no_result(self, call: SessionCall) -> None:
         result = await self.session.call(call)
         if not isinstance(result, CallDone):
             raise ChubbyError(f"unexpected {type(result).__name__}")
 
-    def _track(self, make: Callable[[], Coroutine[Any, Any, _R]]) -> Deferred[_R]:
+    def _track(
+        self, make: Callable[[], Coroutine[Any, Any, _R]], *, acquiring: bool = False
+    ) -> Deferred[_R]:
         """Run a call on this handle; refused at once if poisoned, and failed
         `InvalidHandle` if poisoned while outstanding."""
         if self._poisoned:
@@ -900,9 +919,10 @@ class Handle:
         def ended(result: object) -> object:
             self._outstanding.discard(running)
             if isinstance(result, Failure) and isinstance(result.value, CancelledError):
-                if not self._poisoned:
-                    raise _AcquireCancelled("the call was cancelled")
-                raise InvalidHandle("the handle was poisoned or closed")
+                if self._poisoned:
+                    raise InvalidHandle("the handle was poisoned or closed")
+                if acquiring:
+                    raise _AcquireCancelled("the acquire was cancelled")
             return result
 
         return running.addBoth(ended)

@@ -300,3 +300,17 @@ def test_a_stream_read_too_slowly_overflows() -> None:
         with pytest.raises(StreamOverflow):
             stream.next(timeout=1)
     assert source.ended
+
+
+def test_one_lock_object_has_one_holder_at_a_time(cell: LiveCell) -> None:
+    """A Lock already held refuses a second acquire (which would share, then release, its
+    holding); released, the same object acquires again."""
+    client = cell.client()
+    lock = client.lock(cell.path("single"), shared=True)
+    held = lock.acquire()
+    with pytest.raises(RuntimeError, match="held or being acquired already"):
+        lock.acquire()
+    held.release()
+    again = lock.acquire()
+    assert client.check_sequencer(again.sequencer)
+    again.release()

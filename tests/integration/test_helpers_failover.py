@@ -141,3 +141,30 @@ def test_a_watch_hears_of_changes_after_a_kill_9_of_the_master(cell: LiveCell) -
     writer.set_contents(path, b"v2")
     event = events.next(timeout=15)
     assert (event.kind, event.path) == (EventKind.CONTENTS_MODIFIED, path)
+
+
+def test_a_lock_in_jeopardy_past_its_lock_delay_counts_as_lost(
+    make_cell: Callable[..., LiveCell],
+) -> None:
+    """Every replica frozen past the lease: a lock with no lock-delay is reported lost as
+    soon as its session is in jeopardy (the master may hand it out at once), while one
+    with a longer lock-delay is kept and is still held once the session is safe again."""
+    cell = make_cell(sessions={"lease_seconds": 3, "keepalive_answer_before_seconds": 1})
+    client = cell.client()
+    bare = client.lock(cell.path("bare")).acquire()
+    delayed = client.lock(cell.path("delayed"), lock_delay_seconds=30).acquire()
+    replicas = list(cell.running)
+    for rid in replicas:
+        cell.pause_replica(rid)
+    try:
+        assert bare.lost.wait(10), "lost once in jeopardy"
+        assert "jeopardy" in str(bare.lost_reason)
+        assert not delayed.lost.is_set()
+        assert delayed.in_jeopardy
+    finally:
+        for rid in replicas:
+            cell.resume_replica(rid)
+    cell.wait_for(lambda: (not delayed.in_jeopardy) or None, "the session to be safe", 30)
+    assert not delayed.lost.is_set()
+    assert delayed.check()
+    delayed.release()
