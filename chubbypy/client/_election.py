@@ -49,6 +49,8 @@ __all__ = ["Election", "Leadership"]
 
 _T = TypeVar("_T")
 
+RECAMPAIGN_PAUSE_SECONDS = 1.0
+"""The pause before campaigning again after a campaign that followed a loss failed."""
 IDENTITY_BYTES_MAX = 64 * 1024
 """What a leader may advertise; well under any cell's file size limit."""
 
@@ -275,9 +277,17 @@ class Election:
             self.campaign().addErrback(self._recampaign_failed)
 
     def _recampaign_failed(self, failure: object) -> None:
-        if not self._resigned:
-            self.log.warn("{identity}: campaigning again failed: {failure}",
-                          identity=self.identity, failure=failure)  # fmt: skip
+        """A campaign after a loss can fail (the old session expiring under it): try again
+        in a moment, in a new session, until resigned or the client is closed."""
+        if self._resigned or self.cell._closing or self.cell._closed:
+            return
+        self.log.warn("{identity}: campaigning again failed ({failure}); trying again",
+                      identity=self.identity, failure=failure)  # fmt: skip
+        self.cell._clock.callLater(RECAMPAIGN_PAUSE_SECONDS, self._campaign_again)
+
+    def _campaign_again(self) -> None:
+        if not self._resigned and not self.is_leader and self._campaign is None:
+            self.campaign().addErrback(self._recampaign_failed)
 
     def _deposed(self, reason: Exception | None) -> None:
         why = "resigned" if reason is None else str(reason)
