@@ -74,7 +74,7 @@ from chubbypy.client._connection import (
 )
 from chubbypy.client._errors import CellClosed, ReplicaUnreachable
 from chubbypy.client._state import SessionState
-from chubbypy.client._streams import EventStream
+from chubbypy.client._streams import EventStream, guarded
 from chubbypy.protocol.client import (
     CELL_CHARS_MAX,
     INT64_MAX,
@@ -500,13 +500,13 @@ class Cell:
 
     def _session_state(self, state: SessionState) -> None:
         for callback in list(self.on_state):
-            _guarded(callback, state)
+            guarded(callback, state, "an on_state callback of the cell")
         for stream in list(self._state_streams):
             stream.push(state)
 
     def _session_event(self, event: SessionEvent) -> None:
         for callback in list(self.on_event):
-            _guarded(callback, event)
+            guarded(callback, event, "an on_event callback of the cell")
         for stream in list(self._event_streams):
             stream.push(event)
 
@@ -890,14 +890,6 @@ class Cell:
 
     def _new_nonce(self) -> int:
         return self._rng.randint(1, INT64_MAX)
-
-
-def _guarded(callback: Callable[[_T], object], value: _T) -> None:
-    """Run an application's callback; its exception is logged, not let loose."""
-    try:
-        callback(value)
-    except Exception:
-        Cell.log.failure("a callback of the cell raised")
 
 
 def _tcp_reactor(reactor: IReactorTime) -> IReactorTCP:

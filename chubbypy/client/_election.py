@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from chubbypy.client._errors import LockLost, NotLeader
 from chubbypy.client._lock import Held, Lock
-from chubbypy.client._streams import EventStream
+from chubbypy.client._streams import EventStream, guarded
 from chubbypy.protocol.errors import ChubbyError, NoSuchNode
 from chubbypy.protocol.session import EventKind, SessionEvent
 from chubbypy.sessions import EventMask
@@ -229,7 +229,7 @@ class Election:
         self.log.info("{identity} leads {path}", identity=self.identity, path=self.path)
         self._announce(Leadership(True, held.sequencer))
         for callback in list(self.on_elected):
-            _guarded(callback, held.sequencer)
+            guarded(callback, held.sequencer, "an on_elected callback")
         return held.sequencer
 
     def proclaim(self, value: str) -> Deferred[None]:
@@ -295,15 +295,8 @@ class Election:
                       path=self.path, why=why)  # fmt: skip
         self._announce(Leadership(False, None, reason))
         for callback in list(self.on_deposed):
-            _guarded(callback, reason)
+            guarded(callback, reason, "an on_deposed callback")
 
     def _announce(self, change: Leadership) -> None:
         for stream in list(self._streams):
             stream.push(change)
-
-
-def _guarded(callback: Callable[[_T], None], value: _T) -> None:
-    try:
-        callback(value)
-    except Exception:
-        Election.log.failure("an election callback raised")

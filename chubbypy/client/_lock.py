@@ -42,6 +42,7 @@ from twisted.logger import Logger
 
 from chubbypy.client._errors import LockLost, LockTimeout
 from chubbypy.client._state import SessionState
+from chubbypy.client._streams import guarded
 from chubbypy.protocol.errors import ChubbyError, InvalidHandle, LockDelayed, LockHeld
 from chubbypy.protocol.session import EventKind, SessionEvent
 from chubbypy.sessions import EventMask
@@ -278,8 +279,5 @@ class Held:
         self.log.warn("{reason}", reason=reason)
         self._unsubscribe()
         for callback in list(self.on_lost):
-            try:
-                callback(reason)
-            except Exception:
-                self.log.failure("an on_lost callback raised")
+            guarded(callback, reason, "an on_lost callback")
         self.lost.callback(reason)

@@ -61,7 +61,7 @@ from chubbypy.client._cache import CachedNode, ClientCache
 from chubbypy.client._cell import Cell, default_client_name
 from chubbypy.client._errors import CellClosed, LockTimeout
 from chubbypy.client._state import SessionState
-from chubbypy.client._streams import EventStream
+from chubbypy.client._streams import EventStream, guarded
 from chubbypy.protocol.client import RequestId, SessionReply, SessionRequest
 from chubbypy.protocol.errors import (
     ChubbyError,
@@ -567,7 +567,7 @@ class Session:
             elif event.handle_id in self._handles:
                 self._handles[event.handle_id]._deliver(event)
             for callback in list(self.on_event):
-                _guarded(callback, event, "an on_event callback")
+                guarded(callback, event, "an on_event callback")
             for stream in list(self._event_streams):
                 stream.push(event)
 
@@ -588,7 +588,7 @@ class Session:
             self._jeopardy_call.cancel()
         self.log.info("session {id}: {state}", id=self.session_id, state=state.value)
         for callback in list(self.on_state):
-            _guarded(callback, state, "an on_state callback")
+            guarded(callback, state, "an on_state callback")
         for stream in list(self._state_streams):
             stream.push(state)
         if state.final:
@@ -879,7 +879,7 @@ class Handle:
 
     def _deliver(self, event: SessionEvent) -> None:
         for callback in list(self.on_event):
-            _guarded(callback, event, "a handle's on_event callback")
+            guarded(callback, event, "a handle's on_event callback")
         for stream in list(self._streams):
             stream.push(event)
 
@@ -935,15 +935,6 @@ class _AcquireCancelled(InvalidHandle):
 def _discard(items: list[_R], item: _R) -> None:
     if item in items:
         items.remove(item)
-
-
-def _guarded(callback: Callable[[_R], object], value: _R, what: str) -> None:
-    """Run an application's callback; its exception is logged, not let loose in the
-    library (the other callbacks and the session go on)."""
-    try:
-        callback(value)
-    except Exception:
-        Session.log.failure("{what} raised", what=what)
 
 
 async def _call(

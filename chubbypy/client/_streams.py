@@ -20,13 +20,26 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 
-__all__ = ["STREAM_ITEMS_MAX", "EventStream", "StreamOverflow"]
+__all__ = ["STREAM_ITEMS_MAX", "EventStream", "StreamOverflow", "guarded"]
 
 _T = TypeVar("_T")
 
 STREAM_ITEMS_MAX = 10_000
 """Items a stream keeps for a reader that has not taken them."""
+
+
+_log = Logger()
+
+
+def guarded(callback: Callable[[_T], object], value: _T, what: str) -> None:
+    """Run an application's callback (`what` names it in the log): its exception is
+    logged, not let loose in the library, so the other callbacks and streams go on."""
+    try:
+        callback(value)
+    except Exception:
+        _log.failure("{what} raised", what=what)
 
 
 class StreamOverflow(Exception):
