@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from attrs import frozen
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Election", "Leadership"]
 
-_T = TypeVar("_T")
 
 RECAMPAIGN_PAUSE_SECONDS = 1.0
 """The pause before campaigning again after a campaign that followed a loss failed."""
