@@ -25,7 +25,6 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -34,9 +33,19 @@ from attrs import define, field, fields, frozen
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from chubbypy.paxos import Limits, Timing, master_lease_ticks_for
+from chubbypy.master import MasterTiming
+from chubbypy.namespace import NamespaceLimits
+from chubbypy.node import ANONYMOUS, Auth, NodeSettings, handle_key_for
+from chubbypy.paxos import (
+    Limits,
+    Timing,
+    drift_fraction,
+    master_lease_ticks_for,
+    ticks_covering,
+    ticks_within,
+)
 from chubbypy.protocol import COMMAND_OVERHEAD_BYTES, ReplicaId
-from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX
+from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX, ReplicaAddress
 
 __all__ = [
     "CellConfig",
@@ -167,8 +176,6 @@ class SessionsConfig:
 
 
 TOKEN_CHARS_MIN: Final = 16
-ANONYMOUS: Final = "anonymous"
-"""The principal of a connection that presented no token (when `AuthConfig.anonymous`)."""
 
 
 @frozen
@@ -228,6 +235,33 @@ class CellConfig:
     def data_dir_for(self, replica_id: str) -> Path:
         """The directory that belongs to replica `replica_id` alone."""
         return self.data_dir / self.replica(replica_id).id
+
+    def node_settings(self, replica_id: str) -> NodeSettings:
+        """What replica `replica_id`'s node runs with (`chubbypy.node.ReplicaNode`)."""
+        paxos, sessions, auth = self.paxos, self.sessions, self.auth
+        return NodeSettings(
+            replica_id=self.replica(replica_id).id,
+            cell=self.cell,
+            addresses=tuple(ReplicaAddress(r.id, r.client) for r in self.replicas),
+            timing=paxos.timing(),
+            limits=paxos.limits(),
+            master_timing=MasterTiming.from_seconds(
+                tick_seconds=paxos.tick_seconds,
+                lease_seconds=sessions.lease_seconds,
+                answer_before_seconds=sessions.keepalive_answer_before_seconds,
+                clock_drift_max=paxos.clock_drift_max,
+                events_pending_max=sessions.events_pending_max,
+                waiters_max=sessions.lock_waiters_max,
+            ),
+            tick_microseconds=round(paxos.tick_seconds * 1_000_000),
+            namespace_limits=NamespaceLimits(file_bytes_max=self.limits.file_bytes_max),
+            handle_key=handle_key_for(self.cell, auth.handle_key),
+            auth=Auth(auth.principals, auth.anonymous),
+            snapshot_every_entries=paxos.snapshot_every_entries,
+            checksum_every_ticks=paxos.checksum_every_ticks(),
+            clients_max=paxos.clients_max,
+            client_results_max=paxos.client_results_max,
+        )
 
     def storage_url_for(self, replica_id: str) -> str:
         """The SQLAlchemy URL of replica `replica_id`'s store."""
@@ -711,19 +745,8 @@ def _seconds(value: float) -> str:
     return f"{round(value, 9):g} s"
 
 
-def _lease_ticks(tick_seconds: float, lease_seconds: float) -> int:
-    # The same rounding as Timing.from_seconds: the acceptor's lease rounds down (shorter is
-    # safe), the other durations round up to whole ticks.
-    return math.floor(lease_seconds / tick_seconds + 1e-9)
-
-
-def _ticks(tick_seconds: float, seconds: float) -> int:
-    return max(1, math.ceil(seconds / tick_seconds - 1e-9))
-
-
 def _master_lease_ticks(lease_ticks: int, clock_drift_max: float) -> int:
-    drift = Fraction(clock_drift_max).limit_denominator(1_000_000)
-    return master_lease_ticks_for(lease_ticks, drift)
+    return master_lease_ticks_for(lease_ticks, drift_fraction(clock_drift_max))
 
 
 def _check_paxos_relations(paxos: Mapping[str, float], problems: _Problems) -> None:
@@ -759,7 +782,7 @@ def _check_lease(paxos: Mapping[str, float], problems: _Problems) -> None:
     if not {"tick_seconds", "master_lease_seconds", "clock_drift_max"} <= paxos.keys():
         return
     tick, lease = paxos["tick_seconds"], paxos["master_lease_seconds"]
-    lease_ticks = _lease_ticks(tick, lease)
+    lease_ticks = ticks_within(lease, tick)
     if lease_ticks < LEASE_TICKS_MIN:
         problems.add(
             "paxos.master_lease_seconds",
@@ -783,7 +806,7 @@ def _check_lease(paxos: Mapping[str, float], problems: _Problems) -> None:
     if "heartbeat_seconds" in paxos:
         heartbeat = paxos["heartbeat_seconds"]
         # Renewing at least twice per lease means one lost renewal does not cost the lease.
-        if _ticks(tick, heartbeat) * 2 > master_ticks:
+        if ticks_covering(heartbeat, tick) * 2 > master_ticks:
             problems.add(
                 "paxos.heartbeat_seconds",
                 f"{heartbeat:g} is too long: the master must renew at least twice per lease "

@@ -1,7 +1,6 @@
 """The master's in-memory side of sessions, handles and locks (Chubby §2.4 to §2.9). Pure:
 driven by client calls, ticks and applied log entries; outputs replies and proposals."""
 
-from chubbypy.master._log import ServiceLog
 from chubbypy.master._results import (
     CallResult,
     ClientWrite,
@@ -32,7 +31,6 @@ __all__ = [
     "Proposal",
     "Reply",
     "SequencerChecked",
-    "ServiceLog",
     "SessionStarted",
     "SessionSummary",
     "SessionsListed",

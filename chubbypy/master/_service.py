@@ -146,6 +146,28 @@ class MasterTiming:
     def lock_delay_ticks(self, delay_ms: int) -> int:
         return math.ceil(delay_ms * 1000 / self.tick_microseconds)
 
+    @classmethod
+    def from_seconds(
+        cls,
+        *,
+        tick_seconds: float,
+        lease_seconds: float,
+        answer_before_seconds: float,
+        clock_drift_max: float,
+        events_pending_max: int,
+        waiters_max: int,
+    ) -> MasterTiming:
+        """The one conversion of the session settings (see `SessionTiming.from_seconds`)."""
+        session = SessionTiming.from_seconds(
+            tick_seconds=tick_seconds,
+            lease_seconds=lease_seconds,
+            answer_before_seconds=answer_before_seconds,
+            clock_drift_max=clock_drift_max,
+            events_pending_max=events_pending_max,
+        )
+        tick_microseconds = round(tick_seconds * 1_000_000)
+        return cls(session, tick_microseconds=tick_microseconds, waiters_max=waiters_max)
+
 
 @frozen
 class _OpenCall:

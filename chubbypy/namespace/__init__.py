@@ -15,7 +15,12 @@ from chubbypy.namespace._acl import (
     write_problem,
 )
 from chubbypy.namespace._apply import Applied, apply
-from chubbypy.namespace._machine import DEFAULT_LIMITS, ROOT_ACL_DEFAULT, NamespaceMachine
+from chubbypy.namespace._machine import (
+    DEFAULT_LIMITS,
+    ROOT_ACL_DEFAULT,
+    AppliedWrite,
+    NamespaceMachine,
+)
 from chubbypy.namespace._names import NamespaceLimits, check_acl, check_path
 from chubbypy.namespace._read import read
 from chubbypy.namespace._records import (
@@ -34,6 +39,7 @@ __all__ = [
     "ROOT_ACL_DEFAULT",
     "Access",
     "Applied",
+    "AppliedWrite",
     "NamespaceChanges",
     "NamespaceLimits",
     "NamespaceMachine",

@@ -2,7 +2,8 @@
 deterministic; the Applier in front of it does the epoch guard and exactly-once.
 
 `NamespaceMachine` implements `chubbypy.paxos.StateMachine`: `apply(index, payload)` decodes
-a `Write`, applies it and returns the encoded result; `snapshot()` is the encoded list of
+a `Write`, applies it and returns the encoded result (with the decoded write and what it
+changed, an `AppliedWrite`, for the master's services); `snapshot()` is the encoded list of
 `NodeRecord`s in path order, so equal states give equal bytes whatever order they were built
 in, and `checksum()` digests those bytes. For checkpoints (STYLE §5) the shell calls
 `take_changes()` after applying up to an index and writes the upserts and deletes as rows of
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+
+from attrs import frozen
 
 from chubbypy.namespace._apply import Applied, apply
 from chubbypy.namespace._names import NamespaceLimits
@@ -36,6 +39,16 @@ from chubbypy.protocol.namespace import AclNames, LogWrite, Read, ReadResult
 from chubbypy.protocol.namespace_codec import decode_log_write, encode_result
 from chubbypy.sessions import SessionRecord
 
+
+@frozen
+class AppliedWrite:
+    """One write the log applied, decoded, with what it did (`Outcome.effect`)."""
+
+    index: LogIndex
+    write: LogWrite
+    applied: Applied
+
+
 ROOT_ACL_DEFAULT = AclNames("all", "all", "all")
 """ACL names of a new cell's root, and so by inheritance of every node created without
 ACL names of its own. ``all`` names a file of the ACL directory that does not exist yet."""
@@ -53,9 +66,6 @@ class NamespaceMachine:
         root_acl: AclNames = ROOT_ACL_DEFAULT,
     ) -> None:
         self._tree = Tree.fresh(cell, limits, root_acl)
-        self.keep_applied = False
-        """Record what each write did, for `take_applied` (the master's service needs it)."""
-        self._applied: list[tuple[LogIndex, LogWrite, Applied]] = []
 
     @property
     def cell(self) -> str:
@@ -66,28 +76,16 @@ class NamespaceMachine:
         """The in-memory state, for `chubbypy.namespace.read` and later layers."""
         return self._tree
 
-    def apply(self, index: LogIndex, payload: bytes) -> bytes:
-        """Apply a committed write or session command; a payload that does not decode is a
-        BAD_REQUEST result and changes nothing."""
+    def apply(self, index: LogIndex, payload: bytes) -> tuple[bytes, AppliedWrite | None]:
+        """Apply a committed write or session command: its encoded result, and the write
+        with what it did (the master's services derive events and lock hand-overs from
+        it). A payload that does not decode is a BAD_REQUEST result and changes nothing."""
         try:
             write = decode_log_write(payload)
         except DecodeError as error:
-            return encode_result(Failure(ErrorCode.BAD_REQUEST, f"not a write: {error}"))
-        return encode_result(self.apply_recorded(index, write).result)
-
-    def apply_recorded(self, index: LogIndex, write: LogWrite) -> Applied:
-        """`apply_write`, recorded for `take_applied` like a write that came through
-        `apply` (for a state machine that wraps this one with its own payloads)."""
+            return encode_result(Failure(ErrorCode.BAD_REQUEST, f"not a write: {error}")), None
         applied = self.apply_write(index, write)
-        if self.keep_applied:
-            self._applied.append((index, write, applied))
-        return applied
-
-    def take_applied(self) -> list[tuple[LogIndex, LogWrite, Applied]]:
-        """Each write applied through `apply` since the last call, with what it did, while
-        `keep_applied` is on; the list starts again empty."""
-        applied, self._applied = self._applied, []
-        return applied
+        return encode_result(applied.result), AppliedWrite(index, write, applied)
 
     def apply_write(self, index: LogIndex, write: LogWrite) -> Applied:
         """Apply a decoded write; the result and the names it changed."""

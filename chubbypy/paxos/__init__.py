@@ -36,7 +36,14 @@ from chubbypy.paxos._ready import (
     describe_event,
 )
 from chubbypy.paxos._replica import Replica, quorum_size
-from chubbypy.paxos._settings import Limits, Timing, master_lease_ticks_for
+from chubbypy.paxos._settings import (
+    Limits,
+    Timing,
+    drift_fraction,
+    master_lease_ticks_for,
+    ticks_covering,
+    ticks_within,
+)
 
 __all__ = [
     "Applier",
@@ -69,6 +76,9 @@ __all__ = [
     "SteppedDown",
     "Timing",
     "describe_event",
+    "drift_fraction",
     "master_lease_ticks_for",
     "quorum_size",
+    "ticks_covering",
+    "ticks_within",
 ]

@@ -23,7 +23,7 @@ import hashlib
 from typing import Protocol
 
 import msgpack
-from attrs import define, frozen
+from attrs import define, field, frozen
 
 from chubbypy.paxos._chance import Bug
 from chubbypy.protocol import (
@@ -43,8 +43,10 @@ from chubbypy.protocol import (
 class StateMachine(Protocol):
     """What the replicated log drives: deterministic, and serialisable for snapshots."""
 
-    def apply(self, index: LogIndex, payload: bytes) -> bytes:
-        """Apply one command's payload; return its result. Must be deterministic."""
+    def apply(self, index: LogIndex, payload: bytes) -> tuple[bytes, object]:
+        """Apply one command's payload. Returns its result, which must be deterministic (every
+        replica's must be equal: it is replicated in the client table and compared), and what
+        the machine tells its host about the command (`Outcome.effect`; None if nothing)."""
         ...
 
     def snapshot(self) -> bytes:
@@ -84,6 +86,10 @@ class Outcome:
     client_id: ClientId
     sequence: int
     result: bytes = b""
+    effect: object = field(default=None, eq=False, repr=False)
+    """For a command APPLIED now: what the state machine told its host about it (for the
+    namespace, the decoded write and the names it changed: `chubbypy.namespace.AppliedWrite`).
+    Memory only: not compared between replicas, and not part of any snapshot."""
 
 
 @frozen
@@ -176,8 +182,10 @@ class Applier:
         if command.client_id == MASTER_CLIENT:
             # The master's own decision: no client retries it, so no table (see
             # MASTER_CLIENT); it is still refused with the batch if the epoch changed.
-            result = self._machine.apply(index, command.payload)
-            return Outcome(index, OutcomeKind.APPLIED, MASTER_CLIENT, command.sequence, result)
+            result, effect = self._machine.apply(index, command.payload)
+            return Outcome(
+                index, OutcomeKind.APPLIED, MASTER_CLIENT, command.sequence, result, effect
+            )
         client = self._clients.get(command.client_id)
         if client is None:
             return Outcome(index, OutcomeKind.UNKNOWN_CLIENT, command.client_id, command.sequence)
@@ -195,13 +203,15 @@ class Applier:
             # It may have been applied and its result dropped: we can no longer tell.
             # Refuse rather than ever apply a command twice.
             return Outcome(index, OutcomeKind.STALE_SEQUENCE, command.client_id, command.sequence)
-        result = self._machine.apply(index, command.payload)
+        result, effect = self._machine.apply(index, command.payload)
         client.results[command.sequence] = result
         while len(client.results) > self._client_results_max:
             dropped = min(client.results)
             del client.results[dropped]
             client.low_water = max(client.low_water, dropped + 1)
-        return Outcome(index, OutcomeKind.APPLIED, command.client_id, command.sequence, result)
+        return Outcome(
+            index, OutcomeKind.APPLIED, command.client_id, command.sequence, result, effect
+        )
 
     def _register(self, index: LogIndex, command: Command) -> Outcome:
         nonce = command.sequence

@@ -36,6 +36,23 @@ def master_lease_ticks_for(lease_ticks: int, clock_drift_max: Fraction) -> int:
     return math.floor(bound)
 
 
+def ticks_within(seconds: float, tick_seconds: float) -> int:
+    """`seconds` as whole ticks, rounded down: for a promise that must not be overstated (an
+    acceptor's lease, a session lease). The tiny slack keeps 0.6 / 0.025 at 24, not 23."""
+    return math.floor(seconds / tick_seconds + 1e-9)
+
+
+def ticks_covering(seconds: float, tick_seconds: float) -> int:
+    """`seconds` as whole ticks, rounded up and at least one: for a wait that must last at
+    least that long (heartbeats, retries, jitter, how early to answer a KeepAlive)."""
+    return max(1, math.ceil(seconds / tick_seconds - 1e-9))
+
+
+def drift_fraction(clock_drift_max: float) -> Fraction:
+    """The configured drift bound as an exact fraction, for lease arithmetic."""
+    return Fraction(clock_drift_max).limit_denominator(1_000_000)
+
+
 @frozen
 class Timing:
     """Every duration the core uses, in ticks of the replica's own clock."""
@@ -73,10 +90,10 @@ class Timing:
         """Convert configured seconds to ticks, rounding every duration the safe way."""
 
         def ticks(seconds: float) -> int:
-            return max(1, math.ceil(seconds / tick_seconds - 1e-9))
+            return ticks_covering(seconds, tick_seconds)
 
-        lease_ticks = math.floor(lease_seconds / tick_seconds + 1e-9)
-        drift = Fraction(clock_drift_max).limit_denominator(1_000_000)
+        lease_ticks = ticks_within(lease_seconds, tick_seconds)
+        drift = drift_fraction(clock_drift_max)
         return cls(
             lease_ticks=lease_ticks,
             master_lease_ticks=master_lease_ticks_for(lease_ticks, drift),

@@ -50,25 +50,27 @@ class Readyz(_Text):
 
 class Metrics(_Text):
     def answer(self) -> tuple[int, str, str]:
-        return 200, "text/plain; version=0.0.4; charset=utf-8", self.replica.metrics.render()
+        return 200, "text/plain; version=0.0.4; charset=utf-8", self.replica.node.metrics.render()
 
 
 class Status(_Text):
     def answer(self) -> tuple[int, str, str]:
-        status = asdict(self.replica.replica_status())
+        node = self.replica.node
+        status = asdict(node.status())
         status["cell"] = self.replica.config.cell
-        status["voting"] = self.replica.core.status().voting
-        status["divergence"] = self.replica.divergence
+        status["voting"] = node.core.status().voting
+        status["divergence"] = node.checksums.divergence
         return 200, "application/json", json.dumps(status, indent=2) + "\n"
 
 
 def not_ready_reason(server: ReplicaServer) -> str | None:
     """Why this replica should not take traffic, or None if it may."""
-    if server.divergence is not None:
-        return f"state diverged from a peer's: {server.divergence}"
-    if not server.core.status().voting:
+    node = server.node
+    if node.checksums.divergence is not None:
+        return f"state diverged from a peer's: {node.checksums.divergence}"
+    if not node.core.status().voting:
         return "rebuilding a lost disk from its peers"
-    if server.replica_status().master_hint is None:
+    if node.status().master_hint is None:
         return "no master known (an election is under way, or no quorum)"
     return None
 

@@ -45,9 +45,11 @@ from __future__ import annotations
 
 import enum
 import heapq
+import math
 
 from attrs import define, field, frozen
 
+from chubbypy.paxos import drift_fraction, ticks_covering, ticks_within
 from chubbypy.protocol.session import EventKind, SessionEvent
 
 
@@ -67,6 +69,32 @@ class SessionTiming:
         assert 1 <= self.answer_before_ticks < self.lease_ticks, self
         assert self.failover_extra_ticks >= 0, self
         assert self.events_pending_max >= 1, self
+
+    @classmethod
+    def from_seconds(
+        cls,
+        *,
+        tick_seconds: float,
+        lease_seconds: float,
+        answer_before_seconds: float,
+        clock_drift_max: float,
+        events_pending_max: int,
+    ) -> SessionTiming:
+        """Configured seconds as ticks, each rounded the safe way: the lease down (a client
+        is told no more than the master counts), the answer-before up (answered earlier).
+
+        A new master's whole lease must outlast any its predecessor granted, on any clocks
+        within the drift bound e: it is stretched by 2e/(1-e) of a lease, rounded up, and a
+        tick more for where in its tick the old lease began (Chubby §2.9)."""
+        lease_ticks = ticks_within(lease_seconds, tick_seconds)
+        drift = drift_fraction(clock_drift_max)
+        extra = math.ceil(lease_ticks * 2 * drift / (1 - drift)) + 1
+        return cls(
+            lease_ticks=lease_ticks,
+            answer_before_ticks=ticks_covering(answer_before_seconds, tick_seconds),
+            failover_extra_ticks=extra,
+            events_pending_max=events_pending_max,
+        )
 
 
 @frozen

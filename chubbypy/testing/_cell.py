@@ -17,22 +17,23 @@ end. Scenario tests use the same cell through a small DSL::
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections.abc import Callable, Iterable
 
 from attrs import evolve, frozen
 
 from chubbypy.master import MasterTiming
+from chubbypy.namespace import NamespaceLimits
+from chubbypy.node import Auth, NodeBug, NodeSettings, handle_key_for
 from chubbypy.paxos import Bug, Limits, Timing
 from chubbypy.protocol import Envelope, ReplicaId
-from chubbypy.sessions import SessionTiming
+from chubbypy.protocol.client import ChecksumReport, ClientRequest, ReplicaAddress, ServerReply
 from chubbypy.testing._checkers import Observer, Violation
 from chubbypy.testing._client import ScriptClient, SimClient
 from chubbypy.testing._lock_client import LockObserver, SimLockClient
-from chubbypy.testing._lock_requests import LockBug, LockReply, LockRequest
-from chubbypy.testing._node import NodeSettings, SimReplica
-from chubbypy.testing._requests import Reply, Request
+from chubbypy.testing._lock_requests import LockBug
+from chubbypy.testing._node import DiskSettings, ReplicaLinks, SimReplica
+from chubbypy.testing._registers import CELL
 from chubbypy.testing._world import (
     MILLISECOND,
     SECOND,
@@ -89,8 +90,7 @@ class SimSettings:
     fsync_max_us: int = 8 * MILLISECOND
     buggify: bool = True
     bugs: frozenset[Bug] = frozenset()
-    namespace: bool = False
-    """Replicate the real namespace database (the registers are files) instead of a dict."""
+    node_bugs: frozenset[NodeBug] = frozenset()
     locks: bool = False
     """Run lock clients (sessions, KeepAlives, locks, fenced writes, cached reads) against
     the real namespace database and the master's session service."""
@@ -106,21 +106,12 @@ class SimSettings:
         return not self.locks if self.registers is None else self.registers
 
     def master_timing(self) -> MasterTiming:
-        lease_ticks = math.floor(self.session_lease_seconds / self.tick_seconds)
-        drift = self.clock_drift_max
-        # A new master's whole lease must outlast any the old one granted, on any clocks
-        # within the drift bound: stretch it by 2e/(1-e).
-        extra = math.ceil(lease_ticks * 2 * drift / (1 - drift)) + 1
-        return MasterTiming(
-            SessionTiming(
-                lease_ticks=lease_ticks,
-                answer_before_ticks=max(
-                    1, round(self.keepalive_answer_before_seconds / self.tick_seconds)
-                ),
-                failover_extra_ticks=extra,
-                events_pending_max=100,
-            ),
-            tick_microseconds=int(self.tick_seconds * SECOND),
+        return MasterTiming.from_seconds(
+            tick_seconds=self.tick_seconds,
+            lease_seconds=self.session_lease_seconds,
+            answer_before_seconds=self.keepalive_answer_before_seconds,
+            clock_drift_max=self.clock_drift_max,
+            events_pending_max=100,
             waiters_max=1000,
         )
 
@@ -176,8 +167,8 @@ class SimCell:
         self.observer = Observer(fail_fast=fail_fast)
         self.names = tuple(ReplicaId(f"r{n}") for n in range(1, settings.replicas + 1))
         self.lock_observer = LockObserver(self.observer.violation, lambda: self.scheduler.now)
-        node_settings = self._node_settings()
-        self.nodes = {name: self._make_node(name, node_settings) for name in self.names}
+        buggify_rate = 0.01 if settings.buggify and self._rng.random() < 0.5 else 0.0
+        self.nodes = {name: self._make_node(name, buggify_rate) for name in self.names}
         self.lock_clients: dict[str, SimLockClient] = {}
         if settings.locks:
             self.lock_clients = {
@@ -199,50 +190,53 @@ class SimCell:
         self._progress_due = PROGRESS_SECONDS * SECOND
         self._progress_applied = 0
         self.scripts: dict[str, ScriptClient] = {}
-        self.quiet_from = 1 << 62
-        """From then on no master asks for checksums, so the cell can fall quiet."""
         self.elections = 0
         self.healed_at = 0
 
-    def _node_settings(self) -> NodeSettings:
+    def _node_settings(self, name: ReplicaId) -> NodeSettings:
         s = self.settings
-        tick_us = int(s.tick_seconds * SECOND)
         return NodeSettings(
-            members=self.names,
+            replica_id=name,
+            cell=CELL,
+            addresses=tuple(ReplicaAddress(n, n) for n in self.names),
             timing=s.timing(),
             limits=s.limits,
-            tick_us=tick_us,
-            fsync_min_us=s.fsync_min_us,
-            fsync_max_us=s.fsync_max_us,
+            master_timing=s.master_timing(),
+            tick_microseconds=int(s.tick_seconds * SECOND),
+            namespace_limits=NamespaceLimits(),
+            handle_key=handle_key_for(CELL, "the simulated cell's handle key"),
+            auth=Auth(),
             snapshot_every_entries=s.snapshot_every_entries,
             checksum_every_ticks=max(1, round(s.checksum_every_seconds / s.tick_seconds)),
             clients_max=s.clients_max,
             client_results_max=s.client_results_max,
-            buggify_rate=0.01 if s.buggify and self._rng.random() < 0.5 else 0.0,
             bugs=s.bugs,
-            namespace=s.namespace or (s.locks and s.runs_registers),
-            master_timing=s.master_timing() if s.locks else None,
-            lock_bugs=s.lock_bugs,
+            node_bugs=s.node_bugs,
         )
 
-    def _make_node(self, name: ReplicaId, node_settings: NodeSettings) -> SimReplica:
+    def _make_node(self, name: ReplicaId, buggify_rate: float) -> SimReplica:
         drift_ppm = int(self.settings.clock_drift_max * self.settings.drift_factor * 1_000_000)
         clock = Clock(
             offset_us=self._rng.randint(0, 10 * SECOND),
             ppm=self._rng.randint(-drift_ppm, drift_ppm),
         )
+        links = ReplicaLinks(
+            send_peer=self._send_peer,
+            send_checksum=self._send_checksum,
+            answer=self._send_reply,
+            disconnect=self._disconnected,
+            narrate=self._narrate_node,
+            entry_applied=self.lock_observer.entry_applied,
+        )
         return SimReplica(
-            name,
-            node_settings,
+            self._node_settings(name),
+            DiskSettings(self.settings.fsync_min_us, self.settings.fsync_max_us),
+            buggify_rate,
             clock,
             self.scheduler,
             self.observer,
             random.Random(self._rng.getrandbits(64)),
-            self._send_peer,
-            self._send_reply,
-            self._narrate_node,
-            lambda: self.scheduler.now < self.quiet_from,
-            self.lock_observer.entry_applied,
+            links,
         )
 
     def _make_lock_client(self, name: str) -> SimLockClient:
@@ -255,8 +249,7 @@ class SimCell:
             self.lock_observer,
             random.Random(self._rng.getrandbits(64)),
             clock,
-            self._send_lock_request,
-            tick_us=int(self.settings.tick_seconds * SECOND),
+            self._send_request,
             drift_max=self.settings.clock_drift_max,
             timeout_us=int(self.settings.client_timeout_seconds * SECOND),
             bugs=self.settings.lock_bugs,
@@ -272,21 +265,23 @@ class SimCell:
             lambda: node.peer_message(envelope.sender, envelope.message),
         )
 
-    def _send_request(self, client: str, replica: str, request: Request) -> None:
-        node = self.nodes[ReplicaId(replica)]
-        self.network.send(client, replica, lambda: node.client_request(request))
+    def _send_checksum(
+        self, sender: ReplicaId, recipient: ReplicaId, report: ChecksumReport
+    ) -> None:
+        node = self.nodes[recipient]
+        self.network.send(sender, recipient, lambda: node.checksum_report(sender, report))
 
-    def _send_lock_request(self, client: str, replica: str, request: LockRequest) -> None:
+    def _send_request(self, client: str, replica: str, request: ClientRequest) -> None:
         node = self.nodes[ReplicaId(replica)]
-        self.network.send(client, replica, lambda: node.client_request(request))
+        self.network.send(client, replica, lambda: node.client_request(client, request))
 
-    def _send_reply(self, replica: ReplicaId, client: str, reply: Reply | LockReply) -> None:
-        if isinstance(reply, LockReply):
-            lock_client = self.lock_clients[client]
-            self.network.send(replica, client, lambda: lock_client.reply_received(replica, reply))
-            return
-        target: SimClient | ScriptClient = self.clients.get(client) or self.scripts[client]
+    def _send_reply(self, replica: ReplicaId, client: str, reply: ServerReply) -> None:
+        target = self.lock_clients.get(client) or self.clients.get(client) or self.scripts[client]
         self.network.send(replica, client, lambda: target.reply_received(replica, reply))
+
+    def _disconnected(self, replica: ReplicaId, client: str) -> None:
+        """A replica closed a client's connection: the client's calls on it will get no
+        answer (it finds out by its timeouts, as over TCP without a keepalive)."""
 
     def _narrate_node(self, line: str) -> None:
         if "won ballot" in line:
@@ -304,7 +299,7 @@ class SimCell:
             self._narrator(f"{self.scheduler.now / SECOND:9.3f}s  {line}")
 
     def _progress(self) -> None:
-        applied = max(n.applier.applied_index for n in self.nodes.values())
+        applied = max(n.node.applier.applied_index for n in self.nodes.values())
         rate = (applied - self._progress_applied) / PROGRESS_SECONDS
         self._progress_applied = applied
         master = self.master()
@@ -535,7 +530,7 @@ class SimCell:
             client.stop_at = min(client.stop_at, workload_end)
         for lock_client in self.lock_clients.values():
             lock_client.stop_at = min(lock_client.stop_at, workload_end)
-        self.quiet_from = workload_end
+        self.scheduler.at(workload_end, self._fall_quiet)
         end = workload_end + int(s.quiet_seconds * SECOND)
         self.run_until(workload_end)
         self._tell("quiet: clients stop; replicas must converge to the same state")
@@ -568,6 +563,11 @@ class SimCell:
                 "lost, none before its change was applied"
             )
         return self.result()
+
+    def _fall_quiet(self) -> None:
+        """From now on no master asks for checksums, so the cell can fall quiet."""
+        for node in self.nodes.values():
+            node.stop_checksums()
 
     def _heal_everything(self) -> None:
         self.healed_at = self.scheduler.now

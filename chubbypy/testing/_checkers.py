@@ -13,7 +13,8 @@ The `Observer` watches the whole cell from outside, in true time:
 * **exactly once**: no command is ever applied twice;
 * **linearizable reads**: a read served by the master under its lease returns the latest
   write acknowledged before it began, never older, never one not yet written;
-* **no lost update**: each increment, decided on the master's state, moves its counter by one;
+* **no lost update**: each increment (a write guarded by the value the client read) that
+  changed its counter moved it by exactly one;
 * **liveness**: once faults stop and the cell is whole, every operation completes within a
   bound.
 """
@@ -27,7 +28,8 @@ from attrs import define, field, frozen
 
 from chubbypy.paxos import ChecksumTaken, Outcome, OutcomeKind
 from chubbypy.protocol import MASTER_CLIENT, Ballot, ClientId, Entry, Value
-from chubbypy.testing._kv import parse_put, parse_put_result
+from chubbypy.protocol.namespace_codec import decode_result
+from chubbypy.testing._registers import changed, put_in
 from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
 from chubbypy.testing._world import SECOND
 
@@ -79,6 +81,8 @@ class Observer:
     lease_holders_max: int = 0
     lease_checks: int = 0
     _checksums_compared: int = 0
+    _puts_by_key: dict[str, list[tuple[int, int]]] | None = None
+    """Every register's changes in log order, worked out once the run is over."""
 
     @property
     def failed(self) -> bool:
@@ -143,7 +147,9 @@ class Observer:
         self._open[(client, request.op_id)] = record
 
     def completed(self, client: str, request: Request, reply: Reply, now_us: int) -> None:
+        """`request` (as it finally went: an increment gets its sequence late) ended."""
         record = self._open.pop((client, request.op_id))
+        record.request = request
         record.complete_us = now_us
         record.reply = reply
 
@@ -231,22 +237,35 @@ class Observer:
                     f"command {request.sequence} (index {reply.index}) is not in the log",
                 )
                 return
-            index, value = parse_put_result(outcomes[0].result)
-            if (index, value) != (reply.index, reply.value):
+            first = outcomes[0]
+            if first.index > reply.index:
                 self.violation(
                     "durability",
                     f"client {request.client_id} command {request.sequence} was acknowledged "
-                    f"as index {reply.index} value {reply.value}, "
-                    f"but the log applied it at {index} with value {value}",
+                    f"as applied through index {reply.index}, but the log applied it at "
+                    f"{first.index}",
+                )
+                return
+            if reply.result != decode_result(first.result):
+                self.violation(
+                    "durability",
+                    f"client {request.client_id} command {request.sequence} was answered "
+                    f"{reply.result}, but the log's result was {decode_result(first.result)}",
                 )
                 return
 
     def _check_real_time_order(self, applied: dict[tuple[ClientId, int], list[Outcome]]) -> None:
         """If A was acknowledged before B began, A is before B in the log."""
         acked = [
-            (r.invoke_us, r.complete_us, r.reply.index)
+            (
+                r.invoke_us,
+                r.complete_us,
+                applied[(r.request.client_id, r.request.sequence)][0].index,
+            )
             for r in self._commands()
-            if r.acknowledged and r.reply is not None and r.complete_us is not None
+            if r.acknowledged
+            and r.complete_us is not None
+            and (r.request.client_id, r.request.sequence) in applied
         ]
         by_completion = sorted((done, index) for _, done, index in acked)
         completions = [done for done, _ in by_completion]
@@ -266,17 +285,26 @@ class Observer:
                 return
 
     def _puts(self, key: str) -> list[tuple[int, int]]:
-        """(index, value) of every applied put to `key`, in log order."""
-        puts = []
-        for index in sorted(self._applied):
-            value = self._chosen[index][1]
-            outcomes = [r for r in self._applied[index].results if isinstance(r, Outcome)]
-            for command, outcome in zip(value.commands, outcomes, strict=False):
-                if outcome.kind is OutcomeKind.APPLIED and command.client_id != MASTER_CLIENT:
-                    put_key, put_value = parse_put(command.payload)
-                    if put_key == key:
-                        puts.append((index, put_value))
-        return puts
+        """(index, value) of every applied write that changed register `key`, in log order."""
+        if self._puts_by_key is None:
+            self._puts_by_key = {}
+            for index in sorted(self._applied):
+                for written, value in self._register_writes(index):
+                    self._puts_by_key.setdefault(written, []).append((index, value))
+        return self._puts_by_key.get(key, [])
+
+    def _register_writes(self, index: int) -> list[tuple[str, int]]:
+        """(key, value) of each register write applied at `index` that changed its file."""
+        value = self._chosen[index][1]
+        outcomes = [r for r in self._applied[index].results if isinstance(r, Outcome)]
+        writes = []
+        for command, outcome in zip(value.commands, outcomes, strict=False):
+            if outcome.kind is not OutcomeKind.APPLIED or command.client_id == MASTER_CLIENT:
+                continue
+            written = put_in(command.payload)
+            if written is not None and changed(outcome.result):
+                writes.append(written)
+        return writes
 
     def _check_counters(self) -> None:
         keys = sorted({r.request.key for r in self._ops if r.request.kind is OpKind.INCREMENT})

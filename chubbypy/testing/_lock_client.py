@@ -44,12 +44,22 @@ from chubbypy.client._cache import CachedNode, ClientCache
 from chubbypy.locks import decode_sequencer
 from chubbypy.paxos import ChecksumTaken, Outcome, OutcomeKind
 from chubbypy.protocol import MASTER_CLIENT, Entry, ValueKind
+from chubbypy.protocol.client import (
+    ClientRequest,
+    ErrorReply,
+    RequestId,
+    ServerReply,
+    SessionReply,
+    SessionRequest,
+)
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace import (
     Acquire,
+    Create,
     EndSession,
     InSession,
     LockHeldAt,
+    LockMode,
     MultiOp,
     MultiResult,
     SetContents,
@@ -57,7 +67,24 @@ from chubbypy.protocol.namespace import (
     Written,
 )
 from chubbypy.protocol.namespace_codec import decode_log_write, decode_result
-from chubbypy.sessions import EventKind, SessionEvent
+from chubbypy.protocol.session import (
+    AcquireLock,
+    CloseSession,
+    CreateSession,
+    HandleWrite,
+    KeepAlive,
+    LeaseExtended,
+    Locked,
+    Open,
+    ReadNode,
+    ReleaseLock,
+    SessionCall,
+    SessionCreated,
+    SessionResult,
+)
+from chubbypy.protocol.session import HandleOpened as WireHandleOpened
+from chubbypy.protocol.session import NodeRead as WireNodeRead
+from chubbypy.sessions import EventKind, EventMask, HandleMode, SessionEvent
 from chubbypy.testing._lock_requests import (
     LOCK_COUNT,
     LOCK_PATH_FORMAT,
@@ -231,6 +258,66 @@ class _Channel:
     sent_local: int = 0
     began: int = 0
     """True time of the first sending."""
+    request_ids: set[int] = field(factory=set)
+    """The wire request ids it was sent with: an answer to any will do."""
+
+
+def _wire_call(request: LockRequest) -> SessionCall:
+    """The session call a lock client's request is, on the wire."""
+    session, credential, path = request.session_id, request.credential, request.path
+    match request.kind:
+        case LockOp.CREATE_SESSION:
+            return CreateSession(request.client)
+        case LockOp.KEEPALIVE:
+            return KeepAlive(session, credential, request.acked)
+        case LockOp.OPEN:
+            mode = int(HandleMode.READ | HandleMode.WRITE)
+            events = int(EventMask.CONTENTS_MODIFIED | EventMask.LOCK_ACQUIRED)
+            return Open(session, credential, path, mode, events, request.lock_delay_ms,
+                        Create(path), False)  # fmt: skip
+        case LockOp.ACQUIRE:
+            return AcquireLock(request.handle, LockMode.EXCLUSIVE, wait=True)
+        case LockOp.RELEASE:
+            return ReleaseLock(request.handle, request.generation or None)
+        case LockOp.FENCED_WRITE:
+            write = SetContents(path, str(request.value).encode())
+            return HandleWrite(request.handle, write, request.sequencer)
+        case LockOp.CLOSE_SESSION:
+            return CloseSession(session, credential)
+        case LockOp.READ:
+            return ReadNode(session, credential, path, request.cache)
+
+
+def _lock_reply(request: LockRequest, reply: ServerReply) -> LockReply:
+    """A wire answer in the lock client's terms."""
+    op = request.op_id
+    match reply:
+        case ErrorReply(code=ErrorCode.NOT_MASTER, master_hint=hint):
+            return LockReply(op, LockStatus.NOT_MASTER, hint=hint)
+        case ErrorReply(code=code):
+            return LockReply(op, LockStatus.FAILED, code)
+        case SessionReply(result=result):
+            return _lock_result(op, result)
+    raise AssertionError(f"unexpected {reply!r} to {request!r}")
+
+
+def _lock_result(op: int, result: SessionResult) -> LockReply:
+    match result:
+        case SessionCreated(session_id, lease_ms, credential):
+            return LockReply(op, LockStatus.OK, session_id=session_id, credential=credential,
+                             lease_ms=lease_ms)  # fmt: skip
+        case LeaseExtended(lease_ms, events, held_ms):
+            return LockReply(op, LockStatus.OK, lease_ms=lease_ms, events=events,
+                             held_ms=held_ms)  # fmt: skip
+        case WireHandleOpened(handle):
+            return LockReply(op, LockStatus.OK, handle=handle)
+        case Locked(stat, sequencer):
+            return LockReply(op, LockStatus.OK, sequencer=sequencer,
+                             generation=stat.lock_generation)  # fmt: skip
+        case WireNodeRead(stat, contents, cached, sequence):
+            return LockReply(op, LockStatus.OK, stat=stat, contents=contents, cached=cached,
+                             event_sequence=sequence)  # fmt: skip
+    return LockReply(op, LockStatus.OK)
 
 
 class SimLockClient:
@@ -244,9 +331,8 @@ class SimLockClient:
         observer: LockObserver,
         rng: random.Random,
         clock: Clock,
-        send: Callable[[str, str, LockRequest], None],
+        send: Callable[[str, str, ClientRequest], None],
         *,
-        tick_us: int,
         drift_max: float,
         timeout_us: int,
         bugs: frozenset[LockBug] = frozenset(),
@@ -259,7 +345,6 @@ class SimLockClient:
         self._rng = rng
         self._clock = clock
         self._send = send
-        self._tick_us = tick_us
         self._drift_max = drift_max
         self._timeout_us = timeout_us
         self._target = rng.randrange(len(replicas))
@@ -268,6 +353,8 @@ class SimLockClient:
         self._keepalive = _Channel()
         self.stop_at = 0
         self._session = 0
+        self._credential = b""
+        self._last_request_id = 0
         self._lease_end_local = 0
         self._acked = 0
         self._handle = b""
@@ -372,8 +459,9 @@ class SimLockClient:
             self._session_lost()
         elif request.kind is LockOp.CREATE_SESSION and reply.status is LockStatus.OK:
             self._session = reply.session_id
+            self._credential = reply.credential
             self._acked = 0
-            self._new_lease(self._work.sent_local, reply.lease_ticks)
+            self._new_lease(self._work.sent_local, reply.lease_ms)
             self._start_keepalives()
         elif request.kind is LockOp.OPEN:
             self._handle = reply.handle if reply.status is LockStatus.OK else b""
@@ -415,18 +503,18 @@ class SimLockClient:
         self._cache.flush()
         self._stop_believing()
         self._session = 0
+        self._credential = b""
         self._handle = b""
         self._sequencer = b""
         self._keepalive = _Channel()
 
     # ------------------------------------------------------------------ the lease
 
-    def _new_lease(self, sent_local: int, lease_ticks: int, held_ticks: int = 0) -> None:
+    def _new_lease(self, sent_local: int, lease_ms: int, held_ms: int = 0) -> None:
         """The lease the master granted, as this client may count on it: from the send
         time plus the master's hold, shrunk by the worst drift of both clocks."""
         epsilon = self._drift_max
-        ticks = lease_ticks + held_ticks
-        duration = int(ticks * self._tick_us * (1 - epsilon) / (1 + epsilon))
+        duration = int((lease_ms + held_ms) * MILLISECOND * (1 - epsilon) / (1 + epsilon))
         self._lease_end_local = max(self._lease_end_local, sent_local + duration)
         self._observer.lease_view(self._session, self._clock.true_at(self._lease_end_local))
         self._watch_lease()
@@ -452,7 +540,7 @@ class SimLockClient:
         if reply.status is LockStatus.FAILED:
             self._session_lost()  # the session expired (or was closed): start another
             return
-        self._new_lease(self._keepalive.sent_local, reply.lease_ticks, reply.held_ticks)
+        self._new_lease(self._keepalive.sent_local, reply.lease_ms, reply.held_ms)
         self._observer.events_received(self.name, self._session, reply.events)
         for event in reply.events:
             if event.sequence <= self._acked:
@@ -474,8 +562,10 @@ class SimLockClient:
         self._op_id += 1
         if kind is not LockOp.CREATE_SESSION and "session_id" not in fields:
             fields["session_id"] = self._session
+        fields["credential"] = self._credential
         channel.request = LockRequest(self.name, self._op_id, kind, **fields)  # type: ignore[arg-type]
         channel.attempt = 0
+        channel.request_ids = set()
         self._transmit(channel)
 
     def _transmit(self, channel: _Channel) -> None:
@@ -490,7 +580,10 @@ class SimLockClient:
             # checker).
             channel.sent_local = self._local()
         attempt = channel.attempt
-        self._send(self.name, self._replicas[self._target], request)
+        self._last_request_id += 1
+        channel.request_ids.add(self._last_request_id)
+        wire = SessionRequest(RequestId(self._last_request_id), _wire_call(request))
+        self._send(self.name, self._replicas[self._target], wire)
         timeout = self._timeout_us
         if request.kind in (LockOp.KEEPALIVE, LockOp.ACQUIRE):
             timeout *= 8  # held at the master by design
@@ -503,14 +596,14 @@ class SimLockClient:
             self._target = (self._target + 1) % len(self._replicas)
             self._transmit(channel)
 
-    def reply_received(self, replica: str, reply: LockReply) -> None:
-        if self._asleep(lambda: self.reply_received(replica, reply)):
+    def reply_received(self, replica: str, answer: ServerReply) -> None:
+        if self._asleep(lambda: self.reply_received(replica, answer)):
             return
         channel = next(
             (
                 c
                 for c in (self._work, self._keepalive)
-                if c.request is not None and c.request.op_id == reply.op_id
+                if c.request is not None and answer.request_id in c.request_ids
             ),
             None,
         )
@@ -518,6 +611,7 @@ class SimLockClient:
             return  # a late reply to a request already finished
         request = channel.request
         assert request is not None
+        reply = _lock_reply(request, answer)
         if reply.status is LockStatus.NOT_MASTER:
             if reply.hint is not None and reply.hint in self._replicas and reply.hint != replica:
                 self._target = self._replicas.index(reply.hint)

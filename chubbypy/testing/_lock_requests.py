@@ -1,4 +1,5 @@
-"""What simulated lock clients and replicas say to each other (simulation only)."""
+"""A simulated lock client's calls and their answers, in its own terms (simulation only); what
+crosses the simulated network is the wire protocol's own values."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class LockRequest:
     op_id: int
     kind: LockOp
     session_id: int = 0
+    credential: bytes = b""
     acked: int = 0
     path: str = ""
     handle: bytes = b""
@@ -68,8 +70,9 @@ class LockReply:
     status: LockStatus
     code: ErrorCode | None = None
     session_id: int = 0
-    lease_ticks: int = 0
-    held_ticks: int = 0
+    credential: bytes = b""
+    lease_ms: int = 0
+    held_ms: int = 0
     handle: bytes = b""
     sequencer: bytes = b""
     generation: int = 0

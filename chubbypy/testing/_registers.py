@@ -1,70 +1,74 @@
-"""The simulator's registers kept in the real namespace database, so it runs under the checkers.
+"""The register workload's registers and counters, as files of the real namespace database.
 
-The workload's ``["put", key, value]`` commands become namespace writes (a MultiOp: set the
-file's contents if it exists, else create it) applied by `NamespaceMachine`, and reads go
-through its read path; snapshots, restores and checksums are the namespace's own. Results
-are the same as `KvMachine`'s, so every checker works unchanged.
-
-In a whole-cell run (registers and lock clients together) the same machine also applies
-the master's session commands and the lock clients' writes (`payload` that is not a put),
-and records every write for the master's service, puts included.
+A register `k0` is the file ``/ls/sim/k0`` holding a decimal integer. A put is a write any
+client of the cell could send: a MultiOp that sets the file's contents if it exists, else
+creates it. An increment is a compare-and-swap on a counter file: the client reads the
+counter from the master, then writes value + 1 guarded by "the contents are still what I
+read" (or "the file is still absent"); if another write came first, the guard fails and
+nothing changes. The checkers read the committed log back through `put_in` and `changed`.
 """
 
 from __future__ import annotations
 
-import msgpack
-
-from chubbypy.namespace import NamespaceMachine
-from chubbypy.protocol import LogIndex
+from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.errors import Failure
 from chubbypy.protocol.namespace import (
-    Contents,
+    Absent,
+    ContentsAre,
     Create,
     Exists,
-    GetContentsAndStat,
     MultiOp,
+    MultiResult,
     SetContents,
+    WriteResult,
 )
-from chubbypy.testing._kv import is_put, parse_put
+from chubbypy.protocol.namespace_codec import decode_result, decode_write
 
 CELL = "sim"
+PREFIX = f"/ls/{CELL}/"
 
 
-def _path(key: str) -> str:
-    return f"/ls/{CELL}/{key}"
+def path_of(key: str) -> str:
+    return PREFIX + key
 
 
-def register_write(key: str, value: int) -> MultiOp:
+def put(key: str, value: int) -> MultiOp:
     """The namespace write a put becomes: set the file's contents, or create it."""
-    path, contents = _path(key), str(value).encode()
+    path, contents = path_of(key), str(value).encode()
     return MultiOp(
         (Exists(path),), (SetContents(path, contents),), (Create(path, contents=contents),)
     )
 
 
-class NamespaceRegisters:
-    """Registers of integers, one file each in a real namespace; a `StateMachine`."""
+def increment(key: str, seen: int | None) -> MultiOp:
+    """Set counter `key` to `seen` + 1 only if it still holds `seen` (None: is still absent)."""
+    path = path_of(key)
+    if seen is None:
+        return MultiOp((Absent(path),), (Create(path, contents=b"1"),))
+    guard = ContentsAre(path, str(seen).encode())
+    return MultiOp((guard,), (SetContents(path, str(seen + 1).encode()),))
 
-    def __init__(self) -> None:
-        self.namespace = NamespaceMachine(CELL)
 
-    def apply(self, index: LogIndex, payload: bytes) -> bytes:
-        if not is_put(payload):
-            return self.namespace.apply(index, payload)
-        key, value = parse_put(payload)
-        applied = self.namespace.apply_recorded(index, register_write(key, value))
-        assert not isinstance(applied.result, Failure), applied.result
-        return bytes(msgpack.packb([index, value]))
+def put_in(payload: bytes) -> tuple[str, int] | None:
+    """The (key, value) a command of the register workload writes, or None for any other."""
+    try:
+        write = decode_write(payload)
+    except DecodeError:
+        return None
+    if not isinstance(write, MultiOp) or len(write.if_true) != 1:
+        return None
+    (change,) = write.if_true
+    if not isinstance(change, SetContents | Create) or not change.path.startswith(PREFIX):
+        return None
+    return change.path.removeprefix(PREFIX), int(change.contents)
 
-    def get(self, key: str) -> int | None:
-        result = self.namespace.read(GetContentsAndStat(_path(key)))
-        return int(result.contents) if isinstance(result, Contents) else None
 
-    def snapshot(self) -> bytes:
-        return self.namespace.snapshot()
-
-    def restore(self, data: bytes) -> None:
-        self.namespace.restore(data)
-
-    def checksum(self) -> bytes:
-        return self.namespace.checksum()
+def changed(result: bytes | WriteResult) -> bool:
+    """Whether a register write with this result changed its file (a put always does; an
+    increment only if its guard held)."""
+    decoded = decode_result(result) if isinstance(result, bytes) else result
+    if isinstance(decoded, Failure):
+        return False
+    # A MultiOp's results are those of the branch that ran: none if the increment's guard
+    # failed (its other branch is empty).
+    return not isinstance(decoded, MultiResult) or bool(decoded.results)

@@ -1,4 +1,6 @@
-"""What simulated clients and replicas say to each other (simulation only, never on a wire)."""
+"""The register workload's operations as the checkers see them: what a client asked and what
+it was told, in its own terms (simulation only). What crosses the simulated network is the
+wire protocol's own values (`chubbypy.protocol.client`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import enum
 from attrs import frozen
 
 from chubbypy.protocol import NO_CLIENT, ClientId
+from chubbypy.protocol.namespace import WriteResult
 
 
 class OpKind(enum.Enum):
@@ -16,17 +19,13 @@ class OpKind(enum.Enum):
     READ = "read"
     """Read a register from the master's memory under its lease: no log, no disk."""
     INCREMENT = "increment"
-    """The master reads a counter and proposes counter + 1: a decision made on master state,
-    the case the epoch guard exists for."""
+    """Read a counter from the master, then write it plus one, guarded by what was read."""
 
 
 class ReplyStatus(enum.Enum):
     OK = "ok"
-    NOT_MASTER = "not master"
-    BUSY = "busy"
-    """Try again shortly (overloaded, or the key has an increment in flight)."""
-    RETRY = "retry"
-    """The command was refused without effect (its epoch ended): send it again."""
+    CONFLICT = "conflict"
+    """An increment whose guard failed: another write came first, nothing changed."""
     INDETERMINATE = "indeterminate"
     """The command may or may not have been applied, and the replicas can no longer tell."""
 
@@ -38,8 +37,10 @@ class Request:
     kind: OpKind
     client_id: ClientId = NO_CLIENT
     sequence: int = 0
+    """The command's sequence (0 until it has one: an increment gets it for its write)."""
     key: str = ""
     value: int = 0
+    """A write: the value written; an increment: the value it read (-1: absent)."""
 
 
 @frozen
@@ -50,6 +51,8 @@ class Reply:
     """Write and increment: the value now in the register; read: its value (-1 if none);
     register: the new client id."""
     index: int = 0
-    """Write and increment: the log index applied at; read: the master's applied index."""
-    hint: str | None = None
-    """Who the replica believes is master, on NOT_MASTER."""
+    """Write and increment: the index through which the write is surely applied (its own
+    entry's, or a later one for a retry answered from the client table); read: the master's
+    applied index."""
+    result: WriteResult | None = None
+    """A write's result as the client was told it."""

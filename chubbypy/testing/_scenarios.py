@@ -87,17 +87,17 @@ def flapping_master(seed: int, settings: SimSettings, narrate: Narrate = None) -
     late.register(first)
     cell.run(seconds=0.1)
     # The first master's Accepts stop reaching anyone, but clients still reach it: it
-    # proposes three instances nobody else accepts, the last one an increment.
+    # proposes three instances nobody else accepts.
     cell.partition([first], [n for n in cell.names if n != first], one_way=True)
     early.write(first, "k0", 1)
     cell.run(seconds=0.005)
     early.write(first, "k1", 2)
     cell.run(seconds=0.005)
-    early.increment(first, "c0")
+    early.write(first, "k2", 3)
     cell.run(seconds=0.02)
-    # A second master serves just long enough to increment the same counter...
+    # A second master serves just long enough to write the same register...
     second = cell.run_until_serving(excluding=[first])
-    late.increment(second, "c0")
+    late.write(second, "k2", 4)
     cell.run(seconds=0.02)
     # ...and is cut off before it proposes anything else; a third master recovers the
     # first one's leftover instances, from a quorum that includes the first master.

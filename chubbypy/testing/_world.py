@@ -118,15 +118,30 @@ class Network:
         self.blocked.clear()
 
 
+SITE_ENABLED = 0.25
+"""In a run with buggify on, the chance that a given site is switched on for the run."""
+
+
 class SimChance:
-    """The core's `Chance` in simulation: seeded, and with buggify switched on for some runs."""
+    """The core's `Chance` in simulation: seeded, and with buggify switched on for some runs.
+
+    As FoundationDB's BUGGIFY: in such a run, each site is switched on or off for good the
+    first time it is asked (so which rare paths a run takes is decided per site and per
+    seed), and a site that is on fires at `buggify_rate` of the times it is asked.
+    """
 
     def __init__(self, rng: random.Random, buggify_rate: float) -> None:
         self._rng = rng
         self._buggify_rate = buggify_rate
+        self._sites: dict[str, bool] = {}
 
     def randint(self, low: int, high: int) -> int:
         return self._rng.randint(low, high)
 
     def buggify(self, site: str) -> bool:
-        return self._buggify_rate > 0 and self._rng.random() < self._buggify_rate
+        if self._buggify_rate <= 0:
+            return False
+        enabled = self._sites.get(site)
+        if enabled is None:
+            enabled = self._sites[site] = self._rng.random() < SITE_ENABLED
+        return enabled and self._rng.random() < self._buggify_rate

@@ -24,9 +24,8 @@ from chubbypy.testing._cell import SimResult, SimSettings
 from chubbypy.testing._scenarios import SCENARIOS
 
 WORKLOADS = {
-    "cell": "register clients (registers as files) and lock clients in one cell: every checker",
-    "registers": "register clients only, registers in a dict",
-    "namespace": "register clients only, registers as files of the namespace database",
+    "cell": "register clients and lock clients in one cell: every checker",
+    "registers": "register clients only (writes, reads and increments of files)",
     "locks": "lock clients only (sessions, locks, fenced writes, cached reads)",
 }
 
@@ -40,7 +39,6 @@ def _settings(
         replicas=replicas,
         bugs=frozenset(Bug(name) for name in bugs),
         drift_factor=drift_factor,
-        namespace=workload in ("cell", "namespace"),
         locks=workload in ("cell", "locks"),
         registers=workload != "locks",
     )
@@ -110,13 +108,6 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(WORKLOADS),
         default="cell",
         help="; ".join(f"{name}: {text}" for name, text in WORKLOADS.items()),
-    )
-    parser.add_argument(
-        "--namespace",
-        dest="workload",
-        action="store_const",
-        const="namespace",
-        help="the same as --workload namespace",
     )
     parser.add_argument(
         "--locks",

@@ -51,7 +51,7 @@ def test_fixed_seeds_with_locks(replicas: int, start: int) -> None:
 def test_fixed_seeds_of_the_whole_cell(start: int) -> None:
     """Register clients and lock clients in one cell (chubbypy-sim's default workload):
     clients' writes pass the cache gate too, and every checker holds."""
-    settings = evolve(SimSettings(), locks=True, registers=True, namespace=True)
+    settings = evolve(SimSettings(), locks=True, registers=True)
     for seed in range(start, start + CHUNK):
         cell = SimCell(seed, settings)
         result = cell.run_scenario()

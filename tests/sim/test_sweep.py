@@ -22,10 +22,8 @@ FRESH_START = int(os.environ.get("CHUBBYPY_SIM_START", random.SystemRandom().ran
 """Fresh seeds differ on every run; set CHUBBYPY_SIM_START to repeat a run's fresh batch."""
 
 
-def _run_chunk(
-    replicas: int, seeds: range, scenario: str = "random", *, namespace: bool = False
-) -> None:
-    settings = evolve(SimSettings(), replicas=replicas, namespace=namespace)
+def _run_chunk(replicas: int, seeds: range, scenario: str = "random") -> None:
+    settings = evolve(SimSettings(), replicas=replicas)
     for seed in seeds:
         result = run_seed(seed, settings, scenario)
         assert result.ok, explain(result, scenario)
@@ -44,16 +42,6 @@ def test_fresh_seeds(replicas: int) -> None:
     start = FRESH_START + (0 if replicas == 3 else 10**9)
     print(f"fresh seeds from {start} (CHUBBYPY_SIM_START={FRESH_START})")
     _run_chunk(replicas, range(start, start + CHUNK))
-
-
-NAMESPACE = [(3, start) for start in range(1000, 1040, CHUNK)] + [(5, 1000), (5, 1010)]
-"""60 fixed seeds with the real namespace database as the replicated state machine."""
-
-
-@pytest.mark.parametrize(("replicas", "start"), NAMESPACE)
-def test_fixed_seeds_with_the_namespace(replicas: int, start: int) -> None:
-    """The namespace database, replicated under random faults, breaks no checker."""
-    _run_chunk(replicas, range(start, start + CHUNK), namespace=True)
 
 
 @pytest.mark.parametrize("scenario", ["bridge", "lost-ack", "flapping-master"])

@@ -1,8 +1,8 @@
 """The pure core imports nothing that does I/O, keeps time or draws random numbers.
 
-STYLE §1: `protocol`, `paxos`, `namespace`, `locks`, `sessions` and `master` never import
-twisted, sqlalchemy, yaml, time, random, socket or threading, nor any shell package, directly
-or through another chubbypy module.
+STYLE §1: `protocol`, `paxos`, `namespace`, `locks`, `sessions`, `master` and `node` never
+import twisted, sqlalchemy, yaml, time, random, socket or threading, nor any shell package,
+directly or through another chubbypy module.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import chubbypy
 
-CORE = ("protocol", "paxos", "namespace", "locks", "sessions", "master")
+CORE = ("protocol", "paxos", "namespace", "locks", "sessions", "master", "node")
 FORBIDDEN = frozenset(
     {
         "twisted", "sqlalchemy", "yaml", "time", "random", "socket", "threading",

@@ -11,6 +11,7 @@ from attrs import evolve
 from chubbypy.namespace import (
     INSTANCES_PER_INDEX,
     ROOT_ACL_DEFAULT,
+    AppliedWrite,
     NamespaceChanges,
     NamespaceMachine,
     NodeRecord,
@@ -82,7 +83,7 @@ def _populated() -> Cell:
 def test_apply_decodes_applies_and_encodes() -> None:
     """apply(index, payload) returns the encoded result of the decoded write."""
     machine = NamespaceMachine(CELL)
-    result = decode_result(machine.apply(LogIndex(1), encode_write(Create(at("f")))))
+    result = decode_result(machine.apply(LogIndex(1), encode_write(Create(at("f"))))[0])
     assert result == Written(machine.tree.stat(machine.tree.get(at("f"))))  # type: ignore[arg-type]
 
 
@@ -104,7 +105,7 @@ def test_an_undecodable_payload_is_a_bad_request_and_changes_nothing(payload: by
     """A payload that is not a write gives a BAD_REQUEST result, never an exception."""
     cell = _populated()
     before = cell.machine.snapshot()
-    result = decode_result(cell.machine.apply(LogIndex(100), payload))
+    result = decode_result(cell.machine.apply(LogIndex(100), payload)[0])
     assert isinstance(result, Failure)
     assert result.code is ErrorCode.BAD_REQUEST
     assert cell.machine.snapshot() == before
@@ -320,13 +321,13 @@ def test_restoring_starts_a_new_baseline() -> None:
     assert copy.take_changes() == NamespaceChanges((), ())
 
 
-def test_take_applied_reports_each_write_while_asked() -> None:
-    """With keep_applied on, each applied payload's write and Applied are handed out once."""
+def test_apply_tells_what_each_write_did() -> None:
+    """Applying a payload returns, beside its result, the decoded write and what it changed;
+    a payload that does not decode returns nothing beside its BAD_REQUEST."""
     machine = NamespaceMachine(CELL)
-    machine.apply(LogIndex(1), encode_write(Create(at("a"))))
-    assert machine.take_applied() == []
-    machine.keep_applied = True
-    machine.apply(LogIndex(2), encode_write(Create(at("b"))))
-    ((index, write, applied),) = machine.take_applied()
-    assert (index, write, applied.changed) == (2, Create(at("b")), (at("b"),))
-    assert machine.take_applied() == []
+    _, effect = machine.apply(LogIndex(2), encode_write(Create(at("b"))))
+    assert isinstance(effect, AppliedWrite)
+    assert (effect.index, effect.write, effect.applied.changed) == (2, Create(at("b")), (at("b"),))
+    result, nothing = machine.apply(LogIndex(3), b"\xc1")
+    assert nothing is None
+    assert isinstance(decode_result(result), Failure)

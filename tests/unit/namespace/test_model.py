@@ -514,7 +514,7 @@ class NamespaceModel(RuleBasedStateMachine):
         self.must_advance = False
         expected = self.model.write(write)
         index = LogIndex(self.model.index)
-        actual = decode_result(self.machine.apply(index, encode_log_write(write)))
+        actual = decode_result(self.machine.apply(index, encode_log_write(write))[0])
         _same(expected, actual)
         if isinstance(actual, SessionOpened):
             self.ever_opened.append(actual.session_id)

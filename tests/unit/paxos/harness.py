@@ -89,12 +89,12 @@ class DictMachine:
         self.values: dict[bytes, bytes] = {}
         self.calls = 0
 
-    def apply(self, index: LogIndex, payload: bytes) -> bytes:
+    def apply(self, index: LogIndex, payload: bytes) -> tuple[bytes, object]:
         self.calls += 1
         key, _, value = payload.partition(b"=")
         previous = self.values.get(key, b"")
         self.values[key] = value
-        return previous
+        return previous, (index, key)
 
     def snapshot(self) -> bytes:
         return bytes(msgpack.packb(sorted(self.values.items()), use_bin_type=True))

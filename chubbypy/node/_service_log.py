@@ -1,26 +1,28 @@
 """How a master's service talks to the replicated log: its proposals as commands, and the
-applied entries back to it. Pure; shared by the server's and the simulator's hosts.
+applied writes back to it. Pure.
 
 The service's decisions go into the log as the master's own commands (`MASTER_CLIENT`,
 numbered here), all of one batch in one `propose` so that they share a log entry (a
 release and the grant it allows, say). When an entry is applied, the writes the namespace
-applied come back to the service in log order, each with the token of the call it served
-(or None); a master command refused because its epoch ended is reported so that its caller
-can be told to retry. Every proposal's cache-gate ticket is reported `landed` once its
-outcome is known (or the core refused it).
+applied (each outcome's `effect`) come back to the service in log order, each with the
+token of the call it served (or None); a master command refused because its epoch ended is
+reported so that its caller can be told to retry. Every proposal's cache-gate ticket is
+reported `landed` once its outcome is known (or the core refused it).
+
+Numbering starts again with each mastership: every command of an earlier mastership is
+applied before the new master starts serving (they precede its EPOCH_START in the log),
+so a sequence number here always names this mastership's own command.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from chubbypy.master._results import ClientWrite, Proposal
-from chubbypy.master._service import MasterService
-from chubbypy.namespace import Applied
+from chubbypy.master import MasterService, Proposal
+from chubbypy.namespace import AppliedWrite
 from chubbypy.paxos import Outcome, OutcomeKind
-from chubbypy.protocol import MASTER_CLIENT, Command, LogIndex
-from chubbypy.protocol.namespace import LogWrite
+from chubbypy.protocol import MASTER_CLIENT, Command
 from chubbypy.protocol.namespace_codec import encode_log_write
 
 
@@ -49,34 +51,6 @@ class ServiceLog:
             self._tokens[sequence] = (proposal.token, proposal.ticket)
         return commands
 
-    def dispatch(
-        self,
-        service: MasterService,
-        proposals: Iterable[Proposal | ClientWrite],
-        propose: Callable[[list[Command]], bool],
-        release: Callable[[ClientWrite], None],
-    ) -> list[int]:
-        """Send what `service.take` let through, in order: each run of the service's own
-        proposals as one batch (`propose`; False if the core refused it), each client's
-        write to `release`. The tokens of the calls whose commands were refused."""
-        refused: list[int] = []
-        batch: list[Proposal] = []
-
-        def send_batch() -> None:
-            commands = self.commands(batch)
-            batch.clear()
-            if commands and not propose(commands):
-                refused.extend(self.refused(service, commands))
-
-        for proposal in proposals:
-            if isinstance(proposal, Proposal):
-                batch.append(proposal)
-            else:
-                send_batch()
-                release(proposal)
-        send_batch()
-        return refused
-
     def refused(self, service: MasterService, commands: Iterable[Command]) -> list[int]:
         """The core refused `commands`: the tokens of the calls they served."""
         tokens = []
@@ -87,30 +61,22 @@ class ServiceLog:
                 tokens.append(token)
         return tokens
 
-    def applied(
-        self,
-        service: MasterService,
-        outcomes: Iterable[Outcome],
-        writes: list[tuple[LogIndex, LogWrite, Applied]],
-    ) -> list[int]:
-        """Report one applied entry to `service`: its `outcomes`, and the `writes` the
-        namespace applied for it (`NamespaceMachine.take_applied`). Clients' writes are
-        reported too (they cause events). The tokens of master commands refused because
-        their epoch ended."""
-        done = iter(writes)
+    def applied(self, service: MasterService, outcomes: Iterable[Outcome]) -> list[int]:
+        """Report one applied entry's `outcomes` to `service`: every write the namespace
+        applied (clients' writes too: they cause events). The tokens of master commands
+        refused because their epoch ended."""
         refused = []
         for outcome in outcomes:
             for ticket in self._client_writes.pop((outcome.client_id, outcome.sequence), ()):
                 service.landed(ticket)
             token: int | None = None
-            mine = outcome.client_id == MASTER_CLIENT
-            if mine and outcome.sequence in self._tokens:
+            if outcome.client_id == MASTER_CLIENT and outcome.sequence in self._tokens:
                 token, ticket = self._tokens.pop(outcome.sequence)
                 service.landed(ticket)
-            if outcome.kind is OutcomeKind.APPLIED:
-                _, write, applied = next(done)
-                service.applied(token, write, applied)
+            if isinstance(outcome.effect, AppliedWrite):
+                service.applied(token, outcome.effect.write, outcome.effect.applied)
+            elif outcome.kind is OutcomeKind.APPLIED:
+                assert token is None, "the master's own commands always decode"
             elif token is not None:
                 refused.append(token)
-        assert next(done, None) is None, "every applied write was reported"
         return refused

@@ -1,6 +1,7 @@
 """Prometheus text-format metrics: counters, gauges and histograms with labels.
 
-Shell side, and deliberately tiny: a replica exposes a few dozen series at ``/metrics``;
+Pure: plain numbers that the node counts as it goes, rendered as text when a shell asks
+(the admin port's ``/metrics``). Deliberately tiny: a replica exposes a few dozen series;
 a dependency would do more than we need. Names follow Prometheus conventions (``_total``
 for counters, base units such as seconds).
 """
@@ -101,7 +102,20 @@ class Histogram:
         yield f"{self.name}_count {self._count}"
 
 
-Metric = Counter | Gauge | Histogram
+class CounterView:
+    """A counter kept elsewhere (a plain number some part counts), read when scraped."""
+
+    def __init__(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self.name, self.help_text = name, help_text
+        self._read = read
+
+    def lines(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help_text}"
+        yield f"# TYPE {self.name} counter"
+        yield f"{self.name} {_number(self._read())}"
+
+
+Metric = Counter | CounterView | Gauge | Histogram
 
 
 class Registry:
@@ -130,6 +144,11 @@ class Registry:
         gauge = Gauge(name, help_text, read)
         self._metrics.append(gauge)
         return gauge
+
+    def counter_view(self, name: str, help_text: str, read: Callable[[], float]) -> CounterView:
+        view = CounterView(name, help_text, read)
+        self._metrics.append(view)
+        return view
 
     def render(self) -> str:
         return "".join(line + "\n" for metric in self._metrics for line in metric.lines())

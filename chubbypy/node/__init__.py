@@ -1,0 +1,46 @@
+"""One replica of a cell as a pure, sans-IO node: the Paxos core, the replicated database and
+the master's services, driven by input values (ticks, peer messages, decoded client
+requests, "durable write done") and answering with output values (persist this, send these,
+answer that). The Twisted server and the simulator drive the same node."""
+
+from chubbypy.node._master import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE
+from chubbypy.node._metrics import Registry
+from chubbypy.node._node import ReplicaNode
+from chubbypy.node._outputs import (
+    Answer,
+    ConnectionId,
+    Disconnect,
+    EntryApplied,
+    EventHappened,
+    Note,
+    NoteLevel,
+    Output,
+    Persist,
+    SendChecksum,
+    SendPeer,
+)
+from chubbypy.node._settings import ANONYMOUS, Auth, NodeBug, NodeSettings, handle_key_for
+
+__all__ = [
+    "ANONYMOUS",
+    "ANSWER_LOST",
+    "DISCONNECT",
+    "KEEPALIVE_LATE",
+    "Answer",
+    "Auth",
+    "ConnectionId",
+    "Disconnect",
+    "EntryApplied",
+    "EventHappened",
+    "NodeBug",
+    "NodeSettings",
+    "Note",
+    "NoteLevel",
+    "Output",
+    "Persist",
+    "Registry",
+    "ReplicaNode",
+    "SendChecksum",
+    "SendPeer",
+    "handle_key_for",
+]

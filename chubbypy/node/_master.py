@@ -1,0 +1,368 @@
+"""The master's services on a replica node: sessions, handles, locks and the cache gate. Pure.
+
+`MasterHost` starts a `chubbypy.master.MasterService` when its replica starts serving as
+master (every earlier entry is applied by then) and drops it when mastership ends: every
+call in progress is answered NOT_MASTER, and the client retries elsewhere. It turns each
+`SessionRequest` into a call, proposes the service's decisions through the Paxos core as
+the master's own commands (`MASTER_CLIENT`, numbered by `ServiceLog`), hands the service
+every write the log applies (the applier's outcomes carry them), and answers with
+`SessionReply` or `ErrorReply`. Calls are served only while the master lease is valid: an
+answer from memory, and above all a session lease extended by a KeepAlive answer, is a
+promise only the lease holder may make.
+
+Clients' plain writes pass through here too while this replica is master (`write`): the
+service's cache gate holds each until every cached copy it makes stale was invalidated,
+then it is proposed through `ClientWrites` as any other client's write, and the gate hears
+when it landed.
+
+Chance sites (simulation only, `chance.buggify`): a KeepAlive answer held back a few ticks
+(`KEEPALIVE_LATE`), an answer to a call that changed state lost after the change was
+applied (`ANSWER_LOST`), and a client connection dropped while a call waits (`DISCONNECT`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from chubbypy.master import (
+    CallResult,
+    ClientWrite,
+    Done,
+    HandleOpened,
+    KeepAliveAnswered,
+    LockGranted,
+    MasterService,
+    NodeRead,
+    Proposal,
+    SequencerChecked,
+    SessionsListed,
+    SessionStarted,
+    SessionSummary,
+)
+from chubbypy.namespace import NamespaceMachine
+from chubbypy.node._outbox import Outbox
+from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
+from chubbypy.node._service_log import ServiceLog
+from chubbypy.node._settings import NodeSettings
+from chubbypy.node._writes import ClientWrites
+from chubbypy.paxos import Chance, Outcome, Replica
+from chubbypy.protocol import Command
+from chubbypy.protocol.client import RequestId, SessionReply
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import LogWrite
+from chubbypy.protocol.session import (
+    AcquireLock,
+    CallDone,
+    CheckSequencer,
+    CloseHandle,
+    CloseSession,
+    CreateSession,
+    GetSequencer,
+    HandleWrite,
+    KeepAlive,
+    LeaseExtended,
+    ListSessions,
+    Locked,
+    Open,
+    PoisonHandle,
+    ReadNode,
+    ReleaseLock,
+    SequencerValidity,
+    SessionCall,
+    SessionCreated,
+    SessionInfo,
+    SessionList,
+    SessionResult,
+)
+from chubbypy.protocol.session import HandleOpened as WireHandleOpened
+from chubbypy.protocol.session import NodeRead as WireNodeRead
+from chubbypy.sessions import EventMask, HandleMode, credential_matches, session_credential
+
+KEEPALIVE_LATE = "node.keepalive-answer-late"
+ANSWER_LOST = "node.answer-lost-after-apply"
+DISCONNECT = "node.disconnect-waiting-call"
+LATE_TICKS_MAX = 8
+"""How long a `KEEPALIVE_LATE` answer is held back at most, in ticks."""
+
+
+class MasterHost:
+    """One replica's master-side services; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        core: Replica,
+        machine: NamespaceMachine,
+        writes: ClientWrites,
+        outbox: Outbox,
+        chance: Chance,
+    ) -> None:
+        self._settings = settings
+        self._core = core
+        self._machine = machine
+        self._writes = writes
+        self._outbox = outbox
+        self._chance = chance
+        self._service: MasterService | None = None
+        self._log = ServiceLog()
+        self._calls: dict[int, tuple[ConnectionId, RequestId, bool]] = {}
+        """Per token: the connection that asked, its request id, and whether the call
+        changes state (its answer may be lost after the change: `ANSWER_LOST`)."""
+        self._tokens = itertools.count(1)
+        self._gated: dict[int, tuple[ConnectionId, RequestId, Command]] = {}
+        """Clients' writes the cache gate holds, by ticket."""
+        self._late: list[tuple[int, ConnectionId, SessionReply]] = []
+        """KeepAlive answers held back (`KEEPALIVE_LATE`): the tick each goes out at."""
+
+    @property
+    def serving(self) -> bool:
+        return self._service is not None
+
+    @property
+    def sessions(self) -> int:
+        """Live sessions, for /metrics (0 when not serving as master)."""
+        return 0 if self._service is None else self._service.session_count
+
+    @property
+    def cache_cost(self) -> tuple[int, int]:
+        """(cached names registered, writes held for invalidations), for /metrics."""
+        return (0, 0) if self._service is None else self._service.cache_cost
+
+    # ------------------------------------------------------------------------- mastership
+
+    def started(self, epoch: int) -> None:
+        """The replica serves as master of `epoch`; every earlier entry is applied."""
+        self._service = MasterService(self._settings.master_timing, self._settings.handle_key)
+        self._log = ServiceLog()
+        self._gated = {}
+        self._service.start(self._core.tick_count, epoch, self._machine)
+        self._flush()
+
+    def stopped(self) -> None:
+        """Mastership ended: the calls in progress go elsewhere."""
+        self._service = None
+        calls, self._calls = self._calls, {}
+        gated, self._gated = self._gated, {}
+        waiting = [(c, r) for c, r, _ in calls.values()] + [(c, r) for c, r, _ in gated.values()]
+        for connection, request_id in waiting:
+            self._outbox.refuse(connection, request_id, ErrorCode.NOT_MASTER, "mastership ended")
+        late, self._late = self._late, []
+        for _, connection, reply in late:
+            self._outbox.answer(connection, reply)  # its lease was granted under ours
+
+    def ticked(self) -> None:
+        self._send_late()
+        if self._service is not None:
+            self._service.tick(self._core.tick_count)
+            self._flush()
+
+    # ------------------------------------------------------------------------- calls
+
+    def call(
+        self, connection: ConnectionId, request_id: RequestId, call: SessionCall, principal: str
+    ) -> None:
+        """Serve `call` for the connection acting as `principal` (its ACL checks)."""
+        service = self._service
+        if service is None or not self._core.can_serve_reads():
+            self._outbox.refuse(connection, request_id, ErrorCode.NOT_MASTER, "not the master")
+            return
+        if not self._credential_shown(connection, request_id, call, principal):
+            return
+        token = next(self._tokens)
+        changes = not isinstance(call, KeepAlive | ReadNode | ListSessions | CheckSequencer)
+        self._calls[token] = (connection, request_id, changes)
+        self._start(service, token, call, principal)
+        if isinstance(call, AcquireLock) and self._chance.buggify(DISCONNECT):
+            self._outbox.put(Disconnect(connection))
+        self._flush()
+
+    def _credential_shown(
+        self, connection: ConnectionId, request_id: RequestId, call: SessionCall, principal: str
+    ) -> bool:
+        named = _session_named(call)
+        if named is None or credential_matches(*named, self._settings.handle_key):
+            return True
+        self._outbox.note(
+            NoteLevel.WARN,
+            f"refused a {type(call).__name__} naming session {named[0]} from {principal!r}: "
+            "not the session's credential (a forged or mistaken session number)",
+        )
+        message = f"session {named[0]}: wrong credential; only its owner may use it"
+        self._outbox.refuse(connection, request_id, ErrorCode.PERMISSION_DENIED, message)
+        return False
+
+    def _start(self, service: MasterService, token: int, call: SessionCall, principal: str) -> None:
+        match call:
+            case CreateSession(name):
+                service.create_session(token, name)
+            case KeepAlive(session_id, _, acked_through):
+                service.keep_alive(token, session_id, acked_through)
+            case CloseSession(session_id, _):
+                service.close_session(token, session_id)
+            case Open(session_id, _, path, mode, events, delay, create, exclusive):
+                service.open(token, session_id, path, HandleMode(mode & 7),
+                             EventMask(events & 0x7E), delay, create, exclusive,
+                             principal=principal)  # fmt: skip
+            case CloseHandle(handle):
+                service.close(token, handle)
+            case PoisonHandle(handle):
+                service.poison(token, handle)
+            case AcquireLock(handle, mode, wait, wait_ms):
+                ticks = None if wait_ms is None else self._ticks(wait_ms)
+                service.acquire(token, handle, mode, wait=wait, wait_ticks=ticks)
+            case ReleaseLock(handle, generation):
+                service.release(token, handle, generation)
+            case HandleWrite(handle, write, sequencer):
+                service.write(token, handle, write, sequencer)
+            case GetSequencer(handle):
+                service.get_sequencer(token, handle)
+            case CheckSequencer(sequencer):
+                service.check_sequencer(token, sequencer)
+            case ReadNode(session_id, _, path, cache):
+                service.read(token, session_id, path, cache=cache, principal=principal)
+            case ListSessions(after, limit):
+                service.list_sessions(token, after, limit, principal=principal)
+
+    def write(
+        self, connection: ConnectionId, request_id: RequestId, command: Command, write: LogWrite
+    ) -> bool:
+        """A client's write: through the cache gate while serving as master (True), else
+        False and the node proposes it as it is (the core refuses it: not the master)."""
+        if self._service is None:
+            return False
+        ticket = self._service.submit_write(write)
+        self._gated[ticket] = (connection, request_id, command)
+        self._flush()
+        return True
+
+    def connection_closed(self, connection: ConnectionId) -> None:
+        """A client connection went away: its blocked lock requests stop waiting."""
+        gone = [token for token, (c, _, _) in self._calls.items() if c == connection]
+        for token in gone:
+            del self._calls[token]
+            if self._service is not None:
+                self._service.cancel(token)
+
+    # ------------------------------------------------------------------------- the log
+
+    def applied(self, outcomes: list[Outcome]) -> None:
+        """One entry was applied, with these outcomes: report the writes it applied."""
+        if self._service is None:
+            return
+        for token in self._log.applied(self._service, outcomes):
+            self._answer(token, Failure(ErrorCode.EPOCH_CHANGED, "proposed by an earlier master"))
+        self._flush()
+
+    # ------------------------------------------------------------------------- helpers
+
+    def _flush(self) -> None:
+        service = self._service
+        if service is None:
+            return
+        replies, proposals = service.take(master_lease_valid=self._core.can_serve_reads())
+        for reply in replies:
+            self._answer(reply.token, reply.result)
+        # In the order the gate let them through: each run of the service's own proposals
+        # as one batch (one log entry: a release and the grants it allows, say), each
+        # client's write on its own.
+        batch: list[Proposal] = []
+        for proposal in proposals:
+            if isinstance(proposal, Proposal):
+                batch.append(proposal)
+                continue
+            self._propose(service, batch)
+            batch = []
+            self._release(service, proposal)
+        self._propose(service, batch)
+
+    def _propose(self, service: MasterService, batch: list[Proposal]) -> None:
+        commands = self._log.commands(batch)
+        if commands and self._core.propose(commands, self._core.epoch) is not None:
+            for token in self._log.refused(service, commands):
+                self._answer(token, Failure(ErrorCode.BUSY, "the master cannot propose now"))
+
+    def _release(self, service: MasterService, write: ClientWrite) -> None:
+        """A client's write the gate let through: proposed as the client's own."""
+        gated = self._gated.pop(write.ticket, None)
+        if gated is None:
+            service.landed(write.ticket)
+            return
+        connection, request_id, command = gated
+        if self._writes.propose(connection, request_id, command):
+            self._log.client_write_proposed(command, write.ticket)
+        else:
+            service.landed(write.ticket)
+
+    def _answer(self, token: int, result: CallResult) -> None:
+        call = self._calls.pop(token, None)
+        if call is None:
+            return  # its connection went away
+        connection, request_id, changes = call
+        if isinstance(result, Failure):
+            self._outbox.refuse(connection, request_id, result.code, result.message)
+            return
+        reply = SessionReply(request_id, self._wire(result))
+        if changes and self._chance.buggify(ANSWER_LOST):
+            return  # the change is made; the client hears nothing and asks again
+        if isinstance(result, KeepAliveAnswered) and self._chance.buggify(KEEPALIVE_LATE):
+            due = self._core.tick_count + self._chance.randint(1, LATE_TICKS_MAX)
+            self._late.append((due, connection, reply))
+            return
+        self._outbox.answer(connection, reply)
+
+    def _send_late(self) -> None:
+        now = self._core.tick_count
+        due = [late for late in self._late if late[0] <= now]
+        self._late = [late for late in self._late if late[0] > now]
+        for _, connection, reply in due:
+            self._outbox.answer(connection, reply)
+
+    def _ticks(self, milliseconds: int) -> int:
+        return math.ceil(milliseconds * 1000 / self._settings.tick_microseconds)
+
+    def _wire(self, result: CallResult) -> SessionResult:
+        match result:
+            case SessionStarted(session_id, lease_ticks):
+                credential = session_credential(session_id, self._settings.handle_key)
+                return SessionCreated(session_id, self._settings.ms(lease_ticks), credential)
+            case KeepAliveAnswered(lease_ticks, events, held_ticks):
+                ms = self._settings.ms
+                return LeaseExtended(ms(lease_ticks), events, ms(held_ticks))
+            case HandleOpened(handle, created, stat, handle_id):
+                return WireHandleOpened(handle, created, stat, handle_id)
+            case LockGranted(stat, sequencer):
+                return Locked(stat, sequencer)
+            case Done(stat):
+                return CallDone(stat)
+            case SequencerChecked(valid):
+                return SequencerValidity(valid)
+            case NodeRead(stat, contents, cached, sequence):
+                return WireNodeRead(stat, contents, cached, sequence)
+            case SessionsListed(sessions, more):
+                return SessionList(tuple(self._session_info(s) for s in sessions), more)
+        raise AssertionError(result)
+
+    def _session_info(self, summary: SessionSummary) -> SessionInfo:
+        return SessionInfo(
+            summary.session_id,
+            summary.name,
+            summary.state,
+            self._settings.ms(summary.lease_remaining_ticks),
+            summary.handles,
+            summary.locks,
+            summary.lock_count,
+            summary.ephemeral,
+            summary.ephemeral_count,
+            summary.cached_names,
+        )
+
+
+def _session_named(call: SessionCall) -> tuple[int, bytes] | None:
+    """The session a call names and the credential it shows (None for calls that name a
+    handle or sequencer instead, whose own check digits prove them, and for an operator's
+    ListSessions, which names no session: the service checks its principal instead)."""
+    match call:
+        case KeepAlive() | CloseSession() | Open() | ReadNode():
+            return call.session_id, call.credential
+    return None

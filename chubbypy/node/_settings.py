@@ -1,0 +1,90 @@
+"""Everything a replica node depends on besides its inputs: built once, by the shell from the
+cell file (`chubbypy.config.CellConfig.node_settings`) or by the simulator from its own.
+
+Pure values. Durations are already in ticks (see `chubbypy.paxos.Timing` and
+`chubbypy.master.MasterTiming`, whose `from_seconds` is the one place each rule lives).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+
+from attrs import frozen
+
+from chubbypy.master import MasterTiming
+from chubbypy.namespace import NamespaceLimits
+from chubbypy.paxos import Bug, Limits, Timing
+from chubbypy.protocol import ReplicaId
+from chubbypy.protocol.client import ReplicaAddress
+
+ANONYMOUS = "anonymous"
+"""The principal of a connection that presented no token (when `Auth.anonymous`)."""
+
+
+class NodeBug(enum.Enum):
+    """Deliberate defects of the node (not of the Paxos core), switched on only by tests
+    that show the simulator's checkers catch them (Paxos Made Live §6.3)."""
+
+    ANSWER_BEFORE_APPLIED = "answer-before-applied"
+    """Answer a client's write as soon as its entry is chosen, with the result the master
+    expects, before it is applied (and before the master knows it is durable)."""
+    ROUTE_TO_WRONG_REQUEST = "route-to-wrong-request"
+    """Answer a waiting write with the outcome of another client's command."""
+
+
+@frozen
+class Auth:
+    """Who a connection may act as: principals and their shared tokens."""
+
+    principals: tuple[tuple[str, str], ...] = ()
+    """(principal, token) pairs."""
+    anonymous: bool = True
+    """Whether a connection that presented no token acts as `ANONYMOUS`."""
+
+    def admits(self, principal: str, token: str) -> bool:
+        """Whether `token` is `principal`'s (compared in constant time)."""
+        expected = dict(self.principals).get(principal)
+        return expected is not None and hmac.compare_digest(expected.encode(), token.encode())
+
+
+@frozen
+class NodeSettings:
+    """One replica's settings; every replica of a cell has the same but `replica_id`."""
+
+    replica_id: ReplicaId
+    cell: str
+    addresses: tuple[ReplicaAddress, ...]
+    """Every member, with the address clients reach it at, in the cell's order."""
+    timing: Timing
+    limits: Limits
+    master_timing: MasterTiming
+    tick_microseconds: int
+    namespace_limits: NamespaceLimits
+    handle_key: bytes
+    """The key of handles' check digits and sessions' credentials (`handle_key_for`)."""
+    auth: Auth = Auth()
+    snapshot_every_entries: int = 10_000
+    checksum_every_ticks: int = 2_400
+    clients_max: int = 10_000
+    client_results_max: int = 64
+    bugs: frozenset[Bug] = frozenset()
+    node_bugs: frozenset[NodeBug] = frozenset()
+
+    @property
+    def members(self) -> tuple[ReplicaId, ...]:
+        return tuple(address.replica_id for address in self.addresses)
+
+    def ms(self, ticks: int) -> int:
+        """`ticks` as whole milliseconds, rounded down: a client never counts on more."""
+        return ticks * self.tick_microseconds // 1000
+
+
+def handle_key_for(cell: str, secret: str | None) -> bytes:
+    """The key of handles' check digits, the same on every replica of the cell: derived from
+    the configured secret ``auth.handle_key``. Without one, from the cell's name, which stops
+    accidental misuse (a handle of another cell, or altered bytes) but not a forger who
+    knows the name; the replica warns at start."""
+    material = f"chubbypy handles of cell {cell}" + ("" if secret is None else secret)
+    return hashlib.blake2b(material.encode(), digest_size=32).digest()
