@@ -466,14 +466,19 @@ def _connect_blocking(
 
 
 def _run_server(args: argparse.Namespace, stderr: IO[str]) -> int:
-    """``serve`` and ``cell`` live in `chubbypy.server`, imported only for them."""
-    entry_name = "serve_main" if args.command == "serve" else "cell_main"
+    """``serve`` lives in `chubbypy.server` and ``cell`` in `chubbypy._cli_cell`, imported
+    only for them."""
+    module, entry_name = (
+        ("chubbypy.server", "serve_main")
+        if args.command == "serve"
+        else ("chubbypy._cli_cell", "cell_main")
+    )
     try:
-        entry = getattr(importlib.import_module("chubbypy.server"), entry_name)
+        entry = getattr(importlib.import_module(module), entry_name)
     except (ImportError, AttributeError) as error:
         print(
             f"chubbypy {args.command}: the server is not available in this installation "
-            f"(chubbypy.server.{entry_name}: {error})",
+            f"({module}.{entry_name}: {error})",
             file=stderr,
         )
         return EXIT_USAGE

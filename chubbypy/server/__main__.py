@@ -1,11 +1,11 @@
-"""`python -m chubbypy.server serve ...` / `... cell ...`: what `chubbypy cell` spawns."""
+"""`python -m chubbypy.server serve ...` (what `chubbypy cell` spawns) / `... cell ...`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from chubbypy.server._cell import cell_parser
+from chubbypy._cli_cell import cell_parser
 from chubbypy.server._serve import serve_parser
 
 
@@ -19,7 +19,7 @@ def main() -> int:
         from chubbypy.server import serve_main
 
         return serve_main(args)
-    from chubbypy.server import cell_main
+    from chubbypy._cli_cell import cell_main
 
     return cell_main(args)
 

@@ -553,12 +553,15 @@ def test_an_unavailable_cell_exits_3(stub: StubCell, error: ChubbyError) -> None
 
 
 def test_serve_and_cell_dispatch_to_the_server_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    """serve and cell call chubbypy.server's serve_main and cell_main with the arguments."""
+    """serve and cell call chubbypy.server's serve_main and chubbypy._cli_cell's cell_main
+    with the arguments."""
     seen: list[Any] = []
     server = types.ModuleType("chubbypy.server")
     server.serve_main = lambda args: seen.append(("serve", args.config, args.replica)) or 0  # type: ignore[attr-defined]
-    server.cell_main = lambda args: seen.append(("cell", args.replicas, args.data_dir)) or 5  # type: ignore[attr-defined]
+    local_cell = types.ModuleType("chubbypy._cli_cell")
+    local_cell.cell_main = lambda args: seen.append(("cell", args.replicas, args.data_dir)) or 5  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "chubbypy.server", server)
+    monkeypatch.setitem(sys.modules, "chubbypy._cli_cell", local_cell)
     assert cli.main(["serve", "--config", "c.yaml", "--replica", "r2"]) == 0
     assert cli.main(["cell", "--replicas", "5", "--data-dir", "d"]) == 5
     assert seen == [("serve", "c.yaml", "r2"), ("cell", 5, Path("d"))]
