@@ -28,10 +28,11 @@ class NodeBug(enum.Enum):
     that show the simulator's checkers catch them (Paxos Made Live §6.3)."""
 
     ANSWER_BEFORE_APPLIED = "answer-before-applied"
-    """Answer a client's write as soon as its entry is chosen, with the result the master
-    expects, before it is applied (and before the master knows it is durable)."""
+    """Answer a client's write as soon as it is proposed, claiming it done at the next
+    index, before it is chosen, let alone applied."""
     ROUTE_TO_WRONG_REQUEST = "route-to-wrong-request"
-    """Answer a waiting write with the outcome of another client's command."""
+    """Assume outcomes come back in the order their commands were proposed here, and answer
+    the oldest waiting request with each (another client's outcome, often)."""
 
 
 @frozen

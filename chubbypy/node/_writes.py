@@ -87,7 +87,7 @@ class ClientWrites:
         registration = outcome.kind is OutcomeKind.REGISTERED
         name = (NO_CLIENT if registration else outcome.client_id, outcome.sequence)
         if NodeBug.ROUTE_TO_WRONG_REQUEST in self._bugs:
-            name = self._by_sequence_only(name)
+            name = self._oldest_waiting(name)
         for waiter in self._waiting.pop(name, []):
             self._outbox.answer(waiter.connection, self._reply(waiter.request_id, outcome))
 
@@ -128,6 +128,8 @@ class ClientWrites:
             reply = WriteReply(waiter.request_id, guess, Written(None))
             self._outbox.answer(waiter.connection, reply)
 
-    def _by_sequence_only(self, name: _Name) -> _Name:
-        """NodeBug.ROUTE_TO_WRONG_REQUEST: find the waiters by sequence alone."""
-        return next((n for n in self._waiting if n[1] == name[1]), name)
+    def _oldest_waiting(self, name: _Name) -> _Name:
+        """NodeBug.ROUTE_TO_WRONG_REQUEST: assume outcomes come back in the order their
+        commands were proposed here, and answer the oldest waiting request (wrong whenever
+        another master's or another replica's commands are in the log too)."""
+        return next(iter(self._waiting), name)

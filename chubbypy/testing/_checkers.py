@@ -71,7 +71,11 @@ class Observer:
     """Records what every replica and client does, and checks it. See the module docstring."""
 
     fail_fast: bool = True
+    known_bugs: frozenset[str] = frozenset()
+    """Checkers that catch a bug known and filed but not fixed yet: their violations are
+    kept apart (`known`) and do not stop the run, so the other checkers keep judging."""
     violations: list[Violation] = field(factory=list)
+    known: list[Violation] = field(factory=list)
     now_us: int = 0
     _chosen: dict[int, tuple[str, Value]] = field(factory=dict)
     _masterships: dict[int, tuple[str, Ballot]] = field(factory=dict)
@@ -89,7 +93,8 @@ class Observer:
         return bool(self.violations)
 
     def violation(self, checker: str, message: str) -> None:
-        self.violations.append(Violation(self.now_us, checker, message))
+        found = Violation(self.now_us, checker, message)
+        (self.known if checker in self.known_bugs else self.violations).append(found)
 
     # ------------------------------------------------------------------ as it runs
 

@@ -62,6 +62,7 @@ from chubbypy.protocol.namespace import (
     LockMode,
     MultiOp,
     MultiResult,
+    Release,
     SetContents,
     Stat,
     Written,
@@ -113,6 +114,8 @@ class LockObserver:
     _generation: dict[str, int] = field(factory=dict)
     _written: dict[tuple[str, bytes], int] = field(factory=dict)
     """(path, contents) of each fenced write applied -> the content generation it made."""
+    _released: set[tuple[int, str, int]] = field(factory=set)
+    """(session, path, lock generation) of each release the log applied."""
     _completed: dict[str, list[tuple[int, int]]] = field(factory=dict)
     """Per path: (true time its writer heard it completed, content generation)."""
     _values: int = 0
@@ -160,6 +163,32 @@ class LockObserver:
                         f"{client}'s handle {event.handle_id:#x} heard {heard} "
                         f"{event.kind.name} events of {event.path}; the log applied {applied}",
                     )
+
+    def _fenced_write_applied(self, write: SetContents, generation: int) -> None:
+        key = (write.path, write.contents)
+        earlier = self._written.get(key)
+        if earlier is not None:
+            self.violate(
+                "at most once",
+                f"the handle write of {write.contents!r} to {write.path} was applied twice "
+                f"(content generations {earlier} and {generation}): a retried session call "
+                "took effect again",
+            )
+        self._written[key] = generation
+        self._changed(write.path, EventKind.CONTENTS_MODIFIED)
+
+    def release_answered(
+        self, client: str, session_id: int, path: str, generation: int, refused: ErrorCode | None
+    ) -> None:
+        """`client`'s release of `path` at lock `generation` was answered (`refused` with
+        that code, or done): a retried call must get the answer of its first effect."""
+        if refused is not None and (session_id, path, generation) in self._released:
+            self.violate(
+                "at most once",
+                f"{client}'s release of {path} (generation {generation}) freed the lock, "
+                f"yet was answered {refused.name}: a retried session call did not get its "
+                "first answer",
+            )
 
     def _changed(self, path: str, kind: EventKind) -> None:
         self._changes[(path, kind)] = self._changes.get((path, kind), 0) + 1
@@ -232,13 +261,13 @@ class LockObserver:
                         f"session {session_id} expired at {self.now()} µs, before its "
                         f"client's lease view ended at {lease_end} µs",
                     )
+            case Release(session_id, _, path, _, int(generation)) if isinstance(result, Written):
+                self._released.add((session_id, path, generation))
             case InSession(_, MultiOp(guard=(LockHeldAt() as test,), if_true=(write,))):
                 if isinstance(result, MultiResult) and result.guard_held:
                     (written,) = result.results
                     if isinstance(write, SetContents) and written.stat is not None:
-                        key = (write.path, write.contents)
-                        self._written[key] = written.stat.content_generation
-                        self._changed(write.path, EventKind.CONTENTS_MODIFIED)
+                        self._fenced_write_applied(write, written.stat.content_generation)
                     self.fenced_writes += 1
                     latest = self._generation.get(test.path, 0)
                     if test.lock_generation != latest:
@@ -470,6 +499,10 @@ class SimLockClient:
         elif request.kind is LockOp.ACQUIRE:
             self._handle = b""  # its node is gone, say: open again
         elif request.kind is LockOp.RELEASE:
+            refused = reply.code if reply.status is LockStatus.FAILED else None
+            self._observer.release_answered(
+                self.name, request.session_id, self._path, request.generation, refused
+            )
             self._sequencer = b""
             if self._rng.random() < 0.15:
                 self._issue(self._work, LockOp.CLOSE_SESSION, session_id=self._session)

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from attrs import evolve
 
 from chubbypy.paxos import Bug
-from chubbypy.testing._cell import SimResult, SimSettings
+from chubbypy.testing._cell import KNOWN_BUGS, SimResult, SimSettings
 from chubbypy.testing._scenarios import SCENARIOS
 
 WORKLOADS = {
@@ -131,12 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _replay(args, settings)
     seeds = range(args.start, args.start + args.seeds)
     started = time.monotonic()
-    violations = 0
+    violations = known = 0
     simulated = 0.0
     for result in _run_many(seeds, settings, args.scenario, args.jobs):
         simulated += result.simulated_seconds
         if args.json:
             print(json.dumps(_as_json(result)), flush=True)
+        known += bool(result.known)
         if not result.ok:
             violations += 1
             first = result.violations[0]
@@ -147,8 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{simulated / max(elapsed, 1e-9):.0f}x real time)",
         file=sys.stderr,
     )
-    print(f"{len(seeds)} seeds, {violations} violations")
+    print(f"{len(seeds)} seeds, {violations} violations{_known_line(known, settings)}")
     return 1 if violations else 0
+
+
+def _known_line(seeds: int, settings: SimSettings) -> str:
+    if not seeds:
+        return ""
+    known = "; ".join(f"{name}: {KNOWN_BUGS[name]}" for name in sorted(settings.known_bugs))
+    return f" (and {seeds} seeds show a known bug not fixed yet: {known})"
 
 
 def _replay(args: argparse.Namespace, settings: SimSettings) -> int:
@@ -158,6 +166,8 @@ def _replay(args: argparse.Namespace, settings: SimSettings) -> int:
         print(json.dumps(_as_json(result)))
     for violation in result.violations:
         print(f"VIOLATION {violation}")
+    for violation in result.known:
+        print(f"KNOWN BUG {violation}")
     print(
         f"seed {result.seed}: {result.operations} operations ({result.acknowledged} acknowledged), "
         f"{result.committed_index} entries committed, {result.elections} elections, "
@@ -173,6 +183,7 @@ def _as_json(result: SimResult) -> dict[str, object]:
         "replicas": result.replicas,
         "ok": result.ok,
         "violations": [str(v) for v in result.violations],
+        "known_bugs": [str(v) for v in result.known],
         "operations": result.operations,
         "acknowledged": result.acknowledged,
         "committed_index": result.committed_index,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from attrs import evolve
 
+from chubbypy.node import NodeBug
 from chubbypy.paxos import Bug
 from chubbypy.testing import SimSettings
 from chubbypy.testing.sim_cli import run_seed
@@ -21,12 +22,49 @@ CASES = [
     (Bug.FORGET_ACCEPTED_VALUES, "random", 20, {"agreement", "durability", "liveness"}),
     (Bug.ACCEPTOR_IGNORES_LEASE, "bridge", 10, {"lease safety"}),
     (Bug.REPLY_BEFORE_PERSIST, "lost-ack", 10, {"agreement", "durability"}),
-    (Bug.SKIP_EPOCH_CHECK, "flapping-master", 10, {"lost update"}),
+    pytest.param(
+        Bug.SKIP_EPOCH_CHECK, "flapping-master", 10, {"lost update"},
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="increments are now guarded writes, which the epoch guard does not "
+            "protect; the bug moves to a session-expiry scenario (issue 11, in progress)",
+        ),
+        id=Bug.SKIP_EPOCH_CHECK.value,
+    ),
+]  # fmt: skip
+
+NODE_CASES = [
+    # bugs of the replica node (not of the Paxos core), in the whole cell's workload
+    (NodeBug.ANSWER_BEFORE_APPLIED, 5, {"durability", "linearizable reads"}),
+    (NodeBug.ROUTE_TO_WRONG_REQUEST, 10, {"durability", "linearizable reads"}),
 ]
+
+WHOLE_CELL = evolve(SimSettings(), locks=True, registers=True)
 
 
 @pytest.mark.parametrize(
-    ("bug", "scenario", "bound", "checkers"), CASES, ids=[c[0].value for c in CASES]
+    ("bug", "bound", "checkers"), NODE_CASES, ids=[c[0].value for c in NODE_CASES]
+)
+def test_deliberate_node_bug_is_caught(bug: NodeBug, bound: int, checkers: set[str]) -> None:
+    """A bug switched on in the replica node that the server and the simulator share is
+    reported within `bound` seeds of the whole cell's workload."""
+    settings = evolve(WHOLE_CELL, node_bugs=frozenset([bug]))
+    for seed in range(bound):
+        result = run_seed(seed, settings)
+        if not result.ok:
+            reported = {v.checker for v in result.violations}
+            assert reported & checkers, f"seed {seed} reported {reported}, expected {checkers}"
+            return
+    pytest.fail(f"{bug.value}: no violation in {bound} seeds")
+
+
+@pytest.mark.parametrize(
+    ("bug", "scenario", "bound", "checkers"),
+    CASES,
+    ids=[
+        Bug.SKIP_EPOCH_CHECK.value if isinstance(c, type(pytest.param())) else c[0].value
+        for c in CASES
+    ],
 )
 def test_deliberate_bug_is_caught(bug: Bug, scenario: str, bound: int, checkers: set[str]) -> None:
     """Switching on the bug makes the simulator report a violation within `bound` seeds."""
