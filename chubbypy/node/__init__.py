@@ -3,7 +3,6 @@ the master's services, driven by input values (ticks, peer messages, decoded cli
 requests, "durable write done") and answering with output values (persist this, send these,
 answer that). The Twisted server and the simulator drive the same node."""
 
-from chubbypy.node._master import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE
 from chubbypy.node._metrics import Registry
 from chubbypy.node._node import ReplicaNode
 from chubbypy.node._outputs import (
@@ -19,7 +18,16 @@ from chubbypy.node._outputs import (
     SendChecksum,
     SendPeer,
 )
-from chubbypy.node._settings import ANONYMOUS, Auth, NodeBug, NodeSettings, handle_key_for
+from chubbypy.node._settings import (
+    ANONYMOUS,
+    ANSWER_LOST,
+    DISCONNECT,
+    KEEPALIVE_LATE,
+    Auth,
+    NodeBug,
+    NodeSettings,
+    handle_key_for,
+)
 
 __all__ = [
     "ANONYMOUS",

@@ -44,7 +44,7 @@ from chubbypy.namespace import NamespaceMachine
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
 from chubbypy.node._service_log import ServiceLog
-from chubbypy.node._settings import NodeSettings
+from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
 from chubbypy.node._writes import ClientWrites
 from chubbypy.paxos import Chance, Outcome, Replica
 from chubbypy.protocol import Command
@@ -79,9 +79,6 @@ from chubbypy.protocol.session import HandleOpened as WireHandleOpened
 from chubbypy.protocol.session import NodeRead as WireNodeRead
 from chubbypy.sessions import EventMask, HandleMode, credential_matches, session_credential
 
-KEEPALIVE_LATE = "node.keepalive-answer-late"
-ANSWER_LOST = "node.answer-lost-after-apply"
-DISCONNECT = "node.disconnect-waiting-call"
 LATE_TICKS_MAX = 8
 """How long a `KEEPALIVE_LATE` answer is held back at most, in ticks."""
 

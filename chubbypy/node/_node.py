@@ -140,8 +140,8 @@ class ReplicaNode:
         self._define_counters()
         self._outbox = Outbox(settings.replica_id, self.core, self._errors)
         self._writes = ClientWrites(
-            self.core, self._outbox, proposals=self._proposals, operations=self._operations,
-            bugs=settings.node_bugs,
+            self.core, self._outbox, chance, proposals=self._proposals,
+            operations=self._operations, bugs=settings.node_bugs,
         )  # fmt: skip
         self._master = MasterHost(
             settings, self.core, self.machine, self._writes, self._outbox, chance

@@ -23,6 +23,15 @@ ANONYMOUS = "anonymous"
 """The principal of a connection that presented no token (when `Auth.anonymous`)."""
 
 
+KEEPALIVE_LATE = "node.keepalive-answer-late"
+"""Chance site: a KeepAlive answer is held back a few ticks (a slow master, a busy link)."""
+ANSWER_LOST = "node.answer-lost-after-apply"
+"""Chance site: the answer to a write or a session call that changed state is lost after
+the change was applied: the client hears nothing and asks again."""
+DISCONNECT = "node.disconnect-waiting-call"
+"""Chance site: a client connection is dropped while its blocking acquire waits."""
+
+
 class NodeBug(enum.Enum):
     """Deliberate defects of the node (not of the Paxos core), switched on only by tests
     that show the simulator's checkers catch them (Paxos Made Live §6.3)."""

@@ -18,8 +18,8 @@ from attrs import frozen
 from chubbypy.node._metrics import Counter
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId
-from chubbypy.node._settings import NodeBug
-from chubbypy.paxos import Outcome, OutcomeKind, RefusalReason, Replica
+from chubbypy.node._settings import ANSWER_LOST, NodeBug
+from chubbypy.paxos import Chance, Outcome, OutcomeKind, RefusalReason, Replica
 from chubbypy.protocol import NO_CLIENT, ClientId, Command, LogIndex
 from chubbypy.protocol.client import ErrorReply, Registered, RequestId, ServerReply, WriteReply
 from chubbypy.protocol.errors import ErrorCode
@@ -51,6 +51,7 @@ class ClientWrites:
         self,
         core: Replica,
         outbox: Outbox,
+        chance: Chance,
         *,
         proposals: Counter,
         operations: Counter,
@@ -58,6 +59,7 @@ class ClientWrites:
     ) -> None:
         self._core = core
         self._outbox = outbox
+        self._chance = chance
         self._proposals = proposals
         self._operations = operations
         self._bugs = bugs
@@ -89,7 +91,10 @@ class ClientWrites:
         if NodeBug.ROUTE_TO_WRONG_REQUEST in self._bugs:
             name = self._oldest_waiting(name)
         for waiter in self._waiting.pop(name, []):
-            self._outbox.answer(waiter.connection, self._reply(waiter.request_id, outcome))
+            reply = self._reply(waiter.request_id, outcome)
+            if isinstance(reply, WriteReply) and self._chance.buggify(ANSWER_LOST):
+                continue  # applied; the client hears nothing and asks again
+            self._outbox.answer(waiter.connection, reply)
 
     def stepped_down(self) -> None:
         """Mastership ended: whatever is in flight goes elsewhere (it may still be chosen)."""
