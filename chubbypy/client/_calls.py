@@ -357,6 +357,12 @@ class MasterCall:
     `replied` or `send_failed`; for `AskLocations`, `location_answered` or
     `location_failed` for each replica (None while the round waits for others); for a
     `Pause`, `pause_ended`. `Finished` and `Failed` end the call.
+
+    The driver's side of the contract: it reports exactly one outcome per `SendRequest`
+    (the reply, or a failure once `reply_seconds` passed without one), and drops replies
+    to attempts it gave up on, as a connection drops a reply to a request that timed out.
+    A driver without connections (the simulator) may ignore `connect_seconds`. Answers to
+    `LocateMaster` may come late, twice, or from a round already over: they are ignored.
     """
 
     view: CellView
