@@ -346,7 +346,9 @@ def test_a_failover_reaches_every_handle_that_asked_for_events_and_presents_them
     cache_read(made, 100.9)
     failover = event(1 << 32 | 1, EventKind.MASTER_FAILOVER)
     outputs = made.keepalive_answered(101.0, SendTimes(100.8, 100.8), answer(failover))
-    assert outputs[:2] == (EventDelivered(failover, (1, 3)), PresentHandle(1))
+    presented = [o for o in outputs if isinstance(o, PresentHandle)]
+    assert outputs[0] == EventDelivered(failover, (1, 3))
+    assert presented == [PresentHandle(1)]
     assert len(made.cache) == 0, "the new master knows nothing of what was cached"
 
 
