@@ -20,7 +20,7 @@ the `chubbypy.protocol.errors` classes (`NoSuchNode`, `NodeExists`, `GenerationM
 """
 
 from chubbypy.client._addresses import client_endpoint_string, display_address
-from chubbypy.client._cell import Cell, Dialer, ReplicaReport, endpoint_dialer
+from chubbypy.client._cell import Cell
 from chubbypy.client._connection import ReplicaConnection
 from chubbypy.client._election import Election, Leadership
 from chubbypy.client._errors import (
@@ -33,6 +33,7 @@ from chubbypy.client._errors import (
     RequestTimedOut,
 )
 from chubbypy.client._lock import Held, Lock
+from chubbypy.client._plain_cell import Dialer, ReplicaReport, endpoint_dialer
 from chubbypy.client._session import Handle, Session
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream, StreamOverflow

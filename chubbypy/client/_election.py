@@ -27,23 +27,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from attrs import frozen
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chubbypy.client._cell import Cell
 from chubbypy.client._errors import LockLost, NotLeader
 from chubbypy.client._lock import Held, Lock
+from chubbypy.client._session import Handle
 from chubbypy.client._streams import EventStream, guarded
 from chubbypy.protocol.errors import ChubbyError, NoSuchNode
 from chubbypy.protocol.session import EventKind, SessionEvent
 from chubbypy.sessions import EventMask
-
-if TYPE_CHECKING:
-    from chubbypy.client._cell import Cell
-    from chubbypy.client._session import Handle
 
 __all__ = ["Election", "Leadership"]
 

@@ -34,24 +34,34 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from chubbypy.client._errors import LockLost, LockTimeout
+from chubbypy.client._session import Handle, Session
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import guarded
 from chubbypy.protocol.errors import ChubbyError, InvalidHandle, LockDelayed, LockHeld
 from chubbypy.protocol.session import EventKind, SessionEvent
 from chubbypy.sessions import EventMask
 
-if TYPE_CHECKING:
-    from chubbypy.client._cell import Cell
-    from chubbypy.client._session import Handle, Session
+__all__ = ["HandleOpener", "Held", "Lock"]
 
-__all__ = ["Held", "Lock"]
+
+class HandleOpener(Protocol):
+    """What a `Lock` opens its handle with: a `Cell`, in the cell's session."""
+
+    def open(
+        self,
+        path: str,
+        *,
+        events: EventMask | int = ...,
+        create: bool = ...,
+        lock_delay_seconds: float = ...,
+    ) -> Deferred[Handle]: ...
 
 
 class Lock:
@@ -61,7 +71,7 @@ class Lock:
 
     def __init__(
         self,
-        cell: Cell,
+        cell: HandleOpener,
         path: str,
         *,
         timeout: float | None = None,
@@ -115,7 +125,7 @@ class Lock:
             return await self._try_once(handle)
         timer = None
         if self.timeout is not None:
-            timer = cell._clock.callLater(self.timeout, give_up)
+            timer = handle.session.clock.callLater(self.timeout, give_up)
         try:
             sequencer: bytes = await handle.acquire(shared=self.shared)
             if gave_up:  # granted as the timer fired: the close lets it go

@@ -1,46 +1,28 @@
-"""A Chubby session on the client: KeepAlives, the local lease, jeopardy, handles and locks.
+"""A Chubby session on the client, over Twisted: KeepAlives, the local lease, handles, locks.
 
-Shell (STYLE §6). `Session.open(cell)` asks the master for a session; the session then keeps
-one KeepAlive at the master at all times (Chubby §2.8) and keeps its own view of the
-session lease on the local clock.
+Shell (STYLE §6). `Session.open(cell)` asks the master for a session. Every rule of the
+session lives in the pure `chubbypy.client._session_core.ClientSession` (its theory of
+operation is there): its states (connected, jeopardy, safe, closing, expired, closed), the
+local lease with its clock-drift margin, which KeepAlive to send and what its answer or
+failure means, event numbering and routing, when the cache may be used, which handles a
+new master is shown. `Session` drives it: it carries the core's outputs out with the
+injected clock (`IReactorTime`), the cell's calls and Deferreds, and turns them into the
+program's callbacks and streams.
 
-Theory of operation: one explicit state machine.
+What the program sees. Each state change is reported to `on_state` callbacks and
+`states()` streams (CLOSING excepted: the program asked for it), and each event the
+master sends (contents modified, lock acquired, master fail-over, ...) to `on_event`
+callbacks and `events()` streams, once, in order. An event about one handle also goes to
+that handle's own `on_event` callbacks and `events()` streams; a master fail-over event
+goes to every handle that asked for events (any of them may have been missed). A handle's
+streams end when it is closed, and with `SessionExpired` when the session ends. Calls made
+in jeopardy wait for the session to be safe (or over); once it is over they fail
+`SessionExpired`.
 
-* **connected**: the local lease is valid; calls go to the master.
-* **jeopardy**: the local lease ran out without a KeepAlive answer (the master may be
-  failing over). Calls wait; the KeepAlives go on, to whichever replica is master.
-* **safe**: a KeepAlive was answered during jeopardy: the session survived (often on a new
-  master). It is reported, then the session is connected again.
-* **expired**: the master said the session ended, or jeopardy lasted the whole grace
-  period (45 s by default). Final: every call, waiting or later, fails `SessionExpired`,
-  and every handle fails the same way from then on.
-* **closed**: the program closed the session (or the library did, idle). Final, like
-  expired, but nothing was lost that the program did not let go of.
-
-The local lease counts from when the KeepAlive that was answered was first *sent*, plus how
-long the master says it held it (the master extends a lease when it answers, and it
-received the KeepAlive no earlier than it was sent), shrunk by the worst clock drift
-between client and master, so it always ends before the master's own view of the lease.
-The simulator's session-safety checker found that a retry must not restart the count; a
-live cell showed that without the hold the client fell into jeopardy on every KeepAlive.
-Each state change is reported to `on_state` callbacks and `states()` streams, and each
-event the master sends (contents modified, lock acquired, master fail-over, ...) to
-`on_event` callbacks and `events()` streams, once, in order. An event about one handle
-also goes to that handle's own `on_event` callbacks and `events()` streams; a master
-fail-over event goes to every handle that asked for events (any of them may have been
-missed). A handle's streams end when it is closed, and with `SessionExpired` when the
-session ends.
-
-**The cache** (Chubby §2.5, `chubbypy.client._cache`): reads through the session
-(`get_contents_and_stat`, `get_stat`, and the same on a handle) keep what the master let
-them cache, including a name's absence, and answer later reads from memory while the
-session is *connected* and its local lease valid. An INVALIDATE event drops an entry before
-the KeepAlive that acknowledges it is sent; jeopardy, a master fail-over event and the
-session's end empty the cache. `Session.open(..., cache=False)` turns it off.
-
-**After a master fail-over** the new master knows a handle only once it is used (Chubby
-§2.9), so the session presents every handle that asked for events to it; otherwise a
-handle that only waits for events would hear nothing more.
+**The cache** (Chubby §2.5): reads through the session (`get_contents_and_stat`,
+`get_stat`, and the same on a handle) keep what the master let them cache, including a
+name's absence, and answer later reads from memory while the session is connected and its
+local lease valid. `Session.open(..., cache=False)` turns it off.
 
 **Idle sessions** (Chubby §2.8): the library closes a session that has had no open handle
 and no call for a minute (`idle_close_seconds`), and logs why.
@@ -48,21 +30,38 @@ and no call for a minute (`idle_close_seconds`), and logs why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar, assert_never
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chubbypy.client._cache import CachedNode, ClientCache
-from chubbypy.client._cell import Cell, default_client_name
+from chubbypy.client._calls import SendTimes
 from chubbypy.client._errors import CellClosed, LockTimeout
+from chubbypy.client._plain_cell import PlainCell, default_client_name
+from chubbypy.client._session_core import (
+    CLOCK_DRIFT_DEFAULT,
+    GRACE_SECONDS_DEFAULT,
+    Admission,
+    CheckLeaseAt,
+    ClientSession,
+    EventDelivered,
+    HandleKey,
+    KeepAliveAt,
+    ParkedHandle,
+    PresentHandle,
+    SendClose,
+    SendKeepAlive,
+    SessionOutput,
+    SessionSettings,
+    StateChanged,
+)
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream, guarded
-from chubbypy.protocol.client import RequestId, SessionReply, SessionRequest
 from chubbypy.protocol.errors import (
     ChubbyError,
     InvalidHandle,
@@ -91,17 +90,14 @@ from chubbypy.protocol.session import (
     CloseHandle,
     CloseSession,
     CreateSession,
-    EventKind,
     GetSequencer,
     HandleOpened,
     HandleWrite,
-    KeepAlive,
     LeaseExtended,
     Locked,
     NodeRead,
     Open,
     PoisonHandle,
-    ReadNode,
     ReleaseLock,
     SequencerValidity,
     SessionCall,
@@ -111,21 +107,14 @@ from chubbypy.protocol.session import (
 )
 from chubbypy.sessions import HandleMode
 
+__all__ = ["Handle", "Session"]
+
 _R = TypeVar("_R")
 
-GRACE_SECONDS_DEFAULT = 45.0
-CLOCK_DRIFT_DEFAULT = 0.01
-"""At least the cell's ``paxos.clock_drift_max``."""
-HANDLES_PARKED_MAX = 100
-"""Closed handles kept for reuse per session; beyond it the oldest is really closed."""
-_HandleKey = tuple[str, int, int, int]
-"""(path, mode, events, lock-delay in ms): handles with equal keys are interchangeable."""
 IDLE_CLOSE_SECONDS_DEFAULT = 60.0
 """Chubby §2.8: a session idle this long with no open handle is ended by the library."""
 ACQUIRE_FOREVER_SECONDS = 10.0**9
 """A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
-KEEPALIVE_RETRY_SECONDS = 1.0
-"""The pause before a KeepAlive that failed for an unexpected reason is sent again."""
 ACQUIRE_ANSWER_SECONDS = 5.0
 """How long past an acquire's timeout the client waits for the master's answer (the
 master answers when the wait ends; a fail-over meanwhile resends the request)."""
@@ -138,7 +127,7 @@ class Session:
 
     def __init__(
         self,
-        cell: Cell,
+        cell: PlainCell,
         clock: IReactorTime,
         session_id: int,
         credential: bytes,
@@ -149,18 +138,19 @@ class Session:
         idle_close_seconds: float | None = IDLE_CLOSE_SECONDS_DEFAULT,
     ) -> None:
         self.cell = cell
-        self.session_id = session_id
-        self._credential = credential
         self._clock = clock
-        self._grace = grace_seconds
-        self._drift = clock_drift_max
-        self._lease_end = 0.0
-        self._lease_ms = 0
-        self._state = SessionState.CONNECTED
-        self._acked = 0
+        settings = SessionSettings(grace_seconds, clock_drift_max, cache)
+        self._core = ClientSession(session_id, credential, settings, chance=cell._chance)
+        self._pending: deque[SessionOutput] = deque()
+        self._carrying = False
+        self._lease_timer: IDelayedCall | None = None
+        self._keepalive_timer: IDelayedCall | None = None
+        self._keepalive: Deferred[Any] | None = None
+        """The KeepAlive on its way to the master."""
+        self._closing: Deferred[None] | None = None
+        """The CloseSession call just started, for `close` to return."""
         self._waiting: list[Deferred[None]] = []
-        self._jeopardy_call: IDelayedCall | None = None
-        self._closing = False
+        """Calls waiting for the next state change (jeopardy to end)."""
         self.on_state: list[Callable[[SessionState], None]] = []
         """Called with each state change, in order (on the reactor thread)."""
         self.on_event: list[Callable[[SessionEvent], None]] = []
@@ -169,13 +159,7 @@ class Session:
         self._event_streams: list[EventStream[SessionEvent]] = []
         self._handles: dict[int, Handle] = {}
         """Open handles by number, for the events meant for them."""
-        self.cache_enabled = cache
-        self.cache = ClientCache()
-        self._parked: dict[_HandleKey, list[tuple[bytes, Stat, int]]] = {}
-        """Handles closed by the program but kept open at the master, for reuse."""
-        self._parked_count = 0
         self._idle_close = idle_close_seconds
-        self._open_handles = 0
         self._calls_running = 0
         self._last_call = clock.seconds()
         self._idle_call: IDelayedCall | None = None
@@ -184,7 +168,7 @@ class Session:
     @classmethod
     def open(
         cls,
-        cell: Cell,
+        cell: PlainCell,
         clock: IReactorTime,
         *,
         name: str | None = None,
@@ -199,20 +183,38 @@ class Session:
         idle client costs the master nothing."""
 
         async def create() -> Session:
-            sent = clock.seconds()
-            result = await _call(cell, CreateSession(name or default_client_name()))
+            call = CreateSession(name or default_client_name())
+            result, sent = await cell._session_call(call)
             if not isinstance(result, SessionCreated):
                 raise ChubbyError(f"unexpected {type(result).__name__} to CreateSession")
             session = cls(cell, clock, result.session_id, result.credential,
                           grace_seconds=grace_seconds, clock_drift_max=clock_drift_max, cache=cache,
                           idle_close_seconds=idle_close_seconds)  # fmt: skip
-            session._extend(sent, result.lease_ms)
-            session._keep_alive()
+            session._created(sent, result.lease_ms)
             return session
 
         return Deferred.fromCoroutine(create())
 
     # ------------------------------------------------------------------------- queries
+
+    @property
+    def session_id(self) -> int:
+        """The session's number at the cell."""
+        return self._core.session_id
+
+    @property
+    def _credential(self) -> bytes:
+        return self._core.credential
+
+    @property
+    def cache(self) -> ClientCache:
+        """What the session keeps of its reads (`hits`, `misses`, `len`)."""
+        return self._core.cache
+
+    @property
+    def cache_enabled(self) -> bool:
+        """Whether reads keep what the master lets them cache."""
+        return self._core.settings.cache
 
     @property
     def clock(self) -> IReactorTime:
@@ -221,8 +223,8 @@ class Session:
 
     @property
     def state(self) -> SessionState:
-        """Where the session is: connected, jeopardy, safe, expired or closed."""
-        return self._state
+        """Where the session is: connected, jeopardy, safe, closing, expired or closed."""
+        return self._core.state
 
     def states(self) -> EventStream[SessionState]:
         """The session's state changes from now on, as an async iterator (see
@@ -231,7 +233,7 @@ class Session:
             lambda: _discard(self._state_streams, stream)
         )
         self._state_streams.append(stream)
-        if self._state.final:
+        if self.state.final:
             stream.end()
         return stream
 
@@ -242,23 +244,19 @@ class Session:
             lambda: _discard(self._event_streams, stream)
         )
         self._event_streams.append(stream)
-        if self._state.final:
+        if self.state.final:
             stream.end(self._ending_error())
         return stream
 
-    def _ended_state(self) -> SessionState:
-        """What the master saying the session is over means: closed, if we asked."""
-        return SessionState.CLOSED if self._closing else SessionState.EXPIRED
-
     def _ending_error(self) -> SessionExpired | None:
-        if self._state is SessionState.EXPIRED:
+        if self.state is SessionState.EXPIRED:
             return SessionExpired(f"session {self.session_id} has expired")
         return None
 
     @property
     def lease_remaining(self) -> float:
         """Seconds of local lease left (0 in jeopardy or once expired)."""
-        return max(0.0, self._lease_end - self._clock.seconds())
+        return max(0.0, self._core.lease_end_seconds - self._clock.seconds())
 
     # ------------------------------------------------------------------------- calls
 
@@ -297,54 +295,44 @@ class Session:
             result = await self.call(call)
             if not isinstance(result, HandleOpened):
                 raise ChubbyError(f"unexpected {type(result).__name__} to Open")
-            self._handle_opened()
             handle = Handle(self, path, result.handle, result.created, result.stat, key,
                             handle_id=result.handle_id)  # fmt: skip
-            self._handles[result.handle_id] = handle
+            self._handle_opened(handle)
             return handle
 
         return Deferred.fromCoroutine(opening())
 
-    async def _reuse_handle(self, key: _HandleKey) -> Handle | None:
+    async def _reuse_handle(self, key: HandleKey) -> Handle | None:
         """A handle closed earlier with the same name, mode and lock-delay, if its node
         is still the one it opened (as the cache, kept coherent, says): no call to the
         master (Chubby §2.5 caches handles too). As with any open handle, its permissions
         were checked when the master opened it."""
-        parked = self._parked.get(key)
-        if not parked or not self._cache_usable():
+        parked = self._core.unpark(self._clock.seconds(), key)
+        if parked is None:
             return None
-        handle_bytes, stat, handle_id = parked.pop()
-        if not parked:
-            del self._parked[key]
         try:
             now: Stat | None = await self.get_stat(key[0])
         except ChubbyError:
             now = None  # gone, or not readable now: a real open says why
-        if now is None or now.instance != stat.instance:
-            self._close_parked(handle_bytes)
+        if now is None or now.instance != parked.stat.instance:
+            self._close_at_master(parked.handle)
             return None
-        self._handle_opened()
-        handle = Handle(self, key[0], handle_bytes, False, now, key, handle_id=handle_id)
-        self._handles[handle_id] = handle
+        handle = Handle(self, key[0], parked.handle, False, now, key, handle_id=parked.handle_id)
+        self._handle_opened(handle)
         return handle
 
-    def _park(self, key: _HandleKey, handle_bytes: bytes, stat: Stat, handle_id: int) -> bool:
+    def _park(self, key: HandleKey, handle_bytes: bytes, stat: Stat, handle_id: int) -> bool:
         """Keep a closed handle for a later open instead of closing it at the master;
         False if it cannot be kept (the cache is off, or the session is not connected)."""
-        if not self._cache_usable():
+        parked = ParkedHandle(handle_bytes, stat, handle_id)
+        evicted = self._core.park(self._clock.seconds(), key, parked)
+        if evicted is None:
             return False
-        self._parked.setdefault(key, []).append((handle_bytes, stat, handle_id))
-        self._parked_count += 1
-        while self._parked_count > HANDLES_PARKED_MAX:
-            oldest = next(iter(self._parked))
-            handles = self._parked[oldest]
-            self._close_parked(handles.pop(0)[0])
-            if not handles:
-                del self._parked[oldest]
+        for handle in evicted:
+            self._close_at_master(handle)
         return True
 
-    def _close_parked(self, handle_bytes: bytes) -> None:
-        self._parked_count -= 1
+    def _close_at_master(self, handle_bytes: bytes) -> None:
         closing = Deferred.fromCoroutine(_call(self.cell, CloseHandle(handle_bytes)))
         closing.addErrback(lambda _: None)  # the session's end closes it anyway
 
@@ -373,41 +361,19 @@ class Session:
 
         return Deferred.fromCoroutine(reading())
 
-    def _cache_usable(self) -> bool:
-        """Whether cached entries may be used now: the master's promise to invalidate
-        them first lasts as long as the session lease, as this client counts it."""
-        return (
-            self.cache_enabled
-            and self._state is SessionState.CONNECTED
-            and not self._closing
-            and self._clock.seconds() < self._lease_end
-        )
-
     async def _read(self, path: str) -> CachedNode:
-        if self._cache_usable():
-            cached = self.cache.get(path)
-            if cached is not None:
-                return cached
-        started = self.cache.reading(path)
+        wanted = self._core.read_wanted(self._clock.seconds(), path)
+        if isinstance(wanted, CachedNode):
+            return wanted
         answer: NodeRead | None = None
         try:
-            call = ReadNode(self.session_id, self._credential, path, self.cache_enabled)
-            result = await self.call(call)
+            result = await self.call(wanted.call)
             if not isinstance(result, NodeRead):
                 raise ChubbyError(f"unexpected {type(result).__name__} to ReadNode")
             answer = result
         finally:
-            node = None if answer is None else CachedNode(answer.stat, answer.contents)
-            self.cache.read_done(
-                path,
-                started,
-                node,
-                cached=answer is not None and answer.cached,
-                event_sequence=0 if answer is None else answer.event_sequence,
-                usable=self._cache_usable(),
-            )
-        assert node is not None
-        return node
+            self._core.read_answered(self._clock.seconds(), path, wanted.started, answer)
+        return CachedNode(answer.stat, answer.contents)
 
     def check_sequencer(self, sequencer: bytes) -> Deferred[bool]:
         """Whether `sequencer` still names a lock held in its mode at its generation."""
@@ -419,19 +385,19 @@ class Session:
 
     def close(self) -> Deferred[None]:
         """End the session: its locks are released at once, its ephemeral files deleted."""
-        if self._state.final:
-            return succeed(None)
-        self._closing = True
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
+        self._carry_out(self._core.close_requested())
+        closing, self._closing = self._closing, None
+        return closing if closing is not None else Deferred.fromCoroutine(self._until_final())
 
-        async def closing() -> None:
-            try:
-                await _call(self.cell, CloseSession(self.session_id, self._credential))
-            finally:
-                self._set_state(SessionState.CLOSED)
+    async def _until_final(self) -> None:
+        while not self.state.final:
+            await self._state_change()
 
-        return Deferred.fromCoroutine(closing())
+    async def _close_sent(self, call: CloseSession) -> None:
+        try:
+            await _call(self.cell, call)
+        finally:
+            self._carry_out(self._core.close_finished())
 
     async def call(
         self,
@@ -440,33 +406,46 @@ class Session:
         deadline: float | None = None,
     ) -> SessionResult:
         """Send `call` to the master, waiting out jeopardy; raises its ChubbyError."""
-        while self._state is SessionState.JEOPARDY:
-            waiting: Deferred[None] = Deferred()
-            self._waiting.append(waiting)
-            await waiting
-        if self._state.final:
-            raise SessionExpired(f"session {self.session_id} has {self._state.value}")
+        while (admission := self._core.call_wanted()) is Admission.WAIT:
+            await self._state_change()
+        if admission is Admission.REFUSE:
+            raise SessionExpired(f"session {self.session_id} has {self.state.value}")
         self._calls_running += 1
         try:
             return await _call(self.cell, call, attempt_seconds, deadline)
         except SessionExpired:
-            self._set_state(self._ended_state())
+            self._carry_out(self._core.expiry_reported())
             raise
         finally:
             self._calls_running -= 1
             self._last_call = self._clock.seconds()
 
+    def _state_change(self) -> Deferred[None]:
+        """Fires at the session's next change of state."""
+        waiting: Deferred[None] = Deferred(lambda d: _discard(self._waiting, d))
+        self._waiting.append(waiting)
+        return waiting
+
+    # ------------------------------------------------------------------------- handles
+
+    def _handle_opened(self, handle: Handle) -> None:
+        self._handles[handle.handle_id] = handle
+        self._core.handle_opened(handle.handle_id, asked_for_events=handle.asked_for_events)
+
+    def _handle_closed(self, handle: Handle) -> None:
+        self._last_call = self._clock.seconds()
+        if self._handles.get(handle.handle_id) is handle:
+            del self._handles[handle.handle_id]
+            self._core.handle_closed(handle.handle_id)
+
+    def _handle_poisoned(self, handle: Handle) -> None:
+        if self._handles.get(handle.handle_id) is handle:
+            self._core.handle_poisoned(handle.handle_id)
+
     # ------------------------------------------------------------------------- idleness
 
-    def _handle_opened(self) -> None:
-        self._open_handles += 1
-
-    def _handle_closed(self) -> None:
-        self._open_handles -= 1
-        self._last_call = self._clock.seconds()
-
     def _watch_idle(self) -> None:
-        if self._idle_close is None or self._state.final or self._closing:
+        if self._idle_close is None or not self.state.live:
             return
         due = self._last_call + self._idle_close - self._clock.seconds()
         self._idle_call = self._clock.callLater(max(due, 0.0), self._idle_check)
@@ -474,8 +453,8 @@ class Session:
     def _idle_check(self) -> None:
         assert self._idle_close is not None
         idle = self._clock.seconds() - self._last_call
-        busy = self._open_handles or self._calls_running
-        if not busy and idle >= self._idle_close and self._state is SessionState.CONNECTED:
+        busy = self._core.open_handles or self._calls_running
+        if not busy and idle >= self._idle_close and self.state is SessionState.CONNECTED:
             self.log.info(
                 "session {id}: idle for {idle:.0f} s with no open handle: closing it",
                 id=self.session_id,
@@ -487,105 +466,104 @@ class Session:
             self._last_call = self._clock.seconds()
         self._watch_idle()
 
-    # ------------------------------------------------------------------------- the lease
+    # ------------------------------------------------------------------------- the core
 
-    def _extend(self, sent: float, lease_ms: int, held_ms: int = 0) -> None:
-        """A lease of `lease_ms` from when the master answered a call first sent at `sent`
-        and held `held_ms` there: the answer came no earlier than `sent` plus the hold, on
-        the master's clock, whose rate may differ from ours by the drift bound both ways."""
-        shrink = (1 - self._drift) / (1 + self._drift)
-        self._lease_ms = lease_ms
-        self._lease_end = max(self._lease_end, sent + (held_ms + lease_ms) / 1000 * shrink)
-        if self._jeopardy_call is not None and self._jeopardy_call.active():
-            self._jeopardy_call.cancel()
-        delay = max(0.0, self._lease_end - self._clock.seconds())
-        self._jeopardy_call = self._clock.callLater(delay, self._lease_ran_out)
+    def _created(self, sent: SendTimes, lease_ms: int) -> None:
+        self._carry_out(self._core.session_created(self._clock.seconds(), sent, lease_ms))
 
-    def _lease_ran_out(self) -> None:
-        if self._state is SessionState.CONNECTED and self._clock.seconds() >= self._lease_end:
-            self._set_state(SessionState.JEOPARDY)
+    def _carry_out(self, outputs: Iterable[SessionOutput]) -> None:
+        """Do what the core asked, in order. Outputs of inputs that arrive meanwhile (a
+        callback that closes the session, say) queue behind, so order is kept."""
+        self._pending.extend(outputs)
+        if self._carrying:
+            return
+        self._carrying = True
+        try:
+            while self._pending:
+                self._carry_out_one(self._pending.popleft())
+        finally:
+            self._carrying = False
 
-    def _keep_alive(self) -> None:
-        Deferred.fromCoroutine(self._keep_alive_loop()).addErrback(
+    def _carry_out_one(self, output: SessionOutput) -> None:
+        match output:
+            case StateChanged(state):
+                self._state_changed(state)
+            case EventDelivered(event, handle_ids):
+                self._event_delivered(event, handle_ids)
+            case PresentHandle(handle_id):
+                if handle_id in self._handles:
+                    self._handles[handle_id]._present()
+            case SendKeepAlive():
+                self._send_keepalive(output)
+            case KeepAliveAt(at_seconds):
+                delay = max(0.0, at_seconds - self._clock.seconds())
+                self._keepalive_timer = self._clock.callLater(delay, self._keepalive_due)
+            case CheckLeaseAt(at_seconds):
+                _cancel(self._lease_timer)
+                delay = max(0.0, at_seconds - self._clock.seconds())
+                self._lease_timer = self._clock.callLater(delay, self._lease_checked)
+            case SendClose(call):
+                self._closing = Deferred.fromCoroutine(self._close_sent(call))
+            case _:
+                assert_never(output)
+
+    def _lease_checked(self) -> None:
+        self._lease_timer = None
+        self._carry_out(self._core.lease_checked(self._clock.seconds()))
+
+    def _keepalive_due(self) -> None:
+        self._keepalive_timer = None
+        self._carry_out(self._core.keepalive_due(self._clock.seconds()))
+
+    def _send_keepalive(self, output: SendKeepAlive) -> None:
+        keepalive, attempt = output.keepalive, output.attempt_seconds
+        calling = self.cell._session_call(keepalive, attempt, output.deadline_seconds)
+        sending = Deferred.fromCoroutine(calling)
+        self._keepalive = sending
+        sending.addCallbacks(self._keepalive_answered, self._keepalive_failed).addErrback(
             lambda failure: self.log.failure("the KeepAlive loop failed", failure)
         )
 
-    async def _keep_alive_loop(self) -> None:
-        while not self._state.final and not self._closing:
-            sent = self._clock.seconds()
-            deadline = max(self._lease_end, sent) + self._grace
-            call = KeepAlive(self.session_id, self._credential, self._acked)
-            # The master holds a KeepAlive until its own view of the lease nearly ends:
-            # wait up to a whole lease for the answer (a retry would supersede it).
-            attempt = self._lease_ms / 1000 + 1.0
-            try:
-                result = await _call(self.cell, call, attempt, deadline)
-            except SessionExpired:
-                self._set_state(self._ended_state())
-                return
-            except Unavailable:
-                if self._clock.seconds() >= deadline:
-                    self._set_state(SessionState.EXPIRED)  # the grace period is over
-                    return
-                continue
-            except CellClosed:
-                self._set_state(SessionState.CLOSED if self._closing else SessionState.EXPIRED)
-                return
-            except Exception as error:
-                # A replica refusing the connection (a rotated token, a rolling upgrade) or
-                # an unexpected answer must not stop the KeepAlives: the session would sit
-                # in jeopardy for ever and its locks would never be reported lost.
-                if self._clock.seconds() >= deadline:
-                    self._set_state(SessionState.EXPIRED)
-                    return
-                self.log.warn("session {id}: a KeepAlive failed ({error}); trying again",
-                              id=self.session_id, error=error)  # fmt: skip
-                await deferLater(self._clock, KEEPALIVE_RETRY_SECONDS, lambda: None)
-                continue
-            if not isinstance(result, LeaseExtended):
-                continue
-            self._extend(sent, result.lease_ms, result.held_ms)
-            if self._state is SessionState.JEOPARDY:
-                self._set_state(SessionState.SAFE)
-                self._set_state(SessionState.CONNECTED)
-            self._deliver(result.events)
-
-    def _deliver(self, events: tuple[SessionEvent, ...]) -> None:
-        for event in events:
-            if event.sequence <= self._acked:
-                continue  # sent again because an answer was lost: seen already
-            self._acked = event.sequence
-            if event.kind is EventKind.INVALIDATE:
-                self.cache.invalidate(event.path, event.sequence)
-                continue  # the cache's business; acknowledged by the next KeepAlive
-            if event.kind is EventKind.MASTER_FAILOVER:
-                self.cache.flush()  # the new master knows nothing of what we cached
-                for handle in list(self._handles.values()):
-                    if handle.asked_for_events:
-                        handle._deliver(event)
-                        handle._present()
-            elif event.handle_id in self._handles:
-                self._handles[event.handle_id]._deliver(event)
-            for callback in list(self.on_event):
-                guarded(callback, event, "an on_event callback")
-            for stream in list(self._event_streams):
-                stream.push(event)
-
-    def _handle_gone(self, handle: Handle) -> None:
-        if self._handles.get(handle.handle_id) is handle:
-            del self._handles[handle.handle_id]
-
-    def _set_state(self, state: SessionState) -> None:
-        if state is self._state or self._state.final:
+    def _keepalive_answered(self, answered: tuple[SessionResult, SendTimes]) -> None:
+        self._keepalive = None
+        result, sent = answered
+        if not isinstance(result, LeaseExtended):
+            self._keepalive_ended(ChubbyError(f"unexpected {type(result).__name__} to a KeepAlive"))
             return
-        self._state = state
-        if state in (SessionState.JEOPARDY, SessionState.EXPIRED, SessionState.CLOSED):
-            self.cache.flush()
-            self._parked, self._parked_count = {}, 0  # their nodes may have changed
-        if state.final and self._idle_call and self._idle_call.active():
-            self._idle_call.cancel()
-        if state.final and self._jeopardy_call and self._jeopardy_call.active():
-            self._jeopardy_call.cancel()
+        self._carry_out(self._core.keepalive_answered(self._clock.seconds(), sent, result))
+
+    def _keepalive_failed(self, failure: Failure) -> None:
+        self._keepalive = None
+        assert isinstance(failure.value, Exception)
+        self._keepalive_ended(failure.value)
+
+    def _keepalive_ended(self, error: Exception) -> None:
+        expected = (SessionExpired, Unavailable, CellClosed, CancelledError)
+        if self.state.live and not isinstance(error, expected):
+            # A replica refusing the connection (a rotated token, a rolling upgrade) or an
+            # unexpected answer: the core tries again after a pause.
+            self.log.warn("session {id}: a KeepAlive failed ({error}); trying again",
+                          id=self.session_id, error=error)  # fmt: skip
+        self._carry_out(self._core.keepalive_failed(self._clock.seconds(), error))
+
+    def _state_changed(self, state: SessionState) -> None:
+        if not state.live:
+            _cancel(self._idle_call)
+            _cancel(self._keepalive_timer)
+        if state.final:
+            _cancel(self._lease_timer)
+            if self._keepalive is not None:
+                self._keepalive.cancel()  # its answer would change nothing now
+            if self._closing is not None:  # a close from a callback: its caller waits
+                self._closing.addErrback(lambda _: None)  # for the end, not for this call
+                self._closing = None
+        if state is not SessionState.CLOSING:  # the program's own doing: not reported
+            self._report(state)
+        waiting, self._waiting = self._waiting, []
+        for deferred in waiting:
+            deferred.callback(None)
+
+    def _report(self, state: SessionState) -> None:
         self.log.info("session {id}: {state}", id=self.session_id, state=state.value)
         for callback in list(self.on_state):
             guarded(callback, state, "an on_state callback")
@@ -600,10 +578,15 @@ class Session:
             handles, self._handles = self._handles, {}
             for handle in handles.values():
                 handle._session_ended(ending)
-        if state is SessionState.CONNECTED or state.final:
-            waiting, self._waiting = self._waiting, []
-            for deferred in waiting:
-                deferred.callback(None)
+
+    def _event_delivered(self, event: SessionEvent, handle_ids: tuple[int, ...]) -> None:
+        for handle_id in handle_ids:
+            if handle_id in self._handles:
+                self._handles[handle_id]._deliver(event)
+        for callback in list(self.on_event):
+            guarded(callback, event, "an on_event callback")
+        for stream in list(self._event_streams):
+            stream.push(event)
 
 
 class Handle:
@@ -622,7 +605,7 @@ class Handle:
         handle: bytes,
         created: bool,
         stat: Stat,
-        key: _HandleKey | None = None,
+        key: HandleKey | None = None,
         *,
         handle_id: int = 0,
     ) -> None:
@@ -840,8 +823,7 @@ class Handle:
         first = not self._closed
         if first:
             self._closed = True
-            self.session._handle_closed()
-            self.session._handle_gone(self)
+            self.session._handle_closed(self)
             for stream in list(self._streams):
                 stream.end()
         reusable = first and not self._poisoned and not self._locked and not self._outstanding
@@ -862,6 +844,7 @@ class Handle:
         closing it (Chubby §2.6): a way for one part of a program to stop another's
         blocked acquire. A lock it holds stays held until the handle is closed."""
         self._poisoned = True
+        self.session._handle_poisoned(self)
         for call in list(self._outstanding):
             call.cancel()
         return Deferred.fromCoroutine(self._no_result(PoisonHandle(self._handle)))
@@ -871,9 +854,8 @@ class Handle:
         before the fail-over only once the handle is used, and until then would send it no
         events, so a handle that only waits for events would go deaf. Any call naming the
         handle will do; asking for its sequencer changes nothing (and a handle holding no
-        lock is refused, harmlessly, after being recognised)."""
-        if self._closed or self._poisoned:
-            return
+        lock is refused, harmlessly, after being recognised). The session's core chose the
+        handles to present: those open, not poisoned, that asked for events."""
         presenting = Deferred.fromCoroutine(self.session.call(GetSequencer(self._handle)))
         presenting.addErrback(lambda _: None)
 
@@ -938,18 +920,16 @@ def _discard(items: list[_R], item: _R) -> None:
 
 
 async def _call(
-    cell: Cell,
+    cell: PlainCell,
     call: SessionCall,
     attempt_seconds: float | None = None,
     deadline: float | None = None,
 ) -> SessionResult:
     """One session call through the master, redirects and retries as every call has."""
-
-    def make(request_id: RequestId) -> SessionRequest:
-        return SessionRequest(request_id, call)
-
-    reply: Any = await cell._call_master(make, deadline or cell._deadline(), attempt_seconds)
-    if not isinstance(reply, SessionReply):
-        raise ChubbyError(f"unexpected {type(reply).__name__} to a session call")
-    result: SessionResult = reply.result
+    result, _ = await cell._session_call(call, attempt_seconds, deadline)
     return result
+
+
+def _cancel(call: IDelayedCall | None) -> None:
+    if call is not None and call.active():
+        call.cancel()

@@ -38,10 +38,11 @@ from twisted.internet.interfaces import IReactorFDSet, IResolverSimple
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chubbypy.client._cell import PAGE_ENTRIES, Cell, ReplicaReport
+from chubbypy.client._cell import Cell
 from chubbypy.client._election import Election, Leadership
 from chubbypy.client._errors import LockLost
 from chubbypy.client._lock import Held, Lock
+from chubbypy.client._plain_cell import PAGE_ENTRIES, ReplicaReport
 from chubbypy.client._session import Handle
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream

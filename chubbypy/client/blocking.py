@@ -55,10 +55,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
 
-from chubbypy.client._cell import Cell, ReplicaReport
+from chubbypy.client._cell import Cell
 from chubbypy.client._election import Election, Leadership
 from chubbypy.client._errors import LockLost
 from chubbypy.client._lock import Held, Lock
+from chubbypy.client._plain_cell import ReplicaReport
+from chubbypy.client._session import Handle, Session
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import STREAM_ITEMS_MAX, EventStream, StreamOverflow
 from chubbypy.protocol.client import MasterLocation
@@ -76,7 +78,6 @@ from chubbypy.protocol.session import SessionEvent, SessionInfo
 from chubbypy.sessions import EventMask, HandleMode
 
 if TYPE_CHECKING:
-    from chubbypy.client._session import Handle, Session
     from chubbypy.config import CellConfig
 
 __all__ = [

@@ -2,7 +2,9 @@
 
 STYLE §1: `protocol`, `paxos`, `namespace`, `locks`, `sessions`, `master` and `node` never
 import twisted, sqlalchemy, yaml, time, random, socket or threading, nor any shell package,
-directly or through another chubbypy module.
+directly or through another chubbypy module. Neither do the client library's sans-IO core
+modules (`CORE_MODULES`), although their package, `client`, is a shell: they may import
+each other.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ FORBIDDEN = frozenset(
     }
 )  # fmt: skip
 SHELLS = ("store", "server", "client", "web", "testing", "cli", "config")
+CORE_MODULES = tuple(
+    f"client/{name}.py"
+    for name in ("_addresses", "_cache", "_calls", "_errors", "_session_core", "_state", "core")
+)
+"""Pure modules inside a shell package: the client's core, which the simulator drives."""
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -43,10 +50,15 @@ def _module_file(root: Path, name: str) -> Path | None:
     return None
 
 
-def layering_violations(root: Path, package: str, core: tuple[str, ...]) -> list[str]:
-    """Every forbidden import reachable from the core packages under `root` (named `package`)."""
+def layering_violations(
+    root: Path, package: str, core: tuple[str, ...], modules: tuple[str, ...] = ()
+) -> list[str]:
+    """Every forbidden import reachable from the core packages under `root` (named `package`)
+    and from the pure `modules` (paths under `root`) of shell packages."""
     problems = []
     pending = [p for name in core if (root / name).is_dir() for p in (root / name).rglob("*.py")]
+    pure = {root / module for module in modules}
+    pending += sorted(pure)
     seen: set[Path] = set()
     while pending:
         path = pending.pop()
@@ -59,10 +71,13 @@ def layering_violations(root: Path, package: str, core: tuple[str, ...]) -> list
                 problems.append(f"{path.relative_to(root)} imports {name}")
             elif top == package:
                 parts = name.split(".")
-                if len(parts) > 1 and parts[1] in SHELLS:
+                target = _module_file(root, name)
+                if target in pure or _module_file(root, name.rpartition(".")[0]) in pure:
+                    pending.extend([target] if target is not None else [])  # or a name in one
+                elif len(parts) > 1 and parts[1] in SHELLS:
                     shell = f"{package}.{parts[1]}"
                     problems.append(f"{path.relative_to(root)} imports the shell module {shell}")
-                elif (target := _module_file(root, name)) is not None:
+                elif target is not None:
                     pending.append(target)
     return sorted(set(problems))
 
@@ -70,7 +85,13 @@ def layering_violations(root: Path, package: str, core: tuple[str, ...]) -> list
 def test_core_packages_import_nothing_forbidden() -> None:
     """No module reachable from the core imports I/O, clocks, randomness or a shell."""
     root = Path(chubbypy.__file__).parent
-    assert layering_violations(root, "chubbypy", CORE) == []
+    assert layering_violations(root, "chubbypy", CORE, CORE_MODULES) == []
+
+
+def test_the_client_core_modules_exist() -> None:
+    """The list of pure client modules names real files (a rename would skip the check)."""
+    root = Path(chubbypy.__file__).parent
+    assert all((root / module).is_file() for module in CORE_MODULES)
 
 
 def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
@@ -90,4 +111,21 @@ def test_the_check_catches_a_shell_import(tmp_path: Path) -> None:
     (package / "protocol" / "codec.py").write_text("from pkg.store import SqlStore\n")
     assert layering_violations(package, "pkg", ("protocol",)) == [
         "protocol/codec.py imports the shell module pkg.store"
+    ]
+
+
+def test_the_check_follows_pure_modules_of_a_shell_package(tmp_path: Path) -> None:
+    """A pure client module may import another listed one, but not an unlisted shell module
+    or `time`, even through the listed one."""
+    package = tmp_path / "pkg"
+    (package / "client").mkdir(parents=True)
+    (package / "client" / "core.py").write_text(
+        "from pkg.client._state import State\nfrom pkg.client._shell import Cell\n"
+    )
+    (package / "client" / "_state.py").write_text("import time\nState = 1\n")
+    (package / "client" / "_shell.py").write_text("Cell = 1\n")
+    modules = ("client/core.py", "client/_state.py")
+    assert layering_violations(package, "pkg", (), modules) == [
+        "client/_state.py imports time",
+        "client/core.py imports the shell module pkg.client",
     ]

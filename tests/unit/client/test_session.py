@@ -1,0 +1,182 @@
+"""Session over Twisted: it carries out the core's outputs with a clock, calls and streams."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from chubbypy.client import Session, SessionState
+from chubbypy.client.core import SendTimes
+from chubbypy.paxos import NoChance
+from chubbypy.protocol.errors import SessionExpired, Unavailable
+from chubbypy.protocol.session import (
+    CallDone,
+    CheckSequencer,
+    CloseSession,
+    CreateSession,
+    EventKind,
+    KeepAlive,
+    LeaseExtended,
+    SessionCall,
+    SessionCreated,
+    SessionEvent,
+    SessionResult,
+)
+from tests.unit.client.harness import result_of
+
+LEASE_MS = 12_000
+SHRINK = 0.99 / 1.01
+
+
+class FakeCalls:
+    """Stands for the cell under a session: each session call waits for the test."""
+
+    _chance = NoChance()
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[SessionCall, float | None, float | None]] = []
+        self.waiting: list[Deferred[tuple[SessionResult, SendTimes]]] = []
+
+    async def _session_call(
+        self, call: SessionCall, attempt_seconds: float | None = None, deadline: float | None = None
+    ) -> tuple[SessionResult, SendTimes]:
+        self.calls.append((call, attempt_seconds, deadline))
+        waiting: Deferred[tuple[SessionResult, SendTimes]] = Deferred()
+        self.waiting.append(waiting)
+        return await waiting
+
+    def answer(self, result: SessionResult, sent: float | None = None) -> None:
+        """Answer the oldest call still waiting, as sent at `sent` (default: now)."""
+        at = self.clock.seconds() if sent is None else sent
+        self.waiting.pop(0).callback((result, SendTimes(at, at)))
+
+    def fail(self, error: Exception) -> None:
+        self.waiting.pop(0).errback(error)
+
+    def last(self) -> SessionCall:
+        return self.calls[-1][0]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def calls(clock: Clock) -> FakeCalls:
+    return FakeCalls(clock)
+
+
+def opened(calls: FakeCalls, clock: Clock) -> tuple[Session, list[SessionState]]:
+    """A session whose CreateSession was sent at 0 and answered at 0.5; its reported states."""
+    opening = Session.open(calls, clock, name="test", idle_close_seconds=None)  # type: ignore[arg-type]
+    assert calls.last() == CreateSession("test")
+    clock.advance(0.5)
+    calls.answer(SessionCreated(7, LEASE_MS, b"c" * 16), sent=0.0)
+    session: Session = result_of(opening)
+    seen: list[SessionState] = []
+    session.on_state.append(seen.append)
+    return session, seen
+
+
+def test_the_first_keepalive_goes_out_at_once_with_its_attempt_and_deadline(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """After CreateSession: a KeepAlive waiting a lease plus 1 s, until lease end + grace."""
+    session, _ = opened(calls, clock)
+    keepalive, attempt, deadline = calls.calls[-1]
+    assert keepalive == KeepAlive(7, b"c" * 16, 0)
+    assert attempt == 13.0
+    assert deadline == pytest.approx(12 * SHRINK + 45.0)
+    assert session.lease_remaining == pytest.approx(12 * SHRINK - 0.5)
+
+
+def test_jeopardy_on_the_clock_then_safe_and_connected_on_an_answer(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """The lease timer reports jeopardy at the lease end; a late answer, safe then connected."""
+    session, seen = opened(calls, clock)
+    clock.advance(12 * SHRINK - 0.5 - 0.01)
+    assert session.state is SessionState.CONNECTED
+    clock.advance(0.02)
+    assert seen == [SessionState.JEOPARDY]
+    calls.answer(LeaseExtended(LEASE_MS, ()))
+    assert seen == [SessionState.JEOPARDY, SessionState.SAFE, SessionState.CONNECTED]
+    assert isinstance(calls.last(), KeepAlive), "the next KeepAlive went out"
+
+
+def test_calls_wait_out_jeopardy(calls: FakeCalls, clock: Clock) -> None:
+    """A call made in jeopardy is sent only once the session is connected again."""
+    session, _ = opened(calls, clock)
+    clock.advance(12)
+    checking = session.check_sequencer(b"s")
+    assert not any(isinstance(c, CheckSequencer) for c, _, _ in calls.calls)
+    calls.answer(LeaseExtended(LEASE_MS, ()))
+    sent = [c for c, _, _ in calls.calls]
+    assert sent[-2:] == [CheckSequencer(b"s"), KeepAlive(7, b"c" * 16, 0)]
+    calls.answer(CallDone())
+    assert result_of(checking) is False
+
+
+def test_jeopardy_for_the_whole_grace_period_expires_the_session(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """Unanswered for the lease and 45 s more: expired, and its streams end."""
+    session, seen = opened(calls, clock)
+    events = session.events()
+    clock.advance(12 * SHRINK + 45.0)
+    assert seen == [SessionState.JEOPARDY, SessionState.EXPIRED]
+    with pytest.raises(SessionExpired):
+        result_of(events.next())
+    assert calls.waiting[0].called, "the KeepAlive still on its way was cancelled"
+
+
+def test_an_unavailable_keepalive_is_sent_again_at_once(calls: FakeCalls, clock: Clock) -> None:
+    """A KeepAlive that found no master before its deadline goes out again."""
+    _, seen = opened(calls, clock)
+    sent = len(calls.calls)
+    calls.fail(Unavailable("no master answered"))
+    assert len(calls.calls) == sent + 1
+    assert seen == []
+
+
+def test_events_reach_the_session_once_and_are_acknowledged(calls: FakeCalls, clock: Clock) -> None:
+    """A repeated answer delivers nothing new; the next KeepAlive acks the highest event."""
+    session, _ = opened(calls, clock)
+    heard: list[SessionEvent] = []
+    session.on_event.append(heard.append)
+    changed = SessionEvent(1, EventKind.CONTENTS_MODIFIED, "/ls/test/f", 0)
+    calls.answer(LeaseExtended(LEASE_MS, (changed,)))
+    calls.answer(LeaseExtended(LEASE_MS, (changed,)))
+    assert heard == [changed]
+    assert calls.last() == KeepAlive(7, b"c" * 16, 1)
+
+
+def test_closing_is_not_reported_and_ends_closed(calls: FakeCalls, clock: Clock) -> None:
+    """close() sends CloseSession; the program hears only CLOSED, and no KeepAlive follows."""
+    session, seen = opened(calls, clock)
+    closing = session.close()
+    assert calls.last() == CloseSession(7, b"c" * 16)
+    assert session.state is SessionState.CLOSING
+    again = session.close()
+    calls.waiting.pop().callback((CallDone(), SendTimes(1, 1)))
+    assert result_of(closing) is None
+    assert result_of(again) is None
+    assert seen == [SessionState.CLOSED]
+    sent = len(calls.calls)
+    calls.answer(LeaseExtended(LEASE_MS, ()))
+    assert len(calls.calls) == sent
+
+
+def test_session_expired_on_a_call_expires_the_session(calls: FakeCalls, clock: Clock) -> None:
+    """A call answered SESSION_EXPIRED ends the session; later calls fail at once."""
+    session, seen = opened(calls, clock)
+    checking = session.check_sequencer(b"s")
+    calls.waiting.pop().errback(SessionExpired("gone"))
+    with pytest.raises(SessionExpired):
+        result_of(checking)
+    assert seen == [SessionState.EXPIRED]
+    with pytest.raises(SessionExpired, match="has expired"):
+        result_of(session.check_sequencer(b"s"))
