@@ -1,0 +1,162 @@
+"""Clients' identities: a cell without anonymous clients, Authenticate, and the principal
+that ACL checks see."""
+
+from __future__ import annotations
+
+import pytest
+
+from chubbypy.node import Auth, NoteLevel, Persist, SendPeer
+from chubbypy.protocol.client import (
+    Authenticate,
+    Authenticated,
+    ClientRequest,
+    LocateMaster,
+    MasterLocation,
+    ReadReply,
+    ReadRequest,
+    Register,
+    RequestId,
+    SessionRequest,
+    StatusReply,
+    StatusRequest,
+    WriteRequest,
+)
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import (
+    AclNames,
+    Contents,
+    Create,
+    GetContentsAndStat,
+    SetContents,
+)
+from chubbypy.protocol.session import CreateSession, ListSessions
+from chubbypy.protocol.values import ClientId, ReplicaId
+from tests.unit.node.harness import R1, R2, ROOT, Cell, Connection
+
+AUTH = Auth(principals=(("alice", "alice's token"), ("bob", "bob's token")), anonymous=False)
+ONE = RequestId(1)
+
+
+def serving(auth: Auth = AUTH) -> Cell:
+    cell = Cell(auth=auth)
+    cell.elect(R1)
+    cell.run(2)
+    return cell
+
+
+def authenticated(cell: Cell, principal: str, token: str | None = None) -> Connection:
+    connection = cell.connect(R1, peer=f"{principal}'s host")
+    token = dict(AUTH.principals)[principal] if token is None else token
+    request_id = connection.send(Authenticate(connection.next_id(), principal, token))
+    assert connection.reply(request_id) == Authenticated(request_id, principal)
+    return connection
+
+
+REFUSED_BEFORE_AUTHENTICATING: list[ClientRequest] = [
+    ReadRequest(ONE, GetContentsAndStat(ROOT)),
+    WriteRequest(ONE, ClientId(1), 1, 0, Create(f"{ROOT}/f")),
+    Register(ONE, 7),
+    SessionRequest(ONE, CreateSession("me")),
+    SessionRequest(ONE, ListSessions()),
+]
+
+
+@pytest.mark.parametrize("request_", REFUSED_BEFORE_AUTHENTICATING, ids=lambda r: type(r).__name__)
+def test_without_anonymous_clients_requests_before_authenticating_are_refused(
+    request_: ClientRequest,
+) -> None:
+    """With Auth(anonymous=False), a request other than LocateMaster, StatusRequest and
+    Authenticate is refused PERMISSION_DENIED before authenticating, proposing nothing."""
+    cell = serving()
+    client = cell.connect(R1)
+    mark = cell.mark()
+    client.send(request_)
+    assert client.code(ONE) is ErrorCode.PERMISSION_DENIED
+    cell.settle()
+    assert not [o for o in cell.since(mark, R1) if isinstance(o, Persist | SendPeer)]
+
+
+@pytest.mark.parametrize("rid", [R1, R2])
+def test_locate_master_and_status_need_no_authentication(rid: ReplicaId) -> None:
+    """LocateMaster and StatusRequest are answered to a connection that never authenticated."""
+    cell = serving()
+    client = cell.connect(rid)
+    assert isinstance(client.reply(client.send(LocateMaster(ONE))), MasterLocation)
+    assert isinstance(client.reply(client.send(StatusRequest(RequestId(2)))), StatusReply)
+
+
+@pytest.mark.parametrize(
+    ("principal", "token"),
+    [("alice", "bob's token"), ("alice", ""), ("mallory", "alice's token")],
+)
+def test_a_wrong_token_is_refused_and_noted(principal: str, token: str) -> None:
+    """A wrong token, or an unknown principal, is refused PERMISSION_DENIED with a WARN note
+    naming the peer; the connection stays unauthenticated."""
+    cell = serving()
+    client = cell.connect(R1, peer="10.0.0.9:5555")
+    request_id = client.send(Authenticate(client.next_id(), principal, token))
+    assert client.code(request_id) is ErrorCode.PERMISSION_DENIED
+    (warning,) = cell.notes(R1, NoteLevel.WARN)
+    assert repr(principal) in warning
+    assert "10.0.0.9:5555" in warning
+    if token:
+        assert token not in warning  # the token itself is never logged
+    read = client.read(GetContentsAndStat(ROOT))
+    assert client.code(read) is ErrorCode.PERMISSION_DENIED
+
+
+def test_a_right_token_is_answered_authenticated_and_serves_requests() -> None:
+    """The right token is answered Authenticated; the connection's requests are then served."""
+    cell = serving()
+    alice = authenticated(cell, "alice")
+    reply = alice.reply(alice.read(GetContentsAndStat(ROOT)))
+    assert isinstance(reply, ReadReply)
+    assert cell.register(alice) >= 1
+
+
+def test_the_authenticated_principal_is_what_acl_checks_see() -> None:
+    """A file whose ACLs admit only alice is read and written by alice's connection and
+    refused PERMISSION_DENIED to bob's."""
+    cell = serving()
+    alice, bob = authenticated(cell, "alice"), authenticated(cell, "bob")
+    alice_id, bob_id = cell.register(alice, nonce=1), cell.register(bob, nonce=2)
+    only_alice = AclNames("only-alice", "only-alice", "only-alice")
+    for sequence, write in enumerate(
+        [
+            Create(f"{ROOT}/acl", is_directory=True),
+            Create(f"{ROOT}/acl/only-alice", contents=b"alice\n"),
+            Create(f"{ROOT}/secret", contents=b"s", acl=only_alice),
+        ],
+        start=1,
+    ):
+        assert not isinstance(cell.written(alice, alice_id, sequence, write).result, Failure)
+    read = GetContentsAndStat(f"{ROOT}/secret")
+    mine = alice.reply(alice.read(read))
+    assert isinstance(mine, ReadReply)
+    assert isinstance(mine.result, Contents)
+    assert bob.code(bob.read(read)) is ErrorCode.PERMISSION_DENIED
+    mark = cell.mark()
+    refused = bob.write(bob_id, 1, SetContents(f"{ROOT}/secret", b"bob was here"))
+    assert bob.code(refused) is ErrorCode.PERMISSION_DENIED
+    assert not [o for o in cell.since(mark, R1) if isinstance(o, Persist | SendPeer)]
+    assert not isinstance(
+        cell.written(alice, alice_id, 4, SetContents(f"{ROOT}/secret", b"t")).result, Failure
+    )
+
+
+def test_with_anonymous_clients_a_connection_acts_as_anonymous() -> None:
+    """With Auth(anonymous=True) a fresh connection is served at once, as `anonymous`, whose
+    ACL checks fail where only a named principal is admitted."""
+    cell = serving(Auth(principals=AUTH.principals, anonymous=True))
+    alice = authenticated(cell, "alice")
+    alice_id = cell.register(alice)
+    cell.written(alice, alice_id, 1, Create(f"{ROOT}/acl", is_directory=True))
+    cell.written(alice, alice_id, 2, Create(f"{ROOT}/acl/alice", contents=b"alice"))
+    cell.written(
+        alice, alice_id, 3, Create(f"{ROOT}/mine", acl=AclNames("alice", "alice", "alice"))
+    )
+    stranger = cell.connect(R1)
+    assert isinstance(stranger.reply(stranger.read(GetContentsAndStat(ROOT))), ReadReply)
+    denied = stranger.read(GetContentsAndStat(f"{ROOT}/mine"))
+    assert stranger.code(denied) is ErrorCode.PERMISSION_DENIED
+    assert "anonymous" in stranger.error(denied).message
