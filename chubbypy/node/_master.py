@@ -17,7 +17,8 @@ when it landed.
 
 Chance sites (simulation only, `chance.buggify`): a KeepAlive answer held back a few ticks
 (`KEEPALIVE_LATE`), an answer to a call that changed state lost after the change was
-applied (`ANSWER_LOST`), and a client connection dropped while a call waits (`DISCONNECT`).
+applied (`ANSWER_LOST`), and a client connection dropped while its blocking acquire waits
+(`DISCONNECT`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
 from chubbypy.node._service_log import ServiceLog
 from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
-from chubbypy.node._writes import ClientWrites
+from chubbypy.node._writes import REFUSALS, ClientWrites
 from chubbypy.paxos import Chance, Outcome, Replica
 from chubbypy.protocol import Command
 from chubbypy.protocol.client import RequestId, SessionReply
@@ -170,7 +171,7 @@ class MasterHost:
         changes = not isinstance(call, KeepAlive | ReadNode | ListSessions | CheckSequencer)
         self._calls[token] = (connection, request_id, changes)
         self._start(service, token, call, principal)
-        if isinstance(call, AcquireLock) and self._chance.buggify(DISCONNECT):
+        if isinstance(call, AcquireLock) and call.wait and self._chance.buggify(DISCONNECT):
             self._outbox.put(Disconnect(connection))
         self._flush()
 
@@ -275,9 +276,11 @@ class MasterHost:
 
     def _propose(self, service: MasterService, batch: list[Proposal]) -> None:
         commands = self._log.commands(batch)
-        if commands and self._core.propose(commands, self._core.epoch) is not None:
+        refused = self._core.propose(commands, self._core.epoch) if commands else None
+        if refused is not None:
+            code = REFUSALS[refused.reason]
             for token in self._log.refused(service, commands):
-                self._answer(token, Failure(ErrorCode.BUSY, "the master cannot propose now"))
+                self._answer(token, Failure(code, f"not proposed: {refused.reason.value}"))
 
     def _release(self, service: MasterService, write: ClientWrite) -> None:
         """A client's write the gate let through: proposed as the client's own."""

@@ -317,15 +317,16 @@ class ReplicaNode:
             self._refuse(connection, request_id, ErrorCode.UNKNOWN_CLIENT, "a reserved id")
             return
         serving = self.core.serving
-        if serving and (denied := write_problem(self.machine.tree, principal, request.write)):
-            self._refuse(connection, request_id, denied.code, denied.message)
-            return
         cached = self.applier.cached_result(request.client_id, request.sequence)
         if cached is not None and serving:
-            # A retry of a write already applied: its original result, at once.
+            # A retry of a write already applied: its original result, at once (even if the
+            # write itself, or anything since, took the writer's permission away).
             self._operations.inc(op="write")
             reply = WriteReply(request_id, self.applier.applied_index, decode_result(cached))  # type: ignore[arg-type]
             self._outbox.answer(connection, reply)
+            return
+        if serving and (denied := write_problem(self.machine.tree, principal, request.write)):
+            self._refuse(connection, request_id, denied.code, denied.message)
             return
         command = Command(
             request.client_id, request.sequence, encode_write(request.write), request.first_unacked

@@ -67,6 +67,8 @@ class ServiceLog:
         refused because their epoch ended."""
         refused = []
         for outcome in outcomes:
+            if outcome.kind is OutcomeKind.REGISTERED:
+                continue  # its sequence is a nonce, which names no write
             for ticket in self._client_writes.pop((outcome.client_id, outcome.sequence), ()):
                 service.landed(ticket)
             token: int | None = None

@@ -4,8 +4,6 @@ read but not cached until the write landed."""
 
 from __future__ import annotations
 
-import pytest
-
 from chubbypy.node import Persist, SendPeer
 from chubbypy.protocol import Accept, Accepted, ClientId, Envelope
 from chubbypy.protocol.client import Registered, WriteReply
@@ -87,14 +85,6 @@ def test_a_name_being_written_is_read_but_not_cached() -> None:
     assert isinstance(writer.reply(written), WriteReply)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node bug: ServiceLog.applied lands a client write's gate ticket on any outcome "
-    "named (client, sequence), including a REGISTERED outcome whose sequence is the "
-    "registration's nonce; a retried registration whose nonce equals the sequence of the "
-    "same client's write in flight frees the write's names early, so a session caches the "
-    "old value and is never invalidated",
-)
 def test_a_retried_registration_does_not_free_a_write_still_in_flight() -> None:
     """A retried registration (nonce 1) applied before the same client's write (sequence 1)
     leaves the write's names busy: a ReadNode in between is not cached (or, if it is, the

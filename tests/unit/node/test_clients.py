@@ -3,8 +3,6 @@ requests any replica answers, registrations and retries, and a master stepping d
 
 from __future__ import annotations
 
-import pytest
-
 from chubbypy.node import EntryApplied, EventHappened, Persist, SendPeer
 from chubbypy.paxos import Outcome, OutcomeKind, Role, StartedServing
 from chubbypy.protocol import MASTER_CLIENT, ClientId
@@ -289,13 +287,6 @@ def test_a_resigning_master_answers_in_flight_not_master_and_a_peer_takes_over()
     assert [o.kind for o in outcomes].count(OutcomeKind.APPLIED) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node bug: ReplicaNode._write checks the write's ACL against the tree as it is now "
-    "before it looks for the write's cached result, so the retry of an applied write that "
-    "took the writer's own permission away (a SetAcl, or an operator's change since) is "
-    "refused PERMISSION_DENIED: the client is told a write failed that was applied",
-)
 def test_a_retried_write_that_revoked_its_own_permission_gets_its_first_result() -> None:
     """The retry of an applied SetAcl that took the writer's CHANGE right away is answered
     with the SetAcl's first result, not refused."""
