@@ -59,6 +59,7 @@ from chubbypy.client._session_core import (
     SessionOutput,
     SessionSettings,
     StateChanged,
+    blocking_acquire,
 )
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream, guarded
@@ -113,11 +114,6 @@ _R = TypeVar("_R")
 
 IDLE_CLOSE_SECONDS_DEFAULT = 60.0
 """Chubby §2.8: a session idle this long with no open handle is ended by the library."""
-ACQUIRE_FOREVER_SECONDS = 10.0**9
-"""A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
-ACQUIRE_ANSWER_SECONDS = 5.0
-"""How long past an acquire's timeout the client waits for the master's answer (the
-master answers when the wait ends; a fail-over meanwhile resends the request)."""
 
 
 class Session:
@@ -665,12 +661,10 @@ class Handle:
         # one attempt as long as the wait, never re-sent while the connection lives (a
         # second request would queue behind the first); after a fail-over it is sent again,
         # and a handle that already holds the lock is simply granted it.
-        wait_ms = None if timeout is None else max(0, round(timeout * 1000))
-        wait = ACQUIRE_FOREVER_SECONDS if timeout is None else timeout + ACQUIRE_ANSWER_SECONDS
-        deadline = self.session.clock.seconds() + wait
+        timing = blocking_acquire(self.session.clock.seconds(), timeout)
         self._locked = True
-        call = AcquireLock(self._handle, mode, wait=True, wait_ms=wait_ms)
-        waiting = self._locked_call(call, wait, deadline)
+        call = AcquireLock(self._handle, mode, wait=True, wait_ms=timing.wait_ms)
+        waiting = self._locked_call(call, timing.attempt_seconds, timing.deadline_seconds)
         if timeout is not None:
             waiting.addErrback(self._acquire_timed_out, timeout)
         return waiting.addErrback(self._acquire_cancelled)

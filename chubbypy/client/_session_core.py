@@ -74,11 +74,14 @@ from chubbypy.protocol.session import (
 )
 
 __all__ = [
+    "ACQUIRE_ANSWER_SECONDS",
+    "ACQUIRE_FOREVER_SECONDS",
     "CLOCK_DRIFT_DEFAULT",
     "GRACE_SECONDS_DEFAULT",
     "HANDLES_PARKED_MAX",
     "KEEPALIVE_LATE",
     "KEEPALIVE_RETRY_SECONDS",
+    "AcquireTiming",
     "Admission",
     "CheckLeaseAt",
     "ClientBug",
@@ -94,6 +97,7 @@ __all__ = [
     "SessionOutput",
     "SessionSettings",
     "StateChanged",
+    "blocking_acquire",
     "local_lease_end",
 ]
 
@@ -118,8 +122,10 @@ class ClientBug(enum.Enum):
     """Deliberate defects of the client session, switched on only by tests that prove the
     simulator's checkers catch them (Paxos Made Live §6.3)."""
 
-    LEASE_FROM_LAST_SEND = "lease-from-last-send"
-    """Count the local lease from the last re-send of the answered call, not the first."""
+    LEASE_FROM_ANSWER = "lease-from-answer"
+    """Count the local lease from when the answer arrived, not from when the call was
+    first sent: the lease then outlasts the master's by the answer's way back (and the
+    KeepAlive's hold at the master, which is counted on top)."""
     CACHE_IGNORES_INVALIDATION = "cache-ignores-invalidation"
     """Acknowledge an INVALIDATE event without dropping the cached entry."""
 
@@ -138,6 +144,36 @@ def local_lease_end(
     """
     shrink = (1 - clock_drift_max) / (1 + clock_drift_max)
     return sent_seconds + (held_ms + lease_ms) / 1000 * shrink
+
+
+ACQUIRE_FOREVER_SECONDS: Final = 10.0**9
+"""A blocking acquire without a timeout waits as long as it takes (Chubby's Acquire)."""
+ACQUIRE_ANSWER_SECONDS: Final = 5.0
+"""How long past an acquire's timeout the client waits for the master's answer (the
+master answers when the wait ends; a fail-over meanwhile resends the request)."""
+
+
+@frozen
+class AcquireTiming:
+    """How a blocking acquire is carried: what it asks the master to wait (`wait_ms`, None:
+    for ever), how long one attempt waits for the answer, and the call's deadline."""
+
+    wait_ms: int | None
+    attempt_seconds: float
+    deadline_seconds: float
+
+
+def blocking_acquire(now: float, timeout_seconds: float | None) -> AcquireTiming:
+    """The timing of a blocking acquire begun at `now` that gives up after `timeout_seconds`
+    (None: never). The master holds the call until the lock is free or the wait is over,
+    so one attempt lasts as long as the wait (a second request would queue behind the
+    first); the master withdraws the request itself when the wait ends, and the client
+    waits a little longer for that answer."""
+    if timeout_seconds is None:
+        return AcquireTiming(None, ACQUIRE_FOREVER_SECONDS, now + ACQUIRE_FOREVER_SECONDS)
+    wait_ms = max(0, round(timeout_seconds * 1000))
+    attempt = timeout_seconds + ACQUIRE_ANSWER_SECONDS
+    return AcquireTiming(wait_ms, attempt, now + attempt)
 
 
 @frozen
@@ -304,7 +340,7 @@ class ClientSession:
     ) -> tuple[SessionOutput, ...]:
         """The master answered CreateSession (sent at `sent`) with a lease of `lease_ms`."""
         assert self._lease_ms == 0, "created twice"
-        self._extend(sent, lease_ms, 0)
+        self._extend(now, sent, lease_ms, 0)
         return (CheckLeaseAt(self._lease_end), *self._send_keepalive(now))
 
     def lease_checked(self, now: float) -> tuple[SessionOutput, ...]:
@@ -322,10 +358,10 @@ class ClientSession:
             outputs.append(CheckLeaseAt(self._lease_end))
         return tuple(outputs)
 
-    def _extend(self, sent: SendTimes, lease_ms: int, held_ms: int) -> None:
+    def _extend(self, now: float, sent: SendTimes, lease_ms: int, held_ms: int) -> None:
         counted_from = sent.first_seconds
-        if ClientBug.LEASE_FROM_LAST_SEND in self.bugs:
-            counted_from = sent.last_seconds
+        if ClientBug.LEASE_FROM_ANSWER in self.bugs:
+            counted_from = now
         drift = self.settings.clock_drift_max
         self._lease_ms = lease_ms
         self._lease_end = max(
@@ -346,7 +382,7 @@ class ClientSession:
         self._keepalive_deadline = None
         if self._state.final:
             return ()
-        self._extend(sent, result.lease_ms, result.held_ms)
+        self._extend(now, sent, result.lease_ms, result.held_ms)
         outputs = [*self._moved(SessionInput.LEASE_EXTENDED)]
         if self._state is SessionState.SAFE:
             outputs += self._moved(SessionInput.SAFETY_REPORTED)

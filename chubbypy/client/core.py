@@ -45,6 +45,7 @@ from chubbypy.client._errors import (
 )
 from chubbypy.client._session_core import (
     KEEPALIVE_LATE,
+    AcquireTiming,
     Admission,
     CheckLeaseAt,
     ClientBug,
@@ -60,6 +61,7 @@ from chubbypy.client._session_core import (
     SessionOutput,
     SessionSettings,
     StateChanged,
+    blocking_acquire,
     local_lease_end,
 )
 from chubbypy.client._state import TRANSITIONS, SessionInput, SessionState, next_state
@@ -77,6 +79,7 @@ __all__ = [
     "RESEND_EARLY",
     "RETRIED_CODES",
     "TRANSITIONS",
+    "AcquireTiming",
     "Admission",
     "AskLocations",
     "CachedNode",
@@ -113,6 +116,7 @@ __all__ = [
     "SessionSettings",
     "SessionState",
     "StateChanged",
+    "blocking_acquire",
     "local_lease_end",
     "next_state",
 ]

@@ -22,16 +22,18 @@ from collections.abc import Callable, Iterable
 
 from attrs import evolve, frozen
 
+from chubbypy.client.core import CallSettings, ClientBug, SessionSettings
 from chubbypy.master import MasterTiming
 from chubbypy.namespace import NamespaceLimits
 from chubbypy.node import Auth, NodeBug, NodeSettings, handle_key_for
 from chubbypy.paxos import Bug, Limits, Timing
 from chubbypy.protocol import Envelope, ReplicaId
 from chubbypy.protocol.client import ChecksumReport, ClientRequest, ReplicaAddress, ServerReply
+from chubbypy.testing._calls import ClientProcess
 from chubbypy.testing._checkers import Observer, Violation
 from chubbypy.testing._client import ScriptClient, SimClient
-from chubbypy.testing._lock_client import LockObserver, SimLockClient
-from chubbypy.testing._lock_requests import LockBug
+from chubbypy.testing._lock_checks import LockObserver
+from chubbypy.testing._lock_client import LockBug, SimLockClient
 from chubbypy.testing._node import DiskSettings, ReplicaLinks, SimReplica
 from chubbypy.testing._registers import CELL
 from chubbypy.testing._world import (
@@ -41,6 +43,7 @@ from chubbypy.testing._world import (
     Network,
     NetworkFaults,
     Scheduler,
+    SimChance,
 )
 
 SIM_LIMITS = Limits(
@@ -107,6 +110,9 @@ class SimSettings:
     """Run the register clients; by default, unless `locks`. Both: the whole cell, the
     registers kept as files of the same namespace database."""
     lock_bugs: frozenset[LockBug] = frozenset()
+    client_bugs: frozenset[ClientBug] = frozenset()
+    grace_seconds: float = 5.0
+    """How long a lock client's session may stay in jeopardy before it gives it up."""
     known_bugs: frozenset[str] = frozenset(KNOWN_BUGS)
     """Checkers whose violations are a known, filed bug: reported apart (`SimResult.known`)."""
     session_lease_seconds: float = 2.0
@@ -115,6 +121,12 @@ class SimSettings:
     @property
     def runs_registers(self) -> bool:
         return not self.locks if self.registers is None else self.registers
+
+    def call_settings(self) -> CallSettings:
+        """How the simulated clients carry calls (the client library's `CallSettings`)."""
+        return CallSettings(
+            timeout_seconds=5.0, request_timeout_seconds=self.client_timeout_seconds
+        )
 
     def master_timing(self) -> MasterTiming:
         return MasterTiming.from_seconds(
@@ -182,23 +194,15 @@ class SimCell:
         self.lock_observer = LockObserver(self.observer.violation, lambda: self.scheduler.now)
         buggify_rate = 0.01 if settings.buggify and self._rng.random() < 0.5 else 0.0
         self.nodes = {name: self._make_node(name, buggify_rate) for name in self.names}
+        self._buggify_rate = buggify_rate
         self.lock_clients: dict[str, SimLockClient] = {}
         if settings.locks:
             self.lock_clients = {
                 f"l{n}": self._make_lock_client(f"l{n}") for n in range(1, settings.clients + 1)
             }
+        register_clients = settings.clients if settings.runs_registers else 0
         self.clients = {
-            f"c{n}": SimClient(
-                f"c{n}",
-                n,
-                self.names,
-                self.scheduler,
-                self.observer,
-                random.Random(self._rng.getrandbits(64)),
-                self._send_request,
-                int(settings.client_timeout_seconds * SECOND),
-            )
-            for n in range(1, settings.clients + 1 if settings.runs_registers else 1)
+            f"c{n}": self._make_client(f"c{n}", n) for n in range(1, register_clients + 1)
         }
         self._progress_due = PROGRESS_SECONDS * SECOND
         self._progress_applied = 0
@@ -252,20 +256,37 @@ class SimCell:
             links,
         )
 
-    def _make_lock_client(self, name: str) -> SimLockClient:
+    def _client_process(self, name: str) -> ClientProcess:
         drift_ppm = int(self.settings.clock_drift_max * self.settings.drift_factor * 1_000_000)
         clock = Clock(self._rng.randint(0, 10 * SECOND), self._rng.randint(-drift_ppm, drift_ppm))
-        return SimLockClient(
-            name,
+        return ClientProcess(name, clock, self.scheduler, self._send_request, self._close)
+
+    def _client_chance(self) -> SimChance:
+        return SimChance(random.Random(self._rng.getrandbits(64)), self._buggify_rate)
+
+    def _make_client(self, name: str, number: int) -> SimClient:
+        return SimClient(
+            number,
             self.names,
-            self.scheduler,
+            self._client_process(name),
+            self.observer,
+            random.Random(self._rng.getrandbits(64)),
+            self.settings.call_settings(),
+            self._client_chance(),
+        )
+
+    def _make_lock_client(self, name: str) -> SimLockClient:
+        s = self.settings
+        return SimLockClient(
+            self.names,
+            self._client_process(name),
             self.lock_observer,
             random.Random(self._rng.getrandbits(64)),
-            clock,
-            self._send_request,
-            drift_max=self.settings.clock_drift_max,
-            timeout_us=int(self.settings.client_timeout_seconds * SECOND),
-            bugs=self.settings.lock_bugs,
+            s.call_settings(),
+            SessionSettings(grace_seconds=s.grace_seconds, clock_drift_max=s.clock_drift_max),
+            self._client_chance(),
+            bugs=s.lock_bugs,
+            client_bugs=s.client_bugs,
         )
 
     # ------------------------------------------------------------------ wiring
@@ -289,12 +310,22 @@ class SimCell:
         self.network.send(client, replica, lambda: node.client_request(client, request))
 
     def _send_reply(self, replica: ReplicaId, client: str, reply: ServerReply) -> None:
-        target = self.lock_clients.get(client) or self.clients.get(client) or self.scripts[client]
+        target = self._client(client)
         self.network.send(replica, client, lambda: target.reply_received(replica, reply))
 
+    def _client(self, name: str) -> SimClient | SimLockClient | ScriptClient:
+        return self.lock_clients.get(name) or self.clients.get(name) or self.scripts[name]
+
     def _disconnected(self, replica: ReplicaId, client: str) -> None:
-        """A replica closed a client's connection: the client's calls on it will get no
-        answer (it finds out by its timeouts, as over TCP without a keepalive)."""
+        """A replica closed a client's connection: the client hears of it (a FIN), unless
+        the network loses the news."""
+        target = self._client(client)
+        self.network.send(replica, client, lambda: target.connection_lost(replica))
+
+    def _close(self, client: str, replica: str) -> None:
+        """A client closed its connection to a replica (the replica hears of it, or not)."""
+        node = self.nodes[ReplicaId(replica)]
+        self.network.send(client, replica, lambda: node.client_gone(client))
 
     def _narrate_node(self, line: str) -> None:
         if "won ballot" in line:
@@ -401,7 +432,8 @@ class SimCell:
 
     def crash(self, name: str) -> None:
         self._say(f"fault: crash {name} (unsynced writes are lost)")
-        self.nodes[ReplicaId(name)].crash()
+        for client in self.nodes[ReplicaId(name)].crash():
+            self._disconnected(ReplicaId(name), client)  # its kernel resets the connections
 
     def restart(self, name: str) -> None:
         node = self.nodes[ReplicaId(name)]

@@ -1,37 +1,41 @@
-"""A simulated register client: writes, reads and increments over the wire protocol, retried
-across fail-overs.
+"""A simulated register client: writes, reads and increments over the wire protocol, carried
+to the master by the client library's own call core.
 
 One operation at a time. Requests are the wire's own values (`Register`, `WriteRequest`,
-`ReadRequest`), sent to a simulated replica node and answered with `ServerReply` values. A
-write keeps its (client id, sequence) across every retry, so the cell applies it exactly
-once; the client moves to another replica on a timeout, and to the hinted master on a
-NOT_MASTER reply. An increment reads the counter first, then writes it plus one guarded by
-what it read (`chubbypy.testing._registers.increment`).
+`ReadRequest`); where each goes, what is retried and how long to back off is decided by
+`chubbypy.client.core.MasterCall`, exactly as in the Twisted client, over the simulated
+network (`chubbypy.testing._calls`). A write keeps its (client id, sequence) across every
+retry, so the cell applies it exactly once; as a program would, the client asks again,
+the same request, when a call ends `Unavailable`, so every operation ends with an answer.
+An increment reads the counter first, then writes it plus one guarded by what it read
+(`chubbypy.testing._registers.increment`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from attrs import evolve
 
+from chubbypy.client.core import CallSettings, CellView, Failed, Finished, MasterCall
+from chubbypy.paxos import Chance
 from chubbypy.protocol import NO_CLIENT
 from chubbypy.protocol.client import (
     ClientRequest,
-    ErrorReply,
     ReadReply,
     ReadRequest,
     Register,
     Registered,
+    ReplicaAddress,
     RequestId,
     ServerReply,
     WriteReply,
     WriteRequest,
 )
-from chubbypy.protocol.errors import ErrorCode
-from chubbypy.protocol.namespace import Contents, GetContentsAndStat
+from chubbypy.protocol.errors import StaleRequest, Unavailable, UnknownClient
+from chubbypy.protocol.namespace import Contents, GetContentsAndStat, WriteResult
+from chubbypy.testing._calls import ClientProcess, Send
 from chubbypy.testing._registers import changed, increment, path_of, put
 from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
 from chubbypy.testing._world import MILLISECOND, Scheduler
@@ -41,13 +45,6 @@ if TYPE_CHECKING:
 
 REGISTERS = ("k0", "k1", "k2", "k3")
 COUNTERS = ("c0", "c1")
-
-RETRIED = frozenset({ErrorCode.NOT_MASTER, ErrorCode.BUSY, ErrorCode.EPOCH_CHANGED})
-"""Errors that say "not here, or not now": the same request is sent again."""
-FORGOTTEN = frozenset({ErrorCode.UNKNOWN_CLIENT, ErrorCode.STALE_REQUEST})
-"""The cell forgot this client, or the result: the outcome stays unknown."""
-
-Send = Callable[[str, str, ClientRequest], None]
 
 
 def wire_request(request: Request, request_id: RequestId) -> ClientRequest:
@@ -75,37 +72,40 @@ def read_value(reply: ReadReply) -> int:
     return int(reply.result.contents) if isinstance(reply.result, Contents) else -1
 
 
+def simulated_view(replicas: tuple[str, ...]) -> CellView:
+    """A client's view of the simulated cell: its replicas' ids are their addresses."""
+
+    def endpoint_of(member: ReplicaAddress) -> str:
+        return member.replica_id
+
+    return CellView(replicas, endpoint_of=endpoint_of)
+
+
 class SimClient:
     """One client process (clients never crash; their requests and replies can be lost)."""
 
     def __init__(
         self,
-        name: str,
         number: int,
         replicas: tuple[str, ...],
-        scheduler: Scheduler,
+        process: ClientProcess,
         observer: Observer,
         rng: random.Random,
-        send: Send,
-        timeout_us: int,
+        settings: CallSettings,
+        chance: Chance,
     ) -> None:
-        self.name = name
+        self.name = process.name
         self._number = number
-        self._replicas = replicas
-        self._scheduler = scheduler
+        self._process = process
         self._observer = observer
         self._rng = rng
-        self._send = send
-        self._timeout_us = timeout_us
+        self._settings = settings
+        self._chance = chance
+        self._view = simulated_view(replicas)
         self._client_id = NO_CLIENT
         self._next_sequence = 1
         self._op_id = 0
         self._request: Request | None = None
-        self._attempt = 0
-        self._request_ids: set[int] = set()
-        """The ids this phase of the operation was sent with: an answer to any will do."""
-        self._last_request_id = 0
-        self._target = rng.randrange(len(replicas))
         self.stop_at = 0
         """No new operation starts at or after this true time."""
 
@@ -113,17 +113,24 @@ class SimClient:
     def busy(self) -> bool:
         return self._request is not None
 
+    def reply_received(self, replica: str, reply: ServerReply) -> None:
+        self._process.reply_received(replica, reply)
+
+    def connection_lost(self, replica: str) -> None:
+        self._process.connection_lost(replica)
+
     def start(self, stop_at: int) -> None:
         self.stop_at = stop_at
-        self._scheduler.after(self._rng.randint(0, 20 * MILLISECOND), self._next_operation)
+        self._process.after(self._rng.randint(0, 20 * MILLISECOND), self._next_operation)
 
     def _next_operation(self) -> None:
-        if self._request is not None or self._scheduler.now >= self.stop_at:
+        now = self._process.scheduler.now
+        if self._request is not None or now >= self.stop_at:
             return
         self._op_id += 1
         self._request = self._choose()
-        self._observer.invoked(self.name, self._request, self._scheduler.now)
-        self._begin_phase()
+        self._observer.invoked(self.name, self._request, now)
+        self._perform(self._request)
 
     def _choose(self) -> Request:
         if self._client_id == NO_CLIENT:
@@ -145,85 +152,52 @@ class SimClient:
         self._next_sequence += 1  # never reused, whatever becomes of this command
         return sequence
 
-    def _begin_phase(self) -> None:
-        self._attempt = 0
-        self._request_ids = set()
-        self._transmit()
+    def _perform(self, request: Request) -> None:
+        """Carry (the current phase of) `request` to the master."""
+        deadline = self._process.now() + self._settings.timeout_seconds
+        call = MasterCall(self._view, self._settings, deadline, chance=self._chance)
+        self._process.run(
+            call, lambda rid: wire_request(request, rid), lambda end: self._ended(request, end)
+        )
 
-    def _transmit(self) -> None:
-        request = self._request
-        assert request is not None
-        self._attempt += 1
-        self._last_request_id += 1
-        request_id = RequestId(self._last_request_id)
-        self._request_ids.add(request_id)
-        attempt = self._attempt
-        replica = self._replicas[self._target]
-        self._send(self.name, replica, wire_request(request, request_id))
-        self._scheduler.after(self._timeout_us, lambda: self._timed_out(request.op_id, attempt))
-
-    def _timed_out(self, op_id: int, attempt: int) -> None:
-        if self._request is None or self._request.op_id != op_id or self._attempt != attempt:
-            return
-        self._target = (self._target + 1) % len(self._replicas)
-        self._transmit()
-
-    def reply_received(self, replica: str, reply: ServerReply) -> None:
-        request = self._request
-        if request is None or reply.request_id not in self._request_ids:
-            return  # a late reply to an operation already finished
-        match reply:
-            case ErrorReply(code=code) if code in RETRIED:
-                self._redirect(replica, reply)
-            case ErrorReply(code=code) if code in FORGOTTEN:
+    def _ended(self, request: Request, end: Finished | Failed) -> None:
+        match end:
+            case Failed(Unavailable()):
+                self._perform(request)  # no master answered in time: ask again, the same
+            case Failed(UnknownClient() | StaleRequest()):
                 # The replicas forgot this client: register again; the outcome stays unknown.
                 self._client_id = NO_CLIENT
                 self._finished(Reply(request.op_id, ReplyStatus.INDETERMINATE))
-            case Registered(_, client_id):
+            case Failed(error):
+                raise AssertionError(f"{self.name}: {request!r} failed: {error!r}")
+            case Finished(Registered(_, client_id)):
                 self._client_id = client_id
                 self._finished(Reply(request.op_id, ReplyStatus.OK, client_id))
-            case ReadReply() if request.kind is OpKind.INCREMENT:
-                seen = read_value(reply)
+            case Finished(ReadReply() as read) if request.kind is OpKind.INCREMENT:
+                seen = read_value(read)
                 self._request = evolve(request, sequence=self._take_sequence(), value=seen)
-                self._begin_phase()
-            case ReadReply():
-                self._finished(
-                    Reply(request.op_id, ReplyStatus.OK, read_value(reply), reply.applied_index)
-                )
-            case WriteReply(_, index, result):
+                self._perform(self._request)
+            case Finished(ReadReply() as read):
+                reply = Reply(request.op_id, ReplyStatus.OK, read_value(read), read.applied_index)
+                self._finished(reply)
+            case Finished(WriteReply(_, index, result)):
                 self._written(request, index, result)
-            case _:
+            case Finished(reply):
                 raise AssertionError(f"{self.name}: unexpected {reply!r} to {request!r}")
 
-    def _written(self, request: Request, index: int, result: object) -> None:
+    def _written(self, request: Request, index: int, result: WriteResult) -> None:
         value = request.value if request.kind is OpKind.WRITE else request.value + 1
         if request.kind is OpKind.INCREMENT and request.value < 0:
             value = 1
-        status = ReplyStatus.OK if changed(result) else ReplyStatus.CONFLICT  # type: ignore[arg-type]
-        self._finished(Reply(request.op_id, status, value, index, result))  # type: ignore[arg-type]
-
-    def _redirect(self, replica: str, reply: ErrorReply) -> None:
-        if reply.code is ErrorCode.NOT_MASTER:
-            hint = reply.master_hint
-            if hint is not None and hint != replica and hint in self._replicas:
-                self._target = self._replicas.index(hint)
-            else:
-                self._target = (self._replicas.index(replica) + 1) % len(self._replicas)
-        self._attempt += 1  # the pending timeout no longer applies
-        attempt, request = self._attempt, self._request
-
-        def again() -> None:
-            if self._request is request and self._attempt == attempt:
-                self._transmit()
-
-        self._scheduler.after(self._rng.randint(5, 50) * MILLISECOND, again)
+        status = ReplyStatus.OK if changed(result) else ReplyStatus.CONFLICT
+        self._finished(Reply(request.op_id, status, value, index, result))
 
     def _finished(self, reply: Reply) -> None:
         request = self._request
         assert request is not None
-        self._observer.completed(self.name, request, reply, self._scheduler.now)
+        self._observer.completed(self.name, request, reply, self._process.scheduler.now)
         self._request = None
-        self._scheduler.after(self._rng.randint(0, 30) * MILLISECOND, self._next_operation)
+        self._process.after(self._rng.randint(0, 30) * MILLISECOND, self._next_operation)
 
 
 class ScriptClient:
@@ -268,6 +242,9 @@ class ScriptClient:
         self._observer.invoked(self.name, request, self._scheduler.now)
         self._send(self.name, replica, wire_request(request, RequestId(self._op_id)))
         return self._op_id
+
+    def connection_lost(self, replica: str) -> None:
+        """Nothing to do: a scripted request refused or lost just stays unanswered."""
 
     def reply_received(self, replica: str, reply: ServerReply) -> None:
         request = self._sent.get(reply.request_id)

@@ -156,13 +156,16 @@ class SimReplica:
         empty = persisted.hard_state is None and persisted.snapshot is None
         return self.lost_disk and empty and not persisted.entries
 
-    def crash(self) -> None:
-        """Stop at once: in-flight disk writes, timers, connections and memory are lost."""
+    def crash(self) -> list[str]:
+        """Stop at once: in-flight disk writes, timers, connections and memory are lost.
+        The clients whose connections it had, in order."""
         assert self.alive
         self.alive = False
         self.incarnation += 1
         self._deferred = []
         self.paused_until = 0
+        connected, self._connections = list(self._connections), {}
+        return connected
 
     def pause(self, until: int) -> None:
         """Stall the process (a GC pause, a frozen VM) while its clock keeps running."""

@@ -154,11 +154,11 @@ def test_a_retry_does_not_restart_the_lease_count() -> None:
     assert made.lease_end_seconds == pytest.approx(105 + 14 * SHRINK)
 
 
-def test_bug_lease_from_last_send_counts_from_the_retry() -> None:
-    """`lease-from-last-send` counts the same answer's lease from the last re-send."""
-    made = session(bugs=frozenset({ClientBug.LEASE_FROM_LAST_SEND}))
+def test_bug_lease_from_answer_counts_from_the_arrival() -> None:
+    """`lease-from-answer` counts the same answer's lease from when it arrived."""
+    made = session(bugs=frozenset({ClientBug.LEASE_FROM_ANSWER}))
     made.keepalive_answered(109.5, SendTimes(105.0, 109.0), answer(held_ms=2_000))
-    assert made.lease_end_seconds == pytest.approx(109 + 14 * SHRINK)
+    assert made.lease_end_seconds == pytest.approx(109.5 + 14 * SHRINK)
 
 
 def test_the_lease_never_moves_back() -> None:
@@ -290,14 +290,15 @@ def test_after_the_end_nothing_changes() -> None:
 
 @pytest.mark.parametrize("bug", list(ClientBug), ids=lambda b: b.value)
 def test_each_bug_changes_nothing_outside_what_it_names(bug: ClientBug) -> None:
-    """With one send per call and no INVALIDATE, a bugged session acts as a sound one."""
+    """With one send per call, answers that come the moment they are sent and no
+    INVALIDATE, a bugged session acts as a sound one."""
 
     def run(made: ClientSession) -> list[object]:
         cache_read(made, 101.0)
         failover = event(5, EventKind.MASTER_FAILOVER)
         seen: list[object] = [
-            made.keepalive_answered(101.0, SendTimes(100.8, 100.8), answer(event(4))),
-            made.keepalive_answered(102.0, SendTimes(101.0, 101.0), answer(failover)),
+            made.keepalive_answered(100.8, SendTimes(100.8, 100.8), answer(event(4))),
+            made.keepalive_answered(101.0, SendTimes(101.0, 101.0), answer(failover)),
             made.lease_checked(made.lease_end_seconds),
             made.read_wanted(made.lease_end_seconds, PATH),
         ]

@@ -1,0 +1,233 @@
+"""The checkers of sessions, locks, caches and events, judging what lock clients believe.
+
+What a lock client (`chubbypy.testing._lock_client`) *believes* is what these checkers
+judge, against what the log applied, in true time:
+
+* **mutual exclusion**: no two clients ever believe they hold the same lock at once (a
+  client believes it holds a lock from the grant, if its session is connected with a valid
+  local lease then, until it sends the release, its session leaves the connected state or
+  its local lease ends, whichever comes first; a frozen process's lease ends all the same);
+* **session safety**: a session is expired in the log only after its client's lease view
+  ended, in true time (the client's view is the client library's own: `ClientSession`);
+* **fencing**: a write guarded by a sequencer is applied only while that sequencer's
+  generation is the lock's latest;
+* **cache coherence**: no read, from the client's cache or from the master, returns
+  contents older than a write that completed before the read began (true time);
+* **events**: each session's events arrive in order, none twice and none missing: after
+  the repeats of an answer that was lost, each new event is numbered one above the last,
+  except the first of a new mastership, which must be its MASTER_FAILOVER event (events
+  of a mastership in progress may be lost with it; the fail-over event says so, as in
+  Chubby); and no handle hears of more changes (contents modified, lock acquired) of its
+  node than the log has applied;
+* **at most once**: every session call takes effect at most once, and a retried call gets
+  the answer of its first effect: a handle write (unique contents) is applied once, and a
+  release whose first attempt freed the lock is not answered as refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import define, field
+
+from chubbypy.paxos import ChecksumTaken, Outcome, OutcomeKind
+from chubbypy.protocol import MASTER_CLIENT, Entry, ValueKind
+from chubbypy.protocol.errors import ErrorCode
+from chubbypy.protocol.namespace import (
+    Acquire,
+    EndSession,
+    InSession,
+    LockHeldAt,
+    MultiOp,
+    MultiResult,
+    Release,
+    SetContents,
+    Stat,
+    Written,
+)
+from chubbypy.protocol.namespace_codec import decode_log_write, decode_result
+from chubbypy.sessions import EventKind, SessionEvent
+
+Violate = Callable[[str, str], None]
+
+
+@define
+class LockObserver:
+    """The session and lock checkers; see the module docstring."""
+
+    violate: Violate
+    now: Callable[[], int]
+    _believers: dict[str, dict[str, tuple[int, Callable[[], bool]]]] = field(factory=dict)
+    """Per lock path: client -> (the lock generation it believes it holds, whether it
+    still does)."""
+    _lease_end_true: dict[int, int] = field(factory=dict)
+    """Per session: the latest true time its client's lease view reached."""
+    _applied: set[int] = field(factory=set)
+    _generation: dict[str, int] = field(factory=dict)
+    _written: dict[tuple[str, bytes], int] = field(factory=dict)
+    """(path, contents) of each fenced write applied -> the content generation it made."""
+    _released: set[tuple[int, str, int]] = field(factory=set)
+    """(session, path, lock generation) of each release the log applied."""
+    _completed: dict[str, list[tuple[int, int]]] = field(factory=dict)
+    """Per path: (true time its writer heard it completed, content generation)."""
+    _values: int = 0
+    grants_believed: int = 0
+    fenced_writes: int = 0
+    expiries: int = 0
+    reads_checked: int = 0
+    cache_hits: int = 0
+    _changes: dict[tuple[str, EventKind], int] = field(factory=dict)
+    """Per (path, kind): changes applied that raise that event on the path's handles."""
+    _heard: dict[tuple[int, int, EventKind], int] = field(factory=dict)
+    """Per (session, handle, kind): events of that kind received."""
+    _last_event: dict[int, int] = field(factory=dict)
+    events_checked: int = 0
+
+    def events_received(
+        self, client: str, session_id: int, events: tuple[SessionEvent, ...]
+    ) -> None:
+        """A KeepAlive answer of `session_id` carried `events` (repeats included)."""
+        for event in events:
+            last = self._last_event.get(session_id, 0)
+            if event.sequence <= last:
+                continue  # repeated: the answer that carried it was lost, or not acked yet
+            next_in_mastership = last != 0 and event.sequence == last + 1
+            # A mastership numbers its events from (epoch << 32) + 1: its first event is
+            # the fail-over event, or the first event of a session it opened.
+            first_of_mastership = event.sequence & 0xFFFF_FFFF == 1 and (
+                last == 0 or event.kind is EventKind.MASTER_FAILOVER
+            )
+            if not (next_in_mastership or first_of_mastership):
+                self.violate(
+                    "events",
+                    f"{client}'s session {session_id} got event {event.sequence} "
+                    f"({event.kind.name}) after {last}: one lost or out of order",
+                )
+            self._last_event[session_id] = event.sequence
+            self.events_checked += 1
+            if event.kind in (EventKind.CONTENTS_MODIFIED, EventKind.LOCK_ACQUIRED):
+                key = (session_id, event.handle_id, event.kind)
+                self._heard[key] = heard = self._heard.get(key, 0) + 1
+                applied = self._changes.get((event.path, event.kind), 0)
+                if heard > applied:
+                    self.violate(
+                        "events",
+                        f"{client}'s handle {event.handle_id:#x} heard {heard} "
+                        f"{event.kind.name} events of {event.path}; the log applied {applied}",
+                    )
+
+    def _fenced_write_applied(self, write: SetContents, generation: int) -> None:
+        key = (write.path, write.contents)
+        earlier = self._written.get(key)
+        if earlier is not None:
+            self.violate(
+                "at most once",
+                f"the handle write of {write.contents!r} to {write.path} was applied twice "
+                f"(content generations {earlier} and {generation}): a retried session call "
+                "took effect again",
+            )
+        self._written[key] = generation
+        self._changed(write.path, EventKind.CONTENTS_MODIFIED)
+
+    def release_answered(
+        self, client: str, session_id: int, path: str, generation: int, refused: ErrorCode | None
+    ) -> None:
+        """`client`'s release of `path` at lock `generation` was answered (`refused` with
+        that code, or done): a retried call must get the answer of its first effect."""
+        if refused is not None and (session_id, path, generation) in self._released:
+            self.violate(
+                "at most once",
+                f"{client}'s release of {path} (generation {generation}) freed the lock, "
+                f"yet was answered {refused.name}: a retried session call did not get its "
+                "first answer",
+            )
+
+    def _changed(self, path: str, kind: EventKind) -> None:
+        self._changes[(path, kind)] = self._changes.get((path, kind), 0) + 1
+
+    def next_value(self) -> int:
+        """Contents for a write that no other write uses."""
+        self._values += 1
+        return self._values
+
+    def write_completed(self, path: str, contents: bytes) -> None:
+        """A fenced write's client heard, now, that it was applied."""
+        generation = self._written[(path, contents)]
+        self._completed.setdefault(path, []).append((self.now(), generation))
+
+    def read(self, client: str, path: str, began: int, stat: Stat | None, *, hit: bool) -> None:
+        """A read of `path` that began at true time `began` returned `stat` (None: absent)."""
+        self.reads_checked += 1
+        self.cache_hits += hit
+        got = -1 if stat is None else stat.content_generation
+        done = [g for t, g in self._completed.get(path, ()) if t < began]
+        if done and got < max(done):
+            where = "its cache" if hit else "the master"
+            self.violate(
+                "cache coherence",
+                f"{client} read {path} from {where} at generation {got} (began at "
+                f"{began} µs), older than generation {max(done)}, whose write completed "
+                "before the read began",
+            )
+
+    def believes(self, client: str, path: str, generation: int, still: Callable[[], bool]) -> None:
+        """`client` believes, now, that it holds `path`'s lock at `generation`; `still()`
+        says whether it believes so at a later instant (a correct program stops once its
+        local lease ends, frozen or not: it acts on a lock only while its lease holds)."""
+        holders = self._believers.setdefault(path, {})
+        others = {c: g for c, (g, holds) in holders.items() if c != client and holds()}
+        if others:
+            self.violate(
+                "mutual exclusion",
+                f"{client} believes it holds {path} (generation {generation}) while "
+                f"{others} believe they do too",
+            )
+        holders[client] = (generation, still)
+        self.grants_believed += 1
+
+    def stops_believing(self, client: str, path: str) -> None:
+        self._believers.get(path, {}).pop(client, None)
+
+    def lease_view(self, session_id: int, end_true: int) -> None:
+        """The client of `session_id` believes its lease lasts until true time `end_true`."""
+        self._lease_end_true[session_id] = max(self._lease_end_true.get(session_id, 0), end_true)
+
+    def entry_applied(self, entry: Entry, results: tuple[Outcome | ChecksumTaken, ...]) -> None:
+        """The first replica to apply `entry` did, now: judge what it did."""
+        if entry.index in self._applied or entry.value.kind is not ValueKind.COMMANDS:
+            return
+        self._applied.add(entry.index)
+        outcomes = [r for r in results if isinstance(r, Outcome)]
+        for command, outcome in zip(entry.value.commands, outcomes, strict=True):
+            if command.client_id == MASTER_CLIENT and outcome.kind is OutcomeKind.APPLIED:
+                self._judge(decode_log_write(command.payload), decode_result(outcome.result))
+
+    def _judge(self, write: object, result: object) -> None:
+        match write:
+            case Acquire(path=path) if isinstance(result, Written) and result.stat:
+                self._generation[path] = result.stat.lock_generation
+                self._changed(path, EventKind.LOCK_ACQUIRED)
+            case EndSession(session_id, expired=True) if isinstance(result, Written):
+                self.expiries += 1
+                lease_end = self._lease_end_true.get(session_id, 0)
+                if self.now() < lease_end:
+                    self.violate(
+                        "session safety",
+                        f"session {session_id} expired at {self.now()} µs, before its "
+                        f"client's lease view ended at {lease_end} µs",
+                    )
+            case Release(session_id, _, path, _, int(generation)) if isinstance(result, Written):
+                self._released.add((session_id, path, generation))
+            case InSession(_, MultiOp(guard=(LockHeldAt() as test,), if_true=(write,))):
+                if isinstance(result, MultiResult) and result.guard_held:
+                    (written,) = result.results
+                    if isinstance(write, SetContents) and written.stat is not None:
+                        self._fenced_write_applied(write, written.stat.content_generation)
+                    self.fenced_writes += 1
+                    latest = self._generation.get(test.path, 0)
+                    if test.lock_generation != latest:
+                        self.violate(
+                            "fencing",
+                            f"a write fenced by generation {test.lock_generation} of "
+                            f"{test.path} applied after generation {latest} was granted",
+                        )
