@@ -135,7 +135,7 @@ from chubbypy.protocol.session import (
     SessionInfo,
     SessionList,
 )
-from chubbypy.protocol.values import ClientId, ReplicaId
+from chubbypy.protocol.values import NO_SESSION, ClientId, ReplicaId
 from chubbypy.protocol.wire import raise_for
 from chubbypy.sessions import EventMask, HandleMode
 
@@ -455,7 +455,7 @@ class Cell:
             from chubbypy.client._session import _call  # it builds on this module
 
             sessions: list[SessionInfo] = []
-            after = 0
+            after = NO_SESSION
             while True:
                 result = await _call(self, ListSessions(after, SESSIONS_PAGE_MAX))
                 page = _expect(result, SessionList)

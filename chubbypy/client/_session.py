@@ -109,7 +109,8 @@ from chubbypy.protocol.session import (
     SessionEvent,
     SessionResult,
 )
-from chubbypy.sessions import HandleMode
+from chubbypy.protocol.values import SessionId
+from chubbypy.sessions import EventMask, HandleMode
 
 _R = TypeVar("_R")
 
@@ -140,7 +141,7 @@ class Session:
         self,
         cell: Cell,
         clock: IReactorTime,
-        session_id: int,
+        session_id: SessionId,
         credential: bytes,
         *,
         grace_seconds: float,
@@ -292,8 +293,8 @@ class Session:
                 reused = await self._reuse_handle(key)
                 if reused is not None:
                     return reused
-            call = Open(self.session_id, self._credential, path, int(mode), events, delay_ms,
-                        made, exclusive)  # fmt: skip
+            call = Open(self.session_id, self._credential, path, mode, EventMask(events),
+                        delay_ms, made, exclusive)  # fmt: skip
             result = await self.call(call)
             if not isinstance(result, HandleOpened):
                 raise ChubbyError(f"unexpected {type(result).__name__} to Open")

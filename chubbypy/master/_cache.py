@@ -37,6 +37,8 @@ from typing import Generic, TypeVar
 
 from attrs import define, field
 
+from chubbypy.master._ids import GateTicket
+from chubbypy.protocol import SessionId
 from chubbypy.protocol.namespace import LogWrite
 
 _P = TypeVar("_P")
@@ -52,16 +54,16 @@ class _Item(Generic[_P]):
     write: LogWrite
     touched: frozenset[str] | None
     """None until activated."""
-    session: int | None = None
+    session: SessionId | None = None
     """A session's writes: an EndSession is activated after the earlier ones landed."""
     ends_session: bool = False
-    waits: dict[int, int] = field(factory=dict)
+    waits: dict[SessionId, int] = field(factory=dict)
     """Session -> the event sequence it must acknowledge (or UNTIL_ENDED)."""
 
 
 Paths = Callable[[LogWrite], tuple[frozenset[str], frozenset[str]]]
 """A write's (touched, changed) names, from the namespace as it is now."""
-Invalidate = Callable[[int, str], int | None]
+Invalidate = Callable[[SessionId, str], int | None]
 """Send a session an INVALIDATE of a name: the event's sequence number to await, or
 UNTIL_ENDED, or None when there is nothing to await (the session is gone)."""
 
@@ -73,11 +75,11 @@ class CacheGate(Generic[_P]):
     def __init__(self, paths: Paths, invalidate: Invalidate) -> None:
         self._paths = paths
         self._invalidate = invalidate
-        self._cachers: dict[str, set[int]] = {}
-        self._cached: dict[int, set[str]] = {}
-        self._held: dict[int, _Item[_P]] = {}
+        self._cachers: dict[str, set[SessionId]] = {}
+        self._cached: dict[SessionId, set[str]] = {}
+        self._held: dict[GateTicket, _Item[_P]] = {}
         """Not released yet, in submission order."""
-        self._flying: dict[int, _Item[_P]] = {}
+        self._flying: dict[GateTicket, _Item[_P]] = {}
         """Released, not landed yet."""
         self._busy: dict[str, int] = {}
         """Per name, the activated writes touching it that have not landed."""
@@ -88,7 +90,7 @@ class CacheGate(Generic[_P]):
     def may_cache(self, path: str) -> bool:
         return self.failover_complete and path not in self._busy
 
-    def register(self, session_id: int, path: str) -> bool:
+    def register(self, session_id: SessionId, path: str) -> bool:
         """Record that the session caches `path`, if it may; whether it was recorded."""
         if not self.may_cache(path):
             return False
@@ -101,7 +103,7 @@ class CacheGate(Generic[_P]):
         """(session, name) pairs registered: the master's cost of the cache."""
         return sum(len(paths) for paths in self._cached.values())
 
-    def cached_by(self, session_id: int) -> int:
+    def cached_by(self, session_id: SessionId) -> int:
         """Names registered as cached by the session."""
         return len(self._cached.get(session_id, ()))
 
@@ -114,11 +116,11 @@ class CacheGate(Generic[_P]):
 
     def submit(
         self,
-        ticket: int,
+        ticket: GateTicket,
         payload: _P,
         write: LogWrite,
         *,
-        session: int | None = None,
+        session: SessionId | None = None,
         ends_session: bool = False,
     ) -> None:
         """A write bound for the log; `payload` comes out of `release` when it may go.
@@ -130,14 +132,14 @@ class CacheGate(Generic[_P]):
         if not (ends_session and self._session_writes_pending(ticket, session)):
             self._activate(item)
 
-    def acked(self, session_id: int, acked_through: int) -> None:
+    def acked(self, session_id: SessionId, acked_through: int) -> None:
         """The session acknowledged its events up to `acked_through`."""
         for item in self._held.values():
             due = item.waits.get(session_id)
             if due is not None and due != UNTIL_ENDED and due <= acked_through:
                 del item.waits[session_id]
 
-    def session_gone(self, session_id: int) -> None:
+    def session_gone(self, session_id: SessionId) -> None:
         """The session's lease is over, or it closed: its cache is void."""
         for path in self._cached.pop(session_id, ()):
             cachers = self._cachers[path]
@@ -147,7 +149,7 @@ class CacheGate(Generic[_P]):
         for item in self._held.values():
             item.waits.pop(session_id, None)
 
-    def landed(self, ticket: int) -> None:
+    def landed(self, ticket: GateTicket) -> None:
         """The write `ticket` was applied, or will never be: its names are free."""
         item = self._flying.pop(ticket, None)
         if item is None or item.touched is None:
@@ -192,7 +194,7 @@ class CacheGate(Generic[_P]):
                 if due is not None:
                     item.waits[session_id] = _later(item.waits.get(session_id), due)
 
-    def _session_writes_pending(self, ticket: int, session: int | None) -> bool:
+    def _session_writes_pending(self, ticket: GateTicket, session: SessionId | None) -> bool:
         """Whether a write of `session` submitted before `ticket` has not landed."""
         if any(i.session == session and not i.ends_session for i in self._flying.values()):
             return True

@@ -15,11 +15,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 
+from chubbypy.master._ids import CallToken, GateTicket
 from chubbypy.master._results import ClientWrite, Proposal
 from chubbypy.master._service import MasterService
 from chubbypy.namespace import Applied
 from chubbypy.paxos import Outcome, OutcomeKind
-from chubbypy.protocol import MASTER_CLIENT, Command, LogIndex
+from chubbypy.protocol import MASTER_CLIENT, ClientId, Command, LogIndex
 from chubbypy.protocol.namespace import LogWrite
 from chubbypy.protocol.namespace_codec import encode_log_write
 
@@ -29,12 +30,12 @@ class ServiceLog:
 
     def __init__(self) -> None:
         self._sequences = itertools.count(1)
-        self._tokens: dict[int, tuple[int | None, int]] = {}
+        self._tokens: dict[int, tuple[CallToken | None, GateTicket]] = {}
         """Per command sequence: the call it serves (or None), and its gate ticket."""
-        self._client_writes: dict[tuple[int, int], list[int]] = {}
+        self._client_writes: dict[tuple[ClientId, int], list[GateTicket]] = {}
         """Per (client, sequence) of a client's write proposed: its gate tickets."""
 
-    def client_write_proposed(self, command: Command, ticket: int) -> None:
+    def client_write_proposed(self, command: Command, ticket: GateTicket) -> None:
         """A client's write the gate let through was proposed as `command`: its ticket is
         reported `landed` with the first outcome of its (client, sequence)."""
         key = (command.client_id, command.sequence)
@@ -55,11 +56,11 @@ class ServiceLog:
         proposals: Iterable[Proposal | ClientWrite],
         propose: Callable[[list[Command]], bool],
         release: Callable[[ClientWrite], None],
-    ) -> list[int]:
+    ) -> list[CallToken]:
         """Send what `service.take` let through, in order: each run of the service's own
         proposals as one batch (`propose`; False if the core refused it), each client's
         write to `release`. The tokens of the calls whose commands were refused."""
-        refused: list[int] = []
+        refused: list[CallToken] = []
         batch: list[Proposal] = []
 
         def send_batch() -> None:
@@ -77,7 +78,7 @@ class ServiceLog:
         send_batch()
         return refused
 
-    def refused(self, service: MasterService, commands: Iterable[Command]) -> list[int]:
+    def refused(self, service: MasterService, commands: Iterable[Command]) -> list[CallToken]:
         """The core refused `commands`: the tokens of the calls they served."""
         tokens = []
         for command in commands:
@@ -92,7 +93,7 @@ class ServiceLog:
         service: MasterService,
         outcomes: Iterable[Outcome],
         writes: list[tuple[LogIndex, LogWrite, Applied]],
-    ) -> list[int]:
+    ) -> list[CallToken]:
         """Report one applied entry to `service`: its `outcomes`, and the `writes` the
         namespace applied for it (`NamespaceMachine.take_applied`). Clients' writes are
         reported too (they cause events). The tokens of master commands refused because
@@ -102,7 +103,7 @@ class ServiceLog:
         for outcome in outcomes:
             for ticket in self._client_writes.pop((outcome.client_id, outcome.sequence), ()):
                 service.landed(ticket)
-            token: int | None = None
+            token: CallToken | None = None
             mine = outcome.client_id == MASTER_CLIENT
             if mine and outcome.sequence in self._tokens:
                 token, ticket = self._tokens.pop(outcome.sequence)

@@ -74,6 +74,7 @@ from chubbypy.locks import (
 )
 from chubbypy.locks import release as lock_after_release
 from chubbypy.master._cache import UNTIL_ENDED, CacheGate
+from chubbypy.master._ids import CallToken, GateTicket
 from chubbypy.master._results import (
     CallResult,
     ClientWrite,
@@ -98,6 +99,7 @@ from chubbypy.namespace import (
     check_path,
 )
 from chubbypy.namespace._names import parent_of
+from chubbypy.protocol import NO_SESSION, HandleId, SessionId
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
@@ -120,12 +122,15 @@ from chubbypy.protocol.namespace import (
     SimpleWrite,
     Written,
 )
-from chubbypy.protocol.session import SESSION_PATHS_LISTED_MAX, SESSIONS_PAGE_MAX
-from chubbypy.sessions import (
+from chubbypy.protocol.session import (
+    SESSION_PATHS_LISTED_MAX,
+    SESSIONS_PAGE_MAX,
     EventKind,
     EventMask,
-    Handle,
     HandleMode,
+)
+from chubbypy.sessions import (
+    Handle,
     SessionRecord,
     SessionTable,
     SessionTiming,
@@ -149,7 +154,7 @@ class MasterTiming:
 
 @frozen
 class _OpenCall:
-    session_id: int
+    session_id: SessionId
     path: str
     mode: HandleMode
     events: EventMask
@@ -205,25 +210,25 @@ class MasterService:
         self._machine: NamespaceMachine | None = None
         self._epoch = 0
         self._now = 0
-        self._wait_ends: dict[int, tuple[int, int]] = {}
+        self._wait_ends: dict[CallToken, tuple[int, int]] = {}
         """Per waiting acquire with a bound: the tick it gives up at, and the bound."""
-        self._table = SessionTable(timing.session)
-        self._queues = LockQueues(timing.waiters_max)
-        self._handles: dict[int, Handle] = {}
-        self._by_path: dict[str, set[int]] = defaultdict(set)
-        self._closed: set[int] = set()
-        self._handle_counts: dict[int, int] = {}
+        self._table: SessionTable[CallToken] = SessionTable(timing.session)
+        self._queues: LockQueues[CallToken] = LockQueues(timing.waiters_max)
+        self._handles: dict[HandleId, Handle] = {}
+        self._by_path: dict[str, set[HandleId]] = defaultdict(set)
+        self._closed: set[HandleId] = set()
+        self._handle_counts: dict[SessionId, int] = {}
         """Per session, its handles in `_handles` (for operators' listings)."""
-        self._closing: set[int] = set()
+        self._closing: set[SessionId] = set()
         """Sessions whose close is in flight (for operators' listings)."""
         self._count = 0
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[CallToken, _Pending] = {}
         self._delays: dict[LockKey, int] = {}
         self._replies: list[Reply] = []
         self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(
             self._write_paths, self._send_invalidation
         )
-        self._tickets = itertools.count(1)
+        self._tickets = map(GateTicket, itertools.count(1))
 
     # ------------------------------------------------------------------------- life
 
@@ -282,25 +287,25 @@ class MasterService:
         replies, self._replies = self._replies, []
         return replies, proposals
 
-    def submit_write(self, write: LogWrite) -> int:
+    def submit_write(self, write: LogWrite) -> GateTicket:
         """A client's write (no session) bound for the log: its ticket. It comes out of
         `take` as a `ClientWrite` once the cache gate lets it through."""
         ticket = next(self._tickets)
         self._gate.submit(ticket, ClientWrite(ticket), write)
         return ticket
 
-    def landed(self, ticket: int) -> None:
+    def landed(self, ticket: GateTicket) -> None:
         """The write of `ticket` (a `Proposal`'s or a `ClientWrite`'s) was applied, or
         refused: the names it touched may be cached again."""
         self._gate.landed(ticket)
 
     # ------------------------------------------------------------------------- sessions
 
-    def create_session(self, token: int, name: str) -> None:
+    def create_session(self, token: CallToken, name: str) -> None:
         self._pending[token] = _ReplyWhenApplied()
         self._propose(token, OpenSession(name))
 
-    def close_session(self, token: int, session_id: int) -> None:
+    def close_session(self, token: CallToken, session_id: SessionId) -> None:
         """End the session cleanly (its locks are free at once); never fails. From now on
         the session is not live, and its cache is void (the client stopped using it)."""
         if self._table.is_live(session_id) or self._table.is_doomed(session_id):
@@ -310,7 +315,7 @@ class MasterService:
         self._pending[token] = _ReplyWhenApplied(always_done=True)
         self._propose(token, EndSession(session_id, expired=False))
 
-    def keep_alive(self, token: int, session_id: int, acked_through: int) -> None:
+    def keep_alive(self, token: CallToken, session_id: SessionId, acked_through: int) -> None:
         if not self._table.keep_alive(session_id, token, acked_through):
             self._reply(token, _expired(f"session {session_id} has ended"))
             return
@@ -319,7 +324,13 @@ class MasterService:
     # ------------------------------------------------------------------------- reads
 
     def read(
-        self, token: int, session_id: int, path: str, *, cache: bool, principal: str | None = None
+        self,
+        token: CallToken,
+        session_id: SessionId,
+        path: str,
+        *,
+        cache: bool,
+        principal: str | None = None,
     ) -> None:
         """The node at `path` (or its absence); with `cache`, the session is registered as
         caching it unless a change to it is under way. With `principal`, it must have read
@@ -351,8 +362,8 @@ class MasterService:
 
     def open(
         self,
-        token: int,
-        session_id: int,
+        token: CallToken,
+        session_id: SessionId,
         path: str,
         mode: HandleMode,
         events: EventMask = EventMask.NONE,
@@ -389,7 +400,7 @@ class MasterService:
             self._pending[token] = call
             self._propose(token, InSession(session_id, create))
 
-    def close(self, token: int, handle_bytes: bytes) -> None:
+    def close(self, token: CallToken, handle_bytes: bytes) -> None:
         """Close the handle: its lock (if it holds it) is released; never fails for a
         handle of this cell."""
         try:
@@ -409,7 +420,7 @@ class MasterService:
         else:
             self._reply(token, Done())
 
-    def poison(self, token: int, handle_bytes: bytes) -> None:
+    def poison(self, token: CallToken, handle_bytes: bytes) -> None:
         """Make the handle's outstanding and later calls fail (INVALID_HANDLE) without
         closing it (Chubby §2.6): its blocked acquires end; a lock it holds stays held until
         it is closed. Remembered for this mastership (the client library remembers too)."""
@@ -428,7 +439,7 @@ class MasterService:
     # ------------------------------------------------------------------------- locks
 
     def acquire(
-        self, token: int, handle_bytes: bytes, mode: LockMode, *, wait: bool,
+        self, token: CallToken, handle_bytes: bytes, mode: LockMode, *, wait: bool,
         wait_ticks: int | None = None,
     ) -> None:  # fmt: skip
         """Take the handle's lock in `mode`: at once if free, else queued (`wait`) or
@@ -468,7 +479,7 @@ class MasterService:
         else:
             self._reply(token, refused or Failure(ErrorCode.LOCK_HELD, "others wait for it"))
 
-    def release(self, token: int, handle_bytes: bytes, generation: int | None = None) -> None:
+    def release(self, token: CallToken, handle_bytes: bytes, generation: int | None = None) -> None:
         """Let go of the lock; with `generation`, only the hold of that acquisition (a late
         or duplicated release must not free a later one)."""
         resolved = self._resolve(handle_bytes, None)
@@ -480,7 +491,11 @@ class MasterService:
         self._propose_release(token, handle.session_id, handle.handle_id, node, generation)
 
     def write(
-        self, token: int, handle_bytes: bytes, write: SimpleWrite, sequencer: bytes | None = None
+        self,
+        token: CallToken,
+        handle_bytes: bytes,
+        write: SimpleWrite,
+        sequencer: bytes | None = None,
     ) -> None:
         """Apply `write` to the handle's node on behalf of its session; with `sequencer`
         (Chubby's SetSequencer), only while that sequencer is valid when the write is
@@ -510,7 +525,7 @@ class MasterService:
         self._pending[token] = _WriteCall(fenced=sequencer is not None)
         self._propose(token, InSession(handle.session_id, guarded))
 
-    def get_sequencer(self, token: int, handle_bytes: bytes) -> None:
+    def get_sequencer(self, token: CallToken, handle_bytes: bytes) -> None:
         """The sequencer of the lock this handle holds (Chubby §2.4)."""
         resolved = self._resolve(handle_bytes, None)
         if isinstance(resolved, Failure):
@@ -523,7 +538,7 @@ class MasterService:
             return
         self._reply(token, self._granted(node, holder.mode))
 
-    def check_sequencer(self, token: int, sequencer: bytes) -> None:
+    def check_sequencer(self, token: CallToken, sequencer: bytes) -> None:
         """Whether `sequencer` names a lock held now in its mode at its generation."""
         self._reply(token, SequencerChecked(self.sequencer_valid(sequencer)))
 
@@ -547,7 +562,7 @@ class MasterService:
         """Live sessions this master knows."""
         return len(self._table)
 
-    def cancel(self, token: int) -> None:
+    def cancel(self, token: CallToken) -> None:
         """The caller gave up (deadline, lost connection): stop waiting for the lock.
 
         A grant already proposed for it still applies; the handle keeps that lock until it
@@ -560,8 +575,8 @@ class MasterService:
 
     def list_sessions(
         self,
-        token: int,
-        after: int = 0,
+        token: CallToken,
+        after: SessionId = NO_SESSION,
         limit: int = SESSIONS_PAGE_MAX,
         principal: str | None = None,
     ) -> None:
@@ -622,7 +637,7 @@ class MasterService:
             self._gate.cached_by(session_id),
         )
 
-    def _state_name(self, session_id: int) -> str:
+    def _state_name(self, session_id: SessionId) -> str:
         """The session's state as `chubbypy.protocol.session.SessionInfo.state` names it."""
         if self._table.is_live(session_id):
             return "live"
@@ -632,7 +647,7 @@ class MasterService:
 
     # ------------------------------------------------------------------------- the log
 
-    def applied(self, token: int | None, write: LogWrite, applied: Applied) -> None:
+    def applied(self, token: CallToken | None, write: LogWrite, applied: Applied) -> None:
         """`write` (proposed by this service with `token`, or by anyone with None) was
         applied with `applied`: answer, wake waiters, deliver events."""
         result = applied.result
@@ -663,10 +678,10 @@ class MasterService:
         assert self._machine is not None, "start() first"
         return self._machine
 
-    def _reply(self, token: int, result: CallResult) -> None:
+    def _reply(self, token: CallToken, result: CallResult) -> None:
         self._replies.append(Reply(token, result))
 
-    def _propose(self, token: int | None, write: LogWrite) -> None:
+    def _propose(self, token: CallToken | None, write: LogWrite) -> None:
         """Propose `write` once the cache gate lets it through (at once, mostly)."""
         ticket = next(self._tickets)
         session = write.session_id if isinstance(write, InSession | EndSession) else None
@@ -674,7 +689,7 @@ class MasterService:
         proposal = Proposal(token, write, ticket)
         self._gate.submit(ticket, proposal, write, session=session, ends_session=ends)
 
-    def _send_invalidation(self, session_id: int, path: str) -> int | None:
+    def _send_invalidation(self, session_id: SessionId, path: str) -> int | None:
         """Tell the session to drop `path` from its cache (see `CacheGate`)."""
         sequence = self._table.push(session_id, EventKind.INVALIDATE, path)
         if sequence is not None:
@@ -707,7 +722,7 @@ class MasterService:
                 return self._session_end_paths(session_id)
         return frozenset(), frozenset()
 
-    def _session_end_paths(self, session_id: int) -> _Paths:
+    def _session_end_paths(self, session_id: SessionId) -> _Paths:
         """An EndSession deletes the session's ephemeral nodes and frees its locks."""
         tree = self._db().tree
         touched: set[str] = set()
@@ -719,7 +734,7 @@ class MasterService:
                 changed.update((path, parent_of(path)))
         return frozenset(touched | changed), frozenset(changed)
 
-    def _session_problem(self, session_id: int) -> Failure | None:
+    def _session_problem(self, session_id: SessionId) -> Failure | None:
         if not self._table.is_live(session_id):
             return _expired(f"session {session_id} has ended")
         if not self._table.failover_complete:
@@ -751,7 +766,9 @@ class MasterService:
         self._remember(handle)
         return handle, node
 
-    def _opened(self, token: int, call: _OpenCall, node: NodeRecord, *, created: bool) -> None:
+    def _opened(
+        self, token: CallToken, call: _OpenCall, node: NodeRecord, *, created: bool
+    ) -> None:
         if call.exclusive and not created:
             self._reply(token, Failure(ErrorCode.EXISTS, f"{call.path} exists"))
             return
@@ -805,7 +822,7 @@ class MasterService:
         sequencer = Sequencer(self._db().cell, node.path, node.instance, mode, node.lock_generation)
         return LockGranted(self._db().tree.stat(node), sequencer.encode())
 
-    def _finish(self, token: int, result: object) -> None:
+    def _finish(self, token: CallToken, result: object) -> None:
         """Answer the call `token` whose proposal was applied with `result`."""
         pending = self._pending.pop(token, None)
         match pending:
@@ -821,7 +838,7 @@ class MasterService:
                 done = always_done or not isinstance(result, Failure)
                 self._reply(token, Done() if done else result)  # type: ignore[arg-type]
 
-    def _open_applied(self, token: int, call: _OpenCall, result: object) -> None:
+    def _open_applied(self, token: CallToken, call: _OpenCall, result: object) -> None:
         node = self._db().tree.get(call.path)
         if isinstance(result, Written) and node is not None:
             self._opened(token, call, node, created=True)
@@ -831,7 +848,7 @@ class MasterService:
             assert isinstance(result, Failure), result
             self._reply(token, result)
 
-    def _acquire_applied(self, token: int, call: _AcquireCall, result: object) -> None:
+    def _acquire_applied(self, token: CallToken, call: _AcquireCall, result: object) -> None:
         handle = call.handle
         key = (handle.path, handle.instance)
         self._queues.applied(key, token)
@@ -861,9 +878,9 @@ class MasterService:
 
     def _propose_release(
         self,
-        token: int,
-        session_id: int,
-        handle_id: int,
+        token: CallToken,
+        session_id: SessionId,
+        handle_id: HandleId,
         node: NodeRecord,
         generation: int | None = None,
     ) -> None:
@@ -892,7 +909,7 @@ class MasterService:
             assert isinstance(call, _AcquireCall), (waiter, call)
             self._propose(waiter.token, _acquire(call.handle, waiter.mode))
 
-    def _session_ended(self, session_id: int, applied: Applied) -> None:
+    def _session_ended(self, session_id: SessionId, applied: Applied) -> None:
         self._table.ended(session_id)
         self._closing.discard(session_id)
         self._gate.session_gone(session_id)
@@ -946,7 +963,7 @@ class MasterService:
         for handle_id in list(self._by_path.get(path, ())):
             self._notify_handle(handle_id, kind)
 
-    def _notify_handle(self, handle_id: int, kind: EventKind) -> None:
+    def _notify_handle(self, handle_id: HandleId, kind: EventKind) -> None:
         """Push `kind` to the handle's session if the handle asked for it at open."""
         handle = self._handles.get(handle_id)
         if handle is not None and handle.events & EventMask(1 << kind):

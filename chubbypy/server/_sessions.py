@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from chubbypy.master import (
     CallResult,
+    CallToken,
     ClientWrite,
     Done,
     HandleOpened,
@@ -74,7 +75,8 @@ from chubbypy.protocol.session import (
 from chubbypy.protocol.session import (
     NodeRead as WireNodeRead,
 )
-from chubbypy.sessions import EventMask, HandleMode, credential_matches, session_credential
+from chubbypy.protocol.values import SessionId
+from chubbypy.sessions import credential_matches, session_credential
 
 Reply = Callable[[ServerReply], None]
 ProposeClient = Callable[[Reply, RequestId, Command], bool]
@@ -102,7 +104,7 @@ class SessionHost:
         self._key = handle_key
         self._tick_ms = tick_seconds * 1000
         self._service: MasterService | None = None
-        self._calls: dict[int, tuple[Reply, RequestId, int]] = {}
+        self._calls: dict[CallToken, tuple[Reply, RequestId, int]] = {}
         """Per token: how to answer, the request's id, and the connection that asked."""
         self._log = ServiceLog()
         self._tokens = itertools.count(1)
@@ -172,7 +174,7 @@ class SessionHost:
             message = f"session {named[0]}: wrong credential; only its owner may use it"
             reply(ErrorReply(request_id, ErrorCode.PERMISSION_DENIED, message, None))
             return
-        token = next(self._tokens)
+        token = CallToken(next(self._tokens))
         self._calls[token] = (reply, request_id, connection)
         match call:
             case CreateSession(name):
@@ -182,8 +184,7 @@ class SessionHost:
             case CloseSession(session_id, _):
                 service.close_session(token, session_id)
             case Open(session_id, _, path, mode, events, delay, create, exclusive):
-                service.open(token, session_id, path, HandleMode(mode & 7),
-                             EventMask(events & 0x7E), delay, create, exclusive,
+                service.open(token, session_id, path, mode, events, delay, create, exclusive,
                              principal=principal)  # fmt: skip
             case CloseHandle(handle):
                 service.close(token, handle)
@@ -265,7 +266,7 @@ class SessionHost:
         else:
             service.landed(write.ticket)
 
-    def _answer(self, token: int, result: CallResult) -> None:
+    def _answer(self, token: CallToken, result: CallResult) -> None:
         call = self._calls.pop(token, None)
         if call is None:
             return  # its connection went away
@@ -276,7 +277,7 @@ class SessionHost:
         else:
             reply(SessionReply(request_id, self._wire(result)))
 
-    def _error(self, token: int, code: ErrorCode, message: str) -> None:
+    def _error(self, token: CallToken, code: ErrorCode, message: str) -> None:
         self._answer(token, Failure(code, message))
 
     def _wire(self, result: CallResult) -> SessionResult:
@@ -319,7 +320,7 @@ class SessionHost:
         return int(ticks * self._tick_ms)
 
 
-def _session_named(call: SessionCall) -> tuple[int, bytes] | None:
+def _session_named(call: SessionCall) -> tuple[SessionId, bytes] | None:
     """The session a call names and the credential it shows (None for calls that name a
     handle or sequencer instead, whose own check digits prove them, and for an operator's
     ListSessions, which names no session: the service checks its principal instead)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from chubbypy.master import (
     CallResult,
+    CallToken,
     ClientWrite,
     Done,
     HandleOpened,
@@ -35,6 +36,7 @@ from chubbypy.paxos import Outcome, Replica
 from chubbypy.protocol import Command
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import Create, LockMode, LogWrite, SetContents
+from chubbypy.protocol.values import SessionId
 from chubbypy.sessions import EventMask, HandleMode
 from chubbypy.testing._lock_requests import LockBug, LockOp, LockReply, LockRequest, LockStatus
 
@@ -63,7 +65,7 @@ class SimMasterHost:
         self._timing = timing
         self._reply = reply
         self._service: MasterService | None = None
-        self._calls: dict[int, LockRequest] = {}
+        self._calls: dict[CallToken, LockRequest] = {}
         self._log = ServiceLog()
         self._next_token = 1
 
@@ -109,20 +111,21 @@ class SimMasterHost:
     def request(self, request: LockRequest) -> None:
         service = self._service
         assert service is not None
-        token = self._next_token
+        token = CallToken(self._next_token)
         self._next_token += 1
+        session_id = SessionId(request.session_id)
         self._calls[token] = request
         match request.kind:
             case LockOp.CREATE_SESSION:
                 service.create_session(token, request.client)
             case LockOp.KEEPALIVE:
-                service.keep_alive(token, request.session_id, request.acked)
+                service.keep_alive(token, session_id, request.acked)
             case LockOp.OPEN:
                 create = Create(request.path)
                 mode = HandleMode.READ | HandleMode.WRITE
                 delay = request.lock_delay_ms
                 events = EventMask.CONTENTS_MODIFIED | EventMask.LOCK_ACQUIRED
-                service.open(token, request.session_id, request.path, mode, events,
+                service.open(token, session_id, request.path, mode, events,
                              create=create, lock_delay_ms=delay)  # fmt: skip
             case LockOp.ACQUIRE:
                 service.acquire(token, request.handle, LockMode.EXCLUSIVE, wait=True)
@@ -132,9 +135,9 @@ class SimMasterHost:
                 write = SetContents(request.path, str(request.value).encode())
                 service.write(token, request.handle, write, request.sequencer)
             case LockOp.CLOSE_SESSION:
-                service.close_session(token, request.session_id)
+                service.close_session(token, session_id)
             case LockOp.READ:
-                service.read(token, request.session_id, request.path, cache=request.cache)
+                service.read(token, session_id, request.path, cache=request.cache)
         self._flush()
 
     def applied(self, outcomes: list[Outcome]) -> None:
@@ -171,7 +174,7 @@ class SimMasterHost:
         else:
             service.landed(write.ticket)
 
-    def _answer(self, token: int, reply: LockReply) -> None:
+    def _answer(self, token: CallToken, reply: LockReply) -> None:
         request = self._calls.pop(token, None)
         if request is not None:
             self._reply(request, reply)

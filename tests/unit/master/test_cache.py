@@ -6,7 +6,7 @@ from __future__ import annotations
 from chubbypy.master import Done, KeepAliveAnswered, NodeRead
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import AclNames, Create, Delete, SetAcl, SetContents
-from chubbypy.sessions import EventKind, HandleMode, SessionEvent
+from chubbypy.protocol.session import EventKind, HandleMode, SessionEvent
 from tests.unit.master.harness import ROOT, RW, Cell
 
 FILE = f"{ROOT}/f"
