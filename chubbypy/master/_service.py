@@ -73,7 +73,7 @@ from chubbypy.locks import (
     decode_sequencer,
 )
 from chubbypy.locks import release as lock_after_release
-from chubbypy.master._cache import UNTIL_ENDED, CacheGate
+from chubbypy.master._cache import CacheGate
 from chubbypy.master._ids import CallToken, GateTicket
 from chubbypy.master._results import (
     CallResult,
@@ -105,7 +105,6 @@ from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
     Acquire,
     Create,
-    Delete,
     EndLockDelay,
     EndSession,
     InSession,
@@ -118,7 +117,6 @@ from chubbypy.protocol.namespace import (
     Release,
     SessionOpened,
     SetAcl,
-    SetContents,
     SimpleWrite,
     Written,
 )
@@ -193,8 +191,6 @@ class _ReplyWhenApplied:
 _Pending = _OpenCall | _AcquireCall | _WriteCall | _ReplyWhenApplied
 
 
-_Paths = tuple[frozenset[str], frozenset[str]]
-
 SESSIONS_PAGE_BYTES_BUDGET = 256 * 1024
 """A page of `list_sessions` ends early once the names and paths it lists come to about
 this many bytes (it always lists at least one session, which SESSION_PATHS_LISTED_MAX
@@ -225,9 +221,7 @@ class MasterService:
         self._pending: dict[CallToken, _Pending] = {}
         self._delays: dict[LockKey, int] = {}
         self._replies: list[Reply] = []
-        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(
-            self._write_paths, self._send_invalidation
-        )
+        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(self._table)
         self._tickets = map(GateTicket, itertools.count(1))
 
     # ------------------------------------------------------------------------- life
@@ -283,7 +277,7 @@ class MasterService:
             self._gate.session_gone(session_id)  # its lease is over: so is its cache
             self._propose(None, EndSession(session_id, expired=True))
         self._gate.failover_complete = self._table.failover_complete
-        proposals = self._gate.release()
+        proposals = self._gate.release(self._db().tree)
         replies, self._replies = self._replies, []
         return replies, proposals
 
@@ -291,7 +285,7 @@ class MasterService:
         """A client's write (no session) bound for the log: its ticket. It comes out of
         `take` as a `ClientWrite` once the cache gate lets it through."""
         ticket = next(self._tickets)
-        self._gate.submit(ticket, ClientWrite(ticket), write)
+        self._gate.submit(ticket, ClientWrite(ticket), write, self._db().tree)
         return ticket
 
     def landed(self, ticket: GateTicket) -> None:
@@ -687,52 +681,8 @@ class MasterService:
         session = write.session_id if isinstance(write, InSession | EndSession) else None
         ends = isinstance(write, EndSession)
         proposal = Proposal(token, write, ticket)
-        self._gate.submit(ticket, proposal, write, session=session, ends_session=ends)
-
-    def _send_invalidation(self, session_id: SessionId, path: str) -> int | None:
-        """Tell the session to drop `path` from its cache (see `CacheGate`)."""
-        sequence = self._table.push(session_id, EventKind.INVALIDATE, path)
-        if sequence is not None:
-            return sequence
-        return UNTIL_ENDED if self._table.is_doomed(session_id) else None
-
-    def _write_paths(self, write: LogWrite) -> _Paths:
-        """The names `write` touches (whose order matters: every name it mentions) and
-        those it changes (whose cached copy it makes stale: the node, and for a creation
-        or deletion its parent, whose child count changes). A lock's release changes no
-        metadata; a grant may raise the lock generation."""
-        match write:
-            case Create(path) | Delete(path):
-                both = frozenset((path, parent_of(path)))
-                return both, both
-            case SetContents(path) | SetAcl(path):
-                return frozenset((path,)), frozenset((path,))
-            case MultiOp(_, if_true, if_false):
-                touched: frozenset[str] = frozenset()
-                for inner in (*if_true, *if_false):
-                    touched |= self._write_paths(inner)[0]
-                return touched, touched
-            case InSession(_, inner):
-                return self._write_paths(inner)
-            case Acquire(path=path):
-                return frozenset((path,)), frozenset((path,))
-            case Release(path=path) | EndLockDelay(path=path):
-                return frozenset((path,)), frozenset()
-            case EndSession(session_id):
-                return self._session_end_paths(session_id)
-        return frozenset(), frozenset()
-
-    def _session_end_paths(self, session_id: SessionId) -> _Paths:
-        """An EndSession deletes the session's ephemeral nodes and frees its locks."""
         tree = self._db().tree
-        touched: set[str] = set()
-        changed: set[str] = set()
-        for path in tree.session_paths(session_id):
-            node = tree.get(path)
-            touched.add(path)
-            if node is not None and node.owner_session == session_id:
-                changed.update((path, parent_of(path)))
-        return frozenset(touched | changed), frozenset(changed)
+        self._gate.submit(ticket, proposal, write, tree, session=session, ends_session=ends)
 
     def _session_problem(self, session_id: SessionId) -> Failure | None:
         if not self._table.is_live(session_id):
