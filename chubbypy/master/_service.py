@@ -8,9 +8,16 @@ drops it when mastership ends; everything in it is memory that a new master rebu
 
 * **What is replicated and what is not.** Sessions' existence, ephemeral nodes, lock
   holders and lock-delays are in the namespace database (`chubbypy.namespace`), changed
-  only by log commands this service proposes (`Proposal`). Session leases
-  (`chubbypy.sessions.SessionTable`), open handles, lock waiters
-  (`chubbypy.locks.LockQueues`) and lock-delay timers are memory.
+  only by log commands this service proposes (`Proposal`). Session leases, open handles,
+  lock waiters and lock-delay timers are memory.
+* **Parts.** The service composes pure parts, each with one job, built together here
+  and called with typed calls (none calls back into the service): the session table
+  (`chubbypy.sessions.SessionTable`: leases, KeepAlives, events), the handle registry
+  (`HandleRegistry`: the handles this mastership knows), the lock waits (`LockWaits`:
+  acquires in progress, their queues and bounds, lock-delay timers) and the cache gate
+  (`CacheGate`, which queues invalidations in the session table). What is left here is
+  deciding: checking calls, proposing, answering, and turning applied entries into
+  events and wake-ups.
 * **Calls.** Each call carries the shell's `token`; the answer comes back as a `Reply`
   with that token, at once or after the proposal it caused was applied (`applied`).
   Reads of state (opening an existing node, sequencers) are answered from the database in
@@ -58,23 +65,21 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections import defaultdict
 
 from attrs import frozen
 
 from chubbypy.locks import (
     LOCK_DELAY_MS_MAX,
     LockKey,
-    LockQueues,
     LockState,
     Sequencer,
-    Waiter,
     conflict,
     decode_sequencer,
 )
 from chubbypy.locks import release as lock_after_release
 from chubbypy.master._cache import CacheGate
 from chubbypy.master._ids import CallToken, GateTicket
+from chubbypy.master._registry import HandleRegistry
 from chubbypy.master._results import (
     CallResult,
     ClientWrite,
@@ -90,6 +95,7 @@ from chubbypy.master._results import (
     SessionStarted,
     SessionSummary,
 )
+from chubbypy.master._waits import AcquireCall, LockWaits
 from chubbypy.namespace import (
     Access,
     Applied,
@@ -133,7 +139,6 @@ from chubbypy.sessions import (
     SessionTable,
     SessionTiming,
     decode_handle,
-    handle_id_for,
 )
 
 
@@ -169,13 +174,6 @@ _MODE_ACCESS = (
 
 
 @frozen
-class _AcquireCall:
-    handle: Handle
-    mode: LockMode
-    wait: bool
-
-
-@frozen
 class _WriteCall:
     fenced: bool
 
@@ -188,7 +186,8 @@ class _ReplyWhenApplied:
     """Answer Done even if the proposal failed (Close never fails)."""
 
 
-_Pending = _OpenCall | _AcquireCall | _WriteCall | _ReplyWhenApplied
+_Pending = _OpenCall | _WriteCall | _ReplyWhenApplied
+"""A call other than an acquire (`LockWaits` keeps those), answered once applied."""
 
 
 SESSIONS_PAGE_BYTES_BUDGET = 256 * 1024
@@ -206,22 +205,14 @@ class MasterService:
         self._machine: NamespaceMachine | None = None
         self._epoch = 0
         self._now = 0
-        self._wait_ends: dict[CallToken, tuple[int, int]] = {}
-        """Per waiting acquire with a bound: the tick it gives up at, and the bound."""
         self._table: SessionTable[CallToken] = SessionTable(timing.session)
-        self._queues: LockQueues[CallToken] = LockQueues(timing.waiters_max)
-        self._handles: dict[HandleId, Handle] = {}
-        self._by_path: dict[str, set[HandleId]] = defaultdict(set)
-        self._closed: set[HandleId] = set()
-        self._handle_counts: dict[SessionId, int] = {}
-        """Per session, its handles in `_handles` (for operators' listings)."""
+        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(self._table)
+        self._handles = HandleRegistry()
+        self._waits = LockWaits(timing.waiters_max)
+        self._pending: dict[CallToken, _Pending] = {}
         self._closing: set[SessionId] = set()
         """Sessions whose close is in flight (for operators' listings)."""
-        self._count = 0
-        self._pending: dict[CallToken, _Pending] = {}
-        self._delays: dict[LockKey, int] = {}
         self._replies: list[Reply] = []
-        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(self._table)
         self._tickets = map(GateTicket, itertools.count(1))
 
     # ------------------------------------------------------------------------- life
@@ -235,23 +226,16 @@ class MasterService:
         self._table.start(now, sessions, first_sequence=(epoch << 32) + 1)
         for record in machine.records():
             if record.lock.delay_ms:
-                end = now + self._timing.lock_delay_ticks(record.lock.delay_ms)
-                self._delays[(record.path, record.instance)] = end
+                self._delay((record.path, record.instance), record.lock.delay_ms)
 
     def tick(self, now: int) -> None:
         self._now = now
         self._table.tick(now)
-        for token, (end, ticks) in list(self._wait_ends.items()):
-            if end <= now:
-                del self._wait_ends[token]
-                if self._queues.cancel(token) is not None:  # still waiting: give it up
-                    self._pending.pop(token, None)
-                    message = f"not acquired within the {ticks} ticks asked for: held by another"
-                    self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
-        for key, end in list(self._delays.items()):
-            if end <= now:
-                del self._delays[key]
-                self._propose(None, EndLockDelay(*key))
+        for token, ticks in self._waits.waits_ended(now):
+            message = f"not acquired within the {ticks} ticks asked for: held by another"
+            self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
+        for key in self._waits.delays_ended(now):
+            self._propose(None, EndLockDelay(*key))
 
     def take(self, *, master_lease_valid: bool) -> tuple[list[Reply], list[Proposal | ClientWrite]]:
         """Replies and proposals since the last call, in order.
@@ -402,10 +386,9 @@ class MasterService:
         except DecodeError as error:
             self._reply(token, Failure(ErrorCode.INVALID_HANDLE, str(error)))
             return
-        self._forget_handle(handle)
-        key = (handle.path, handle.instance)
-        for waiter in self._queues.cancel_handle(key, handle.session_id, handle.handle_id):
-            self._reply(waiter.token, Failure(ErrorCode.INVALID_HANDLE, "the handle was closed"))
+        self._handles.close(handle)
+        for waiting in self._waits.cancel_handle(handle):
+            self._reply(waiting, Failure(ErrorCode.INVALID_HANDLE, "the handle was closed"))
         node = self._db().tree.get(handle.path)
         holds = node is not None and node.instance == handle.instance
         if holds and node is not None and node.lock.holder(handle.session_id, handle.handle_id):
@@ -423,11 +406,9 @@ class MasterService:
         except DecodeError as error:
             self._reply(token, Failure(ErrorCode.INVALID_HANDLE, str(error)))
             return
-        self._closed.add(handle.handle_id)
-        key = (handle.path, handle.instance)
-        for waiter in self._queues.cancel_handle(key, handle.session_id, handle.handle_id):
-            self._pending.pop(waiter.token, None)
-            self._reply(waiter.token, Failure(ErrorCode.INVALID_HANDLE, "the handle was poisoned"))
+        self._handles.poison(handle.handle_id)
+        for waiting in self._waits.cancel_handle(handle):
+            self._reply(waiting, Failure(ErrorCode.INVALID_HANDLE, "the handle was poisoned"))
         self._reply(token, Done())
 
     # ------------------------------------------------------------------------- locks
@@ -445,7 +426,6 @@ class MasterService:
             self._reply(token, resolved)
             return
         handle, node = resolved
-        key = (handle.path, handle.instance)
         holder = node.lock.holder(handle.session_id, handle.handle_id)
         if holder is not None:
             # A retry whose first answer was lost (a fail-over, a dropped connection): the
@@ -456,18 +436,15 @@ class MasterService:
                 message = f"this handle holds the lock {holder.mode.name.lower()} already"
                 self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
             return
+        call = AcquireCall(handle, mode, wait)
         refused = conflict(node.lock, mode)
-        if refused is None and not self._queues.waiting(key):
-            self._pending[token] = _AcquireCall(handle, mode, wait)
-            self._propose(token, _acquire(handle, mode))
+        if refused is None and not self._waits.has_waiters(call.key):
+            self._waits.proposed(token, call)
+            self._propose(token, call.command())
         elif wait:
-            waiter = Waiter(token, handle.session_id, handle.handle_id, mode, handle.lock_delay_ms)
-            if not self._queues.wait(key, waiter):
+            if not self._waits.wait(token, call, self._now, wait_ticks):
                 self._reply(token, Failure(ErrorCode.BUSY, "too many lock requests waiting"))
                 return
-            self._pending[token] = _AcquireCall(handle, mode, wait)
-            if wait_ticks is not None:
-                self._wait_ends[token] = (self._now + wait_ticks, wait_ticks)
             for holder in node.lock.holders:
                 self._notify_handle(holder.handle_id, EventKind.CONFLICTING_LOCK)
         else:
@@ -562,8 +539,7 @@ class MasterService:
         A grant already proposed for it still applies; the handle keeps that lock until it
         releases it or closes, as in Chubby, where only Close or Poison cancel an Acquire.
         """
-        if self._queues.cancel(token) is not None:
-            self._pending.pop(token, None)
+        self._waits.cancel(token)
 
     # ------------------------------------------------------------------------- operators
 
@@ -623,7 +599,7 @@ class MasterService:
             record.name,
             self._state_name(session_id),
             max(0, expiry - self._now),
-            self._handle_counts.get(session_id, 0),
+            self._handles.count(session_id),
             tuple(locks[:SESSION_PATHS_LISTED_MAX]),
             len(locks),
             tuple(ephemeral[:SESSION_PATHS_LISTED_MAX]),
@@ -664,7 +640,7 @@ class MasterService:
             case _:
                 self._changed(write, applied)
         if token is not None:
-            self._finish(token, result)
+            self._finish(token, write, result)
 
     # ------------------------------------------------------------------------- helpers
 
@@ -700,7 +676,7 @@ class MasterService:
             handle = decode_handle(handle_bytes, self._key)
         except DecodeError as error:
             return Failure(ErrorCode.INVALID_HANDLE, str(error))
-        if handle.handle_id in self._closed:
+        if self._handles.is_closed(handle.handle_id):
             return Failure(ErrorCode.INVALID_HANDLE, "the handle was closed")
         refused = self._session_problem(handle.session_id)
         if refused is not None:
@@ -713,7 +689,7 @@ class MasterService:
         if needs is not None and not handle.mode & needs:
             message = f"the handle was not opened for {needs.name}"
             return Failure(ErrorCode.PERMISSION_DENIED, message)
-        self._remember(handle)
+        self._handles.remember(handle)
         return handle, node
 
     def _opened(
@@ -730,11 +706,9 @@ class MasterService:
                 if denied is not None:
                     self._reply(token, denied)
                     return
-        handle_id = handle_id_for(self._epoch, self._count)
-        self._count += 1
         handle = Handle(
             call.session_id,
-            handle_id,
+            self._handles.new_id(self._epoch),
             call.path,
             node.instance,
             call.mode,
@@ -742,46 +716,25 @@ class MasterService:
             call.lock_delay_ms,
             self._epoch,
         )
-        self._remember(handle)
+        self._handles.remember(handle)
         stat = self._db().tree.stat(node)
         self._reply(token, HandleOpened(handle.encode(self._key), created, stat, handle.handle_id))
-
-    def _remember(self, handle: Handle) -> None:
-        if handle.handle_id not in self._handles:
-            self._handles[handle.handle_id] = handle
-            self._by_path[handle.path].add(handle.handle_id)
-            count = self._handle_counts.get(handle.session_id, 0)
-            self._handle_counts[handle.session_id] = count + 1
-
-    def _forget_handle(self, handle: Handle, *, closed: bool = True) -> None:
-        """Stop tracking the handle; a closed one is refused for the rest of the mastership
-        (a handle of an ended session fails SESSION_EXPIRED anyway, and must keep saying
-        so: Chubby §2.8's stickiness)."""
-        if closed:
-            self._closed.add(handle.handle_id)
-        if self._handles.pop(handle.handle_id, None) is not None:
-            count = self._handle_counts.pop(handle.session_id)
-            if count > 1:
-                self._handle_counts[handle.session_id] = count - 1
-            paths = self._by_path[handle.path]
-            paths.discard(handle.handle_id)
-            if not paths:
-                del self._by_path[handle.path]
 
     def _granted(self, node: NodeRecord, mode: LockMode) -> LockGranted:
         sequencer = Sequencer(self._db().cell, node.path, node.instance, mode, node.lock_generation)
         return LockGranted(self._db().tree.stat(node), sequencer.encode())
 
-    def _finish(self, token: CallToken, result: object) -> None:
-        """Answer the call `token` whose proposal was applied with `result`."""
+    def _finish(self, token: CallToken, write: LogWrite, result: object) -> None:
+        """Answer the call `token` whose proposal `write` was applied with `result`."""
+        if isinstance(write, Acquire):
+            self._acquire_applied(token, result)
+            return
         pending = self._pending.pop(token, None)
         match pending:
             case None:
                 return
             case _OpenCall():
                 self._open_applied(token, pending, result)
-            case _AcquireCall():
-                self._acquire_applied(token, pending, result)
             case _WriteCall(fenced):
                 self._reply(token, _write_result(result, fenced=fenced))
             case _ReplyWhenApplied(always_done):
@@ -798,32 +751,28 @@ class MasterService:
             assert isinstance(result, Failure), result
             self._reply(token, result)
 
-    def _acquire_applied(self, token: CallToken, call: _AcquireCall, result: object) -> None:
-        handle = call.handle
-        key = (handle.path, handle.instance)
-        self._queues.applied(key, token)
-        node = self._db().tree.get(handle.path)
+    def _acquire_applied(self, token: CallToken, result: object) -> None:
+        call = self._waits.applied(token)
+        if call is None:
+            return
+        node = self._db().tree.get(call.handle.path)
         if isinstance(result, Written) and node is not None:
             self._reply(token, self._granted(node, call.mode))
             return
         assert isinstance(result, Failure), result
         lost_race = result.code in (ErrorCode.LOCK_HELD, ErrorCode.LOCK_DELAYED)
-        if call.wait and lost_race and node is not None and node.instance == handle.instance:
-            waiter = Waiter(
-                token, handle.session_id, handle.handle_id, call.mode, handle.lock_delay_ms
-            )
-            self._queues.requeue(key, waiter)
-            self._pending[token] = call
-            self._wake(key)
+        if call.wait and lost_race and node is not None and node.instance == call.handle.instance:
+            self._waits.requeue(token, call)
+            self._wake(call.key)
         else:
             self._reply(token, result)
 
     def _lock_changed(self, write: Acquire | Release | EndLockDelay, result: object) -> None:
         key = (write.path, write.instance)
         if isinstance(write, Acquire) and isinstance(result, Written):
-            for handle_id in list(self._by_path.get(write.path, ())):
-                if handle_id != write.handle_id:
-                    self._notify_handle(handle_id, EventKind.LOCK_ACQUIRED)
+            for handle in self._handles.on_path(write.path):
+                if handle.handle_id != write.handle_id:
+                    self._notify(handle, EventKind.LOCK_ACQUIRED)
         self._wake(key)
 
     def _propose_release(
@@ -854,29 +803,28 @@ class MasterService:
         self._grant(key, node.lock)
 
     def _grant(self, key: LockKey, lock: LockState) -> None:
-        for waiter in self._queues.grantable(key, lock):
-            call = self._pending.get(waiter.token)
-            assert isinstance(call, _AcquireCall), (waiter, call)
-            self._propose(waiter.token, _acquire(call.handle, waiter.mode))
+        for token, command in self._waits.grantable(key, lock):
+            self._propose(token, command)
 
     def _session_ended(self, session_id: SessionId, applied: Applied) -> None:
         self._table.ended(session_id)
         self._closing.discard(session_id)
         self._gate.session_gone(session_id)
-        for waiter in self._queues.cancel_session(session_id):
-            self._pending.pop(waiter.token, None)
-            self._reply(waiter.token, _expired(f"session {session_id} has ended"))
-        for handle in [h for h in self._handles.values() if h.session_id == session_id]:
-            self._forget_handle(handle, closed=False)
+        for waiting in self._waits.cancel_session(session_id):
+            self._reply(waiting, _expired(f"session {session_id} has ended"))
+        self._handles.session_ended(session_id)
         for path in applied.changed:
             node = self._db().tree.get(path)
             if node is None:
                 self._deleted(path)
                 continue
             if node.lock.delay_ms:
-                end = self._now + self._timing.lock_delay_ticks(node.lock.delay_ms)
-                self._delays[(path, node.instance)] = end
+                self._delay((path, node.instance), node.lock.delay_ms)
             self._wake((path, node.instance))
+
+    def _delay(self, key: LockKey, delay_ms: int) -> None:
+        """The lock is in lock-delay for `delay_ms` from now, on this master's clock."""
+        self._waits.delay(key, self._now + self._timing.lock_delay_ticks(delay_ms))
 
     def _changed(self, write: LogWrite, applied: Applied) -> None:
         """Events for a client write that was applied, and waiters of deleted nodes."""
@@ -888,47 +836,36 @@ class MasterService:
             if node is None:
                 self._deleted(path)
                 continue
-            for handle_id in list(self._by_path.get(path, ())):
-                handle = self._handles[handle_id]
+            for handle in self._handles.on_path(path):
                 if handle.instance != node.instance:
-                    self._notify_handle(handle_id, EventKind.HANDLE_INVALID)
+                    self._notify(handle, EventKind.HANDLE_INVALID)
                 elif path not in created:
-                    self._notify_handle(handle_id, EventKind.CONTENTS_MODIFIED)
+                    self._notify(handle, EventKind.CONTENTS_MODIFIED)
             if path in created:
                 self._notify_path(parent_of(path), EventKind.CHILD_CHANGED)
 
     def _deleted(self, path: str) -> None:
         """Node `path` is gone: its handles are invalid, its lock's waiters fail."""
-        for handle_id in list(self._by_path.get(path, ())):
-            handle = self._handles[handle_id]
-            key = (path, handle.instance)
-            for waiter in self._queues.drop_lock(key):
-                self._pending.pop(waiter.token, None)
-                self._reply(waiter.token, Failure(ErrorCode.NO_SUCH_NODE, f"{path} was deleted"))
-            self._delays.pop(key, None)
-            self._notify_handle(handle_id, EventKind.HANDLE_INVALID)
+        for handle in self._handles.on_path(path):
+            for waiting in self._waits.drop_lock((path, handle.instance)):
+                self._reply(waiting, Failure(ErrorCode.NO_SUCH_NODE, f"{path} was deleted"))
+            self._notify(handle, EventKind.HANDLE_INVALID)
         self._notify_path(parent_of(path), EventKind.CHILD_CHANGED)
 
     def _notify_path(self, path: str, kind: EventKind) -> None:
-        for handle_id in list(self._by_path.get(path, ())):
-            self._notify_handle(handle_id, kind)
+        for handle in self._handles.on_path(path):
+            self._notify(handle, kind)
 
     def _notify_handle(self, handle_id: HandleId, kind: EventKind) -> None:
-        """Push `kind` to the handle's session if the handle asked for it at open."""
+        """Push `kind` to the handle's session, if this master knows the handle."""
         handle = self._handles.get(handle_id)
-        if handle is not None and handle.events & EventMask(1 << kind):
-            self._table.push(handle.session_id, kind, handle.path, handle_id)
+        if handle is not None:
+            self._notify(handle, kind)
 
-
-def _acquire(handle: Handle, mode: LockMode) -> Acquire:
-    return Acquire(
-        handle.session_id,
-        handle.handle_id,
-        handle.path,
-        handle.instance,
-        mode,
-        handle.lock_delay_ms,
-    )
+    def _notify(self, handle: Handle, kind: EventKind) -> None:
+        """Push `kind` to the handle's session if the handle asked for it at open."""
+        if handle.events & EventMask(1 << kind):
+            self._table.push(handle.session_id, kind, handle.path, handle.handle_id)
 
 
 def _write_result(result: object, *, fenced: bool) -> CallResult:
