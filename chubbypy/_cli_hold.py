@@ -35,8 +35,7 @@ from typing import IO, Any, BinaryIO, Final, Protocol
 from chubbypy.client._errors import LockTimeout
 from chubbypy.client._state import SessionState
 from chubbypy.protocol.errors import ChubbyError, SessionExpired
-from chubbypy.protocol.session import EventKind, SessionEvent
-from chubbypy.sessions import EventMask
+from chubbypy.protocol.session import EventKind, EventMask, SessionEvent
 
 __all__ = [
     "EXIT_LOCK_LOST",

@@ -47,8 +47,7 @@ from chubbypy.client.blocking import (
     connect,
 )
 from chubbypy.protocol.namespace import AclNames, Contents, DirEntry, Listing, Stat
-from chubbypy.protocol.session import EventKind, SessionEvent
-from chubbypy.sessions import EventMask, HandleMode
+from chubbypy.protocol.session import EventKind, EventMask, HandleMode, SessionEvent
 
 __all__ = [
     "AclNames",

@@ -31,8 +31,7 @@ from chubbypy.client._session import Handle, Session
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream, guarded
 from chubbypy.protocol.namespace import AclNames
-from chubbypy.protocol.session import SessionEvent
-from chubbypy.sessions import EventMask, HandleMode
+from chubbypy.protocol.session import EventMask, HandleMode, SessionEvent
 
 __all__ = ["Cell", "ReplicaReport"]  # ReplicaReport: `chubbypy.cli` imports it from here
 

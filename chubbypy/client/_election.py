@@ -39,8 +39,7 @@ from chubbypy.client._lock import Held, Lock
 from chubbypy.client._session import Handle
 from chubbypy.client._streams import EventStream, guarded
 from chubbypy.protocol.errors import ChubbyError, NoSuchNode
-from chubbypy.protocol.session import EventKind, SessionEvent
-from chubbypy.sessions import EventMask
+from chubbypy.protocol.session import EventKind, EventMask, SessionEvent
 
 __all__ = ["Election", "Leadership"]
 

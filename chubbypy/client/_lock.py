@@ -45,8 +45,7 @@ from chubbypy.client._session import Handle, Session
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import guarded
 from chubbypy.protocol.errors import ChubbyError, InvalidHandle, LockDelayed, LockHeld
-from chubbypy.protocol.session import EventKind, SessionEvent
-from chubbypy.sessions import EventMask
+from chubbypy.protocol.session import EventKind, EventMask, SessionEvent
 
 __all__ = ["HandleOpener", "Held", "Lock"]
 

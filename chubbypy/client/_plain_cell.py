@@ -130,7 +130,7 @@ from chubbypy.protocol.session import (
     SessionList,
     SessionResult,
 )
-from chubbypy.protocol.values import ClientId, ReplicaId
+from chubbypy.protocol.values import NO_SESSION, ClientId, ReplicaId
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -421,7 +421,7 @@ class PlainCell:
 
     async def _list_sessions(self) -> tuple[SessionInfo, ...]:
         sessions: list[SessionInfo] = []
-        after = 0
+        after = NO_SESSION
         while True:
             result, _ = await self._session_call(ListSessions(after, SESSIONS_PAGE_MAX))
             page = _expect(result, SessionList)

@@ -85,13 +85,17 @@ from chubbypy.protocol.namespace import (
     Stat,
 )
 from chubbypy.protocol.session import (
+    EVENT_MASK_ALL,
+    HANDLE_MODES_ALL,
     AcquireLock,
     CallDone,
     CheckSequencer,
     CloseHandle,
     CloseSession,
     CreateSession,
+    EventMask,
     GetSequencer,
+    HandleMode,
     HandleOpened,
     HandleWrite,
     LeaseExtended,
@@ -106,7 +110,7 @@ from chubbypy.protocol.session import (
     SessionEvent,
     SessionResult,
 )
-from chubbypy.sessions import HandleMode
+from chubbypy.protocol.values import NO_HANDLE, HandleId, SessionId
 
 __all__ = ["Handle", "Session"]
 
@@ -125,7 +129,7 @@ class Session:
         self,
         cell: PlainCell,
         clock: IReactorTime,
-        session_id: int,
+        session_id: SessionId,
         credential: bytes,
         *,
         grace_seconds: float,
@@ -194,7 +198,7 @@ class Session:
     # ------------------------------------------------------------------------- queries
 
     @property
-    def session_id(self) -> int:
+    def session_id(self) -> SessionId:
         """The session's number at the cell."""
         return self._core.session_id
 
@@ -275,7 +279,10 @@ class Session:
         `create`, the node is created if missing: a file with `contents` (or a `directory`),
         with `acl` names (else its parent's), `ephemeral` tying a file to this session; with
         `exclusive` it must be new. `lock_delay_seconds` (at most 60) holds the lock back
-        from others when this session expires holding it."""
+        from others when this session expires holding it. A `mode` or `events` with bits
+        no Chubby handle has is a `ValueError` here (the cell would refuse the frame)."""
+        if int(mode) & ~int(HANDLE_MODES_ALL) or events & ~int(EVENT_MASK_ALL):
+            raise ValueError(f"no handle has mode {int(mode):#x} or events {events:#x}")
         made = Create(path, directory, contents, acl, ephemeral=ephemeral) if create else None
         delay_ms = round(lock_delay_seconds * 1000)
 
@@ -286,8 +293,8 @@ class Session:
                 reused = await self._reuse_handle(key)
                 if reused is not None:
                     return reused
-            call = Open(self.session_id, self._credential, path, int(mode), events, delay_ms,
-                        made, exclusive)  # fmt: skip
+            call = Open(self.session_id, self._credential, path, mode, EventMask(events),
+                        delay_ms, made, exclusive)  # fmt: skip
             result = await self.call(call)
             if not isinstance(result, HandleOpened):
                 raise ChubbyError(f"unexpected {type(result).__name__} to Open")
@@ -317,7 +324,7 @@ class Session:
         self._handle_opened(handle)
         return handle
 
-    def _park(self, key: HandleKey, handle_bytes: bytes, stat: Stat, handle_id: int) -> bool:
+    def _park(self, key: HandleKey, handle_bytes: bytes, stat: Stat, handle_id: HandleId) -> bool:
         """Keep a closed handle for a later open instead of closing it at the master;
         False if it cannot be kept (the cache is off, or the session is not connected)."""
         parked = ParkedHandle(handle_bytes, stat, handle_id)
@@ -603,7 +610,7 @@ class Handle:
         stat: Stat,
         key: HandleKey | None = None,
         *,
-        handle_id: int = 0,
+        handle_id: HandleId = NO_HANDLE,
     ) -> None:
         self.session = session
         self._key = key

@@ -72,6 +72,7 @@ from chubbypy.protocol.session import (
     ReadNode,
     SessionEvent,
 )
+from chubbypy.protocol.values import HandleId, SessionId
 
 __all__ = [
     "ACQUIRE_ANSWER_SECONDS",
@@ -200,14 +201,14 @@ class EventDelivered:
     """A new event: deliver it to the handles `handle_ids`, then to the session."""
 
     event: SessionEvent
-    handle_ids: tuple[int, ...]
+    handle_ids: tuple[HandleId, ...]
 
 
 @frozen
 class PresentHandle:
     """Show the handle `handle_id` to a new master with any call naming it."""
 
-    handle_id: int
+    handle_id: HandleId
 
 
 @frozen
@@ -263,7 +264,7 @@ class ParkedHandle:
 
     handle: bytes
     stat: Stat
-    handle_id: int
+    handle_id: HandleId
 
 
 class Admission(enum.Enum):
@@ -291,7 +292,7 @@ class ClientSession:
     answered; then report `session_created`. Every input returns the outputs to carry
     out, in order."""
 
-    session_id: int
+    session_id: SessionId
     credential: bytes
     """Proof of ownership the master made: every call naming the session carries it."""
     settings: SessionSettings = field(factory=SessionSettings)
@@ -304,7 +305,7 @@ class ClientSession:
     _acked: int = field(init=False, default=0)
     _keepalive_deadline: float | None = field(init=False, default=None)
     """The deadline of the KeepAlive at the master; None when none is on its way."""
-    _handles: dict[int, _HandleRecord] = field(init=False, factory=dict)
+    _handles: dict[HandleId, _HandleRecord] = field(init=False, factory=dict)
     _parked: dict[HandleKey, list[ParkedHandle]] = field(init=False, factory=dict)
     _parked_count: int = field(init=False, default=0)
 
@@ -449,16 +450,16 @@ class ClientSession:
 
     # ------------------------------------------------------------------------- handles
 
-    def handle_opened(self, handle_id: int, *, asked_for_events: bool) -> None:
+    def handle_opened(self, handle_id: HandleId, *, asked_for_events: bool) -> None:
         """The program holds the handle `handle_id` (opened, or taken from the parked)."""
         self._handles[handle_id] = _HandleRecord(asked_for_events)
 
-    def handle_poisoned(self, handle_id: int) -> None:
+    def handle_poisoned(self, handle_id: HandleId) -> None:
         """Its calls all fail from now on: presenting it would be pointless."""
         if handle_id in self._handles:
             self._handles[handle_id].poisoned = True
 
-    def handle_closed(self, handle_id: int) -> None:
+    def handle_closed(self, handle_id: HandleId) -> None:
         self._handles.pop(handle_id, None)
 
     def park(self, now: float, key: HandleKey, parked: ParkedHandle) -> tuple[bytes, ...] | None:

@@ -57,8 +57,7 @@ from chubbypy.protocol.namespace import (
     Stat,
     Test,
 )
-from chubbypy.protocol.session import SessionEvent
-from chubbypy.sessions import EventMask, HandleMode
+from chubbypy.protocol.session import EventMask, HandleMode, SessionEvent
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig

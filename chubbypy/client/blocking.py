@@ -74,8 +74,7 @@ from chubbypy.protocol.namespace import (
     Stat,
     Test,
 )
-from chubbypy.protocol.session import SessionEvent, SessionInfo
-from chubbypy.sessions import EventMask, HandleMode
+from chubbypy.protocol.session import EventMask, HandleMode, SessionEvent, SessionInfo
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig

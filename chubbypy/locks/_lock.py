@@ -33,6 +33,7 @@ from attrs import evolve, frozen
 
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import LockMode
+from chubbypy.protocol.values import HandleId, SessionId
 
 LOCK_DELAY_MS_MAX = 60_000
 """Chubby's bound on a lock-delay (one minute), so a faulty client cannot hold a resource
@@ -47,8 +48,8 @@ class Holder:
     how long the lock stays unavailable if this session expires while holding it.
     """
 
-    session_id: int
-    handle_id: int
+    session_id: SessionId
+    handle_id: HandleId
     mode: LockMode
     lock_delay_ms: int = 0
 
@@ -74,14 +75,14 @@ class LockState:
         """No holder and no lock-delay: an acquire in either mode would succeed."""
         return not self.holders and not self.delay_ms
 
-    def holder(self, session_id: int, handle_id: int) -> Holder | None:
+    def holder(self, session_id: SessionId, handle_id: HandleId) -> Holder | None:
         """The hold of `(session_id, handle_id)`, if it holds this lock."""
         return next(
             (h for h in self.holders if (h.session_id, h.handle_id) == (session_id, handle_id)),
             None,
         )
 
-    def held_by_session(self, session_id: int) -> bool:
+    def held_by_session(self, session_id: SessionId) -> bool:
         return any(h.session_id == session_id for h in self.holders)
 
 
@@ -122,7 +123,7 @@ def acquire(state: LockState, holder: Holder) -> Granted | Failure:
     return Granted(LockState(holders), newly_held=not state.holders)
 
 
-def release(state: LockState, session_id: int, handle_id: int) -> LockState | Failure:
+def release(state: LockState, session_id: SessionId, handle_id: HandleId) -> LockState | Failure:
     """The handle lets go: the lock is free at once if it was the last holder."""
     if state.holder(session_id, handle_id) is None:
         return Failure(ErrorCode.LOCK_NOT_HELD, "this handle does not hold the lock")
@@ -130,7 +131,7 @@ def release(state: LockState, session_id: int, handle_id: int) -> LockState | Fa
     return evolve(state, holders=kept)
 
 
-def session_ended(state: LockState, session_id: int, *, expired: bool) -> LockState:
+def session_ended(state: LockState, session_id: SessionId, *, expired: bool) -> LockState:
     """Drop every hold of `session_id`. If it expired and that frees the lock, the lock
     enters lock-delay for the longest delay those holds chose."""
     dropped = [h for h in state.holders if h.session_id == session_id]

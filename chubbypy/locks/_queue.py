@@ -11,6 +11,9 @@ each; they are *in flight* until applied, and nothing else is handed out for tha
 meanwhile, so two conflicting grants are never proposed at once. One that loses anyway
 (another client's `try_acquire` got in first) goes back to the head with `requeue`.
 
+Each waiter carries the token its caller knows the call by (the master's `CallToken`); the
+queues only compare and hand tokens back, so they are generic over the token's type.
+
 A waiter leaves when its call is cancelled (`cancel`: the handle was closed or poisoned,
 the call's deadline passed, or its session ended), and every waiter of a lock leaves when
 its node is deleted (`drop_lock`). `waiters_max` bounds all queues together; a request past
@@ -20,38 +23,44 @@ it is refused (BUSY) rather than growing the master's memory without limit.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from attrs import frozen
 
 from chubbypy.locks._lock import LockState, conflict
 from chubbypy.protocol.namespace import LockMode
+from chubbypy.protocol.values import HandleId, SessionId
 
 LockKey = tuple[str, int]
 """A lock: its node's path and instance."""
 
+Token = TypeVar("Token", bound=Hashable)
+"""What the caller knows a blocked call by."""
+
 
 @frozen
-class Waiter:
-    """One blocked `Acquire`: who asks, how, and the shell's token for the call."""
+class Waiter(Generic[Token]):
+    """One blocked `Acquire`: who asks, how, and the caller's token for the call."""
 
-    token: int
-    session_id: int
-    handle_id: int
+    token: Token
+    session_id: SessionId
+    handle_id: HandleId
     mode: LockMode
     lock_delay_ms: int = 0
 
 
-class LockQueues:
+class LockQueues(Generic[Token]):
     """Every blocked lock request of one master; see the module docstring."""
 
     def __init__(self, waiters_max: int) -> None:
         assert waiters_max >= 1, waiters_max
         self._waiters_max = waiters_max
-        self._queues: dict[LockKey, deque[Waiter]] = {}
-        self._where: dict[int, LockKey] = {}
-        self._in_flight: dict[LockKey, set[int]] = {}
+        self._queues: dict[LockKey, deque[Waiter[Token]]] = {}
+        self._where: dict[Token, LockKey] = {}
+        self._in_flight: dict[LockKey, set[Token]] = {}
 
-    def wait(self, key: LockKey, waiter: Waiter) -> bool:
+    def wait(self, key: LockKey, waiter: Waiter[Token]) -> bool:
         """Queue `waiter` at the tail; False (nothing queued) if the queues are full."""
         assert waiter.token not in self._where, waiter
         if len(self._where) >= self._waiters_max:
@@ -60,7 +69,7 @@ class LockQueues:
         self._where[waiter.token] = key
         return True
 
-    def grantable(self, key: LockKey, state: LockState) -> list[Waiter]:
+    def grantable(self, key: LockKey, state: LockState) -> list[Waiter[Token]]:
         """The waiters at the head that `state` lets hold the lock now, taken off the queue
         and marked in flight; none while earlier grants are in flight."""
         queue = self._queues.get(key)
@@ -78,7 +87,7 @@ class LockQueues:
             del self._where[waiter.token]
         return granted
 
-    def applied(self, key: LockKey, token: int) -> None:
+    def applied(self, key: LockKey, token: Token) -> None:
         """The grant proposed for `token` was applied (won or lost)."""
         flight = self._in_flight.get(key)
         if flight is not None:
@@ -86,13 +95,13 @@ class LockQueues:
             if not flight:
                 del self._in_flight[key]
 
-    def requeue(self, key: LockKey, waiter: Waiter) -> None:
+    def requeue(self, key: LockKey, waiter: Waiter[Token]) -> None:
         """A grant lost its race: back to the head of the queue (it keeps its turn)."""
         self.applied(key, waiter.token)
         self._queues.setdefault(key, deque()).appendleft(waiter)
         self._where[waiter.token] = key
 
-    def cancel(self, token: int) -> Waiter | None:
+    def cancel(self, token: Token) -> Waiter[Token] | None:
         """Take the waiter of `token` out of its queue; None if it is not waiting."""
         key = self._where.pop(token, None)
         if key is None:
@@ -103,7 +112,9 @@ class LockQueues:
         self._forget_queue_if_empty(key)
         return waiter
 
-    def cancel_handle(self, key: LockKey, session_id: int, handle_id: int) -> list[Waiter]:
+    def cancel_handle(
+        self, key: LockKey, session_id: SessionId, handle_id: HandleId
+    ) -> list[Waiter[Token]]:
         """Take every waiter of one handle on lock `key` out of the queue (it was closed)."""
         mine = [
             w
@@ -114,14 +125,14 @@ class LockQueues:
             self.cancel(waiter.token)
         return mine
 
-    def cancel_session(self, session_id: int) -> list[Waiter]:
+    def cancel_session(self, session_id: SessionId) -> list[Waiter[Token]]:
         """Take every waiter of a session out of every queue (the session ended)."""
         mine = [w for queue in self._queues.values() for w in queue if w.session_id == session_id]
         for waiter in mine:
             self.cancel(waiter.token)
         return mine
 
-    def drop_lock(self, key: LockKey) -> list[Waiter]:
+    def drop_lock(self, key: LockKey) -> list[Waiter[Token]]:
         """The node is gone: every waiter of its lock, in order, taken off."""
         queue = self._queues.pop(key, deque())
         self._in_flight.pop(key, None)
@@ -129,7 +140,7 @@ class LockQueues:
             del self._where[waiter.token]
         return list(queue)
 
-    def waiting(self, key: LockKey) -> list[Waiter]:
+    def waiting(self, key: LockKey) -> list[Waiter[Token]]:
         """The waiters of `key`, head first."""
         return list(self._queues.get(key, ()))
 

@@ -7,11 +7,12 @@ Theory of operation.
   (contents, metadata, or the node's absence) if the master *registers* it as a cacher of
   that name (`register`). The master then owes it an invalidation before that name changes.
 * **The gate.** Every write bound for the log, a client's or the master's own, is
-  `submit`ted with the names it *touches* (whose order matters) and the names it
-  *changes* (whose cached copies it makes stale; see `write_paths`). When a write is
-  *activated*, every session caching a changed name is sent an INVALIDATE event (through
-  its KeepAlive) and the write waits until that session acknowledges the event (its next
-  KeepAlive) or its lease is over; only then is it released, to be proposed. The writer
+  `submit`ted. When it is *activated*, the gate works out from the namespace as it is then
+  the names it *touches* (whose order matters) and the names it *changes* (whose cached
+  copies it makes stale; see `write_paths`); every session caching a changed name is sent
+  an INVALIDATE event (queued in the `SessionTable`, delivered with its KeepAlive) and
+  the write waits until that session acknowledges the event (its next KeepAlive) or its
+  lease is over; only then is it released, to be proposed. The writer
   hears back once it was applied, so a write completes only after every cached copy it
   makes stale was dropped.
 * **Busy names.** From activation until the write has *landed* (applied, or refused by the
@@ -28,22 +29,47 @@ Theory of operation.
   session got a fail-over event that flushes its cache. Until every session acknowledged
   it or its lease is over (`failover_complete`), no write that touches a name is released
   and nothing is registered.
+
+The gate is given its collaborators, never a callback into its owner: the session table
+it queues invalidations in (at construction), and the namespace tree to work the names out
+from (with each call that may activate a write).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, assert_never
 
 from attrs import define, field
 
-from chubbypy.protocol.namespace import LogWrite
+from chubbypy.master._ids import CallToken, GateTicket
+from chubbypy.namespace import Tree
+from chubbypy.namespace._names import parent_of
+from chubbypy.protocol import SessionId
+from chubbypy.protocol.namespace import (
+    Acquire,
+    Create,
+    Delete,
+    EndLockDelay,
+    EndSession,
+    InSession,
+    LogWrite,
+    MultiOp,
+    OpenSession,
+    Release,
+    SetAcl,
+    SetContents,
+)
+from chubbypy.protocol.session import EventKind
+from chubbypy.sessions import SessionTable
 
 _P = TypeVar("_P")
 
 UNTIL_ENDED = -1
-"""What `invalidate` returns when only the session's end will do (it is refused for
-falling behind, its lease still running)."""
+"""What a write waits for when only the session's end will do (it is refused for falling
+behind, its lease still running)."""
+
+Paths = tuple[frozenset[str], frozenset[str]]
+"""A write's (touched, changed) names; see `write_paths`."""
 
 
 @define
@@ -52,32 +78,24 @@ class _Item(Generic[_P]):
     write: LogWrite
     touched: frozenset[str] | None
     """None until activated."""
-    session: int | None = None
+    session: SessionId | None = None
     """A session's writes: an EndSession is activated after the earlier ones landed."""
     ends_session: bool = False
-    waits: dict[int, int] = field(factory=dict)
+    waits: dict[SessionId, int] = field(factory=dict)
     """Session -> the event sequence it must acknowledge (or UNTIL_ENDED)."""
-
-
-Paths = Callable[[LogWrite], tuple[frozenset[str], frozenset[str]]]
-"""A write's (touched, changed) names, from the namespace as it is now."""
-Invalidate = Callable[[int, str], int | None]
-"""Send a session an INVALIDATE of a name: the event's sequence number to await, or
-UNTIL_ENDED, or None when there is nothing to await (the session is gone)."""
 
 
 class CacheGate(Generic[_P]):
     """Cachers, and the writes waiting on their invalidations; see the module docstring.
     `_P` is what `submit` takes and `release` gives back for each write."""
 
-    def __init__(self, paths: Paths, invalidate: Invalidate) -> None:
-        self._paths = paths
-        self._invalidate = invalidate
-        self._cachers: dict[str, set[int]] = {}
-        self._cached: dict[int, set[str]] = {}
-        self._held: dict[int, _Item[_P]] = {}
+    def __init__(self, table: SessionTable[CallToken]) -> None:
+        self._table = table
+        self._cachers: dict[str, set[SessionId]] = {}
+        self._cached: dict[SessionId, set[str]] = {}
+        self._held: dict[GateTicket, _Item[_P]] = {}
         """Not released yet, in submission order."""
-        self._flying: dict[int, _Item[_P]] = {}
+        self._flying: dict[GateTicket, _Item[_P]] = {}
         """Released, not landed yet."""
         self._busy: dict[str, int] = {}
         """Per name, the activated writes touching it that have not landed."""
@@ -88,7 +106,7 @@ class CacheGate(Generic[_P]):
     def may_cache(self, path: str) -> bool:
         return self.failover_complete and path not in self._busy
 
-    def register(self, session_id: int, path: str) -> bool:
+    def register(self, session_id: SessionId, path: str) -> bool:
         """Record that the session caches `path`, if it may; whether it was recorded."""
         if not self.may_cache(path):
             return False
@@ -101,7 +119,7 @@ class CacheGate(Generic[_P]):
         """(session, name) pairs registered: the master's cost of the cache."""
         return sum(len(paths) for paths in self._cached.values())
 
-    def cached_by(self, session_id: int) -> int:
+    def cached_by(self, session_id: SessionId) -> int:
         """Names registered as cached by the session."""
         return len(self._cached.get(session_id, ()))
 
@@ -114,30 +132,32 @@ class CacheGate(Generic[_P]):
 
     def submit(
         self,
-        ticket: int,
+        ticket: GateTicket,
         payload: _P,
         write: LogWrite,
+        tree: Tree,
         *,
-        session: int | None = None,
+        session: SessionId | None = None,
         ends_session: bool = False,
     ) -> None:
         """A write bound for the log; `payload` comes out of `release` when it may go.
-        `session`: the session whose write it is (see the module docstring)."""
+        `session`: the session whose write it is (see the module docstring); `tree`: the
+        namespace now."""
         assert ticket not in self._held, ticket
         assert ticket not in self._flying, ticket
         item = _Item(payload, write, None, session=session, ends_session=ends_session)
         self._held[ticket] = item
         if not (ends_session and self._session_writes_pending(ticket, session)):
-            self._activate(item)
+            self._activate(item, tree)
 
-    def acked(self, session_id: int, acked_through: int) -> None:
+    def acked(self, session_id: SessionId, acked_through: int) -> None:
         """The session acknowledged its events up to `acked_through`."""
         for item in self._held.values():
             due = item.waits.get(session_id)
             if due is not None and due != UNTIL_ENDED and due <= acked_through:
                 del item.waits[session_id]
 
-    def session_gone(self, session_id: int) -> None:
+    def session_gone(self, session_id: SessionId) -> None:
         """The session's lease is over, or it closed: its cache is void."""
         for path in self._cached.pop(session_id, ()):
             cachers = self._cachers[path]
@@ -147,7 +167,7 @@ class CacheGate(Generic[_P]):
         for item in self._held.values():
             item.waits.pop(session_id, None)
 
-    def landed(self, ticket: int) -> None:
+    def landed(self, ticket: GateTicket) -> None:
         """The write `ticket` was applied, or will never be: its names are free."""
         item = self._flying.pop(ticket, None)
         if item is None or item.touched is None:
@@ -159,15 +179,16 @@ class CacheGate(Generic[_P]):
             else:
                 del self._busy[path]
 
-    def release(self) -> list[_P]:
-        """The payloads that may be proposed now, in submission order."""
+    def release(self, tree: Tree) -> list[_P]:
+        """The payloads that may be proposed now, in submission order; `tree`: the
+        namespace now."""
         released = []
         blocked: set[str] = set()
         for ticket, item in list(self._held.items()):
             if item.touched is None:
                 if self._session_writes_pending(ticket, item.session):
                     continue
-                self._activate(item)
+                self._activate(item, tree)
             assert item.touched is not None
             ready = not item.waits and (self.failover_complete or not item.touched)
             if ready and not (item.touched & blocked):
@@ -180,8 +201,8 @@ class CacheGate(Generic[_P]):
 
     # ------------------------------------------------------------------------- helpers
 
-    def _activate(self, item: _Item[_P]) -> None:
-        touched, changed = self._paths(item.write)
+    def _activate(self, item: _Item[_P], tree: Tree) -> None:
+        touched, changed = write_paths(tree, item.write)
         item.touched = touched | changed
         for path in item.touched:
             self._busy[path] = self._busy.get(path, 0) + 1
@@ -192,7 +213,15 @@ class CacheGate(Generic[_P]):
                 if due is not None:
                     item.waits[session_id] = _later(item.waits.get(session_id), due)
 
-    def _session_writes_pending(self, ticket: int, session: int | None) -> bool:
+    def _invalidate(self, session_id: SessionId, path: str) -> int | None:
+        """Tell the session to drop `path` from its cache: the event's sequence number to
+        await, UNTIL_ENDED, or None when there is nothing to await (the session is gone)."""
+        sequence = self._table.push(session_id, EventKind.INVALIDATE, path)
+        if sequence is not None:
+            return sequence
+        return UNTIL_ENDED if self._table.is_doomed(session_id) else None
+
+    def _session_writes_pending(self, ticket: GateTicket, session: SessionId | None) -> bool:
         """Whether a write of `session` submitted before `ticket` has not landed."""
         if any(i.session == session and not i.ends_session for i in self._flying.values()):
             return True
@@ -208,3 +237,43 @@ def _later(current: int | None, due: int) -> int:
     if current == UNTIL_ENDED or due == UNTIL_ENDED:
         return UNTIL_ENDED
     return due if current is None else max(current, due)
+
+
+def write_paths(tree: Tree, write: LogWrite) -> Paths:
+    """The names `write` touches (whose order matters: every name it mentions) and those
+    it changes (whose cached copy it makes stale: the node, and for a creation or deletion
+    its parent, whose child count changes), in `tree` as it is now. A lock's release
+    changes no metadata; a grant may raise the lock generation."""
+    match write:
+        case Create(path) | Delete(path):
+            both = frozenset((path, parent_of(path)))
+            return both, both
+        case SetContents(path) | SetAcl(path) | Acquire(path=path):
+            return frozenset((path,)), frozenset((path,))
+        case MultiOp(_, if_true, if_false):
+            touched: frozenset[str] = frozenset()
+            for inner in (*if_true, *if_false):
+                touched |= write_paths(tree, inner)[0]
+            return touched, touched
+        case InSession(_, inner):
+            return write_paths(tree, inner)
+        case Release(path=path) | EndLockDelay(path=path):
+            return frozenset((path,)), frozenset()
+        case EndSession(session_id):
+            return _session_end_paths(tree, session_id)
+        case OpenSession():
+            return frozenset(), frozenset()
+        case unexpected:
+            assert_never(unexpected)
+
+
+def _session_end_paths(tree: Tree, session_id: SessionId) -> Paths:
+    """An EndSession deletes the session's ephemeral nodes and frees its locks."""
+    touched: set[str] = set()
+    changed: set[str] = set()
+    for path in tree.session_paths(session_id):
+        node = tree.get(path)
+        touched.add(path)
+        if node is not None and node.owner_session == session_id:
+            changed.update((path, parent_of(path)))
+    return frozenset(touched | changed), frozenset(changed)

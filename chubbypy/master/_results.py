@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from attrs import frozen
 
+from chubbypy.master._ids import CallToken, GateTicket
+from chubbypy.protocol import HandleId, SessionId
 from chubbypy.protocol.errors import Failure
 from chubbypy.protocol.namespace import LogWrite, Stat
-from chubbypy.sessions import SessionEvent
+from chubbypy.protocol.session import SessionEvent
 
 
 @frozen
 class SessionStarted:
-    session_id: int
+    session_id: SessionId
     lease_ticks: int
     """How long the new session's lease runs from now, on the master's clock."""
 
@@ -31,7 +33,7 @@ class HandleOpened:
     created: bool
     """Whether this open created the node."""
     stat: Stat
-    handle_id: int
+    handle_id: HandleId
     """The handle's number: the events meant for this handle carry it."""
 
 
@@ -74,7 +76,7 @@ class SessionSummary:
     """One session as this master sees it, for operators: the wire's `SessionInfo` with
     its lease in ticks (see `chubbypy.protocol.session.SessionInfo` for each field)."""
 
-    session_id: int
+    session_id: SessionId
     name: str
     state: str
     lease_remaining_ticks: int
@@ -110,7 +112,7 @@ CallResult = (
 class Reply:
     """Answer the call the shell knows as `token` with `result`."""
 
-    token: int
+    token: CallToken
     result: CallResult
 
 
@@ -122,9 +124,9 @@ class Proposal:
     session, ending a lock-delay), which no client waits for.
     """
 
-    token: int | None
+    token: CallToken | None
     write: LogWrite
-    ticket: int = 0
+    ticket: GateTicket
     """The cache gate's number for it: report `MasterService.landed(ticket)` once it was
     applied or refused."""
 
@@ -134,4 +136,4 @@ class ClientWrite:
     """A client's write handed to `MasterService.submit_write` as `ticket` passed the cache
     gate: propose it now, and report `landed(ticket)` once applied or refused."""
 
-    ticket: int
+    ticket: GateTicket

@@ -8,9 +8,16 @@ drops it when mastership ends; everything in it is memory that a new master rebu
 
 * **What is replicated and what is not.** Sessions' existence, ephemeral nodes, lock
   holders and lock-delays are in the namespace database (`chubbypy.namespace`), changed
-  only by log commands this service proposes (`Proposal`). Session leases
-  (`chubbypy.sessions.SessionTable`), open handles, lock waiters
-  (`chubbypy.locks.LockQueues`) and lock-delay timers are memory.
+  only by log commands this service proposes (`Proposal`). Session leases, open handles,
+  lock waiters and lock-delay timers are memory.
+* **Parts.** The service composes pure parts, each with one job, built together here
+  and called with typed calls (none calls back into the service): the session table
+  (`chubbypy.sessions.SessionTable`: leases, KeepAlives, events), the handle registry
+  (`HandleRegistry`: the handles this mastership knows), the lock waits (`LockWaits`:
+  acquires in progress, their queues and bounds, lock-delay timers) and the cache gate
+  (`CacheGate`, which queues invalidations in the session table). What is left here is
+  deciding: checking calls, proposing, answering, and turning applied entries into
+  events and wake-ups.
 * **Calls.** Each call carries the shell's `token`; the answer comes back as a `Reply`
   with that token, at once or after the proposal it caused was applied (`applied`).
   Reads of state (opening an existing node, sequencers) are answered from the database in
@@ -58,22 +65,21 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections import defaultdict
 
 from attrs import frozen
 
 from chubbypy.locks import (
     LOCK_DELAY_MS_MAX,
     LockKey,
-    LockQueues,
     LockState,
     Sequencer,
-    Waiter,
     conflict,
     decode_sequencer,
 )
 from chubbypy.locks import release as lock_after_release
-from chubbypy.master._cache import UNTIL_ENDED, CacheGate
+from chubbypy.master._cache import CacheGate
+from chubbypy.master._ids import CallToken, GateTicket
+from chubbypy.master._registry import HandleRegistry
 from chubbypy.master._results import (
     CallResult,
     ClientWrite,
@@ -89,6 +95,7 @@ from chubbypy.master._results import (
     SessionStarted,
     SessionSummary,
 )
+from chubbypy.master._waits import AcquireCall, LockWaits
 from chubbypy.namespace import (
     Access,
     Applied,
@@ -98,12 +105,12 @@ from chubbypy.namespace import (
     check_path,
 )
 from chubbypy.namespace._names import parent_of
+from chubbypy.protocol import NO_SESSION, HandleId, SessionId
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
     Acquire,
     Create,
-    Delete,
     EndLockDelay,
     EndSession,
     InSession,
@@ -116,21 +123,22 @@ from chubbypy.protocol.namespace import (
     Release,
     SessionOpened,
     SetAcl,
-    SetContents,
     SimpleWrite,
     Written,
 )
-from chubbypy.protocol.session import SESSION_PATHS_LISTED_MAX, SESSIONS_PAGE_MAX
-from chubbypy.sessions import (
+from chubbypy.protocol.session import (
+    SESSION_PATHS_LISTED_MAX,
+    SESSIONS_PAGE_MAX,
     EventKind,
     EventMask,
-    Handle,
     HandleMode,
+)
+from chubbypy.sessions import (
+    Handle,
     SessionRecord,
     SessionTable,
     SessionTiming,
     decode_handle,
-    handle_id_for,
 )
 
 
@@ -171,7 +179,7 @@ class MasterTiming:
 
 @frozen
 class _OpenCall:
-    session_id: int
+    session_id: SessionId
     path: str
     mode: HandleMode
     events: EventMask
@@ -188,13 +196,6 @@ _MODE_ACCESS = (
 
 
 @frozen
-class _AcquireCall:
-    handle: Handle
-    mode: LockMode
-    wait: bool
-
-
-@frozen
 class _WriteCall:
     fenced: bool
 
@@ -207,10 +208,9 @@ class _ReplyWhenApplied:
     """Answer Done even if the proposal failed (Close never fails)."""
 
 
-_Pending = _OpenCall | _AcquireCall | _WriteCall | _ReplyWhenApplied
+_Pending = _OpenCall | _WriteCall | _ReplyWhenApplied
+"""A call other than an acquire (`LockWaits` keeps those), answered once applied."""
 
-
-_Paths = tuple[frozenset[str], frozenset[str]]
 
 SESSIONS_PAGE_BYTES_BUDGET = 256 * 1024
 """A page of `list_sessions` ends early once the names and paths it lists come to about
@@ -227,25 +227,15 @@ class MasterService:
         self._machine: NamespaceMachine | None = None
         self._epoch = 0
         self._now = 0
-        self._wait_ends: dict[int, tuple[int, int]] = {}
-        """Per waiting acquire with a bound: the tick it gives up at, and the bound."""
-        self._table = SessionTable(timing.session)
-        self._queues = LockQueues(timing.waiters_max)
-        self._handles: dict[int, Handle] = {}
-        self._by_path: dict[str, set[int]] = defaultdict(set)
-        self._closed: set[int] = set()
-        self._handle_counts: dict[int, int] = {}
-        """Per session, its handles in `_handles` (for operators' listings)."""
-        self._closing: set[int] = set()
+        self._table: SessionTable[CallToken] = SessionTable(timing.session)
+        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(self._table)
+        self._handles = HandleRegistry()
+        self._waits = LockWaits(timing.waiters_max)
+        self._pending: dict[CallToken, _Pending] = {}
+        self._closing: set[SessionId] = set()
         """Sessions whose close is in flight (for operators' listings)."""
-        self._count = 0
-        self._pending: dict[int, _Pending] = {}
-        self._delays: dict[LockKey, int] = {}
         self._replies: list[Reply] = []
-        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(
-            self._write_paths, self._send_invalidation
-        )
-        self._tickets = itertools.count(1)
+        self._tickets = map(GateTicket, itertools.count(1))
 
     # ------------------------------------------------------------------------- life
 
@@ -258,23 +248,16 @@ class MasterService:
         self._table.start(now, sessions, first_sequence=(epoch << 32) + 1)
         for record in machine.records():
             if record.lock.delay_ms:
-                end = now + self._timing.lock_delay_ticks(record.lock.delay_ms)
-                self._delays[(record.path, record.instance)] = end
+                self._delay((record.path, record.instance), record.lock.delay_ms)
 
     def tick(self, now: int) -> None:
         self._now = now
         self._table.tick(now)
-        for token, (end, ticks) in list(self._wait_ends.items()):
-            if end <= now:
-                del self._wait_ends[token]
-                if self._queues.cancel(token) is not None:  # still waiting: give it up
-                    self._pending.pop(token, None)
-                    message = f"not acquired within the {ticks} ticks asked for: held by another"
-                    self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
-        for key, end in list(self._delays.items()):
-            if end <= now:
-                del self._delays[key]
-                self._propose(None, EndLockDelay(*key))
+        for token, ticks in self._waits.waits_ended(now):
+            message = f"not acquired within the {ticks} ticks asked for: held by another"
+            self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
+        for key in self._waits.delays_ended(now):
+            self._propose(None, EndLockDelay(*key))
 
     def take(self, *, master_lease_valid: bool) -> tuple[list[Reply], list[Proposal | ClientWrite]]:
         """Replies and proposals since the last call, in order.
@@ -300,29 +283,29 @@ class MasterService:
             self._gate.session_gone(session_id)  # its lease is over: so is its cache
             self._propose(None, EndSession(session_id, expired=True))
         self._gate.failover_complete = self._table.failover_complete
-        proposals = self._gate.release()
+        proposals = self._gate.release(self._db().tree)
         replies, self._replies = self._replies, []
         return replies, proposals
 
-    def submit_write(self, write: LogWrite) -> int:
+    def submit_write(self, write: LogWrite) -> GateTicket:
         """A client's write (no session) bound for the log: its ticket. It comes out of
         `take` as a `ClientWrite` once the cache gate lets it through."""
         ticket = next(self._tickets)
-        self._gate.submit(ticket, ClientWrite(ticket), write)
+        self._gate.submit(ticket, ClientWrite(ticket), write, self._db().tree)
         return ticket
 
-    def landed(self, ticket: int) -> None:
+    def landed(self, ticket: GateTicket) -> None:
         """The write of `ticket` (a `Proposal`'s or a `ClientWrite`'s) was applied, or
         refused: the names it touched may be cached again."""
         self._gate.landed(ticket)
 
     # ------------------------------------------------------------------------- sessions
 
-    def create_session(self, token: int, name: str) -> None:
+    def create_session(self, token: CallToken, name: str) -> None:
         self._pending[token] = _ReplyWhenApplied()
         self._propose(token, OpenSession(name))
 
-    def close_session(self, token: int, session_id: int) -> None:
+    def close_session(self, token: CallToken, session_id: SessionId) -> None:
         """End the session cleanly (its locks are free at once); never fails. From now on
         the session is not live, and its cache is void (the client stopped using it)."""
         if self._table.is_live(session_id) or self._table.is_doomed(session_id):
@@ -332,7 +315,7 @@ class MasterService:
         self._pending[token] = _ReplyWhenApplied(always_done=True)
         self._propose(token, EndSession(session_id, expired=False))
 
-    def keep_alive(self, token: int, session_id: int, acked_through: int) -> None:
+    def keep_alive(self, token: CallToken, session_id: SessionId, acked_through: int) -> None:
         if not self._table.keep_alive(session_id, token, acked_through):
             self._reply(token, _expired(f"session {session_id} has ended"))
             return
@@ -341,7 +324,13 @@ class MasterService:
     # ------------------------------------------------------------------------- reads
 
     def read(
-        self, token: int, session_id: int, path: str, *, cache: bool, principal: str | None = None
+        self,
+        token: CallToken,
+        session_id: SessionId,
+        path: str,
+        *,
+        cache: bool,
+        principal: str | None = None,
     ) -> None:
         """The node at `path` (or its absence); with `cache`, the session is registered as
         caching it unless a change to it is under way. With `principal`, it must have read
@@ -373,8 +362,8 @@ class MasterService:
 
     def open(
         self,
-        token: int,
-        session_id: int,
+        token: CallToken,
+        session_id: SessionId,
         path: str,
         mode: HandleMode,
         events: EventMask = EventMask.NONE,
@@ -411,7 +400,7 @@ class MasterService:
             self._pending[token] = call
             self._propose(token, InSession(session_id, create))
 
-    def close(self, token: int, handle_bytes: bytes) -> None:
+    def close(self, token: CallToken, handle_bytes: bytes) -> None:
         """Close the handle: its lock (if it holds it) is released; never fails for a
         handle of this cell."""
         try:
@@ -419,10 +408,9 @@ class MasterService:
         except DecodeError as error:
             self._reply(token, Failure(ErrorCode.INVALID_HANDLE, str(error)))
             return
-        self._forget_handle(handle)
-        key = (handle.path, handle.instance)
-        for waiter in self._queues.cancel_handle(key, handle.session_id, handle.handle_id):
-            self._reply(waiter.token, Failure(ErrorCode.INVALID_HANDLE, "the handle was closed"))
+        self._handles.close(handle)
+        for waiting in self._waits.cancel_handle(handle):
+            self._reply(waiting, Failure(ErrorCode.INVALID_HANDLE, "the handle was closed"))
         node = self._db().tree.get(handle.path)
         holds = node is not None and node.instance == handle.instance
         if holds and node is not None and node.lock.holder(handle.session_id, handle.handle_id):
@@ -431,7 +419,7 @@ class MasterService:
         else:
             self._reply(token, Done())
 
-    def poison(self, token: int, handle_bytes: bytes) -> None:
+    def poison(self, token: CallToken, handle_bytes: bytes) -> None:
         """Make the handle's outstanding and later calls fail (INVALID_HANDLE) without
         closing it (Chubby §2.6): its blocked acquires end; a lock it holds stays held until
         it is closed. Remembered for this mastership (the client library remembers too)."""
@@ -440,17 +428,15 @@ class MasterService:
         except DecodeError as error:
             self._reply(token, Failure(ErrorCode.INVALID_HANDLE, str(error)))
             return
-        self._closed.add(handle.handle_id)
-        key = (handle.path, handle.instance)
-        for waiter in self._queues.cancel_handle(key, handle.session_id, handle.handle_id):
-            self._pending.pop(waiter.token, None)
-            self._reply(waiter.token, Failure(ErrorCode.INVALID_HANDLE, "the handle was poisoned"))
+        self._handles.poison(handle.handle_id)
+        for waiting in self._waits.cancel_handle(handle):
+            self._reply(waiting, Failure(ErrorCode.INVALID_HANDLE, "the handle was poisoned"))
         self._reply(token, Done())
 
     # ------------------------------------------------------------------------- locks
 
     def acquire(
-        self, token: int, handle_bytes: bytes, mode: LockMode, *, wait: bool,
+        self, token: CallToken, handle_bytes: bytes, mode: LockMode, *, wait: bool,
         wait_ticks: int | None = None,
     ) -> None:  # fmt: skip
         """Take the handle's lock in `mode`: at once if free, else queued (`wait`) or
@@ -462,7 +448,6 @@ class MasterService:
             self._reply(token, resolved)
             return
         handle, node = resolved
-        key = (handle.path, handle.instance)
         holder = node.lock.holder(handle.session_id, handle.handle_id)
         if holder is not None:
             # A retry whose first answer was lost (a fail-over, a dropped connection): the
@@ -473,24 +458,21 @@ class MasterService:
                 message = f"this handle holds the lock {holder.mode.name.lower()} already"
                 self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
             return
+        call = AcquireCall(handle, mode, wait)
         refused = conflict(node.lock, mode)
-        if refused is None and not self._queues.waiting(key):
-            self._pending[token] = _AcquireCall(handle, mode, wait)
-            self._propose(token, _acquire(handle, mode))
+        if refused is None and not self._waits.has_waiters(call.key):
+            self._waits.proposed(token, call)
+            self._propose(token, call.command())
         elif wait:
-            waiter = Waiter(token, handle.session_id, handle.handle_id, mode, handle.lock_delay_ms)
-            if not self._queues.wait(key, waiter):
+            if not self._waits.wait(token, call, self._now, wait_ticks):
                 self._reply(token, Failure(ErrorCode.BUSY, "too many lock requests waiting"))
                 return
-            self._pending[token] = _AcquireCall(handle, mode, wait)
-            if wait_ticks is not None:
-                self._wait_ends[token] = (self._now + wait_ticks, wait_ticks)
             for holder in node.lock.holders:
                 self._notify_handle(holder.handle_id, EventKind.CONFLICTING_LOCK)
         else:
             self._reply(token, refused or Failure(ErrorCode.LOCK_HELD, "others wait for it"))
 
-    def release(self, token: int, handle_bytes: bytes, generation: int | None = None) -> None:
+    def release(self, token: CallToken, handle_bytes: bytes, generation: int | None = None) -> None:
         """Let go of the lock; with `generation`, only the hold of that acquisition (a late
         or duplicated release must not free a later one)."""
         resolved = self._resolve(handle_bytes, None)
@@ -502,7 +484,11 @@ class MasterService:
         self._propose_release(token, handle.session_id, handle.handle_id, node, generation)
 
     def write(
-        self, token: int, handle_bytes: bytes, write: SimpleWrite, sequencer: bytes | None = None
+        self,
+        token: CallToken,
+        handle_bytes: bytes,
+        write: SimpleWrite,
+        sequencer: bytes | None = None,
     ) -> None:
         """Apply `write` to the handle's node on behalf of its session; with `sequencer`
         (Chubby's SetSequencer), only while that sequencer is valid when the write is
@@ -532,7 +518,7 @@ class MasterService:
         self._pending[token] = _WriteCall(fenced=sequencer is not None)
         self._propose(token, InSession(handle.session_id, guarded))
 
-    def get_sequencer(self, token: int, handle_bytes: bytes) -> None:
+    def get_sequencer(self, token: CallToken, handle_bytes: bytes) -> None:
         """The sequencer of the lock this handle holds (Chubby §2.4)."""
         resolved = self._resolve(handle_bytes, None)
         if isinstance(resolved, Failure):
@@ -545,7 +531,7 @@ class MasterService:
             return
         self._reply(token, self._granted(node, holder.mode))
 
-    def check_sequencer(self, token: int, sequencer: bytes) -> None:
+    def check_sequencer(self, token: CallToken, sequencer: bytes) -> None:
         """Whether `sequencer` names a lock held now in its mode at its generation."""
         self._reply(token, SequencerChecked(self.sequencer_valid(sequencer)))
 
@@ -569,21 +555,20 @@ class MasterService:
         """Live sessions this master knows."""
         return len(self._table)
 
-    def cancel(self, token: int) -> None:
+    def cancel(self, token: CallToken) -> None:
         """The caller gave up (deadline, lost connection): stop waiting for the lock.
 
         A grant already proposed for it still applies; the handle keeps that lock until it
         releases it or closes, as in Chubby, where only Close or Poison cancel an Acquire.
         """
-        if self._queues.cancel(token) is not None:
-            self._pending.pop(token, None)
+        self._waits.cancel(token)
 
     # ------------------------------------------------------------------------- operators
 
     def list_sessions(
         self,
-        token: int,
-        after: int = 0,
+        token: CallToken,
+        after: SessionId = NO_SESSION,
         limit: int = SESSIONS_PAGE_MAX,
         principal: str | None = None,
     ) -> None:
@@ -636,7 +621,7 @@ class MasterService:
             record.name,
             self._state_name(session_id),
             max(0, expiry - self._now),
-            self._handle_counts.get(session_id, 0),
+            self._handles.count(session_id),
             tuple(locks[:SESSION_PATHS_LISTED_MAX]),
             len(locks),
             tuple(ephemeral[:SESSION_PATHS_LISTED_MAX]),
@@ -644,7 +629,7 @@ class MasterService:
             self._gate.cached_by(session_id),
         )
 
-    def _state_name(self, session_id: int) -> str:
+    def _state_name(self, session_id: SessionId) -> str:
         """The session's state as `chubbypy.protocol.session.SessionInfo.state` names it."""
         if self._table.is_live(session_id):
             return "live"
@@ -654,7 +639,7 @@ class MasterService:
 
     # ------------------------------------------------------------------------- the log
 
-    def applied(self, token: int | None, write: LogWrite, applied: Applied) -> None:
+    def applied(self, token: CallToken | None, write: LogWrite, applied: Applied) -> None:
         """`write` (proposed by this service with `token`, or by anyone with None) was
         applied with `applied`: answer, wake waiters, deliver events."""
         result = applied.result
@@ -677,7 +662,7 @@ class MasterService:
             case _:
                 self._changed(write, applied)
         if token is not None:
-            self._finish(token, result)
+            self._finish(token, write, result)
 
     # ------------------------------------------------------------------------- helpers
 
@@ -685,63 +670,19 @@ class MasterService:
         assert self._machine is not None, "start() first"
         return self._machine
 
-    def _reply(self, token: int, result: CallResult) -> None:
+    def _reply(self, token: CallToken, result: CallResult) -> None:
         self._replies.append(Reply(token, result))
 
-    def _propose(self, token: int | None, write: LogWrite) -> None:
+    def _propose(self, token: CallToken | None, write: LogWrite) -> None:
         """Propose `write` once the cache gate lets it through (at once, mostly)."""
         ticket = next(self._tickets)
         session = write.session_id if isinstance(write, InSession | EndSession) else None
         ends = isinstance(write, EndSession)
         proposal = Proposal(token, write, ticket)
-        self._gate.submit(ticket, proposal, write, session=session, ends_session=ends)
-
-    def _send_invalidation(self, session_id: int, path: str) -> int | None:
-        """Tell the session to drop `path` from its cache (see `CacheGate`)."""
-        sequence = self._table.push(session_id, EventKind.INVALIDATE, path)
-        if sequence is not None:
-            return sequence
-        return UNTIL_ENDED if self._table.is_doomed(session_id) else None
-
-    def _write_paths(self, write: LogWrite) -> _Paths:
-        """The names `write` touches (whose order matters: every name it mentions) and
-        those it changes (whose cached copy it makes stale: the node, and for a creation
-        or deletion its parent, whose child count changes). A lock's release changes no
-        metadata; a grant may raise the lock generation."""
-        match write:
-            case Create(path) | Delete(path):
-                both = frozenset((path, parent_of(path)))
-                return both, both
-            case SetContents(path) | SetAcl(path):
-                return frozenset((path,)), frozenset((path,))
-            case MultiOp(_, if_true, if_false):
-                touched: frozenset[str] = frozenset()
-                for inner in (*if_true, *if_false):
-                    touched |= self._write_paths(inner)[0]
-                return touched, touched
-            case InSession(_, inner):
-                return self._write_paths(inner)
-            case Acquire(path=path):
-                return frozenset((path,)), frozenset((path,))
-            case Release(path=path) | EndLockDelay(path=path):
-                return frozenset((path,)), frozenset()
-            case EndSession(session_id):
-                return self._session_end_paths(session_id)
-        return frozenset(), frozenset()
-
-    def _session_end_paths(self, session_id: int) -> _Paths:
-        """An EndSession deletes the session's ephemeral nodes and frees its locks."""
         tree = self._db().tree
-        touched: set[str] = set()
-        changed: set[str] = set()
-        for path in tree.session_paths(session_id):
-            node = tree.get(path)
-            touched.add(path)
-            if node is not None and node.owner_session == session_id:
-                changed.update((path, parent_of(path)))
-        return frozenset(touched | changed), frozenset(changed)
+        self._gate.submit(ticket, proposal, write, tree, session=session, ends_session=ends)
 
-    def _session_problem(self, session_id: int) -> Failure | None:
+    def _session_problem(self, session_id: SessionId) -> Failure | None:
         if not self._table.is_live(session_id):
             return _expired(f"session {session_id} has ended")
         if not self._table.failover_complete:
@@ -757,7 +698,7 @@ class MasterService:
             handle = decode_handle(handle_bytes, self._key)
         except DecodeError as error:
             return Failure(ErrorCode.INVALID_HANDLE, str(error))
-        if handle.handle_id in self._closed:
+        if self._handles.is_closed(handle.handle_id):
             return Failure(ErrorCode.INVALID_HANDLE, "the handle was closed")
         refused = self._session_problem(handle.session_id)
         if refused is not None:
@@ -770,10 +711,12 @@ class MasterService:
         if needs is not None and not handle.mode & needs:
             message = f"the handle was not opened for {needs.name}"
             return Failure(ErrorCode.PERMISSION_DENIED, message)
-        self._remember(handle)
+        self._handles.remember(handle)
         return handle, node
 
-    def _opened(self, token: int, call: _OpenCall, node: NodeRecord, *, created: bool) -> None:
+    def _opened(
+        self, token: CallToken, call: _OpenCall, node: NodeRecord, *, created: bool
+    ) -> None:
         if call.exclusive and not created:
             self._reply(token, Failure(ErrorCode.EXISTS, f"{call.path} exists"))
             return
@@ -785,11 +728,9 @@ class MasterService:
                 if denied is not None:
                     self._reply(token, denied)
                     return
-        handle_id = handle_id_for(self._epoch, self._count)
-        self._count += 1
         handle = Handle(
             call.session_id,
-            handle_id,
+            self._handles.new_id(self._epoch),
             call.path,
             node.instance,
             call.mode,
@@ -797,53 +738,32 @@ class MasterService:
             call.lock_delay_ms,
             self._epoch,
         )
-        self._remember(handle)
+        self._handles.remember(handle)
         stat = self._db().tree.stat(node)
         self._reply(token, HandleOpened(handle.encode(self._key), created, stat, handle.handle_id))
-
-    def _remember(self, handle: Handle) -> None:
-        if handle.handle_id not in self._handles:
-            self._handles[handle.handle_id] = handle
-            self._by_path[handle.path].add(handle.handle_id)
-            count = self._handle_counts.get(handle.session_id, 0)
-            self._handle_counts[handle.session_id] = count + 1
-
-    def _forget_handle(self, handle: Handle, *, closed: bool = True) -> None:
-        """Stop tracking the handle; a closed one is refused for the rest of the mastership
-        (a handle of an ended session fails SESSION_EXPIRED anyway, and must keep saying
-        so: Chubby §2.8's stickiness)."""
-        if closed:
-            self._closed.add(handle.handle_id)
-        if self._handles.pop(handle.handle_id, None) is not None:
-            count = self._handle_counts.pop(handle.session_id)
-            if count > 1:
-                self._handle_counts[handle.session_id] = count - 1
-            paths = self._by_path[handle.path]
-            paths.discard(handle.handle_id)
-            if not paths:
-                del self._by_path[handle.path]
 
     def _granted(self, node: NodeRecord, mode: LockMode) -> LockGranted:
         sequencer = Sequencer(self._db().cell, node.path, node.instance, mode, node.lock_generation)
         return LockGranted(self._db().tree.stat(node), sequencer.encode())
 
-    def _finish(self, token: int, result: object) -> None:
-        """Answer the call `token` whose proposal was applied with `result`."""
+    def _finish(self, token: CallToken, write: LogWrite, result: object) -> None:
+        """Answer the call `token` whose proposal `write` was applied with `result`."""
+        if isinstance(write, Acquire):
+            self._acquire_applied(token, result)
+            return
         pending = self._pending.pop(token, None)
         match pending:
             case None:
                 return
             case _OpenCall():
                 self._open_applied(token, pending, result)
-            case _AcquireCall():
-                self._acquire_applied(token, pending, result)
             case _WriteCall(fenced):
                 self._reply(token, _write_result(result, fenced=fenced))
             case _ReplyWhenApplied(always_done):
                 done = always_done or not isinstance(result, Failure)
                 self._reply(token, Done() if done else result)  # type: ignore[arg-type]
 
-    def _open_applied(self, token: int, call: _OpenCall, result: object) -> None:
+    def _open_applied(self, token: CallToken, call: _OpenCall, result: object) -> None:
         node = self._db().tree.get(call.path)
         if isinstance(result, Written) and node is not None:
             self._opened(token, call, node, created=True)
@@ -853,39 +773,35 @@ class MasterService:
             assert isinstance(result, Failure), result
             self._reply(token, result)
 
-    def _acquire_applied(self, token: int, call: _AcquireCall, result: object) -> None:
-        handle = call.handle
-        key = (handle.path, handle.instance)
-        self._queues.applied(key, token)
-        node = self._db().tree.get(handle.path)
+    def _acquire_applied(self, token: CallToken, result: object) -> None:
+        call = self._waits.applied(token)
+        if call is None:
+            return
+        node = self._db().tree.get(call.handle.path)
         if isinstance(result, Written) and node is not None:
             self._reply(token, self._granted(node, call.mode))
             return
         assert isinstance(result, Failure), result
         lost_race = result.code in (ErrorCode.LOCK_HELD, ErrorCode.LOCK_DELAYED)
-        if call.wait and lost_race and node is not None and node.instance == handle.instance:
-            waiter = Waiter(
-                token, handle.session_id, handle.handle_id, call.mode, handle.lock_delay_ms
-            )
-            self._queues.requeue(key, waiter)
-            self._pending[token] = call
-            self._wake(key)
+        if call.wait and lost_race and node is not None and node.instance == call.handle.instance:
+            self._waits.requeue(token, call)
+            self._wake(call.key)
         else:
             self._reply(token, result)
 
     def _lock_changed(self, write: Acquire | Release | EndLockDelay, result: object) -> None:
         key = (write.path, write.instance)
         if isinstance(write, Acquire) and isinstance(result, Written):
-            for handle_id in list(self._by_path.get(write.path, ())):
-                if handle_id != write.handle_id:
-                    self._notify_handle(handle_id, EventKind.LOCK_ACQUIRED)
+            for handle in self._handles.on_path(write.path):
+                if handle.handle_id != write.handle_id:
+                    self._notify(handle, EventKind.LOCK_ACQUIRED)
         self._wake(key)
 
     def _propose_release(
         self,
-        token: int,
-        session_id: int,
-        handle_id: int,
+        token: CallToken,
+        session_id: SessionId,
+        handle_id: HandleId,
         node: NodeRecord,
         generation: int | None = None,
     ) -> None:
@@ -909,29 +825,28 @@ class MasterService:
         self._grant(key, node.lock)
 
     def _grant(self, key: LockKey, lock: LockState) -> None:
-        for waiter in self._queues.grantable(key, lock):
-            call = self._pending.get(waiter.token)
-            assert isinstance(call, _AcquireCall), (waiter, call)
-            self._propose(waiter.token, _acquire(call.handle, waiter.mode))
+        for token, command in self._waits.grantable(key, lock):
+            self._propose(token, command)
 
-    def _session_ended(self, session_id: int, applied: Applied) -> None:
+    def _session_ended(self, session_id: SessionId, applied: Applied) -> None:
         self._table.ended(session_id)
         self._closing.discard(session_id)
         self._gate.session_gone(session_id)
-        for waiter in self._queues.cancel_session(session_id):
-            self._pending.pop(waiter.token, None)
-            self._reply(waiter.token, _expired(f"session {session_id} has ended"))
-        for handle in [h for h in self._handles.values() if h.session_id == session_id]:
-            self._forget_handle(handle, closed=False)
+        for waiting in self._waits.cancel_session(session_id):
+            self._reply(waiting, _expired(f"session {session_id} has ended"))
+        self._handles.session_ended(session_id)
         for path in applied.changed:
             node = self._db().tree.get(path)
             if node is None:
                 self._deleted(path)
                 continue
             if node.lock.delay_ms:
-                end = self._now + self._timing.lock_delay_ticks(node.lock.delay_ms)
-                self._delays[(path, node.instance)] = end
+                self._delay((path, node.instance), node.lock.delay_ms)
             self._wake((path, node.instance))
+
+    def _delay(self, key: LockKey, delay_ms: int) -> None:
+        """The lock is in lock-delay for `delay_ms` from now, on this master's clock."""
+        self._waits.delay(key, self._now + self._timing.lock_delay_ticks(delay_ms))
 
     def _changed(self, write: LogWrite, applied: Applied) -> None:
         """Events for a client write that was applied, and waiters of deleted nodes."""
@@ -943,47 +858,36 @@ class MasterService:
             if node is None:
                 self._deleted(path)
                 continue
-            for handle_id in list(self._by_path.get(path, ())):
-                handle = self._handles[handle_id]
+            for handle in self._handles.on_path(path):
                 if handle.instance != node.instance:
-                    self._notify_handle(handle_id, EventKind.HANDLE_INVALID)
+                    self._notify(handle, EventKind.HANDLE_INVALID)
                 elif path not in created:
-                    self._notify_handle(handle_id, EventKind.CONTENTS_MODIFIED)
+                    self._notify(handle, EventKind.CONTENTS_MODIFIED)
             if path in created:
                 self._notify_path(parent_of(path), EventKind.CHILD_CHANGED)
 
     def _deleted(self, path: str) -> None:
         """Node `path` is gone: its handles are invalid, its lock's waiters fail."""
-        for handle_id in list(self._by_path.get(path, ())):
-            handle = self._handles[handle_id]
-            key = (path, handle.instance)
-            for waiter in self._queues.drop_lock(key):
-                self._pending.pop(waiter.token, None)
-                self._reply(waiter.token, Failure(ErrorCode.NO_SUCH_NODE, f"{path} was deleted"))
-            self._delays.pop(key, None)
-            self._notify_handle(handle_id, EventKind.HANDLE_INVALID)
+        for handle in self._handles.on_path(path):
+            for waiting in self._waits.drop_lock((path, handle.instance)):
+                self._reply(waiting, Failure(ErrorCode.NO_SUCH_NODE, f"{path} was deleted"))
+            self._notify(handle, EventKind.HANDLE_INVALID)
         self._notify_path(parent_of(path), EventKind.CHILD_CHANGED)
 
     def _notify_path(self, path: str, kind: EventKind) -> None:
-        for handle_id in list(self._by_path.get(path, ())):
-            self._notify_handle(handle_id, kind)
+        for handle in self._handles.on_path(path):
+            self._notify(handle, kind)
 
-    def _notify_handle(self, handle_id: int, kind: EventKind) -> None:
-        """Push `kind` to the handle's session if the handle asked for it at open."""
+    def _notify_handle(self, handle_id: HandleId, kind: EventKind) -> None:
+        """Push `kind` to the handle's session, if this master knows the handle."""
         handle = self._handles.get(handle_id)
-        if handle is not None and handle.events & EventMask(1 << kind):
-            self._table.push(handle.session_id, kind, handle.path, handle_id)
+        if handle is not None:
+            self._notify(handle, kind)
 
-
-def _acquire(handle: Handle, mode: LockMode) -> Acquire:
-    return Acquire(
-        handle.session_id,
-        handle.handle_id,
-        handle.path,
-        handle.instance,
-        mode,
-        handle.lock_delay_ms,
-    )
+    def _notify(self, handle: Handle, kind: EventKind) -> None:
+        """Push `kind` to the handle's session if the handle asked for it at open."""
+        if handle.events & EventMask(1 << kind):
+            self._table.push(handle.session_id, kind, handle.path, handle.handle_id)
 
 
 def _write_result(result: object, *, fenced: bool) -> CallResult:

@@ -54,7 +54,7 @@ from chubbypy.locks import (
 from chubbypy.namespace._names import check_acl, check_path, parent_of
 from chubbypy.namespace._records import NodeRecord, contents_checksum
 from chubbypy.namespace._tree import Tree
-from chubbypy.protocol import LogIndex
+from chubbypy.protocol import NO_SESSION, LogIndex, SessionId
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
     Absent,
@@ -113,10 +113,10 @@ def apply(tree: Tree, index: LogIndex, write: LogWrite) -> Applied:
         case Acquire() | Release() | EndLockDelay():
             return _lock_command(tree, write)
         case _:
-            return _client_write(tree, index, write, 0)
+            return _client_write(tree, index, write, NO_SESSION)
 
 
-def _client_write(tree: Tree, index: LogIndex, write: Write, session_id: int) -> Applied:
+def _client_write(tree: Tree, index: LogIndex, write: Write, session_id: SessionId) -> Applied:
     if isinstance(write, MultiOp):
         return _multi_op(tree, index, write, session_id)
     problem = _request_problem(tree, write)
@@ -168,7 +168,9 @@ def _size_problem(tree: Tree, path: str, contents: bytes) -> Failure | None:
 # ----------------------------------------------------------------------------- step 2
 
 
-def _write(tree: Tree, index: LogIndex, write: SimpleWrite, session_id: int) -> Written | Failure:
+def _write(
+    tree: Tree, index: LogIndex, write: SimpleWrite, session_id: SessionId
+) -> Written | Failure:
     match write:
         case Create():
             return _create(tree, index, write, session_id)
@@ -182,7 +184,9 @@ def _write(tree: Tree, index: LogIndex, write: SimpleWrite, session_id: int) -> 
             assert_never(unexpected)
 
 
-def _create(tree: Tree, index: LogIndex, create: Create, session_id: int) -> Written | Failure:
+def _create(
+    tree: Tree, index: LogIndex, create: Create, session_id: SessionId
+) -> Written | Failure:
     path = create.path
     if create.ephemeral and not session_id:
         message = f"{path}: an ephemeral node belongs to a session; create it in one"
@@ -277,7 +281,7 @@ def _mismatch(path: str, what: str, actual: int, expected: int) -> Failure:
 # ----------------------------------------------------------------------------- MultiOp
 
 
-def _multi_op(tree: Tree, index: LogIndex, multi: MultiOp, session_id: int) -> Applied:
+def _multi_op(tree: Tree, index: LogIndex, multi: MultiOp, session_id: SessionId) -> Applied:
     problem = _multi_op_problem(tree, multi)
     if problem is not None:
         return Applied(problem, ())
@@ -351,7 +355,7 @@ def _holds(tree: Tree, test: Test) -> bool:
 # ----------------------------------------------------------------------------- sessions
 
 
-def _session_gone(session_id: int) -> Failure:
+def _session_gone(session_id: SessionId) -> Failure:
     return Failure(ErrorCode.SESSION_EXPIRED, f"session {session_id} has ended")
 
 
@@ -361,9 +365,10 @@ def _open_session(tree: Tree, index: LogIndex, open_session: OpenSession) -> App
         return Applied(
             Failure(ErrorCode.BAD_REQUEST, f"{message}; at most {SESSION_NAME_CHARS_MAX}"), ()
         )
-    session_id = tree.new_instance(index)
-    if session_id is None:
+    instance = tree.new_instance(index)
+    if instance is None:
         return Applied(Failure(ErrorCode.BUSY, "too many sessions opened in one log entry"), ())
+    session_id = SessionId(instance)  # numbered like a node, so never reused
     tree.open_session(SessionRecord(session_id, open_session.name))
     return Applied(SessionOpened(session_id), ())
 

@@ -27,6 +27,7 @@ from chubbypy.protocol._plain import (
     unpack,
 )
 from chubbypy.protocol.namespace import AclNames
+from chubbypy.protocol.values import NO_SESSION, HandleId, SessionId
 from chubbypy.sessions import SessionRecord
 
 SNAPSHOT_FORMAT = 2
@@ -52,9 +53,9 @@ class NodeRecord:
     checksum: int
     """`contents_checksum(contents)` for a file; 0 for a directory."""
     acl: AclNames
-    owner_session: int = 0
-    """The session an ephemeral node belongs to (deleted when it ends); 0 for a permanent
-    node (or an ephemeral one from before sessions existed)."""
+    owner_session: SessionId = NO_SESSION
+    """The session an ephemeral node belongs to (deleted when it ends); NO_SESSION for a
+    permanent node (or an ephemeral one from before sessions existed)."""
     lock: LockState = FREE
 
 
@@ -66,7 +67,7 @@ class NamespaceChanges:
     upserts: tuple[NodeRecord, ...]
     deletes: tuple[str, ...]
     session_upserts: tuple[SessionRecord, ...] = ()
-    session_deletes: tuple[int, ...] = ()
+    session_deletes: tuple[SessionId, ...] = ()
     """Sessions opened and ended since the previous checkpoint, in id order."""
 
 
@@ -105,7 +106,9 @@ def record_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> Node
     path, is_dir, ephemeral, contents, instance, content, lock, acl_generation, checksum, acl = (
         fields[:10]
     )
-    owner_session, lock_state = (0, FREE) if snapshot_format == 1 else _ownership(fields[10:])
+    owner_session, lock_state = (
+        (NO_SESSION, FREE) if snapshot_format == 1 else _ownership(fields[10:])
+    )
     read, write, change = array(acl, 3)
     return NodeRecord(
         text(path),
@@ -118,12 +121,12 @@ def record_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> Node
         integer(acl_generation),
         integer(checksum),
         AclNames(text(read), text(write), text(change)),
-        integer(owner_session),
+        owner_session,
         lock_state,
     )
 
 
-def _ownership(fields: list[Any]) -> tuple[int, LockState]:
+def _ownership(fields: list[Any]) -> tuple[SessionId, LockState]:
     owner, lock = fields
     holders, delay_ms = array(lock, 2)
     decoded = []
@@ -134,10 +137,13 @@ def _ownership(fields: list[Any]) -> tuple[int, LockState]:
         except ValueError:
             raise DecodeError(f"unknown lock mode {mode!r:.20}") from None
         holder = Holder(
-            integer(session_id, 1), integer(handle_id), lock_mode, integer(lock_delay_ms)
+            SessionId(integer(session_id, 1)),
+            HandleId(integer(handle_id)),
+            lock_mode,
+            integer(lock_delay_ms),
         )
         decoded.append(holder)
-    return integer(owner), LockState(tuple(decoded), integer(delay_ms))
+    return SessionId(integer(owner)), LockState(tuple(decoded), integer(delay_ms))
 
 
 def session_to_plain(session: SessionRecord) -> list[Any]:
@@ -146,7 +152,7 @@ def session_to_plain(session: SessionRecord) -> list[Any]:
 
 def session_from_plain(data: Any) -> SessionRecord:
     session_id, name = array(data, 2)
-    return SessionRecord(integer(session_id, 1), text(name))
+    return SessionRecord(SessionId(integer(session_id, 1)), text(name))
 
 
 def encode_snapshot(

@@ -48,7 +48,7 @@ from chubbypy.namespace._names import (
 )
 from chubbypy.namespace._records import NamespaceChanges, NodeRecord, contents_checksum
 from chubbypy.namespace._sorted import SortedNames
-from chubbypy.protocol import LogIndex
+from chubbypy.protocol import NO_INDEX, LogIndex, SessionId
 from chubbypy.protocol.namespace import AclNames, Stat
 from chubbypy.sessions import SessionRecord
 
@@ -73,7 +73,7 @@ class Tree:
         cell: str,
         limits: NamespaceLimits,
         nodes: dict[str, NodeRecord],
-        sessions: dict[int, SessionRecord] | None = None,
+        sessions: dict[SessionId, SessionRecord] | None = None,
     ) -> None:
         """The tree of `nodes` and `sessions`, which `records_problem` has found to be one."""
         self.cell = cell
@@ -86,14 +86,14 @@ class Tree:
             if path != self.root:
                 children[parent_of(path)].append(base_name(path))
         self._children = {path: SortedNames(names) for path, names in children.items()}
-        self._sessions: dict[int, SessionRecord] = dict(sessions or {})
-        self._session_paths: dict[int, set[str]] = {sid: set() for sid in self._sessions}
+        self._sessions: dict[SessionId, SessionRecord] = dict(sessions or {})
+        self._session_paths: dict[SessionId, set[str]] = {sid: set() for sid in self._sessions}
         for record in nodes.values():
             self._index(record, add=True)
-        self._sessions_touched: dict[int, bool] = {}
+        self._sessions_touched: dict[SessionId, bool] = {}
         self._touched: dict[str, bool] = {}
         self._journal: list[_Undo] | None = None
-        self._instance_index = 0
+        self._instance_index = NO_INDEX
         self._instances_used = 0
         self._instance_last = max(
             [r.instance for r in nodes.values()] + [s.session_id for s in self._sessions.values()]
@@ -141,14 +141,14 @@ class Tree:
         """Every node, in path order."""
         return [self._nodes[path] for path in sorted(self._nodes)]
 
-    def session(self, session_id: int) -> SessionRecord | None:
+    def session(self, session_id: SessionId) -> SessionRecord | None:
         return self._sessions.get(session_id)
 
     def sessions(self) -> list[SessionRecord]:
         """Every live session, in id order."""
         return [self._sessions[sid] for sid in sorted(self._sessions)]
 
-    def session_paths(self, session_id: int) -> list[str]:
+    def session_paths(self, session_id: SessionId) -> list[str]:
         """Names of the nodes session `session_id` owns or holds the lock of, in path order
         (none for a session that does not exist)."""
         return sorted(self._session_paths.get(session_id, ()))
@@ -238,7 +238,7 @@ class Tree:
         self._session_paths[session.session_id] = set()
         self._sessions_touched.setdefault(session.session_id, False)
 
-    def close_session(self, session_id: int) -> None:
+    def close_session(self, session_id: SessionId) -> None:
         """Remove a session that owns and holds nothing any more."""
         assert self._journal is None, "sessions change outside MultiOps"
         assert not self._session_paths[session_id], (session_id, self._session_paths[session_id])

@@ -28,8 +28,10 @@ import math
 
 from chubbypy.master import (
     CallResult,
+    CallToken,
     ClientWrite,
     Done,
+    GateTicket,
     HandleOpened,
     KeepAliveAnswered,
     LockGranted,
@@ -48,7 +50,7 @@ from chubbypy.node._service_log import ServiceLog
 from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
 from chubbypy.node._writes import REFUSALS, ClientWrites
 from chubbypy.paxos import Chance, Outcome, Replica
-from chubbypy.protocol import Command
+from chubbypy.protocol import Command, SessionId
 from chubbypy.protocol.client import RequestId, SessionReply
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import LogWrite
@@ -78,7 +80,7 @@ from chubbypy.protocol.session import (
 )
 from chubbypy.protocol.session import HandleOpened as WireHandleOpened
 from chubbypy.protocol.session import NodeRead as WireNodeRead
-from chubbypy.sessions import EventMask, HandleMode, credential_matches, session_credential
+from chubbypy.sessions import credential_matches, session_credential
 
 LATE_TICKS_MAX = 8
 """How long a `KEEPALIVE_LATE` answer is held back at most, in ticks."""
@@ -104,11 +106,11 @@ class MasterHost:
         self._chance = chance
         self._service: MasterService | None = None
         self._log = ServiceLog()
-        self._calls: dict[int, tuple[ConnectionId, RequestId, bool]] = {}
+        self._calls: dict[CallToken, tuple[ConnectionId, RequestId, bool]] = {}
         """Per token: the connection that asked, its request id, and whether the call
         changes state (its answer may be lost after the change: `ANSWER_LOST`)."""
         self._tokens = itertools.count(1)
-        self._gated: dict[int, tuple[ConnectionId, RequestId, Command]] = {}
+        self._gated: dict[GateTicket, tuple[ConnectionId, RequestId, Command]] = {}
         """Clients' writes the cache gate holds, by ticket."""
         self._late: list[tuple[int, ConnectionId, SessionReply]] = []
         """KeepAlive answers held back (`KEEPALIVE_LATE`): the tick each goes out at."""
@@ -167,7 +169,7 @@ class MasterHost:
             return
         if not self._credential_shown(connection, request_id, call, principal):
             return
-        token = next(self._tokens)
+        token = CallToken(next(self._tokens))
         changes = not isinstance(call, KeepAlive | ReadNode | ListSessions | CheckSequencer)
         self._calls[token] = (connection, request_id, changes)
         self._start(service, token, call, principal)
@@ -190,7 +192,9 @@ class MasterHost:
         self._outbox.refuse(connection, request_id, ErrorCode.PERMISSION_DENIED, message)
         return False
 
-    def _start(self, service: MasterService, token: int, call: SessionCall, principal: str) -> None:
+    def _start(
+        self, service: MasterService, token: CallToken, call: SessionCall, principal: str
+    ) -> None:
         match call:
             case CreateSession(name):
                 service.create_session(token, name)
@@ -199,8 +203,7 @@ class MasterHost:
             case CloseSession(session_id, _):
                 service.close_session(token, session_id)
             case Open(session_id, _, path, mode, events, delay, create, exclusive):
-                service.open(token, session_id, path, HandleMode(mode & 7),
-                             EventMask(events & 0x7E), delay, create, exclusive,
+                service.open(token, session_id, path, mode, events, delay, create, exclusive,
                              principal=principal)  # fmt: skip
             case CloseHandle(handle):
                 service.close(token, handle)
@@ -294,7 +297,7 @@ class MasterHost:
         else:
             service.landed(write.ticket)
 
-    def _answer(self, token: int, result: CallResult) -> None:
+    def _answer(self, token: CallToken, result: CallResult) -> None:
         call = self._calls.pop(token, None)
         if call is None:
             return  # its connection went away
@@ -358,7 +361,7 @@ class MasterHost:
         )
 
 
-def _session_named(call: SessionCall) -> tuple[int, bytes] | None:
+def _session_named(call: SessionCall) -> tuple[SessionId, bytes] | None:
     """The session a call names and the credential it shows (None for calls that name a
     handle or sequencer instead, whose own check digits prove them, and for an operator's
     ListSessions, which names no session: the service checks its principal instead)."""

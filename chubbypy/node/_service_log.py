@@ -19,10 +19,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from chubbypy.master import MasterService, Proposal
+from chubbypy.master import CallToken, GateTicket, MasterService, Proposal
 from chubbypy.namespace import AppliedWrite
 from chubbypy.paxos import Outcome, OutcomeKind
-from chubbypy.protocol import MASTER_CLIENT, Command
+from chubbypy.protocol import MASTER_CLIENT, ClientId, Command
 from chubbypy.protocol.namespace_codec import encode_log_write
 
 
@@ -31,12 +31,12 @@ class ServiceLog:
 
     def __init__(self) -> None:
         self._sequences = itertools.count(1)
-        self._tokens: dict[int, tuple[int | None, int]] = {}
+        self._tokens: dict[int, tuple[CallToken | None, GateTicket]] = {}
         """Per command sequence: the call it serves (or None), and its gate ticket."""
-        self._client_writes: dict[tuple[int, int], list[int]] = {}
+        self._client_writes: dict[tuple[ClientId, int], list[GateTicket]] = {}
         """Per (client, sequence) of a client's write proposed: its gate tickets."""
 
-    def client_write_proposed(self, command: Command, ticket: int) -> None:
+    def client_write_proposed(self, command: Command, ticket: GateTicket) -> None:
         """A client's write the gate let through was proposed as `command`: its ticket is
         reported `landed` with the first outcome of its (client, sequence)."""
         key = (command.client_id, command.sequence)
@@ -51,7 +51,7 @@ class ServiceLog:
             self._tokens[sequence] = (proposal.token, proposal.ticket)
         return commands
 
-    def refused(self, service: MasterService, commands: Iterable[Command]) -> list[int]:
+    def refused(self, service: MasterService, commands: Iterable[Command]) -> list[CallToken]:
         """The core refused `commands`: the tokens of the calls they served."""
         tokens = []
         for command in commands:
@@ -61,7 +61,7 @@ class ServiceLog:
                 tokens.append(token)
         return tokens
 
-    def applied(self, service: MasterService, outcomes: Iterable[Outcome]) -> list[int]:
+    def applied(self, service: MasterService, outcomes: Iterable[Outcome]) -> list[CallToken]:
         """Report one applied entry's `outcomes` to `service`: every write the namespace
         applied (clients' writes too: they cause events). The tokens of master commands
         refused because their epoch ended."""
@@ -71,7 +71,7 @@ class ServiceLog:
                 continue  # its sequence is a nonce, which names no write
             for ticket in self._client_writes.pop((outcome.client_id, outcome.sequence), ()):
                 service.landed(ticket)
-            token: int | None = None
+            token: CallToken | None = None
             if outcome.client_id == MASTER_CLIENT and outcome.sequence in self._tokens:
                 token, ticket = self._tokens.pop(outcome.sequence)
                 service.landed(ticket)

@@ -338,7 +338,7 @@ ServerReply = (
 class ChecksumReport:
     """A replica's state checksum at a CHECKSUM entry, sent to the master (PML §6.2)."""
 
-    index: int
+    index: LogIndex
     checksum: bytes
 
 

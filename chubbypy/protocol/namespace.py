@@ -14,6 +14,7 @@ import enum
 from attrs import frozen
 
 from chubbypy.protocol.errors import Failure
+from chubbypy.protocol.values import HandleId, SessionId
 
 # ----------------------------------------------------------------------------- metadata
 
@@ -190,7 +191,7 @@ class EndSession:
     the master when the session lease ran out) puts each lock it frees into lock-delay; a
     session the client closed frees its locks at once."""
 
-    session_id: int
+    session_id: SessionId
     expired: bool
 
 
@@ -200,7 +201,7 @@ class InSession:
     (so nothing a session asked for happens after it expired); an ephemeral node created by
     `write` belongs to the session and is deleted when it ends."""
 
-    session_id: int
+    session_id: SessionId
     write: Write
 
 
@@ -210,8 +211,8 @@ class Acquire:
     `instance`, so a re-created node is never locked by an old handle) in `mode`.
     `lock_delay_ms` applies if the session expires while holding it."""
 
-    session_id: int
-    handle_id: int
+    session_id: SessionId
+    handle_id: HandleId
     path: str
     instance: int
     mode: LockMode
@@ -224,8 +225,8 @@ class Release:
     `lock_generation`, only the hold of that acquisition: a release delayed or duplicated
     on the way must not free a later acquisition by the same handle."""
 
-    session_id: int
-    handle_id: int
+    session_id: SessionId
+    handle_id: HandleId
     path: str
     instance: int
     lock_generation: int | None = None
@@ -314,7 +315,7 @@ class MultiResult:
 
 @frozen
 class SessionOpened:
-    session_id: int
+    session_id: SessionId
 
 
 WriteResult = Written | MultiResult | SessionOpened | Failure

@@ -63,6 +63,7 @@ from chubbypy.protocol.namespace import (
     WriteResult,
     Written,
 )
+from chubbypy.protocol.values import HandleId, SessionId
 
 __all__ = [
     "DecodeError",
@@ -284,15 +285,24 @@ _WRITES: dict[int, tuple[int, Callable[[list[Any]], Write]]] = {
     5: (3, _to_multi),
 }
 
+
+def _session_id(data: Any) -> SessionId:
+    return SessionId(integer(data, 1))
+
+
+def _handle_id(data: Any) -> HandleId:
+    return HandleId(integer(data))
+
+
 _SESSION_COMMANDS: dict[int, tuple[int, Callable[[list[Any]], SessionCommand]]] = {
     10: (1, lambda f: OpenSession(text(f[0]))),
-    11: (2, lambda f: EndSession(integer(f[0], 1), boolean(f[1]))),
-    12: (2, lambda f: InSession(integer(f[0], 1), write_from_plain(f[1]))),
+    11: (2, lambda f: EndSession(_session_id(f[0]), boolean(f[1]))),
+    12: (2, lambda f: InSession(_session_id(f[0]), write_from_plain(f[1]))),
     13: (
         6,
         lambda f: Acquire(
-            integer(f[0], 1),
-            integer(f[1]),
+            _session_id(f[0]),
+            _handle_id(f[1]),
             text(f[2]),
             integer(f[3]),
             _to_mode(f[4]),
@@ -302,7 +312,7 @@ _SESSION_COMMANDS: dict[int, tuple[int, Callable[[list[Any]], SessionCommand]]] 
     14: (
         5,
         lambda f: Release(
-            integer(f[0], 1), integer(f[1]), text(f[2]), integer(f[3]), optional_integer(f[4])
+            _session_id(f[0]), _handle_id(f[1]), text(f[2]), integer(f[3]), optional_integer(f[4])
         ),
     ),
     15: (2, lambda f: EndLockDelay(text(f[0]), integer(f[1]))),
@@ -357,7 +367,7 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], Result]]] = {
     4: (2, lambda f: Contents(binary(f[0]), _to_stat(f[1]))),
     5: (1, lambda f: _to_stat(f[0])),
     6: (2, _to_listing),
-    7: (1, lambda f: SessionOpened(integer(f[0], 1))),
+    7: (1, lambda f: SessionOpened(_session_id(f[0]))),
 }
 
 

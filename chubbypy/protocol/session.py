@@ -14,6 +14,7 @@ import enum
 from attrs import frozen
 
 from chubbypy.protocol.namespace import Create, LockMode, SimpleWrite, Stat
+from chubbypy.protocol.values import NO_HANDLE, NO_SESSION, HandleId, SessionId
 
 HANDLE_BYTES_MAX = 4096
 """More than any handle of a valid name needs; longer bytes are refused undecoded."""
@@ -50,6 +51,40 @@ class EventKind(enum.IntEnum):
     """Cache invalidation: drop what is cached of `path` (and acknowledge)."""
 
 
+class HandleMode(enum.IntFlag):
+    """What a handle may do (Chubby §2.6 `Open` options); checked against ACLs at open."""
+
+    READ = 1
+    WRITE = 2
+    """Write the contents, delete, and acquire the lock (either mode)."""
+    CHANGE_ACL = 4
+
+
+class EventMask(enum.IntFlag):
+    """The events a handle asked for at open; bit n is `EventKind(n)`. Only the events
+    about one handle's node have a bit: a session hears of a fail-over and of cache
+    invalidations whatever its handles asked for."""
+
+    NONE = 0
+    CONTENTS_MODIFIED = 1 << EventKind.CONTENTS_MODIFIED
+    CHILD_CHANGED = 1 << EventKind.CHILD_CHANGED
+    HANDLE_INVALID = 1 << EventKind.HANDLE_INVALID
+    LOCK_ACQUIRED = 1 << EventKind.LOCK_ACQUIRED
+    CONFLICTING_LOCK = 1 << EventKind.CONFLICTING_LOCK
+
+
+HANDLE_MODES_ALL = HandleMode.READ | HandleMode.WRITE | HandleMode.CHANGE_ACL
+"""Every bit a `HandleMode` may have; a mode with any other bit is not one."""
+EVENT_MASK_ALL = (
+    EventMask.CONTENTS_MODIFIED
+    | EventMask.CHILD_CHANGED
+    | EventMask.HANDLE_INVALID
+    | EventMask.LOCK_ACQUIRED
+    | EventMask.CONFLICTING_LOCK
+)
+"""Every bit an `EventMask` may have; a mask with any other bit is not one."""
+
+
 @frozen
 class SessionEvent:
     """One event for one session, numbered in the order the session receives them."""
@@ -57,7 +92,8 @@ class SessionEvent:
     sequence: int
     kind: EventKind
     path: str = ""
-    handle_id: int = 0
+    handle_id: HandleId = NO_HANDLE
+    """The handle the event is for; NO_HANDLE for an event about the whole session."""
 
 
 # ----------------------------------------------------------------------------- calls
@@ -75,7 +111,7 @@ class KeepAlive:
     """Keep the session alive; held by the master until the lease nearly ends or an event
     is due. `acked_through` acknowledges every event up to that sequence number."""
 
-    session_id: int
+    session_id: SessionId
     credential: bytes
     """The session's credential from `SessionCreated`: proof the caller owns the session."""
     acked_through: int
@@ -83,20 +119,21 @@ class KeepAlive:
 
 @frozen
 class CloseSession:
-    session_id: int
+    session_id: SessionId
     credential: bytes
 
 
 @frozen
 class Open:
-    """Open `path`: `mode` is a `HandleMode` bit set, `events` an `EventMask`. With
-    `create`, create the node if missing (and with `exclusive`, fail if it exists)."""
+    """Open `path` for what `mode` allows, hearing of the `events` asked for. With
+    `create`, create the node if missing (and with `exclusive`, fail if it exists). The
+    codec refuses a mode or mask with a bit outside the defined ones."""
 
-    session_id: int
+    session_id: SessionId
     credential: bytes
     path: str
-    mode: int
-    events: int = 0
+    mode: HandleMode
+    events: EventMask = EventMask.NONE
     lock_delay_ms: int = 0
     create: Create | None = None
     exclusive: bool = False
@@ -160,7 +197,7 @@ class ReadNode:
     registered as caching it (Chubby §2.5): the master then invalidates it before any
     change, through the session's KeepAlives."""
 
-    session_id: int
+    session_id: SessionId
     credential: bytes
     path: str
     cache: bool = True
@@ -173,7 +210,7 @@ class ListSessions:
     names no session, so it carries no credential; the caller's principal needs read
     access to the cell's root directory."""
 
-    after: int = 0
+    after: SessionId = NO_SESSION
     limit: int = SESSIONS_PAGE_MAX
 
 
@@ -198,7 +235,7 @@ SessionCall = (
 
 @frozen
 class SessionCreated:
-    session_id: int
+    session_id: SessionId
     lease_ms: int
     """How long the lease runs from when the master answered, on the master's clock."""
     credential: bytes
@@ -219,7 +256,7 @@ class HandleOpened:
     handle: bytes
     created: bool
     stat: Stat
-    handle_id: int
+    handle_id: HandleId
     """The handle's number, which the events meant for it carry (`SessionEvent.handle_id`)."""
 
 
@@ -267,7 +304,7 @@ class SessionInfo:
     cut short shows it (and the client can read the rest from the namespace).
     """
 
-    session_id: int
+    session_id: SessionId
     name: str
     """The client's description of itself, from `CreateSession`."""
     state: str

@@ -28,7 +28,9 @@ from chubbypy.protocol.namespace_codec import (
 )
 from chubbypy.protocol.session import (
     CREDENTIAL_BYTES_MAX,
+    EVENT_MASK_ALL,
     HANDLE_BYTES_MAX,
+    HANDLE_MODES_ALL,
     SEQUENCER_BYTES_MAX,
     SESSION_NAME_CHARS_MAX,
     SESSION_PATHS_LISTED_MAX,
@@ -41,7 +43,9 @@ from chubbypy.protocol.session import (
     CloseSession,
     CreateSession,
     EventKind,
+    EventMask,
     GetSequencer,
+    HandleMode,
     HandleOpened,
     HandleWrite,
     KeepAlive,
@@ -61,6 +65,7 @@ from chubbypy.protocol.session import (
     SessionList,
     SessionResult,
 )
+from chubbypy.protocol.values import HandleId, SessionId
 
 PATH_CHARS_MAX = 4096
 EVENTS_MAX = 100_000
@@ -76,7 +81,8 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [3, session_id, credential]
         case Open(session_id, credential, path, mode, events, delay, create, exclusive):
             plain_create = None if create is None else write_to_plain(create)
-            return [4, session_id, credential, path, mode, events, delay, plain_create, exclusive]
+            return [4, session_id, credential, path, int(mode), int(events), delay, plain_create,
+                    exclusive]  # fmt: skip
         case CloseHandle(handle):
             return [5, handle]
         case AcquireLock(handle, mode, wait, wait_ms):
@@ -155,6 +161,27 @@ def _text(data: Any, most: int, what: str) -> str:
     return value
 
 
+def _session_id(data: Any) -> SessionId:
+    return SessionId(uint64(data, 1))
+
+
+def _handle_mode(data: Any) -> HandleMode:
+    """A handle's mode: refused if it has a bit no `HandleMode` defines (a client that
+    means something this master does not know must hear so, not get less than it asked)."""
+    bits = uint64(data)
+    if bits & ~int(HANDLE_MODES_ALL):
+        raise DecodeError(f"a handle mode of {bits:#x}: only the bits {HANDLE_MODES_ALL:#x}")
+    return HandleMode(bits)
+
+
+def _event_mask(data: Any) -> EventMask:
+    """The events a handle asks for: refused if it has a bit no `EventMask` defines."""
+    bits = uint64(data)
+    if bits & ~int(EVENT_MASK_ALL):
+        raise DecodeError(f"an event mask of {bits:#x}: only the bits {EVENT_MASK_ALL:#x}")
+    return EventMask(bits)
+
+
 def _mode(data: Any) -> LockMode:
     try:
         return LockMode(integer(data))
@@ -187,20 +214,20 @@ def _to_open(f: list[Any]) -> Open:
     create = _create(f[6])
     if create is not None and create.path != path:
         raise DecodeError("an open's create option names another path")
-    return Open(uint64(f[0], 1), _credential(f[1]), path, uint64(f[3]), uint64(f[4]),
-                uint64(f[5]), create, boolean(f[7]))  # fmt: skip
+    return Open(_session_id(f[0]), _credential(f[1]), path, _handle_mode(f[3]),
+                _event_mask(f[4]), uint64(f[5]), create, boolean(f[7]))  # fmt: skip
 
 
 def _to_list_sessions(f: list[Any]) -> ListSessions:
     # A larger limit is read as the largest page, as a directory listing clamps its limit:
     # asking for too much is no error, and the master never sees more than it may send.
-    return ListSessions(uint64(f[0]), min(uint64(f[1], 1), SESSIONS_PAGE_MAX))
+    return ListSessions(SessionId(uint64(f[0])), min(uint64(f[1], 1), SESSIONS_PAGE_MAX))
 
 
 _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     1: (1, lambda f: CreateSession(_text(f[0], SESSION_NAME_CHARS_MAX, "session name"))),
-    2: (3, lambda f: KeepAlive(uint64(f[0], 1), _credential(f[1]), uint64(f[2]))),
-    3: (2, lambda f: CloseSession(uint64(f[0], 1), _credential(f[1]))),
+    2: (3, lambda f: KeepAlive(_session_id(f[0]), _credential(f[1]), uint64(f[2]))),
+    3: (2, lambda f: CloseSession(_session_id(f[0]), _credential(f[1]))),
     4: (8, _to_open),
     5: (1, lambda f: CloseHandle(_handle(f[0]))),
     6: (
@@ -222,7 +249,7 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     12: (
         4,
         lambda f: ReadNode(
-            uint64(f[0], 1), _credential(f[1]), _text(f[2], PATH_CHARS_MAX, "path"), boolean(f[3])
+            _session_id(f[0]), _credential(f[1]), _text(f[2], PATH_CHARS_MAX, "path"), boolean(f[3])
         ),
     ),
     13: (2, _to_list_sessions),
@@ -243,7 +270,7 @@ def _to_event(data: Any) -> SessionEvent:
     except ValueError:
         raise DecodeError(f"unknown event kind {kind!r:.20}") from None
     return SessionEvent(uint64(sequence, 1), event_kind, _text(path, PATH_CHARS_MAX, "path"),
-                        uint64(handle_id))  # fmt: skip
+                        HandleId(uint64(handle_id)))  # fmt: skip
 
 
 def _to_lease_extended(f: list[Any]) -> LeaseExtended:
@@ -278,7 +305,7 @@ def _to_session_info(data: Any) -> SessionInfo:
     locks = tuple(_to_lock_listed(lock) for lock in _listed(f[5], "lock"))
     ephemeral = tuple(_text(path, PATH_CHARS_MAX, "path") for path in _listed(f[7], "ephemeral"))
     lock_count, ephemeral_count = uint64(f[6], len(locks)), uint64(f[8], len(ephemeral))
-    return SessionInfo(uint64(f[0], 1), _text(f[1], SESSION_NAME_CHARS_MAX, "session name"),
+    return SessionInfo(_session_id(f[0]), _text(f[1], SESSION_NAME_CHARS_MAX, "session name"),
                        _text(f[2], SESSION_STATE_CHARS_MAX, "session state"), uint64(f[3]),
                        uint64(f[4]), locks, lock_count, ephemeral, ephemeral_count,
                        uint64(f[9]))  # fmt: skip
@@ -292,11 +319,13 @@ def _to_session_list(f: list[Any]) -> SessionList:
 
 
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
-    1: (3, lambda f: SessionCreated(uint64(f[0], 1), uint64(f[1]), _credential(f[2]))),
+    1: (3, lambda f: SessionCreated(_session_id(f[0]), uint64(f[1]), _credential(f[2]))),
     2: (3, _to_lease_extended),
     3: (
         4,
-        lambda f: HandleOpened(_handle(f[0]), boolean(f[1]), _to_stat(f[2]), uint64(f[3], 1)),
+        lambda f: HandleOpened(
+            _handle(f[0]), boolean(f[1]), _to_stat(f[2]), HandleId(uint64(f[3], 1))
+        ),
     ),
     4: (2, lambda f: Locked(_to_stat(f[0]), _sequencer(f[1]))),
     5: (1, lambda f: CallDone(None if f[0] is None else _to_stat(f[0]))),

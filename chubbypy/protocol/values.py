@@ -23,6 +23,14 @@ Epoch = NewType("Epoch", int)
 ClientId = NewType("ClientId", int)
 """A client registered through the log; 0 means "not yet registered"."""
 
+SessionId = NewType("SessionId", int)
+"""A Chubby session (§2.8): unique in the cell and never reused, allocated like a node
+instance from the log index of the `OpenSession` that created it; 0 means "no session"."""
+
+HandleId = NewType("HandleId", int)
+"""An open handle (§2.3): unique in the cell, the creating master's epoch in the high bits
+and its count below; 0 means "no handle" (an event about the session, not a handle)."""
+
 NO_CLIENT = ClientId(0)
 MASTER_CLIENT = ClientId(2**63 - 1)
 """The master itself, for the decisions it proposes on its own (expiring a session, ending
@@ -31,6 +39,10 @@ because deciding one of them twice is harmless (the second finds it done and fai
 client is ever registered with this id, and replicas refuse it from clients."""
 NO_EPOCH = Epoch(0)
 NO_INDEX = LogIndex(0)
+NO_SESSION = SessionId(0)
+"""The owner of a permanent node, and the session of a write made outside any session."""
+NO_HANDLE = HandleId(0)
+"""The handle of an event about the whole session (a fail-over, an invalidation)."""
 
 
 @frozen

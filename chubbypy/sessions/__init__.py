@@ -2,11 +2,11 @@
 session, the master's in-memory session table (leases, KeepAlives, events) driven by
 ticks, and handles with their check digits."""
 
-from chubbypy.protocol.session import EventKind, SessionEvent
+# HandleMode and EventMask are wire values (`chubbypy.protocol.session`); they are named
+# here too for callers that still import them from this package.
+from chubbypy.protocol.session import EventKind, EventMask, HandleMode, SessionEvent
 from chubbypy.sessions._handles import (
-    EventMask,
     Handle,
-    HandleMode,
     credential_matches,
     decode_handle,
     handle_id_for,

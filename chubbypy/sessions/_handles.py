@@ -14,7 +14,6 @@ cell's handle key, so the permission checks done at open need not be repeated.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 from typing import Any
@@ -22,7 +21,14 @@ from typing import Any
 from attrs import frozen
 
 from chubbypy.protocol._plain import DecodeError, array, binary, integer, pack, text, unpack
-from chubbypy.protocol.session import HANDLE_BYTES_MAX
+from chubbypy.protocol.session import (
+    EVENT_MASK_ALL,
+    HANDLE_BYTES_MAX,
+    HANDLE_MODES_ALL,
+    EventMask,
+    HandleMode,
+)
+from chubbypy.protocol.values import HandleId, SessionId
 
 HANDLE_FORMAT = 1
 SESSION_CREDENTIAL_FORMAT = "session-1"
@@ -32,32 +38,12 @@ HANDLE_COUNTER_BITS = 32
 """A master hands out up to 2**32 handles per epoch; the epoch is above them."""
 
 
-class HandleMode(enum.IntFlag):
-    """What a handle may do (Chubby §2.6 `Open` options); checked against ACLs at open."""
-
-    READ = 1
-    WRITE = 2
-    """Write the contents, delete, and acquire the lock (either mode)."""
-    CHANGE_ACL = 4
-
-
-class EventMask(enum.IntFlag):
-    """The events a handle asked for at open; bit n is `EventKind(n)`."""
-
-    NONE = 0
-    CONTENTS_MODIFIED = 1 << 1
-    CHILD_CHANGED = 1 << 2
-    HANDLE_INVALID = 1 << 4
-    LOCK_ACQUIRED = 1 << 5
-    CONFLICTING_LOCK = 1 << 6
-
-
 @frozen
 class Handle:
     """An open handle; see the module docstring."""
 
-    session_id: int
-    handle_id: int
+    session_id: SessionId
+    handle_id: HandleId
     path: str
     instance: int
     mode: HandleMode
@@ -89,10 +75,10 @@ class Handle:
         ]
 
 
-def handle_id_for(epoch: int, count: int) -> int:
+def handle_id_for(epoch: int, count: int) -> HandleId:
     """The id of the `count`-th handle made by the master of `epoch`."""
     assert 0 <= count < 1 << HANDLE_COUNTER_BITS, count
-    return epoch << HANDLE_COUNTER_BITS | count
+    return HandleId(epoch << HANDLE_COUNTER_BITS | count)
 
 
 def decode_handle(data: bytes, key: bytes) -> Handle:
@@ -110,22 +96,21 @@ def _from_plain(plain: Any, key: bytes) -> Handle:
     version, session, handle_id, path, instance, mode, events, lock_delay_ms, epoch = fields
     if type(version) is not int or version != HANDLE_FORMAT:
         raise DecodeError(f"unknown handle format {version!r:.20}")
+    # Masked rather than refused: the check digits prove a master made these fields, and a
+    # handle made before the session codec refused unknown bits may carry one.
     return Handle(
-        integer(session, 1),
-        integer(handle_id),
+        SessionId(integer(session, 1)),
+        HandleId(integer(handle_id)),
         text(path),
         integer(instance),
-        HandleMode(integer(mode) & 7),
-        EventMask(integer(events) & int(_ALL_EVENTS)),
+        HandleMode(integer(mode) & HANDLE_MODES_ALL),
+        EventMask(integer(events) & EVENT_MASK_ALL),
         integer(lock_delay_ms),
         integer(epoch),
     )
 
 
-_ALL_EVENTS = EventMask(sum(int(flag) for flag in EventMask))
-
-
-def session_credential(session_id: int, key: bytes) -> bytes:
+def session_credential(session_id: SessionId, key: bytes) -> bytes:
     """The secret a session's owner shows on every call naming the session (KeepAlive,
     CloseSession, Open, ReadNode): check digits of its id under the cell's handle key, so
     that knowing (or guessing) a session's number is not enough to keep it alive, close it,
@@ -134,7 +119,7 @@ def session_credential(session_id: int, key: bytes) -> bytes:
     return _mac(key, [SESSION_CREDENTIAL_FORMAT, session_id])
 
 
-def credential_matches(session_id: int, credential: bytes, key: bytes) -> bool:
+def credential_matches(session_id: SessionId, credential: bytes, key: bytes) -> bool:
     """Whether `credential` is session `session_id`'s (compared in constant time)."""
     return hmac.compare_digest(credential, session_credential(session_id, key))
 

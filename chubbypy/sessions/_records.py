@@ -12,6 +12,7 @@ from __future__ import annotations
 from attrs import frozen
 
 from chubbypy.protocol.session import SESSION_NAME_CHARS_MAX
+from chubbypy.protocol.values import SessionId
 
 __all__ = ["SESSION_NAME_CHARS_MAX", "SessionRecord"]
 
@@ -20,7 +21,7 @@ __all__ = ["SESSION_NAME_CHARS_MAX", "SessionRecord"]
 class SessionRecord:
     """One live session as the replicated database holds it."""
 
-    session_id: int
+    session_id: SessionId
     """Unique in the cell, never reused: allocated like node instances, from the log index
     of the `OpenSession` that created it."""
     name: str

@@ -39,6 +39,9 @@ Chubby §2.8, §2.9. Theory of operation.
   further behind is *doomed*: its events are dropped and its KeepAlives refused, so its
   client learns at once that its session is gone; it is ended, as expired, when its lease
   runs out (the promise above).
+
+The table keeps each parked KeepAlive's token (the master's `CallToken`) only to hand it
+back in `take`, so it is generic over the token's type.
 """
 
 from __future__ import annotations
@@ -46,11 +49,16 @@ from __future__ import annotations
 import enum
 import heapq
 import math
+from typing import Generic, TypeVar
 
 from attrs import define, field, frozen
 
 from chubbypy.paxos import drift_fraction, ticks_covering, ticks_within
 from chubbypy.protocol.session import EventKind, SessionEvent
+from chubbypy.protocol.values import NO_HANDLE, HandleId, SessionId
+
+Token = TypeVar("Token")
+"""What the caller knows a parked KeepAlive by."""
 
 
 @frozen
@@ -98,11 +106,11 @@ class SessionTiming:
 
 
 @frozen
-class KeepAliveAnswer:
+class KeepAliveAnswer(Generic[Token]):
     """Reply now to the KeepAlive the shell knows as `token`."""
 
-    session_id: int
-    token: int
+    session_id: SessionId
+    token: Token
     lease_ticks: int
     """How long the lease runs from now, on the master's clock."""
     events: tuple[SessionEvent, ...]
@@ -112,14 +120,14 @@ class KeepAliveAnswer:
 
 
 @frozen
-class Outputs:
+class Outputs(Generic[Token]):
     """What the shell must do: answer KeepAlives, refuse them, expire sessions."""
 
-    answers: tuple[KeepAliveAnswer, ...] = ()
-    refused: tuple[tuple[int, int], ...] = ()
+    answers: tuple[KeepAliveAnswer[Token], ...] = ()
+    refused: tuple[tuple[SessionId, Token], ...] = ()
     """(session, token) of KeepAlives to answer SESSION_EXPIRED: the session is doomed or
     gone."""
-    expire: tuple[int, ...] = ()
+    expire: tuple[SessionId, ...] = ()
     """Sessions whose lease ran out: propose EndSession(expired=True)."""
 
 
@@ -135,11 +143,11 @@ class _State(enum.Enum):
 
 
 @define
-class _Session:
+class _Session(Generic[Token]):
     expiry: int
     events: list[SessionEvent] = field(factory=list)
     next_sequence: int = 1
-    parked: int | None = None
+    parked: Token | None = None
     parked_at: int = 0
     failover_sequence: int = 0
     """The sequence number of the fail-over event still to be acknowledged, or 0."""
@@ -148,25 +156,25 @@ class _Session:
     """Bumped whenever its next deadline is scheduled again; older heap entries are stale."""
 
 
-class SessionTable:
+class SessionTable(Generic[Token]):
     """The master's in-memory sessions; see the module docstring."""
 
     def __init__(self, timing: SessionTiming) -> None:
         self._timing = timing
-        self._sessions: dict[int, _Session] = {}
-        self._deadlines: list[tuple[int, int, int]] = []
+        self._sessions: dict[SessionId, _Session[Token]] = {}
+        self._deadlines: list[tuple[int, SessionId, int]] = []
         """(tick, session, version): when each session next needs a look. A tick costs
         only the sessions due, however many are idle."""
         self._now = 0
         self._first_sequence = 1
         self._failover_done = False
-        self._answers: list[KeepAliveAnswer] = []
-        self._refused: list[tuple[int, int]] = []
-        self._expire: list[int] = []
+        self._answers: list[KeepAliveAnswer[Token]] = []
+        self._refused: list[tuple[SessionId, Token]] = []
+        self._expire: list[SessionId] = []
 
     # ------------------------------------------------------------------------- inputs
 
-    def start(self, now: int, session_ids: list[int], first_sequence: int = 1) -> None:
+    def start(self, now: int, session_ids: list[SessionId], first_sequence: int = 1) -> None:
         """This replica became master at tick `now`; the database holds `session_ids`.
         Events are numbered from `first_sequence` (see the module docstring)."""
         assert not self._sessions, "a table serves one mastership"
@@ -175,27 +183,27 @@ class SessionTable:
         self._first_sequence = first_sequence
         lease = self._timing.lease_ticks + self._timing.failover_extra_ticks
         for session_id in session_ids:
-            session = _Session(expiry=now + lease, next_sequence=first_sequence)
+            session: _Session[Token] = _Session(expiry=now + lease, next_sequence=first_sequence)
             self._sessions[session_id] = session
             event = self._queue(session_id, session, EventKind.MASTER_FAILOVER)
             session.failover_sequence = event.sequence if event else 0
             self._schedule(session_id, session)
 
-    def opened(self, session_id: int) -> None:
+    def opened(self, session_id: SessionId) -> None:
         """`OpenSession` for `session_id` was applied (now)."""
         assert session_id not in self._sessions, session_id
-        session = _Session(self._now + self._timing.lease_ticks)
+        session: _Session[Token] = _Session(self._now + self._timing.lease_ticks)
         session.next_sequence = self._first_sequence
         self._sessions[session_id] = session
         self._schedule(session_id, session)
 
-    def ended(self, session_id: int) -> None:
+    def ended(self, session_id: SessionId) -> None:
         """`EndSession` was applied: forget the session; refuse its parked KeepAlive."""
         session = self._sessions.pop(session_id, None)
         if session is not None and session.parked is not None:
             self._refused.append((session_id, session.parked))
 
-    def keep_alive(self, session_id: int, token: int, acked_through: int) -> bool:
+    def keep_alive(self, session_id: SessionId, token: Token, acked_through: int) -> bool:
         """A KeepAlive arrived; False if the session is unknown or doomed (answer
         SESSION_EXPIRED at once). Otherwise it is parked and answered through `take`."""
         session = self._sessions.get(session_id)
@@ -214,7 +222,11 @@ class SessionTable:
         return True
 
     def push(
-        self, session_id: int, kind: EventKind, path: str = "", handle_id: int = 0
+        self,
+        session_id: SessionId,
+        kind: EventKind,
+        path: str = "",
+        handle_id: HandleId = NO_HANDLE,
     ) -> int | None:
         """Queue an event for the session; its parked KeepAlive is answered at once. The
         event's sequence number, or None if it was not queued (the session is not live, or
@@ -227,7 +239,7 @@ class SessionTable:
             self._answer(session_id, session)
         return None if event is None else event.sequence
 
-    def closing(self, session_id: int) -> None:
+    def closing(self, session_id: SessionId) -> None:
         """The session's close is in flight: refuse its KeepAlives; it is not live."""
         session = self._sessions.get(session_id)
         if session is not None and session.state is not _State.ENDING:
@@ -252,7 +264,7 @@ class SessionTable:
 
     # ------------------------------------------------------------------------- outputs
 
-    def take(self) -> Outputs:
+    def take(self) -> Outputs[Token]:
         """What to do since the last call; the lists start again empty."""
         outputs = Outputs(tuple(self._answers), tuple(self._refused), tuple(self._expire))
         self._answers, self._refused, self._expire = [], [], []
@@ -260,21 +272,21 @@ class SessionTable:
 
     # ------------------------------------------------------------------------- queries
 
-    def lease_expiry(self, session_id: int) -> int | None:
+    def lease_expiry(self, session_id: SessionId) -> int | None:
         session = self._sessions.get(session_id)
         return None if session is None else session.expiry
 
-    def is_doomed(self, session_id: int) -> bool:
+    def is_doomed(self, session_id: SessionId) -> bool:
         """Refused for falling behind, its lease still running."""
         session = self._sessions.get(session_id)
         return session is not None and session.state is _State.DOOMED
 
-    def next_sequence(self, session_id: int) -> int:
+    def next_sequence(self, session_id: SessionId) -> int:
         """The number the session's next event will get (0 if it is unknown)."""
         session = self._sessions.get(session_id)
         return 0 if session is None else session.next_sequence
 
-    def is_live(self, session_id: int) -> bool:
+    def is_live(self, session_id: SessionId) -> bool:
         """Known, not doomed and not ending: its calls may be served."""
         session = self._sessions.get(session_id)
         return session is not None and session.state is _State.LIVE
@@ -298,7 +310,12 @@ class SessionTable:
     # ------------------------------------------------------------------------- helpers
 
     def _queue(
-        self, session_id: int, session: _Session, kind: EventKind, path: str = "", handle: int = 0
+        self,
+        session_id: SessionId,
+        session: _Session[Token],
+        kind: EventKind,
+        path: str = "",
+        handle: HandleId = NO_HANDLE,
     ) -> SessionEvent | None:
         if len(session.events) >= self._timing.events_pending_max:
             self._doom(session_id, session)
@@ -308,21 +325,23 @@ class SessionTable:
         session.events.append(event)
         return event
 
-    def _doom(self, session_id: int, session: _Session) -> None:
+    def _doom(self, session_id: SessionId, session: _Session[Token]) -> None:
         """Too far behind: drop its events, refuse its KeepAlives; its lease still runs
         (and so does any fail-over it has not acknowledged: its client may act on an old
         master's word until its lease is over)."""
         session.events = []
         self._stop_extending(session_id, session, _State.DOOMED)
 
-    def _stop_extending(self, session_id: int, session: _Session, state: _State) -> None:
+    def _stop_extending(
+        self, session_id: SessionId, session: _Session[Token], state: _State
+    ) -> None:
         session.state = state
         if session.parked is not None:
             self._refused.append((session_id, session.parked))
             session.parked = None
         self._schedule(session_id, session)
 
-    def _schedule(self, session_id: int, session: _Session) -> None:
+    def _schedule(self, session_id: SessionId, session: _Session[Token]) -> None:
         """When the session next needs a look: its parked KeepAlive's answer, or its
         expiry; nothing once its end is in flight."""
         session.version += 1
@@ -333,7 +352,7 @@ class SessionTable:
             due = min(due, session.expiry - self._timing.answer_before_ticks)
         heapq.heappush(self._deadlines, (due, session_id, session.version))
 
-    def _answer(self, session_id: int, session: _Session) -> None:
+    def _answer(self, session_id: SessionId, session: _Session[Token]) -> None:
         assert session.parked is not None
         session.expiry = max(session.expiry, self._now + self._timing.lease_ticks)
         # Both durations are reported a tick short: the answer (and the KeepAlive's

@@ -46,6 +46,7 @@ from chubbypy.client.core import (
 )
 from chubbypy.locks import decode_sequencer
 from chubbypy.paxos import Chance
+from chubbypy.protocol import NO_HANDLE
 from chubbypy.protocol.client import ServerReply, SessionReply, SessionRequest
 from chubbypy.protocol.errors import (
     ChubbyError,
@@ -59,7 +60,9 @@ from chubbypy.protocol.session import (
     AcquireLock,
     CallDone,
     CreateSession,
+    EventMask,
     GetSequencer,
+    HandleMode,
     HandleOpened,
     HandleWrite,
     LeaseExtended,
@@ -72,7 +75,6 @@ from chubbypy.protocol.session import (
     SessionCreated,
     SessionResult,
 )
-from chubbypy.sessions import EventMask, HandleMode
 from chubbypy.testing._calls import ClientProcess
 from chubbypy.testing._client import simulated_view
 from chubbypy.testing._lock_checks import LockObserver
@@ -150,7 +152,7 @@ class SimLockClient:
         self._process.connection_lost(replica)
 
     def _forget_handle(self) -> None:
-        self._handle, self._handle_id, self._path = b"", 0, ""
+        self._handle, self._handle_id, self._path = b"", NO_HANDLE, ""
         self._sequencer, self._generation = b"", 0
         self._believing = False
 
@@ -227,8 +229,8 @@ class SimLockClient:
         delay = self._rng.choice([0, 0, 100, 300])
         mode, events = HandleMode.READ | HandleMode.WRITE, EventMask.CONTENTS_MODIFIED
         events |= EventMask.LOCK_ACQUIRED
-        call = Open(session.session_id, session.credential, path, int(mode), int(events),
-                    delay, Create(path), False)  # fmt: skip
+        call = Open(session.session_id, session.credential, path, mode, events, delay,
+                    Create(path), False)  # fmt: skip
 
         def opened(answer: Answer) -> None:
             if isinstance(answer, HandleOpened) and self._session is session:

@@ -16,6 +16,7 @@ from chubbypy.protocol.session import (
     CloseSession,
     CreateSession,
     EventKind,
+    HandleMode,
     KeepAlive,
     LeaseExtended,
     SessionCall,
@@ -180,3 +181,17 @@ def test_session_expired_on_a_call_expires_the_session(calls: FakeCalls, clock: 
     assert seen == [SessionState.EXPIRED]
     with pytest.raises(SessionExpired, match="has expired"):
         result_of(session.check_sequencer(b"s"))
+
+
+def test_a_handle_with_unknown_mode_or_event_bits_is_refused_before_sending(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """open_handle with a mode or event bit no handle has raises ValueError and sends
+    nothing (the cell would refuse the frame and close the connection)."""
+    session, _ = opened(calls, clock)
+    sent = len(calls.calls)
+    with pytest.raises(ValueError, match="no handle has"):
+        session.open_handle("/ls/local/f", events=1 << 12)
+    with pytest.raises(ValueError, match="no handle has"):
+        session.open_handle("/ls/local/f", mode=HandleMode(8))
+    assert len(calls.calls) == sent

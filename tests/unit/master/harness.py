@@ -22,7 +22,8 @@ from chubbypy.protocol.namespace import (
     LockMode,
     Write,
 )
-from chubbypy.sessions import EventKind, HandleMode, SessionTiming
+from chubbypy.protocol.session import EventKind, HandleMode
+from chubbypy.sessions import SessionTiming
 
 CELL, ROOT = "c", "/ls/c"
 KEY = b"test key, 32 bytes long ........"

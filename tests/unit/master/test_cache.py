@@ -4,10 +4,24 @@ before a change, the gate's order, and fail-over, against a cell without Paxos."
 from __future__ import annotations
 
 from chubbypy.master import Done, KeepAliveAnswered, NodeRead
+from chubbypy.master._cache import write_paths
+from chubbypy.protocol import HandleId, SessionId
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace import AclNames, Create, Delete, SetAcl, SetContents
-from chubbypy.sessions import EventKind, HandleMode, SessionEvent
-from tests.unit.master.harness import ROOT, RW, Cell
+from chubbypy.protocol.namespace import (
+    AclNames,
+    Create,
+    Delete,
+    EndSession,
+    Exists,
+    InSession,
+    MultiOp,
+    OpenSession,
+    Release,
+    SetAcl,
+    SetContents,
+)
+from chubbypy.protocol.session import EventKind, HandleMode, SessionEvent
+from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, Cell
 
 FILE = f"{ROOT}/f"
 
@@ -219,3 +233,30 @@ def test_opens_and_reads_are_checked_against_the_acl_names_for_a_principal() -> 
         ErrorCode.PERMISSION_DENIED
     )
     assert isinstance(cell.ok("read", session, path, cache=True, principal="alice"), NodeRead)
+
+
+def test_write_paths_names_what_a_write_touches_and_what_it_makes_stale() -> None:
+    """A creation changes the node and its parent; a MultiOp touches every name it
+    mentions; a release changes nothing cached; a session's end changes its ephemeral files
+    and their parents and touches the nodes it holds the locks of."""
+    cell = Cell()
+    owner = cell.session()
+    other, held = f"{ROOT}/other", f"{ROOT}/held"
+    cell.client_write(Create(other))
+    ephemeral = f"{ROOT}/eph"
+    cell.ok("open", owner, ephemeral, RW, create=Create(ephemeral, ephemeral=True))
+    cell.ok("acquire", cell.open(owner, "held"), EXCLUSIVE, wait=False)
+    tree = cell.machine.tree
+    session = SessionId(owner)
+    both = frozenset((FILE, ROOT))
+    assert write_paths(tree, Create(FILE)) == (both, both)
+    assert write_paths(tree, InSession(session, Delete(FILE))) == (both, both)
+    assert write_paths(tree, SetContents(FILE, b"x")) == ({FILE}, {FILE})
+    multi = MultiOp((Exists(other),), (SetContents(FILE, b"x"),), (Create(f"{ROOT}/n"),))
+    every = frozenset((FILE, f"{ROOT}/n", ROOT))
+    assert write_paths(tree, multi) == (every, every)
+    release = Release(session, HandleId(1), held, 1)
+    assert write_paths(tree, release) == ({held}, frozenset())
+    assert write_paths(tree, OpenSession("client")) == (frozenset(), frozenset())
+    ended = write_paths(tree, EndSession(session, expired=True))
+    assert ended == ({ephemeral, ROOT, held}, {ephemeral, ROOT})

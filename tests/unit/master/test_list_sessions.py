@@ -9,8 +9,8 @@ from chubbypy.master import MasterService, MasterTiming, SessionsListed, Session
 from chubbypy.master import _service as service_module
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace import AclNames, Create, SetAcl, SetContents
-from chubbypy.protocol.session import SESSION_PATHS_LISTED_MAX, SESSIONS_PAGE_MAX
-from chubbypy.sessions import EventMask, SessionTiming
+from chubbypy.protocol.session import SESSION_PATHS_LISTED_MAX, SESSIONS_PAGE_MAX, EventMask
+from chubbypy.sessions import SessionTiming
 from tests.unit.master.harness import EXCLUSIVE, KEY, ROOT, SHARED, TIMING, Cell
 
 

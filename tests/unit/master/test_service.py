@@ -14,7 +14,7 @@ from chubbypy.master import (
 )
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import Create, Delete, GetContentsAndStat, SetContents
-from chubbypy.sessions import EventKind, EventMask, HandleMode
+from chubbypy.protocol.session import EventKind, EventMask, HandleMode
 from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, SHARED, Cell
 
 

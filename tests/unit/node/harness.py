@@ -69,6 +69,7 @@ from chubbypy.protocol.namespace import Create, LockMode, Read, Write
 from chubbypy.protocol.session import (
     AcquireLock,
     CreateSession,
+    HandleMode,
     HandleOpened,
     Locked,
     Open,
@@ -76,7 +77,7 @@ from chubbypy.protocol.session import (
     SessionCreated,
     SessionResult,
 )
-from chubbypy.sessions import HandleMode, SessionTiming
+from chubbypy.sessions import SessionTiming
 from chubbypy.store import MemoryStore
 from tests.unit.paxos.harness import check_durable
 

@@ -99,6 +99,8 @@ from chubbypy.protocol.namespace import (
     Written,
 )
 from chubbypy.protocol.session import (
+    EVENT_MASK_ALL,
+    HANDLE_MODES_ALL,
     SESSION_PATHS_LISTED_MAX,
     SESSIONS_PAGE_MAX,
     AcquireLock,
@@ -108,7 +110,9 @@ from chubbypy.protocol.session import (
     CloseSession,
     CreateSession,
     EventKind,
+    EventMask,
     GetSequencer,
+    HandleMode,
     HandleOpened,
     HandleWrite,
     KeepAlive,
@@ -244,6 +248,8 @@ statuses = st.builds(
 handles = st.binary(min_size=1, max_size=40)
 session_ids = st.integers(1, INT64_MAX)
 credentials = st.binary(min_size=1, max_size=64)
+handle_modes = st.integers(0, int(HANDLE_MODES_ALL)).map(HandleMode)
+event_masks = st.integers(0, int(EVENT_MASK_ALL)).map(lambda bits: EventMask(bits & EVENT_MASK_ALL))
 lock_modes = st.sampled_from(LockMode)
 simple_writes = writes.filter(lambda w: not isinstance(w, MultiOp))
 session_calls: st.SearchStrategy[SessionCall] = st.one_of(
@@ -251,7 +257,7 @@ session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     st.builds(KeepAlive, session_ids, credentials, uints),
     st.builds(CloseSession, session_ids, credentials),
     st.builds(
-        Open, session_ids, credentials, st.just("/ls/c/f"), uints, uints, uints,
+        Open, session_ids, credentials, st.just("/ls/c/f"), handle_modes, event_masks, uints,
         st.none() | st.just(Create("/ls/c/f", contents=b"x")), st.booleans(),
     ),
     st.builds(CloseHandle, handles),
@@ -424,6 +430,7 @@ GOOD: dict[str, list[Any]] = {
     "peer": [30, encode_message(Prepare(Ballot(1, R1), LogIndex(1)))],
     "authenticate": [16, 1, "alice", "a token"],
     "list sessions": [15, 1, [13, 0, 100]],
+    "open": [15, 1, [4, 7, b"credential", "/ls/c/f", 7, 0x76, 0, None, False]],
     "session list": [25, 1, [8, [SESSION_INFO], False]],
 }
 
@@ -450,6 +457,14 @@ def nested_multi_results(depth: int) -> list[Any]:
 
 W, E, L, S = GOOD["write"], GOOD["error"], GOOD["location"], GOOD["status reply"]
 TOO_MANY = SESSION_PATHS_LISTED_MAX + 1
+
+
+OPEN = GOOD["open"][2]
+
+
+def session_call(call: list[Any]) -> bytes:
+    """A SessionRequest carrying `call`."""
+    return pack([15, 1, call])
 
 
 def session_list(info: list[Any]) -> bytes:
@@ -544,6 +559,15 @@ BAD: dict[str, bytes] = {
     "peer frame as a list": pack([30, [1, [1, "r1"], 1]]),
     "peer frame of garbage": pack([30, b"\xc1"]),
     "peer frame with an unknown peer tag": pack([30, pack([99])]),
+    "open mode with bit 3": session_call(replaced(OPEN, 4, 8)),
+    "open mode of every bit": session_call(replaced(OPEN, 4, INT64_MAX)),
+    "negative open mode": session_call(replaced(OPEN, 4, -1)),
+    "open mode as string": session_call(replaced(OPEN, 4, "READ")),
+    "open events with bit 0": session_call(replaced(OPEN, 5, 1)),
+    "open events asking for MASTER_FAILOVER": session_call(replaced(OPEN, 5, 1 << 3)),
+    "open events asking for INVALIDATE": session_call(replaced(OPEN, 5, 1 << 7)),
+    "open events of every bit": session_call(replaced(OPEN, 5, INT64_MAX)),
+    "open events as bool": session_call(replaced(OPEN, 5, True)),
     "list sessions limit 0": pack([15, 1, [13, 0, 0]]),
     "list sessions after -1": pack([15, 1, [13, -1, 10]]),
     "list sessions with a credential": pack([15, 1, [13, 0, 10, b"secret"]]),

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chubbypy.protocol._plain import DecodeError, pack, unpack
-from chubbypy.sessions import EventMask, Handle, HandleMode, decode_handle, handle_id_for
+from chubbypy.protocol.session import EventMask, HandleMode
+from chubbypy.sessions import Handle, decode_handle, handle_id_for
 
 KEY = b"k" * 32
 HANDLE = Handle(
@@ -87,3 +88,23 @@ def test_session_credential_is_the_sessions_own() -> None:
     assert not credential_matches(7, credential[:-1] + bytes([credential[-1] ^ 1]), KEY)
     handle = Handle(7, handle_id_for(1, 1), "/ls/c/f", 1, HandleMode.READ, EventMask.NONE, 0, 1)
     assert credential not in handle.encode(KEY)  # domain-separated from handles' digits
+
+
+def test_the_wire_flags_are_still_named_by_this_package() -> None:
+    """HandleMode and EventMask live in chubbypy.protocol; chubbypy.sessions names the same
+    classes for the callers that still import them from here."""
+    import chubbypy.protocol.session
+    import chubbypy.sessions
+
+    assert chubbypy.sessions.HandleMode is chubbypy.protocol.session.HandleMode
+    assert chubbypy.sessions.EventMask is chubbypy.protocol.session.EventMask
+
+
+def test_a_handle_made_before_the_codec_refused_unknown_bits_still_decodes() -> None:
+    """Its check digits prove a master made it: an event bit no EventMask defines (the
+    server once let bit 3 through) is dropped, not refused."""
+    fields = [1, 7, handle_id_for(1, 1), "/ls/c/f", 1, 3, 0x7E, 0, 1]
+    from chubbypy.sessions._handles import _mac
+
+    handle = decode_handle(pack([*fields, _mac(KEY, fields)]), KEY)
+    assert (handle.mode, handle.events) == (HandleMode.READ | HandleMode.WRITE, EventMask(0x76))
