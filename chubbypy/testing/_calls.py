@@ -74,6 +74,8 @@ class ClientProcess:
         self._request_ids = itertools.count(1)
         self._attempts: dict[RequestId, _Running] = {}
         self._paused_until = 0
+        self._deferred: list[Callable[[], None]] = []
+        """What happened while the process was frozen, in order."""
 
     # ------------------------------------------------------------------ time
 
@@ -97,14 +99,28 @@ class ClientProcess:
 
     def pause(self, until: int) -> None:
         """Freeze the process until true time `until`: it handles nothing meanwhile."""
-        self._paused_until = max(self._paused_until, until)
+        if until > self._paused_until:
+            self._paused_until = until
+            self.scheduler.at(until, lambda: self._woke(until))
+
+    def resume(self) -> None:
+        """Thaw the process now (SIGCONT), whatever its pause said."""
+        self._paused_until = self.scheduler.now
+        self._woke(self._paused_until)
 
     def awake(self, action: Callable[[], None]) -> None:
         """Run `action` now, or when the process wakes if it is frozen."""
         if self.scheduler.now < self._paused_until:
-            self.scheduler.at(self._paused_until, lambda: self.awake(action))
+            self._deferred.append(action)
             return
         action()
+
+    def _woke(self, until: int) -> None:
+        if until != self._paused_until:
+            return  # a later pause, or a resume, took over
+        deferred, self._deferred = self._deferred, []
+        for action in deferred:
+            action()
 
     # ------------------------------------------------------------------ calls
 

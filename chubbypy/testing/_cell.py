@@ -113,6 +113,8 @@ class SimSettings:
     client_bugs: frozenset[ClientBug] = frozenset()
     grace_seconds: float = 5.0
     """How long a lock client's session may stay in jeopardy before it gives it up."""
+    idle_lock_clients: bool = False
+    """Lock clients only keep their sessions alive (a scenario scripts the rest)."""
     known_bugs: frozenset[str] = frozenset(KNOWN_BUGS)
     """Checkers whose violations are a known, filed bug: reported apart (`SimResult.known`)."""
     session_lease_seconds: float = 2.0
@@ -287,6 +289,7 @@ class SimCell:
             self._client_chance(),
             bugs=s.lock_bugs,
             client_bugs=s.client_bugs,
+            idle=s.idle_lock_clients,
         )
 
     # ------------------------------------------------------------------ wiring
@@ -366,6 +369,19 @@ class SimCell:
             client.start(stop)
         for lock_client in self.lock_clients.values():
             lock_client.start(stop)
+
+    def add_lock_client(self) -> SimLockClient:
+        """One more lock client (before `start`), for a scenario to watch."""
+        name = f"l{len(self.lock_clients) + 1}"
+        client = self.lock_clients[name] = self._make_lock_client(name)
+        return client
+
+    def wait_for(self, done: Callable[[], bool], *, seconds: float) -> None:
+        """Run until `done()` holds (checked every 5 ms), for at most `seconds`."""
+        deadline = self.scheduler.now + int(seconds * SECOND)
+        while not done():
+            assert self.scheduler.now < deadline, f"not done within {seconds}s"
+            self.run(seconds=0.005)
 
     def seeded_random(self) -> random.Random:
         """A generator for a scenario's own choices, seeded from the cell's seed."""
@@ -627,7 +643,8 @@ class SimCell:
         observer.now_us = end
         s = self.settings
         observer.check_liveness(self.healed_at, int(s.liveness_seconds * SECOND), end)
-        if self.lock_clients and self.lock_observer.grants_believed == 0:
+        working = self.lock_clients and not s.idle_lock_clients
+        if working and self.lock_observer.grants_believed == 0:
             observer.violation("liveness", "no lock client ever held a lock")
         observer.check_history()
         self._check_convergence()

@@ -20,7 +20,7 @@ from attrs import evolve
 
 from chubbypy.client.core import CallSettings, CellView, Failed, Finished, MasterCall
 from chubbypy.paxos import Chance
-from chubbypy.protocol import NO_CLIENT
+from chubbypy.protocol import NO_CLIENT, NO_SESSION
 from chubbypy.protocol.client import (
     ClientRequest,
     ReadReply,
@@ -30,11 +30,14 @@ from chubbypy.protocol.client import (
     ReplicaAddress,
     RequestId,
     ServerReply,
+    SessionReply,
+    SessionRequest,
     WriteReply,
     WriteRequest,
 )
 from chubbypy.protocol.errors import StaleRequest, Unavailable, UnknownClient
 from chubbypy.protocol.namespace import Contents, GetContentsAndStat, WriteResult
+from chubbypy.protocol.session import ListSessions, SessionInfo, SessionList
 from chubbypy.testing._calls import ClientProcess, Send
 from chubbypy.testing._registers import changed, increment, path_of, put
 from chubbypy.testing._requests import OpKind, Reply, ReplyStatus, Request
@@ -220,6 +223,9 @@ class ScriptClient:
         self._op_id = 0
         self._sent: dict[int, Request] = {}
         self.replies: dict[int, ServerReply] = {}
+        self._listing = RequestId(0)
+        self.listed: tuple[SessionInfo, ...] | None = None
+        """The sessions of the last `sessions` call's answer."""
 
     def register(self, replica: str) -> int:
         return self._request(replica, OpKind.REGISTER, sequence=self._number * 1_000_000)
@@ -232,6 +238,15 @@ class ScriptClient:
 
     def read(self, replica: str, key: str) -> int:
         return self._request(replica, OpKind.READ, key=key)
+
+    def sessions(self, replica: str) -> tuple[SessionInfo, ...] | None:
+        """Ask `replica` for its sessions as an operator would (`ListSessions`); the
+        answer, once it comes, is `listed` (not part of the checked history)."""
+        self._op_id += 1
+        self.listed = None
+        self._listing = RequestId(self._op_id)
+        self._send(self.name, replica, SessionRequest(self._listing, ListSessions(NO_SESSION, 100)))
+        return self.listed
 
     def _request(
         self, replica: str, kind: OpKind, *, sequence: int = 0, key: str = "", value: int = 0
@@ -247,6 +262,10 @@ class ScriptClient:
         """Nothing to do: a scripted request refused or lost just stays unanswered."""
 
     def reply_received(self, replica: str, reply: ServerReply) -> None:
+        if reply.request_id == self._listing:
+            if isinstance(reply, SessionReply) and isinstance(reply.result, SessionList):
+                self.listed = reply.result.sessions
+            return
         request = self._sent.get(reply.request_id)
         if request is None or reply.request_id in self.replies:
             return

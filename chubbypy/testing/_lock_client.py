@@ -115,6 +115,7 @@ class SimLockClient:
         *,
         bugs: frozenset[LockBug] = frozenset(),
         client_bugs: frozenset[ClientBug] = frozenset(),
+        idle: bool = False,
     ) -> None:
         self.name = process.name
         self._process = process
@@ -126,6 +127,8 @@ class SimLockClient:
         self._bugs = bugs
         self._client_bugs = client_bugs
         self._view = simulated_view(replicas)
+        self._idle = idle
+        """Only keep a session (a scenario controls everything else)."""
         self.stop_at = 0
         self.grants = 0
         self._session: ClientSession | None = None
@@ -144,6 +147,15 @@ class SimLockClient:
         """Freeze the process (SIGSTOP, a long GC) until true time `until`: it sends no
         KeepAlives and handles nothing, while its clock, and its lease, run on."""
         self._process.pause(until)
+
+    def resume(self) -> None:
+        """Thaw the process now."""
+        self._process.resume()
+
+    def lease_end(self) -> int | None:
+        """When its session's local lease ends, in true time (None: no session)."""
+        session = self._session
+        return None if session is None else self._process.true_at(session.lease_end_seconds)
 
     def reply_received(self, replica: str, reply: ServerReply) -> None:
         self._process.reply_received(replica, reply)
@@ -166,6 +178,8 @@ class SimLockClient:
             return  # the workload is over; the session lives on, idle, with its KeepAlives
         if session is None:
             self._create_session()
+        elif self._idle:
+            return  # a session, kept alive by its KeepAlives: all an idle program does
         elif session.call_wanted() is not Admission.SEND:
             self._later(20)  # jeopardy: calls wait
         elif self._rng.random() < 0.3:

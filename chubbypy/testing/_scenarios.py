@@ -12,9 +12,10 @@ checks as a random run (`SimCell.conclude`).
 * ``lost-ack``: the master's only live peer crashes in the middle of a disk write, at the
   moment the master drops off the network. A peer that acknowledged before its write was
   durable would let an acknowledged command vanish.
-* ``flapping-master``: a master loses mastership with unfinished instances, a second master
-  serves just long enough to change a counter, and a third recovers the first one's
-  leftovers. Only the epoch guard keeps the first master's stale increment from applying.
+* ``flapping-master``: a master decides to expire a session whose client it no longer
+  hears, with its Accepts already cut off; a second master serves just long enough to
+  extend that session's lease; a third recovers the first one's leftover instances. Only
+  the epoch guard keeps the stale expiry from applying while the client's lease holds.
 * ``isolated-master`` (lock clients): the master loses its peers for several session
   leases while its clients still reach it. It must stop extending session leases once its
   master lease is over: the new master, on the other side, expires every session that
@@ -29,6 +30,7 @@ from typing import Protocol
 from attrs import evolve
 
 from chubbypy.testing._cell import SimCell, SimResult, SimSettings
+from chubbypy.testing._client import ScriptClient
 from chubbypy.testing._world import SECOND
 
 Narrate = Callable[[str], None] | None
@@ -77,30 +79,37 @@ def lost_acknowledgement(seed: int, settings: SimSettings, narrate: Narrate = No
 
 
 def flapping_master(seed: int, settings: SimSettings, narrate: Narrate = None) -> SimResult:
-    # Its script clients write registers: the cell keeps them whatever the workload.
-    quiet = evolve(settings, clients=0, checksum_every_seconds=1_000.0, registers=True)
-    cell = SimCell(seed, quiet, narrate=narrate)
+    # One idle lock client (a session, nothing else) and a script client; no other load,
+    # so that each master proposes only what the script makes it.
+    quiet = evolve(settings, clients=1, locks=True, registers=True, idle_lock_clients=True,
+                   checksum_every_seconds=1_000.0, grace_seconds=30.0)  # fmt: skip
+    cell = SimCell(seed, evolve(quiet, clients=0), narrate=narrate)
+    holder = cell.add_lock_client()
     cell.start()
     first = cell.run_until_serving()
-    early, late = cell.script_client(), cell.script_client()
-    early.register(first)
-    late.register(first)
-    cell.run(seconds=0.1)
-    # The first master's Accepts stop reaching anyone, but clients still reach it: it
-    # proposes three instances nobody else accepts.
-    cell.partition([first], [n for n in cell.names if n != first], one_way=True)
-    early.write(first, "k0", 1)
-    cell.run(seconds=0.005)
-    early.write(first, "k1", 2)
-    cell.run(seconds=0.005)
-    early.write(first, "k2", 3)
-    cell.run(seconds=0.02)
-    # A second master serves just long enough to write the same register...
+    writer = cell.script_client()
+    writer.register(first)
+    cell.wait_for(lambda: holder.lease_end() is not None, seconds=5)
+    # The holder freezes: the first master will expire its session when its lease runs
+    # out. Just before, the master's Accepts stop reaching anyone (clients still reach
+    # it): a write, then the session's expiry, are instances nobody else accepts.
+    others = [n for n in cell.names if n != first]
+    holder.pause(cell.scheduler.now + 3600 * SECOND)
+    cell.run(seconds=0.5)
+    cell.wait_for(lambda: _lease_left_ms(cell, writer, first) < 500, seconds=10)
+    cell.partition([first], others, one_way=True)
+    writer.write(first, "k0", 1)
+    cell.run(seconds=0.6)
+    # A second master serves just long enough to answer the holder's KeepAlive once it
+    # thaws (a new lease for a session that, in the log, is still alive)...
     second = cell.run_until_serving(excluding=[first])
-    late.write(second, "k2", 4)
-    cell.run(seconds=0.02)
-    # ...and is cut off before it proposes anything else; a third master recovers the
-    # first one's leftover instances, from a quorum that includes the first master.
+    holder.resume()
+    answered = cell.scheduler.now
+    cell.wait_for(lambda: (holder.lease_end() or 0) > answered + SECOND, seconds=5)
+    # ...and is cut off; a third master recovers the first one's leftover instances from
+    # a quorum that includes the first master. Only the epoch guard keeps the first
+    # master's expiry of the session, decided before the second master extended it, from
+    # applying while the holder's lease holds.
     cell.heal()
     cell.partition([second], [n for n in cell.names if n != second])
     cell.run_until_serving(excluding=[second])
@@ -127,3 +136,14 @@ SCENARIOS: dict[str, Scenario] = {
     "flapping-master": flapping_master,
     "isolated-master": isolated_master,
 }
+
+
+def _lease_left_ms(cell: SimCell, operator: ScriptClient, master: str) -> int:
+    """How long the (only) session's lease has left at `master`, as an operator asks it
+    (`ListSessions`): once under the time a KeepAlive is answered before the end, no
+    KeepAlive answer can extend it any more."""
+    operator.sessions(master)
+    cell.wait_for(lambda: operator.listed is not None, seconds=1)
+    assert operator.listed is not None
+    (session,) = operator.listed
+    return session.lease_remaining_ms

@@ -22,15 +22,7 @@ CASES = [
     (Bug.FORGET_ACCEPTED_VALUES, "random", 20, {"agreement", "durability", "liveness"}),
     (Bug.ACCEPTOR_IGNORES_LEASE, "bridge", 10, {"lease safety"}),
     (Bug.REPLY_BEFORE_PERSIST, "lost-ack", 10, {"agreement", "durability"}),
-    pytest.param(
-        Bug.SKIP_EPOCH_CHECK, "flapping-master", 10, {"lost update"},
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="increments are now guarded writes, which the epoch guard does not "
-            "protect; the bug moves to a session-expiry scenario (issue 11, in progress)",
-        ),
-        id=Bug.SKIP_EPOCH_CHECK.value,
-    ),
+    (Bug.SKIP_EPOCH_CHECK, "flapping-master", 10, {"session safety"}),
 ]  # fmt: skip
 
 NODE_CASES = [
