@@ -189,10 +189,20 @@ class Observer:
         self._check_reads()
 
     def check_liveness(self, healed_us: int, bound_us: int, end_us: int) -> None:
-        """Every operation finishes within `bound_us` of its start or of the heal, if later."""
+        """Every operation finishes within `bound_us` of its start or of the heal, if later;
+        and one begun once the cell was whole is answered (not `Unavailable`)."""
         for record in self._ops:
             deadline = max(record.invoke_us, healed_us) + bound_us
             finished = record.complete_us if record.complete_us is not None else INFINITY
+            unanswered = record.reply is not None and record.reply.status is ReplyStatus.UNAVAILABLE
+            if unanswered and record.invoke_us >= healed_us:
+                self.now_us = finished
+                self.violation(
+                    "liveness",
+                    f"{record.request.kind.value} op {record.request.op_id} of "
+                    f"{record.request.client}, begun after the faults stopped, found no master",
+                )
+                return
             if finished > deadline and end_us >= deadline:
                 self.now_us = min(end_us, finished)
                 self.violation(

@@ -5,8 +5,8 @@ One operation at a time. Requests are the wire's own values (`Register`, `WriteR
 `ReadRequest`); where each goes, what is retried and how long to back off is decided by
 `chubbypy.client.core.MasterCall`, exactly as in the Twisted client, over the simulated
 network (`chubbypy.testing._calls`). A write keeps its (client id, sequence) across every
-retry, so the cell applies it exactly once; as a program would, the client asks again,
-the same request, when a call ends `Unavailable`, so every operation ends with an answer.
+retry, so the cell applies it exactly once; a call that ends `Unavailable` (no master
+answered before its deadline) ends its operation, outcome unknown, as in a program.
 An increment reads the counter first, then writes it plus one guarded by what it read
 (`chubbypy.testing._registers.increment`).
 """
@@ -166,7 +166,10 @@ class SimClient:
     def _ended(self, request: Request, end: Finished | Failed) -> None:
         match end:
             case Failed(Unavailable()):
-                self._perform(request)  # no master answered in time: ask again, the same
+                # No master answered in time: as a program would, give up on this one (a
+                # write's outcome stays unknown) and go on; the liveness checker requires
+                # calls made while the cell is whole to be answered.
+                self._finished(Reply(request.op_id, ReplyStatus.UNAVAILABLE))
             case Failed(UnknownClient() | StaleRequest()):
                 # The replicas forgot this client: register again; the outcome stays unknown.
                 self._client_id = NO_CLIENT

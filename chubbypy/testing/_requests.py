@@ -28,6 +28,8 @@ class ReplyStatus(enum.Enum):
     """An increment whose guard failed: another write came first, nothing changed."""
     INDETERMINATE = "indeterminate"
     """The command may or may not have been applied, and the replicas can no longer tell."""
+    UNAVAILABLE = "unavailable"
+    """No master answered before the call's deadline: the outcome is unknown."""
 
 
 @frozen
