@@ -280,8 +280,9 @@ class Session:
         with `acl` names (else its parent's), `ephemeral` tying a file to this session; with
         `exclusive` it must be new. `lock_delay_seconds` (at most 60) holds the lock back
         from others when this session expires holding it. A `mode` or `events` with bits
-        no Chubby handle has is a `ValueError` here (the cell would refuse the frame)."""
-        if int(mode) & ~int(HANDLE_MODES_ALL) or events & ~int(EVENT_MASK_ALL):
+        no Chubby handle has, or an empty `mode`, is a `ValueError` here (the cell would
+        refuse the frame)."""
+        if not mode or int(mode) & ~int(HANDLE_MODES_ALL) or events & ~int(EVENT_MASK_ALL):
             raise ValueError(f"no handle has mode {int(mode):#x} or events {events:#x}")
         made = Create(path, directory, contents, acl, ephemeral=ephemeral) if create else None
         delay_ms = round(lock_delay_seconds * 1000)

@@ -59,6 +59,9 @@ class LockQueues(Generic[Token]):
         self._queues: dict[LockKey, deque[Waiter[Token]]] = {}
         self._where: dict[Token, LockKey] = {}
         self._in_flight: dict[LockKey, set[Token]] = {}
+        self._by_session: dict[SessionId, dict[Token, None]] = {}
+        """Per session, the tokens of its waiters, in the order they were queued (so that a
+        session's end costs its own waiters, not every queue's)."""
 
     def wait(self, key: LockKey, waiter: Waiter[Token]) -> bool:
         """Queue `waiter` at the tail; False (nothing queued) if the queues are full."""
@@ -66,7 +69,7 @@ class LockQueues(Generic[Token]):
         if len(self._where) >= self._waiters_max:
             return False
         self._queues.setdefault(key, deque()).append(waiter)
-        self._where[waiter.token] = key
+        self._placed(key, waiter)
         return True
 
     def grantable(self, key: LockKey, state: LockState) -> list[Waiter[Token]]:
@@ -84,7 +87,7 @@ class LockQueues(Generic[Token]):
         self._forget_queue_if_empty(key)
         self._in_flight[key] = {w.token for w in granted}
         for waiter in granted:
-            del self._where[waiter.token]
+            self._removed(waiter)
         return granted
 
     def applied(self, key: LockKey, token: Token) -> None:
@@ -99,16 +102,17 @@ class LockQueues(Generic[Token]):
         """A grant lost its race: back to the head of the queue (it keeps its turn)."""
         self.applied(key, waiter.token)
         self._queues.setdefault(key, deque()).appendleft(waiter)
-        self._where[waiter.token] = key
+        self._placed(key, waiter)
 
     def cancel(self, token: Token) -> Waiter[Token] | None:
         """Take the waiter of `token` out of its queue; None if it is not waiting."""
-        key = self._where.pop(token, None)
+        key = self._where.get(token)
         if key is None:
             return None
         queue = self._queues[key]
         waiter = next(w for w in queue if w.token == token)
         queue.remove(waiter)
+        self._removed(waiter)
         self._forget_queue_if_empty(key)
         return waiter
 
@@ -126,18 +130,17 @@ class LockQueues(Generic[Token]):
         return mine
 
     def cancel_session(self, session_id: SessionId) -> list[Waiter[Token]]:
-        """Take every waiter of a session out of every queue (the session ended)."""
-        mine = [w for queue in self._queues.values() for w in queue if w.session_id == session_id]
-        for waiter in mine:
-            self.cancel(waiter.token)
-        return mine
+        """Take every waiter of a session out of every queue (the session ended), in the
+        order they were queued."""
+        tokens = list(self._by_session.get(session_id, ()))
+        return [waiter for token in tokens if (waiter := self.cancel(token)) is not None]
 
     def drop_lock(self, key: LockKey) -> list[Waiter[Token]]:
         """The node is gone: every waiter of its lock, in order, taken off."""
         queue = self._queues.pop(key, deque())
         self._in_flight.pop(key, None)
         for waiter in queue:
-            del self._where[waiter.token]
+            self._removed(waiter)
         return list(queue)
 
     def waiting(self, key: LockKey) -> list[Waiter[Token]]:
@@ -146,6 +149,17 @@ class LockQueues(Generic[Token]):
 
     def __len__(self) -> int:
         return len(self._where)
+
+    def _placed(self, key: LockKey, waiter: Waiter[Token]) -> None:
+        self._where[waiter.token] = key
+        self._by_session.setdefault(waiter.session_id, {})[waiter.token] = None
+
+    def _removed(self, waiter: Waiter[Token]) -> None:
+        del self._where[waiter.token]
+        tokens = self._by_session[waiter.session_id]
+        del tokens[waiter.token]
+        if not tokens:
+            del self._by_session[waiter.session_id]
 
     def _forget_queue_if_empty(self, key: LockKey) -> None:
         if key in self._queues and not self._queues[key]:

@@ -99,7 +99,22 @@ class CacheGate(Generic[_P]):
         """Released, not landed yet."""
         self._busy: dict[str, int] = {}
         """Per name, the activated writes touching it that have not landed."""
-        self.failover_complete = False
+        self._waiting_on: dict[SessionId, set[GateTicket]] = {}
+        """Per session, the held writes that wait for it (the inverse of `_Item.waits`)."""
+        self._session_writes: dict[SessionId, int] = {}
+        """Per session, its writes (not its end) submitted and not landed."""
+        self._changed = True
+        """Something happened since `release` last looked that may let a write go."""
+        self._failover_complete = False
+
+    @property
+    def failover_complete(self) -> bool:
+        return self._failover_complete
+
+    @failover_complete.setter
+    def failover_complete(self, complete: bool) -> None:
+        self._changed |= complete != self._failover_complete
+        self._failover_complete = complete
 
     # ------------------------------------------------------------------------- caching
 
@@ -147,15 +162,24 @@ class CacheGate(Generic[_P]):
         assert ticket not in self._flying, ticket
         item = _Item(payload, write, None, session=session, ends_session=ends_session)
         self._held[ticket] = item
-        if not (ends_session and self._session_writes_pending(ticket, session)):
-            self._activate(item, tree)
+        self._changed = True
+        if session is not None and not ends_session:
+            self._session_writes[session] = self._session_writes.get(session, 0) + 1
+        if not (ends_session and self._session_writes_pending(session)):
+            self._activate(ticket, item, tree)
 
     def acked(self, session_id: SessionId, acked_through: int) -> None:
         """The session acknowledged its events up to `acked_through`."""
-        for item in self._held.values():
-            due = item.waits.get(session_id)
-            if due is not None and due != UNTIL_ENDED and due <= acked_through:
-                del item.waits[session_id]
+        waiting = self._waiting_on.get(session_id, set())
+        for ticket in list(waiting):
+            waits = self._held[ticket].waits
+            due = waits[session_id]
+            if due != UNTIL_ENDED and due <= acked_through:
+                del waits[session_id]
+                waiting.discard(ticket)
+                self._changed = True
+        if not waiting:
+            self._waiting_on.pop(session_id, None)
 
     def session_gone(self, session_id: SessionId) -> None:
         """The session's lease is over, or it closed: its cache is void."""
@@ -164,13 +188,23 @@ class CacheGate(Generic[_P]):
             cachers.discard(session_id)
             if not cachers:
                 del self._cachers[path]
-        for item in self._held.values():
-            item.waits.pop(session_id, None)
+        for ticket in self._waiting_on.pop(session_id, ()):
+            del self._held[ticket].waits[session_id]
+            self._changed = True
 
     def landed(self, ticket: GateTicket) -> None:
         """The write `ticket` was applied, or will never be: its names are free."""
         item = self._flying.pop(ticket, None)
-        if item is None or item.touched is None:
+        if item is None:
+            return
+        self._changed = True
+        if item.session is not None and not item.ends_session:
+            count = self._session_writes[item.session] - 1
+            if count:
+                self._session_writes[item.session] = count
+            else:
+                del self._session_writes[item.session]
+        if item.touched is None:
             return
         for path in item.touched:
             count = self._busy[path] - 1
@@ -181,14 +215,18 @@ class CacheGate(Generic[_P]):
 
     def release(self, tree: Tree) -> list[_P]:
         """The payloads that may be proposed now, in submission order; `tree`: the
-        namespace now."""
+        namespace now. (It looks at the held writes only if something happened since it
+        last did that may let one go: it is asked after every input.)"""
+        if not self._changed:
+            return []
+        self._changed = False
         released = []
         blocked: set[str] = set()
         for ticket, item in list(self._held.items()):
             if item.touched is None:
-                if self._session_writes_pending(ticket, item.session):
+                if self._session_writes_pending(item.session):
                     continue
-                self._activate(item, tree)
+                self._activate(ticket, item, tree)
             assert item.touched is not None
             ready = not item.waits and (self.failover_complete or not item.touched)
             if ready and not (item.touched & blocked):
@@ -201,7 +239,7 @@ class CacheGate(Generic[_P]):
 
     # ------------------------------------------------------------------------- helpers
 
-    def _activate(self, item: _Item[_P], tree: Tree) -> None:
+    def _activate(self, ticket: GateTicket, item: _Item[_P], tree: Tree) -> None:
         touched, changed = write_paths(tree, item.write)
         item.touched = touched | changed
         for path in item.touched:
@@ -212,6 +250,7 @@ class CacheGate(Generic[_P]):
                 due = self._invalidate(session_id, path)
                 if due is not None:
                     item.waits[session_id] = _later(item.waits.get(session_id), due)
+                    self._waiting_on.setdefault(session_id, set()).add(ticket)
 
     def _invalidate(self, session_id: SessionId, path: str) -> int | None:
         """Tell the session to drop `path` from its cache: the event's sequence number to
@@ -221,16 +260,10 @@ class CacheGate(Generic[_P]):
             return sequence
         return UNTIL_ENDED if self._table.is_doomed(session_id) else None
 
-    def _session_writes_pending(self, ticket: GateTicket, session: SessionId | None) -> bool:
-        """Whether a write of `session` submitted before `ticket` has not landed."""
-        if any(i.session == session and not i.ends_session for i in self._flying.values()):
-            return True
-        for other_ticket, other in self._held.items():
-            if other_ticket == ticket:
-                return False
-            if other.session == session and not other.ends_session:
-                return True
-        return False
+    def _session_writes_pending(self, session: SessionId | None) -> bool:
+        """Whether a write of `session` (not its end) was submitted and has not landed.
+        (Its end waits for them all: once a session ends, none is submitted after it.)"""
+        return session is not None and session in self._session_writes
 
 
 def _later(current: int | None, due: int) -> int:

@@ -103,6 +103,7 @@ from chubbypy.namespace import (
     NodeRecord,
     access_problem,
     check_path,
+    request_problem,
 )
 from chubbypy.namespace._names import parent_of
 from chubbypy.protocol import NO_SESSION, HandleId, SessionId
@@ -236,6 +237,8 @@ class MasterService:
         """Sessions whose close is in flight (for operators' listings)."""
         self._replies: list[Reply] = []
         self._tickets = map(GateTicket, itertools.count(1))
+        self._again: list[LogWrite] = []
+        """The master's own decisions the log refused, to propose again (`not_proposed`)."""
 
     # ------------------------------------------------------------------------- life
 
@@ -252,6 +255,9 @@ class MasterService:
 
     def tick(self, now: int) -> None:
         self._now = now
+        again, self._again = self._again, []
+        for write in again:
+            self._propose(None, write)
         self._table.tick(now)
         for token, ticks in self._waits.waits_ended(now):
             message = f"not acquired within the {ticks} ticks asked for: held by another"
@@ -298,6 +304,13 @@ class MasterService:
         """The write of `ticket` (a `Proposal`'s or a `ClientWrite`'s) was applied, or
         refused: the names it touched may be cached again."""
         self._gate.landed(ticket)
+
+    def not_proposed(self, proposal: Proposal) -> None:
+        """The log refused `proposal` (the master's queue was full, say). A call's is
+        answered by the caller; the master's own decision (a session's expiry, a
+        lock-delay's end) must still happen, so it is proposed again at the next tick."""
+        if proposal.token is None:
+            self._again.append(proposal.write)
 
     # ------------------------------------------------------------------------- sessions
 
@@ -505,6 +518,10 @@ class MasterService:
         if write.path != handle.path:
             message = f"a write to {write.path} through a handle on {handle.path}"
             self._reply(token, Failure(ErrorCode.BAD_REQUEST, message))
+            return
+        wrong = request_problem(self._db().tree, write)
+        if wrong is not None:  # what the log would refuse anyway: no entry for it
+            self._reply(token, wrong)
             return
         guarded: SimpleWrite | MultiOp = write
         if sequencer is not None:

@@ -14,7 +14,7 @@ from chubbypy.namespace._acl import (
     admits,
     write_problem,
 )
-from chubbypy.namespace._apply import Applied, apply
+from chubbypy.namespace._apply import Applied, apply, request_problem
 from chubbypy.namespace._machine import (
     DEFAULT_LIMITS,
     ROOT_ACL_DEFAULT,
@@ -55,5 +55,6 @@ __all__ = [
     "decode_snapshot",
     "encode_snapshot",
     "read",
+    "request_problem",
     "write_problem",
 ]

@@ -129,6 +129,15 @@ def _client_write(tree: Tree, index: LogIndex, write: Write, session_id: Session
 # ----------------------------------------------------------------------------- step 1
 
 
+def request_problem(tree: Tree, write: Write) -> Failure | None:
+    """What is wrong with `write` whatever the state (step 1), or None: the same answer
+    `apply` would give, so a master can refuse it before it costs a log entry on every
+    replica's disk (an oversized write, an invalid name)."""
+    if isinstance(write, MultiOp):
+        return _multi_op_problem(tree, write)
+    return _request_problem(tree, write)
+
+
 def _request_problem(tree: Tree, write: SimpleWrite) -> Failure | None:
     """What is wrong with `write` whatever the state, or None."""
     problem = check_path(write.path, tree.cell, tree.limits)

@@ -265,7 +265,9 @@ class MasterHost:
         for reply in replies:
             self._answer(reply.token, reply.result)
         # In the order the gate let them through: each run of the service's own proposals
-        # as one batch (one log entry: a release and the grants it allows, say), each
+        # in batches of a log entry's size (a release and the grants it allows share an
+        # entry; a flood, say every session of a fail-over expiring at once, is proposed
+        # as far as the master's queue takes it, the rest again at the next tick), each
         # client's write on its own.
         batch: list[Proposal] = []
         for proposal in proposals:
@@ -278,12 +280,14 @@ class MasterHost:
         self._propose(service, batch)
 
     def _propose(self, service: MasterService, batch: list[Proposal]) -> None:
-        commands = self._log.commands(batch)
-        refused = self._core.propose(commands, self._core.epoch) if commands else None
-        if refused is not None:
-            code = REFUSALS[refused.reason]
-            for token in self._log.refused(service, commands):
-                self._answer(token, Failure(code, f"not proposed: {refused.reason.value}"))
+        size = self._settings.limits.batch_entries_max
+        for start in range(0, len(batch), size):
+            commands = self._log.commands(batch[start : start + size])
+            refused = self._core.propose(commands, self._core.epoch)
+            if refused is not None:
+                code = REFUSALS[refused.reason]
+                for token in self._log.refused(service, commands):
+                    self._answer(token, Failure(code, f"not proposed: {refused.reason.value}"))
 
     def _release(self, service: MasterService, write: ClientWrite) -> None:
         """A client's write the gate let through: proposed as the client's own."""

@@ -49,6 +49,7 @@ from chubbypy.namespace import (
     Access,
     NamespaceMachine,
     access_problem,
+    request_problem,
     write_problem,
 )
 from chubbypy.node._checksums import ChecksumBook
@@ -325,8 +326,15 @@ class ReplicaNode:
             reply = WriteReply(request_id, self.applier.applied_index, decode_result(cached))  # type: ignore[arg-type]
             self._outbox.answer(connection, reply)
             return
-        if serving and (denied := write_problem(self.machine.tree, principal, request.write)):
-            self._refuse(connection, request_id, denied.code, denied.message)
+        tree = self.machine.tree
+        # Refused here what the log would refuse whatever the state (an oversized or
+        # misnamed write), so that it costs no entry on every replica's disk; then what
+        # this principal may not do.
+        if serving and (
+            wrong := request_problem(tree, request.write)
+            or write_problem(tree, principal, request.write)
+        ):
+            self._refuse(connection, request_id, wrong.code, wrong.message)
             return
         command = Command(
             request.client_id, request.sequence, encode_write(request.write), request.first_unacked

@@ -31,8 +31,8 @@ class ServiceLog:
 
     def __init__(self) -> None:
         self._sequences = itertools.count(1)
-        self._tokens: dict[int, tuple[CallToken | None, GateTicket]] = {}
-        """Per command sequence: the call it serves (or None), and its gate ticket."""
+        self._proposals: dict[int, Proposal] = {}
+        """Per command sequence: the proposal it carries (its call, or None; its ticket)."""
         self._client_writes: dict[tuple[ClientId, int], list[GateTicket]] = {}
         """Per (client, sequence) of a client's write proposed: its gate tickets."""
 
@@ -48,17 +48,19 @@ class ServiceLog:
         for proposal in proposals:
             sequence = next(self._sequences)
             commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
-            self._tokens[sequence] = (proposal.token, proposal.ticket)
+            self._proposals[sequence] = proposal
         return commands
 
     def refused(self, service: MasterService, commands: Iterable[Command]) -> list[CallToken]:
-        """The core refused `commands`: the tokens of the calls they served."""
+        """The core refused `commands`: the tokens of the calls they served (the master's
+        own decisions among them the service proposes again)."""
         tokens = []
         for command in commands:
-            token, ticket = self._tokens.pop(command.sequence)
-            service.landed(ticket)
-            if token is not None:
-                tokens.append(token)
+            proposal = self._proposals.pop(command.sequence)
+            service.landed(proposal.ticket)
+            service.not_proposed(proposal)
+            if proposal.token is not None:
+                tokens.append(proposal.token)
         return tokens
 
     def applied(self, service: MasterService, outcomes: Iterable[Outcome]) -> list[CallToken]:
@@ -72,9 +74,10 @@ class ServiceLog:
             for ticket in self._client_writes.pop((outcome.client_id, outcome.sequence), ()):
                 service.landed(ticket)
             token: CallToken | None = None
-            if outcome.client_id == MASTER_CLIENT and outcome.sequence in self._tokens:
-                token, ticket = self._tokens.pop(outcome.sequence)
-                service.landed(ticket)
+            if outcome.client_id == MASTER_CLIENT and outcome.sequence in self._proposals:
+                proposal = self._proposals.pop(outcome.sequence)
+                token = proposal.token
+                service.landed(proposal.ticket)
             if isinstance(outcome.effect, AppliedWrite):
                 service.applied(token, outcome.effect.write, outcome.effect.applied)
             elif outcome.kind is OutcomeKind.APPLIED:

@@ -40,6 +40,8 @@ __all__ = [
     "REPLICAS_MAX",
     "REPLICA_ROLES",
     "TOKEN_CHARS_MAX",
+    "Authenticate",
+    "Authenticated",
     "ChecksumReport",
     "ClientRequest",
     "ConnectionRole",

@@ -167,10 +167,14 @@ def _session_id(data: Any) -> SessionId:
 
 def _handle_mode(data: Any) -> HandleMode:
     """A handle's mode: refused if it has a bit no `HandleMode` defines (a client that
-    means something this master does not know must hear so, not get less than it asked)."""
+    means something this master does not know must hear so, not get less than it asked),
+    or none at all (a handle that may do nothing would pass every ACL check, and still
+    show its node's metadata and hear its events)."""
     bits = uint64(data)
     if bits & ~int(HANDLE_MODES_ALL):
         raise DecodeError(f"a handle mode of {bits:#x}: only the bits {HANDLE_MODES_ALL:#x}")
+    if not bits:
+        raise DecodeError("a handle mode of 0: open a handle for READ, WRITE or CHANGE_ACL")
     return HandleMode(bits)
 
 

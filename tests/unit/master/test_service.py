@@ -313,3 +313,16 @@ def test_a_bounded_wait_for_a_lock_is_withdrawn_and_refused_when_it_ends(cell: C
     assert refused.code is ErrorCode.LOCK_HELD
     cell.ok("release", a)
     assert isinstance(cell.ok("acquire", c, EXCLUSIVE, wait=False), LockGranted)
+
+
+def test_a_handle_write_the_log_would_refuse_is_refused_without_a_proposal() -> None:
+    """A handle write of contents above the file limit is refused TOO_LARGE at once: it
+    is never proposed (the log would refuse it, after writing it on every replica)."""
+    cell = Cell()
+    handle = cell.open(cell.session(), "f")
+    index = cell.index
+    limit = cell.machine.tree.limits.file_bytes_max
+    assert cell.code("write", handle, SetContents(f"{ROOT}/f", b"x" * (limit + 1))) is (
+        ErrorCode.TOO_LARGE
+    )
+    assert cell.index == index

@@ -310,3 +310,19 @@ def test_a_retried_write_that_revoked_its_own_permission_gets_its_first_result()
     reply = retry_on.reply(retry_on.write(client_id, 5, give_away))
     assert isinstance(reply, WriteReply), reply
     assert reply.result == first.result
+
+
+def test_a_write_the_log_would_refuse_anyway_is_refused_before_it_costs_an_entry() -> None:
+    """An oversized write, or one with an invalid name, is answered with the failure the
+    log would give, at once, and proposes nothing: no entry on every replica's disk."""
+    cell = serving()
+    client = cell.connect(R1)
+    client_id = cell.register(client)
+    last = cell.nodes[R1].core.status().last_index
+    limit = cell.nodes[R1].settings.namespace_limits.file_bytes_max
+    too_big = client.write(client_id, 1, Create(f"{ROOT}/big", contents=b"x" * (limit + 1)))
+    misnamed = client.write(client_id, 2, Create(f"{ROOT}/a//b"))
+    cell.settle()
+    assert client.code(too_big) is ErrorCode.TOO_LARGE
+    assert client.code(misnamed) is ErrorCode.INVALID_NAME
+    assert cell.nodes[R1].core.status().last_index == last

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chubbypy.node import NoteLevel, Persist, SendPeer
+from chubbypy.paxos import Limits
 from chubbypy.protocol.client import ReadReply
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace import Contents, Create, GetContentsAndStat, LockMode
@@ -217,3 +218,30 @@ def test_a_session_and_its_lock_survive_a_fail_over() -> None:
     tried = other.call(AcquireLock(rival, EXCLUSIVE, wait=False))
     cell.settle()
     assert other.code(tried) is ErrorCode.LOCK_HELD
+
+
+def test_sessions_expiring_together_all_end_even_past_the_masters_queue() -> None:
+    """A new master whose sessions all expire at once (their clients gone) proposes every
+    expiry, more than its queue holds at a time: those refused for a full queue are
+    proposed again at later ticks, and every session ends."""
+    cell = Cell(limits=Limits(batch_entries_max=8, proposals_inflight_max=4,
+                              proposals_queued_max=16, catchup_entries_max=16))  # fmt: skip
+    cell.elect(R1)
+    cell.run(2)
+    client = cell.connect(R1)
+    for wave in range(10):
+        for n in range(6):
+            client.call(CreateSession(f"gone {wave}.{n}"))
+        cell.settle()
+    assert len(cell.nodes[R1].machine.sessions()) == 60
+    cell.isolate(R1)
+    for _ in range(3 * TIMING.lease_ticks):
+        if cell.nodes[R2].core.serving or cell.nodes[R3].core.serving:
+            break
+        cell.run(1)
+    successor = R2 if cell.nodes[R2].core.serving else R3
+    for _ in range(4 * SESSION_LEASE_TICKS):
+        if not cell.nodes[successor].machine.sessions():
+            break
+        cell.run(1)
+    assert cell.nodes[successor].machine.sessions() == ()

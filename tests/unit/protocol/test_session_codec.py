@@ -55,7 +55,7 @@ def test_the_defined_bits_are_the_flags_members() -> None:
     }
 
 
-@pytest.mark.parametrize("mode_bits", range(int(HANDLE_MODES_ALL) + 1))
+@pytest.mark.parametrize("mode_bits", range(1, int(HANDLE_MODES_ALL) + 1))
 def test_every_defined_mode_and_mask_round_trips_as_flags(mode_bits: int) -> None:
     """Each mode with each mask of defined bits decodes to the same Open, typed as flags."""
     for event_bits in range(int(EVENT_MASK_ALL) + 1):
@@ -68,6 +68,13 @@ def test_every_defined_mode_and_mask_round_trips_as_flags(mode_bits: int) -> Non
         assert isinstance(decoded, Open)
         assert type(decoded.mode) is HandleMode
         assert type(decoded.events) is EventMask
+
+
+def test_an_empty_mode_is_refused() -> None:
+    """An Open for no mode at all is refused: such a handle would pass every ACL check
+    (there is nothing to check) and still show the node's metadata and hear its events."""
+    with pytest.raises(DecodeError, match="mode of 0"):
+        call_from_plain(open_with(MODE, 0))
 
 
 @pytest.mark.parametrize("bit", UNDEFINED_MODE_BITS)

@@ -248,7 +248,7 @@ statuses = st.builds(
 handles = st.binary(min_size=1, max_size=40)
 session_ids = st.integers(1, INT64_MAX)
 credentials = st.binary(min_size=1, max_size=64)
-handle_modes = st.integers(0, int(HANDLE_MODES_ALL)).map(HandleMode)
+handle_modes = st.integers(1, int(HANDLE_MODES_ALL)).map(HandleMode)
 event_masks = st.integers(0, int(EVENT_MASK_ALL)).map(lambda bits: EventMask(bits & EVENT_MASK_ALL))
 lock_modes = st.sampled_from(LockMode)
 simple_writes = writes.filter(lambda w: not isinstance(w, MultiOp))
