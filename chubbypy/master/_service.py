@@ -62,7 +62,6 @@ drops it when mastership ends; everything in it is memory that a new master rebu
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 
@@ -602,17 +601,16 @@ class MasterService:
         if refused is not None:
             self._reply(token, refused)
             return
-        records = tree.sessions()
-        first = bisect.bisect_right(records, after, key=lambda record: record.session_id)
+        records, more = tree.sessions_after(after, min(limit, SESSIONS_PAGE_MAX))
         summaries: list[SessionSummary] = []
         listed_bytes = 0
-        for record in records[first : first + min(limit, SESSIONS_PAGE_MAX)]:
+        for record in records:
             if summaries and listed_bytes >= SESSIONS_PAGE_BYTES_BUDGET:
+                more = True  # cut short: the rest of the page follows on the next
                 break
             summary = self._summary(record)
             summaries.append(summary)
             listed_bytes += _listed_bytes(summary)
-        more = first + len(summaries) < len(records)
         self._reply(token, SessionsListed(tuple(summaries), more))
 
     def _summary(self, record: SessionRecord) -> SessionSummary:

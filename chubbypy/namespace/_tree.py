@@ -34,6 +34,7 @@ entry has a greater index.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
 from attrs import frozen
@@ -87,6 +88,8 @@ class Tree:
                 children[parent_of(path)].append(base_name(path))
         self._children = {path: SortedNames(names) for path, names in children.items()}
         self._sessions: dict[SessionId, SessionRecord] = dict(sessions or {})
+        self._session_ids = sorted(self._sessions)
+        """Every live session's id, in order (ids only grow, so a new one goes last)."""
         self._session_paths: dict[SessionId, set[str]] = {sid: set() for sid in self._sessions}
         for record in nodes.values():
             self._index(record, add=True)
@@ -146,7 +149,14 @@ class Tree:
 
     def sessions(self) -> list[SessionRecord]:
         """Every live session, in id order."""
-        return [self._sessions[sid] for sid in sorted(self._sessions)]
+        return [self._sessions[sid] for sid in self._session_ids]
+
+    def sessions_after(self, after: SessionId, limit: int) -> tuple[list[SessionRecord], bool]:
+        """At most `limit` live sessions numbered above `after`, in id order, and whether
+        more follow: a page costs its own length, not the number of sessions."""
+        first = bisect_right(self._session_ids, after)
+        ids = self._session_ids[first : first + limit]
+        return [self._sessions[sid] for sid in ids], first + len(ids) < len(self._session_ids)
 
     def session_paths(self, session_id: SessionId) -> list[str]:
         """Names of the nodes session `session_id` owns or holds the lock of, in path order
@@ -234,7 +244,9 @@ class Tree:
         """Add a new session (its id from `new_instance`)."""
         assert self._journal is None, "sessions change outside MultiOps"
         assert session.session_id not in self._sessions, session
+        assert not self._session_ids or session.session_id > self._session_ids[-1], session
         self._sessions[session.session_id] = session
+        self._session_ids.append(session.session_id)
         self._session_paths[session.session_id] = set()
         self._sessions_touched.setdefault(session.session_id, False)
 
@@ -243,6 +255,7 @@ class Tree:
         assert self._journal is None, "sessions change outside MultiOps"
         assert not self._session_paths[session_id], (session_id, self._session_paths[session_id])
         del self._sessions[session_id]
+        del self._session_ids[bisect_left(self._session_ids, session_id)]
         del self._session_paths[session_id]
         self._sessions_touched.setdefault(session_id, True)
 

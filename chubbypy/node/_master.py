@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 
 from chubbypy.master import (
     CallResult,
@@ -114,6 +115,9 @@ class MasterHost:
         """Clients' writes the cache gate holds, by ticket."""
         self._late: list[tuple[int, ConnectionId, SessionReply]] = []
         """KeepAlive answers held back (`KEEPALIVE_LATE`): the tick each goes out at."""
+        self._backlog: deque[list[Proposal] | ClientWrite] = deque()
+        """What the gate let through that the master's queue could not take yet, in order:
+        batches of the service's own proposals, and clients' writes."""
 
     @property
     def serving(self) -> bool:
@@ -136,12 +140,14 @@ class MasterHost:
         self._service = MasterService(self._settings.master_timing, self._settings.handle_key)
         self._log = ServiceLog()
         self._gated = {}
+        self._backlog.clear()
         self._service.start(self._core.tick_count, epoch, self._machine)
         self._flush()
 
     def stopped(self) -> None:
         """Mastership ended: the calls in progress go elsewhere."""
         self._service = None
+        self._backlog.clear()
         calls, self._calls = self._calls, {}
         gated, self._gated = self._gated, {}
         waiting = [(c, r) for c, r, _ in calls.values()] + [(c, r) for c, r, _ in gated.values()]
@@ -266,28 +272,44 @@ class MasterHost:
             self._answer(reply.token, reply.result)
         # In the order the gate let them through: each run of the service's own proposals
         # in batches of a log entry's size (a release and the grants it allows share an
-        # entry; a flood, say every session of a fail-over expiring at once, is proposed
-        # as far as the master's queue takes it, the rest again at the next tick), each
-        # client's write on its own.
+        # entry), each client's write on its own. What the master's queue cannot take yet
+        # (a flood: say every session of a fail-over expiring at once) waits here, in
+        # order, and goes as the queue drains, at the cost of what goes.
+        size = self._settings.limits.batch_entries_max
         batch: list[Proposal] = []
         for proposal in proposals:
             if isinstance(proposal, Proposal):
                 batch.append(proposal)
+                if len(batch) == size:
+                    self._backlog.append(batch)
+                    batch = []
                 continue
-            self._propose(service, batch)
-            batch = []
-            self._release(service, proposal)
-        self._propose(service, batch)
+            if batch:
+                self._backlog.append(batch)
+                batch = []
+            self._backlog.append(proposal)
+        if batch:
+            self._backlog.append(batch)
+        self._propose_backlog(service)
+
+    def _propose_backlog(self, service: MasterService) -> None:
+        while self._backlog:
+            item = self._backlog[0]
+            if isinstance(item, list) and len(item) > self._core.queue_room:
+                return  # the queue is full: the rest goes as it drains
+            self._backlog.popleft()
+            if isinstance(item, list):
+                self._propose(service, item)
+            else:
+                self._release(service, item)
 
     def _propose(self, service: MasterService, batch: list[Proposal]) -> None:
-        size = self._settings.limits.batch_entries_max
-        for start in range(0, len(batch), size):
-            commands = self._log.commands(batch[start : start + size])
-            refused = self._core.propose(commands, self._core.epoch)
-            if refused is not None:
-                code = REFUSALS[refused.reason]
-                for token in self._log.refused(service, commands):
-                    self._answer(token, Failure(code, f"not proposed: {refused.reason.value}"))
+        commands = self._log.commands(batch)
+        refused = self._core.propose(commands, self._core.epoch)
+        if refused is not None:
+            code = REFUSALS[refused.reason]
+            for token in self._log.refused(service, commands):
+                self._answer(token, Failure(code, f"not proposed: {refused.reason.value}"))
 
     def _release(self, service: MasterService, write: ClientWrite) -> None:
         """A client's write the gate let through: proposed as the client's own."""

@@ -338,6 +338,11 @@ class Replica:
         self._fill_window()
         return None
 
+    @property
+    def queue_room(self) -> int:
+        """How many more commands `propose` would take now (before OVERLOADED)."""
+        return self._limits.proposals_queued_max - len(self._queue)
+
     def request_checksum(self, epoch: Epoch) -> Refused | None:
         """Propose a CHECKSUM instance: every replica checksums its state when it applies it."""
         refused = self._refuse_proposal(epoch)

@@ -168,6 +168,9 @@ class SessionTable(Generic[Token]):
         self._now = 0
         self._first_sequence = 1
         self._failover_done = False
+        self._awaiting_failover: set[SessionId] = set()
+        """Sessions that have neither acknowledged the fail-over event nor stopped (closing
+        or ending): the fail-over is complete once none is left."""
         self._answers: list[KeepAliveAnswer[Token]] = []
         self._refused: list[tuple[SessionId, Token]] = []
         self._expire: list[SessionId] = []
@@ -187,6 +190,8 @@ class SessionTable(Generic[Token]):
             self._sessions[session_id] = session
             event = self._queue(session_id, session, EventKind.MASTER_FAILOVER)
             session.failover_sequence = event.sequence if event else 0
+            if session.failover_sequence:
+                self._awaiting_failover.add(session_id)
             self._schedule(session_id, session)
 
     def opened(self, session_id: SessionId) -> None:
@@ -200,6 +205,7 @@ class SessionTable(Generic[Token]):
     def ended(self, session_id: SessionId) -> None:
         """`EndSession` was applied: forget the session; refuse its parked KeepAlive."""
         session = self._sessions.pop(session_id, None)
+        self._awaiting_failover.discard(session_id)
         if session is not None and session.parked is not None:
             self._refused.append((session_id, session.parked))
 
@@ -214,6 +220,7 @@ class SessionTable(Generic[Token]):
         session.events = [e for e in session.events if e.sequence > acked_through]
         if session.failover_sequence and acked_through >= session.failover_sequence:
             session.failover_sequence = 0
+            self._awaiting_failover.discard(session_id)
         session.parked = token
         session.parked_at = self._now
         if session.events:
@@ -260,6 +267,7 @@ class SessionTable(Generic[Token]):
             if session.state is not _State.ENDING and session.expiry <= now:
                 self._expire.append(session_id)
                 session.state = _State.ENDING
+                self._awaiting_failover.discard(session_id)
             self._schedule(session_id, session)
 
     # ------------------------------------------------------------------------- outputs
@@ -295,13 +303,10 @@ class SessionTable(Generic[Token]):
     def failover_complete(self) -> bool:
         """Every session acknowledged the fail-over event of `start`, or its lease is
         over (or it is closing): none can still act on what the old master told it. Once
-        true it stays true (later sessions never saw the old master), so it is worked out
-        over every session only until then."""
+        true it stays true (later sessions never saw the old master); until then the
+        sessions still awaited are kept as they change, so asking costs nothing."""
         if not self._failover_done:
-            self._failover_done = not any(
-                s.failover_sequence and s.state not in (_State.CLOSING, _State.ENDING)
-                for s in self._sessions.values()
-            )
+            self._failover_done = not self._awaiting_failover
         return self._failover_done
 
     def __len__(self) -> int:
@@ -336,6 +341,8 @@ class SessionTable(Generic[Token]):
         self, session_id: SessionId, session: _Session[Token], state: _State
     ) -> None:
         session.state = state
+        if state is _State.CLOSING:
+            self._awaiting_failover.discard(session_id)
         if session.parked is not None:
             self._refused.append((session_id, session.parked))
             session.parked = None
