@@ -16,6 +16,7 @@ from chubbypy.protocol.peer import (
     Resign,
 )
 from chubbypy.protocol.values import (
+    CallNumber,
     COMMAND_OVERHEAD_BYTES,
     MASTER_CLIENT,
     NO_BALLOT,
@@ -50,6 +51,7 @@ __all__ = [
     "Accept",
     "Accepted",
     "Ballot",
+    "CallNumber",
     "CatchUp",
     "CatchUpRequest",
     "ClientId",

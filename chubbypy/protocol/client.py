@@ -26,7 +26,7 @@ from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace import Read, ReadResult, Write, WriteResult
 from chubbypy.protocol.peer import PeerMessage
 from chubbypy.protocol.session import SessionCall, SessionResult
-from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
+from chubbypy.protocol.values import CallNumber, ClientId, Epoch, LogIndex, ReplicaId
 
 __all__ = [
     "CELL_CHARS_MAX",
@@ -70,7 +70,7 @@ __all__ = [
     "WriteRequest",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 """The wire protocol this code speaks; a `Hello` with another is refused (UNSUPPORTED_VERSION)."""
 
 RequestId = NewType("RequestId", int)
@@ -183,10 +183,13 @@ class StatusRequest:
 
 @frozen
 class SessionRequest:
-    """A session, handle or lock call (`chubbypy.protocol.session`), served by the master."""
+    """A session, handle or lock call (`chubbypy.protocol.session`), served by the master.
+    A call that may change state carries its session's `number` for it (the same on every
+    retry), so that the cell carries it out once and answers every retry alike."""
 
     request_id: RequestId
     call: SessionCall
+    number: CallNumber | None = None
 
 
 @frozen

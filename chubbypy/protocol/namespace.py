@@ -14,7 +14,7 @@ import enum
 from attrs import frozen
 
 from chubbypy.protocol.errors import Failure
-from chubbypy.protocol.values import HandleId, SessionId
+from chubbypy.protocol.values import CallNumber, HandleId, SessionId
 
 # ----------------------------------------------------------------------------- metadata
 
@@ -180,9 +180,12 @@ Write = Create | SetContents | Delete | SetAcl | MultiOp
 
 @frozen
 class OpenSession:
-    """Start a session; the result is `SessionOpened`. `name` says who the client is."""
+    """Start a session; the result is `SessionOpened`. `name` says who the client is.
+    With a `nonce`, a second OpenSession of the same nonce (a retried CreateSession) opens
+    nothing: its result is the session the first one opened, while that lives."""
 
     name: str
+    nonce: int = 0
 
 
 @frozen
@@ -203,6 +206,9 @@ class InSession:
 
     session_id: SessionId
     write: Write
+    number: CallNumber | None = None
+    """The session call this carries out: applied once, whatever the retries (see
+    `CallNumber`); its result is kept for them."""
 
 
 @frozen
@@ -217,6 +223,8 @@ class Acquire:
     instance: int
     mode: LockMode
     lock_delay_ms: int = 0
+    number: CallNumber | None = None
+    """The session call this carries out (see `InSession.number`)."""
 
 
 @frozen
@@ -230,6 +238,8 @@ class Release:
     path: str
     instance: int
     lock_generation: int | None = None
+    number: CallNumber | None = None
+    """The session call this carries out (see `InSession.number`)."""
 
 
 @frozen

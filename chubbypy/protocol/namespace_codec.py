@@ -63,7 +63,7 @@ from chubbypy.protocol.namespace import (
     WriteResult,
     Written,
 )
-from chubbypy.protocol.values import HandleId, SessionId
+from chubbypy.protocol.values import CallNumber, HandleId, SessionId
 
 __all__ = [
     "DecodeError",
@@ -147,19 +147,30 @@ def log_write_to_plain(write: LogWrite) -> list[Any]:
     """A log command's plain form: a client `Write` (same tags as `write_to_plain`) or a
     session command (tags from 10)."""
     match write:
-        case OpenSession(name):
+        case OpenSession(name, 0):
             return [10, name]
+        case OpenSession(name, nonce):
+            return [16, name, nonce]
         case EndSession(session_id, expired):
             return [11, session_id, expired]
-        case InSession(session_id, inner):
-            return [12, session_id, write_to_plain(inner)]
-        case Acquire(session_id, handle_id, path, instance, mode, lock_delay_ms):
-            return [13, session_id, handle_id, path, instance, int(mode), lock_delay_ms]
-        case Release(session_id, handle_id, path, instance, generation):
-            return [14, session_id, handle_id, path, instance, generation]
+        case InSession(session_id, inner, number):
+            plain = [12, session_id, write_to_plain(inner)]
+            return plain if number is None else [17, *plain[1:], *_number(number)]
+        case Acquire(session_id, handle_id, path, instance, mode, lock_delay_ms, number):
+            plain = [13, session_id, handle_id, path, instance, int(mode), lock_delay_ms]
+            return plain if number is None else [18, *plain[1:], *_number(number)]
+        case Release(session_id, handle_id, path, instance, generation, number):
+            plain = [14, session_id, handle_id, path, instance, generation]
+            return plain if number is None else [19, *plain[1:], *_number(number)]
         case EndLockDelay(path, instance):
             return [15, path, instance]
     return write_to_plain(write)
+
+
+def _number(number: CallNumber) -> list[int]:
+    """A session call's number in a log command (the commands that carry one have tags of
+    their own, 16 to 19, so that entries written before they did still read the same)."""
+    return [number.sequence, number.first_unacked]
 
 
 def read_to_plain(read: Read) -> list[Any]:
@@ -294,28 +305,35 @@ def _handle_id(data: Any) -> HandleId:
     return HandleId(integer(data))
 
 
+def _to_number(sequence: Any, first_unacked: Any) -> CallNumber:
+    """A session call's number: 1 <= first_unacked <= sequence."""
+    number, first = integer(sequence, 1), integer(first_unacked, 1)
+    if first > number:
+        raise DecodeError(f"a call numbered {number} cannot acknowledge up to {first}")
+    return CallNumber(number, first)
+
+
+def _to_acquire(f: list[Any], number: CallNumber | None = None) -> Acquire:
+    return Acquire(_session_id(f[0]), _handle_id(f[1]), text(f[2]), integer(f[3]),
+                   _to_mode(f[4]), integer(f[5]), number)  # fmt: skip
+
+
+def _to_release(f: list[Any], number: CallNumber | None = None) -> Release:
+    return Release(_session_id(f[0]), _handle_id(f[1]), text(f[2]), integer(f[3]),
+                   optional_integer(f[4]), number)  # fmt: skip
+
+
 _SESSION_COMMANDS: dict[int, tuple[int, Callable[[list[Any]], SessionCommand]]] = {
     10: (1, lambda f: OpenSession(text(f[0]))),
     11: (2, lambda f: EndSession(_session_id(f[0]), boolean(f[1]))),
     12: (2, lambda f: InSession(_session_id(f[0]), write_from_plain(f[1]))),
-    13: (
-        6,
-        lambda f: Acquire(
-            _session_id(f[0]),
-            _handle_id(f[1]),
-            text(f[2]),
-            integer(f[3]),
-            _to_mode(f[4]),
-            integer(f[5]),
-        ),
-    ),
-    14: (
-        5,
-        lambda f: Release(
-            _session_id(f[0]), _handle_id(f[1]), text(f[2]), integer(f[3]), optional_integer(f[4])
-        ),
-    ),
+    13: (6, _to_acquire),
+    14: (5, _to_release),
     15: (2, lambda f: EndLockDelay(text(f[0]), integer(f[1]))),
+    16: (2, lambda f: OpenSession(text(f[0]), integer(f[1], 1))),
+    17: (4, lambda f: InSession(_session_id(f[0]), write_from_plain(f[1]), _to_number(*f[2:]))),
+    18: (8, lambda f: _to_acquire(f, _to_number(*f[6:]))),
+    19: (7, lambda f: _to_release(f, _to_number(*f[5:]))),
 }
 
 _LOG_WRITES: dict[int, tuple[int, Callable[[list[Any]], LogWrite]]] = {

@@ -101,9 +101,12 @@ class SessionEvent:
 
 @frozen
 class CreateSession:
-    """Start a session; `name` says who the client is (for operators)."""
+    """Start a session; `name` says who the client is (for operators). `nonce`, chosen at
+    random by the client and kept across retries, names the creation: a retry gets the
+    session its first attempt made (0: no retry is told apart)."""
 
     name: str
+    nonce: int = 0
 
 
 @frozen

@@ -73,8 +73,8 @@ EVENTS_MAX = 100_000
 
 def call_to_plain(call: SessionCall) -> list[Any]:
     match call:
-        case CreateSession(name):
-            return [1, name]
+        case CreateSession(name, nonce):
+            return [1, name, nonce]
         case KeepAlive(session_id, credential, acked):
             return [2, session_id, credential, acked]
         case CloseSession(session_id, credential):
@@ -229,7 +229,10 @@ def _to_list_sessions(f: list[Any]) -> ListSessions:
 
 
 _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
-    1: (1, lambda f: CreateSession(_text(f[0], SESSION_NAME_CHARS_MAX, "session name"))),
+    1: (
+        2,
+        lambda f: CreateSession(_text(f[0], SESSION_NAME_CHARS_MAX, "session name"), uint64(f[1])),
+    ),
     2: (3, lambda f: KeepAlive(_session_id(f[0]), _credential(f[1]), uint64(f[2]))),
     3: (2, lambda f: CloseSession(_session_id(f[0]), _credential(f[1]))),
     4: (8, _to_open),

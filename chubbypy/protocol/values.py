@@ -146,3 +146,19 @@ class Snapshot:
 
     index: LogIndex
     data: bytes
+
+
+@frozen
+class CallNumber:
+    """Names one call of a session that may change state, across every retry: the
+    session's own count of such calls (from 1), and the lowest number whose answer the
+    client may still ask for again (it acknowledges every answer below it). The cell keeps
+    the answers of a session's unacknowledged calls, so a call retried after its answer was
+    lost, on the same master, a new one or after every replica restarted, gets its first
+    answer and changes nothing."""
+
+    sequence: int
+    first_unacked: int
+
+    def __attrs_post_init__(self) -> None:
+        assert 1 <= self.first_unacked <= self.sequence, self

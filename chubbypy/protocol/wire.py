@@ -86,7 +86,7 @@ from chubbypy.protocol.session_codec import (
     session_result_from_plain,
     session_result_to_plain,
 )
-from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
+from chubbypy.protocol.values import CallNumber, ClientId, Epoch, LogIndex, ReplicaId
 
 __all__ = [
     "DecodeError",
@@ -152,8 +152,9 @@ def _to_plain(message: WireMessage) -> list[Any]:
             return [13, request_id, read_to_plain(read)]
         case StatusRequest(request_id):
             return [14, request_id]
-        case SessionRequest(request_id, call):
-            return [15, request_id, call_to_plain(call)]
+        case SessionRequest(request_id, call, number):
+            plain_number = None if number is None else [number.sequence, number.first_unacked]
+            return [15, request_id, call_to_plain(call), plain_number]
         case SessionReply(request_id, result):
             return [25, request_id, session_result_to_plain(result)]
         case Authenticate(request_id, principal, token):
@@ -197,6 +198,16 @@ def _string(data: Any, chars_max: int, what: str, chars_min: int = 1) -> str:
 
 def _principal(data: Any) -> str:
     return _string(data, PRINCIPAL_CHARS_MAX, "principal")
+
+
+def _call_number(data: Any) -> CallNumber | None:
+    """A session call's number, or None: [sequence, first_unacked], 1 <= first <= sequence."""
+    if data is None:
+        return None
+    sequence, first = (uint64(value, 1) for value in array(data, 2))
+    if first > sequence:
+        raise DecodeError(f"a call numbered {sequence} cannot acknowledge up to {first}")
+    return CallNumber(sequence, first)
 
 
 def _request_id(data: Any) -> RequestId:
@@ -316,7 +327,10 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     12: (5, _to_write_request),
     13: (2, lambda f: ReadRequest(_request_id(f[0]), read_from_plain(f[1]))),
     14: (1, lambda f: StatusRequest(_request_id(f[0]))),
-    15: (2, lambda f: SessionRequest(_request_id(f[0]), call_from_plain(f[1]))),
+    15: (
+        3,
+        lambda f: SessionRequest(_request_id(f[0]), call_from_plain(f[1]), _call_number(f[2])),
+    ),
     16: (
         3,
         lambda f: Authenticate(

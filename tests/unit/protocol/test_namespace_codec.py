@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chubbypy.protocol import CallNumber, SessionId
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
     Absent,
@@ -100,12 +101,19 @@ WRITES: dict[type, st.SearchStrategy[Write]] = {
     ),
 }
 ids = st.integers(min_value=1, max_value=2**64 - 1)
+numbers = st.none() | st.builds(
+    lambda sequence, behind: CallNumber(sequence, max(1, sequence - behind)),
+    st.integers(1, 2**32),
+    st.integers(0, 10),
+)
 SESSION_COMMANDS: dict[type, st.SearchStrategy[SessionCommand]] = {
-    OpenSession: st.builds(OpenSession, texts),
+    OpenSession: st.builds(OpenSession, texts, st.just(0) | ids),
     EndSession: st.builds(EndSession, ids, st.booleans()),
-    InSession: st.builds(InSession, ids, st.one_of(*WRITES.values())),
-    Acquire: st.builds(Acquire, ids, counts, texts, counts, st.sampled_from(LockMode), counts),
-    Release: st.builds(Release, ids, counts, texts, counts, st.none() | counts),
+    InSession: st.builds(InSession, ids, st.one_of(*WRITES.values()), numbers),
+    Acquire: st.builds(
+        Acquire, ids, counts, texts, counts, st.sampled_from(LockMode), counts, numbers
+    ),
+    Release: st.builds(Release, ids, counts, texts, counts, st.none() | counts, numbers),
     EndLockDelay: st.builds(EndLockDelay, texts, counts),
 }
 READS: dict[type, st.SearchStrategy[Read]] = {
@@ -347,3 +355,21 @@ def test_arbitrary_arrays_raise_only_decode_error(
     for data in (pack([tag, *fields]), pack(fields)):
         with contextlib.suppress(DecodeError):
             decode(data)
+
+
+def test_log_commands_without_a_call_number_keep_the_tags_they_had() -> None:
+    """A session command that carries no call number is written as before numbers existed,
+    and one written then reads back the same: entries already in a log stay readable."""
+    old = msgpack.packb([12, 5, [3, "/ls/c/x", None]])
+    assert decode_log_write(old) == InSession(SessionId(5), Delete("/ls/c/x"))
+    assert encode_log_write(InSession(SessionId(5), Delete("/ls/c/x"))) == old
+    assert msgpack.unpackb(encode_log_write(OpenSession("me")))[0] == 10
+    numbered = InSession(SessionId(5), Delete("/ls/c/x"), CallNumber(3, 2))
+    assert msgpack.unpackb(encode_log_write(numbered))[0] == 17
+    assert decode_log_write(encode_log_write(numbered)) == numbered
+
+
+def test_a_call_number_past_its_own_acknowledgement_is_refused() -> None:
+    """A numbered command that acknowledges beyond its own number is malformed."""
+    with pytest.raises(DecodeError, match="cannot acknowledge"):
+        decode_log_write(msgpack.packb([17, 5, [3, "/ls/c/x", None], 2, 3]))

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from chubbypy.protocol import (
     Accept,
     Ballot,
+    CallNumber,
     CatchUp,
     ClientId,
     Command,
@@ -253,7 +254,7 @@ event_masks = st.integers(0, int(EVENT_MASK_ALL)).map(lambda bits: EventMask(bit
 lock_modes = st.sampled_from(LockMode)
 simple_writes = writes.filter(lambda w: not isinstance(w, MultiOp))
 session_calls: st.SearchStrategy[SessionCall] = st.one_of(
-    st.builds(CreateSession, names),
+    st.builds(CreateSession, names, uints),
     st.builds(KeepAlive, session_ids, credentials, uints),
     st.builds(CloseSession, session_ids, credentials),
     st.builds(
@@ -292,7 +293,17 @@ session_results: st.SearchStrategy[SessionResult] = st.one_of(
 )
 
 MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
-    SessionRequest: st.builds(SessionRequest, request_ids, session_calls),
+    SessionRequest: st.builds(
+        SessionRequest,
+        request_ids,
+        session_calls,
+        st.none()
+        | st.builds(
+            lambda sequence, behind: CallNumber(sequence, max(1, sequence - behind)),
+            st.integers(1, 2**62),
+            st.integers(0, 5),
+        ),
+    ),
     SessionReply: st.builds(SessionReply, request_ids, session_results),
     Authenticate: st.builds(Authenticate, request_ids, names, st.text(min_size=1, max_size=40)),
     Authenticated: st.builds(Authenticated, request_ids, names),
@@ -429,8 +440,8 @@ GOOD: dict[str, list[Any]] = {
     "error": [29, 0, 20, "not master", "r2"],
     "peer": [30, encode_message(Prepare(Ballot(1, R1), LogIndex(1)))],
     "authenticate": [16, 1, "alice", "a token"],
-    "list sessions": [15, 1, [13, 0, 100]],
-    "open": [15, 1, [4, 7, b"credential", "/ls/c/f", 7, 0x76, 0, None, False]],
+    "list sessions": [15, 1, [13, 0, 100], None],
+    "open": [15, 1, [4, 7, b"credential", "/ls/c/f", 7, 0x76, 0, None, False], [3, 2]],
     "session list": [25, 1, [8, [SESSION_INFO], False]],
 }
 
@@ -464,7 +475,7 @@ OPEN = GOOD["open"][2]
 
 def session_call(call: list[Any]) -> bytes:
     """A SessionRequest carrying `call`."""
-    return pack([15, 1, call])
+    return pack([15, 1, call, None])
 
 
 def session_list(info: list[Any]) -> bytes:
@@ -514,6 +525,12 @@ BAD: dict[str, bytes] = {
     "request id as bool": pack([10, True]),
     "request id as nil": pack([10, None]),
     "negative nonce": pack([11, 1, -1]),
+    "session call numbered 0": pack(replaced(GOOD["open"], 3, [0, 0])),
+    "session call acknowledging past itself": pack(replaced(GOOD["open"], 3, [2, 3])),
+    "session call number of one field": pack(replaced(GOOD["open"], 3, [2])),
+    "session call number as a map": pack(replaced(GOOD["open"], 3, {"sequence": 2})),
+    "session request without its number field": pack([15, 1, OPEN]),
+    "negative session nonce": session_call([1, "me", -1]),
     "client id 0 in a write": pack(replaced(W, 2, 0)),
     "negative client id": pack(replaced(W, 2, -5)),
     "sequence 0": pack(replaced(W, 3, 0)),
