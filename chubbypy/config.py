@@ -173,6 +173,9 @@ class SessionsConfig:
     """Events waiting per session; a session further behind is ended at its lease's end."""
     lock_waiters_max: int = 100_000
     """Blocked lock requests at the master, all locks together."""
+    answers_kept_max: int = 64
+    """Answers of one session's unacknowledged calls kept in its replicated record, so a
+    retry gets its first answer (exactly-once session calls)."""
 
 
 TOKEN_CHARS_MIN: Final = 16
@@ -254,7 +257,10 @@ class CellConfig:
                 waiters_max=sessions.lock_waiters_max,
             ),
             tick_microseconds=round(paxos.tick_seconds * 1_000_000),
-            namespace_limits=NamespaceLimits(file_bytes_max=self.limits.file_bytes_max),
+            namespace_limits=NamespaceLimits(
+                file_bytes_max=self.limits.file_bytes_max,
+                session_answers_max=sessions.answers_kept_max,
+            ),
             handle_key=handle_key_for(self.cell, auth.handle_key),
             auth=Auth(auth.principals, auth.anonymous),
             snapshot_every_entries=paxos.snapshot_every_entries,
@@ -699,6 +705,7 @@ SESSIONS_RULES: Final[Mapping[str, Rule]] = {
     "keepalive_answer_before_seconds": _positive_seconds,
     "events_pending_max": _at_least(1),
     "lock_waiters_max": _at_least(1),
+    "answers_kept_max": _at_least(1),
 }
 LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "file_bytes_max": _at_least(1),

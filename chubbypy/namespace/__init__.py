@@ -14,7 +14,7 @@ from chubbypy.namespace._acl import (
     admits,
     write_problem,
 )
-from chubbypy.namespace._apply import Applied, apply, request_problem
+from chubbypy.namespace._apply import Applied, apply, request_problem, stale_call
 from chubbypy.namespace._machine import (
     DEFAULT_LIMITS,
     ROOT_ACL_DEFAULT,
@@ -56,5 +56,6 @@ __all__ = [
     "encode_snapshot",
     "read",
     "request_problem",
+    "stale_call",
     "write_problem",
 ]

@@ -23,6 +23,13 @@ Session commands (Chubby §2.4, §2.8), which only the master proposes:
   SESSION_EXPIRED: nothing a session asked for happens after it ended); the ephemeral
   nodes it creates belong to the session. An ephemeral node is a file and needs a session
   (IS_A_DIRECTORY, SESSION_REQUIRED otherwise).
+* A *numbered* `InSession` or `Release` (issue 12) is a session call the client may send
+  again: it is carried out once and its result kept in the session's record (every result
+  but BUSY, which asks to be asked again); the same number again gets that result and
+  changes nothing, and a number below the record's low-water mark gets STALE_REQUEST. A
+  retried `OpenSession` (the same name and nonce as a live session's) opens nothing: its
+  result is that session. `Acquire` needs no number: a handle takes a lock once, and one
+  asking again while it holds it changes nothing (the master answers it with the grant).
 * `Acquire`, `Release` and `EndLockDelay` name a node by path *and instance*
   (NO_SUCH_NODE if that instance is gone) and change its lock through `chubbypy.locks`;
   the lock generation rises when a free lock becomes held.
@@ -36,6 +43,7 @@ in step 1 is prefixed the same way (``guard[0]: ``, ``if_false[1]: ``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import assert_never
 
 from attrs import evolve, frozen
@@ -51,10 +59,10 @@ from chubbypy.locks import (
 from chubbypy.locks import (
     acquire as acquire_lock,
 )
-from chubbypy.namespace._names import check_acl, check_path, parent_of
+from chubbypy.namespace._names import NamespaceLimits, check_acl, check_path, parent_of
 from chubbypy.namespace._records import NodeRecord, contents_checksum
 from chubbypy.namespace._tree import Tree
-from chubbypy.protocol import NO_SESSION, LogIndex, SessionId
+from chubbypy.protocol import NO_SESSION, CallNumber, LogIndex, SessionId
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
     Absent,
@@ -106,11 +114,15 @@ def apply(tree: Tree, index: LogIndex, write: LogWrite) -> Applied:
             return _open_session(tree, index, write)
         case EndSession():
             return _end_session(tree, write)
-        case InSession(session_id, inner):
+        case InSession(session_id, inner, number):
             if tree.session(session_id) is None:
                 return Applied(_session_gone(session_id), ())
-            return _client_write(tree, index, inner, session_id)
-        case Acquire() | Release() | EndLockDelay():
+            return _session_call(
+                tree, session_id, number, lambda: _client_write(tree, index, inner, session_id)
+            )
+        case Release(session_id, number=number):
+            return _session_call(tree, session_id, number, lambda: _lock_command(tree, write))
+        case Acquire() | EndLockDelay():
             return _lock_command(tree, write)
         case _:
             return _client_write(tree, index, write, NO_SESSION)
@@ -368,17 +380,53 @@ def _session_gone(session_id: SessionId) -> Failure:
     return Failure(ErrorCode.SESSION_EXPIRED, f"session {session_id} has ended")
 
 
+def _session_call(
+    tree: Tree, session_id: SessionId, number: CallNumber | None, carry_out: Callable[[], Applied]
+) -> Applied:
+    """Carry out the session's call `number` once (`carry_out`), keeping its answer for
+    its retries; see `chubbypy.sessions.SessionCalls`."""
+    session = tree.session(session_id)
+    if session is None:
+        return Applied(_session_gone(session_id), ())
+    if number is None:
+        return carry_out()
+    if number.sequence < session.calls.low_water:
+        return Applied(stale_call(session_id, number.sequence, tree.limits), ())
+    kept = session.calls.result(number.sequence)
+    if kept is not None:
+        return Applied(kept, ())  # a retry: its first answer, and nothing changes
+    applied = carry_out()
+    result = applied.result
+    if not (isinstance(result, Failure) and result.code is ErrorCode.BUSY):
+        tree.record_call(session_id, number, result)  # BUSY asks to be asked again
+    return applied
+
+
+def stale_call(session_id: SessionId, sequence: int, limits: NamespaceLimits) -> Failure:
+    """The answer to a call whose number the session's record has passed."""
+    message = (
+        f"call {sequence} of session {session_id} was answered and acknowledged, or its "
+        f"answer was dropped (a session keeps {limits.session_answers_max}): it may have been "
+        "carried out, and is not carried out again"
+    )
+    return Failure(ErrorCode.STALE_REQUEST, message)
+
+
 def _open_session(tree: Tree, index: LogIndex, open_session: OpenSession) -> Applied:
-    if len(open_session.name) > SESSION_NAME_CHARS_MAX:
-        message = f"a session name of {len(open_session.name)} characters"
+    name, nonce = open_session.name, open_session.nonce
+    if len(name) > SESSION_NAME_CHARS_MAX:
+        message = f"a session name of {len(name)} characters"
         return Applied(
             Failure(ErrorCode.BAD_REQUEST, f"{message}; at most {SESSION_NAME_CHARS_MAX}"), ()
         )
+    opened = tree.session_by_nonce(name, nonce)
+    if opened is not None:  # a retried CreateSession: the session its first attempt opened
+        return Applied(SessionOpened(opened.session_id), ())
     instance = tree.new_instance(index)
     if instance is None:
         return Applied(Failure(ErrorCode.BUSY, "too many sessions opened in one log entry"), ())
     session_id = SessionId(instance)  # numbered like a node, so never reused
-    tree.open_session(SessionRecord(session_id, open_session.name))
+    tree.open_session(SessionRecord(session_id, name, nonce))
     return Applied(SessionOpened(session_id), ())
 
 
@@ -401,7 +449,7 @@ def _end_session(tree: Tree, end: EndSession) -> Applied:
 
 
 def _lock_command(tree: Tree, command: Acquire | Release | EndLockDelay) -> Applied:
-    if not isinstance(command, EndLockDelay) and tree.session(command.session_id) is None:
+    if isinstance(command, Acquire) and tree.session(command.session_id) is None:
         return Applied(_session_gone(command.session_id), ())
     node = tree.get(command.path)
     if node is None or node.instance != command.instance:

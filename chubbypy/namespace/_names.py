@@ -43,6 +43,10 @@ class NamespaceLimits:
     """Guard tests plus the operations of both branches of one MultiOp."""
     acl_name_bytes_max: int = 255
     """One ACL name."""
+    session_answers_max: int = 64
+    """Answers of one session's numbered calls kept for its retries (`SessionCalls`): a
+    client with more calls unanswered than this may find an old one's answer dropped, and
+    its retry refused STALE_REQUEST (never carried out twice)."""
 
     def __attrs_post_init__(self) -> None:
         for name, value in asdict(self).items():

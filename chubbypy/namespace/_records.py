@@ -26,13 +26,16 @@ from chubbypy.protocol._plain import (
     text,
     unpack,
 )
-from chubbypy.protocol.namespace import AclNames
+from chubbypy.protocol.errors import Failure
+from chubbypy.protocol.namespace import AclNames, MultiResult, SessionOpened, WriteResult, Written
+from chubbypy.protocol.namespace_codec import result_from_plain, result_to_plain
 from chubbypy.protocol.values import NO_SESSION, HandleId, SessionId
-from chubbypy.sessions import SessionRecord
+from chubbypy.sessions import SessionCalls, SessionRecord
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 """First field of a snapshot; a later format gets a new number. Format 1 (before sessions
-and locks) is still read: its nodes are unlocked and owned by no session."""
+and locks) is still read: its nodes are unlocked and owned by no session; so is format 2
+(before sessions kept their calls' answers): its sessions have none kept."""
 
 
 @frozen
@@ -147,12 +150,29 @@ def _ownership(fields: list[Any]) -> tuple[SessionId, LockState]:
 
 
 def session_to_plain(session: SessionRecord) -> list[Any]:
-    return [session.session_id, session.name]
+    calls = session.calls
+    results = [[number, result_to_plain(result)] for number, result in calls.results]
+    return [session.session_id, session.name, session.nonce, calls.low_water, results]
 
 
-def session_from_plain(data: Any) -> SessionRecord:
-    session_id, name = array(data, 2)
-    return SessionRecord(SessionId(integer(session_id, 1)), text(name))
+def session_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> SessionRecord:
+    if snapshot_format < 3:  # before sessions kept their calls' answers
+        session_id, name = array(data, 2)
+        return SessionRecord(SessionId(integer(session_id, 1)), text(name))
+    session_id, name, nonce, low_water, results = array(data, 5)
+    answers = tuple(
+        (integer(number, 1), _call_result(result))
+        for number, result in (array(pair, 2) for pair in array(results))
+    )
+    calls = SessionCalls(integer(low_water, 1), answers)
+    return SessionRecord(SessionId(integer(session_id, 1)), text(name), integer(nonce), calls)
+
+
+def _call_result(data: Any) -> WriteResult:
+    result = result_from_plain(data)
+    if not isinstance(result, Written | MultiResult | Failure | SessionOpened):
+        raise DecodeError(f"not a write's result: {type(result).__name__}")
+    return result
 
 
 def encode_snapshot(
@@ -179,11 +199,11 @@ def decode_snapshot(data: bytes) -> tuple[str, list[NodeRecord], list[SessionRec
 def _snapshot_from_plain(data: Any) -> tuple[str, list[NodeRecord], list[SessionRecord]]:
     fields = array(data)
     version = fields[0] if fields else None
-    if type(version) is not int or version not in (1, SNAPSHOT_FORMAT):
+    if type(version) is not int or version not in (1, 2, SNAPSHOT_FORMAT):
         raise DecodeError(f"unknown snapshot format {version!r:.20}")
     if version == 1:
         _, cell, records = array(data, 3)
         return text(cell), [record_from_plain(r, 1) for r in array(records)], []
     _, cell, records, sessions = array(data, 4)
-    nodes = [record_from_plain(r) for r in array(records)]
-    return text(cell), nodes, [session_from_plain(s) for s in array(sessions)]
+    nodes = [record_from_plain(r, version) for r in array(records)]
+    return text(cell), nodes, [session_from_plain(s, version) for s in array(sessions)]

@@ -37,7 +37,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from chubbypy.locks import LockMode
 from chubbypy.namespace._names import (
@@ -49,8 +49,8 @@ from chubbypy.namespace._names import (
 )
 from chubbypy.namespace._records import NamespaceChanges, NodeRecord, contents_checksum
 from chubbypy.namespace._sorted import SortedNames
-from chubbypy.protocol import NO_INDEX, LogIndex, SessionId
-from chubbypy.protocol.namespace import AclNames, Stat
+from chubbypy.protocol import NO_INDEX, CallNumber, LogIndex, SessionId
+from chubbypy.protocol.namespace import AclNames, Stat, WriteResult
 from chubbypy.sessions import SessionRecord
 
 INSTANCES_PER_INDEX = 1 << 16
@@ -91,6 +91,8 @@ class Tree:
         self._session_ids = sorted(self._sessions)
         """Every live session's id, in order (ids only grow, so a new one goes last)."""
         self._session_paths: dict[SessionId, set[str]] = {sid: set() for sid in self._sessions}
+        self._nonces = {(s.name, s.nonce): sid for sid, s in self._sessions.items() if s.nonce}
+        """The live sessions opened with a nonce, by their name and nonce."""
         for record in nodes.values():
             self._index(record, add=True)
         self._sessions_touched: dict[SessionId, bool] = {}
@@ -157,6 +159,11 @@ class Tree:
         first = bisect_right(self._session_ids, after)
         ids = self._session_ids[first : first + limit]
         return [self._sessions[sid] for sid in ids], first + len(ids) < len(self._session_ids)
+
+    def session_by_nonce(self, name: str, nonce: int) -> SessionRecord | None:
+        """The live session that an OpenSession of `name` and `nonce` (not 0) opened."""
+        session_id = self._nonces.get((name, nonce)) if nonce else None
+        return None if session_id is None else self._sessions[session_id]
 
     def session_paths(self, session_id: SessionId) -> list[str]:
         """Names of the nodes session `session_id` owns or holds the lock of, in path order
@@ -248,15 +255,29 @@ class Tree:
         self._sessions[session.session_id] = session
         self._session_ids.append(session.session_id)
         self._session_paths[session.session_id] = set()
+        if session.nonce:
+            assert (session.name, session.nonce) not in self._nonces, session
+            self._nonces[session.name, session.nonce] = session.session_id
         self._sessions_touched.setdefault(session.session_id, False)
+
+    def record_call(self, session_id: SessionId, number: CallNumber, result: WriteResult) -> None:
+        """Keep `result` as the answer of the live session's call `number` (see
+        `SessionCalls`), at most `limits.session_answers_max` of them."""
+        assert self._journal is None, "sessions change outside MultiOps"
+        session = self._sessions[session_id]
+        calls = session.calls.recorded(number, result, self.limits.session_answers_max)
+        self._sessions[session_id] = evolve(session, calls=calls)
+        self._sessions_touched.setdefault(session_id, True)
 
     def close_session(self, session_id: SessionId) -> None:
         """Remove a session that owns and holds nothing any more."""
         assert self._journal is None, "sessions change outside MultiOps"
         assert not self._session_paths[session_id], (session_id, self._session_paths[session_id])
-        del self._sessions[session_id]
         del self._session_ids[bisect_left(self._session_ids, session_id)]
         del self._session_paths[session_id]
+        session = self._sessions.pop(session_id)
+        if session.nonce:
+            del self._nonces[session.name, session.nonce]
         self._sessions_touched.setdefault(session_id, True)
 
     # ------------------------------------------------------------------------- atomicity
@@ -315,10 +336,17 @@ def records_problem(
     """Why `records` and `sessions` are not the state of a cell rooted at `cell`'s root, or
     None."""
     live: set[int] = set()
+    nonces: set[tuple[str, int]] = set()
     for session in sessions:
         if session.session_id in live:
             return f"two records for session {session.session_id}"
         live.add(session.session_id)
+        if session.nonce and (session.name, session.nonce) in nonces:
+            return f"two sessions opened by one nonce, {session.session_id} the second"
+        nonces.add((session.name, session.nonce))
+        problem = session.calls.problem()
+        if problem is not None:
+            return f"session {session.session_id}: {problem}"
     root = cell_root(cell)
     nodes: dict[str, NodeRecord] = {}
     for record in records:

@@ -16,7 +16,6 @@ from chubbypy.protocol.peer import (
     Resign,
 )
 from chubbypy.protocol.values import (
-    CallNumber,
     COMMAND_OVERHEAD_BYTES,
     MASTER_CLIENT,
     NO_BALLOT,
@@ -26,6 +25,7 @@ from chubbypy.protocol.values import (
     NO_INDEX,
     NO_SESSION,
     Ballot,
+    CallNumber,
     ClientId,
     Command,
     Entry,

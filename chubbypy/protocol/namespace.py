@@ -223,8 +223,6 @@ class Acquire:
     instance: int
     mode: LockMode
     lock_delay_ms: int = 0
-    number: CallNumber | None = None
-    """The session call this carries out (see `InSession.number`)."""
 
 
 @frozen

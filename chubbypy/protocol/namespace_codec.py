@@ -156,9 +156,8 @@ def log_write_to_plain(write: LogWrite) -> list[Any]:
         case InSession(session_id, inner, number):
             plain = [12, session_id, write_to_plain(inner)]
             return plain if number is None else [17, *plain[1:], *_number(number)]
-        case Acquire(session_id, handle_id, path, instance, mode, lock_delay_ms, number):
-            plain = [13, session_id, handle_id, path, instance, int(mode), lock_delay_ms]
-            return plain if number is None else [18, *plain[1:], *_number(number)]
+        case Acquire(session_id, handle_id, path, instance, mode, lock_delay_ms):
+            return [13, session_id, handle_id, path, instance, int(mode), lock_delay_ms]
         case Release(session_id, handle_id, path, instance, generation, number):
             plain = [14, session_id, handle_id, path, instance, generation]
             return plain if number is None else [19, *plain[1:], *_number(number)]
@@ -169,7 +168,7 @@ def log_write_to_plain(write: LogWrite) -> list[Any]:
 
 def _number(number: CallNumber) -> list[int]:
     """A session call's number in a log command (the commands that carry one have tags of
-    their own, 16 to 19, so that entries written before they did still read the same)."""
+    their own, 17 and 19, so that entries written before they did still read the same)."""
     return [number.sequence, number.first_unacked]
 
 
@@ -313,9 +312,9 @@ def _to_number(sequence: Any, first_unacked: Any) -> CallNumber:
     return CallNumber(number, first)
 
 
-def _to_acquire(f: list[Any], number: CallNumber | None = None) -> Acquire:
+def _to_acquire(f: list[Any]) -> Acquire:
     return Acquire(_session_id(f[0]), _handle_id(f[1]), text(f[2]), integer(f[3]),
-                   _to_mode(f[4]), integer(f[5]), number)  # fmt: skip
+                   _to_mode(f[4]), integer(f[5]))  # fmt: skip
 
 
 def _to_release(f: list[Any], number: CallNumber | None = None) -> Release:
@@ -332,7 +331,6 @@ _SESSION_COMMANDS: dict[int, tuple[int, Callable[[list[Any]], SessionCommand]]] 
     15: (2, lambda f: EndLockDelay(text(f[0]), integer(f[1]))),
     16: (2, lambda f: OpenSession(text(f[0]), integer(f[1], 1))),
     17: (4, lambda f: InSession(_session_id(f[0]), write_from_plain(f[1]), _to_number(*f[2:]))),
-    18: (8, lambda f: _to_acquire(f, _to_number(*f[6:]))),
     19: (7, lambda f: _to_release(f, _to_number(*f[5:]))),
 }
 

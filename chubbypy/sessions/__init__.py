@@ -12,7 +12,7 @@ from chubbypy.sessions._handles import (
     handle_id_for,
     session_credential,
 )
-from chubbypy.sessions._records import SESSION_NAME_CHARS_MAX, SessionRecord
+from chubbypy.sessions._records import SESSION_NAME_CHARS_MAX, SessionCalls, SessionRecord
 from chubbypy.sessions._table import (
     KeepAliveAnswer,
     Outputs,
@@ -28,6 +28,7 @@ __all__ = [
     "HandleMode",
     "KeepAliveAnswer",
     "Outputs",
+    "SessionCalls",
     "SessionEvent",
     "SessionRecord",
     "SessionTable",

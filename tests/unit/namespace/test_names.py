@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from attrs import asdict, evolve
 
-from chubbypy.config import LimitsConfig
+from chubbypy.config import LimitsConfig, SessionsConfig
 from chubbypy.namespace import DEFAULT_LIMITS, NamespaceLimits, check_acl, check_path
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace import (
@@ -40,8 +40,10 @@ def test_default_limits_are_the_documented_ones() -> None:
         "readdir_entries_max": 1000,
         "multiop_operations_max": 64,
         "acl_name_bytes_max": 255,
+        "session_answers_max": 64,
     }
     assert DEFAULT_LIMITS.file_bytes_max == LimitsConfig().file_bytes_max
+    assert DEFAULT_LIMITS.session_answers_max == SessionsConfig().answers_kept_max
 
 
 @pytest.mark.parametrize("name", list(asdict(DEFAULT_LIMITS)))

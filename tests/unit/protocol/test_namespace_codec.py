@@ -110,9 +110,7 @@ SESSION_COMMANDS: dict[type, st.SearchStrategy[SessionCommand]] = {
     OpenSession: st.builds(OpenSession, texts, st.just(0) | ids),
     EndSession: st.builds(EndSession, ids, st.booleans()),
     InSession: st.builds(InSession, ids, st.one_of(*WRITES.values()), numbers),
-    Acquire: st.builds(
-        Acquire, ids, counts, texts, counts, st.sampled_from(LockMode), counts, numbers
-    ),
+    Acquire: st.builds(Acquire, ids, counts, texts, counts, st.sampled_from(LockMode), counts),
     Release: st.builds(Release, ids, counts, texts, counts, st.none() | counts, numbers),
     EndLockDelay: st.builds(EndLockDelay, texts, counts),
 }
