@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 from attrs import frozen
 
@@ -94,6 +95,7 @@ from chubbypy.master._results import (
     SessionStarted,
     SessionSummary,
 )
+from chubbypy.master._retries import CallRetries
 from chubbypy.master._waits import AcquireCall, LockWaits
 from chubbypy.namespace import (
     Access,
@@ -103,9 +105,10 @@ from chubbypy.namespace import (
     access_problem,
     check_path,
     request_problem,
+    stale_call,
 )
 from chubbypy.namespace._names import parent_of
-from chubbypy.protocol import NO_SESSION, HandleId, SessionId
+from chubbypy.protocol import NO_SESSION, CallNumber, HandleId, SessionId
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
@@ -124,6 +127,7 @@ from chubbypy.protocol.namespace import (
     SessionOpened,
     SetAcl,
     SimpleWrite,
+    WriteResult,
     Written,
 )
 from chubbypy.protocol.session import (
@@ -235,6 +239,7 @@ class MasterService:
         self._closing: set[SessionId] = set()
         """Sessions whose close is in flight (for operators' listings)."""
         self._replies: list[Reply] = []
+        self._retries = CallRetries()
         self._tickets = map(GateTicket, itertools.count(1))
         self._again: list[LogWrite] = []
         """The master's own decisions the log refused, to propose again (`not_proposed`)."""
@@ -313,9 +318,15 @@ class MasterService:
 
     # ------------------------------------------------------------------------- sessions
 
-    def create_session(self, token: CallToken, name: str) -> None:
+    def create_session(self, token: CallToken, name: str, nonce: int = 0) -> None:
+        """Open a session for client `name`; a retry (the same `nonce`, not 0) of a creation
+        that was applied gets that session."""
+        opened = self._db().tree.session_by_nonce(name, nonce)
+        if opened is not None:
+            self._reply(token, self._session_started(opened.session_id))
+            return
         self._pending[token] = _ReplyWhenApplied()
-        self._propose(token, OpenSession(name))
+        self._propose(token, OpenSession(name, nonce))
 
     def close_session(self, token: CallToken, session_id: SessionId) -> None:
         """End the session cleanly (its locks are free at once); never fails. From now on
@@ -383,10 +394,12 @@ class MasterService:
         create: Create | None = None,
         exclusive: bool = False,
         principal: str | None = None,
+        number: CallNumber | None = None,
     ) -> None:
         """Open `path` in `mode`; with `create`, create it first if it does not exist (and
         with `exclusive`, fail if it does). `create.path` must be `path`. With `principal`,
-        its access is checked (see the module docstring)."""
+        its access is checked (see the module docstring). With `number` and `create`, a
+        retry whose first attempt created the node opens it as created."""
         machine = self._db()
         refused = self._session_problem(session_id) or check_path(
             path, machine.cell, machine.tree.limits
@@ -399,6 +412,12 @@ class MasterService:
             return
         assert create is None or create.path == path, (create, path)
         call = _OpenCall(session_id, path, mode, events, lock_delay_ms, exclusive, principal)
+        kept = False if create is None or number is None else self._retry(token, session_id, number)
+        if not isinstance(kept, bool):
+            self._open_applied(token, call, kept)
+            return
+        if kept:
+            return
         node = machine.tree.get(path)
         if node is not None:
             self._opened(token, call, node, created=False)
@@ -410,11 +429,16 @@ class MasterService:
             self._reply(token, denied)
         else:
             self._pending[token] = call
-            self._propose(token, InSession(session_id, create))
+            self._track(token, session_id, number)
+            self._propose(token, InSession(session_id, create, number))
 
-    def close(self, token: CallToken, handle_bytes: bytes) -> None:
+    def close(
+        self, token: CallToken, handle_bytes: bytes, number: CallNumber | None = None
+    ) -> None:
         """Close the handle: its lock (if it holds it) is released; never fails for a
-        handle of this cell."""
+        handle of this cell. With `number`, a retry gets the first answer."""
+        if self._replayed(token, handle_bytes, number, lambda _: Done()):
+            return
         try:
             handle = decode_handle(handle_bytes, self._key)
         except DecodeError as error:
@@ -427,7 +451,8 @@ class MasterService:
         holds = node is not None and node.instance == handle.instance
         if holds and node is not None and node.lock.holder(handle.session_id, handle.handle_id):
             self._pending[token] = _ReplyWhenApplied(always_done=True)
-            self._propose_release(token, handle.session_id, handle.handle_id, node)
+            self._track(token, handle.session_id, number)
+            self._propose_release(token, handle.session_id, handle.handle_id, node, None, number)
         else:
             self._reply(token, Done())
 
@@ -470,6 +495,15 @@ class MasterService:
                 message = f"this handle holds the lock {holder.mode.name.lower()} already"
                 self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
             return
+        in_progress = self._waits.in_progress(handle)
+        if in_progress is not None:
+            first, pending = in_progress
+            if pending.mode is mode and pending.wait == wait:
+                self._retries.join(first, token)  # a retry: it keeps the first's place
+            else:
+                message = "an acquire through this handle is in progress: one at a time"
+                self._reply(token, Failure(ErrorCode.BAD_REQUEST, message))
+            return
         call = AcquireCall(handle, mode, wait)
         refused = conflict(node.lock, mode)
         if refused is None and not self._waits.has_waiters(call.key):
@@ -484,16 +518,27 @@ class MasterService:
         else:
             self._reply(token, refused or Failure(ErrorCode.LOCK_HELD, "others wait for it"))
 
-    def release(self, token: CallToken, handle_bytes: bytes, generation: int | None = None) -> None:
+    def release(
+        self,
+        token: CallToken,
+        handle_bytes: bytes,
+        generation: int | None = None,
+        number: CallNumber | None = None,
+    ) -> None:
         """Let go of the lock; with `generation`, only the hold of that acquisition (a late
-        or duplicated release must not free a later one)."""
+        or duplicated release must not free a later one). With `number`, a retry gets the
+        first answer (see `_replayed`)."""
+        if self._replayed(token, handle_bytes, number, _done_unless_failed):
+            return
         resolved = self._resolve(handle_bytes, None)
         if isinstance(resolved, Failure):
             self._reply(token, resolved)
             return
         handle, node = resolved
         self._pending[token] = _ReplyWhenApplied()
-        self._propose_release(token, handle.session_id, handle.handle_id, node, generation)
+        self._track(token, handle.session_id, number)
+        self._propose_release(token, handle.session_id, handle.handle_id, node, generation,
+                              number)  # fmt: skip
 
     def write(
         self,
@@ -501,10 +546,17 @@ class MasterService:
         handle_bytes: bytes,
         write: SimpleWrite,
         sequencer: bytes | None = None,
+        number: CallNumber | None = None,
     ) -> None:
         """Apply `write` to the handle's node on behalf of its session; with `sequencer`
         (Chubby's SetSequencer), only while that sequencer is valid when the write is
-        applied: the fencing check is part of the log command, so it cannot be overtaken."""
+        applied: the fencing check is part of the log command, so it cannot be overtaken.
+        With `number`, a retry gets the first answer (see `_replayed`)."""
+        fenced = sequencer is not None
+        if self._replayed(
+            token, handle_bytes, number, lambda kept: _write_result(kept, fenced=fenced)
+        ):
+            return
         resolved = self._resolve(handle_bytes, HandleMode.WRITE)
         if isinstance(resolved, Failure):
             self._reply(token, resolved)
@@ -531,8 +583,9 @@ class MasterService:
                 return
             test = LockHeldAt(named.path, named.instance, named.mode, named.lock_generation)
             guarded = MultiOp((test,), (write,))
-        self._pending[token] = _WriteCall(fenced=sequencer is not None)
-        self._propose(token, InSession(handle.session_id, guarded))
+        self._pending[token] = _WriteCall(fenced=fenced)
+        self._track(token, handle.session_id, number)
+        self._propose(token, InSession(handle.session_id, guarded, number))
 
     def get_sequencer(self, token: CallToken, handle_bytes: bytes) -> None:
         """The sequencer of the lock this handle holds (Chubby §2.4)."""
@@ -577,7 +630,15 @@ class MasterService:
         A grant already proposed for it still applies; the handle keeps that lock until it
         releases it or closes, as in Chubby, where only Close or Poison cancel an Acquire.
         """
-        self._waits.cancel(token)
+        if not self._retries.leave(token):
+            self._waits.cancel(token)
+
+    def call_ended(self, token: CallToken) -> list[CallToken]:
+        """The call `token` ended outside the service (the log refused its proposal, or its
+        epoch ended first): forget it; the retries that joined it, to answer alike."""
+        self._pending.pop(token, None)
+        self._waits.applied(token)
+        return self._retries.settle(token)
 
     # ------------------------------------------------------------------------- operators
 
@@ -660,11 +721,12 @@ class MasterService:
         result = applied.result
         match write:
             case OpenSession() if isinstance(result, SessionOpened):
-                self._table.opened(result.session_id)
+                if self._table.lease_expiry(result.session_id) is None:
+                    self._table.opened(result.session_id)
+                # else a retried creation applied twice: the second opened nothing
                 if token is not None:
                     self._pending.pop(token, None)
-                    lease = self._timing.session.lease_ticks
-                    self._reply(token, SessionStarted(result.session_id, lease))
+                    self._reply(token, self._session_started(result.session_id))
                 return
             case EndSession(session_id) if isinstance(result, Written):
                 self._session_ended(session_id, applied)
@@ -686,7 +748,58 @@ class MasterService:
         return self._machine
 
     def _reply(self, token: CallToken, result: CallResult) -> None:
+        """Answer call `token`, and every retry that joined it, with `result`."""
         self._replies.append(Reply(token, result))
+        for retry in self._retries.settle(token):
+            self._replies.append(Reply(retry, result))
+
+    def _track(self, token: CallToken, session_id: SessionId, number: CallNumber | None) -> None:
+        """The numbered call `token` is proposed: its retries join it until answered."""
+        if number is not None:
+            self._retries.track(token, (session_id, number.sequence))
+
+    def _replayed(
+        self,
+        token: CallToken,
+        handle_bytes: bytes,
+        number: CallNumber | None,
+        answer: Callable[[WriteResult], CallResult],
+    ) -> bool:
+        """Whether the numbered call `token` through a handle was a retry, now answered
+        (see `_retry`; `answer` makes its answer of the kept result). False (not a retry,
+        or a handle that does not decode: it is refused as any other) otherwise."""
+        if number is None:
+            return False
+        try:
+            session_id = decode_handle(handle_bytes, self._key).session_id
+        except DecodeError:
+            return False
+        kept = self._retry(token, session_id, number)
+        if isinstance(kept, bool):
+            return kept
+        self._reply(token, answer(kept))
+        return True
+
+    def _retry(
+        self, token: CallToken, session_id: SessionId, number: CallNumber
+    ) -> WriteResult | bool:
+        """Whether the call `token` numbered `number` in the session is a retry: True if it
+        was answered here (it joined its first attempt, still in progress; or the session's
+        record has passed its number: STALE_REQUEST); the first attempt's result if the
+        record keeps it, for the caller to answer; False if it is no retry (or its session
+        is gone, and it is refused as any other call)."""
+        first = self._retries.numbered((session_id, number.sequence))
+        if first is not None:
+            self._retries.join(first, token)
+            return True
+        record = self._db().tree.session(session_id)
+        if record is None:
+            return False
+        if number.sequence < record.calls.low_water:
+            self._reply(token, stale_call(session_id, number.sequence, self._db().tree.limits))
+            return True
+        kept = record.calls.result(number.sequence)
+        return False if kept is None else kept
 
     def _propose(self, token: CallToken | None, write: LogWrite) -> None:
         """Propose `write` once the cache gate lets it through (at once, mostly)."""
@@ -696,6 +809,15 @@ class MasterService:
         proposal = Proposal(token, write, ticket)
         tree = self._db().tree
         self._gate.submit(ticket, proposal, write, tree, session=session, ends_session=ends)
+
+    def _session_started(self, session_id: SessionId) -> CallResult:
+        """The answer to the creation of `session_id` (a retry's too): its lease's rest."""
+        if not self._table.is_live(session_id):
+            message = f"the session this creation opened, {session_id}, is ending: create another"
+            return _expired(message)
+        expiry = self._table.lease_expiry(session_id)
+        assert expiry is not None, session_id
+        return SessionStarted(session_id, expiry - self._now)
 
     def _session_problem(self, session_id: SessionId) -> Failure | None:
         if not self._table.is_live(session_id):
@@ -780,8 +902,13 @@ class MasterService:
 
     def _open_applied(self, token: CallToken, call: _OpenCall, result: object) -> None:
         node = self._db().tree.get(call.path)
-        if isinstance(result, Written) and node is not None:
-            self._opened(token, call, node, created=True)
+        if isinstance(result, Written):
+            assert result.stat is not None, result
+            if node is not None and node.instance == result.stat.instance:
+                self._opened(token, call, node, created=True)
+            else:  # a retry's answer, kept while the node it created went away
+                message = f"{call.path} was created by this call, and deleted since"
+                self._reply(token, Failure(ErrorCode.NO_SUCH_NODE, message))
         elif isinstance(result, Failure) and result.code is ErrorCode.EXISTS and node is not None:
             self._opened(token, call, node, created=False)  # created by another, meanwhile
         else:
@@ -819,13 +946,14 @@ class MasterService:
         handle_id: HandleId,
         node: NodeRecord,
         generation: int | None = None,
+        number: CallNumber | None = None,
     ) -> None:
         """Propose the release, and right behind it the grants it will make possible, so
         that both go into one log entry: a hand-over costs one commit instead of two in
         series. The grants are decided when applied, like any other: if the release fails
         after all, they fail too and their waiters go back to the head of the queue."""
         key = (node.path, node.instance)
-        self._propose(token, Release(session_id, handle_id, *key, generation))
+        self._propose(token, Release(session_id, handle_id, *key, generation, number))
         if generation not in (None, node.lock_generation):
             return  # a stale release: it will fail, and frees nothing
         after = lock_after_release(node.lock, session_id, handle_id)
@@ -916,6 +1044,10 @@ def _write_result(result: object, *, fenced: bool) -> CallResult:
         return Done(result.results[0].stat)
     assert isinstance(result, Written), result
     return Done(result.stat)
+
+
+def _done_unless_failed(result: WriteResult) -> CallResult:
+    return result if isinstance(result, Failure) else Done()
 
 
 def _listed_bytes(summary: SessionSummary) -> int:

@@ -24,7 +24,8 @@ Theory of operation.
 Every answer is a value (the tokens of the calls to answer, the acquires to propose, the
 locks whose delay ended): this class never replies, proposes or reads the namespace.
 
-Invariant: every queued token is pending, with the call it was queued for.
+Invariant: every queued token is pending, with the call it was queued for; a handle has at
+most one acquire pending (`in_progress`: a retry joins it rather than queue twice).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from attrs import frozen
 
 from chubbypy.locks import LockKey, LockQueues, LockState, Waiter
 from chubbypy.master._ids import CallToken
-from chubbypy.protocol import SessionId
+from chubbypy.protocol import HandleId, SessionId
 from chubbypy.protocol.namespace import Acquire, LockMode
 from chubbypy.sessions import Handle
 
@@ -65,6 +66,8 @@ class LockWaits:
     def __init__(self, waiters_max: int) -> None:
         self._queues: LockQueues[CallToken] = LockQueues(waiters_max)
         self._pending: dict[CallToken, AcquireCall] = {}
+        self._by_handle: dict[tuple[SessionId, HandleId], CallToken] = {}
+        """The pending acquire of each handle that has one (one at a time)."""
         self._wait_ends: dict[CallToken, tuple[int, int]] = {}
         """Per bounded wait: the tick it ends at, and the bound in ticks."""
         self._delays: dict[LockKey, int] = {}
@@ -74,17 +77,22 @@ class LockWaits:
 
     def proposed(self, token: CallToken, call: AcquireCall) -> None:
         """The service proposed `call`'s grant at once: it is pending until applied."""
-        self._pending[token] = call
+        self._add(token, call)
 
     def wait(self, token: CallToken, call: AcquireCall, now: int, wait_ticks: int | None) -> bool:
         """Queue `call` at the tail of its lock's queue, waiting at most `wait_ticks` from
         tick `now` if given; False (nothing queued) if the queues are full."""
         if not self._queues.wait(call.key, _waiter(token, call)):
             return False
-        self._pending[token] = call
+        self._add(token, call)
         if wait_ticks is not None:
             self._wait_ends[token] = (now + wait_ticks, wait_ticks)
         return True
+
+    def in_progress(self, handle: Handle) -> tuple[CallToken, AcquireCall] | None:
+        """The acquire of `handle` in progress (queued, or its grant proposed), if any."""
+        token = self._by_handle.get((handle.session_id, handle.handle_id))
+        return None if token is None else (token, self._pending[token])
 
     def has_waiters(self, key: LockKey) -> bool:
         """Whether acquires wait for the lock (a new one must not pass them)."""
@@ -102,7 +110,7 @@ class LockWaits:
     def applied(self, token: CallToken) -> AcquireCall | None:
         """The grant proposed for `token` was applied, won or lost: its call, no longer
         pending (None if the token is no acquire of this master's)."""
-        call = self._pending.pop(token, None)
+        call = self._drop(token)
         if call is not None:
             self._queues.applied(call.key, token)
         return call
@@ -110,7 +118,7 @@ class LockWaits:
     def requeue(self, token: CallToken, call: AcquireCall) -> None:
         """The grant lost a race: back to the head of the queue, and pending again."""
         self._queues.requeue(call.key, _waiter(token, call))
-        self._pending[token] = call
+        self._add(token, call)
 
     # ------------------------------------------------------------------------- leaving
 
@@ -118,7 +126,7 @@ class LockWaits:
         """Withdraw the acquire `token` if it is queued; whether it was."""
         if self._queues.cancel(token) is None:
             return False
-        del self._pending[token]
+        self._drop(token)
         return True
 
     def cancel_handle(self, handle: Handle) -> list[CallToken]:
@@ -166,8 +174,20 @@ class LockWaits:
     def _forget(self, waiters: list[Waiter[CallToken]]) -> list[CallToken]:
         tokens = [waiter.token for waiter in waiters]
         for token in tokens:
-            del self._pending[token]
+            self._drop(token)
         return tokens
+
+    def _add(self, token: CallToken, call: AcquireCall) -> None:
+        handle = (call.handle.session_id, call.handle.handle_id)
+        assert self._by_handle.get(handle, token) == token, (handle, token)
+        self._pending[token] = call
+        self._by_handle[handle] = token
+
+    def _drop(self, token: CallToken) -> AcquireCall | None:
+        call = self._pending.pop(token, None)
+        if call is not None:
+            del self._by_handle[call.handle.session_id, call.handle.handle_id]
+        return call
 
 
 def _waiter(token: CallToken, call: AcquireCall) -> Waiter[CallToken]:

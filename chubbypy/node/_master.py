@@ -51,7 +51,7 @@ from chubbypy.node._service_log import ServiceLog
 from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
 from chubbypy.node._writes import REFUSALS, ClientWrites
 from chubbypy.paxos import Chance, Outcome, Replica
-from chubbypy.protocol import Command, SessionId
+from chubbypy.protocol import CallNumber, Command, SessionId
 from chubbypy.protocol.client import RequestId, SessionReply
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import LogWrite
@@ -166,9 +166,15 @@ class MasterHost:
     # ------------------------------------------------------------------------- calls
 
     def call(
-        self, connection: ConnectionId, request_id: RequestId, call: SessionCall, principal: str
+        self,
+        connection: ConnectionId,
+        request_id: RequestId,
+        call: SessionCall,
+        principal: str,
+        number: CallNumber | None = None,
     ) -> None:
-        """Serve `call` for the connection acting as `principal` (its ACL checks)."""
+        """Serve `call` for the connection acting as `principal` (its ACL checks); a call
+        that may change state carries its session's `number` for it."""
         service = self._service
         if service is None or not self._core.can_serve_reads():
             self._outbox.refuse(connection, request_id, ErrorCode.NOT_MASTER, "not the master")
@@ -178,7 +184,7 @@ class MasterHost:
         token = CallToken(next(self._tokens))
         changes = not isinstance(call, KeepAlive | ReadNode | ListSessions | CheckSequencer)
         self._calls[token] = (connection, request_id, changes)
-        self._start(service, token, call, principal)
+        self._start(service, token, call, principal, number)
         if isinstance(call, AcquireLock) and call.wait and self._chance.buggify(DISCONNECT):
             self._outbox.put(Disconnect(connection))
         self._flush()
@@ -199,29 +205,34 @@ class MasterHost:
         return False
 
     def _start(
-        self, service: MasterService, token: CallToken, call: SessionCall, principal: str
+        self,
+        service: MasterService,
+        token: CallToken,
+        call: SessionCall,
+        principal: str,
+        number: CallNumber | None,
     ) -> None:
         match call:
-            case CreateSession(name):
-                service.create_session(token, name)
+            case CreateSession(name, nonce):
+                service.create_session(token, name, nonce)
             case KeepAlive(session_id, _, acked_through):
                 service.keep_alive(token, session_id, acked_through)
             case CloseSession(session_id, _):
                 service.close_session(token, session_id)
             case Open(session_id, _, path, mode, events, delay, create, exclusive):
                 service.open(token, session_id, path, mode, events, delay, create, exclusive,
-                             principal=principal)  # fmt: skip
+                             principal=principal, number=number)  # fmt: skip
             case CloseHandle(handle):
-                service.close(token, handle)
+                service.close(token, handle, number)
             case PoisonHandle(handle):
                 service.poison(token, handle)
             case AcquireLock(handle, mode, wait, wait_ms):
                 ticks = None if wait_ms is None else self._ticks(wait_ms)
                 service.acquire(token, handle, mode, wait=wait, wait_ticks=ticks)
             case ReleaseLock(handle, generation):
-                service.release(token, handle, generation)
+                service.release(token, handle, generation, number)
             case HandleWrite(handle, write, sequencer):
-                service.write(token, handle, write, sequencer)
+                service.write(token, handle, write, sequencer, number)
             case GetSequencer(handle):
                 service.get_sequencer(token, handle)
             case CheckSequencer(sequencer):
@@ -257,8 +268,9 @@ class MasterHost:
         """One entry was applied, with these outcomes: report the writes it applied."""
         if self._service is None:
             return
+        failure = Failure(ErrorCode.EPOCH_CHANGED, "proposed by an earlier master")
         for token in self._log.applied(self._service, outcomes):
-            self._answer(token, Failure(ErrorCode.EPOCH_CHANGED, "proposed by an earlier master"))
+            self._ended(self._service, token, failure)
         self._flush()
 
     # ------------------------------------------------------------------------- helpers
@@ -308,8 +320,9 @@ class MasterHost:
         refused = self._core.propose(commands, self._core.epoch)
         if refused is not None:
             code = REFUSALS[refused.reason]
+            failure = Failure(code, f"not proposed: {refused.reason.value}")
             for token in self._log.refused(service, commands):
-                self._answer(token, Failure(code, f"not proposed: {refused.reason.value}"))
+                self._ended(service, token, failure)
 
     def _release(self, service: MasterService, write: ClientWrite) -> None:
         """A client's write the gate let through: proposed as the client's own."""
@@ -322,6 +335,11 @@ class MasterHost:
             self._log.client_write_proposed(command, write.ticket)
         else:
             service.landed(write.ticket)
+
+    def _ended(self, service: MasterService, token: CallToken, failure: Failure) -> None:
+        """The call `token` ended outside the service: answer it, and its retries."""
+        for call in (token, *service.call_ended(token)):
+            self._answer(call, failure)
 
     def _answer(self, token: CallToken, result: CallResult) -> None:
         call = self._calls.pop(token, None)

@@ -238,8 +238,8 @@ class ReplicaNode:
                 self._write(connection, request, principal)
             case Register(request_id, nonce):
                 self._writes.propose(connection, request_id, Command(NO_CLIENT, nonce, b""))
-            case SessionRequest(request_id, call):
-                self._master.call(connection, request_id, call, principal)
+            case SessionRequest(request_id, call, number):
+                self._master.call(connection, request_id, call, principal, number)
         self._drain()
 
     def durable_written(self, now: int, seconds: float) -> None:
