@@ -130,7 +130,7 @@ from chubbypy.protocol.session import (
     SessionList,
     SessionResult,
 )
-from chubbypy.protocol.values import NO_SESSION, ClientId, ReplicaId
+from chubbypy.protocol.values import NO_SESSION, CallNumber, ClientId, ReplicaId
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -538,13 +538,18 @@ class PlainCell:
         return (await self._carry(make, deadline, attempt_seconds)).reply
 
     async def _session_call(
-        self, call: SessionCall, attempt_seconds: float | None = None, deadline: float | None = None
+        self,
+        call: SessionCall,
+        attempt_seconds: float | None = None,
+        deadline: float | None = None,
+        number: CallNumber | None = None,
     ) -> tuple[SessionResult, SendTimes]:
-        """One session call through the master, with its retries; its result, and when it
-        was first and last sent (a lease counts from the first)."""
+        """One session call through the master, with its retries (each carrying the same
+        `number`, if the call takes one); its result, and when it was first and last sent
+        (a lease counts from the first)."""
 
         def make(request_id: RequestId) -> SessionRequest:
-            return SessionRequest(request_id, call)
+            return SessionRequest(request_id, call, number)
 
         finished = await self._carry(make, deadline or self._deadline(), attempt_seconds)
         if not isinstance(finished.reply, SessionReply):

@@ -30,6 +30,7 @@ and no call for a minute (`idle_close_seconds`), and logs why.
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar, assert_never
@@ -63,6 +64,7 @@ from chubbypy.client._session_core import (
 )
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream, guarded
+from chubbypy.protocol._plain import INT64_MAX
 from chubbypy.protocol.errors import (
     ChubbyError,
     InvalidHandle,
@@ -109,8 +111,9 @@ from chubbypy.protocol.session import (
     SessionCreated,
     SessionEvent,
     SessionResult,
+    is_numbered,
 )
-from chubbypy.protocol.values import NO_HANDLE, HandleId, SessionId
+from chubbypy.protocol.values import NO_HANDLE, CallNumber, HandleId, SessionId
 
 __all__ = ["Handle", "Session"]
 
@@ -151,6 +154,8 @@ class Session:
         """The CloseSession call just started, for `close` to return."""
         self._waiting: list[Deferred[None]] = []
         """Calls waiting for the next state change (jeopardy to end)."""
+        self._numbers_waiting: list[Deferred[None]] = []
+        """Numbered calls waiting for an older one to end (`CALLS_UNACKED_MAX`)."""
         self.on_state: list[Callable[[SessionState], None]] = []
         """Called with each state change, in order (on the reactor thread)."""
         self.on_event: list[Callable[[SessionEvent], None]] = []
@@ -183,7 +188,9 @@ class Session:
         idle client costs the master nothing."""
 
         async def create() -> Session:
-            call = CreateSession(name or default_client_name())
+            # The nonce names this creation on every attempt: a retry whose first attempt
+            # opened a session (its answer lost) gets that session, not a second one.
+            call = CreateSession(name or default_client_name(), secrets.randbelow(INT64_MAX) + 1)
             result, sent = await cell._session_call(call)
             if not isinstance(result, SessionCreated):
                 raise ChubbyError(f"unexpected {type(result).__name__} to CreateSession")
@@ -414,15 +421,33 @@ class Session:
             await self._state_change()
         if admission is Admission.REFUSE:
             raise SessionExpired(f"session {self.session_id} has {self.state.value}")
+        number = None
+        if is_numbered(call):
+            # Carried out once whatever the retries: numbered, within CALLS_UNACKED_MAX of
+            # the oldest call still unanswered (whose answer the cell keeps until then).
+            while not self._core.number_wanted():
+                await self._number_freed()
+            number = self._core.call_number(call)
         self._calls_running += 1
         try:
-            return await _call(self.cell, call, attempt_seconds, deadline)
+            return await _call(self.cell, call, attempt_seconds, deadline, number)
         except SessionExpired:
             self._carry_out(self._core.expiry_reported())
             raise
         finally:
+            self._core.call_ended(number)
+            if number is not None:
+                waiting, self._numbers_waiting = self._numbers_waiting, []
+                for waiter in waiting:
+                    waiter.callback(None)
             self._calls_running -= 1
             self._last_call = self._clock.seconds()
+
+    def _number_freed(self) -> Deferred[None]:
+        """Fires when a numbered call of this session ends."""
+        waiting: Deferred[None] = Deferred(lambda d: _discard(self._numbers_waiting, d))
+        self._numbers_waiting.append(waiting)
+        return waiting
 
     def _state_change(self) -> Deferred[None]:
         """Fires at the session's next change of state."""
@@ -926,9 +951,10 @@ async def _call(
     call: SessionCall,
     attempt_seconds: float | None = None,
     deadline: float | None = None,
+    number: CallNumber | None = None,
 ) -> SessionResult:
     """One session call through the master, redirects and retries as every call has."""
-    result, _ = await cell._session_call(call, attempt_seconds, deadline)
+    result, _ = await cell._session_call(call, attempt_seconds, deadline, number)
     return result
 
 

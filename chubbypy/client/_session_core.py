@@ -64,15 +64,18 @@ from chubbypy.paxos import Chance, NoChance
 from chubbypy.protocol.errors import SessionExpired, Unavailable
 from chubbypy.protocol.namespace import Stat
 from chubbypy.protocol.session import (
+    CALLS_UNACKED_MAX,
     CloseSession,
     EventKind,
     KeepAlive,
     LeaseExtended,
     NodeRead,
     ReadNode,
+    SessionCall,
     SessionEvent,
+    is_numbered,
 )
-from chubbypy.protocol.values import HandleId, SessionId
+from chubbypy.protocol.values import CallNumber, HandleId, SessionId
 
 __all__ = [
     "ACQUIRE_ANSWER_SECONDS",
@@ -129,6 +132,9 @@ class ClientBug(enum.Enum):
     KeepAlive's hold at the master, which is counted on top)."""
     CACHE_IGNORES_INVALIDATION = "cache-ignores-invalidation"
     """Acknowledge an INVALIDATE event without dropping the cached entry."""
+    CALLS_UNNUMBERED = "calls-unnumbered"
+    """Send calls that change state without their `CallNumber`, as before issue 12: a
+    retry after a lost answer is carried out again."""
 
 
 def local_lease_end(
@@ -308,6 +314,9 @@ class ClientSession:
     _handles: dict[HandleId, _HandleRecord] = field(init=False, factory=dict)
     _parked: dict[HandleKey, list[ParkedHandle]] = field(init=False, factory=dict)
     _parked_count: int = field(init=False, default=0)
+    _next_number: int = field(init=False, default=1)
+    _unanswered: set[int] = field(init=False, factory=set)
+    """The numbers of the numbered calls in progress."""
 
     # ------------------------------------------------------------------------- queries
 
@@ -523,6 +532,30 @@ class ClientSession:
         if self._state.final:
             return Admission.REFUSE
         return Admission.WAIT if self._state is SessionState.JEOPARDY else Admission.SEND
+
+    def number_wanted(self) -> bool:
+        """Whether a numbered call may start now: not while it would run more than
+        CALLS_UNACKED_MAX ahead of the oldest unanswered one (whose answer the cell must
+        keep until this session acknowledges it)."""
+        oldest = min(self._unanswered, default=self._next_number)
+        return self._next_number - oldest < CALLS_UNACKED_MAX
+
+    def call_number(self, call: SessionCall) -> CallNumber | None:
+        """The number `call` carries on every attempt, if it takes one (`is_numbered`;
+        `number_wanted` said it may start): the next of the session's, acknowledging every
+        answer below its oldest call still unanswered."""
+        if not is_numbered(call) or ClientBug.CALLS_UNNUMBERED in self.bugs:
+            return None
+        assert self.number_wanted(), "too far ahead of the oldest unanswered call"
+        sequence, self._next_number = self._next_number, self._next_number + 1
+        self._unanswered.add(sequence)
+        return CallNumber(sequence, min(self._unanswered))
+
+    def call_ended(self, number: CallNumber | None) -> None:
+        """The numbered call ended: answered, or given up (its outcome unknown, and past
+        the next call's acknowledgement it can no longer take effect)."""
+        if number is not None:
+            self._unanswered.discard(number.sequence)
 
     def expiry_reported(self) -> tuple[SessionOutput, ...]:
         """A call was answered SESSION_EXPIRED: the master has ended the session."""

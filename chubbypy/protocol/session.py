@@ -233,6 +233,28 @@ SessionCall = (
     | ListSessions
 )
 
+CALLS_UNACKED_MAX = 64
+"""How far a client's numbered calls may run ahead of its oldest unanswered one: a call
+numbered n is sent only once every call below n - CALLS_UNACKED_MAX + 1 was answered. The
+cell keeps at least this many answers per session (``sessions.answers_kept_max``), so no
+call's answer is dropped while its client may still retry it."""
+
+
+def is_numbered(call: SessionCall) -> bool:
+    """Whether `call` carries its session's `CallNumber` (issue 12): the calls that may
+    change the replicated state through a session, so that each is carried out once
+    whatever the retries. An acquire needs none (a handle asking again for the lock it
+    waits for, or holds, joins or is granted), nor do reads, KeepAlives, a poison (the
+    master's memory) and the session's own creation (its nonce) and close (done twice is
+    done once)."""
+    match call:
+        case Open(create=create):
+            return create is not None
+        case CloseHandle() | ReleaseLock() | HandleWrite():
+            return True
+    return False
+
+
 # ----------------------------------------------------------------------------- results
 
 

@@ -61,13 +61,11 @@ PROGRESS_SECONDS = 2
 """How often a narrated run reports progress."""
 
 
-KNOWN_BUGS: dict[str, str] = {
-    "at most once": "session calls are not exactly-once yet (issue 12)",
-}
-"""Checkers that catch a bug known and filed but not fixed yet, and why. Session calls: a
-handle write retried across a fail-over can be applied twice, a retried release refused
-after its first attempt freed the lock; the checker reports it on many seeds, and
-`tests/sim/regression_seeds.txt` keeps two as strict xfails. Issue 12 empties this."""
+KNOWN_BUGS: dict[str, str] = {}
+"""Checkers that catch a bug known and filed but not fixed yet, and why: their violations
+are reported apart (`SimResult.known`), and `tests/sim/regression_seeds.txt` keeps a seed
+of each as a strict xfail until the fix turns it into an ordinary regression seed. Empty:
+issue 12 fixed the last (session calls that were not exactly-once)."""
 
 
 @frozen

@@ -21,7 +21,9 @@ judge, against what the log applied, in true time:
   node than the log has applied;
 * **at most once**: every session call takes effect at most once, and a retried call gets
   the answer of its first effect: a handle write (unique contents) is applied once, and a
-  release whose first attempt freed the lock is not answered as refused.
+  release whose first attempt freed the lock is not answered as refused (SESSION_EXPIRED
+  claims nothing: the session ended, its locks and kept answers with it), nor is a handle
+  write that was applied.
 """
 
 from __future__ import annotations
@@ -128,6 +130,18 @@ class LockObserver:
             )
         self._written[key] = generation
         self._changed(write.path, EventKind.CONTENTS_MODIFIED)
+
+    def write_refused(self, client: str, path: str, contents: bytes, refused: ErrorCode) -> None:
+        """`client`'s fenced write of `contents` to `path` was answered refused: if the log
+        applied it, a retry did not get its first answer."""
+        generation = self._written.get((path, contents))
+        if generation is not None:
+            self.violate(
+                "at most once",
+                f"{client}'s handle write of {contents!r} to {path} was applied (content "
+                f"generation {generation}), yet answered {refused.name}: a retried session "
+                "call did not get its first answer",
+            )
 
     def release_answered(
         self, client: str, session_id: int, path: str, generation: int, refused: ErrorCode | None

@@ -47,6 +47,7 @@ from chubbypy.client.core import (
 from chubbypy.locks import decode_sequencer
 from chubbypy.paxos import Chance
 from chubbypy.protocol import NO_HANDLE
+from chubbypy.protocol._plain import INT64_MAX
 from chubbypy.protocol.client import ServerReply, SessionReply, SessionRequest
 from chubbypy.protocol.errors import (
     ChubbyError,
@@ -203,9 +204,8 @@ class SimLockClient:
     def _create_session(self) -> None:
         self._working = True
         call = self._master_call()
-        self._process.run(
-            call, lambda rid: SessionRequest(rid, CreateSession(self.name)), self._created
-        )
+        create = CreateSession(self.name, self._rng.randint(1, INT64_MAX))  # one per creation
+        self._process.run(call, lambda rid: SessionRequest(rid, create), self._created)
 
     def _created(self, end: Finished | Failed) -> None:
         if not isinstance(end, Finished):
@@ -296,6 +296,10 @@ class SimLockClient:
             elif isinstance(answer, InvalidSequencer) and self._session is session:
                 self._stop_believing()  # someone newer holds it: we lost it in jeopardy
                 self._sequencer = b""
+            if isinstance(answer, ChubbyError) and not isinstance(
+                answer, Unavailable | SessionExpired
+            ):
+                self._observer.write_refused(self.name, path, contents, answer.code)
             self._work_done()
 
         self._call(session, call, written)
@@ -305,7 +309,9 @@ class SimLockClient:
         path, generation = self._path, self._generation
 
         def released(answer: Answer) -> None:
-            if not isinstance(answer, Unavailable):  # no answer at all: the outcome is unknown
+            # No answer at all, or the session's end (which took its kept answers and every
+            # lock it held with it): the outcome is unknown, and nothing is claimed held.
+            if not isinstance(answer, Unavailable | SessionExpired):
                 refused = answer.code if isinstance(answer, ChubbyError) else None
                 self._observer.release_answered(
                     self.name, session.session_id, path, generation, refused
@@ -436,8 +442,10 @@ class SimLockClient:
         """Carry a session call to the master; `ended` hears its result or its error (a
         SESSION_EXPIRED answer also tells the session)."""
         self._working = True
+        number = session.call_number(call)  # one numbered call at a time: never too far
 
         def finished(end: Finished | Failed) -> None:
+            session.call_ended(number)
             if isinstance(end, Failed):
                 if isinstance(end.error, SessionExpired) and session is self._session:
                     self._carry_out(session, session.expiry_reported())
@@ -446,7 +454,7 @@ class SimLockClient:
                 ended(_session_result(end.reply))
 
         master_call = self._master_call(deadline, attempt_seconds)
-        self._process.run(master_call, lambda rid: SessionRequest(rid, call), finished)
+        self._process.run(master_call, lambda rid: SessionRequest(rid, call, number), finished)
 
 
 def _session_result(reply: ServerReply) -> SessionResult:

@@ -90,6 +90,7 @@ def test_a_lock_run_replays_exactly() -> None:
         (LockBug.HOLDER_IGNORES_JEOPARDY, 0, 60, {"mutual exclusion"}),
         (ClientBug.LEASE_FROM_ANSWER, 0, 40, {"session safety", "mutual exclusion"}),
         (ClientBug.CACHE_IGNORES_INVALIDATION, 0, 20, {"cache coherence"}),
+        (ClientBug.CALLS_UNNUMBERED, 0, 20, {"at most once"}),
     ],
     ids=lambda value: value.value if isinstance(value, LockBug | ClientBug) else "",
 )
@@ -97,7 +98,8 @@ def test_a_deliberate_lock_bug_is_caught(
     bug: LockBug | ClientBug, start: int, bound: int, checkers: set[str]
 ) -> None:
     """A program that believes past its session's lease, a client library that counts its
-    lease from a retry, or one that keeps what it was told to drop, is reported within
+    lease from a retry, one that keeps what it was told to drop, or one whose retries are
+    carried out again (unnumbered calls), is reported within
     `bound` seeds (the checkers can fail)."""
     if isinstance(bug, LockBug):
         settings = evolve(_locks(), lock_bugs=frozenset([bug]))

@@ -9,14 +9,18 @@ from twisted.internet.task import Clock
 from chubbypy.client import Session, SessionState
 from chubbypy.client.core import SendTimes
 from chubbypy.paxos import NoChance
+from chubbypy.protocol import CallNumber
 from chubbypy.protocol.errors import SessionExpired, Unavailable
+from chubbypy.protocol.namespace import SetContents
 from chubbypy.protocol.session import (
+    CALLS_UNACKED_MAX,
     CallDone,
     CheckSequencer,
     CloseSession,
     CreateSession,
     EventKind,
     HandleMode,
+    HandleWrite,
     KeepAlive,
     LeaseExtended,
     SessionCall,
@@ -38,12 +42,18 @@ class FakeCalls:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.calls: list[tuple[SessionCall, float | None, float | None]] = []
+        self.numbers: list[CallNumber | None] = []
         self.waiting: list[Deferred[tuple[SessionResult, SendTimes]]] = []
 
     async def _session_call(
-        self, call: SessionCall, attempt_seconds: float | None = None, deadline: float | None = None
+        self,
+        call: SessionCall,
+        attempt_seconds: float | None = None,
+        deadline: float | None = None,
+        number: CallNumber | None = None,
     ) -> tuple[SessionResult, SendTimes]:
         self.calls.append((call, attempt_seconds, deadline))
+        self.numbers.append(number)
         waiting: Deferred[tuple[SessionResult, SendTimes]] = Deferred()
         self.waiting.append(waiting)
         return await waiting
@@ -73,7 +83,10 @@ def calls(clock: Clock) -> FakeCalls:
 def opened(calls: FakeCalls, clock: Clock) -> tuple[Session, list[SessionState]]:
     """A session whose CreateSession was sent at 0 and answered at 0.5; its reported states."""
     opening = Session.open(calls, clock, name="test", idle_close_seconds=None)  # type: ignore[arg-type]
-    assert calls.last() == CreateSession("test")
+    created = calls.last()
+    assert isinstance(created, CreateSession)
+    assert created.name == "test"
+    assert created.nonce > 0, "a creation names itself, so that a retry gets its session"
     clock.advance(0.5)
     calls.answer(SessionCreated(7, LEASE_MS, b"c" * 16), sent=0.0)
     session: Session = result_of(opening)
@@ -195,3 +208,50 @@ def test_a_handle_with_unknown_mode_or_event_bits_is_refused_before_sending(
     with pytest.raises(ValueError, match="no handle has"):
         session.open_handle("/ls/local/f", mode=HandleMode(8))
     assert len(calls.calls) == sent
+
+
+def _handle_write(session: Session, n: int) -> Deferred[SessionResult]:
+    call = HandleWrite(b"h", SetContents("/ls/local/f", b"%d" % n))
+    return Deferred.fromCoroutine(session.call(call))
+
+
+def _done(waiting: Deferred[tuple[SessionResult, SendTimes]]) -> None:
+    waiting.callback((CallDone(), SendTimes(0, 0)))
+
+
+def test_calls_that_change_state_carry_their_number_and_acknowledge_the_answered(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """Numbered calls count up; each acknowledges every answer below the oldest call still
+    unanswered; reads and KeepAlives carry no number."""
+    session, _ = opened(calls, clock)
+    first, second = _handle_write(session, 1), _handle_write(session, 2)
+    checking = session.check_sequencer(b"s")
+    assert calls.numbers[-3:] == [CallNumber(1, 1), CallNumber(2, 1), None]
+    _done(calls.waiting.pop(1))  # the first write is answered
+    third = _handle_write(session, 3)
+    assert calls.numbers[-1] == CallNumber(3, 2)
+    for waiting in calls.waiting[1:]:
+        _done(waiting)
+    for answered in (first, second, third):
+        assert result_of(answered) == CallDone()
+    assert result_of(checking) is False
+
+
+def test_a_call_runs_at_most_calls_unacked_max_ahead_of_the_oldest_unanswered(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """The numbered call past CALLS_UNACKED_MAX of the oldest unanswered one waits for it
+    (the cell keeps that many answers per session, so none a retry needs is dropped)."""
+    session, _ = opened(calls, clock)
+    keepalive = calls.waiting.pop(0)
+    running = [_handle_write(session, n) for n in range(CALLS_UNACKED_MAX + 1)]
+    assert len(calls.waiting) == CALLS_UNACKED_MAX, "the last one waits"
+    _done(calls.waiting.pop(1))  # not the oldest: the last still waits
+    assert len(calls.waiting) == CALLS_UNACKED_MAX - 1
+    _done(calls.waiting.pop(0))  # the oldest: the last goes
+    assert calls.numbers[-1] == CallNumber(CALLS_UNACKED_MAX + 1, 3)
+    for waiting in calls.waiting:
+        _done(waiting)
+    assert all(result_of(answered) == CallDone() for answered in running)
+    assert not keepalive.called
