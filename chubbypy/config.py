@@ -46,6 +46,7 @@ from chubbypy.paxos import (
 )
 from chubbypy.protocol import COMMAND_OVERHEAD_BYTES, ReplicaId
 from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX, ReplicaAddress
+from chubbypy.protocol.session import CALLS_UNACKED_MAX
 
 __all__ = [
     "CellConfig",
@@ -175,7 +176,8 @@ class SessionsConfig:
     """Blocked lock requests at the master, all locks together."""
     answers_kept_max: int = 64
     """Answers of one session's unacknowledged calls kept in its replicated record, so a
-    retry gets its first answer (exactly-once session calls)."""
+    retry gets its first answer (exactly-once session calls); at least CALLS_UNACKED_MAX,
+    how far the client library runs ahead of its oldest unanswered call."""
 
 
 TOKEN_CHARS_MIN: Final = 16
@@ -705,7 +707,9 @@ SESSIONS_RULES: Final[Mapping[str, Rule]] = {
     "keepalive_answer_before_seconds": _positive_seconds,
     "events_pending_max": _at_least(1),
     "lock_waiters_max": _at_least(1),
-    "answers_kept_max": _at_least(1),
+    # A client runs at most CALLS_UNACKED_MAX numbered calls ahead of its oldest unanswered
+    # one: the cell must keep that many answers, or a retry may find its answer dropped.
+    "answers_kept_max": _at_least(CALLS_UNACKED_MAX),
 }
 LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "file_bytes_max": _at_least(1),

@@ -278,6 +278,14 @@ def test_out_of_range_paxos_values(key: str, value: float, expected: str) -> Non
     assert only_problem(config(paxos={key: value})).startswith(f"paxos.{key}: {expected}")
 
 
+def test_answers_kept_cover_what_a_client_may_leave_unanswered() -> None:
+    """sessions.answers_kept_max below CALLS_UNACKED_MAX is refused: a retry's answer could
+    be dropped while its client may still send it."""
+    assert only_problem(config(sessions={"answers_kept_max": 63})).startswith(
+        "sessions.answers_kept_max: 63 is too small: expected at least 64"
+    )
+
+
 def test_frame_limit_fits_the_length_prefix() -> None:
     """frame_bytes_max must be stateable in the 4-byte frame length prefix."""
     assert only_problem(config(limits={"frame_bytes_max": 1 << 32})) == (
