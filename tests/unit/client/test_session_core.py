@@ -29,15 +29,23 @@ from chubbypy.client.core import (
     local_lease_end,
     next_state,
 )
+from chubbypy.protocol import CallNumber
 from chubbypy.protocol.errors import ChubbyError, PermissionDenied, SessionExpired, Unavailable
-from chubbypy.protocol.namespace import AclNames, Stat
+from chubbypy.protocol.namespace import AclNames, Create, LockMode, SetContents, Stat
 from chubbypy.protocol.session import (
+    CALLS_UNACKED_MAX,
+    AcquireLock,
+    CloseHandle,
     CloseSession,
     EventKind,
+    HandleMode,
+    HandleWrite,
     KeepAlive,
     LeaseExtended,
     NodeRead,
+    Open,
     ReadNode,
+    ReleaseLock,
     SessionEvent,
 )
 
@@ -454,3 +462,37 @@ def test_session_expired_on_any_call_expires_a_live_session() -> None:
     made = session()
     assert made.expiry_reported() == (StateChanged(SessionState.EXPIRED),)
     assert made.open_handles == 0
+
+
+def test_only_calls_that_change_state_are_numbered_and_never_twice() -> None:
+    """Writes, releases, closes and creating opens get rising numbers, each acknowledging
+    up to the oldest still unanswered; reads, acquires and KeepAlives get none."""
+    made = session()
+    write = HandleWrite(b"h", SetContents(PATH, b"x"))
+    assert made.call_number(ReadNode(SID, CREDENTIAL, PATH)) is None
+    assert made.call_number(AcquireLock(b"h", LockMode.EXCLUSIVE, wait=True)) is None
+    assert made.call_number(Open(SID, CREDENTIAL, PATH, HandleMode.READ)) is None
+    first = made.call_number(write)
+    second = made.call_number(ReleaseLock(b"h", 3))
+    third = made.call_number(Open(SID, CREDENTIAL, PATH, HandleMode.READ, create=Create(PATH)))
+    assert (first, second, third) == (CallNumber(1, 1), CallNumber(2, 1), CallNumber(3, 1))
+    made.call_ended(first)
+    assert made.call_number(CloseHandle(b"h")) == CallNumber(4, 2)
+
+
+def test_numbered_calls_stay_within_calls_unacked_max_of_the_oldest() -> None:
+    """Once a call would run CALLS_UNACKED_MAX past the oldest unanswered, none may start."""
+    made = session()
+    write = HandleWrite(b"h", SetContents(PATH, b"x"))
+    numbers = [made.call_number(write) for _ in range(CALLS_UNACKED_MAX)]
+    assert not made.number_wanted()
+    made.call_ended(numbers[-1])
+    assert not made.number_wanted(), "the oldest is what holds it back"
+    made.call_ended(numbers[0])
+    assert made.number_wanted()
+
+
+def test_calls_unnumbered_bug_sends_no_numbers() -> None:
+    """`calls-unnumbered` numbers nothing (the simulator's at-most-once checker catches it)."""
+    made = session(bugs=frozenset({ClientBug.CALLS_UNNUMBERED}))
+    assert made.call_number(HandleWrite(b"h", SetContents(PATH, b"x"))) is None
