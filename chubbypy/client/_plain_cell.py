@@ -9,7 +9,8 @@ sleep, until the call is finished or failed. `chubbypy.client.Cell` adds session
 Theory of operation (the retry rules themselves are in `chubbypy.client._calls`).
 
 * **Writing exactly once.** Before its first write the client registers with a random
-  63-bit nonce (a retried registration with the same nonce gets the same client id). Writes
+  63-bit nonce (a retried registration with the same nonce gets the same client id, and
+  the client's credential, which every write shows: the id alone is worth nothing). Writes
   then go one at a time, numbered 1, 2, 3, ...: every attempt of a write, on whatever master,
   carries the same `(client_id, sequence)`, so the cell applies it once and answers a
   retry with the first result. `first_unacked` is the write's own sequence, because no
@@ -253,6 +254,8 @@ class PlainCell:
         self._connections: dict[str, ReplicaConnection] = {}
         self._nonce = self._new_nonce()
         self._client_id: ClientId | None = None
+        self._credential = b""
+        """The credential the registration gave: every write shows it."""
         self._next_sequence = 1
         self._write_lock = DeferredLock()
         self._operations: set[Deferred[Any]] = set()
@@ -461,12 +464,13 @@ class PlainCell:
 
     async def _write_locked(self, write: Write, deadline: float) -> WriteResult:
         client_id = await self._register(deadline)
+        credential = self._credential
         sequence = self._next_sequence
         self._next_sequence += 1  # never reused, whatever becomes of this write
 
         def make(request_id: RequestId) -> WriteRequest:
             # The same (client_id, sequence) on every attempt, whichever replica is master.
-            return WriteRequest(request_id, client_id, sequence, sequence, write)
+            return WriteRequest(request_id, client_id, credential, sequence, sequence, write)
 
         try:
             reply = await self._call_master(make, deadline)
@@ -485,6 +489,7 @@ class PlainCell:
             if not isinstance(reply, Registered):
                 raise _unexpected(reply, "a registration")
             self._client_id, self._next_sequence = reply.client_id, 1
+            self._credential = reply.credential
         return self._client_id
 
     async def _locate_master(self) -> MasterLocation:

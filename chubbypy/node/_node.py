@@ -38,7 +38,11 @@ Theory of operation.
   `checksum_every_ticks`; followers report theirs to the master, which compares
   (`ChecksumBook`).
 * **Clients' identities.** A connection acts as `anonymous` (if allowed) until it
-  authenticates with a principal's token; the principal is what every ACL check sees.
+  authenticates with a principal's token; the principal is what every ACL check sees. A
+  plain client's id is not secret (ids are sequential): its registration answers with a
+  credential (a MAC of the id under the handle key), and a write that does not show it is
+  refused PERMISSION_DENIED before anything else, so no one but the registering client
+  can spend its sequence numbers or read its remembered results.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ from chubbypy.protocol.client import (
 )
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace_codec import decode_result, encode_write
+from chubbypy.sessions import client_credential_matches
 
 
 class ReplicaNode:
@@ -142,7 +147,8 @@ class ReplicaNode:
         self._outbox = Outbox(settings.replica_id, self.core, self._errors)
         self._writes = ClientWrites(
             self.core, self._outbox, chance, proposals=self._proposals,
-            operations=self._operations, bugs=settings.node_bugs,
+            operations=self._operations, handle_key=settings.handle_key,
+            bugs=settings.node_bugs,
         )  # fmt: skip
         self._master = MasterHost(
             settings, self.core, self.machine, self._writes, self._outbox, chance
@@ -214,6 +220,7 @@ class ReplicaNode:
         self._catch_up(now)
         self._principals.pop(connection, None)
         self._peers.pop(connection, None)
+        self._outbox.connection_closed(connection)
         self._master.connection_closed(connection)
         self._drain()
 
@@ -314,6 +321,8 @@ class ReplicaNode:
 
     def _write(self, connection: ConnectionId, request: WriteRequest, principal: str) -> None:
         request_id = request.request_id
+        if not self._owner_shown(connection, request, principal):
+            return
         if request.client_id == MASTER_CLIENT:
             self._refuse(connection, request_id, ErrorCode.UNKNOWN_CLIENT, "a reserved id")
             return
@@ -343,6 +352,25 @@ class ReplicaNode:
         # cached copy it makes stale was invalidated (usually: not at all).
         if not self._master.write(connection, request_id, command, request.write):
             self._writes.propose(connection, request_id, command)
+
+    def _owner_shown(self, connection: ConnectionId, request: WriteRequest, principal: str) -> bool:
+        """Whether the write shows its client's credential; if not it is refused before
+        anything else, and changes nothing: a retry answered from the client table would
+        hand another client's results out, and a write proposed would spend its sequence
+        numbers (its own later writes then answered with the cached results of these)."""
+        key = self.settings.handle_key
+        if client_credential_matches(request.client_id, request.credential, key):
+            return True
+        self._outbox.warn_once(
+            connection,
+            "credential",
+            f"refused a write naming client {request.client_id} from {principal!r} at "
+            f"{self._peers.get(connection) or '?'}: not the client's credential (a forged or "
+            "mistaken client id)",
+        )
+        message = f"client {request.client_id}: wrong credential; only its owner may write as it"
+        self._refuse(connection, request.request_id, ErrorCode.PERMISSION_DENIED, message)
+        return False
 
     def _refuse(
         self, connection: ConnectionId, request_id: RequestId, code: ErrorCode, message: str

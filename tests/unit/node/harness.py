@@ -77,7 +77,7 @@ from chubbypy.protocol.session import (
     SessionCreated,
     SessionResult,
 )
-from chubbypy.sessions import SessionTiming
+from chubbypy.sessions import SessionTiming, client_credential
 from chubbypy.store import MemoryStore
 from tests.unit.paxos.harness import check_durable
 
@@ -214,9 +214,17 @@ class Connection:
         return self.send(ReadRequest(self.next_id(), read))
 
     def write(
-        self, client_id: ClientId, sequence: int, write: Write, first_unacked: int = 0
+        self,
+        client_id: ClientId,
+        sequence: int,
+        write: Write,
+        first_unacked: int = 0,
+        credential: bytes | None = None,
     ) -> RequestId:
-        return self.send(WriteRequest(self.next_id(), client_id, sequence, first_unacked, write))
+        """A write as client `client_id`, showing its own credential unless `credential`."""
+        shown = client_credential(client_id, HANDLE_KEY) if credential is None else credential
+        request = WriteRequest(self.next_id(), client_id, shown, sequence, first_unacked, write)
+        return self.send(request)
 
     def register(self, nonce: int) -> RequestId:
         return self.send(Register(self.next_id(), nonce))
