@@ -179,7 +179,12 @@ async def idle_sessions(reactor: Any, local: LocalCell, args: argparse.Namespace
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     print(machine_line(machine()), flush=True)
     directory = Path(tempfile.mkdtemp(prefix="chubbypy-locks-"))
-    local = LocalCell(directory)
+    # The idle sessions all come from one client, over one connection: past the default
+    # limits on what one connection and one principal may hold.
+    many = max(20_000, args.sessions)
+    local = LocalCell(
+        directory, {"sessions_per_connection_max": many, "sessions_per_principal_max": many}
+    )
     try:
         local.start()
         for mode in args.modes:

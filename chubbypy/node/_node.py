@@ -57,6 +57,7 @@ from chubbypy.namespace import (
     write_problem,
 )
 from chubbypy.node._checksums import ChecksumBook
+from chubbypy.node._limits import RegistrationBook, SessionBook
 from chubbypy.node._master import MasterHost
 from chubbypy.node._metrics import Registry
 from chubbypy.node._outbox import Outbox
@@ -78,6 +79,7 @@ from chubbypy.paxos import (
     Chance,
     ChecksumTaken,
     Outcome,
+    OutcomeKind,
     Persisted,
     Ready,
     Replica,
@@ -153,6 +155,8 @@ class ReplicaNode:
         self._master = MasterHost(
             settings, self.core, self.machine, self._writes, self._outbox, chance
         )
+        self.registrations = RegistrationBook(settings.client_limits)
+        """Live registrations per connection and principal, against their limits."""
         self.checksums = ChecksumBook(settings.replica_id)
         self._define_gauges()
         self._writing: Ready | None = None
@@ -170,6 +174,11 @@ class ReplicaNode:
     def take(self) -> list[Output]:
         """Everything the driver must do since the last call, in order."""
         return self._outbox.take()
+
+    @property
+    def session_book(self) -> SessionBook:
+        """Live sessions per connection and principal, while this replica is master."""
+        return self._master.session_book
 
     @property
     def writing(self) -> bool:
@@ -221,6 +230,7 @@ class ReplicaNode:
         self._principals.pop(connection, None)
         self._peers.pop(connection, None)
         self._outbox.connection_closed(connection)
+        self.registrations.connection_closed(connection)
         self._master.connection_closed(connection)
         self._drain()
 
@@ -244,7 +254,7 @@ class ReplicaNode:
             case WriteRequest():
                 self._write(connection, request, principal)
             case Register(request_id, nonce):
-                self._writes.propose(connection, request_id, Command(NO_CLIENT, nonce, b""))
+                self._register(connection, request_id, nonce, principal)
             case SessionRequest(request_id, call):
                 self._master.call(connection, request_id, call, principal)
         self._drain()
@@ -318,6 +328,22 @@ class ReplicaNode:
         self._refuse(connection, request_id, ErrorCode.PERMISSION_DENIED, message)
 
     # ------------------------------------------------------------------ writes
+
+    def _register(
+        self, connection: ConnectionId, request_id: RequestId, nonce: int, principal: str
+    ) -> None:
+        """Propose a registration, unless the connection or its principal holds as many
+        live registrations as its limit allows: then RESOURCE_EXHAUSTED, proposing nothing
+        (a flood costs no log entry, and evicts no one)."""
+        refused = self.registrations.refusal(connection, principal, nonce)
+        if refused is not None:
+            peer = self._peers.get(connection) or "?"
+            text = f"refusing registrations from {principal!r} at {peer}: {refused}"
+            self._outbox.warn_once(connection, "registrations", text)
+            self._refuse(connection, request_id, ErrorCode.RESOURCE_EXHAUSTED, refused)
+            return
+        if self._writes.propose(connection, request_id, Command(NO_CLIENT, nonce, b"")):
+            self.registrations.proposed(connection, principal, nonce)
 
     def _write(self, connection: ConnectionId, request: WriteRequest, principal: str) -> None:
         request_id = request.request_id
@@ -423,6 +449,7 @@ class ReplicaNode:
             for result in results:
                 if isinstance(result, Outcome):
                     self._writes.outcome(result)
+                    self._registered(result)
                 else:
                     self._checksum_taken(result)
             self._master.applied(outcomes)
@@ -430,6 +457,10 @@ class ReplicaNode:
         for event in ready.events:
             self._event(event)
         self._maybe_checkpoint()
+
+    def _registered(self, outcome: Outcome) -> None:
+        if outcome.kind is OutcomeKind.REGISTERED:
+            self.registrations.registered(outcome.sequence, outcome.client_id, outcome.evicted)
 
     def _send(self, ready: Ready) -> None:
         for envelope in ready.messages:
@@ -442,6 +473,7 @@ class ReplicaNode:
             self._master.started(event.epoch)
         if isinstance(event, SteppedDown):
             self._master.stopped()
+            self.registrations.stepped_down()
             # Whatever was in flight may still be chosen; the clients retry elsewhere with the
             # same (client, sequence), and the cell applies each once.
             self._writes.stepped_down()

@@ -32,6 +32,7 @@ from chubbypy.namespace import NamespaceLimits
 from chubbypy.node import (
     Answer,
     Auth,
+    ClientLimits,
     ConnectionId,
     Disconnect,
     EntryApplied,
@@ -103,6 +104,7 @@ MASTER_TIMING = MasterTiming(
 )
 LIMITS = Limits()
 ANONYMOUS_ALLOWED = Auth()
+CLIENT_LIMITS = ClientLimits()
 HANDLE_KEY = handle_key_for(CELL, "the unit tests' handle key")
 RW = HandleMode.READ | HandleMode.WRITE
 
@@ -130,6 +132,8 @@ def settings(
     limits: Limits = LIMITS,
     snapshot_every_entries: int = 10_000,
     checksum_every_ticks: int = 10_000,
+    clients_max: int = 10_000,
+    client_limits: ClientLimits = CLIENT_LIMITS,
     bugs: frozenset[Bug] = frozenset(),
     node_bugs: frozenset[NodeBug] = frozenset(),
 ) -> NodeSettings:
@@ -147,6 +151,8 @@ def settings(
         auth=auth,
         snapshot_every_entries=snapshot_every_entries,
         checksum_every_ticks=checksum_every_ticks,
+        clients_max=clients_max,
+        client_limits=client_limits,
         bugs=bugs,
         node_bugs=node_bugs,
     )

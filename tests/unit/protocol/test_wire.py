@@ -566,7 +566,7 @@ BAD: dict[str, bytes] = {
     "negative lease remaining": pack([24, 1, replaced(STATUS, 11, -1)]),
     "ballot text too long": pack([24, 1, replaced(STATUS, 3, "7." + "r" * 300)]),
     "unknown error code 0": pack(replaced(E, 2, 0)),
-    "unknown error code 26": pack(replaced(E, 2, 26)),
+    "unknown error code 27": pack(replaced(E, 2, 27)),
     "error code as string": pack(replaced(E, 2, "NOT_MASTER")),
     "negative request id in an error": pack(replaced(E, 1, -1)),
     "error message too long": pack(replaced(E, 3, "m" * (ERROR_MESSAGE_CHARS_MAX + 1))),
