@@ -273,6 +273,8 @@ class FakeReplica:
                 return StatusReply(rid, self.status())
         if isinstance(request, WriteRequest):
             self.cell.writes.append((self.replica_id, request))
+            if len(self.cell.writes) in self.cell.evict_before_writes:
+                self.cell.forget_clients()
         if self.master != self.replica_id:
             hint = self.master if self.hints else None
             return ErrorReply(request.request_id, ErrorCode.NOT_MASTER, "not master", hint)
@@ -318,6 +320,8 @@ class FakeCell:
         self.registrations: dict[int, ClientId] = {}
         self.forgotten = 0
         """Clients forgotten so far (as a cell evicts them)."""
+        self.evict_before_writes: set[int] = set()
+        """Forget every client just before the n-th write request arrives (counting all)."""
         self.results: dict[tuple[int, int], WriteReply] = {}
         self.writes: list[tuple[ReplicaId, WriteRequest]] = []
         self.index = 10
