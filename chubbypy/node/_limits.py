@@ -38,6 +38,8 @@ its key.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from attrs import define, field
 
 from chubbypy.master import CallResult, CallToken, SessionStarted
@@ -88,18 +90,9 @@ class RegistrationBook:
         (a registration already counted, retried, never does)."""
         if nonce in self._nonces:
             return None
-        limits, live = self._limits, self._tally.live.get(principal, 0)
         held = len(self._by_connection.get(connection, ()))
-        if held >= limits.registrations_per_connection_max:
-            what = f"this connection holds {held} live client registrations"
-            return _message(what, limits, "registrations_per_connection_max")
-        if live >= limits.registrations_per_principal_max:
-            what = (
-                f"principal {principal!r} holds {live} live client registrations on its open "
-                "connections"
-            )
-            return _message(what, limits, "registrations_per_principal_max")
-        return None
+        live = self._tally.live.get(principal, 0)
+        return _refusal(self._limits, "registrations", held, live, principal)
 
     def proposed(self, connection: ConnectionId, principal: str, nonce: int) -> None:
         """A registration of `nonce` was proposed for `connection`: it counts from now."""
@@ -178,15 +171,9 @@ class SessionBook:
 
     def refusal(self, connection: ConnectionId, principal: str) -> str | None:
         """Why one more session created on `connection` would pass a limit, or None."""
-        limits, live = self._limits, self._tally.live.get(principal, 0)
         held = len(self._by_connection.get(connection, ()))
-        if held >= limits.sessions_per_connection_max:
-            what = f"this connection created {held} sessions still live"
-            return _message(what, limits, "sessions_per_connection_max")
-        if live >= limits.sessions_per_principal_max:
-            what = f"principal {principal!r} holds {live} live sessions"
-            return _message(what, limits, "sessions_per_principal_max")
-        return None
+        live = self._tally.live.get(principal, 0)
+        return _refusal(self._limits, "sessions", held, live, principal)
 
     def creating(self, token: CallToken, connection: ConnectionId, principal: str) -> None:
         """A `CreateSession` call `token` is under way: it counts from now."""
@@ -238,6 +225,21 @@ class SessionBook:
         return self._by_connection[session.connection]
 
 
-def _message(what: str, limits: ClientLimits, name: str) -> str:
-    limit = getattr(limits, name)
-    return f"{what}, the most {limits.key(name)} ({limit}) allows"
+_Kind = Literal["registrations", "sessions"]
+"""What is counted: the prefix of its two limits' names in `ClientLimits`."""
+
+
+def _refusal(limits: ClientLimits, kind: _Kind, held: int, live: int, principal: str) -> str | None:
+    """Why one more of `kind` would pass a limit, with `held` live on the connection and
+    `live` of the principal: naming the limit and its key; None if it would pass none."""
+    for holder, name, count in (
+        ("this connection", f"{kind}_per_connection_max", held),
+        (f"principal {principal!r}", f"{kind}_per_principal_max", live),
+    ):
+        limit = getattr(limits, name)
+        if count >= limit:
+            what = "client registrations" if kind == "registrations" else "sessions"
+            return (
+                f"{holder} holds {count} live {what}, the most {limits.key(name)} ({limit}) allows"
+            )
+    return None
