@@ -188,8 +188,10 @@ class Servers(Protocol):
 class LocalCell:
     """Three chubbypy replica processes on loopback, with their files in `directory`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, limits: dict[str, int] | None = None) -> None:
         self.directory = directory
+        self.limits = limits
+        """The cell file's ``limits:`` section, if not the defaults."""
         self.name = f"bench{os.getpid() % 100000}"
         self.config_path = directory / "cell.yaml"
         self.data_dir = directory / "data"
@@ -203,7 +205,7 @@ class LocalCell:
     def write_config(self) -> None:
         ports = free_ports(3 * len(REPLICA_IDS))
         self.ports = {rid: tuple(ports[3 * i : 3 * i + 3]) for i, rid in enumerate(REPLICA_IDS)}  # type: ignore[misc]
-        document = {
+        document: dict[str, object] = {
             "cell": self.name,
             "replicas": [
                 {
@@ -216,6 +218,8 @@ class LocalCell:
             ],
             "data_dir": str(self.data_dir),
         }
+        if self.limits:
+            document["limits"] = self.limits
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def start(self) -> str:

@@ -9,6 +9,9 @@ WAL mode with ``synchronous=FULL``):
   (``--mode one``), loop for D seconds: ``acquire`` (blocking) then ``release``. Each
   cycle is two log writes (the grant and the release). Figures: cycles per second, p50 and
   p99 of a cycle, CPU seconds of the three replicas per cycle.
+* **Handle writes** (``--modes writes``): each client writes 100 bytes to its own file
+  through its handle (``set_contents``), a numbered session call (issue 12): the session's
+  record keeps its answer. Figures as for lock cycles, one write per "cycle".
 * **Cached reads** (``--reads``): one client, one session, reads one file back to back
   for D seconds with its cache on, then off: reads per second and p50/p99 of a read. Then
   the price of coherence: the p50/p99 of a plain client's write to a file that ``--cachers``
@@ -57,9 +60,7 @@ async def cycles(reactor: Any, local: LocalCell, args: argparse.Namespace, mode:
     config = load_config(local.config_path)
     cells = [Cell.from_config(reactor, config) for _ in range(args.clients)]
     sessions = await gatherResults([Session.open(c, reactor) for c in cells])
-    paths = [
-        f"/ls/{config.cell}/{mode}-{i if mode == 'separate' else 0}" for i in range(args.clients)
-    ]
+    paths = [f"/ls/{config.cell}/{mode}-{0 if mode == 'one' else i}" for i in range(args.clients)]
     handles = await gatherResults(
         [s.open_handle(p, create=True) for s, p in zip(sessions, paths, strict=True)]
     )
@@ -69,8 +70,11 @@ async def cycles(reactor: Any, local: LocalCell, args: argparse.Namespace, mode:
     async def loop(handle: Any) -> None:
         while not stop["done"]:
             started = time.monotonic()
-            await handle.acquire()
-            await handle.release()
+            if mode == "writes":
+                await handle.set_contents(b"x" * 100)
+            else:
+                await handle.acquire()
+                await handle.release()
             if stop["measuring"]:
                 latencies.append(time.monotonic() - started)
 
@@ -91,8 +95,9 @@ async def cycles(reactor: Any, local: LocalCell, args: argparse.Namespace, mode:
     count = len(latencies)
     ordered = sorted(latencies)
     server = sum(after_cpu[r] - before_cpu[r] for r in after_cpu)
+    kind = "handles" if mode == "writes" else "locks"
     print(
-        f"locks {mode:8}  clients {args.clients:3}  cycles {count:6}  "
+        f"{kind} {mode:8}  clients {args.clients:3}  cycles {count:6}  "
         f"{count / elapsed:8,.0f}/s  p50 {percentile(ordered, 0.5) * 1000:7.2f} ms  "
         f"p99 {percentile(ordered, 0.99) * 1000:7.2f} ms  "
         f"server {server / max(count, 1) * 1e6:6.0f} µs/cycle  "
@@ -179,7 +184,11 @@ async def idle_sessions(reactor: Any, local: LocalCell, args: argparse.Namespace
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     print(machine_line(machine()), flush=True)
     directory = Path(tempfile.mkdtemp(prefix="chubbypy-locks-"))
-    local = LocalCell(directory)
+    # The idle sessions all come from one client, over one connection: past the default
+    # limits on what one connection and one principal may hold.
+    many = max(20_000, args.sessions)
+    limits = {"sessions_per_connection_max": many, "sessions_per_principal_max": many}
+    local = LocalCell(directory, limits if args.sessions else None)
     try:
         local.start()
         for mode in args.modes:
@@ -199,7 +208,13 @@ def parser() -> argparse.ArgumentParser:
     add("--clients", type=int, default=32, help="clients, each with a session (32)")
     add("--seconds", type=float, default=10.0, help="measured seconds per mode (10)")
     add("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
-    add("--modes", nargs="*", default=["separate", "one"], help="separate locks, one lock")
+    add(
+        "--modes",
+        nargs="*",
+        default=["separate", "one"],
+        choices=("separate", "one", "writes"),
+        help="separate locks, one lock, handle writes (separate one)",
+    )
     add("--reads", action="store_true", help="measure cached reads and coherent writes")
     add("--cachers", type=int, default=100, help="sessions caching the written file (100)")
     add("--sessions", type=int, default=0, help="idle sessions to hold (0: skip)")

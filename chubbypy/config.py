@@ -35,7 +35,7 @@ from sqlalchemy.exc import ArgumentError
 
 from chubbypy.master import MasterTiming
 from chubbypy.namespace import NamespaceLimits
-from chubbypy.node import ANONYMOUS, Auth, NodeSettings, handle_key_for
+from chubbypy.node import ANONYMOUS, Auth, ClientLimits, NodeSettings, handle_key_for
 from chubbypy.paxos import (
     Limits,
     Timing,
@@ -150,9 +150,14 @@ class PaxosConfig:
         return max(1, round(self.checksum_every_seconds / self.tick_seconds))
 
 
+_CLIENT_LIMITS: Final = ClientLimits()
+"""The node's defaults, which the cell file's ``limits:`` keys of the same names override."""
+
+
 @frozen
 class LimitsConfig:
-    """Size limits of the service outside the Paxos core. YAML section ``limits:``."""
+    """Size limits of the service outside the Paxos core, and what one client connection or
+    principal may hold (`chubbypy.node.ClientLimits`). YAML section ``limits:``."""
 
     file_bytes_max: int = 256 * 1024
     """Contents of one file in the namespace (Chubby's limit)."""
@@ -160,6 +165,23 @@ class LimitsConfig:
     peer_message_bytes_max: int = 1 << 28
     """One message between replicas, reassembled from frames (the largest snapshot)."""
     """One length-prefixed frame on the wire."""
+    registrations_per_connection_max: int = _CLIENT_LIMITS.registrations_per_connection_max
+    """Live client registrations made on one client connection."""
+    registrations_per_principal_max: int = _CLIENT_LIMITS.registrations_per_principal_max
+    """Live client registrations of one principal, on all its open connections."""
+    sessions_per_connection_max: int = _CLIENT_LIMITS.sessions_per_connection_max
+    """Live sessions created on one client connection."""
+    sessions_per_principal_max: int = _CLIENT_LIMITS.sessions_per_principal_max
+    """Live sessions of one principal (created through the current master)."""
+
+    def client_limits(self) -> ClientLimits:
+        """The limits on what one connection or principal holds, for the node."""
+        return ClientLimits(
+            registrations_per_connection_max=self.registrations_per_connection_max,
+            registrations_per_principal_max=self.registrations_per_principal_max,
+            sessions_per_connection_max=self.sessions_per_connection_max,
+            sessions_per_principal_max=self.sessions_per_principal_max,
+        )
 
 
 @frozen
@@ -269,6 +291,7 @@ class CellConfig:
             checksum_every_ticks=paxos.checksum_every_ticks(),
             clients_max=paxos.clients_max,
             client_results_max=paxos.client_results_max,
+            client_limits=self.limits.client_limits(),
         )
 
     def storage_url_for(self, replica_id: str) -> str:
@@ -343,6 +366,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     auth = _auth(top.get("auth"), problems)
     _check_paxos_relations(paxos, problems)
     _check_size_relations(paxos, limits, problems)
+    _check_client_limits(limits, problems)
     if problems or cell is None or data_dir is None:
         raise problems.error(origin)
     config = CellConfig(
@@ -715,6 +739,10 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "file_bytes_max": _at_least(1),
     "frame_bytes_max": _frame_length,
     "peer_message_bytes_max": _at_least(1 << 20),
+    "registrations_per_connection_max": _at_least(1),
+    "registrations_per_principal_max": _at_least(1),
+    "sessions_per_connection_max": _at_least(1),
+    "sessions_per_principal_max": _at_least(1),
 }
 
 
@@ -879,6 +907,18 @@ def _check_size_relations(
             f"{file_bytes:g} does not fit in one frame: a write request carries the whole file, "
             f"so limits.frame_bytes_max ({limits['frame_bytes_max']:g}) must be larger",
         )
+
+
+def _check_client_limits(limits: Mapping[str, float], problems: _Problems) -> None:
+    """A connection's limit above its principal's could never be reached: a mistake."""
+    for kind in ("registrations", "sessions"):
+        connection, principal = f"{kind}_per_connection_max", f"{kind}_per_principal_max"
+        if connection in limits and principal in limits and limits[connection] > limits[principal]:
+            problems.add(
+                f"limits.{connection}",
+                f"{limits[connection]:g} is above limits.{principal} ({limits[principal]:g}): "
+                "one connection can never hold more than its principal may",
+            )
 
 
 # --- YAML ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from chubbypy.client._errors import (
     LockLost,
     LockTimeout,
     NotLeader,
+    OutcomeUnknown,
     ReplicaUnreachable,
     RequestTimedOut,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "LockLost",
     "LockTimeout",
     "NotLeader",
+    "OutcomeUnknown",
     "ReplicaConnection",
     "ReplicaReport",
     "ReplicaUnreachable",

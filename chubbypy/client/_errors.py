@@ -16,6 +16,7 @@ __all__ = [
     "LockLost",
     "LockTimeout",
     "NotLeader",
+    "OutcomeUnknown",
     "ReplicaUnreachable",
     "RequestTimedOut",
 ]
@@ -35,6 +36,15 @@ class RequestTimedOut(ReplicaUnreachable):
 
 class CellClosed(Exception):
     """The client was closed; it makes no more requests."""
+
+
+class OutcomeUnknown(Unavailable):
+    """A write that may or may not have been applied (once: never twice), and that the
+    client must not send again: the cell evicted this client from its exactly-once table
+    (to make room for newer clients) while the write was on its way, after more than one
+    attempt of it was sent, so an earlier attempt may have been applied before the
+    eviction. Read what it would have changed to find out. The client has registered
+    again; its next writes go on as usual."""
 
 
 class LockTimeout(Unavailable):

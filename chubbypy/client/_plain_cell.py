@@ -9,14 +9,23 @@ sleep, until the call is finished or failed. `chubbypy.client.Cell` adds session
 Theory of operation (the retry rules themselves are in `chubbypy.client._calls`).
 
 * **Writing exactly once.** Before its first write the client registers with a random
-  63-bit nonce (a retried registration with the same nonce gets the same client id). Writes
+  63-bit nonce (a retried registration with the same nonce gets the same client id, and
+  the client's credential, which every write shows: the id alone is worth nothing). Writes
   then go one at a time, numbered 1, 2, 3, ...: every attempt of a write, on whatever master,
   carries the same `(client_id, sequence)`, so the cell applies it once and answers a
   retry with the first result. `first_unacked` is the write's own sequence, because no
   earlier write will be retried. A sequence is never reused, even for a write that ended
   in `Unavailable` (its outcome is unknown: it may still be applied), so sequences can
-  have gaps. `UNKNOWN_CLIENT` means the cell forgot this client: the write's outcome is
-  unknown, so it is raised to the caller, and the next write registers again.
+  have gaps.
+* **After an eviction.** The cell keeps at most ``paxos.clients_max`` clients and evicts
+  the least recently used: a write answered `UNKNOWN_CLIENT` finds this client forgotten.
+  That answer says the attempt it answers was not applied. If it was the write's only
+  attempt, nothing of it was applied: the client registers again (a new id, a new
+  credential, sequences from 1), says so in its log, and sends the write again; the
+  caller never sees UNKNOWN_CLIENT. If an earlier attempt went out (a retry after a
+  time-out or a fail-over), that one may have been applied before the eviction, and the
+  cell can no longer tell: sending it again could apply it twice, so the write fails
+  `OutcomeUnknown` (an `Unavailable`) and the client registers again for the next one.
 * **Errors.** Operating errors (`NoSuchNode`, `NodeExists`, `GenerationMismatch`, ...) raise
   the `chubbypy.protocol.errors` class of their code, whether the log decided them (a
   `Failure` result) or the replica did (an `ErrorReply`).
@@ -47,6 +56,7 @@ from twisted.internet.defer import (
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
 from chubbypy.client._addresses import client_endpoint_string, display_address
@@ -69,7 +79,7 @@ from chubbypy.client._connection import (
     MakeRequest,
     ReplicaConnection,
 )
-from chubbypy.client._errors import CellClosed, ReplicaUnreachable
+from chubbypy.client._errors import CellClosed, OutcomeUnknown, ReplicaUnreachable
 from chubbypy.paxos import Chance
 from chubbypy.protocol.client import (
     CELL_CHARS_MAX,
@@ -152,6 +162,9 @@ Dialer = Callable[[str, ReplicaConnection], "Deferred[Any]"]
 
 PAGE_ENTRIES: Final = 1000
 """Entries asked for per page by `list_dir` (the cell clamps it to its own maximum)."""
+REREGISTRATIONS_MAX: Final = 3
+"""How often one write registers the client again after finding it evicted (each time its
+one attempt was refused, not applied) before it gives up: evictions in a row mean a flood."""
 
 
 # Twisted leaves these two unannotated; their documented types, for mypy --strict.
@@ -210,6 +223,8 @@ class PlainCell:
     """The calls of a cell's client that need no session; see the module docstring and
     `chubbypy.client.Cell`, which takes the same options and adds sessions."""
 
+    log = Logger()
+
     def __init__(
         self,
         reactor: IReactorTime,
@@ -253,6 +268,8 @@ class PlainCell:
         self._connections: dict[str, ReplicaConnection] = {}
         self._nonce = self._new_nonce()
         self._client_id: ClientId | None = None
+        self._credential = b""
+        """The credential the registration gave: every write shows it."""
         self._next_sequence = 1
         self._write_lock = DeferredLock()
         self._operations: set[Deferred[Any]] = set()
@@ -460,22 +477,64 @@ class PlainCell:
             self._write_lock.release()
 
     async def _write_locked(self, write: Write, deadline: float) -> WriteResult:
+        for _ in range(REREGISTRATIONS_MAX + 1):
+            reply = await self._write_once(write, deadline)
+            if reply is not None:
+                return reply.result
+        raise Unavailable(
+            f"the cell evicted this client {REREGISTRATIONS_MAX + 1} times in a row while it "
+            "wrote (a flood of registrations?); the write was not applied"
+        )
+
+    async def _write_once(self, write: Write, deadline: float) -> WriteReply | None:
+        """Send `write` as this client's next sequence until answered; its reply, or None
+        if the cell had evicted the client and the write's one attempt was refused for it
+        (not applied): then the client has registered again, and the write may be sent
+        again as a new one."""
         client_id = await self._register(deadline)
-        sequence = self._next_sequence
+        credential, sequence = self._credential, self._next_sequence
         self._next_sequence += 1  # never reused, whatever becomes of this write
+        attempts = 0
 
         def make(request_id: RequestId) -> WriteRequest:
             # The same (client_id, sequence) on every attempt, whichever replica is master.
-            return WriteRequest(request_id, client_id, sequence, sequence, write)
+            nonlocal attempts
+            attempts += 1
+            return WriteRequest(request_id, client_id, credential, sequence, sequence, write)
 
         try:
             reply = await self._call_master(make, deadline)
         except UnknownClient:
             self._client_id, self._nonce = None, self._new_nonce()
-            raise
+            self._evicted(client_id, attempts)
+            return None
         if not isinstance(reply, WriteReply):
             raise _unexpected(reply, "a write")
-        return reply.result
+        return reply
+
+    def _evicted(self, client_id: ClientId, attempts: int) -> None:
+        """The cell forgot client `client_id` (evicted it) while a write was on its way:
+        say so, and raise `OutcomeUnknown` unless the write was sent only once. The answer
+        UNKNOWN_CLIENT says that attempt was not applied, but an earlier attempt may have
+        been, before the eviction; and sending it again under a new registration would
+        apply it a second time."""
+        if attempts > 1:
+            self.log.warn(
+                "cell {cell}: client {client_id} was evicted while a write was retried: the "
+                "write's outcome is unknown; the next write registers again",
+                cell=self.cell, client_id=client_id,
+            )  # fmt: skip
+            raise OutcomeUnknown(
+                f"the cell evicted client {client_id} (its exactly-once table was full) while "
+                f"this write was on its way, after {attempts} attempts: it may have been "
+                "applied once, or not at all; read to find out"
+            )
+        self.log.info(
+            "cell {cell}: client {client_id} was evicted (the cell's exactly-once table was "
+            "full); registering again and sending the write again (its one attempt was not "
+            "applied)",
+            cell=self.cell, client_id=client_id,
+        )  # fmt: skip
 
     async def _register(self, deadline: float) -> ClientId:
         """This client's id, registering first if it has none (retries reuse the nonce)."""
@@ -485,6 +544,7 @@ class PlainCell:
             if not isinstance(reply, Registered):
                 raise _unexpected(reply, "a registration")
             self._client_id, self._next_sequence = reply.client_id, 1
+            self._credential = reply.credential
         return self._client_id
 
     async def _locate_master(self) -> MasterLocation:

@@ -44,7 +44,8 @@ from chubbypy.master import (
     SessionStarted,
     SessionSummary,
 )
-from chubbypy.namespace import NamespaceMachine
+from chubbypy.namespace import AppliedWrite, NamespaceMachine
+from chubbypy.node._limits import SessionBook
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
 from chubbypy.node._service_log import ServiceLog
@@ -54,7 +55,7 @@ from chubbypy.paxos import Chance, Outcome, Replica
 from chubbypy.protocol import CallNumber, Command, SessionId
 from chubbypy.protocol.client import RequestId, SessionReply
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace import LogWrite
+from chubbypy.protocol.namespace import EndSession, LogWrite
 from chubbypy.protocol.session import (
     AcquireLock,
     CallDone,
@@ -118,6 +119,9 @@ class MasterHost:
         self._backlog: deque[list[Proposal] | ClientWrite] = deque()
         """What the gate let through that the master's queue could not take yet, in order:
         batches of the service's own proposals, and clients' writes."""
+        self.session_book = SessionBook(settings.client_limits)
+        """Live sessions per connection and principal, this mastership's, against their
+        limits (`chubbypy.node._limits`)."""
 
     @property
     def serving(self) -> bool:
@@ -139,6 +143,7 @@ class MasterHost:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
         self._service = MasterService(self._settings.master_timing, self._settings.handle_key)
         self._log = ServiceLog()
+        self.session_book = SessionBook(self._settings.client_limits)
         self._gated = {}
         self._backlog.clear()
         self._service.start(self._core.tick_count, epoch, self._machine)
@@ -182,6 +187,10 @@ class MasterHost:
         if not self._credential_shown(connection, request_id, call, principal):
             return
         token = CallToken(next(self._tokens))
+        if isinstance(call, CreateSession) and not self._session_counted(
+            connection, request_id, principal, token
+        ):
+            return
         changes = not isinstance(call, KeepAlive | ReadNode | ListSessions | CheckSequencer)
         self._calls[token] = (connection, request_id, changes)
         self._start(service, token, call, principal, number)
@@ -202,6 +211,20 @@ class MasterHost:
         )
         message = f"session {named[0]}: wrong credential; only its owner may use it"
         self._outbox.refuse(connection, request_id, ErrorCode.PERMISSION_DENIED, message)
+        return False
+
+    def _session_counted(
+        self, connection: ConnectionId, request_id: RequestId, principal: str, token: CallToken
+    ) -> bool:
+        """Count a CreateSession against its connection and principal, unless one of them
+        holds as many live sessions as its limit allows: then RESOURCE_EXHAUSTED."""
+        refused = self.session_book.refusal(connection, principal)
+        if refused is None:
+            self.session_book.creating(token, connection, principal)
+            return True
+        text = f"refusing sessions from {principal!r}: {refused}"
+        self._outbox.warn_once(connection, "sessions", text)
+        self._outbox.refuse(connection, request_id, ErrorCode.RESOURCE_EXHAUSTED, refused)
         return False
 
     def _start(
@@ -256,6 +279,7 @@ class MasterHost:
 
     def connection_closed(self, connection: ConnectionId) -> None:
         """A client connection went away: its blocked lock requests stop waiting."""
+        self.session_book.connection_closed(connection)
         gone = [token for token, (c, _, _) in self._calls.items() if c == connection]
         for token in gone:
             del self._calls[token]
@@ -268,6 +292,8 @@ class MasterHost:
         """One entry was applied, with these outcomes: report the writes it applied."""
         if self._service is None:
             return
+        for ended in _sessions_ended(outcomes):
+            self.session_book.ended(ended)
         failure = Failure(ErrorCode.EPOCH_CHANGED, "proposed by an earlier master")
         for token in self._log.applied(self._service, outcomes):
             self._ended(self._service, token, failure)
@@ -342,6 +368,7 @@ class MasterHost:
             self._answer(call, failure)
 
     def _answer(self, token: CallToken, result: CallResult) -> None:
+        self.session_book.answered(token, result)
         call = self._calls.pop(token, None)
         if call is None:
             return  # its connection went away
@@ -403,6 +430,15 @@ class MasterHost:
             summary.ephemeral_count,
             summary.cached_names,
         )
+
+
+def _sessions_ended(outcomes: list[Outcome]) -> list[SessionId]:
+    """The sessions an applied entry ended (closed or expired), for the session book."""
+    return [
+        o.effect.write.session_id
+        for o in outcomes
+        if isinstance(o.effect, AppliedWrite) and isinstance(o.effect.write, EndSession)
+    ]
 
 
 def _session_named(call: SessionCall) -> tuple[SessionId, bytes] | None:

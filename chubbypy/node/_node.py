@@ -38,7 +38,11 @@ Theory of operation.
   `checksum_every_ticks`; followers report theirs to the master, which compares
   (`ChecksumBook`).
 * **Clients' identities.** A connection acts as `anonymous` (if allowed) until it
-  authenticates with a principal's token; the principal is what every ACL check sees.
+  authenticates with a principal's token; the principal is what every ACL check sees. A
+  plain client's id is not secret (ids are sequential): its registration answers with a
+  credential (a MAC of the id under the handle key), and a write that does not show it is
+  refused PERMISSION_DENIED before anything else, so no one but the registering client
+  can spend its sequence numbers or read its remembered results.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from chubbypy.namespace import (
     write_problem,
 )
 from chubbypy.node._checksums import ChecksumBook
+from chubbypy.node._limits import RegistrationBook, SessionBook
 from chubbypy.node._master import MasterHost
 from chubbypy.node._metrics import Registry
 from chubbypy.node._outbox import Outbox
@@ -74,6 +79,7 @@ from chubbypy.paxos import (
     Chance,
     ChecksumTaken,
     Outcome,
+    OutcomeKind,
     Persisted,
     Ready,
     Replica,
@@ -104,6 +110,7 @@ from chubbypy.protocol.client import (
 )
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace_codec import decode_result, encode_write
+from chubbypy.sessions import client_credential_matches
 
 
 class ReplicaNode:
@@ -142,11 +149,14 @@ class ReplicaNode:
         self._outbox = Outbox(settings.replica_id, self.core, self._errors)
         self._writes = ClientWrites(
             self.core, self._outbox, chance, proposals=self._proposals,
-            operations=self._operations, bugs=settings.node_bugs,
+            operations=self._operations, handle_key=settings.handle_key,
+            bugs=settings.node_bugs,
         )  # fmt: skip
         self._master = MasterHost(
             settings, self.core, self.machine, self._writes, self._outbox, chance
         )
+        self.registrations = RegistrationBook(settings.client_limits)
+        """Live registrations per connection and principal, against their limits."""
         self.checksums = ChecksumBook(settings.replica_id)
         self._define_gauges()
         self._writing: Ready | None = None
@@ -164,6 +174,11 @@ class ReplicaNode:
     def take(self) -> list[Output]:
         """Everything the driver must do since the last call, in order."""
         return self._outbox.take()
+
+    @property
+    def session_book(self) -> SessionBook:
+        """Live sessions per connection and principal, while this replica is master."""
+        return self._master.session_book
 
     @property
     def writing(self) -> bool:
@@ -214,6 +229,8 @@ class ReplicaNode:
         self._catch_up(now)
         self._principals.pop(connection, None)
         self._peers.pop(connection, None)
+        self._outbox.connection_closed(connection)
+        self.registrations.connection_closed(connection)
         self._master.connection_closed(connection)
         self._drain()
 
@@ -237,7 +254,7 @@ class ReplicaNode:
             case WriteRequest():
                 self._write(connection, request, principal)
             case Register(request_id, nonce):
-                self._writes.propose(connection, request_id, Command(NO_CLIENT, nonce, b""))
+                self._register(connection, request_id, nonce, principal)
             case SessionRequest(request_id, call, number):
                 self._master.call(connection, request_id, call, principal, number)
         self._drain()
@@ -312,8 +329,26 @@ class ReplicaNode:
 
     # ------------------------------------------------------------------ writes
 
+    def _register(
+        self, connection: ConnectionId, request_id: RequestId, nonce: int, principal: str
+    ) -> None:
+        """Propose a registration, unless the connection or its principal holds as many
+        live registrations as its limit allows: then RESOURCE_EXHAUSTED, proposing nothing
+        (a flood costs no log entry, and evicts no one)."""
+        refused = self.registrations.refusal(connection, principal, nonce)
+        if refused is not None:
+            peer = self._peers.get(connection) or "?"
+            text = f"refusing registrations from {principal!r} at {peer}: {refused}"
+            self._outbox.warn_once(connection, "registrations", text)
+            self._refuse(connection, request_id, ErrorCode.RESOURCE_EXHAUSTED, refused)
+            return
+        if self._writes.propose(connection, request_id, Command(NO_CLIENT, nonce, b"")):
+            self.registrations.proposed(connection, principal, nonce)
+
     def _write(self, connection: ConnectionId, request: WriteRequest, principal: str) -> None:
         request_id = request.request_id
+        if not self._owner_shown(connection, request, principal):
+            return
         if request.client_id == MASTER_CLIENT:
             self._refuse(connection, request_id, ErrorCode.UNKNOWN_CLIENT, "a reserved id")
             return
@@ -343,6 +378,25 @@ class ReplicaNode:
         # cached copy it makes stale was invalidated (usually: not at all).
         if not self._master.write(connection, request_id, command, request.write):
             self._writes.propose(connection, request_id, command)
+
+    def _owner_shown(self, connection: ConnectionId, request: WriteRequest, principal: str) -> bool:
+        """Whether the write shows its client's credential; if not it is refused before
+        anything else, and changes nothing: a retry answered from the client table would
+        hand another client's results out, and a write proposed would spend its sequence
+        numbers (its own later writes then answered with the cached results of these)."""
+        key = self.settings.handle_key
+        if client_credential_matches(request.client_id, request.credential, key):
+            return True
+        self._outbox.warn_once(
+            connection,
+            "credential",
+            f"refused a write naming client {request.client_id} from {principal!r} at "
+            f"{self._peers.get(connection) or '?'}: not the client's credential (a forged or "
+            "mistaken client id)",
+        )
+        message = f"client {request.client_id}: wrong credential; only its owner may write as it"
+        self._refuse(connection, request.request_id, ErrorCode.PERMISSION_DENIED, message)
+        return False
 
     def _refuse(
         self, connection: ConnectionId, request_id: RequestId, code: ErrorCode, message: str
@@ -395,6 +449,7 @@ class ReplicaNode:
             for result in results:
                 if isinstance(result, Outcome):
                     self._writes.outcome(result)
+                    self._registered(result)
                 else:
                     self._checksum_taken(result)
             self._master.applied(outcomes)
@@ -402,6 +457,10 @@ class ReplicaNode:
         for event in ready.events:
             self._event(event)
         self._maybe_checkpoint()
+
+    def _registered(self, outcome: Outcome) -> None:
+        if outcome.kind is OutcomeKind.REGISTERED:
+            self.registrations.registered(outcome.sequence, outcome.client_id, outcome.evicted)
 
     def _send(self, ready: Ready) -> None:
         for envelope in ready.messages:
@@ -414,6 +473,7 @@ class ReplicaNode:
             self._master.started(event.epoch)
         if isinstance(event, SteppedDown):
             self._master.stopped()
+            self.registrations.stepped_down()
             # Whatever was in flight may still be chosen; the clients retry elsewhere with the
             # same (client, sequence), and the cell applies each once.
             self._writes.stepped_down()

@@ -23,6 +23,8 @@ class Outbox:
         self._core = core
         self._errors = errors
         self._outputs: list[Output] = []
+        self._warned: dict[ConnectionId, set[str]] = {}
+        """The kinds of refusal already noted on each open connection (`warn_once`)."""
 
     def put(self, output: Output) -> None:
         self._outputs.append(output)
@@ -48,6 +50,17 @@ class Outbox:
     def note(self, level: NoteLevel, text: str, *, separator: str = ": ") -> None:
         """A log line about this replica: its id, `separator`, `text`."""
         self._outputs.append(Note(level, f"{self._replica_id}{separator}{text}"))
+
+    def warn_once(self, connection: ConnectionId, kind: str, text: str) -> None:
+        """A WARN note, for the first refusal of its `kind` on the connection only: a client
+        that sends a flood of refused requests must not flood the log as well."""
+        warned = self._warned.setdefault(connection, set())
+        if kind not in warned:
+            warned.add(kind)
+            self.note(NoteLevel.WARN, f"{text} (more on this connection go unlogged)")
+
+    def connection_closed(self, connection: ConnectionId) -> None:
+        self._warned.pop(connection, None)
 
     def master(self) -> ReplicaId | None:
         """The master as this replica believes it (itself while it serves)."""

@@ -60,6 +60,37 @@ class Auth:
 
 
 @frozen
+class ClientLimits:
+    """What one client connection, and one principal, may hold live at this replica: the
+    bounds that keep a flood of registrations or sessions from filling the client table
+    or the master's memory (issue 12). Past one, the request is refused RESOURCE_EXHAUSTED
+    before anything is proposed. The names are the cell file's keys under ``limits:``.
+
+    What "live" means (`chubbypy.node._limits`): a registration counts against the
+    connection it was made on, and that connection's principal, from when it is proposed
+    until its client is evicted or the connection closes; a session counts against the
+    connection it was created on until it ends or that connection closes, and against its
+    principal until it ends. The counts are this master's memory: a new master starts
+    from zero (it has no connections yet, and does not know who created the sessions it
+    inherits, which are few and end with their leases).
+    """
+
+    registrations_per_connection_max: int = 64
+    """A client registers once, and again only after an eviction: 64 is a flood."""
+    registrations_per_principal_max: int = 20_000
+    """Room for 10,000 clients of one principal, each on its own connection, twice over."""
+    sessions_per_connection_max: int = 1_000
+    """A `Cell` holds one session at a time; 1,000 leaves room for programs of many."""
+    sessions_per_principal_max: int = 20_000
+    """Room for 10,000 clients of one principal with a session each, twice over."""
+
+    def key(self, name: str) -> str:
+        """The cell file's key of the limit `name` (for error messages)."""
+        assert hasattr(self, name), name
+        return f"limits.{name}"
+
+
+@frozen
 class NodeSettings:
     """One replica's settings; every replica of a cell has the same but `replica_id`."""
 
@@ -79,6 +110,7 @@ class NodeSettings:
     checksum_every_ticks: int = 2_400
     clients_max: int = 10_000
     client_results_max: int = 64
+    client_limits: ClientLimits = ClientLimits()
     bugs: frozenset[Bug] = frozenset()
     node_bugs: frozenset[NodeBug] = frozenset()
 

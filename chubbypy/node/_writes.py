@@ -6,9 +6,11 @@ command is kept under that name, because a client may ask again on another conne
 the same command may come back from the log twice (a retry proposed again). When the
 applier reports the command's `Outcome`, every request waiting for it is answered from it,
 whether this replica proposed it or not: exactly-once is the applier's business (its
-client table), and this is only the post office. When the replica stops serving, whatever
-is still in flight may yet be chosen; its requests are answered NOT_MASTER and the clients
-retry elsewhere with the same name, so the cell applies each command once.
+client table), and this is only the post office. A registration is answered with the
+client's credential, which its writes must show (`chubbypy.sessions.client_credential`).
+When the replica stops serving, whatever is still in flight may yet be chosen; its
+requests are answered NOT_MASTER and the clients retry elsewhere with the same name, so
+the cell applies each command once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from chubbypy.protocol.client import ErrorReply, Registered, RequestId, ServerRe
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.namespace import Written
 from chubbypy.protocol.namespace_codec import decode_result
+from chubbypy.sessions import client_credential
 
 _Name = tuple[ClientId, int]
 """A command's name: (client id, sequence), or (NO_CLIENT, nonce) for a registration."""
@@ -55,9 +58,12 @@ class ClientWrites:
         *,
         proposals: Counter,
         operations: Counter,
+        handle_key: bytes,
         bugs: frozenset[NodeBug] = frozenset(),
     ) -> None:
         self._core = core
+        self._handle_key = handle_key
+        """The key of registered clients' credentials (`client_credential`)."""
         self._outbox = outbox
         self._chance = chance
         self._proposals = proposals
@@ -108,7 +114,8 @@ class ClientWrites:
     def _reply(self, request_id: RequestId, outcome: Outcome) -> ServerReply:
         match outcome.kind:
             case OutcomeKind.REGISTERED:
-                return Registered(request_id, outcome.client_id)
+                credential = client_credential(outcome.client_id, self._handle_key)
+                return Registered(request_id, outcome.client_id, credential)
             case OutcomeKind.APPLIED | OutcomeKind.DUPLICATE:
                 self._operations.inc(op="write")
                 result = decode_result(outcome.result)

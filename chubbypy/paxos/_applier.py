@@ -10,7 +10,14 @@ machine needs and that must be part of its snapshot:
   committing it);
 * the **client table** for exactly-once commands (as in the Raft thesis §6.3): per
   registered client, the results of its recent sequence numbers, so a retry after a
-  fail-over gets the original result instead of applying twice;
+  fail-over gets the original result instead of applying twice. It holds at most
+  `clients_max` clients; a registration past that evicts the least recently used one, the
+  client whose last appearance in the log is oldest (ties within one entry: the lowest
+  id). Every replica applies the same log, so every replica evicts the same client. The
+  table is kept in that order (an `OrderedDict`, the oldest first), so an eviction costs
+  O(1) and a use O(1) (plus sorting the few clients of one entry), never a scan: a flood
+  of registrations costs each replica the same per registration at 100,000 clients as at
+  100;
 * **checksums** on demand (CHECKSUM entries), of the whole replicated state.
 
 Commands of `MASTER_CLIENT`, the master's own decisions, skip the client table.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections import OrderedDict
 from typing import Protocol
 
 import msgpack
@@ -90,6 +98,10 @@ class Outcome:
     """For a command APPLIED now: what the state machine told its host about it (for the
     namespace, the decoded write and the names it changed: `chubbypy.namespace.AppliedWrite`).
     Memory only: not compared between replicas, and not part of any snapshot."""
+    evicted: ClientId = NO_CLIENT
+    """For a new registration: the client it evicted to make room (`NO_CLIENT`: none). The
+    same on every replica; a node uses it to stop counting that client against whoever
+    registered it (`chubbypy.node`'s registration limits)."""
 
 
 @frozen
@@ -105,7 +117,7 @@ class _Client:
     results: dict[int, bytes]
     """Results of applied sequences the client may still retry."""
     last_index: LogIndex
-    """Where the client last appeared in the log (for eviction)."""
+    """Where the client last appeared in the log: its place in the eviction order."""
     low_water: int = 0
     """Every sequence below this that is not in `results` may have been applied: a result
     was dropped, because the client acknowledged it or because too many were kept."""
@@ -133,9 +145,13 @@ class Applier:
         self._applied_index = NO_INDEX
         self._epoch = NO_EPOCH
         self._next_client_id = 1
-        self._clients: dict[ClientId, _Client] = {}
+        self._clients: OrderedDict[ClientId, _Client] = OrderedDict()
+        """Every live client, least recently used first: in (last_index, client id) order
+        between entries (see `_touch` and `_entry_applied`)."""
         self._registrations: dict[int, ClientId] = {}
         """Nonce of each live client's registration, so a retried registration is idempotent."""
+        self._touched: list[ClientId] = []
+        """Clients that appeared in the entry being applied, in order of appearance."""
 
     @property
     def applied_index(self) -> LogIndex:
@@ -168,7 +184,10 @@ class Applier:
                         Outcome(entry.index, OutcomeKind.EPOCH_CHANGED, c.client_id, c.sequence)
                         for c in value.commands
                     )
-                return tuple(self._apply_command(entry.index, c) for c in value.commands)
+                assert not self._touched, self._touched
+                outcomes = tuple(self._apply_command(entry.index, c) for c in value.commands)
+                self._entry_applied()
+                return outcomes
         raise AssertionError(value.kind)
 
     def cached_result(self, client_id: ClientId, sequence: int) -> bytes | None:
@@ -189,7 +208,7 @@ class Applier:
         client = self._clients.get(command.client_id)
         if client is None:
             return Outcome(index, OutcomeKind.UNKNOWN_CLIENT, command.client_id, command.sequence)
-        client.last_index = index
+        self._touch(command.client_id, client, index)
         if command.first_unacked > client.low_water:
             client.low_water = command.first_unacked
             for acknowledged in [s for s in client.results if s < client.low_water]:
@@ -218,17 +237,47 @@ class Applier:
         if nonce in self._registrations and Bug.NO_DEDUPLICATION not in self._bugs:
             # A retried registration (after a fail-over, say): the same client, not a new one.
             client_id = self._registrations[nonce]
-            self._clients[client_id].last_index = index
+            self._touch(client_id, self._clients[client_id], index)
             return Outcome(index, OutcomeKind.REGISTERED, client_id, nonce)
         client_id = ClientId(self._next_client_id)
         self._next_client_id += 1
         self._clients[client_id] = _Client({}, index, nonce=nonce)
+        self._touched.append(client_id)
         self._registrations[nonce] = client_id
+        evicted = NO_CLIENT
         if len(self._clients) > self._clients_max:
-            # Evict the client idle longest (by log index, so every replica picks the same).
-            idle = min(self._clients, key=lambda c: (self._clients[c].last_index, c))
-            del self._registrations[self._clients.pop(idle).nonce]
-        return Outcome(index, OutcomeKind.REGISTERED, client_id, command.sequence)
+            evicted = self._least_recently_used(index)
+            del self._registrations[self._clients.pop(evicted).nonce]
+        return Outcome(index, OutcomeKind.REGISTERED, client_id, nonce, evicted=evicted)
+
+    # The eviction order. Between entries, `_clients` runs in (last_index, client id) order,
+    # oldest first: the order the rule "evict the client last seen earliest in the log,
+    # the lowest id among those of one entry" names, derived from replicated fields alone,
+    # so a snapshot need not record it. Within an entry, each client that appears moves to
+    # the end at once (so the ones that did not appear stay in order at the front), and at
+    # the entry's end the few that appeared are put in id order.
+
+    def _touch(self, client_id: ClientId, client: _Client, index: LogIndex) -> None:
+        """`client_id` appears in the log at `index`: it becomes the most recently used."""
+        assert client.last_index <= index, (client.last_index, index)
+        client.last_index = index
+        self._clients.move_to_end(client_id)
+        self._touched.append(client_id)
+
+    def _least_recently_used(self, index: LogIndex) -> ClientId:
+        """The client to evict: the first in order, unless every client appeared in this
+        very entry (`clients_max` below an entry's clients), then the lowest id."""
+        first = next(iter(self._clients))
+        if self._clients[first].last_index < index:
+            return first
+        return min(self._clients)  # all appeared at `index`: at most an entry's worth
+
+    def _entry_applied(self) -> None:
+        """Put the clients that appeared in the entry just applied in id order, at the end."""
+        touched, self._touched = self._touched, []
+        for client_id in sorted(set(touched)):
+            if client_id in self._clients:  # not evicted later in the same entry
+                self._clients.move_to_end(client_id)
 
     # Snapshots and checksums cover the bookkeeping as well as the machine's own state.
 
@@ -251,12 +300,17 @@ class Applier:
         self._applied_index = LogIndex(applied_index)
         self._epoch = Epoch(epoch)
         self._next_client_id = next_client_id
-        self._clients = {
+        # The format is unchanged by the eviction order: it follows from the fields, so a
+        # snapshot written before the order was kept restores into it too.
+        restored = {
             ClientId(client_id): _Client(
                 {seq: bytes(result) for seq, result in results}, LogIndex(last), low_water, nonce
             )
             for client_id, last, low_water, nonce, results in clients
         }
+        in_order = sorted(restored, key=lambda c: (restored[c].last_index, c))
+        self._clients = OrderedDict((c, restored[c]) for c in in_order)
+        self._touched = []
         self._registrations = {r.nonce: c for c, r in self._clients.items()}
         self._machine.restore(bytes(machine))
 

@@ -30,6 +30,7 @@ from chubbypy.protocol.values import CallNumber, ClientId, Epoch, LogIndex, Repl
 
 __all__ = [
     "CELL_CHARS_MAX",
+    "CLIENT_CREDENTIAL_BYTES",
     "ENDPOINT_CHARS_MAX",
     "ERROR_MESSAGE_CHARS_MAX",
     "INT64_MAX",
@@ -95,6 +96,8 @@ TOKEN_CHARS_MAX: Final = 1024
 """A principal's token in `Authenticate`; the cell file allows no longer."""
 REPLICAS_MAX: Final = 64
 """Addresses in a `MasterLocation`: far above any real cell (3 or 5 replicas)."""
+CLIENT_CREDENTIAL_BYTES: Final = 16
+"""A plain client's credential (`Registered`, `WriteRequest`): exactly this long."""
 
 
 class ConnectionRole(enum.IntEnum):
@@ -154,13 +157,16 @@ class WriteRequest:
     """A write, to be committed exactly once: `(client_id, sequence)` names it across retries.
 
     `client_id` is a registered client (never `NO_CLIENT`, which the log reads as a
-    registration) and `sequence` counts the client's commands from 1. `first_unacked` is the
-    lowest sequence the client may still retry; the cell may forget the results of the
-    client's commands below it.
+    registration) and `credential` the secret its `Registered` gave: a replica refuses a
+    write whose credential is not the client's (PERMISSION_DENIED) before anything else.
+    `sequence` counts the client's commands from 1. `first_unacked` is the lowest sequence
+    the client may still retry; the cell may forget the results of the client's commands
+    below it.
     """
 
     request_id: RequestId
     client_id: ClientId
+    credential: bytes
     sequence: int
     first_unacked: int
     write: Write
@@ -235,10 +241,13 @@ class MasterLocation:
 
 @frozen
 class Registered:
-    """The client id the log gave to a `Register`'s nonce (never `NO_CLIENT`)."""
+    """The client id the log gave to a `Register`'s nonce (never `NO_CLIENT`), and the
+    client's credential: proof of ownership that every `WriteRequest` of the client must
+    show. Only the registering client hears it; the id alone is worth nothing."""
 
     request_id: RequestId
     client_id: ClientId
+    credential: bytes
 
 
 @frozen

@@ -12,6 +12,7 @@ import enum
 from attrs import frozen
 
 
+@enum.unique  # two codes of one value would silently be one (say, after a merge)
 class ErrorCode(enum.IntEnum):
     """Every operating error that crosses the wire. Values are stable: never renumber."""
 
@@ -58,6 +59,10 @@ class ErrorCode(enum.IntEnum):
     """A retry of a command whose outcome the cell no longer remembers."""
     UNAVAILABLE = 25
     """The cell cannot serve now (no quorum, no master)."""
+    RESOURCE_EXHAUSTED = 26
+    """A configured limit on what one connection or one principal may hold (live client
+    registrations, live sessions) is reached; the message names the limit and its key.
+    Not retried: asking again changes nothing until something is given back."""
 
     # The wire (malformed or unacceptable input; the connection is closed after the reply).
     BAD_REQUEST = 40
@@ -179,6 +184,10 @@ class Unavailable(ChubbyError):
     code = ErrorCode.UNAVAILABLE
 
 
+class ResourceExhausted(ChubbyError):
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
 class BadRequest(ChubbyError):
     code = ErrorCode.BAD_REQUEST
 
@@ -229,6 +238,7 @@ ERROR_CLASSES: dict[ErrorCode, type[ChubbyError]] = {
         UnknownClient,
         StaleRequest,
         Unavailable,
+        ResourceExhausted,
         BadRequest,
         FrameTooLarge,
         UnsupportedVersion,

@@ -35,6 +35,7 @@ from chubbypy.protocol._plain import (
 )
 from chubbypy.protocol.client import (
     CELL_CHARS_MAX,
+    CLIENT_CREDENTIAL_BYTES,
     ENDPOINT_CHARS_MAX,
     ERROR_MESSAGE_CHARS_MAX,
     NAME_CHARS_MAX,
@@ -146,8 +147,9 @@ def _to_plain(message: WireMessage) -> list[Any]:
             return [10, request_id]
         case Register(request_id, nonce):
             return [11, request_id, nonce]
-        case WriteRequest(request_id, client_id, sequence, first_unacked, write):
-            return [12, request_id, client_id, sequence, first_unacked, write_to_plain(write)]
+        case WriteRequest(request_id, client_id, credential, sequence, first_unacked, write):
+            plain_write = write_to_plain(write)
+            return [12, request_id, client_id, credential, sequence, first_unacked, plain_write]
         case ReadRequest(request_id, read):
             return [13, request_id, read_to_plain(read)]
         case StatusRequest(request_id):
@@ -164,8 +166,8 @@ def _to_plain(message: WireMessage) -> list[Any]:
         case MasterLocation(request_id, master, epoch, replicas):
             addresses = [[r.replica_id, r.client_endpoint] for r in replicas]
             return [20, request_id, master, epoch, addresses]
-        case Registered(request_id, client_id):
-            return [21, request_id, client_id]
+        case Registered(request_id, client_id, credential):
+            return [21, request_id, client_id, credential]
         case WriteReply(request_id, index, result):
             return [22, request_id, index, result_to_plain(result)]
         case ReadReply(request_id, applied_index, result):
@@ -271,12 +273,29 @@ def _to_master_location(fields: list[Any]) -> MasterLocation:
     return MasterLocation(_request_id(fields[0]), master, Epoch(uint64(fields[2])), replicas)
 
 
+def _client_credential(data: Any) -> bytes:
+    """A plain client's credential: bytes of exactly the length replicas make (a shorter or
+    longer one can only be a forgery or garbage, refused undecoded)."""
+    credential = binary(data)
+    if len(credential) != CLIENT_CREDENTIAL_BYTES:
+        raise DecodeError(
+            f"a client credential of {len(credential)} bytes: expected {CLIENT_CREDENTIAL_BYTES}"
+        )
+    return credential
+
+
 def _to_write_request(fields: list[Any]) -> WriteRequest:
     # Client 0 is NO_CLIENT, which the log reads as a registration: never a write's author.
     # Sequences number a client's commands from 1.
-    client_id, sequence = ClientId(uint64(fields[1], 1)), uint64(fields[2], 1)
-    write = write_from_plain(fields[4])
-    return WriteRequest(_request_id(fields[0]), client_id, sequence, uint64(fields[3]), write)
+    client_id, credential = ClientId(uint64(fields[1], 1)), _client_credential(fields[2])
+    sequence, first_unacked = uint64(fields[3], 1), uint64(fields[4])
+    request_id, write = _request_id(fields[0]), write_from_plain(fields[5])
+    return WriteRequest(request_id, client_id, credential, sequence, first_unacked, write)
+
+
+def _to_registered(fields: list[Any]) -> Registered:
+    client_id = ClientId(uint64(fields[1], 1))
+    return Registered(_request_id(fields[0]), client_id, _client_credential(fields[2]))
 
 
 def _to_write_result(data: Any) -> WriteResult:
@@ -324,7 +343,7 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     2: (3, lambda f: Welcome(uint64(f[0]), _cell(f[1]), _replica_id(f[2]))),
     10: (1, lambda f: LocateMaster(_request_id(f[0]))),
     11: (2, lambda f: Register(_request_id(f[0]), uint64(f[1]))),
-    12: (5, _to_write_request),
+    12: (6, _to_write_request),
     13: (2, lambda f: ReadRequest(_request_id(f[0]), read_from_plain(f[1]))),
     14: (1, lambda f: StatusRequest(_request_id(f[0]))),
     15: (
@@ -338,7 +357,7 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
         ),
     ),
     20: (4, _to_master_location),
-    21: (2, lambda f: Registered(_request_id(f[0]), ClientId(uint64(f[1], 1)))),
+    21: (3, _to_registered),
     22: (3, lambda f: WriteReply(_request_id(f[0]), _index(f[1]), _to_write_result(f[2]))),
     23: (3, lambda f: ReadReply(_request_id(f[0]), _index(f[1]), _to_read_result(f[2]))),
     24: (2, lambda f: StatusReply(_request_id(f[0]), _to_status(f[1]))),

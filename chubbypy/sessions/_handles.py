@@ -28,11 +28,14 @@ from chubbypy.protocol.session import (
     EventMask,
     HandleMode,
 )
-from chubbypy.protocol.values import HandleId, SessionId
+from chubbypy.protocol.values import ClientId, HandleId, SessionId
 
 HANDLE_FORMAT = 1
 SESSION_CREDENTIAL_FORMAT = "session-1"
 """Domain separation: no handle's check digits are ever a session's credential."""
+CLIENT_CREDENTIAL_FORMAT = "client-1"
+"""Domain separation: no session's credential (or handle's check digits) is ever a plain
+client's credential, though all three are MACs under the same key."""
 MAC_BYTES = 16
 HANDLE_COUNTER_BITS = 32
 """A master hands out up to 2**32 handles per epoch; the epoch is above them."""
@@ -122,6 +125,21 @@ def session_credential(session_id: SessionId, key: bytes) -> bytes:
 def credential_matches(session_id: SessionId, credential: bytes, key: bytes) -> bool:
     """Whether `credential` is session `session_id`'s (compared in constant time)."""
     return hmac.compare_digest(credential, session_credential(session_id, key))
+
+
+def client_credential(client_id: ClientId, key: bytes) -> bytes:
+    """The secret a plain client's owner shows on every write (`WriteRequest`): check digits
+    of its id under the cell's handle key, in a domain of their own. Client ids are
+    sequential and need not be secret; without this, anyone could write as another client
+    (spending its sequence numbers, so that its own later writes answer with the
+    attacker's cached results) or read its cached results. As for sessions, every master
+    computes the same, so nothing about it is replicated and it survives fail-overs."""
+    return _mac(key, [CLIENT_CREDENTIAL_FORMAT, client_id])
+
+
+def client_credential_matches(client_id: ClientId, credential: bytes, key: bytes) -> bool:
+    """Whether `credential` is client `client_id`'s (compared in constant time)."""
+    return hmac.compare_digest(credential, client_credential(client_id, key))
 
 
 def _mac(key: bytes, fields: list[Any]) -> bytes:

@@ -50,8 +50,9 @@ REGISTERS = ("k0", "k1", "k2", "k3")
 COUNTERS = ("c0", "c1")
 
 
-def wire_request(request: Request, request_id: RequestId) -> ClientRequest:
-    """What the client sends for (the current phase of) `request`."""
+def wire_request(request: Request, request_id: RequestId, credential: bytes) -> ClientRequest:
+    """What the client sends for (the current phase of) `request`; a write shows
+    `credential`, its client's (from its registration)."""
     match request.kind:
         case OpKind.REGISTER:
             return Register(request_id, request.sequence)
@@ -62,11 +63,11 @@ def wire_request(request: Request, request_id: RequestId) -> ClientRequest:
         case OpKind.INCREMENT:
             seen = None if request.value < 0 else request.value
             write = increment(request.key, seen)
-            return WriteRequest(request_id, request.client_id, request.sequence,
+            return WriteRequest(request_id, request.client_id, credential, request.sequence,
                                 request.sequence, write)  # fmt: skip
         case OpKind.WRITE:
             write = put(request.key, request.value)
-            return WriteRequest(request_id, request.client_id, request.sequence,
+            return WriteRequest(request_id, request.client_id, credential, request.sequence,
                                 request.sequence, write)  # fmt: skip
 
 
@@ -106,6 +107,7 @@ class SimClient:
         self._chance = chance
         self._view = simulated_view(replicas)
         self._client_id = NO_CLIENT
+        self._credential = b""
         self._next_sequence = 1
         self._op_id = 0
         self._request: Request | None = None
@@ -159,8 +161,11 @@ class SimClient:
         """Carry (the current phase of) `request` to the master."""
         deadline = self._process.now() + self._settings.timeout_seconds
         call = MasterCall(self._view, self._settings, deadline, chance=self._chance)
+        credential = self._credential
         self._process.run(
-            call, lambda rid: wire_request(request, rid), lambda end: self._ended(request, end)
+            call,
+            lambda rid: wire_request(request, rid, credential),
+            lambda end: self._ended(request, end),
         )
 
     def _ended(self, request: Request, end: Finished | Failed) -> None:
@@ -176,8 +181,8 @@ class SimClient:
                 self._finished(Reply(request.op_id, ReplyStatus.INDETERMINATE))
             case Failed(error):
                 raise AssertionError(f"{self.name}: {request!r} failed: {error!r}")
-            case Finished(Registered(_, client_id)):
-                self._client_id = client_id
+            case Finished(Registered(_, client_id, credential)):
+                self._client_id, self._credential = client_id, credential
                 self._finished(Reply(request.op_id, ReplyStatus.OK, client_id))
             case Finished(ReadReply() as read) if request.kind is OpKind.INCREMENT:
                 seen = read_value(read)
@@ -222,6 +227,8 @@ class ScriptClient:
         self._observer = observer
         self._send = send
         self.client_id = NO_CLIENT
+        self.credential = b""
+        """The credential the registration gave (a scenario may show another's instead)."""
         self._next_sequence = 1
         self._op_id = 0
         self._sent: dict[int, Request] = {}
@@ -258,7 +265,8 @@ class ScriptClient:
         request = Request(self.name, self._op_id, kind, self.client_id, sequence, key, value)
         self._sent[self._op_id] = request
         self._observer.invoked(self.name, request, self._scheduler.now)
-        self._send(self.name, replica, wire_request(request, RequestId(self._op_id)))
+        wire = wire_request(request, RequestId(self._op_id), self.credential)
+        self._send(self.name, replica, wire)
         return self._op_id
 
     def connection_lost(self, replica: str) -> None:
@@ -274,8 +282,8 @@ class ScriptClient:
             return
         self.replies[reply.request_id] = reply
         match reply:
-            case Registered(_, client_id):
-                self.client_id = client_id
+            case Registered(_, client_id, credential):
+                self.client_id, self.credential = client_id, credential
                 done = Reply(request.op_id, ReplyStatus.OK, client_id)
             case WriteReply(_, index, result):
                 done = Reply(request.op_id, ReplyStatus.OK, request.value, index, result)

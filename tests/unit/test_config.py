@@ -22,6 +22,7 @@ from chubbypy.config import (
     load_config,
     parse_config,
 )
+from chubbypy.node import ClientLimits
 from chubbypy.paxos import Limits, Timing
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
@@ -204,7 +205,9 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
     message = only_problem(config(limits={"colour": "blue"}))
     assert message == (
         "limits.colour: unknown key: expected one of file_bytes_max, frame_bytes_max, "
-        "peer_message_bytes_max"
+        "peer_message_bytes_max, registrations_per_connection_max, "
+        "registrations_per_principal_max, sessions_per_connection_max, "
+        "sessions_per_principal_max"
     )
 
 
@@ -291,6 +294,44 @@ def test_frame_limit_fits_the_length_prefix() -> None:
     assert only_problem(config(limits={"frame_bytes_max": 1 << 32})) == (
         "limits.frame_bytes_max: 4.29497e+09 is out of range: expected 1 to 4294967295 "
         "(a 4-byte length prefix)"
+    )
+
+
+def test_client_limits_reach_the_node_with_their_keys() -> None:
+    """The limits on what a connection or principal holds are read from limits:, default
+    to the node's own defaults, reach NodeSettings, and their node-side names are keys."""
+    assert parse_config(config()).node_settings("r1").client_limits == ClientLimits()
+    document = config(
+        limits={"registrations_per_connection_max": 3, "sessions_per_principal_max": 5000}
+    )
+    limits = parse_config(document).node_settings("r1").client_limits
+    assert (limits.registrations_per_connection_max, limits.sessions_per_principal_max) == (3, 5000)
+    keys = {a.name for a in fields(LimitsConfig)}
+    assert {limits.key(a.name).removeprefix("limits.") for a in fields(ClientLimits)} <= keys
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "registrations_per_connection_max",
+        "registrations_per_principal_max",
+        "sessions_per_connection_max",
+        "sessions_per_principal_max",
+    ],
+)
+def test_client_limits_are_at_least_one(key: str) -> None:
+    """A limit of 0 would refuse every client: refused, by its key."""
+    assert only_problem(config(limits={key: 0})).startswith(
+        f"limits.{key}: 0 is too small: expected at least 1"
+    )
+
+
+def test_a_connection_limit_above_its_principals_is_refused() -> None:
+    """A per-connection limit that the per-principal one makes unreachable is a mistake."""
+    document = config(limits={"sessions_per_connection_max": 50, "sessions_per_principal_max": 10})
+    assert only_problem(document) == (
+        "limits.sessions_per_connection_max: 50 is above limits.sessions_per_principal_max "
+        "(10): one connection can never hold more than its principal may"
     )
 
 

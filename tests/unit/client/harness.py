@@ -78,10 +78,13 @@ from chubbypy.protocol.namespace import (
 )
 from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
 from chubbypy.protocol.wire import DecodeError, decode_wire, encode_wire, error_reply_for
+from chubbypy.sessions import client_credential, client_credential_matches
 
 CELL = "test"
 ROOT = f"/ls/{CELL}"
 ACL = AclNames("everyone", "everyone", "admins")
+FAKE_KEY = b"the fake cell's handle key"
+"""The key of the fake cell's client credentials."""
 
 
 def send(transport: Any, message: WireMessage) -> None:
@@ -270,6 +273,8 @@ class FakeReplica:
                 return StatusReply(rid, self.status())
         if isinstance(request, WriteRequest):
             self.cell.writes.append((self.replica_id, request))
+            if len(self.cell.writes) in self.cell.evict_before_writes:
+                self.cell.forget_clients()
         if self.master != self.replica_id:
             hint = self.master if self.hints else None
             return ErrorReply(request.request_id, ErrorCode.NOT_MASTER, "not master", hint)
@@ -313,6 +318,10 @@ class FakeCell:
         self.master = None if master is None else ReplicaId(master)
         self.namespace = FakeNamespace()
         self.registrations: dict[int, ClientId] = {}
+        self.forgotten = 0
+        """Clients forgotten so far (as a cell evicts them)."""
+        self.evict_before_writes: set[int] = set()
+        """Forget every client just before the n-th write request arrives (counting all)."""
         self.results: dict[tuple[int, int], WriteReply] = {}
         self.writes: list[tuple[ReplicaId, WriteRequest]] = []
         self.index = 10
@@ -328,15 +337,22 @@ class FakeCell:
         return tuple(ReplicaAddress(r.replica_id, r.endpoint) for r in self.replicas.values())
 
     def forget_clients(self) -> None:
+        self.forgotten += len(self.registrations)
         self.registrations.clear()
+
+    def next_client_id(self) -> int:
+        """Ids are never reused, even after `forget_clients`."""
+        return self.forgotten + len(self.registrations) + 1
 
     def serve(self, request: ClientRequest) -> ServerReply:
         rid = request.request_id
         match request:
             case Register(_, nonce):
-                client = self.registrations.setdefault(nonce, ClientId(len(self.registrations) + 1))
-                return Registered(rid, client)
-            case WriteRequest(_, client_id, sequence, _, write):
+                client = self.registrations.setdefault(nonce, ClientId(self.next_client_id()))
+                return Registered(rid, client, client_credential(client, FAKE_KEY))
+            case WriteRequest(_, client_id, credential, sequence, _, write):
+                if not client_credential_matches(client_id, credential, FAKE_KEY):
+                    return ErrorReply(rid, ErrorCode.PERMISSION_DENIED, "wrong credential", None)
                 if client_id not in self.registrations.values():
                     return ErrorReply(rid, ErrorCode.UNKNOWN_CLIENT, "unknown client", None)
                 first = self.results.get((client_id, sequence))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.internet.defer import CancelledError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger
 
-from chubbypy.client import Cell, CellClosed
+from chubbypy.client import Cell, CellClosed, OutcomeUnknown
+from chubbypy.client._plain_cell import REREGISTRATIONS_MAX
 from chubbypy.protocol.client import LocateMaster, ReadRequest, Register, StatusRequest
 from chubbypy.protocol.errors import (
     ERROR_CLASSES,
@@ -16,7 +20,6 @@ from chubbypy.protocol.errors import (
     NoSuchNode,
     NotEmpty,
     Unavailable,
-    UnknownClient,
     WrongCell,
 )
 from chubbypy.protocol.namespace import (
@@ -158,20 +161,62 @@ def test_retryable_errors_are_retried_with_the_same_sequence(
     assert sequences(cell.writes) == [("r1", 1, 1)] + [("r1", 1, 2)] * 3
 
 
-def test_unknown_client_is_raised_and_the_next_write_registers_again(
+def test_an_evicted_client_registers_again_and_sends_its_write_again(
     cell: FakeCell, network: FakeNetwork
 ) -> None:
-    """UNKNOWN_CLIENT is raised; the next write registers anew and counts from 1 again."""
+    """A write whose only attempt found the client evicted (UNKNOWN_CLIENT: not applied)
+    is sent again under a new registration, counting from 1, and applied once; the caller
+    never sees UNKNOWN_CLIENT, and the client's log says what happened."""
     client = network.client()
+    events: list[dict[str, Any]] = []
+    client.log = Logger(observer=events.append)
     network.settle(client.create(f"{ROOT}/a"))
     cell.forget_clients()
-    with pytest.raises(UnknownClient):
-        network.settle(client.set_contents(f"{ROOT}/a", b"x"))
-    network.settle(client.set_contents(f"{ROOT}/a", b"y"))
+    stat = network.settle(client.set_contents(f"{ROOT}/a", b"x"))
+    assert stat.content_generation == 2
     registers = [r for r in cell["r1"].received if isinstance(r, Register)]
     assert len(registers) == 2
     assert registers[0].nonce != registers[1].nonce
+    assert [(w.client_id, w.sequence) for _, w in cell.writes] == [(1, 1), (1, 2), (2, 1)]
+    assert cell.applied_writes() == 2
+    (said,) = [e for e in events if "evicted" in e["log_format"]]
+    assert said["client_id"] == 1
+    assert "registering again and sending the write again" in str(said["log_format"])
+
+
+def test_an_eviction_after_a_second_attempt_is_an_unknown_outcome(
+    cell: FakeCell, network: FakeNetwork
+) -> None:
+    """A write whose first attempt was applied but unanswered, and whose retry found the
+    client evicted, fails OutcomeUnknown (not UnknownClient) and is not sent again: it
+    stays applied once. The next write registers anew."""
+    client = network.client(request_timeout_seconds=0.5)
+    network.settle(client.create(f"{ROOT}/a"))
+    cell["r1"].drop_replies = 1
+    cell.evict_before_writes = {3}
+    with pytest.raises(OutcomeUnknown, match="applied once, or not at all"):
+        network.settle(client.set_contents(f"{ROOT}/a", b"x"))
+    assert cell.namespace.stat(f"{ROOT}/a").content_generation == 2  # applied, once
+    assert isinstance(OutcomeUnknown("x"), Unavailable)
+    network.settle(client.set_contents(f"{ROOT}/a", b"y"))
+    assert len([r for r in cell["r1"].received if isinstance(r, Register)]) == 2
     assert cell.writes[-1][1].sequence == 1
+
+
+def test_evictions_again_and_again_end_the_write_unapplied(
+    cell: FakeCell, network: FakeNetwork
+) -> None:
+    """A client evicted at every attempt gives up after a bounded number of registrations,
+    Unavailable saying the write was not applied."""
+    client = network.client()
+    network.settle(client.create(f"{ROOT}/a"))
+    cell.evict_before_writes = set(range(2, 20))
+    with pytest.raises(Unavailable, match="not applied"):
+        network.settle(client.set_contents(f"{ROOT}/a", b"x"))
+    assert cell.applied_writes() == 1
+    registers = [r for r in cell["r1"].received if isinstance(r, Register)]
+    assert len(registers) == 1 + REREGISTRATIONS_MAX  # then it gives up
+    assert len(cell.writes) == 1 + REREGISTRATIONS_MAX + 1
 
 
 def test_a_lost_registration_reply_is_retried_with_the_same_nonce(

@@ -32,6 +32,7 @@ from chubbypy.namespace import NamespaceLimits
 from chubbypy.node import (
     Answer,
     Auth,
+    ClientLimits,
     ConnectionId,
     Disconnect,
     EntryApplied,
@@ -77,7 +78,7 @@ from chubbypy.protocol.session import (
     SessionCreated,
     SessionResult,
 )
-from chubbypy.sessions import SessionTiming
+from chubbypy.sessions import SessionTiming, client_credential
 from chubbypy.store import MemoryStore
 from tests.unit.paxos.harness import check_durable
 
@@ -103,6 +104,7 @@ MASTER_TIMING = MasterTiming(
 )
 LIMITS = Limits()
 ANONYMOUS_ALLOWED = Auth()
+CLIENT_LIMITS = ClientLimits()
 HANDLE_KEY = handle_key_for(CELL, "the unit tests' handle key")
 RW = HandleMode.READ | HandleMode.WRITE
 
@@ -130,6 +132,8 @@ def settings(
     limits: Limits = LIMITS,
     snapshot_every_entries: int = 10_000,
     checksum_every_ticks: int = 10_000,
+    clients_max: int = 10_000,
+    client_limits: ClientLimits = CLIENT_LIMITS,
     bugs: frozenset[Bug] = frozenset(),
     node_bugs: frozenset[NodeBug] = frozenset(),
 ) -> NodeSettings:
@@ -147,6 +151,8 @@ def settings(
         auth=auth,
         snapshot_every_entries=snapshot_every_entries,
         checksum_every_ticks=checksum_every_ticks,
+        clients_max=clients_max,
+        client_limits=client_limits,
         bugs=bugs,
         node_bugs=node_bugs,
     )
@@ -214,9 +220,17 @@ class Connection:
         return self.send(ReadRequest(self.next_id(), read))
 
     def write(
-        self, client_id: ClientId, sequence: int, write: Write, first_unacked: int = 0
+        self,
+        client_id: ClientId,
+        sequence: int,
+        write: Write,
+        first_unacked: int = 0,
+        credential: bytes | None = None,
     ) -> RequestId:
-        return self.send(WriteRequest(self.next_id(), client_id, sequence, first_unacked, write))
+        """A write as client `client_id`, showing its own credential unless `credential`."""
+        shown = client_credential(client_id, HANDLE_KEY) if credential is None else credential
+        request = WriteRequest(self.next_id(), client_id, shown, sequence, first_unacked, write)
+        return self.send(request)
 
     def register(self, nonce: int) -> RequestId:
         return self.send(Register(self.next_id(), nonce))

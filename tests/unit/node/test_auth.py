@@ -54,7 +54,7 @@ def authenticated(cell: Cell, principal: str, token: str | None = None) -> Conne
 
 REFUSED_BEFORE_AUTHENTICATING: list[ClientRequest] = [
     ReadRequest(ONE, GetContentsAndStat(ROOT)),
-    WriteRequest(ONE, ClientId(1), 1, 0, Create(f"{ROOT}/f")),
+    WriteRequest(ONE, ClientId(1), bytes(16), 1, 0, Create(f"{ROOT}/f")),
     Register(ONE, 7),
     SessionRequest(ONE, CreateSession("me")),
     SessionRequest(ONE, ListSessions()),

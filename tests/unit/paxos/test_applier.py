@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from chubbypy.paxos import Applier, ChecksumTaken, Outcome, OutcomeKind
@@ -233,6 +235,80 @@ def test_eviction_takes_the_least_recently_used_client() -> None:
     assert log.one(command(c, 1)).kind is OutcomeKind.APPLIED
 
 
+def test_eviction_reports_the_evicted_client() -> None:
+    """A registration that made room names the client it evicted; one that did not, none."""
+    log = started(clients_max=2)
+    a = log.register(1)
+    (second,) = log.commands(Command(NO_CLIENT, 2, b""))
+    (third,) = log.commands(Command(NO_CLIENT, 3, b""))
+    assert (second.evicted, third.evicted) == (NO_CLIENT, a)
+
+
+def test_clients_seen_in_one_entry_are_evicted_lowest_id_first() -> None:
+    """Clients last seen in the same entry are evicted in id order, whatever their order
+    in the entry (the rule every replica applies, and the one before the order was kept)."""
+    log = started(clients_max=3)
+    a, b, c = log.register(1), log.register(2), log.register(3)
+    log.commands(command(c, 1), command(a, 1), command(b, 1))
+    evicted = [log.one(Command(NO_CLIENT, nonce, b"")).evicted for nonce in (4, 5, 6)]
+    assert evicted == [a, b, c]
+
+
+def test_an_entry_of_more_clients_than_the_table_evicts_the_lowest_ids() -> None:
+    """When every client in the table appeared in the entry being applied, a registration
+    in it evicts the lowest id (not the newcomer, not the first seen)."""
+    log = started(clients_max=2)
+    a, b = log.register(1), log.register(2)
+    outcomes = log.commands(command(b, 1), command(a, 1), Command(NO_CLIENT, 3, b""))
+    assert outcomes[2].evicted == a
+    assert log.one(command(b, 2)).kind is OutcomeKind.APPLIED
+
+
+def test_eviction_matches_the_scan_it_replaced() -> None:
+    """Over a long random log, every registration evicts what a scan for the client with
+    the oldest (last index, id) evicts: the order kept is that rule, without the scan."""
+    rng = random.Random(12)
+    log = started(clients_max=20)
+    reference = _ScanTable(clients_max=20)
+    for _ in range(400):
+        commands = []
+        for _ in range(rng.randint(1, 6)):
+            if not reference.seen or rng.random() < 0.3:
+                commands.append(Command(NO_CLIENT, rng.randint(1, 10**9), b""))
+            else:
+                client = rng.choice(sorted(reference.seen))
+                commands.append(command(client, rng.randint(1, 10**9)))
+        expected = reference.apply(log.index + 1, commands)
+        outcomes = log.commands(*commands)
+        assert [o.evicted for o in outcomes if o.kind is OutcomeKind.REGISTERED] == expected
+
+
+class _ScanTable:
+    """The reference: a table that scans for `min((last_index, id))` at every eviction."""
+
+    def __init__(self, clients_max: int) -> None:
+        self.clients_max = clients_max
+        self.seen: dict[ClientId, int] = {}
+        self.next_id = 1
+
+    def apply(self, index: int, commands: list[Command]) -> list[ClientId]:
+        """Apply one entry; the client each registration in it evicted (or NO_CLIENT)."""
+        evicted = []
+        for c in commands:
+            if c.client_id != NO_CLIENT:
+                if c.client_id in self.seen:
+                    self.seen[c.client_id] = index
+                continue
+            self.seen[ClientId(self.next_id)] = index
+            self.next_id += 1
+            victim = NO_CLIENT
+            if len(self.seen) > self.clients_max:
+                victim = min(self.seen, key=lambda client: (self.seen[client], client))
+                del self.seen[victim]
+            evicted.append(victim)
+        return evicted
+
+
 def test_snapshot_restore_round_trips() -> None:
     """A restored Applier has the same checksum and behaves the same on what follows."""
     log = started(client_results_max=2)
@@ -250,6 +326,47 @@ def test_snapshot_restore_round_trips() -> None:
     assert copy.commands(*following) == log.commands(*following)
     assert copy.machine.values == log.machine.values
     assert copy.applier.checksum() == log.applier.checksum()
+
+
+def test_a_restored_table_evicts_in_the_same_order() -> None:
+    """The eviction order survives a snapshot: a restored applier evicts the same clients
+    as the one that took it, though the snapshot lists clients by id."""
+    log = started(clients_max=4)
+    a, b, c, d = (log.register(n) for n in (1, 2, 3, 4))
+    log.commands(command(c, 1), command(a, 1))
+    log.one(command(b, 1))  # least recently used first: d, then a and c (same entry), b
+    copy = Log(clients_max=4)
+    copy.index = log.index
+    copy.applier.restore(LogIndex(log.index), log.applier.snapshot())
+    for nonce in (5, 6, 7, 8):
+        assert copy.one(Command(NO_CLIENT, nonce, b"")) == log.one(Command(NO_CLIENT, nonce, b""))
+    assert [log.one(command(x, 2)).kind for x in (d, a, c, b)] == [OutcomeKind.UNKNOWN_CLIENT] * 4
+
+
+SNAPSHOT_D56E5AD = bytes.fromhex(
+    "9294050104939501050001919201c400950203000290950304000390c4089192c40178c40131"
+)
+"""An applier's snapshot as commit d56e5ad wrote it (before the table kept its eviction
+order): clients_max 3, clients 1, 2, 3 registered at indices 2, 3, 4, then client 1 wrote
+x=1 at index 5."""
+
+
+def test_a_snapshot_written_before_the_order_was_kept_restores_into_it() -> None:
+    """The snapshot format did not change: one written by d56e5ad restores, with its clients
+    in eviction order (least recently used first: 2, 3, then 1, which wrote last)."""
+    log = Log(clients_max=3)
+    log.index = 5
+    log.applier.restore(LogIndex(5), SNAPSHOT_D56E5AD)
+    assert log.applier.epoch == 1
+    assert log.machine.values == {b"x": b"1"}
+    assert log.applier.cached_result(ClientId(1), 1) is not None
+    evicted = [log.one(Command(NO_CLIENT, nonce, b"")).evicted for nonce in (4, 5, 6)]
+    assert evicted == [2, 3, 1]
+    # New snapshots are written in the same format, and restore to the same state.
+    again = Log(clients_max=3)
+    again.index = log.index
+    again.applier.restore(LogIndex(log.index), log.applier.snapshot())
+    assert again.applier.checksum() == log.applier.checksum()
 
 
 def test_checksum_entry_reports_the_checksum() -> None:

@@ -35,6 +35,7 @@ from chubbypy.protocol import (
 )
 from chubbypy.protocol.client import (
     CELL_CHARS_MAX,
+    CLIENT_CREDENTIAL_BYTES,
     ENDPOINT_CHARS_MAX,
     ERROR_MESSAGE_CHARS_MAX,
     INT64_MAX,
@@ -249,6 +250,7 @@ statuses = st.builds(
 handles = st.binary(min_size=1, max_size=40)
 session_ids = st.integers(1, INT64_MAX)
 credentials = st.binary(min_size=1, max_size=64)
+client_credentials = st.binary(min_size=CLIENT_CREDENTIAL_BYTES, max_size=CLIENT_CREDENTIAL_BYTES)
 handle_modes = st.integers(1, int(HANDLE_MODES_ALL)).map(HandleMode)
 event_masks = st.integers(0, int(EVENT_MASK_ALL)).map(lambda bits: EventMask(bits & EVENT_MASK_ALL))
 lock_modes = st.sampled_from(LockMode)
@@ -315,6 +317,7 @@ MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
         WriteRequest,
         request_ids,
         st.integers(1, INT64_MAX).map(ClientId),
+        client_credentials,
         st.integers(1, INT64_MAX),
         uints,
         writes,
@@ -330,7 +333,9 @@ MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
             st.builds(ReplicaAddress, replica_ids, st.text(min_size=1, max_size=30)), max_size=5
         ).map(tuple),
     ),
-    Registered: st.builds(Registered, request_ids, st.integers(1, INT64_MAX).map(ClientId)),
+    Registered: st.builds(
+        Registered, request_ids, st.integers(1, INT64_MAX).map(ClientId), client_credentials
+    ),
     WriteReply: st.builds(WriteReply, request_ids, indices, write_results),
     ReadReply: st.builds(ReadReply, request_ids, indices, read_results),
     StatusReply: st.builds(StatusReply, request_ids, statuses),
@@ -424,16 +429,17 @@ def replaced(base: list[Any], position: int, value: object) -> list[Any]:
 STAT = [1, 1, 0, 0, 0, ["r", "w", "c"], False, False, 3]
 STATUS = ["r1", "master", 3, "7.r2", 10, 10, 1, 12, 0, True, True, 500, "r1", 1000]
 SESSION_INFO = [7, "me", "live", 900, 2, [["/ls/c/l", "exclusive"]], 1, ["/ls/c/e"], 1, 0]
+CREDENTIAL = bytes(range(CLIENT_CREDENTIAL_BYTES))
 GOOD: dict[str, list[Any]] = {
     "hello": [1, 1, "cell", 1, "client-a"],
     "welcome": [2, 1, "cell", "r1"],
     "locate": [10, 1],
     "register": [11, 1, 42],
-    "write": [12, 1, 5, 1, 0, [3, "/ls/cell/x", None]],
+    "write": [12, 1, 5, CREDENTIAL, 1, 0, [3, "/ls/cell/x", None]],
     "read": [13, 1, [2, "/ls/cell/x"]],
     "status": [14, 1],
     "location": [20, 1, "r1", 3, [["r1", "tcp:localhost:7001"]]],
-    "registered": [21, 1, 5],
+    "registered": [21, 1, 5, CREDENTIAL],
     "write reply": [22, 1, 10, [1, None]],
     "read reply": [23, 1, 10, [4, b"abc", STAT]],
     "status reply": [24, 1, STATUS],
@@ -495,7 +501,7 @@ BAD: dict[str, bytes] = {
     "str header claiming 4 GiB": b"\x92\x0a\xdb\xff\xff\xff\xff",
     "nested 10**5 deep": b"\x91" * 100_000 + b"\xc0",
     "request id nested 2000 deep": b"\x92\x0a" + b"\x91" * 2000 + b"\x01",
-    "MultiOp nested 400 deep": pack(replaced(W, 5, nested_multi_ops(400))),
+    "MultiOp nested 400 deep": pack(replaced(W, 6, nested_multi_ops(400))),
     "MultiResult nested 400 deep": pack([22, 1, 10, nested_multi_results(400)]),
     "ext type": pack([10, msgpack.ExtType(1, b"x")]),
     "timestamp": pack([10, msgpack.Timestamp(0)]),
@@ -516,7 +522,7 @@ BAD: dict[str, bytes] = {
     "extra field": pack([*GOOD["locate"], 0]),
     "extra field in a status": pack([24, 1, [*STATUS, 0]]),
     "map where the addresses list is": pack(replaced(L, 4, {"r1": "tcp:localhost:7001"})),
-    "map where the write is": pack(replaced(W, 5, {"path": "/x"})),
+    "map where the write is": pack(replaced(W, 6, {"path": "/x"})),
     "request id 0": pack([10, 0]),
     "request id -1": pack([10, -1]),
     "request id 2**63": pack([10, 2**63]),
@@ -533,13 +539,23 @@ BAD: dict[str, bytes] = {
     "negative session nonce": session_call([1, "me", -1]),
     "client id 0 in a write": pack(replaced(W, 2, 0)),
     "negative client id": pack(replaced(W, 2, -5)),
-    "sequence 0": pack(replaced(W, 3, 0)),
-    "negative first_unacked": pack(replaced(W, 4, -1)),
-    "first_unacked 2**63": pack(replaced(W, 4, 2**63)),
-    "write as string": pack(replaced(W, 5, "delete /x")),
-    "MultiOp inside a MultiOp": pack(replaced(W, 5, nested_multi_ops(2))),
+    "sequence 0": pack(replaced(W, 4, 0)),
+    "negative first_unacked": pack(replaced(W, 5, -1)),
+    "first_unacked 2**63": pack(replaced(W, 5, 2**63)),
+    "write as string": pack(replaced(W, 6, "delete /x")),
+    "MultiOp inside a MultiOp": pack(replaced(W, 6, nested_multi_ops(2))),
+    "write without a credential": pack([*W[:3], *W[4:]]),
+    "credential of 15 bytes": pack(replaced(W, 3, CREDENTIAL[:-1])),
+    "credential of 17 bytes": pack(replaced(W, 3, CREDENTIAL + b"x")),
+    "empty credential": pack(replaced(W, 3, b"")),
+    "credential as string": pack(replaced(W, 3, "0123456789abcdef")),
+    "credential as int": pack(replaced(W, 3, 2**63 - 1)),
+    "credential as nil": pack(replaced(W, 3, None)),
+    "credential as list": pack(replaced(W, 3, list(CREDENTIAL))),
     "read as a write": pack([13, 1, [3, "/ls/cell/x", None]]),
-    "registered client 0": pack([21, 1, 0]),
+    "registered client 0": pack([21, 1, 0, CREDENTIAL]),
+    "registered without a credential": pack([21, 1, 5]),
+    "registered with a short credential": pack([21, 1, 5, CREDENTIAL[:8]]),
     "negative index": pack([22, 1, -1, [1, None]]),
     "read result in a write reply": pack([22, 1, 10, [4, b"abc", STAT]]),
     "write result in a read reply": pack([23, 1, 10, [1, None]]),
@@ -567,7 +583,7 @@ BAD: dict[str, bytes] = {
     "negative lease remaining": pack([24, 1, replaced(STATUS, 11, -1)]),
     "ballot text too long": pack([24, 1, replaced(STATUS, 3, "7." + "r" * 300)]),
     "unknown error code 0": pack(replaced(E, 2, 0)),
-    "unknown error code 26": pack(replaced(E, 2, 26)),
+    "unknown error code 27": pack(replaced(E, 2, 27)),
     "error code as string": pack(replaced(E, 2, "NOT_MASTER")),
     "negative request id in an error": pack(replaced(E, 1, -1)),
     "error message too long": pack(replaced(E, 3, "m" * (ERROR_MESSAGE_CHARS_MAX + 1))),

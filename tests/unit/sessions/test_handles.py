@@ -90,6 +90,22 @@ def test_session_credential_is_the_sessions_own() -> None:
     assert credential not in handle.encode(KEY)  # domain-separated from handles' digits
 
 
+def test_a_client_credential_is_the_clients_own_and_never_a_sessions() -> None:
+    """A plain client's credential matches only its own id under its key, has the wire's
+    length, and differs from the session credential of the same number (their domains are
+    separate, so a session's credential never writes as a client)."""
+    from chubbypy.protocol.client import CLIENT_CREDENTIAL_BYTES
+    from chubbypy.sessions import client_credential, client_credential_matches, session_credential
+
+    credential = client_credential(7, KEY)
+    assert len(credential) == CLIENT_CREDENTIAL_BYTES
+    assert client_credential_matches(7, credential, KEY)
+    assert not client_credential_matches(8, credential, KEY)
+    assert not client_credential_matches(7, credential, b"y" * 32)
+    assert not client_credential_matches(7, session_credential(7, KEY), KEY)
+    assert not client_credential_matches(7, b"", KEY)
+
+
 def test_the_wire_flags_are_still_named_by_this_package() -> None:
     """HandleMode and EventMask live in chubbypy.protocol; chubbypy.sessions names the same
     classes for the callers that still import them from here."""
