@@ -361,7 +361,11 @@ class SessionTable(Generic[Token]):
 
     def _answer(self, session_id: SessionId, session: _Session[Token]) -> None:
         assert session.parked is not None
-        session.expiry = max(session.expiry, self._now + self._timing.lease_ticks)
+        if not session.failover_sequence:
+            # A session that has not acknowledged the fail-over keeps the lease `start` gave
+            # it and no more: else a client that KeepAlives without ever acknowledging would
+            # hold the fail-over (and every write behind it) open for as long as it liked.
+            session.expiry = max(session.expiry, self._now + self._timing.lease_ticks)
         # Both durations are reported a tick short: the answer (and the KeepAlive's
         # arrival) may fall anywhere within a tick, and the client must never count on
         # more than the master will honour.

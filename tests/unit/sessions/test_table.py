@@ -105,6 +105,29 @@ def test_a_new_master_grants_every_session_a_whole_lease_and_a_failover_event() 
     assert t.failover_complete
 
 
+def test_a_session_that_never_acknowledges_the_fail_over_gets_no_longer_lease() -> None:
+    """KeepAlives that never acknowledge the fail-over event do not extend the lease: the
+    session ends when the lease `start` gave it runs out, and the fail-over completes (a
+    hostile client cannot hold every write behind the fail-over for as long as it likes)."""
+    timing = SessionTiming(lease_ticks=100, answer_before_ticks=30, failover_extra_ticks=5)
+    t = SessionTable(timing)
+    t.start(1000, [S1, S2])
+    t.keep_alive(S2, 1, 0)
+    (failover,) = answers(t)
+    t.keep_alive(S2, 2, failover.events[0].sequence)
+    for now in range(1000, 1105, 10):
+        t.tick(now)
+        assert t.keep_alive(S1, now, acked_through=0)
+        for answer in answers(t):
+            if answer.session_id == S1:
+                assert answer.lease_ticks < 1105 - now, "never past the lease start gave"
+    assert t.lease_expiry(S1) == 1105
+    assert t.lease_expiry(S2) > 1105, "S2 acknowledged: its lease grows again"
+    t.tick(1105)
+    assert t.take().expire == (S1,)
+    assert t.failover_complete
+
+
 def test_a_new_master_numbers_events_from_its_first_sequence() -> None:
     """Events of a new master number from `first_sequence`, above the old master's."""
     t = SessionTable(TIMING)
