@@ -334,7 +334,16 @@ class ReplicaNode:
     ) -> None:
         """Propose a registration, unless the connection or its principal holds as many
         live registrations as its limit allows: then RESOURCE_EXHAUSTED, proposing nothing
-        (a flood costs no log entry, and evicts no one)."""
+        (a flood costs no log entry, and evicts no one). A retried registration (a nonce
+        the client table knows, or one in flight) is answered from the table, or waits for
+        the one in flight: it is never proposed twice, whatever the limits."""
+        if self.core.serving:
+            client = self.applier.registered_client(nonce)
+            if client is not None:
+                self._writes.registered(connection, request_id, client)
+                return
+        if self._writes.join(connection, request_id, (NO_CLIENT, nonce)):
+            return
         refused = self.registrations.refusal(connection, principal, nonce)
         if refused is not None:
             peer = self._peers.get(connection) or "?"

@@ -90,6 +90,22 @@ class ClientWrites:
             self._answer_optimistically(name)
         return True
 
+    def join(self, connection: ConnectionId, request_id: RequestId, name: _Name) -> bool:
+        """If the command `name` is in flight, the request waits for its outcome too (a
+        retry costs no second proposal); False if it is not in flight."""
+        waiting = self._waiting.get(name)
+        if waiting is None:
+            return False
+        waiting.append(_Waiter(connection, request_id))
+        return True
+
+    def registered(self, connection: ConnectionId, request_id: RequestId, client: ClientId) -> None:
+        """Answer a retried registration whose client the table keeps."""
+        self._outbox.answer(connection, self._registered(request_id, client))
+
+    def _registered(self, request_id: RequestId, client: ClientId) -> Registered:
+        return Registered(request_id, client, client_credential(client, self._handle_key))
+
     def outcome(self, outcome: Outcome) -> None:
         """The applier's outcome of a command: answer everyone waiting for it."""
         registration = outcome.kind is OutcomeKind.REGISTERED
@@ -114,8 +130,7 @@ class ClientWrites:
     def _reply(self, request_id: RequestId, outcome: Outcome) -> ServerReply:
         match outcome.kind:
             case OutcomeKind.REGISTERED:
-                credential = client_credential(outcome.client_id, self._handle_key)
-                return Registered(request_id, outcome.client_id, credential)
+                return self._registered(request_id, outcome.client_id)
             case OutcomeKind.APPLIED | OutcomeKind.DUPLICATE:
                 self._operations.inc(op="write")
                 result = decode_result(outcome.result)

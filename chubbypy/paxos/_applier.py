@@ -195,6 +195,11 @@ class Applier:
         client = self._clients.get(client_id)
         return None if client is None else client.results.get(sequence)
 
+    def registered_client(self, nonce: int) -> ClientId | None:
+        """The client a registration with `nonce` made, while the table keeps it: a retried
+        registration is answered with it at once, at no cost to the log."""
+        return self._registrations.get(nonce)
+
     def _apply_command(self, index: LogIndex, command: Command) -> Outcome:
         if command.client_id == NO_CLIENT:
             return self._register(index, command)

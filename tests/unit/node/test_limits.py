@@ -76,6 +76,30 @@ def test_registrations_past_a_connections_limit_are_refused_proposing_nothing() 
     assert isinstance(register(cell, cell.connect(R1), 200), Registered)
 
 
+def test_a_retried_registration_is_answered_from_the_table_proposing_nothing() -> None:
+    """The same nonce sent again and again (a retry, or a flood reusing one nonce) gets the
+    same client and credential from the client table, with nothing proposed; retries of one
+    still in flight wait for it rather than proposing it again."""
+    cell = serving()
+    flood = cell.connect(R1, peer="flooder")
+    first = register(cell, flood, 7)
+    assert isinstance(first, Registered)
+    proposals = metric(cell.nodes[R1], "chubbypy_proposals_total")
+    mark = cell.mark()
+    again = [flood.register(7) for _ in range(500)]
+    cell.settle()
+    assert {flood.reply(r) for r in again} == {
+        Registered(r, first.client_id, first.credential) for r in again
+    }
+    assert not [o for o in cell.since(mark, R1) if isinstance(o, Persist | SendPeer)]
+    assert metric(cell.nodes[R1], "chubbypy_proposals_total") == proposals
+    in_flight = [flood.register(8) for _ in range(50)]
+    cell.settle()
+    assert metric(cell.nodes[R1], "chubbypy_proposals_total") == proposals + 1
+    replies = {flood.reply(r) for r in in_flight}
+    assert len({(r.client_id, r.credential) for r in replies}) == 1  # type: ignore[union-attr]
+
+
 def test_a_principals_registrations_count_over_its_open_connections() -> None:
     """Past the principal's limit, summed over its open connections, a registration on a
     fresh connection is refused naming that key; closing a connection gives its back."""
