@@ -118,7 +118,7 @@ class PaxosConfig:
     """Applied entries between checkpoints."""
     checksum_every_seconds: float = 60.0
     """How often the master asks every replica to checksum its state."""
-    clients_max: int = 10_000
+    clients_max: int = 50_000
     """Clients whose recent results are remembered for exactly-once retries."""
     client_results_max: int = 64
     """Results remembered per client."""
@@ -366,7 +366,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     auth = _auth(top.get("auth"), problems)
     _check_paxos_relations(paxos, problems)
     _check_size_relations(paxos, limits, problems)
-    _check_client_limits(limits, problems)
+    _check_client_limits(limits, paxos, problems)
     if problems or cell is None or data_dir is None:
         raise problems.error(origin)
     config = CellConfig(
@@ -909,8 +909,21 @@ def _check_size_relations(
         )
 
 
-def _check_client_limits(limits: Mapping[str, float], problems: _Problems) -> None:
-    """A connection's limit above its principal's could never be reached: a mistake."""
+def _check_client_limits(
+    limits: Mapping[str, float], paxos: Mapping[str, float], problems: _Problems
+) -> None:
+    """A connection's limit above its principal's could never be reached: a mistake. A
+    principal's registrations must stay below the client table's size: each registration
+    past the table's size evicts the least recently used client, so a principal allowed as
+    many as the table holds could evict every other principal's clients."""
+    registrations = limits.get("registrations_per_principal_max")
+    clients = paxos.get("clients_max")
+    if registrations is not None and clients is not None and registrations >= clients:
+        problems.add(
+            "limits.registrations_per_principal_max",
+            f"{registrations:g} is not below paxos.clients_max ({clients:g}): one principal's "
+            "registrations could evict every other principal's clients",
+        )
     for kind in ("registrations", "sessions"):
         connection, principal = f"{kind}_per_connection_max", f"{kind}_per_principal_max"
         if connection in limits and principal in limits and limits[connection] > limits[principal]:

@@ -202,14 +202,20 @@ def _principal(data: Any) -> str:
     return _string(data, PRINCIPAL_CHARS_MAX, "principal")
 
 
-def _call_number(data: Any) -> CallNumber | None:
-    """A session call's number, or None: [sequence, first_unacked], 1 <= first <= sequence."""
-    if data is None:
-        return None
-    sequence, first = (uint64(value, 1) for value in array(data, 2))
+def _numbered(sequence_data: Any, first_data: Any) -> tuple[int, int]:
+    """A call's (sequence, first_unacked), for plain writes and session calls alike:
+    1 <= first_unacked <= sequence (a call cannot acknowledge itself, or later calls)."""
+    sequence, first = uint64(sequence_data, 1), uint64(first_data, 1)
     if first > sequence:
         raise DecodeError(f"a call numbered {sequence} cannot acknowledge up to {first}")
-    return CallNumber(sequence, first)
+    return sequence, first
+
+
+def _call_number(data: Any) -> CallNumber | None:
+    """A session call's number, or None: [sequence, first_unacked]."""
+    if data is None:
+        return None
+    return CallNumber(*_numbered(*array(data, 2)))
 
 
 def _request_id(data: Any) -> RequestId:
@@ -288,7 +294,7 @@ def _to_write_request(fields: list[Any]) -> WriteRequest:
     # Client 0 is NO_CLIENT, which the log reads as a registration: never a write's author.
     # Sequences number a client's commands from 1.
     client_id, credential = ClientId(uint64(fields[1], 1)), _client_credential(fields[2])
-    sequence, first_unacked = uint64(fields[3], 1), uint64(fields[4])
+    sequence, first_unacked = _numbered(fields[3], fields[4])
     request_id, write = _request_id(fields[0]), write_from_plain(fields[5])
     return WriteRequest(request_id, client_id, credential, sequence, first_unacked, write)
 

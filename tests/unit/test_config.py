@@ -335,6 +335,17 @@ def test_a_connection_limit_above_its_principals_is_refused() -> None:
     )
 
 
+def test_a_principals_registrations_must_stay_below_the_client_table() -> None:
+    """registrations_per_principal_max at or above paxos.clients_max is refused: one
+    principal could then evict every other principal's clients."""
+    document = config(paxos={"clients_max": 1000}, limits={"registrations_per_principal_max": 1000})
+    assert only_problem(document) == (
+        "limits.registrations_per_principal_max: 1000 is not below paxos.clients_max (1000): "
+        "one principal's registrations could evict every other principal's clients"
+    )
+    assert parse_config(config()).paxos.clients_max == 50_000
+
+
 def test_lease_must_be_four_ticks() -> None:
     """A master lease under four ticks is refused, naming the shortest allowed."""
     assert only_problem(config(paxos={**OLD_TIMING, "master_lease_seconds": 0.15})) == (
