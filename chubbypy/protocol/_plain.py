@@ -53,6 +53,14 @@ def uint64(data: Any, low: int = 0) -> int:
     return value
 
 
+def bounded(data: Any, low: int, high: int, what: str) -> int:
+    """An integer from `low` to `high`; DecodeError, naming `what`, for anything else."""
+    value = integer(data, low)
+    if value > high:
+        raise DecodeError(f"{what} {value} is above the limit of {high}")
+    return value
+
+
 def optional_integer(data: Any, low: int = 0) -> int | None:
     return None if data is None else integer(data, low)
 
