@@ -27,7 +27,8 @@ def unpack(data: bytes, parse: Callable[[Any], T]) -> T:
     try:
         plain = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as error:
-        raise DecodeError(f"not msgpack: {type(error).__name__}: {error}") from error
+        detail = f": {error}" if str(error) else ""
+        raise DecodeError(f"not msgpack: {type(error).__name__}{detail}") from error
     except RecursionError as error:
         raise DecodeError("nested too deeply") from error
     try:
