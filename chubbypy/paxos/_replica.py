@@ -81,6 +81,7 @@ from chubbypy.protocol import (
     NO_BALLOT,
     NO_EPOCH,
     NO_INDEX,
+    ROUND_MAX,
     Accept,
     Accepted,
     Ballot,
@@ -1095,7 +1096,9 @@ def persisted_problem(persisted: Persisted) -> str | None:
     """
     hard_state = persisted.hard_state or HardState()
     snapshot_index = persisted.snapshot.index if persisted.snapshot else NO_INDEX
-    problem = _ballot_problem(hard_state.promised, "the promised ballot", allow_none=True)
+    # A replica's own promise may lie above every round a peer can send (its campaigns go
+    # above the highest seen), entries never: they were accepted from a peer's ballot.
+    problem = _ballot_problem(hard_state.promised, "the promised ballot", ROUND_MAX, True)
     if hard_state.chosen_index > LOG_INDEX_MAX:
         problem = problem or f"the chosen index {hard_state.chosen_index} is out of range"
     if snapshot_index > LOG_INDEX_MAX:
@@ -1103,7 +1106,8 @@ def persisted_problem(persisted: Persisted) -> str | None:
     for entry in persisted.entries:
         if not 1 <= entry.index <= LOG_INDEX_MAX:
             return problem or f"log entry {entry.index}: its index is out of range"
-        problem = problem or _ballot_problem(entry.ballot, f"log entry {entry.index}'s ballot")
+        ballot_problem = _ballot_problem(entry.ballot, f"log entry {entry.index}'s ballot")
+        problem = problem or ballot_problem
     if problem is not None:
         return problem
     chosen = max(hard_state.chosen_index, snapshot_index)
@@ -1124,11 +1128,13 @@ def persisted_problem(persisted: Persisted) -> str | None:
     )
 
 
-def _ballot_problem(ballot: Ballot, what: str, *, allow_none: bool = False) -> str | None:
-    """Why `ballot` is not a replica's ballot in range (or NO_BALLOT, if allowed), or None."""
+def _ballot_problem(
+    ballot: Ballot, what: str, round_max: int = BALLOT_ROUND_MAX, allow_none: bool = False
+) -> str | None:
+    """Why `ballot` is not a replica's ballot up to `round_max` (or NO_BALLOT, if allowed)."""
     if ballot == NO_BALLOT and allow_none:
         return None
-    if 1 <= ballot.round <= BALLOT_ROUND_MAX and ballot.replica_id:
+    if 1 <= ballot.round <= round_max and ballot.replica_id:
         return None
     return f"{what} {ballot.round}.{ballot.replica_id!r:.40} is out of range"
 

@@ -85,7 +85,17 @@ it won with, and handle ids carry the epoch above 32 bits of count in a signed 6
 integer (`chubbypy.sessions.handle_id_for`), so an epoch must stay below 2**31; a replica's
 next ballot is at most a cell's size above the highest it has seen, so 2**30 leaves room.
 An election adds at most a cell's size: a five-replica cell electing a master every second
-takes six years to get here."""
+takes six years to get here.
+
+Rounds are a finite resource, then: a ballot at this limit (which only a forged message
+could bring, and peer authentication keeps out) leaves no higher ballot any replica takes,
+and masters can no longer be elected. Replicas then refuse each other's higher ballots, and
+log it; none stops or crashes (`ROUND_MAX` leaves a replica room to keep campaigning)."""
+ROUND_MAX = (1 << 31) - 1
+"""The highest ballot round a replica may hold at all, its own promises included: an
+epoch's handle ids must fit (see `BALLOT_ROUND_MAX`). A replica promises itself at most a
+cell's size above the highest round it has seen on each campaign, so from
+`BALLOT_ROUND_MAX` it takes hundreds of millions of campaigns to get here."""
 EPOCH_MAX = BALLOT_ROUND_MAX
 """Epochs are ballot rounds."""
 LOG_INDEX_MAX = (1 << 47) - 1

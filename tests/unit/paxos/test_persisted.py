@@ -13,6 +13,7 @@ from chubbypy.protocol import (
     BALLOT_ROUND_MAX,
     LOG_INDEX_MAX,
     NO_BALLOT,
+    ROUND_MAX,
     Ballot,
     Entry,
     Epoch,
@@ -25,10 +26,11 @@ from chubbypy.protocol import (
 
 R1 = ReplicaId("r1")
 BALLOT = Ballot(3, R1)
+NOOP = Value(Epoch(3), ValueKind.NOOP)
 
 
 def log(*indices: int) -> tuple[Entry, ...]:
-    return tuple(Entry(LogIndex(i), BALLOT, Value(Epoch(3), ValueKind.NOOP)) for i in indices)
+    return tuple(Entry(LogIndex(i), BALLOT, NOOP) for i in indices)
 
 
 def persisted(
@@ -51,6 +53,8 @@ def persisted(
         persisted(0, (), promised=NO_BALLOT),
         persisted(LOG_INDEX_MAX, (LOG_INDEX_MAX,), snapshot=LOG_INDEX_MAX - 1),
         persisted(1, (1,), promised=Ballot(BALLOT_ROUND_MAX, R1)),
+        # Its own campaigns may take a replica's promise above any round a peer sends.
+        persisted(0, (), promised=Ballot(ROUND_MAX, R1)),
     ],
 )
 def test_what_a_replica_persists_has_no_problem(sound: Persisted) -> None:
@@ -67,7 +71,15 @@ def test_what_a_replica_persists_has_no_problem(sound: Persisted) -> None:
         (persisted(7, (5, 7), snapshot=4), "log entry 6 is missing"),
         (Persisted(HardState(BALLOT, LogIndex(2)), None, log(2, 1)), "out of order"),
         (Persisted(HardState(BALLOT, LogIndex(1)), None, log(1, 1)), "out of order"),
-        (persisted(0, (), promised=Ballot(BALLOT_ROUND_MAX + 1, R1)), "promised ballot"),
+        (persisted(0, (), promised=Ballot(ROUND_MAX + 1, R1)), "promised ballot"),
+        (
+            Persisted(
+                HardState(BALLOT, LogIndex(1)),
+                None,
+                (Entry(LogIndex(1), Ballot(BALLOT_ROUND_MAX + 1, R1), NOOP),),
+            ),
+            "log entry 1's ballot",
+        ),
         (persisted(0, (), promised=Ballot(0, R1)), "promised ballot"),
         (persisted(0, (), promised=Ballot(3, ReplicaId(""))), "promised ballot"),
         (persisted(LOG_INDEX_MAX + 1, ()), "the chosen index"),

@@ -19,7 +19,7 @@ from attrs import fields, has
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chubbypy.paxos import Durable, Limits, NoChance, Replica, Timing
+from chubbypy.paxos import Durable, Limits, NoChance, Replica, Timing, persisted_problem
 from chubbypy.protocol import (
     BALLOT_ROUND_MAX,
     EPOCH_MAX,
@@ -27,9 +27,11 @@ from chubbypy.protocol import (
     MESSAGE_COMMANDS_MAX,
     MESSAGE_ENTRIES_MAX,
     REPLICA_ID_CHARS_MAX,
+    ROUND_MAX,
     TICK_MAX,
     Ballot,
     PeerMessage,
+    Prepare,
     ReplicaId,
     codec,
 )
@@ -117,8 +119,8 @@ def test_the_ranges_leave_room_for_what_is_derived_from_them() -> None:
     from chubbypy.sessions._handles import HANDLE_COUNTER_BITS, handle_id_for
 
     assert EPOCH_MAX == BALLOT_ROUND_MAX
-    highest_epoch = BALLOT_ROUND_MAX + REPLICAS_MAX
-    assert handle_id_for(highest_epoch, (1 << HANDLE_COUNTER_BITS) - 1) <= INT64_MAX
+    assert BALLOT_ROUND_MAX + REPLICAS_MAX <= ROUND_MAX
+    assert handle_id_for(ROUND_MAX, (1 << HANDLE_COUNTER_BITS) - 1) <= INT64_MAX
     assert LOG_INDEX_MAX * INSTANCES_PER_INDEX + INSTANCES_PER_INDEX - 1 <= INT64_MAX
 
 
@@ -384,5 +386,36 @@ def test_a_durable_out_of_range_is_a_programmer_error_at_the_store() -> None:
         with pytest.raises(AssertionError, match="promised round"):
             store.persist(Durable(HardState(Ballot(2**63, R2))))
         assert store.load().hard_state is None
+    finally:
+        store.close()
+
+
+def test_rounds_used_up_by_a_forged_ballot_stop_no_replica() -> None:
+    """A Heartbeat at the highest round a peer may send is taken; the replica's own next
+    campaign goes above it, which its peers refuse at decode (logged, the connection closed):
+    no master can be elected past it, but nothing crashes, and the replica resumes from its
+    store (its own promise may lie above BALLOT_ROUND_MAX, up to ROUND_MAX)."""
+    replica = Replica(R1, (R1, R2, R3), TIMING, Limits(), NoChance())
+    store = SqlStore("sqlite://")
+    sent: list[PeerMessage] = []
+    try:
+        replica.step(R2, decode_message(pack([5, [BALLOT_ROUND_MAX, "r2"], 0, 0, 0])))
+        for _ in range(3 * TIMING.lease_ticks):
+            replica.tick()
+            while replica.has_ready():
+                ready = replica.ready()
+                store.persist(ready.durable)
+                sent += [envelope.message for envelope in (*ready.early, *ready.messages)]
+                replica.advance(ready)
+        prepares = [message for message in sent if isinstance(message, Prepare)]
+        assert prepares, sent
+        assert all(BALLOT_ROUND_MAX < p.ballot.round <= ROUND_MAX for p in prepares)
+        with pytest.raises(DecodeError, match="above the limit"):
+            decode_message(encode_message(prepares[0]))
+        loaded = store.load()
+        assert loaded.hard_state is not None
+        assert loaded.hard_state.promised.round > BALLOT_ROUND_MAX
+        assert persisted_problem(loaded) is None
+        Replica(R1, (R1, R2, R3), TIMING, Limits(), NoChance(), loaded)
     finally:
         store.close()
