@@ -47,6 +47,11 @@ from chubbypy.paxos import (
 from chubbypy.protocol import COMMAND_OVERHEAD_BYTES, ReplicaId
 from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX, ReplicaAddress
 from chubbypy.protocol.session import CALLS_UNACKED_MAX
+from chubbypy.protocol.values import (
+    MESSAGE_COMMANDS_MAX,
+    MESSAGE_ENTRIES_MAX,
+    VALUE_COMMANDS_MAX,
+)
 
 __all__ = [
     "CellConfig",
@@ -691,6 +696,15 @@ def _at_least(minimum: int) -> Rule:
     return rule
 
 
+def _between(minimum: int, maximum: int, why: str) -> Rule:
+    def rule(value: float) -> str | None:
+        if minimum <= value <= maximum:
+            return None
+        return f"{value:g} is out of range: expected {minimum} to {maximum} ({why})"
+
+    return rule
+
+
 def _clock_drift(value: float) -> str | None:
     if 0 <= value < CLOCK_DRIFT_LIMIT:
         return None
@@ -715,11 +729,15 @@ PAXOS_RULES: Final[Mapping[str, Rule]] = {
     "heartbeat_seconds": _positive_seconds,
     "election_jitter_seconds": _positive_seconds,
     "retry_seconds": _positive_seconds,
-    "batch_entries_max": _at_least(1),
+    "batch_entries_max": _between(
+        1, VALUE_COMMANDS_MAX, "the most commands a replica takes in one log entry from a peer"
+    ),
     "batch_bytes_max": _at_least(1),
     "proposals_inflight_max": _at_least(1),
     "proposals_queued_max": _at_least(1),
-    "catchup_entries_max": _at_least(1),
+    "catchup_entries_max": _between(
+        1, MESSAGE_ENTRIES_MAX, "the most entries a replica takes in one message from a peer"
+    ),
     "log_retain_entries": _at_least(0),
     "snapshot_every_entries": _at_least(1),
     "checksum_every_seconds": _positive_seconds,
@@ -806,6 +824,7 @@ def _check_paxos_relations(paxos: Mapping[str, float], problems: _Problems) -> N
         "the queue must hold at least one full batch",
         problems,
     )
+    _check_page_commands(paxos, problems)
     _check_at_least(
         paxos,
         "catchup_entries_max",
@@ -814,6 +833,20 @@ def _check_paxos_relations(paxos: Mapping[str, float], problems: _Problems) -> N
         "must fit in one promise",
         problems,
     )
+
+
+def _check_page_commands(paxos: Mapping[str, float], problems: _Problems) -> None:
+    """A page of catch-up (or a promise) full of full batches must be one a peer takes."""
+    if "catchup_entries_max" not in paxos or "batch_entries_max" not in paxos:
+        return
+    entries, batch = paxos["catchup_entries_max"], paxos["batch_entries_max"]
+    if entries * batch > MESSAGE_COMMANDS_MAX:
+        problems.add(
+            "paxos.catchup_entries_max",
+            f"{entries:g} entries of up to paxos.batch_entries_max ({batch:g}) commands make "
+            f"pages of {entries * batch:g} commands: a replica takes at most "
+            f"{MESSAGE_COMMANDS_MAX} in one message from a peer",
+        )
 
 
 def _check_lease(paxos: Mapping[str, float], problems: _Problems) -> None:

@@ -130,13 +130,27 @@ class NamespaceMachine:
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; DecodeError, and no change, for bytes
         that are not a snapshot of this cell."""
+        self._tree = self._tree_of(data)
+
+    def snapshot_problem(self, data: bytes) -> str | None:
+        """Why `data` is not a snapshot of this cell that `restore` would take, or None.
+        Decodes and checks the whole of it (as `restore` does) and changes nothing."""
+        try:
+            self._tree_of(data)
+        except DecodeError as error:
+            return str(error)
+        return None
+
+    def _tree_of(self, data: bytes) -> Tree:
+        """The tree snapshot `data` holds, decoded and checked whole; DecodeError (only) for
+        bytes that are not a snapshot of this cell (another cell's, a damaged one)."""
         cell, records, sessions = decode_snapshot(data)
         if cell != self.cell:
             raise DecodeError(f"a snapshot of cell {cell!r:.40}, not {self.cell!r}")
         problem = records_problem(cell, records, sessions)
         if problem is not None:
             raise DecodeError(f"the snapshot is not a tree: {problem}")
-        self._tree = Tree(
+        return Tree(
             cell,
             self._tree.limits,
             {r.path: r for r in records},

@@ -24,6 +24,7 @@ from chubbypy.protocol._plain import (
     integer,
     pack,
     text,
+    uint64,
     unpack,
 )
 from chubbypy.protocol.errors import Failure
@@ -118,11 +119,11 @@ def record_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> Node
         boolean(is_dir),
         boolean(ephemeral),
         binary(contents),
-        integer(instance),
-        integer(content),
-        integer(lock),
-        integer(acl_generation),
-        integer(checksum),
+        uint64(instance),
+        uint64(content),
+        uint64(lock),
+        uint64(acl_generation),
+        integer(checksum),  # a 64-bit digest: unsigned, checked against the contents
         AclNames(text(read), text(write), text(change)),
         owner_session,
         lock_state,
@@ -140,13 +141,13 @@ def _ownership(fields: list[Any]) -> tuple[SessionId, LockState]:
         except ValueError:
             raise DecodeError(f"unknown lock mode {mode!r:.20}") from None
         holder = Holder(
-            SessionId(integer(session_id, 1)),
-            HandleId(integer(handle_id)),
+            SessionId(uint64(session_id, 1)),
+            HandleId(uint64(handle_id)),
             lock_mode,
-            integer(lock_delay_ms),
+            uint64(lock_delay_ms),
         )
         decoded.append(holder)
-    return SessionId(integer(owner)), LockState(tuple(decoded), integer(delay_ms))
+    return SessionId(uint64(owner)), LockState(tuple(decoded), uint64(delay_ms))
 
 
 def session_to_plain(session: SessionRecord) -> list[Any]:
@@ -158,14 +159,14 @@ def session_to_plain(session: SessionRecord) -> list[Any]:
 def session_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> SessionRecord:
     if snapshot_format < 3:  # before sessions kept their calls' answers
         session_id, name = array(data, 2)
-        return SessionRecord(SessionId(integer(session_id, 1)), text(name))
+        return SessionRecord(SessionId(uint64(session_id, 1)), text(name))
     session_id, name, nonce, low_water, results = array(data, 5)
     answers = tuple(
-        (integer(number, 1), _call_result(result))
+        (uint64(number, 1), _call_result(result))
         for number, result in (array(pair, 2) for pair in array(results))
     )
-    calls = SessionCalls(integer(low_water, 1), answers)
-    return SessionRecord(SessionId(integer(session_id, 1)), text(name), integer(nonce), calls)
+    calls = SessionCalls(uint64(low_water, 1), answers)
+    return SessionRecord(SessionId(uint64(session_id, 1)), text(name), uint64(nonce), calls)
 
 
 def _call_result(data: Any) -> WriteResult:

@@ -89,7 +89,14 @@ from chubbypy.paxos import (
     SteppedDown,
     describe_event,
 )
-from chubbypy.protocol import MASTER_CLIENT, NO_CLIENT, Command, PeerMessage, ReplicaId
+from chubbypy.protocol import (
+    MASTER_CLIENT,
+    NO_CLIENT,
+    Command,
+    InstallSnapshot,
+    PeerMessage,
+    ReplicaId,
+)
 from chubbypy.protocol.client import (
     Authenticate,
     Authenticated,
@@ -143,6 +150,7 @@ class ReplicaNode:
             bugs=settings.bugs,
         )
         if persisted.snapshot is not None:
+            # DecodeError (and no node) for a snapshot that does not restore: a damaged disk.
             self.applier.restore(persisted.snapshot.index, persisted.snapshot.data)
         self.metrics = Registry()
         self._define_counters()
@@ -205,10 +213,30 @@ class ReplicaNode:
         self._catch_up(now)
         self._drain()
 
-    def peer_message_received(self, now: int, sender: ReplicaId, message: PeerMessage) -> None:
+    def peer_message_received(
+        self, now: int, sender: ReplicaId, message: PeerMessage
+    ) -> str | None:
+        """A peer's Paxos message (its values already checked by the codec). Returns why it
+        was refused, unused (the driver closes the connection it came on), or None."""
         self._catch_up(now)
-        self.core.step(sender, message)
+        refused = self._peer_message_problem(sender, message)
+        if refused is None:
+            self.core.step(sender, message)
         self._drain()
+        return refused
+
+    def _peer_message_problem(self, sender: ReplicaId, message: PeerMessage) -> str | None:
+        """What only the node can judge of a peer's message: a snapshot is decoded and checked
+        whole (its format, that it is of this cell and of its index, every record) before
+        the core may take it to replace this replica's state with (issue 13: a snapshot of
+        garbage once replaced a follower's state, and bricked it)."""
+        if not isinstance(message, InstallSnapshot):
+            return None
+        snapshot = message.snapshot
+        problem = self.applier.snapshot_problem(snapshot.index, snapshot.data)
+        if problem is None:
+            return None
+        return f"refused a snapshot at index {snapshot.index} from {sender}: {problem}"
 
     def checksum_reported(self, now: int, sender: ReplicaId, report: ChecksumReport) -> None:
         """A peer's checksum at `report.index`: compared now, or when we get there."""

@@ -35,7 +35,7 @@ from chubbypy.paxos._ready import (
     SteppedDown,
     describe_event,
 )
-from chubbypy.paxos._replica import Replica, quorum_size
+from chubbypy.paxos._replica import Replica, persisted_problem, quorum_size
 from chubbypy.paxos._settings import (
     Limits,
     Timing,
@@ -78,6 +78,7 @@ __all__ = [
     "describe_event",
     "drift_fraction",
     "master_lease_ticks_for",
+    "persisted_problem",
     "quorum_size",
     "ticks_covering",
     "ticks_within",

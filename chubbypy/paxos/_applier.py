@@ -28,13 +28,14 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections import OrderedDict
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgpack
 from attrs import define, field, frozen
 
 from chubbypy.paxos._chance import Bug
 from chubbypy.protocol import (
+    EPOCH_MAX,
     MASTER_CLIENT,
     NO_CLIENT,
     NO_EPOCH,
@@ -46,6 +47,7 @@ from chubbypy.protocol import (
     LogIndex,
     ValueKind,
 )
+from chubbypy.protocol._plain import DecodeError, array, binary, bounded, uint64, unpack
 
 
 class StateMachine(Protocol):
@@ -62,7 +64,13 @@ class StateMachine(Protocol):
         ...
 
     def restore(self, data: bytes) -> None:
-        """Replace the whole state with a `snapshot`'s bytes."""
+        """Replace the whole state with a `snapshot`'s bytes; DecodeError, and no change, for
+        bytes that `snapshot_problem` finds wrong."""
+        ...
+
+    def snapshot_problem(self, data: bytes) -> str | None:
+        """Why `data` is not a snapshot this machine could restore (decoded and checked
+        whole, as `restore` would), or None; changes nothing."""
         ...
 
     def checksum(self) -> bytes:
@@ -298,26 +306,29 @@ class Applier:
         return [self._epoch, self._next_client_id, clients]
 
     def restore(self, index: LogIndex, data: bytes) -> None:
-        """Replace everything with the snapshot `data` taken after applying `index`."""
-        state, machine = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        applied_index, epoch, next_client_id, clients = state
-        assert applied_index == index, (applied_index, index)
-        self._applied_index = LogIndex(applied_index)
-        self._epoch = Epoch(epoch)
-        self._next_client_id = next_client_id
-        # The format is unchanged by the eviction order: it follows from the fields, so a
-        # snapshot written before the order was kept restores into it too.
-        restored = {
-            ClientId(client_id): _Client(
-                {seq: bytes(result) for seq, result in results}, LogIndex(last), low_water, nonce
-            )
-            for client_id, last, low_water, nonce, results in clients
-        }
-        in_order = sorted(restored, key=lambda c: (restored[c].last_index, c))
-        self._clients = OrderedDict((c, restored[c]) for c in in_order)
+        """Replace everything with the snapshot `data` taken after applying `index`.
+
+        The bytes are decoded and checked whole first, the machine's part by the machine, so
+        a snapshot that is not one raises DecodeError and changes nothing.
+        """
+        restored = decode_snapshot(index, data)
+        self._machine.restore(restored.machine)
+        self._applied_index = restored.applied_index
+        self._epoch = restored.epoch
+        self._next_client_id = restored.next_client_id
+        self._clients = restored.clients
         self._touched = []
         self._registrations = {r.nonce: c for c, r in self._clients.items()}
-        self._machine.restore(bytes(machine))
+
+    def snapshot_problem(self, index: LogIndex, data: bytes) -> str | None:
+        """Why `data` is not a snapshot taken after applying `index` that this applier (and
+        its machine) could restore, or None. Decodes and checks the whole of it, changing
+        nothing: a peer's snapshot is checked so before anything is replaced."""
+        try:
+            restored = decode_snapshot(index, data)
+        except DecodeError as error:
+            return str(error)
+        return self._machine.snapshot_problem(restored.machine)
 
     def checksum(self) -> bytes:
         """A 64-bit digest of the replicated state: machine, epoch and client table."""
@@ -325,3 +336,74 @@ class Applier:
         digest.update(self._machine.checksum())
         digest.update(msgpack.packb(self._bookkeeping(), use_bin_type=True))
         return digest.digest()
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+# An applier's snapshot is msgpack ``[state, machine]``: `state` is ``[applied_index, epoch,
+# next_client_id, clients]``, each client ``[id, last_index, low_water, nonce, [[sequence,
+# result], ...]]`` in id order, and `machine` the machine's own snapshot bytes. A snapshot
+# may come from a peer (InstallSnapshot) or from a disk that was damaged, so decoding checks
+# every field's type and range, and what the table's invariants need (ids, nonces and
+# sequences distinct, no client past the next id, none seen after the snapshot's index),
+# and raises DecodeError, and nothing else, otherwise.
+
+
+@frozen
+class RestoredState:
+    """An applier's snapshot, decoded and checked: what `Applier.restore` installs."""
+
+    applied_index: LogIndex
+    epoch: Epoch
+    next_client_id: int
+    clients: OrderedDict[ClientId, _Client] = field(eq=False)
+    """In eviction order, least recently used first (as `Applier` keeps them)."""
+    machine: bytes
+
+
+def decode_snapshot(index: LogIndex, data: bytes) -> RestoredState:
+    """The applier's state in snapshot `data`, which must be of `index`; DecodeError (only)
+    for anything an applier did not write."""
+    return unpack(data, lambda plain: _snapshot_from_plain(index, plain))
+
+
+def _snapshot_from_plain(index: LogIndex, plain: Any) -> RestoredState:
+    state, machine = array(plain, 2)
+    applied_index, epoch, next_client_id, clients = array(state, 4)
+    if type(applied_index) is not int or applied_index != index:
+        raise DecodeError(f"a snapshot of index {applied_index!r:.20}, not {index}")
+    next_id = bounded(next_client_id, 1, MASTER_CLIENT, "next client id")
+    restored: dict[ClientId, _Client] = {}
+    for client_plain in array(clients):
+        client_id, client = _client_from_plain(client_plain, index)
+        if client_id in restored or client_id >= next_id:
+            raise DecodeError(f"client {client_id} twice, or at or past the next id {next_id}")
+        restored[client_id] = client
+    if len({client.nonce for client in restored.values()}) != len(restored):
+        raise DecodeError("two clients registered with one nonce")
+    # The order follows from the fields (see `_touch`), so the snapshot need not record it.
+    in_order = sorted(restored, key=lambda c: (restored[c].last_index, c))
+    return RestoredState(
+        LogIndex(index),
+        Epoch(bounded(epoch, 0, EPOCH_MAX, "epoch")),
+        next_id,
+        OrderedDict((c, restored[c]) for c in in_order),
+        binary(machine),
+    )
+
+
+def _client_from_plain(plain: Any, index: LogIndex) -> tuple[ClientId, _Client]:
+    client_id, last_index, low_water, nonce, results = array(plain, 5)
+    sequences: dict[int, bytes] = {}
+    for pair in array(results):
+        sequence, result = array(pair, 2)
+        sequences[uint64(sequence)] = binary(result)
+    if len(sequences) != len(results):
+        raise DecodeError(f"client {client_id!r:.20}: a result twice")
+    client = _Client(
+        sequences,
+        LogIndex(bounded(last_index, 0, index, "a client's last index")),
+        uint64(low_water),
+        uint64(nonce),
+    )
+    return ClientId(bounded(client_id, 1, MASTER_CLIENT - 1, "client id")), client

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import assert_never
 
 from attrs import define, field
@@ -75,9 +76,12 @@ from chubbypy.paxos._ready import (
 )
 from chubbypy.paxos._settings import Limits, Timing
 from chubbypy.protocol import (
+    BALLOT_ROUND_MAX,
+    LOG_INDEX_MAX,
     NO_BALLOT,
     NO_EPOCH,
     NO_INDEX,
+    ROUND_MAX,
     Accept,
     Accepted,
     Ballot,
@@ -192,8 +196,9 @@ class Replica:
         # Entries at or below the snapshot may be kept for lagging peers; none is missing above it.
         self._first_index = LogIndex(min([snapshot_index + 1, *self._log]))
         assert self._chosen_index >= snapshot_index, (self._chosen_index, snapshot_index)
-        for index in range(max(self._first_index, snapshot_index + 1), self._chosen_index + 1):
-            assert index in self._log, f"chosen entry {index} missing from the persisted log"
+        # A store checks this as it loads (a damaged disk is refused with a clear error).
+        problem = persisted_problem(persisted)
+        assert problem is None, problem
         # Restart = snapshot + replay: the shell restores the snapshot, then applies what
         # the first Ready hands out as committed.
         self._applied_index = snapshot_index
@@ -1079,6 +1084,59 @@ class Replica:
 
     def _jitter(self) -> int:
         return self._chance.randint(0, self._timing.election_jitter_ticks)
+
+
+def persisted_problem(persisted: Persisted) -> str | None:
+    """Why a replica cannot resume from `persisted` (a damaged store), or None.
+
+    A replica restores its snapshot and replays the chosen entries after it, so every entry
+    from just after the snapshot through the chosen index must be there, and the entries
+    must come in index order, each once. The work is in the entries, never in the indices'
+    span: a damaged chosen index far out costs no more than a sound one.
+    """
+    hard_state = persisted.hard_state or HardState()
+    snapshot_index = persisted.snapshot.index if persisted.snapshot else NO_INDEX
+    # A replica's own promise may lie above every round a peer can send (its campaigns go
+    # above the highest seen), entries never: they were accepted from a peer's ballot.
+    problem = _ballot_problem(hard_state.promised, "the promised ballot", ROUND_MAX, True)
+    if hard_state.chosen_index > LOG_INDEX_MAX:
+        problem = problem or f"the chosen index {hard_state.chosen_index} is out of range"
+    if snapshot_index > LOG_INDEX_MAX:
+        problem = problem or f"the snapshot's index {snapshot_index} is out of range"
+    for entry in persisted.entries:
+        if not 1 <= entry.index <= LOG_INDEX_MAX:
+            return problem or f"log entry {entry.index}: its index is out of range"
+        ballot_problem = _ballot_problem(entry.ballot, f"log entry {entry.index}'s ballot")
+        problem = problem or ballot_problem
+    if problem is not None:
+        return problem
+    chosen = max(hard_state.chosen_index, snapshot_index)
+    indices = [entry.index for entry in persisted.entries]
+    if any(a >= b for a, b in pairwise(indices)):
+        return "the log entries are out of order or repeated"
+    needed = [index for index in indices if snapshot_index < index <= chosen]
+    if len(needed) == chosen - snapshot_index:
+        return None
+    missing = snapshot_index + 1
+    for index in needed:
+        if index != missing:
+            break
+        missing += 1
+    return (
+        f"log entry {missing} is missing: it is chosen (chosen through {chosen}) and not in "
+        f"the snapshot (through {snapshot_index})"
+    )
+
+
+def _ballot_problem(
+    ballot: Ballot, what: str, round_max: int = BALLOT_ROUND_MAX, allow_none: bool = False
+) -> str | None:
+    """Why `ballot` is not a replica's ballot up to `round_max` (or NO_BALLOT, if allowed)."""
+    if ballot == NO_BALLOT and allow_none:
+        return None
+    if 1 <= ballot.round <= round_max and ballot.replica_id:
+        return None
+    return f"{what} {ballot.round}.{ballot.replica_id!r:.40} is out of range"
 
 
 def quorum_size(members: Iterable[ReplicaId]) -> int:

@@ -27,7 +27,8 @@ def unpack(data: bytes, parse: Callable[[Any], T]) -> T:
     try:
         plain = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as error:
-        raise DecodeError(f"not msgpack: {type(error).__name__}: {error}") from error
+        detail = f": {error}" if str(error) else ""
+        raise DecodeError(f"not msgpack: {type(error).__name__}{detail}") from error
     except RecursionError as error:
         raise DecodeError("nested too deeply") from error
     try:
@@ -50,6 +51,14 @@ def uint64(data: Any, low: int = 0) -> int:
     value = integer(data, low)
     if value > INT64_MAX:
         raise DecodeError(f"integer {value} is above the limit of {INT64_MAX}")
+    return value
+
+
+def bounded(data: Any, low: int, high: int, what: str) -> int:
+    """An integer from `low` to `high`; DecodeError, naming `what`, for anything else."""
+    value = integer(data, low)
+    if value > high:
+        raise DecodeError(f"{what} {value} is above the limit of {high}")
     return value
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REPLICAS_MAX",
     "REPLICA_ROLES",
+    "STATE_CHECKSUM_BYTES",
     "TOKEN_CHARS_MAX",
     "Authenticate",
     "Authenticated",
@@ -96,6 +97,8 @@ TOKEN_CHARS_MAX: Final = 1024
 """A principal's token in `Authenticate`; the cell file allows no longer."""
 REPLICAS_MAX: Final = 64
 """Addresses in a `MasterLocation`: far above any real cell (3 or 5 replicas)."""
+STATE_CHECKSUM_BYTES: Final = 8
+"""A replica's state checksum in a `ChecksumReport` (`chubbypy.paxos.Applier.checksum`)."""
 CLIENT_CREDENTIAL_BYTES: Final = 16
 """A plain client's credential (`Registered`, `WriteRequest`): exactly this long."""
 

@@ -16,10 +16,12 @@ from chubbypy.protocol._plain import (
     array,
     binary,
     boolean,
+    bounded,
     integer,
     pack,
     tagged,
     text,
+    uint64,
     unpack,
 )
 from chubbypy.protocol.peer import (
@@ -50,6 +52,14 @@ __all__ = [
 ]
 
 from chubbypy.protocol.values import (
+    BALLOT_ROUND_MAX,
+    EPOCH_MAX,
+    LOG_INDEX_MAX,
+    MESSAGE_COMMANDS_MAX,
+    MESSAGE_ENTRIES_MAX,
+    REPLICA_ID_CHARS_MAX,
+    TICK_MAX,
+    VALUE_COMMANDS_MAX,
     Ballot,
     ClientId,
     Command,
@@ -131,6 +141,13 @@ def encode_message(message: PeerMessage) -> bytes:
 
 # ----------------------------------------------------------------------------- from plain data
 
+# Every integer is checked against its range (values.py) as well as its type: a value that
+# exists fits a signed 64-bit integer, and so does whatever the core derives from it (an
+# epoch's handle ids, an index's node instances), so nothing a peer sends reaches the store
+# as an overflow. Structure a correct replica always keeps is checked too (a Promise page's
+# entries in order and from its start, `more` only with entries), so the core never sees a
+# message no replica could have sent.
+
 _int = integer
 _bool = boolean
 _bytes = binary
@@ -138,14 +155,40 @@ _str = text
 _list = array
 
 
+def _index(data: Any, low: int = 0) -> LogIndex:
+    return LogIndex(bounded(data, low, LOG_INDEX_MAX, "log index"))
+
+
+def _tick(data: Any) -> int:
+    return bounded(data, 0, TICK_MAX, "tick")
+
+
+def _replica_id(data: Any, chars_min: int = 1) -> ReplicaId:
+    name = _str(data)
+    if not chars_min <= len(name) <= REPLICA_ID_CHARS_MAX:
+        raise DecodeError(
+            f"a replica id of {len(name)} characters: expected {chars_min} to "
+            f"{REPLICA_ID_CHARS_MAX}"
+        )
+    return ReplicaId(name)
+
+
 def _to_ballot(data: Any) -> Ballot:
     round_, replica_id = _list(data, 2)
-    return Ballot(_int(round_), ReplicaId(_str(replica_id)))
+    ballot = Ballot(
+        bounded(round_, 0, BALLOT_ROUND_MAX, "ballot round"), _replica_id(replica_id, 0)
+    )
+    # Round 0 is NO_BALLOT's alone; every replica's ballot has a round from 1 and its name.
+    if (ballot.round == 0) != (ballot.replica_id == ""):
+        raise DecodeError(f"ballot {ballot.round}.{ballot.replica_id!r:.40} is no ballot")
+    return ballot
 
 
 def _to_command(data: Any) -> Command:
     client_id, sequence, payload, first_unacked = _list(data, 4)
-    return Command(ClientId(_int(client_id)), _int(sequence), _bytes(payload), _int(first_unacked))
+    return Command(
+        ClientId(uint64(client_id)), uint64(sequence), _bytes(payload), uint64(first_unacked)
+    )
 
 
 def _to_value(data: Any) -> Value:
@@ -154,55 +197,81 @@ def _to_value(data: Any) -> Value:
         value_kind = ValueKind(_int(kind))
     except ValueError as error:
         raise DecodeError(f"unknown value kind {kind!r}") from error
-    parsed = tuple(_to_command(c) for c in _list(commands))
-    if parsed and value_kind is not ValueKind.COMMANDS:
+    plain = _list(commands)
+    if len(plain) > VALUE_COMMANDS_MAX:
+        raise DecodeError(f"a value of {len(plain)} commands: at most {VALUE_COMMANDS_MAX}")
+    if plain and value_kind is not ValueKind.COMMANDS:
         raise DecodeError(f"a {value_kind.name} value carries no commands")
-    return Value(Epoch(_int(epoch)), value_kind, parsed)
+    parsed = tuple(_to_command(c) for c in plain)
+    return Value(Epoch(bounded(epoch, 0, EPOCH_MAX, "epoch")), value_kind, parsed)
 
 
 def _to_entry(data: Any) -> Entry:
     index, ballot, value = _list(data, 3)
-    return Entry(LogIndex(_int(index, 1)), _to_ballot(ballot), _to_value(value))
+    return Entry(_index(index, 1), _to_ballot(ballot), _to_value(value))
 
 
-def _to_entries(data: Any) -> tuple[Entry, ...]:
-    return tuple(_to_entry(e) for e in _list(data))
+def _to_entries(data: Any, from_index: int = 1) -> tuple[Entry, ...]:
+    """Entries in strictly increasing index order from `from_index` (as replicas send them),
+    at most `MESSAGE_ENTRIES_MAX` of them and `MESSAGE_COMMANDS_MAX` commands in all; the
+    counts are checked before anything is built."""
+    plain = _list(data)
+    if len(plain) > MESSAGE_ENTRIES_MAX:
+        raise DecodeError(f"{len(plain)} entries in one message: at most {MESSAGE_ENTRIES_MAX}")
+    commands = sum(_command_count(e) for e in plain)
+    if commands > MESSAGE_COMMANDS_MAX:
+        raise DecodeError(f"{commands} commands in one message: at most {MESSAGE_COMMANDS_MAX}")
+    entries = tuple(_to_entry(e) for e in plain)
+    previous = from_index - 1
+    for entry in entries:
+        if entry.index <= previous:
+            raise DecodeError(f"entry {entry.index} out of order (after {previous})")
+        previous = entry.index
+    return entries
+
+
+def _command_count(data: Any) -> int:
+    """How many commands a plain entry claims to carry (its shape is checked later)."""
+    if type(data) is list and len(data) == 3 and type(data[2]) is list and len(data[2]) == 3:
+        commands = data[2][2]
+        return len(commands) if type(commands) is list else 0
+    return 0
 
 
 def _to_snapshot(data: Any) -> Snapshot:
     index, body = _list(data, 2)
-    return Snapshot(LogIndex(_int(index)), _bytes(body))
+    return Snapshot(_index(index, 1), _bytes(body))
 
 
-def _index(data: Any) -> LogIndex:
-    return LogIndex(_int(data))
+def _to_promise(f: list[Any]) -> Promise:
+    from_index = _index(f[1], 1)
+    entries, more = _to_entries(f[2], from_index), _bool(f[4])
+    if more and not entries:
+        raise DecodeError("a promise page with more to come carries no entries")
+    return Promise(_to_ballot(f[0]), from_index, entries, _index(f[3]), more, _bool(f[5]))
+
+
+def _to_resign(f: list[Any]) -> Resign:
+    return Resign(_to_ballot(f[0]), _replica_id(f[1], 0))
 
 
 _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
-    1: (2, lambda f: Prepare(_to_ballot(f[0]), LogIndex(_int(f[1], 1)))),
-    2: (
-        6,
-        lambda f: Promise(
-            _to_ballot(f[0]),
-            _index(f[1]),
-            _to_entries(f[2]),
-            _index(f[3]),
-            _bool(f[4]),
-            _bool(f[5]),
-        ),
-    ),
+    1: (2, lambda f: Prepare(_to_ballot(f[0]), _index(f[1], 1))),
+    2: (6, _to_promise),
     3: (
         5,
-        lambda f: Accept(_to_ballot(f[0]), _index(f[1]), _to_value(f[2]), _index(f[3]), _int(f[4])),
+        lambda f: Accept(
+            _to_ballot(f[0]), _index(f[1], 1), _to_value(f[2]), _index(f[3]), _tick(f[4])
+        ),
     ),
-    4: (4, lambda f: Accepted(_to_ballot(f[0]), _index(f[1]), _int(f[2]), _index(f[3]))),
-    5: (4, lambda f: Heartbeat(_to_ballot(f[0]), _index(f[1]), _int(f[2]), _index(f[3]))),
-    6: (3, lambda f: HeartbeatAck(_to_ballot(f[0]), _int(f[1]), _index(f[2]))),
+    4: (4, lambda f: Accepted(_to_ballot(f[0]), _index(f[1], 1), _tick(f[2]), _index(f[3]))),
+    5: (4, lambda f: Heartbeat(_to_ballot(f[0]), _index(f[1]), _tick(f[2]), _index(f[3]))),
+    6: (3, lambda f: HeartbeatAck(_to_ballot(f[0]), _tick(f[1]), _index(f[2]))),
     7: (4, lambda f: Nack(_to_ballot(f[0]), _to_ballot(f[1]), _bool(f[2]), _index(f[3]))),
-    8: (1, lambda f: CatchUpRequest(LogIndex(_int(f[0], 1)))),
+    8: (1, lambda f: CatchUpRequest(_index(f[0], 1))),
     9: (2, lambda f: CatchUp(_to_entries(f[0]), _index(f[1]))),
     10: (1, lambda f: InstallSnapshot(_to_snapshot(f[0]))),
-    11: (2, lambda f: Resign(_to_ballot(f[0]), ReplicaId(_str(f[1])))),
+    11: (2, _to_resign),
 }
 
 

@@ -74,6 +74,50 @@ NO_BALLOT = Ballot(0, ReplicaId(""))
 """Below every real ballot: what an acceptor has promised before it promised anything."""
 
 
+# Ranges of the values replicas exchange. A peer may send anything, and the codec refuses
+# what lies outside these before any of it is used; so what the core keeps, and the store
+# writes, always fits a signed 64-bit integer (SQLite's, and most databases', integer type),
+# including what is derived from it (an epoch's handle ids, an index's node instances).
+
+BALLOT_ROUND_MAX = 1 << 30
+"""The highest ballot round a replica takes from a peer. A mastership's epoch is the round
+it won with, and handle ids carry the epoch above 32 bits of count in a signed 64-bit
+integer (`chubbypy.sessions.handle_id_for`), so an epoch must stay below 2**31; a replica's
+next ballot is at most a cell's size above the highest it has seen, so 2**30 leaves room.
+An election adds at most a cell's size: a five-replica cell electing a master every second
+takes six years to get here.
+
+Rounds are a finite resource, then: a ballot at this limit (which only a forged message
+could bring, and peer authentication keeps out) leaves no higher ballot any replica takes,
+and masters can no longer be elected. Replicas then refuse each other's higher ballots, and
+log it; none stops or crashes (`ROUND_MAX` leaves a replica room to keep campaigning)."""
+ROUND_MAX = (1 << 31) - 1
+"""The highest ballot round a replica may hold at all, its own promises included: an
+epoch's handle ids must fit (see `BALLOT_ROUND_MAX`). A replica promises itself at most a
+cell's size above the highest round it has seen on each campaign, so from
+`BALLOT_ROUND_MAX` it takes hundreds of millions of campaigns to get here."""
+EPOCH_MAX = BALLOT_ROUND_MAX
+"""Epochs are ballot rounds."""
+LOG_INDEX_MAX = (1 << 47) - 1
+"""The highest log index a replica takes from a peer. Node instances and session ids are a
+log index times 2**16 plus a count (`chubbypy.namespace.INSTANCES_PER_INDEX`), which must
+fit a signed 64-bit integer: ten thousand entries a second take 445 years to get here."""
+REPLICA_ID_CHARS_MAX = 255
+"""A replica id in a ballot or a Resign (the store's column holds no longer)."""
+TICK_MAX = (1 << 63) - 1
+"""The highest tick a peer may echo (any signed 64-bit count of ticks)."""
+MESSAGE_ENTRIES_MAX = 1 << 16
+"""Log entries in one Promise or CatchUp (a replica sends at most `catchup_entries_max`,
+which the cell file's rules keep at or below this)."""
+VALUE_COMMANDS_MAX = 1 << 16
+"""Commands in one log value (a master batches at most `batch_entries_max`, kept at or
+below this)."""
+MESSAGE_COMMANDS_MAX = 1 << 20
+"""Commands in one message, all its entries together: what a peer message may make a
+replica build in memory is bounded by this, not only by its bytes (a page of catch-up holds
+at most `catchup_entries_max` times `batch_entries_max`, kept at or below this)."""
+
+
 @frozen
 class Command:
     """One client command: exactly-once identity plus an opaque payload for the state machine.

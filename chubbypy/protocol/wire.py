@@ -42,6 +42,7 @@ from chubbypy.protocol.client import (
     PRINCIPAL_CHARS_MAX,
     REPLICA_ROLES,
     REPLICAS_MAX,
+    STATE_CHECKSUM_BYTES,
     TOKEN_CHARS_MAX,
     Authenticate,
     Authenticated,
@@ -87,7 +88,14 @@ from chubbypy.protocol.session_codec import (
     session_result_from_plain,
     session_result_to_plain,
 )
-from chubbypy.protocol.values import CallNumber, ClientId, Epoch, LogIndex, ReplicaId
+from chubbypy.protocol.values import (
+    LOG_INDEX_MAX,
+    CallNumber,
+    ClientId,
+    Epoch,
+    LogIndex,
+    ReplicaId,
+)
 
 __all__ = [
     "DecodeError",
@@ -344,6 +352,25 @@ def _to_error_reply(fields: list[Any]) -> ErrorReply:
     return ErrorReply(RequestId(uint64(fields[0])), _to_code(fields[1]), message, hint)
 
 
+def _to_checksum_report(fields: list[Any]) -> ChecksumReport:
+    index, checksum = uint64(fields[0], 1), binary(fields[1])
+    if index > LOG_INDEX_MAX:
+        raise DecodeError(f"log index {index} is above the limit of {LOG_INDEX_MAX}")
+    if len(checksum) != STATE_CHECKSUM_BYTES:
+        raise DecodeError(
+            f"a state checksum of {len(checksum)} bytes: expected {STATE_CHECKSUM_BYTES}"
+        )
+    return ChecksumReport(LogIndex(index), checksum)
+
+
+def _to_fragment(fields: list[Any]) -> PeerFragment:
+    """A piece of a message: `total` bytes in all, this one `data` from `offset`, inside it."""
+    total, offset, data = uint64(fields[0], 1), uint64(fields[1]), binary(fields[2])
+    if not data or offset + len(data) > total:
+        raise DecodeError(f"a fragment of {len(data)} bytes at {offset} of a {total}-byte message")
+    return PeerFragment(total, offset, data)
+
+
 _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     1: (4, _to_hello),
     2: (3, lambda f: Welcome(uint64(f[0]), _cell(f[1]), _replica_id(f[2]))),
@@ -371,8 +398,8 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     26: (2, lambda f: Authenticated(_request_id(f[0]), _principal(f[1]))),
     29: (4, _to_error_reply),
     30: (1, lambda f: PeerFrame(decode_message(binary(f[0])))),
-    31: (2, lambda f: ChecksumReport(_index(f[0]), binary(f[1]))),
-    32: (3, lambda f: PeerFragment(_index(f[0]), _index(f[1]), binary(f[2]))),
+    31: (2, _to_checksum_report),
+    32: (3, _to_fragment),
 }
 
 

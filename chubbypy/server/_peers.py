@@ -119,7 +119,9 @@ class InboundPeer(FramedProtocol):
         server = self._network.server
         match message:
             case PeerFrame(peer_message) if self.peer is not None:
-                server.peer_message(self.peer, peer_message)
+                refused = server.peer_message(self.peer, peer_message)
+                if refused is not None:  # unused: a snapshot that is not one, say
+                    self.refuse(ErrorCode.BAD_REQUEST, refused)
             case PeerFragment() if self.peer is not None:
                 self._fragment(message)
             case ChecksumReport() if self.peer is not None:

@@ -106,7 +106,13 @@ def serve_main(args: argparse.Namespace) -> int:
             "peers before it votes (a new cell is started with --bootstrap on every replica)",
             replica=replica_id,
         )
-    return _run(config, replica_id, store, persisted, rebuilding)
+    try:
+        return _run(config, replica_id, store, persisted, rebuilding)
+    except StoreError as error:  # what was loaded is damaged: the replica cannot resume
+        log.critical(
+            "{replica}: cannot start from its store: {error}", replica=replica_id, error=error
+        )
+        return 1
 
 
 def _open_store(config: CellConfig, replica_id: ReplicaId) -> SqlStore:
@@ -124,16 +130,20 @@ def _run(
     from twisted.internet import reactor
 
     worker = StoreWorker(reactor, store)  # type: ignore[arg-type]  # the global reactor
-    server = ReplicaServer(
-        config=config,
-        replica_id=replica_id,
-        reactor=reactor,
-        store=worker,
-        halt=reactor.stop,
-        persisted=persisted,
-        chance=SystemChance(),
-        rebuilding=rebuilding,
-    )
+    try:
+        server = ReplicaServer(
+            config=config,
+            replica_id=replica_id,
+            reactor=reactor,
+            store=worker,
+            halt=reactor.stop,
+            persisted=persisted,
+            chance=SystemChance(),
+            rebuilding=rebuilding,
+        )
+    except StoreError:
+        worker.stop()
+        raise
     peers = PeerNetwork(reactor, config, replica_id, server)
     server.wire(peers)
     outcome = {"status": 0}
@@ -144,7 +154,7 @@ def _run(
     reactor.callWhenRunning(_listen, reactor, config, replica_id, server, peers, outcome)
     reactor.addSystemEventTrigger("before", "shutdown", _stop, server, peers, worker)
     reactor.run()
-    return outcome["status"]
+    return 1 if server.failed else outcome["status"]
 
 
 def _listen(

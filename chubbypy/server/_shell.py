@@ -35,10 +35,12 @@ from chubbypy.node import (
     SendChecksum,
     SendPeer,
 )
-from chubbypy.paxos import Chance, Persisted
+from chubbypy.paxos import Chance, Persisted, persisted_problem
 from chubbypy.protocol import Envelope, PeerMessage, ReplicaId
+from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.client import ChecksumReport, ClientRequest, ServerReply
 from chubbypy.server._store_worker import StoreWorker
+from chubbypy.store import StoreError
 
 
 class PeerSender(Protocol):
@@ -81,9 +83,9 @@ class ReplicaServer:
         self._monotonic = monotonic
         self._tick_seconds = config.paxos.tick_seconds
         self._started = monotonic()
-        self.node = ReplicaNode(
-            config.node_settings(replica_id), persisted, chance, rebuilding=rebuilding
-        )
+        self.node = _resumed_node(config, replica_id, persisted, chance, rebuilding)
+        self.failed = False
+        """Whether the store failed and the replica stopped (its process exits non-zero)."""
         self._peers: PeerSender | None = None
         self._clients: dict[ConnectionId, ClientLink] = {}
         self._connection_ids = itertools.count(1)
@@ -126,9 +128,12 @@ class ReplicaServer:
         self.node.ticked(self._now())
         self._carry_out()
 
-    def peer_message(self, sender: ReplicaId, message: PeerMessage) -> None:
-        self.node.peer_message_received(self._now(), sender, message)
+    def peer_message(self, sender: ReplicaId, message: PeerMessage) -> str | None:
+        """A peer's Paxos message. Returns why it was refused, unused (the caller closes the
+        connection it came on), or None."""
+        refused = self.node.peer_message_received(self._now(), sender, message)
         self._carry_out()
+        return refused
 
     def checksum_reported(self, sender: ReplicaId, report: ChecksumReport) -> None:
         self.node.checksum_reported(self._now(), sender, report)
@@ -158,6 +163,7 @@ class ReplicaServer:
         # A write that failed may or may not be on the disk: continuing could break a
         # promise. Stop; the replica recovers from its log when it restarts.
         self.log.failure("{replica}: the store failed; stopping", failure, replica=self.replica_id)
+        self.failed = True
         self._halt()
 
     # ------------------------------------------------------------------ outputs
@@ -197,3 +203,27 @@ class ReplicaServer:
                 self.log.warn("{text}", text=text)
             case NoteLevel.CRITICAL:
                 self.log.critical("{text}", text=text)
+
+
+def _resumed_node(
+    config: CellConfig,
+    replica_id: ReplicaId,
+    persisted: Persisted,
+    chance: Chance,
+    rebuilding: bool,
+) -> ReplicaNode:
+    """The node, resumed from what its store loaded; StoreError if it cannot resume from it
+    (a damaged disk: a chosen entry missing, a value out of range, a snapshot that does not
+    restore), so the process refuses to start with one clear line instead of crashing."""
+    problem = persisted_problem(persisted)
+    if problem is not None:
+        raise StoreError(f"the store is damaged: {problem}")
+    try:
+        return ReplicaNode(
+            config.node_settings(replica_id), persisted, chance, rebuilding=rebuilding
+        )
+    except DecodeError as error:  # only the snapshot is decoded here
+        index = persisted.snapshot.index if persisted.snapshot else "?"
+        raise StoreError(
+            f"the store is damaged: its snapshot at index {index} does not restore: {error}"
+        ) from error

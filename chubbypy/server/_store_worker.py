@@ -7,9 +7,10 @@ carries on; the Deferred fires on the reactor thread when the write is durable.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
@@ -22,13 +23,29 @@ from chubbypy.store import Store
 T = TypeVar("T")
 
 
+class _DaemonThread(threading.Thread):
+    """A thread that never keeps the process alive by itself."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
+class _StorePool(ThreadPool):
+    # The store thread is a daemon: a replica whose main thread has ended (start-up failed,
+    # say, after the worker began) must exit, not linger doing nothing while looking alive.
+    # A graceful stop still finishes the queued writes (`stop` joins the thread), and a write
+    # cut off by an abrupt exit is a crash the store's transactions already survive.
+    threadFactory = _DaemonThread
+
+
 class StoreWorker:
     """One thread that runs every store call, first come first served."""
 
     def __init__(self, reactor: IReactorThreads, store: Store) -> None:
         self._reactor = reactor
         self._store = store
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="chubbypy-store")
+        self._pool = _StorePool(minthreads=1, maxthreads=1, name="chubbypy-store")
         self._pool.start()
 
     def persist(self, durable: Durable) -> Deferred[float]:

@@ -46,3 +46,31 @@ def assert_indices_distinct(entries: Sequence[Entry]) -> None:
     """Assert that one batch writes each log index once: two values for one index is a core bug."""
     indices = {entry.index for entry in entries}
     assert len(indices) == len(entries), sorted(entry.index for entry in entries)
+
+
+INTEGER_MAX = (1 << 63) - 1
+"""The largest integer a store column holds (SQLite's INTEGER, SQL's BIGINT: signed 64-bit)."""
+
+
+def assert_fits(durable: Durable) -> None:
+    """Assert that every integer in `durable` fits a signed 64-bit column.
+
+    The pair of the codec's range checks (`chubbypy.protocol.codec`): nothing from a peer
+    reaches the core unchecked, so a value that does not fit here is a bug, and it stops
+    the replica before anything is written rather than failing half-way in the database.
+    """
+    hard_state, snapshot = durable.hard_state, durable.snapshot
+    if hard_state is not None:
+        _assert_fits(hard_state.promised.round, "promised round")
+        _assert_fits(hard_state.chosen_index, "chosen index")
+    if snapshot is not None:
+        _assert_fits(snapshot.index, "snapshot index")
+    if durable.compact_through is not None:
+        _assert_fits(durable.compact_through, "compaction index")
+    for entry in durable.entries:
+        _assert_fits(entry.index, "entry index")
+        _assert_fits(entry.ballot.round, "entry ballot round")
+
+
+def _assert_fits(value: int, what: str) -> None:
+    assert 0 <= value <= INTEGER_MAX, f"{what} {value} does not fit a 64-bit column"

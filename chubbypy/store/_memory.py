@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from chubbypy.paxos import Durable, HardState, Persisted
 from chubbypy.protocol import Entry, LogIndex, Snapshot
-from chubbypy.store._contract import assert_indices_distinct
+from chubbypy.store._contract import assert_fits, assert_indices_distinct
 
 
 class MemoryStore:
@@ -33,6 +33,7 @@ class MemoryStore:
         # Check before changing anything: like a rolled-back transaction, a refused batch
         # leaves nothing behind.
         assert_indices_distinct(durable.entries)
+        assert_fits(durable)  # as SqlStore does: the simulator catches what a disk would
         if durable.snapshot is not None:
             self._assert_not_older(durable.snapshot)
         self._persist_calls += 1

@@ -39,12 +39,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import StaticPool
 
 from chubbypy.paxos import Durable, HardState, Persisted
 from chubbypy.protocol import Ballot, Entry, LogIndex, ReplicaId, Snapshot
 from chubbypy.protocol.codec import DecodeError, decode_value, encode_value
-from chubbypy.store._contract import assert_indices_distinct
+from chubbypy.store._contract import INTEGER_MAX, assert_fits, assert_indices_distinct
 
 SCHEMA_VERSION = "1"
 """The layout of the tables below; a store written with another layout is refused on open."""
@@ -113,6 +114,9 @@ class SqlStore:
         self._closed = False
         try:
             _open_schema(self._engine, self._description)
+        except DatabaseError as error:
+            self._engine.dispose()
+            raise StoreError(f"{self._description} cannot be opened: {error.orig}") from error
         except BaseException:
             self._engine.dispose()
             raise
@@ -134,6 +138,7 @@ class SqlStore:
             return  # An idle Ready must not cost a commit and an fsync.
         assert not self._closed, self._description
         assert_indices_distinct(durable.entries)
+        assert_fits(durable)
         with self._engine.begin() as connection:
             if durable.hard_state is not None:
                 _replace_hard_state(connection, durable.hard_state)
@@ -146,12 +151,20 @@ class SqlStore:
                 connection.execute(delete(log_entries_table).where(through))
 
     def load(self) -> Persisted:
-        """Everything committed so far, read through one connection."""
+        """Everything committed so far, read through one connection.
+
+        Every row is checked as it is read (types, ranges): a damaged store raises
+        StoreError, saying what is wrong where, rather than failing later inside the replica.
+        (Whether a replica can resume from what was read is `chubbypy.paxos.persisted_problem`.)
+        """
         assert not self._closed, self._description
-        with self._engine.connect() as connection:
-            hard_state = _read_hard_state(connection)
-            snapshot = _read_snapshot(connection)
-            entries = _read_entries(connection, self._description)
+        try:
+            with self._engine.connect() as connection:
+                hard_state = _read_hard_state(connection, self._description)
+                snapshot = _read_snapshot(connection, self._description)
+                entries = _read_entries(connection, self._description)
+        except DatabaseError as error:
+            raise StoreError(f"{self._description} cannot be read: {error.orig}") from error
         # Pair assertion with `persist`: the contract hands entries out in index order.
         assert all(a.index < b.index for a, b in pairwise(entries)), self._description
         return Persisted(hard_state, snapshot, entries)
@@ -304,20 +317,32 @@ def _chunks(indices: Sequence[LogIndex], size: int) -> Iterator[Sequence[LogInde
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_hard_state(connection: Connection) -> HardState | None:
+# Reading checks every value's type and that it fits a column (as `persist` asserts): a
+# damaged file, or a row written by hand, may hold anything SQLite can store in any column.
+# A value that is not what `persist` wrote is a StoreError naming the row, so the replica
+# refuses to start with one clear line. (Whether a replica can resume from what was read,
+# its values in their protocol ranges, is `chubbypy.paxos.persisted_problem`.)
+
+
+def _read_hard_state(connection: Connection, description: str) -> HardState | None:
     row = connection.execute(select(hard_state_table)).one_or_none()
     if row is None:
         return None
-    promised = Ballot(row.promised_round, ReplicaId(row.promised_replica))
-    return HardState(promised, LogIndex(row.chosen_index), bool(row.voting))
+    where = f"the hard state in {description}"
+    promised = _ballot(row.promised_round, row.promised_replica, f"{where}: promised ballot")
+    chosen = _integer(row.chosen_index, f"{where}: chosen index")
+    return HardState(promised, LogIndex(chosen), bool(row.voting))
 
 
-def _read_snapshot(connection: Connection) -> Snapshot | None:
+def _read_snapshot(connection: Connection, description: str) -> Snapshot | None:
     row = connection.execute(select(snapshots_table)).one_or_none()
     if row is None:
         return None
+    index = _integer(row.snapshot_index, f"the snapshot in {description}: index")
+    if not isinstance(row.data, bytes | memoryview):
+        raise StoreError(f"the snapshot in {description} is damaged: its data is not bytes")
     # bytes(): some drivers (psycopg) hand binary columns out as memoryview.
-    return Snapshot(LogIndex(row.snapshot_index), bytes(row.data))
+    return Snapshot(LogIndex(index), bytes(row.data))
 
 
 def _read_entries(connection: Connection, description: str) -> tuple[Entry, ...]:
@@ -327,11 +352,26 @@ def _read_entries(connection: Connection, description: str) -> tuple[Entry, ...]
 
 def _entry_from_row(row: Row[Any], description: str) -> Entry:
     """Decode one stored entry; a value that does not decode makes the whole load fail."""
+    where = f"log entry {row.log_index!r:.40} in {description}"
+    index = _integer(row.log_index, f"{where}: index")
+    ballot = _ballot(row.ballot_round, row.ballot_replica, f"{where}: ballot")
+    if not isinstance(row.value, bytes | memoryview):
+        raise StoreError(f"{where} is corrupt: its value is not bytes")
     try:
         value = decode_value(bytes(row.value))
     except DecodeError as error:
-        raise StoreError(
-            f"log entry {row.log_index} in {description} is corrupt: {error}"
-        ) from error
-    ballot = Ballot(row.ballot_round, ReplicaId(row.ballot_replica))
-    return Entry(LogIndex(row.log_index), ballot, value)
+        raise StoreError(f"{where} is corrupt: {error}") from error
+    return Entry(LogIndex(index), ballot, value)
+
+
+def _integer(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= INTEGER_MAX:
+        raise StoreError(f"{what} is damaged: {value!r:.40} is not an integer from 0 to 2**63-1")
+    return value
+
+
+def _ballot(round_: object, replica: object, what: str) -> Ballot:
+    number = _integer(round_, f"{what} round")
+    if not isinstance(replica, str):
+        raise StoreError(f"{what} is damaged: replica {replica!r:.40} is not a name")
+    return Ballot(number, ReplicaId(replica))

@@ -213,10 +213,13 @@ class SimReplica:
         self._scheduler.at(self.clock.true_at(next_local), lambda: self._tick_event(incarnation))
 
     def peer_message(self, sender: ReplicaId, message: PeerMessage) -> None:
-        self._run(
-            self.incarnation,
-            lambda: self.node.peer_message_received(self.local_ticks(), sender, message),
-        )
+        self._run(self.incarnation, lambda: self._peer_message(sender, message))
+
+    def _peer_message(self, sender: ReplicaId, message: PeerMessage) -> None:
+        refused = self.node.peer_message_received(self.local_ticks(), sender, message)
+        # Every replica here is correct: a message one refuses (a snapshot another took that
+        # does not pass its checks) is a bug in one or the other.
+        assert refused is None, refused
 
     def checksum_report(self, sender: ReplicaId, report: ChecksumReport) -> None:
         self._run(

@@ -267,7 +267,9 @@ def test_sections_must_be_mappings() -> None:
         ("checksum_every_seconds", -60, "-60 is not a duration"),
         ("clock_drift_max", 0.5, "0.5 is out of range: expected a fraction at least 0 and below"),
         ("clock_drift_max", -0.01, "-0.01 is out of range"),
-        ("batch_entries_max", 0, "0 is too small: expected at least 1"),
+        ("batch_entries_max", 0, "0 is out of range: expected 1 to 65536"),
+        ("batch_entries_max", 65537, "65537 is out of range: expected 1 to 65536"),
+        ("catchup_entries_max", 65537, "65537 is out of range: expected 1 to 65536"),
         ("batch_bytes_max", 0, "0 is too small: expected at least 1"),
         ("proposals_inflight_max", 0, "0 is too small: expected at least 1"),
         ("log_retain_entries", -1, "-1 is too small: expected at least 0"),
@@ -279,6 +281,20 @@ def test_sections_must_be_mappings() -> None:
 def test_out_of_range_paxos_values(key: str, value: float, expected: str) -> None:
     """A paxos value outside its range is reported once, by its path."""
     assert only_problem(config(paxos={key: value})).startswith(f"paxos.{key}: {expected}")
+
+
+def test_a_page_of_full_batches_must_be_one_a_peer_takes() -> None:
+    """catchup_entries_max times batch_entries_max above the commands a replica takes in one
+    peer message is refused (a page of full batches would be refused by every peer)."""
+    paxos = {"catchup_entries_max": 2048, "batch_entries_max": 1024}
+    assert only_problem(config(paxos=paxos)).startswith(
+        "paxos.catchup_entries_max: 2048 entries of up to paxos.batch_entries_max (1024) "
+        "commands make pages of 2.09715e+06 commands: a replica takes at most 1048576"
+    )
+    assert (
+        parse_config(config(paxos={**paxos, "catchup_entries_max": 1024})).paxos.batch_entries_max
+        == 1024
+    )
 
 
 def test_answers_kept_cover_what_a_client_may_leave_unanswered() -> None:

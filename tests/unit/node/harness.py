@@ -384,7 +384,9 @@ class Cell:
             rid = envelope.recipient
             if self.isolated & {envelope.sender, rid}:
                 continue
-            self.nodes[rid].peer_message_received(self.now[rid], envelope.sender, envelope.message)
+            message = envelope.message
+            refused = self.nodes[rid].peer_message_received(self.now[rid], envelope.sender, message)
+            assert refused is None, refused  # every node here is correct: none sends garbage
             self._carry_out(rid)
         reports, self.reports = self.reports, []
         for sender, recipient, report in reports:

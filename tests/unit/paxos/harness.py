@@ -62,6 +62,7 @@ from chubbypy.protocol import (
     ReplicaId,
     Value,
 )
+from chubbypy.protocol._plain import DecodeError, array, binary, unpack
 from chubbypy.store import MemoryStore
 
 R1, R2, R3, R4, R5 = (ReplicaId(f"r{n}") for n in range(1, 6))
@@ -100,7 +101,19 @@ class DictMachine:
         return bytes(msgpack.packb(sorted(self.values.items()), use_bin_type=True))
 
     def restore(self, data: bytes) -> None:
-        self.values = {bytes(k): bytes(v) for k, v in msgpack.unpackb(data, raw=False)}
+        self.values = self._decoded(data)
+
+    def snapshot_problem(self, data: bytes) -> str | None:
+        try:
+            self._decoded(data)
+        except DecodeError as error:
+            return str(error)
+        return None
+
+    @staticmethod
+    def _decoded(data: bytes) -> dict[bytes, bytes]:
+        pairs = unpack(data, array)
+        return {binary(k): binary(v) for k, v in (array(pair, 2) for pair in pairs)}
 
     def checksum(self) -> bytes:
         return hashlib.blake2b(self.snapshot(), digest_size=8).digest()

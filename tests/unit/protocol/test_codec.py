@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from chubbypy.paxos import Limits, NoChance, Replica, Timing
 from chubbypy.protocol import (
+    NO_BALLOT,
     Accept,
     Accepted,
     Ballot,
@@ -47,6 +48,7 @@ from chubbypy.protocol.codec import (
     encode_snapshot,
     encode_value,
 )
+from chubbypy.protocol.values import BALLOT_ROUND_MAX, EPOCH_MAX, LOG_INDEX_MAX
 
 R1, R2, R3 = ReplicaId("r1"), ReplicaId("r2"), ReplicaId("r3")
 TIMING = Timing(
@@ -56,38 +58,52 @@ TIMING = Timing(
 # ----------------------------------------------------------------------------- strategies
 
 counts = st.integers(min_value=0, max_value=2**63 - 1)
-indices = counts.map(LogIndex)
-from_indices = st.integers(min_value=1, max_value=2**63 - 1).map(LogIndex)
+"""Ticks and client ids, sequences: anything a signed 64-bit integer holds."""
+indices = st.integers(min_value=0, max_value=LOG_INDEX_MAX).map(LogIndex)
+from_indices = st.integers(min_value=1, max_value=LOG_INDEX_MAX).map(LogIndex)
 """Where a Prepare or CatchUpRequest starts: the log begins at 1, so never 0 on the wire."""
-replica_ids = st.text(max_size=12).map(ReplicaId)
-ballots = st.builds(Ballot, counts, replica_ids)
+replica_ids = st.text(min_size=1, max_size=12).map(ReplicaId)
+ballots = st.one_of(
+    st.just(NO_BALLOT), st.builds(Ballot, st.integers(1, BALLOT_ROUND_MAX), replica_ids)
+)
+epochs = st.integers(min_value=0, max_value=EPOCH_MAX).map(Epoch)
 commands = st.builds(Command, counts.map(ClientId), counts, st.binary(max_size=64), counts)
 values = st.one_of(
-    st.builds(Value, counts.map(Epoch), st.sampled_from(ValueKind)).filter(
-        lambda v: not v.commands
-    ),
+    st.builds(Value, epochs, st.sampled_from(ValueKind)).filter(lambda v: not v.commands),
     st.builds(
-        Value,
-        counts.map(Epoch),
-        st.just(ValueKind.COMMANDS),
-        st.lists(commands, max_size=4).map(tuple),
+        Value, epochs, st.just(ValueKind.COMMANDS), st.lists(commands, max_size=4).map(tuple)
     ),
 )
-entries = st.builds(Entry, st.integers(1, 2**63 - 1).map(LogIndex), ballots, values)
-entry_lists = st.lists(entries, max_size=4).map(tuple)
-snapshots = st.builds(Snapshot, indices, st.binary(max_size=64))
+entries = st.builds(Entry, from_indices, ballots, values)
+
+
+@st.composite
+def entry_lists(draw: st.DrawFn, low: int = 1) -> tuple[Entry, ...]:
+    """Entries in increasing index order from `low`, as replicas send them."""
+    positions = draw(st.lists(st.integers(low, LOG_INDEX_MAX), max_size=4, unique=True))
+    return tuple(Entry(LogIndex(i), draw(ballots), draw(values)) for i in sorted(positions))
+
+
+@st.composite
+def promises(draw: st.DrawFn) -> Promise:
+    """A promise page: its entries from its `from_index` on; `more` only with entries."""
+    from_index = draw(from_indices)
+    page = draw(entry_lists(from_index))
+    more = bool(page) and draw(st.booleans())
+    return Promise(draw(ballots), from_index, page, draw(indices), more, draw(st.booleans()))
+
+
+snapshots = st.builds(Snapshot, from_indices, st.binary(max_size=64))
 MESSAGES: dict[type, st.SearchStrategy[PeerMessage]] = {
     Prepare: st.builds(Prepare, ballots, from_indices),
-    Promise: st.builds(
-        Promise, ballots, indices, entry_lists, indices, st.booleans(), st.booleans()
-    ),
-    Accept: st.builds(Accept, ballots, indices, values, indices, counts),
-    Accepted: st.builds(Accepted, ballots, indices, counts, indices),
+    Promise: promises(),
+    Accept: st.builds(Accept, ballots, from_indices, values, indices, counts),
+    Accepted: st.builds(Accepted, ballots, from_indices, counts, indices),
     Heartbeat: st.builds(Heartbeat, ballots, indices, counts, indices),
     HeartbeatAck: st.builds(HeartbeatAck, ballots, counts, indices),
     Nack: st.builds(Nack, ballots, ballots, st.booleans(), indices),
     CatchUpRequest: st.builds(CatchUpRequest, from_indices),
-    CatchUp: st.builds(CatchUp, entry_lists, indices),
+    CatchUp: st.builds(CatchUp, entry_lists(), indices),
     InstallSnapshot: st.builds(InstallSnapshot, snapshots),
     Resign: st.builds(Resign, ballots, st.sampled_from(["", "r1", "r2"]).map(ReplicaId)),
 }

@@ -15,23 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chubbypy.protocol import (
-    Accept,
     Ballot,
     CallNumber,
-    CatchUp,
     ClientId,
-    Command,
-    Entry,
     Epoch,
-    InstallSnapshot,
     LogIndex,
-    Nack,
     PeerMessage,
     Prepare,
     ReplicaId,
-    Snapshot,
-    Value,
-    ValueKind,
 )
 from chubbypy.protocol.client import (
     CELL_CHARS_MAX,
@@ -134,6 +125,7 @@ from chubbypy.protocol.session import (
     SessionList,
     SessionResult,
 )
+from chubbypy.protocol.values import LOG_INDEX_MAX
 from chubbypy.protocol.wire import (
     DecodeError,
     UnknownMessageError,
@@ -142,6 +134,7 @@ from chubbypy.protocol.wire import (
     error_reply_for,
     raise_for,
 )
+from tests.unit.protocol.test_codec import MESSAGES as PEER_MESSAGES
 
 R1 = ReplicaId("r1")
 
@@ -208,26 +201,8 @@ read_results: st.SearchStrategy[ReadResult] = st.one_of(
 )
 
 ballots = st.builds(Ballot, uints, replica_ids)
-values = st.builds(
-    Value,
-    uints.map(Epoch),
-    st.just(ValueKind.COMMANDS),
-    st.lists(st.builds(Command, uints.map(ClientId), uints, blobs, uints), max_size=3).map(tuple),
-)
-peer_messages: st.SearchStrategy[PeerMessage] = st.one_of(
-    st.builds(Prepare, ballots, st.integers(1, INT64_MAX).map(LogIndex)),
-    st.builds(Accept, ballots, indices, values, indices, uints),
-    st.builds(Nack, ballots, ballots, st.booleans(), indices),
-    st.builds(
-        CatchUp,
-        st.lists(
-            st.builds(Entry, st.integers(1, INT64_MAX).map(LogIndex), ballots, values),
-            max_size=2,
-        ).map(tuple),
-        indices,
-    ),
-    st.builds(InstallSnapshot, st.builds(Snapshot, indices, blobs)),
-)
+"""As a status shows them (text): any round."""
+peer_messages: st.SearchStrategy[PeerMessage] = st.one_of(*PEER_MESSAGES.values())
 
 statuses = st.builds(
     ReplicaStatus,
@@ -350,13 +325,13 @@ MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
     ),
     PeerFrame: st.builds(PeerFrame, peer_messages),
     PeerFragment: st.builds(
-        PeerFragment,
-        st.integers(0, 2**63 - 1),
-        st.integers(0, 2**63 - 1),
-        st.binary(max_size=32),
+        lambda offset, data, extra: PeerFragment(offset + len(data) + extra, offset, data),
+        st.integers(0, 2**62),
+        st.binary(min_size=1, max_size=32),
+        st.integers(0, 2**62),
     ),
     ChecksumReport: st.builds(
-        ChecksumReport, st.integers(0, 2**63 - 1), st.binary(min_size=8, max_size=8)
+        ChecksumReport, st.integers(1, LOG_INDEX_MAX), st.binary(min_size=8, max_size=8)
     ),
 }
 

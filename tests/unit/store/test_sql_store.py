@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, insert, select, update
 
-from chubbypy.paxos import Durable
-from chubbypy.protocol import Ballot, Entry, Epoch, LogIndex, ReplicaId, Value, ValueKind
+from chubbypy.paxos import Durable, HardState
+from chubbypy.protocol import Ballot, Entry, Epoch, LogIndex, ReplicaId, Snapshot, Value, ValueKind
 from chubbypy.store import SqlStore, StoreError
 from chubbypy.store._sql import log_entries_table, store_meta_table
 
@@ -117,3 +117,66 @@ def test_for_path_accepts_characters_special_in_urls(tmp_path: Path) -> None:
     store.persist(Durable(entries=entries(1, 1)))
     store.close()
     assert path.exists()
+
+
+DAMAGES = {
+    "promise round as text": (
+        "UPDATE hard_state SET promised_round = 'x'",
+        "the hard state in .*: promised ballot round is damaged: 'x'",
+    ),
+    "negative promise round": (
+        "UPDATE hard_state SET promised_round = -5",
+        "promised ballot round is damaged: -5 is not an integer from 0 to 2\\*\\*63-1",
+    ),
+    "promised replica as a blob": (
+        "UPDATE hard_state SET promised_replica = x'ff'",
+        "promised ballot is damaged: replica b'.xff' is not a name",
+    ),
+    "chosen index as a real": (
+        "UPDATE hard_state SET chosen_index = 1.5",
+        "chosen index is damaged: 1.5",
+    ),
+    "snapshot index as text": (
+        "UPDATE snapshots SET snapshot_index = 'five'",
+        "the snapshot in .*: index is damaged: 'five'",
+    ),
+    "snapshot data as text": (
+        "UPDATE snapshots SET data = 'text'",
+        "the snapshot in .* is damaged: its data is not bytes",
+    ),
+    "entry ballot round as text": (
+        "UPDATE log_entries SET ballot_round = 'x' WHERE log_index = 6",
+        "log entry 6 in .*: ballot round is damaged: 'x'",
+    ),
+    "entry index as text": (
+        "UPDATE log_entries SET log_index = 'six' WHERE log_index = 6",
+        "log entry 'six' in .*: index is damaged",
+    ),
+    "entry value as text": (
+        "UPDATE log_entries SET value = 'text' WHERE log_index = 6",
+        "log entry 6 in .* is corrupt: its value is not bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES), ids=list(DAMAGES))
+def test_a_damaged_row_fails_the_load_saying_where(
+    store: SqlStore, path: Path, damage: str
+) -> None:
+    """Any column holding what persist never writes (SQLite stores anything anywhere) makes
+    load() raise StoreError naming the row and the value, never anything else."""
+    hard_state = HardState(Ballot(3, R1), LogIndex(7))
+    store.persist(Durable(hard_state, entries(6, 7), Snapshot(LogIndex(5), b"state")))
+    statement, expected = DAMAGES[damage]
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(statement)
+    with pytest.raises(StoreError, match=expected):
+        store.load()
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(path: Path) -> None:
+    """Opening a file of garbage raises StoreError naming the file (not a driver's error)."""
+    path.write_bytes(b"\xc1garbage" * 1000)
+    with pytest.raises(StoreError, match="cannot be opened") as raised:
+        SqlStore.for_path(path)
+    assert str(path) in str(raised.value)

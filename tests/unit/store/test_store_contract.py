@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from chubbypy.paxos import Durable, HardState, Limits, NoChance, Persisted, Replica, Timing
 from chubbypy.protocol import (
+    EPOCH_MAX,
     Ballot,
     ClientId,
     Command,
@@ -249,7 +250,7 @@ VALUES = [
     ),
     Value(Epoch(0), ValueKind.NOOP),
     Value(Epoch(4), ValueKind.EPOCH_START),
-    Value(Epoch(2**40), ValueKind.CHECKSUM),
+    Value(Epoch(EPOCH_MAX), ValueKind.CHECKSUM),
 ]
 
 
