@@ -693,6 +693,16 @@ def _add_server_commands(commands: Any) -> None:
         help="3 (etc/cell.yaml) or 5 (etc/cell5.yaml) when no --config is given",
     )
     cell.add_argument("--data-dir", type=Path, metavar="DIR", help="override the data_dir")
+    cell.add_argument(
+        "--auto-tls",
+        action="store_true",
+        help="with a tls: section, create a cell CA and each replica's certificate if missing",
+    )
+    cell.add_argument(
+        "--init",
+        action="store_true",
+        help="create the cell's missing keys (and certificates) and exit without starting",
+    )
 
 
 def _positive_seconds(text: str) -> float:
