@@ -221,6 +221,11 @@ class LocalCell:
         if self.limits:
             document["limits"] = self.limits
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
+        # The cell's own handle and peer keys, as `chubbypy cell` makes them on first start.
+        from chubbypy.config import load_config
+        from chubbypy.server._secrets import create_secrets
+
+        create_secrets(load_config(self.config_path))
 
     def start(self) -> str:
         """Start a new cell, every replica with --bootstrap; the replica that serves first."""

@@ -4,6 +4,12 @@ Starts every replica of the cell file (``etc/cell.yaml``: three on loopback, dat
 ``./var/cell``), prints the addresses and the admin URLs, says which replica is master
 whenever that changes, and on Ctrl-C stops every replica gracefully (the master hands over
 first). Started again, it finds the data where it left it.
+
+On first start it creates the cell's secrets, which the cell file names but never holds:
+the handle key, the peer key and the principals' token files (with ``--auto-tls`` and a
+``tls:`` section, a cell CA and each replica's certificate too), and says where they are
+and how the CLI acts as the operator. ``--init`` does only that, for a cell whose replicas
+run on several machines: create the files once, then copy them to each.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from twisted.web.client import Agent, readBody
 from chubbypy.config import CellConfig, ConfigError
 from chubbypy.protocol import ReplicaId
 from chubbypy.server._endpoints import http_url
+from chubbypy.server._secrets import SecretsError, create_secrets, load_secrets
 from chubbypy.server._serve import CELL_CHILD, load
 from chubbypy.store import SqlStore, StoreError
 
@@ -42,6 +49,16 @@ def cell_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="3 (etc/cell.yaml) or 5 (etc/cell5.yaml)",
     )
     parser.add_argument("--data-dir", type=Path, help="override the file's data_dir")
+    parser.add_argument(
+        "--auto-tls",
+        action="store_true",
+        help="with a tls: section, create a cell CA and each replica's certificate if missing",
+    )
+    parser.add_argument(
+        "--init",
+        action="store_true",
+        help="create the cell's missing keys (and certificates) and exit without starting",
+    )
     return parser
 
 
@@ -86,12 +103,19 @@ def cell_main(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load(args)
+        created = create_secrets(config, auto_tls=getattr(args, "auto_tls", False))
+        for replica in config.replicas:
+            load_secrets(config, replica.id)  # a replica that would refuse, refused here
+        if getattr(args, "init", False):
+            _secrets_banner(config, created)
+            return 0
         fresh = _fresh_replicas(config)
-    except (ConfigError, StoreError) as error:
+    except (ConfigError, StoreError, SecretsError) as error:
         print(f"chubbypy cell: {error}", file=sys.stderr)
         return 2
     bootstrap = len(fresh) == len(config.replicas)
     _banner(config, args.config, fresh, bootstrap)
+    _secrets_banner(config, created)
     from twisted.internet import reactor
 
     children = [_spawn(reactor, args, config, replica.id, bootstrap) for replica in config.replicas]
@@ -133,9 +157,27 @@ def _banner(config: CellConfig, source: str, fresh: list[ReplicaId], bootstrap: 
     print(f"{'replica':<8} {'clients':<32} {'peers':<32} admin")
     for replica in config.replicas:
         print(f"{replica.id:<8} {replica.client:<32} {replica.peer:<32} {http_url(replica.admin)}")
-    addresses = ",".join(replica.client for replica in config.replicas)
-    print(f"try:  chubbypy --cell {addresses} status")
-    print("Ctrl-C stops the cell (the master hands over, then every replica stops)\n", flush=True)
+    print(f"try:  chubbypy --cell {source} status")
+    print("Ctrl-C stops the cell (the master hands over, then every replica stops)", flush=True)
+
+
+def _secrets_banner(config: CellConfig, created: list[Path]) -> None:
+    """Where the secrets are, which were just made, and how the CLI acts as the operator."""
+    folders = sorted({path.parent for path in created})
+    for folder in folders:
+        names = ", ".join(path.name for path in created if path.parent == folder)
+        print(f"created (new, random, mode 0600 for keys): {names} in {folder}")
+    if config.tls is not None:
+        print(
+            f"clients verify the replicas' certificates against {config.secret_path(config.tls.ca)}"
+        )
+    token_files = dict(config.auth.token_files)
+    operator = "operator" if "operator" in token_files else next(iter(token_files), None)
+    if operator is not None:
+        token = config.secret_path(token_files[operator])
+        print(f"to act as {operator} from the CLI (in another terminal):")
+        print(f"  export CHUBBY_PRINCIPAL={operator} CHUBBY_TOKEN_FILE={token}")
+    print(flush=True)
 
 
 def _spawn(

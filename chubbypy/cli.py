@@ -62,8 +62,11 @@ Paths are full names (``/ls/<cell>/a/b``) or relative to the cell root: ``a/b``,
 and ``./a/b`` all mean ``/ls/<cell>/a/b``, and ``/``, ``.`` or nothing mean the root.
 
 Who the client is: ``CHUBBY_PRINCIPAL`` and ``CHUBBY_TOKEN`` in the environment (both or
-neither; without them, ``anonymous``). Never on the command line, where other users of the
-machine could read the token.
+neither; without them, ``anonymous``), or ``CHUBBY_TOKEN_FILE`` naming a file that holds the
+token (``chubbypy cell`` prints the operator's). Never on the command line, where other
+users of the machine could read the token. Replicas at ``ssl:`` addresses are verified
+against the cell file's ``tls.ca``, or the CA in the PEM file ``CHUBBY_CA_FILE`` names
+(else the system's authorities), and must name the host dialled.
 
 Exit codes: 0 done; 1 the cell refused the operation (no such node, exists, generation
 mismatch, ...: the message on standard error names the path and the error), or the lock
@@ -138,7 +141,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
@@ -193,6 +196,8 @@ LOCK_DELAY_SECONDS_MAX: Final = 60.0
 """Chubby's bound on a lock-delay (the cell refuses more)."""
 PRINCIPAL_VARIABLE: Final = "CHUBBY_PRINCIPAL"
 TOKEN_VARIABLE: Final = "CHUBBY_TOKEN"
+TOKEN_FILE_VARIABLE: Final = "CHUBBY_TOKEN_FILE"
+CA_FILE_VARIABLE: Final = "CHUBBY_CA_FILE"
 EXIT_NOT_ACQUIRED: Final = 4
 EXIT_INTERRUPTED: Final = 130
 """Ctrl-C while lock or elect waited (as a shell reports SIGINT: 128 + 2)."""
@@ -228,6 +233,9 @@ class CellTarget:
     addresses: tuple[str, ...]
     name: str | None
     config: CellConfig | None = None
+    tls_ca: Path | None = None
+    """The CA that ``ssl:`` replicas' certificates are verified against, if not the cell
+    file's (``CHUBBY_CA_FILE``)."""
 
 
 @frozen
@@ -300,7 +308,8 @@ def run(
     try:
         target = find_cell(getattr(args, "cell", None), environ, cwd)
         invocation = _invocation(args, target, stdin)
-        credentials = _credentials(environ)
+        credentials = _credentials(environ, cwd)
+        target = _with_tls_ca(target, environ, cwd)
         if args.command in ("lock", "elect"):
             _command_line(args)
     except UsageError as error:
@@ -318,15 +327,46 @@ def run(
         client.close()
 
 
-def _credentials(environ: Mapping[str, str]) -> Credentials | None:
+def _credentials(environ: Mapping[str, str], cwd: Path) -> Credentials | None:
     """Who the client is, from the environment (never the command line, which other users
-    of the machine can read)."""
+    of the machine can read): the token itself, or the file that holds it."""
     principal, token = environ.get(PRINCIPAL_VARIABLE), environ.get(TOKEN_VARIABLE)
+    token_file = environ.get(TOKEN_FILE_VARIABLE)
+    if token is not None and token_file is not None:
+        raise UsageError(f"set {TOKEN_VARIABLE} or {TOKEN_FILE_VARIABLE}, not both")
+    if token_file is not None:
+        path = cwd / Path(token_file).expanduser()
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeError) as error:
+            raise UsageError(f"{TOKEN_FILE_VARIABLE}: cannot read the token: {error}") from None
     if principal is None and token is None:
         return None
     if not principal or not token:
-        raise UsageError(f"set both {PRINCIPAL_VARIABLE} and {TOKEN_VARIABLE}, or neither")
+        raise UsageError(
+            f"set both {PRINCIPAL_VARIABLE} and {TOKEN_VARIABLE} (or {TOKEN_FILE_VARIABLE}), "
+            "or neither"
+        )
     return principal, token
+
+
+def _with_tls_ca(target: CellTarget, environ: Mapping[str, str], cwd: Path) -> CellTarget:
+    """`target` with the CA of ``CHUBBY_CA_FILE``, or of its cell file when it uses TLS;
+    a CA file that is not there is a usage error, before anything connects."""
+    chosen = environ.get(CA_FILE_VARIABLE)
+    config = target.config
+    if chosen is not None:
+        path = cwd / Path(chosen).expanduser()
+    elif config is not None and config.tls is not None:
+        path = config.secret_path(config.tls.ca)
+    else:
+        return target
+    if not any(a.startswith("ssl:") for a in target.addresses):
+        return target
+    if not path.is_file():
+        where = CA_FILE_VARIABLE if chosen is not None else "the cell file's tls.ca"
+        raise UsageError(f"{where}: no CA certificate at {path}")
+    return evolve(target, tls_ca=path)
 
 
 def _split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -455,6 +495,7 @@ def _connect_blocking(
 
     request_timeout_seconds = min(REQUEST_TIMEOUT_SECONDS_MAX, timeout_seconds)
     principal, token = credentials if credentials is not None else (None, None)
+    tls: dict[str, Path] = {} if target.tls_ca is None else {"tls_ca": target.tls_ca}
     return connect(
         target.config or list(target.addresses),
         cell,
@@ -462,6 +503,7 @@ def _connect_blocking(
         request_timeout_seconds=request_timeout_seconds,
         principal=principal,
         token=token,
+        **tls,
     )
 
 
@@ -651,6 +693,16 @@ def _add_server_commands(commands: Any) -> None:
         help="3 (etc/cell.yaml) or 5 (etc/cell5.yaml) when no --config is given",
     )
     cell.add_argument("--data-dir", type=Path, metavar="DIR", help="override the data_dir")
+    cell.add_argument(
+        "--auto-tls",
+        action="store_true",
+        help="with a tls: section, create a cell CA and each replica's certificate if missing",
+    )
+    cell.add_argument(
+        "--init",
+        action="store_true",
+        help="create the cell's missing keys (and certificates) and exit without starting",
+    )
 
 
 def _positive_seconds(text: str) -> float:

@@ -54,11 +54,14 @@ from chubbypy.protocol.values import (
 )
 
 __all__ = [
+    "AuthConfig",
     "CellConfig",
     "ConfigError",
     "LimitsConfig",
     "PaxosConfig",
     "ReplicaConfig",
+    "TlsConfig",
+    "is_placeholder",
     "load_config",
     "parse_config",
 ]
@@ -208,26 +211,63 @@ class SessionsConfig:
 
 
 TOKEN_CHARS_MIN: Final = 16
+SECRETS_DIR: Final = "_secrets"
+"""The directory, inside data_dir, where `chubbypy cell` creates a cell's keys. Its name
+cannot be a replica id (those start with a letter), so it never meets a replica's files."""
+PLACEHOLDER_WORDS: Final = ("replace", "changeme", "change me", "placeholder", "example")
+"""A secret containing one of these (any case) was copied from an example, not chosen: it is
+public, and refused (issue 13: the repository once shipped a usable key and token)."""
 
 
 @frozen
 class AuthConfig:
-    """Who a client is, and the secret that makes handles unforgeable. YAML section ``auth:``.
+    """Who a client is, and the secrets that make handles and replicas unforgeable. YAML
+    section ``auth:``.
 
-    Each principal has a shared token; a client presents its principal and token when it
-    connects. The principal is what the ACL files (``/ls/<cell>/acl/<name>``) list.
+    Each principal has a shared token, given in the file or, better, in a file of its own
+    (``token_file:``); a client presents its principal and token when it connects. The
+    principal is what the ACL files (``/ls/<cell>/acl/<name>``) list. Secret files are read
+    by the replica when it starts (`chubbypy.server`), never by this module: a client that
+    reads the cell file to find its replicas needs none of them.
     """
 
     principals: tuple[tuple[str, str], ...] = ()
-    """(principal, token) pairs."""
+    """(principal, token) pairs given in the file itself."""
     anonymous: bool = True
     """Whether a client without a token is served, as principal ``anonymous``."""
     handle_key: str | None = None
-    """The secret of the handles' check digits, the same on every replica. Without it the
-    key is derived from the cell's name, which anyone can read: handles can be forged."""
+    """The secret of the handles' check digits and of the credentials, given in the file
+    itself; None: read from `handle_key_file`."""
+    token_files: tuple[tuple[str, str], ...] = ()
+    """(principal, file) pairs: the token is the file's contents (surrounding blanks
+    stripped). A relative file name is inside data_dir (`CellConfig.secret_path`)."""
+    handle_key_file: str = f"{SECRETS_DIR}/handle.key"
+    """Where the handle key is when `handle_key` is not given."""
+    peer_key_file: str = f"{SECRETS_DIR}/peer.key"
+    """The cell's peer key: replicas prove they know it to each other before any Paxos
+    message is taken (unless the cell has a ``tls:`` section: then certificates do that)."""
 
     def token_of(self, principal: str) -> str | None:
+        """`principal`'s token if the file gives it inline (token files are the server's)."""
         return dict(self.principals).get(principal)
+
+
+@frozen
+class TlsConfig:
+    """The cell's certificates. YAML section ``tls:``; without it the cell uses no TLS.
+
+    With it, replicas authenticate each other with mutual TLS (each replica's certificate
+    names its id as its subject's common name, signed by `ca`), and ``ssl:`` client
+    endpoints serve clients over TLS with the same certificate. Each path may contain
+    ``{replica}``, replaced by the replica's id, and a relative one is inside data_dir.
+    """
+
+    ca: str = f"{SECRETS_DIR}/tls/ca.pem"
+    """PEM certificate(s) of the authority that signs every replica's certificate."""
+    cert: str = f"{SECRETS_DIR}/tls/{{replica}}.pem"
+    """This replica's certificate (PEM), with its id as the subject's common name."""
+    key: str = f"{SECRETS_DIR}/tls/{{replica}}.key"
+    """This replica's private key (PEM)."""
 
 
 @frozen
@@ -245,6 +285,8 @@ class CellConfig:
     limits: LimitsConfig = LimitsConfig()
     sessions: SessionsConfig = SessionsConfig()
     auth: AuthConfig = AuthConfig()
+    tls: TlsConfig | None = None
+    """The cell's certificates, or None: no TLS (replicas authenticate with the peer key)."""
     source: Path | None = None
     """The file this came from, for messages."""
 
@@ -267,6 +309,15 @@ class CellConfig:
     def data_dir_for(self, replica_id: str) -> Path:
         """The directory that belongs to replica `replica_id` alone."""
         return self.data_dir / self.replica(replica_id).id
+
+    def secret_path(self, written: str, replica_id: str | None = None) -> Path:
+        """The file a secret's path as written in the cell file names: ``{replica}``
+        replaced by `replica_id`, ``~`` expanded, and a relative path taken inside
+        data_dir (so ``--data-dir`` moves a cell's keys with its data)."""
+        if replica_id is not None:
+            written = written.replace(REPLICA_PLACEHOLDER, self.replica(replica_id).id)
+        path = Path(written).expanduser()
+        return path if path.is_absolute() else self.data_dir / path
 
     def node_settings(self, replica_id: str) -> NodeSettings:
         """What replica `replica_id`'s node runs with (`chubbypy.node.ReplicaNode`)."""
@@ -331,6 +382,7 @@ TOP_KEYS: Final = (
     "limits",
     "sessions",
     "auth",
+    "tls",
 )
 TOP_REQUIRED: Final = ("cell", "replicas", "data_dir")
 REPLICA_KEYS: Final = tuple(attribute.name for attribute in fields(ReplicaConfig))
@@ -369,6 +421,8 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     sessions = _numbers(top.get("sessions"), "sessions", SessionsConfig, SESSIONS_RULES, problems)
     _check_session_relations(sessions, paxos, problems)
     auth = _auth(top.get("auth"), problems)
+    tls = _tls(top.get("tls"), problems)
+    _check_endpoint_kinds(replicas, tls, problems)
     _check_paxos_relations(paxos, problems)
     _check_size_relations(paxos, limits, problems)
     _check_client_limits(limits, paxos, problems)
@@ -384,6 +438,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
         limits=LimitsConfig(**cast("dict[str, Any]", limits)),
         sessions=SessionsConfig(**cast("dict[str, Any]", sessions)),
         auth=auth,
+        tls=tls,
         source=origin,
     )
     # Pair assertion: the core's own checks must agree with the ones above. If one of these
@@ -470,34 +525,17 @@ def _unknown_key(key: str, known: tuple[str, ...]) -> str:
     return f"unknown key: expected one of {', '.join(known)}"
 
 
+AUTH_KEYS: Final = ("principals", "anonymous", "handle_key", "handle_key_file", "peer_key_file")
+
+
 def _auth(value: object, problems: _Problems) -> AuthConfig:
-    """The ``auth:`` section: principals with their tokens, anonymous access, handle key."""
+    """The ``auth:`` section: principals with their tokens, anonymous access, the keys."""
     if value is None:
         return AuthConfig()
-    section = _section(value, "auth", ("principals", "anonymous", "handle_key"), (), problems)
+    section = _section(value, "auth", AUTH_KEYS, (), problems)
     if section is None:
         return AuthConfig()
-    principals: list[tuple[str, str]] = []
-    listed = section.get("principals", {})
-    if not isinstance(listed, Mapping):
-        problems.add("auth.principals", f"expected a mapping of principal: token, got "
-                     f"{_describe(listed)}")  # fmt: skip
-        listed = {}
-    for name, token in listed.items():
-        path = _join("auth.principals", str(name))
-        if not isinstance(name, str) or not name or len(name) > PRINCIPAL_CHARS_MAX:
-            problems.add(path, f"a principal is a name of 1 to {PRINCIPAL_CHARS_MAX} characters")
-        elif any(c.isspace() or c == "#" for c in name) or name in (ANONYMOUS, "*"):
-            problems.add(path, f"{name!r} cannot be a principal: no spaces or '#', and "
-                         f"{ANONYMOUS!r} and '*' are reserved")  # fmt: skip
-        elif not isinstance(token, str) or not TOKEN_CHARS_MIN <= len(token) <= TOKEN_CHARS_MAX:
-            problems.add(
-                path,
-                f"the token must be a string of {TOKEN_CHARS_MIN} to {TOKEN_CHARS_MAX} "
-                "characters (a long random one: it is the principal's password)",
-            )
-        else:
-            principals.append((name, token))
+    principals, token_files = _principals(section.get("principals", {}), problems)
     anonymous = section.get("anonymous", True)
     if not isinstance(anonymous, bool):
         problems.add("auth.anonymous", f"expected true or false, got {_describe(anonymous)}")
@@ -507,7 +545,127 @@ def _auth(value: object, problems: _Problems) -> AuthConfig:
         problems.add("auth.handle_key", f"expected a secret string of at least "
                      f"{TOKEN_CHARS_MIN} characters")  # fmt: skip
         key = None
-    return AuthConfig(tuple(principals), anonymous, key)
+    elif key is not None and is_placeholder(key):
+        problems.add("auth.handle_key", PLACEHOLDER_PROBLEM)
+        key = None
+    files = {
+        name: _file_name(section[name], f"auth.{name}", problems)
+        for name in ("handle_key_file", "peer_key_file")
+        if name in section
+    }
+    return AuthConfig(
+        tuple(principals),
+        anonymous,
+        key,
+        tuple(token_files),
+        **{name: path for name, path in files.items() if path is not None},
+    )
+
+
+PLACEHOLDER_PROBLEM: Final = (
+    "this is an example's placeholder, which anyone can read: choose a long random secret "
+    "(or leave the key out: `chubbypy cell` creates the cell's keys in its data directory)"
+)
+
+
+def is_placeholder(secret: str) -> bool:
+    """Whether `secret` was copied from an example rather than chosen (`PLACEHOLDER_WORDS`)."""
+    lowered = secret.lower()
+    return any(word in lowered for word in PLACEHOLDER_WORDS)
+
+
+def _principals(
+    listed: object, problems: _Problems
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``auth.principals``: each a token, or ``{token_file: FILE}``; (inline, from files)."""
+    principals: list[tuple[str, str]] = []
+    token_files: list[tuple[str, str]] = []
+    if not isinstance(listed, Mapping):
+        problems.add("auth.principals", f"expected a mapping of principal: token, got "
+                     f"{_describe(listed)}")  # fmt: skip
+        return principals, token_files
+    for name, token in listed.items():
+        path = _join("auth.principals", str(name))
+        if not isinstance(name, str) or not name or len(name) > PRINCIPAL_CHARS_MAX:
+            problems.add(path, f"a principal is a name of 1 to {PRINCIPAL_CHARS_MAX} characters")
+        elif any(c.isspace() or c == "#" for c in name) or name in (ANONYMOUS, "*"):
+            problems.add(path, f"{name!r} cannot be a principal: no spaces or '#', and "
+                         f"{ANONYMOUS!r} and '*' are reserved")  # fmt: skip
+        elif isinstance(token, Mapping):
+            section = _section(token, path, ("token_file",), ("token_file",), problems)
+            if section is not None and "token_file" in section:
+                file = _file_name(section["token_file"], f"{path}.token_file", problems)
+                if file is not None:
+                    token_files.append((name, file))
+        elif not isinstance(token, str) or not TOKEN_CHARS_MIN <= len(token) <= TOKEN_CHARS_MAX:
+            problems.add(
+                path,
+                f"the token must be a string of {TOKEN_CHARS_MIN} to {TOKEN_CHARS_MAX} "
+                "characters (a long random one: it is the principal's password), or "
+                "{token_file: FILE}",
+            )
+        elif is_placeholder(token):
+            problems.add(path, PLACEHOLDER_PROBLEM)
+        else:
+            principals.append((name, token))
+    return principals, token_files
+
+
+def _file_name(value: object, path: str, problems: _Problems) -> str | None:
+    text = _string(value, path, problems)
+    if text is not None and not text.strip():
+        problems.add(path, "is empty: expected a file name")
+        return None
+    return text
+
+
+TLS_KEYS: Final = tuple(attribute.name for attribute in fields(TlsConfig))
+
+
+def _tls(value: object, problems: _Problems) -> TlsConfig | None:
+    """The ``tls:`` section: absent (or empty, every key commented out) means no TLS."""
+    if value is None:
+        return None
+    section = _section(value, "tls", TLS_KEYS, (), problems)
+    if section is None:
+        return None
+    files = {
+        key: _file_name(section[key], f"tls.{key}", problems) for key in TLS_KEYS if key in section
+    }
+    return TlsConfig(**{key: file for key, file in files.items() if file is not None})
+
+
+SSL_FILE_OPTIONS: Final = ("privateKey", "certKey", "extraCertChain", "caCertsDir")
+
+
+def _check_endpoint_kinds(
+    replicas: tuple[ReplicaConfig, ...], tls: TlsConfig | None, problems: _Problems
+) -> None:
+    """``ssl:`` is for client endpoints only, and needs the ``tls:`` section's certificate."""
+    for position, replica in enumerate(replicas):
+        for kind in ("peer", "admin"):
+            if getattr(replica, kind).startswith("ssl:"):
+                why = (
+                    "replicas authenticate each other with the tls: section (mutual TLS) or "
+                    "the peer key, over tcp: or unix:"
+                    if kind == "peer"
+                    else "the admin port is plain http, for loopback"
+                )
+                problems.add(f"replicas[{position}].{kind}", f"ssl: is for client endpoints: {why}")
+        if not replica.client.startswith("ssl:"):
+            continue
+        if tls is None:
+            problems.add(
+                f"replicas[{position}].client",
+                "an ssl: endpoint needs the tls: section (the CA, and each replica's "
+                "certificate and key)",
+            )
+        elif any(f":{option}=" in replica.client for option in SSL_FILE_OPTIONS):
+            problems.add(
+                f"replicas[{position}].client",
+                "an ssl: endpoint takes its certificate and key from the tls: section: "
+                f"leave out {', '.join(SSL_FILE_OPTIONS)}",
+            )
 
 
 # --- Reading single values -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["client_endpoint_string", "display_address"]
+__all__ = ["client_endpoint_string", "display_address", "endpoint_fields"]
 
 _SERVER_KINDS: Final = ("tcp", "ssl")
 _CLIENT_KEYS: Final = ("host", "path")
@@ -58,6 +58,16 @@ def display_address(description: str) -> str:
     if kind == "unix" and (path := _keyword(fields, "path")):
         return path
     return description
+
+
+def endpoint_fields(description: str) -> dict[str, str]:
+    """The keyword fields of an endpoint description (``host``, ``port``, ...), unescaped."""
+    _, _, rest = description.partition(":")
+    return {
+        name: value
+        for name, equals, value in (field.partition("=") for field in _split(rest))
+        if equals
+    }
 
 
 def _from_server_string(address: str, kind: str, fields: list[str]) -> str:

@@ -15,6 +15,7 @@ under `PlainCell` and `Session`, `Lock` above `Session`, this module above them 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,7 +51,10 @@ class Cell(PlainCell):
     answers but has no master. `rng` draws the registration
     nonce and the back-off jitter. `frame_bytes_max` is the cell's ``limits.frame_bytes_max``.
     `principal` and `token` authenticate every connection (the cell's ``auth.principals``);
-    without them the client acts as ``anonymous``, if the cell allows it.
+    without them the client acts as ``anonymous``, if the cell allows it. Replicas at
+    ``ssl:`` addresses are spoken to over TLS, only once their certificate is verified
+    against `tls_ca` (a PEM file of the cell's CA; default: the system's authorities, or
+    with `Cell.from_config` the cell file's ``tls.ca``) and names the host dialled.
     Nothing connects until the first operation.
 
     Handles, locks and events need a session (Chubby §2.8): the cell opens one at the first
@@ -78,6 +82,7 @@ class Cell(PlainCell):
         dialer: Dialer | None = None,
         principal: str | None = None,
         token: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
         cache: bool = True,
         grace_seconds: float = 45.0,
         clock_drift_max: float = 0.01,
@@ -89,7 +94,7 @@ class Cell(PlainCell):
             backoff_initial_seconds=backoff_initial_seconds,
             backoff_max_seconds=backoff_max_seconds, poll_seconds=poll_seconds, name=name,
             frame_bytes_max=frame_bytes_max, rng=rng, dialer=dialer, principal=principal,
-            token=token,
+            token=token, tls_ca=tls_ca,
         )  # fmt: skip
         self._session_options: dict[str, Any] = dict(
             cache=cache, grace_seconds=grace_seconds, clock_drift_max=clock_drift_max,

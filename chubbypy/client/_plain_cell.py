@@ -44,6 +44,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, Self, TypeVar, assert_never, cast
 
 from attrs import frozen
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import (
     Deferred,
     DeferredLock,
@@ -80,6 +81,7 @@ from chubbypy.client._connection import (
     ReplicaConnection,
 )
 from chubbypy.client._errors import CellClosed, OutcomeUnknown, ReplicaUnreachable
+from chubbypy.client._tls import TLS_KIND, load_trust, tls_endpoint
 from chubbypy.paxos import Chance
 from chubbypy.protocol.client import (
     CELL_CHARS_MAX,
@@ -174,11 +176,17 @@ _connect_protocol = cast(
 )
 
 
-def endpoint_dialer(reactor: IReactorTCP) -> Dialer:
-    """The usual `Dialer`: Twisted's `clientFromString` endpoints on `reactor`."""
+def endpoint_dialer(reactor: IReactorTCP, trust: IOpenSSLTrustRoot | None = None) -> Dialer:
+    """The usual `Dialer`: Twisted's `clientFromString` endpoints on `reactor`, and for
+    ``ssl:`` ones TLS that verifies the replica's certificate against `trust` (default: the
+    system's authorities) and the host name dialled (`chubbypy.client._tls`)."""
 
     def dial(address: str, protocol: ReplicaConnection) -> Deferred[Any]:
-        return _connect_protocol(_client_from_string(reactor, address), protocol)
+        if address.startswith(TLS_KIND):
+            endpoint = tls_endpoint(reactor, address, trust or load_trust(None))
+        else:
+            endpoint = _client_from_string(reactor, address)
+        return _connect_protocol(endpoint, protocol)
 
     return dial
 
@@ -242,6 +250,7 @@ class PlainCell:
         dialer: Dialer | None = None,
         principal: str | None = None,
         token: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         if (principal is None) != (token is None):
             raise ValueError("give both a principal and its token, or neither")
@@ -264,7 +273,10 @@ class PlainCell:
         self._frame_bytes_max = frame_bytes_max
         self._rng = rng or random.Random()
         self._chance: Chance = _RandomChance(self._rng)
-        self._dialer = dialer or endpoint_dialer(_tcp_reactor(reactor))
+        if dialer is None:
+            trust = load_trust(tls_ca) if tls_ca is not None else None
+            dialer = endpoint_dialer(_tcp_reactor(reactor), trust)
+        self._dialer = dialer
         self._connections: dict[str, ReplicaConnection] = {}
         self._nonce = self._new_nonce()
         self._client_id: ClientId | None = None
@@ -283,8 +295,11 @@ class PlainCell:
     @classmethod
     def from_config(cls, reactor: IReactorTime, config: CellConfig, **options: Any) -> Self:
         """A client of the cell `config` describes (its replicas' ``client`` endpoints);
-        `options` are the constructor's keyword arguments."""
+        `options` are the constructor's keyword arguments. ``ssl:`` endpoints are verified
+        against the cell's CA (``tls.ca``) unless `tls_ca` says otherwise."""
         options.setdefault("frame_bytes_max", config.limits.frame_bytes_max)
+        if config.tls is not None and any(r.client.startswith(TLS_KIND) for r in config.replicas):
+            options.setdefault("tls_ca", config.secret_path(config.tls.ca))
         addresses = [replica.client for replica in config.replicas]
         return cls(reactor, addresses, config.cell, **options)
 

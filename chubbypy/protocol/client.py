@@ -36,6 +36,8 @@ __all__ = [
     "INT64_MAX",
     "NAME_CHARS_MAX",
     "NO_REQUEST",
+    "PEER_NONCE_BYTES",
+    "PEER_PROOF_BYTES",
     "PRINCIPAL_CHARS_MAX",
     "PROTOCOL_VERSION",
     "REPLICAS_MAX",
@@ -51,8 +53,11 @@ __all__ = [
     "Hello",
     "LocateMaster",
     "MasterLocation",
+    "PeerChallenge",
+    "PeerChallengeReply",
     "PeerFragment",
     "PeerFrame",
+    "PeerProof",
     "ReadReply",
     "ReadRequest",
     "Register",
@@ -72,8 +77,9 @@ __all__ = [
     "WriteRequest",
 ]
 
-PROTOCOL_VERSION: Final = 2
-"""The wire protocol this code speaks; a `Hello` with another is refused (UNSUPPORTED_VERSION)."""
+PROTOCOL_VERSION: Final = 3
+"""The wire protocol this code speaks; a `Hello` with another is refused (UNSUPPORTED_VERSION).
+Version 3 added the peer handshake (`PeerChallenge`, `PeerChallengeReply`, `PeerProof`)."""
 
 RequestId = NewType("RequestId", int)
 """Chosen by the client, unique among its requests in flight, in [1, INT64_MAX]."""
@@ -134,6 +140,43 @@ class Welcome:
     version: int
     cell: str
     replica_id: ReplicaId
+
+
+# ----------------------------------------------------------------------------- the peer handshake
+
+PEER_NONCE_BYTES: Final = 32
+"""A handshake nonce: random, fresh for each connection, so no recorded proof is ever valid
+again."""
+PEER_PROOF_BYTES: Final = 32
+"""An HMAC-SHA256 proof of the cell's peer key."""
+
+
+@frozen
+class PeerChallenge:
+    """Sent by a connecting replica right after its `Hello` when the cell authenticates its
+    replicas with its peer key: the connecting side's fresh nonce."""
+
+    nonce: bytes
+
+
+@frozen
+class PeerChallengeReply:
+    """The listening replica's answer to a `PeerChallenge`: its own fresh nonce, and its proof
+    of the peer key over both nonces, the cell and both ids. The connecting side checks it
+    before it proves anything itself, so a process squatting on a peer's port learns nothing
+    it could use and is fed no Paxos message."""
+
+    nonce: bytes
+    proof: bytes
+
+
+@frozen
+class PeerProof:
+    """The connecting replica's proof of the peer key over both nonces, the cell and both
+    ids; the listening side answers a good one with its `Welcome`, and closes the connection
+    on a wrong one."""
+
+    proof: bytes
 
 
 # ----------------------------------------------------------------------------- requests
@@ -381,5 +424,14 @@ class PeerFragment:
 
 
 WireMessage = (
-    Hello | Welcome | ClientRequest | ServerReply | PeerFrame | ChecksumReport | PeerFragment
+    Hello
+    | Welcome
+    | PeerChallenge
+    | PeerChallengeReply
+    | PeerProof
+    | ClientRequest
+    | ServerReply
+    | PeerFrame
+    | ChecksumReport
+    | PeerFragment
 )

@@ -39,6 +39,8 @@ from chubbypy.protocol.client import (
     ENDPOINT_CHARS_MAX,
     ERROR_MESSAGE_CHARS_MAX,
     NAME_CHARS_MAX,
+    PEER_NONCE_BYTES,
+    PEER_PROOF_BYTES,
     PRINCIPAL_CHARS_MAX,
     REPLICA_ROLES,
     REPLICAS_MAX,
@@ -52,8 +54,11 @@ from chubbypy.protocol.client import (
     Hello,
     LocateMaster,
     MasterLocation,
+    PeerChallenge,
+    PeerChallengeReply,
     PeerFragment,
     PeerFrame,
+    PeerProof,
     ReadReply,
     ReadRequest,
     Register,
@@ -117,7 +122,8 @@ class UnknownMessageError(DecodeError):
 
 # ----------------------------------------------------------------------------- to plain data
 
-# Tags: the hello 1-2, client requests 10-19, their replies 20-29, peer frames 30.
+# Tags: the hello 1-2, the peer handshake 3-5, client requests 10-19, their replies 20-29,
+# peer frames 30-32.
 
 
 def _status(s: ReplicaStatus) -> list[Any]:
@@ -151,6 +157,12 @@ def _to_plain(message: WireMessage) -> list[Any]:
             return [1, version, cell, int(role), name]
         case Welcome(version, cell, replica_id):
             return [2, version, cell, replica_id]
+        case PeerChallenge(nonce):
+            return [3, nonce]
+        case PeerChallengeReply(nonce, proof):
+            return [4, nonce, proof]
+        case PeerProof(proof):
+            return [5, proof]
         case LocateMaster(request_id):
             return [10, request_id]
         case Register(request_id, nonce):
@@ -271,6 +283,22 @@ def _to_hello(fields: list[Any]) -> Hello:
     return Hello(uint64(fields[0]), _cell(fields[1]), _to_role(fields[2]), name)
 
 
+def _exact_bytes(data: Any, size: int, what: str) -> bytes:
+    """Bytes of exactly `size`: a handshake's nonces and proofs have one length only."""
+    value = binary(data)
+    if len(value) != size:
+        raise DecodeError(f"{what} of {len(value)} bytes: expected {size}")
+    return value
+
+
+def _nonce(data: Any) -> bytes:
+    return _exact_bytes(data, PEER_NONCE_BYTES, "a handshake nonce")
+
+
+def _proof(data: Any) -> bytes:
+    return _exact_bytes(data, PEER_PROOF_BYTES, "a handshake proof")
+
+
 def _to_address(data: Any) -> ReplicaAddress:
     replica_id, endpoint = array(data, 2)
     return ReplicaAddress(
@@ -374,6 +402,9 @@ def _to_fragment(fields: list[Any]) -> PeerFragment:
 _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
     1: (4, _to_hello),
     2: (3, lambda f: Welcome(uint64(f[0]), _cell(f[1]), _replica_id(f[2]))),
+    3: (1, lambda f: PeerChallenge(_nonce(f[0]))),
+    4: (2, lambda f: PeerChallengeReply(_nonce(f[0]), _proof(f[1]))),
+    5: (1, lambda f: PeerProof(_proof(f[0]))),
     10: (1, lambda f: LocateMaster(_request_id(f[0]))),
     11: (2, lambda f: Register(_request_id(f[0]), uint64(f[1]))),
     12: (6, _to_write_request),

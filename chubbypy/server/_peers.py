@@ -3,14 +3,18 @@
 Shell side. A replica sends its Paxos messages to a peer over the connection it opened to
 that peer, and receives the peer's on the connection the peer opened to it. A message for a
 peer that is not connected is dropped: Paxos expects loss, and the core resends what
-matters. The hello names the sender; only members of the cell are accepted.
+matters. The hello names the sender, and the sender proves it, with the cell's peer key or
+its certificate (`chubbypy.server._peer_auth`), before any of its messages is taken; the
+connecting side likewise proves the listener is the peer it meant before sending any.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Callable
 
+from OpenSSL import SSL
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime
@@ -22,13 +26,17 @@ from chubbypy.config import CellConfig
 from chubbypy.protocol import Envelope, PeerMessage, ReplicaId
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.client import (
+    NO_REQUEST,
     PROTOCOL_VERSION,
     ChecksumReport,
     ConnectionRole,
     ErrorReply,
     Hello,
+    PeerChallenge,
+    PeerChallengeReply,
     PeerFragment,
     PeerFrame,
+    PeerProof,
     Welcome,
     WireMessage,
 )
@@ -36,6 +44,14 @@ from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.wire import decode_wire, encode_wire
 from chubbypy.server._endpoints import client_endpoint, connect_string, server_endpoint
 from chubbypy.server._framed import FramedProtocol
+from chubbypy.server._peer_auth import (
+    PeerAuthentication,
+    PeerCertificates,
+    PeerKey,
+    WarningLimiter,
+    certificate_name,
+    new_nonce,
+)
 from chubbypy.server._shell import ReplicaServer
 
 log = Logger()
@@ -49,29 +65,52 @@ FRAGMENT_OVERHEAD_BYTES = 4096
 """Room left in a frame for a fragment's or a batch's own fields around the data."""
 
 
+class _Outbound(enum.Enum):
+    """Where our connection to a peer is (see `OutboundPeer`)."""
+
+    CHALLENGED = "sent our hello and nonce; awaiting the peer's nonce and proof"
+    PROVED = "checked the peer's proof and sent ours; awaiting its welcome"
+    OPEN = "welcomed: our Paxos messages flow"
+
+
 class OutboundPeer(FramedProtocol):
-    """Our connection to one peer: hello, then our Paxos messages to it."""
+    """Our connection to one peer: hello, the handshake, then our Paxos messages to it.
+
+    With the peer key: hello and nonce (CHALLENGED), the peer's proof checked and ours sent
+    (PROVED), its welcome (OPEN). With certificates TLS proved both ends already: hello
+    (PROVED), then the welcome, once the peer's certificate names the peer we meant (OPEN).
+    Anything else closes the connection, and nothing is sent to a peer before it is proven.
+    """
 
     def __init__(self, network: PeerNetwork, peer: ReplicaId, frame_bytes_max: int) -> None:
         super().__init__(frame_bytes_max)
         self._network = network
         self.peer = peer
         self.welcomed = False
+        self._state = _Outbound.PROVED
+        self._nonce = b""
 
     def connectionMade(self) -> None:
-        config = self._network.config
+        network = self._network
         self.send(
-            Hello(PROTOCOL_VERSION, config.cell, ConnectionRole.PEER, self._network.replica_id)
+            Hello(PROTOCOL_VERSION, network.config.cell, ConnectionRole.PEER, network.replica_id)
         )
+        if isinstance(network.authentication, PeerKey):
+            self._nonce = new_nonce()
+            self._state = _Outbound.CHALLENGED
+            self.send(PeerChallenge(self._nonce))
 
     def message_received(self, message: WireMessage) -> None:
-        match message:
-            case Welcome(replica_id=replica_id) if replica_id == self.peer:
-                self.welcomed = True
-                self._network.connected(self)
-            case ErrorReply(code=code, message=text):
-                log.warn(
-                    "peer {peer} refused us: {code}: {text}",
+        match (self._state, message):
+            case (_Outbound.CHALLENGED, PeerChallengeReply()):
+                self._challenge_answered(message)
+            case (_Outbound.PROVED, Welcome(replica_id=replica_id)) if replica_id == self.peer:
+                self._welcomed()
+            case (_, ErrorReply(code=code, message=text)):
+                self._network.warnings.warn(
+                    f"refused by {self.peer}",
+                    "{me}: peer {peer} refused us: {code}: {text}",
+                    me=self._network.replica_id,
                     peer=self.peer,
                     code=code.name,
                     text=text,
@@ -82,8 +121,44 @@ class OutboundPeer(FramedProtocol):
                     ErrorCode.BAD_REQUEST, f"unexpected {type(message).__name__} from a peer"
                 )
 
+    def _challenge_answered(self, reply: PeerChallengeReply) -> None:
+        """Check the listener's proof before proving anything: a stranger on the peer's port
+        gets no proof of ours and no Paxos message."""
+        network = self._network
+        key = network.authentication
+        assert isinstance(key, PeerKey)
+        me = network.replica_id
+        if not key.checks(reply.proof, "listener", me, self.peer, self._nonce, reply.nonce):
+            self._impostor("does not know the cell's peer key")
+            return
+        self.send(PeerProof(key.proof("connector", me, self.peer, self._nonce, reply.nonce)))
+        self._state = _Outbound.PROVED
+
+    def _welcomed(self) -> None:
+        if isinstance(self._network.authentication, PeerCertificates):
+            named = certificate_name(self.transport)
+            if named != self.peer:
+                self._impostor(f"presents the certificate of {named!r}")
+                return
+        self._state = _Outbound.OPEN
+        self.welcomed = True
+        self._network.connected(self)
+
+    def _impostor(self, why: str) -> None:
+        self._network.warnings.warn(
+            f"impostor at {self.peer}",
+            "{me}: the process on {peer}'s peer port ({address}) {why}: not that replica; "
+            "sending it nothing",
+            me=self._network.replica_id,
+            peer=self.peer,
+            address=_address(self.transport),
+            why=why,
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
     def send_peer_message(self, message: PeerMessage) -> None:
         """Send one Paxos message: in one frame, or in fragments if it is too large for one."""
+        assert self._state is _Outbound.OPEN
         body = encode_wire(PeerFrame(message))
         if len(body) <= self.frame_bytes_max:
             self.send_body(body)
@@ -102,34 +177,81 @@ class OutboundPeer(FramedProtocol):
 
     def connectionLost(self, reason: TwistedFailure = connectionDone) -> None:
         super().connectionLost(reason)
+        if not self.welcomed and reason.check(SSL.Error):  # type: ignore[no-untyped-call]
+            self._network.warnings.warn(
+                f"tls to {self.peer}",
+                "{me}: TLS with peer {peer} failed: {error}",
+                me=self._network.replica_id,
+                peer=self.peer,
+                error=reason.getErrorMessage(),
+            )
         self._network.disconnected(self)
 
 
+class _Inbound(enum.Enum):
+    """Where a peer's connection to us is (see `InboundPeer`)."""
+
+    HELLO = "awaiting the peer's hello"
+    CHALLENGED = "the hello checked; awaiting the peer's nonce"
+    ANSWERED = "sent our nonce and proof; awaiting the peer's proof"
+    OPEN = "the peer is proven: its Paxos messages are taken"
+
+
 class InboundPeer(FramedProtocol):
-    """A peer's connection to us: its hello, then its Paxos messages."""
+    """A peer's connection to us: its hello, its proof, then its Paxos messages.
+
+    HELLO: a hello from another member of this cell (with certificates, one whose
+    certificate names that member: straight to OPEN). CHALLENGED: its nonce, answered with
+    ours and our proof. ANSWERED: its proof, answered with our welcome (OPEN). Only in OPEN
+    is a PeerFrame, PeerFragment or ChecksumReport taken; any other message in any state,
+    or a wrong proof, closes the connection with nothing applied.
+    """
 
     def __init__(self, network: PeerNetwork, frame_bytes_max: int) -> None:
         super().__init__(frame_bytes_max)
         self._network = network
         self.peer: ReplicaId | None = None
+        """The proven peer (set in OPEN only)."""
+        self._state = _Inbound.HELLO
+        self._claimed = ReplicaId("")
+        self._nonces = (b"", b"")
+        self._refused = False
         self._pieces = bytearray()
         self._expected = 0
 
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def closing(self) -> bool:
+        return self._refused or super().closing()
+
     def message_received(self, message: WireMessage) -> None:
         server = self._network.server
-        match message:
-            case PeerFrame(peer_message) if self.peer is not None:
+        match (self._state, message):
+            case (_Inbound.OPEN, PeerFrame(peer_message)):
+                assert self.peer is not None
                 refused = server.peer_message(self.peer, peer_message)
-                if refused is not None:  # unused: a snapshot that is not one, say
+                if refused is not None:  # a snapshot that is not one, say
                     self.refuse(ErrorCode.BAD_REQUEST, refused)
-            case PeerFragment() if self.peer is not None:
+            case (_Inbound.OPEN, PeerFragment()):
                 self._fragment(message)
-            case ChecksumReport() if self.peer is not None:
+            case (_Inbound.OPEN, ChecksumReport()):
+                assert self.peer is not None
                 server.checksum_reported(self.peer, message)
-            case Hello() if self.peer is None:
+            case (_Inbound.HELLO, Hello()):
                 self._hello(message)
-            case _:
+            case (_Inbound.CHALLENGED, PeerChallenge(nonce)):
+                self._challenged(nonce)
+            case (_Inbound.ANSWERED, PeerProof(proof)):
+                self._proved(proof)
+            case (_Inbound.OPEN, _):
                 self.refuse(ErrorCode.BAD_REQUEST, f"unexpected {type(message).__name__}")
+            case _:
+                self._turn_away(
+                    ErrorCode.PERMISSION_DENIED,
+                    f"unexpected {type(message).__name__}: a peer proves itself first",
+                )
 
     def _fragment(self, fragment: PeerFragment) -> None:
         """Join the pieces of a large message, strictly in order, within the size limit."""
@@ -160,20 +282,92 @@ class InboundPeer(FramedProtocol):
     def _hello(self, hello: Hello) -> None:
         network = self._network
         if hello.version != PROTOCOL_VERSION:
-            self.refuse(
+            self._turn_away(
                 ErrorCode.UNSUPPORTED_VERSION, f"protocol {hello.version} is not {PROTOCOL_VERSION}"
             )
         elif hello.cell != network.config.cell:
-            self.refuse(
+            self._turn_away(
                 ErrorCode.WRONG_CELL, f"this is cell {network.config.cell!r}, not {hello.cell!r}"
             )
         elif hello.role is not ConnectionRole.PEER:
-            self.refuse(ErrorCode.BAD_REQUEST, "this is the peer port; clients use the client port")
+            self._turn_away(
+                ErrorCode.BAD_REQUEST, "this is the peer port; clients use the client port"
+            )
         elif hello.name not in network.config.replica_ids or hello.name == network.replica_id:
-            self.refuse(ErrorCode.BAD_REQUEST, f"{hello.name!r} is not another member of this cell")
+            self._turn_away(
+                ErrorCode.PERMISSION_DENIED, f"{hello.name!r} is not another member of this cell"
+            )
+        elif isinstance(network.authentication, PeerCertificates):
+            named = certificate_name(self.transport)
+            if named != hello.name:
+                self._turn_away(
+                    ErrorCode.PERMISSION_DENIED,
+                    f"the hello claims {hello.name!r} but the certificate names {named!r}",
+                )
+            else:
+                self._open(ReplicaId(hello.name))
         else:
-            self.peer = ReplicaId(hello.name)
-            self.send(Welcome(PROTOCOL_VERSION, network.config.cell, network.replica_id))
+            self._claimed = ReplicaId(hello.name)
+            self._state = _Inbound.CHALLENGED
+
+    def _challenged(self, nonce: bytes) -> None:
+        key = self._network.authentication
+        assert isinstance(key, PeerKey)
+        ours = new_nonce()
+        self._nonces = (nonce, ours)
+        proof = key.proof("listener", self._claimed, self._network.replica_id, nonce, ours)
+        self.send(PeerChallengeReply(ours, proof))
+        self._state = _Inbound.ANSWERED
+
+    def _proved(self, proof: bytes) -> None:
+        key = self._network.authentication
+        assert isinstance(key, PeerKey)
+        me, (theirs, ours) = self._network.replica_id, self._nonces
+        if key.checks(proof, "connector", self._claimed, me, theirs, ours):
+            self._open(self._claimed)
+        else:
+            self._turn_away(
+                ErrorCode.PERMISSION_DENIED,
+                f"wrong proof for {self._claimed!r}: it does not know the cell's peer key",
+            )
+
+    def _open(self, peer: ReplicaId) -> None:
+        network = self._network
+        self.peer = peer
+        self._state = _Inbound.OPEN
+        self.send(Welcome(PROTOCOL_VERSION, network.config.cell, network.replica_id))
+
+    def _turn_away(self, code: ErrorCode, text: str) -> None:
+        """A connection that did not prove itself: say why, close it, log (rate-limited)."""
+        self._network.warnings.warn(
+            "unproven peer",
+            "{me}: closing a peer connection from {address}: {code}: {text}",
+            me=self._network.replica_id,
+            address=_address(self.transport),
+            code=code.name,
+            text=text,
+        )
+        self.send(ErrorReply(NO_REQUEST, code, text, None))
+        self._refused = True
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: TwistedFailure = connectionDone) -> None:
+        super().connectionLost(reason)
+        if self._state is not _Inbound.OPEN and reason.check(SSL.Error):  # type: ignore[no-untyped-call]
+            self._network.warnings.warn(
+                "tls from a peer",
+                "{me}: TLS with a peer connection from {address} failed: {error}",
+                me=self._network.replica_id,
+                address=_address(self.transport),
+                error=reason.getErrorMessage(),
+            )
+
+
+def _address(transport: object) -> str:
+    getter = getattr(transport, "getPeer", None)
+    peer = getter() if getter is not None else None
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None else str(peer or "?")
 
 
 class PeerNetwork:
@@ -185,9 +379,12 @@ class PeerNetwork:
         config: CellConfig,
         replica_id: ReplicaId,
         server: ReplicaServer,
+        authentication: PeerAuthentication,
     ) -> None:
         self._reactor = reactor
         self.config = config
+        self.authentication = authentication
+        self.warnings = WarningLimiter(reactor, log)
         self.replica_id = replica_id
         self.server = server
         # A full batch plus its envelope fits one frame; anything bigger is fragmented.
@@ -203,6 +400,8 @@ class PeerNetwork:
         """Start listening on our peer endpoint."""
         endpoint = server_endpoint(self._reactor, self.config.replica(self.replica_id).peer)
         factory = Factory.forProtocol(lambda: InboundPeer(self, self._frame_bytes_max))
+        if isinstance(self.authentication, PeerCertificates):
+            return endpoint.listen(self.authentication.listening(factory))
         return endpoint.listen(factory)
 
     def connect_all(self) -> None:
@@ -210,6 +409,8 @@ class PeerNetwork:
             if replica.id == self.replica_id:
                 continue
             endpoint = client_endpoint(self._reactor, connect_string(replica.peer))
+            if isinstance(self.authentication, PeerCertificates):
+                endpoint = self.authentication.connecting(endpoint)
             peer = ReplicaId(replica.id)
             factory = Factory.forProtocol(self._outbound_factory(peer))
             service = ClientService(

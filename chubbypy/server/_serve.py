@@ -18,6 +18,7 @@ from pathlib import Path
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -36,12 +37,17 @@ from chubbypy.protocol import ReplicaId
 from chubbypy.server._admin import admin_site
 from chubbypy.server._clients import client_factory
 from chubbypy.server._endpoints import server_endpoint
+from chubbypy.server._peer_auth import PeerAuthentication, PeerCertificates, PeerKey
 from chubbypy.server._peers import PeerNetwork
+from chubbypy.server._secrets import ReplicaSecrets, SecretsError, load_secrets, with_secrets
 from chubbypy.server._shell import ReplicaServer
 from chubbypy.server._store_worker import StoreWorker
 from chubbypy.store import SqlStore, StoreError
 
 log = Logger()
+
+TLS_KIND = "ssl:"
+"""A client endpoint of this kind serves clients over TLS with the replica's certificate."""
 
 CELL_CHILD = "CHUBBYPY_CELL_CHILD"
 """Set to "1" by `chubbypy cell` in the environment of the replicas it starts."""
@@ -84,9 +90,13 @@ def serve_main(args: argparse.Namespace) -> int:
     try:
         config = load(args)
         replica_id = ReplicaId(config.replica(args.replica).id)
-    except ConfigError as error:
+        found = load_secrets(config, replica_id)
+    except (ConfigError, SecretsError) as error:
+        # One line per problem, and nothing started: a replica never runs on a missing key
+        # or on one anybody could read in an example.
         print(f"chubbypy serve: {error}", file=sys.stderr)
         return 2
+    config = with_secrets(config, found)
     _start_logging()
     try:
         store = _open_store(config, replica_id)
@@ -107,12 +117,22 @@ def serve_main(args: argparse.Namespace) -> int:
             replica=replica_id,
         )
     try:
-        return _run(config, replica_id, store, persisted, rebuilding)
+        return _run(
+            config, replica_id, store, persisted, rebuilding, _peer_authentication(config, found)
+        )
     except StoreError as error:  # what was loaded is damaged: the replica cannot resume
         log.critical(
             "{replica}: cannot start from its store: {error}", replica=replica_id, error=error
         )
         return 1
+
+
+def _peer_authentication(config: CellConfig, found: ReplicaSecrets) -> PeerAuthentication:
+    """How this replica proves itself to its peers: its certificate, or the cell's key."""
+    if found.tls is not None:
+        return PeerCertificates(found.tls)
+    assert found.peer_key is not None
+    return PeerKey(config.cell, found.peer_key)
 
 
 def _open_store(config: CellConfig, replica_id: ReplicaId) -> SqlStore:
@@ -126,6 +146,7 @@ def _run(
     store: SqlStore,
     persisted: Persisted,
     rebuilding: bool,
+    authentication: PeerAuthentication,
 ) -> int:
     from twisted.internet import reactor
 
@@ -144,7 +165,7 @@ def _run(
     except StoreError:
         worker.stop()
         raise
-    peers = PeerNetwork(reactor, config, replica_id, server)
+    peers = PeerNetwork(reactor, config, replica_id, server, authentication)
     server.wire(peers)
     outcome = {"status": 0}
     if os.environ.get(CELL_CHILD) == "1":
@@ -167,10 +188,17 @@ def _listen(
 ) -> None:
     replica = config.replica(replica_id)
     frame_max = config.limits.frame_bytes_max
+    clients: IProtocolFactory = client_factory(server, frame_max)
+    client_endpoint = replica.client
+    if client_endpoint.startswith(TLS_KIND):
+        # The certificate and key are the tls: section's (config.py refuses others here).
+        assert isinstance(peers.authentication, PeerCertificates)
+        clients = peers.authentication.serving_clients(clients)
+        client_endpoint = "tcp:" + client_endpoint.removeprefix(TLS_KIND)
     listening = gatherResults(
         [
             peers.listen(),
-            server_endpoint(reactor, replica.client).listen(client_factory(server, frame_max)),
+            server_endpoint(reactor, client_endpoint).listen(clients),
             server_endpoint(reactor, replica.admin).listen(admin_site(server)),
         ],
         consumeErrors=True,

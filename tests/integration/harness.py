@@ -30,9 +30,12 @@ import yaml
 from attrs import frozen
 
 from chubbypy.client.blocking import BlockingCell, connect
+from chubbypy.config import load_config
+from chubbypy.server._secrets import create_secrets
 
 __all__ = [
     "OPEN_CELLS",
+    "OPERATOR",
     "REPLICA_IDS",
     "CliResult",
     "LiveCell",
@@ -94,9 +97,12 @@ def chubbypy_command() -> list[str]:
 
 
 def child_environment() -> dict[str, str]:
-    """The environment for every child: unbuffered output, and no cell from the caller's."""
+    """The environment for every child: unbuffered output, and no cell or credentials from
+    the caller's."""
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    environment.pop("CHUBBY_CELL", None)
+    for variable in ("CHUBBY_CELL", "CHUBBY_PRINCIPAL", "CHUBBY_TOKEN", "CHUBBY_TOKEN_FILE"):
+        environment.pop(variable, None)
+    environment.pop("CHUBBY_CA_FILE", None)
     return environment
 
 
@@ -158,11 +164,21 @@ class CliResult:
         return f"exit {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
+OPERATOR: Final = "operator"
+"""The principal every test cell has, its token in a file of the cell's own."""
+OPERATOR_TOKEN_FILE: Final = "_secrets/operator.token"
+
+
 class LiveCell:
     """Three replica processes of one cell, in `directory`; see the module docstring.
 
     `paxos` and `limits` are written into the cell file's sections of those names (the
-    defaults of etc/cell.yaml otherwise).
+    defaults of etc/cell.yaml otherwise); `auth` is merged into the ``auth:`` section, whose
+    principals always include `OPERATOR` with a token file; `tls` is the ``tls:`` section
+    (None: no TLS), and `client_kind` the kind of the client endpoints (``ssl`` for TLS).
+    Like `chubbypy cell` on first start, `write_config` creates the cell's own keys,
+    tokens and (with `tls`) certificates in its data directory: no test cell runs on a
+    secret from the repository.
     """
 
     def __init__(
@@ -173,6 +189,8 @@ class LiveCell:
         limits: Mapping[str, Any] | None = None,
         sessions: Mapping[str, Any] | None = None,
         auth: Mapping[str, Any] | None = None,
+        tls: Mapping[str, Any] | None = None,
+        client_kind: str = "tcp",
         name: str | None = None,
     ) -> None:
         self.directory = directory
@@ -186,6 +204,8 @@ class LiveCell:
         self.limits = dict(limits or {})
         self.sessions = dict(sessions or {})
         self.auth = dict(auth or {})
+        self.tls = None if tls is None else dict(tls)
+        self.client_kind = client_kind
         self.ports: dict[str, ReplicaPorts] = {}
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping: list[subprocess.Popen[bytes]] = []
@@ -206,7 +226,7 @@ class LiveCell:
                 {
                     "id": rid,
                     "peer": f"tcp:{p.peer}:interface=127.0.0.1",
-                    "client": f"tcp:{p.client}:interface=127.0.0.1",
+                    "client": f"{self.client_kind}:{p.client}:interface=127.0.0.1",
                     "admin": f"tcp:{p.admin}:interface=127.0.0.1",
                 }
                 for rid, p in self.ports.items()
@@ -219,9 +239,23 @@ class LiveCell:
             document["limits"] = self.limits
         if self.sessions:
             document["sessions"] = self.sessions
-        if self.auth:
-            document["auth"] = self.auth
+        principals = {OPERATOR: {"token_file": OPERATOR_TOKEN_FILE}}
+        principals.update(self.auth.get("principals", {}))
+        document["auth"] = {**self.auth, "principals": principals}
+        if self.tls is not None:
+            document["tls"] = self.tls
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
+        create_secrets(load_config(self.config_path), auto_tls=self.tls is not None)
+
+    @property
+    def operator(self) -> tuple[str, str]:
+        """The operator's principal and token (from the file the cell's replicas read)."""
+        return OPERATOR, (self.data_dir / OPERATOR_TOKEN_FILE).read_text().strip()
+
+    @property
+    def ca_path(self) -> Path:
+        """The cell's CA certificate (with `tls`)."""
+        return self.data_dir / "_secrets" / "tls" / "ca.pem"
 
     def path(self, relative: str = "") -> str:
         """The full name of `relative` in this cell: ``/ls/<cell>/<relative>``."""
@@ -448,15 +482,28 @@ class LiveCell:
         self._clients.append(client)
         return client
 
-    def cli(self, *args: str, cell: str | None = None, stdin: bytes = b"") -> CliResult:
-        """Run ``chubbypy --cell <this cell's file> ARGS``; `cell` replaces the --cell value."""
+    def cli(
+        self,
+        *args: str,
+        cell: str | None = None,
+        stdin: bytes = b"",
+        as_operator: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> CliResult:
+        """Run ``chubbypy --cell <this cell's file> ARGS``; `cell` replaces the --cell value,
+        `as_operator` sets the operator's principal and token file, `environ` adds more."""
         command = [*chubbypy_command(), "--cell", cell or str(self.config_path), *args]
+        environment = child_environment()
+        if as_operator:
+            environment["CHUBBY_PRINCIPAL"] = OPERATOR
+            environment["CHUBBY_TOKEN_FILE"] = str(self.data_dir / OPERATOR_TOKEN_FILE)
+        environment.update(environ or {})
         done = subprocess.run(
             command,
             input=stdin,
             capture_output=True,
             cwd=self.directory,
-            env=child_environment(),
+            env=environment,
             timeout=CLI_SECONDS,
             check=False,
         )

@@ -16,7 +16,7 @@ from tests.integration.harness import LiveCell
 from tests.integration.test_sessions import on_reactor
 
 ALICE = ("alice", "alice's token, long enough")
-AUTH = {"principals": {ALICE[0]: ALICE[1]}, "handle_key": "an integration test handle key"}
+AUTH = {"principals": {ALICE[0]: ALICE[1]}}
 
 
 def alice(cell: LiveCell) -> dict[str, str]:

@@ -216,13 +216,13 @@ CASES: Final = [
     Case("peer-port-client-hello", "BAD_REQUEST", lambda c: hello(c), port="peer"),
     Case(
         "peer-port-message-before-hello",
-        "BAD_REQUEST",
+        "PERMISSION_DENIED",
         lambda c: frame(PeerFrame(CatchUpRequest(LogIndex(1)))),
         port="peer",
     ),
     Case(
         "peer-port-hello-of-a-stranger",
-        "BAD_REQUEST",
+        "PERMISSION_DENIED",
         lambda c: frame(Hello(PROTOCOL_VERSION, c, ConnectionRole.PEER, "r9")),
         port="peer",
     ),

@@ -52,13 +52,17 @@ from chubbypy.protocol.client import (
     ConnectionRole,
     ErrorReply,
     Hello,
+    PeerChallenge,
+    PeerChallengeReply,
     PeerFragment,
+    PeerProof,
     Welcome,
     WireMessage,
 )
 from chubbypy.protocol.codec import encode_message
 from chubbypy.protocol.framing import encode_frame
 from chubbypy.protocol.wire import decode_wire, encode_wire
+from chubbypy.server._peer_auth import PeerKey, new_nonce
 from tests.integration.harness import START_SECONDS, LiveCell
 
 REPLY_SECONDS: Final = 5.0
@@ -78,16 +82,22 @@ FRAGMENT_BYTES: Final = 512 * 1024
 # ----------------------------------------------------------------------------- a raw peer
 
 
-def peer_handshake(sock: socket.socket, cell: str, member: str) -> None:
-    """Begin a peer conversation on `sock` as cell member `member`, as a replica does.
-
-    Today: a Hello with role PEER naming the member, answered by a Welcome. Peer
-    authentication (issue 13, item 1) replaces this with its own handshake; update this
-    function (and only it) when that lands.
-    """
-    sock.sendall(
-        encode_frame(encode_wire(Hello(PROTOCOL_VERSION, cell, ConnectionRole.PEER, member)))
-    )
+def peer_handshake(
+    sock: socket.socket, cell: str, member: str, listener: str, peer_key: bytes
+) -> None:
+    """Begin a peer conversation on `sock` as cell member `member`, as a replica does: a
+    Hello with role PEER naming the member, then the challenge-response on the cell's peer
+    key (issue 13, item 1), answered by a Welcome. These tests hold the key: they play a
+    member that is faulty or compromised, whose values must still be checked."""
+    authentication = PeerKey(cell, peer_key)
+    nonce = new_nonce()
+    hello = Hello(PROTOCOL_VERSION, cell, ConnectionRole.PEER, member)
+    sock.sendall(b"".join(encode_frame(encode_wire(m)) for m in (hello, PeerChallenge(nonce))))
+    reply = read_message(sock)
+    assert isinstance(reply, PeerChallengeReply), reply
+    assert authentication.checks(reply.proof, "listener", member, listener, nonce, reply.nonce)
+    proof = authentication.proof("connector", member, listener, nonce, reply.nonce)
+    sock.sendall(encode_frame(encode_wire(PeerProof(proof))))
     welcome = read_message(sock)
     assert isinstance(welcome, Welcome), welcome
 
@@ -121,12 +131,15 @@ def peer_frames(message_bytes: bytes) -> bytes:
     )
 
 
-def send_as_peer(port: int, cell: str, member: str, message_bytes: bytes) -> tuple[list[Any], bool]:
-    """Open a peer connection as `member`, send one Paxos message's bytes; what came back
-    until the replica closed the connection (or `REPLY_SECONDS` passed), and whether it did."""
+def send_as_peer(
+    port: int, cell: str, member: str, listener: str, peer_key: bytes, message_bytes: bytes
+) -> tuple[list[Any], bool]:
+    """Open a peer connection to `listener` as `member`, send one Paxos message's bytes; what
+    came back until the replica closed the connection (or `REPLY_SECONDS` passed), and
+    whether it did."""
     received: list[Any] = []
     with socket.create_connection(("127.0.0.1", port), timeout=REPLY_SECONDS) as sock:
-        peer_handshake(sock, cell, member)
+        peer_handshake(sock, cell, member, listener, peer_key)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(peer_frames(message_bytes))
         try:
@@ -293,7 +306,10 @@ def test_bad_peer_message_is_refused_and_changes_nothing(target: Target, case: C
     before = target.status()
     port = target.cell.ports[target.follower].peer
     message = case.message(target.cell.name, target.master, before["chosen_index"])
-    replies, closed = send_as_peer(port, target.cell.name, target.master, message)
+    peer_key = (target.cell.data_dir / "_secrets" / "peer.key").read_text().strip().encode()
+    replies, closed = send_as_peer(
+        port, target.cell.name, target.master, target.follower, peer_key, message
+    )
     assert closed, f"{case.name}: the connection stayed open; received {replies}"
     assert len(replies) == 1, replies
     (refusal,) = replies

@@ -566,11 +566,33 @@ def test_invalid_endpoints(endpoint: str) -> None:
 
 
 def test_ssl_and_unix_endpoints_are_accepted() -> None:
-    """ssl: and unix: endpoint strings pass the syntactic check."""
-    mapping = config()
-    mapping["replicas"][0]["client"] = "ssl:7443:privateKey=key.pem:certKey=cert.pem"
+    """ssl: (with a tls: section) and unix: endpoint strings pass the syntactic check."""
+    mapping = config(tls={})
+    mapping["replicas"][0]["client"] = "ssl:7443:interface=127.0.0.1"
     mapping["replicas"][0]["admin"] = "unix:/run/chubby/r1.sock"
     assert parse_config(mapping).replica("r1").admin == "unix:/run/chubby/r1.sock"
+
+
+def test_an_ssl_client_endpoint_needs_the_tls_section() -> None:
+    """Without tls: an ssl: client endpoint has no certificate to serve: refused."""
+    mapping = config()
+    mapping["replicas"][0]["client"] = "ssl:7443"
+    assert only_problem(mapping).startswith("replicas[0].client: an ssl: endpoint needs the tls:")
+
+
+def test_an_ssl_endpoint_names_no_files_of_its_own() -> None:
+    """The certificate and key come from tls:, never from Twisted's endpoint options."""
+    mapping = config(tls={})
+    mapping["replicas"][0]["client"] = "ssl:7443:privateKey=key.pem:certKey=cert.pem"
+    assert "leave out privateKey" in only_problem(mapping)
+
+
+@pytest.mark.parametrize("kind", ["peer", "admin"])
+def test_ssl_is_for_client_endpoints_only(kind: str) -> None:
+    """Peers use the tls: section (or the peer key) over tcp:; the admin port is http."""
+    mapping = config(tls={})
+    mapping["replicas"][1][kind] = "ssl:7999"
+    assert only_problem(mapping).startswith(f"replicas[1].{kind}: ssl: is for client endpoints")
 
 
 def test_storage_url_needs_the_replica_placeholder() -> None:
@@ -687,6 +709,78 @@ def test_auth_reads_principals_anonymous_and_the_handle_key() -> None:
     assert not auth.anonymous
     assert auth.handle_key == "k" * 32
     assert parse_config(config()).auth == AuthConfig()
+
+
+def test_tokens_and_keys_may_live_in_files_inside_the_data_dir() -> None:
+    """token_file:, handle_key_file: and peer_key_file: name files, relative to data_dir."""
+    document = config(
+        auth={
+            "principals": {"ops": {"token_file": "ops.token"}, "alice": "a" * 16},
+            "handle_key_file": "/etc/chubby/handle.key",
+            "peer_key_file": "keys/peer.key",
+        }
+    )
+    loaded = parse_config(document)
+    assert loaded.auth.token_files == (("ops", "ops.token"),)
+    assert loaded.auth.principals == (("alice", "a" * 16),)
+    assert loaded.secret_path(loaded.auth.token_files[0][1]) == loaded.data_dir / "ops.token"
+    assert loaded.secret_path(loaded.auth.handle_key_file) == Path("/etc/chubby/handle.key")
+    assert loaded.secret_path(loaded.auth.peer_key_file) == loaded.data_dir / "keys/peer.key"
+
+
+def test_by_default_the_keys_are_in_the_data_dirs_secrets() -> None:
+    """Unset, the handle and peer keys are <data_dir>/_secrets/handle.key and peer.key."""
+    loaded = parse_config(config())
+    assert (
+        loaded.secret_path(loaded.auth.handle_key_file) == loaded.data_dir / "_secrets/handle.key"
+    )
+    assert loaded.secret_path(loaded.auth.peer_key_file) == loaded.data_dir / "_secrets/peer.key"
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"handle_key": "local cell: replace with a long random secret"},
+        {"principals": {"operator": "local operator token: replace me"}},
+        {"principals": {"operator": "CHANGEME-CHANGEME-CHANGEME"}},
+        {"handle_key": "put your placeholder secret here"},
+    ],
+)
+def test_a_placeholder_secret_is_refused(auth: dict[str, Any]) -> None:
+    """A key or token copied from an example is public: the file is refused, naming it."""
+    assert "placeholder" in only_problem(config(auth=auth))
+
+
+def test_a_token_file_entry_needs_its_file_name() -> None:
+    """{token_file: ...} is the only mapping a principal may have, and the name is required."""
+    found = problems(config(auth={"principals": {"ops": {"token": "x" * 20}}}))
+    assert any("auth.principals.ops.token: unknown key" in line for line in found), found
+    assert any("auth.principals.ops.token_file: is missing" in line for line in found), found
+
+
+def test_the_tls_section_reads_its_files_and_replaces_the_replica_id() -> None:
+    """tls: names the CA, and each replica's certificate and key by {replica}."""
+    loaded = parse_config(config(tls={"ca": "/pki/ca.pem", "key": "tls/{replica}-key.pem"}))
+    assert loaded.tls is not None
+    assert loaded.secret_path(loaded.tls.ca) == Path("/pki/ca.pem")
+    assert loaded.secret_path(loaded.tls.key, "r2") == loaded.data_dir / "tls/r2-key.pem"
+    assert loaded.secret_path(loaded.tls.cert, "r3") == loaded.data_dir / "_secrets/tls/r3.pem"
+
+
+def test_no_tls_section_or_an_empty_one_means_no_tls() -> None:
+    """Without tls: (or with every key commented out, which reads as null) there is no TLS."""
+    assert parse_config(config()).tls is None
+    assert parse_config(config(tls=None)).tls is None
+    assert parse_config(config(tls={})).tls is not None
+
+
+def test_the_shipped_cell_files_hold_no_secret() -> None:
+    """etc/*.yaml give no key or token inline: every secret is a file made per cell."""
+    for name in ("cell.yaml", "cell5.yaml"):
+        loaded = load_config(ETC / name)
+        assert loaded.auth.handle_key is None, name
+        assert loaded.auth.principals == (), name
+        assert loaded.auth.token_files == (("operator", "_secrets/operator.token"),), name
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chubbypy.client import client_endpoint_string, display_address
+from chubbypy.client._addresses import endpoint_fields
+from chubbypy.client._tls import load_trust
 
 
 @pytest.mark.parametrize(
@@ -51,3 +53,17 @@ def test_what_is_not_an_address_is_refused(address: str) -> None:
 def test_display_address_is_short(endpoint: str, shown: str) -> None:
     """Endpoints are shown to people as host:port or a path when possible."""
     assert display_address(endpoint) == shown
+
+
+def test_endpoint_fields_are_unescaped() -> None:
+    """endpoint_fields reads a description's keyword fields, undoing the escapes."""
+    fields = endpoint_fields("ssl:host=\\:\\:1:port=7201")
+    assert fields == {"host": "::1", "port": "7201"}
+
+
+def test_a_ca_file_that_cannot_be_used_is_named() -> None:
+    """load_trust names a missing CA file, or one that holds no certificate."""
+    with pytest.raises(ValueError, match=r"cannot read the CA file /nonexistent/ca\.pem"):
+        load_trust("/nonexistent/ca.pem")
+    with pytest.raises(ValueError, match="holds no PEM certificate"):
+        load_trust(__file__)

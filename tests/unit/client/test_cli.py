@@ -622,6 +622,32 @@ def test_credentials_come_from_the_environment_both_or_neither(stub: StubCell) -
     assert chubbypy(stub, "ls", environ=environ).code == 2
 
 
+def test_the_token_may_come_from_a_file(stub: StubCell, tmp_path: Path) -> None:
+    """CHUBBY_TOKEN_FILE names the token's file (relative to the working directory);
+    with CHUBBY_TOKEN too, or unreadable, it is a usage error."""
+    (tmp_path / "ops.token").write_text("t" * 20 + "\n")
+    environ = {"CHUBBY_CELL": "127.0.0.1:7201", "CHUBBY_PRINCIPAL": "ops"}
+    environ["CHUBBY_TOKEN_FILE"] = "ops.token"
+    assert chubbypy(stub, "ls", environ=environ, cwd=tmp_path).code == 0
+    assert stub.credentials == ("ops", "t" * 20)
+    both = chubbypy(stub, "ls", environ={**environ, "CHUBBY_TOKEN": "x" * 16}, cwd=tmp_path)
+    assert (both.code, "not both" in both.stderr) == (2, True)
+    environ["CHUBBY_TOKEN_FILE"] = "missing.token"
+    missing = chubbypy(stub, "ls", environ=environ, cwd=tmp_path)
+    assert (missing.code, "CHUBBY_TOKEN_FILE" in missing.stderr) == (2, True)
+
+
+def test_a_ca_file_reaches_the_client_for_ssl_addresses(stub: StubCell, tmp_path: Path) -> None:
+    """CHUBBY_CA_FILE is passed on for ssl: replicas; a missing one is a usage error."""
+    (tmp_path / "ca.pem").write_text("a CA")
+    environ = {"CHUBBY_CELL": "ssl:host=db1:port=7201", "CHUBBY_CA_FILE": "ca.pem"}
+    assert chubbypy(stub, "ls", environ=environ, cwd=tmp_path).code == 0
+    assert stub.connected[-1][0].tls_ca == tmp_path / "ca.pem"
+    environ["CHUBBY_CA_FILE"] = "nowhere.pem"
+    missing = chubbypy(stub, "ls", environ=environ, cwd=tmp_path)
+    assert (missing.code, "no CA certificate" in missing.stderr) == (2, True)
+
+
 def test_completion_scripts_name_every_command(stub: StubCell) -> None:
     """completion bash|zsh prints a script completing commands, options and names."""
     for shell in ("bash", "zsh"):

@@ -31,6 +31,8 @@ from chubbypy.protocol.client import (
     ERROR_MESSAGE_CHARS_MAX,
     INT64_MAX,
     NAME_CHARS_MAX,
+    PEER_NONCE_BYTES,
+    PEER_PROOF_BYTES,
     PROTOCOL_VERSION,
     REPLICAS_MAX,
     Authenticate,
@@ -41,8 +43,11 @@ from chubbypy.protocol.client import (
     Hello,
     LocateMaster,
     MasterLocation,
+    PeerChallenge,
+    PeerChallengeReply,
     PeerFragment,
     PeerFrame,
+    PeerProof,
     ReadReply,
     ReadRequest,
     Register,
@@ -269,6 +274,9 @@ session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(SessionList, st.lists(session_infos, max_size=3).map(tuple), st.booleans()),
 )
 
+nonces = st.binary(min_size=PEER_NONCE_BYTES, max_size=PEER_NONCE_BYTES)
+proofs = st.binary(min_size=PEER_PROOF_BYTES, max_size=PEER_PROOF_BYTES)
+
 MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
     SessionRequest: st.builds(
         SessionRequest,
@@ -286,6 +294,9 @@ MESSAGES: dict[type, st.SearchStrategy[WireMessage]] = {
     Authenticated: st.builds(Authenticated, request_ids, names),
     Hello: st.builds(Hello, uints, cells, st.sampled_from(ConnectionRole), names),
     Welcome: st.builds(Welcome, uints, cells, replica_ids),
+    PeerChallenge: st.builds(PeerChallenge, nonces),
+    PeerChallengeReply: st.builds(PeerChallengeReply, nonces, proofs),
+    PeerProof: st.builds(PeerProof, proofs),
     LocateMaster: st.builds(LocateMaster, request_ids),
     Register: st.builds(Register, request_ids, uints),
     WriteRequest: st.builds(
@@ -348,6 +359,21 @@ def test_message_round_trips(kind: type, data: st.DataObject) -> None:
     """decode_wire(encode_wire(m)) == m for every message type."""
     message = data.draw(MESSAGES[kind])
     assert decode_wire(encode_wire(message)) == message
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        [3, b"short nonce"],
+        [4, bytes(PEER_NONCE_BYTES), bytes(PEER_PROOF_BYTES + 1)],
+        [5, b""],
+        [5, "a proof as text"],
+    ],
+)
+def test_a_handshake_nonce_or_proof_of_another_length_is_refused(plain: list[object]) -> None:
+    """Nonces and proofs have exactly one length; any other is a DecodeError."""
+    with pytest.raises(DecodeError):
+        decode_wire(msgpack.packb(plain))
 
 
 def test_a_hello_of_any_version_decodes() -> None:
@@ -603,7 +629,7 @@ def test_malformed_body_raises_decode_error(body: bytes) -> None:
         decode_wire(body)
 
 
-@pytest.mark.parametrize("tag", [0, 3, 17, 27, 33, 99, 2**40])
+@pytest.mark.parametrize("tag", [0, 6, 17, 27, 33, 99, 2**40])
 def test_an_unknown_tag_is_an_unknown_message(tag: int) -> None:
     """A well-formed body with a tag this version lacks raises UnknownMessageError."""
     with pytest.raises(UnknownMessageError, match="unknown message tag"):

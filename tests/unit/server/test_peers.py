@@ -1,25 +1,43 @@
-"""Peer connections: the hello, and large messages split into fragments and joined again."""
+"""Peer connections: the hello and the peer-key handshake, and large messages split into
+fragments and joined again."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 
 from chubbypy.config import CellConfig, parse_config
-from chubbypy.protocol import InstallSnapshot, LogIndex, PeerMessage, ReplicaId, Snapshot
+from chubbypy.protocol import (
+    Ballot,
+    Heartbeat,
+    InstallSnapshot,
+    LogIndex,
+    PeerMessage,
+    ReplicaId,
+    Snapshot,
+)
 from chubbypy.protocol.client import (
     PROTOCOL_VERSION,
+    ChecksumReport,
     ConnectionRole,
     ErrorReply,
     Hello,
+    PeerChallenge,
+    PeerChallengeReply,
     PeerFragment,
+    PeerFrame,
+    PeerProof,
+    WireMessage,
 )
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.framing import FrameDecoder, encode_frame
 from chubbypy.protocol.wire import decode_wire, encode_wire
+from chubbypy.server._peer_auth import PeerKey
 from chubbypy.server._peers import InboundPeer, OutboundPeer, PeerNetwork
 from chubbypy.server._shell import ReplicaServer
 
@@ -43,6 +61,9 @@ def _config(tmp: Path) -> CellConfig:
     )
 
 
+KEY = PeerKey("t", b"the test cell's peer key, 32 chars")
+
+
 class Recorder:
     def __init__(self) -> None:
         self.received: list[tuple[ReplicaId, PeerMessage]] = []
@@ -51,22 +72,182 @@ class Recorder:
         self.received.append((sender, message))
 
 
-def _network(tmp: Path, recorder: Recorder) -> PeerNetwork:
+def _network(
+    tmp: Path, recorder: Recorder, me: str = "r1", key: PeerKey = KEY, clock: Clock | None = None
+) -> PeerNetwork:
     server = cast(ReplicaServer, recorder)
-    return PeerNetwork(Clock(), _config(tmp), ReplicaId("r1"), server)
+    return PeerNetwork(clock or Clock(), _config(tmp), ReplicaId(me), server, key)
 
 
 def _frames(transport: StringTransport, frame_max: int) -> list[Any]:
     return [decode_wire(body) for body in FrameDecoder(frame_max).feed(transport.value())]
 
 
+def _send(inbound: InboundPeer, *messages: WireMessage) -> None:
+    inbound.dataReceived(b"".join(encode_frame(encode_wire(m)) for m in messages))
+
+
+def _taken(transport: StringTransport) -> list[Any]:
+    """The frames written to `transport` since the last call, decoded."""
+    frames = _frames(transport, FRAME * 4)
+    transport.clear()
+    return frames
+
+
+def _pump(
+    outbound: OutboundPeer,
+    to_listener: StringTransport,
+    inbound: InboundPeer,
+    to_connector: StringTransport,
+) -> None:
+    """Carry bytes both ways until neither side has more to say."""
+    while to_listener.value() or to_connector.value():
+        data, _ = to_listener.value(), to_listener.clear()
+        if data and not to_listener.disconnecting:
+            inbound.dataReceived(data)
+        data, _ = to_connector.value(), to_connector.clear()
+        if data and not to_connector.disconnecting:
+            outbound.dataReceived(data)
+
+
+def _connect(
+    connector: PeerNetwork, listener: PeerNetwork
+) -> tuple[OutboundPeer, StringTransport, InboundPeer, StringTransport]:
+    """An outbound connection of `connector` to `listener`, handshake done."""
+    outbound = OutboundPeer(connector, listener.replica_id, connector._frame_bytes_max)
+    to_listener, to_connector = StringTransport(), StringTransport()
+    inbound = InboundPeer(listener, listener._frame_bytes_max)
+    inbound.makeConnection(to_connector)
+    outbound.makeConnection(to_listener)
+    _pump(outbound, to_listener, inbound, to_connector)
+    return outbound, to_listener, inbound, to_connector
+
+
 def _inbound(network: PeerNetwork) -> tuple[InboundPeer, StringTransport]:
-    inbound = InboundPeer(network, network._frame_bytes_max)
-    transport = StringTransport()
+    """An inbound connection from r2 that has proven itself with the right key."""
+    r2 = _network(network.config.data_dir, Recorder(), "r2", KEY)
+    _, _, inbound, to_connector = _connect(r2, network)
+    assert inbound.peer == "r2"
+    to_connector.clear()
+    return inbound, to_connector
+
+
+def _challenged(
+    network: PeerNetwork, claimed: str = "r2"
+) -> tuple[InboundPeer, StringTransport, bytes, PeerChallengeReply]:
+    """An inbound connection that got a hello and a challenge: its nonce and its answer."""
+    inbound, transport = InboundPeer(network, FRAME * 4), StringTransport()
     inbound.makeConnection(transport)
-    hello = Hello(PROTOCOL_VERSION, "t", ConnectionRole.PEER, "r2")
-    inbound.dataReceived(encode_frame(encode_wire(hello)))
-    return inbound, transport
+    nonce = bytes(range(32))
+    _send(inbound, Hello(PROTOCOL_VERSION, "t", ConnectionRole.PEER, claimed), PeerChallenge(nonce))
+    (reply,) = _taken(transport)
+    assert isinstance(reply, PeerChallengeReply)
+    return inbound, transport, nonce, reply
+
+
+def test_replicas_with_the_cells_key_prove_themselves_both_ways(tmp_path: Path) -> None:
+    """Each side checks the other's proof; then the listener welcomes and both are open."""
+    r1, r2 = _network(tmp_path, Recorder(), "r1"), _network(tmp_path, Recorder(), "r2")
+    outbound, to_listener, inbound, to_connector = _connect(r2, r1)
+    assert outbound.welcomed
+    assert r2.connected_peers() == ["r1"]
+    assert inbound.peer == "r2"
+    assert not to_listener.disconnecting
+    assert not to_connector.disconnecting
+
+
+def test_a_connection_proving_another_key_is_closed_and_nothing_is_taken(tmp_path: Path) -> None:
+    """A connector with a wrong key learns the listener's proof fails; it sends nothing."""
+    recorder = Recorder()
+    r1 = _network(tmp_path, recorder, "r1")
+    squatter = _network(tmp_path, Recorder(), "r2", PeerKey("t", b"a key from the repository!!!!"))
+    outbound, to_listener, inbound, _ = _connect(squatter, r1)
+    assert not outbound.welcomed
+    assert to_listener.disconnecting  # the connector saw the listener's proof fail
+    assert inbound.peer is None
+    assert squatter.connected_peers() == []
+
+
+def test_a_wrong_proof_is_refused_and_closes_the_connection(tmp_path: Path) -> None:
+    """A PeerProof that is not the connector's HMAC closes the connection, PERMISSION_DENIED."""
+    recorder = Recorder()
+    inbound, transport, _, _ = _challenged(_network(tmp_path, recorder))
+    _send(
+        inbound,
+        PeerProof(bytes(32)),
+        PeerFrame(Heartbeat(Ballot(1 << 40, ReplicaId("r2")), LogIndex(0), 0)),
+    )
+    (refusal,) = _taken(transport)
+    assert refusal.code is ErrorCode.PERMISSION_DENIED
+    assert transport.disconnecting
+    assert inbound.peer is None
+    assert recorder.received == []
+
+
+def test_the_listeners_own_proof_reflected_back_is_refused(tmp_path: Path) -> None:
+    """The listener's proof, sent back as the connector's, is labelled otherwise: refused."""
+    inbound, transport, _, reply = _challenged(_network(tmp_path, Recorder()))
+    _send(inbound, PeerProof(reply.proof))
+    assert _taken(transport)[0].code is ErrorCode.PERMISSION_DENIED
+    assert inbound.peer is None
+
+
+def test_a_recorded_proof_does_not_open_a_second_connection(tmp_path: Path) -> None:
+    """A proof good on one connection is bad on the next: the listener's nonce is fresh."""
+    network = _network(tmp_path, Recorder())
+    first, _, nonce, reply = _challenged(network)
+    good = KEY.proof("connector", "r2", "r1", nonce, reply.nonce)
+    _send(first, PeerProof(good))
+    assert first.peer == "r2"
+    replay, transport, _, _ = _challenged(network)
+    _send(replay, PeerProof(good))
+    assert _taken(transport)[0].code is ErrorCode.PERMISSION_DENIED
+    assert replay.peer is None
+
+
+def test_a_proof_made_for_another_member_does_not_prove_this_one(tmp_path: Path) -> None:
+    """Both ids are in the proof: one for r3 does not open a connection whose hello said r2."""
+    inbound, transport, nonce, reply = _challenged(_network(tmp_path, Recorder()), "r2")
+    _send(inbound, PeerProof(KEY.proof("connector", "r3", "r1", nonce, reply.nonce)))
+    assert _taken(transport)[0].code is ErrorCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    "proven", [0, 1, 2], ids=["before-hello", "after-hello", "after-challenge"]
+)
+def test_paxos_messages_before_the_proof_are_refused(tmp_path: Path, proven: int) -> None:
+    """A PeerFrame, however far the handshake got, is refused before the proof checks."""
+    recorder = Recorder()
+    inbound, transport = InboundPeer(_network(tmp_path, recorder), FRAME * 4), StringTransport()
+    inbound.makeConnection(transport)
+    steps = [Hello(PROTOCOL_VERSION, "t", ConnectionRole.PEER, "r2"), PeerChallenge(bytes(32))]
+    forged = PeerFrame(Heartbeat(Ballot(1 << 40, ReplicaId("r2")), LogIndex(0), 0))
+    _send(inbound, *steps[:proven], forged, ChecksumReport(LogIndex(1), bytes(8)))
+    refusal = _taken(transport)[-1]
+    assert refusal.code is ErrorCode.PERMISSION_DENIED
+    assert transport.disconnecting
+    assert recorder.received == []
+
+
+def test_refusals_are_logged_at_most_once_per_interval(tmp_path: Path) -> None:
+    """A storm of bad handshakes logs one line per interval, then says how many it held back."""
+    clock = Clock()
+    network = _network(tmp_path, Recorder(), clock=clock)
+    lines: list[str] = []
+    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        for _ in range(50):
+            inbound, _, _, _ = _challenged(network)
+            _send(inbound, PeerProof(bytes(32)))
+        clock.advance(network.warnings.interval_seconds)
+        inbound, _, _, _ = _challenged(network)
+        _send(inbound, PeerProof(bytes(32)))
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    refused = [line for line in lines if "closing a peer connection" in line]
+    assert len(refused) == 2, refused
+    assert "49 more like it" in refused[1]
 
 
 def test_a_large_message_travels_in_fragments_and_arrives_whole(tmp_path: Path) -> None:
@@ -74,10 +255,8 @@ def test_a_large_message_travels_in_fragments_and_arrives_whole(tmp_path: Path) 
     recorder = Recorder()
     network = _network(tmp_path, recorder)
     message = InstallSnapshot(Snapshot(LogIndex(9), bytes(range(256)) * 2000))  # ~512 KiB
-    outbound = OutboundPeer(network, ReplicaId("r2"), network._frame_bytes_max)
-    sent = StringTransport()
-    outbound.makeConnection(sent)
-    sent.clear()
+    r2 = _network(tmp_path, Recorder(), "r2")
+    outbound, sent, _, _ = _connect(r2, network)
     outbound.send_peer_message(message)
     frames = _frames(sent, network._frame_bytes_max)
     assert len(frames) > 1
@@ -110,7 +289,7 @@ def test_a_fragmented_message_above_the_limit_is_refused(tmp_path: Path) -> None
 
 
 def test_a_stranger_is_not_a_peer(tmp_path: Path) -> None:
-    """A hello naming a replica outside the cell is refused."""
+    """A hello naming a replica outside the cell is refused before any challenge."""
     network = _network(tmp_path, Recorder())
     inbound = InboundPeer(network, FRAME)
     transport = StringTransport()
@@ -119,5 +298,5 @@ def test_a_stranger_is_not_a_peer(tmp_path: Path) -> None:
         encode_frame(encode_wire(Hello(PROTOCOL_VERSION, "t", ConnectionRole.PEER, "r9")))
     )
     (reply,) = _frames(transport, FRAME)
-    assert reply.code is ErrorCode.BAD_REQUEST
+    assert reply.code is ErrorCode.PERMISSION_DENIED
     assert transport.disconnecting
