@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, gatherResults
@@ -121,9 +122,8 @@ def _run(
     persisted: Persisted,
     rebuilding: bool,
 ) -> int:
-    from twisted.internet import reactor
-
-    worker = StoreWorker(reactor, store)  # type: ignore[arg-type]  # the global reactor
+    reactor = _install_reactor(config)
+    worker = StoreWorker(reactor, store)
     server = ReplicaServer(
         config=config,
         replica_id=replica_id,
@@ -147,6 +147,28 @@ def _run(
     return outcome["status"]
 
 
+def _install_reactor(config: CellConfig) -> Any:
+    """The replica's reactor, peers first (`chubbypy.server._reactor`); Twisted's default
+    where epoll is missing or a reactor was installed before, with a warning."""
+    from twisted.internet.error import ReactorAlreadyInstalledError
+
+    try:
+        from chubbypy.server._reactor import install
+
+        replica_reactor = install()
+    except (ImportError, ReactorAlreadyInstalledError) as error:
+        from twisted.internet import reactor
+
+        log.warn(
+            "not the peers-first reactor ({error}): a flood of client connections may "
+            "delay peers' messages",
+            error=error,
+        )
+        return reactor
+    replica_reactor.client_events_per_turn = config.limits.client_reads_per_turn
+    return replica_reactor
+
+
 def _listen(
     reactor: object,
     config: CellConfig,
@@ -156,11 +178,11 @@ def _listen(
     outcome: dict[str, int],
 ) -> None:
     replica = config.replica(replica_id)
-    frame_max = config.limits.frame_bytes_max
+    clients = client_factory(server, reactor)  # type: ignore[arg-type]  # the global reactor
     listening = gatherResults(
         [
             peers.listen(),
-            server_endpoint(reactor, replica.client).listen(client_factory(server, frame_max)),
+            server_endpoint(reactor, replica.client).listen(clients),
             server_endpoint(reactor, replica.admin).listen(admin_site(server)),
         ],
         consumeErrors=True,

@@ -207,7 +207,10 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "limits.colour: unknown key: expected one of file_bytes_max, frame_bytes_max, "
         "peer_message_bytes_max, registrations_per_connection_max, "
         "registrations_per_principal_max, sessions_per_connection_max, "
-        "sessions_per_principal_max"
+        "sessions_per_principal_max, client_connections_max, hello_timeout_seconds, "
+        "frame_timeout_seconds, idle_timeout_seconds, requests_pending_per_connection_max, "
+        "client_requests_per_turn, client_reads_per_turn, auth_failures_per_connection_max, "
+        "auth_failures_per_address_max, auth_failures_window_seconds, log_lines_per_minute"
     )
 
 
