@@ -51,6 +51,7 @@ from zope.interface import implementer
 
 from chubbypy.config import LimitsConfig
 from chubbypy.node import ConnectionId
+from chubbypy.node._metrics import Histogram
 from chubbypy.protocol.client import (
     NO_REQUEST,
     PROTOCOL_VERSION,
@@ -166,6 +167,8 @@ def fit_to_descriptor_limit(
 class ClientPort(Factory):
     """The client port's connections, their limits and their turns; see the module
     docstring."""
+
+    noisy = False
 
     def __init__(self, server: ReplicaServer, reactor: IReactorTime, limits: ClientPortLimits):
         self.server = server
@@ -336,6 +339,9 @@ class ClientPort(Factory):
             "left ready ones for the next turn (peers are always read first).",
             lambda: float(getattr(self.reactor, "client_events_deferred", 0)),
         )
+        turn_seconds = getattr(self.reactor, "turn_seconds", None)
+        if isinstance(turn_seconds, Histogram):
+            m.add(turn_seconds)
         self.left_out = m.counter(
             "chubbypy_shell_log_lines_left_out_total",
             "Warnings about client connections that the log budget left out, by kind.",
