@@ -203,6 +203,9 @@ class LimitsConfig:
     """Failed authentications from one source address per auth_failures_window_seconds;
     past it the address's attempts are refused without their tokens being checked."""
     auth_failures_window_seconds: float = 60.0
+    calls_waiting_per_session_max: int = 1_000
+    """Calls of one session waiting at the master (blocking acquires queued, retries joined
+    to a call in progress); past it the session's next one is refused RESOURCE_EXHAUSTED."""
     log_lines_per_minute: int = 10
     """Warnings of one kind that clients or peers can cause, per minute; more are counted
     (chubbypy_log_lines_left_out_total) and the next line says how many were left out."""
@@ -320,6 +323,7 @@ class CellConfig:
                 clock_drift_max=paxos.clock_drift_max,
                 events_pending_max=sessions.events_pending_max,
                 waiters_max=sessions.lock_waiters_max,
+                calls_waiting_per_session_max=self.limits.calls_waiting_per_session_max,
             ),
             tick_microseconds=round(paxos.tick_seconds * 1_000_000),
             namespace_limits=NamespaceLimits(
@@ -798,6 +802,7 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "auth_failures_per_connection_max": _at_least(1),
     "auth_failures_per_address_max": _at_least(1),
     "auth_failures_window_seconds": _positive_seconds,
+    "calls_waiting_per_session_max": _at_least(1),
     "log_lines_per_minute": _at_least(1),
 }
 

@@ -184,7 +184,9 @@ class ClientPort(Factory):
         self._sweeper.clock = reactor
         self.descriptor_limit = 0
         self._define_metrics()
-        self.warnings = ShellWarnings(limits.log_lines_per_minute, reactor.seconds, self.left_out)
+        self.warnings = ShellWarnings(
+            limits.log_lines_per_minute, reactor.seconds, self.left_out, f"{server.replica_id}: "
+        )
 
     def buildProtocol(self, addr: IAddress | None) -> ClientConnection:
         connection = ClientConnection(self)

@@ -47,15 +47,18 @@ class ShellWarnings:
         lines_per_minute: int,
         clock: Callable[[], float] = time.monotonic,
         left_out: Counter | None = None,
+        prefix: str = "",
     ) -> None:
         self._budget = LogBudget(lines_per_minute, 60.0, left_out)
         self._clock = clock
+        self._prefix = prefix
+        """Put before every line (the replica's id)."""
 
     def warn(self, kind: str, text: str) -> None:
         """Log `text` at WARN unless lines of `kind` are over the budget (then count it)."""
         left_out = self._budget.admit(kind, self._clock())
         if left_out is not None:
-            self.log.warn("{text}", text=text + left_out_suffix(left_out))
+            self.log.warn("{text}", text=self._prefix + text + left_out_suffix(left_out))
 
     @property
     def left_out_total(self) -> int:
