@@ -121,7 +121,8 @@ def connections(port: int, cell: str, count: int, hold: float, first: bytes) -> 
     connecting, reading = selectors.DefaultSelector(), selectors.DefaultSelector()
     for n in range(count):
         if n and n % CONNECT_BATCH == 0:
-            time.sleep(CONNECT_PAUSE_SECONDS)
+            # Those connected meanwhile say what they say at once, not after the others.
+            _connected(connecting, reading, first, CONNECT_PAUSE_SECONDS)
         try:
             flood = _Socket(port)
         except OSError:
@@ -149,20 +150,34 @@ def _connect_all(
     """Wait for each socket to connect (or fail), send it `first`, and move it to
     `reading`."""
     while connecting.get_map() and time.monotonic() < deadline:
-        for key, _ in connecting.select(timeout=0.1):
-            flood: _Socket = key.data
-            connecting.unregister(flood.socket)
-            if flood.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
-                flood.failed = True
+        _connected(connecting, reading, first, 0.1)
+
+
+def _connected(
+    connecting: selectors.BaseSelector,
+    reading: selectors.BaseSelector,
+    first: bytes,
+    timeout: float,
+) -> None:
+    """The sockets that connected (or failed) within `timeout`: sent `first`, and moved to
+    `reading`."""
+    if not connecting.get_map():
+        time.sleep(timeout)
+        return
+    for key, _ in connecting.select(timeout=timeout):
+        flood: _Socket = key.data
+        connecting.unregister(flood.socket)
+        if flood.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+            flood.failed = True
+            continue
+        flood.connected = True
+        if first:
+            try:
+                flood.socket.send(first)
+            except OSError:
+                flood.closed_at = time.monotonic()
                 continue
-            flood.connected = True
-            if first:
-                try:
-                    flood.socket.send(first)
-                except OSError:
-                    flood.closed_at = time.monotonic()
-                    continue
-            reading.register(flood.socket, selectors.EVENT_READ, flood)
+        reading.register(flood.socket, selectors.EVENT_READ, flood)
 
 
 def _read_until(selector: selectors.BaseSelector, deadline: float) -> None:
