@@ -971,7 +971,16 @@ def _check_size_relations(
 
 
 def _check_client_limits(limits: Mapping[str, float], problems: _Problems) -> None:
-    """A connection's limit above its principal's could never be reached: a mistake."""
+    """A connection's limit above its principal's could never be reached: a mistake. And
+    a session's calls left waiting must not fill its connection's pipeline."""
+    pending, waiting = "requests_pending_per_connection_max", "calls_waiting_per_session_max"
+    if pending in limits and waiting in limits and limits[pending] <= limits[waiting] + 1:
+        problems.add(
+            f"limits.{pending}",
+            f"{limits[pending]:g} is not above limits.{waiting} ({limits[waiting]:g}) + 1: "
+            "a session's blocking acquires and its KeepAlive wait in progress, and a "
+            "connection they fill is no longer read, so its next KeepAlive could never arrive",
+        )
     for kind in ("registrations", "sessions"):
         connection, principal = f"{kind}_per_connection_max", f"{kind}_per_principal_max"
         if connection in limits and principal in limits and limits[connection] > limits[principal]:

@@ -484,7 +484,10 @@ class ClientConnection(FramedProtocol):
         limits = self._port.limits
         if self.closing() or not self.open:
             return None
-        if self._connection is None and now - self._opened_at >= limits.hello_timeout_seconds:
+        # A Hello that arrived but waits for its turn was sent in time: only the client's
+        # own slowness counts.
+        hello_late = self._connection is None and not self._waiting
+        if hello_late and now - self._opened_at >= limits.hello_timeout_seconds:
             seconds = limits.hello_timeout_seconds
             message = f"no Hello within {seconds:g} s (limits.hello_timeout_seconds)"
             return "hello", ErrorCode.BAD_REQUEST, message

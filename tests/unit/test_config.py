@@ -730,3 +730,26 @@ def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected
     message = only_problem(config(limits={key: value}))
     assert message.startswith(f"limits.{key}: "), message
     assert expected in message, message
+
+
+def test_a_session_waiting_calls_must_not_fill_a_connection_pipeline() -> None:
+    """requests_pending_per_connection_max must exceed calls_waiting_per_session_max + 1
+    (a session's waiting acquires and its KeepAlive), else one problem naming both."""
+    message = only_problem(
+        config(
+            limits={
+                "requests_pending_per_connection_max": 500,
+                "calls_waiting_per_session_max": 499,
+            }
+        )
+    )
+    assert message.startswith("limits.requests_pending_per_connection_max: 500 is not above")
+    assert "limits.calls_waiting_per_session_max (499)" in message
+    parse_config(
+        config(
+            limits={
+                "requests_pending_per_connection_max": 500,
+                "calls_waiting_per_session_max": 498,
+            }
+        )
+    )

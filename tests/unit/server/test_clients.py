@@ -374,3 +374,21 @@ def test_no_descriptor_limit_needs_no_fitting(infinite: int) -> None:
         infinite,
         None,
     )
+
+
+def test_a_hello_waiting_for_its_turn_is_not_timed_out(tmp_path: Path) -> None:
+    """A Hello that arrived in time but waits for a turn (the budget is spent) does not
+    count as late: the connection is welcomed when its turn comes."""
+    port = Port(tmp_path, requests_per_turn=1, hello_timeout_seconds=1.0)
+    busy, _ = port.connect()
+    next_turn(port.clock)
+    busy.dataReceived(requests(1, 1))  # spends this turn's budget
+    late, transport = port.connect(hello=False)
+    late.dataReceived(frame(Hello(PROTOCOL_VERSION, CELL, ConnectionRole.CLIENT, "c")))
+    assert received(transport) == []
+    port.clock.rightNow += 2.0  # time passes before the next turn comes
+    port.port._sweep()
+    assert received(transport) == []
+    next_turn(port.clock)
+    assert isinstance(received(transport)[0], Welcome)
+    assert not transport.disconnecting
