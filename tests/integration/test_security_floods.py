@@ -310,3 +310,29 @@ def _authenticate(cell: LiveCell) -> Exception | None:
     except Exception as error:  # the refusal is the result
         return error
     return None
+
+
+def test_the_idle_time_out_spares_sessions_and_plain_clients_dial_again(
+    make_cell: Callable[..., LiveCell], measure: Measure
+) -> None:
+    """With idle_timeout_seconds 1 (and 6 s session leases): a client holding a lock
+    through its session keeps it for 6 s, the KeepAlive it always has in progress keeping
+    its connection from being idle; a plain client idle for 3 s has its connection closed
+    (counted on /metrics) and its next write simply dials again."""
+    cell = make_cell(
+        limits={"idle_timeout_seconds": 1.0},
+        sessions={"lease_seconds": 6.0, "keepalive_answer_before_seconds": 2.0},
+    )
+    master = cell.wait_master()
+    holder = cell.client()
+    handle = holder.open(cell.path("held"), create=True)
+    handle.acquire()
+    plain = cell.client()
+    plain.create(cell.path("plain"), b"0")
+    time.sleep(6.0)
+    assert counter(cell, master, 'chubbypy_client_timeouts_total{kind="idle"}') >= 1
+    assert holder.state is not None
+    assert holder.state.name == "CONNECTED", holder.state
+    assert handle.get_sequencer()  # still holds the lock: its session never lapsed
+    plain.set_contents(cell.path("plain"), b"1")
+    assert plain.get_contents_and_stat(cell.path("plain")).contents == b"1"
