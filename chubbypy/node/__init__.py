@@ -5,7 +5,7 @@ answer that). The Twisted server and the simulator drive the same node."""
 
 from chubbypy.node._auth_guard import AuthLimits
 from chubbypy.node._log_budget import LogBudget, left_out_suffix
-from chubbypy.node._metrics import Counter, Registry
+from chubbypy.node._metrics import Counter, Histogram, Registry
 from chubbypy.node._node import ReplicaNode
 from chubbypy.node._outputs import (
     Answer,
@@ -46,6 +46,7 @@ __all__ = [
     "Disconnect",
     "EntryApplied",
     "EventHappened",
+    "Histogram",
     "LogBudget",
     "NodeBug",
     "NodeSettings",

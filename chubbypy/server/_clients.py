@@ -50,8 +50,7 @@ from twisted.python.failure import Failure as TwistedFailure
 from zope.interface import implementer
 
 from chubbypy.config import LimitsConfig
-from chubbypy.node import ConnectionId
-from chubbypy.node._metrics import Histogram
+from chubbypy.node import ConnectionId, Histogram
 from chubbypy.protocol.client import (
     NO_REQUEST,
     PROTOCOL_VERSION,
@@ -179,6 +178,8 @@ class ClientPort(Factory):
         self._ready: deque[ClientConnection] = deque()
         self._running = False
         self._spent = 0
+        self._full = False
+        """Whether this turn left requests for the next (counted once per turn)."""
         self._turn: IDelayedCall | None = None
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = reactor
@@ -267,7 +268,8 @@ class ClientPort(Factory):
                     self._ready.append(connection)
         finally:
             self._running = False
-        if self._ready:
+        if self._ready and not self._full:
+            self._full = True
             self._deferred.inc()
         if self._spent and self._turn is None:
             self._turn = self.reactor.callLater(0, self._next_turn)
@@ -275,6 +277,7 @@ class ClientPort(Factory):
     def _next_turn(self) -> None:
         self._turn = None
         self._spent = 0
+        self._full = False
         self._run()
 
     # ------------------------------------------------------------------ time-outs

@@ -40,7 +40,7 @@ from typing import Any, Final
 from twisted.internet.epollreactor import EPollReactor
 from twisted.python import log as legacy_log
 
-from chubbypy.node._metrics import Histogram
+from chubbypy.node import Histogram
 
 __all__ = ["CLIENT_EVENTS_PER_TURN_DEFAULT", "PeersFirstReactor", "install"]
 
