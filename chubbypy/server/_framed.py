@@ -171,6 +171,6 @@ class FramedProtocol(Protocol):
         if self._decoder.pending_bytes and not self._closing:
             self.warnings.warn(
                 "closed-mid-frame",
-                f"connection from {self.peer_name()} closed in the middle of a frame "
-                f"({self._decoder.pending_bytes} bytes pending)",
+                f"connection closed in the middle of a frame ({self._decoder.pending_bytes} "
+                f"bytes pending), from {self.peer_name()}",
             )
