@@ -35,7 +35,14 @@ from sqlalchemy.exc import ArgumentError
 
 from chubbypy.master import MasterTiming
 from chubbypy.namespace import NamespaceLimits
-from chubbypy.node import ANONYMOUS, Auth, ClientLimits, NodeSettings, handle_key_for
+from chubbypy.node import (
+    ANONYMOUS,
+    Auth,
+    AuthLimits,
+    ClientLimits,
+    NodeSettings,
+    handle_key_for,
+)
 from chubbypy.paxos import (
     Limits,
     Timing,
@@ -160,6 +167,7 @@ class PaxosConfig:
 
 _CLIENT_LIMITS: Final = ClientLimits()
 """The node's defaults, which the cell file's ``limits:`` keys of the same names override."""
+_AUTH_LIMITS: Final = AuthLimits()
 
 
 @frozen
@@ -181,6 +189,42 @@ class LimitsConfig:
     """Live sessions created on one client connection."""
     sessions_per_principal_max: int = _CLIENT_LIMITS.sessions_per_principal_max
     """Live sessions of one principal (created through the current master)."""
+    client_connections_max: int = 10_000
+    """Client connections open at once; more are refused (BUSY). Lowered at start, with a
+    warning, to what the process's file descriptor limit allows."""
+    hello_timeout_seconds: float = 5.0
+    """A client connection that has not said hello by then is closed."""
+    frame_timeout_seconds: float = 10.0
+    """A frame begun must be finished within this long (while the replica reads)."""
+    idle_timeout_seconds: float = 300.0
+    """A greeted connection with nothing in progress that sends nothing is closed."""
+    requests_pending_per_connection_max: int = 1_024
+    """Requests of one connection in progress at once; past it the replica stops reading
+    the connection until answers go out (back-pressure)."""
+    client_requests_per_turn: int = 128
+    """Client requests handled per reactor turn, over all connections in turn."""
+    client_reads_per_turn: int = 64
+    """Client connections read per reactor turn, after every peer's messages."""
+    auth_failures_per_connection_max: int = _AUTH_LIMITS.failures_per_connection_max
+    """Failed authentications on one connection; the last one closes it."""
+    auth_failures_per_address_max: int = _AUTH_LIMITS.failures_per_address_max
+    """Failed authentications from one source address per auth_failures_window_seconds;
+    past it the address's attempts are refused without their tokens being checked."""
+    auth_failures_window_seconds: float = 60.0
+    calls_waiting_per_session_max: int = 1_000
+    """Calls of one session waiting at the master (blocking acquires queued, retries joined
+    to a call in progress); past it the session's next one is refused RESOURCE_EXHAUSTED."""
+    log_lines_per_minute: int = 10
+    """Warnings of one kind that clients or peers can cause, per minute; more are counted
+    (chubbypy_log_lines_left_out_total) and the next line says how many were left out."""
+
+    def auth_limits(self, tick_seconds: float) -> AuthLimits:
+        """The limits on failed authentications, for the node (the window in ticks)."""
+        return AuthLimits(
+            failures_per_connection_max=self.auth_failures_per_connection_max,
+            failures_per_address_max=self.auth_failures_per_address_max,
+            window_ticks=max(1, round(self.auth_failures_window_seconds / tick_seconds)),
+        )
 
     def client_limits(self) -> ClientLimits:
         """The limits on what one connection or principal holds, for the node."""
@@ -335,6 +379,7 @@ class CellConfig:
                 clock_drift_max=paxos.clock_drift_max,
                 events_pending_max=sessions.events_pending_max,
                 waiters_max=sessions.lock_waiters_max,
+                calls_waiting_per_session_max=self.limits.calls_waiting_per_session_max,
             ),
             tick_microseconds=round(paxos.tick_seconds * 1_000_000),
             namespace_limits=NamespaceLimits(
@@ -348,6 +393,8 @@ class CellConfig:
             clients_max=paxos.clients_max,
             client_results_max=paxos.client_results_max,
             client_limits=self.limits.client_limits(),
+            auth_limits=self.limits.auth_limits(paxos.tick_seconds),
+            log_lines_per_minute=self.limits.log_lines_per_minute,
         )
 
     def storage_url_for(self, replica_id: str) -> str:
@@ -919,6 +966,20 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "registrations_per_principal_max": _at_least(1),
     "sessions_per_connection_max": _at_least(1),
     "sessions_per_principal_max": _at_least(1),
+    "client_connections_max": _at_least(1),
+    "hello_timeout_seconds": _positive_seconds,
+    "frame_timeout_seconds": _positive_seconds,
+    "idle_timeout_seconds": _positive_seconds,
+    # The client library runs up to CALLS_UNACKED_MAX numbered calls ahead, besides its
+    # reads, acquires and KeepAlive: its own calls must never stop the replica reading it.
+    "requests_pending_per_connection_max": _at_least(2 * CALLS_UNACKED_MAX),
+    "client_requests_per_turn": _at_least(1),
+    "client_reads_per_turn": _at_least(1),
+    "auth_failures_per_connection_max": _at_least(1),
+    "auth_failures_per_address_max": _at_least(1),
+    "auth_failures_window_seconds": _positive_seconds,
+    "calls_waiting_per_session_max": _at_least(1),
+    "log_lines_per_minute": _at_least(1),
 }
 
 
@@ -1106,7 +1167,8 @@ def _check_client_limits(
     """A connection's limit above its principal's could never be reached: a mistake. A
     principal's registrations must stay below the client table's size: each registration
     past the table's size evicts the least recently used client, so a principal allowed as
-    many as the table holds could evict every other principal's clients."""
+    many as the table holds could evict every other principal's clients. And a session's
+    calls left waiting must not fill its connection's pipeline."""
     registrations = limits.get("registrations_per_principal_max")
     clients = paxos.get("clients_max")
     if registrations is not None and clients is not None and registrations >= clients:
@@ -1114,6 +1176,14 @@ def _check_client_limits(
             "limits.registrations_per_principal_max",
             f"{registrations:g} is not below paxos.clients_max ({clients:g}): one principal's "
             "registrations could evict every other principal's clients",
+        )
+    pending, waiting = "requests_pending_per_connection_max", "calls_waiting_per_session_max"
+    if pending in limits and waiting in limits and limits[pending] <= limits[waiting] + 1:
+        problems.add(
+            f"limits.{pending}",
+            f"{limits[pending]:g} is not above limits.{waiting} ({limits[waiting]:g}) + 1: "
+            "a session's blocking acquires and its KeepAlive wait in progress, and a "
+            "connection they fill is no longer read, so its next KeepAlive could never arrive",
         )
     for kind in ("registrations", "sessions"):
         connection, principal = f"{kind}_per_connection_max", f"{kind}_per_principal_max"

@@ -147,6 +147,10 @@ class LockQueues(Generic[Token]):
         """The waiters of `key`, head first."""
         return list(self._queues.get(key, ()))
 
+    def waiting_of(self, session_id: SessionId) -> int:
+        """How many waiters the session has, in every queue."""
+        return len(self._by_session.get(session_id, ()))
+
     def __len__(self) -> int:
         return len(self._where)
 

@@ -10,6 +10,10 @@ its place in the queue. Calls in progress are found by their session's number
 A caller that gives up (`leave`: its deadline passed, its connection went away) takes its
 call with it only if no retry joined it; otherwise the call goes on for the retries.
 Whatever ends a call (`settle`) names the retries to answer with it.
+
+The retries waiting are counted per session (`joined_of`), so that the master can bound
+what one session has waiting (issue 13: 100,001 blocking acquires of one handle,
+pipelined, each joined the first and waited with it).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ class CallRetries:
         self._joined: dict[CallToken, list[CallToken]] = {}
         """Per call in progress: the retries answered with it, in arrival order."""
         self._joined_to: dict[CallToken, CallToken] = {}
+        self._session_of: dict[CallToken, SessionId] = {}
+        """The session of each retry that joined a call."""
+        self._per_session: dict[SessionId, int] = {}
 
     def __len__(self) -> int:
         """Numbered calls in progress (for tests: it returns to 0)."""
@@ -45,11 +52,18 @@ class CallRetries:
         self._numbered[key] = token
         self._key_of[token] = key
 
-    def join(self, first: CallToken, retry: CallToken) -> None:
-        """`retry` is answered with the call `first`, which is in progress."""
+    def join(self, first: CallToken, retry: CallToken, session_id: SessionId) -> None:
+        """`retry`, a call of `session_id`, is answered with the call `first`, which is in
+        progress."""
         assert retry not in self._joined_to, retry
         self._joined.setdefault(first, []).append(retry)
         self._joined_to[retry] = first
+        self._session_of[retry] = session_id
+        self._per_session[session_id] = self._per_session.get(session_id, 0) + 1
+
+    def joined_of(self, session_id: SessionId) -> int:
+        """The session's retries waiting on a call in progress."""
+        return self._per_session.get(session_id, 0)
 
     def settle(self, token: CallToken) -> list[CallToken]:
         """Call `token` ends with an answer: the retries to answer alike (none for a
@@ -60,6 +74,7 @@ class CallRetries:
         retries = self._joined.pop(token, [])
         for retry in retries:
             del self._joined_to[retry]
+            self._uncount(retry)
         return retries
 
     def leave(self, token: CallToken) -> bool:
@@ -67,8 +82,18 @@ class CallRetries:
         retry joined it); a retry that gives up just stops waiting."""
         first = self._joined_to.pop(token, None)
         if first is not None:
+            self._uncount(token)
             self._joined[first].remove(token)
             if not self._joined[first]:
                 del self._joined[first]
             return True
         return bool(self._joined.get(token))
+
+    def _uncount(self, retry: CallToken) -> None:
+        session_id = self._session_of.pop(retry)
+        left = self._per_session[session_id] - 1
+        assert left >= 0, (session_id, left)
+        if left:
+            self._per_session[session_id] = left
+        else:
+            del self._per_session[session_id]

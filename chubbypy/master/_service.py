@@ -154,6 +154,9 @@ class MasterTiming:
     tick_microseconds: int
     """For converting lock-delays, given in milliseconds, into ticks (rounding up)."""
     waiters_max: int = 100_000
+    calls_waiting_per_session_max: int = 1_000
+    """What one session may have waiting here: its acquires queued for their locks and
+    its retries joined to a call in progress (``limits.calls_waiting_per_session_max``)."""
 
     def lock_delay_ticks(self, delay_ms: int) -> int:
         return math.ceil(delay_ms * 1000 / self.tick_microseconds)
@@ -168,6 +171,7 @@ class MasterTiming:
         clock_drift_max: float,
         events_pending_max: int,
         waiters_max: int,
+        calls_waiting_per_session_max: int = 1_000,
     ) -> MasterTiming:
         """The one conversion of the session settings (see `SessionTiming.from_seconds`)."""
         session = SessionTiming.from_seconds(
@@ -178,7 +182,12 @@ class MasterTiming:
             events_pending_max=events_pending_max,
         )
         tick_microseconds = round(tick_seconds * 1_000_000)
-        return cls(session, tick_microseconds=tick_microseconds, waiters_max=waiters_max)
+        return cls(
+            session,
+            tick_microseconds=tick_microseconds,
+            waiters_max=waiters_max,
+            calls_waiting_per_session_max=calls_waiting_per_session_max,
+        )
 
 
 @frozen
@@ -499,7 +508,7 @@ class MasterService:
         if in_progress is not None:
             first, pending = in_progress
             if pending.mode is mode and pending.wait == wait:
-                self._retries.join(first, token)  # a retry: it keeps the first's place
+                self._join(first, token, handle.session_id)  # a retry keeps the first's place
             else:
                 message = "an acquire through this handle is in progress: one at a time"
                 self._reply(token, Failure(ErrorCode.BAD_REQUEST, message))
@@ -510,6 +519,9 @@ class MasterService:
             self._waits.proposed(token, call)
             self._propose(token, call.command())
         elif wait:
+            if (full := self._waiting_full(handle.session_id)) is not None:
+                self._reply(token, full)
+                return
             if not self._waits.wait(token, call, self._now, wait_ticks):
                 self._reply(token, Failure(ErrorCode.BUSY, "too many lock requests waiting"))
                 return
@@ -790,7 +802,7 @@ class MasterService:
         is gone, and it is refused as any other call)."""
         first = self._retries.numbered((session_id, number.sequence))
         if first is not None:
-            self._retries.join(first, token)
+            self._join(first, token, session_id)
             return True
         record = self._db().tree.session(session_id)
         if record is None:
@@ -800,6 +812,29 @@ class MasterService:
             return True
         kept = record.calls.result(number.sequence)
         return False if kept is None else kept
+
+    def _join(self, first: CallToken, retry: CallToken, session_id: SessionId) -> None:
+        """`retry` waits for the answer of `first`, in progress; unless its session has as
+        many calls waiting as it may, when it is refused at once."""
+        full = self._waiting_full(session_id)
+        if full is not None:
+            self._replies.append(Reply(retry, full))
+        else:
+            self._retries.join(first, retry, session_id)
+
+    def _waiting_full(self, session_id: SessionId) -> Failure | None:
+        """RESOURCE_EXHAUSTED if the session has as many calls waiting as it may (issue
+        13: a flood of pipelined blocking acquires must cost the master a bounded amount,
+        and must not fill the queues that every session shares); else None."""
+        waiting = self._retries.joined_of(session_id) + self._waits.queued_of(session_id)
+        most = self._timing.calls_waiting_per_session_max
+        if waiting < most:
+            return None
+        message = (
+            f"session {session_id} has {waiting} calls waiting at the master "
+            f"(limits.calls_waiting_per_session_max is {most})"
+        )
+        return Failure(ErrorCode.RESOURCE_EXHAUSTED, message)
 
     def _propose(self, token: CallToken | None, write: LogWrite) -> None:
         """Propose `write` once the cache gate lets it through (at once, mostly)."""

@@ -94,6 +94,10 @@ class LockWaits:
         token = self._by_handle.get((handle.session_id, handle.handle_id))
         return None if token is None else (token, self._pending[token])
 
+    def queued_of(self, session_id: SessionId) -> int:
+        """The session's acquires queued for their locks."""
+        return self._queues.waiting_of(session_id)
+
     def has_waiters(self, key: LockKey) -> bool:
         """Whether acquires wait for the lock (a new one must not pass them)."""
         return bool(self._queues.waiting(key))

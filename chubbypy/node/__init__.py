@@ -3,7 +3,9 @@ the master's services, driven by input values (ticks, peer messages, decoded cli
 requests, "durable write done") and answering with output values (persist this, send these,
 answer that). The Twisted server and the simulator drive the same node."""
 
-from chubbypy.node._metrics import Registry
+from chubbypy.node._auth_guard import AuthLimits
+from chubbypy.node._log_budget import LogBudget, left_out_suffix
+from chubbypy.node._metrics import Counter, Histogram, Registry
 from chubbypy.node._node import ReplicaNode
 from chubbypy.node._outputs import (
     Answer,
@@ -37,11 +39,15 @@ __all__ = [
     "KEEPALIVE_LATE",
     "Answer",
     "Auth",
+    "AuthLimits",
     "ClientLimits",
     "ConnectionId",
+    "Counter",
     "Disconnect",
     "EntryApplied",
     "EventHappened",
+    "Histogram",
+    "LogBudget",
     "NodeBug",
     "NodeSettings",
     "Note",
@@ -53,4 +59,5 @@ __all__ = [
     "SendChecksum",
     "SendPeer",
     "handle_key_for",
+    "left_out_suffix",
 ]

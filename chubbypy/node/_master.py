@@ -47,7 +47,7 @@ from chubbypy.master import (
 from chubbypy.namespace import AppliedWrite, NamespaceMachine
 from chubbypy.node._limits import SessionBook
 from chubbypy.node._outbox import Outbox
-from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
+from chubbypy.node._outputs import ConnectionId, Disconnect
 from chubbypy.node._service_log import ServiceLog
 from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
 from chubbypy.node._writes import REFUSALS, ClientWrites
@@ -204,8 +204,8 @@ class MasterHost:
         named = _session_named(call)
         if named is None or credential_matches(*named, self._settings.handle_key):
             return True
-        self._outbox.note(
-            NoteLevel.WARN,
+        self._outbox.warn_limited(
+            "session-credential",
             f"refused a {type(call).__name__} naming session {named[0]} from {principal!r}: "
             "not the session's credential (a forged or mistaken session number)",
         )

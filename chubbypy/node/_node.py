@@ -38,7 +38,11 @@ Theory of operation.
   `checksum_every_ticks`; followers report theirs to the master, which compares
   (`ChecksumBook`).
 * **Clients' identities.** A connection acts as `anonymous` (if allowed) until it
-  authenticates with a principal's token; the principal is what every ACL check sees. A
+  authenticates with a principal's token; the principal is what every ACL check sees.
+  A failed authentication takes the connection's principal away (back to anonymous, or
+  to no one), and failures are limited per connection (it is closed at the limit) and
+  per source address (`chubbypy.node._auth_guard`); refusals are logged within the log
+  budget (`chubbypy.node._log_budget`), like every warning a client can cause. A
   plain client's id is not secret (ids are sequential): its registration answers with a
   credential (a MAC of the id under the handle key), and a write that does not show it is
   refused PERMISSION_DENIED before anything else, so no one but the registering client
@@ -56,13 +60,16 @@ from chubbypy.namespace import (
     request_problem,
     write_problem,
 )
+from chubbypy.node._auth_guard import AuthGuard
 from chubbypy.node._checksums import ChecksumBook
 from chubbypy.node._limits import RegistrationBook, SessionBook
+from chubbypy.node._log_budget import LogBudget
 from chubbypy.node._master import MasterHost
 from chubbypy.node._metrics import Registry
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import (
     ConnectionId,
+    Disconnect,
     EntryApplied,
     EventHappened,
     NoteLevel,
@@ -154,7 +161,12 @@ class ReplicaNode:
             self.applier.restore(persisted.snapshot.index, persisted.snapshot.data)
         self.metrics = Registry()
         self._define_counters()
-        self._outbox = Outbox(settings.replica_id, self.core, self._errors)
+        self.log_budget = LogBudget(
+            settings.log_lines_per_minute, settings.ticks_per_minute, self._log_left_out
+        )
+        """The node's budget of log lines a client can cause (the shell keeps its own, on
+        its own clock; both count into ``chubbypy_log_lines_left_out_total``)."""
+        self._outbox = Outbox(settings.replica_id, self.core, self._errors, self.log_budget)
         self._writes = ClientWrites(
             self.core, self._outbox, chance, proposals=self._proposals,
             operations=self._operations, handle_key=settings.handle_key,
@@ -166,11 +178,12 @@ class ReplicaNode:
         self.registrations = RegistrationBook(settings.client_limits)
         """Live registrations per connection and principal, against their limits."""
         self.checksums = ChecksumBook(settings.replica_id)
+        self._auth_guard = AuthGuard(settings.auth_limits)
         self._define_gauges()
         self._writing: Ready | None = None
         self._principals: dict[ConnectionId, str | None] = {}
         self._peers: dict[ConnectionId, str] = {}
-        """Where each connection comes from, for the log."""
+        """Where each connection comes from ("host:port"), for the log."""
         self._last_checkpoint = self.applier.applied_index
         self._checksum_due = settings.checksum_every_ticks
         self.checksum_requests = True
@@ -247,8 +260,9 @@ class ReplicaNode:
         self._drain()
 
     def connection_opened(self, connection: ConnectionId, peer: str = "") -> None:
-        """A client connection (from `peer`, for the log) said hello; it acts as anonymous
-        (if allowed) until it authenticates."""
+        """A client connection (from `peer`, "host:port", for the log and the limits on
+        failed authentications per host) said hello; it acts as anonymous (if allowed)
+        until it authenticates."""
         self._principals[connection] = ANONYMOUS if self.settings.auth.anonymous else None
         self._peers[connection] = peer
 
@@ -257,6 +271,7 @@ class ReplicaNode:
         self._catch_up(now)
         self._principals.pop(connection, None)
         self._peers.pop(connection, None)
+        self._auth_guard.connection_closed(connection)
         self._outbox.connection_closed(connection)
         self.registrations.connection_closed(connection)
         self._master.connection_closed(connection)
@@ -346,14 +361,43 @@ class ReplicaNode:
     def _authenticate(
         self, connection: ConnectionId, request_id: RequestId, principal: str, token: str
     ) -> None:
-        if self.settings.auth.admits(principal, token):
+        """Act as `principal` if `token` is its own. Past the source address's budget of
+        failures the token is not even looked at; a failure takes the connection's
+        principal away, and the connection's last allowed failure closes it."""
+        peer = self._peers.get(connection) or "?"
+        address = _host_of(peer)
+        now = self.core.tick_count
+        wait_ticks = self._auth_guard.refusal(address, now)
+        if wait_ticks is None and self.settings.auth.admits(principal, token):
+            self._authentications.inc(outcome="admitted")
             self._principals[connection] = principal
             self._outbox.answer(connection, Authenticated(request_id, principal))
             return
-        peer = self._peers.get(connection) or "?"
-        self._outbox.note(NoteLevel.WARN, f"refused authentication as {principal!r} from {peer}")
-        message = f"unknown principal {principal!r} or wrong token"
+        # Never go on acting as a principal after a token that was not that principal's.
+        self._principals[connection] = ANONYMOUS if self.settings.auth.anonymous else None
+        if wait_ticks is None:
+            self._authentications.inc(outcome="refused")
+            close = self._auth_guard.failed(connection, address, now)
+            kind, text = "authentication-refused", f"as {principal!r} from {peer}"
+            message = f"unknown principal {principal!r} or wrong token"
+        else:
+            self._authentications.inc(outcome="rate_limited")
+            close = self._auth_guard.refused(connection)
+            kind, text = "authentication-rate-limited", f"from {peer}, unchecked"
+            seconds = -(-self.settings.ms(wait_ticks) // 1000)
+            message = (
+                f"too many failed authentications from {address} "
+                f"(limits.auth_failures_per_address_max): try again in {seconds} s"
+            )
+        if close:
+            message += (
+                f"; closing the connection after {self._auth_guard.connection_max} failed "
+                "authentications (limits.auth_failures_per_connection_max)"
+            )
+        self._outbox.warn_limited(kind, f"refused authentication {text}")
         self._refuse(connection, request_id, ErrorCode.PERMISSION_DENIED, message)
+        if close:
+            self._outbox.put(Disconnect(connection))
 
     # ------------------------------------------------------------------ writes
 
@@ -548,6 +592,17 @@ class ReplicaNode:
         self._errors = m.counter(
             "chubbypy_client_errors_total", "Client requests refused, by code.", labelled=True
         )
+        self._authentications = m.counter(
+            "chubbypy_authentications_total",
+            "Authenticate requests: admitted, refused (unknown principal or wrong token), "
+            "rate_limited (too many failures from the source address; token not checked).",
+            labelled=True,
+        )
+        self._log_left_out = m.counter(
+            "chubbypy_log_lines_left_out_total",
+            "Warnings a client or peer caused that the log budget left out, by kind.",
+            labelled=True,
+        )
         self._fsync_seconds = m.histogram(
             "chubbypy_fsync_seconds",
             "Time to make one Ready durable (one transaction, one fsync).",
@@ -602,6 +657,12 @@ class ReplicaNode:
             "State checksums that differed from a peer's.",
             lambda: self.checksums.mismatches,
         )
+
+
+def _host_of(peer: str) -> str:
+    """The host of a "host:port" peer (the address failures are counted against)."""
+    host, colon, _ = peer.rpartition(":")
+    return host if colon else peer
 
 
 def _scalar(

@@ -2,11 +2,13 @@
 
 Every part of the node (the node itself, the clients' writes, the master's services) is
 given the same `Outbox` when the node is built, so that outputs keep one order and error
-replies are made, counted and hinted in one place.
+replies are made, counted and hinted in one place. Every warning a client can cause goes
+through the node's `LogBudget` here (`warn_limited`, `warn_once`).
 """
 
 from __future__ import annotations
 
+from chubbypy.node._log_budget import LogBudget, left_out_suffix
 from chubbypy.node._metrics import Counter
 from chubbypy.node._outputs import Answer, ConnectionId, Note, NoteLevel, Output
 from chubbypy.paxos import Replica
@@ -18,10 +20,13 @@ from chubbypy.protocol.errors import ErrorCode
 class Outbox:
     """The node's outputs so far; see the module docstring."""
 
-    def __init__(self, replica_id: ReplicaId, core: Replica, errors: Counter) -> None:
+    def __init__(
+        self, replica_id: ReplicaId, core: Replica, errors: Counter, log_budget: LogBudget
+    ) -> None:
         self._replica_id = replica_id
         self._core = core
         self._errors = errors
+        self._log_budget = log_budget
         self._outputs: list[Output] = []
         self._warned: dict[ConnectionId, set[str]] = {}
         """The kinds of refusal already noted on each open connection (`warn_once`)."""
@@ -51,13 +56,22 @@ class Outbox:
         """A log line about this replica: its id, `separator`, `text`."""
         self._outputs.append(Note(level, f"{self._replica_id}{separator}{text}"))
 
+    def warn_limited(self, kind: str, text: str) -> None:
+        """A WARN note, unless lines of its `kind` exceed the log budget (then it is only
+        counted, and the next one let through says how many were left out): a client must
+        not be able to flood the log (issue 13)."""
+        left_out = self._log_budget.admit(kind, self._core.tick_count)
+        if left_out is not None:
+            self.note(NoteLevel.WARN, text + left_out_suffix(left_out))
+
     def warn_once(self, connection: ConnectionId, kind: str, text: str) -> None:
-        """A WARN note, for the first refusal of its `kind` on the connection only: a client
-        that sends a flood of refused requests must not flood the log as well."""
+        """A WARN note, for the first refusal of its `kind` on the connection only, within
+        the log budget (`warn_limited`): a client that sends a flood of refused requests,
+        or many connections that send one each, must not flood the log as well."""
         warned = self._warned.setdefault(connection, set())
         if kind not in warned:
             warned.add(kind)
-            self.note(NoteLevel.WARN, f"{text} (more on this connection go unlogged)")
+            self.warn_limited(kind, f"{text} (more on this connection go unlogged)")
 
     def connection_closed(self, connection: ConnectionId) -> None:
         self._warned.pop(connection, None)

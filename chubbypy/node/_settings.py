@@ -11,10 +11,11 @@ import enum
 import hashlib
 import hmac
 
-from attrs import frozen
+from attrs import field, frozen
 
 from chubbypy.master import MasterTiming
 from chubbypy.namespace import NamespaceLimits
+from chubbypy.node._auth_guard import AuthLimits
 from chubbypy.paxos import Bug, Limits, Timing
 from chubbypy.protocol import ReplicaId
 from chubbypy.protocol.client import ReplicaAddress
@@ -111,12 +112,21 @@ class NodeSettings:
     clients_max: int = 10_000
     client_results_max: int = 64
     client_limits: ClientLimits = ClientLimits()
+    auth_limits: AuthLimits = field(factory=AuthLimits)
+    """Failed authentications per connection and per source address (issue 13)."""
+    log_lines_per_minute: int = 10
+    """Log lines of one kind that a client or a peer can make us write, per minute
+    (`chubbypy.node._log_budget`)."""
     bugs: frozenset[Bug] = frozenset()
     node_bugs: frozenset[NodeBug] = frozenset()
 
     @property
     def members(self) -> tuple[ReplicaId, ...]:
         return tuple(address.replica_id for address in self.addresses)
+
+    @property
+    def ticks_per_minute(self) -> int:
+        return max(1, 60_000_000 // self.tick_microseconds)
 
     def ms(self, ticks: int) -> int:
         """`ticks` as whole milliseconds, rounded down: a client never counts on more."""

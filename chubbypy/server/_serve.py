@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, gatherResults
@@ -148,9 +149,8 @@ def _run(
     rebuilding: bool,
     authentication: PeerAuthentication,
 ) -> int:
-    from twisted.internet import reactor
-
-    worker = StoreWorker(reactor, store)  # type: ignore[arg-type]  # the global reactor
+    reactor = _install_reactor(config)
+    worker = StoreWorker(reactor, store)
     try:
         server = ReplicaServer(
             config=config,
@@ -178,6 +178,28 @@ def _run(
     return 1 if server.failed else outcome["status"]
 
 
+def _install_reactor(config: CellConfig) -> Any:
+    """The replica's reactor, peers first (`chubbypy.server._reactor`); Twisted's default
+    where epoll is missing or a reactor was installed before, with a warning."""
+    from twisted.internet.error import ReactorAlreadyInstalledError
+
+    try:
+        from chubbypy.server._reactor import install
+
+        replica_reactor = install()
+    except (ImportError, ReactorAlreadyInstalledError) as error:
+        from twisted.internet import reactor
+
+        log.warn(
+            "not the peers-first reactor ({error}): a flood of client connections may "
+            "delay peers' messages",
+            error=error,
+        )
+        return reactor
+    replica_reactor.client_events_per_turn = config.limits.client_reads_per_turn
+    return replica_reactor
+
+
 def _listen(
     reactor: object,
     config: CellConfig,
@@ -187,8 +209,7 @@ def _listen(
     outcome: dict[str, int],
 ) -> None:
     replica = config.replica(replica_id)
-    frame_max = config.limits.frame_bytes_max
-    clients: IProtocolFactory = client_factory(server, frame_max)
+    clients: IProtocolFactory = client_factory(server, reactor)  # type: ignore[arg-type]
     client_endpoint = replica.client
     if client_endpoint.startswith(TLS_KIND):
         # The certificate and key are the tls: section's (config.py refuses others here).

@@ -53,6 +53,10 @@ class WireClient:
     def close(self) -> None:
         self._socket.close()
 
+    def raw_socket(self) -> socket.socket:
+        """The connection's socket, for a test that sends bytes no client would."""
+        return self._socket
+
     def call(self, make: Callable[[RequestId], ClientRequest]) -> ServerReply:
         """Send one request and wait for its reply (replies to others are dropped)."""
         (request_id,) = self.send([make])

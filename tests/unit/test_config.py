@@ -207,7 +207,11 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "limits.colour: unknown key: expected one of file_bytes_max, frame_bytes_max, "
         "peer_message_bytes_max, registrations_per_connection_max, "
         "registrations_per_principal_max, sessions_per_connection_max, "
-        "sessions_per_principal_max"
+        "sessions_per_principal_max, client_connections_max, hello_timeout_seconds, "
+        "frame_timeout_seconds, idle_timeout_seconds, requests_pending_per_connection_max, "
+        "client_requests_per_turn, client_reads_per_turn, auth_failures_per_connection_max, "
+        "auth_failures_per_address_max, auth_failures_window_seconds, "
+        "calls_waiting_per_session_max, log_lines_per_minute"
     )
 
 
@@ -800,3 +804,73 @@ def test_bad_auth_is_refused_with_its_key_path(auth: dict[str, Any], expected: s
     """Weak tokens, reserved or malformed principals, wrong types: each named."""
     with pytest.raises(ConfigError, match=expected):
         parse_config(config(auth=auth))
+
+
+# --- Limits that hold under floods (issue 13, item 5) ----------------------------------------
+
+
+def test_flood_limits_default_and_reach_the_node() -> None:
+    """Without the keys, the flood limits take their documented defaults; the node gets
+    the authentication limits with the window in ticks, the master the per-session
+    bound."""
+    cell = parse_config(config())
+    limits = cell.limits
+    assert (limits.client_connections_max, limits.requests_pending_per_connection_max) == (
+        10_000,
+        1_024,
+    )
+    assert (limits.hello_timeout_seconds, limits.frame_timeout_seconds) == (5.0, 10.0)
+    assert limits.idle_timeout_seconds == 300.0
+    assert (limits.client_requests_per_turn, limits.client_reads_per_turn) == (128, 64)
+    settings = cell.node_settings("r1")
+    assert settings.auth_limits.failures_per_connection_max == 3
+    assert settings.auth_limits.failures_per_address_max == 20
+    assert settings.auth_limits.window_ticks == round(60 / cell.paxos.tick_seconds)
+    assert settings.log_lines_per_minute == 10
+    assert settings.master_timing.calls_waiting_per_session_max == 1_000
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("hello_timeout_seconds", 0, "0 is not a duration"),
+        ("frame_timeout_seconds", -1, "-1 is not a duration"),
+        ("idle_timeout_seconds", "5 min", "give a plain number"),
+        ("client_connections_max", 0, "expected at least 1"),
+        ("requests_pending_per_connection_max", 64, "expected at least 128"),
+        ("client_requests_per_turn", 0, "expected at least 1"),
+        ("client_reads_per_turn", 1.5, "expected an integer"),
+        ("auth_failures_per_connection_max", 0, "expected at least 1"),
+        ("auth_failures_window_seconds", 0, "0 is not a duration"),
+        ("calls_waiting_per_session_max", 0, "expected at least 1"),
+        ("log_lines_per_minute", 0, "expected at least 1"),
+    ],
+)
+def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected: str) -> None:
+    """Each flood limit out of its range is one problem naming the key."""
+    message = only_problem(config(limits={key: value}))
+    assert message.startswith(f"limits.{key}: "), message
+    assert expected in message, message
+
+
+def test_a_session_waiting_calls_must_not_fill_a_connection_pipeline() -> None:
+    """requests_pending_per_connection_max must exceed calls_waiting_per_session_max + 1
+    (a session's waiting acquires and its KeepAlive), else one problem naming both."""
+    message = only_problem(
+        config(
+            limits={
+                "requests_pending_per_connection_max": 500,
+                "calls_waiting_per_session_max": 499,
+            }
+        )
+    )
+    assert message.startswith("limits.requests_pending_per_connection_max: 500 is not above")
+    assert "limits.calls_waiting_per_session_max (499)" in message
+    parse_config(
+        config(
+            limits={
+                "requests_pending_per_connection_max": 500,
+                "calls_waiting_per_session_max": 498,
+            }
+        )
+    )

@@ -39,7 +39,8 @@ EXCLUSIVE, SHARED = LockMode.EXCLUSIVE, LockMode.SHARED
 class Cell:
     """A master and its database; proposals are applied in order as soon as they appear."""
 
-    def __init__(self) -> None:
+    def __init__(self, timing: MasterTiming = TIMING) -> None:
+        self.timing = timing
         self.machine = NamespaceMachine(CELL)
         self.index = 0
         self.now = 0
@@ -53,7 +54,7 @@ class Cell:
         """Clients' writes applied, with their results, in order."""
 
     def new_master(self) -> MasterService:
-        master = MasterService(TIMING, KEY)
+        master = MasterService(self.timing, KEY)
         master.start(self.now, epoch=self.index + 1, machine=self.machine)
         return master
 

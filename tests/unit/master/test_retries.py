@@ -5,12 +5,13 @@ one), and changes nothing either way."""
 from __future__ import annotations
 
 import pytest
+from attrs import evolve
 
 from chubbypy.master import Done, HandleOpened, LockGranted, SessionStarted
 from chubbypy.protocol import CallNumber
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import Create, Delete, SetContents, Stat
-from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, SHARED, Cell
+from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, SHARED, TIMING, Cell
 
 
 @pytest.fixture
@@ -213,3 +214,60 @@ def test_a_refused_proposal_answers_its_retries_too(cell: Cell) -> None:
     again = cell.ok("write", handle, write, number=n(1))
     assert isinstance(again, Done)
     assert not isinstance(cell.result(first), Failure)
+
+
+# --- What one session may have waiting (issue 13) --------------------------------------------
+
+
+def bounded(most: int) -> Cell:
+    return Cell(evolve(TIMING, calls_waiting_per_session_max=most))
+
+
+def test_retries_past_the_session_bound_are_refused_and_the_rest_answered() -> None:
+    """With calls_waiting_per_session_max 3, a blocking acquire queued and two retries
+    joined to it fill the session's allowance: a third retry is refused
+    RESOURCE_EXHAUSTED naming the key, and the others are all granted once the lock is
+    free; then the session may wait again."""
+    cell = bounded(3)
+    holder, flooder = cell.session(), cell.session()
+    h, f = cell.open(holder), cell.open(flooder)
+    cell.ok("acquire", h, EXCLUSIVE, wait=False)
+    waiting = [cell.call("acquire", f, EXCLUSIVE, wait=True) for _ in range(3)]
+    refused = cell.result(cell.call("acquire", f, EXCLUSIVE, wait=True))
+    assert isinstance(refused, Failure)
+    assert refused.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert "limits.calls_waiting_per_session_max" in refused.message
+    assert [cell.result(token) for token in waiting] == [None] * 3
+    cell.ok("release", h)
+    assert all(isinstance(cell.result(token), LockGranted) for token in waiting)
+    cell.ok("release", f)
+    assert cell.result(cell.call("acquire", f, EXCLUSIVE, wait=True)) is not None
+
+
+def test_acquires_queued_on_many_locks_count_against_the_session() -> None:
+    """Blocking acquires of one session through handles on different held locks count
+    together: past the bound the next is refused, while another session still waits."""
+    cell = bounded(2)
+    holder, flooder, other = cell.session(), cell.session(), cell.session()
+    for name in ("a", "b", "c"):
+        cell.ok("acquire", cell.open(holder, name), EXCLUSIVE, wait=False)
+    cell.call("acquire", cell.open(flooder, "a"), EXCLUSIVE, wait=True)
+    cell.call("acquire", cell.open(flooder, "b"), EXCLUSIVE, wait=True)
+    assert cell.code("acquire", cell.open(flooder, "c"), EXCLUSIVE, wait=True) is (
+        ErrorCode.RESOURCE_EXHAUSTED
+    )
+    waiting = cell.call("acquire", cell.open(other, "c"), EXCLUSIVE, wait=True)
+    assert cell.result(waiting) is None
+
+
+def test_a_retry_that_leaves_gives_its_place_back() -> None:
+    """A joined retry whose caller gave up no longer counts against its session."""
+    cell = bounded(2)
+    holder, flooder = cell.session(), cell.session()
+    h, f = cell.open(holder), cell.open(flooder)
+    cell.ok("acquire", h, EXCLUSIVE, wait=False)
+    cell.call("acquire", f, EXCLUSIVE, wait=True)
+    retry = cell.call("acquire", f, EXCLUSIVE, wait=True)
+    assert cell.code("acquire", f, EXCLUSIVE, wait=True) is ErrorCode.RESOURCE_EXHAUSTED
+    cell.master.cancel(retry)
+    assert cell.result(cell.call("acquire", f, EXCLUSIVE, wait=True)) is None

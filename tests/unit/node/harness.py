@@ -32,6 +32,7 @@ from chubbypy.namespace import NamespaceLimits
 from chubbypy.node import (
     Answer,
     Auth,
+    AuthLimits,
     ClientLimits,
     ConnectionId,
     Disconnect,
@@ -105,6 +106,7 @@ MASTER_TIMING = MasterTiming(
 LIMITS = Limits()
 ANONYMOUS_ALLOWED = Auth()
 CLIENT_LIMITS = ClientLimits()
+AUTH_LIMITS = AuthLimits()
 HANDLE_KEY = handle_key_for(CELL, "the unit tests' handle key")
 RW = HandleMode.READ | HandleMode.WRITE
 
@@ -134,6 +136,8 @@ def settings(
     checksum_every_ticks: int = 10_000,
     clients_max: int = 10_000,
     client_limits: ClientLimits = CLIENT_LIMITS,
+    auth_limits: AuthLimits = AUTH_LIMITS,
+    log_lines_per_minute: int = 10,
     bugs: frozenset[Bug] = frozenset(),
     node_bugs: frozenset[NodeBug] = frozenset(),
 ) -> NodeSettings:
@@ -153,6 +157,8 @@ def settings(
         checksum_every_ticks=checksum_every_ticks,
         clients_max=clients_max,
         client_limits=client_limits,
+        auth_limits=auth_limits,
+        log_lines_per_minute=log_lines_per_minute,
         bugs=bugs,
         node_bugs=node_bugs,
     )

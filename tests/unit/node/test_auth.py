@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from chubbypy.node import Auth, NoteLevel, Persist, SendPeer
+from chubbypy.node import Auth, AuthLimits, Disconnect, NoteLevel, Persist, SendPeer
 from chubbypy.protocol.client import (
     Authenticate,
     Authenticated,
     ClientRequest,
+    ErrorReply,
     LocateMaster,
     MasterLocation,
     ReadReply,
@@ -31,7 +32,7 @@ from chubbypy.protocol.namespace import (
 )
 from chubbypy.protocol.session import CreateSession, ListSessions
 from chubbypy.protocol.values import ClientId, ReplicaId
-from tests.unit.node.harness import R1, R2, ROOT, Cell, Connection
+from tests.unit.node.harness import R1, R2, ROOT, Cell, Connection, metric
 
 AUTH = Auth(principals=(("alice", "alice's token"), ("bob", "bob's token")), anonymous=False)
 ONE = RequestId(1)
@@ -160,3 +161,114 @@ def test_with_anonymous_clients_a_connection_acts_as_anonymous() -> None:
     denied = stranger.read(GetContentsAndStat(f"{ROOT}/mine"))
     assert stranger.code(denied) is ErrorCode.PERMISSION_DENIED
     assert "anonymous" in stranger.error(denied).message
+
+
+# --- Failed authentications (issue 13, item 5) ----------------------------------------------
+
+
+def limited(**limits: int) -> Cell:
+    """A serving cell (no anonymous clients) with these `AuthLimits`."""
+    cell = Cell(auth=AUTH, auth_limits=AuthLimits(**limits))
+    cell.elect(R1)
+    cell.run(2)
+    return cell
+
+
+def fail(connection: Connection, principal: str = "alice") -> ErrorReply:
+    reply = connection.reply(
+        connection.send(Authenticate(connection.next_id(), principal, "not the token"))
+    )
+    assert isinstance(reply, ErrorReply), reply
+    assert reply.code is ErrorCode.PERMISSION_DENIED
+    return reply
+
+
+def test_a_failed_authentication_takes_the_earlier_principal_away() -> None:
+    """A connection that authenticated as alice and then fails to authenticate as bob acts
+    as no one (the cell serves no anonymous clients): its next read is refused."""
+    cell = serving()
+    alice = authenticated(cell, "alice")
+    assert isinstance(alice.reply(alice.read(GetContentsAndStat(ROOT))), ReadReply)
+    fail(alice, "bob")
+    refused = alice.read(GetContentsAndStat(ROOT))
+    assert alice.code(refused) is ErrorCode.PERMISSION_DENIED
+    assert "authenticate first" in alice.error(refused).message
+
+
+def test_with_anonymous_clients_a_failed_authentication_drops_back_to_anonymous() -> None:
+    """With anonymous clients, a connection whose authentication fails acts as anonymous."""
+    cell = serving(Auth(principals=AUTH.principals, anonymous=True))
+    alice = authenticated(cell, "alice")
+    fail(alice)
+    cell.session(alice)
+    assert cell.nodes[R1].session_book.live("anonymous") == 1
+    assert cell.nodes[R1].session_book.live("alice") == 0
+
+
+def test_the_last_failure_a_connection_may_have_is_answered_then_closes_it() -> None:
+    """With auth_failures_per_connection_max 3, the third failure on a connection is
+    answered (naming the key) and followed by a Disconnect of that connection only."""
+    cell = limited(failures_per_connection_max=3)
+    guesser, other = cell.connect(R1, peer="10.0.0.1:1"), cell.connect(R1, peer="10.0.0.2:2")
+    mark = cell.mark()
+    assert "closing" not in fail(guesser).message
+    assert "closing" not in fail(guesser).message
+    last = fail(guesser)
+    assert "limits.auth_failures_per_connection_max" in last.message
+    assert cell.of(R1, Disconnect)[-1:] == [Disconnect(guesser.id)]
+    assert [o for o in cell.since(mark, R1) if isinstance(o, Disconnect)] == [
+        Disconnect(guesser.id)
+    ]
+    assert metric(cell.nodes[R1], 'chubbypy_authentications_total{outcome="refused"}') == 3
+    assert other.reply(other.send(Authenticate(other.next_id(), "bob", "bob's token")))
+
+
+def test_past_an_address_budget_even_the_right_token_is_refused_until_it_refills() -> None:
+    """After auth_failures_per_address_max failures from one host (over several
+    connections), the host's next attempt is refused unchecked, the right token too, saying
+    when to try again; another host is served; once the window has passed, the right token
+    is admitted again."""
+    cell = limited(failures_per_connection_max=100, failures_per_address_max=5, window_ticks=50)
+    for port in range(5):
+        fail(cell.connect(R1, peer=f"10.0.0.7:{port}"))
+    late = cell.connect(R1, peer="10.0.0.7:99")
+    right = late.send(Authenticate(late.next_id(), "alice", "alice's token"))
+    message = late.error(right).message
+    assert "too many failed authentications from 10.0.0.7" in message
+    assert "limits.auth_failures_per_address_max" in message
+    assert "try again in 1 s" in message  # one failure refills in 10 ticks of 100 ms
+    assert metric(cell.nodes[R1], 'chubbypy_authentications_total{outcome="rate_limited"}') == 1
+    elsewhere = authenticated(cell, "bob")
+    assert elsewhere is not None
+    cell.tick(times=50)
+    again = late.send(Authenticate(late.next_id(), "alice", "alice's token"))
+    assert late.reply(again) == Authenticated(again, "alice")
+
+
+def test_unchecked_refusals_count_against_the_connection() -> None:
+    """A connection that keeps trying while its host is over its budget is closed at its
+    own limit all the same."""
+    cell = limited(failures_per_connection_max=2, failures_per_address_max=1)
+    fail(cell.connect(R1, peer="10.0.0.8:1"))
+    retrying = cell.connect(R1, peer="10.0.0.8:2")
+    mark = cell.mark()
+    assert "too many failed" in fail(retrying).message
+    assert "limits.auth_failures_per_connection_max" in fail(retrying).message
+    assert Disconnect(retrying.id) in cell.since(mark, R1)
+
+
+def test_a_storm_of_wrong_tokens_writes_a_few_lines_and_counts_the_rest() -> None:
+    """1,000 wrong-token attempts from 1,000 hosts write at most log_lines_per_minute (10)
+    WARN lines; the rest are counted on /metrics; a minute later the next line says how
+    many were left out."""
+    cell = limited(failures_per_connection_max=1)
+    for n in range(1000):
+        fail(cell.connect(R1, peer=f"10.1.{n // 256}.{n % 256}:5"))
+    warnings = [t for t in cell.notes(R1, NoteLevel.WARN) if "authentication" in t]
+    assert len(warnings) == 10
+    left_out = 'chubbypy_log_lines_left_out_total{kind="authentication-refused"}'
+    assert metric(cell.nodes[R1], left_out) == 990
+    cell.tick(times=600)
+    fail(cell.connect(R1, peer="10.2.0.1:5"))
+    last = [t for t in cell.notes(R1, NoteLevel.WARN) if "authentication" in t][-1]
+    assert "990 more like this were left out" in last
