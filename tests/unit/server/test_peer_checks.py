@@ -37,11 +37,15 @@ from chubbypy.protocol.client import (
     ConnectionRole,
     ErrorReply,
     Hello,
+    PeerChallenge,
+    PeerChallengeReply,
     PeerFrame,
+    PeerProof,
 )
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.framing import FrameDecoder, encode_frame
 from chubbypy.protocol.wire import decode_wire, encode_wire
+from chubbypy.server._peer_auth import PeerKey
 from chubbypy.server._peers import InboundPeer, PeerNetwork
 from chubbypy.server._shell import ReplicaServer
 from chubbypy.server._store_worker import StoreWorker
@@ -88,13 +92,26 @@ class Refuser:
         return "refused a snapshot at index 9 from r2: not msgpack"
 
 
+KEY = PeerKey("t", b"the test cell's peer key, 32 chars")
+
+
 def _inbound(tmp: Path, server: object) -> tuple[InboundPeer, StringTransport]:
-    network = PeerNetwork(Clock(), _config(tmp), R1, cast(ReplicaServer, server))
+    """An inbound connection from r2 that proved itself with the cell's key."""
+    network = PeerNetwork(Clock(), _config(tmp), R1, cast(ReplicaServer, server), KEY)
     inbound = InboundPeer(network, FRAME)
     transport = StringTransport()
     inbound.makeConnection(transport)
     hello = Hello(PROTOCOL_VERSION, "t", ConnectionRole.PEER, "r2")
-    inbound.dataReceived(encode_frame(encode_wire(hello)))
+    nonce = bytes(range(32))
+    inbound.dataReceived(
+        b"".join(encode_frame(encode_wire(m)) for m in (hello, PeerChallenge(nonce)))
+    )
+    (reply,) = _replies(transport)
+    assert isinstance(reply, PeerChallengeReply)
+    proof = KEY.proof("connector", "r2", "r1", nonce, reply.nonce)
+    transport.clear()
+    inbound.dataReceived(encode_frame(encode_wire(PeerProof(proof))))
+    assert inbound.peer == R2
     transport.clear()
     return inbound, transport
 

@@ -175,7 +175,7 @@ def test_a_wrong_proof_is_refused_and_closes_the_connection(tmp_path: Path) -> N
     _send(
         inbound,
         PeerProof(bytes(32)),
-        PeerFrame(Heartbeat(Ballot(1 << 40, ReplicaId("r2")), LogIndex(0), 0)),
+        PeerFrame(Heartbeat(Ballot(1 << 29, ReplicaId("r2")), LogIndex(0), 0)),
     )
     (refusal,) = _taken(transport)
     assert refusal.code is ErrorCode.PERMISSION_DENIED
@@ -221,7 +221,7 @@ def test_paxos_messages_before_the_proof_are_refused(tmp_path: Path, proven: int
     inbound, transport = InboundPeer(_network(tmp_path, recorder), FRAME * 4), StringTransport()
     inbound.makeConnection(transport)
     steps = [Hello(PROTOCOL_VERSION, "t", ConnectionRole.PEER, "r2"), PeerChallenge(bytes(32))]
-    forged = PeerFrame(Heartbeat(Ballot(1 << 40, ReplicaId("r2")), LogIndex(0), 0))
+    forged = PeerFrame(Heartbeat(Ballot(1 << 29, ReplicaId("r2")), LogIndex(0), 0))
     _send(inbound, *steps[:proven], forged, ChecksumReport(LogIndex(1), bytes(8)))
     refusal = _taken(transport)[-1]
     assert refusal.code is ErrorCode.PERMISSION_DENIED
