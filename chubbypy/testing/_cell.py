@@ -635,6 +635,7 @@ class SimCell:
         for name in self.names:
             self.nodes[name].write_started = None
             self.restart(name)
+            self.nodes[name].resume()  # a stall begun before the faults stopped ends too
 
     def _final_checks(self, end: int) -> None:
         observer = self.observer

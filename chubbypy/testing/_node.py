@@ -168,7 +168,10 @@ class SimReplica:
         return connected
 
     def pause(self, until: int) -> None:
-        """Stall the process (a GC pause, a frozen VM) while its clock keeps running."""
+        """Stall the process (a GC pause, a frozen VM) while its clock keeps running. A
+        crashed process has nothing to stall (its restart must not inherit the stall)."""
+        if not self.alive:
+            return
         self.paused_until = max(self.paused_until, until)
         incarnation = self.incarnation
         self._scheduler.at(until, lambda: self._resume(incarnation))
@@ -178,6 +181,11 @@ class SimReplica:
         self.checksum_requests = False
         if self.alive:
             self.node.checksum_requests = False
+
+    def resume(self) -> None:
+        """End any stall now (the faults stop): what waited for it runs."""
+        self.paused_until = min(self.paused_until, self._scheduler.now)
+        self._resume(self.incarnation)
 
     def _resume(self, incarnation: int) -> None:
         if incarnation != self.incarnation or self._scheduler.now < self.paused_until:
