@@ -111,6 +111,9 @@ class NodeSettings:
     clients_max: int = 10_000
     client_results_max: int = 64
     client_limits: ClientLimits = ClientLimits()
+    admins: tuple[str, ...] = ()
+    """The cell's operators (``auth.admins``): a master whose cell has no ACL directory
+    makes one only they may change, with them in ``acl/admin`` (none: it makes none)."""
     bugs: frozenset[Bug] = frozenset()
     node_bugs: frozenset[NodeBug] = frozenset()
 

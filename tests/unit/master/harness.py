@@ -12,9 +12,10 @@ from chubbypy.master import (
     KeepAliveAnswered,
     MasterService,
     MasterTiming,
+    Proposal,
     SessionStarted,
 )
-from chubbypy.namespace import NamespaceMachine
+from chubbypy.namespace import DEFAULT_LIMITS, NamespaceLimits, NamespaceMachine
 from chubbypy.protocol import LogIndex
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
@@ -39,8 +40,13 @@ EXCLUSIVE, SHARED = LockMode.EXCLUSIVE, LockMode.SHARED
 class Cell:
     """A master and its database; proposals are applied in order as soon as they appear."""
 
-    def __init__(self) -> None:
-        self.machine = NamespaceMachine(CELL)
+    def __init__(
+        self, admins: tuple[str, ...] = (), limits: NamespaceLimits = DEFAULT_LIMITS
+    ) -> None:
+        self.machine = NamespaceMachine(CELL, limits)
+        self.admins = admins
+        self.proposed: list[Proposal] = []
+        """Every proposal of the master's, in order."""
         self.index = 0
         self.now = 0
         self.master = self.new_master()
@@ -53,7 +59,7 @@ class Cell:
         """Clients' writes applied, with their results, in order."""
 
     def new_master(self) -> MasterService:
-        master = MasterService(TIMING, KEY)
+        master = MasterService(TIMING, KEY, self.admins)
         master.start(self.now, epoch=self.index + 1, machine=self.machine)
         return master
 
@@ -82,7 +88,10 @@ class Cell:
                     self.master.applied(None, write, applied)
                     self.written.append((write, applied.result))
                     continue
-                applied = self.machine.apply_write(LogIndex(self.index), proposal.write)
+                self.proposed.append(proposal)
+                applied = self.machine.apply_write(
+                    LogIndex(self.index), proposal.write, proposal.principal
+                )
                 self.master.landed(proposal.ticket)
                 self.master.applied(proposal.token, proposal.write, applied)
 
