@@ -34,7 +34,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from chubbypy.master import MasterTiming
-from chubbypy.namespace import NamespaceLimits
+from chubbypy.namespace import DEFAULT_LIMITS, NamespaceLimits
 from chubbypy.node import ANONYMOUS, Auth, ClientLimits, NodeSettings, handle_key_for
 from chubbypy.paxos import (
     Limits,
@@ -173,6 +173,10 @@ class LimitsConfig:
     """Live sessions created on one client connection."""
     sessions_per_principal_max: int = _CLIENT_LIMITS.sessions_per_principal_max
     """Live sessions of one principal (created through the current master)."""
+    nodes_per_principal_max: int = DEFAULT_LIMITS.nodes_per_principal_max
+    """Nodes one principal created that exist (a quota, enforced in the namespace)."""
+    bytes_per_principal_max: int = DEFAULT_LIMITS.bytes_per_principal_max
+    """Bytes of contents in the files one principal created (a quota)."""
 
     def client_limits(self) -> ClientLimits:
         """The limits on what one connection or principal holds, for the node."""
@@ -204,6 +208,9 @@ class SessionsConfig:
 
 TOKEN_CHARS_MIN: Final = 16
 
+ADMINS_DEFAULT: Final = ("operator",)
+"""``auth.admins`` when the file does not say: the example cells' operator principal."""
+
 
 @frozen
 class AuthConfig:
@@ -220,6 +227,9 @@ class AuthConfig:
     handle_key: str | None = None
     """The secret of the handles' check digits, the same on every replica. Without it the
     key is derived from the cell's name, which anyone can read: handles can be forged."""
+    admins: tuple[str, ...] = ADMINS_DEFAULT
+    """The cell's operators: listed in the ACL directory's ``admin`` file when the cell is
+    made (only they may then change ACL files or list sessions), and exempt from quotas."""
 
     def token_of(self, principal: str) -> str | None:
         return dict(self.principals).get(principal)
@@ -284,6 +294,9 @@ class CellConfig:
             namespace_limits=NamespaceLimits(
                 file_bytes_max=self.limits.file_bytes_max,
                 session_answers_max=sessions.answers_kept_max,
+                nodes_per_principal_max=self.limits.nodes_per_principal_max,
+                bytes_per_principal_max=self.limits.bytes_per_principal_max,
+                quota_exempt=frozenset(auth.admins),
             ),
             handle_key=handle_key_for(self.cell, auth.handle_key),
             auth=Auth(auth.principals, auth.anonymous),
@@ -292,6 +305,7 @@ class CellConfig:
             clients_max=paxos.clients_max,
             client_results_max=paxos.client_results_max,
             client_limits=self.limits.client_limits(),
+            admins=auth.admins,
         )
 
     def storage_url_for(self, replica_id: str) -> str:
@@ -469,7 +483,9 @@ def _auth(value: object, problems: _Problems) -> AuthConfig:
     """The ``auth:`` section: principals with their tokens, anonymous access, handle key."""
     if value is None:
         return AuthConfig()
-    section = _section(value, "auth", ("principals", "anonymous", "handle_key"), (), problems)
+    section = _section(
+        value, "auth", ("principals", "anonymous", "handle_key", "admins"), (), problems
+    )
     if section is None:
         return AuthConfig()
     principals: list[tuple[str, str]] = []
@@ -502,7 +518,33 @@ def _auth(value: object, problems: _Problems) -> AuthConfig:
         problems.add("auth.handle_key", f"expected a secret string of at least "
                      f"{TOKEN_CHARS_MIN} characters")  # fmt: skip
         key = None
-    return AuthConfig(tuple(principals), anonymous, key)
+    return AuthConfig(tuple(principals), anonymous, key, _admins(section, problems))
+
+
+# --- auth.admins: the cell's operators (kept in this one block) -------------------------------
+
+
+def _admins(section: Mapping[str, object], problems: _Problems) -> tuple[str, ...]:
+    """``auth.admins``: a non-empty list of principal names (``anonymous`` allowed, for a
+    development cell whose every client may administer it)."""
+    listed = section.get("admins", list(ADMINS_DEFAULT))
+    if not isinstance(listed, list) or not listed:
+        problems.add("auth.admins", f"expected a non-empty list of principals, got "
+                     f"{_describe(listed)}")  # fmt: skip
+        return ADMINS_DEFAULT
+    admins: list[str] = []
+    for position, name in enumerate(listed):
+        path = f"auth.admins[{position}]"
+        if not isinstance(name, str) or not 0 < len(name) <= PRINCIPAL_CHARS_MAX:
+            problems.add(path, f"a principal is a name of 1 to {PRINCIPAL_CHARS_MAX} characters")
+        elif not name.isprintable() or any(c.isspace() or c == "#" for c in name) or name == "*":
+            problems.add(path, f"{name!r} cannot be a principal: no spaces, '#' or control "
+                         "characters, and '*' is not a principal")  # fmt: skip
+        elif name in admins:
+            problems.add(path, f"{name!r} is listed twice")
+        else:
+            admins.append(name)
+    return tuple(admins) or ADMINS_DEFAULT
 
 
 # --- Reading single values -------------------------------------------------------------------
@@ -743,6 +785,8 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "registrations_per_principal_max": _at_least(1),
     "sessions_per_connection_max": _at_least(1),
     "sessions_per_principal_max": _at_least(1),
+    "nodes_per_principal_max": _at_least(1),
+    "bytes_per_principal_max": _at_least(1),
 }
 
 

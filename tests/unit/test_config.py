@@ -207,7 +207,7 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "limits.colour: unknown key: expected one of file_bytes_max, frame_bytes_max, "
         "peer_message_bytes_max, registrations_per_connection_max, "
         "registrations_per_principal_max, sessions_per_connection_max, "
-        "sessions_per_principal_max"
+        "sessions_per_principal_max, nodes_per_principal_max, bytes_per_principal_max"
     )
 
 
@@ -662,6 +662,23 @@ def test_auth_reads_principals_anonymous_and_the_handle_key() -> None:
     assert parse_config(config()).auth == AuthConfig()
 
 
+def test_auth_admins_default_to_the_operator_and_reach_the_node() -> None:
+    """auth.admins defaults to [operator]; the node gets them (for the ACL directory it
+    makes), and the namespace exempts them from quotas, which it reads from limits:."""
+    assert parse_config(config()).auth.admins == ("operator",)
+    cell = parse_config(
+        config(
+            auth={"admins": ["ops", "anonymous"]},
+            limits={"nodes_per_principal_max": 7, "bytes_per_principal_max": 4096},
+        )
+    )
+    settings = cell.node_settings("r1")
+    assert settings.admins == ("ops", "anonymous")
+    assert settings.namespace_limits.quota_exempt == frozenset({"ops", "anonymous"})
+    assert settings.namespace_limits.nodes_per_principal_max == 7
+    assert settings.namespace_limits.bytes_per_principal_max == 4096
+
+
 @pytest.mark.parametrize(
     ("auth", "expected"),
     [
@@ -673,6 +690,11 @@ def test_auth_reads_principals_anonymous_and_the_handle_key() -> None:
         ({"anonymous": "yes"}, r"auth\.anonymous: expected true or false"),
         ({"handle_key": "short"}, r"auth\.handle_key: expected a secret string"),
         ({"tokens": {}}, r"auth\.tokens: unknown key"),
+        ({"admins": []}, r"auth\.admins: expected a non-empty list"),
+        ({"admins": "operator"}, r"auth\.admins: expected a non-empty list"),
+        ({"admins": ["ops", "\x1b[2J"]}, r"auth\.admins\[1\]: .* cannot be a principal"),
+        ({"admins": ["ops", "ops"]}, r"auth\.admins\[1\]: 'ops' is listed twice"),
+        ({"admins": ["*"]}, r"auth\.admins\[0\]: .*'\*' is not a principal"),
     ],
 )
 def test_bad_auth_is_refused_with_its_key_path(auth: dict[str, Any], expected: str) -> None:
