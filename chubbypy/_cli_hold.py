@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import IO, Any, BinaryIO, Final, Protocol
 
+from chubbypy._cli_text import json_text, shown
 from chubbypy.client._errors import LockTimeout
 from chubbypy.client._state import SessionState
 from chubbypy.protocol.errors import ChubbyError, SessionExpired
@@ -118,7 +118,7 @@ def _print_event(event: SessionEvent, stdout: BinaryIO, emit: Emit, as_json: boo
                         "sequence": event.sequence, "time": now}})  # fmt: skip
         return
     note = " (events may have been missed: read again)" if _failover(event) else ""
-    stdout.write(f"{now} {event.kind.name} {event.path}{note}\n".encode())
+    stdout.write(f"{now} {event.kind.name} {shown(event.path)}{note}\n".encode())
     stdout.flush()
 
 
@@ -139,7 +139,7 @@ def run_locked(
     try:
         held = lock.acquire()
     except LockTimeout as refused:
-        print(f"chubbypy lock: {path}: not acquired: {refused}", file=stderr)
+        print(f"chubbypy lock: {path}: not acquired: {shown(str(refused))}", file=stderr)
         emit({"path": path, "acquired": False, "exit_code": EXIT_NOT_ACQUIRED})
         return EXIT_NOT_ACQUIRED
     mode = "shared" if shared else "exclusive"
@@ -291,5 +291,5 @@ def _quietly(action: Callable[[], object]) -> None:
 
 def json_line(stdout: BinaryIO, document: dict[str, Any]) -> None:
     """One JSON document on one line (``watch --json`` prints one per event)."""
-    stdout.write(json.dumps(document, ensure_ascii=False).encode() + b"\n")
+    stdout.write(json_text(document).encode() + b"\n")
     stdout.flush()

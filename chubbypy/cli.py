@@ -13,9 +13,12 @@ Usage::
 
     ls [-l] [PATH]          children of a directory (the cell root by default); directories
                             end in "/"; -l adds MODE (d or - for directory or file, then e or
-                            - for ephemeral), SIZE, GENERATION and INSTANCE columns
+                            - for ephemeral), SIZE, GENERATION and INSTANCE columns ("?" for
+                            a child you may not read: the cell shows its name only)
     stat PATH               a node's metadata
-    cat PATH                a file's contents, as raw bytes
+    cat [--raw] PATH        a file's contents, as raw bytes; on a terminal, control
+                            characters and bytes that are not UTF-8 are shown escaped
+                            (\\x1b) unless --raw
     put PATH [VALUE | -]    write a file, creating it if missing; the contents come from
                             VALUE, or from standard input if VALUE is "-" or missing.
                             --if-generation N: only if its content generation is N;
@@ -26,7 +29,11 @@ Usage::
     acl get PATH            a node's three ACL names (read, write, change) and their generation
     acl set PATH [--read NAME] [--write NAME] [--change NAME] [--if-generation N]
                             change some of them (the others are kept; without
-                            --if-generation, only if no one changed them since they were read)
+                            --if-generation, only if no one changed them since they were
+                            read). Needs change permission only: the names are read through
+                            a handle opened for CHANGE_ACL when the node is not readable.
+                            Warns (on standard error; exit 0) about a name with no file in
+                            the cell's ACL directory: it admits no one
     watch PATH [--count N]  print the node's events as they come (contents modified, child
                             added or removed, lock acquired, conflicting lock, deleted, master
                             fail-over) until Ctrl-C, or N events; exits 1 if the node is
@@ -68,6 +75,11 @@ users of the machine could read the token. Replicas at ``ssl:`` addresses are ve
 against the cell file's ``tls.ca``, or the CA in the PEM file ``CHUBBY_CA_FILE`` names
 (else the system's authorities), and must name the host dialled.
 
+Text from the cell (names, paths, sessions' names, ACL names, error messages, contents
+shown as text) is printed with every unprintable character escaped (``\\x1b``,
+``\\u202e``), so that what another client wrote cannot drive the terminal; JSON output
+escapes them as ``\\uXXXX`` (`chubbypy._cli_text`).
+
 Exit codes: 0 done; 1 the cell refused the operation (no such node, exists, generation
 mismatch, ...: the message on standard error names the path and the error), or the lock
 (the leadership) was lost while the command ran; 2 usage error (bad arguments, no cell, a
@@ -87,7 +99,8 @@ standard error. Every object has::
 
 and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
 
-    ls      "path": full name, "entries": [{"name": str, "path": str, "stat": STAT}, ...]
+    ls      "path": full name, "entries": [{"name": str, "path": str, "stat": STAT | null},
+            ...] (null for a child the caller may not read)
     stat    "path", "stat": STAT
     cat     "path", "contents": {"encoding": "utf-8" | "base64", "data": str}, "stat": STAT
     put     "path", "created": bool, "stat": STAT
@@ -96,7 +109,8 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
     status  "master": id of a replica that reports itself master, or null,
             "replicas": [{"replica_id": str | null, "address": str, "reachable": bool,
                           "problem": str | null, "status": STATUS | null}, ...]
-    acl     "path", "acl": {"read", "write", "change": str}, "acl_generation": int
+    acl     "path", "acl": {"read", "write", "change": str}, "acl_generation": int,
+            "warnings": [str, ...] (also printed on standard error)
     leader  "path", "leader": str (what the leader advertises)
     sessions "sessions": [SESSION, ...], in session id order
     lock    printed when the command is over (after CMD's own output): "path",
@@ -134,15 +148,16 @@ from __future__ import annotations
 import argparse
 import base64
 import importlib
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
 from attrs import evolve, frozen
 
+from chubbypy._cli_text import json_text, shown, shown_contents
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
 from chubbypy.protocol.client import CELL_CHARS_MAX, ReplicaStatus
@@ -152,11 +167,13 @@ from chubbypy.protocol.errors import (
     NodeExists,
     NoSuchNode,
     NotADirectory,
+    PermissionDenied,
     Unavailable,
     UnsupportedVersion,
     WrongCell,
 )
 from chubbypy.protocol.namespace import AclNames, Contents, DirEntry, Stat
+from chubbypy.protocol.session import HandleMode
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -205,6 +222,21 @@ PUT_ATTEMPTS_MAX: Final = 3
 """Set-or-create rounds in `put` before giving up on a file that keeps appearing and going."""
 
 
+class AclHandle(Protocol):
+    """What ``acl set`` needs of a handle: `chubbypy.client.blocking.BlockingHandle`'s."""
+
+    @property
+    def stat(self) -> Stat: ...
+    def set_acl(self, acl: AclNames, expected_generation: int | None = None) -> Stat: ...
+    def __enter__(self) -> AclHandle: ...
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+
 class CellClient(Protocol):
     """What the commands need of a client: `chubbypy.client.BlockingCell`'s methods."""
 
@@ -219,6 +251,7 @@ class CellClient(Protocol):
     def set_acl(self, path: str, acl: AclNames, expected_generation: int | None = None) -> Stat: ...
     def status(self, replica: str | None = None) -> tuple[ReplicaReport, ...]: ...
     def list_sessions(self) -> Sequence[Any]: ...
+    def open(self, path: str, *, mode: HandleMode = ...) -> AclHandle: ...
     def close(self) -> None: ...
 
 
@@ -255,6 +288,8 @@ class Outcome:
 
     document: dict[str, Any]
     text: bytes = b""
+    warnings: tuple[str, ...] = ()
+    """Printed on standard error (in JSON output, also as "warnings"); the exit code stays 0."""
 
 
 Credentials = tuple[str, str]
@@ -419,7 +454,8 @@ def _execute_lasting(
                                 stderr=stderr, emit=emit)  # fmt: skip
     except ChubbyError as error:
         code = EXIT_UNAVAILABLE if isinstance(error, UNAVAILABLE_ERRORS) else EXIT_FAILED
-        print(f"chubbypy {args.command}: {path}: {error.code.name}: {error.message}", file=stderr)
+        message = shown(error.message)
+        print(f"chubbypy {args.command}: {path}: {error.code.name}: {message}", file=stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
             document = {**header, "ok": False, "path": path, "error": failure}
@@ -450,18 +486,25 @@ def _execute(
     except ChubbyError as error:
         code = EXIT_UNAVAILABLE if isinstance(error, UNAVAILABLE_ERRORS) else EXIT_FAILED
         where = f"{invocation.path}: " if invocation.path is not None else ""
-        print(f"chubbypy {args.command}: {where}{error.code.name}: {error.message}", file=stderr)
+        message = shown(error.message)
+        print(f"chubbypy {args.command}: {where}{error.code.name}: {message}", file=stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
             _write_json(stdout, {**header, "ok": False, "path": invocation.path, "error": failure})
         return code
     except ValueError as error:  # e.g. status of a replica the cell does not have
-        print(f"chubbypy {args.command}: {error}", file=stderr)
+        print(f"chubbypy {args.command}: {shown(str(error))}", file=stderr)
         return EXIT_USAGE
+    for warning in outcome.warnings:
+        print(f"chubbypy {args.command}: warning: {shown(warning)}", file=stderr)
     if as_json:
-        _write_json(stdout, {**header, "ok": True, **outcome.document})
+        warnings = {"warnings": list(outcome.warnings)} if outcome.warnings else {}
+        _write_json(stdout, {**header, "ok": True, **outcome.document, **warnings})
     else:
-        stdout.write(outcome.text)
+        text = outcome.text
+        if args.command == "cat" and not args.raw and stdout.isatty():
+            text = shown_contents(text)
+        stdout.write(text)
         stdout.flush()
     return _exit_code(args.command, outcome)
 
@@ -578,8 +621,17 @@ def _add_namespace_commands(commands: Any, common: argparse.ArgumentParser) -> N
     ls = commands.add_parser("ls", parents=[common], help="list a directory")
     ls.add_argument("path", nargs="?", default="", help="a directory (default: the cell root)")
     ls.add_argument("-l", dest="long", action="store_true", help="show metadata columns")
-    for name, summary in (("stat", "show a node's metadata"), ("cat", "print a file")):
-        commands.add_parser(name, parents=[common], help=summary).add_argument("path")
+    commands.add_parser("stat", parents=[common], help="show a node's metadata").add_argument(
+        "path"
+    )
+    cat = commands.add_parser("cat", parents=[common], help="print a file")
+    cat.add_argument("path")
+    cat.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the bytes as they are even to a terminal (default: escape control "
+        "characters there)",
+    )
     put = commands.add_parser("put", parents=[common], help="write a file")
     put.add_argument("path")
     put.add_argument("value", nargs="?", help='the contents (default, or "-": standard input)')
@@ -817,12 +869,17 @@ def _ls(client: CellClient, call: Invocation) -> Outcome:
     document = {
         "path": path,
         "entries": [
-            {"name": e.name, "path": f"{path}/{e.name}", "stat": stat_json(e.stat)} for e in entries
+            {
+                "name": e.name,
+                "path": f"{path}/{e.name}",
+                "stat": None if e.stat is None else stat_json(e.stat),
+            }
+            for e in entries
         ],
     }
     if call.args.long:
         rows = [["MODE", "SIZE", "GENERATION", "INSTANCE", "NAME"]]
-        rows += [[_mode(e.stat), *_numbers(e.stat), _shown_name(e)] for e in entries]
+        rows += [[*_columns(e.stat), _shown_name(e)] for e in entries]
         return Outcome(document, _table(rows, right=(1, 2, 3)))
     return Outcome(document, "".join(f"{_shown_name(e)}\n" for e in entries).encode())
 
@@ -841,7 +898,7 @@ def _stat(client: CellClient, call: Invocation) -> Outcome:
         ("lock_generation", str(stat.lock_generation)),
         ("acl_generation", str(stat.acl_generation)),
         ("checksum", f"{stat.checksum:#018x}"),
-        ("acl", f"read={acl.read} write={acl.write} change={acl.change}"),
+        ("acl", shown(f"read={acl.read} write={acl.write} change={acl.change}")),
     ]
     text = "".join(f"{key:<20}{value}\n" for key, value in lines)
     return Outcome({"path": path, "stat": stat_json(stat)}, text.encode())
@@ -927,7 +984,8 @@ def _status(client: CellClient, call: Invocation) -> Outcome:
     rows += [_status_row(report) for report in reports]
     # A problem names the replica's address already; the id, when known, is added.
     notes = [
-        f"{report.replica_id}: {report.problem}\n" if report.replica_id else f"{report.problem}\n"
+        shown(f"{report.replica_id}: {report.problem}" if report.replica_id else report.problem)
+        + "\n"
         for report in reports
         if report.problem is not None
     ]
@@ -935,31 +993,86 @@ def _status(client: CellClient, call: Invocation) -> Outcome:
 
 
 def _status_row(report: ReplicaReport) -> list[str]:
-    shown = [report.replica_id or "?", display_address(report.address)]
+    where = [shown(report.replica_id or "?"), shown(display_address(report.address))]
     status = report.status
     if status is None:
-        return [*shown, "unreachable", *["-"] * 7]
+        return [*where, "unreachable", *["-"] * 7]
     lease = f"{status.lease_remaining_ms / 1000:.1f}s" if status.lease_valid else "-"
     indexes = (status.chosen_index, status.applied_index, status.first_index, status.last_index)
     master = status.master_hint or "-"
-    return [*shown, status.role, str(status.epoch), *map(str, indexes), lease, master]
+    texts = [*where, status.role, str(status.epoch), *map(str, indexes), lease, master]
+    return [shown(text) for text in texts]
 
 
 def _acl(client: CellClient, call: Invocation) -> Outcome:
     path, args = _path(call), call.args
-    stat = client.get_stat(path)
+    warnings: tuple[str, ...] = ()
     if args.acl_command == "set":
         given = {name: getattr(args, name) for name in ("read", "write", "change")}
         if not any(given.values()):
             raise ValueError("name at least one of --read, --write, --change")
-        wanted = AclNames(**{k: v or getattr(stat.acl, k) for k, v in given.items()})
-        expected = stat.acl_generation if args.if_generation is None else args.if_generation
-        stat = client.set_acl(path, wanted, expected)
+        stat = _set_acl(client, path, given, args.if_generation)
+        warnings = _unknown_acl_names(client, call.cell, given)
+    else:
+        stat = client.get_stat(path)
     acl = stat.acl
-    shown = f"read={acl.read} write={acl.write} change={acl.change}"
-    text = f"{shown} (generation {stat.acl_generation})\n"
+    names = shown(f"read={acl.read} write={acl.write} change={acl.change}")
+    text = f"{names} (generation {stat.acl_generation})\n"
     document = {"path": path, "acl": stat_json(stat)["acl"], "acl_generation": stat.acl_generation}
-    return Outcome(document, text.encode())
+    return Outcome(document, text.encode(), warnings)
+
+
+def _set_acl(
+    client: CellClient, path: str, given: dict[str, str | None], if_generation: int | None
+) -> Stat:
+    """Set the ACL names given, keeping the others. All three given: nothing is read. Else
+    the current names are read, from the node if the caller may read it, otherwise from
+    a handle opened for CHANGE_ACL alone (which needs change permission only, as the
+    change itself does): so an operator who set a read ACL that admits no one can still
+    set it back."""
+    if all(given.values()):
+        return client.set_acl(path, AclNames(**given), if_generation)  # type: ignore[arg-type]
+    try:
+        stat = client.get_stat(path)
+    except PermissionDenied:
+        with client.open(path, mode=HandleMode.CHANGE_ACL) as handle:
+            stat = handle.stat
+            wanted, expected = _wanted_acl(stat, given, if_generation)
+            return handle.set_acl(wanted, expected)
+    wanted, expected = _wanted_acl(stat, given, if_generation)
+    return client.set_acl(path, wanted, expected)
+
+
+def _wanted_acl(
+    stat: Stat, given: dict[str, str | None], if_generation: int | None
+) -> tuple[AclNames, int]:
+    """The names to set, and the ACL generation to expect (the one read, unless given)."""
+    wanted = AclNames(**{k: v or getattr(stat.acl, k) for k, v in given.items()})
+    return wanted, stat.acl_generation if if_generation is None else if_generation
+
+
+def _unknown_acl_names(
+    client: CellClient, cell: str, given: dict[str, str | None]
+) -> tuple[str, ...]:
+    """A warning for each ACL name given that has no file in the cell's ACL directory
+    (``all`` needs none): such a name admits no one."""
+    warnings = []
+    for role, name in given.items():
+        if not name or name == "all":
+            continue
+        where = f"/ls/{cell}/acl/{name}"
+        try:
+            found: Stat | None = client.get_stat(where)
+        except NoSuchNode:
+            found = None
+        except ChubbyError:
+            continue  # unreadable or unreachable: it may well exist
+        if found is None or found.is_directory:
+            warnings.append(
+                f"the {role} ACL {name!r} has no file {where}: it admits no one until "
+                "that file lists principals"
+            )
+    return tuple(warnings)
 
 
 def _leader(client: CellClient, call: Invocation) -> Outcome:
@@ -971,7 +1084,7 @@ def _leader(client: CellClient, call: Invocation) -> Outcome:
     leader = contents.decode(errors="replace") or None
     if leader is None:
         raise NoLeader(f"{path}: no leader (no one has won, or the last one resigned)")
-    return Outcome({"path": path, "leader": leader}, f"{leader}\n".encode())
+    return Outcome({"path": path, "leader": leader}, f"{shown(leader)}\n".encode())
 
 
 class NoLeader(ChubbyError):
@@ -988,8 +1101,9 @@ def _sessions(client: CellClient, call: Invocation) -> Outcome:
         locks = ",".join(f"{p}({m[0]})" for p, m in info.locks) or "-"
         if info.lock_count > len(info.locks):
             locks += f",+{info.lock_count - len(info.locks)}"
-        rows.append([str(info.session_id), info.state, f"{info.lease_remaining_ms / 1000:.1f}s",
-                     str(info.handles), locks, str(info.ephemeral_count), info.name])  # fmt: skip
+        rows.append([str(info.session_id), shown(info.state),
+                     f"{info.lease_remaining_ms / 1000:.1f}s", str(info.handles), shown(locks),
+                     str(info.ephemeral_count), shown(info.name)])  # fmt: skip
     return Outcome(document, _table(rows, right=(2, 3, 5)))
 
 
@@ -1003,7 +1117,7 @@ def _complete(client: CellClient, call: Invocation) -> Outcome:
     except ChubbyError:
         entries = ()
     prefix = f"{directory}/" if directory or word.startswith("/") else ""
-    names = [prefix + _shown_name(e) for e in entries if e.name.startswith(start)]
+    names = [shown(prefix) + _shown_name(e) for e in entries if e.name.startswith(start)]
     return Outcome({"completions": names}, "".join(f"{n}\n" for n in names).encode())
 
 
@@ -1128,7 +1242,7 @@ def bytes_json(data: bytes) -> dict[str, str]:
 
 
 def _write_json(stdout: BinaryIO, document: dict[str, Any]) -> None:
-    stdout.write(json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n")
+    stdout.write(json_text(document, indent=2).encode() + b"\n")
     stdout.flush()
 
 
@@ -1145,16 +1259,18 @@ def _table(rows: list[list[str]], right: tuple[int, ...] = ()) -> bytes:
     return "".join(lines).encode()
 
 
-def _mode(stat: Stat) -> str:
-    return ("d" if stat.is_directory else "-") + ("e" if stat.ephemeral else "-")
-
-
-def _numbers(stat: Stat) -> list[str]:
-    return [str(stat.size), str(stat.content_generation), str(stat.instance)]
+def _columns(stat: Stat | None) -> list[str]:
+    """``ls -l``'s MODE, SIZE, GENERATION and INSTANCE; "?" where the cell showed the name
+    only (the caller may not read that child)."""
+    if stat is None:
+        return ["?"] * 4
+    mode = ("d" if stat.is_directory else "-") + ("e" if stat.ephemeral else "-")
+    return [mode, str(stat.size), str(stat.content_generation), str(stat.instance)]
 
 
 def _shown_name(entry: DirEntry) -> str:
-    return entry.name + "/" if entry.stat.is_directory else entry.name
+    name = shown(entry.name)
+    return name + "/" if entry.stat is not None and entry.stat.is_directory else name
 
 
 def _path(call: Invocation) -> str:

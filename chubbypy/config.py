@@ -34,7 +34,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from chubbypy.master import MasterTiming
-from chubbypy.namespace import NamespaceLimits
+from chubbypy.namespace import DEFAULT_LIMITS, NamespaceLimits
 from chubbypy.node import (
     ANONYMOUS,
     Auth,
@@ -218,6 +218,11 @@ class LimitsConfig:
     """Warnings of one kind that clients or peers can cause, per minute; more are counted
     (chubbypy_log_lines_left_out_total) and the next line says how many were left out."""
 
+    nodes_per_principal_max: int = DEFAULT_LIMITS.nodes_per_principal_max
+    """Nodes one principal created that exist (a quota, enforced in the namespace)."""
+    bytes_per_principal_max: int = DEFAULT_LIMITS.bytes_per_principal_max
+    """Bytes of contents in the files one principal created (a quota)."""
+
     def auth_limits(self, tick_seconds: float) -> AuthLimits:
         """The limits on failed authentications, for the node (the window in ticks)."""
         return AuthLimits(
@@ -262,6 +267,9 @@ PLACEHOLDER_WORDS: Final = ("replace", "changeme", "change me", "placeholder", "
 """A secret containing one of these (any case) was copied from an example, not chosen: it is
 public, and refused (issue 13: the repository once shipped a usable key and token)."""
 
+ADMINS_DEFAULT: Final = ("operator",)
+"""``auth.admins`` when the file does not say: the example cells' operator principal."""
+
 
 @frozen
 class AuthConfig:
@@ -290,6 +298,9 @@ class AuthConfig:
     peer_key_file: str = f"{SECRETS_DIR}/peer.key"
     """The cell's peer key: replicas prove they know it to each other before any Paxos
     message is taken (unless the cell has a ``tls:`` section: then certificates do that)."""
+    admins: tuple[str, ...] = ADMINS_DEFAULT
+    """The cell's operators: listed in the ACL directory's ``admin`` file when the cell is
+    made (only they may then change ACL files or list sessions), and exempt from quotas."""
 
     def token_of(self, principal: str) -> str | None:
         """`principal`'s token if the file gives it inline (token files are the server's)."""
@@ -385,6 +396,9 @@ class CellConfig:
             namespace_limits=NamespaceLimits(
                 file_bytes_max=self.limits.file_bytes_max,
                 session_answers_max=sessions.answers_kept_max,
+                nodes_per_principal_max=self.limits.nodes_per_principal_max,
+                bytes_per_principal_max=self.limits.bytes_per_principal_max,
+                quota_exempt=frozenset(auth.admins),
             ),
             handle_key=handle_key_for(self.cell, auth.handle_key),
             auth=Auth(auth.principals, auth.anonymous),
@@ -395,6 +409,7 @@ class CellConfig:
             client_limits=self.limits.client_limits(),
             auth_limits=self.limits.auth_limits(paxos.tick_seconds),
             log_lines_per_minute=self.limits.log_lines_per_minute,
+            admins=auth.admins,
         )
 
     def storage_url_for(self, replica_id: str) -> str:
@@ -572,7 +587,14 @@ def _unknown_key(key: str, known: tuple[str, ...]) -> str:
     return f"unknown key: expected one of {', '.join(known)}"
 
 
-AUTH_KEYS: Final = ("principals", "anonymous", "handle_key", "handle_key_file", "peer_key_file")
+AUTH_KEYS: Final = (
+    "principals",
+    "anonymous",
+    "handle_key",
+    "handle_key_file",
+    "peer_key_file",
+    "admins",
+)
 
 
 def _auth(value: object, problems: _Problems) -> AuthConfig:
@@ -605,6 +627,7 @@ def _auth(value: object, problems: _Problems) -> AuthConfig:
         anonymous,
         key,
         tuple(token_files),
+        admins=_admins(section, problems),
         **{name: path for name, path in files.items() if path is not None},
     )
 
@@ -713,6 +736,32 @@ def _check_endpoint_kinds(
                 "an ssl: endpoint takes its certificate and key from the tls: section: "
                 f"leave out {', '.join(SSL_FILE_OPTIONS)}",
             )
+
+
+# --- auth.admins: the cell's operators (kept in this one block) -------------------------------
+
+
+def _admins(section: Mapping[str, object], problems: _Problems) -> tuple[str, ...]:
+    """``auth.admins``: a non-empty list of principal names (``anonymous`` allowed, for a
+    development cell whose every client may administer it)."""
+    listed = section.get("admins", list(ADMINS_DEFAULT))
+    if not isinstance(listed, list) or not listed:
+        problems.add("auth.admins", f"expected a non-empty list of principals, got "
+                     f"{_describe(listed)}")  # fmt: skip
+        return ADMINS_DEFAULT
+    admins: list[str] = []
+    for position, name in enumerate(listed):
+        path = f"auth.admins[{position}]"
+        if not isinstance(name, str) or not 0 < len(name) <= PRINCIPAL_CHARS_MAX:
+            problems.add(path, f"a principal is a name of 1 to {PRINCIPAL_CHARS_MAX} characters")
+        elif not name.isprintable() or any(c.isspace() or c == "#" for c in name) or name == "*":
+            problems.add(path, f"{name!r} cannot be a principal: no spaces, '#' or control "
+                         "characters, and '*' is not a principal")  # fmt: skip
+        elif name in admins:
+            problems.add(path, f"{name!r} is listed twice")
+        else:
+            admins.append(name)
+    return tuple(admins) or ADMINS_DEFAULT
 
 
 # --- Reading single values -------------------------------------------------------------------
@@ -980,6 +1029,8 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "auth_failures_window_seconds": _positive_seconds,
     "calls_waiting_per_session_max": _at_least(1),
     "log_lines_per_minute": _at_least(1),
+    "nodes_per_principal_max": _at_least(1),
+    "bytes_per_principal_max": _at_least(1),
 }
 
 

@@ -381,8 +381,9 @@ class PlainCell:
 
     def list_sessions(self) -> Deferred[tuple[SessionInfo, ...]]:
         """Every session of the cell in id order, as the master sees it: name, state,
-        lease, handles, locks held and ephemeral files owned (an operator's query; the
-        principal needs read access to the cell's root, else `PermissionDenied`).
+        lease, handles, locks held and ephemeral files owned (an operator's query: the
+        cell's ACL ``admin``, the file ``acl/admin``, must admit the principal, else
+        `PermissionDenied`).
 
         It pages through the master's listing, a call per page, so a session opened or
         ended meanwhile may be missing or listed although gone. It needs no session.

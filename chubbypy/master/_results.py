@@ -129,6 +129,9 @@ class Proposal:
     ticket: GateTicket
     """The cache gate's number for it: report `MasterService.landed(ticket)` once it was
     applied or refused."""
+    principal: str = ""
+    """Whom the write is done for: the principal of the connection whose call it serves
+    (the namespace charges it for what it creates); "" for the master's own decisions."""
 
 
 @frozen

@@ -52,12 +52,22 @@ drops it when mastership ends; everything in it is memory that a new master rebu
   connection does) are checked against the node's ACL names (`chubbypy.namespace._acl`): an
   open, for each mode it asks, and for a creation, write on the parent; a read, read. A
   handle then carries its mode, so its later calls (write, acquire) need no new check, as
-  in Chubby. `principal` None means a trusted caller (unit tests, the simulator).
+  in Chubby; a SetAcl needs a handle opened for CHANGE_ACL (only), other writes one opened
+  for WRITE. `principal` None means a trusted caller (unit tests, the simulator).
+* **Quotas.** A call's writes are proposed for its principal (`Proposal.principal`), whom
+  the namespace charges for the nodes and bytes they create (`chubbypy.namespace._quota`);
+  one the namespace would refuse for a quota is refused here first, costing no entry.
+* **The ACL directory.** A master whose cell has none (a new cell) first proposes the one
+  `protect_acl_directory` makes, listing the operators (`admins`): only they may then
+  change ACL files (see `chubbypy.namespace._acl`).
 * **Operators' queries.** `list_sessions` pages through the sessions in id order with
   what the master knows of each: its name (replicated), its state and lease (the session
   table), its open handles (this mastership's), the locks it holds and the ephemeral
-  files it owns (the database). It needs read access to the cell's root, names no
-  session, and is answered at once, fail-over or not: it acts on nothing.
+  files it owns (the database). It lists clients' names and what they hold, so it needs
+  the ACL called ``admin`` to admit the caller; it names no session, and is answered at
+  once, fail-over or not: it acts on nothing.
+* **Sessions' names** are the clients' descriptions of themselves, shown to operators: a
+  name that is not printable text (a control character, a terminal escape) is refused.
 """
 
 from __future__ import annotations
@@ -98,12 +108,18 @@ from chubbypy.master._results import (
 from chubbypy.master._retries import CallRetries
 from chubbypy.master._waits import AcquireCall, LockWaits
 from chubbypy.namespace import (
+    ADMIN,
     Access,
     Applied,
     NamespaceMachine,
     NodeRecord,
     access_problem,
+    acl_directory,
+    acl_path,
+    admits,
     check_path,
+    protect_acl_directory,
+    quota_problem,
     request_problem,
     stale_call,
 )
@@ -136,6 +152,7 @@ from chubbypy.protocol.session import (
     EventKind,
     EventMask,
     HandleMode,
+    session_name_problem,
 )
 from chubbypy.sessions import (
     Handle,
@@ -234,9 +251,14 @@ bounds): so a page fits a frame of the default 1 MiB with room to spare."""
 class MasterService:
     """One mastership's sessions, handles and locks; see the module docstring."""
 
-    def __init__(self, timing: MasterTiming, handle_key: bytes) -> None:
+    def __init__(
+        self, timing: MasterTiming, handle_key: bytes, admins: tuple[str, ...] = ()
+    ) -> None:
         self._timing = timing
         self._key = handle_key
+        self._admins = admins
+        """The cell's operators, listed in the ACL directory this master makes if the
+        cell has none (none: it makes none)."""
         self._machine: NamespaceMachine | None = None
         self._epoch = 0
         self._now = 0
@@ -265,6 +287,8 @@ class MasterService:
         for record in machine.records():
             if record.lock.delay_ms:
                 self._delay((record.path, record.instance), record.lock.delay_ms)
+        if self._admins and machine.tree.get(acl_directory(machine.cell)) is None:
+            self._propose(None, protect_acl_directory(machine.cell, self._admins))
 
     def tick(self, now: int) -> None:
         self._now = now
@@ -329,7 +353,12 @@ class MasterService:
 
     def create_session(self, token: CallToken, name: str, nonce: int = 0) -> None:
         """Open a session for client `name`; a retry (the same `nonce`, not 0) of a creation
-        that was applied gets that session."""
+        that was applied gets that session. A name that is not printable text is refused
+        BAD_REQUEST (it is shown to operators: no terminal escapes)."""
+        problem = session_name_problem(name)
+        if problem is not None:
+            self._reply(token, Failure(ErrorCode.BAD_REQUEST, problem))
+            return
         opened = self._db().tree.session_by_nonce(name, nonce)
         if opened is not None:
             self._reply(token, self._session_started(opened.session_id))
@@ -434,12 +463,13 @@ class MasterService:
             self._reply(token, Failure(ErrorCode.NO_SUCH_NODE, f"no node {path}"))
         elif principal is not None and (
             denied := access_problem(machine.tree, principal, parent_of(path), Access.WRITE)
+            or quota_problem(machine.tree, principal, create)
         ):
             self._reply(token, denied)
         else:
             self._pending[token] = call
             self._track(token, session_id, number)
-            self._propose(token, InSession(session_id, create, number))
+            self._propose(token, InSession(session_id, create, number), principal)
 
     def close(
         self, token: CallToken, handle_bytes: bytes, number: CallNumber | None = None
@@ -559,30 +589,33 @@ class MasterService:
         write: SimpleWrite,
         sequencer: bytes | None = None,
         number: CallNumber | None = None,
+        principal: str | None = None,
     ) -> None:
         """Apply `write` to the handle's node on behalf of its session; with `sequencer`
         (Chubby's SetSequencer), only while that sequencer is valid when the write is
         applied: the fencing check is part of the log command, so it cannot be overtaken.
-        With `number`, a retry gets the first answer (see `_replayed`)."""
+        With `number`, a retry gets the first answer (see `_replayed`). A SetAcl needs a
+        handle opened for CHANGE_ACL, any other write one opened for WRITE. With
+        `principal`, the write is done for it (charged to its quotas)."""
         fenced = sequencer is not None
         if self._replayed(
             token, handle_bytes, number, lambda kept: _write_result(kept, fenced=fenced)
         ):
             return
-        resolved = self._resolve(handle_bytes, HandleMode.WRITE)
+        needs = HandleMode.CHANGE_ACL if isinstance(write, SetAcl) else HandleMode.WRITE
+        resolved = self._resolve(handle_bytes, needs)
         if isinstance(resolved, Failure):
             self._reply(token, resolved)
             return
         handle, _ = resolved
-        if isinstance(write, SetAcl) and not handle.mode & HandleMode.CHANGE_ACL:
-            message = "the handle was not opened for CHANGE_ACL"
-            self._reply(token, Failure(ErrorCode.PERMISSION_DENIED, message))
-            return
         if write.path != handle.path:
             message = f"a write to {write.path} through a handle on {handle.path}"
             self._reply(token, Failure(ErrorCode.BAD_REQUEST, message))
             return
-        wrong = request_problem(self._db().tree, write)
+        tree = self._db().tree
+        wrong = request_problem(tree, write) or (
+            None if principal is None else quota_problem(tree, principal, write)
+        )
         if wrong is not None:  # what the log would refuse anyway: no entry for it
             self._reply(token, wrong)
             return
@@ -597,7 +630,7 @@ class MasterService:
             guarded = MultiOp((test,), (write,))
         self._pending[token] = _WriteCall(fenced=fenced)
         self._track(token, handle.session_id, number)
-        self._propose(token, InSession(handle.session_id, guarded, number))
+        self._propose(token, InSession(handle.session_id, guarded, number), principal)
 
     def get_sequencer(self, token: CallToken, handle_bytes: bytes) -> None:
         """The sequencer of the lock this handle holds (Chubby §2.4)."""
@@ -663,14 +696,19 @@ class MasterService:
     ) -> None:
         """One page of the cell's sessions in id order: those numbered above `after`, at
         most `limit` (clamped to SESSIONS_PAGE_MAX, and fewer once the page passes
-        SESSIONS_PAGE_BYTES_BUDGET). With `principal`, it must have read access to the
-        cell's root directory; otherwise PERMISSION_DENIED, and nothing is listed."""
+        SESSIONS_PAGE_BYTES_BUDGET). With `principal`, the ACL called ``admin`` must admit
+        it (the listing shows clients' names and what they hold); otherwise
+        PERMISSION_DENIED, and nothing is listed."""
         tree = self._db().tree
         refused = None
         if limit < 1:
             refused = Failure(ErrorCode.BAD_REQUEST, f"a session list limit of {limit}; at least 1")
-        elif principal is not None:
-            refused = access_problem(tree, principal, tree.root, Access.READ)
+        elif principal is not None and not admits(tree, ADMIN, principal):
+            message = (
+                f"{principal!r} may not list sessions: the ACL {ADMIN!r} "
+                f"({acl_path(tree.cell, ADMIN)}) does not admit it"
+            )
+            refused = Failure(ErrorCode.PERMISSION_DENIED, message)
         if refused is not None:
             self._reply(token, refused)
             return
@@ -836,12 +874,15 @@ class MasterService:
         )
         return Failure(ErrorCode.RESOURCE_EXHAUSTED, message)
 
-    def _propose(self, token: CallToken | None, write: LogWrite) -> None:
-        """Propose `write` once the cache gate lets it through (at once, mostly)."""
+    def _propose(
+        self, token: CallToken | None, write: LogWrite, principal: str | None = None
+    ) -> None:
+        """Propose `write`, done for `principal` (None: for no one), once the cache gate
+        lets it through (at once, mostly)."""
         ticket = next(self._tickets)
         session = write.session_id if isinstance(write, InSession | EndSession) else None
         ends = isinstance(write, EndSession)
-        proposal = Proposal(token, write, ticket)
+        proposal = Proposal(token, write, ticket, principal or "")
         tree = self._db().tree
         self._gate.submit(ticket, proposal, write, tree, session=session, ends_session=ends)
 

@@ -7,11 +7,17 @@ wraps both as the `chubbypy.paxos.StateMachine` the Applier drives, with snapsho
 """
 
 from chubbypy.namespace._acl import (
+    ADMIN,
     EVERYONE,
+    PROTECTED_ACL,
     Access,
     access_problem,
+    acl_directory,
     acl_path,
+    admins_file,
     admits,
+    exposed_acl_directory,
+    protect_acl_directory,
     write_problem,
 )
 from chubbypy.namespace._apply import Applied, apply, request_problem, stale_call
@@ -22,6 +28,7 @@ from chubbypy.namespace._machine import (
     NamespaceMachine,
 )
 from chubbypy.namespace._names import NamespaceLimits, check_acl, check_path
+from chubbypy.namespace._quota import quota_problem
 from chubbypy.namespace._read import read
 from chubbypy.namespace._records import (
     NamespaceChanges,
@@ -30,12 +37,14 @@ from chubbypy.namespace._records import (
     decode_snapshot,
     encode_snapshot,
 )
-from chubbypy.namespace._tree import INSTANCES_PER_INDEX, Tree
+from chubbypy.namespace._tree import INSTANCES_PER_INDEX, Tree, Usage
 
 __all__ = [
+    "ADMIN",
     "DEFAULT_LIMITS",
     "EVERYONE",
     "INSTANCES_PER_INDEX",
+    "PROTECTED_ACL",
     "ROOT_ACL_DEFAULT",
     "Access",
     "Applied",
@@ -45,8 +54,11 @@ __all__ = [
     "NamespaceMachine",
     "NodeRecord",
     "Tree",
+    "Usage",
     "access_problem",
+    "acl_directory",
     "acl_path",
+    "admins_file",
     "admits",
     "apply",
     "check_acl",
@@ -54,6 +66,9 @@ __all__ = [
     "contents_checksum",
     "decode_snapshot",
     "encode_snapshot",
+    "exposed_acl_directory",
+    "protect_acl_directory",
+    "quota_problem",
     "read",
     "request_problem",
     "stale_call",

@@ -17,6 +17,15 @@ What needs which permission:
   parent;
 * writing contents or deleting needs *write* on the node; changing its ACL names needs
   *change*; a lock (in either mode) needs a handle opened for writing, so *write*.
+
+The ACL directory protects itself. The first master of a cell that has no ACL directory
+creates it (`protect_acl_directory`, a MultiOp proposed as the master's own command, so
+every replica applies the same): ``acl/`` and ``acl/admin`` with ACL names
+``(all, admin, admin)``, ``acl/admin`` listing the configured operators (``auth.admins``).
+So only an operator may add, edit or remove ACL files or change their ACL names, while
+anyone may read them. The ACL called ``admin`` also guards what only operators may do
+outside the tree (listing sessions). A cell whose ACL directory was made before is left
+as it is, since its operators may rely on its ACL names: see README "ACL defaults".
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from chubbypy.namespace._names import parent_of
 from chubbypy.namespace._tree import Tree
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
+    Absent,
     AclNames,
     Create,
     Delete,
@@ -38,7 +48,11 @@ from chubbypy.protocol.namespace import (
 
 EVERYONE = "all"
 """The ACL name that admits everyone while its file does not exist."""
+ADMIN = "admin"
+"""The ACL name of the cell's operators: it guards the ACL directory and ListSessions."""
 ACL_DIRECTORY = "acl"
+PROTECTED_ACL = AclNames(EVERYONE, ADMIN, ADMIN)
+"""ACL names of the ACL directory a cell creates, and of its ``admin`` file."""
 
 
 class Access(enum.Enum):
@@ -49,6 +63,41 @@ class Access(enum.Enum):
 
 def acl_path(cell: str, name: str) -> str:
     return f"/ls/{cell}/{ACL_DIRECTORY}/{name}"
+
+
+def acl_directory(cell: str) -> str:
+    return f"/ls/{cell}/{ACL_DIRECTORY}"
+
+
+def admins_file(admins: tuple[str, ...]) -> bytes:
+    """The contents of ``acl/admin`` listing `admins`."""
+    lines = ["# The cell's operators (auth.admins when the cell was made): one per line."]
+    return "\n".join([*lines, *admins, ""]).encode()
+
+
+def protect_acl_directory(cell: str, admins: tuple[str, ...]) -> MultiOp:
+    """The write that makes a cell's ACL directory, writable only by `admins`, if it has
+    none (see the module docstring); it changes nothing where one exists."""
+    directory = acl_directory(cell)
+    return MultiOp(
+        (Absent(directory),),
+        (
+            Create(directory, is_directory=True, acl=PROTECTED_ACL),
+            Create(acl_path(cell, ADMIN), contents=admins_file(admins), acl=PROTECTED_ACL),
+        ),
+    )
+
+
+def exposed_acl_directory(tree: Tree) -> str | None:
+    """Why the cell's ACL directory lets others than its operators change ACL files (its
+    write or change ACL name is not ``admin``), or None: for a warning at a master's start."""
+    node = tree.get(acl_directory(tree.cell))
+    if node is None or (node.acl.write == ADMIN and node.acl.change == ADMIN):
+        return None
+    return (
+        f"{node.path} has write ACL {node.acl.write!r} and change ACL {node.acl.change!r}: "
+        "whoever they admit can edit ACL files and grant themselves access"
+    )
 
 
 def admits(tree: Tree, name: str, principal: str) -> bool:

@@ -10,8 +10,9 @@ Each write is checked in two steps, and the first problem found is the result:
    then every test and the operations of *both* branches, so a malformed MultiOp fails
    whatever the state.
 2. **Against the state**: Create gives EXISTS, NO_SUCH_NODE (no parent), NOT_A_DIRECTORY
-   (the parent is a file) or BUSY (see `INSTANCES_PER_INDEX`); SetContents NO_SUCH_NODE,
-   IS_A_DIRECTORY, GENERATION_MISMATCH; Delete NO_SUCH_NODE, GENERATION_MISMATCH (the
+   (the parent is a file), RESOURCE_EXHAUSTED (a quota: `chubbypy.namespace._quota`) or
+   BUSY (see `INSTANCES_PER_INDEX`); SetContents NO_SUCH_NODE, IS_A_DIRECTORY,
+   GENERATION_MISMATCH, RESOURCE_EXHAUSTED; Delete NO_SUCH_NODE, GENERATION_MISMATCH (the
    instance differs), NOT_EMPTY; SetAcl NO_SUCH_NODE, GENERATION_MISMATCH.
 
 Session commands (Chubby §2.4, §2.8), which only the master proposes:
@@ -60,6 +61,7 @@ from chubbypy.locks import (
     acquire as acquire_lock,
 )
 from chubbypy.namespace._names import NamespaceLimits, check_acl, check_path, parent_of
+from chubbypy.namespace._quota import create_problem, growth_problem
 from chubbypy.namespace._records import NodeRecord, contents_checksum
 from chubbypy.namespace._tree import Tree
 from chubbypy.protocol import NO_SESSION, CallNumber, LogIndex, SessionId
@@ -107,8 +109,9 @@ class Applied:
     changed when a name below it is listed."""
 
 
-def apply(tree: Tree, index: LogIndex, write: LogWrite) -> Applied:
-    """Apply `write`, committed at log `index`, to `tree`; see the module docstring."""
+def apply(tree: Tree, index: LogIndex, write: LogWrite, principal: str = "") -> Applied:
+    """Apply `write`, committed at log `index`, to `tree`, on behalf of `principal` (the
+    creator of the nodes it creates; "" for none); see the module docstring."""
     match write:
         case OpenSession():
             return _open_session(tree, index, write)
@@ -118,23 +121,28 @@ def apply(tree: Tree, index: LogIndex, write: LogWrite) -> Applied:
             if tree.session(session_id) is None:
                 return Applied(_session_gone(session_id), ())
             return _session_call(
-                tree, session_id, number, lambda: _client_write(tree, index, inner, session_id)
+                tree,
+                session_id,
+                number,
+                lambda: _client_write(tree, index, inner, session_id, principal),
             )
         case Release(session_id, number=number):
             return _session_call(tree, session_id, number, lambda: _lock_command(tree, write))
         case Acquire() | EndLockDelay():
             return _lock_command(tree, write)
         case _:
-            return _client_write(tree, index, write, NO_SESSION)
+            return _client_write(tree, index, write, NO_SESSION, principal)
 
 
-def _client_write(tree: Tree, index: LogIndex, write: Write, session_id: SessionId) -> Applied:
+def _client_write(
+    tree: Tree, index: LogIndex, write: Write, session_id: SessionId, principal: str
+) -> Applied:
     if isinstance(write, MultiOp):
-        return _multi_op(tree, index, write, session_id)
+        return _multi_op(tree, index, write, session_id, principal)
     problem = _request_problem(tree, write)
     if problem is not None:
         return Applied(problem, ())
-    result = _write(tree, index, write, session_id)
+    result = _write(tree, index, write, session_id, principal)
     return Applied(result, (write.path,) if isinstance(result, Written) else ())
 
 
@@ -190,11 +198,11 @@ def _size_problem(tree: Tree, path: str, contents: bytes) -> Failure | None:
 
 
 def _write(
-    tree: Tree, index: LogIndex, write: SimpleWrite, session_id: SessionId
+    tree: Tree, index: LogIndex, write: SimpleWrite, session_id: SessionId, principal: str
 ) -> Written | Failure:
     match write:
         case Create():
-            return _create(tree, index, write, session_id)
+            return _create(tree, index, write, session_id, principal)
         case SetContents():
             return _set_contents(tree, write)
         case Delete():
@@ -206,7 +214,7 @@ def _write(
 
 
 def _create(
-    tree: Tree, index: LogIndex, create: Create, session_id: SessionId
+    tree: Tree, index: LogIndex, create: Create, session_id: SessionId, principal: str
 ) -> Written | Failure:
     path = create.path
     if create.ephemeral and not session_id:
@@ -219,10 +227,14 @@ def _create(
         return Failure(ErrorCode.NO_SUCH_NODE, f"{path}: no directory {parent_of(path)}")
     if not parent.is_directory:
         return Failure(ErrorCode.NOT_A_DIRECTORY, f"{path}: {parent.path} is a file")
+    exhausted = create_problem(tree, principal, create)
+    if exhausted is not None:
+        return exhausted
     instance = tree.new_instance(index)
     if instance is None:
         return Failure(ErrorCode.BUSY, f"{path}: too many nodes created in one log entry")
-    record = _new_node(create, instance, parent.acl if create.acl is None else create.acl)
+    acl = parent.acl if create.acl is None else create.acl
+    record = evolve(_new_node(create, instance, acl), creator=principal)
     if create.ephemeral:
         record = evolve(record, owner_session=session_id)
     tree.put(record)
@@ -256,6 +268,9 @@ def _set_contents(tree: Tree, write: SetContents) -> Written | Failure:
     expected = write.expected_generation
     if expected is not None and expected != node.content_generation:
         return _mismatch(write.path, "content generation", node.content_generation, expected)
+    exhausted = growth_problem(tree, node, write.contents)
+    if exhausted is not None:
+        return exhausted
     record = evolve(
         node,
         contents=write.contents,
@@ -302,7 +317,9 @@ def _mismatch(path: str, what: str, actual: int, expected: int) -> Failure:
 # ----------------------------------------------------------------------------- MultiOp
 
 
-def _multi_op(tree: Tree, index: LogIndex, multi: MultiOp, session_id: SessionId) -> Applied:
+def _multi_op(
+    tree: Tree, index: LogIndex, multi: MultiOp, session_id: SessionId, principal: str
+) -> Applied:
     problem = _multi_op_problem(tree, multi)
     if problem is not None:
         return Applied(problem, ())
@@ -312,7 +329,7 @@ def _multi_op(tree: Tree, index: LogIndex, multi: MultiOp, session_id: SessionId
     tree.begin()
     results = []
     for position, write in enumerate(branch):
-        result = _write(tree, index, write, session_id)
+        result = _write(tree, index, write, session_id, principal)
         if isinstance(result, Failure):
             tree.rollback()
             return Applied(_located(result, f"{label}[{position}]"), ())

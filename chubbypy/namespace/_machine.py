@@ -36,7 +36,7 @@ from chubbypy.protocol import LogIndex
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import AclNames, LogWrite, Read, ReadResult
-from chubbypy.protocol.namespace_codec import decode_log_write, encode_result
+from chubbypy.protocol.namespace_codec import decode_log_write_by, encode_result
 from chubbypy.sessions import SessionRecord
 
 
@@ -47,6 +47,8 @@ class AppliedWrite:
     index: LogIndex
     write: LogWrite
     applied: Applied
+    principal: str = ""
+    """Whom the write was done for ("" for none: the master's own decisions)."""
 
 
 ROOT_ACL_DEFAULT = AclNames("all", "all", "all")
@@ -81,19 +83,21 @@ class NamespaceMachine:
         with what it did (the master's services derive events and lock hand-overs from
         it). A payload that does not decode is a BAD_REQUEST result and changes nothing."""
         try:
-            write = decode_log_write(payload)
+            write, principal = decode_log_write_by(payload)
         except DecodeError as error:
             return encode_result(Failure(ErrorCode.BAD_REQUEST, f"not a write: {error}")), None
-        applied = self.apply_write(index, write)
-        return encode_result(applied.result), AppliedWrite(index, write, applied)
+        applied = self.apply_write(index, write, principal)
+        return encode_result(applied.result), AppliedWrite(index, write, applied, principal)
 
-    def apply_write(self, index: LogIndex, write: LogWrite) -> Applied:
-        """Apply a decoded write; the result and the names it changed."""
-        return apply(self._tree, index, write)
+    def apply_write(self, index: LogIndex, write: LogWrite, principal: str = "") -> Applied:
+        """Apply a decoded write on behalf of `principal` ("" for none); the result and the
+        names it changed."""
+        return apply(self._tree, index, write, principal)
 
-    def read(self, query: Read) -> ReadResult:
-        """Answer a read from memory."""
-        return read(self._tree, query)
+    def read(self, query: Read, principal: str | None = None) -> ReadResult:
+        """Answer a read from memory; with `principal`, a listing shows a child's
+        metadata only if `principal` may read the child."""
+        return read(self._tree, query, principal)
 
     def records(self) -> tuple[NodeRecord, ...]:
         """Every node, in path order."""

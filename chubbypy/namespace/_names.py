@@ -47,10 +47,16 @@ class NamespaceLimits:
     """Answers of one session's numbered calls kept for its retries (`SessionCalls`): a
     client with more calls unanswered than this may find an old one's answer dropped, and
     its retry refused STALE_REQUEST (never carried out twice)."""
+    nodes_per_principal_max: int = 20_000
+    """Nodes one principal may have created and not deleted (`chubbypy.namespace._quota`)."""
+    bytes_per_principal_max: int = 32 * 1024 * 1024
+    """Bytes of contents in the files one principal created."""
+    quota_exempt: frozenset[str] = frozenset()
+    """Principals no quota applies to: the cell's operators (``auth.admins``)."""
 
     def __attrs_post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            assert value >= 1, (name, value)
+        for name, value in asdict(self, recurse=False).items():
+            assert not isinstance(value, int) or value >= 1, (name, value)
 
 
 def cell_root(cell: str) -> str:

@@ -33,10 +33,14 @@ from chubbypy.protocol.namespace_codec import result_from_plain, result_to_plain
 from chubbypy.protocol.values import NO_SESSION, HandleId, SessionId
 from chubbypy.sessions import SessionCalls, SessionRecord
 
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4
 """First field of a snapshot; a later format gets a new number. Format 1 (before sessions
 and locks) is still read: its nodes are unlocked and owned by no session; so is format 2
-(before sessions kept their calls' answers): its sessions have none kept."""
+(before sessions kept their calls' answers): its sessions have none kept; and format 3
+(before nodes named the principal that created them): its nodes were created by no
+principal, so they count against no one's quota."""
+SNAPSHOT_FORMATS = (1, 2, 3, SNAPSHOT_FORMAT)
+"""Every format `decode_snapshot` reads."""
 
 
 @frozen
@@ -61,6 +65,10 @@ class NodeRecord:
     """The session an ephemeral node belongs to (deleted when it ends); NO_SESSION for a
     permanent node (or an ephemeral one from before sessions existed)."""
     lock: LockState = FREE
+    creator: str = ""
+    """The principal that created the node, whose quotas it counts against
+    (`chubbypy.namespace._quota`); "" for a node created by the cell itself, by a trusted
+    caller, or before nodes kept their creator (it counts against no one)."""
 
 
 @frozen
@@ -101,18 +109,20 @@ def record_to_plain(record: NodeRecord) -> list[Any]:
             ],
             record.lock.delay_ms,
         ],
+        record.creator,
     ]
 
 
 def record_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> NodeRecord:
     """A record from plain data; DecodeError if it is not shaped like one."""
-    fields = array(data, 10 if snapshot_format == 1 else 12)
+    fields = array(data, {1: 10, 2: 12, 3: 12}.get(snapshot_format, 13))
     path, is_dir, ephemeral, contents, instance, content, lock, acl_generation, checksum, acl = (
         fields[:10]
     )
     owner_session, lock_state = (
-        (NO_SESSION, FREE) if snapshot_format == 1 else _ownership(fields[10:])
+        (NO_SESSION, FREE) if snapshot_format == 1 else _ownership(fields[10:12])
     )
+    creator = text(fields[12]) if snapshot_format >= 4 else ""
     read, write, change = array(acl, 3)
     return NodeRecord(
         text(path),
@@ -127,6 +137,7 @@ def record_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> Node
         AclNames(text(read), text(write), text(change)),
         owner_session,
         lock_state,
+        creator,
     )
 
 
@@ -200,7 +211,7 @@ def decode_snapshot(data: bytes) -> tuple[str, list[NodeRecord], list[SessionRec
 def _snapshot_from_plain(data: Any) -> tuple[str, list[NodeRecord], list[SessionRecord]]:
     fields = array(data)
     version = fields[0] if fields else None
-    if type(version) is not int or version not in (1, 2, SNAPSHOT_FORMAT):
+    if type(version) is not int or version not in SNAPSHOT_FORMATS:
         raise DecodeError(f"unknown snapshot format {version!r:.20}")
     if version == 1:
         _, cell, records = array(data, 3)

@@ -23,6 +23,11 @@ from the records and kept by the three methods every node change goes through (`
 `_replace`, `_delete`), so a rolled-back MultiOp leaves it right as well. Session changes
 are never inside a MultiOp.
 
+Quotas are measured the same way: `_usage` holds, per principal, the nodes it created
+(each record names its `creator`) and the bytes of their contents, derived from the records
+and kept by those same three methods, so a rolled-back MultiOp leaves it right too and a
+restored snapshot rebuilds it.
+
 Instance numbers come from the log index of the write that creates the node, but one log
 entry carries a batch of commands and a MultiOp may create, delete and re-create a name,
 so several nodes can be created at one index. The k-th node created at index i (k from 0,
@@ -56,6 +61,17 @@ from chubbypy.sessions import SessionRecord
 INSTANCES_PER_INDEX = 1 << 16
 """Nodes that can be created at one log index; a creation beyond it is refused as BUSY
 (the default limits allow 64 commands of at most 64 operations per entry: 4,096)."""
+
+
+@frozen
+class Usage:
+    """What one principal's nodes hold (its quotas' measure)."""
+
+    nodes: int
+    bytes: int
+
+
+NO_USAGE = Usage(0, 0)
 
 
 @frozen
@@ -93,6 +109,8 @@ class Tree:
         self._session_paths: dict[SessionId, set[str]] = {sid: set() for sid in self._sessions}
         self._nonces = {(s.name, s.nonce): sid for sid, s in self._sessions.items() if s.nonce}
         """The live sessions opened with a nonce, by their name and nonce."""
+        self._usage: dict[str, Usage] = {}
+        """What each principal's nodes hold, derived from the records' creators."""
         for record in nodes.values():
             self._index(record, add=True)
         self._sessions_touched: dict[SessionId, bool] = {}
@@ -145,6 +163,10 @@ class Tree:
     def records(self) -> list[NodeRecord]:
         """Every node, in path order."""
         return [self._nodes[path] for path in sorted(self._nodes)]
+
+    def usage(self, principal: str) -> Usage:
+        """The nodes `principal` created that exist, and the bytes of their contents."""
+        return self._usage.get(principal, NO_USAGE)
 
     def session(self, session_id: SessionId) -> SessionRecord | None:
         return self._sessions.get(session_id)
@@ -234,7 +256,19 @@ class Tree:
         self._index(self._nodes.pop(path), add=False)
 
     def _index(self, record: NodeRecord, *, add: bool) -> None:
-        """Add `record` to (or take it out of) the index of each session it involves."""
+        """Add `record` to (or take it out of) the index of each session it involves, and
+        its creator's usage."""
+        if record.creator:
+            sign = 1 if add else -1
+            usage = self._usage.get(record.creator, NO_USAGE)
+            usage = Usage(usage.nodes + sign, usage.bytes + sign * len(record.contents))
+            assert usage.nodes >= 0, (record.creator, usage)
+            assert usage.bytes >= 0, (record.creator, usage)
+            if usage.nodes:
+                self._usage[record.creator] = usage
+            else:
+                assert usage.bytes == 0, (record.creator, usage)
+                del self._usage[record.creator]
         involved = {h.session_id for h in record.lock.holders}
         if record.owner_session:
             involved.add(record.owner_session)

@@ -44,10 +44,10 @@ from chubbypy.master import (
     SessionStarted,
     SessionSummary,
 )
-from chubbypy.namespace import AppliedWrite, NamespaceMachine
+from chubbypy.namespace import AppliedWrite, NamespaceMachine, exposed_acl_directory
 from chubbypy.node._limits import SessionBook
 from chubbypy.node._outbox import Outbox
-from chubbypy.node._outputs import ConnectionId, Disconnect
+from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
 from chubbypy.node._service_log import ServiceLog
 from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
 from chubbypy.node._writes import REFUSALS, ClientWrites
@@ -141,12 +141,20 @@ class MasterHost:
 
     def started(self, epoch: int) -> None:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
-        self._service = MasterService(self._settings.master_timing, self._settings.handle_key)
+        settings = self._settings
+        self._service = MasterService(settings.master_timing, settings.handle_key, settings.admins)
         self._log = ServiceLog()
-        self.session_book = SessionBook(self._settings.client_limits)
+        self.session_book = SessionBook(settings.client_limits)
         self._gated = {}
         self._backlog.clear()
         self._service.start(self._core.tick_count, epoch, self._machine)
+        exposed = exposed_acl_directory(self._machine.tree)
+        if exposed is not None:
+            self._outbox.note(
+                NoteLevel.WARN,
+                f"{exposed} (an ACL directory made before ACL defaults: README 'ACL defaults' "
+                "says how to protect it)",
+            )
         self._flush()
 
     def stopped(self) -> None:
@@ -255,7 +263,7 @@ class MasterHost:
             case ReleaseLock(handle, generation):
                 service.release(token, handle, generation, number)
             case HandleWrite(handle, write, sequencer):
-                service.write(token, handle, write, sequencer, number)
+                service.write(token, handle, write, sequencer, number, principal=principal)
             case GetSequencer(handle):
                 service.get_sequencer(token, handle)
             case CheckSequencer(sequencer):

@@ -57,6 +57,7 @@ from chubbypy.namespace import (
     Access,
     NamespaceMachine,
     access_problem,
+    quota_problem,
     request_problem,
     write_problem,
 )
@@ -123,7 +124,7 @@ from chubbypy.protocol.client import (
     WriteRequest,
 )
 from chubbypy.protocol.errors import ErrorCode
-from chubbypy.protocol.namespace_codec import decode_result, encode_write
+from chubbypy.protocol.namespace_codec import decode_result, encode_log_write
 from chubbypy.sessions import client_credential_matches
 
 
@@ -355,7 +356,7 @@ class ReplicaNode:
             self._refuse(connection, request_id, denied.code, denied.message)
             return
         self._operations.inc(op="read")
-        result = self.machine.read(request.read)
+        result = self.machine.read(request.read, principal)
         self._outbox.answer(connection, ReadReply(request_id, self.applier.applied_index, result))
 
     def _authenticate(
@@ -449,12 +450,13 @@ class ReplicaNode:
         if serving and (
             wrong := request_problem(tree, request.write)
             or write_problem(tree, principal, request.write)
+            or quota_problem(tree, principal, request.write)
         ):
             self._refuse(connection, request_id, wrong.code, wrong.message)
             return
-        command = Command(
-            request.client_id, request.sequence, encode_write(request.write), request.first_unacked
-        )
+        # The command carries the principal: the namespace charges it for what it creates.
+        payload = encode_log_write(request.write, principal)
+        command = Command(request.client_id, request.sequence, payload, request.first_unacked)
         # While this replica is master, the write waits at the cache gate until every
         # cached copy it makes stale was invalidated (usually: not at all).
         if not self._master.write(connection, request_id, command, request.write):

@@ -47,7 +47,8 @@ class ServiceLog:
         commands = []
         for proposal in proposals:
             sequence = next(self._sequences)
-            commands.append(Command(MASTER_CLIENT, sequence, encode_log_write(proposal.write)))
+            payload = encode_log_write(proposal.write, proposal.principal)
+            commands.append(Command(MASTER_CLIENT, sequence, payload))
             self._proposals[sequence] = proposal
         return commands
 

@@ -117,6 +117,9 @@ class NodeSettings:
     log_lines_per_minute: int = 10
     """Log lines of one kind that a client or a peer can make us write, per minute
     (`chubbypy.node._log_budget`)."""
+    admins: tuple[str, ...] = ()
+    """The cell's operators (``auth.admins``): a master whose cell has no ACL directory
+    makes one only they may change, with them in ``acl/admin`` (none: it makes none)."""
     bugs: frozenset[Bug] = frozenset()
     node_bugs: frozenset[NodeBug] = frozenset()
 

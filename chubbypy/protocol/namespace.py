@@ -300,7 +300,9 @@ class DirEntry:
     """One child of a directory: its name (the last part of its path) and metadata."""
 
     name: str
-    stat: Stat
+    stat: Stat | None
+    """None when the reader may not read the child itself (its read ACL does not admit
+    them): a listing shows every name, but a child's metadata only to its readers."""
 
 
 @frozen

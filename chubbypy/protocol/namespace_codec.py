@@ -68,6 +68,7 @@ from chubbypy.protocol.values import CallNumber, HandleId, SessionId
 __all__ = [
     "DecodeError",
     "decode_log_write",
+    "decode_log_write_by",
     "decode_read",
     "decode_result",
     "decode_write",
@@ -196,7 +197,8 @@ def result_to_plain(result: Result) -> list[Any]:
         case Stat():
             return [5, _stat(result)]
         case Listing(entries, more):
-            return [6, [[e.name, _stat(e.stat)] for e in entries], more]
+            plain = [[e.name, None if e.stat is None else _stat(e.stat)] for e in entries]
+            return [6, plain, more]
         case SessionOpened(session_id):
             return [7, session_id]
     raise AssertionError(result)
@@ -206,8 +208,20 @@ def encode_write(write: Write) -> bytes:
     return pack(write_to_plain(write))
 
 
-def encode_log_write(write: LogWrite) -> bytes:
-    return pack(log_write_to_plain(write))
+BY_PRINCIPAL_TAG = 20
+"""A log command carrying the principal it is done for: ``[20, principal, command]``.
+Commands without one (the master's own, and every entry written before principals were
+logged) read as done for no principal, ``""``."""
+
+PRINCIPAL_CHARS_MAX = 256
+"""The longest principal a log command carries (a configured principal is shorter)."""
+
+
+def encode_log_write(write: LogWrite, principal: str = "") -> bytes:
+    """A log command's bytes; with `principal`, the principal it is done for (whom the
+    namespace charges for what it creates: `chubbypy.namespace` quotas)."""
+    plain = log_write_to_plain(write)
+    return pack([BY_PRINCIPAL_TAG, principal, plain] if principal else plain)
 
 
 def encode_read(read: Read) -> bytes:
@@ -372,7 +386,7 @@ def _to_listing(fields: list[Any]) -> Listing:
     entries = []
     for plain in array(fields[0]):
         name, stat = array(plain, 2)
-        entries.append(DirEntry(text(name), _to_stat(stat)))
+        entries.append(DirEntry(text(name), None if stat is None else _to_stat(stat)))
     return Listing(tuple(entries), boolean(fields[1]))
 
 
@@ -408,7 +422,25 @@ def decode_write(data: bytes) -> Write:
 
 
 def decode_log_write(data: bytes) -> LogWrite:
-    return unpack(data, log_write_from_plain)
+    """A log command, without the principal it may carry (see `decode_log_write_by`)."""
+    return decode_log_write_by(data)[0]
+
+
+def decode_log_write_by(data: bytes) -> tuple[LogWrite, str]:
+    """A log command and the principal it is done for (``""``: none)."""
+    return unpack(data, _log_write_by_from_plain)
+
+
+def _log_write_by_from_plain(data: Any) -> tuple[LogWrite, str]:
+    if type(data) is list and data and data[0] == BY_PRINCIPAL_TAG:
+        _, principal, plain = array(data, 3)
+        name = text(principal)
+        if not 0 < len(name) <= PRINCIPAL_CHARS_MAX:
+            raise DecodeError(f"a principal of {len(name)} characters in a log command")
+        if type(plain) is list and plain and plain[0] == BY_PRINCIPAL_TAG:
+            raise DecodeError("a log command carries one principal")
+        return log_write_from_plain(plain), name
+    return log_write_from_plain(data), ""
 
 
 def decode_read(data: bytes) -> Read:

@@ -24,6 +24,25 @@ CREDENTIAL_BYTES_MAX = 64
 """A session's credential (the master makes 16 bytes); longer bytes are refused undecoded."""
 SESSION_NAME_CHARS_MAX = 256
 """How long the client's description of itself may be (it appears on status pages)."""
+
+
+def session_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a session (the client's description of itself, which
+    operators see in listings and terminals), or None. A name is printable text (Python's
+    `str.isprintable`: no control characters, so no terminal escapes, no line breaks, no
+    invisible formatting characters such as a right-to-left override) of at most
+    SESSION_NAME_CHARS_MAX characters."""
+    if len(name) > SESSION_NAME_CHARS_MAX:
+        return f"a session name of {len(name)} characters; at most {SESSION_NAME_CHARS_MAX}"
+    if not name.isprintable():
+        position, character = next((i, c) for i, c in enumerate(name) if not c.isprintable())
+        return (
+            f"a session name holds printable characters only: U+{ord(character):04X} at "
+            f"{position} is not ({name!r:.80})"
+        )
+    return None
+
+
 SESSIONS_PAGE_MAX = 1000
 """The most sessions one `SessionList` carries: a `ListSessions` asking for more is read
 as asking for this many, and a longer list is refused undecoded."""

@@ -22,7 +22,7 @@ from chubbypy.protocol.namespace import (
     SetContents,
     WriteResult,
 )
-from chubbypy.protocol.namespace_codec import decode_result, decode_write
+from chubbypy.protocol.namespace_codec import decode_log_write, decode_result
 
 CELL = "sim"
 PREFIX = f"/ls/{CELL}/"
@@ -50,9 +50,10 @@ def increment(key: str, seen: int | None) -> MultiOp:
 
 
 def put_in(payload: bytes) -> tuple[str, int] | None:
-    """The (key, value) a command of the register workload writes, or None for any other."""
+    """The (key, value) a command of the register workload writes, or None for any other
+    (its payload may carry the client's principal: `decode_log_write` reads past it)."""
     try:
-        write = decode_write(payload)
+        write = decode_log_write(payload)
     except DecodeError:
         return None
     if not isinstance(write, MultiOp) or len(write.if_true) != 1:

@@ -16,7 +16,8 @@ from tests.integration.harness import LiveCell
 from tests.integration.test_sessions import on_reactor
 
 ALICE = ("alice", "alice's token, long enough")
-AUTH = {"principals": {ALICE[0]: ALICE[1]}}
+AUTH = {"principals": {ALICE[0]: ALICE[1]}, "admins": [ALICE[0]]}
+"""alice is the cell's operator: the ACL directory the cell makes is hers to write."""
 
 
 def alice(cell: LiveCell) -> dict[str, str]:
@@ -30,7 +31,6 @@ def test_acl_files_decide_who_reads_writes_opens_and_locks(
     open it for writing or lock in it; alice may; a wrong token is refused."""
     cell = make_cell(auth=AUTH)
     admin = cell.client(**alice(cell))
-    admin.create(cell.path("acl"), directory=True)
     admin.create(cell.path("acl/admins"), b"alice\n")
     admin.create(cell.path("jobs"), directory=True, acl=AclNames("admins", "admins", "admins"))
     admin.create(cell.path("jobs/nightly"), b"plan")

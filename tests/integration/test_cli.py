@@ -36,7 +36,7 @@ def test_cli_writes_and_reads_through_the_master(cell: LiveCell) -> None:
     listing = cell.cli("ls", "dir")
     assert (listing.code, listing.stdout) == (0, "greeting\nother\n"), listing
     root = cell.cli("ls")
-    assert (root.code, root.stdout) == (0, "dir/\n"), root
+    assert (root.code, root.stdout) == (0, "acl/\ndir/\n"), root  # acl/: the cell made it
     as_json = cell.cli("ls", "--json", "./dir")
     assert as_json.code == 0, as_json
     document = as_json.json()

@@ -163,8 +163,10 @@ def test_watch_prints_events_as_json_lines(cell: LiveCell) -> None:
     assert events[0]["event"]["sequence"] < events[1]["event"]["sequence"]
 
 
-def test_acl_set_and_get_and_sessions_list_a_holder(cell: LiveCell) -> None:
-    """acl set/get round-trip with compare-and-swap; sessions shows a holder's lock."""
+def test_acl_set_and_get_and_sessions_list_a_holder(make_cell: Callable[..., LiveCell]) -> None:
+    """acl set/get round-trip with compare-and-swap; sessions shows a holder's lock (to an
+    operator: anonymous clients are this cell's operators)."""
+    cell = make_cell(auth={"admins": ["anonymous"]})
     client = cell.client()
     client.create(cell.path("guarded"), b"")
     changed = cell.cli("--json", "acl", "set", "guarded", "--write", "writers")

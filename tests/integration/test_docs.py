@@ -50,7 +50,8 @@ EXAMPLES = examples(GUIDE)
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A directory whose etc/cell.yaml names a fresh live cell called ``local``."""
     base = tmp_path_factory.mktemp("guide")
-    cell = LiveCell(base / "cell", name="local")
+    # A development cell whose every client is an operator: the guide lists sessions.
+    cell = LiveCell(base / "cell", name="local", auth={"admins": ["anonymous"]})
     cell.start()
     try:
         cell.wait_ready()

@@ -115,7 +115,7 @@ def test_graceful_stop_of_the_master_hands_over_quickly(cell: LiveCell, measure:
     assert cell.statuses()[new]["epoch"] > old_epoch
     client.create(cell.path("after"), b"written after")
     assert client.get_contents_and_stat(cell.path("before")).contents.startswith(b"written")
-    assert [e.name for e in client.list_dir(cell.path())] == ["after", "before"]
+    assert [e.name for e in client.list_dir(cell.path())] == ["acl", "after", "before"]
 
 
 def test_restarted_replica_catches_up_through_a_snapshot(
@@ -172,7 +172,7 @@ def test_whole_cell_killed_at_once_restarts_with_every_acknowledged_write(
         "whole-cell restart after kill -9 of all (start to serving)",
         time.monotonic() - restarted_at,
     )
-    assert len(client.list_dir(cell.path())) == 100
+    assert len(client.list_dir(cell.path())) == 101  # and acl/, which the cell made
     for i in range(100):
         assert client.get_contents_and_stat(cell.path(f"f{i}")).contents == f"value {i}".encode()
     client.create(cell.path("after"), b"the cell writes again")

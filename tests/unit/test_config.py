@@ -211,7 +211,8 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "frame_timeout_seconds, idle_timeout_seconds, requests_pending_per_connection_max, "
         "client_requests_per_turn, client_reads_per_turn, auth_failures_per_connection_max, "
         "auth_failures_per_address_max, auth_failures_window_seconds, "
-        "calls_waiting_per_session_max, log_lines_per_minute"
+        "calls_waiting_per_session_max, log_lines_per_minute, nodes_per_principal_max, "
+        "bytes_per_principal_max"
     )
 
 
@@ -787,6 +788,23 @@ def test_the_shipped_cell_files_hold_no_secret() -> None:
         assert loaded.auth.token_files == (("operator", "_secrets/operator.token"),), name
 
 
+def test_auth_admins_default_to_the_operator_and_reach_the_node() -> None:
+    """auth.admins defaults to [operator]; the node gets them (for the ACL directory it
+    makes), and the namespace exempts them from quotas, which it reads from limits:."""
+    assert parse_config(config()).auth.admins == ("operator",)
+    cell = parse_config(
+        config(
+            auth={"admins": ["ops", "anonymous"]},
+            limits={"nodes_per_principal_max": 7, "bytes_per_principal_max": 4096},
+        )
+    )
+    settings = cell.node_settings("r1")
+    assert settings.admins == ("ops", "anonymous")
+    assert settings.namespace_limits.quota_exempt == frozenset({"ops", "anonymous"})
+    assert settings.namespace_limits.nodes_per_principal_max == 7
+    assert settings.namespace_limits.bytes_per_principal_max == 4096
+
+
 @pytest.mark.parametrize(
     ("auth", "expected"),
     [
@@ -798,6 +816,11 @@ def test_the_shipped_cell_files_hold_no_secret() -> None:
         ({"anonymous": "yes"}, r"auth\.anonymous: expected true or false"),
         ({"handle_key": "short"}, r"auth\.handle_key: expected a secret string"),
         ({"tokens": {}}, r"auth\.tokens: unknown key"),
+        ({"admins": []}, r"auth\.admins: expected a non-empty list"),
+        ({"admins": "operator"}, r"auth\.admins: expected a non-empty list"),
+        ({"admins": ["ops", "\x1b[2J"]}, r"auth\.admins\[1\]: .* cannot be a principal"),
+        ({"admins": ["ops", "ops"]}, r"auth\.admins\[1\]: 'ops' is listed twice"),
+        ({"admins": ["*"]}, r"auth\.admins\[0\]: .*'\*' is not a principal"),
     ],
 )
 def test_bad_auth_is_refused_with_its_key_path(auth: dict[str, Any], expected: str) -> None:

@@ -28,7 +28,14 @@ from chubbypy.cli import (
 )
 from chubbypy.client import ReplicaReport
 from chubbypy.protocol.client import ReplicaStatus
-from chubbypy.protocol.errors import ChubbyError, Failure, Unavailable, WrongCell, error_for
+from chubbypy.protocol.errors import (
+    ChubbyError,
+    ErrorCode,
+    Failure,
+    Unavailable,
+    WrongCell,
+    error_for,
+)
 from chubbypy.protocol.namespace import (
     AclNames,
     Contents,
@@ -42,6 +49,7 @@ from chubbypy.protocol.namespace import (
     SetContents,
     Stat,
 )
+from chubbypy.protocol.session import HandleMode
 from chubbypy.protocol.values import Epoch, LogIndex, ReplicaId
 from tests.unit.client.harness import FakeNamespace
 
@@ -88,6 +96,9 @@ class StubCell:
         self.closed = False
         self.credentials: tuple[str, str] | None = None
         self.sessions: tuple[Any, ...] = ()
+        self.unreadable: set[str] = set()
+        """Paths this stub's caller may not read (get_stat refused; listed by name only)."""
+        self.opened: list[tuple[str, HandleMode]] = []
 
     def _done(self, name: str, result: Any) -> Any:
         self.calls.append(name)
@@ -101,10 +112,19 @@ class StubCell:
         return self._done("get_contents_and_stat", self.namespace.read(GetContentsAndStat(path)))
 
     def get_stat(self, path: str) -> Stat:
+        if path in self.unreadable:
+            return self._done("get_stat", Failure(ErrorCode.PERMISSION_DENIED, "not yours"))  # type: ignore[no-any-return]
         return self._done("get_stat", self.namespace.read(GetStat(path)))
 
     def list_dir(self, path: str) -> tuple[DirEntry, ...]:
-        return self._done("list_dir", self.namespace.read(ReadDir(path))).entries  # type: ignore[no-any-return]
+        entries = self._done("list_dir", self.namespace.read(ReadDir(path))).entries
+        return tuple(
+            DirEntry(e.name, None) if f"{path}/{e.name}" in self.unreadable else e for e in entries
+        )
+
+    def open(self, path: str, *, mode: HandleMode) -> StubHandle:
+        self.opened.append((path, mode))
+        return StubHandle(self, path, self.namespace.stat(path))
 
     def create(self, path: str, contents: bytes = b"", *, directory: bool = False) -> Stat:
         written = self._done("create", self.namespace.apply(Create(path, directory, contents)))
@@ -133,6 +153,30 @@ class StubCell:
         self.closed = True
 
 
+class StubHandle:
+    """A handle of StubCell: its stat when opened, and SetAcl through it."""
+
+    def __init__(self, cell: StubCell, path: str, stat: Stat) -> None:
+        self.cell, self.path, self.stat = cell, path, stat
+
+    def __enter__(self) -> StubHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cell.calls.append("close handle")
+
+    def set_acl(self, acl: AclNames, expected_generation: int | None = None) -> Stat:
+        write = SetAcl(self.path, acl, expected_generation)
+        return self.cell._done("handle set_acl", self.cell.namespace.apply(write)).stat  # type: ignore[no-any-return]
+
+
+class Terminal(io.BytesIO):
+    """Standard output that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 class Run:
     """One invocation's exit code and output."""
 
@@ -149,9 +193,11 @@ def chubbypy(
     stdin: bytes = b"",
     environ: dict[str, str] | None = None,
     cwd: Path | None = None,
+    tty: bool = False,
 ) -> Run:
-    """Run the command with `argv` against `stub`; what it returned and printed."""
-    stdout, stderr = io.BytesIO(), io.StringIO()
+    """Run the command with `argv` against `stub` (standard output a terminal if `tty`);
+    what it returned and printed."""
+    stdout, stderr = (Terminal() if tty else io.BytesIO()), io.StringIO()
 
     def connect(
         target: CellTarget, cell: str, timeout: float, credentials: tuple[str, str] | None
@@ -664,3 +710,104 @@ def test_lock_without_a_command_is_a_usage_error(stub: StubCell) -> None:
     """lock and elect need the command to run after --."""
     assert chubbypy(stub, "lock", "file").code == 2
     assert chubbypy(stub, "elect", "file", "--id", "me", "--").code == 2
+
+
+# ----------------------------------------------------------------------------- issue 13
+
+
+def test_acl_set_works_with_change_permission_alone(stub: StubCell) -> None:
+    """When the node cannot be read, acl set reads its names through a handle opened for
+    CHANGE_ACL alone and sets them through it (compare-and-swap on that generation), so a
+    read ACL that admits no one can be undone; with all three names it reads nothing."""
+    stub.create(f"{ROOT}/acl", directory=True)
+    stub.create(f"{ROOT}/acl/ops", b"ops\n")
+    stub.set_acl(f"{ROOT}/file", AclNames("nosuchacl", "all", "all"))
+    stub.unreadable = {f"{ROOT}/file"}
+    stub.calls.clear()
+    repaired = chubbypy(stub, "acl", "set", "file", "--read", "ops")
+    assert repaired.code == EXIT_OK, repaired.stderr
+    assert stub.opened == [(f"{ROOT}/file", HandleMode.CHANGE_ACL)]
+    assert "handle set_acl" in stub.calls
+    assert stub.namespace.stat(f"{ROOT}/file").acl == AclNames("ops", "all", "all")
+    assert b"read=ops write=all change=all" in repaired.stdout
+    stub.calls.clear()
+    whole = chubbypy(stub, "acl", "set", "file", "--read", "all", "--write", "ops",
+                     "--change", "ops")  # fmt: skip
+    assert whole.code == EXIT_OK, whole.stderr
+    assert stub.calls[0] == "set_acl", "the node is not read when all three names are given"
+    assert len(stub.opened) == 1
+
+
+def test_acl_set_warns_of_an_acl_name_with_no_file(stub: StubCell) -> None:
+    """acl set of a name with no file under acl/ still sets it, exits 0, and warns on
+    standard error (and in JSON); 'all' and a name whose file exists give no warning."""
+    stub.create(f"{ROOT}/acl", directory=True)
+    stub.create(f"{ROOT}/acl/ops", b"ops\n")
+    warned = chubbypy(stub, "acl", "set", "file", "--read", "nosuchacl", "--write", "ops")
+    assert warned.code == EXIT_OK
+    assert "warning" in warned.stderr
+    assert "'nosuchacl'" in warned.stderr
+    assert f"{ROOT}/acl/nosuchacl" in warned.stderr
+    assert "admits no one" in warned.stderr
+    assert "'ops'" not in warned.stderr
+    assert stub.namespace.stat(f"{ROOT}/file").acl.read == "nosuchacl"
+    quiet = chubbypy(stub, "acl", "set", "file", "--read", "all", "--write", "ops")
+    assert (quiet.code, quiet.stderr) == (EXIT_OK, "")
+    document = chubbypy(stub, "acl", "set", "file", "--change", "typo", "--json")
+    assert document.code == EXIT_OK
+    assert "'typo'" in document.json()["warnings"][0]
+
+
+def test_ls_shows_names_alone_for_children_the_caller_may_not_read(stub: StubCell) -> None:
+    """A child listed without metadata is shown with '?' columns in ls -l, without a
+    directory's '/', and with a null stat in JSON."""
+    stub.unreadable = {f"{ROOT}/dir"}
+    long = chubbypy(stub, "ls", "-l")
+    assert long.code == EXIT_OK
+    row = next(line for line in long.stdout.decode().splitlines() if line.endswith("dir"))
+    assert row.split() == ["?", "?", "?", "?", "dir"]
+    assert chubbypy(stub, "ls").stdout.decode().splitlines() == ["dir", "file"]
+    entries = {e["name"]: e["stat"] for e in chubbypy(stub, "ls", "--json").json()["entries"]}
+    assert entries["dir"] is None
+    assert entries["file"] is not None
+
+
+ESCAPE = "\x1b]0;owned\x07\x1b[2J\u202e"
+
+
+def test_text_from_the_cell_is_printed_escaped(stub: StubCell) -> None:
+    """A session name, an error message and a leader's contents holding terminal escapes
+    reach the terminal as visible escapes, never as control characters; JSON escapes them
+    as \\uXXXX and still reads back the same."""
+    info = types.SimpleNamespace(
+        session_id=7, name=f"evil{ESCAPE}", state="live", lease_remaining_ms=9500,
+        handles=0, locks=(), ephemeral=(), lock_count=0, ephemeral_count=0, cached_names=0,
+    )  # fmt: skip
+    stub.sessions = (info,)
+    table = chubbypy(stub, "sessions")
+    assert b"\x1b" not in table.stdout
+    assert "\u202e".encode() not in table.stdout
+    assert b"evil\\x1b]0;owned\\x07\\x1b[2J\\u202e" in table.stdout
+    listed = chubbypy(stub, "sessions", "--json")
+    assert b"\x1b" not in listed.stdout
+    assert "\u202e".encode() not in listed.stdout
+    assert listed.json()["sessions"][0]["client"] == f"evil{ESCAPE}"
+    chubbypy(stub, "put", "election", f"leader{ESCAPE}")
+    leader = chubbypy(stub, "leader", "election")
+    assert leader.stdout == b"leader\\x1b]0;owned\\x07\\x1b[2J\\u202e\n"
+    stub.error = error_for(ErrorCode.PERMISSION_DENIED, f"refused {ESCAPE}")
+    failed = chubbypy(stub, "stat", "file")
+    assert failed.code == EXIT_FAILED
+    assert "\x1b" not in failed.stderr
+    assert "refused \\x1b]0;owned" in failed.stderr
+
+
+def test_cat_writes_raw_bytes_to_a_pipe_and_escapes_them_on_a_terminal(stub: StubCell) -> None:
+    """cat's output is the file's bytes when standard output is not a terminal; on one,
+    control characters and bytes that are not UTF-8 are escaped (lines and tabs kept),
+    unless --raw."""
+    contents = b"line one\n\tx\x1b[2J\xff\n"
+    chubbypy(stub, "put", "file", "-", stdin=contents)
+    assert chubbypy(stub, "cat", "file").stdout == contents
+    assert chubbypy(stub, "cat", "file", tty=True).stdout == b"line one\n\tx\\x1b[2J\\xff\n"
+    assert chubbypy(stub, "cat", "--raw", "file", tty=True).stdout == contents

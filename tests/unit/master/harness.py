@@ -12,9 +12,10 @@ from chubbypy.master import (
     KeepAliveAnswered,
     MasterService,
     MasterTiming,
+    Proposal,
     SessionStarted,
 )
-from chubbypy.namespace import NamespaceMachine
+from chubbypy.namespace import DEFAULT_LIMITS, NamespaceLimits, NamespaceMachine
 from chubbypy.protocol import LogIndex
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import (
@@ -39,9 +40,17 @@ EXCLUSIVE, SHARED = LockMode.EXCLUSIVE, LockMode.SHARED
 class Cell:
     """A master and its database; proposals are applied in order as soon as they appear."""
 
-    def __init__(self, timing: MasterTiming = TIMING) -> None:
+    def __init__(
+        self,
+        timing: MasterTiming = TIMING,
+        admins: tuple[str, ...] = (),
+        limits: NamespaceLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.timing = timing
-        self.machine = NamespaceMachine(CELL)
+        self.machine = NamespaceMachine(CELL, limits)
+        self.admins = admins
+        self.proposed: list[Proposal] = []
+        """Every proposal of the master's, in order."""
         self.index = 0
         self.now = 0
         self.master = self.new_master()
@@ -54,7 +63,7 @@ class Cell:
         """Clients' writes applied, with their results, in order."""
 
     def new_master(self) -> MasterService:
-        master = MasterService(self.timing, KEY)
+        master = MasterService(self.timing, KEY, self.admins)
         master.start(self.now, epoch=self.index + 1, machine=self.machine)
         return master
 
@@ -83,7 +92,10 @@ class Cell:
                     self.master.applied(None, write, applied)
                     self.written.append((write, applied.result))
                     continue
-                applied = self.machine.apply_write(LogIndex(self.index), proposal.write)
+                self.proposed.append(proposal)
+                applied = self.machine.apply_write(
+                    LogIndex(self.index), proposal.write, proposal.principal
+                )
                 self.master.landed(proposal.ticket)
                 self.master.applied(proposal.token, proposal.write, applied)
 

@@ -7,11 +7,12 @@ import pytest
 
 from chubbypy.master import MasterService, MasterTiming, SessionsListed, SessionSummary
 from chubbypy.master import _service as service_module
-from chubbypy.protocol.errors import ErrorCode
-from chubbypy.protocol.namespace import AclNames, Create, SetAcl, SetContents
+from chubbypy.namespace import protect_acl_directory
+from chubbypy.protocol.errors import ErrorCode, Failure
+from chubbypy.protocol.namespace import Create, SetContents
 from chubbypy.protocol.session import SESSION_PATHS_LISTED_MAX, SESSIONS_PAGE_MAX, EventMask
 from chubbypy.sessions import SessionTiming
-from tests.unit.master.harness import EXCLUSIVE, KEY, ROOT, SHARED, TIMING, Cell
+from tests.unit.master.harness import CELL, EXCLUSIVE, KEY, ROOT, SHARED, TIMING, Cell
 
 
 @pytest.fixture
@@ -171,14 +172,16 @@ def test_a_page_ends_early_once_it_passes_its_byte_budget(
     assert [s.session_id for s in listed(cell).sessions] == sessions[:1]
 
 
-def test_only_principals_who_may_read_the_cell_root_may_list(cell: Cell) -> None:
-    """With a principal, the root's read ACL decides: one it does not admit is refused
-    PERMISSION_DENIED; one it admits is answered; without one (trusted) it is answered."""
+def test_only_principals_the_admin_acl_admits_may_list(cell: Cell) -> None:
+    """With a principal, the ACL 'admin' decides (the listing shows clients' names and what
+    they hold): without its file no one may list, once it lists alice she may and bob may
+    not, and the refusal names the ACL; without a principal (trusted) it is answered."""
     cell.session()
-    cell.client_write(Create(f"{ROOT}/acl", is_directory=True))
-    cell.client_write(Create(f"{ROOT}/acl/admins", contents=b"alice\n"))
-    assert cell.ok("list_sessions", principal="bob").sessions
-    cell.client_write(SetAcl(ROOT, AclNames("admins", "all", "all")))
+    denied = cell.result(cell.call("list_sessions", principal="anonymous"))
+    assert isinstance(denied, Failure)
+    assert denied.code is ErrorCode.PERMISSION_DENIED
+    assert "'admin'" in denied.message
+    cell.client_write(protect_acl_directory(CELL, ("alice",)))
     assert cell.code("list_sessions", principal="bob") is ErrorCode.PERMISSION_DENIED
     assert cell.ok("list_sessions", principal="alice").sessions
     assert cell.ok("list_sessions").sessions

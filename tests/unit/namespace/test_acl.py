@@ -4,12 +4,16 @@ what each operation needs."""
 from __future__ import annotations
 
 from chubbypy.namespace import (
+    ADMIN,
     EVERYONE,
     Access,
     NamespaceMachine,
     access_problem,
+    acl_directory,
     acl_path,
     admits,
+    exposed_acl_directory,
+    protect_acl_directory,
     write_problem,
 )
 from chubbypy.protocol import LogIndex
@@ -19,10 +23,14 @@ from chubbypy.protocol.namespace import (
     Create,
     Delete,
     Exists,
+    Listing,
     MultiOp,
+    MultiResult,
+    ReadDir,
     SetAcl,
     SetContents,
 )
+from chubbypy.protocol.namespace_codec import decode_result, encode_result
 
 ROOT = "/ls/c"
 ADMINS = AclNames("readers", "admins", "admins")
@@ -88,3 +96,66 @@ def test_each_write_needs_its_permission() -> None:
     guarded = MultiOp((Exists(f),), (SetContents(f"{ROOT}/x", b""),))
     assert write_problem(tree, "eve", guarded) is not None, "eve may not read f"
     assert write_problem(tree, "bob", guarded) is None
+
+
+def test_a_listing_shows_a_child_s_metadata_only_to_its_readers() -> None:
+    """ReadDir names every child, but a child's stat goes only to principals its read ACL
+    admits; a trusted caller (no principal) sees all."""
+    machine = machine_with_acls()
+    machine.apply_write(LogIndex(10), Create(f"{ROOT}/secret", contents=b"x", acl=ADMINS))
+    machine.apply_write(LogIndex(11), Create(f"{ROOT}/open", contents=b"y"))
+    for principal, secret_shown in (("eve", False), ("bob", True), (None, True)):
+        listing = machine.read(ReadDir(ROOT), principal)
+        assert isinstance(listing, Listing)
+        shown = {entry.name: entry.stat for entry in listing.entries}
+        assert set(shown) == {"acl", "d", "open", "secret"}
+        assert shown["open"] is not None
+        assert (shown["secret"] is not None) is secret_shown, principal
+    listing = machine.read(ReadDir(ROOT), "eve")
+    assert isinstance(listing, Listing)
+    hidden = next(entry for entry in listing.entries if entry.name == "secret")
+    assert decode_result(encode_result(listing)) == listing
+    assert hidden.stat is None
+
+
+def test_a_new_cell_s_acl_directory_is_writable_only_by_its_operators() -> None:
+    """`protect_acl_directory` makes acl/ and acl/admin (listing the operators) with ACL
+    (all, admin, admin): anyone reads them, only operators write or re-ACL them, and
+    anonymous cannot create an ACL file; applied again, or where acl/ exists, it changes
+    nothing."""
+    machine = NamespaceMachine("c")
+    write = protect_acl_directory("c", ("operator", "ops2"))
+    result = machine.apply_write(LogIndex(1), write).result
+    assert isinstance(result, MultiResult)
+    assert result.guard_held
+    tree = machine.tree
+    assert admits(tree, ADMIN, "operator")
+    assert admits(tree, ADMIN, "ops2")
+    assert not admits(tree, ADMIN, "anonymous")
+    admin_file = acl_path("c", ADMIN)
+    for principal, allowed in (("anonymous", False), ("operator", True)):
+        for probe in (
+            Create(acl_path("c", "all"), contents=b"anonymous\n"),
+            SetContents(admin_file, b"anonymous\n"),
+            SetAcl(admin_file, AclNames("all", "all", "all")),
+            Delete(admin_file),
+            SetAcl(acl_directory("c"), AclNames("all", "all", "all")),
+        ):
+            assert (write_problem(tree, principal, probe) is None) is allowed, (principal, probe)
+    assert access_problem(tree, "anonymous", admin_file, Access.READ) is None
+    before = machine.snapshot()
+    again = machine.apply_write(LogIndex(2), write).result
+    assert isinstance(again, MultiResult)
+    assert not again.guard_held
+    assert machine.snapshot() == before
+    assert exposed_acl_directory(tree) is None
+
+
+def test_an_acl_directory_made_before_the_defaults_is_reported_exposed() -> None:
+    """An ACL directory whose write or change ACL is not 'admin' (one made before, which
+    inherited 'all') is named by `exposed_acl_directory`, for the master's warning."""
+    machine = machine_with_acls()
+    exposed = exposed_acl_directory(machine.tree)
+    assert exposed is not None
+    assert "'all'" in exposed
+    assert exposed_acl_directory(NamespaceMachine("c").tree) is None

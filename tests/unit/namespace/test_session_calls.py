@@ -205,7 +205,8 @@ def test_a_format_2_snapshot_still_loads_with_no_answers_kept() -> None:
     cell = Cell()
     s = session(cell)
     current = msgpack.unpackb(cell.machine.snapshot())
-    old = [2, current[1], current[2], [[sid, name] for sid, name, *_ in current[3]]]
+    nodes = [record[:12] for record in current[2]]  # before nodes kept their creator
+    old = [2, current[1], nodes, [[sid, name] for sid, name, *_ in current[3]]]
     restored = NamespaceMachine(CELL)
     restored.restore(msgpack.packb(old))
     record = restored.tree.session(s)

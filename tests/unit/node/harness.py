@@ -138,6 +138,8 @@ def settings(
     client_limits: ClientLimits = CLIENT_LIMITS,
     auth_limits: AuthLimits = AUTH_LIMITS,
     log_lines_per_minute: int = 10,
+    admins: tuple[str, ...] = (),
+    namespace_limits: NamespaceLimits | None = None,
     bugs: frozenset[Bug] = frozenset(),
     node_bugs: frozenset[NodeBug] = frozenset(),
 ) -> NodeSettings:
@@ -150,7 +152,7 @@ def settings(
         limits=limits,
         master_timing=MASTER_TIMING,
         tick_microseconds=TICK_MICROSECONDS,
-        namespace_limits=NamespaceLimits(),
+        namespace_limits=namespace_limits or NamespaceLimits(quota_exempt=frozenset(admins)),
         handle_key=HANDLE_KEY,
         auth=auth,
         snapshot_every_entries=snapshot_every_entries,
@@ -159,6 +161,7 @@ def settings(
         client_limits=client_limits,
         auth_limits=auth_limits,
         log_lines_per_minute=log_lines_per_minute,
+        admins=admins,
         bugs=bugs,
         node_bugs=node_bugs,
     )

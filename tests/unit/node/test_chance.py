@@ -46,9 +46,10 @@ EXCLUSIVE = LockMode.EXCLUSIVE
 
 
 def serving() -> tuple[Cell, ChosenChance]:
-    """A cell whose master r1 asks `chance`, which fires nothing yet."""
+    """A cell whose master r1 asks `chance`, which fires nothing yet; anonymous clients
+    administer it (they may list sessions)."""
     chance = ChosenChance(value=LATE_TICKS)
-    cell = Cell(chances={R1: chance})
+    cell = Cell(chances={R1: chance}, admins=("anonymous",))
     cell.elect(R1)
     cell.run(2)
     return cell, chance
