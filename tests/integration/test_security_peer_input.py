@@ -183,7 +183,7 @@ class Target:
         )
         assert self.client.get_contents_and_stat(self.cell.path("sentinel")).contents == SENTINEL
         names = [entry.name for entry in self.client.list_dir(self.cell.path())]
-        assert names == ["health", "sentinel"], names
+        assert names == ["acl", "health", "sentinel"], names  # acl: the directory a cell makes
         assert self.cell.master() == self.master, self.cell.explain()
         after = self.cell.wait_caught_up(self.follower, REPLY_SECONDS)
         now = self.status()
