@@ -104,18 +104,22 @@ ways, admin requests, the store's files, the log, the reactor's own."""
 log = Logger()
 
 
+_CONFIGURED: Final = LimitsConfig()
+"""The cell file's defaults, which are this port's: one place holds each number."""
+
+
 @frozen
 class ClientPortLimits:
-    """The client port's limits; the names are the cell file's keys under ``limits:``."""
+    """The client port's limits, from the cell file's ``limits:`` (`from_config`)."""
 
-    connections_max: int = 10_000
-    hello_timeout_seconds: float = 5.0
-    frame_timeout_seconds: float = 10.0
-    idle_timeout_seconds: float = 300.0
-    requests_pending_max: int = 1_024
-    requests_per_turn: int = 128
-    frame_bytes_max: int = 1 << 20
-    log_lines_per_minute: int = 10
+    connections_max: int = _CONFIGURED.client_connections_max
+    hello_timeout_seconds: float = _CONFIGURED.hello_timeout_seconds
+    frame_timeout_seconds: float = _CONFIGURED.frame_timeout_seconds
+    idle_timeout_seconds: float = _CONFIGURED.idle_timeout_seconds
+    requests_pending_max: int = _CONFIGURED.requests_pending_per_connection_max
+    requests_per_turn: int = _CONFIGURED.client_requests_per_turn
+    frame_bytes_max: int = _CONFIGURED.frame_bytes_max
+    log_lines_per_minute: int = _CONFIGURED.log_lines_per_minute
 
     @classmethod
     def from_config(cls, limits: LimitsConfig) -> ClientPortLimits:
