@@ -17,6 +17,7 @@ from chubbypy.namespace._acl import (
     admins_file,
     admits,
     exposed_acl_directory,
+    listed_principals,
     protect_acl_directory,
     write_problem,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "decode_snapshot",
     "encode_snapshot",
     "exposed_acl_directory",
+    "listed_principals",
     "protect_acl_directory",
     "quota_problem",
     "read",

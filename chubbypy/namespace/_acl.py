@@ -100,16 +100,21 @@ def exposed_acl_directory(tree: Tree) -> str | None:
     )
 
 
+def listed_principals(contents: bytes) -> tuple[str, ...]:
+    """The entries an ACL file's `contents` list, in order: one per line, text after
+    ``#`` a comment, blank lines skipped (``*`` stands for everyone)."""
+    entries = (
+        line.split("#", 1)[0].strip() for line in contents.decode("utf-8", "replace").splitlines()
+    )
+    return tuple(entry for entry in entries if entry)
+
+
 def admits(tree: Tree, name: str, principal: str) -> bool:
     """Whether the ACL called `name` admits `principal`."""
     node = tree.get(acl_path(tree.cell, name))
     if node is None or node.is_directory:
         return name == EVERYONE
-    for line in node.contents.decode("utf-8", "replace").splitlines():
-        entry = line.split("#", 1)[0].strip()
-        if entry in ("*", principal):
-            return True
-    return False
+    return any(entry in ("*", principal) for entry in listed_principals(node.contents))
 
 
 def _name(acl: AclNames, access: Access) -> str:
