@@ -334,7 +334,7 @@ def run(
     words, command_line = _split_command_line(argv)
     args = build_parser().parse_args(words)
     args.command_line = command_line
-    if args.command in ("serve", "cell"):
+    if args.command in SERVER_COMMANDS:
         return _run_server(args, stderr)
     if args.command == "completion":
         stdout.write(completion_script(args.shell).encode())
@@ -550,14 +550,17 @@ def _connect_blocking(
     )
 
 
+SERVER_COMMANDS: Final = {
+    "serve": ("chubbypy.server", "serve_main"),
+    "cell": ("chubbypy._cli_cell", "cell_main"),
+    "web": ("chubbypy.web", "web_main"),
+}
+
+
 def _run_server(args: argparse.Namespace, stderr: IO[str]) -> int:
-    """``serve`` lives in `chubbypy.server` and ``cell`` in `chubbypy._cli_cell`, imported
-    only for them."""
-    module, entry_name = (
-        ("chubbypy.server", "serve_main")
-        if args.command == "serve"
-        else ("chubbypy._cli_cell", "cell_main")
-    )
+    """``serve`` lives in `chubbypy.server`, ``cell`` in `chubbypy._cli_cell` and ``web`` in
+    `chubbypy.web`, imported only for them."""
+    module, entry_name = SERVER_COMMANDS[args.command]
     try:
         entry = getattr(importlib.import_module(module), entry_name)
     except (ImportError, AttributeError) as error:
@@ -754,6 +757,18 @@ def _add_server_commands(commands: Any) -> None:
         "--init",
         action="store_true",
         help="create the cell's missing keys (and certificates) and exit without starting",
+    )
+    cell.add_argument(
+        "--no-web", action="store_true", help="do not start the web page (chubbypy web) beside it"
+    )
+    web = commands.add_parser("web", help="serve the cell's admin namespace browser")
+    web.add_argument(
+        "--config", metavar="FILE", help="the cell's YAML file (default etc/cell.yaml)"
+    )
+    web.add_argument(
+        "--listen",
+        metavar="ENDPOINT",
+        help='a Twisted endpoint string (default: the cell file\'s web.listen, "tcp:7400:...")',
     )
 
 
