@@ -36,10 +36,12 @@ from chubbypy.master import (
     HandleOpened,
     KeepAliveAnswered,
     LockGranted,
+    LockSummary,
     MasterService,
     NodeRead,
     Proposal,
     SequencerChecked,
+    SessionKilled,
     SessionsListed,
     SessionStarted,
     SessionSummary,
@@ -63,12 +65,16 @@ from chubbypy.protocol.session import (
     CloseHandle,
     CloseSession,
     CreateSession,
+    GetLockInfo,
     GetSequencer,
     HandleWrite,
     KeepAlive,
+    KillSession,
     LeaseExtended,
     ListSessions,
     Locked,
+    LockInfo,
+    LockWaiterInfo,
     Open,
     PoisonHandle,
     ReadNode,
@@ -82,6 +88,7 @@ from chubbypy.protocol.session import (
 )
 from chubbypy.protocol.session import HandleOpened as WireHandleOpened
 from chubbypy.protocol.session import NodeRead as WireNodeRead
+from chubbypy.protocol.session import SessionKilled as WireSessionKilled
 from chubbypy.sessions import credential_matches, session_credential
 
 LATE_TICKS_MAX = 8
@@ -199,7 +206,9 @@ class MasterHost:
             connection, request_id, principal, token
         ):
             return
-        changes = not isinstance(call, KeepAlive | ReadNode | ListSessions | CheckSequencer)
+        changes = not isinstance(
+            call, KeepAlive | ReadNode | ListSessions | CheckSequencer | GetLockInfo
+        )
         self._calls[token] = (connection, request_id, changes)
         self._start(service, token, call, principal, number)
         if isinstance(call, AcquireLock) and call.wait and self._chance.buggify(DISCONNECT):
@@ -245,9 +254,9 @@ class MasterHost:
     ) -> None:
         match call:
             case CreateSession(name, nonce):
-                service.create_session(token, name, nonce)
+                service.create_session(token, name, nonce, principal=principal)
             case KeepAlive(session_id, _, acked_through):
-                service.keep_alive(token, session_id, acked_through)
+                service.keep_alive(token, session_id, acked_through, principal=principal)
             case CloseSession(session_id, _):
                 service.close_session(token, session_id)
             case Open(session_id, _, path, mode, events, delay, create, exclusive):
@@ -272,6 +281,10 @@ class MasterHost:
                 service.read(token, session_id, path, cache=cache, principal=principal)
             case ListSessions(after, limit):
                 service.list_sessions(token, after, limit, principal=principal)
+            case GetLockInfo(path):
+                service.lock_info(token, path, principal=principal)
+            case KillSession(session_id):
+                service.kill_session(token, session_id, principal=principal)
 
     def write(
         self, connection: ConnectionId, request_id: RequestId, command: Command, write: LogWrite
@@ -423,7 +436,21 @@ class MasterHost:
                 return WireNodeRead(stat, contents, cached, sequence)
             case SessionsListed(sessions, more):
                 return SessionList(tuple(self._session_info(s) for s in sessions), more)
+            case LockSummary():
+                return self._lock_info(result)
+            case SessionKilled(ended):
+                return WireSessionKilled(ended)
         raise AssertionError(result)
+
+    def _lock_info(self, summary: LockSummary) -> LockInfo:
+        ms = self._settings.ms
+        waiters = tuple(
+            LockWaiterInfo(w.session_id, w.client, w.principal, w.mode, ms(w.waited_ticks))
+            for w in summary.waiters
+        )
+        return LockInfo(summary.path, summary.instance, summary.mode, summary.lock_generation,
+                        summary.holders, summary.holder_count, waiters, summary.waiter_count,
+                        ms(summary.delay_remaining_ticks))  # fmt: skip
 
     def _session_info(self, summary: SessionSummary) -> SessionInfo:
         return SessionInfo(
@@ -437,6 +464,7 @@ class MasterHost:
             summary.ephemeral,
             summary.ephemeral_count,
             summary.cached_names,
+            summary.principal,
         )
 
 
@@ -451,8 +479,9 @@ def _sessions_ended(outcomes: list[Outcome]) -> list[SessionId]:
 
 def _session_named(call: SessionCall) -> tuple[SessionId, bytes] | None:
     """The session a call names and the credential it shows (None for calls that name a
-    handle or sequencer instead, whose own check digits prove them, and for an operator's
-    ListSessions, which names no session: the service checks its principal instead)."""
+    handle or sequencer instead, whose own check digits prove them, and for operators'
+    calls, ListSessions, GetLockInfo and KillSession, which name no session of the
+    caller's: the service checks its principal instead)."""
     match call:
         case KeepAlive() | CloseSession() | Open() | ReadNode():
             return call.session_id, call.credential
