@@ -48,6 +48,7 @@ from chubbypy.master import (
 )
 from chubbypy.namespace import AppliedWrite, NamespaceMachine, exposed_acl_directory
 from chubbypy.node._limits import SessionBook
+from chubbypy.node._metrics import Counter
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
 from chubbypy.node._service_log import ServiceLog
@@ -106,6 +107,7 @@ class MasterHost:
         writes: ClientWrites,
         outbox: Outbox,
         chance: Chance,
+        operator_calls: Counter,
     ) -> None:
         self._settings = settings
         self._core = core
@@ -115,6 +117,10 @@ class MasterHost:
         self._chance = chance
         self._service: MasterService | None = None
         self._log = ServiceLog()
+        self._operator_calls = operator_calls
+        """``chubbypy_operator_calls_total``, by call and outcome."""
+        self._operators: dict[CallToken, str] = {}
+        """Per operators' call in progress: its name in that counter."""
         self._calls: dict[CallToken, tuple[ConnectionId, RequestId, bool]] = {}
         """Per token: the connection that asked, its request id, and whether the call
         changes state (its answer may be lost after the change: `ANSWER_LOST`)."""
@@ -210,6 +216,9 @@ class MasterHost:
             call, KeepAlive | ReadNode | ListSessions | CheckSequencer | GetLockInfo
         )
         self._calls[token] = (connection, request_id, changes)
+        operator_call = _OPERATOR_CALLS.get(type(call))
+        if operator_call is not None:
+            self._operators[token] = operator_call
         self._start(service, token, call, principal, number)
         if isinstance(call, AcquireLock) and call.wait and self._chance.buggify(DISCONNECT):
             self._outbox.put(Disconnect(connection))
@@ -390,6 +399,9 @@ class MasterHost:
 
     def _answer(self, token: CallToken, result: CallResult) -> None:
         self.session_book.answered(token, result)
+        operator_call = self._operators.pop(token, None)
+        if operator_call is not None:
+            self._operator_calls.inc(call=operator_call, outcome=_outcome(result))
         call = self._calls.pop(token, None)
         if call is None:
             return  # its connection went away
@@ -466,6 +478,23 @@ class MasterHost:
             summary.cached_names,
             summary.principal,
         )
+
+
+_OPERATOR_CALLS: dict[type, str] = {
+    ListSessions: "list_sessions",
+    GetLockInfo: "lock_info",
+    KillSession: "end_session",
+}
+"""The operators' calls counted in ``chubbypy_operator_calls_total``, by their names there."""
+
+
+def _outcome(result: CallResult) -> str:
+    """An operators' call's outcome as ``chubbypy_operator_calls_total`` labels it."""
+    if isinstance(result, Failure):
+        return result.code.name.lower()
+    if isinstance(result, SessionKilled):
+        return "ended" if result.ended else "none"
+    return "ok"
 
 
 def _sessions_ended(outcomes: list[Outcome]) -> list[SessionId]:

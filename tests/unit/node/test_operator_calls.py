@@ -19,7 +19,7 @@ from chubbypy.protocol.session import (
     SessionKilled,
     SessionList,
 )
-from tests.unit.node.harness import R1, ROOT, TICK_MICROSECONDS, Cell, Connection
+from tests.unit.node.harness import R1, ROOT, TICK_MICROSECONDS, Cell, Connection, metric
 
 AUTH = Auth(principals=(("alice", "alice's token"), ("operator", "op's token")), anonymous=True)
 LOCK = f"{ROOT}/lock"
@@ -76,7 +76,7 @@ def test_lock_info_names_the_holders_principal_and_the_waiters_wait_in_milliseco
 def test_only_an_operator_ends_another_clients_session() -> None:
     """Alice (not in the ACL 'admin') is refused PERMISSION_DENIED with nothing written or
     sent; the operator ends her session, whose parked KeepAlive is refused at once and
-    which is listed no more."""
+    which is listed no more; chubbypy_operator_calls_total counts each outcome."""
     cell = serving()
     alice, operator = authenticated(cell, "alice"), authenticated(cell, "operator")
     session = cell.session(alice)
@@ -93,6 +93,10 @@ def test_only_an_operator_ends_another_clients_session() -> None:
     assert isinstance(listed, SessionList)
     assert listed.sessions == ()
     assert ask(cell, operator, KillSession(session[0])) == SessionKilled(ended=False)
+    counted = 'chubbypy_operator_calls_total{call="end_session",outcome="%s"}'
+    node = cell.nodes[R1]
+    assert [metric(node, counted % o) for o in ("ended", "none", "permission_denied")] == [1, 1, 1]
+    assert metric(node, 'chubbypy_operator_calls_total{call="list_sessions",outcome="ok"}') == 1
 
 
 def test_sessions_are_listed_with_their_principals() -> None:
