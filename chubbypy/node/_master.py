@@ -156,6 +156,7 @@ class MasterHost:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
         settings = self._settings
         self._service = MasterService(settings.master_timing, settings.handle_key, settings.admins)
+        self._operators.clear()
         self._log = ServiceLog()
         self.session_book = SessionBook(settings.client_limits)
         self._gated = {}
@@ -174,6 +175,7 @@ class MasterHost:
         """Mastership ended: the calls in progress go elsewhere."""
         self._service = None
         self._backlog.clear()
+        self._operators.clear()
         calls, self._calls = self._calls, {}
         gated, self._gated = self._gated, {}
         waiting = [(c, r) for c, r, _ in calls.values()] + [(c, r) for c, r, _ in gated.values()]

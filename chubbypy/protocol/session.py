@@ -235,8 +235,8 @@ class ReadNode:
 class ListSessions:
     """List the cell's sessions as the master knows them, in id order: those numbered
     above `after`, at most `limit` (at most SESSIONS_PAGE_MAX). An operator's query: it
-    names no session, so it carries no credential; the caller's principal needs read
-    access to the cell's root directory."""
+    names no session, so it carries no credential; the ACL ``admin`` must admit the
+    caller's principal."""
 
     after: SessionId = NO_SESSION
     limit: int = SESSIONS_PAGE_MAX

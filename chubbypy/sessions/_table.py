@@ -25,7 +25,9 @@ Chubby §2.8, §2.9. Theory of operation.
   grow while the end is in flight. A client that closes its session ends it at once
   (`EndSession(expired=False)`, through the shell); as in Chubby, it is the client
   library that closes a session idle for a minute with no open handles, because only the
-  client knows its handles across a fail-over.
+  client knows its handles across a fail-over. The one early end is an operator's
+  (`MasterService.kill_session`), which marks the session `closing` here so that its
+  client hears at once, and proposes its end as an expiry.
 * **Fail-over (§2.9).** `start` queues a master-fail-over event for every session; until
   each has acknowledged it or its lease is over (or it is closing), `failover_complete` is
   False and the shell serves KeepAlives only, so no session acts on state it may have
@@ -260,7 +262,8 @@ class SessionTable(Generic[Token]):
         return None if event is None else event.sequence
 
     def closing(self, session_id: SessionId) -> None:
-        """The session's close is in flight: refuse its KeepAlives; it is not live."""
+        """The session's end is in flight (its client closed it, or an operator ended it):
+        refuse its KeepAlives, the one parked too; it is not live."""
         session = self._sessions.get(session_id)
         if session is not None and session.state is not _State.ENDING:
             self._stop_extending(session_id, session, _State.CLOSING)
