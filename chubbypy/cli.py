@@ -54,7 +54,16 @@ Usage::
     leader PATH             what the leader of the election on PATH advertises (exit 1: none)
     status [REPLICA]        every replica's role, epoch, log positions, lease and master
     sessions                every live session at the master: state, lease left, open
-                            handles, locks held, ephemeral files, the client's description
+                            handles, locks held, ephemeral files, the client's principal
+                            and description (an operator's command: the ACL "admin")
+    sessions --end ID       end session ID, which another client owns, as if its lease had
+                            run out: its ephemeral files go, its locks are freed after their
+                            lock-delay, its client hears it expired (operators only); a
+                            warning, exit 0, if there was no such session to end
+    lock-info PATH          the lock of node PATH: mode (free, exclusive or shared), lock
+                            generation, holders (session, mode, lock-delay, principal,
+                            client), waiters in queue order (how long each has waited) and
+                            the rest of a lock-delay (needs read permission on PATH)
     completion bash|zsh     a completion script: eval "$(chubbypy completion bash)"
     serve, cell             run one replica, or a whole cell (see ``chubbypy serve -h``)
 
@@ -112,7 +121,9 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
     acl     "path", "acl": {"read", "write", "change": str}, "acl_generation": int,
             "warnings": [str, ...] (also printed on standard error)
     leader  "path", "leader": str (what the leader advertises)
-    sessions "sessions": [SESSION, ...], in session id order
+    sessions "sessions": [SESSION, ...], in session id order; with --end: "session_id":
+            int, "ended": bool (false: there was no such session to end)
+    lock-info "path", "lock": LOCK
     lock    printed when the command is over (after CMD's own output): "path",
             "acquired": bool, and when acquired: "sequencer": hex str, "lost": bool,
             "exit_status": CMD's status; always "exit_code": chubbypy's. "ok" is true
@@ -131,7 +142,15 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
              "handles": int (those the master knows of), "locks": [{"path": str, "mode":
              "exclusive" | "shared"}, ...] (at most 16, in path order), "lock_count": int,
              "ephemeral": [full names, ...] (at most 16), "ephemeral_count": int,
-             "cached_names": int (names the master registered it as caching)}
+             "cached_names": int (names the master registered it as caching),
+             "principal": str (whom its client acts as; "" until the master heard from it)}
+    LOCK    {"mode": "free" | "exclusive" | "shared", "instance", "lock_generation": int,
+             "holders": [{"session_id": int, "client": str, "principal": str, "mode":
+             "exclusive" | "shared", "lock_delay_ms": int}, ...], "holder_count": int,
+             "waiters": [{"session_id": int, "client": str, "principal": str, "mode": str,
+             "waited_ms": int}, ...] (head of the queue first), "waiter_count": int,
+             "lock_delay_remaining_ms": int} (the lists are cut at the cell's
+             sessions.lock_info_listed_max; the counts are whole)
     STATUS  {"role": "master" | "candidate" | "follower", "epoch", "promised": str,
              "chosen_index", "applied_index", "first_index", "last_index",
              "snapshot_index", "lease_remaining_ms", "uptime_ms": int, "serving",
@@ -160,7 +179,7 @@ from attrs import evolve, frozen
 from chubbypy._cli_text import json_text, shown, shown_contents
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
-from chubbypy.protocol.client import CELL_CHARS_MAX, ReplicaStatus
+from chubbypy.protocol.client import CELL_CHARS_MAX, INT64_MAX, ReplicaStatus
 from chubbypy.protocol.errors import (
     ChubbyError,
     ErrorCode,
@@ -251,6 +270,8 @@ class CellClient(Protocol):
     def set_acl(self, path: str, acl: AclNames, expected_generation: int | None = None) -> Stat: ...
     def status(self, replica: str | None = None) -> tuple[ReplicaReport, ...]: ...
     def list_sessions(self) -> Sequence[Any]: ...
+    def end_session(self, session_id: int) -> bool: ...
+    def lock_info(self, path: str) -> Any: ...
     def open(self, path: str, *, mode: HandleMode = ...) -> AclHandle: ...
     def close(self) -> None: ...
 
@@ -522,7 +543,30 @@ def session_json(info: Any) -> dict[str, Any]:
         "ephemeral": list(info.ephemeral),
         "ephemeral_count": info.ephemeral_count,
         "cached_names": info.cached_names,
+        "principal": info.principal,
     }
+
+
+def lock_json(info: Any) -> dict[str, Any]:
+    """A `LockInfo` as the documented LOCK object."""
+    return {
+        "mode": info.mode,
+        "instance": info.instance,
+        "lock_generation": info.lock_generation,
+        "holders": [
+            {"session_id": h.session_id, "client": h.client, "principal": h.principal,
+             "mode": h.mode, "lock_delay_ms": h.lock_delay_ms}
+            for h in info.holders
+        ],
+        "holder_count": info.holder_count,
+        "waiters": [
+            {"session_id": w.session_id, "client": w.client, "principal": w.principal,
+             "mode": w.mode, "waited_ms": w.waited_ms}
+            for w in info.waiters
+        ],
+        "waiter_count": info.waiter_count,
+        "lock_delay_remaining_ms": info.lock_delay_remaining_ms,
+    }  # fmt: skip
 
 
 def _exit_code(command: str, outcome: Outcome) -> int:
@@ -611,7 +655,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lock_commands(commands, common)
     status = commands.add_parser("status", parents=[common], help="every replica's state")
     status.add_argument("replica", nargs="?", help="only this replica (an id or an address)")
-    commands.add_parser("sessions", parents=[common], help="the cell's sessions (at the master)")
+    sessions = commands.add_parser(
+        "sessions", parents=[common], help="the cell's sessions (at the master), or end one"
+    )
+    sessions.add_argument(
+        "--end",
+        type=_session_id,
+        metavar="ID",
+        help="end this session as if its lease had run out (operators only)",
+    )
+    lock_info = commands.add_parser(
+        "lock-info", parents=[common], help="a lock's holders, waiters and lock-delay"
+    )
+    lock_info.add_argument("path")
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh"))
     complete = commands.add_parser("__complete", parents=[common])  # used by the scripts
@@ -780,6 +836,12 @@ def _positive_seconds(text: str) -> float:
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
     return seconds
+
+
+def _session_id(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a session id (1 to {INT64_MAX})")
+    return int(text)
 
 
 def _count(text: str) -> int:
@@ -1109,17 +1171,65 @@ class NoLeader(ChubbyError):
 
 
 def _sessions(client: CellClient, call: Invocation) -> Outcome:
+    if call.args.end is not None:
+        return _end_session(client, call.args.end)
     sessions = client.list_sessions()
     document = {"sessions": [session_json(s) for s in sessions]}
-    rows = [["SESSION", "STATE", "LEASE", "HANDLES", "LOCKS", "EPHEMERAL", "CLIENT"]]
+    rows = [["SESSION", "STATE", "LEASE", "HANDLES", "LOCKS", "EPHEMERAL", "PRINCIPAL", "CLIENT"]]
     for info in sessions:
         locks = ",".join(f"{p}({m[0]})" for p, m in info.locks) or "-"
         if info.lock_count > len(info.locks):
             locks += f",+{info.lock_count - len(info.locks)}"
         rows.append([str(info.session_id), shown(info.state),
                      f"{info.lease_remaining_ms / 1000:.1f}s", str(info.handles), shown(locks),
-                     str(info.ephemeral_count), shown(info.name)])  # fmt: skip
+                     str(info.ephemeral_count), shown(info.principal or "-"),
+                     shown(info.name)])  # fmt: skip
     return Outcome(document, _table(rows, right=(2, 3, 5)))
+
+
+def _end_session(client: CellClient, session_id: int) -> Outcome:
+    """``sessions --end ID``: end the session; a warning if there was none to end."""
+    ended = client.end_session(session_id)
+    document = {"session_id": session_id, "ended": ended}
+    if ended:
+        return Outcome(document, f"session {session_id} ended\n".encode())
+    warning = (
+        f"session {session_id} was not in the cell: it had ended already, or there never "
+        "was such a session"
+    )
+    return Outcome(document, warnings=(warning,))
+
+
+def _lock_info(client: CellClient, call: Invocation) -> Outcome:
+    path = _path(call)
+    info = client.lock_info(path)
+    lines = [
+        ("path", path),
+        ("mode", info.mode),
+        ("instance", str(info.instance)),
+        ("lock_generation", str(info.lock_generation)),
+        ("lock_delay_left", f"{info.lock_delay_remaining_ms / 1000:.1f}s"),
+        ("holders", _counted(len(info.holders), info.holder_count)),
+        ("waiters", _counted(len(info.waiters), info.waiter_count)),
+    ]
+    text = "".join(f"{key:<20}{shown(value)}\n" for key, value in lines)
+    if info.holders:
+        rows = [["HOLDER", "MODE", "LOCK-DELAY", "PRINCIPAL", "CLIENT"]]
+        rows += [[str(h.session_id), h.mode, f"{h.lock_delay_ms / 1000:.1f}s",
+                  shown(h.principal or "-"), shown(h.client)] for h in info.holders]  # fmt: skip
+        text += "\n" + _table(rows, right=(2,)).decode()
+    if info.waiters:
+        rows = [["#", "WAITER", "MODE", "WAITED", "PRINCIPAL", "CLIENT"]]
+        rows += [[str(n), str(w.session_id), w.mode, f"{w.waited_ms / 1000:.1f}s",
+                  shown(w.principal or "-"), shown(w.client)]
+                 for n, w in enumerate(info.waiters, start=1)]  # fmt: skip
+        text += "\n" + _table(rows, right=(0, 3)).decode()
+    return Outcome({"path": path, "lock": lock_json(info)}, text.encode())
+
+
+def _counted(listed: int, count: int) -> str:
+    """How many there are, and how many of them are listed when not all are."""
+    return str(count) if listed == count else f"{count} (the first {listed} listed)"
 
 
 def _complete(client: CellClient, call: Invocation) -> Outcome:
@@ -1147,6 +1257,7 @@ COMMANDS: Final[dict[str, Callable[[CellClient, Invocation], Outcome]]] = {
     "acl": _acl,
     "leader": _leader,
     "sessions": _sessions,
+    "lock-info": _lock_info,
     "__complete": _complete,
 }
 LASTING: Final = frozenset({"watch", "lock", "elect"})
@@ -1190,7 +1301,7 @@ _chubbypy() {{
         return
     fi
     case "$command" in
-        ls|stat|cat|put|rm|mkdir|acl|watch|lock|elect|leader)
+        ls|stat|cat|put|rm|mkdir|acl|watch|lock|elect|leader|lock-info)
             local IFS=$'\\n'
             COMPREPLY=( $(chubbypy __complete "$cur" 2>/dev/null) )
             compopt -o nospace 2>/dev/null

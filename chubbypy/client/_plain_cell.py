@@ -136,13 +136,17 @@ from chubbypy.protocol.namespace import (
 )
 from chubbypy.protocol.session import (
     SESSIONS_PAGE_MAX,
+    GetLockInfo,
+    KillSession,
     ListSessions,
+    LockInfo,
     SessionCall,
     SessionInfo,
+    SessionKilled,
     SessionList,
     SessionResult,
 )
-from chubbypy.protocol.values import NO_SESSION, CallNumber, ClientId, ReplicaId
+from chubbypy.protocol.values import NO_SESSION, CallNumber, ClientId, ReplicaId, SessionId
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -390,6 +394,34 @@ class PlainCell:
         """
         return self._run(self._list_sessions)
 
+    def lock_info(self, path: str) -> Deferred[LockInfo]:
+        """The lock of the node `path` as the master sees it (`LockInfo`): its mode
+        ("free", "exclusive" or "shared"), its holders with their sessions' client names
+        and principals, its lock generation (what a holder's sequencer names), its waiters
+        in queue order with how long each has waited, and the rest of a lock-delay.
+
+        The caller needs read permission on the node, as to read its contents (else
+        `PermissionDenied`); `NoSuchNode` if there is none. At most the cell's
+        ``sessions.lock_info_listed_max`` holders and waiters are listed; the counts say
+        how many there are in all. It needs no session.
+        """
+        return self._run(self._lock_info, path)
+
+    def end_session(self, session_id: int) -> Deferred[bool]:
+        """End another client's session, as an operator: the cell's ACL ``admin`` (the file
+        ``acl/admin``) must admit the principal, else `PermissionDenied` and nothing
+        changes. The session ends as if its lease had run out: its ephemeral files are
+        deleted, its locks are freed (after their lock-delay), and its client hears that it
+        expired.
+
+        True if this call ended it; False if there was no such session to end (it had
+        ended already: by itself, by another operator, or by an earlier attempt of this
+        call whose answer was lost). A session caching one of its own ephemeral files ends
+        only once its lease is over (its client may read that cache until then), so this
+        may take up to a lease. It needs no session.
+        """
+        return self._run(self._end_session, SessionId(session_id))
+
     def locate_master(self) -> Deferred[MasterLocation]:
         """Where the master is, and every member's address, retried until a replica names a
         master or the deadline passes (`Unavailable`)."""
@@ -463,6 +495,16 @@ class PlainCell:
             if not page.more or not page.sessions:
                 return tuple(sessions)
             after = page.sessions[-1].session_id
+
+    async def _lock_info(self, path: str) -> LockInfo:
+        result, _ = await self._session_call(GetLockInfo(path))
+        return _expect(result, LockInfo)
+
+    async def _end_session(self, session_id: SessionId) -> bool:
+        if not 1 <= session_id <= INT64_MAX:
+            raise ValueError(f"no session has the id {session_id}: ids are 1 to {INT64_MAX}")
+        result, _ = await self._session_call(KillSession(session_id))
+        return _expect(result, SessionKilled).ended
 
     async def _write_stat(self, write: Write) -> Stat:
         written = _expect(await self._write(write), Written)

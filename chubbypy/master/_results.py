@@ -8,7 +8,7 @@ from chubbypy.master._ids import CallToken, GateTicket
 from chubbypy.protocol import HandleId, SessionId
 from chubbypy.protocol.errors import Failure
 from chubbypy.protocol.namespace import LogWrite, Stat
-from chubbypy.protocol.session import SessionEvent
+from chubbypy.protocol.session import LockHolderInfo, SessionEvent
 
 
 @frozen
@@ -86,6 +86,7 @@ class SessionSummary:
     ephemeral: tuple[str, ...]
     ephemeral_count: int
     cached_names: int
+    principal: str = ""
 
 
 @frozen
@@ -94,6 +95,42 @@ class SessionsListed:
 
     sessions: tuple[SessionSummary, ...]
     more: bool
+
+
+@frozen
+class LockWaiterSummary:
+    """One blocked acquire in a lock's queue, for operators: the wire's `LockWaiterInfo`
+    with how long it has waited in ticks."""
+
+    session_id: SessionId
+    client: str
+    principal: str
+    mode: str
+    waited_ticks: int
+
+
+@frozen
+class LockSummary:
+    """A node's lock as this master sees it, for operators: the wire's `LockInfo` with its
+    durations in ticks (see `chubbypy.protocol.session.LockInfo` for each field)."""
+
+    path: str
+    instance: int
+    mode: str
+    lock_generation: int
+    holders: tuple[LockHolderInfo, ...]
+    holder_count: int
+    waiters: tuple[LockWaiterSummary, ...]
+    waiter_count: int
+    delay_remaining_ticks: int
+
+
+@frozen
+class SessionKilled:
+    """An operator's end of a session: `ended` says whether this call ended it (False: it
+    was not in the cell to end)."""
+
+    ended: bool
 
 
 CallResult = (
@@ -105,6 +142,8 @@ CallResult = (
     | SequencerChecked
     | NodeRead
     | SessionsListed
+    | LockSummary
+    | SessionKilled
 ) | Failure
 
 

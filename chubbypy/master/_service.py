@@ -66,6 +66,23 @@ drops it when mastership ends; everything in it is memory that a new master rebu
   files it owns (the database). It lists clients' names and what they hold, so it needs
   the ACL called ``admin`` to admit the caller; it names no session, and is answered at
   once, fail-over or not: it acts on nothing.
+* **Operators' lock view.** `lock_info` shows a node's lock to whoever may read the node:
+  its holders (from the database) and their sessions' names and principals, its queue of
+  waiters in order with how long each has waited (this mastership's memory), and the rest
+  of its lock-delay (this master's timer). It is answered at once, fail-over or not.
+* **Operators ending sessions.** `kill_session` ends another client's session, for
+  principals the ACL ``admin`` admits: it goes through the log as an expiry does
+  (`EndSession(expired=True)`: ephemeral files deleted, locks freed into their lock-delay,
+  since the holder may still act on a lock it does not know it lost); from the call on,
+  the session is refused like a closing one, so its client hears at its parked KeepAlive
+  that it expired. Its client may still use its cache until it hears, at the latest until
+  its lease is over on this master's clock: until then a write that changes a name it
+  caches waits (`CacheGate.silenced`), and so may the session's own end, when it caches
+  one of its ephemeral files. Not numbered, like a close: a second kill of the same
+  session while the first is in progress joins it; one after it finds nothing to end.
+  A fail-over within the killed session's lease forgets that wait (the new master knows
+  no ended session's cache): the client may then read its cache, unaware, until its lease
+  or its KeepAlive's refusal ends it, a window of at most a lease.
 * **Sessions' names** are the clients' descriptions of themselves, shown to operators: a
   name that is not printable text (a control character, a terminal escape) is refused.
 """
@@ -97,10 +114,13 @@ from chubbypy.master._results import (
     HandleOpened,
     KeepAliveAnswered,
     LockGranted,
+    LockSummary,
+    LockWaiterSummary,
     NodeRead,
     Proposal,
     Reply,
     SequencerChecked,
+    SessionKilled,
     SessionsListed,
     SessionStarted,
     SessionSummary,
@@ -147,11 +167,13 @@ from chubbypy.protocol.namespace import (
     Written,
 )
 from chubbypy.protocol.session import (
+    LOCK_INFO_LISTED_MAX,
     SESSION_PATHS_LISTED_MAX,
     SESSIONS_PAGE_MAX,
     EventKind,
     EventMask,
     HandleMode,
+    LockHolderInfo,
     session_name_problem,
 )
 from chubbypy.sessions import (
@@ -174,6 +196,12 @@ class MasterTiming:
     calls_waiting_per_session_max: int = 1_000
     """What one session may have waiting here: its acquires queued for their locks and
     its retries joined to a call in progress (``limits.calls_waiting_per_session_max``)."""
+    lock_info_listed_max: int = 100
+    """The most holders, and the most waiters, one `lock_info` lists
+    (``sessions.lock_info_listed_max``, at most LOCK_INFO_LISTED_MAX)."""
+
+    def __attrs_post_init__(self) -> None:
+        assert 1 <= self.lock_info_listed_max <= LOCK_INFO_LISTED_MAX, self
 
     def lock_delay_ticks(self, delay_ms: int) -> int:
         return math.ceil(delay_ms * 1000 / self.tick_microseconds)
@@ -189,6 +217,7 @@ class MasterTiming:
         events_pending_max: int,
         waiters_max: int,
         calls_waiting_per_session_max: int = 1_000,
+        lock_info_listed_max: int = 100,
     ) -> MasterTiming:
         """The one conversion of the session settings (see `SessionTiming.from_seconds`)."""
         session = SessionTiming.from_seconds(
@@ -204,6 +233,7 @@ class MasterTiming:
             tick_microseconds=tick_microseconds,
             waiters_max=waiters_max,
             calls_waiting_per_session_max=calls_waiting_per_session_max,
+            lock_info_listed_max=lock_info_listed_max,
         )
 
 
@@ -238,7 +268,22 @@ class _ReplyWhenApplied:
     """Answer Done even if the proposal failed (Close never fails)."""
 
 
-_Pending = _OpenCall | _WriteCall | _ReplyWhenApplied
+@frozen
+class _Creation:
+    """A session's creation, answered once applied; the principal it came from (None: a
+    trusted caller), which the new session remembers."""
+
+    principal: str | None = None
+
+
+@frozen
+class _Kill:
+    """An operator's end of session `session_id`, answered once applied."""
+
+    session_id: SessionId
+
+
+_Pending = _OpenCall | _WriteCall | _ReplyWhenApplied | _Creation | _Kill
 """A call other than an acquire (`LockWaits` keeps those), answered once applied."""
 
 
@@ -246,6 +291,10 @@ SESSIONS_PAGE_BYTES_BUDGET = 256 * 1024
 """A page of `list_sessions` ends early once the names and paths it lists come to about
 this many bytes (it always lists at least one session, which SESSION_PATHS_LISTED_MAX
 bounds): so a page fits a frame of the default 1 MiB with room to spare."""
+LOCK_INFO_BYTES_BUDGET = 256 * 1024
+"""Likewise, a `lock_info`'s holders and waiters stop being listed once their names come
+to about this many bytes (it always lists at least one holder of a held lock); their
+counts still say how many there are."""
 
 
 class MasterService:
@@ -269,6 +318,11 @@ class MasterService:
         self._pending: dict[CallToken, _Pending] = {}
         self._closing: set[SessionId] = set()
         """Sessions whose close is in flight (for operators' listings)."""
+        self._kills: dict[SessionId, CallToken] = {}
+        """Per session an operator is ending: the call doing it, which later kills join."""
+        self._killed: dict[SessionId, int] = {}
+        """Per session an operator ended (or is ending): the tick its lease ends at, until
+        which its cache is kept valid (see the module docstring)."""
         self._replies: list[Reply] = []
         self._retries = CallRetries()
         self._tickets = map(GateTicket, itertools.count(1))
@@ -301,6 +355,10 @@ class MasterService:
             self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
         for key in self._waits.delays_ended(now):
             self._propose(None, EndLockDelay(*key))
+        for session_id, lease_end in list(self._killed.items()):
+            if lease_end <= now:
+                del self._killed[session_id]
+                self._gate.session_gone(session_id)  # its client's lease is over too
 
     def take(self, *, master_lease_valid: bool) -> tuple[list[Reply], list[Proposal | ClientWrite]]:
         """Replies and proposals since the last call, in order.
@@ -351,19 +409,23 @@ class MasterService:
 
     # ------------------------------------------------------------------------- sessions
 
-    def create_session(self, token: CallToken, name: str, nonce: int = 0) -> None:
+    def create_session(
+        self, token: CallToken, name: str, nonce: int = 0, principal: str | None = None
+    ) -> None:
         """Open a session for client `name`; a retry (the same `nonce`, not 0) of a creation
         that was applied gets that session. A name that is not printable text is refused
-        BAD_REQUEST (it is shown to operators: no terminal escapes)."""
+        BAD_REQUEST (it is shown to operators: no terminal escapes). The session remembers
+        `principal`, for operators."""
         problem = session_name_problem(name)
         if problem is not None:
             self._reply(token, Failure(ErrorCode.BAD_REQUEST, problem))
             return
         opened = self._db().tree.session_by_nonce(name, nonce)
         if opened is not None:
+            self._heard_from(opened.session_id, principal)
             self._reply(token, self._session_started(opened.session_id))
             return
-        self._pending[token] = _ReplyWhenApplied()
+        self._pending[token] = _Creation(principal)
         self._propose(token, OpenSession(name, nonce))
 
     def close_session(self, token: CallToken, session_id: SessionId) -> None:
@@ -376,10 +438,17 @@ class MasterService:
         self._pending[token] = _ReplyWhenApplied(always_done=True)
         self._propose(token, EndSession(session_id, expired=False))
 
-    def keep_alive(self, token: CallToken, session_id: SessionId, acked_through: int) -> None:
+    def keep_alive(
+        self,
+        token: CallToken,
+        session_id: SessionId,
+        acked_through: int,
+        principal: str | None = None,
+    ) -> None:
         if not self._table.keep_alive(session_id, token, acked_through):
             self._reply(token, _expired(f"session {session_id} has ended"))
             return
+        self._heard_from(session_id, principal)
         self._gate.acked(session_id, acked_through)
 
     # ------------------------------------------------------------------------- reads
@@ -405,6 +474,7 @@ class MasterService:
         if refused is not None:
             self._reply(token, refused)
             return
+        self._heard_from(session_id, principal)
         node = machine.tree.get(path)
         cached = cache and self._gate.register(session_id, path)
         sequence = self._table.next_sequence(session_id)
@@ -448,6 +518,7 @@ class MasterService:
         if refused is not None:
             self._reply(token, refused)
             return
+        self._heard_from(session_id, principal)
         assert create is None or create.path == path, (create, path)
         call = _OpenCall(session_id, path, mode, events, lock_delay_ms, exclusive, principal)
         kept = False if create is None or number is None else self._retry(token, session_id, number)
@@ -681,7 +752,9 @@ class MasterService:
     def call_ended(self, token: CallToken) -> list[CallToken]:
         """The call `token` ended outside the service (the log refused its proposal, or its
         epoch ended first): forget it; the retries that joined it, to answer alike."""
-        self._pending.pop(token, None)
+        pending = self._pending.pop(token, None)
+        if isinstance(pending, _Kill):
+            self._kills.pop(pending.session_id, None)
         self._waits.applied(token)
         return self._retries.settle(token)
 
@@ -703,12 +776,8 @@ class MasterService:
         refused = None
         if limit < 1:
             refused = Failure(ErrorCode.BAD_REQUEST, f"a session list limit of {limit}; at least 1")
-        elif principal is not None and not admits(tree, ADMIN, principal):
-            message = (
-                f"{principal!r} may not list sessions: the ACL {ADMIN!r} "
-                f"({acl_path(tree.cell, ADMIN)}) does not admit it"
-            )
-            refused = Failure(ErrorCode.PERMISSION_DENIED, message)
+        else:
+            refused = self._operator_problem(principal, "list sessions")
         if refused is not None:
             self._reply(token, refused)
             return
@@ -723,6 +792,110 @@ class MasterService:
             summaries.append(summary)
             listed_bytes += _listed_bytes(summary)
         self._reply(token, SessionsListed(tuple(summaries), more))
+
+    def kill_session(
+        self, token: CallToken, session_id: SessionId, principal: str | None = None
+    ) -> None:
+        """End session `session_id` as if its lease had run out, for an operator (see the
+        module docstring): with `principal`, the ACL called ``admin`` must admit it, else
+        PERMISSION_DENIED and nothing changes. Answered `SessionKilled` once its end is
+        applied (ended False: there was no such session to end)."""
+        refused = self._operator_problem(principal, "end another client's session")
+        if refused is not None:
+            self._reply(token, refused)
+            return
+        first = self._kills.get(session_id)
+        if first is not None:
+            self._join(first, token, session_id)
+            return
+        if self._db().tree.session(session_id) is None:
+            self._reply(token, SessionKilled(ended=False))
+            return
+        lease_end = self._table.lease_expiry(session_id)
+        if lease_end is not None and lease_end > self._now:
+            self._killed[session_id] = max(lease_end, self._killed.get(session_id, 0))
+            self._gate.silenced(session_id)
+        self._table.closing(session_id)  # refused from now on: its client hears at once
+        self._kills[session_id] = token
+        self._pending[token] = _Kill(session_id)
+        self._propose(token, EndSession(session_id, expired=True))
+
+    def lock_info(self, token: CallToken, path: str, principal: str | None = None) -> None:
+        """The lock of the node at `path`: its holders, its waiters in queue order and its
+        lock-delay (`LockSummary`). With `principal`, it must have read access to the
+        node (PERMISSION_DENIED, as for reading its contents); NO_SUCH_NODE if there is
+        none."""
+        machine = self._db()
+        refused = check_path(path, machine.cell, machine.tree.limits)
+        if refused is None and principal is not None:
+            refused = access_problem(machine.tree, principal, path, Access.READ)
+        node = machine.tree.get(path)
+        if refused is None and node is None:
+            refused = Failure(ErrorCode.NO_SUCH_NODE, f"no node {path}")
+        if refused is not None or node is None:
+            self._reply(token, refused or Failure(ErrorCode.NO_SUCH_NODE, path))
+            return
+        self._reply(token, self._lock_summary(node))
+
+    def _lock_summary(self, node: NodeRecord) -> LockSummary:
+        """What this master knows of the lock of `node`, bounded as `lock_info` says."""
+        key = (node.path, node.instance)
+        budget = _Budget(LOCK_INFO_BYTES_BUDGET)
+        holders = self._lock_holders(node, budget)
+        queued = self._waits.queued(key)
+        waiters = self._lock_waiters(queued, budget)
+        delay_end = self._waits.delay_end(key)
+        delay_left = 0 if not node.lock.delay_ms or delay_end is None else delay_end - self._now
+        mode = "free" if node.lock.mode is None else node.lock.mode.name.lower()
+        return LockSummary(node.path, node.instance, mode, node.lock_generation,
+                           tuple(holders), len(node.lock.holders), tuple(waiters), len(queued),
+                           max(0, delay_left))  # fmt: skip
+
+    def _lock_holders(self, node: NodeRecord, budget: _Budget) -> list[LockHolderInfo]:
+        """The first holders of the lock of `node` (at least one, if it is held)."""
+        holders: list[LockHolderInfo] = []
+        for hold in node.lock.holders[: self._timing.lock_info_listed_max]:
+            client, principal = self._who(hold.session_id)
+            if not budget.spend(client, principal) and holders:
+                break
+            mode = hold.mode.name.lower()
+            holders.append(
+                LockHolderInfo(hold.session_id, client, principal, mode, hold.lock_delay_ms)
+            )
+        return holders
+
+    def _lock_waiters(self, queued: list[AcquireCall], budget: _Budget) -> list[LockWaiterSummary]:
+        """The first of the acquires `queued` for a lock, head first, while `budget` lasts."""
+        waiters: list[LockWaiterSummary] = []
+        for call in queued[: self._timing.lock_info_listed_max]:
+            session_id = call.handle.session_id
+            client, principal = self._who(session_id)
+            if not budget.spend(client, principal):
+                break
+            assert call.queued_at is not None, call
+            waited = self._now - call.queued_at
+            mode = call.mode.name.lower()
+            waiters.append(LockWaiterSummary(session_id, client, principal, mode, waited))
+        return waiters
+
+    def _who(self, session_id: SessionId) -> tuple[str, str]:
+        """The session's name (its client's description) and its principal, as known."""
+        record = self._db().tree.session(session_id)
+        assert record is not None, session_id  # its end drops its holds and its waits
+        return record.name, self._table.principal(session_id)
+
+    def _operator_problem(self, principal: str | None, what: str) -> Failure | None:
+        """PERMISSION_DENIED unless `principal` is an operator, whom the ACL called
+        ``admin`` admits (None: a trusted caller). The one check of every operators'
+        call."""
+        tree = self._db().tree
+        if principal is None or admits(tree, ADMIN, principal):
+            return None
+        message = (
+            f"{principal!r} may not {what}: the ACL {ADMIN!r} "
+            f"({acl_path(tree.cell, ADMIN)}) does not admit it"
+        )
+        return Failure(ErrorCode.PERMISSION_DENIED, message)
 
     def _summary(self, record: SessionRecord) -> SessionSummary:
         """What this master knows of the session `record` names."""
@@ -753,6 +926,7 @@ class MasterService:
             tuple(ephemeral[:SESSION_PATHS_LISTED_MAX]),
             len(ephemeral),
             self._gate.cached_by(session_id),
+            self._table.principal(session_id),
         )
 
     def _state_name(self, session_id: SessionId) -> str:
@@ -775,7 +949,9 @@ class MasterService:
                     self._table.opened(result.session_id)
                 # else a retried creation applied twice: the second opened nothing
                 if token is not None:
-                    self._pending.pop(token, None)
+                    pending = self._pending.pop(token, None)
+                    if isinstance(pending, _Creation):
+                        self._heard_from(result.session_id, pending.principal)
                     self._reply(token, self._session_started(result.session_id))
                 return
             case EndSession(session_id) if isinstance(result, Written):
@@ -796,6 +972,11 @@ class MasterService:
     def _db(self) -> NamespaceMachine:
         assert self._machine is not None, "start() first"
         return self._machine
+
+    def _heard_from(self, session_id: SessionId, principal: str | None) -> None:
+        """A call of the session came from `principal` (None: a trusted caller)."""
+        if principal is not None:
+            self._table.heard_from(session_id, principal)
 
     def _reply(self, token: CallToken, result: CallResult) -> None:
         """Answer call `token`, and every retry that joined it, with `result`."""
@@ -975,6 +1156,12 @@ class MasterService:
             case _ReplyWhenApplied(always_done):
                 done = always_done or not isinstance(result, Failure)
                 self._reply(token, Done() if done else result)  # type: ignore[arg-type]
+            case _Kill(session_id):
+                del self._kills[session_id]
+                self._reply(token, _killed(result))
+            case _Creation():  # refused (one that opened a session was answered then)
+                assert isinstance(result, Failure), result
+                self._reply(token, result)
 
     def _open_applied(self, token: CallToken, call: _OpenCall, result: object) -> None:
         node = self._db().tree.get(call.path)
@@ -1002,7 +1189,7 @@ class MasterService:
         assert isinstance(result, Failure), result
         lost_race = result.code in (ErrorCode.LOCK_HELD, ErrorCode.LOCK_DELAYED)
         if call.wait and lost_race and node is not None and node.instance == call.handle.instance:
-            self._waits.requeue(token, call)
+            self._waits.requeue(token, call, self._now)
             self._wake(call.key)
         else:
             self._reply(token, result)
@@ -1050,7 +1237,8 @@ class MasterService:
     def _session_ended(self, session_id: SessionId, applied: Applied) -> None:
         self._table.ended(session_id)
         self._closing.discard(session_id)
-        self._gate.session_gone(session_id)
+        if session_id not in self._killed:  # else its cache lasts its lease (see `tick`)
+            self._gate.session_gone(session_id)
         for waiting in self._waits.cancel_session(session_id):
             self._reply(waiting, _expired(f"session {session_id} has ended"))
         self._handles.session_ended(session_id)
@@ -1132,6 +1320,32 @@ def _listed_bytes(summary: SessionSummary) -> int:
     paths = [path for path, _ in summary.locks] + list(summary.ephemeral)
     texts = [summary.name, summary.state, *paths]
     return 64 + sum(len(text.encode()) + 16 for text in texts)
+
+
+class _Budget:
+    """About how many bytes an operators' answer may still list: names and principals,
+    and a little for the numbers and framing around each entry."""
+
+    def __init__(self, total: int) -> None:
+        self._left = total
+
+    def spend(self, *texts: str) -> bool:
+        """List an entry of these texts, if the budget has room left (else False)."""
+        if self._left <= 0:
+            return False
+        self._left -= 64 + sum(len(text.encode()) + 16 for text in texts)
+        return True
+
+
+def _killed(result: object) -> CallResult:
+    """An operator's end of a session, applied: it ended the session, or found it gone
+    (ended meanwhile, by itself or by another); any other failure is the answer."""
+    if isinstance(result, Written):
+        return SessionKilled(ended=True)
+    assert isinstance(result, Failure), result
+    if result.code is ErrorCode.SESSION_EXPIRED:
+        return SessionKilled(ended=False)
+    return result
 
 
 def _expired(message: str) -> Failure:

@@ -51,6 +51,12 @@ SESSION_PATHS_LISTED_MAX = 16
 say how many there are in all."""
 SESSION_STATE_CHARS_MAX = 32
 """How long a `SessionInfo.state` may be ("live", "closing", ...)."""
+LOCK_INFO_LISTED_MAX = 1000
+"""The most holders, and the most waiters, one `LockInfo` lists (the cell lists at most
+``sessions.lock_info_listed_max`` of each, which may not be more): a longer list is refused
+undecoded. Its counts say how many there are in all."""
+LOCK_INFO_MODES = ("free", "exclusive", "shared")
+"""What `LockInfo.mode` may say."""
 
 
 class EventKind(enum.IntEnum):
@@ -229,11 +235,32 @@ class ReadNode:
 class ListSessions:
     """List the cell's sessions as the master knows them, in id order: those numbered
     above `after`, at most `limit` (at most SESSIONS_PAGE_MAX). An operator's query: it
-    names no session, so it carries no credential; the caller's principal needs read
-    access to the cell's root directory."""
+    names no session, so it carries no credential; the ACL ``admin`` must admit the
+    caller's principal."""
 
     after: SessionId = NO_SESSION
     limit: int = SESSIONS_PAGE_MAX
+
+
+@frozen
+class GetLockInfo:
+    """Who holds the lock of the node at `path`, who waits for it in which order, and its
+    lock-delay, as the master knows them (`LockInfo`). It names no session, so it carries
+    no credential; the caller's principal needs read access to the node, as to read its
+    contents."""
+
+    path: str
+
+
+@frozen
+class KillSession:
+    """End session `session_id`, which another client owns: an operator's call (the ACL
+    ``admin`` must admit the caller's principal, as for `ListSessions`). It goes through the
+    log as the session's expiry does: its ephemeral files are deleted, its locks freed (into
+    their lock-delay), and its client is told the session expired at its KeepAlive. Not
+    numbered, like `CloseSession`: ending a session twice ends it once (`SessionKilled`)."""
+
+    session_id: SessionId
 
 
 SessionCall = (
@@ -250,6 +277,8 @@ SessionCall = (
     | CheckSequencer
     | ReadNode
     | ListSessions
+    | GetLockInfo
+    | KillSession
 )
 
 CALLS_UNACKED_MAX = 64
@@ -368,6 +397,10 @@ class SessionInfo:
     ephemeral_count: int
     cached_names: int = 0
     """Names the master registered it as caching (each costs an invalidation per change)."""
+    principal: str = ""
+    """The principal its client acts as, as this master heard it from the session's own
+    calls (its creation, its KeepAlives, its opens and reads); "" until its first call to
+    this master (after a fail-over, its next KeepAlive)."""
 
 
 @frozen
@@ -379,6 +412,69 @@ class SessionList:
     more: bool
 
 
+@frozen
+class LockHolderInfo:
+    """One hold on a lock, for operators: the session, its client and principal (as in
+    `SessionInfo`), the mode, and the lock-delay that applies if the session expires while
+    holding it."""
+
+    session_id: SessionId
+    client: str
+    """The session's name: its client's description of itself."""
+    principal: str
+    mode: str
+    """ "exclusive" or "shared"."""
+    lock_delay_ms: int
+
+
+@frozen
+class LockWaiterInfo:
+    """One blocked acquire in a lock's queue, for operators: who waits, for which mode,
+    and for how long so far (on the master's clock)."""
+
+    session_id: SessionId
+    client: str
+    principal: str
+    mode: str
+    waited_ms: int
+
+
+@frozen
+class LockInfo:
+    """What a `GetLockInfo` found: the lock of the node `path` (of `instance`).
+
+    `mode` is "free" (no holder; it may still be in lock-delay), "exclusive" or "shared".
+    `lock_generation` is the node's: the sequencer a holder has names it (with the path,
+    instance and mode), so a fenced server can compare. Holders are in (session, handle)
+    order, waiters in queue order (the head is granted next), at most
+    ``sessions.lock_info_listed_max`` of each and fewer for a very long page;
+    `holder_count` and `waiter_count` say how many there are in all. Waiters are this
+    master's: after a fail-over, a queue fills again as its clients retry.
+    `lock_delay_remaining_ms` is how long the lock stays unavailable after its holder's
+    session expired (0: not in lock-delay).
+    """
+
+    path: str
+    instance: int
+    mode: str
+    lock_generation: int
+    holders: tuple[LockHolderInfo, ...]
+    holder_count: int
+    waiters: tuple[LockWaiterInfo, ...]
+    waiter_count: int
+    lock_delay_remaining_ms: int
+
+
+@frozen
+class SessionKilled:
+    """A `KillSession`'s answer: the session is not in the cell any more. `ended` is True
+    if this call ended it, False if it was not there to end (it had ended already: by
+    itself, by another operator, or by an earlier attempt of this same call whose answer
+    was lost; or there never was such a session)."""
+
+    ended: bool
+
+
 SessionResult = (
     SessionCreated
     | LeaseExtended
@@ -388,4 +484,6 @@ SessionResult = (
     | SequencerValidity
     | NodeRead
     | SessionList
+    | LockInfo
+    | SessionKilled
 )

@@ -25,7 +25,9 @@ Chubby §2.8, §2.9. Theory of operation.
   grow while the end is in flight. A client that closes its session ends it at once
   (`EndSession(expired=False)`, through the shell); as in Chubby, it is the client
   library that closes a session idle for a minute with no open handles, because only the
-  client knows its handles across a fail-over.
+  client knows its handles across a fail-over. The one early end is an operator's
+  (`MasterService.kill_session`), which marks the session `closing` here so that its
+  client hears at once, and proposes its end as an expiry.
 * **Fail-over (§2.9).** `start` queues a master-fail-over event for every session; until
   each has acknowledged it or its lease is over (or it is closing), `failover_complete` is
   False and the shell serves KeepAlives only, so no session acts on state it may have
@@ -35,6 +37,10 @@ Chubby §2.8, §2.9. Theory of operation.
   repeats.
 * **Closing.** `closing` marks a session whose close is in flight: like an ending one it
   is no longer live and its KeepAlives are refused.
+* **Principals.** Each session remembers the principal of its client as heard from the
+  session's own calls (`heard_from`: its creation, KeepAlives, opens and reads), for
+  operators' listings. It is memory, not replicated: a new master knows it from each
+  session's next call, which after a fail-over is a KeepAlive within the lease.
 * **Backlog.** At most `events_pending_max` events wait per session. A session that falls
   further behind is *doomed*: its events are dropped and its KeepAlives refused, so its
   client learns at once that its session is gone; it is ended, as expired, when its lease
@@ -154,6 +160,8 @@ class _Session(Generic[Token]):
     state: _State = _State.LIVE
     version: int = 0
     """Bumped whenever its next deadline is scheduled again; older heap entries are stale."""
+    principal: str = ""
+    """Whom its latest call to this master came from ("" until one did)."""
 
 
 class SessionTable(Generic[Token]):
@@ -202,6 +210,13 @@ class SessionTable(Generic[Token]):
         self._sessions[session_id] = session
         self._schedule(session_id, session)
 
+    def heard_from(self, session_id: SessionId, principal: str) -> None:
+        """A call of the session (proven by its credential or its handle) came from a
+        connection acting as `principal`."""
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.principal = principal
+
     def ended(self, session_id: SessionId) -> None:
         """`EndSession` was applied: forget the session; refuse its parked KeepAlive."""
         session = self._sessions.pop(session_id, None)
@@ -247,7 +262,8 @@ class SessionTable(Generic[Token]):
         return None if event is None else event.sequence
 
     def closing(self, session_id: SessionId) -> None:
-        """The session's close is in flight: refuse its KeepAlives; it is not live."""
+        """The session's end is in flight (its client closed it, or an operator ended it):
+        refuse its KeepAlives, the one parked too; it is not live."""
         session = self._sessions.get(session_id)
         if session is not None and session.state is not _State.ENDING:
             self._stop_extending(session_id, session, _State.CLOSING)
@@ -283,6 +299,11 @@ class SessionTable(Generic[Token]):
     def lease_expiry(self, session_id: SessionId) -> int | None:
         session = self._sessions.get(session_id)
         return None if session is None else session.expiry
+
+    def principal(self, session_id: SessionId) -> str:
+        """The principal the session's latest call came from ("" if unknown)."""
+        session = self._sessions.get(session_id)
+        return "" if session is None else session.principal
 
     def is_doomed(self, session_id: SessionId) -> bool:
         """Refused for falling behind, its lease still running."""

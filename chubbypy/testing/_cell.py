@@ -628,6 +628,10 @@ class SimCell:
                 f"checked events: {locks.events_checked} events, in order, none twice or "
                 "lost, none before its change was applied"
             )
+            self._tell(
+                f"checked lock info: {locks.lock_infos_checked} answers, each the lock's "
+                "generation and holders as the log had them between asking and answer"
+            )
         return self.result()
 
     def _fall_quiet(self) -> None:

@@ -329,6 +329,42 @@ def test_shared_locks(front: Front, connect: Connect, place: Place) -> None:
         assert not exclusive.shared
 
 
+def test_an_operator_sees_a_lock_and_ends_its_holders_session(
+    front: Front, connect: Connect, place: Place, live: LiveCell
+) -> None:
+    """lock_info shows the holder (as "anonymous") and a waiter in line; end_session is
+    refused to an anonymous client; the operator ends the holder's session (True, then
+    False: nothing left to end), the holder loses its lock and the waiter gets it."""
+    holder, waiter = connect(), connect()
+    principal, token = live.operator
+    operator = front.connect(str(live.config_path), timeout_seconds=10.0, principal=principal,
+                             token=token)  # fmt: skip
+    call, path = front.call, place("lock")
+    waiting = front.lock(waiter, path, timeout=20)
+    try:
+        with pytest.raises(LockLost), front.lock(holder, path, timeout=5) as held:  # noqa: PT012
+            entering = waiting.start()
+            eventually(lambda: call(waiter.lock_info, path).waiter_count == 1, "a waiter")
+            info = call(waiter.lock_info, path)
+            assert (info.mode, info.holder_count) == ("exclusive", 1)
+            (holding,) = info.holders
+            assert (holding.principal, holding.mode) == ("anonymous", "exclusive")
+            assert info.waiters[0].mode == "exclusive"
+            with pytest.raises(PermissionDenied):
+                call(waiter.end_session, holding.session_id)
+            assert call(operator.end_session, holding.session_id) is True
+            assert call(operator.end_session, holding.session_id) is False
+            eventually(lambda: front.lost_is_set(held), "the holder to lose its lock")
+        granted = front.wait(entering, 20)
+        assert granted.sequencer != held.sequencer
+        after = call(holder.lock_info, path)
+        assert [h.session_id for h in after.holders] != [holding.session_id]
+        assert after.holder_count == 1
+    finally:
+        waiting.__exit__(None, None, None)
+        front.close(operator)
+
+
 def test_a_lost_lock(front: Front, connect: Connect, place: Place) -> None:
     """Another client deleting the lock file while the body runs sets the front end's lost
     signal and calls on_lost; the body ends normally, so the exit raises that LockLost."""
