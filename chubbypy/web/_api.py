@@ -14,7 +14,7 @@ import binascii
 import difflib
 from typing import TYPE_CHECKING, Any, Final
 
-from chubbypy.cli import bytes_json, session_json, stat_json
+from chubbypy.cli import bytes_json, lock_json, session_json, stat_json
 from chubbypy.protocol.errors import GenerationMismatch
 from chubbypy.protocol.namespace import AclNames, Stat
 from chubbypy.web._app import Answer, Context, Json, Streaming, WebError
@@ -40,6 +40,7 @@ API_ROUTES: Final = (
     ("GET", "/api/dir"),
     ("GET", "/api/node"),
     ("GET", "/api/acl"),
+    ("GET", "/api/lock"),
     ("GET", "/api/sessions"),
     ("GET", "/api/cell"),
     ("GET", "/api/events"),
@@ -47,6 +48,7 @@ API_ROUTES: Final = (
     ("POST", "/api/set-contents"),
     ("POST", "/api/delete"),
     ("POST", "/api/set-acl"),
+    ("POST", "/api/end-session"),
 )
 """Every route of the API, as ``docs/web-api.md`` lists them."""
 
@@ -147,6 +149,7 @@ class Api:
             "/api/dir": self.directory,
             "/api/node": self.node,
             "/api/acl": self.acl,
+            "/api/lock": self.lock,
             "/api/sessions": self.sessions,
             "/api/cell": self.cell,
             "/api/events": self.events,
@@ -154,6 +157,7 @@ class Api:
             "/api/set-contents": self.set_contents,
             "/api/delete": self.delete,
             "/api/set-acl": self.set_acl,
+            "/api/end-session": self.end_session,
         }
         for method, path in API_ROUTES:
             self.server.app.add(method, path, handlers[path], api=True)
@@ -251,6 +255,11 @@ class Api:
             }
         )
 
+    async def lock(self, context: Context) -> Answer:
+        path = self._path(context)
+        info = await context.visitor.client().lock_info(path)
+        return Json({"path": path, **lock_json(info)})
+
     async def sessions(self, context: Context) -> Answer:
         after = context.int_arg("after", 0)
         per_page = self.web.sessions_per_page
@@ -342,6 +351,14 @@ class Api:
         stat = await cell.set_acl(path, names, _integer(body, "expected_generation"))
         warnings = await unknown_acl_names(cell, names)
         return Json({"path": path, "stat": stat_json(stat), "warnings": list(warnings)})
+
+    async def end_session(self, context: Context) -> Answer:
+        body = _object(context.body)
+        session_id = _integer(body, "session_id")
+        if session_id is None:
+            raise WebError("BAD_REQUEST", "session_id is missing: a whole number is expected")
+        ended = await context.visitor.client().end_session(session_id)
+        return Json({"session_id": session_id, "ended": ended})
 
 
 def _base64(data: bytes) -> dict[str, str]:

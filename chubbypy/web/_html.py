@@ -160,8 +160,8 @@ def kind_of(stat: Stat | None) -> str:
     return "directory" if stat.is_directory else "file"
 
 
-def badges(stat: Stat | None, *, locked: bool = False) -> list[Tag]:
-    """Small marks after a name: ephemeral, locked, hidden metadata."""
+def badges(stat: Stat | None, *, lock_mode: str = "free") -> list[Tag]:
+    """Small marks after a name: ephemeral, locked (and how), hidden metadata."""
     marks = []
     if stat is None:
         marks.append(
@@ -172,6 +172,7 @@ def badges(stat: Stat | None, *, locked: bool = False) -> list[Tag]:
         marks.append(
             tags.span(class_="badge eph", title="deleted when its session ends")("ephemeral")
         )
-    if locked:
-        marks.append(tags.span(class_="badge lock", title="its lock is held")("locked"))
+    if lock_mode != "free":
+        title = f"its lock is held ({lock_mode})"
+        marks.append(tags.span(class_="badge lock", title=title)(f"locked · {lock_mode}"))
     return marks

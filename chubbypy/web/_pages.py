@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from twisted.internet.defer import DeferredList
 from twisted.web.template import Tag, tags
 
+from chubbypy.client import Cell
 from chubbypy.namespace._names import parent_of
 from chubbypy.protocol.errors import GenerationMismatch, PermissionDenied
 from chubbypy.protocol.namespace import AclNames, Stat
-from chubbypy.protocol.session import SessionInfo
+from chubbypy.protocol.session import LockInfo, SessionInfo
 from chubbypy.web._api import cell_json, conflict_diff
 from chubbypy.web._app import Answer, Context, Html, Redirect, WebError
 from chubbypy.web._html import (
@@ -64,7 +66,12 @@ PAGE_ROUTES: Final = (
     ("POST", "/create"),
     ("POST", "/edit"),
     ("POST", "/acl"),
+    ("GET", "/lock"),
+    ("GET", "/end-session"),
+    ("POST", "/end-session"),
 )
+LOCK_LOOKUPS_MAX: Final = 50
+"""Files of one tree page whose lock is looked up (those that were ever locked)."""
 VIEWS: Final = ("text", "json", "hex")
 CHARTS: Final = (
     ("writes_per_second", "Writes / s", ""),
@@ -99,6 +106,9 @@ class Pages:
             ("POST", "/create"): self.create,
             ("POST", "/edit"): self.edit,
             ("POST", "/acl"): self.set_acl,
+            ("GET", "/lock"): self.lock,
+            ("GET", "/end-session"): self.end_session_form,
+            ("POST", "/end-session"): self.end_session,
         }
         for method, path in PAGE_ROUTES:
             self.server.app.add(method, path, handlers[(method, path)], api=False)
@@ -169,7 +179,7 @@ class Pages:
                 tags.span(class_="meta")(f"directory · {children_text(listing.stat.size)}"),
             ),
             self._paging(listing),
-            self._children(listing),
+            self._children(listing, await self._lock_modes(cell, listing)),
             self._paging(listing),
             self._create_form(context, path),
         ]
@@ -228,12 +238,27 @@ class Pages:
             ]
         return tags.p(class_="paging")(parts)
 
-    def _children(self, listing: DirectoryPage) -> Tag:
+    async def _lock_modes(self, cell: Cell, listing: DirectoryPage) -> dict[str, str]:
+        """The lock mode of the page's files that were ever locked (lock generation above
+        0), the first `LOCK_LOOKUPS_MAX` of them, asked of the master together."""
+        names = [
+            entry.name
+            for entry in listing.entries
+            if entry.stat is not None and entry.stat.lock_generation > 0
+        ][:LOCK_LOOKUPS_MAX]
+        asked = [cell.lock_info(f"{listing.path}/{name}") for name in names]
+        answers = await DeferredList(asked, consumeErrors=True)
+        return {name: info.mode for name, (ok, info) in zip(names, answers, strict=True) if ok}
+
+    def _children(self, listing: DirectoryPage, modes: dict[str, str]) -> Tag:
         if not listing.entries:
             return tags.p(class_="empty")(
                 "No children here." if not listing.prefix else "No name starts with that."
             )
-        rows = [tree_row(listing.path, entry.name, entry.stat) for entry in listing.entries]
+        rows = [
+            tree_row(listing.path, entry.name, entry.stat, lock_mode=modes.get(entry.name, "free"))
+            for entry in listing.entries
+        ]
         return tags.ul(class_="tree", id="tree", **{"data-path": listing.path})(rows)
 
     def _create_form(self, context: Context, path: str) -> Tag:
@@ -579,9 +604,77 @@ class Pages:
         context.query = {"path": [parent_of(path)]}
         return await self.tree(context, notes=[notice("ok", "Deleted ", tags.code(path), ".")])
 
+    # ------------------------------------------------------------------ locks
+
+    async def lock(self, context: Context) -> Answer:
+        path = self._path(context)
+        info = await context.visitor.client().lock_info(path)
+        body = [
+            breadcrumbs(path),
+            tags.h1(class_="title")(
+                "Lock of ",
+                tags.a(href=href("/node", path=path))(path.rpartition("/")[2]),
+                " ",
+                tags.span(class_=f"mode {info.mode}", id="lock-mode")(info.mode),
+            ),
+            lock_summary(info),
+            tags.section(class_="card")(
+                tags.h2("Holders ", tags.span(class_="meta")(f"{info.holder_count} in all")),
+                holders_table(info),
+            ),
+            tags.section(class_="card")(
+                tags.h2(
+                    "Waiters, in queue order ",
+                    tags.span(class_="meta")(f"{info.waiter_count} in all; the first is next"),
+                ),
+                waiters_table(info),
+            ),
+        ]
+        return await self.page(context, f"Lock of {path}", "tree", body, watch=[path], page="lock")
+
+    async def end_session_form(self, context: Context) -> Answer:
+        session_id = context.int_arg("id", 0, low=1)
+        every = await context.visitor.client().list_sessions()
+        found = [info for info in every if info.session_id == session_id]
+        if not found:
+            raise WebError("NOT_FOUND", f"no session {session_id} (it may have ended)")
+        info = found[0]
+        form = tags.form(method="post", action="/end-session", class_="stack")(
+            csrf_field(self.chrome(context)),
+            tags.input(type="hidden", name="session_id", value=str(session_id)),
+            tags.div(class_="row")(
+                tags.button(type="submit", class_="danger")(f"End session {session_id}"),
+                tags.a(href=href("/sessions", id=session_id))("Cancel"),
+            ),
+        )
+        body = [
+            tags.h1(class_="title")(f"End session {session_id}?"),
+            notice(
+                "warn",
+                f"Session {session_id} of ",
+                tags.b(info.name),
+                f" (principal {info.principal or 'unknown'}) ends as if its lease ran out: "
+                f"its {info.ephemeral_count} ephemeral files are deleted, its {info.lock_count} "
+                "locks freed after their lock-delay, and its client told it expired.",
+            ),
+            form,
+        ]
+        return await self.page(context, f"End session {session_id}", "sessions", body)
+
+    async def end_session(self, context: Context) -> Answer:
+        session_id = context.int_arg("session_id", 0, low=1)
+        ended = await context.visitor.client().end_session(session_id)
+        done = (
+            notice("ok", f"Session {session_id} ended.")
+            if ended
+            else notice("warn", f"Session {session_id} had ended already.")
+        )
+        context.query = {}
+        return await self.sessions(context, notes=[done])
+
     # ------------------------------------------------------------------ sessions
 
-    async def sessions(self, context: Context) -> Answer:
+    async def sessions(self, context: Context, *, notes: list[Tag] | None = None) -> Answer:
         after = context.int_arg("after", 0)
         chosen = context.int_arg("id", 0)
         cell = context.visitor.client()
@@ -591,7 +684,8 @@ class Pages:
             more = False
         else:
             listed, more = await self.server.sessions_page(cell, after, self.web.sessions_per_page)
-        rows = [session_row(info, highlight=info.session_id == chosen) for info in listed]
+        chrome = self.chrome(context)
+        rows = [session_row(info, chrome, highlight=info.session_id == chosen) for info in listed]
         table = tags.table(class_="grid sessions", id="sessions")(
             tags.thead(
                 tags.tr(
@@ -600,12 +694,14 @@ class Pages:
                         for h in (
                             "Session",
                             "Client",
+                            "Principal",
                             "State",
                             "Lease left",
                             "Handles",
                             "Locks held",
                             "Ephemeral files",
                             "Cached names",
+                            "",
                         )
                     ]
                 )
@@ -627,6 +723,7 @@ class Pages:
                 "Sessions ",
                 tags.span(class_="meta")(f"{len(listed)} shown, as the master sees them"),
             ),
+            *(notes or []),
             table if rows else tags.p(class_="empty")("No session."),
             tags.p(class_="paging")(paging),
         ]
@@ -728,7 +825,7 @@ class Pages:
 # ----------------------------------------------------------------------------- pieces
 
 
-def tree_row(directory: str, name: str, stat: Stat | None, *, locked: bool = False) -> Tag:
+def tree_row(directory: str, name: str, stat: Stat | None, *, lock_mode: str = "free") -> Tag:
     """One child in the tree: a toggle for directories, its name, marks and facts."""
     path = f"{directory}/{name}"
     kind = kind_of(stat)
@@ -751,7 +848,7 @@ def tree_row(directory: str, name: str, stat: Stat | None, *, locked: bool = Fal
         toggle,
         tags.a(class_="name", href=link)(name + ("/" if is_directory else "")),
         " ",
-        badges(stat, locked=locked),
+        badges(stat, lock_mode=lock_mode),
         tags.span(class_="facts")(facts),
     )
     return tags.li(class_=f"node {kind}", **{"data-path": path})(row)
@@ -771,7 +868,7 @@ def diff_block(diff: str) -> Tag:
     return tags.pre(class_="diff", id="diff")(lines or "(no difference in the text)")
 
 
-def session_row(info: SessionInfo, *, highlight: bool = False) -> Tag:
+def session_row(info: SessionInfo, chrome: Chrome, *, highlight: bool = False) -> Tag:
     locks: list[Any] = [
         [tags.a(href=href("/lock", path=path))(path), f" ({mode})", tags.br()]
         for path, mode in info.locks
@@ -786,12 +883,14 @@ def session_row(info: SessionInfo, *, highlight: bool = False) -> Tag:
     return tags.tr(id=f"session-{info.session_id}", class_="highlight" if highlight else "")(
         tags.td(tags.a(href=href("/sessions", id=info.session_id))(str(info.session_id))),
         tags.td(class_="wrap")(info.name),
+        tags.td(class_="wrap")(info.principal or "—"),
         tags.td(tags.span(class_=f"state {info.state}")(info.state)),
         tags.td(f"{info.lease_remaining_ms / 1000:.1f} s"),
         tags.td(str(info.handles)),
         tags.td(class_="wrap")(locks or "—"),
         tags.td(class_="wrap")(ephemeral or "—"),
         tags.td(str(info.cached_names)),
+        tags.td(tags.a(href=href("/end-session", id=info.session_id), class_="danger")("End…")),
     )
 
 
@@ -866,3 +965,75 @@ def _is_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def lock_summary(info: LockInfo) -> Tag:
+    delay = info.lock_delay_remaining_ms
+    rows = [
+        ("Mode", info.mode),
+        ("Lock generation", f"{info.lock_generation} (the sequencer a holder has names it)"),
+        (
+            "Lock-delay left",
+            f"{delay / 1000:.1f} s: no one may take it until then" if delay else "none",
+        ),
+        ("Holders", str(info.holder_count)),
+        ("Waiters", str(info.waiter_count)),
+    ]
+    facts = tags.dl(class_="facts", id="lock")(
+        [
+            [tags.dt(label), tags.dd(**{"data-field": label.lower().replace(" ", "_")})(value)]
+            for label, value in rows
+        ]
+    )
+    return tags.section(class_="card")(tags.h2("The lock"), facts)
+
+
+def holders_table(info: LockInfo) -> Tag:
+    if not info.holders:
+        return tags.p(class_="empty", id="holders")("No one holds it.")
+    rows = [
+        tags.tr(**{"data-session": str(holder.session_id)})(
+            tags.td(tags.a(href=href("/sessions", id=holder.session_id))(str(holder.session_id))),
+            tags.td(class_="wrap")(holder.client),
+            tags.td(class_="wrap")(holder.principal),
+            tags.td(tags.span(class_=f"mode {holder.mode}")(holder.mode)),
+            tags.td(f"{holder.lock_delay_ms / 1000:g} s" if holder.lock_delay_ms else "none"),
+            tags.td(
+                tags.a(href=href("/end-session", id=holder.session_id), class_="danger")(
+                    "End session…"
+                )
+            ),
+        )
+        for holder in info.holders
+    ]
+    head = tags.thead(
+        tags.tr(
+            [
+                tags.th(h)
+                for h in ("Session", "Client", "Principal", "Mode", "Lock-delay if lost", "")
+            ]
+        )
+    )
+    return tags.table(class_="grid", id="holders")(head, tags.tbody(rows))
+
+
+def waiters_table(info: LockInfo) -> Tag:
+    if not info.waiters:
+        return tags.p(class_="empty", id="waiters")("No one waits.")
+    rows = [
+        tags.tr(**{"data-session": str(waiter.session_id)})(
+            tags.td(str(place)),
+            tags.td(tags.a(href=href("/sessions", id=waiter.session_id))(str(waiter.session_id))),
+            tags.td(class_="wrap")(waiter.client),
+            tags.td(class_="wrap")(waiter.principal),
+            tags.td(tags.span(class_=f"mode {waiter.mode}")(waiter.mode)),
+            tags.td(f"{waiter.waited_ms / 1000:.1f} s"),
+        )
+        for place, waiter in enumerate(info.waiters, start=1)
+    ]
+    head = tags.thead(
+        tags.tr(
+            [tags.th(h) for h in ("#", "Session", "Client", "Principal", "Mode", "Waiting for")]
+        )
+    )
+    return tags.table(class_="grid", id="waiters")(head, tags.tbody(rows))

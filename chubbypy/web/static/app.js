@@ -311,6 +311,8 @@
     } else if (kind === "deleted") {
       for (const item of nodesOf(path)) item.classList.add("gone");
       if (page === "node") banner(`${path} was deleted.`, true);
+    } else if (page === "lock") {
+      refreshLock();
     } else if (page === "node") {
       refreshNode(path);
     } else {
@@ -377,8 +379,96 @@
     }
   }
 
+  // ------------------------------------------------------------------ the lock page
+
+  function sessionLink(id) {
+    return el("a", { href: link("/sessions", { id }), text: id });
+  }
+
+  function lockTable(id, head, rows, empty) {
+    const old = document.getElementById(id);
+    if (!old) return;
+    if (!rows.length) {
+      old.replaceWith(el("p", { class: "empty", id, text: empty }));
+      return;
+    }
+    const table = el(
+      "table",
+      { class: "grid", id },
+      el("thead", {}, el("tr", {}, ...head.map((title) => el("th", { text: title })))),
+      el("tbody", {}, ...rows),
+    );
+    old.replaceWith(table);
+  }
+
+  async function refreshLock() {
+    const path = [...watched][0];
+    let lock;
+    try {
+      lock = await api("/api/lock", { path });
+    } catch (error) {
+      return;
+    }
+    const mode = document.getElementById("lock-mode");
+    if (mode && mode.textContent !== lock.mode) {
+      mode.textContent = lock.mode;
+      mode.className = `mode ${lock.mode}`;
+      flash(mode);
+    }
+    const delay = lock.lock_delay_remaining_ms;
+    const fields = {
+      mode: lock.mode,
+      lock_generation: `${lock.lock_generation} (the sequencer a holder has names it)`,
+      "lock-delay_left": delay ? `${(delay / 1000).toFixed(1)} s: no one may take it until then` : "none",
+      holders: lock.holder_count,
+      waiters: lock.waiter_count,
+    };
+    for (const [field, value] of Object.entries(fields)) {
+      const box = document.querySelector(`#lock dd[data-field="${field}"]`);
+      if (box && box.textContent !== String(value)) {
+        box.textContent = String(value);
+        flash(box);
+      }
+    }
+    lockTable(
+      "holders",
+      ["Session", "Client", "Principal", "Mode", "Lock-delay if lost", ""],
+      lock.holders.map((holder) =>
+        el(
+          "tr",
+          { "data-session": holder.session_id },
+          el("td", {}, sessionLink(holder.session_id)),
+          el("td", { class: "wrap", text: holder.client }),
+          el("td", { class: "wrap", text: holder.principal }),
+          el("td", {}, el("span", { class: `mode ${holder.mode}`, text: holder.mode })),
+          el("td", { text: holder.lock_delay_ms ? `${holder.lock_delay_ms / 1000} s` : "none" }),
+          el("td", {}, el("a", { class: "danger", href: link("/end-session", { id: holder.session_id }), text: "End session…" })),
+        ),
+      ),
+      "No one holds it.",
+    );
+    lockTable(
+      "waiters",
+      ["#", "Session", "Client", "Principal", "Mode", "Waiting for"],
+      lock.waiters.map((waiter, index) =>
+        el(
+          "tr",
+          { "data-session": waiter.session_id },
+          el("td", { text: index + 1 }),
+          el("td", {}, sessionLink(waiter.session_id)),
+          el("td", { class: "wrap", text: waiter.client }),
+          el("td", { class: "wrap", text: waiter.principal }),
+          el("td", {}, el("span", { class: `mode ${waiter.mode}`, text: waiter.mode })),
+          el("td", { text: `${(waiter.waited_ms / 1000).toFixed(1)} s` }),
+        ),
+      ),
+      "No one waits.",
+    );
+  }
+
   // ------------------------------------------------------------------ start
 
+  if (page === "lock") setInterval(refreshLock, 2000);
   if (page === "cell") {
     setInterval(refreshCell, 2000);
     if (window.EventSource) {
