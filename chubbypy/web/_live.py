@@ -13,6 +13,8 @@ What a stream sends (each ``data:`` one line of JSON):
 
 * ``change`` ``{"path", "kind"}``: kind ``contents``, ``children``, ``deleted`` or ``lock``;
 * ``unwatched`` ``{"path", "error", "message"}``: a node that could not be watched;
+* ``watching`` ``{"paths"}``: every node of the stream is watched now (or said to be
+  unwatched): a change from now on is heard;
 * ``failover`` ``{}``: the client's session heard of a master fail-over (events may have
   been missed: the page reloads what it shows);
 * ``master`` ``{"master", "epoch", "previous"}``: the cell page's poll saw a new master;
@@ -28,7 +30,7 @@ it) is ended rather than buffered without bound; a comment line every
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from attrs import define, field
@@ -133,6 +135,8 @@ class _Watched:
     opening: Deferred[Handle] | None = None
     closing: IDelayedCall | None = None
     gone: bool = False
+    settled: list[Callable[[], None]] = field(factory=list)
+    """Called once the handle is open, or could not be opened."""
 
 
 @define(eq=False)
@@ -150,15 +154,31 @@ class Watches:
 
     def subscribe(self, stream: EventStream) -> None:
         self.streams.add(stream)
+        pending = {path for path in stream.paths}
+
+        def settled(path: str) -> None:
+            pending.discard(path)
+            if not pending:
+                opened = [p for p in sorted(stream.paths) if self._is_watched(p)]
+                stream.send("watching", {"paths": opened})
+
         for path in stream.paths:
             watched = self._watched.setdefault(path, _Watched())
             watched.users += 1
             if watched.closing is not None:
                 watched.closing.cancel()
                 watched.closing = None
-            if watched.handle is None and watched.opening is None and not watched.gone:
-                self._open(path, watched)
+            if watched.handle is None and watched.opening is None:
+                self._open(path, watched)  # again, for a node that was gone: it may be back
+            if watched.opening is not None:
+                watched.settled.append(lambda path=path: settled(path))  # type: ignore[misc]
+            else:
+                settled(path)
         stream.ended.addCallback(lambda _: self._unsubscribe(stream))
+
+    def _is_watched(self, path: str) -> bool:
+        watched = self._watched.get(path)
+        return watched is not None and watched.handle is not None
 
     def _open(self, path: str, watched: _Watched) -> None:
         opening = self.cell.open(path, mode=HandleMode.READ, events=WATCH_EVENTS)
@@ -170,6 +190,7 @@ class Watches:
                 handle.close().addErrback(lambda _: None)
                 return
             watched.handle = handle
+            _settle(watched)
 
         def refused(failure: Any) -> None:
             watched.opening = None
@@ -179,6 +200,7 @@ class Watches:
             message = error.message if isinstance(error, ChubbyError) else str(error)
             for stream in self._streams_of(path):
                 stream.send("unwatched", {"path": path, "error": code, "message": message})
+            _settle(watched)
 
         opening.addCallbacks(opened, refused)
 
@@ -233,6 +255,12 @@ class Watches:
             stream.close()
         self.cell.on_event.remove(self._event)
         self.cell.on_state.remove(self._state)
+
+
+def _settle(watched: _Watched) -> None:
+    callbacks, watched.settled = watched.settled, []
+    for callback in callbacks:
+        callback()
 
 
 class StreamRefused(Exception):

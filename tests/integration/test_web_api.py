@@ -482,7 +482,7 @@ def test_changes_by_another_client_arrive_as_events(
                 "message": stream_message(cell),
             },
         )
-        time.sleep(0.5)  # the handles open as the stream starts; a write before could be missed
+        assert stream.next_event() == ("watching", {"paths": sorted(watched[:2])})
         other.set_contents(cell.path("public/live"), b"v2")
         assert stream.next_event() == (
             "change",

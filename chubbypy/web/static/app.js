@@ -280,10 +280,13 @@
     const query = new URLSearchParams();
     for (const path of [...watched].slice(0, PATHS_MAX)) query.append("path", path);
     stream = new EventSource(`/api/events?${query}`);
-    stream.addEventListener("open", () => liveState("on", "live: changes appear as they happen"));
+    stream.addEventListener("open", () => liveState("on", "live: connecting…"));
     stream.addEventListener("error", () => liveState("broken", "live updates interrupted: reconnecting…"));
     stream.addEventListener("change", (event) => changed(JSON.parse(event.data)));
-    stream.addEventListener("unwatched", () => {});
+    stream.addEventListener("watching", (event) => {
+      const count = JSON.parse(event.data).paths.length;
+      liveState("on", `live: watching ${plural(count, "node", "nodes")}; changes appear as they happen`);
+    });
     stream.addEventListener("failover", () => {
       banner("The master failed over: changes during the fail-over may not be shown. Reload to be sure.");
     });
