@@ -104,6 +104,7 @@ def render_page(
             tags.meta(name="csrf-token", content=chrome.csrf),
             tags.title(f"{title} · chubbypy {chrome.cell}"),
             tags.link(rel="stylesheet", href="/static/style.css"),
+            tags.link(rel="icon", href="/static/favicon.svg", type="image/svg+xml"),
             tags.script(src="/static/app.js", defer="defer"),
         ),
         tags.body(**{"data-page": page or active, "data-watch": json.dumps(list(watch))})(

@@ -18,7 +18,7 @@ from twisted.web.template import Tag, tags
 
 from chubbypy.client import Cell
 from chubbypy.namespace._names import parent_of
-from chubbypy.protocol.errors import GenerationMismatch, PermissionDenied
+from chubbypy.protocol.errors import ChubbyError, GenerationMismatch, PermissionDenied
 from chubbypy.protocol.namespace import AclNames, Stat
 from chubbypy.protocol.session import LockInfo, SessionInfo
 from chubbypy.web._api import cell_json, conflict_diff
@@ -325,7 +325,11 @@ class Pages:
                             [
                                 tags.tr(
                                     tags.td(v.role),
-                                    tags.td(tags.a(href=href("/node", path=v.path))(v.name)),
+                                    tags.td(
+                                        tags.a(href=href("/node", path=v.path))(v.name)
+                                        if v.exists
+                                        else v.name
+                                    ),
                                     tags.td(class_="wrap")(v.note),
                                 )
                                 for v in acls
@@ -525,7 +529,11 @@ class Pages:
         path = f"{parent}/{name}"
         directory = context.arg("directory") == "1"
         contents = b"" if directory else context.arg("contents").encode()
-        await context.visitor.client().create(path, contents, directory=directory)
+        try:
+            await context.visitor.client().create(path, contents, directory=directory)
+        except ChubbyError as error:
+            context.query = {"path": [parent]}
+            return await self.tree(context, notes=[refusal("Not created", error)])
         context.query["path"] = [path]
         done = notice(
             "ok", f"Created {'directory' if directory else 'file'} ", tags.code(path), "."
@@ -553,6 +561,8 @@ class Pages:
                 "in the editor below; save again to replace what is there now.",
             )
             return await self.node(context, notes=[refused], draft=contents, diff=diff or "")
+        except ChubbyError as error:
+            return await self.node(context, notes=[refusal("Not saved", error)], draft=contents)
         done = notice("ok", f"Saved: content generation {stat.content_generation}.")
         return await self.node(context, notes=[done])
 
@@ -561,10 +571,13 @@ class Pages:
         names = AclNames(context.arg("read"), context.arg("write"), context.arg("change"))
         cell = context.visitor.client()
         expected = context.int_arg("expected_generation", 0)
-        await cell.set_acl(path, names, expected)
-        warnings = await unknown_acl_names(cell, names)
-        notes = [notice("ok", "ACL names set.")] + [notice("warn", w) for w in warnings]
         context.query["path"] = [path]
+        try:
+            await cell.set_acl(path, names, expected)
+        except ChubbyError as error:
+            return await self.node(context, notes=[refusal("ACL names not set", error)])
+        warnings = await unknown_acl_names(cell, names)
+        notes = [notice("ok", "ACL names set."), *(notice("warn", w) for w in warnings)]
         return await self.node(context, notes=notes)
 
     async def delete_form(self, context: Context) -> Answer:
@@ -600,7 +613,11 @@ class Pages:
     async def delete(self, context: Context) -> Answer:
         path = context.arg("path")
         expected = context.int_arg("expected_instance", 0)
-        await context.visitor.client().delete(path, expected or None)
+        try:
+            await context.visitor.client().delete(path, expected or None)
+        except ChubbyError as error:
+            context.query = {"path": [path]}
+            return await self.node(context, notes=[refusal("Not deleted", error)])
         context.query = {"path": [parent_of(path)]}
         return await self.tree(context, notes=[notice("ok", "Deleted ", tags.code(path), ".")])
 
@@ -663,7 +680,11 @@ class Pages:
 
     async def end_session(self, context: Context) -> Answer:
         session_id = context.int_arg("session_id", 0, low=1)
-        ended = await context.visitor.client().end_session(session_id)
+        try:
+            ended = await context.visitor.client().end_session(session_id)
+        except ChubbyError as error:
+            context.query = {"id": [str(session_id)]}
+            return await self.sessions(context, notes=[refusal("Not ended", error)])
         done = (
             notice("ok", f"Session {session_id} ended.")
             if ended
@@ -825,6 +846,11 @@ class Pages:
 # ----------------------------------------------------------------------------- pieces
 
 
+def refusal(what: str, error: ChubbyError) -> Tag:
+    """The cell refused a change: say what was not done, and the cell's code and reason."""
+    return notice("error", tags.b(f"{what}: "), tags.b(error.code.name), ": ", error.message)
+
+
 def tree_row(directory: str, name: str, stat: Stat | None, *, lock_mode: str = "free") -> Tag:
     """One child in the tree: a toggle for directories, its name, marks and facts."""
     path = f"{directory}/{name}"
@@ -883,7 +909,7 @@ def session_row(info: SessionInfo, chrome: Chrome, *, highlight: bool = False) -
     return tags.tr(id=f"session-{info.session_id}", class_="highlight" if highlight else "")(
         tags.td(tags.a(href=href("/sessions", id=info.session_id))(str(info.session_id))),
         tags.td(class_="wrap")(info.name),
-        tags.td(class_="wrap")(info.principal or "—"),
+        tags.td(class_="nowrap")(info.principal or "—"),
         tags.td(tags.span(class_=f"state {info.state}")(info.state)),
         tags.td(f"{info.lease_remaining_ms / 1000:.1f} s"),
         tags.td(str(info.handles)),
@@ -940,6 +966,7 @@ def chart(charts: dict[str, list[Any]], key: str, label: str, unit: str) -> Tag:
         if v is not None
     )
     latest = f"{known[-1]:.3g}{unit}" if known else "—"
+    oldest = charts["seconds_ago"][0] if charts["seconds_ago"] else 0
     return tags.figure(class_="chart", **{"data-series": key, "data-unit": unit})(
         tags.figcaption(
             label,
@@ -955,6 +982,9 @@ def chart(charts: dict[str, list[Any]], key: str, label: str, unit: str) -> Tag:
             class_="spark",
             role="img",
             **{"aria-label": label},
+        ),
+        tags.div(class_="axis")(
+            tags.span(class_="oldest")(f"{oldest:.0f} s ago"), tags.span("now")
         ),
     )
 

@@ -176,34 +176,36 @@ class AclView:
     """The entries its file lists; None when it has no file or it cannot be read."""
     note: str
     """In words: who it admits, or why the list is not shown."""
+    exists: bool
+    """It has a file (that the visitor may or may not read)."""
 
 
 async def acl_view(cell: Cell, acl: AclNames) -> tuple[AclView, ...]:
     """The three ACL names of a node, each with the principals its file lists (read as
     the visitor: an ACL file the visitor may not read is said to be unreadable)."""
     views = []
-    files: dict[str, tuple[tuple[str, ...] | None, str]] = {}
+    files: dict[str, tuple[tuple[str, ...] | None, str, bool]] = {}
     for role, name in (("read", acl.read), ("write", acl.write), ("change", acl.change)):
         if name not in files:
             files[name] = await _acl_file(cell, name)
-        principals, note = files[name]
-        views.append(AclView(role, name, acl_path(cell.cell, name), principals, note))
+        principals, note, exists = files[name]
+        views.append(AclView(role, name, acl_path(cell.cell, name), principals, note, exists))
     return tuple(views)
 
 
-async def _acl_file(cell: Cell, name: str) -> tuple[tuple[str, ...] | None, str]:
+async def _acl_file(cell: Cell, name: str) -> tuple[tuple[str, ...] | None, str, bool]:
     try:
         contents = await cell.get_contents_and_stat(acl_path(cell.cell, name))
     except (NoSuchNode, IsADirectory):
         if name == EVERYONE:
-            return None, "everyone (it has no file)"
-        return None, "no one: it has no file"
+            return None, "everyone (it has no file)", False
+        return None, "no one: it has no file", False
     except PermissionDenied:
-        return None, "its file is not readable by you"
+        return None, "its file is not readable by you", True
     listed = listed_principals(contents.contents)
     if "*" in listed:
-        return listed, "everyone (*)"
-    return listed, ", ".join(listed) if listed else "no one: its file lists no principal"
+        return listed, "everyone (*)", True
+    return listed, ", ".join(listed) if listed else "no one: its file lists no principal", True
 
 
 async def unknown_acl_names(cell: Cell, acl: AclNames) -> tuple[str, ...]:

@@ -50,6 +50,7 @@ rather than hang (the client library retries within it, across a fail-over)."""
 STATIC: Final = {
     "/static/app.js": b"text/javascript; charset=utf-8",
     "/static/style.css": b"text/css; charset=utf-8",
+    "/static/favicon.svg": b"image/svg+xml",
 }
 NAME_CHARS_MAX: Final = 255
 

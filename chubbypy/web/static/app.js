@@ -271,6 +271,7 @@
 
   function connect() {
     if (!window.EventSource || !watched.size) return;
+    liveState("off", "live: connecting…");
     clearTimeout(reconnect);
     reconnect = setTimeout(open, 150); // one stream for a burst of expansions
   }
@@ -325,7 +326,7 @@
 
   // ------------------------------------------------------------------ the cell page
 
-  function redrawChart(figure, values) {
+  function redrawChart(figure, values, ago) {
     const known = values.filter((value) => value !== null);
     const top = Math.max(...known, 0) || 1;
     const step = 300 / Math.max(values.length - 1, 1);
@@ -337,6 +338,8 @@
     const unit = figure.dataset.unit || "";
     figure.querySelector(".value").textContent = known.length ? `${Number(known[known.length - 1].toPrecision(3))}${unit}` : "—";
     figure.querySelector(".top").textContent = `max ${Number(top.toPrecision(3))}${unit}`;
+    const oldest = figure.querySelector(".axis .oldest");
+    if (oldest && ago.length) oldest.textContent = `${Math.round(ago[0])} s ago`;
   }
 
   function replicaCells(replica, master) {
@@ -368,7 +371,7 @@
       return;
     }
     for (const figure of document.querySelectorAll("figure.chart[data-series]")) {
-      redrawChart(figure, cell.charts[figure.dataset.series] || []);
+      redrawChart(figure, cell.charts[figure.dataset.series] || [], cell.charts.seconds_ago || []);
     }
     const heading = document.getElementById("master");
     if (heading) heading.textContent = cell.master ? `master ${cell.master}, epoch ${cell.epoch}` : "no master known";
