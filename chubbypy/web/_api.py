@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from chubbypy.cli import bytes_json, lock_json, session_json, stat_json
 from chubbypy.protocol.errors import GenerationMismatch
 from chubbypy.protocol.namespace import AclNames, Stat
-from chubbypy.web._app import Answer, Context, Json, Streaming, WebError
+from chubbypy.web._app import Answer, Context, Json, Server, Streaming, WebError
 from chubbypy.web._cellstatus import CellHistory
 from chubbypy.web._live import StreamRefused
 from chubbypy.web._reads import (
@@ -27,9 +27,6 @@ from chubbypy.web._reads import (
     node_view,
     unknown_acl_names,
 )
-
-if TYPE_CHECKING:
-    from chubbypy.web._server import WebServer
 
 __all__ = ["API_ROUTES", "Api", "conflict_diff", "entry_json"]
 
@@ -137,7 +134,7 @@ def _object(body: Any) -> dict[str, Any]:
 class Api:
     """The handlers of `API_ROUTES`."""
 
-    def __init__(self, server: WebServer) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.web = server.config.web
 

@@ -25,7 +25,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from attrs import define, frozen
@@ -37,8 +37,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from chubbypy.client import Cell
+from chubbypy.config import CellConfig
 from chubbypy.protocol.errors import ChubbyError, ErrorCode
+from chubbypy.protocol.session import SessionInfo
+from chubbypy.web._cellstatus import CellHistory
 from chubbypy.web._http import HostCheck, json_depth, secure_headers
+from chubbypy.web._live import LiveUpdates
 from chubbypy.web._logins import Login, Logins
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "Json",
     "Redirect",
     "Route",
+    "Server",
     "Streaming",
     "Visitor",
     "WebApp",
@@ -207,6 +212,27 @@ class Context:
 
 
 Handler = Callable[[Context], Awaitable[Answer]]
+
+
+class Server(Protocol):
+    """What the API's and the pages' handlers use of the server that wires them
+    (`chubbypy.web._server.WebServer`)."""
+
+    config: CellConfig
+    app: WebApp
+    live: LiveUpdates
+    history: CellHistory
+    anonymous: Cell | None
+
+    def clock_now(self) -> float: ...
+
+    async def log_in(self, context: Context, principal: str, token: str) -> Login: ...
+
+    async def log_out(self, context: Context) -> None: ...
+
+    async def sessions_page(
+        self, cell: Cell, after: int, limit: int
+    ) -> tuple[tuple[SessionInfo, ...], bool]: ...
 
 
 @frozen

@@ -11,7 +11,7 @@ on the content generation), a delete asks first, an ACL name without a file is w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from twisted.internet.defer import DeferredList
 from twisted.web.template import Tag, tags
@@ -22,7 +22,7 @@ from chubbypy.protocol.errors import ChubbyError, GenerationMismatch, Permission
 from chubbypy.protocol.namespace import AclNames, Stat
 from chubbypy.protocol.session import LockInfo, SessionInfo
 from chubbypy.web._api import cell_json, conflict_diff
-from chubbypy.web._app import Answer, Context, Html, Redirect, WebError
+from chubbypy.web._app import Answer, Context, Html, Redirect, Server, WebError
 from chubbypy.web._html import (
     Chrome,
     badges,
@@ -46,9 +46,6 @@ from chubbypy.web._reads import (
     pretty_json,
     unknown_acl_names,
 )
-
-if TYPE_CHECKING:
-    from chubbypy.web._server import WebServer
 
 __all__ = ["PAGE_ROUTES", "Pages"]
 
@@ -86,7 +83,7 @@ CHART_HEIGHT: Final = 70
 class Pages:
     """The handlers of `PAGE_ROUTES`."""
 
-    def __init__(self, server: WebServer) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.web = server.config.web
         self.root = f"/ls/{server.config.cell}"
