@@ -27,8 +27,6 @@ from tests.integration.web_harness import (
     raw_request,
 )
 
-PORT: Final = 7481
-LIMITED_PORT: Final = 7482
 CHILDREN: Final = 250
 BIG_BYTES: Final = 256 * 1024
 OPS = AclNames("ops", "ops", "ops")
@@ -67,7 +65,7 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCell]:
 
 @pytest.fixture(scope="module")
 def web(cell: LiveCell) -> Iterator[WebProcess]:
-    process = WebProcess(cell, PORT)
+    process = WebProcess(cell)
     yield process
     assert process.stop() == 0, process.logs()
 
@@ -109,17 +107,19 @@ def test_every_answer_carries_the_security_headers(visitor: WebClient) -> None:
 def test_a_foreign_host_or_another_sites_request_is_refused(web: WebProcess) -> None:
     """DNS rebinding (a Host that is not this server) gets 421; a browser's cross-site
     request (Origin of another host, Sec-Fetch-Site cross-site) gets 403."""
-    status, body = raw_request(PORT, "GET", "/api/whoami", {"Host": f"evil.example:{PORT}"})
+    status, body = raw_request(web.port, "GET", "/api/whoami", {"Host": f"evil.example:{web.port}"})
     assert (status, json.loads(body)["error"]) == (421, "HOST_REFUSED")
-    status, _ = raw_request(PORT, "GET", "/tree", {})
+    status, _ = raw_request(web.port, "GET", "/tree", {})
     assert status == 421  # no Host at all
-    local = {"Host": f"127.0.0.1:{PORT}"}
+    local = {"Host": f"127.0.0.1:{web.port}"}
     cross = {**local, "Origin": "http://evil.example", "Content-Type": "application/json"}
-    status, body = raw_request(PORT, "POST", "/api/create", cross, b"{}")
+    status, body = raw_request(web.port, "POST", "/api/create", cross, b"{}")
     assert (status, json.loads(body)["error"]) == (403, "CROSS_SITE_REFUSED")
-    status, _ = raw_request(PORT, "GET", "/api/whoami", {**local, "Sec-Fetch-Site": "cross-site"})
+    status, _ = raw_request(
+        web.port, "GET", "/api/whoami", {**local, "Sec-Fetch-Site": "cross-site"}
+    )
     assert status == 403
-    status, _ = raw_request(PORT, "GET", "/api/whoami", {"Host": f"localhost:{PORT}"})
+    status, _ = raw_request(web.port, "GET", "/api/whoami", {"Host": f"localhost:{web.port}"})
     assert status == 200
 
 
@@ -271,7 +271,7 @@ def test_a_login_acts_as_its_principal(web: WebProcess, cell: LiveCell) -> None:
     assert operator.post("/api/logout", {}).json() == {"logged_out": True}
     assert operator.get("/api/whoami").json()["principal"] == "anonymous"
     status, body = raw_request(
-        PORT, "GET", "/api/whoami", {"Host": f"127.0.0.1:{PORT}", "Cookie": stolen}
+        web.port, "GET", "/api/whoami", {"Host": f"127.0.0.1:{web.port}", "Cookie": stolen}
     )
     assert (status, json.loads(body)["principal"]) == (200, "anonymous")
 
@@ -380,9 +380,9 @@ def test_writes_in_base64_deletes_and_acl_names(visitor: WebClient, cell: LiveCe
 
 def test_a_body_past_the_limit_is_refused_before_it_is_read(web: WebProcess) -> None:
     """A 2 MiB body is answered 413 as soon as its length is known; the server serves on."""
-    with socket.create_connection(("127.0.0.1", PORT), timeout=10) as connection:
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as connection:
         head = (
-            f"POST /api/create HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\n"
+            f"POST /api/create HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {2 << 20}\r\n\r\n"
         )
         connection.sendall(head.encode())
@@ -471,7 +471,7 @@ def test_changes_by_another_client_arrive_as_events(
     watched = [cell.path("public"), cell.path("public/live"), cell.path("secret/plan")]
     other = cell.client()
     other.create(cell.path("public/live"), b"v1")
-    stream = EventReader(PORT, watched, cookie_header(visitor))
+    stream = EventReader(web.port, watched, cookie_header(visitor))
     try:
         assert stream.status == 200
         assert stream.next_event() == (
@@ -508,7 +508,6 @@ def stream_message(cell: LiveCell) -> str:
 def limited(cell: LiveCell) -> Iterator[WebProcess]:
     process = WebProcess(
         cell,
-        LIMITED_PORT,
         name="web-limited",
         web={
             "login_attempts_per_address_max": 3,
@@ -544,21 +543,21 @@ def test_event_streams_and_connections_are_bounded(limited: WebProcess, cell: Li
     visitor.get("/api/whoami")
     cookie = cookie_header(visitor)
     paths = [cell.path("public"), cell.path("public/doc"), cell.path("public/bin")]
-    too_many = EventReader(LIMITED_PORT, paths, cookie)
+    too_many = EventReader(limited.port, paths, cookie)
     assert too_many.status == 400
     too_many.close()
-    first = EventReader(LIMITED_PORT, paths[:1], cookie)
+    first = EventReader(limited.port, paths[:1], cookie)
     assert first.status == 200
-    second = EventReader(LIMITED_PORT, paths[:1], cookie)
+    second = EventReader(limited.port, paths[:1], cookie)
     assert second.status == 429
     second.close()
     first.close()
-    idle = [socket.create_connection(("127.0.0.1", LIMITED_PORT), timeout=5) for _ in range(6)]
+    idle = [socket.create_connection(("127.0.0.1", limited.port), timeout=5) for _ in range(6)]
     try:
         time.sleep(0.3)
-        extra = socket.create_connection(("127.0.0.1", LIMITED_PORT), timeout=5)
+        extra = socket.create_connection(("127.0.0.1", limited.port), timeout=5)
         extra.sendall(
-            f"GET /api/whoami HTTP/1.1\r\nHost: 127.0.0.1:{LIMITED_PORT}\r\n\r\n".encode()
+            f"GET /api/whoami HTTP/1.1\r\nHost: 127.0.0.1:{limited.port}\r\n\r\n".encode()
         )
         try:
             answered = extra.recv(100)

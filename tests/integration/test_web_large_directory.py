@@ -14,7 +14,6 @@ from chubbypy.protocol.namespace import Create
 from tests.integration.harness import LiveCell, Measure
 from tests.integration.web_harness import WebProcess
 
-PORT: Final = 7485
 CHILDREN: Final = 100_000
 PER_WRITE: Final = 64
 """Creates per MultiOp (the namespace's multiop_operations_max)."""
@@ -63,7 +62,7 @@ def test_a_directory_of_100000_children_stays_usable(cell: LiveCell, measure: Me
     """First page, a deep page and a prefix search of 100,000 children each answer fast."""
     directory = cell.path("huge")
     fill(cell, directory, measure)
-    web = WebProcess(cell, PORT)
+    web = WebProcess(cell)
     try:
         page = web.client()
         timings = {}

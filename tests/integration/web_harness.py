@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import subprocess
 import time
@@ -34,16 +35,17 @@ STOP_SECONDS: Final = 10.0
 
 
 class WebProcess:
-    """``chubbypy web`` for `cell` on loopback port `port`, with the ``web:`` keys `web`."""
+    """``chubbypy web`` for `cell` on a loopback port the kernel picks as it listens (so
+    that tests running at once never race for one), with the ``web:`` keys `web`."""
 
     def __init__(
-        self, cell: LiveCell, port: int, *, web: Mapping[str, Any] | None = None, name: str = "web"
+        self, cell: LiveCell, *, web: Mapping[str, Any] | None = None, name: str = "web"
     ) -> None:
         self.cell = cell
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
+        self.port = 0
+        self.base = ""
         document = yaml.safe_load(cell.config_path.read_text())
-        document["web"] = {**(web or {}), "listen": f"tcp:{port}:interface=127.0.0.1"}
+        document["web"] = {**(web or {}), "listen": "tcp:0:interface=127.0.0.1"}
         self.config_path = cell.directory / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
         self.log_path = cell.directory / f"{name}.log"
@@ -57,12 +59,19 @@ class WebProcess:
                 env=child_environment(),
                 start_new_session=True,
             )
-        poll(self._started, f"chubbypy web listens on {port}", START_SECONDS, self.logs)
+        poll(self._started, "chubbypy web listens", START_SECONDS, self.logs)
 
     def _started(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"chubbypy web exited ({self.process.returncode})\n{self.logs()}")
-        return f"is at {self.base}/" in self.log_path.read_text(errors="replace")
+        said = re.search(
+            r" is at http://127\.0\.0\.1:(\d+)/", self.log_path.read_text(errors="replace")
+        )
+        if said is None:
+            return False
+        self.port = int(said.group(1))
+        self.base = f"http://127.0.0.1:{self.port}"
+        return True
 
     def logs(self) -> str:
         return f"--- {self.log_path.name}\n{tail(self.log_path, 60)}"
