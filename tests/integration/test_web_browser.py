@@ -327,3 +327,20 @@ def test_the_cell_page_charts_the_replicas(browser: Any, web: WebProcess, cell: 
     live(browser)
     shot(browser, "cell")
     no_script_errors(browser)
+
+
+def test_a_failover_shows_as_a_banner(browser: Any, web: WebProcess, cell: LiveCell) -> None:
+    """Killing the master shows a banner naming the new one, without a reload."""
+    browser.get(f"{web.base}/tree?path={cell.path('app')}")
+    live(browser)
+    old = cell.wait_master()
+    cell.kill_replica(old)
+    try:
+        new = cell.wait_for(lambda: cell.master() if cell.master() not in (None, old) else None,
+                            "a new master", 15)  # fmt: skip
+        wait(browser, lambda d: f"Fail-over: {new} is master now" in css(d, "#banner").text,
+             "the banner names the new master")  # fmt: skip
+        assert f"after {old}" in css(browser, "#banner").text
+        shot(browser, "failover")
+    finally:
+        cell.start_replica(old)

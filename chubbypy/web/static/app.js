@@ -62,9 +62,13 @@
   }
 
   function banner(text, bad) {
+    // The latest messages, newest first (a fail-over says so twice: the session's event
+    // and the admin ports' new master); the same text is not repeated.
     const box = document.getElementById("banner");
     if (!box) return;
-    box.textContent = text;
+    for (const line of [...box.children]) if (line.textContent === text) line.remove();
+    box.prepend(el("div", { text }));
+    while (box.children.length > 3) box.lastChild.remove();
     box.classList.toggle("bad", Boolean(bad));
     box.hidden = false;
   }
@@ -298,7 +302,11 @@
     stream.addEventListener("session", (event) => {
       const state = JSON.parse(event.data).state;
       if (state === "jeopardy") banner("The page lost touch with the cell's master (jeopardy): waiting for it…", true);
-      else if (state === "connected") document.getElementById("banner").hidden = true;
+      else if (state === "connected") {
+        const box = document.getElementById("banner");
+        for (const line of [...box.children]) if (line.textContent.includes("jeopardy")) line.remove();
+        box.hidden = !box.children.length;
+      }
     });
     stream.addEventListener("logout", () => {
       stream.close();
