@@ -18,6 +18,7 @@ import pytest
 
 from chubbypy.client import HandleMode
 from chubbypy.protocol.namespace import AclNames, Create
+from chubbypy.server._certificates import issue_replica_certificate, new_authority
 from tests.integration.harness import LiveCell, Measure
 from tests.integration.web_harness import (
     EventReader,
@@ -573,3 +574,32 @@ def test_event_streams_and_connections_are_bounded(limited: WebProcess, cell: Li
         return limited.client().get("/api/whoami").status == 200
 
     cell.wait_for(serving, "the page serves again", 10)
+
+
+# ----------------------------------------------------------------------------- TLS
+
+
+def test_over_tls_cookies_are_secure(cell: LiveCell) -> None:
+    """On an ssl: endpoint the page is https, its cookies Secure, and HSTS is sent."""
+    authority = new_authority(cell.name)
+    certificate, key = issue_replica_certificate(authority, "web", ["127.0.0.1", "localhost"])
+    folder = cell.directory / "web-tls"
+    folder.mkdir(exist_ok=True)
+    for name, pem in (("ca.pem", authority[0]), ("web.pem", certificate), ("web.key", key)):
+        (folder / name).write_bytes(pem)
+    listen = (
+        f"ssl:0:interface=127.0.0.1:privateKey={folder / 'web.key'}:certKey={folder / 'web.pem'}"
+    )
+    web = WebProcess(cell, name="web-tls", listen=listen)
+    try:
+        assert web.base.startswith("https://127.0.0.1:")
+        visitor = WebClient(web.base, ca=folder / "ca.pem")
+        answer = visitor.get("/tree")
+        assert answer.status == 200
+        assert answer.headers["strict-transport-security"] == "max-age=31536000"
+        assert answer.cookies
+        assert all("; Secure" in cookie for cookie in answer.cookies)
+        assert visitor.login("operator", token_of(cell, "operator")).status == 200
+        assert visitor.get("/api/node", path=cell.path("secret/plan")).status == 200
+    finally:
+        assert web.stop() == 0, web.logs()

@@ -14,14 +14,16 @@ import http.client
 import json
 import re
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Mapping
 from http.cookiejar import CookieJar
+from pathlib import Path
 from typing import Any, Final
 from urllib.error import HTTPError
 from urllib.parse import urlencode
-from urllib.request import HTTPCookieProcessor, Request, build_opener
+from urllib.request import HTTPCookieProcessor, HTTPSHandler, Request, build_opener
 
 import yaml
 from attrs import frozen
@@ -39,13 +41,18 @@ class WebProcess:
     that tests running at once never race for one), with the ``web:`` keys `web`."""
 
     def __init__(
-        self, cell: LiveCell, *, web: Mapping[str, Any] | None = None, name: str = "web"
+        self,
+        cell: LiveCell,
+        *,
+        web: Mapping[str, Any] | None = None,
+        name: str = "web",
+        listen: str = "tcp:0:interface=127.0.0.1",
     ) -> None:
         self.cell = cell
         self.port = 0
         self.base = ""
         document = yaml.safe_load(cell.config_path.read_text())
-        document["web"] = {**(web or {}), "listen": "tcp:0:interface=127.0.0.1"}
+        document["web"] = {**(web or {}), "listen": listen}
         self.config_path = cell.directory / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
         self.log_path = cell.directory / f"{name}.log"
@@ -65,12 +72,12 @@ class WebProcess:
         if self.process.poll() is not None:
             raise AssertionError(f"chubbypy web exited ({self.process.returncode})\n{self.logs()}")
         said = re.search(
-            r" is at http://127\.0\.0\.1:(\d+)/", self.log_path.read_text(errors="replace")
+            r" is at (https?)://127\.0\.0\.1:(\d+)/", self.log_path.read_text(errors="replace")
         )
         if said is None:
             return False
-        self.port = int(said.group(1))
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.port = int(said.group(2))
+        self.base = f"{said.group(1)}://127.0.0.1:{self.port}"
         return True
 
     def logs(self) -> str:
@@ -111,10 +118,14 @@ class Answer:
 class WebClient:
     """A visitor of the page: its cookies, its CSRF token, its requests."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, ca: Path | None = None) -> None:
+        """`ca`: the certificate authority to verify an https page against."""
         self.base = base
         self.jar = CookieJar()
-        self._opener = build_opener(HTTPCookieProcessor(self.jar))
+        handlers: list[Any] = [HTTPCookieProcessor(self.jar)]
+        if ca is not None:
+            handlers.append(HTTPSHandler(context=ssl.create_default_context(cafile=str(ca))))
+        self._opener = build_opener(*handlers)
 
     def request(
         self,
