@@ -49,11 +49,15 @@ def href(page: str, **query: object) -> str:
 class Chrome:
     """What the layout needs of the request: who the visitor is, their CSRF token, the cell."""
 
-    def __init__(self, *, cell: str, principal: str, logged_in: bool, csrf: str) -> None:
+    def __init__(
+        self, *, cell: str, principal: str, logged_in: bool, csrf: str, watch_max: int = 64
+    ) -> None:
         self.cell = cell
         self.principal = principal
         self.logged_in = logged_in
         self.csrf = csrf
+        self.watch_max = watch_max
+        """web.watched_paths_per_stream_max: the script watches no more nodes than this."""
 
 
 def csrf_field(chrome: Chrome) -> Tag:
@@ -102,6 +106,7 @@ def render_page(
             tags.meta(charset="utf-8"),
             tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
             tags.meta(name="csrf-token", content=chrome.csrf),
+            tags.meta(name="watch-max", content=str(chrome.watch_max)),
             tags.title(f"{title} · chubbypy {chrome.cell}"),
             tags.link(rel="stylesheet", href="/static/style.css"),
             tags.link(rel="icon", href="/static/favicon.svg", type="image/svg+xml"),

@@ -238,6 +238,19 @@ class Watches:
 
     def _state(self, state: SessionState) -> None:
         self.broadcast("session", {"state": state.name.lower()})
+        if state.final:
+            self._session_ended()
+
+    def _session_ended(self) -> None:
+        """The client's session is over (expired: say, it fell behind on events), and its
+        handles with it. The streams end; their pages reconnect (after the retry time),
+        which opens the handles again in the client's next session."""
+        for watched in self._watched.values():
+            if watched.closing is not None and watched.closing.active():
+                watched.closing.cancel()
+        self._watched.clear()
+        for stream in list(self.streams):
+            stream.close()
 
     def broadcast(self, event: str, data: dict[str, Any]) -> None:
         for stream in list(self.streams):

@@ -118,6 +118,7 @@ class Pages:
             principal=visitor.principal,
             logged_in=visitor.logged_in,
             csrf=visitor.csrf,
+            watch_max=self.web.watched_paths_per_stream_max,
         )
 
     async def page(

@@ -11,7 +11,7 @@
   const page = body.dataset.page || "";
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const watched = new Set(JSON.parse(body.dataset.watch || "[]"));
-  const PATHS_MAX = 64; // web.watched_paths_per_stream_max's default; the server checks
+  const PATHS_MAX = Number((document.querySelector('meta[name="watch-max"]') || {}).content || 64);
   let stream = null;
   let reconnect = null;
 
