@@ -13,6 +13,7 @@ admin port's public ``/status`` and ``/metrics``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from importlib import resources
@@ -44,6 +45,9 @@ from chubbypy.web._pages import Pages
 
 __all__ = ["WebServer", "web_main", "web_parser", "web_url"]
 
+STOP_SECONDS: Final = 5.0
+"""How long closing the clients of the cell may take at shutdown (their sessions end at
+their leases anyway): SIGTERM always ends the process."""
 CELL_TIMEOUT_SECONDS: Final = 5.0
 """How long one page's call to the cell may take: a page says the cell is unavailable
 rather than hang (the client library retries within it, across a fail-over)."""
@@ -172,9 +176,13 @@ class WebServer:
             if stopped is not None:
                 await stopped
         self.live.close()
-        await self.logins.close()
+        closing = [self.logins.close()]
         if self.anonymous is not None:
-            await self.anonymous.close()
+            closing.append(self.anonymous.close())
+        for deferred in closing:
+            deferred.addTimeout(STOP_SECONDS, self.reactor)
+            with contextlib.suppress(Exception):
+                await deferred
 
     # ------------------------------------------------------------------ logins
 

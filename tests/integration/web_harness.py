@@ -66,7 +66,11 @@ class WebProcess:
                 env=child_environment(),
                 start_new_session=True,
             )
-        poll(self._started, "chubbypy web listens", START_SECONDS, self.logs)
+        try:
+            poll(self._started, "chubbypy web listens", START_SECONDS, self.logs)
+        except BaseException:
+            self.stop()  # never leave a page running behind a failed start
+            raise
 
     def _started(self) -> bool:
         if self.process.poll() is not None:
