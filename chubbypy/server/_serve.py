@@ -167,6 +167,7 @@ def _run(
         raise
     peers = PeerNetwork(reactor, config, replica_id, server, authentication)
     server.wire(peers)
+    peers.define_metrics(server.node.metrics)
     outcome = {"status": 0}
     if os.environ.get(CELL_CHILD) == "1":
         # Under `chubbypy cell` a Ctrl-C reaches every process; the cell stops its replicas
