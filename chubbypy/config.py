@@ -227,6 +227,9 @@ class LimitsConfig:
     calls_waiting_per_session_max: int = 1_000
     """Calls of one session waiting at the master (blocking acquires queued, retries joined
     to a call in progress); past it the session's next one is refused RESOURCE_EXHAUSTED."""
+    handles_per_session_max: int = 10_000
+    """Handles one session has open at the master; past it an Open is refused
+    RESOURCE_EXHAUSTED (handles are the master's memory, not the log's)."""
     log_lines_per_minute: int = 10
     """Warnings of one kind that clients or peers can cause, per minute; more are counted
     (chubbypy_log_lines_left_out_total) and the next line says how many were left out."""
@@ -404,6 +407,7 @@ class CellConfig:
                 events_pending_max=sessions.events_pending_max,
                 waiters_max=sessions.lock_waiters_max,
                 calls_waiting_per_session_max=self.limits.calls_waiting_per_session_max,
+                handles_per_session_max=self.limits.handles_per_session_max,
             ),
             tick_microseconds=round(paxos.tick_seconds * 1_000_000),
             namespace_limits=NamespaceLimits(
@@ -1046,6 +1050,7 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "auth_failures_per_address_max": _at_least(1),
     "auth_failures_window_seconds": _positive_seconds,
     "calls_waiting_per_session_max": _at_least(1),
+    "handles_per_session_max": _at_least(1),
     "log_lines_per_minute": _at_least(1),
     "nodes_per_principal_max": _at_least(1),
     "bytes_per_principal_max": _at_least(1),
