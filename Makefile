@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SEED ?= $(shell date +%s)
 
-.PHONY: run sim test lint typecheck docs bench bench-cell clean
+.PHONY: run sim test floods lint typecheck docs bench bench-cell clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ sim: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -n auto
+
+# The flood tests at the sizes the issues reproduced (make test runs them smaller), one at
+# a time so that each has the machine to itself; the figures are printed.
+floods: $(STAMP)
+	CHUBBY_FLOODS=full $(BIN)/pytest -s tests/integration/test_security_floods.py tests/integration/test_flood.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -477,6 +477,7 @@ def _execute_lasting(
         code = EXIT_UNAVAILABLE if isinstance(error, UNAVAILABLE_ERRORS) else EXIT_FAILED
         message = shown(error.message)
         print(f"chubbypy {args.command}: {path}: {error.code.name}: {message}", file=stderr)
+        _print_hint(error, stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
             document = {**header, "ok": False, "path": path, "error": failure}
@@ -497,6 +498,31 @@ def _execute_lasting(
         return EXIT_INTERRUPTED
 
 
+_HINTS: Final = (
+    (
+        "serves no anonymous clients",
+        f"set {PRINCIPAL_VARIABLE} and {TOKEN_FILE_VARIABLE} (or {TOKEN_VARIABLE}); "
+        "`chubbypy cell` prints them for the operator",
+    ),
+    (
+        "certificate verify failed",
+        f"set {CA_FILE_VARIABLE} to the cell's CA certificate (`chubbypy cell` prints it)",
+    ),
+    (
+        "closed cleanly",
+        "if the cell serves clients over TLS, its client addresses are ssl: ones",
+    ),
+)
+"""What to do about an error whose message holds the text: said after it."""
+
+
+def _print_hint(error: ChubbyError, stderr: IO[str]) -> None:
+    for text, hint in _HINTS:
+        if text in error.message:
+            print(f"chubbypy: hint: {hint}", file=stderr)
+            return
+
+
 def _execute(
     client: CellClient, invocation: Invocation, stdout: BinaryIO, stderr: IO[str], as_json: bool
 ) -> int:
@@ -509,6 +535,7 @@ def _execute(
         where = f"{invocation.path}: " if invocation.path is not None else ""
         message = shown(error.message)
         print(f"chubbypy {args.command}: {where}{error.code.name}: {message}", file=stderr)
+        _print_hint(error, stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
             _write_json(stdout, {**header, "ok": False, "path": invocation.path, "error": failure})

@@ -196,6 +196,8 @@ class MasterTiming:
     calls_waiting_per_session_max: int = 1_000
     """What one session may have waiting here: its acquires queued for their locks and
     its retries joined to a call in progress (``limits.calls_waiting_per_session_max``)."""
+    handles_per_session_max: int = 10_000
+    """Handles one session may have open here (``limits.handles_per_session_max``)."""
     lock_info_listed_max: int = 100
     """The most holders, and the most waiters, one `lock_info` lists
     (``sessions.lock_info_listed_max``, at most LOCK_INFO_LISTED_MAX)."""
@@ -217,6 +219,7 @@ class MasterTiming:
         events_pending_max: int,
         waiters_max: int,
         calls_waiting_per_session_max: int = 1_000,
+        handles_per_session_max: int = 10_000,
         lock_info_listed_max: int = 100,
     ) -> MasterTiming:
         """The one conversion of the session settings (see `SessionTiming.from_seconds`)."""
@@ -233,6 +236,7 @@ class MasterTiming:
             tick_microseconds=tick_microseconds,
             waiters_max=waiters_max,
             calls_waiting_per_session_max=calls_waiting_per_session_max,
+            handles_per_session_max=handles_per_session_max,
             lock_info_listed_max=lock_info_listed_max,
         )
 
@@ -509,8 +513,10 @@ class MasterService:
         its access is checked (see the module docstring). With `number` and `create`, a
         retry whose first attempt created the node opens it as created."""
         machine = self._db()
-        refused = self._session_problem(session_id) or check_path(
-            path, machine.cell, machine.tree.limits
+        refused = (
+            self._session_problem(session_id)
+            or check_path(path, machine.cell, machine.tree.limits)
+            or self._handles_full(session_id)
         )
         if refused is None and not 0 <= lock_delay_ms <= LOCK_DELAY_MS_MAX:
             message = f"a lock-delay of {lock_delay_ms} ms; at most {LOCK_DELAY_MS_MAX}"
@@ -1041,6 +1047,19 @@ class MasterService:
         else:
             self._retries.join(first, retry, session_id)
 
+    def _handles_full(self, session_id: SessionId) -> Failure | None:
+        """RESOURCE_EXHAUSTED if the session has as many handles open here as it may (a
+        handle is the master's memory, not the log's: opening them in a loop must cost a
+        bounded amount); else None."""
+        count, most = self._handles.count(session_id), self._timing.handles_per_session_max
+        if count < most:
+            return None
+        message = (
+            f"session {session_id} has {count} handles open "
+            f"(limits.handles_per_session_max is {most}); close some first"
+        )
+        return Failure(ErrorCode.RESOURCE_EXHAUSTED, message)
+
     def _waiting_full(self, session_id: SessionId) -> Failure | None:
         """RESOURCE_EXHAUSTED if the session has as many calls waiting as it may (issue
         13: a flood of pipelined blocking acquires must cost the master a bounded amount,
@@ -1092,11 +1111,15 @@ class MasterService:
             handle = decode_handle(handle_bytes, self._key)
         except DecodeError as error:
             return Failure(ErrorCode.INVALID_HANDLE, str(error))
-        if self._handles.is_closed(handle.handle_id):
-            return Failure(ErrorCode.INVALID_HANDLE, "the handle was closed")
         refused = self._session_problem(handle.session_id)
         if refused is not None:
             return refused
+        if self._handles.is_closed(handle.handle_id):
+            return Failure(ErrorCode.INVALID_HANDLE, "the handle was closed")
+        if self._handles.get(handle.handle_id) is None:  # an earlier master's, used here
+            full = self._handles_full(handle.session_id)
+            if full is not None:
+                return full
         node = self._db().tree.get(handle.path)
         if node is None or node.instance != handle.instance:
             return Failure(

@@ -54,6 +54,10 @@ class Auth:
     anonymous: bool = True
     """Whether a connection that presented no token acts as `ANONYMOUS`."""
 
+    def knows(self, principal: str) -> bool:
+        """Whether `principal` is one of the cell's (has a token)."""
+        return any(name == principal for name, _ in self.principals)
+
     def admits(self, principal: str, token: str) -> bool:
         """Whether `token` is `principal`'s (compared in constant time)."""
         expected = dict(self.principals).get(principal)
