@@ -126,11 +126,15 @@ class LockSummary:
 
 
 @frozen
-class SessionKilled:
-    """An operator's end of a session: `ended` says whether this call ended it (False: it
-    was not in the cell to end)."""
+class SessionEnding:
+    """An operator's end of a session (the wire's `SessionEnding`, in ticks): `found`
+    False if there was no such session; else `already` says whether it was ending before
+    this call, and `ends_in_ticks` how long the lease it has still runs on this master's
+    clock (it is ended as expired then)."""
 
-    ended: bool
+    found: bool
+    already: bool
+    ends_in_ticks: int
 
 
 CallResult = (
@@ -143,7 +147,7 @@ CallResult = (
     | NodeRead
     | SessionsListed
     | LockSummary
-    | SessionKilled
+    | SessionEnding
 ) | Failure
 
 

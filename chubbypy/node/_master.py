@@ -41,7 +41,7 @@ from chubbypy.master import (
     NodeRead,
     Proposal,
     SequencerChecked,
-    SessionKilled,
+    SessionEnding,
     SessionsListed,
     SessionStarted,
     SessionSummary,
@@ -89,7 +89,7 @@ from chubbypy.protocol.session import (
 )
 from chubbypy.protocol.session import HandleOpened as WireHandleOpened
 from chubbypy.protocol.session import NodeRead as WireNodeRead
-from chubbypy.protocol.session import SessionKilled as WireSessionKilled
+from chubbypy.protocol.session import SessionEnding as WireSessionEnding
 from chubbypy.sessions import credential_matches, session_credential
 
 LATE_TICKS_MAX = 8
@@ -452,8 +452,8 @@ class MasterHost:
                 return SessionList(tuple(self._session_info(s) for s in sessions), more)
             case LockSummary():
                 return self._lock_info(result)
-            case SessionKilled(ended):
-                return WireSessionKilled(ended)
+            case SessionEnding(found, already, ends_in_ticks):
+                return WireSessionEnding(found, already, self._settings.ms(ends_in_ticks))
         raise AssertionError(result)
 
     def _lock_info(self, summary: LockSummary) -> LockInfo:
@@ -494,8 +494,8 @@ def _outcome(result: CallResult) -> str:
     """An operators' call's outcome as ``chubbypy_operator_calls_total`` labels it."""
     if isinstance(result, Failure):
         return result.code.name.lower()
-    if isinstance(result, SessionKilled):
-        return "ended" if result.ended else "none"
+    if isinstance(result, SessionEnding):
+        return "none" if not result.found else "already" if result.already else "ending"
     return "ok"
 
 

@@ -611,8 +611,8 @@ class ReplicaNode:
         self._operator_calls = m.counter(
             "chubbypy_operator_calls_total",
             "Operators' calls this replica answered as master, by call (list_sessions, "
-            "lock_info, end_session) and outcome (ok; for end_session ended or none, there "
-            "being no such session; or the error code).",
+            "lock_info, end_session) and outcome (ok; for end_session ending, already (it was "
+            "ending) or none (no such session); or the error code).",
             labelled=True,
         )
         self._log_left_out = m.counter(
