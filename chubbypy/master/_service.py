@@ -299,9 +299,17 @@ class MasterService:
     """One mastership's sessions, handles and locks; see the module docstring."""
 
     def __init__(
-        self, timing: MasterTiming, handle_key: bytes, admins: tuple[str, ...] = ()
+        self,
+        timing: MasterTiming,
+        handle_key: bytes,
+        admins: tuple[str, ...] = (),
+        *,
+        operator_ends_at_once: bool = False,
     ) -> None:
         self._timing = timing
+        self._operator_ends_at_once = operator_ends_at_once
+        """A deliberate bug (`chubbypy.node.NodeBug.OPERATOR_ENDS_AT_ONCE`), for the
+        simulator's checkers to catch: `kill_session` also proposes the session's end."""
         self._key = handle_key
         self._admins = admins
         """The cell's operators, listed in the ACL directory this master makes if the
@@ -799,6 +807,8 @@ class MasterService:
             return
         already = not self._table.is_live(session_id)
         self._table.operator_ending(session_id)  # refused from now on: its client hears
+        if self._operator_ends_at_once:
+            self._propose(None, EndSession(session_id, expired=True))
         # The table holds every session the database holds (see `_summary`).
         expiry = self._table.lease_expiry(session_id)
         assert expiry is not None, session_id

@@ -52,7 +52,13 @@ from chubbypy.node._metrics import Counter
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
 from chubbypy.node._service_log import ServiceLog
-from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
+from chubbypy.node._settings import (
+    ANSWER_LOST,
+    DISCONNECT,
+    KEEPALIVE_LATE,
+    NodeBug,
+    NodeSettings,
+)
 from chubbypy.node._writes import REFUSALS, ClientWrites
 from chubbypy.paxos import Chance, Outcome, Replica
 from chubbypy.protocol import CallNumber, Command, SessionId
@@ -155,7 +161,12 @@ class MasterHost:
     def started(self, epoch: int) -> None:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
         settings = self._settings
-        self._service = MasterService(settings.master_timing, settings.handle_key, settings.admins)
+        self._service = MasterService(
+            settings.master_timing,
+            settings.handle_key,
+            settings.admins,
+            operator_ends_at_once=NodeBug.OPERATOR_ENDS_AT_ONCE in settings.node_bugs,
+        )
         self._operators.clear()
         self._log = ServiceLog()
         self.session_book = SessionBook(settings.client_limits)
