@@ -15,7 +15,8 @@ from chubbypy.protocol.session import LockHolderInfo, SessionEvent
 class SessionStarted:
     session_id: SessionId
     lease_ticks: int
-    """How long the new session's lease runs from now, on the master's clock."""
+    """How long the new session's lease runs from now, on the master's clock, at least
+    (a tick short, like `KeepAliveAnswered.lease_ticks`)."""
 
 
 @frozen

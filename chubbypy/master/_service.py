@@ -1083,7 +1083,11 @@ class MasterService:
             return _expired(message)
         expiry = self._table.lease_expiry(session_id)
         assert expiry is not None, session_id
-        return SessionStarted(session_id, expiry - self._now)
+        # A tick short, as a KeepAlive's answer (`SessionTable._answer`): the creation was
+        # applied anywhere within the tick `_now` began, and the client must never count
+        # on more than the master will honour (found by the simulator's session-safety
+        # checker once an operator could end a session before its first KeepAlive answer).
+        return SessionStarted(session_id, max(0, expiry - self._now - 1))
 
     def _session_problem(self, session_id: SessionId) -> Failure | None:
         if not self._table.is_live(session_id):
