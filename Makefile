@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SEED ?= $(shell date +%s)
 
-.PHONY: run sim test browser lint typecheck docs bench bench-cell clean
+.PHONY: run sim test browser floods lint typecheck docs bench bench-cell clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP) lint typecheck
 # The web page in headless Chromium; screenshots of every page land in var/screenshots/.
 browser: $(STAMP)
 	$(BIN)/pytest -q tests/integration/test_web_browser.py
+
+# The flood tests at the sizes the issues reproduced (make test runs them smaller), one at
+# a time so that each has the machine to itself; the figures are printed.
+floods: $(STAMP)
+	CHUBBY_FLOODS=full $(BIN)/pytest -s tests/integration/test_security_floods.py tests/integration/test_flood.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -33,7 +33,7 @@ from twisted.web.client import Agent, readBody
 from chubbypy.config import CellConfig, ConfigError
 from chubbypy.protocol import ReplicaId
 from chubbypy.server._endpoints import http_url
-from chubbypy.server._secrets import SecretsError, create_secrets, load_secrets
+from chubbypy.server._secrets import SecretsError, create_secrets, load_secrets, public_ca_path
 from chubbypy.server._serve import CELL_CHILD, load
 from chubbypy.store import SqlStore, StoreError
 from chubbypy.web._server import web_url
@@ -109,6 +109,13 @@ def cell_main(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load(args)
+        if getattr(args, "auto_tls", False) and config.tls is None:
+            print(
+                f"chubbypy cell: --auto-tls makes the certificates a tls: section names, and "
+                f"{args.config} has none (etc/cell.yaml shows one, commented out)",
+                file=sys.stderr,
+            )
+            return 2
         created = create_secrets(config, auto_tls=getattr(args, "auto_tls", False))
         for replica in config.replicas:
             load_secrets(config, replica.id)  # a replica that would refuse, refused here
@@ -182,16 +189,16 @@ def _secrets_banner(config: CellConfig, created: list[Path]) -> None:
     for folder in folders:
         names = ", ".join(path.name for path in created if path.parent == folder)
         print(f"created (new, random, mode 0600 for keys): {names} in {folder}")
-    if config.tls is not None:
-        print(
-            f"clients verify the replicas' certificates against {config.secret_path(config.tls.ca)}"
-        )
+    ca = public_ca_path(config)
+    if ca is not None:
+        print(f"clients verify the replicas' certificates against {ca} (a public copy)")
     token_files = dict(config.auth.token_files)
     operator = "operator" if "operator" in token_files else next(iter(token_files), None)
     if operator is not None:
         token = config.secret_path(token_files[operator])
         print(f"to act as {operator} from the CLI (in another terminal):")
-        print(f"  export CHUBBY_PRINCIPAL={operator} CHUBBY_TOKEN_FILE={token}")
+        ca_variable = f" CHUBBY_CA_FILE={ca}" if ca is not None else ""
+        print(f"  export CHUBBY_PRINCIPAL={operator} CHUBBY_TOKEN_FILE={token}{ca_variable}")
     print(flush=True)
 
 

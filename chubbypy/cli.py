@@ -56,10 +56,12 @@ Usage::
     sessions                every live session at the master: state, lease left, open
                             handles, locks held, ephemeral files, the client's principal
                             and description (an operator's command: the ACL "admin")
-    sessions --end ID       end session ID, which another client owns, as if its lease had
-                            run out: its ephemeral files go, its locks are freed after their
-                            lock-delay, its client hears it expired (operators only); a
-                            warning, exit 0, if there was no such session to end
+    sessions --end ID       end session ID, which another client owns (operators only): the
+                            master extends its lease no more and refuses it, so its client
+                            hears at once that it expired; when the lease it has runs out
+                            (the time is printed) it ends, its ephemeral files go and its
+                            locks are freed after their lock-delay. A warning, exit 0, if it
+                            was ending already or there was no such session
     lock-info PATH          the lock of node PATH: mode (free, exclusive or shared), lock
                             generation, holders (session, mode, lock-delay, principal,
                             client), waiters in queue order (how long each has waited) and
@@ -122,7 +124,8 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
             "warnings": [str, ...] (also printed on standard error)
     leader  "path", "leader": str (what the leader advertises)
     sessions "sessions": [SESSION, ...], in session id order; with --end: "session_id":
-            int, "ended": bool (false: there was no such session to end)
+            int, "found": bool (false: no such session), "already": bool (it was ending
+            before: nothing changed), "ends_in_ms": int (its lease's rest, at the master)
     lock-info "path", "lock": LOCK
     lock    printed when the command is over (after CMD's own output): "path",
             "acquired": bool, and when acquired: "sequencer": hex str, "lost": bool,
@@ -138,7 +141,8 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
              "checksum", "size": int, "is_directory", "ephemeral": bool,
              "acl": {"read", "write", "change": str}}
     SESSION {"session_id": int, "client": str (its description of itself), "state":
-             "live" | "closing" | "doomed" | "ending", "lease_remaining_ms": int,
+             "live" | "closing" | "doomed" | "operator-ended" | "ending",
+             "lease_remaining_ms": int,
              "handles": int (those the master knows of), "locks": [{"path": str, "mode":
              "exclusive" | "shared"}, ...] (at most 16, in path order), "lock_count": int,
              "ephemeral": [full names, ...] (at most 16), "ephemeral_count": int,
@@ -270,7 +274,7 @@ class CellClient(Protocol):
     def set_acl(self, path: str, acl: AclNames, expected_generation: int | None = None) -> Stat: ...
     def status(self, replica: str | None = None) -> tuple[ReplicaReport, ...]: ...
     def list_sessions(self) -> Sequence[Any]: ...
-    def end_session(self, session_id: int) -> bool: ...
+    def end_session(self, session_id: int) -> Any: ...
     def lock_info(self, path: str) -> Any: ...
     def open(self, path: str, *, mode: HandleMode = ...) -> AclHandle: ...
     def close(self) -> None: ...
@@ -477,6 +481,7 @@ def _execute_lasting(
         code = EXIT_UNAVAILABLE if isinstance(error, UNAVAILABLE_ERRORS) else EXIT_FAILED
         message = shown(error.message)
         print(f"chubbypy {args.command}: {path}: {error.code.name}: {message}", file=stderr)
+        _print_hint(error, stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
             document = {**header, "ok": False, "path": path, "error": failure}
@@ -497,6 +502,31 @@ def _execute_lasting(
         return EXIT_INTERRUPTED
 
 
+_HINTS: Final = (
+    (
+        "serves no anonymous clients",
+        f"set {PRINCIPAL_VARIABLE} and {TOKEN_FILE_VARIABLE} (or {TOKEN_VARIABLE}); "
+        "`chubbypy cell` prints them for the operator",
+    ),
+    (
+        "certificate verify failed",
+        f"set {CA_FILE_VARIABLE} to the cell's CA certificate (`chubbypy cell` prints it)",
+    ),
+    (
+        "closed cleanly",
+        "if the cell serves clients over TLS, its client addresses are ssl: ones",
+    ),
+)
+"""What to do about an error whose message holds the text: said after it."""
+
+
+def _print_hint(error: ChubbyError, stderr: IO[str]) -> None:
+    for text, hint in _HINTS:
+        if text in error.message:
+            print(f"chubbypy: hint: {hint}", file=stderr)
+            return
+
+
 def _execute(
     client: CellClient, invocation: Invocation, stdout: BinaryIO, stderr: IO[str], as_json: bool
 ) -> int:
@@ -509,6 +539,7 @@ def _execute(
         where = f"{invocation.path}: " if invocation.path is not None else ""
         message = shown(error.message)
         print(f"chubbypy {args.command}: {where}{error.code.name}: {message}", file=stderr)
+        _print_hint(error, stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
             _write_json(stdout, {**header, "ok": False, "path": invocation.path, "error": failure})
@@ -662,7 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--end",
         type=_session_id,
         metavar="ID",
-        help="end this session as if its lease had run out (operators only)",
+        help="end this session: refused from now on, ended when its lease runs out "
+        "(operators only)",
     )
     lock_info = commands.add_parser(
         "lock-info", parents=[common], help="a lock's holders, waiters and lock-delay"
@@ -1188,16 +1220,22 @@ def _sessions(client: CellClient, call: Invocation) -> Outcome:
 
 
 def _end_session(client: CellClient, session_id: int) -> Outcome:
-    """``sessions --end ID``: end the session; a warning if there was none to end."""
-    ended = client.end_session(session_id)
-    document = {"session_id": session_id, "ended": ended}
-    if ended:
-        return Outcome(document, f"session {session_id} ended\n".encode())
-    warning = (
-        f"session {session_id} was not in the cell: it had ended already, or there never "
-        "was such a session"
-    )
-    return Outcome(document, warnings=(warning,))
+    """``sessions --end ID``: end the session, saying when; a warning if it was ending
+    already or there was none to end."""
+    ending = client.end_session(session_id)
+    document = {"session_id": session_id, "found": ending.found, "already": ending.already,
+                "ends_in_ms": ending.ends_in_ms}  # fmt: skip
+    ends = f"it ends when its lease runs out, in {ending.ends_in_ms / 1000:.1f}s"
+    if not ending.found:
+        warning = (
+            f"session {session_id} was not in the cell: it had ended already, or there never "
+            "was such a session"
+        )
+        return Outcome(document, warnings=(warning,))
+    if ending.already:
+        return Outcome(document, warnings=(f"session {session_id} was ending already: {ends}",))
+    told = f"session {session_id} ending: its client is refused from now on; {ends}\n"
+    return Outcome(document, told.encode())
 
 
 def _lock_info(client: CellClient, call: Invocation) -> Outcome:

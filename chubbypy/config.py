@@ -179,9 +179,9 @@ class LimitsConfig:
     file_bytes_max: int = 256 * 1024
     """Contents of one file in the namespace (Chubby's limit)."""
     frame_bytes_max: int = 1 << 20
+    """One length-prefixed frame on the wire."""
     peer_message_bytes_max: int = 1 << 28
     """One message between replicas, reassembled from frames (the largest snapshot)."""
-    """One length-prefixed frame on the wire."""
     registrations_per_connection_max: int = _CLIENT_LIMITS.registrations_per_connection_max
     """Live client registrations made on one client connection."""
     registrations_per_principal_max: int = _CLIENT_LIMITS.registrations_per_principal_max
@@ -194,7 +194,20 @@ class LimitsConfig:
     """Client connections open at once; more are refused (BUSY). Lowered at start, with a
     warning, to what the process's file descriptor limit allows."""
     hello_timeout_seconds: float = 5.0
-    """A client connection that has not said hello by then is closed."""
+    """A client connection that has not said hello by then is closed; so is a connection
+    to the peer port that has not proven itself a member by then."""
+    peer_handshakes_max: int = 64
+    """Connections to the peer port not yet proven, at once; past it the oldest is closed
+    (so squatters cannot keep a member out: a member proves itself in a round trip)."""
+    peer_handshakes_per_address_max: int = 8
+    """As peer_handshakes_max, from one source address."""
+    admin_connections_max: int = 64
+    """Connections to the admin (HTTP) port open at once; more are answered 503 and closed."""
+    admin_idle_timeout_seconds: float = 30.0
+    """An admin connection that sends nothing for this long is closed."""
+    http_request_bytes_max: int = 16 * 1024
+    """The body of one request to the admin port (it takes none: twisted.web would
+    otherwise buffer any body whole, on disk past 100,000 bytes)."""
     frame_timeout_seconds: float = 10.0
     """A frame begun must be finished within this long (while the replica reads)."""
     idle_timeout_seconds: float = 300.0
@@ -215,6 +228,9 @@ class LimitsConfig:
     calls_waiting_per_session_max: int = 1_000
     """Calls of one session waiting at the master (blocking acquires queued, retries joined
     to a call in progress); past it the session's next one is refused RESOURCE_EXHAUSTED."""
+    handles_per_session_max: int = 10_000
+    """Handles one session has open at the master; past it an Open is refused
+    RESOURCE_EXHAUSTED (handles are the master's memory, not the log's)."""
     log_lines_per_minute: int = 10
     """Warnings of one kind that clients or peers can cause, per minute; more are counted
     (chubbypy_log_lines_left_out_total) and the next line says how many were left out."""
@@ -450,6 +466,7 @@ class CellConfig:
                 events_pending_max=sessions.events_pending_max,
                 waiters_max=sessions.lock_waiters_max,
                 calls_waiting_per_session_max=self.limits.calls_waiting_per_session_max,
+                handles_per_session_max=self.limits.handles_per_session_max,
                 lock_info_listed_max=sessions.lock_info_listed_max,
             ),
             tick_microseconds=round(paxos.tick_seconds * 1_000_000),
@@ -1083,6 +1100,11 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "sessions_per_principal_max": _at_least(1),
     "client_connections_max": _at_least(1),
     "hello_timeout_seconds": _positive_seconds,
+    "peer_handshakes_max": _at_least(1),
+    "peer_handshakes_per_address_max": _at_least(1),
+    "admin_connections_max": _at_least(1),
+    "admin_idle_timeout_seconds": _positive_seconds,
+    "http_request_bytes_max": _at_least(0),
     "frame_timeout_seconds": _positive_seconds,
     "idle_timeout_seconds": _positive_seconds,
     # The client library runs up to CALLS_UNACKED_MAX numbered calls ahead, besides its
@@ -1094,6 +1116,7 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "auth_failures_per_address_max": _at_least(1),
     "auth_failures_window_seconds": _positive_seconds,
     "calls_waiting_per_session_max": _at_least(1),
+    "handles_per_session_max": _at_least(1),
     "log_lines_per_minute": _at_least(1),
     "nodes_per_principal_max": _at_least(1),
     "bytes_per_principal_max": _at_least(1),

@@ -18,7 +18,7 @@ the `chubbypy.protocol.errors` classes (`NoSuchNode`, `NodeExists`, `GenerationM
 `Unavailable`, ...); the namespace values these calls take and return (`Stat`, `Contents`,
 `AclNames`, the MultiOp tests and writes) are in `chubbypy.protocol.namespace`. Operators
 see sessions (`Cell.list_sessions`, `SessionInfo`) and locks (`Cell.lock_info`, `LockInfo`)
-and may end a session (`Cell.end_session`).
+and may end a session (`Cell.end_session`, `SessionEnding`).
 """
 
 from chubbypy.client._addresses import client_endpoint_string, display_address
@@ -57,6 +57,7 @@ from chubbypy.protocol.session import (
     LockHolderInfo,
     LockInfo,
     LockWaiterInfo,
+    SessionEnding,
     SessionEvent,
     SessionInfo,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "ReplicaUnreachable",
     "RequestTimedOut",
     "Session",
+    "SessionEnding",
     "SessionEvent",
     "SessionInfo",
     "SessionState",

@@ -141,8 +141,8 @@ from chubbypy.protocol.session import (
     ListSessions,
     LockInfo,
     SessionCall,
+    SessionEnding,
     SessionInfo,
-    SessionKilled,
     SessionList,
     SessionResult,
 )
@@ -407,18 +407,24 @@ class PlainCell:
         """
         return self._run(self._lock_info, path)
 
-    def end_session(self, session_id: int) -> Deferred[bool]:
+    def end_session(self, session_id: int) -> Deferred[SessionEnding]:
         """End another client's session, as an operator: the cell's ACL ``admin`` (the file
         ``acl/admin``) must admit the principal, else `PermissionDenied` and nothing
-        changes. The session ends as if its lease had run out: its ephemeral files are
-        deleted, its locks are freed (after their lock-delay), and its client hears that it
-        expired.
+        changes. It needs no session of the caller's.
 
-        True if this call ended it; False if there was no such session to end (it had
-        ended already: by itself, by another operator, or by an earlier attempt of this
-        call whose answer was lost). A session caching one of its own ephemeral files ends
-        only once its lease is over (its client may read that cache until then), so this
-        may take up to a lease. It needs no session.
+        The master extends the session's lease no more, and its client is told at once
+        (its KeepAlive is refused: the session expired, "ended by an operator"), so it
+        learns it lost its locks. The session still holds them, and its ephemeral files,
+        until the lease it has runs out, as if it had stopped sending KeepAlives: then it
+        ends as expired, its files are deleted and its locks are freed after their
+        lock-delay. It is never ended earlier, because its client may count on that lease
+        until then (Chubby's lease promise).
+
+        The answer (`SessionEnding`) says whether the session was found, whether it was
+        ending already (this call then changed nothing: say, an earlier attempt whose
+        answer was lost ended it), and in how many milliseconds its lease runs out. An
+        operator's end is the master's memory: if the master fails over before then, the
+        session lives on unless its client heard; end it again.
         """
         return self._run(self._end_session, SessionId(session_id))
 
@@ -500,11 +506,11 @@ class PlainCell:
         result, _ = await self._session_call(GetLockInfo(path))
         return _expect(result, LockInfo)
 
-    async def _end_session(self, session_id: SessionId) -> bool:
+    async def _end_session(self, session_id: SessionId) -> SessionEnding:
         if not 1 <= session_id <= INT64_MAX:
             raise ValueError(f"no session has the id {session_id}: ids are 1 to {INT64_MAX}")
         result, _ = await self._session_call(KillSession(session_id))
-        return _expect(result, SessionKilled).ended
+        return _expect(result, SessionEnding)
 
     async def _write_stat(self, write: Write) -> Stat:
         written = _expect(await self._write(write), Written)

@@ -74,7 +74,14 @@ from chubbypy.protocol.namespace import (
     Stat,
     Test,
 )
-from chubbypy.protocol.session import EventMask, HandleMode, LockInfo, SessionEvent, SessionInfo
+from chubbypy.protocol.session import (
+    EventMask,
+    HandleMode,
+    LockInfo,
+    SessionEnding,
+    SessionEvent,
+    SessionInfo,
+)
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -491,9 +498,9 @@ class BlockingCell:
         lock-delay left; see `Cell.lock_info`."""
         return self._call(self._cell.lock_info, path)
 
-    def end_session(self, session_id: int) -> bool:
-        """End another client's session, as an operator; whether this call ended it. See
-        `Cell.end_session`."""
+    def end_session(self, session_id: int) -> SessionEnding:
+        """End another client's session, as an operator: it is refused from now on and
+        ends when its lease runs out; the answer says when. See `Cell.end_session`."""
         return self._call(self._cell.end_session, session_id)
 
     def close(self) -> None:

@@ -25,11 +25,6 @@ Theory of operation.
 * **A session's end** deletes its ephemeral nodes, which are known only once the session's
   earlier writes (its creates) have landed: an `EndSession` is activated, and its names
   computed, only then (`session` barrier).
-* **A session an operator ended** (`silenced`) is refused from then on, so it
-  acknowledges nothing more; but its client may read its cache until it hears so, at the
-  latest until its lease is over. A write that changes a name it caches waits until then,
-  as for a session refused for falling behind: until `session_gone`, which the master
-  calls once that lease has run out on its clock.
 * **Fail-over.** A new master does not know who cached what from its predecessor; every
   session got a fail-over event that flushes its cache. Until every session acknowledged
   it or its lease is over (`failover_complete`), no write that touches a name is released
@@ -70,8 +65,9 @@ from chubbypy.sessions import SessionTable
 _P = TypeVar("_P")
 
 UNTIL_ENDED = -1
-"""What a write waits for when only the session's end will do (it is refused for falling
-behind, its lease still running)."""
+"""What a write waits for when only the session's end will do (it is refused, for
+falling behind or because an operator ended it, its lease still running:
+`SessionTable.awaits_expiry`)."""
 
 Paths = tuple[frozenset[str], frozenset[str]]
 """A write's (touched, changed) names; see `write_paths`."""
@@ -108,8 +104,6 @@ class CacheGate(Generic[_P]):
         """Per session, the held writes that wait for it (the inverse of `_Item.waits`)."""
         self._session_writes: dict[SessionId, int] = {}
         """Per session, its writes (not its end) submitted and not landed."""
-        self._silenced: set[SessionId] = set()
-        """Sessions ended by an operator whose lease is not over: see the module docstring."""
         self._changed = True
         """Something happened since `release` last looked that may let a write go."""
         self._failover_complete = False
@@ -188,14 +182,8 @@ class CacheGate(Generic[_P]):
         if not waiting:
             self._waiting_on.pop(session_id, None)
 
-    def silenced(self, session_id: SessionId) -> None:
-        """An operator ended the session before its lease is over: it will acknowledge
-        nothing more, and what it caches stays valid for its client until `session_gone`."""
-        self._silenced.add(session_id)
-
     def session_gone(self, session_id: SessionId) -> None:
         """The session's lease is over, or it closed: its cache is void."""
-        self._silenced.discard(session_id)
         for path in self._cached.pop(session_id, ()):
             cachers = self._cachers[path]
             cachers.discard(session_id)
@@ -271,9 +259,7 @@ class CacheGate(Generic[_P]):
         sequence = self._table.push(session_id, EventKind.INVALIDATE, path)
         if sequence is not None:
             return sequence
-        if self._table.is_doomed(session_id) or session_id in self._silenced:
-            return UNTIL_ENDED
-        return None
+        return UNTIL_ENDED if self._table.awaits_expiry(session_id) else None
 
     def _session_writes_pending(self, session: SessionId | None) -> bool:
         """Whether a write of `session` (not its end) was submitted and has not landed.

@@ -11,6 +11,10 @@ it took over (`remember`), for three uses:
 * **Refusal.** A handle closed (`close`) or poisoned (`poison`) in this mastership is
   refused for the rest of it (`is_closed`). Closing also forgets the handle; a poisoned
   one stays known, still hears its events, and keeps a lock it holds until it is closed.
+  A handle this master made is refused once it is no longer known (closed, or its
+  session ended: the caller checks the session first), so closing one costs no memory;
+  only the ids of earlier masters' handles closed here, and of poisoned ones, are kept
+  (issue 13: opening and closing handles in a loop must not grow the master's memory).
 * **Operators' listings.** `count` says how many handles a session has open.
 
 When a session ends, its handles are forgotten but not refused (`session_ended`): a handle
@@ -31,7 +35,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from chubbypy.protocol import HandleId, SessionId
-from chubbypy.sessions import Handle, handle_id_for
+from chubbypy.sessions import Handle, handle_epoch, handle_id_for
 
 _K = TypeVar("_K")
 
@@ -43,15 +47,25 @@ class HandleRegistry:
         self._handles: dict[HandleId, Handle] = {}
         self._by_path: dict[str, set[HandleId]] = {}
         self._by_session: dict[SessionId, set[HandleId]] = {}
-        self._closed: set[HandleId] = set()
-        """Closed or poisoned in this mastership: refused until it ends."""
+        self._refused: set[HandleId] = set()
+        """Poisoned, or made by an earlier master and closed here: refused until this
+        mastership ends. (This master's own closed handles are refused by not being
+        known; see the module docstring.)"""
         self._made = 0
+        self._epoch: int | None = None
+        """The epoch of this master's handles (set when it makes its first)."""
 
     def new_id(self, epoch: int) -> HandleId:
         """The id of the next handle this master (of `epoch`) makes."""
+        assert self._epoch in (None, epoch), (self._epoch, epoch)
+        self._epoch = epoch
         handle_id = handle_id_for(epoch, self._made)
         self._made += 1
         return handle_id
+
+    def made_here(self, handle_id: HandleId) -> bool:
+        """Whether this master made the handle (it names this master's epoch)."""
+        return self._epoch is not None and handle_epoch(handle_id) == self._epoch
 
     # ------------------------------------------------------------------------- changes
 
@@ -65,22 +79,37 @@ class HandleRegistry:
 
     def close(self, handle: Handle) -> None:
         """The client closed `handle`: forget it, and refuse it from now on."""
-        self._closed.add(handle.handle_id)
+        if self.made_here(handle.handle_id):
+            self._refused.discard(handle.handle_id)  # refused by not being known
+        else:
+            self._refused.add(handle.handle_id)
         self._forget(handle.handle_id)
 
     def poison(self, handle_id: HandleId) -> None:
         """Refuse the handle from now on, without forgetting it (Chubby's Poison)."""
-        self._closed.add(handle_id)
+        if handle_id in self._handles or not self.made_here(handle_id):
+            self._refused.add(handle_id)
 
     def session_ended(self, session_id: SessionId) -> None:
         """Forget every handle of the session (not refused: see the module docstring)."""
         for handle_id in list(self._by_session.get(session_id, ())):
             self._forget(handle_id)
+            if self.made_here(handle_id):
+                self._refused.discard(handle_id)
 
     # ------------------------------------------------------------------------- queries
 
     def is_closed(self, handle_id: HandleId) -> bool:
-        return handle_id in self._closed
+        """Whether the handle is refused: closed or poisoned in this mastership (or, for
+        one this master made, its session ended: check the session first)."""
+        if handle_id in self._refused:
+            return True
+        return self.made_here(handle_id) and handle_id not in self._handles
+
+    @property
+    def refused_kept(self) -> int:
+        """Ids kept only to refuse them (poisoned, or earlier masters' closed here)."""
+        return len(self._refused)
 
     def get(self, handle_id: HandleId) -> Handle | None:
         return self._handles.get(handle_id)

@@ -15,7 +15,8 @@ from chubbypy.protocol.session import LockHolderInfo, SessionEvent
 class SessionStarted:
     session_id: SessionId
     lease_ticks: int
-    """How long the new session's lease runs from now, on the master's clock."""
+    """How long the new session's lease runs from now, on the master's clock, at least
+    (a tick short, like `KeepAliveAnswered.lease_ticks`)."""
 
 
 @frozen
@@ -126,11 +127,15 @@ class LockSummary:
 
 
 @frozen
-class SessionKilled:
-    """An operator's end of a session: `ended` says whether this call ended it (False: it
-    was not in the cell to end)."""
+class SessionEnding:
+    """An operator's end of a session (the wire's `SessionEnding`, in ticks): `found`
+    False if there was no such session; else `already` says whether it was ending before
+    this call, and `ends_in_ticks` how long the lease it has still runs on this master's
+    clock (it is ended as expired then)."""
 
-    ended: bool
+    found: bool
+    already: bool
+    ends_in_ticks: int
 
 
 CallResult = (
@@ -143,7 +148,7 @@ CallResult = (
     | NodeRead
     | SessionsListed
     | LockSummary
-    | SessionKilled
+    | SessionEnding
 ) | Failure
 
 

@@ -71,18 +71,19 @@ drops it when mastership ends; everything in it is memory that a new master rebu
   waiters in order with how long each has waited (this mastership's memory), and the rest
   of its lock-delay (this master's timer). It is answered at once, fail-over or not.
 * **Operators ending sessions.** `kill_session` ends another client's session, for
-  principals the ACL ``admin`` admits: it goes through the log as an expiry does
-  (`EndSession(expired=True)`: ephemeral files deleted, locks freed into their lock-delay,
-  since the holder may still act on a lock it does not know it lost); from the call on,
-  the session is refused like a closing one, so its client hears at its parked KeepAlive
-  that it expired. Its client may still use its cache until it hears, at the latest until
-  its lease is over on this master's clock: until then a write that changes a name it
-  caches waits (`CacheGate.silenced`), and so may the session's own end, when it caches
-  one of its ephemeral files. Not numbered, like a close: a second kill of the same
-  session while the first is in progress joins it; one after it finds nothing to end.
-  A fail-over within the killed session's lease forgets that wait (the new master knows
-  no ended session's cache): the client may then read its cache, unaware, until its lease
-  or its KeepAlive's refusal ends it, a window of at most a lease.
+  principals the ACL ``admin`` admits, without breaking the lease promise (Chubby §2.8:
+  a lease ends no earlier at the client than at the master): the master stops extending
+  it (`SessionTable.operator_ending`). Its KeepAlives, the parked one at once, are
+  refused SESSION_EXPIRED ("ending: ended by an operator"), so its client learns that
+  the session is over and its locks lost; and once the lease it has runs out the session
+  expires as any other does (`EndSession(expired=True)`: ephemeral files deleted, locks
+  freed into their lock-delay). Until then its locks stay held, and a write that changes
+  a name it caches waits (its client may still read that cache, unaware). The answer
+  says how long that lease still runs. The mark is this mastership's memory, nothing is
+  proposed: a fail-over before the lease runs out forgets it, and the session lives on
+  if its client never heard (an operator ends it again; a client that heard stops its
+  KeepAlives, and the new master expires it at the end of the lease it grants).
+  Not numbered: ending a session that is ending already changes nothing and says so.
 * **Sessions' names** are the clients' descriptions of themselves, shown to operators: a
   name that is not printable text (a control character, a terminal escape) is refused.
 """
@@ -120,7 +121,7 @@ from chubbypy.master._results import (
     Proposal,
     Reply,
     SequencerChecked,
-    SessionKilled,
+    SessionEnding,
     SessionsListed,
     SessionStarted,
     SessionSummary,
@@ -196,6 +197,8 @@ class MasterTiming:
     calls_waiting_per_session_max: int = 1_000
     """What one session may have waiting here: its acquires queued for their locks and
     its retries joined to a call in progress (``limits.calls_waiting_per_session_max``)."""
+    handles_per_session_max: int = 10_000
+    """Handles one session may have open here (``limits.handles_per_session_max``)."""
     lock_info_listed_max: int = 100
     """The most holders, and the most waiters, one `lock_info` lists
     (``sessions.lock_info_listed_max``, at most LOCK_INFO_LISTED_MAX)."""
@@ -217,6 +220,7 @@ class MasterTiming:
         events_pending_max: int,
         waiters_max: int,
         calls_waiting_per_session_max: int = 1_000,
+        handles_per_session_max: int = 10_000,
         lock_info_listed_max: int = 100,
     ) -> MasterTiming:
         """The one conversion of the session settings (see `SessionTiming.from_seconds`)."""
@@ -233,6 +237,7 @@ class MasterTiming:
             tick_microseconds=tick_microseconds,
             waiters_max=waiters_max,
             calls_waiting_per_session_max=calls_waiting_per_session_max,
+            handles_per_session_max=handles_per_session_max,
             lock_info_listed_max=lock_info_listed_max,
         )
 
@@ -276,14 +281,7 @@ class _Creation:
     principal: str | None = None
 
 
-@frozen
-class _Kill:
-    """An operator's end of session `session_id`, answered once applied."""
-
-    session_id: SessionId
-
-
-_Pending = _OpenCall | _WriteCall | _ReplyWhenApplied | _Creation | _Kill
+_Pending = _OpenCall | _WriteCall | _ReplyWhenApplied | _Creation
 """A call other than an acquire (`LockWaits` keeps those), answered once applied."""
 
 
@@ -301,9 +299,17 @@ class MasterService:
     """One mastership's sessions, handles and locks; see the module docstring."""
 
     def __init__(
-        self, timing: MasterTiming, handle_key: bytes, admins: tuple[str, ...] = ()
+        self,
+        timing: MasterTiming,
+        handle_key: bytes,
+        admins: tuple[str, ...] = (),
+        *,
+        operator_ends_at_once: bool = False,
     ) -> None:
         self._timing = timing
+        self._operator_ends_at_once = operator_ends_at_once
+        """A deliberate bug (`chubbypy.node.NodeBug.OPERATOR_ENDS_AT_ONCE`), for the
+        simulator's checkers to catch: `kill_session` also proposes the session's end."""
         self._key = handle_key
         self._admins = admins
         """The cell's operators, listed in the ACL directory this master makes if the
@@ -318,11 +324,6 @@ class MasterService:
         self._pending: dict[CallToken, _Pending] = {}
         self._closing: set[SessionId] = set()
         """Sessions whose close is in flight (for operators' listings)."""
-        self._kills: dict[SessionId, CallToken] = {}
-        """Per session an operator is ending: the call doing it, which later kills join."""
-        self._killed: dict[SessionId, int] = {}
-        """Per session an operator ended (or is ending): the tick its lease ends at, until
-        which its cache is kept valid (see the module docstring)."""
         self._replies: list[Reply] = []
         self._retries = CallRetries()
         self._tickets = map(GateTicket, itertools.count(1))
@@ -355,10 +356,6 @@ class MasterService:
             self._reply(token, Failure(ErrorCode.LOCK_HELD, message))
         for key in self._waits.delays_ended(now):
             self._propose(None, EndLockDelay(*key))
-        for session_id, lease_end in list(self._killed.items()):
-            if lease_end <= now:
-                del self._killed[session_id]
-                self._gate.session_gone(session_id)  # its client's lease is over too
 
     def take(self, *, master_lease_valid: bool) -> tuple[list[Reply], list[Proposal | ClientWrite]]:
         """Replies and proposals since the last call, in order.
@@ -378,8 +375,8 @@ class MasterService:
                 continue
             answered = KeepAliveAnswered(answer.lease_ticks, answer.events, answer.held_ticks)
             self._reply(answer.token, answered)
-        for _, token in outputs.refused:
-            self._reply(token, _expired("the session has ended"))
+        for session_id, token in outputs.refused:
+            self._reply(token, self._refusal(session_id))
         for session_id in outputs.expire:
             self._gate.session_gone(session_id)  # its lease is over: so is its cache
             self._propose(None, EndSession(session_id, expired=True))
@@ -431,7 +428,7 @@ class MasterService:
     def close_session(self, token: CallToken, session_id: SessionId) -> None:
         """End the session cleanly (its locks are free at once); never fails. From now on
         the session is not live, and its cache is void (the client stopped using it)."""
-        if self._table.is_live(session_id) or self._table.is_doomed(session_id):
+        if self._table.is_live(session_id) or self._table.awaits_expiry(session_id):
             self._closing.add(session_id)
         self._table.closing(session_id)
         self._gate.session_gone(session_id)
@@ -446,7 +443,7 @@ class MasterService:
         principal: str | None = None,
     ) -> None:
         if not self._table.keep_alive(session_id, token, acked_through):
-            self._reply(token, _expired(f"session {session_id} has ended"))
+            self._reply(token, self._refusal(session_id))
             return
         self._heard_from(session_id, principal)
         self._gate.acked(session_id, acked_through)
@@ -509,8 +506,10 @@ class MasterService:
         its access is checked (see the module docstring). With `number` and `create`, a
         retry whose first attempt created the node opens it as created."""
         machine = self._db()
-        refused = self._session_problem(session_id) or check_path(
-            path, machine.cell, machine.tree.limits
+        refused = (
+            self._session_problem(session_id)
+            or check_path(path, machine.cell, machine.tree.limits)
+            or self._handles_full(session_id)
         )
         if refused is None and not 0 <= lock_delay_ms <= LOCK_DELAY_MS_MAX:
             message = f"a lock-delay of {lock_delay_ms} ms; at most {LOCK_DELAY_MS_MAX}"
@@ -752,9 +751,7 @@ class MasterService:
     def call_ended(self, token: CallToken) -> list[CallToken]:
         """The call `token` ended outside the service (the log refused its proposal, or its
         epoch ended first): forget it; the retries that joined it, to answer alike."""
-        pending = self._pending.pop(token, None)
-        if isinstance(pending, _Kill):
-            self._kills.pop(pending.session_id, None)
+        self._pending.pop(token, None)
         self._waits.applied(token)
         return self._retries.settle(token)
 
@@ -796,29 +793,26 @@ class MasterService:
     def kill_session(
         self, token: CallToken, session_id: SessionId, principal: str | None = None
     ) -> None:
-        """End session `session_id` as if its lease had run out, for an operator (see the
-        module docstring): with `principal`, the ACL called ``admin`` must admit it, else
-        PERMISSION_DENIED and nothing changes. Answered `SessionKilled` once its end is
-        applied (ended False: there was no such session to end)."""
+        """End session `session_id` for an operator: its lease is extended no more, and it
+        expires when the lease it has runs out (see the module docstring). With
+        `principal`, the ACL called ``admin`` must admit it, else PERMISSION_DENIED and
+        nothing changes. Answered at once, `SessionEnding`: not found, ending already
+        (nothing changed), or ending now; and in how many ticks its lease runs out."""
         refused = self._operator_problem(principal, "end another client's session")
         if refused is not None:
             self._reply(token, refused)
             return
-        first = self._kills.get(session_id)
-        if first is not None:
-            self._join(first, token, session_id)
-            return
         if self._db().tree.session(session_id) is None:
-            self._reply(token, SessionKilled(ended=False))
+            self._reply(token, SessionEnding(found=False, already=False, ends_in_ticks=0))
             return
-        lease_end = self._table.lease_expiry(session_id)
-        if lease_end is not None and lease_end > self._now:
-            self._killed[session_id] = max(lease_end, self._killed.get(session_id, 0))
-            self._gate.silenced(session_id)
-        self._table.closing(session_id)  # refused from now on: its client hears at once
-        self._kills[session_id] = token
-        self._pending[token] = _Kill(session_id)
-        self._propose(token, EndSession(session_id, expired=True))
+        already = not self._table.is_live(session_id)
+        self._table.operator_ending(session_id)  # refused from now on: its client hears
+        if self._operator_ends_at_once:
+            self._propose(None, EndSession(session_id, expired=True))
+        # The table holds every session the database holds (see `_summary`).
+        expiry = self._table.lease_expiry(session_id)
+        assert expiry is not None, session_id
+        self._reply(token, SessionEnding(True, already, max(0, expiry - self._now)))
 
     def lock_info(self, token: CallToken, path: str, principal: str | None = None) -> None:
         """The lock of the node at `path`: its holders, its waiters in queue order and its
@@ -935,6 +929,8 @@ class MasterService:
             return "live"
         if self._table.is_doomed(session_id):
             return "doomed"
+        if self._table.is_operator_ended(session_id):
+            return "operator-ended"
         return "closing" if session_id in self._closing else "ending"
 
     # ------------------------------------------------------------------------- the log
@@ -1041,6 +1037,19 @@ class MasterService:
         else:
             self._retries.join(first, retry, session_id)
 
+    def _handles_full(self, session_id: SessionId) -> Failure | None:
+        """RESOURCE_EXHAUSTED if the session has as many handles open here as it may (a
+        handle is the master's memory, not the log's: opening them in a loop must cost a
+        bounded amount); else None."""
+        count, most = self._handles.count(session_id), self._timing.handles_per_session_max
+        if count < most:
+            return None
+        message = (
+            f"session {session_id} has {count} handles open "
+            f"(limits.handles_per_session_max is {most}); close some first"
+        )
+        return Failure(ErrorCode.RESOURCE_EXHAUSTED, message)
+
     def _waiting_full(self, session_id: SessionId) -> Failure | None:
         """RESOURCE_EXHAUSTED if the session has as many calls waiting as it may (issue
         13: a flood of pipelined blocking acquires must cost the master a bounded amount,
@@ -1074,15 +1083,28 @@ class MasterService:
             return _expired(message)
         expiry = self._table.lease_expiry(session_id)
         assert expiry is not None, session_id
-        return SessionStarted(session_id, expiry - self._now)
+        # A tick short, as a KeepAlive's answer (`SessionTable._answer`): the creation was
+        # applied anywhere within the tick `_now` began, and the client must never count
+        # on more than the master will honour (found by the simulator's session-safety
+        # checker once an operator could end a session before its first KeepAlive answer).
+        return SessionStarted(session_id, max(0, expiry - self._now - 1))
 
     def _session_problem(self, session_id: SessionId) -> Failure | None:
         if not self._table.is_live(session_id):
-            return _expired(f"session {session_id} has ended")
+            return self._refusal(session_id)
         if not self._table.failover_complete:
             message = "a new master waits for every session to acknowledge the fail-over"
             return Failure(ErrorCode.BUSY, message)
         return None
+
+    def _refusal(self, session_id: SessionId) -> Failure:
+        """SESSION_EXPIRED for a KeepAlive or call of a session that is not live: why."""
+        if self._table.is_operator_ended(session_id):
+            return _expired(f"session {session_id} ending: ended by an operator")
+        if self._table.is_doomed(session_id):
+            message = f"session {session_id} ending: it fell too far behind on its events"
+            return _expired(message)
+        return _expired(f"session {session_id} has ended")
 
     def _resolve(
         self, handle_bytes: bytes, needs: HandleMode | None
@@ -1092,11 +1114,15 @@ class MasterService:
             handle = decode_handle(handle_bytes, self._key)
         except DecodeError as error:
             return Failure(ErrorCode.INVALID_HANDLE, str(error))
-        if self._handles.is_closed(handle.handle_id):
-            return Failure(ErrorCode.INVALID_HANDLE, "the handle was closed")
         refused = self._session_problem(handle.session_id)
         if refused is not None:
             return refused
+        if self._handles.is_closed(handle.handle_id):
+            return Failure(ErrorCode.INVALID_HANDLE, "the handle was closed")
+        if self._handles.get(handle.handle_id) is None:  # an earlier master's, used here
+            full = self._handles_full(handle.session_id)
+            if full is not None:
+                return full
         node = self._db().tree.get(handle.path)
         if node is None or node.instance != handle.instance:
             return Failure(
@@ -1156,9 +1182,6 @@ class MasterService:
             case _ReplyWhenApplied(always_done):
                 done = always_done or not isinstance(result, Failure)
                 self._reply(token, Done() if done else result)  # type: ignore[arg-type]
-            case _Kill(session_id):
-                del self._kills[session_id]
-                self._reply(token, _killed(result))
             case _Creation():  # refused (one that opened a session was answered then)
                 assert isinstance(result, Failure), result
                 self._reply(token, result)
@@ -1237,8 +1260,7 @@ class MasterService:
     def _session_ended(self, session_id: SessionId, applied: Applied) -> None:
         self._table.ended(session_id)
         self._closing.discard(session_id)
-        if session_id not in self._killed:  # else its cache lasts its lease (see `tick`)
-            self._gate.session_gone(session_id)
+        self._gate.session_gone(session_id)
         for waiting in self._waits.cancel_session(session_id):
             self._reply(waiting, _expired(f"session {session_id} has ended"))
         self._handles.session_ended(session_id)
@@ -1335,17 +1357,6 @@ class _Budget:
             return False
         self._left -= 64 + sum(len(text.encode()) + 16 for text in texts)
         return True
-
-
-def _killed(result: object) -> CallResult:
-    """An operator's end of a session, applied: it ended the session, or found it gone
-    (ended meanwhile, by itself or by another); any other failure is the answer."""
-    if isinstance(result, Written):
-        return SessionKilled(ended=True)
-    assert isinstance(result, Failure), result
-    if result.code is ErrorCode.SESSION_EXPIRED:
-        return SessionKilled(ended=False)
-    return result
 
 
 def _expired(message: str) -> Failure:

@@ -83,7 +83,7 @@ def _bytes_problem(
     if usage.bytes + growth <= most:
         return None
     message = (
-        f"{path}: principal {principal!r}'s files hold {usage.bytes} bytes; {growth} more "
-        f"would pass limits.bytes_per_principal_max, {most}"
+        f"{path}: the files of principal {principal!r} hold {usage.bytes} bytes; {growth} "
+        f"more would pass limits.bytes_per_principal_max, {most}"
     )
     return Failure(ErrorCode.RESOURCE_EXHAUSTED, message)

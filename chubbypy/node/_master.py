@@ -41,7 +41,7 @@ from chubbypy.master import (
     NodeRead,
     Proposal,
     SequencerChecked,
-    SessionKilled,
+    SessionEnding,
     SessionsListed,
     SessionStarted,
     SessionSummary,
@@ -52,7 +52,13 @@ from chubbypy.node._metrics import Counter
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
 from chubbypy.node._service_log import ServiceLog
-from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
+from chubbypy.node._settings import (
+    ANSWER_LOST,
+    DISCONNECT,
+    KEEPALIVE_LATE,
+    NodeBug,
+    NodeSettings,
+)
 from chubbypy.node._writes import REFUSALS, ClientWrites
 from chubbypy.paxos import Chance, Outcome, Replica
 from chubbypy.protocol import CallNumber, Command, SessionId
@@ -89,7 +95,7 @@ from chubbypy.protocol.session import (
 )
 from chubbypy.protocol.session import HandleOpened as WireHandleOpened
 from chubbypy.protocol.session import NodeRead as WireNodeRead
-from chubbypy.protocol.session import SessionKilled as WireSessionKilled
+from chubbypy.protocol.session import SessionEnding as WireSessionEnding
 from chubbypy.sessions import credential_matches, session_credential
 
 LATE_TICKS_MAX = 8
@@ -155,7 +161,12 @@ class MasterHost:
     def started(self, epoch: int) -> None:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
         settings = self._settings
-        self._service = MasterService(settings.master_timing, settings.handle_key, settings.admins)
+        self._service = MasterService(
+            settings.master_timing,
+            settings.handle_key,
+            settings.admins,
+            operator_ends_at_once=NodeBug.OPERATOR_ENDS_AT_ONCE in settings.node_bugs,
+        )
         self._operators.clear()
         self._log = ServiceLog()
         self.session_book = SessionBook(settings.client_limits)
@@ -452,8 +463,8 @@ class MasterHost:
                 return SessionList(tuple(self._session_info(s) for s in sessions), more)
             case LockSummary():
                 return self._lock_info(result)
-            case SessionKilled(ended):
-                return WireSessionKilled(ended)
+            case SessionEnding(found, already, ends_in_ticks):
+                return WireSessionEnding(found, already, self._settings.ms(ends_in_ticks))
         raise AssertionError(result)
 
     def _lock_info(self, summary: LockSummary) -> LockInfo:
@@ -494,8 +505,8 @@ def _outcome(result: CallResult) -> str:
     """An operators' call's outcome as ``chubbypy_operator_calls_total`` labels it."""
     if isinstance(result, Failure):
         return result.code.name.lower()
-    if isinstance(result, SessionKilled):
-        return "ended" if result.ended else "none"
+    if isinstance(result, SessionEnding):
+        return "none" if not result.found else "already" if result.already else "ending"
     return "ok"
 
 

@@ -363,11 +363,17 @@ class ReplicaNode:
     def _authenticate(
         self, connection: ConnectionId, request_id: RequestId, principal: str, token: str
     ) -> None:
-        """Act as `principal` if `token` is its own. Past the source address's budget of
-        failures the token is not even looked at; a failure takes the connection's
-        principal away, and the connection's last allowed failure closes it."""
+        """Act as `principal` if `token` is its own. Past the budget of failures of the
+        source host for that principal the token is not even looked at; a failure takes
+        the connection's principal away, and the connection's last allowed failure closes
+        it. The budget is kept per host and principal (a name the cell does not know
+        shares its host's one budget for every unknown name): a process failing on purpose
+        as one principal keeps that principal's authentications from its host refused, not
+        every principal's."""
         peer = self._peers.get(connection) or "?"
-        address = _host_of(peer)
+        host = _host_of(peer)
+        known = self.settings.auth.knows(principal)
+        address = f"{host} as {principal!r}" if known else f"{host} as an unknown principal"
         now = self.core.tick_count
         wait_ticks = self._auth_guard.refusal(address, now)
         if wait_ticks is None and self.settings.auth.admits(principal, token):
@@ -389,7 +395,8 @@ class ReplicaNode:
             seconds = -(-self.settings.ms(wait_ticks) // 1000)
             message = (
                 f"too many failed authentications from {address} "
-                f"(limits.auth_failures_per_address_max): try again in {seconds} s"
+                f"(limits.auth_failures_per_address_max in auth_failures_window_seconds): "
+                f"refused unchecked while failures go on; at this rate, try again in {seconds} s"
             )
         if close:
             message += (
@@ -604,8 +611,8 @@ class ReplicaNode:
         self._operator_calls = m.counter(
             "chubbypy_operator_calls_total",
             "Operators' calls this replica answered as master, by call (list_sessions, "
-            "lock_info, end_session) and outcome (ok; for end_session ended or none, there "
-            "being no such session; or the error code).",
+            "lock_info, end_session) and outcome (ok; for end_session ending, already (it was "
+            "ending) or none (no such session); or the error code).",
             labelled=True,
         )
         self._log_left_out = m.counter(

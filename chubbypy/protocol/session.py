@@ -255,10 +255,15 @@ class GetLockInfo:
 @frozen
 class KillSession:
     """End session `session_id`, which another client owns: an operator's call (the ACL
-    ``admin`` must admit the caller's principal, as for `ListSessions`). It goes through the
-    log as the session's expiry does: its ephemeral files are deleted, its locks freed (into
-    their lock-delay), and its client is told the session expired at its KeepAlive. Not
-    numbered, like `CloseSession`: ending a session twice ends it once (`SessionKilled`)."""
+    ``admin`` must admit the caller's principal, as for `ListSessions`). The master
+    extends the session's lease no more: its KeepAlives are refused SESSION_EXPIRED
+    ("ending: ended by an operator") from now on, so its client learns that it is over,
+    and it is ended as expired when the lease it has runs out, never earlier (its client
+    may count on that lease until then): its ephemeral files are deleted and its locks
+    freed (into their lock-delay) then. The answer (`SessionEnding`) says when. Not
+    numbered: ending a session that is ending already changes nothing. The end is the
+    master's memory, not the log's: a fail-over before the lease runs out forgets it, and
+    the session lives on if its client never heard (end it again)."""
 
     session_id: SessionId
 
@@ -382,8 +387,9 @@ class SessionInfo:
     """The client's description of itself, from `CreateSession`."""
     state: str
     """One of "live" (its calls are served), "closing" (its close is in flight), "doomed"
-    (it fell too far behind on events: refused, and ended when its lease runs out) and
-    "ending" (its lease ran out: its end is in flight)."""
+    (it fell too far behind on events: refused, and ended when its lease runs out),
+    "operator-ended" (an operator ended it: refused likewise, and ended when its lease
+    runs out) and "ending" (its lease ran out: its end is in flight)."""
     lease_remaining_ms: int
     """How long its lease runs on from the master's answer, on the master's clock."""
     handles: int
@@ -466,13 +472,21 @@ class LockInfo:
 
 
 @frozen
-class SessionKilled:
-    """A `KillSession`'s answer: the session is not in the cell any more. `ended` is True
-    if this call ended it, False if it was not there to end (it had ended already: by
-    itself, by another operator, or by an earlier attempt of this same call whose answer
-    was lost; or there never was such a session)."""
+class SessionEnding:
+    """A `KillSession`'s answer.
 
-    ended: bool
+    `found` is False if there was no such session in the cell (it had ended already, or
+    never was); `already` then False and `ends_in_ms` 0. Otherwise `already` says whether
+    it was ending before this call (an operator ended it earlier, perhaps an earlier
+    attempt of this same call whose answer was lost; its client is closing it; it fell
+    too far behind on its events; or its lease ran out): then this call changed nothing.
+    `ends_in_ms` is how long the lease it has still runs, on the master's clock: it is
+    ended as expired then, its locks freed into their lock-delay (a fail-over meanwhile
+    forgets an operator's end: see `KillSession`)."""
+
+    found: bool
+    already: bool
+    ends_in_ms: int
 
 
 SessionResult = (
@@ -485,5 +499,5 @@ SessionResult = (
     | NodeRead
     | SessionList
     | LockInfo
-    | SessionKilled
+    | SessionEnding
 )

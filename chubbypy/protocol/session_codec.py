@@ -68,9 +68,9 @@ from chubbypy.protocol.session import (
     SequencerValidity,
     SessionCall,
     SessionCreated,
+    SessionEnding,
     SessionEvent,
     SessionInfo,
-    SessionKilled,
     SessionList,
     SessionResult,
 )
@@ -157,8 +157,8 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
             return [8, [_session_info(info) for info in sessions], more]
         case LockInfo():
             return [9, *_lock_info(result)]
-        case SessionKilled(ended):
-            return [10, ended]
+        case SessionEnding(found, already, ends_in_ms):
+            return [10, found, already, ends_in_ms]
     raise AssertionError(result)
 
 
@@ -404,6 +404,13 @@ def _to_lock_info(f: list[Any]) -> LockInfo:
     )
 
 
+def _to_session_ending(f: list[Any]) -> SessionEnding:
+    found, already, ends_in_ms = boolean(f[0]), boolean(f[1]), uint64(f[2])
+    if not found and (already or ends_in_ms):
+        raise DecodeError("a session not found cannot be ending")  # what no master sends
+    return SessionEnding(found, already, ends_in_ms)
+
+
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     1: (3, lambda f: SessionCreated(_session_id(f[0]), uint64(f[1]), _credential(f[2]))),
     2: (3, _to_lease_extended),
@@ -424,7 +431,7 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     ),
     8: (2, _to_session_list),
     9: (9, _to_lock_info),
-    10: (1, lambda f: SessionKilled(boolean(f[0]))),
+    10: (3, _to_session_ending),
 }
 
 

@@ -14,6 +14,7 @@ from attrs import asdict
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from chubbypy.server._http import BoundedSite, HttpLimits
 from chubbypy.server._shell import ReplicaServer
 
 
@@ -76,6 +77,8 @@ def not_ready_reason(server: ReplicaServer) -> str | None:
 
 
 def admin_site(server: ReplicaServer) -> Site:
+    """The admin port's site, within the cell file's limits (`BoundedSite`), its refusals
+    on /metrics."""
     root = Resource()
     for name, resource in (
         (b"healthz", Healthz(server)),
@@ -84,6 +87,32 @@ def admin_site(server: ReplicaServer) -> Site:
         (b"status", Status(server)),
     ):
         root.putChild(name, resource)
-    site = Site(root)
+    limits = server.config.limits
+    site = BoundedSite(
+        root,
+        HttpLimits(
+            connections_max=limits.admin_connections_max,
+            request_bytes_max=limits.http_request_bytes_max,
+            idle_timeout_seconds=limits.admin_idle_timeout_seconds,
+            connections_key="admin_connections_max",
+            request_bytes_key="http_request_bytes_max",
+        ),
+    )
     site.displayTracebacks = False
+    metrics = server.node.metrics
+    metrics.gauge(
+        "chubbypy_admin_connections",
+        "Connections to the admin port open (admitted under limits.admin_connections_max).",
+        lambda: [((), float(site.connections))],
+    )
+    metrics.counter_view(
+        "chubbypy_admin_connections_refused_total",
+        "Admin port connections past limits.admin_connections_max (answered 503, closed).",
+        lambda: float(site.refused["connections"]),
+    )
+    metrics.counter_view(
+        "chubbypy_admin_requests_too_large_total",
+        "Admin port requests with a body past limits.http_request_bytes_max (answered 413).",
+        lambda: float(site.refused["request_bytes"]),
+    )
     return site

@@ -6,6 +6,13 @@ peer that is not connected is dropped: Paxos expects loss, and the core resends 
 matters. The hello names the sender, and the sender proves it, with the cell's peer key or
 its certificate (`chubbypy.server._peer_auth`), before any of its messages is taken; the
 connecting side likewise proves the listener is the peer it meant before sending any.
+
+Whoever reaches the peer port can open connections to it. One that has not proven itself
+(unproven) is closed if it has not by ``limits.hello_timeout_seconds``; at most
+``limits.peer_handshakes_max`` are open at once (``peer_handshakes_per_address_max`` from one
+address), and one more closes the oldest, not the newcomer: a member proves itself within a
+round trip, so squatters holding every place cannot keep it out, they only push each other
+out. Proven connections are never counted or closed by these limits.
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ from collections.abc import Callable
 from OpenSSL import SSL
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
 from chubbypy.config import CellConfig
+from chubbypy.node import Registry
 from chubbypy.protocol import Envelope, PeerMessage, ReplicaId
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.client import (
@@ -218,6 +226,34 @@ class InboundPeer(FramedProtocol):
         self._refused = False
         self._pieces = bytearray()
         self._expected = 0
+        self._deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._deadline = self._network.unproven_arrived(self)
+
+    def source_host(self) -> str:
+        """The host this connection comes from (the per-address limit's key)."""
+        peer = self.transport.getPeer() if self.transport is not None else None
+        return str(getattr(peer, "host", peer))
+
+    def handshake_timed_out(self) -> None:
+        """Not proven by the deadline: closed, counted."""
+        self._deadline = None
+        seconds = self._network.config.limits.hello_timeout_seconds
+        self._network.handshakes_timed_out += 1
+        self._turn_away(
+            ErrorCode.BAD_REQUEST,
+            f"not proven a member within {seconds:g} s (limits.hello_timeout_seconds)",
+        )
+
+    def evicted(self) -> None:
+        """The oldest unproven connection, closed to make room for a newer one."""
+        self._network.handshakes_evicted += 1
+        self._turn_away(
+            ErrorCode.BUSY,
+            "closed to make room: the oldest of limits.peer_handshakes_max (or "
+            "peer_handshakes_per_address_max) connections not yet proven",
+        )
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
@@ -335,6 +371,7 @@ class InboundPeer(FramedProtocol):
         network = self._network
         self.peer = peer
         self._state = _Inbound.OPEN
+        self._no_longer_unproven()
         self.send(Welcome(PROTOCOL_VERSION, network.config.cell, network.replica_id))
 
     def _turn_away(self, code: ErrorCode, text: str) -> None:
@@ -349,9 +386,18 @@ class InboundPeer(FramedProtocol):
         )
         self.send(ErrorReply(NO_REQUEST, code, text, None))
         self._refused = True
+        self._no_longer_unproven()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
+    def _no_longer_unproven(self) -> None:
+        """Proven, closing or gone: its deadline cancelled, its place given back."""
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        self._network.unproven_left(self)
+
     def connectionLost(self, reason: TwistedFailure = connectionDone) -> None:
+        self._no_longer_unproven()
         super().connectionLost(reason)
         if self._state is not _Inbound.OPEN and reason.check(SSL.Error):  # type: ignore[no-untyped-call]
             self._network.warnings.warn(
@@ -395,6 +441,50 @@ class PeerNetwork:
         self._services: dict[ReplicaId, ClientService] = {}
         self._connections: dict[ReplicaId, OutboundPeer] = {}
         self.dropped = 0
+        self._unproven: dict[InboundPeer, str] = {}
+        """Inbound connections not yet proven, oldest first, with their source hosts."""
+        self.handshakes_timed_out = 0
+        self.handshakes_evicted = 0
+
+    def unproven_arrived(self, connection: InboundPeer) -> IDelayedCall:
+        """A new inbound connection: make room for it within the limits (closing the oldest
+        unproven one from its address, or else the oldest of all) and set its deadline."""
+        limits = self.config.limits
+        host = connection.source_host()
+        same_host = [c for c, h in self._unproven.items() if h == host]
+        if len(same_host) >= limits.peer_handshakes_per_address_max:
+            same_host[0].evicted()
+        elif len(self._unproven) >= limits.peer_handshakes_max:
+            next(iter(self._unproven)).evicted()
+        self._unproven[connection] = host
+        return self._reactor.callLater(limits.hello_timeout_seconds, connection.handshake_timed_out)
+
+    def define_metrics(self, metrics: Registry) -> None:
+        """The peer port's limits on /metrics."""
+        metrics.gauge(
+            "chubbypy_peer_connections_unproven",
+            "Inbound peer connections not yet proven a member (limits.peer_handshakes_max).",
+            lambda: [((), float(self.unproven))],
+        )
+        metrics.counter_view(
+            "chubbypy_peer_handshakes_timed_out_total",
+            "Inbound peer connections closed unproven after limits.hello_timeout_seconds.",
+            lambda: float(self.handshakes_timed_out),
+        )
+        metrics.counter_view(
+            "chubbypy_peer_handshakes_evicted_total",
+            "Unproven inbound peer connections closed to make room for newer ones "
+            "(limits.peer_handshakes_max, peer_handshakes_per_address_max).",
+            lambda: float(self.handshakes_evicted),
+        )
+
+    def unproven_left(self, connection: InboundPeer) -> None:
+        self._unproven.pop(connection, None)
+
+    @property
+    def unproven(self) -> int:
+        """Inbound connections not yet proven, now."""
+        return len(self._unproven)
 
     def listen(self) -> Deferred[IListeningPort]:
         """Start listening on our peer endpoint."""

@@ -162,7 +162,39 @@ def create_secrets(config: CellConfig, *, auto_tls: bool = False) -> list[Path]:
             created.append(path)
     if auto_tls and config.tls is not None:
         created += _create_certificates(config)
+    _publish_ca(config)
     return created
+
+
+PUBLIC_CA_NAME = "ca.pem"
+"""The public copy of the cell's CA certificate, in the data directory."""
+
+
+def public_ca_path(config: CellConfig) -> Path | None:
+    """Where clients find the cell's CA certificate (readable by every user: the CA in
+    ``_secrets/`` is not, and a certificate is no secret); None without TLS or a CA."""
+    if config.tls is None:
+        return None
+    path = config.data_dir / PUBLIC_CA_NAME
+    return path if path.is_file() else None
+
+
+def _publish_ca(config: CellConfig) -> None:
+    """Keep the public copy of the CA certificate (mode 0644) the same as the CA's."""
+    if config.tls is None:
+        return
+    try:
+        certificate = config.secret_path(config.tls.ca).read_bytes()
+    except OSError:
+        return  # no CA here (the operator's own, elsewhere): nothing to publish
+    public = config.data_dir / PUBLIC_CA_NAME
+    if public.is_file() and public.read_bytes() == certificate:
+        return
+    public.parent.mkdir(parents=True, exist_ok=True)
+    temporary = public.with_suffix(".tmp")
+    temporary.write_bytes(certificate)
+    temporary.chmod(0o644)
+    temporary.replace(public)
 
 
 def _create_certificates(config: CellConfig) -> list[Path]:

@@ -137,7 +137,30 @@ def _peer_authentication(config: CellConfig, found: ReplicaSecrets) -> PeerAuthe
 
 
 def _open_store(config: CellConfig, replica_id: ReplicaId) -> SqlStore:
-    config.data_dir_for(replica_id).mkdir(parents=True, exist_ok=True)
+    """The replica's store, in a directory only its user may enter: the store holds every
+    file's contents (whatever their ACLs) and the nonces clients retry with. Files the
+    process makes are its user's alone (umask 077); a directory or store left readable by
+    an older version is narrowed, with a warning."""
+    os.umask(0o077)
+    directory = config.data_dir_for(replica_id)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in (directory, *sorted(directory.glob("*.sqlite*"))):
+        mode = path.stat().st_mode & 0o777
+        wanted = 0o700 if path.is_dir() else 0o600
+        if mode & ~wanted:
+            try:
+                path.chmod(wanted)
+            except OSError as error:
+                log.warn(
+                    "{replica}: {path} is readable by others ({mode:o}) and could not be "
+                    "narrowed: {error}",
+                    replica=replica_id, path=path, mode=mode, error=error,
+                )  # fmt: skip
+            else:
+                log.warn(
+                    "{replica}: {path} was readable by others ({mode:o}); now {wanted:o}",
+                    replica=replica_id, path=path, mode=mode, wanted=wanted,
+                )  # fmt: skip
     return SqlStore(config.storage_url_for(replica_id))
 
 
@@ -167,6 +190,7 @@ def _run(
         raise
     peers = PeerNetwork(reactor, config, replica_id, server, authentication)
     server.wire(peers)
+    peers.define_metrics(server.node.metrics)
     outcome = {"status": 0}
     if os.environ.get(CELL_CHILD) == "1":
         # Under `chubbypy cell` a Ctrl-C reaches every process; the cell stops its replicas

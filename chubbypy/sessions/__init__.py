@@ -12,6 +12,7 @@ from chubbypy.sessions._handles import (
     client_credential_matches,
     credential_matches,
     decode_handle,
+    handle_epoch,
     handle_id_for,
     session_credential,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "client_credential_matches",
     "credential_matches",
     "decode_handle",
+    "handle_epoch",
     "handle_id_for",
     "session_credential",
 ]

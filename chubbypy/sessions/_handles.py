@@ -84,6 +84,11 @@ def handle_id_for(epoch: int, count: int) -> HandleId:
     return HandleId(epoch << HANDLE_COUNTER_BITS | count)
 
 
+def handle_epoch(handle_id: HandleId) -> int:
+    """The epoch of the master that made the handle (`handle_id_for`'s inverse)."""
+    return handle_id >> HANDLE_COUNTER_BITS
+
+
 def decode_handle(data: bytes, key: bytes) -> Handle:
     """The handle `data` encodes, if its check digits match under `key`; DecodeError for
     anything else (malformed, altered, forged, or made under another key)."""

@@ -9,6 +9,7 @@ judge, against what the log applied, in true time:
   its local lease ends, whichever comes first; a frozen process's lease ends all the same);
 * **session safety**: a session is expired in the log only after its client's lease view
   ended, in true time (the client's view is the client library's own: `ClientSession`);
+  a session an operator ended (`chubbypy.testing._operator`) is no exception;
 * **fencing**: a write guarded by a sequencer is applied only while that sequencer's
   generation is the lock's latest;
 * **cache coherence**: no read, from the client's cache or from the master, returns
@@ -53,7 +54,7 @@ from chubbypy.protocol.namespace import (
     Written,
 )
 from chubbypy.protocol.namespace_codec import decode_log_write, decode_result
-from chubbypy.protocol.session import LockInfo
+from chubbypy.protocol.session import LockInfo, SessionEnding
 from chubbypy.sessions import EventKind, SessionEvent
 
 Violate = Callable[[str, str], None]
@@ -98,6 +99,11 @@ class LockObserver:
     _applied_at: dict[str, list[tuple[int, int]]] = field(factory=dict)
     """Per replica: (true time, log index) of each entry it applied, in time order."""
     lock_infos_checked: int = 0
+    operator_ends: int = 0
+    """Sessions an operator's end found live (and so ended)."""
+    _operator_ended: set[int] = field(factory=set)
+    operator_ended_expiries: int = 0
+    """Expiries in the log of sessions an operator ended (session safety judged each)."""
     _index: int = 0
     """The log index being judged."""
 
@@ -252,6 +258,13 @@ class LockObserver:
                 f"{sorted(states)}",
             )
 
+    def operator_ended(self, session_id: int, ending: SessionEnding) -> None:
+        """An operator's end of `session_id` was answered `ending`: the checkers judge that
+        session's expiry like any other's (counted apart, to show they did)."""
+        if ending.found and not ending.already:
+            self.operator_ends += 1
+            self._operator_ended.add(session_id)
+
     def _indices_applied(self, since: int) -> set[int]:
         """The log indices some replica had applied at some instant from `since` to now."""
         indices = {0} if not self._applied_at else set()
@@ -278,6 +291,7 @@ class LockObserver:
                 self._changed(path, EventKind.LOCK_ACQUIRED)
             case EndSession(session_id, expired=True) if isinstance(result, Written):
                 self.expiries += 1
+                self.operator_ended_expiries += session_id in self._operator_ended
                 lease_end = self._lease_end_true.get(session_id, 0)
                 if self.now() < lease_end:
                     self.violate(

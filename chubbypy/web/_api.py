@@ -354,8 +354,15 @@ class Api:
         session_id = _integer(body, "session_id")
         if session_id is None:
             raise WebError("BAD_REQUEST", "session_id is missing: a whole number is expected")
-        ended = await context.visitor.client().end_session(session_id)
-        return Json({"session_id": session_id, "ended": ended})
+        ending = await context.visitor.client().end_session(session_id)
+        return Json(
+            {
+                "session_id": session_id,
+                "found": ending.found,
+                "already": ending.already,
+                "ends_in_ms": ending.ends_in_ms,
+            }
+        )
 
 
 def _base64(data: bytes) -> dict[str, str]:

@@ -668,9 +668,11 @@ class Pages:
                 "warn",
                 f"Session {session_id} of ",
                 tags.b(info.name),
-                f" (principal {info.principal or 'unknown'}) ends as if its lease ran out: "
-                f"its {info.ephemeral_count} ephemeral files are deleted, its {info.lock_count} "
-                "locks freed after their lock-delay, and its client told it expired.",
+                f" (principal {info.principal or 'unknown'}) is ended: its client is told at "
+                "once and refused from then on; when the lease it has runs out "
+                f"({info.lease_remaining_ms / 1000:.1f} s), its {info.ephemeral_count} "
+                f"ephemeral files are deleted and its {info.lock_count} locks freed after "
+                "their lock-delay. (A fail-over before then forgets the end: end it again.)",
             ),
             form,
         ]
@@ -679,15 +681,22 @@ class Pages:
     async def end_session(self, context: Context) -> Answer:
         session_id = context.int_arg("session_id", 0, low=1)
         try:
-            ended = await context.visitor.client().end_session(session_id)
+            ending = await context.visitor.client().end_session(session_id)
         except ChubbyError as error:
             context.query = {"id": [str(session_id)]}
             return await self.sessions(context, notes=[refusal("Not ended", error)])
-        done = (
-            notice("ok", f"Session {session_id} ended.")
-            if ended
-            else notice("warn", f"Session {session_id} had ended already.")
-        )
+        ends = f"it ends when its lease runs out, in {ending.ends_in_ms / 1000:.1f} s"
+        if not ending.found:
+            done = notice("warn", f"Session {session_id} was not in the cell: it had ended.")
+        elif ending.already:
+            done = notice("warn", f"Session {session_id} was ending already: {ends}.")
+        else:
+            done = notice(
+                "ok",
+                f"Session {session_id} is ending: its client is refused from now on, and {ends} "
+                "(its ephemeral files are deleted then, and its locks freed after their "
+                "lock-delay).",
+            )
         context.query = {}
         return await self.sessions(context, notes=[done])
 

@@ -44,6 +44,7 @@ __all__ = [
     "assert_state_matches",
     "child_environment",
     "chubbypy_command",
+    "flood_size",
     "free_ports",
     "poll",
     "tail",
@@ -65,6 +66,17 @@ CLI_SECONDS: Final = 60.0
 
 Measure = Callable[[str, float], None]
 """Records a duration in seconds under a name (the `measure` fixture)."""
+
+FULL_FLOODS: Final = os.environ.get("CHUBBY_FLOODS", "") == "full"
+"""`make floods` sets CHUBBY_FLOODS=full: the flood tests run at the sizes the issues
+reproduced (100,001 pipelined acquires, 5,000 hello connections, ...); `make test` runs
+them smaller, with the same checks, to stay within its time budget."""
+
+
+def flood_size(small: int, full: int) -> int:
+    """How big a flood is: `full` under `make floods`, else `small`."""
+    return full if FULL_FLOODS else small
+
 
 OPEN_CELLS: list[LiveCell] = []
 """The cells of this process not yet closed: the failure report shows their logs."""

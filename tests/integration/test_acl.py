@@ -63,8 +63,12 @@ def test_acl_files_decide_who_reads_writes_opens_and_locks(
 def test_a_cell_without_anonymous_access_refuses_unauthenticated_clients(
     make_cell: Callable[..., LiveCell],
 ) -> None:
-    """auth.anonymous false: only authenticated clients are served."""
+    """auth.anonymous false: only authenticated clients are served; the CLI says which
+    variables to set."""
     cell = make_cell(auth={**AUTH, "anonymous": False})
     with pytest.raises(PermissionDenied):
         cell.client(timeout_seconds=5).get_stat(cell.path())
     assert cell.client(**alice(cell)).get_stat(cell.path()).is_directory
+    refused = cell.cli("stat", cell.path())
+    assert refused.code != 0
+    assert "hint: set CHUBBY_PRINCIPAL and CHUBBY_TOKEN_FILE" in refused.stderr, refused.stderr

@@ -15,6 +15,7 @@ from tests.integration.harness import (
     LiveCell,
     Measure,
     child_environment,
+    chubbypy_command,
     poll,
     tail,
 )
@@ -150,3 +151,23 @@ def test_cell_command_runs_stops_cleanly_and_keeps_its_data(
         assert running(second.replicas) == [], tail(second.log)
     finally:
         second.kill()
+
+
+def test_auto_tls_on_a_cell_file_without_tls_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`chubbypy cell --auto-tls` on a cell file with no tls: section exits 2 with one line
+    saying so (it used to make no certificate and say nothing), and makes no directory."""
+    shipped = Path(__file__).resolve().parents[2] / "etc" / "cell.yaml"
+    data = tmp_path / "var"
+    options = ["--config", str(shipped), "--data-dir", str(data), "--auto-tls", "--init"]
+    done = subprocess.run(
+        [*chubbypy_command(), "cell", *options],
+        capture_output=True,
+        text=True,
+        env=child_environment(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "--auto-tls makes the certificates a tls: section names" in done.stderr
+    assert not data.exists()

@@ -20,9 +20,10 @@ from typing import Any
 from attrs import define, field
 
 from chubbypy.client.blocking import BlockingCell
-from tests.integration.harness import LiveCell, Measure
+from tests.integration.harness import LiveCell, Measure, flood_size
 
-FLOOD = 20_000
+FLOOD = flood_size(5_000, 20_000)
+"""Registrations sent at once on one connection (`make floods`: 20,000)."""
 LIMIT = 64
 """limits.registrations_per_connection_max, the default."""
 WATCH_SECONDS = 0.02
@@ -81,7 +82,7 @@ class Watch:
 
 def _flood(cell: LiveCell, master: str) -> dict[str, Any]:
     """FLOOD registrations sent at once on one connection, from a process of its own (its
-    decoding of 20,000 replies must not take the honest client's CPU in this one): what
+    decoding of the replies must not take the honest client's CPU in this one): what
     came back, as `wire_client.flood` reports it."""
     port = str(cell.ports[master].client)
     command = [sys.executable, "-m", "tests.integration.wire_client", "flood", port, cell.name]
@@ -105,7 +106,7 @@ def _summary(latencies: list[float]) -> str:
 def test_a_registration_flood_is_refused_while_an_honest_client_writes_on(
     cell: LiveCell, measure: Measure
 ) -> None:
-    """20,000 registrations at once on one connection: 64 registered, the rest refused
+    """FLOOD registrations at once on one connection: 64 registered, the rest refused
     RESOURCE_EXHAUSTED naming the key; meanwhile an honest client's writes all succeed,
     and the master keeps its lease and epoch at every poll (latencies are printed)."""
     honest, path = cell.client(), cell.path("honest")

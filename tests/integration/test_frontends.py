@@ -333,8 +333,10 @@ def test_an_operator_sees_a_lock_and_ends_its_holders_session(
     front: Front, connect: Connect, place: Place, live: LiveCell
 ) -> None:
     """lock_info shows the holder (as "anonymous") and a waiter in line; end_session is
-    refused to an anonymous client; the operator ends the holder's session (True, then
-    False: nothing left to end), the holder loses its lock and the waiter gets it."""
+    refused to an anonymous client; the operator ends the holder's session (ending, then
+    ending already, each with its lease's rest): the holder hears at once that it lost
+    its lock, which its session keeps, the waiter waiting, until that lease runs out
+    (test_operator_calls.py waits for the waiter's grant)."""
     holder, waiter = connect(), connect()
     principal, token = live.operator
     operator = front.connect(str(live.config_path), timeout_seconds=10.0, principal=principal,
@@ -352,14 +354,17 @@ def test_an_operator_sees_a_lock_and_ends_its_holders_session(
             assert info.waiters[0].mode == "exclusive"
             with pytest.raises(PermissionDenied):
                 call(waiter.end_session, holding.session_id)
-            assert call(operator.end_session, holding.session_id) is True
-            assert call(operator.end_session, holding.session_id) is False
+            ending = call(operator.end_session, holding.session_id)
+            assert (ending.found, ending.already) == (True, False)
+            assert 0 < ending.ends_in_ms <= 12_000
+            again = call(operator.end_session, holding.session_id)
+            assert (again.found, again.already) == (True, True)
+            assert again.ends_in_ms <= ending.ends_in_ms
             eventually(lambda: front.lost_is_set(held), "the holder to lose its lock")
-        granted = front.wait(entering, 20)
-        assert granted.sequencer != held.sequencer
-        after = call(holder.lock_info, path)
-        assert [h.session_id for h in after.holders] != [holding.session_id]
-        assert after.holder_count == 1
+        after = call(operator.lock_info, path)
+        assert [h.session_id for h in after.holders] == [holding.session_id]
+        assert after.waiter_count == 1
+        assert not entering.done()
     finally:
         waiting.__exit__(None, None, None)
         front.close(operator)

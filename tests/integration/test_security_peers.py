@@ -496,3 +496,31 @@ def test_a_peer_with_a_certificate_naming_another_replica_is_refused(
     assert tls_cell.master() == master
     assert tls_cell.statuses()[master]["epoch"] == status["epoch"]
     assert "certificate names" in tls_cell.log(target)
+
+
+def test_a_replicas_store_is_its_users_alone_and_an_old_readable_one_is_narrowed(
+    make_cell: Callable[..., LiveCell],
+) -> None:
+    """Every replica's directory is 0700 and its SQLite files 0600 (the store holds every
+    file's contents and clients' retry nonces); a replica restarted on a directory and
+    store left 0755/0644 narrows them and says so in its log."""
+    cell = make_cell()
+    cell.wait_master()
+    cell.client().create(cell.path("secret"), b"topsecret")
+    for rid in cell.running:
+        directory = cell.data_dir / rid
+        assert directory.stat().st_mode & 0o777 == 0o700, rid
+        stores = list(directory.glob("*.sqlite*"))
+        assert stores, rid
+        assert all(path.stat().st_mode & 0o777 == 0o600 for path in stores), rid
+    victim = cell.running[0]
+    cell.stop_replica(victim)
+    (cell.data_dir / victim).chmod(0o755)
+    for path in (cell.data_dir / victim).glob("*.sqlite*"):
+        path.chmod(0o644)
+    cell.start_replica(victim)
+    cell.wait_for(lambda: "was readable by others" in cell.log(victim) or None, "the warning", 10.0)
+    assert (cell.data_dir / victim).stat().st_mode & 0o777 == 0o700
+    assert all(
+        p.stat().st_mode & 0o777 == 0o600 for p in (cell.data_dir / victim).glob("*.sqlite*")
+    )

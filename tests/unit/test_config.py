@@ -208,10 +208,13 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "peer_message_bytes_max, registrations_per_connection_max, "
         "registrations_per_principal_max, sessions_per_connection_max, "
         "sessions_per_principal_max, client_connections_max, hello_timeout_seconds, "
+        "peer_handshakes_max, peer_handshakes_per_address_max, admin_connections_max, "
+        "admin_idle_timeout_seconds, http_request_bytes_max, "
         "frame_timeout_seconds, idle_timeout_seconds, requests_pending_per_connection_max, "
         "client_requests_per_turn, client_reads_per_turn, auth_failures_per_connection_max, "
         "auth_failures_per_address_max, auth_failures_window_seconds, "
-        "calls_waiting_per_session_max, log_lines_per_minute, nodes_per_principal_max, "
+        "calls_waiting_per_session_max, handles_per_session_max, log_lines_per_minute, "
+        "nodes_per_principal_max, "
         "bytes_per_principal_max"
     )
 
@@ -865,6 +868,10 @@ def test_flood_limits_default_and_reach_the_node() -> None:
     assert settings.auth_limits.window_ticks == round(60 / cell.paxos.tick_seconds)
     assert settings.log_lines_per_minute == 10
     assert settings.master_timing.calls_waiting_per_session_max == 1_000
+    assert settings.master_timing.handles_per_session_max == 10_000
+    assert (limits.peer_handshakes_max, limits.peer_handshakes_per_address_max) == (64, 8)
+    assert (limits.admin_connections_max, limits.admin_idle_timeout_seconds) == (64, 30.0)
+    assert limits.http_request_bytes_max == 16_384
 
 
 @pytest.mark.parametrize(
@@ -881,6 +888,12 @@ def test_flood_limits_default_and_reach_the_node() -> None:
         ("auth_failures_window_seconds", 0, "0 is not a duration"),
         ("calls_waiting_per_session_max", 0, "expected at least 1"),
         ("log_lines_per_minute", 0, "expected at least 1"),
+        ("peer_handshakes_max", 0, "expected at least 1"),
+        ("peer_handshakes_per_address_max", 0, "expected at least 1"),
+        ("admin_connections_max", 0, "expected at least 1"),
+        ("admin_idle_timeout_seconds", 0, "0 is not a duration"),
+        ("http_request_bytes_max", -1, "expected at least 0"),
+        ("handles_per_session_max", 0, "expected at least 1"),
     ],
 )
 def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected: str) -> None:

@@ -49,7 +49,13 @@ from chubbypy.protocol.namespace import (
     SetContents,
     Stat,
 )
-from chubbypy.protocol.session import HandleMode, LockHolderInfo, LockInfo, LockWaiterInfo
+from chubbypy.protocol.session import (
+    HandleMode,
+    LockHolderInfo,
+    LockInfo,
+    LockWaiterInfo,
+    SessionEnding,
+)
 from chubbypy.protocol.values import Epoch, LogIndex, ReplicaId
 from tests.unit.client.harness import FakeNamespace
 
@@ -100,8 +106,8 @@ class StubCell:
         """Paths this stub's caller may not read (get_stat refused; listed by name only)."""
         self.opened: list[tuple[str, HandleMode]] = []
         self.ended: list[int] = []
-        self.endable: set[int] = set()
-        """Sessions end_session ends (others: there was none to end)."""
+        self.ending: dict[int, SessionEnding] = {}
+        """What end_session answers, by session (others: there is none to end)."""
         self.locks: dict[str, LockInfo] = {}
 
     def _done(self, name: str, result: Any) -> Any:
@@ -153,9 +159,10 @@ class StubCell:
     def list_sessions(self) -> tuple[Any, ...]:
         return self._done("list_sessions", self.sessions)  # type: ignore[no-any-return]
 
-    def end_session(self, session_id: int) -> bool:
+    def end_session(self, session_id: int) -> SessionEnding:
         self.ended.append(session_id)
-        return self._done("end_session", session_id in self.endable)  # type: ignore[no-any-return]
+        ending = self.ending.get(session_id, SessionEnding(False, False, 0))
+        return self._done("end_session", ending)  # type: ignore[no-any-return]
 
     def lock_info(self, path: str) -> LockInfo:
         return self._done("lock_info", self.locks[path])  # type: ignore[no-any-return]
@@ -728,20 +735,33 @@ def test_lock_without_a_command_is_a_usage_error(stub: StubCell) -> None:
 # ----------------------------------------------------------------------------- issue 14
 
 
-def test_sessions_end_ends_one_session_and_warns_when_there_was_none(stub: StubCell) -> None:
-    """sessions --end ID ends that session (exit 0, "ended" in JSON); one the cell did not
-    have is a warning on standard error, still exit 0; a non-id is a usage error; a
+def test_sessions_end_says_when_the_session_ends_and_warns_when_it_changed_nothing(
+    stub: StubCell,
+) -> None:
+    """sessions --end ID says the session is ending and when its lease runs out (exit 0;
+    found, already and ends_in_ms in JSON); one ending already, or one the cell did not
+    have, is a warning on standard error, still exit 0; a non-id is a usage error; a
     refusal (not an operator) exits 1 with the code."""
-    stub.endable = {7}
+    stub.ending = {7: SessionEnding(True, False, 11_800), 9: SessionEnding(True, True, 2_500)}
     done = chubbypy(stub, "sessions", "--end", "7")
-    assert (done.code, done.stdout) == (EXIT_OK, b"session 7 ended\n")
-    assert chubbypy(stub, "sessions", "--end", "7", "--json").json()["ended"] is True
+    assert (done.code, done.stdout) == (
+        EXIT_OK,
+        b"session 7 ending: its client is refused from now on; it ends when its lease runs "
+        b"out, in 11.8s\n",
+    )
+    document = chubbypy(stub, "sessions", "--end", "7", "--json").json()
+    assert (document["found"], document["already"], document["ends_in_ms"]) == (True, False, 11800)
+    already = chubbypy(stub, "sessions", "--end", "9")
+    assert (already.code, already.stdout) == (EXIT_OK, b"")
+    assert "session 9 was ending already: it ends when its lease runs out, in 2.5s" in (
+        already.stderr
+    )
     gone = chubbypy(stub, "sessions", "--end", "8")
     assert (gone.code, "session 8 was not in the cell" in gone.stderr) == (EXIT_OK, True)
     document = chubbypy(stub, "sessions", "--end", "8", "--json").json()
-    assert (document["session_id"], document["ended"], document["ok"]) == (8, False, True)
+    assert (document["session_id"], document["found"], document["ok"]) == (8, False, True)
     assert document["warnings"]
-    assert stub.ended == [7, 7, 8, 8]
+    assert stub.ended == [7, 7, 9, 8, 8]
     for bad in ("0", "-3", "x", str(2**63)):
         with pytest.raises(SystemExit):
             chubbypy(stub, "sessions", "--end", bad)

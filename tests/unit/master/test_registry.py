@@ -1,6 +1,7 @@
 """The handles one mastership knows: remembered once, indexed by name and session, refused
-once closed or poisoned, forgotten (not refused) when their session ends; and, against a
-deliberately simple reference, the same answers after any sequence of changes."""
+once closed or poisoned, forgotten (not refused) when their session ends; its own closed
+handles cost no memory; and, against a deliberately simple reference, the same answers
+after any sequence of changes."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from chubbypy.protocol.session import EventMask, HandleMode
 from chubbypy.sessions import Handle, handle_id_for
 
 S1, S2 = SessionId(1 << 16), SessionId(2 << 16)
+HERE = 2
+"""The epoch of the master whose registry the model checks."""
 A, B = "/ls/c/a", "/ls/c/b"
 
 
-def handle(session: SessionId, number: int, path: str = A, instance: int = 1) -> Handle:
-    return Handle(session, handle_id_for(1, number), path, instance, HandleMode.READ,
-                  EventMask.NONE, 0, 1)  # fmt: skip
+def handle(
+    session: SessionId, number: int, path: str = A, instance: int = 1, epoch: int = 1
+) -> Handle:
+    return Handle(session, handle_id_for(epoch, number), path, instance, HandleMode.READ,
+                  EventMask.NONE, 0, epoch)  # fmt: skip
 
 
 def test_a_handle_is_remembered_once_and_found_by_name_session_and_id() -> None:
@@ -76,6 +81,25 @@ def test_a_sessions_end_forgets_its_handles_without_refusing_them() -> None:
     assert len(registry) == 1
 
 
+def test_opening_and_closing_this_masters_handles_keeps_nothing() -> None:
+    """10,000 handles made, remembered and closed by this master leave nothing behind
+    (refused by not being known), and each stays refused; an earlier master's handle
+    closed here is the one kind of id kept."""
+    registry = HandleRegistry()
+    made = []
+    for _ in range(10_000):
+        made.append(Handle(S1, registry.new_id(2), A, 1, HandleMode.READ, EventMask.NONE, 0, 2))
+        registry.remember(made[-1])
+        registry.close(made[-1])
+    assert (len(registry), registry.refused_kept) == (0, 0)
+    assert all(registry.is_closed(h.handle_id) for h in made)
+    earlier = handle(S1, 0, epoch=1)
+    registry.remember(earlier)
+    registry.close(earlier)
+    assert registry.is_closed(earlier.handle_id)
+    assert registry.refused_kept == 1
+
+
 def test_ids_carry_the_epoch_and_count_from_zero() -> None:
     """The master of epoch e numbers its handles e * 2**32 + n, n from 0."""
     registry = HandleRegistry()
@@ -84,33 +108,57 @@ def test_ids_carry_the_epoch_and_count_from_zero() -> None:
 
 
 class RegistryModel(RuleBasedStateMachine):
-    """The registry against a dict of handles and a set of refused ids."""
+    """The registry against a dict of handles and a set of refused ids. The master is of
+    epoch HERE: its own handles enter as the master makes them (`make`), and are used only
+    while not refused (the master checks `is_closed` before it remembers a handle); an
+    earlier master's (epoch 1) may be remembered, closed or poisoned in any order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.registry = HandleRegistry()
         self.known: dict[HandleId, Handle] = {}
         self.refused: set[HandleId] = set()
+        self.made: list[Handle] = []
 
-    handles = st.builds(handle, st.sampled_from([S1, S2]), st.integers(0, 7),
+    earlier = st.builds(handle, st.sampled_from([S1, S2]), st.integers(0, 7),
                         st.sampled_from([A, B]), st.integers(1, 2))  # fmt: skip
 
-    @rule(known=handles)
+    @rule(session=st.sampled_from([S1, S2]), path=st.sampled_from([A, B]))
+    def make(self, session: SessionId, path: str) -> None:
+        made = Handle(session, self.registry.new_id(HERE), path, 1, HandleMode.READ,
+                      EventMask.NONE, 0, HERE)  # fmt: skip
+        self.registry.remember(made)
+        self.known[made.handle_id] = made
+        self.made.append(made)
+
+    @rule(known=earlier)
     def remember(self, known: Handle) -> None:
         self.registry.remember(known)
         self.known.setdefault(known.handle_id, known)
 
-    @rule(known=handles)
-    def close(self, known: Handle) -> None:
+    @rule(data=st.data())
+    def use_own(self, data: st.DataObject) -> None:
+        """The master remembers its own handle again as it is used (while not refused)."""
+        if self.made:
+            own = data.draw(st.sampled_from(self.made))
+            if not self.registry.is_closed(own.handle_id):
+                self.registry.remember(own)
+
+    @rule(known=earlier, data=st.data(), own=st.booleans())
+    def close(self, known: Handle, data: st.DataObject, own: bool) -> None:
+        if own and self.made:
+            known = data.draw(st.sampled_from(self.made))
         stored = self.known.get(known.handle_id, known)
         self.registry.close(stored)
         self.known.pop(known.handle_id, None)
         self.refused.add(known.handle_id)
 
-    @rule(number=st.integers(0, 7))
-    def poison(self, number: int) -> None:
-        self.registry.poison(handle_id_for(1, number))
-        self.refused.add(handle_id_for(1, number))
+    @rule(known=earlier, data=st.data(), own=st.booleans())
+    def poison(self, known: Handle, data: st.DataObject, own: bool) -> None:
+        if own and self.made:
+            known = data.draw(st.sampled_from(self.made))
+        self.registry.poison(known.handle_id)
+        self.refused.add(known.handle_id)
 
     @rule(session=st.sampled_from([S1, S2]))
     def session_ended(self, session: SessionId) -> None:
@@ -121,10 +169,16 @@ class RegistryModel(RuleBasedStateMachine):
     def same_answers(self) -> None:
         registry = self.registry
         assert len(registry) == len(self.known)
-        for number in range(8):
-            handle_id = handle_id_for(1, number)
+        ids = [handle_id_for(1, number) for number in range(8)]
+        for handle_id in ids + [h.handle_id for h in self.made]:
             assert registry.get(handle_id) == self.known.get(handle_id)
-            assert registry.is_closed(handle_id) == (handle_id in self.refused)
+            # This master's handles are refused once not known (closed, or their session
+            # ended: the master checks the session first); earlier ones once refused.
+            refused = handle_id in self.refused
+            if registry.made_here(handle_id):
+                refused = refused or handle_id not in self.known
+            assert registry.is_closed(handle_id) == refused, handle_id
+        assert registry.refused_kept <= len(set(ids) & self.refused) + len(self.known)
         for path in (A, B):
             expected = {h for h in self.known.values() if h.path == path}
             assert set(registry.on_path(path)) == expected

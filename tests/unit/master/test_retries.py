@@ -271,3 +271,51 @@ def test_a_retry_that_leaves_gives_its_place_back() -> None:
     assert cell.code("acquire", f, EXCLUSIVE, wait=True) is ErrorCode.RESOURCE_EXHAUSTED
     cell.master.cancel(retry)
     assert cell.result(cell.call("acquire", f, EXCLUSIVE, wait=True)) is None
+
+
+# --- Handles one session may have open (issue 13) ---------------------------------------------
+
+
+def test_opens_past_the_handle_bound_are_refused_and_a_close_gives_the_place_back() -> None:
+    """With handles_per_session_max 3, a session's fourth Open is refused
+    RESOURCE_EXHAUSTED naming the key while another session opens freely; closing one of
+    the three lets the next Open through."""
+    cell = Cell(evolve(TIMING, handles_per_session_max=3))
+    flooder, other = cell.session(), cell.session()
+    handles = [cell.open(flooder, name) for name in ("a", "b", "c")]
+    refused = cell.result(cell.call("open", flooder, f"{ROOT}/a", RW))
+    assert isinstance(refused, Failure)
+    assert refused.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert "limits.handles_per_session_max" in refused.message
+    cell.open(other, "a")
+    cell.ok("close", handles[0])
+    cell.open(flooder, "d")
+
+
+def test_an_earlier_masters_handles_count_against_the_bound_after_a_fail_over() -> None:
+    """After a fail-over, a session's handles from the earlier master are taken up to the
+    bound as they are used; one past it is refused RESOURCE_EXHAUSTED, not remembered."""
+    cell = Cell(evolve(TIMING, handles_per_session_max=2))
+    session = cell.session()
+    first, second = cell.open(session, "a"), cell.open(session, "b")
+    cell.ok("close", first)
+    third = cell.open(session, "c")
+    cell.fail_over()
+    cell.events(session)
+    cell.events(session, acked=cell.last_sequence[session])
+    cell.ok("acquire", second, SHARED, wait=False)
+    cell.ok("acquire", third, SHARED, wait=False)
+    assert cell.code("acquire", first, SHARED, wait=False) is ErrorCode.RESOURCE_EXHAUSTED
+
+
+def test_a_closed_handle_is_refused_and_its_session_s_end_still_says_expired() -> None:
+    """A handle this master made and closed is refused INVALID_HANDLE; once its session
+    has ended, its handles (closed or not) say SESSION_EXPIRED."""
+    cell = Cell()
+    session = cell.session()
+    kept, closed = cell.open(session, "a"), cell.open(session, "b")
+    cell.ok("close", closed)
+    assert cell.code("acquire", closed, SHARED, wait=False) is ErrorCode.INVALID_HANDLE
+    cell.ok("close_session", session)
+    assert cell.code("acquire", kept, SHARED, wait=False) is ErrorCode.SESSION_EXPIRED
+    assert cell.code("acquire", closed, SHARED, wait=False) is ErrorCode.SESSION_EXPIRED

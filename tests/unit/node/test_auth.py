@@ -247,6 +247,24 @@ def test_past_an_address_budget_even_the_right_token_is_refused_until_it_refills
     assert late.reply(again) == Authenticated(again, "alice")
 
 
+def test_a_hosts_budget_is_per_principal_and_unknown_names_share_one() -> None:
+    """Failing on purpose as alice from a host keeps alice's attempts from that host
+    refused, not bob's; names the cell does not know share one budget per host, so
+    cycling through made-up names buys a guesser nothing."""
+    cell = limited(failures_per_connection_max=100, failures_per_address_max=2, window_ticks=50)
+    for port in range(2):
+        fail(cell.connect(R1, peer=f"10.0.0.9:{port}"))
+    late = cell.connect(R1, peer="10.0.0.9:50")
+    assert "too many failed" in fail(late).message
+    bob = late.send(Authenticate(late.next_id(), "bob", "bob's token"))
+    assert late.reply(bob) == Authenticated(bob, "bob")
+    guesser = cell.connect(R1, peer="10.0.0.10:1")
+    fail(guesser, "nobody-1")
+    fail(guesser, "nobody-2")
+    assert "too many failed" in fail(guesser, "nobody-3").message
+    assert "an unknown principal" in fail(guesser, "nobody-4").message
+
+
 def test_unchecked_refusals_count_against_the_connection() -> None:
     """A connection that keeps trying while its host is over its budget is closed at its
     own limit all the same."""

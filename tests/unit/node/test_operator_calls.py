@@ -16,10 +16,18 @@ from chubbypy.protocol.session import (
     ListSessions,
     LockHolderInfo,
     LockInfo,
-    SessionKilled,
+    SessionEnding,
     SessionList,
 )
-from tests.unit.node.harness import R1, ROOT, TICK_MICROSECONDS, Cell, Connection, metric
+from tests.unit.node.harness import (
+    R1,
+    ROOT,
+    SESSION_LEASE_TICKS,
+    TICK_MICROSECONDS,
+    Cell,
+    Connection,
+    metric,
+)
 
 AUTH = Auth(principals=(("alice", "alice's token"), ("operator", "op's token")), anonymous=True)
 LOCK = f"{ROOT}/lock"
@@ -75,8 +83,9 @@ def test_lock_info_names_the_holders_principal_and_the_waiters_wait_in_milliseco
 
 def test_only_an_operator_ends_another_clients_session() -> None:
     """Alice (not in the ACL 'admin') is refused PERMISSION_DENIED with nothing written or
-    sent; the operator ends her session, whose parked KeepAlive is refused at once and
-    which is listed no more; chubbypy_operator_calls_total counts each outcome."""
+    sent; the operator ends her session, whose parked KeepAlive is refused at once, which
+    is listed "operator-ended" until its lease runs out and then no more (its end goes
+    through the log then); chubbypy_operator_calls_total counts each outcome."""
     cell = serving()
     alice, operator = authenticated(cell, "alice"), authenticated(cell, "operator")
     session = cell.session(alice)
@@ -85,18 +94,30 @@ def test_only_an_operator_ends_another_clients_session() -> None:
     mark = cell.mark()
     assert ask(cell, alice, KillSession(session[0])) is ErrorCode.PERMISSION_DENIED
     assert not [o for o in cell.since(mark, R1) if isinstance(o, Persist | SendPeer)]
-    assert ask(cell, operator, KillSession(session[0])) == SessionKilled(ended=True)
+    ending = ask(cell, operator, KillSession(session[0]))
+    assert isinstance(ending, SessionEnding)
+    assert (ending.found, ending.already) == (True, False)
+    assert 0 < ending.ends_in_ms <= SESSION_LEASE_TICKS * TICK_MICROSECONDS // 1000
     assert alice.code(parked) is ErrorCode.SESSION_EXPIRED
+    assert listed_states(cell, operator) == ["operator-ended"]
+    assert ask(cell, operator, KillSession(session[0])).already is True  # type: ignore[union-attr]
+    cell.run(ending.ends_in_ms * 1000 // TICK_MICROSECONDS + 2)
+    assert listed_states(cell, operator) == []
+    assert ask(cell, operator, KillSession(session[0])) == SessionEnding(False, False, 0)
+    counted = 'chubbypy_operator_calls_total{call="end_session",outcome="%s"}'
+    node = cell.nodes[R1]
+    outcomes = ("ending", "already", "none", "permission_denied")
+    assert [metric(node, counted % o) for o in outcomes] == [1, 1, 1, 1]
+    assert metric(node, 'chubbypy_operator_calls_total{call="list_sessions",outcome="ok"}') == 2
+
+
+def listed_states(cell: Cell, operator: Connection) -> list[str]:
+    """The states of the sessions ListSessions lists."""
     listing = operator.call(ListSessions())
     cell.settle()
     listed = operator.result(listing)
     assert isinstance(listed, SessionList)
-    assert listed.sessions == ()
-    assert ask(cell, operator, KillSession(session[0])) == SessionKilled(ended=False)
-    counted = 'chubbypy_operator_calls_total{call="end_session",outcome="%s"}'
-    node = cell.nodes[R1]
-    assert [metric(node, counted % o) for o in ("ended", "none", "permission_denied")] == [1, 1, 1]
-    assert metric(node, 'chubbypy_operator_calls_total{call="list_sessions",outcome="ok"}') == 1
+    return [s.state for s in listed.sessions]
 
 
 def test_sessions_are_listed_with_their_principals() -> None:

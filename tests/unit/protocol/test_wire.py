@@ -132,9 +132,9 @@ from chubbypy.protocol.session import (
     SequencerValidity,
     SessionCall,
     SessionCreated,
+    SessionEnding,
     SessionEvent,
     SessionInfo,
-    SessionKilled,
     SessionList,
     SessionResult,
 )
@@ -307,7 +307,8 @@ session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(NodeRead, st.none() | stats, st.binary(max_size=16), st.booleans(), uints),
     st.builds(SessionList, st.lists(session_infos, max_size=3).map(tuple), st.booleans()),
     lock_infos(),
-    st.builds(SessionKilled, st.booleans()),
+    st.builds(SessionEnding, st.just(True), st.booleans(), uints),
+    st.just(SessionEnding(found=False, already=False, ends_in_ms=0)),
 )
 
 nonces = st.binary(min_size=PEER_NONCE_BYTES, max_size=PEER_NONCE_BYTES)
@@ -519,7 +520,9 @@ GOOD: dict[str, list[Any]] = {
     "kill session": [15, 1, [15, 7], None],
     "lock info": [25, 1, LOCK_INFO],
     "free lock info": [25, 1, [9, "/ls/c/l", 65536, "free", 3, [], 0, [], 0, 1500]],
-    "session killed": [25, 1, [10, True]],
+    "session ending": [25, 1, [10, True, False, 11800]],
+    "session ending already": [25, 1, [10, True, True, 0]],
+    "no session to end": [25, 1, [10, False, False, 0]],
 }
 
 
@@ -708,7 +711,11 @@ BAD: dict[str, bytes] = {
     "kill session 2**63": session_call([15, 2**63]),
     "kill session as string": session_call([15, "7"]),
     "kill session with a credential": session_call([15, 7, b"secret"]),
-    "session killed as int": pack([25, 1, [10, 1]]),
+    "session ending of 1 field (ended)": pack([25, 1, [10, True]]),
+    "session ending found as int": pack([25, 1, [10, 1, False, 5]]),
+    "session ending with a negative end": pack([25, 1, [10, True, False, -1]]),
+    "session not found yet ending already": pack([25, 1, [10, False, True, 0]]),
+    "session not found yet ending later": pack([25, 1, [10, False, False, 1000]]),
     "lock info of 8 fields": pack([25, 1, LOCK_INFO[:-1]]),
     "unknown lock state": lock_info(3, "upgradable"),
     "lock state as int": lock_info(3, 1),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
@@ -300,3 +301,58 @@ def test_a_stranger_is_not_a_peer(tmp_path: Path) -> None:
     (reply,) = _frames(transport, FRAME)
     assert reply.code is ErrorCode.PERMISSION_DENIED
     assert transport.disconnecting
+
+
+def _squatter(network: PeerNetwork, host: str) -> tuple[InboundPeer, StringTransport]:
+    """An inbound connection from `host` that says nothing."""
+    inbound = InboundPeer(network, FRAME * 4)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+    inbound.makeConnection(transport)
+    return inbound, transport
+
+
+def test_an_unproven_peer_connection_is_closed_at_the_hello_time_out(tmp_path: Path) -> None:
+    """A connection to the peer port that proves nothing is closed after
+    limits.hello_timeout_seconds (5 s), naming the key, and counted; a proven one is not."""
+    clock = Clock()
+    network = _network(tmp_path, Recorder(), clock=clock)
+    squatter, transport = _squatter(network, "10.0.0.9")
+    proven, proven_transport = _inbound(network)
+    clock.advance(4.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    (refusal,) = _taken(transport)
+    assert "limits.hello_timeout_seconds" in refusal.message
+    assert transport.disconnecting
+    assert (network.unproven, network.handshakes_timed_out) == (0, 1)
+    clock.advance(60.0)
+    assert not proven_transport.disconnecting
+    assert squatter.peer is None
+    assert proven.peer == "r2"
+
+
+def test_squatters_past_the_limit_push_out_the_oldest_and_a_member_still_gets_in(
+    tmp_path: Path,
+) -> None:
+    """With every unproven place held (8 per address, 64 in all), each new connection
+    closes the oldest unproven one (BUSY, counted), never a proven one; a member that
+    connects meanwhile proves itself and stays."""
+    network = _network(tmp_path, Recorder())
+    from_one = [_squatter(network, "10.0.0.1") for _ in range(9)]
+    assert from_one[0][1].disconnecting
+    assert _taken(from_one[0][1])[0].code is ErrorCode.BUSY
+    assert not any(t.disconnecting for _, t in from_one[1:])
+    assert network.unproven == 8
+    others = [_squatter(network, f"10.0.1.{n}") for n in range(56)]
+    assert network.unproven == 64
+    proven, proven_transport = _inbound(network)  # evicts the oldest, then proves itself
+    assert from_one[1][1].disconnecting
+    assert proven.peer == "r2"
+    assert not proven_transport.disconnecting
+    assert network.unproven == 63
+    _squatter(network, "10.0.2.1")
+    _squatter(network, "10.0.2.2")
+    assert network.unproven == 64
+    assert not proven_transport.disconnecting
+    assert network.handshakes_evicted == 2 + 1
+    assert not any(t.disconnecting for _, t in others)

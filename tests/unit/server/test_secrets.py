@@ -20,7 +20,13 @@ from chubbypy.server._certificates import (
     new_authority,
 )
 from chubbypy.server._peer_auth import PeerCertificates, certificate_name
-from chubbypy.server._secrets import SecretsError, create_secrets, load_secrets, with_secrets
+from chubbypy.server._secrets import (
+    SecretsError,
+    create_secrets,
+    load_secrets,
+    public_ca_path,
+    with_secrets,
+)
 
 
 def _config(tmp: Path, **top: Any) -> CellConfig:
@@ -143,6 +149,22 @@ def test_auto_tls_makes_a_ca_and_a_certificate_naming_each_replica(tmp_path: Pat
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in names.get_values_for_type(x509.DNSName)
     assert stat.S_IMODE((tmp_path / "_secrets/tls/ca.key").stat().st_mode) == 0o600
+
+
+def test_the_cas_certificate_is_published_readable_beside_the_secrets(tmp_path: Path) -> None:
+    """The CA certificate is copied to <data_dir>/ca.pem, mode 0644 (the one in _secrets/
+    is behind a 0700 directory), kept equal to it, and named by public_ca_path; without
+    tls: there is none."""
+    config = _config(tmp_path, tls={})
+    create_secrets(config, auto_tls=True)
+    public = tmp_path / "ca.pem"
+    assert public_ca_path(config) == public
+    assert stat.S_IMODE(public.stat().st_mode) == 0o644
+    assert public.read_bytes() == (tmp_path / "_secrets/tls/ca.pem").read_bytes()
+    public.write_bytes(b"stale")
+    create_secrets(config)
+    assert public.read_bytes() == (tmp_path / "_secrets/tls/ca.pem").read_bytes()
+    assert public_ca_path(_config(tmp_path / "plain")) is None
 
 
 def test_without_auto_tls_missing_certificates_are_refused(tmp_path: Path) -> None:
