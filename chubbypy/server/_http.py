@@ -46,6 +46,7 @@ class HttpLimits:
         idle_timeout_seconds: float,
         connections_key: str,
         request_bytes_key: str,
+        section: str = "limits",
     ) -> None:
         self.connections_max = connections_max
         self.request_bytes_max = request_bytes_max
@@ -53,6 +54,8 @@ class HttpLimits:
         self.connections_key = connections_key
         """The configuration key named in a 503 (so an operator knows what to raise)."""
         self.request_bytes_key = request_bytes_key
+        self.section = section
+        """The cell file's section of both keys (``web`` for the web page's port)."""
 
 
 def _answer(template: bytes, text: str) -> bytes:
@@ -98,7 +101,8 @@ class _BoundedRequest(Request):
         site = self.channel.site  # type: ignore[attr-defined]
         site.refused["request_bytes"] += 1
         text = (
-            f"a request body of {size} bytes or more is above limits.{limits.request_bytes_key}"
+            f"a request body of {size} bytes or more is above "
+            f"{limits.section}.{limits.request_bytes_key}"
             f" ({limits.request_bytes_max})"
         )
         transport = self.channel.transport
@@ -127,7 +131,7 @@ class _CountedChannel(HTTPChannel):
             return
         site.refused["connections"] += 1
         text = (
-            f"too many connections: limits.{site.limits.connections_key} "
+            f"too many connections: {site.limits.section}.{site.limits.connections_key} "
             f"({site.limits.connections_max}); try again later"
         )
         assert self.transport is not None

@@ -35,16 +35,20 @@ from chubbypy.config import CellConfig, ConfigError, load_config
 from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX
 from chubbypy.protocol.session import SessionInfo
 from chubbypy.server._endpoints import http_url, server_endpoint
+from chubbypy.server._http import BoundedSite, HttpLimits
 from chubbypy.web._api import Api
 from chubbypy.web._app import STATUS_OF_CODE, Context, WebApp, WebError
 from chubbypy.web._cellstatus import CellHistory, StatusPoller
-from chubbypy.web._http import ConnectionLimit, HostCheck, WebSite
+from chubbypy.web._http import HostCheck
 from chubbypy.web._live import LiveUpdates
 from chubbypy.web._logins import AttemptLimiter, Login, LoginRefused, Logins
 from chubbypy.web._pages import Pages
 
 __all__ = ["WebServer", "web_main", "web_parser", "web_url"]
 
+IDLE_SECONDS: Final = 60.0
+"""An HTTP connection with no request in progress that sends nothing this long is closed
+(an event stream is a request in progress: it stays open)."""
 STOP_SECONDS: Final = 5.0
 """How long closing the clients of the cell may take at shutdown (their sessions end at
 their leases anyway): SIGTERM always ends the process."""
@@ -135,8 +139,16 @@ class WebServer:
         self.app.static = {path: (kind, _static(path)) for path, kind in STATIC.items()}
         Api(self).register()
         Pages(self).register()
-        self.site = WebSite(self.app, body_bytes_max=web.request_body_bytes_max)
-        self.factory = ConnectionLimit(self.site, web.connections_max)
+        limits = HttpLimits(
+            connections_max=web.connections_max,
+            request_bytes_max=web.request_body_bytes_max,
+            idle_timeout_seconds=IDLE_SECONDS,
+            connections_key="connections_max",
+            request_bytes_key="request_body_bytes_max",
+            section="web",
+        )
+        self.site = BoundedSite(self.app, limits)
+        self.site.displayTracebacks = False
         self.port: IListeningPort | None = None
         self.url = web_url(self.listen_on)
 
@@ -159,7 +171,7 @@ class WebServer:
     async def start(self) -> str:
         """Listen and start polling; the page's URL."""
         endpoint = server_endpoint(self.reactor, self.listen_on)
-        self.port = await endpoint.listen(self.factory)
+        self.port = await endpoint.listen(self.site)
         port_number = int(getattr(self.port.getHost(), "port", 0))
         self.app.host_check = HostCheck(
             _interface(self.listen_on).strip("[]"), port_number, self.config.web.hosts, tls=self.tls
@@ -286,7 +298,7 @@ def web_main(args: argparse.Namespace) -> int:
     return status[0] if status else 0
 
 
-QUIET_NAMESPACES: Final = ("twisted.web.client", "chubbypy.web._http", "twisted.web.server")
+QUIET_NAMESPACES: Final = ("twisted.web.client", "chubbypy.server._http", "twisted.web.server")
 """Their info lines (a factory started for each poll of an admin port) would drown the log."""
 
 
