@@ -91,6 +91,30 @@ def test_a_cacher_whose_lease_runs_out_no_longer_holds_up_the_write() -> None:
     del writer
 
 
+def test_a_cacher_that_keepalives_without_acknowledging_holds_the_write_a_lease_at_most() -> None:
+    """A session that caches a name and then KeepAlives every tick without acknowledging
+    the INVALIDATE (issue 13's review: its lease was renewed on every KeepAlive, and the
+    write waited for ever) holds the write until the lease it had when told is over; then
+    it is expired, the write is applied, and the writer hears back."""
+    cell = Cell()
+    staller, writer = setup(cell)
+    read(cell, staller)
+    handle = cell.open(writer, "f")
+    told_at = cell.now
+    writing = cell.call("write", handle, SetContents(FILE, b"v2"))
+    lease = cell.timing.session.lease_ticks
+    while cell.result(writing) is None:
+        assert cell.now <= told_at + lease, "held past the staller's lease"
+        events = keep_alive(cell, staller, acked=0)
+        assert events is None or [e.kind for e in events] == [EventKind.INVALIDATE]
+        cell.tick(1)
+    assert isinstance(cell.result(writing), Done)
+    assert cell.machine.tree.get(FILE).contents == b"v2"  # type: ignore[union-attr]
+    assert EndSession(staller, expired=True) in [p.write for p in cell.proposed]
+    assert cell.machine.tree.session(staller) is None, "the staller's session is ended"
+    assert cell.code("keep_alive", staller, 0) is ErrorCode.SESSION_EXPIRED
+
+
 def test_the_absence_of_a_name_is_cached_until_it_is_created() -> None:
     """Reading a missing name caches its absence; creating it invalidates that."""
     cell = Cell()
