@@ -176,6 +176,9 @@ class MasterTiming:
     its retries joined to a call in progress (``limits.calls_waiting_per_session_max``)."""
     handles_per_session_max: int = 10_000
     """Handles one session may have open here (``limits.handles_per_session_max``)."""
+    cached_names_per_session_max: int = 10_000
+    """Names one session may be registered as caching here
+    (``limits.cached_names_per_session_max``); past it reads are answered uncached."""
 
     def lock_delay_ticks(self, delay_ms: int) -> int:
         return math.ceil(delay_ms * 1000 / self.tick_microseconds)
@@ -192,6 +195,7 @@ class MasterTiming:
         waiters_max: int,
         calls_waiting_per_session_max: int = 1_000,
         handles_per_session_max: int = 10_000,
+        cached_names_per_session_max: int = 10_000,
     ) -> MasterTiming:
         """The one conversion of the session settings (see `SessionTiming.from_seconds`)."""
         session = SessionTiming.from_seconds(
@@ -208,6 +212,7 @@ class MasterTiming:
             waiters_max=waiters_max,
             calls_waiting_per_session_max=calls_waiting_per_session_max,
             handles_per_session_max=handles_per_session_max,
+            cached_names_per_session_max=cached_names_per_session_max,
         )
 
 
@@ -267,7 +272,9 @@ class MasterService:
         self._epoch = 0
         self._now = 0
         self._table: SessionTable[CallToken] = SessionTable(timing.session)
-        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(self._table)
+        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(
+            self._table, timing.cached_names_per_session_max
+        )
         self._handles = HandleRegistry()
         self._waits = LockWaits(timing.waiters_max)
         self._pending: dict[CallToken, _Pending] = {}
@@ -398,8 +405,9 @@ class MasterService:
         principal: str | None = None,
     ) -> None:
         """The node at `path` (or its absence); with `cache`, the session is registered as
-        caching it unless a change to it is under way. With `principal`, it must have read
-        access."""
+        caching it unless a change to it is under way, or the session caches as many names
+        as it may (the answer then says why, for the log). With `principal`, it must have
+        read access."""
         machine = self._db()
         refused = self._session_problem(session_id) or check_path(
             path, machine.cell, machine.tree.limits
@@ -411,12 +419,11 @@ class MasterService:
             return
         node = machine.tree.get(path)
         cached = cache and self._gate.register(session_id, path)
+        full = cache and not cached and self._gate.full(session_id, path)
         sequence = self._table.next_sequence(session_id)
-        if node is None:
-            self._reply(token, NodeRead(None, b"", cached, sequence))
-        else:
-            stat = machine.tree.stat(node)
-            self._reply(token, NodeRead(stat, node.contents, cached, sequence))
+        stat, contents = (None, b"") if node is None else (machine.tree.stat(node), node.contents)
+        why = self._cache_full(session_id) if full else ""
+        self._reply(token, NodeRead(stat, contents, cached, sequence, why))
 
     @property
     def cache_cost(self) -> tuple[int, int]:
@@ -878,6 +885,16 @@ class MasterService:
             f"(limits.handles_per_session_max is {most}); close some first"
         )
         return Failure(ErrorCode.RESOURCE_EXHAUSTED, message)
+
+    def _cache_full(self, session_id: SessionId) -> str:
+        """Why the session's read was answered uncached: it caches as many names as it may
+        (issue 13's review: one session cached 100,000 absent names, 100 MB of the
+        master's memory)."""
+        most = self._timing.cached_names_per_session_max
+        return (
+            f"session {session_id} caches {self._gate.cached_by(session_id)} names "
+            f"(limits.cached_names_per_session_max is {most}): a read answered uncached"
+        )
 
     def _waiting_full(self, session_id: SessionId) -> Failure | None:
         """RESOURCE_EXHAUSTED if the session has as many calls waiting as it may (issue

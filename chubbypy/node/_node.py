@@ -650,6 +650,12 @@ class ReplicaNode:
         ):  # fmt: skip
             m.gauge(name, help_text, _scalar(read))
         m.counter_view(
+            "chubbypy_cached_names_refused_total",
+            "Reads that asked to be cached, answered uncached because their session caches "
+            "as many names as limits.cached_names_per_session_max allows.",
+            lambda: self._master.reads_uncached_over_limit,
+        )
+        m.counter_view(
             "chubbypy_checksum_comparisons_total",
             "State checksums compared with a peer's.",
             lambda: self.checksums.compared,
