@@ -121,6 +121,7 @@ from chubbypy.namespace import (
     protect_acl_directory,
     quota_problem,
     request_problem,
+    retried_session,
     stale_call,
 )
 from chubbypy.namespace._names import parent_of
@@ -362,20 +363,27 @@ class MasterService:
 
     # ------------------------------------------------------------------------- sessions
 
-    def create_session(self, token: CallToken, name: str, nonce: int = 0) -> None:
-        """Open a session for client `name`; a retry (the same `nonce`, not 0) of a creation
-        that was applied gets that session. A name that is not printable text is refused
-        BAD_REQUEST (it is shown to operators: no terminal escapes)."""
+    def create_session(
+        self, token: CallToken, name: str, nonce: int = 0, principal: str | None = None
+    ) -> None:
+        """Open a session for client `name`, created by `principal` (None: a trusted
+        caller, recorded as no one); a retry (the same `nonce`, not 0) of a creation that
+        was applied gets that session, if it comes from the same principal, and
+        PERMISSION_DENIED otherwise (`retried_session`). A name that is not printable text
+        is refused BAD_REQUEST (it is shown to operators: no terminal escapes)."""
         problem = session_name_problem(name)
         if problem is not None:
             self._reply(token, Failure(ErrorCode.BAD_REQUEST, problem))
             return
-        opened = self._db().tree.session_by_nonce(name, nonce)
-        if opened is not None:
-            self._reply(token, self._session_started(opened.session_id))
-            return
-        self._pending[token] = _ReplyWhenApplied()
-        self._propose(token, OpenSession(name, nonce))
+        creation = OpenSession(name, nonce)
+        retried = retried_session(self._db().tree, creation, principal or "")
+        if isinstance(retried, Failure):
+            self._reply(token, retried)
+        elif retried is not None:
+            self._reply(token, self._session_started(retried.session_id))
+        else:
+            self._pending[token] = _ReplyWhenApplied()
+            self._propose(token, creation, principal)
 
     def close_session(self, token: CallToken, session_id: SessionId) -> None:
         """End the session cleanly (its locks are free at once); never fails. From now on

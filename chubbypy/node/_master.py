@@ -248,7 +248,7 @@ class MasterHost:
     ) -> None:
         match call:
             case CreateSession(name, nonce):
-                service.create_session(token, name, nonce)
+                service.create_session(token, name, nonce, principal)
             case KeepAlive(session_id, _, acked_through):
                 service.keep_alive(token, session_id, acked_through)
             case CloseSession(session_id, _):
