@@ -230,6 +230,9 @@ class LimitsConfig:
     handles_per_session_max: int = 10_000
     """Handles one session has open at the master; past it an Open is refused
     RESOURCE_EXHAUSTED (handles are the master's memory, not the log's)."""
+    cached_names_per_session_max: int = 10_000
+    """Names one session is registered as caching at the master; past it a read is
+    answered uncached (and the client keeps nothing). 0: the master registers no cacher."""
     log_lines_per_minute: int = 10
     """Warnings of one kind that clients or peers can cause, per minute; more are counted
     (chubbypy_log_lines_left_out_total) and the next line says how many were left out."""
@@ -408,6 +411,7 @@ class CellConfig:
                 waiters_max=sessions.lock_waiters_max,
                 calls_waiting_per_session_max=self.limits.calls_waiting_per_session_max,
                 handles_per_session_max=self.limits.handles_per_session_max,
+                cached_names_per_session_max=self.limits.cached_names_per_session_max,
             ),
             tick_microseconds=round(paxos.tick_seconds * 1_000_000),
             namespace_limits=NamespaceLimits(
@@ -1051,6 +1055,7 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "auth_failures_window_seconds": _positive_seconds,
     "calls_waiting_per_session_max": _at_least(1),
     "handles_per_session_max": _at_least(1),
+    "cached_names_per_session_max": _at_least(0),
     "log_lines_per_minute": _at_least(1),
     "nodes_per_principal_max": _at_least(1),
     "bytes_per_principal_max": _at_least(1),

@@ -36,6 +36,7 @@ from chubbypy.testing._lock_checks import LockObserver
 from chubbypy.testing._lock_client import LockBug, SimLockClient
 from chubbypy.testing._node import DiskSettings, ReplicaLinks, SimReplica
 from chubbypy.testing._registers import CELL
+from chubbypy.testing._stalling import StallingCacher
 from chubbypy.testing._world import (
     MILLISECOND,
     SECOND,
@@ -86,6 +87,9 @@ class SimSettings:
     """Mean time between faults in the safety phase."""
     liveness_seconds: float = 10.0
     """Bound on finishing any operation once the faults stop."""
+    liveness_phase_seconds: float | None = None
+    """How long the workload runs once the faults stop (None: `liveness_seconds`); a
+    scenario may check a tighter bound over a longer phase."""
     quiet_seconds: float = 3.0
     """After the workload stops: time for every replica to catch up before the final checks."""
     tick_seconds: float = 0.05
@@ -213,6 +217,7 @@ class SimCell:
         self._progress_due = PROGRESS_SECONDS * SECOND
         self._progress_applied = 0
         self.scripts: dict[str, ScriptClient] = {}
+        self.stallers: dict[str, StallingCacher] = {}
         self.elections = 0
         self.healed_at = 0
 
@@ -321,8 +326,13 @@ class SimCell:
         target = self._client(client)
         self.network.send(replica, client, lambda: target.reply_received(replica, reply))
 
-    def _client(self, name: str) -> SimClient | SimLockClient | ScriptClient:
-        return self.lock_clients.get(name) or self.clients.get(name) or self.scripts[name]
+    def _client(self, name: str) -> SimClient | SimLockClient | ScriptClient | StallingCacher:
+        return (
+            self.lock_clients.get(name)
+            or self.clients.get(name)
+            or self.scripts.get(name)
+            or self.stallers[name]
+        )
 
     def _disconnected(self, replica: ReplicaId, client: str) -> None:
         """A replica closed a client's connection: the client hears of it (a FIN), unless
@@ -399,6 +409,15 @@ class SimCell:
             f"s{number}", number, self.scheduler, self.observer, self._send_request
         )
         self.scripts[client.name] = client
+        return client
+
+    def stalling_cacher(self, paths: tuple[str, ...]) -> StallingCacher:
+        """A hostile session that caches `paths` and never acknowledges an invalidation
+        (`chubbypy.testing._stalling`); the scenario starts it."""
+        client = StallingCacher(
+            f"x{len(self.stallers) + 1}", self.scheduler, self._send_request, paths
+        )
+        self.stallers[client.name] = client
         return client
 
     def serving(self) -> list[str]:
@@ -591,7 +610,8 @@ class SimCell:
             f"finish within {s.liveness_seconds:.0f}s"
         )
         self._heal_everything()
-        workload_end = self.scheduler.now + int(s.liveness_seconds * SECOND)
+        phase = s.liveness_seconds if s.liveness_phase_seconds is None else s.liveness_phase_seconds
+        workload_end = self.scheduler.now + int(phase * SECOND)
         for client in self.clients.values():
             client.stop_at = min(client.stop_at, workload_end)
         for lock_client in self.lock_clients.values():

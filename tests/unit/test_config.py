@@ -213,7 +213,8 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "frame_timeout_seconds, idle_timeout_seconds, requests_pending_per_connection_max, "
         "client_requests_per_turn, client_reads_per_turn, auth_failures_per_connection_max, "
         "auth_failures_per_address_max, auth_failures_window_seconds, "
-        "calls_waiting_per_session_max, handles_per_session_max, log_lines_per_minute, "
+        "calls_waiting_per_session_max, handles_per_session_max, "
+        "cached_names_per_session_max, log_lines_per_minute, "
         "nodes_per_principal_max, "
         "bytes_per_principal_max"
     )
@@ -855,6 +856,7 @@ def test_flood_limits_default_and_reach_the_node() -> None:
     assert settings.log_lines_per_minute == 10
     assert settings.master_timing.calls_waiting_per_session_max == 1_000
     assert settings.master_timing.handles_per_session_max == 10_000
+    assert settings.master_timing.cached_names_per_session_max == 10_000
     assert (limits.peer_handshakes_max, limits.peer_handshakes_per_address_max) == (64, 8)
     assert (limits.admin_connections_max, limits.admin_idle_timeout_seconds) == (64, 30.0)
     assert limits.http_request_bytes_max == 16_384
@@ -880,6 +882,7 @@ def test_flood_limits_default_and_reach_the_node() -> None:
         ("admin_idle_timeout_seconds", 0, "0 is not a duration"),
         ("http_request_bytes_max", -1, "expected at least 0"),
         ("handles_per_session_max", 0, "expected at least 1"),
+        ("cached_names_per_session_max", -1, "expected at least 0"),
     ],
 )
 def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected: str) -> None:
