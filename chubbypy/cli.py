@@ -54,7 +54,18 @@ Usage::
     leader PATH             what the leader of the election on PATH advertises (exit 1: none)
     status [REPLICA]        every replica's role, epoch, log positions, lease and master
     sessions                every live session at the master: state, lease left, open
-                            handles, locks held, ephemeral files, the client's description
+                            handles, locks held, ephemeral files, the client's principal
+                            and description (an operator's command: the ACL "admin")
+    sessions --end ID       end session ID, which another client owns (operators only): the
+                            master extends its lease no more and refuses it, so its client
+                            hears at once that it expired; when the lease it has runs out
+                            (the time is printed) it ends, its ephemeral files go and its
+                            locks are freed after their lock-delay. A warning, exit 0, if it
+                            was ending already or there was no such session
+    lock-info PATH          the lock of node PATH: mode (free, exclusive or shared), lock
+                            generation, holders (session, mode, lock-delay, principal,
+                            client), waiters in queue order (how long each has waited) and
+                            the rest of a lock-delay (needs read permission on PATH)
     completion bash|zsh     a completion script: eval "$(chubbypy completion bash)"
     serve, cell             run one replica, or a whole cell (see ``chubbypy serve -h``)
 
@@ -112,7 +123,10 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
     acl     "path", "acl": {"read", "write", "change": str}, "acl_generation": int,
             "warnings": [str, ...] (also printed on standard error)
     leader  "path", "leader": str (what the leader advertises)
-    sessions "sessions": [SESSION, ...], in session id order
+    sessions "sessions": [SESSION, ...], in session id order; with --end: "session_id":
+            int, "found": bool (false: no such session), "already": bool (it was ending
+            before: nothing changed), "ends_in_ms": int (its lease's rest, at the master)
+    lock-info "path", "lock": LOCK
     lock    printed when the command is over (after CMD's own output): "path",
             "acquired": bool, and when acquired: "sequencer": hex str, "lost": bool,
             "exit_status": CMD's status; always "exit_code": chubbypy's. "ok" is true
@@ -127,11 +141,20 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
              "checksum", "size": int, "is_directory", "ephemeral": bool,
              "acl": {"read", "write", "change": str}}
     SESSION {"session_id": int, "client": str (its description of itself), "state":
-             "live" | "closing" | "doomed" | "ending", "lease_remaining_ms": int,
+             "live" | "closing" | "doomed" | "operator-ended" | "ending",
+             "lease_remaining_ms": int,
              "handles": int (those the master knows of), "locks": [{"path": str, "mode":
              "exclusive" | "shared"}, ...] (at most 16, in path order), "lock_count": int,
              "ephemeral": [full names, ...] (at most 16), "ephemeral_count": int,
-             "cached_names": int (names the master registered it as caching)}
+             "cached_names": int (names the master registered it as caching),
+             "principal": str (whom its client acts as; "" until the master heard from it)}
+    LOCK    {"mode": "free" | "exclusive" | "shared", "instance", "lock_generation": int,
+             "holders": [{"session_id": int, "client": str, "principal": str, "mode":
+             "exclusive" | "shared", "lock_delay_ms": int}, ...], "holder_count": int,
+             "waiters": [{"session_id": int, "client": str, "principal": str, "mode": str,
+             "waited_ms": int}, ...] (head of the queue first), "waiter_count": int,
+             "lock_delay_remaining_ms": int} (the lists are cut at the cell's
+             sessions.lock_info_listed_max; the counts are whole)
     STATUS  {"role": "master" | "candidate" | "follower", "epoch", "promised": str,
              "chosen_index", "applied_index", "first_index", "last_index",
              "snapshot_index", "lease_remaining_ms", "uptime_ms": int, "serving",
@@ -160,7 +183,7 @@ from attrs import evolve, frozen
 from chubbypy._cli_text import json_text, shown, shown_contents
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
-from chubbypy.protocol.client import CELL_CHARS_MAX, ReplicaStatus
+from chubbypy.protocol.client import CELL_CHARS_MAX, INT64_MAX, ReplicaStatus
 from chubbypy.protocol.errors import (
     ChubbyError,
     ErrorCode,
@@ -251,6 +274,8 @@ class CellClient(Protocol):
     def set_acl(self, path: str, acl: AclNames, expected_generation: int | None = None) -> Stat: ...
     def status(self, replica: str | None = None) -> tuple[ReplicaReport, ...]: ...
     def list_sessions(self) -> Sequence[Any]: ...
+    def end_session(self, session_id: int) -> Any: ...
+    def lock_info(self, path: str) -> Any: ...
     def open(self, path: str, *, mode: HandleMode = ...) -> AclHandle: ...
     def close(self) -> None: ...
 
@@ -549,7 +574,30 @@ def session_json(info: Any) -> dict[str, Any]:
         "ephemeral": list(info.ephemeral),
         "ephemeral_count": info.ephemeral_count,
         "cached_names": info.cached_names,
+        "principal": info.principal,
     }
+
+
+def lock_json(info: Any) -> dict[str, Any]:
+    """A `LockInfo` as the documented LOCK object."""
+    return {
+        "mode": info.mode,
+        "instance": info.instance,
+        "lock_generation": info.lock_generation,
+        "holders": [
+            {"session_id": h.session_id, "client": h.client, "principal": h.principal,
+             "mode": h.mode, "lock_delay_ms": h.lock_delay_ms}
+            for h in info.holders
+        ],
+        "holder_count": info.holder_count,
+        "waiters": [
+            {"session_id": w.session_id, "client": w.client, "principal": w.principal,
+             "mode": w.mode, "waited_ms": w.waited_ms}
+            for w in info.waiters
+        ],
+        "waiter_count": info.waiter_count,
+        "lock_delay_remaining_ms": info.lock_delay_remaining_ms,
+    }  # fmt: skip
 
 
 def _exit_code(command: str, outcome: Outcome) -> int:
@@ -635,7 +683,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lock_commands(commands, common)
     status = commands.add_parser("status", parents=[common], help="every replica's state")
     status.add_argument("replica", nargs="?", help="only this replica (an id or an address)")
-    commands.add_parser("sessions", parents=[common], help="the cell's sessions (at the master)")
+    sessions = commands.add_parser(
+        "sessions", parents=[common], help="the cell's sessions (at the master), or end one"
+    )
+    sessions.add_argument(
+        "--end",
+        type=_session_id,
+        metavar="ID",
+        help="end this session: refused from now on, ended when its lease runs out "
+        "(operators only)",
+    )
+    lock_info = commands.add_parser(
+        "lock-info", parents=[common], help="a lock's holders, waiters and lock-delay"
+    )
+    lock_info.add_argument("path")
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh"))
     complete = commands.add_parser("__complete", parents=[common])  # used by the scripts
@@ -792,6 +853,12 @@ def _positive_seconds(text: str) -> float:
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
     return seconds
+
+
+def _session_id(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a session id (1 to {INT64_MAX})")
+    return int(text)
 
 
 def _count(text: str) -> int:
@@ -1121,17 +1188,71 @@ class NoLeader(ChubbyError):
 
 
 def _sessions(client: CellClient, call: Invocation) -> Outcome:
+    if call.args.end is not None:
+        return _end_session(client, call.args.end)
     sessions = client.list_sessions()
     document = {"sessions": [session_json(s) for s in sessions]}
-    rows = [["SESSION", "STATE", "LEASE", "HANDLES", "LOCKS", "EPHEMERAL", "CLIENT"]]
+    rows = [["SESSION", "STATE", "LEASE", "HANDLES", "LOCKS", "EPHEMERAL", "PRINCIPAL", "CLIENT"]]
     for info in sessions:
         locks = ",".join(f"{p}({m[0]})" for p, m in info.locks) or "-"
         if info.lock_count > len(info.locks):
             locks += f",+{info.lock_count - len(info.locks)}"
         rows.append([str(info.session_id), shown(info.state),
                      f"{info.lease_remaining_ms / 1000:.1f}s", str(info.handles), shown(locks),
-                     str(info.ephemeral_count), shown(info.name)])  # fmt: skip
+                     str(info.ephemeral_count), shown(info.principal or "-"),
+                     shown(info.name)])  # fmt: skip
     return Outcome(document, _table(rows, right=(2, 3, 5)))
+
+
+def _end_session(client: CellClient, session_id: int) -> Outcome:
+    """``sessions --end ID``: end the session, saying when; a warning if it was ending
+    already or there was none to end."""
+    ending = client.end_session(session_id)
+    document = {"session_id": session_id, "found": ending.found, "already": ending.already,
+                "ends_in_ms": ending.ends_in_ms}  # fmt: skip
+    ends = f"it ends when its lease runs out, in {ending.ends_in_ms / 1000:.1f}s"
+    if not ending.found:
+        warning = (
+            f"session {session_id} was not in the cell: it had ended already, or there never "
+            "was such a session"
+        )
+        return Outcome(document, warnings=(warning,))
+    if ending.already:
+        return Outcome(document, warnings=(f"session {session_id} was ending already: {ends}",))
+    told = f"session {session_id} ending: its client is refused from now on; {ends}\n"
+    return Outcome(document, told.encode())
+
+
+def _lock_info(client: CellClient, call: Invocation) -> Outcome:
+    path = _path(call)
+    info = client.lock_info(path)
+    lines = [
+        ("path", path),
+        ("mode", info.mode),
+        ("instance", str(info.instance)),
+        ("lock_generation", str(info.lock_generation)),
+        ("lock_delay_left", f"{info.lock_delay_remaining_ms / 1000:.1f}s"),
+        ("holders", _counted(len(info.holders), info.holder_count)),
+        ("waiters", _counted(len(info.waiters), info.waiter_count)),
+    ]
+    text = "".join(f"{key:<20}{shown(value)}\n" for key, value in lines)
+    if info.holders:
+        rows = [["HOLDER", "MODE", "LOCK-DELAY", "PRINCIPAL", "CLIENT"]]
+        rows += [[str(h.session_id), h.mode, f"{h.lock_delay_ms / 1000:.1f}s",
+                  shown(h.principal or "-"), shown(h.client)] for h in info.holders]  # fmt: skip
+        text += "\n" + _table(rows, right=(2,)).decode()
+    if info.waiters:
+        rows = [["#", "WAITER", "MODE", "WAITED", "PRINCIPAL", "CLIENT"]]
+        rows += [[str(n), str(w.session_id), w.mode, f"{w.waited_ms / 1000:.1f}s",
+                  shown(w.principal or "-"), shown(w.client)]
+                 for n, w in enumerate(info.waiters, start=1)]  # fmt: skip
+        text += "\n" + _table(rows, right=(0, 3)).decode()
+    return Outcome({"path": path, "lock": lock_json(info)}, text.encode())
+
+
+def _counted(listed: int, count: int) -> str:
+    """How many there are, and how many of them are listed when not all are."""
+    return str(count) if listed == count else f"{count} (the first {listed} listed)"
 
 
 def _complete(client: CellClient, call: Invocation) -> Outcome:
@@ -1159,6 +1280,7 @@ COMMANDS: Final[dict[str, Callable[[CellClient, Invocation], Outcome]]] = {
     "acl": _acl,
     "leader": _leader,
     "sessions": _sessions,
+    "lock-info": _lock_info,
     "__complete": _complete,
 }
 LASTING: Final = frozenset({"watch", "lock", "elect"})
@@ -1202,7 +1324,7 @@ _chubbypy() {{
         return
     fi
     case "$command" in
-        ls|stat|cat|put|rm|mkdir|acl|watch|lock|elect|leader)
+        ls|stat|cat|put|rm|mkdir|acl|watch|lock|elect|leader|lock-info)
             local IFS=$'\\n'
             COMPREPLY=( $(chubbypy __complete "$cur" 2>/dev/null) )
             compopt -o nospace 2>/dev/null

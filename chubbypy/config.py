@@ -53,7 +53,7 @@ from chubbypy.paxos import (
 )
 from chubbypy.protocol import COMMAND_OVERHEAD_BYTES, ReplicaId
 from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX, ReplicaAddress
-from chubbypy.protocol.session import CALLS_UNACKED_MAX
+from chubbypy.protocol.session import CALLS_UNACKED_MAX, LOCK_INFO_LISTED_MAX
 from chubbypy.protocol.values import (
     MESSAGE_COMMANDS_MAX,
     MESSAGE_ENTRIES_MAX,
@@ -291,6 +291,9 @@ class SessionsConfig:
     """Answers of one session's unacknowledged calls kept in its replicated record, so a
     retry gets its first answer (exactly-once session calls); at least CALLS_UNACKED_MAX,
     how far the client library runs ahead of its oldest unanswered call."""
+    lock_info_listed_max: int = 100
+    """The most holders, and the most waiters, one GetLockInfo answer lists (its counts
+    say how many there are in all); at most LOCK_INFO_LISTED_MAX."""
 
 
 TOKEN_CHARS_MIN: Final = 16
@@ -427,6 +430,7 @@ class CellConfig:
                 calls_waiting_per_session_max=self.limits.calls_waiting_per_session_max,
                 handles_per_session_max=self.limits.handles_per_session_max,
                 cached_names_per_session_max=self.limits.cached_names_per_session_max,
+                lock_info_listed_max=sessions.lock_info_listed_max,
             ),
             tick_microseconds=round(paxos.tick_seconds * 1_000_000),
             namespace_limits=NamespaceLimits(
@@ -1042,6 +1046,9 @@ SESSIONS_RULES: Final[Mapping[str, Rule]] = {
     # A client runs at most CALLS_UNACKED_MAX numbered calls ahead of its oldest unanswered
     # one: the cell must keep that many answers, or a retry may find its answer dropped.
     "answers_kept_max": _at_least(CALLS_UNACKED_MAX),
+    "lock_info_listed_max": _between(
+        1, LOCK_INFO_LISTED_MAX, "the most holders or waiters one lock's answer may carry"
+    ),
 }
 LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "file_bytes_max": _at_least(1),

@@ -16,7 +16,9 @@ with sequencers, hears of events and writes fenced. `Cell.lock` holds a lock for
 of code (`Lock`, `Held`); `Election` elects a leader on a lock file. Operating errors raise
 the `chubbypy.protocol.errors` classes (`NoSuchNode`, `NodeExists`, `GenerationMismatch`,
 `Unavailable`, ...); the namespace values these calls take and return (`Stat`, `Contents`,
-`AclNames`, the MultiOp tests and writes) are in `chubbypy.protocol.namespace`.
+`AclNames`, the MultiOp tests and writes) are in `chubbypy.protocol.namespace`. Operators
+see sessions (`Cell.list_sessions`, `SessionInfo`) and locks (`Cell.lock_info`, `LockInfo`)
+and may end a session (`Cell.end_session`, `SessionEnding`).
 """
 
 from chubbypy.client._addresses import client_endpoint_string, display_address
@@ -48,7 +50,17 @@ from chubbypy.client.blocking import (
     connect,
 )
 from chubbypy.protocol.namespace import AclNames, Contents, DirEntry, Listing, Stat
-from chubbypy.protocol.session import EventKind, EventMask, HandleMode, SessionEvent
+from chubbypy.protocol.session import (
+    EventKind,
+    EventMask,
+    HandleMode,
+    LockHolderInfo,
+    LockInfo,
+    LockWaiterInfo,
+    SessionEnding,
+    SessionEvent,
+    SessionInfo,
+)
 
 __all__ = [
     "AclNames",
@@ -74,8 +86,11 @@ __all__ = [
     "Leadership",
     "Listing",
     "Lock",
+    "LockHolderInfo",
+    "LockInfo",
     "LockLost",
     "LockTimeout",
+    "LockWaiterInfo",
     "NotLeader",
     "OutcomeUnknown",
     "ReplicaConnection",
@@ -83,7 +98,9 @@ __all__ = [
     "ReplicaUnreachable",
     "RequestTimedOut",
     "Session",
+    "SessionEnding",
     "SessionEvent",
+    "SessionInfo",
     "SessionState",
     "Stat",
     "StreamOverflow",

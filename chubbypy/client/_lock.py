@@ -261,7 +261,9 @@ class Held:
         elif self._jeopardy_call is not None and self._jeopardy_call.active():
             self._jeopardy_call.cancel()
         if state.final:
-            self._lose(f"its session {self._session.session_id} {state.value}")
+            why = self._session.expired_because
+            said = f" ({why})" if why and state is SessionState.EXPIRED else ""
+            self._lose(f"its session {self._session.session_id} {state.value}{said}")
 
     def _jeopardy_outlasted(self) -> None:
         if self._session.state is SessionState.JEOPARDY:

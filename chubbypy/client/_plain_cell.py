@@ -136,13 +136,17 @@ from chubbypy.protocol.namespace import (
 )
 from chubbypy.protocol.session import (
     SESSIONS_PAGE_MAX,
+    GetLockInfo,
+    KillSession,
     ListSessions,
+    LockInfo,
     SessionCall,
+    SessionEnding,
     SessionInfo,
     SessionList,
     SessionResult,
 )
-from chubbypy.protocol.values import NO_SESSION, CallNumber, ClientId, ReplicaId
+from chubbypy.protocol.values import NO_SESSION, CallNumber, ClientId, ReplicaId, SessionId
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -390,6 +394,40 @@ class PlainCell:
         """
         return self._run(self._list_sessions)
 
+    def lock_info(self, path: str) -> Deferred[LockInfo]:
+        """The lock of the node `path` as the master sees it (`LockInfo`): its mode
+        ("free", "exclusive" or "shared"), its holders with their sessions' client names
+        and principals, its lock generation (what a holder's sequencer names), its waiters
+        in queue order with how long each has waited, and the rest of a lock-delay.
+
+        The caller needs read permission on the node, as to read its contents (else
+        `PermissionDenied`); `NoSuchNode` if there is none. At most the cell's
+        ``sessions.lock_info_listed_max`` holders and waiters are listed; the counts say
+        how many there are in all. It needs no session.
+        """
+        return self._run(self._lock_info, path)
+
+    def end_session(self, session_id: int) -> Deferred[SessionEnding]:
+        """End another client's session, as an operator: the cell's ACL ``admin`` (the file
+        ``acl/admin``) must admit the principal, else `PermissionDenied` and nothing
+        changes. It needs no session of the caller's.
+
+        The master extends the session's lease no more, and its client is told at once
+        (its KeepAlive is refused: the session expired, "ended by an operator"), so it
+        learns it lost its locks. The session still holds them, and its ephemeral files,
+        until the lease it has runs out, as if it had stopped sending KeepAlives: then it
+        ends as expired, its files are deleted and its locks are freed after their
+        lock-delay. It is never ended earlier, because its client may count on that lease
+        until then (Chubby's lease promise).
+
+        The answer (`SessionEnding`) says whether the session was found, whether it was
+        ending already (this call then changed nothing: say, an earlier attempt whose
+        answer was lost ended it), and in how many milliseconds its lease runs out. An
+        operator's end is the master's memory: if the master fails over before then, the
+        session lives on unless its client heard; end it again.
+        """
+        return self._run(self._end_session, SessionId(session_id))
+
     def locate_master(self) -> Deferred[MasterLocation]:
         """Where the master is, and every member's address, retried until a replica names a
         master or the deadline passes (`Unavailable`)."""
@@ -463,6 +501,16 @@ class PlainCell:
             if not page.more or not page.sessions:
                 return tuple(sessions)
             after = page.sessions[-1].session_id
+
+    async def _lock_info(self, path: str) -> LockInfo:
+        result, _ = await self._session_call(GetLockInfo(path))
+        return _expect(result, LockInfo)
+
+    async def _end_session(self, session_id: SessionId) -> SessionEnding:
+        if not 1 <= session_id <= INT64_MAX:
+            raise ValueError(f"no session has the id {session_id}: ids are 1 to {INT64_MAX}")
+        result, _ = await self._session_call(KillSession(session_id))
+        return _expect(result, SessionEnding)
 
     async def _write_stat(self, write: Write) -> Stat:
         written = _expect(await self._write(write), Written)

@@ -166,6 +166,8 @@ class Session:
         self._handles: dict[int, Handle] = {}
         """Open handles by number, for the events meant for them."""
         self._idle_close = idle_close_seconds
+        self._master_said = ""
+        """The master's words when it refused the session (SESSION_EXPIRED), if it did."""
         self._calls_running = 0
         self._last_call = clock.seconds()
         self._idle_call: IDelayedCall | None = None
@@ -234,6 +236,13 @@ class Session:
         """Where the session is: connected, jeopardy, safe, closing, expired or closed."""
         return self._core.state
 
+    @property
+    def expired_because(self) -> str:
+        """What the master said when it refused the session, say "session 5 ending: ended
+        by an operator" ("" if it said nothing: the session is live, or it expired here
+        because its lease and grace period ran out without an answer)."""
+        return self._master_said
+
     def states(self) -> EventStream[SessionState]:
         """The session's state changes from now on, as an async iterator (see
         `chubbypy.client._streams`); it ends after the final state."""
@@ -258,12 +267,16 @@ class Session:
 
     def _ending_error(self) -> SessionExpired | None:
         if self.state is SessionState.EXPIRED:
-            return SessionExpired(f"session {self.session_id} has expired")
+            said = f" ({self._master_said})" if self._master_said else ""
+            return SessionExpired(f"session {self.session_id} has expired{said}")
         return None
 
     @property
     def lease_remaining(self) -> float:
-        """Seconds of local lease left (0 in jeopardy or once expired)."""
+        """Seconds of local lease left (0 in jeopardy or once expired, even when the master
+        refused the session before its lease ran out: an operator ended it, say)."""
+        if self.state.final:
+            return 0.0
         return max(0.0, self._core.lease_end_seconds - self._clock.seconds())
 
     # ------------------------------------------------------------------------- calls
@@ -421,7 +434,8 @@ class Session:
         while (admission := self._core.call_wanted()) is Admission.WAIT:
             await self._state_change()
         if admission is Admission.REFUSE:
-            raise SessionExpired(f"session {self.session_id} has {self.state.value}")
+            ending = self._ending_error()  # expired: it says what the master said, if any
+            raise ending or SessionExpired(f"session {self.session_id} has {self.state.value}")
         number = None
         if is_numbered(call):
             # Carried out once whatever the retries: numbered, within CALLS_UNACKED_MAX of
@@ -432,7 +446,8 @@ class Session:
         self._calls_running += 1
         try:
             return await _call(self.cell, call, attempt_seconds, deadline, number)
-        except SessionExpired:
+        except SessionExpired as error:
+            self._refused(error)
             self._carry_out(self._core.expiry_reported())
             raise
         finally:
@@ -567,7 +582,14 @@ class Session:
         assert isinstance(failure.value, Exception)
         self._keepalive_ended(failure.value)
 
+    def _refused(self, error: SessionExpired) -> None:
+        """The master refused the session: keep its words (the first, if it said more)."""
+        if not self.state.final and not self._master_said:
+            self._master_said = error.message
+
     def _keepalive_ended(self, error: Exception) -> None:
+        if isinstance(error, SessionExpired):
+            self._refused(error)
         expected = (SessionExpired, Unavailable, CellClosed, CancelledError)
         if self.state.live and not isinstance(error, expected):
             # A replica refusing the connection (a rotated token, a rolling upgrade) or an

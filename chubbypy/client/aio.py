@@ -61,7 +61,7 @@ from chubbypy.protocol.session import EventMask, HandleMode, SessionEvent
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
-    from chubbypy.protocol.session import SessionInfo
+    from chubbypy.protocol.session import LockInfo, SessionEnding, SessionInfo
 
 __all__ = [
     "AsyncCell",
@@ -419,6 +419,16 @@ class AsyncCell:
         """Every session of the cell in id order, as the master sees it; see
         `Cell.list_sessions`."""
         return await _future(self._cell.list_sessions(), self._loop)
+
+    async def lock_info(self, path: str) -> LockInfo:
+        """The lock of the node `path`: mode, holders, waiters in order, lock generation,
+        lock-delay left; see `Cell.lock_info`."""
+        return await _future(self._cell.lock_info(path), self._loop)
+
+    async def end_session(self, session_id: int) -> SessionEnding:
+        """End another client's session, as an operator: it is refused from now on and
+        ends when its lease runs out; the answer says when. See `Cell.end_session`."""
+        return await _future(self._cell.end_session(session_id), self._loop)
 
     def lock(
         self,

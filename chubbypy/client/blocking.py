@@ -74,7 +74,14 @@ from chubbypy.protocol.namespace import (
     Stat,
     Test,
 )
-from chubbypy.protocol.session import EventMask, HandleMode, SessionEvent, SessionInfo
+from chubbypy.protocol.session import (
+    EventMask,
+    HandleMode,
+    LockInfo,
+    SessionEnding,
+    SessionEvent,
+    SessionInfo,
+)
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -485,6 +492,16 @@ class BlockingCell:
     def list_sessions(self) -> tuple[SessionInfo, ...]:
         """Every session of the cell, as the master sees it; see `Cell.list_sessions`."""
         return self._call(self._cell.list_sessions)
+
+    def lock_info(self, path: str) -> LockInfo:
+        """The lock of the node `path`: mode, holders, waiters in order, lock generation,
+        lock-delay left; see `Cell.lock_info`."""
+        return self._call(self._cell.lock_info, path)
+
+    def end_session(self, session_id: int) -> SessionEnding:
+        """End another client's session, as an operator: it is refused from now on and
+        ends when its lease runs out; the answer says when. See `Cell.end_session`."""
+        return self._call(self._cell.end_session, session_id)
 
     def close(self) -> None:
         """End the session, cancel operations in progress and close every connection; see

@@ -70,8 +70,9 @@ from chubbypy.sessions import SessionTable
 _P = TypeVar("_P")
 
 UNTIL_ENDED = -1
-"""What a write waits for when only the session's end will do (it is refused for falling
-behind, its lease still running)."""
+"""What a write waits for when only the session's end will do (it is refused, for
+falling behind or because an operator ended it, its lease still running:
+`SessionTable.awaits_expiry`)."""
 
 Paths = tuple[frozenset[str], frozenset[str]]
 """A write's (touched, changed) names; see `write_paths`."""
@@ -277,7 +278,7 @@ class CacheGate(Generic[_P]):
         sequence = self._table.push(session_id, EventKind.INVALIDATE, path)
         if sequence is not None:
             return sequence
-        return UNTIL_ENDED if self._table.is_doomed(session_id) else None
+        return UNTIL_ENDED if self._table.awaits_expiry(session_id) else None
 
     def _session_writes_pending(self, session: SessionId | None) -> bool:
         """Whether a write of `session` (not its end) was submitted and has not landed.

@@ -8,14 +8,15 @@ from chubbypy.master._ids import CallToken, GateTicket
 from chubbypy.protocol import HandleId, SessionId
 from chubbypy.protocol.errors import Failure
 from chubbypy.protocol.namespace import LogWrite, Stat
-from chubbypy.protocol.session import SessionEvent
+from chubbypy.protocol.session import LockHolderInfo, SessionEvent
 
 
 @frozen
 class SessionStarted:
     session_id: SessionId
     lease_ticks: int
-    """How long the new session's lease runs from now, on the master's clock."""
+    """How long the new session's lease runs from now, on the master's clock, at least
+    (a tick short, like `KeepAliveAnswered.lease_ticks`)."""
 
 
 @frozen
@@ -90,6 +91,7 @@ class SessionSummary:
     ephemeral: tuple[str, ...]
     ephemeral_count: int
     cached_names: int
+    principal: str = ""
 
 
 @frozen
@@ -98,6 +100,46 @@ class SessionsListed:
 
     sessions: tuple[SessionSummary, ...]
     more: bool
+
+
+@frozen
+class LockWaiterSummary:
+    """One blocked acquire in a lock's queue, for operators: the wire's `LockWaiterInfo`
+    with how long it has waited in ticks."""
+
+    session_id: SessionId
+    client: str
+    principal: str
+    mode: str
+    waited_ticks: int
+
+
+@frozen
+class LockSummary:
+    """A node's lock as this master sees it, for operators: the wire's `LockInfo` with its
+    durations in ticks (see `chubbypy.protocol.session.LockInfo` for each field)."""
+
+    path: str
+    instance: int
+    mode: str
+    lock_generation: int
+    holders: tuple[LockHolderInfo, ...]
+    holder_count: int
+    waiters: tuple[LockWaiterSummary, ...]
+    waiter_count: int
+    delay_remaining_ticks: int
+
+
+@frozen
+class SessionEnding:
+    """An operator's end of a session (the wire's `SessionEnding`, in ticks): `found`
+    False if there was no such session; else `already` says whether it was ending before
+    this call, and `ends_in_ticks` how long the lease it has still runs on this master's
+    clock (it is ended as expired then)."""
+
+    found: bool
+    already: bool
+    ends_in_ticks: int
 
 
 CallResult = (
@@ -109,6 +151,8 @@ CallResult = (
     | SequencerChecked
     | NodeRead
     | SessionsListed
+    | LockSummary
+    | SessionEnding
 ) | Failure
 
 

@@ -66,6 +66,24 @@ drops it when mastership ends; everything in it is memory that a new master rebu
   files it owns (the database). It lists clients' names and what they hold, so it needs
   the ACL called ``admin`` to admit the caller; it names no session, and is answered at
   once, fail-over or not: it acts on nothing.
+* **Operators' lock view.** `lock_info` shows a node's lock to whoever may read the node:
+  its holders (from the database) and their sessions' names and principals, its queue of
+  waiters in order with how long each has waited (this mastership's memory), and the rest
+  of its lock-delay (this master's timer). It is answered at once, fail-over or not.
+* **Operators ending sessions.** `kill_session` ends another client's session, for
+  principals the ACL ``admin`` admits, without breaking the lease promise (Chubby §2.8:
+  a lease ends no earlier at the client than at the master): the master stops extending
+  it (`SessionTable.operator_ending`). Its KeepAlives, the parked one at once, are
+  refused SESSION_EXPIRED ("ending: ended by an operator"), so its client learns that
+  the session is over and its locks lost; and once the lease it has runs out the session
+  expires as any other does (`EndSession(expired=True)`: ephemeral files deleted, locks
+  freed into their lock-delay). Until then its locks stay held, and a write that changes
+  a name it caches waits (its client may still read that cache, unaware). The answer
+  says how long that lease still runs. The mark is this mastership's memory, nothing is
+  proposed: a fail-over before the lease runs out forgets it, and the session lives on
+  if its client never heard (an operator ends it again; a client that heard stops its
+  KeepAlives, and the new master expires it at the end of the lease it grants).
+  Not numbered: ending a session that is ending already changes nothing and says so.
 * **Sessions' names** are the clients' descriptions of themselves, shown to operators: a
   name that is not printable text (a control character, a terminal escape) is refused.
 """
@@ -97,10 +115,13 @@ from chubbypy.master._results import (
     HandleOpened,
     KeepAliveAnswered,
     LockGranted,
+    LockSummary,
+    LockWaiterSummary,
     NodeRead,
     Proposal,
     Reply,
     SequencerChecked,
+    SessionEnding,
     SessionsListed,
     SessionStarted,
     SessionSummary,
@@ -148,11 +169,13 @@ from chubbypy.protocol.namespace import (
     Written,
 )
 from chubbypy.protocol.session import (
+    LOCK_INFO_LISTED_MAX,
     SESSION_PATHS_LISTED_MAX,
     SESSIONS_PAGE_MAX,
     EventKind,
     EventMask,
     HandleMode,
+    LockHolderInfo,
     session_name_problem,
 )
 from chubbypy.sessions import (
@@ -180,6 +203,12 @@ class MasterTiming:
     cached_names_per_session_max: int = 10_000
     """Names one session may be registered as caching here
     (``limits.cached_names_per_session_max``); past it reads are answered uncached."""
+    lock_info_listed_max: int = 100
+    """The most holders, and the most waiters, one `lock_info` lists
+    (``sessions.lock_info_listed_max``, at most LOCK_INFO_LISTED_MAX)."""
+
+    def __attrs_post_init__(self) -> None:
+        assert 1 <= self.lock_info_listed_max <= LOCK_INFO_LISTED_MAX, self
 
     def lock_delay_ticks(self, delay_ms: int) -> int:
         return math.ceil(delay_ms * 1000 / self.tick_microseconds)
@@ -197,6 +226,7 @@ class MasterTiming:
         calls_waiting_per_session_max: int = 1_000,
         handles_per_session_max: int = 10_000,
         cached_names_per_session_max: int = 10_000,
+        lock_info_listed_max: int = 100,
     ) -> MasterTiming:
         """The one conversion of the session settings (see `SessionTiming.from_seconds`)."""
         session = SessionTiming.from_seconds(
@@ -214,6 +244,7 @@ class MasterTiming:
             calls_waiting_per_session_max=calls_waiting_per_session_max,
             handles_per_session_max=handles_per_session_max,
             cached_names_per_session_max=cached_names_per_session_max,
+            lock_info_listed_max=lock_info_listed_max,
         )
 
 
@@ -248,7 +279,15 @@ class _ReplyWhenApplied:
     """Answer Done even if the proposal failed (Close never fails)."""
 
 
-_Pending = _OpenCall | _WriteCall | _ReplyWhenApplied
+@frozen
+class _Creation:
+    """A session's creation, answered once applied; the principal it came from (None: a
+    trusted caller), which the new session remembers."""
+
+    principal: str | None = None
+
+
+_Pending = _OpenCall | _WriteCall | _ReplyWhenApplied | _Creation
 """A call other than an acquire (`LockWaits` keeps those), answered once applied."""
 
 
@@ -256,15 +295,27 @@ SESSIONS_PAGE_BYTES_BUDGET = 256 * 1024
 """A page of `list_sessions` ends early once the names and paths it lists come to about
 this many bytes (it always lists at least one session, which SESSION_PATHS_LISTED_MAX
 bounds): so a page fits a frame of the default 1 MiB with room to spare."""
+LOCK_INFO_BYTES_BUDGET = 256 * 1024
+"""Likewise, a `lock_info`'s holders and waiters stop being listed once their names come
+to about this many bytes (it always lists at least one holder of a held lock); their
+counts still say how many there are."""
 
 
 class MasterService:
     """One mastership's sessions, handles and locks; see the module docstring."""
 
     def __init__(
-        self, timing: MasterTiming, handle_key: bytes, admins: tuple[str, ...] = ()
+        self,
+        timing: MasterTiming,
+        handle_key: bytes,
+        admins: tuple[str, ...] = (),
+        *,
+        operator_ends_at_once: bool = False,
     ) -> None:
         self._timing = timing
+        self._operator_ends_at_once = operator_ends_at_once
+        """A deliberate bug (`chubbypy.node.NodeBug.OPERATOR_ENDS_AT_ONCE`), for the
+        simulator's checkers to catch: `kill_session` also proposes the session's end."""
         self._key = handle_key
         self._admins = admins
         """The cell's operators, listed in the ACL directory this master makes if the
@@ -332,8 +383,8 @@ class MasterService:
                 continue
             answered = KeepAliveAnswered(answer.lease_ticks, answer.events, answer.held_ticks)
             self._reply(answer.token, answered)
-        for _, token in outputs.refused:
-            self._reply(token, _expired("the session has ended"))
+        for session_id, token in outputs.refused:
+            self._reply(token, self._refusal(session_id))
         for session_id in outputs.expire:
             self._gate.session_gone(session_id)  # its lease is over: so is its cache
             self._propose(None, EndSession(session_id, expired=True))
@@ -370,7 +421,8 @@ class MasterService:
         caller, recorded as no one); a retry (the same `nonce`, not 0) of a creation that
         was applied gets that session, if it comes from the same principal, and
         PERMISSION_DENIED otherwise (`retried_session`). A name that is not printable text
-        is refused BAD_REQUEST (it is shown to operators: no terminal escapes)."""
+        is refused BAD_REQUEST (it is shown to operators: no terminal escapes). The session
+        remembers `principal`, for operators."""
         problem = session_name_problem(name)
         if problem is not None:
             self._reply(token, Failure(ErrorCode.BAD_REQUEST, problem))
@@ -380,25 +432,33 @@ class MasterService:
         if isinstance(retried, Failure):
             self._reply(token, retried)
         elif retried is not None:
+            self._heard_from(retried.session_id, principal)
             self._reply(token, self._session_started(retried.session_id))
         else:
-            self._pending[token] = _ReplyWhenApplied()
+            self._pending[token] = _Creation(principal)
             self._propose(token, creation, principal)
 
     def close_session(self, token: CallToken, session_id: SessionId) -> None:
         """End the session cleanly (its locks are free at once); never fails. From now on
         the session is not live, and its cache is void (the client stopped using it)."""
-        if self._table.is_live(session_id) or self._table.is_doomed(session_id):
+        if self._table.is_live(session_id) or self._table.awaits_expiry(session_id):
             self._closing.add(session_id)
         self._table.closing(session_id)
         self._gate.session_gone(session_id)
         self._pending[token] = _ReplyWhenApplied(always_done=True)
         self._propose(token, EndSession(session_id, expired=False))
 
-    def keep_alive(self, token: CallToken, session_id: SessionId, acked_through: int) -> None:
+    def keep_alive(
+        self,
+        token: CallToken,
+        session_id: SessionId,
+        acked_through: int,
+        principal: str | None = None,
+    ) -> None:
         if not self._table.keep_alive(session_id, token, acked_through):
-            self._reply(token, _expired(f"session {session_id} has ended"))
+            self._reply(token, self._refusal(session_id))
             return
+        self._heard_from(session_id, principal)
         self._gate.acked(session_id, acked_through)
 
     # ------------------------------------------------------------------------- reads
@@ -425,6 +485,7 @@ class MasterService:
         if refused is not None:
             self._reply(token, refused)
             return
+        self._heard_from(session_id, principal)
         node = machine.tree.get(path)
         cached = cache and self._gate.register(session_id, path)
         full = cache and not cached and self._gate.full(session_id, path)
@@ -469,6 +530,7 @@ class MasterService:
         if refused is not None:
             self._reply(token, refused)
             return
+        self._heard_from(session_id, principal)
         assert create is None or create.path == path, (create, path)
         call = _OpenCall(session_id, path, mode, events, lock_delay_ms, exclusive, principal)
         kept = False if create is None or number is None else self._retry(token, session_id, number)
@@ -724,12 +786,8 @@ class MasterService:
         refused = None
         if limit < 1:
             refused = Failure(ErrorCode.BAD_REQUEST, f"a session list limit of {limit}; at least 1")
-        elif principal is not None and not admits(tree, ADMIN, principal):
-            message = (
-                f"{principal!r} may not list sessions: the ACL {ADMIN!r} "
-                f"({acl_path(tree.cell, ADMIN)}) does not admit it"
-            )
-            refused = Failure(ErrorCode.PERMISSION_DENIED, message)
+        else:
+            refused = self._operator_problem(principal, "list sessions")
         if refused is not None:
             self._reply(token, refused)
             return
@@ -744,6 +802,107 @@ class MasterService:
             summaries.append(summary)
             listed_bytes += _listed_bytes(summary)
         self._reply(token, SessionsListed(tuple(summaries), more))
+
+    def kill_session(
+        self, token: CallToken, session_id: SessionId, principal: str | None = None
+    ) -> None:
+        """End session `session_id` for an operator: its lease is extended no more, and it
+        expires when the lease it has runs out (see the module docstring). With
+        `principal`, the ACL called ``admin`` must admit it, else PERMISSION_DENIED and
+        nothing changes. Answered at once, `SessionEnding`: not found, ending already
+        (nothing changed), or ending now; and in how many ticks its lease runs out."""
+        refused = self._operator_problem(principal, "end another client's session")
+        if refused is not None:
+            self._reply(token, refused)
+            return
+        if self._db().tree.session(session_id) is None:
+            self._reply(token, SessionEnding(found=False, already=False, ends_in_ticks=0))
+            return
+        already = not self._table.is_live(session_id)
+        self._table.operator_ending(session_id)  # refused from now on: its client hears
+        if self._operator_ends_at_once:
+            self._propose(None, EndSession(session_id, expired=True))
+        # The table holds every session the database holds (see `_summary`).
+        expiry = self._table.lease_expiry(session_id)
+        assert expiry is not None, session_id
+        self._reply(token, SessionEnding(True, already, max(0, expiry - self._now)))
+
+    def lock_info(self, token: CallToken, path: str, principal: str | None = None) -> None:
+        """The lock of the node at `path`: its holders, its waiters in queue order and its
+        lock-delay (`LockSummary`). With `principal`, it must have read access to the
+        node (PERMISSION_DENIED, as for reading its contents); NO_SUCH_NODE if there is
+        none."""
+        machine = self._db()
+        refused = check_path(path, machine.cell, machine.tree.limits)
+        if refused is None and principal is not None:
+            refused = access_problem(machine.tree, principal, path, Access.READ)
+        node = machine.tree.get(path)
+        if refused is None and node is None:
+            refused = Failure(ErrorCode.NO_SUCH_NODE, f"no node {path}")
+        if refused is not None or node is None:
+            self._reply(token, refused or Failure(ErrorCode.NO_SUCH_NODE, path))
+            return
+        self._reply(token, self._lock_summary(node))
+
+    def _lock_summary(self, node: NodeRecord) -> LockSummary:
+        """What this master knows of the lock of `node`, bounded as `lock_info` says."""
+        key = (node.path, node.instance)
+        budget = _Budget(LOCK_INFO_BYTES_BUDGET)
+        holders = self._lock_holders(node, budget)
+        queued = self._waits.queued(key)
+        waiters = self._lock_waiters(queued, budget)
+        delay_end = self._waits.delay_end(key)
+        delay_left = 0 if not node.lock.delay_ms or delay_end is None else delay_end - self._now
+        mode = "free" if node.lock.mode is None else node.lock.mode.name.lower()
+        return LockSummary(node.path, node.instance, mode, node.lock_generation,
+                           tuple(holders), len(node.lock.holders), tuple(waiters), len(queued),
+                           max(0, delay_left))  # fmt: skip
+
+    def _lock_holders(self, node: NodeRecord, budget: _Budget) -> list[LockHolderInfo]:
+        """The first holders of the lock of `node` (at least one, if it is held)."""
+        holders: list[LockHolderInfo] = []
+        for hold in node.lock.holders[: self._timing.lock_info_listed_max]:
+            client, principal = self._who(hold.session_id)
+            if not budget.spend(client, principal) and holders:
+                break
+            mode = hold.mode.name.lower()
+            holders.append(
+                LockHolderInfo(hold.session_id, client, principal, mode, hold.lock_delay_ms)
+            )
+        return holders
+
+    def _lock_waiters(self, queued: list[AcquireCall], budget: _Budget) -> list[LockWaiterSummary]:
+        """The first of the acquires `queued` for a lock, head first, while `budget` lasts."""
+        waiters: list[LockWaiterSummary] = []
+        for call in queued[: self._timing.lock_info_listed_max]:
+            session_id = call.handle.session_id
+            client, principal = self._who(session_id)
+            if not budget.spend(client, principal):
+                break
+            assert call.queued_at is not None, call
+            waited = self._now - call.queued_at
+            mode = call.mode.name.lower()
+            waiters.append(LockWaiterSummary(session_id, client, principal, mode, waited))
+        return waiters
+
+    def _who(self, session_id: SessionId) -> tuple[str, str]:
+        """The session's name (its client's description) and its principal, as known."""
+        record = self._db().tree.session(session_id)
+        assert record is not None, session_id  # its end drops its holds and its waits
+        return record.name, self._table.principal(session_id)
+
+    def _operator_problem(self, principal: str | None, what: str) -> Failure | None:
+        """PERMISSION_DENIED unless `principal` is an operator, whom the ACL called
+        ``admin`` admits (None: a trusted caller). The one check of every operators'
+        call."""
+        tree = self._db().tree
+        if principal is None or admits(tree, ADMIN, principal):
+            return None
+        message = (
+            f"{principal!r} may not {what}: the ACL {ADMIN!r} "
+            f"({acl_path(tree.cell, ADMIN)}) does not admit it"
+        )
+        return Failure(ErrorCode.PERMISSION_DENIED, message)
 
     def _summary(self, record: SessionRecord) -> SessionSummary:
         """What this master knows of the session `record` names."""
@@ -774,6 +933,7 @@ class MasterService:
             tuple(ephemeral[:SESSION_PATHS_LISTED_MAX]),
             len(ephemeral),
             self._gate.cached_by(session_id),
+            self._table.principal(session_id),
         )
 
     def _state_name(self, session_id: SessionId) -> str:
@@ -782,6 +942,8 @@ class MasterService:
             return "live"
         if self._table.is_doomed(session_id):
             return "doomed"
+        if self._table.is_operator_ended(session_id):
+            return "operator-ended"
         return "closing" if session_id in self._closing else "ending"
 
     # ------------------------------------------------------------------------- the log
@@ -796,7 +958,9 @@ class MasterService:
                     self._table.opened(result.session_id)
                 # else a retried creation applied twice: the second opened nothing
                 if token is not None:
-                    self._pending.pop(token, None)
+                    pending = self._pending.pop(token, None)
+                    if isinstance(pending, _Creation):
+                        self._heard_from(result.session_id, pending.principal)
                     self._reply(token, self._session_started(result.session_id))
                 return
             case EndSession(session_id) if isinstance(result, Written):
@@ -817,6 +981,11 @@ class MasterService:
     def _db(self) -> NamespaceMachine:
         assert self._machine is not None, "start() first"
         return self._machine
+
+    def _heard_from(self, session_id: SessionId, principal: str | None) -> None:
+        """A call of the session came from `principal` (None: a trusted caller)."""
+        if principal is not None:
+            self._table.heard_from(session_id, principal)
 
     def _reply(self, token: CallToken, result: CallResult) -> None:
         """Answer call `token`, and every retry that joined it, with `result`."""
@@ -937,15 +1106,28 @@ class MasterService:
             return _expired(message)
         expiry = self._table.lease_expiry(session_id)
         assert expiry is not None, session_id
-        return SessionStarted(session_id, expiry - self._now)
+        # A tick short, as a KeepAlive's answer (`SessionTable._answer`): the creation was
+        # applied anywhere within the tick `_now` began, and the client must never count
+        # on more than the master will honour (found by the simulator's session-safety
+        # checker once an operator could end a session before its first KeepAlive answer).
+        return SessionStarted(session_id, max(0, expiry - self._now - 1))
 
     def _session_problem(self, session_id: SessionId) -> Failure | None:
         if not self._table.is_live(session_id):
-            return _expired(f"session {session_id} has ended")
+            return self._refusal(session_id)
         if not self._table.failover_complete:
             message = "a new master waits for every session to acknowledge the fail-over"
             return Failure(ErrorCode.BUSY, message)
         return None
+
+    def _refusal(self, session_id: SessionId) -> Failure:
+        """SESSION_EXPIRED for a KeepAlive or call of a session that is not live: why."""
+        if self._table.is_operator_ended(session_id):
+            return _expired(f"session {session_id} ending: ended by an operator")
+        if self._table.is_doomed(session_id):
+            message = f"session {session_id} ending: it fell too far behind on its events"
+            return _expired(message)
+        return _expired(f"session {session_id} has ended")
 
     def _resolve(
         self, handle_bytes: bytes, needs: HandleMode | None
@@ -1023,6 +1205,9 @@ class MasterService:
             case _ReplyWhenApplied(always_done):
                 done = always_done or not isinstance(result, Failure)
                 self._reply(token, Done() if done else result)  # type: ignore[arg-type]
+            case _Creation():  # refused (one that opened a session was answered then)
+                assert isinstance(result, Failure), result
+                self._reply(token, result)
 
     def _open_applied(self, token: CallToken, call: _OpenCall, result: object) -> None:
         node = self._db().tree.get(call.path)
@@ -1050,7 +1235,7 @@ class MasterService:
         assert isinstance(result, Failure), result
         lost_race = result.code in (ErrorCode.LOCK_HELD, ErrorCode.LOCK_DELAYED)
         if call.wait and lost_race and node is not None and node.instance == call.handle.instance:
-            self._waits.requeue(token, call)
+            self._waits.requeue(token, call, self._now)
             self._wake(call.key)
         else:
             self._reply(token, result)
@@ -1180,6 +1365,21 @@ def _listed_bytes(summary: SessionSummary) -> int:
     paths = [path for path, _ in summary.locks] + list(summary.ephemeral)
     texts = [summary.name, summary.state, *paths]
     return 64 + sum(len(text.encode()) + 16 for text in texts)
+
+
+class _Budget:
+    """About how many bytes an operators' answer may still list: names and principals,
+    and a little for the numbers and framing around each entry."""
+
+    def __init__(self, total: int) -> None:
+        self._left = total
+
+    def spend(self, *texts: str) -> bool:
+        """List an entry of these texts, if the budget has room left (else False)."""
+        if self._left <= 0:
+            return False
+        self._left -= 64 + sum(len(text.encode()) + 16 for text in texts)
+        return True
 
 
 def _expired(message: str) -> Failure:

@@ -30,7 +30,7 @@ most one acquire pending (`in_progress`: a retry joins it rather than queue twic
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import evolve, field, frozen
 
 from chubbypy.locks import LockKey, LockQueues, LockState, Waiter
 from chubbypy.master._ids import CallToken
@@ -47,6 +47,10 @@ class AcquireCall:
     handle: Handle
     mode: LockMode
     wait: bool
+    queued_at: int | None = field(default=None, eq=False)
+    """The tick it was first queued at (None until then): a grant that lost its race goes
+    back to the head of the queue with it, so operators see how long it has waited. (Not
+    part of what the call is: the same acquire, queued or not, is equal.)"""
 
     @property
     def key(self) -> LockKey:
@@ -84,7 +88,7 @@ class LockWaits:
         tick `now` if given; False (nothing queued) if the queues are full."""
         if not self._queues.wait(call.key, _waiter(token, call)):
             return False
-        self._add(token, call)
+        self._add(token, call if call.queued_at is not None else evolve(call, queued_at=now))
         if wait_ticks is not None:
             self._wait_ends[token] = (now + wait_ticks, wait_ticks)
         return True
@@ -101,6 +105,10 @@ class LockWaits:
     def has_waiters(self, key: LockKey) -> bool:
         """Whether acquires wait for the lock (a new one must not pass them)."""
         return bool(self._queues.waiting(key))
+
+    def queued(self, key: LockKey) -> list[AcquireCall]:
+        """The acquires queued for the lock, head first (the next to be granted)."""
+        return [self._pending[waiter.token] for waiter in self._queues.waiting(key)]
 
     def grantable(self, key: LockKey, lock: LockState) -> list[tuple[CallToken, Acquire]]:
         """The queued acquires that `lock`, the lock's state now, lets have it: taken off
@@ -119,10 +127,11 @@ class LockWaits:
             self._queues.applied(call.key, token)
         return call
 
-    def requeue(self, token: CallToken, call: AcquireCall) -> None:
-        """The grant lost a race: back to the head of the queue, and pending again."""
+    def requeue(self, token: CallToken, call: AcquireCall, now: int) -> None:
+        """The grant lost a race: back to the head of the queue, and pending again (queued
+        since tick `now` if it had not waited before)."""
         self._queues.requeue(call.key, _waiter(token, call))
-        self._add(token, call)
+        self._add(token, call if call.queued_at is not None else evolve(call, queued_at=now))
 
     # ------------------------------------------------------------------------- leaving
 
@@ -165,6 +174,11 @@ class LockWaits:
     def delay(self, key: LockKey, end: int) -> None:
         """The lock is in lock-delay until tick `end`."""
         self._delays[key] = end
+
+    def delay_end(self, key: LockKey) -> int | None:
+        """The tick the lock's delay ends at, if it is in lock-delay on this master's clock
+        (None once ended, its `EndLockDelay` on its way)."""
+        return self._delays.get(key)
 
     def delays_ended(self, now: int) -> list[LockKey]:
         """The locks whose delay has passed at tick `now` (each named once)."""

@@ -36,20 +36,29 @@ from chubbypy.master import (
     HandleOpened,
     KeepAliveAnswered,
     LockGranted,
+    LockSummary,
     MasterService,
     NodeRead,
     Proposal,
     SequencerChecked,
+    SessionEnding,
     SessionsListed,
     SessionStarted,
     SessionSummary,
 )
 from chubbypy.namespace import AppliedWrite, NamespaceMachine, exposed_acl_directory
 from chubbypy.node._limits import SessionBook
+from chubbypy.node._metrics import Counter
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
 from chubbypy.node._service_log import ServiceLog
-from chubbypy.node._settings import ANSWER_LOST, DISCONNECT, KEEPALIVE_LATE, NodeSettings
+from chubbypy.node._settings import (
+    ANSWER_LOST,
+    DISCONNECT,
+    KEEPALIVE_LATE,
+    NodeBug,
+    NodeSettings,
+)
 from chubbypy.node._writes import REFUSALS, ClientWrites
 from chubbypy.paxos import Chance, Outcome, Replica
 from chubbypy.protocol import CallNumber, Command, SessionId
@@ -63,12 +72,16 @@ from chubbypy.protocol.session import (
     CloseHandle,
     CloseSession,
     CreateSession,
+    GetLockInfo,
     GetSequencer,
     HandleWrite,
     KeepAlive,
+    KillSession,
     LeaseExtended,
     ListSessions,
     Locked,
+    LockInfo,
+    LockWaiterInfo,
     Open,
     PoisonHandle,
     ReadNode,
@@ -82,6 +95,7 @@ from chubbypy.protocol.session import (
 )
 from chubbypy.protocol.session import HandleOpened as WireHandleOpened
 from chubbypy.protocol.session import NodeRead as WireNodeRead
+from chubbypy.protocol.session import SessionEnding as WireSessionEnding
 from chubbypy.sessions import credential_matches, session_credential
 
 LATE_TICKS_MAX = 8
@@ -99,6 +113,7 @@ class MasterHost:
         writes: ClientWrites,
         outbox: Outbox,
         chance: Chance,
+        operator_calls: Counter,
     ) -> None:
         self._settings = settings
         self._core = core
@@ -108,6 +123,10 @@ class MasterHost:
         self._chance = chance
         self._service: MasterService | None = None
         self._log = ServiceLog()
+        self._operator_calls = operator_calls
+        """``chubbypy_operator_calls_total``, by call and outcome."""
+        self._operators: dict[CallToken, str] = {}
+        """Per operators' call in progress: its name in that counter."""
         self._calls: dict[CallToken, tuple[ConnectionId, RequestId, bool]] = {}
         """Per token: the connection that asked, its request id, and whether the call
         changes state (its answer may be lost after the change: `ANSWER_LOST`)."""
@@ -145,7 +164,13 @@ class MasterHost:
     def started(self, epoch: int) -> None:
         """The replica serves as master of `epoch`; every earlier entry is applied."""
         settings = self._settings
-        self._service = MasterService(settings.master_timing, settings.handle_key, settings.admins)
+        self._service = MasterService(
+            settings.master_timing,
+            settings.handle_key,
+            settings.admins,
+            operator_ends_at_once=NodeBug.OPERATOR_ENDS_AT_ONCE in settings.node_bugs,
+        )
+        self._operators.clear()
         self._log = ServiceLog()
         self.session_book = SessionBook(settings.client_limits)
         self._gated = {}
@@ -164,6 +189,7 @@ class MasterHost:
         """Mastership ended: the calls in progress go elsewhere."""
         self._service = None
         self._backlog.clear()
+        self._operators.clear()
         calls, self._calls = self._calls, {}
         gated, self._gated = self._gated, {}
         waiting = [(c, r) for c, r, _ in calls.values()] + [(c, r) for c, r, _ in gated.values()]
@@ -202,8 +228,13 @@ class MasterHost:
             connection, request_id, principal, token
         ):
             return
-        changes = not isinstance(call, KeepAlive | ReadNode | ListSessions | CheckSequencer)
+        changes = not isinstance(
+            call, KeepAlive | ReadNode | ListSessions | CheckSequencer | GetLockInfo
+        )
         self._calls[token] = (connection, request_id, changes)
+        operator_call = _OPERATOR_CALLS.get(type(call))
+        if operator_call is not None:
+            self._operators[token] = operator_call
         self._start(service, token, call, principal, number)
         if isinstance(call, AcquireLock) and call.wait and self._chance.buggify(DISCONNECT):
             self._outbox.put(Disconnect(connection))
@@ -248,9 +279,9 @@ class MasterHost:
     ) -> None:
         match call:
             case CreateSession(name, nonce):
-                service.create_session(token, name, nonce, principal)
+                service.create_session(token, name, nonce, principal=principal)
             case KeepAlive(session_id, _, acked_through):
-                service.keep_alive(token, session_id, acked_through)
+                service.keep_alive(token, session_id, acked_through, principal=principal)
             case CloseSession(session_id, _):
                 service.close_session(token, session_id)
             case Open(session_id, _, path, mode, events, delay, create, exclusive):
@@ -275,6 +306,10 @@ class MasterHost:
                 service.read(token, session_id, path, cache=cache, principal=principal)
             case ListSessions(after, limit):
                 service.list_sessions(token, after, limit, principal=principal)
+            case GetLockInfo(path):
+                service.lock_info(token, path, principal=principal)
+            case KillSession(session_id):
+                service.kill_session(token, session_id, principal=principal)
 
     def write(
         self, connection: ConnectionId, request_id: RequestId, command: Command, write: LogWrite
@@ -380,6 +415,9 @@ class MasterHost:
 
     def _answer(self, token: CallToken, result: CallResult) -> None:
         self.session_book.answered(token, result)
+        operator_call = self._operators.pop(token, None)
+        if operator_call is not None:
+            self._operator_calls.inc(call=operator_call, outcome=_outcome(result))
         call = self._calls.pop(token, None)
         if call is None:
             return  # its connection went away
@@ -429,7 +467,21 @@ class MasterHost:
                 return WireNodeRead(stat, contents, cached, sequence)
             case SessionsListed(sessions, more):
                 return SessionList(tuple(self._session_info(s) for s in sessions), more)
+            case LockSummary():
+                return self._lock_info(result)
+            case SessionEnding(found, already, ends_in_ticks):
+                return WireSessionEnding(found, already, self._settings.ms(ends_in_ticks))
         raise AssertionError(result)
+
+    def _lock_info(self, summary: LockSummary) -> LockInfo:
+        ms = self._settings.ms
+        waiters = tuple(
+            LockWaiterInfo(w.session_id, w.client, w.principal, w.mode, ms(w.waited_ticks))
+            for w in summary.waiters
+        )
+        return LockInfo(summary.path, summary.instance, summary.mode, summary.lock_generation,
+                        summary.holders, summary.holder_count, waiters, summary.waiter_count,
+                        ms(summary.delay_remaining_ticks))  # fmt: skip
 
     def _session_info(self, summary: SessionSummary) -> SessionInfo:
         return SessionInfo(
@@ -443,7 +495,25 @@ class MasterHost:
             summary.ephemeral,
             summary.ephemeral_count,
             summary.cached_names,
+            summary.principal,
         )
+
+
+_OPERATOR_CALLS: dict[type, str] = {
+    ListSessions: "list_sessions",
+    GetLockInfo: "lock_info",
+    KillSession: "end_session",
+}
+"""The operators' calls counted in ``chubbypy_operator_calls_total``, by their names there."""
+
+
+def _outcome(result: CallResult) -> str:
+    """An operators' call's outcome as ``chubbypy_operator_calls_total`` labels it."""
+    if isinstance(result, Failure):
+        return result.code.name.lower()
+    if isinstance(result, SessionEnding):
+        return "none" if not result.found else "already" if result.already else "ending"
+    return "ok"
 
 
 def _sessions_ended(outcomes: list[Outcome]) -> list[SessionId]:
@@ -457,8 +527,9 @@ def _sessions_ended(outcomes: list[Outcome]) -> list[SessionId]:
 
 def _session_named(call: SessionCall) -> tuple[SessionId, bytes] | None:
     """The session a call names and the credential it shows (None for calls that name a
-    handle or sequencer instead, whose own check digits prove them, and for an operator's
-    ListSessions, which names no session: the service checks its principal instead)."""
+    handle or sequencer instead, whose own check digits prove them, and for operators'
+    calls, ListSessions, GetLockInfo and KillSession, which name no session of the
+    caller's: the service checks its principal instead)."""
     match call:
         case KeepAlive() | CloseSession() | Open() | ReadNode():
             return call.session_id, call.credential

@@ -174,8 +174,9 @@ class ReplicaNode:
             bugs=settings.node_bugs,
         )  # fmt: skip
         self._master = MasterHost(
-            settings, self.core, self.machine, self._writes, self._outbox, chance
-        )
+            settings, self.core, self.machine, self._writes, self._outbox, chance,
+            self._operator_calls,
+        )  # fmt: skip
         self.registrations = RegistrationBook(settings.client_limits)
         """Live registrations per connection and principal, against their limits."""
         self.checksums = ChecksumBook(settings.replica_id)
@@ -608,6 +609,13 @@ class ReplicaNode:
             "chubbypy_authentications_total",
             "Authenticate requests: admitted, refused (unknown principal or wrong token), "
             "rate_limited (too many failures from the source address; token not checked).",
+            labelled=True,
+        )
+        self._operator_calls = m.counter(
+            "chubbypy_operator_calls_total",
+            "Operators' calls this replica answered as master, by call (list_sessions, "
+            "lock_info, end_session) and outcome (ok; for end_session ending, already (it was "
+            "ending) or none (no such session); or the error code).",
             labelled=True,
         )
         self._log_left_out = m.counter(

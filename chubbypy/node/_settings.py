@@ -43,6 +43,10 @@ class NodeBug(enum.Enum):
     ROUTE_TO_WRONG_REQUEST = "route-to-wrong-request"
     """Assume outcomes come back in the order their commands were proposed here, and answer
     the oldest waiting request with each (another client's outcome, often)."""
+    OPERATOR_ENDS_AT_ONCE = "operator-ends-at-once"
+    """End a session an operator ends at once, through the log, as issue 14 first did,
+    instead of when its lease runs out: its locks pass on while its client may still
+    count on its lease."""
 
 
 @frozen

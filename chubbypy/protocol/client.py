@@ -77,9 +77,11 @@ __all__ = [
     "WriteRequest",
 ]
 
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 """The wire protocol this code speaks; a `Hello` with another is refused (UNSUPPORTED_VERSION).
-Version 3 added the peer handshake (`PeerChallenge`, `PeerChallengeReply`, `PeerProof`)."""
+Version 3 added the peer handshake (`PeerChallenge`, `PeerChallengeReply`, `PeerProof`);
+version 4 the operators' `GetLockInfo` and `KillSession`, and a session's principal in
+`SessionInfo` (a field more, which a version 3 client would not read)."""
 
 RequestId = NewType("RequestId", int)
 """Chosen by the client, unique among its requests in flight, in [1, INT64_MAX]."""

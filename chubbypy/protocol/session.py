@@ -51,6 +51,12 @@ SESSION_PATHS_LISTED_MAX = 16
 say how many there are in all."""
 SESSION_STATE_CHARS_MAX = 32
 """How long a `SessionInfo.state` may be ("live", "closing", ...)."""
+LOCK_INFO_LISTED_MAX = 1000
+"""The most holders, and the most waiters, one `LockInfo` lists (the cell lists at most
+``sessions.lock_info_listed_max`` of each, which may not be more): a longer list is refused
+undecoded. Its counts say how many there are in all."""
+LOCK_INFO_MODES = ("free", "exclusive", "shared")
+"""What `LockInfo.mode` may say."""
 
 
 class EventKind(enum.IntEnum):
@@ -229,11 +235,37 @@ class ReadNode:
 class ListSessions:
     """List the cell's sessions as the master knows them, in id order: those numbered
     above `after`, at most `limit` (at most SESSIONS_PAGE_MAX). An operator's query: it
-    names no session, so it carries no credential; the caller's principal needs read
-    access to the cell's root directory."""
+    names no session, so it carries no credential; the ACL ``admin`` must admit the
+    caller's principal."""
 
     after: SessionId = NO_SESSION
     limit: int = SESSIONS_PAGE_MAX
+
+
+@frozen
+class GetLockInfo:
+    """Who holds the lock of the node at `path`, who waits for it in which order, and its
+    lock-delay, as the master knows them (`LockInfo`). It names no session, so it carries
+    no credential; the caller's principal needs read access to the node, as to read its
+    contents."""
+
+    path: str
+
+
+@frozen
+class KillSession:
+    """End session `session_id`, which another client owns: an operator's call (the ACL
+    ``admin`` must admit the caller's principal, as for `ListSessions`). The master
+    extends the session's lease no more: its KeepAlives are refused SESSION_EXPIRED
+    ("ending: ended by an operator") from now on, so its client learns that it is over,
+    and it is ended as expired when the lease it has runs out, never earlier (its client
+    may count on that lease until then): its ephemeral files are deleted and its locks
+    freed (into their lock-delay) then. The answer (`SessionEnding`) says when. Not
+    numbered: ending a session that is ending already changes nothing. The end is the
+    master's memory, not the log's: a fail-over before the lease runs out forgets it, and
+    the session lives on if its client never heard (end it again)."""
+
+    session_id: SessionId
 
 
 SessionCall = (
@@ -250,6 +282,8 @@ SessionCall = (
     | CheckSequencer
     | ReadNode
     | ListSessions
+    | GetLockInfo
+    | KillSession
 )
 
 CALLS_UNACKED_MAX = 64
@@ -353,8 +387,9 @@ class SessionInfo:
     """The client's description of itself, from `CreateSession`."""
     state: str
     """One of "live" (its calls are served), "closing" (its close is in flight), "doomed"
-    (it fell too far behind on events: refused, and ended when its lease runs out) and
-    "ending" (its lease ran out: its end is in flight)."""
+    (it fell too far behind on events: refused, and ended when its lease runs out),
+    "operator-ended" (an operator ended it: refused likewise, and ended when its lease
+    runs out) and "ending" (its lease ran out: its end is in flight)."""
     lease_remaining_ms: int
     """How long its lease runs on from the master's answer, on the master's clock."""
     handles: int
@@ -368,6 +403,10 @@ class SessionInfo:
     ephemeral_count: int
     cached_names: int = 0
     """Names the master registered it as caching (each costs an invalidation per change)."""
+    principal: str = ""
+    """The principal its client acts as, as this master heard it from the session's own
+    calls (its creation, its KeepAlives, its opens and reads); "" until its first call to
+    this master (after a fail-over, its next KeepAlive)."""
 
 
 @frozen
@@ -379,6 +418,77 @@ class SessionList:
     more: bool
 
 
+@frozen
+class LockHolderInfo:
+    """One hold on a lock, for operators: the session, its client and principal (as in
+    `SessionInfo`), the mode, and the lock-delay that applies if the session expires while
+    holding it."""
+
+    session_id: SessionId
+    client: str
+    """The session's name: its client's description of itself."""
+    principal: str
+    mode: str
+    """ "exclusive" or "shared"."""
+    lock_delay_ms: int
+
+
+@frozen
+class LockWaiterInfo:
+    """One blocked acquire in a lock's queue, for operators: who waits, for which mode,
+    and for how long so far (on the master's clock)."""
+
+    session_id: SessionId
+    client: str
+    principal: str
+    mode: str
+    waited_ms: int
+
+
+@frozen
+class LockInfo:
+    """What a `GetLockInfo` found: the lock of the node `path` (of `instance`).
+
+    `mode` is "free" (no holder; it may still be in lock-delay), "exclusive" or "shared".
+    `lock_generation` is the node's: the sequencer a holder has names it (with the path,
+    instance and mode), so a fenced server can compare. Holders are in (session, handle)
+    order, waiters in queue order (the head is granted next), at most
+    ``sessions.lock_info_listed_max`` of each and fewer for a very long page;
+    `holder_count` and `waiter_count` say how many there are in all. Waiters are this
+    master's: after a fail-over, a queue fills again as its clients retry.
+    `lock_delay_remaining_ms` is how long the lock stays unavailable after its holder's
+    session expired (0: not in lock-delay).
+    """
+
+    path: str
+    instance: int
+    mode: str
+    lock_generation: int
+    holders: tuple[LockHolderInfo, ...]
+    holder_count: int
+    waiters: tuple[LockWaiterInfo, ...]
+    waiter_count: int
+    lock_delay_remaining_ms: int
+
+
+@frozen
+class SessionEnding:
+    """A `KillSession`'s answer.
+
+    `found` is False if there was no such session in the cell (it had ended already, or
+    never was); `already` then False and `ends_in_ms` 0. Otherwise `already` says whether
+    it was ending before this call (an operator ended it earlier, perhaps an earlier
+    attempt of this same call whose answer was lost; its client is closing it; it fell
+    too far behind on its events; or its lease ran out): then this call changed nothing.
+    `ends_in_ms` is how long the lease it has still runs, on the master's clock: it is
+    ended as expired then, its locks freed into their lock-delay (a fail-over meanwhile
+    forgets an operator's end: see `KillSession`)."""
+
+    found: bool
+    already: bool
+    ends_in_ms: int
+
+
 SessionResult = (
     SessionCreated
     | LeaseExtended
@@ -388,4 +498,6 @@ SessionResult = (
     | SequencerValidity
     | NodeRead
     | SessionList
+    | LockInfo
+    | SessionEnding
 )

@@ -19,6 +19,7 @@ from chubbypy.protocol._plain import (
     text,
     uint64,
 )
+from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX
 from chubbypy.protocol.namespace import Create, LockMode, MultiOp, SimpleWrite, Stat
 from chubbypy.protocol.namespace_codec import (
     result_from_plain,
@@ -31,6 +32,8 @@ from chubbypy.protocol.session import (
     EVENT_MASK_ALL,
     HANDLE_BYTES_MAX,
     HANDLE_MODES_ALL,
+    LOCK_INFO_LISTED_MAX,
+    LOCK_INFO_MODES,
     SEQUENCER_BYTES_MAX,
     SESSION_NAME_CHARS_MAX,
     SESSION_PATHS_LISTED_MAX,
@@ -44,14 +47,19 @@ from chubbypy.protocol.session import (
     CreateSession,
     EventKind,
     EventMask,
+    GetLockInfo,
     GetSequencer,
     HandleMode,
     HandleOpened,
     HandleWrite,
     KeepAlive,
+    KillSession,
     LeaseExtended,
     ListSessions,
     Locked,
+    LockHolderInfo,
+    LockInfo,
+    LockWaiterInfo,
     NodeRead,
     Open,
     PoisonHandle,
@@ -60,6 +68,7 @@ from chubbypy.protocol.session import (
     SequencerValidity,
     SessionCall,
     SessionCreated,
+    SessionEnding,
     SessionEvent,
     SessionInfo,
     SessionList,
@@ -101,6 +110,10 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [12, session_id, credential, path, cache]
         case ListSessions(after, limit):
             return [13, after, limit]
+        case GetLockInfo(path):
+            return [14, path]
+        case KillSession(session_id):
+            return [15, session_id]
     raise AssertionError(call)
 
 
@@ -111,7 +124,16 @@ def _event(event: SessionEvent) -> list[Any]:
 def _session_info(info: SessionInfo) -> list[Any]:
     return [info.session_id, info.name, info.state, info.lease_remaining_ms, info.handles,
             [[path, mode] for path, mode in info.locks], info.lock_count, list(info.ephemeral),
-            info.ephemeral_count, info.cached_names]  # fmt: skip
+            info.ephemeral_count, info.cached_names, info.principal]  # fmt: skip
+
+
+def _lock_info(info: LockInfo) -> list[Any]:
+    holders = [[h.session_id, h.client, h.principal, h.mode, h.lock_delay_ms]
+               for h in info.holders]  # fmt: skip
+    waiters = [[w.session_id, w.client, w.principal, w.mode, w.waited_ms] for w in info.waiters]
+    return [info.path, info.instance, info.mode, info.lock_generation, holders,
+            info.holder_count, waiters, info.waiter_count,
+            info.lock_delay_remaining_ms]  # fmt: skip
 
 
 def session_result_to_plain(result: SessionResult) -> list[Any]:
@@ -133,6 +155,10 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
             return [7, plain_stat, contents, cached, sequence]
         case SessionList(sessions, more):
             return [8, [_session_info(info) for info in sessions], more]
+        case LockInfo():
+            return [9, *_lock_info(result)]
+        case SessionEnding(found, already, ends_in_ms):
+            return [10, found, already, ends_in_ms]
     raise AssertionError(result)
 
 
@@ -260,6 +286,8 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
         ),
     ),
     13: (2, _to_list_sessions),
+    14: (1, lambda f: GetLockInfo(_text(f[0], PATH_CHARS_MAX, "path"))),
+    15: (1, lambda f: KillSession(_session_id(f[0]))),
 }
 
 
@@ -299,23 +327,33 @@ def _listed(data: Any, what: str) -> list[Any]:
 _LOCK_MODE_NAMES = frozenset(mode.name.lower() for mode in LockMode)
 
 
+def _held_mode(data: Any) -> str:
+    """How a lock is held or asked for: "exclusive" or "shared"."""
+    mode = text(data)
+    if mode not in _LOCK_MODE_NAMES:
+        raise DecodeError(f"unknown lock mode {mode!r:.20}")
+    return mode
+
+
 def _to_lock_listed(data: Any) -> tuple[str, str]:
     path, mode = array(data, 2)
-    mode_name = text(mode)
-    if mode_name not in _LOCK_MODE_NAMES:
-        raise DecodeError(f"unknown lock mode {mode_name!r:.20}")
-    return _text(path, PATH_CHARS_MAX, "path"), mode_name
+    return _text(path, PATH_CHARS_MAX, "path"), _held_mode(mode)
+
+
+def _principal(data: Any) -> str:
+    """A principal as a listing names it: "" when the master has not heard it yet."""
+    return _text(data, PRINCIPAL_CHARS_MAX, "principal")
 
 
 def _to_session_info(data: Any) -> SessionInfo:
-    f = array(data, 10)
+    f = array(data, 11)
     locks = tuple(_to_lock_listed(lock) for lock in _listed(f[5], "lock"))
     ephemeral = tuple(_text(path, PATH_CHARS_MAX, "path") for path in _listed(f[7], "ephemeral"))
     lock_count, ephemeral_count = uint64(f[6], len(locks)), uint64(f[8], len(ephemeral))
     return SessionInfo(_session_id(f[0]), _text(f[1], SESSION_NAME_CHARS_MAX, "session name"),
                        _text(f[2], SESSION_STATE_CHARS_MAX, "session state"), uint64(f[3]),
                        uint64(f[4]), locks, lock_count, ephemeral, ephemeral_count,
-                       uint64(f[9]))  # fmt: skip
+                       uint64(f[9]), _principal(f[10]))  # fmt: skip
 
 
 def _to_session_list(f: list[Any]) -> SessionList:
@@ -323,6 +361,54 @@ def _to_session_list(f: list[Any]) -> SessionList:
     if len(sessions) > SESSIONS_PAGE_MAX:
         raise DecodeError(f"{len(sessions)} sessions in one page: at most {SESSIONS_PAGE_MAX}")
     return SessionList(tuple(_to_session_info(info) for info in sessions), boolean(f[1]))
+
+
+def _lock_entries(data: Any, count: Any, what: str) -> tuple[list[list[Any]], int]:
+    """A lock's listed holders or waiters, each of five fields, at most
+    LOCK_INFO_LISTED_MAX, and their count in all (at least as many as listed)."""
+    entries = array(data)
+    if len(entries) > LOCK_INFO_LISTED_MAX:
+        raise DecodeError(f"{len(entries)} {what} listed: at most {LOCK_INFO_LISTED_MAX}")
+    return [array(entry, 5) for entry in entries], uint64(count, len(entries))
+
+
+def _who(f: list[Any]) -> tuple[SessionId, str, str, str]:
+    """The session, client, principal and mode a holder or waiter starts with."""
+    client = _text(f[1], SESSION_NAME_CHARS_MAX, "session name")
+    return _session_id(f[0]), client, _principal(f[2]), _held_mode(f[3])
+
+
+def _to_lock_info(f: list[Any]) -> LockInfo:
+    mode = text(f[2])
+    if mode not in LOCK_INFO_MODES:
+        raise DecodeError(f"unknown lock state {mode!r:.20}")
+    holders, holder_count = _lock_entries(f[4], f[5], "lock holders")
+    waiters, waiter_count = _lock_entries(f[6], f[7], "lock waiters")
+    held = tuple(LockHolderInfo(*_who(h), uint64(h[4])) for h in holders)
+    # What no master sends: a free lock with holders, a held one listing none, an
+    # exclusive one held twice, a holder in another mode than the lock's.
+    if (mode == "free") != (holder_count == 0) or (holder_count > 0 and not held):
+        raise DecodeError(f"a lock {mode} with {holder_count} holders ({len(held)} listed)")
+    if (mode == "exclusive" and holder_count != 1) or any(h.mode != mode for h in held):
+        raise DecodeError(f"a lock held {mode} with holders of other modes, or many")
+    return LockInfo(
+        _text(f[0], PATH_CHARS_MAX, "path"),
+        uint64(f[1]),
+        mode,
+        uint64(f[3]),
+        held,
+        holder_count,
+        tuple(LockWaiterInfo(*_who(w), uint64(w[4])) for w in waiters),
+        waiter_count,
+        uint64(f[8]),
+    )
+
+
+def _to_session_ending(f: list[Any]) -> SessionEnding:
+    found, already, ends_in_ms = boolean(f[0]), boolean(f[1]), uint64(f[2])
+    if not found and (already or ends_in_ms):
+        raise DecodeError("a session not found cannot be ending")  # what no master sends
+    return SessionEnding(found, already, ends_in_ms)
 
 
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
@@ -344,6 +430,8 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
         ),
     ),
     8: (2, _to_session_list),
+    9: (9, _to_lock_info),
+    10: (3, _to_session_ending),
 }
 
 

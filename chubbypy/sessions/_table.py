@@ -38,6 +38,13 @@ Chubby §2.8, §2.9. Theory of operation.
   (`EndSession(expired=False)`, through the shell); as in Chubby, it is the client
   library that closes a session idle for a minute with no open handles, because only the
   client knows its handles across a fail-over.
+* **An operator's end** (`operator_ending`, for `MasterService.kill_session`) is no
+  exception: from then on the session's KeepAlives are refused (the parked one at once),
+  so its lease stops growing and its client hears that the session is over, but it is
+  expired only when the lease it has runs out, as a doomed one is. Until then its client
+  may still believe in its lease and act on its locks and its cache; ending it earlier
+  would hand its locks on while it may still act on them. The mark is memory: a new
+  master grants the session a whole lease like every other (an operator ends it again).
 * **Fail-over (§2.9).** `start` queues a master-fail-over event for every session; until
   each has acknowledged it or its lease is over (or it is closing), `failover_complete` is
   False and the shell serves KeepAlives only, so no session acts on state it may have
@@ -49,6 +56,15 @@ Chubby §2.8, §2.9. Theory of operation.
   repeats.
 * **Closing.** `closing` marks a session whose close is in flight: like an ending one it
   is no longer live and its KeepAlives are refused.
+* **Refused, not yet ended.** A doomed session, a closing one and one an operator ended
+  all stop being extended the same way (`_stop_extending`): refused, and expired at the
+  end of the lease they have. A doomed one and one an operator ended may not know it yet
+  (`awaits_expiry`): its client may still use its cache, and it still holds the
+  fail-over up, until that lease is over.
+* **Principals.** Each session remembers the principal of its client as heard from the
+  session's own calls (`heard_from`: its creation, KeepAlives, opens and reads), for
+  operators' listings. It is memory, not replicated: a new master knows it from each
+  session's next call, which after a fail-over is a KeepAlive within the lease.
 * **Backlog.** At most `events_pending_max` events wait per session. A session that falls
   further behind is *doomed*: its events are dropped and its KeepAlives refused, so its
   client learns at once that its session is gone; it is ended, as expired, when its lease
@@ -144,8 +160,8 @@ class Outputs(Generic[Token]):
 
     answers: tuple[KeepAliveAnswer[Token], ...] = ()
     refused: tuple[tuple[SessionId, Token], ...] = ()
-    """(session, token) of KeepAlives to answer SESSION_EXPIRED: the session is doomed or
-    gone."""
+    """(session, token) of KeepAlives to answer SESSION_EXPIRED: the session is not live
+    (doomed, ended by an operator, closing) or gone."""
     expire: tuple[SessionId, ...] = ()
     """Sessions whose lease ran out: propose EndSession(expired=True)."""
 
@@ -154,6 +170,8 @@ class _State(enum.Enum):
     LIVE = "live"
     DOOMED = "doomed"
     """Too far behind on events: refused, and expired when its lease runs out."""
+    OPERATOR_ENDED = "operator-ended"
+    """An operator ended it: refused, and expired when its lease runs out."""
     CLOSING = "closing"
     """Its close is in flight; refused, and still expired at its lease end should the
     close never be applied (a client that died right after asking, say)."""
@@ -177,6 +195,8 @@ class _Session(Generic[Token]):
     state: _State = _State.LIVE
     version: int = 0
     """Bumped whenever its next deadline is scheduled again; older heap entries are stale."""
+    principal: str = ""
+    """Whom its latest call to this master came from ("" until one did)."""
 
 
 class SessionTable(Generic[Token]):
@@ -226,6 +246,13 @@ class SessionTable(Generic[Token]):
         self._sessions[session_id] = session
         self._schedule(session_id, session)
 
+    def heard_from(self, session_id: SessionId, principal: str) -> None:
+        """A call of the session (proven by its credential or its handle) came from a
+        connection acting as `principal`."""
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.principal = principal
+
     def ended(self, session_id: SessionId) -> None:
         """`EndSession` was applied: forget the session; refuse its parked KeepAlive."""
         session = self._sessions.pop(session_id, None)
@@ -234,8 +261,9 @@ class SessionTable(Generic[Token]):
             self._refused.append((session_id, session.parked))
 
     def keep_alive(self, session_id: SessionId, token: Token, acked_through: int) -> bool:
-        """A KeepAlive arrived; False if the session is unknown or doomed (answer
-        SESSION_EXPIRED at once). Otherwise it is parked and answered through `take`."""
+        """A KeepAlive arrived; False if the session is unknown or not live (doomed, ended
+        by an operator, closing or ending: answer SESSION_EXPIRED at once). Otherwise it
+        is parked and answered through `take`."""
         session = self._sessions.get(session_id)
         if session is None or session.state is not _State.LIVE:
             return False
@@ -273,10 +301,19 @@ class SessionTable(Generic[Token]):
         return None if event is None else event.sequence
 
     def closing(self, session_id: SessionId) -> None:
-        """The session's close is in flight: refuse its KeepAlives; it is not live."""
+        """The session's end is in flight (its client closed it, or an operator ended it):
+        refuse its KeepAlives, the one parked too; it is not live."""
         session = self._sessions.get(session_id)
         if session is not None and session.state is not _State.ENDING:
             self._stop_extending(session_id, session, _State.CLOSING)
+
+    def operator_ending(self, session_id: SessionId) -> None:
+        """An operator ended the session: refuse its KeepAlives from now on, the one parked
+        too, and expire it when its lease runs out (see the module docstring). A session
+        not live (doomed, closing or ending already) is left as it is."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.state is _State.LIVE:
+            self._stop_extending(session_id, session, _State.OPERATOR_ENDED)
 
     def tick(self, now: int) -> None:
         """The master's clock reads `now`: answer KeepAlives due, expire sessions due."""
@@ -310,10 +347,26 @@ class SessionTable(Generic[Token]):
         session = self._sessions.get(session_id)
         return None if session is None else session.expiry
 
+    def principal(self, session_id: SessionId) -> str:
+        """The principal the session's latest call came from ("" if unknown)."""
+        session = self._sessions.get(session_id)
+        return "" if session is None else session.principal
+
     def is_doomed(self, session_id: SessionId) -> bool:
         """Refused for falling behind, its lease still running."""
         session = self._sessions.get(session_id)
         return session is not None and session.state is _State.DOOMED
+
+    def is_operator_ended(self, session_id: SessionId) -> bool:
+        """Refused because an operator ended it, its lease still running."""
+        session = self._sessions.get(session_id)
+        return session is not None and session.state is _State.OPERATOR_ENDED
+
+    def awaits_expiry(self, session_id: SessionId) -> bool:
+        """Refused, though its client may not know it yet (doomed, or ended by an
+        operator): until its lease runs out the client may still use what it cached."""
+        session = self._sessions.get(session_id)
+        return session is not None and session.state in (_State.DOOMED, _State.OPERATOR_ENDED)
 
     def next_sequence(self, session_id: SessionId) -> int:
         """The number the session's next event will get (0 if it is unknown)."""
@@ -366,6 +419,10 @@ class SessionTable(Generic[Token]):
     def _stop_extending(
         self, session_id: SessionId, session: _Session[Token], state: _State
     ) -> None:
+        """The one way a session's lease stops growing before it ends: it is refused from
+        now on (its parked KeepAlive too), and expired when the lease it has runs out.
+        Three reasons: doomed, closing, or ended by an operator."""
+        assert state in (_State.DOOMED, _State.CLOSING, _State.OPERATOR_ENDED), state
         session.state = state
         if state is _State.CLOSING:
             self._awaiting_failover.discard(session_id)

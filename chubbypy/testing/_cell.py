@@ -35,6 +35,7 @@ from chubbypy.testing._client import ScriptClient, SimClient
 from chubbypy.testing._lock_checks import LockObserver
 from chubbypy.testing._lock_client import LockBug, SimLockClient
 from chubbypy.testing._node import DiskSettings, ReplicaLinks, SimReplica
+from chubbypy.testing._operator import SimOperator
 from chubbypy.testing._registers import CELL
 from chubbypy.testing._stalling import StallingCacher
 from chubbypy.testing._world import (
@@ -123,6 +124,9 @@ class SimSettings:
     """How long a lock client's session may stay in jeopardy before it gives it up."""
     idle_lock_clients: bool = False
     """Lock clients only keep their sessions alive (a scenario scripts the rest)."""
+    operator_ends: bool = True
+    """While lock clients work (not idle ones), an operator ends a random live session
+    now and then (`chubbypy.testing._operator`)."""
     known_bugs: frozenset[str] = frozenset(KNOWN_BUGS)
     """Checkers whose violations are a known, filed bug: reported apart (`SimResult.known`)."""
     session_lease_seconds: float = 2.0
@@ -214,6 +218,8 @@ class SimCell:
         self.clients = {
             f"c{n}": self._make_client(f"c{n}", n) for n in range(1, register_clients + 1)
         }
+        working = settings.locks and not settings.idle_lock_clients
+        self.operator = self._make_operator() if working and settings.operator_ends else None
         self._progress_due = PROGRESS_SECONDS * SECOND
         self._progress_applied = 0
         self.scripts: dict[str, ScriptClient] = {}
@@ -302,6 +308,17 @@ class SimCell:
             idle=s.idle_lock_clients,
         )
 
+    def _make_operator(self) -> SimOperator:
+        return SimOperator(
+            self.names,
+            self._client_process("op"),
+            self.lock_observer,
+            random.Random(self._rng.getrandbits(64)),
+            self.settings.call_settings(),
+            self._client_chance(),
+            self._say,
+        )
+
     # ------------------------------------------------------------------ wiring
 
     def _send_peer(self, envelope: Envelope) -> None:
@@ -326,7 +343,11 @@ class SimCell:
         target = self._client(client)
         self.network.send(replica, client, lambda: target.reply_received(replica, reply))
 
-    def _client(self, name: str) -> SimClient | SimLockClient | ScriptClient | StallingCacher:
+    def _client(
+        self, name: str
+    ) -> SimClient | SimLockClient | SimOperator | ScriptClient | StallingCacher:
+        if self.operator is not None and name == self.operator.name:
+            return self.operator
         return (
             self.lock_clients.get(name)
             or self.clients.get(name)
@@ -384,6 +405,8 @@ class SimCell:
             client.start(stop)
         for lock_client in self.lock_clients.values():
             lock_client.start(stop)
+        if self.operator is not None:
+            self.operator.start(stop)
 
     def add_lock_client(self) -> SimLockClient:
         """One more lock client (before `start`), for a scenario to watch."""
@@ -616,6 +639,8 @@ class SimCell:
             client.stop_at = min(client.stop_at, workload_end)
         for lock_client in self.lock_clients.values():
             lock_client.stop_at = min(lock_client.stop_at, workload_end)
+        if self.operator is not None:
+            self.operator.stop_at = min(self.operator.stop_at, workload_end)
         self.scheduler.at(workload_end, self._fall_quiet)
         end = workload_end + int(s.quiet_seconds * SECOND)
         self.run_until(workload_end)
@@ -638,7 +663,8 @@ class SimCell:
             )
             self._tell(
                 f"checked session safety: {locks.expiries} sessions expired, none before "
-                "its client's view of its lease ended"
+                f"its client's view of its lease ended ({locks.operator_ended_expiries} of "
+                f"the {locks.operator_ends} sessions an operator ended among them)"
             )
             self._tell(
                 f"checked cache coherence: {locks.reads_checked} reads ({locks.cache_hits} "
@@ -647,6 +673,10 @@ class SimCell:
             self._tell(
                 f"checked events: {locks.events_checked} events, in order, none twice or "
                 "lost, none before its change was applied"
+            )
+            self._tell(
+                f"checked lock info: {locks.lock_infos_checked} answers, each the lock's "
+                "generation and holders as the log had them between asking and answer"
             )
         return self.result()
 

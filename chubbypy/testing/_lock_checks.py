@@ -9,6 +9,7 @@ judge, against what the log applied, in true time:
   its local lease ends, whichever comes first; a frozen process's lease ends all the same);
 * **session safety**: a session is expired in the log only after its client's lease view
   ended, in true time (the client's view is the client library's own: `ClientSession`);
+  a session an operator ended (`chubbypy.testing._operator`) is no exception;
 * **fencing**: a write guarded by a sequencer is applied only while that sequencer's
   generation is the lock's latest;
 * **cache coherence**: no read, from the client's cache or from the master, returns
@@ -19,6 +20,11 @@ judge, against what the log applied, in true time:
   of a mastership in progress may be lost with it; the fail-over event says so, as in
   Chubby); and no handle hears of more changes (contents modified, lock acquired) of its
   node than the log has applied;
+* **lock info**: what an operator's GetLockInfo answers of a lock (its generation and
+  its holders' sessions) is the lock checker's own model of that lock after some log
+  index that some replica had applied at some instant between the asking and the answer
+  (the master answers from what it applied; no replica may be ahead of the log, and no
+  answer may be older than what every replica had applied when it was asked);
 * **at most once**: every session call takes effect at most once, and a retried call gets
   the answer of its first effect: a handle write (unique contents) is applied once, and a
   release whose first attempt freed the lock is not answered as refused (SESSION_EXPIRED
@@ -48,6 +54,7 @@ from chubbypy.protocol.namespace import (
     Written,
 )
 from chubbypy.protocol.namespace_codec import decode_log_write, decode_result
+from chubbypy.protocol.session import LockInfo, SessionEnding
 from chubbypy.sessions import EventKind, SessionEvent
 
 Violate = Callable[[str, str], None]
@@ -84,6 +91,21 @@ class LockObserver:
     """Per (session, handle, kind): events of that kind received."""
     _last_event: dict[int, int] = field(factory=dict)
     events_checked: int = 0
+    _holders: dict[str, list[int]] = field(factory=dict)
+    """Per lock path: the sessions holding it after the last entry applied, one per hold."""
+    _lock_history: dict[str, list[tuple[int, int, tuple[int, ...]]]] = field(factory=dict)
+    """Per lock path: (log index, lock generation, holders' sessions in order) after each
+    entry that changed it, in log order."""
+    _applied_at: dict[str, list[tuple[int, int]]] = field(factory=dict)
+    """Per replica: (true time, log index) of each entry it applied, in time order."""
+    lock_infos_checked: int = 0
+    operator_ends: int = 0
+    """Sessions an operator's end found live (and so ended)."""
+    _operator_ended: set[int] = field(factory=set)
+    operator_ended_expiries: int = 0
+    """Expiries in the log of sessions an operator ended (session safety judged each)."""
+    _index: int = 0
+    """The log index being judged."""
 
     def events_received(
         self, client: str, session_id: int, events: tuple[SessionEvent, ...]
@@ -206,15 +228,61 @@ class LockObserver:
         """The client of `session_id` believes its lease lasts until true time `end_true`."""
         self._lease_end_true[session_id] = max(self._lease_end_true.get(session_id, 0), end_true)
 
-    def entry_applied(self, entry: Entry, results: tuple[Outcome | ChecksumTaken, ...]) -> None:
-        """The first replica to apply `entry` did, now: judge what it did."""
+    def entry_applied(
+        self, replica: str, entry: Entry, results: tuple[Outcome | ChecksumTaken, ...]
+    ) -> None:
+        """`replica` applied `entry`, now: judge what it did, the first time it is applied."""
+        self._applied_at.setdefault(replica, []).append((self.now(), entry.index))
         if entry.index in self._applied or entry.value.kind is not ValueKind.COMMANDS:
             return
         self._applied.add(entry.index)
+        self._index = entry.index
         outcomes = [r for r in results if isinstance(r, Outcome)]
         for command, outcome in zip(entry.value.commands, outcomes, strict=True):
             if command.client_id == MASTER_CLIENT and outcome.kind is OutcomeKind.APPLIED:
                 self._judge(decode_log_write(command.payload), decode_result(outcome.result))
+
+    def lock_info_answered(self, client: str, info: LockInfo, asked: int) -> None:
+        """`client` asked, at true time `asked`, for the lock of `info.path` and was answered
+        `info` now: it must be the model's lock after an index some replica had applied at
+        some instant in between (see the module docstring)."""
+        self.lock_infos_checked += 1
+        states = {self._lock_state(info.path, index) for index in self._indices_applied(asked)}
+        answered = (info.lock_generation, tuple(sorted(h.session_id for h in info.holders)))
+        if answered not in states or len(info.holders) != info.holder_count:
+            self.violate(
+                "lock info",
+                f"{client} was told {info.path} is {info.mode} at generation "
+                f"{info.lock_generation}, held by {answered[1]} of {info.holder_count}; "
+                f"between {asked} µs and {self.now()} µs the replicas had it as "
+                f"{sorted(states)}",
+            )
+
+    def operator_ended(self, session_id: int, ending: SessionEnding) -> None:
+        """An operator's end of `session_id` was answered `ending`: the checkers judge that
+        session's expiry like any other's (counted apart, to show they did)."""
+        if ending.found and not ending.already:
+            self.operator_ends += 1
+            self._operator_ended.add(session_id)
+
+    def _indices_applied(self, since: int) -> set[int]:
+        """The log indices some replica had applied at some instant from `since` to now."""
+        indices = {0} if not self._applied_at else set()
+        for applied in self._applied_at.values():
+            before = [index for time, index in applied if time <= since]
+            indices.add(before[-1] if before else 0)
+            indices.update(index for time, index in applied if since < time <= self.now())
+        return indices
+
+    def _lock_state(self, path: str, index: int) -> tuple[int, tuple[int, ...]]:
+        """The model's (generation, holders' sessions) of `path` after log index `index`."""
+        changes = [state for state in self._lock_history.get(path, ()) if state[0] <= index]
+        return changes[-1][1:] if changes else (0, ())
+
+    def _lock_state_changed(self, path: str) -> None:
+        holders = tuple(sorted(self._holders.get(path, ())))
+        state = (self._index, self._generation.get(path, 0), holders)
+        self._lock_history.setdefault(path, []).append(state)
 
     def _judge(self, write: object, result: object) -> None:
         match write:
@@ -223,6 +291,7 @@ class LockObserver:
                 self._changed(path, EventKind.LOCK_ACQUIRED)
             case EndSession(session_id, expired=True) if isinstance(result, Written):
                 self.expiries += 1
+                self.operator_ended_expiries += session_id in self._operator_ended
                 lease_end = self._lease_end_true.get(session_id, 0)
                 if self.now() < lease_end:
                     self.violate(
@@ -245,3 +314,20 @@ class LockObserver:
                             f"a write fenced by generation {test.lock_generation} of "
                             f"{test.path} applied after generation {latest} was granted",
                         )
+        if isinstance(result, Written):
+            self._holds_changed(write)
+
+    def _holds_changed(self, write: object) -> None:
+        """The model of who holds each lock, after `write` was applied (and succeeded)."""
+        match write:
+            case Acquire(session_id, path=path):
+                self._holders.setdefault(path, []).append(session_id)
+                self._lock_state_changed(path)
+            case Release(session_id, path=path):
+                self._holders[path].remove(session_id)
+                self._lock_state_changed(path)
+            case EndSession(session_id):
+                for path, holders in self._holders.items():
+                    if session_id in holders:
+                        holders[:] = [held for held in holders if held != session_id]
+                        self._lock_state_changed(path)

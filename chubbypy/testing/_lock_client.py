@@ -8,7 +8,8 @@ the master (locating it, redirects, retries, back-off, attempt times) is
 over the simulated network (`chubbypy.testing._calls`). The program's workload: open a lock
 file, acquire its lock (blocking, with a timeout), hold it a while and write the file
 fenced by the sequencer, release; read lock files through the session's cache; now and
-then close the session and start another.
+then ask the master, as an operator would, who holds a lock file's lock (GetLockInfo);
+now and then close the session and start another.
 
 What it *believes* is what the checkers (`chubbypy.testing._lock_checks`) judge: it
 believes it holds a lock from the moment the grant arrives, if its session is connected
@@ -64,12 +65,14 @@ from chubbypy.protocol.session import (
     CloseHandle,
     CreateSession,
     EventMask,
+    GetLockInfo,
     GetSequencer,
     HandleMode,
     HandleOpened,
     HandleWrite,
     LeaseExtended,
     Locked,
+    LockInfo,
     NodeRead,
     Open,
     ReleaseLock,
@@ -97,6 +100,9 @@ class LockBug(enum.Enum):
 Answer = SessionResult | ChubbyError
 """How a session call ended: its result, or why it failed."""
 
+LOCK_INFO_SHARE = 0.1
+"""Of the turns that neither read nor start a session, the share that asks for a lock's
+info (before opening, acquiring, writing or releasing)."""
 ACQUIRE_TIMEOUT_SECONDS = 2.0
 """How long the program waits for a lock before it gives up and tries again later."""
 
@@ -186,6 +192,8 @@ class SimLockClient:
             self._later(20)  # jeopardy: calls wait
         elif self._rng.random() < 0.3:
             self._read(session, LOCK_PATH_FORMAT.format(self._rng.randrange(LOCK_COUNT)))
+        elif self._rng.random() < LOCK_INFO_SHARE:
+            self._lock_info(session, LOCK_PATH_FORMAT.format(self._rng.randrange(LOCK_COUNT)))
         elif not self._handle:
             self._open(session)
         elif not self._sequencer:
@@ -238,6 +246,18 @@ class SimLockClient:
             self._work_done()
 
         self._call(session, wanted.call, answered)
+
+    def _lock_info(self, session: ClientSession, path: str) -> None:
+        """Ask the master who holds `path`'s lock: the lock info checker judges the answer
+        against what the log applied meanwhile."""
+        asked = self._process.scheduler.now
+
+        def answered(answer: Answer) -> None:
+            if isinstance(answer, LockInfo):
+                self._observer.lock_info_answered(self.name, answer, asked)
+            self._work_done()
+
+        self._call(session, GetLockInfo(path), answered)
 
     def _open(self, session: ClientSession) -> None:
         path = LOCK_PATH_FORMAT.format(self._rng.randrange(LOCK_COUNT))

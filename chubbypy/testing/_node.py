@@ -71,7 +71,10 @@ class ReplicaLinks:
     disconnect: Callable[[ReplicaId, str], None]
     """(replica, client): the replica closed the client's connection."""
     narrate: Callable[[str], None]
-    entry_applied: Callable[[Entry, tuple[Outcome | ChecksumTaken, ...]], None] | None = None
+    entry_applied: (
+        Callable[[ReplicaId, Entry, tuple[Outcome | ChecksumTaken, ...]], None] | None
+    ) = None
+    """(replica, entry, results): the replica applied the entry, now."""
 
 
 class SimReplica:
@@ -282,7 +285,7 @@ class SimReplica:
                 self._observer.committed(self.name, entry)
                 self._observer.applied(self.name, entry.index, results)
                 if links.entry_applied is not None:
-                    links.entry_applied(entry, results)
+                    links.entry_applied(self.name, entry, results)
             case EventHappened(event):
                 if isinstance(event, BecameMaster):
                     self._observer.mastership(self.name, event.epoch, event.ballot)

@@ -329,6 +329,47 @@ def test_shared_locks(front: Front, connect: Connect, place: Place) -> None:
         assert not exclusive.shared
 
 
+def test_an_operator_sees_a_lock_and_ends_its_holders_session(
+    front: Front, connect: Connect, place: Place, live: LiveCell
+) -> None:
+    """lock_info shows the holder (as "anonymous") and a waiter in line; end_session is
+    refused to an anonymous client; the operator ends the holder's session (ending, then
+    ending already, each with its lease's rest): the holder hears at once that it lost
+    its lock, which its session keeps, the waiter waiting, until that lease runs out
+    (test_operator_calls.py waits for the waiter's grant)."""
+    holder, waiter = connect(), connect()
+    principal, token = live.operator
+    operator = front.connect(str(live.config_path), timeout_seconds=10.0, principal=principal,
+                             token=token)  # fmt: skip
+    call, path = front.call, place("lock")
+    waiting = front.lock(waiter, path, timeout=20)
+    try:
+        with pytest.raises(LockLost), front.lock(holder, path, timeout=5) as held:  # noqa: PT012
+            entering = waiting.start()
+            eventually(lambda: call(waiter.lock_info, path).waiter_count == 1, "a waiter")
+            info = call(waiter.lock_info, path)
+            assert (info.mode, info.holder_count) == ("exclusive", 1)
+            (holding,) = info.holders
+            assert (holding.principal, holding.mode) == ("anonymous", "exclusive")
+            assert info.waiters[0].mode == "exclusive"
+            with pytest.raises(PermissionDenied):
+                call(waiter.end_session, holding.session_id)
+            ending = call(operator.end_session, holding.session_id)
+            assert (ending.found, ending.already) == (True, False)
+            assert 0 < ending.ends_in_ms <= 12_000
+            again = call(operator.end_session, holding.session_id)
+            assert (again.found, again.already) == (True, True)
+            assert again.ends_in_ms <= ending.ends_in_ms
+            eventually(lambda: front.lost_is_set(held), "the holder to lose its lock")
+        after = call(operator.lock_info, path)
+        assert [h.session_id for h in after.holders] == [holding.session_id]
+        assert after.waiter_count == 1
+        assert not entering.done()
+    finally:
+        waiting.__exit__(None, None, None)
+        front.close(operator)
+
+
 def test_a_lost_lock(front: Front, connect: Connect, place: Place) -> None:
     """Another client deleting the lock file while the body runs sets the front end's lost
     signal and calls on_lost; the body ends normally, so the exit raises that LockLost."""

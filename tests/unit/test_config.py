@@ -317,6 +317,20 @@ def test_answers_kept_cover_what_a_client_may_leave_unanswered() -> None:
     )
 
 
+def test_lock_info_listed_max_is_checked_and_reaches_the_master() -> None:
+    """sessions.lock_info_listed_max defaults to 100, reaches the master's timing, and is
+    refused outside 1 to LOCK_INFO_LISTED_MAX (what one answer may carry on the wire)."""
+    assert SessionsConfig().lock_info_listed_max == 100
+    cell = parse_config(config(sessions={"lock_info_listed_max": 7}))
+    assert cell.node_settings("r1").master_timing.lock_info_listed_max == 7
+    assert only_problem(config(sessions={"lock_info_listed_max": 0})).startswith(
+        "sessions.lock_info_listed_max: 0 is out of range: expected 1 to 1000"
+    )
+    assert only_problem(config(sessions={"lock_info_listed_max": 1001})).startswith(
+        "sessions.lock_info_listed_max: 1001 is out of range: expected 1 to 1000"
+    )
+
+
 def test_frame_limit_fits_the_length_prefix() -> None:
     """frame_bytes_max must be stateable in the 4-byte frame length prefix."""
     assert only_problem(config(limits={"frame_bytes_max": 1 << 32})) == (

@@ -49,7 +49,13 @@ from chubbypy.protocol.namespace import (
     SetContents,
     Stat,
 )
-from chubbypy.protocol.session import HandleMode
+from chubbypy.protocol.session import (
+    HandleMode,
+    LockHolderInfo,
+    LockInfo,
+    LockWaiterInfo,
+    SessionEnding,
+)
 from chubbypy.protocol.values import Epoch, LogIndex, ReplicaId
 from tests.unit.client.harness import FakeNamespace
 
@@ -99,6 +105,10 @@ class StubCell:
         self.unreadable: set[str] = set()
         """Paths this stub's caller may not read (get_stat refused; listed by name only)."""
         self.opened: list[tuple[str, HandleMode]] = []
+        self.ended: list[int] = []
+        self.ending: dict[int, SessionEnding] = {}
+        """What end_session answers, by session (others: there is none to end)."""
+        self.locks: dict[str, LockInfo] = {}
 
     def _done(self, name: str, result: Any) -> Any:
         self.calls.append(name)
@@ -148,6 +158,14 @@ class StubCell:
 
     def list_sessions(self) -> tuple[Any, ...]:
         return self._done("list_sessions", self.sessions)  # type: ignore[no-any-return]
+
+    def end_session(self, session_id: int) -> SessionEnding:
+        self.ended.append(session_id)
+        ending = self.ending.get(session_id, SessionEnding(False, False, 0))
+        return self._done("end_session", ending)  # type: ignore[no-any-return]
+
+    def lock_info(self, path: str) -> LockInfo:
+        return self._done("lock_info", self.locks[path])  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.closed = True
@@ -648,7 +666,7 @@ def test_sessions_prints_each_session(stub: StubCell) -> None:
     info = types.SimpleNamespace(
         session_id=7, name="chubbypy@host:1", state="live", lease_remaining_ms=9500,
         handles=2, locks=((f"{ROOT}/lock", "exclusive"),), ephemeral=(f"{ROOT}/eph",),
-        lock_count=1, ephemeral_count=1, cached_names=3,
+        lock_count=1, ephemeral_count=1, cached_names=3, principal="alice",
     )  # fmt: skip
     stub.sessions = (info,)
     table = chubbypy(stub, "sessions")
@@ -657,6 +675,8 @@ def test_sessions_prints_each_session(stub: StubCell) -> None:
     session = chubbypy(stub, "sessions", "--json").json()["sessions"][0]
     assert session["locks"] == [{"path": f"{ROOT}/lock", "mode": "exclusive"}]
     assert (session["session_id"], session["lease_remaining_ms"]) == (7, 9500)
+    assert session["principal"] == "alice"
+    assert b"alice" in table.stdout
 
 
 def test_credentials_come_from_the_environment_both_or_neither(stub: StubCell) -> None:
@@ -710,6 +730,81 @@ def test_lock_without_a_command_is_a_usage_error(stub: StubCell) -> None:
     """lock and elect need the command to run after --."""
     assert chubbypy(stub, "lock", "file").code == 2
     assert chubbypy(stub, "elect", "file", "--id", "me", "--").code == 2
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+
+def test_sessions_end_says_when_the_session_ends_and_warns_when_it_changed_nothing(
+    stub: StubCell,
+) -> None:
+    """sessions --end ID says the session is ending and when its lease runs out (exit 0;
+    found, already and ends_in_ms in JSON); one ending already, or one the cell did not
+    have, is a warning on standard error, still exit 0; a non-id is a usage error; a
+    refusal (not an operator) exits 1 with the code."""
+    stub.ending = {7: SessionEnding(True, False, 11_800), 9: SessionEnding(True, True, 2_500)}
+    done = chubbypy(stub, "sessions", "--end", "7")
+    assert (done.code, done.stdout) == (
+        EXIT_OK,
+        b"session 7 ending: its client is refused from now on; it ends when its lease runs "
+        b"out, in 11.8s\n",
+    )
+    document = chubbypy(stub, "sessions", "--end", "7", "--json").json()
+    assert (document["found"], document["already"], document["ends_in_ms"]) == (True, False, 11800)
+    already = chubbypy(stub, "sessions", "--end", "9")
+    assert (already.code, already.stdout) == (EXIT_OK, b"")
+    assert "session 9 was ending already: it ends when its lease runs out, in 2.5s" in (
+        already.stderr
+    )
+    gone = chubbypy(stub, "sessions", "--end", "8")
+    assert (gone.code, "session 8 was not in the cell" in gone.stderr) == (EXIT_OK, True)
+    document = chubbypy(stub, "sessions", "--end", "8", "--json").json()
+    assert (document["session_id"], document["found"], document["ok"]) == (8, False, True)
+    assert document["warnings"]
+    assert stub.ended == [7, 7, 9, 8, 8]
+    for bad in ("0", "-3", "x", str(2**63)):
+        with pytest.raises(SystemExit):
+            chubbypy(stub, "sessions", "--end", bad)
+    stub.error = error_for(ErrorCode.PERMISSION_DENIED, "'anonymous' may not end another's")
+    refused = chubbypy(stub, "sessions", "--end", "7", "--json")
+    assert (refused.code, refused.json()["error"]["code"]) == (EXIT_FAILED, "PERMISSION_DENIED")
+
+
+def test_lock_info_prints_holders_and_waiters_in_order_and_escapes_their_names(
+    stub: StubCell,
+) -> None:
+    """lock-info shows mode, generation, lock-delay left, the holders and the waiters in
+    queue order (saying when a list was cut short), and the documented LOCK object in
+    JSON; client names and principals from the cell are escaped on the terminal."""
+    path = f"{ROOT}/lock"
+    stub.locks[path] = LockInfo(
+        path, 65536, "shared", 4,
+        (LockHolderInfo(7, f"evil{ESCAPE}", "alice", "shared", 1500),), 2,
+        (LockWaiterInfo(9, "w1", "", "exclusive", 2500),
+         LockWaiterInfo(8, "w2", "bob", "shared", 100)), 2, 0,
+    )  # fmt: skip
+    shown = chubbypy(stub, "lock-info", "lock")
+    assert shown.code == EXIT_OK
+    text = shown.stdout.decode()
+    assert "\x1b" not in text
+    assert "evil\\x1b]0;owned" in text
+    assert "mode                shared" in text
+    assert "lock_generation     4" in text
+    assert "holders             2 (the first 1 listed)" in text
+    waiters = [line.split() for line in text.splitlines() if line.lstrip()[:1] in "12"]
+    assert [(row[0], row[1], row[2], row[3]) for row in waiters[-2:]] == [
+        ("1", "9", "exclusive", "2.5s"),
+        ("2", "8", "shared", "0.1s"),
+    ]
+    lock = chubbypy(stub, "lock-info", "lock", "--json").json()["lock"]
+    assert lock["holders"] == [
+        {"session_id": 7, "client": f"evil{ESCAPE}", "principal": "alice", "mode": "shared",
+         "lock_delay_ms": 1500}
+    ]  # fmt: skip
+    assert [w["session_id"] for w in lock["waiters"]] == [9, 8]
+    assert (lock["mode"], lock["holder_count"], lock["lock_delay_remaining_ms"]) == ("shared", 2, 0)
+    stub.error = error_for(ErrorCode.PERMISSION_DENIED, "may not read")
+    assert chubbypy(stub, "lock-info", "lock").code == EXIT_FAILED
 
 
 # ----------------------------------------------------------------------------- issue 13
@@ -782,6 +877,7 @@ def test_text_from_the_cell_is_printed_escaped(stub: StubCell) -> None:
     info = types.SimpleNamespace(
         session_id=7, name=f"evil{ESCAPE}", state="live", lease_remaining_ms=9500,
         handles=0, locks=(), ephemeral=(), lock_count=0, ephemeral_count=0, cached_names=0,
+        principal=f"p{ESCAPE}",
     )  # fmt: skip
     stub.sessions = (info,)
     table = chubbypy(stub, "sessions")
@@ -792,6 +888,7 @@ def test_text_from_the_cell_is_printed_escaped(stub: StubCell) -> None:
     assert b"\x1b" not in listed.stdout
     assert "\u202e".encode() not in listed.stdout
     assert listed.json()["sessions"][0]["client"] == f"evil{ESCAPE}"
+    assert b"p\\x1b]0;owned" in table.stdout
     chubbypy(stub, "put", "election", f"leader{ESCAPE}")
     leader = chubbypy(stub, "leader", "election")
     assert leader.stdout == b"leader\\x1b]0;owned\\x07\\x1b[2J\\u202e\n"

@@ -201,6 +201,23 @@ def test_session_expired_on_a_call_expires_the_session(calls: FakeCalls, clock: 
         result_of(session.check_sequencer(b"s"))
 
 
+def test_a_keepalive_refused_by_an_operators_end_expires_the_session_saying_why(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """The parked KeepAlive refused SESSION_EXPIRED (an operator ended the session): the
+    session expires at once, with its local lease still running, no KeepAlive follows,
+    and the master's words are kept (`expired_because`, and later calls' errors)."""
+    session, seen = opened(calls, clock)
+    assert session.expired_because == ""
+    said = "session 7 ending: ended by an operator"
+    calls.fail(SessionExpired(said))
+    assert (seen, session.expired_because) == ([SessionState.EXPIRED], said)
+    assert session.lease_remaining == 0
+    assert calls.waiting == [], "no KeepAlive follows"
+    with pytest.raises(SessionExpired, match=f"has expired \\({said}\\)"):
+        result_of(session.check_sequencer(b"s"))
+
+
 def test_a_handle_with_unknown_mode_or_event_bits_is_refused_before_sending(
     calls: FakeCalls, clock: Clock
 ) -> None:

@@ -11,11 +11,12 @@ from chubbypy.master import (
     KeepAliveAnswered,
     LockGranted,
     SequencerChecked,
+    SessionStarted,
 )
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import Create, Delete, GetContentsAndStat, SetContents
 from chubbypy.protocol.session import EventKind, EventMask, HandleMode
-from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, SHARED, Cell
+from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, SHARED, TIMING, Cell
 
 
 @pytest.fixture
@@ -35,6 +36,18 @@ def test_a_session_opens_a_created_node_and_again_without_creating(cell: Cell) -
         ErrorCode.EXISTS
     )
     assert cell.code("open", session, f"{ROOT}/missing", RW) is ErrorCode.NO_SUCH_NODE
+
+
+def test_a_new_sessions_lease_is_reported_a_tick_short_like_a_keepalives(cell: Cell) -> None:
+    """The creation was applied somewhere within the current tick: the lease it reports
+    is one tick short of the expiry the master keeps, so the client's lease always ends
+    first (the simulator found a session ended before its first KeepAlive's answer)."""
+    cell.tick(3)
+    started = cell.ok("create_session", "client")
+    assert isinstance(started, SessionStarted)
+    (listed,) = cell.ok("list_sessions").sessions
+    assert (started.lease_ticks, listed.lease_remaining_ticks) == (99, 100)
+    assert TIMING.session.lease_ticks == 100
 
 
 def test_exclusive_locking_and_the_sequencer_it_gives(cell: Cell) -> None:

@@ -65,8 +65,42 @@ def test_a_grant_that_lost_its_race_is_requeued_at_the_head() -> None:
     waits.grantable(KEY, FREE)
     lost = waits.applied(T1)
     assert lost == first
-    waits.requeue(T1, lost)
+    waits.requeue(T1, lost, 0)
     assert waits.grantable(KEY, FREE) == [(T1, first.command())]
+
+
+def test_queued_lists_a_locks_waiters_head_first_with_the_tick_each_was_first_queued() -> None:
+    """queued shows the queue in order with each call's first queuing tick, kept when a
+    grant that lost its race goes back to the head; one proposed at once and requeued is
+    queued from the requeue's tick."""
+    waits = LockWaits(10)
+    waits.wait(T1, call(1, 1), now=5, wait_ticks=None)
+    waits.wait(T2, call(2, 2, SHARED), now=9, wait_ticks=None)
+    assert [(c.handle.session_id, c.mode, c.queued_at) for c in waits.queued(KEY)] == [
+        (1, EXCLUSIVE, 5),
+        (2, SHARED, 9),
+    ]
+    waits.grantable(KEY, FREE)
+    lost = waits.applied(T1)
+    assert lost is not None
+    waits.requeue(T1, lost, 20)
+    assert [c.queued_at for c in waits.queued(KEY)] == [5, 9]
+    waits.proposed(T3, call(3, 3, path=OTHER))
+    late = waits.applied(T3)
+    assert late is not None
+    waits.requeue(T3, late, 30)
+    assert [c.queued_at for c in waits.queued((OTHER, 1 << 16))] == [30]
+    assert waits.queued(("/ls/c/none", 1)) == []
+
+
+def test_delay_end_names_the_tick_a_locks_delay_ends_until_it_ended() -> None:
+    """delay_end says when the lock-delay ends on this master's clock; None once ended."""
+    waits = LockWaits(10)
+    assert waits.delay_end(KEY) is None
+    waits.delay(KEY, 40)
+    assert waits.delay_end(KEY) == 40
+    assert waits.delays_ended(40) == [KEY]
+    assert waits.delay_end(KEY) is None
 
 
 def test_the_queues_are_bounded() -> None:
@@ -106,7 +140,7 @@ def test_a_requeued_wait_keeps_its_bound() -> None:
     asking = call(1, 1)
     waits.wait(T1, asking, now=0, wait_ticks=3)
     waits.grantable(KEY, FREE)
-    waits.requeue(T1, asking)
+    waits.requeue(T1, asking, 0)
     assert waits.waits_ended(3) == [(T1, 3)]
 
 

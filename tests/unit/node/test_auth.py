@@ -31,8 +31,14 @@ from chubbypy.protocol.namespace import (
     GetContentsAndStat,
     SetContents,
 )
-from chubbypy.protocol.session import CreateSession, ListSessions, SessionCreated
-from chubbypy.protocol.values import ClientId, ReplicaId
+from chubbypy.protocol.session import (
+    CreateSession,
+    GetLockInfo,
+    KillSession,
+    ListSessions,
+    SessionCreated,
+)
+from chubbypy.protocol.values import ClientId, ReplicaId, SessionId
 from tests.unit.node.harness import R1, R2, ROOT, Cell, Connection, metric
 
 AUTH = Auth(principals=(("alice", "alice's token"), ("bob", "bob's token")), anonymous=False)
@@ -60,6 +66,8 @@ REFUSED_BEFORE_AUTHENTICATING: list[ClientRequest] = [
     Register(ONE, 7),
     SessionRequest(ONE, CreateSession("me")),
     SessionRequest(ONE, ListSessions()),
+    SessionRequest(ONE, GetLockInfo(ROOT)),
+    SessionRequest(ONE, KillSession(SessionId(1))),
 ]
 
 

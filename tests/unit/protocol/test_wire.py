@@ -33,6 +33,7 @@ from chubbypy.protocol.client import (
     NAME_CHARS_MAX,
     PEER_NONCE_BYTES,
     PEER_PROOF_BYTES,
+    PRINCIPAL_CHARS_MAX,
     PROTOCOL_VERSION,
     REPLICAS_MAX,
     Authenticate,
@@ -99,6 +100,7 @@ from chubbypy.protocol.namespace import (
 from chubbypy.protocol.session import (
     EVENT_MASK_ALL,
     HANDLE_MODES_ALL,
+    LOCK_INFO_LISTED_MAX,
     SESSION_PATHS_LISTED_MAX,
     SESSIONS_PAGE_MAX,
     AcquireLock,
@@ -109,14 +111,19 @@ from chubbypy.protocol.session import (
     CreateSession,
     EventKind,
     EventMask,
+    GetLockInfo,
     GetSequencer,
     HandleMode,
     HandleOpened,
     HandleWrite,
     KeepAlive,
+    KillSession,
     LeaseExtended,
     ListSessions,
     Locked,
+    LockHolderInfo,
+    LockInfo,
+    LockWaiterInfo,
     NodeRead,
     Open,
     PoisonHandle,
@@ -125,6 +132,7 @@ from chubbypy.protocol.session import (
     SequencerValidity,
     SessionCall,
     SessionCreated,
+    SessionEnding,
     SessionEvent,
     SessionInfo,
     SessionList,
@@ -256,6 +264,8 @@ session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     st.builds(PoisonHandle, handles),
     st.builds(ReadNode, session_ids, credentials, st.just("/ls/c/f"), st.booleans()),
     st.builds(ListSessions, uints, st.integers(1, SESSIONS_PAGE_MAX)),
+    st.builds(GetLockInfo, st.just("/ls/c/f")),
+    st.builds(KillSession, session_ids),
 )  # fmt: skip
 session_events = st.builds(
     SessionEvent, st.integers(1, INT64_MAX), st.sampled_from(EventKind), names, uints
@@ -266,7 +276,31 @@ session_infos = st.builds(
     uints, uints, st.lists(st.tuples(names, st.sampled_from(["exclusive", "shared"])),
                            max_size=3).map(tuple),
     st.integers(3, INT64_MAX), listed_paths, st.integers(3, INT64_MAX), uints,
+    st.just("") | names,
 )  # fmt: skip
+principals = st.just("") | names
+lock_waiters = st.builds(
+    LockWaiterInfo, session_ids, names, principals, st.sampled_from(["exclusive", "shared"]), uints
+)
+
+
+@st.composite
+def lock_infos(draw: st.DrawFn) -> LockInfo:
+    """A lock as a master describes it: free with no holder, exclusive with one, or shared
+    with some; counts at least what is listed."""
+    mode = draw(st.sampled_from(["free", "exclusive", "shared"]))
+    count = {"free": 0, "exclusive": 1}[mode] if mode != "shared" else draw(st.integers(1, 5))
+    listed = draw(st.integers(min(count, 1), count))
+    holders = tuple(
+        LockHolderInfo(draw(session_ids), draw(names), draw(principals), mode, draw(uints))
+        for _ in range(listed)
+    )
+    waiters = tuple(draw(st.lists(lock_waiters, max_size=3)))
+    waiter_count = len(waiters) + draw(st.integers(0, 5))
+    return LockInfo(draw(paths), draw(uints), mode, draw(uints), holders, count, waiters,
+                    waiter_count, draw(uints))  # fmt: skip
+
+
 session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(SessionCreated, session_ids, uints, credentials),
     st.builds(LeaseExtended, uints, st.lists(session_events, max_size=3).map(tuple)),
@@ -276,6 +310,9 @@ session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(SequencerValidity, st.booleans()),
     st.builds(NodeRead, st.none() | stats, st.binary(max_size=16), st.booleans(), uints),
     st.builds(SessionList, st.lists(session_infos, max_size=3).map(tuple), st.booleans()),
+    lock_infos(),
+    st.builds(SessionEnding, st.just(True), st.booleans(), uints),
+    st.just(SessionEnding(found=False, already=False, ends_in_ms=0)),
 )
 
 nonces = st.binary(min_size=PEER_NONCE_BYTES, max_size=PEER_NONCE_BYTES)
@@ -410,10 +447,34 @@ def test_a_session_list_at_its_limits_decodes() -> None:
     and ephemeral files, round-trips."""
     paths = tuple(f"/ls/c/{number}" for number in range(SESSION_PATHS_LISTED_MAX))
     info = SessionInfo(
-        1, "n" * 256, "live", 0, 0, tuple((p, "shared") for p in paths), 99, paths, 99, 0
+        1,
+        "n" * 256,
+        "live",
+        0,
+        0,
+        tuple((p, "shared") for p in paths),
+        99,
+        paths,
+        99,
+        0,
+        "p" * PRINCIPAL_CHARS_MAX,
     )
     message = SessionReply(RequestId(1), SessionList((info,) * SESSIONS_PAGE_MAX, True))
     assert decode_wire(encode_wire(message)) == message
+
+
+def test_a_lock_info_at_its_limits_decodes() -> None:
+    """A shared lock listing LOCK_INFO_LISTED_MAX holders and as many waiters, each with
+    the longest client name and principal, round-trips; so does a free lock."""
+    holder = LockHolderInfo(INT64_MAX, "n" * 256, "p" * PRINCIPAL_CHARS_MAX, "shared", 60_000)
+    waiter = LockWaiterInfo(1, "n" * 256, "p" * PRINCIPAL_CHARS_MAX, "exclusive", INT64_MAX)
+    held = LockInfo("/ls/c/" + "l" * 4000, INT64_MAX, "shared", INT64_MAX,
+                    (holder,) * LOCK_INFO_LISTED_MAX, INT64_MAX,
+                    (waiter,) * LOCK_INFO_LISTED_MAX, INT64_MAX, INT64_MAX)  # fmt: skip
+    free = LockInfo("/ls/c/l", 1, "free", 0, (), 0, (), 0, 0)
+    for info in (held, free):
+        message = SessionReply(RequestId(1), info)
+        assert decode_wire(encode_wire(message)) == message
 
 
 def test_a_list_sessions_limit_above_the_page_maximum_is_read_as_the_maximum() -> None:
@@ -437,7 +498,10 @@ def replaced(base: list[Any], position: int, value: object) -> list[Any]:
 
 STAT = [1, 1, 0, 0, 0, ["r", "w", "c"], False, False, 3]
 STATUS = ["r1", "master", 3, "7.r2", 10, 10, 1, 12, 0, True, True, 500, "r1", 1000]
-SESSION_INFO = [7, "me", "live", 900, 2, [["/ls/c/l", "exclusive"]], 1, ["/ls/c/e"], 1, 0]
+SESSION_INFO = [7, "me", "live", 900, 2, [["/ls/c/l", "exclusive"]], 1, ["/ls/c/e"], 1, 0, "alice"]
+HOLDER = [7, "me", "alice", "shared", 1000]
+WAITER = [8, "you", "", "exclusive", 250]
+LOCK_INFO = [9, "/ls/c/l", 65536, "shared", 3, [HOLDER], 2, [WAITER], 4, 0]
 CREDENTIAL = bytes(range(CLIENT_CREDENTIAL_BYTES))
 GOOD: dict[str, list[Any]] = {
     "hello": [1, 1, "cell", 1, "client-a"],
@@ -458,6 +522,13 @@ GOOD: dict[str, list[Any]] = {
     "list sessions": [15, 1, [13, 0, 100], None],
     "open": [15, 1, [4, 7, b"credential", "/ls/c/f", 7, 0x76, 0, None, False], [3, 2]],
     "session list": [25, 1, [8, [SESSION_INFO], False]],
+    "get lock info": [15, 1, [14, "/ls/c/l"], None],
+    "kill session": [15, 1, [15, 7], None],
+    "lock info": [25, 1, LOCK_INFO],
+    "free lock info": [25, 1, [9, "/ls/c/l", 65536, "free", 3, [], 0, [], 0, 1500]],
+    "session ending": [25, 1, [10, True, False, 11800]],
+    "session ending already": [25, 1, [10, True, True, 0]],
+    "no session to end": [25, 1, [10, False, False, 0]],
 }
 
 
@@ -496,6 +567,15 @@ def session_call(call: list[Any]) -> bytes:
 def session_list(info: list[Any]) -> bytes:
     """A SessionReply listing the one session `info`."""
     return pack([25, 1, [8, [info], False]])
+
+
+def lock_info(position: int, value: object) -> bytes:
+    """A SessionReply with the good LockInfo, one field replaced (1 is its path)."""
+    return pack([25, 1, replaced(LOCK_INFO, position, value)])
+
+
+HOLDERS, WAITERS = 5, 7
+"""Positions of the holders and the waiters in a LockInfo's plain form."""
 
 
 BAD: dict[str, bytes] = {
@@ -625,6 +705,61 @@ BAD: dict[str, bytes] = {
     "too many ephemeral paths": session_list(replaced(SESSION_INFO, 7, ["/e"] * TOO_MANY)),
     "fewer locks counted than listed": session_list(replaced(SESSION_INFO, 6, 0)),
     "negative lease listed": session_list(replaced(SESSION_INFO, 3, -1)),
+    "session info of 10 fields (version 3's)": session_list(SESSION_INFO[:-1]),
+    "principal listed too long": session_list(replaced(SESSION_INFO, 10, "p" * 256)),
+    "principal listed as bytes": session_list(replaced(SESSION_INFO, 10, b"alice")),
+    # GetLockInfo and KillSession (issue 14)
+    "lock info path too long": session_call([14, "/" * 4097]),
+    "lock info path as bytes": session_call([14, b"/ls/c/l"]),
+    "lock info with a credential": session_call([14, "/ls/c/l", b"secret"]),
+    "kill session 0": session_call([15, 0]),
+    "kill session -1": session_call([15, -1]),
+    "kill session 2**63": session_call([15, 2**63]),
+    "kill session as string": session_call([15, "7"]),
+    "kill session with a credential": session_call([15, 7, b"secret"]),
+    "session ending of 1 field (ended)": pack([25, 1, [10, True]]),
+    "session ending found as int": pack([25, 1, [10, 1, False, 5]]),
+    "session ending with a negative end": pack([25, 1, [10, True, False, -1]]),
+    "session not found yet ending already": pack([25, 1, [10, False, True, 0]]),
+    "session not found yet ending later": pack([25, 1, [10, False, False, 1000]]),
+    "lock info of 8 fields": pack([25, 1, LOCK_INFO[:-1]]),
+    "unknown lock state": lock_info(3, "upgradable"),
+    "lock state as int": lock_info(3, 1),
+    "negative instance": lock_info(2, -1),
+    "negative lock generation": lock_info(4, -1),
+    "negative lock-delay left": lock_info(9, -1),
+    "too many holders": lock_info(HOLDERS, [HOLDER] * (LOCK_INFO_LISTED_MAX + 1)),
+    "too many waiters": lock_info(WAITERS, [WAITER] * (LOCK_INFO_LISTED_MAX + 1)),
+    "fewer holders counted than listed": lock_info(HOLDERS + 1, 0),
+    "fewer waiters counted than listed": lock_info(WAITERS + 1, 0),
+    "holder of 4 fields": lock_info(HOLDERS, [HOLDER[:-1]]),
+    "waiter of 6 fields": lock_info(WAITERS, [[*WAITER, 0]]),
+    "holder session 0": lock_info(HOLDERS, [replaced(HOLDER, 0, 0)]),
+    "waiter client too long": lock_info(WAITERS, [replaced(WAITER, 1, "n" * 257)]),
+    "waiter principal too long": lock_info(WAITERS, [replaced(WAITER, 2, "p" * 256)]),
+    "waiter mode free": lock_info(WAITERS, [replaced(WAITER, 3, "free")]),
+    "negative wait": lock_info(WAITERS, [replaced(WAITER, 4, -1)]),
+    "holder in another mode than the lock's": lock_info(3, "exclusive"),
+    "exclusive lock held twice": pack(
+        [
+            25,
+            1,
+            replaced(
+                replaced(
+                    replaced(LOCK_INFO, 3, "exclusive"),
+                    HOLDERS,
+                    [replaced(HOLDER, 3, "exclusive")] * 2,
+                ),
+                6,
+                2,
+            ),
+        ]
+    ),
+    "free lock with a holder": pack(
+        [25, 1, replaced(replaced(LOCK_INFO, 3, "free"), HOLDERS, [replaced(HOLDER, 3, "free")])]
+    ),
+    "free lock counting a holder": pack([25, 1, [9, "/l", 1, "free", 3, [], 1, [], 0, 0]]),
+    "held lock listing no holder": pack([25, 1, [9, "/l", 1, "shared", 3, [], 2, [], 0, 0]]),
 }
 
 

@@ -257,10 +257,59 @@ def test_a_session_that_falls_behind_is_refused_but_not_ended_before_its_lease()
     assert t.take().expire == (S1,)
 
 
+def test_an_operators_end_refuses_the_session_at_once_but_expires_it_at_its_lease_end() -> None:
+    """`operator_ending` refuses the parked KeepAlive and every later one, so the lease
+    stops growing; the session is listed for expiry only once that lease has run out."""
+    t = table(S1, S2)
+    t.tick(40)
+    t.keep_alive(S1, 1, 0)
+    t.operator_ending(S1)
+    assert t.take().refused == ((S1, 1),)
+    assert (t.is_live(S1), t.is_operator_ended(S1), t.awaits_expiry(S1)) == (False, True, True)
+    assert not t.keep_alive(S1, 2, 0)
+    assert t.lease_expiry(S1) == 100, "not extended, not shortened"
+    t.tick(99)
+    assert t.take().expire == ()
+    t.tick(100)
+    assert t.take().expire == (S1, S2)
+
+
+def test_an_operators_end_leaves_a_session_that_is_ending_already_as_it_is() -> None:
+    """A doomed or closing session stays so (a closing client stopped using its cache:
+    it awaits nothing); an unknown one is ignored."""
+    timing = SessionTiming(lease_ticks=100, answer_before_ticks=30, events_pending_max=1)
+    t = SessionTable(timing)
+    t.opened(S1)
+    t.opened(S2)
+    t.push(S1, EventKind.CHILD_CHANGED, "/ls/c")
+    t.push(S1, EventKind.CHILD_CHANGED, "/ls/c")
+    t.closing(S2)
+    for session in (S1, S2, 33):
+        t.operator_ending(session)
+    assert (t.is_doomed(S1), t.is_operator_ended(S1), t.awaits_expiry(S1)) == (True, False, True)
+    assert (t.is_operator_ended(S2), t.awaits_expiry(S2)) == (False, False)
+    assert not t.is_operator_ended(33)
+
+
+def test_a_session_an_operator_ended_holds_up_the_fail_over_until_its_lease_is_over() -> None:
+    """Its client may not have heard (the refusal may be lost): it may act on what the old
+    master said until its lease ends, as a doomed session's may."""
+    t = SessionTable(TIMING)
+    t.start(0, [S1])
+    t.operator_ending(S1)
+    assert not t.failover_complete
+    t.tick(100)
+    assert t.take().expire == (S1,)
+    assert t.failover_complete
+
+
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(
     steps=st.lists(
-        st.tuples(st.sampled_from(["tick", "keepalive", "push", "end"]), st.integers(0, 40)),
+        st.tuples(
+            st.sampled_from(["tick", "keepalive", "push", "operator", "end"]),
+            st.integers(0, 40),
+        ),
         max_size=60,
     )
 )
@@ -282,6 +331,8 @@ def test_the_lease_never_shrinks_and_no_session_ends_before_it(
             t.keep_alive(session, token, amount // 3)
         elif action == "push":
             t.push(session, EventKind.LOCK_ACQUIRED)
+        elif action == "operator":
+            t.operator_ending(session)
         elif session not in ended and amount < 4:
             t.ended(session)
             ended.add(session)
