@@ -59,6 +59,7 @@ from chubbypy.protocol.values import (
     MESSAGE_ENTRIES_MAX,
     VALUE_COMMANDS_MAX,
 )
+from chubbypy.protocol.wire import GREETING_BYTES_MAX
 
 __all__ = [
     "AuthConfig",
@@ -196,6 +197,9 @@ class LimitsConfig:
     hello_timeout_seconds: float = 5.0
     """A client connection that has not said hello by then is closed; so is a connection
     to the peer port that has not proven itself a member by then."""
+    hello_frame_bytes_max: int = 4096
+    """One frame from a client connection before its Hello is welcomed, or from a peer
+    connection before it is proven a member: a Hello or a handshake message is tiny."""
     peer_handshakes_max: int = 64
     """Connections to the peer port not yet proven, at once; past it the oldest is closed
     (so squatters cannot keep a member out: a member proves itself in a round trip)."""
@@ -215,8 +219,19 @@ class LimitsConfig:
     requests_pending_per_connection_max: int = 1_024
     """Requests of one connection in progress at once; past it the replica stops reading
     the connection until answers go out (back-pressure)."""
+    reply_bytes_buffered_max: int = 4 << 20
+    """Bytes of replies one client connection may have waiting for its client to read;
+    past it none of its requests are handled until its client reads them."""
+    reply_bytes_buffered_total_max: int = 256 << 20
+    """The same, summed over every client connection whose replies wait to be read."""
     client_requests_per_turn: int = 128
     """Client requests handled per reactor turn, over all connections in turn."""
+    client_bytes_per_turn: int = 1 << 20
+    """Bytes of client requests (and the replies written at once) handled per reactor
+    turn, over all connections in turn; at least one request is handled per turn."""
+    request_arrays_max: int = 16_384
+    """Arrays (and maps) in one client request; decoding stops at the one past it (each
+    costs about a microsecond, and a 1 MiB frame of empty arrays holds a million)."""
     client_reads_per_turn: int = 64
     """Client connections read per reactor turn, after every peer's messages."""
     auth_failures_per_connection_max: int = _AUTH_LIMITS.failures_per_connection_max
@@ -231,6 +246,9 @@ class LimitsConfig:
     handles_per_session_max: int = 10_000
     """Handles one session has open at the master; past it an Open is refused
     RESOURCE_EXHAUSTED (handles are the master's memory, not the log's)."""
+    cached_names_per_session_max: int = 10_000
+    """Names one session is registered as caching at the master; past it a read is
+    answered uncached (and the client keeps nothing). 0: the master registers no cacher."""
     log_lines_per_minute: int = 10
     """Warnings of one kind that clients or peers can cause, per minute; more are counted
     (chubbypy_log_lines_left_out_total) and the next line says how many were left out."""
@@ -467,6 +485,7 @@ class CellConfig:
                 waiters_max=sessions.lock_waiters_max,
                 calls_waiting_per_session_max=self.limits.calls_waiting_per_session_max,
                 handles_per_session_max=self.limits.handles_per_session_max,
+                cached_names_per_session_max=self.limits.cached_names_per_session_max,
                 lock_info_listed_max=sessions.lock_info_listed_max,
             ),
             tick_microseconds=round(paxos.tick_seconds * 1_000_000),
@@ -1100,6 +1119,10 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "sessions_per_principal_max": _at_least(1),
     "client_connections_max": _at_least(1),
     "hello_timeout_seconds": _positive_seconds,
+    # A Hello or handshake message of the longest names must fit.
+    "hello_frame_bytes_max": _between(
+        GREETING_BYTES_MAX, FRAME_LENGTH_MAX, "the largest Hello or peer handshake message"
+    ),
     "peer_handshakes_max": _at_least(1),
     "peer_handshakes_per_address_max": _at_least(1),
     "admin_connections_max": _at_least(1),
@@ -1110,13 +1133,19 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     # The client library runs up to CALLS_UNACKED_MAX numbered calls ahead, besides its
     # reads, acquires and KeepAlive: its own calls must never stop the replica reading it.
     "requests_pending_per_connection_max": _at_least(2 * CALLS_UNACKED_MAX),
+    "reply_bytes_buffered_max": _at_least(1),
+    "reply_bytes_buffered_total_max": _at_least(1),
     "client_requests_per_turn": _at_least(1),
+    "client_bytes_per_turn": _at_least(1),
+    # The smallest requests hold a few arrays; a MultiOp holds two or three an operation.
+    "request_arrays_max": _at_least(64),
     "client_reads_per_turn": _at_least(1),
     "auth_failures_per_connection_max": _at_least(1),
     "auth_failures_per_address_max": _at_least(1),
     "auth_failures_window_seconds": _positive_seconds,
     "calls_waiting_per_session_max": _at_least(1),
     "handles_per_session_max": _at_least(1),
+    "cached_names_per_session_max": _at_least(0),
     "log_lines_per_minute": _at_least(1),
     "nodes_per_principal_max": _at_least(1),
     "bytes_per_principal_max": _at_least(1),
@@ -1328,6 +1357,8 @@ def _check_client_limits(
             "a session's blocking acquires and its KeepAlive wait in progress, and a "
             "connection they fill is no longer read, so its next KeepAlive could never arrive",
         )
+    _check_not_above(limits, "hello_frame_bytes_max", "frame_bytes_max", problems)
+    _check_not_above(limits, "reply_bytes_buffered_max", "reply_bytes_buffered_total_max", problems)
     for kind in ("registrations", "sessions"):
         connection, principal = f"{kind}_per_connection_max", f"{kind}_per_principal_max"
         if connection in limits and principal in limits and limits[connection] > limits[principal]:
@@ -1336,6 +1367,16 @@ def _check_client_limits(
                 f"{limits[connection]:g} is above limits.{principal} ({limits[principal]:g}): "
                 "one connection can never hold more than its principal may",
             )
+
+
+def _check_not_above(
+    limits: Mapping[str, float], part: str, whole: str, problems: _Problems
+) -> None:
+    """A limit on a part above the limit on the whole could never be reached: a mistake."""
+    if part in limits and whole in limits and limits[part] > limits[whole]:
+        problems.add(
+            f"limits.{part}", f"{limits[part]:g} is above limits.{whole} ({limits[whole]:g})"
+        )
 
 
 # --- The web page ----------------------------------------------------------------------------

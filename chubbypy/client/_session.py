@@ -60,6 +60,7 @@ from chubbypy.client._session_core import (
     SessionOutput,
     SessionSettings,
     StateChanged,
+    acquire_outcome_unknown,
     blocking_acquire,
 )
 from chubbypy.client._state import SessionState
@@ -708,9 +709,11 @@ class Handle:
         """Wait for the lock (exclusive, or `shared`), for ever or `timeout` seconds; its
         sequencer once held. `LockTimeout` if not acquired in time: the master itself
         withdraws the request when `timeout` passes, so a given-up request is never
-        granted unseen, and the handle stays usable. (If the master cannot be reached to
-        say so, the handle is poisoned instead, which withdraws the request wherever it
-        waits.) Cancelling the wait poisons the handle too (Chubby §2.6): close it."""
+        granted unseen, and the handle stays usable. (If no master answers by then, the
+        request may have been granted unseen, by a master that failed before it could
+        answer: the handle is closed instead, which withdraws the request wherever it
+        waits and lets go of the lock if it was granted.) Cancelling the wait poisons the
+        handle (Chubby §2.6): close it."""
         mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
         # The master holds a blocking acquire until the lock is free (or its wait is over):
         # one attempt as long as the wait, never re-sent while the connection lives (a
@@ -726,16 +729,17 @@ class Handle:
 
     def _acquire_timed_out(self, failure: Failure, timeout: float) -> Failure:
         """The master's refusal at the end of the wait, or no answer from any master by
-        then: `LockTimeout` either way (the request withdrawn in both)."""
+        then: `LockTimeout` either way (the request withdrawn in both; in the second, by
+        closing the handle, which also lets go of a grant no master could answer)."""
         error = failure.value
         within = f"the lock {self.path} was not acquired within {timeout:g} s"
         if isinstance(error, LockHeld):
             raise LockTimeout(f"{within}: {error}") from error
-        if isinstance(error, Unavailable) and not isinstance(error, LockTimeout):
-            if not self._poisoned:
-                self.poison().addErrback(lambda _: None)
+        if acquire_outcome_unknown(error):
+            if not self._closed:
+                self.close().addErrback(lambda _: None)
             raise LockTimeout(
-                f"{within} ({error}); the handle was poisoned to withdraw the request"
+                f"{within} ({error}); the handle was closed to withdraw the request"
             ) from error
         return failure
 

@@ -37,6 +37,10 @@ Theory of operation.
   handle that asked for events, which are then *presented* to the new master (Chubby §2.9
   step 8: it knows a handle made before the fail-over only once the handle is used, and
   until then would send it nothing). Every event but INVALIDATE goes to the session too.
+* **Blocking acquires** (`blocking_acquire`): the master holds one until the lock is free
+  or the wait asked for is over, and then withdraws it itself. One that no master answered
+  by its deadline may have been granted all the same (`acquire_outcome_unknown`): the
+  program closes its handle, which lets go of such a grant; a poison would not.
 * **The cache** (`chubbypy.client._cache`) is used only while the session is connected and
   its local lease valid: the master's promise to invalidate an entry before it changes
   lasts as long as the lease, as this client counts it. An INVALIDATE drops its entry
@@ -101,6 +105,7 @@ __all__ = [
     "SessionOutput",
     "SessionSettings",
     "StateChanged",
+    "acquire_outcome_unknown",
     "blocking_acquire",
     "local_lease_end",
 ]
@@ -181,6 +186,22 @@ def blocking_acquire(now: float, timeout_seconds: float | None) -> AcquireTiming
     wait_ms = max(0, round(timeout_seconds * 1000))
     attempt = timeout_seconds + ACQUIRE_ANSWER_SECONDS
     return AcquireTiming(wait_ms, attempt, now + attempt)
+
+
+def acquire_outcome_unknown(ended: object) -> bool:
+    """Whether a blocking acquire that `ended` so (its result, or the error it failed with)
+    may have been granted all the same: no master answered it before its deadline
+    (`Unavailable`). The program must then close its handle, which withdraws the request
+    wherever it still waits and lets go of the lock if it was granted; a poison of the
+    handle does only the first.
+
+    A grant can be applied with no one to answer it: a master proposes the acquire and
+    fails, and its successor applies what its predecessor's ballot accepted (and then
+    answers every other call BUSY until each session has acknowledged the fail-over, which
+    may outlast the acquire's deadline). A handle given up after a mere poison would hold
+    that lock, unused, for as long as its session lives (the simulator's seed 20612: every
+    other lock client waited for it for ever)."""
+    return isinstance(ended, Unavailable)
 
 
 @frozen

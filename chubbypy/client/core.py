@@ -61,6 +61,7 @@ from chubbypy.client._session_core import (
     SessionOutput,
     SessionSettings,
     StateChanged,
+    acquire_outcome_unknown,
     blocking_acquire,
     local_lease_end,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "SessionSettings",
     "SessionState",
     "StateChanged",
+    "acquire_outcome_unknown",
     "blocking_acquire",
     "local_lease_end",
     "next_state",

@@ -6,6 +6,11 @@ Theory of operation.
 * **Cachers.** A session that reads a node through the master may cache what it read
   (contents, metadata, or the node's absence) if the master *registers* it as a cacher of
   that name (`register`). The master then owes it an invalidation before that name changes.
+  A session caches at most `names_per_session_max` names
+  (``limits.cached_names_per_session_max``): past it a read is answered, not registered
+  (`full`), and the client does not keep it, so one session cannot grow the master's
+  memory without bound by reading name after name. A name's invalidation, or the
+  session's end, frees its place.
 * **The gate.** Every write bound for the log, a client's or the master's own, is
   `submit`ted. When it is *activated*, the gate works out from the namespace as it is then
   the names it *touches* (whose order matters) and the names it *changes* (whose cached
@@ -90,8 +95,10 @@ class CacheGate(Generic[_P]):
     """Cachers, and the writes waiting on their invalidations; see the module docstring.
     `_P` is what `submit` takes and `release` gives back for each write."""
 
-    def __init__(self, table: SessionTable[CallToken]) -> None:
+    def __init__(self, table: SessionTable[CallToken], names_per_session_max: int) -> None:
+        assert names_per_session_max >= 0, names_per_session_max
         self._table = table
+        self._names_per_session_max = names_per_session_max
         self._cachers: dict[str, set[SessionId]] = {}
         self._cached: dict[SessionId, set[str]] = {}
         self._held: dict[GateTicket, _Item[_P]] = {}
@@ -122,9 +129,14 @@ class CacheGate(Generic[_P]):
     def may_cache(self, path: str) -> bool:
         return self.failover_complete and path not in self._busy
 
+    def full(self, session_id: SessionId, path: str) -> bool:
+        """Whether the session caches as many names as it may, `path` not among them."""
+        cached = self._cached.get(session_id, ())
+        return len(cached) >= self._names_per_session_max and path not in cached
+
     def register(self, session_id: SessionId, path: str) -> bool:
         """Record that the session caches `path`, if it may; whether it was recorded."""
-        if not self.may_cache(path):
+        if not self.may_cache(path) or self.full(session_id, path):
             return False
         self._cachers.setdefault(path, set()).add(session_id)
         self._cached.setdefault(session_id, set()).add(path)
@@ -247,11 +259,18 @@ class CacheGate(Generic[_P]):
             self._busy[path] = self._busy.get(path, 0) + 1
         for path in changed:
             for session_id in self._cachers.pop(path, ()):
-                self._cached[session_id].discard(path)
+                self._uncache(session_id, path)
                 due = self._invalidate(session_id, path)
                 if due is not None:
                     item.waits[session_id] = _later(item.waits.get(session_id), due)
                     self._waiting_on.setdefault(session_id, set()).add(ticket)
+
+    def _uncache(self, session_id: SessionId, path: str) -> None:
+        """The session no longer caches `path` (its set goes once it names nothing)."""
+        cached = self._cached[session_id]
+        cached.discard(path)
+        if not cached:
+            del self._cached[session_id]
 
     def _invalidate(self, session_id: SessionId, path: str) -> int | None:
         """Tell the session to drop `path` from its cache: the event's sequence number to

@@ -70,6 +70,10 @@ class NodeRead:
     event_sequence: int
     """The session's next event number when the read was answered: an invalidation of this
     name numbered at or above it came after the read, whenever it arrives."""
+    uncached_because: str = ""
+    """Why a read that asked to be cached was not, when a limit said so (for the log and
+    /metrics: `limits.cached_names_per_session_max`); "" otherwise (a change under way
+    is no news)."""
 
 
 @frozen

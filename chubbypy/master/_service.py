@@ -142,6 +142,7 @@ from chubbypy.namespace import (
     protect_acl_directory,
     quota_problem,
     request_problem,
+    retried_session,
     stale_call,
 )
 from chubbypy.namespace._names import parent_of
@@ -199,6 +200,9 @@ class MasterTiming:
     its retries joined to a call in progress (``limits.calls_waiting_per_session_max``)."""
     handles_per_session_max: int = 10_000
     """Handles one session may have open here (``limits.handles_per_session_max``)."""
+    cached_names_per_session_max: int = 10_000
+    """Names one session may be registered as caching here
+    (``limits.cached_names_per_session_max``); past it reads are answered uncached."""
     lock_info_listed_max: int = 100
     """The most holders, and the most waiters, one `lock_info` lists
     (``sessions.lock_info_listed_max``, at most LOCK_INFO_LISTED_MAX)."""
@@ -221,6 +225,7 @@ class MasterTiming:
         waiters_max: int,
         calls_waiting_per_session_max: int = 1_000,
         handles_per_session_max: int = 10_000,
+        cached_names_per_session_max: int = 10_000,
         lock_info_listed_max: int = 100,
     ) -> MasterTiming:
         """The one conversion of the session settings (see `SessionTiming.from_seconds`)."""
@@ -238,6 +243,7 @@ class MasterTiming:
             waiters_max=waiters_max,
             calls_waiting_per_session_max=calls_waiting_per_session_max,
             handles_per_session_max=handles_per_session_max,
+            cached_names_per_session_max=cached_names_per_session_max,
             lock_info_listed_max=lock_info_listed_max,
         )
 
@@ -318,7 +324,9 @@ class MasterService:
         self._epoch = 0
         self._now = 0
         self._table: SessionTable[CallToken] = SessionTable(timing.session)
-        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(self._table)
+        self._gate: CacheGate[Proposal | ClientWrite] = CacheGate(
+            self._table, timing.cached_names_per_session_max
+        )
         self._handles = HandleRegistry()
         self._waits = LockWaits(timing.waiters_max)
         self._pending: dict[CallToken, _Pending] = {}
@@ -409,21 +417,26 @@ class MasterService:
     def create_session(
         self, token: CallToken, name: str, nonce: int = 0, principal: str | None = None
     ) -> None:
-        """Open a session for client `name`; a retry (the same `nonce`, not 0) of a creation
-        that was applied gets that session. A name that is not printable text is refused
-        BAD_REQUEST (it is shown to operators: no terminal escapes). The session remembers
-        `principal`, for operators."""
+        """Open a session for client `name`, created by `principal` (None: a trusted
+        caller, recorded as no one); a retry (the same `nonce`, not 0) of a creation that
+        was applied gets that session, if it comes from the same principal, and
+        PERMISSION_DENIED otherwise (`retried_session`). A name that is not printable text
+        is refused BAD_REQUEST (it is shown to operators: no terminal escapes). The session
+        remembers `principal`, for operators."""
         problem = session_name_problem(name)
         if problem is not None:
             self._reply(token, Failure(ErrorCode.BAD_REQUEST, problem))
             return
-        opened = self._db().tree.session_by_nonce(name, nonce)
-        if opened is not None:
-            self._heard_from(opened.session_id, principal)
-            self._reply(token, self._session_started(opened.session_id))
-            return
-        self._pending[token] = _Creation(principal)
-        self._propose(token, OpenSession(name, nonce))
+        creation = OpenSession(name, nonce)
+        retried = retried_session(self._db().tree, creation, principal or "")
+        if isinstance(retried, Failure):
+            self._reply(token, retried)
+        elif retried is not None:
+            self._heard_from(retried.session_id, principal)
+            self._reply(token, self._session_started(retried.session_id))
+        else:
+            self._pending[token] = _Creation(principal)
+            self._propose(token, creation, principal)
 
     def close_session(self, token: CallToken, session_id: SessionId) -> None:
         """End the session cleanly (its locks are free at once); never fails. From now on
@@ -460,8 +473,9 @@ class MasterService:
         principal: str | None = None,
     ) -> None:
         """The node at `path` (or its absence); with `cache`, the session is registered as
-        caching it unless a change to it is under way. With `principal`, it must have read
-        access."""
+        caching it unless a change to it is under way, or the session caches as many names
+        as it may (the answer then says why, for the log). With `principal`, it must have
+        read access."""
         machine = self._db()
         refused = self._session_problem(session_id) or check_path(
             path, machine.cell, machine.tree.limits
@@ -474,12 +488,11 @@ class MasterService:
         self._heard_from(session_id, principal)
         node = machine.tree.get(path)
         cached = cache and self._gate.register(session_id, path)
+        full = cache and not cached and self._gate.full(session_id, path)
         sequence = self._table.next_sequence(session_id)
-        if node is None:
-            self._reply(token, NodeRead(None, b"", cached, sequence))
-        else:
-            stat = machine.tree.stat(node)
-            self._reply(token, NodeRead(stat, node.contents, cached, sequence))
+        stat, contents = (None, b"") if node is None else (machine.tree.stat(node), node.contents)
+        why = self._cache_full(session_id) if full else ""
+        self._reply(token, NodeRead(stat, contents, cached, sequence, why))
 
     @property
     def cache_cost(self) -> tuple[int, int]:
@@ -1049,6 +1062,16 @@ class MasterService:
             f"(limits.handles_per_session_max is {most}); close some first"
         )
         return Failure(ErrorCode.RESOURCE_EXHAUSTED, message)
+
+    def _cache_full(self, session_id: SessionId) -> str:
+        """Why the session's read was answered uncached: it caches as many names as it may
+        (issue 13's review: one session cached 100,000 absent names, 100 MB of the
+        master's memory)."""
+        most = self._timing.cached_names_per_session_max
+        return (
+            f"session {session_id} caches {self._gate.cached_by(session_id)} names "
+            f"(limits.cached_names_per_session_max is {most}): a read answered uncached"
+        )
 
     def _waiting_full(self, session_id: SessionId) -> Failure | None:
         """RESOURCE_EXHAUSTED if the session has as many calls waiting as it may (issue

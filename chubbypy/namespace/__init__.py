@@ -21,7 +21,13 @@ from chubbypy.namespace._acl import (
     protect_acl_directory,
     write_problem,
 )
-from chubbypy.namespace._apply import Applied, apply, request_problem, stale_call
+from chubbypy.namespace._apply import (
+    Applied,
+    apply,
+    request_problem,
+    retried_session,
+    stale_call,
+)
 from chubbypy.namespace._machine import (
     DEFAULT_LIMITS,
     ROOT_ACL_DEFAULT,
@@ -73,6 +79,7 @@ __all__ = [
     "quota_problem",
     "read",
     "request_problem",
+    "retried_session",
     "stale_call",
     "write_problem",
 ]

@@ -29,7 +29,9 @@ Session commands (Chubby §2.4, §2.8), which only the master proposes:
   but BUSY, which asks to be asked again); the same number again gets that result and
   changes nothing, and a number below the record's low-water mark gets STALE_REQUEST. A
   retried `OpenSession` (the same name and nonce as a live session's) opens nothing: its
-  result is that session. `Acquire` needs no number: a handle takes a lock once, and one
+  result is that session, if it is done for the principal that opened it, and
+  PERMISSION_DENIED otherwise (`retried_session`: nonces are in the log, which whoever
+  reads a replica's store sees). `Acquire` needs no number: a handle takes a lock once, and one
   asking again while it holds it changes nothing (the master answers it with the grant).
 * `Acquire`, `Release` and `EndLockDelay` name a node by path *and instance*
   (NO_SUCH_NODE if that instance is gone) and change its lock through `chubbypy.locks`;
@@ -114,7 +116,7 @@ def apply(tree: Tree, index: LogIndex, write: LogWrite, principal: str = "") -> 
     creator of the nodes it creates; "" for none); see the module docstring."""
     match write:
         case OpenSession():
-            return _open_session(tree, index, write)
+            return _open_session(tree, index, write, principal)
         case EndSession():
             return _end_session(tree, write)
         case InSession(session_id, inner, number):
@@ -429,21 +431,42 @@ def stale_call(session_id: SessionId, sequence: int, limits: NamespaceLimits) ->
     return Failure(ErrorCode.STALE_REQUEST, message)
 
 
-def _open_session(tree: Tree, index: LogIndex, open_session: OpenSession) -> Applied:
+def retried_session(
+    tree: Tree, open_session: OpenSession, principal: str
+) -> SessionRecord | Failure | None:
+    """The live session an earlier `open_session` (the same name and nonce) opened, when
+    `principal` opened it: a retried CreateSession gets it. PERMISSION_DENIED when another
+    principal opened it (or no principal: before principals were recorded), so a nonce read
+    from the log gets no one another's session and credential; None when none did."""
+    opened = tree.session_by_nonce(open_session.name, open_session.nonce)
+    if opened is None or opened.principal == principal:
+        return opened
+    message = (
+        f"a session named {open_session.name!r} was created with this nonce by another "
+        "principal: a retry must come from its creator; create yours with a fresh nonce"
+    )
+    return Failure(ErrorCode.PERMISSION_DENIED, message)
+
+
+def _open_session(
+    tree: Tree, index: LogIndex, open_session: OpenSession, principal: str
+) -> Applied:
     name, nonce = open_session.name, open_session.nonce
     if len(name) > SESSION_NAME_CHARS_MAX:
         message = f"a session name of {len(name)} characters"
         return Applied(
             Failure(ErrorCode.BAD_REQUEST, f"{message}; at most {SESSION_NAME_CHARS_MAX}"), ()
         )
-    opened = tree.session_by_nonce(name, nonce)
-    if opened is not None:  # a retried CreateSession: the session its first attempt opened
-        return Applied(SessionOpened(opened.session_id), ())
+    retried = retried_session(tree, open_session, principal)
+    if isinstance(retried, Failure):
+        return Applied(retried, ())
+    if retried is not None:  # a retried CreateSession: the session its first attempt opened
+        return Applied(SessionOpened(retried.session_id), ())
     instance = tree.new_instance(index)
     if instance is None:
         return Applied(Failure(ErrorCode.BUSY, "too many sessions opened in one log entry"), ())
     session_id = SessionId(instance)  # numbered like a node, so never reused
-    tree.open_session(SessionRecord(session_id, name, nonce))
+    tree.open_session(SessionRecord(session_id, name, nonce, principal=principal))
     return Applied(SessionOpened(session_id), ())
 
 

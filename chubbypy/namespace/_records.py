@@ -33,13 +33,15 @@ from chubbypy.protocol.namespace_codec import result_from_plain, result_to_plain
 from chubbypy.protocol.values import NO_SESSION, HandleId, SessionId
 from chubbypy.sessions import SessionCalls, SessionRecord
 
-SNAPSHOT_FORMAT = 4
+SNAPSHOT_FORMAT = 5
 """First field of a snapshot; a later format gets a new number. Format 1 (before sessions
 and locks) is still read: its nodes are unlocked and owned by no session; so is format 2
-(before sessions kept their calls' answers): its sessions have none kept; and format 3
+(before sessions kept their calls' answers): its sessions have none kept; format 3
 (before nodes named the principal that created them): its nodes were created by no
-principal, so they count against no one's quota."""
-SNAPSHOT_FORMATS = (1, 2, 3, SNAPSHOT_FORMAT)
+principal, so they count against no one's quota; and format 4 (before sessions named the
+principal that created them): its sessions were created by no principal, so a retried
+CreateSession of one is no one's (`chubbypy.namespace.retried_session`)."""
+SNAPSHOT_FORMATS = (1, 2, 3, 4, SNAPSHOT_FORMAT)
 """Every format `decode_snapshot` reads."""
 
 
@@ -164,20 +166,27 @@ def _ownership(fields: list[Any]) -> tuple[SessionId, LockState]:
 def session_to_plain(session: SessionRecord) -> list[Any]:
     calls = session.calls
     results = [[number, result_to_plain(result)] for number, result in calls.results]
-    return [session.session_id, session.name, session.nonce, calls.low_water, results]
+    fields = [session.session_id, session.name, session.nonce, calls.low_water, results]
+    return [*fields, session.principal]
 
 
 def session_from_plain(data: Any, snapshot_format: int = SNAPSHOT_FORMAT) -> SessionRecord:
     if snapshot_format < 3:  # before sessions kept their calls' answers
         session_id, name = array(data, 2)
         return SessionRecord(SessionId(uint64(session_id, 1)), text(name))
-    session_id, name, nonce, low_water, results = array(data, 5)
+    if snapshot_format < 5:  # before sessions named the principal that created them
+        session_id, name, nonce, low_water, results = array(data, 5)
+        principal = ""
+    else:
+        session_id, name, nonce, low_water, results, principal = array(data, 6)
     answers = tuple(
         (uint64(number, 1), _call_result(result))
         for number, result in (array(pair, 2) for pair in array(results))
     )
     calls = SessionCalls(uint64(low_water, 1), answers)
-    return SessionRecord(SessionId(uint64(session_id, 1)), text(name), uint64(nonce), calls)
+    return SessionRecord(
+        SessionId(uint64(session_id, 1)), text(name), uint64(nonce), calls, text(principal)
+    )
 
 
 def _call_result(data: Any) -> WriteResult:

@@ -141,6 +141,9 @@ class MasterHost:
         self.session_book = SessionBook(settings.client_limits)
         """Live sessions per connection and principal, this mastership's, against their
         limits (`chubbypy.node._limits`)."""
+        self.reads_uncached_over_limit = 0
+        """Reads answered uncached because their session caches as many names as
+        ``limits.cached_names_per_session_max`` allows, in every mastership (/metrics)."""
 
     @property
     def serving(self) -> bool:
@@ -422,6 +425,9 @@ class MasterHost:
         if isinstance(result, Failure):
             self._outbox.refuse(connection, request_id, result.code, result.message)
             return
+        if isinstance(result, NodeRead) and result.uncached_because:
+            self.reads_uncached_over_limit += 1
+            self._outbox.warn_once(connection, "cache-limit", result.uncached_because)
         reply = SessionReply(request_id, self._wire(result))
         if changes and self._chance.buggify(ANSWER_LOST):
             return  # the change is made; the client hears nothing and asks again

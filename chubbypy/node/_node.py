@@ -417,13 +417,16 @@ class ReplicaNode:
         live registrations as its limit allows: then RESOURCE_EXHAUSTED, proposing nothing
         (a flood costs no log entry, and evicts no one). A retried registration (a nonce
         the client table knows, or one in flight) is answered from the table, or waits for
-        the one in flight: it is never proposed twice, whatever the limits."""
+        the one in flight: it is never proposed twice, whatever the limits. Its client's id
+        and credential go only to the principal that registered it (the command carries
+        the principal: `ClientWrites.registered`)."""
+        owner = principal.encode()  # the client's owner: only its retries get the client
         if self.core.serving:
-            client = self.applier.registered_client(nonce)
-            if client is not None:
-                self._writes.registered(connection, request_id, client)
+            registered = self.applier.registered_client(nonce)
+            if registered is not None:
+                self._writes.registered(connection, request_id, *registered, owner)
                 return
-        if self._writes.join(connection, request_id, (NO_CLIENT, nonce)):
+        if self._writes.join(connection, request_id, (NO_CLIENT, nonce), owner):
             return
         refused = self.registrations.refusal(connection, principal, nonce)
         if refused is not None:
@@ -432,7 +435,7 @@ class ReplicaNode:
             self._outbox.warn_once(connection, "registrations", text)
             self._refuse(connection, request_id, ErrorCode.RESOURCE_EXHAUSTED, refused)
             return
-        if self._writes.propose(connection, request_id, Command(NO_CLIENT, nonce, b"")):
+        if self._writes.propose(connection, request_id, Command(NO_CLIENT, nonce, owner)):
             self.registrations.proposed(connection, principal, nonce)
 
     def _write(self, connection: ConnectionId, request: WriteRequest, principal: str) -> None:
@@ -664,6 +667,12 @@ class ReplicaNode:
              lambda: self._master.cache_cost[1]),
         ):  # fmt: skip
             m.gauge(name, help_text, _scalar(read))
+        m.counter_view(
+            "chubbypy_cached_names_refused_total",
+            "Reads that asked to be cached, answered uncached because their session caches "
+            "as many names as limits.cached_names_per_session_max allows.",
+            lambda: self._master.reads_uncached_over_limit,
+        )
         m.counter_view(
             "chubbypy_checksum_comparisons_total",
             "State checksums compared with a peer's.",

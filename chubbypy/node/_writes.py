@@ -7,7 +7,10 @@ the same command may come back from the log twice (a retry proposed again). When
 applier reports the command's `Outcome`, every request waiting for it is answered from it,
 whether this replica proposed it or not: exactly-once is the applier's business (its
 client table), and this is only the post office. A registration is answered with the
-client's credential, which its writes must show (`chubbypy.sessions.client_credential`).
+client's credential, which its writes must show (`chubbypy.sessions.client_credential`),
+and only to the principal that owns the client (the registration's payload, the owner
+the applier reports): a request from another principal with the same nonce (read from
+the log, say) is refused PERMISSION_DENIED (`registered`).
 When the replica stops serving, whatever is still in flight may yet be chosen; its
 requests are answered NOT_MASTER and the clients retry elsewhere with the same name, so
 the cell applies each command once.
@@ -45,6 +48,8 @@ REFUSALS: dict[RefusalReason, ErrorCode] = {
 class _Waiter:
     connection: ConnectionId
     request_id: RequestId
+    owner: bytes = b""
+    """A registration's: the principal asking (as a registration's payload)."""
 
 
 class ClientWrites:
@@ -84,26 +89,46 @@ class ClientWrites:
             self._outbox.refuse(connection, request_id, code, refused.reason.value)
             return False
         name = (command.client_id, command.sequence)
-        self._waiting.setdefault(name, []).append(_Waiter(connection, request_id))
+        owner = command.payload if command.client_id == NO_CLIENT else b""
+        self._waiting.setdefault(name, []).append(_Waiter(connection, request_id, owner))
         self._proposals.inc()
         if NodeBug.ANSWER_BEFORE_APPLIED in self._bugs and command.client_id != NO_CLIENT:
             self._answer_optimistically(name)
         return True
 
-    def join(self, connection: ConnectionId, request_id: RequestId, name: _Name) -> bool:
-        """If the command `name` is in flight, the request waits for its outcome too (a
-        retry costs no second proposal); False if it is not in flight."""
+    def join(
+        self, connection: ConnectionId, request_id: RequestId, name: _Name, owner: bytes = b""
+    ) -> bool:
+        """If the command `name` is in flight, the request (a registration's: of `owner`)
+        waits for its outcome too (a retry costs no second proposal); False if it is not
+        in flight."""
         waiting = self._waiting.get(name)
         if waiting is None:
             return False
-        waiting.append(_Waiter(connection, request_id))
+        waiting.append(_Waiter(connection, request_id, owner))
         return True
 
-    def registered(self, connection: ConnectionId, request_id: RequestId, client: ClientId) -> None:
-        """Answer a retried registration whose client the table keeps."""
-        self._outbox.answer(connection, self._registered(request_id, client))
+    def registered(
+        self,
+        connection: ConnectionId,
+        request_id: RequestId,
+        client: ClientId,
+        owner: bytes,
+        asking: bytes,
+    ) -> None:
+        """Answer a retried registration, asked for by `asking`, whose client (owned by
+        `owner`) the table keeps."""
+        self._outbox.answer(connection, self._registered(request_id, client, owner, asking))
 
-    def _registered(self, request_id: RequestId, client: ClientId) -> Registered:
+    def _registered(
+        self, request_id: RequestId, client: ClientId, owner: bytes, asking: bytes
+    ) -> Registered | ErrorReply:
+        """The client's id and credential if `asking` owns it; else PERMISSION_DENIED, which
+        says nothing of the client (an owner recorded as nothing, before owners were, owns
+        nothing: no principal is empty)."""
+        if owner != asking:
+            message = "this nonce registered another principal's client: register with a fresh one"
+            return self._error(request_id, ErrorCode.PERMISSION_DENIED, message)
         return Registered(request_id, client, client_credential(client, self._handle_key))
 
     def outcome(self, outcome: Outcome) -> None:
@@ -113,7 +138,7 @@ class ClientWrites:
         if NodeBug.ROUTE_TO_WRONG_REQUEST in self._bugs:
             name = self._oldest_waiting(name)
         for waiter in self._waiting.pop(name, []):
-            reply = self._reply(waiter.request_id, outcome)
+            reply = self._reply(waiter, outcome)
             if isinstance(reply, WriteReply) and self._chance.buggify(ANSWER_LOST):
                 continue  # applied; the client hears nothing and asks again
             self._outbox.answer(waiter.connection, reply)
@@ -127,10 +152,11 @@ class ClientWrites:
                     waiter.connection, waiter.request_id, ErrorCode.NOT_MASTER, "stepped down"
                 )
 
-    def _reply(self, request_id: RequestId, outcome: Outcome) -> ServerReply:
+    def _reply(self, waiter: _Waiter, outcome: Outcome) -> ServerReply:
+        request_id = waiter.request_id
         match outcome.kind:
             case OutcomeKind.REGISTERED:
-                return self._registered(request_id, outcome.client_id)
+                return self._registered(request_id, outcome.client_id, outcome.owner, waiter.owner)
             case OutcomeKind.APPLIED | OutcomeKind.DUPLICATE:
                 self._operations.inc(op="write")
                 result = decode_result(outcome.result)

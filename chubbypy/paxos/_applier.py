@@ -17,7 +17,11 @@ machine needs and that must be part of its snapshot:
   table is kept in that order (an `OrderedDict`, the oldest first), so an eviction costs
   O(1) and a use O(1) (plus sorting the few clients of one entry), never a scan: a flood
   of registrations costs each replica the same per registration at 100,000 clients as at
-  100;
+  100. A registration's payload is its *owner*, the principal that made it (UTF-8; empty
+  in entries from before owners were recorded): the table keeps it, and a registration
+  with a nonce it knows is answered with that client and its owner, for the node to hand
+  the client's id and credential only to that owner (nonces are in the log, which whoever
+  reads a replica's store sees: issue 13's review);
 * **checksums** on demand (CHECKSUM entries), of the whole replicated state.
 
 Commands of `MASTER_CLIENT`, the master's own decisions, skip the client table.
@@ -110,6 +114,9 @@ class Outcome:
     """For a new registration: the client it evicted to make room (`NO_CLIENT`: none). The
     same on every replica; a node uses it to stop counting that client against whoever
     registered it (`chubbypy.node`'s registration limits)."""
+    owner: bytes = b""
+    """For a registration: the owner of the client it names (the principal that first
+    registered its nonce), which alone may be told the client's id."""
 
 
 @frozen
@@ -131,6 +138,9 @@ class _Client:
     was dropped, because the client acknowledged it or because too many were kept."""
     nonce: int = 0
     """The registration's nonce: a retried registration gets this client again."""
+    owner: bytes = b""
+    """The principal that registered it (its registration's payload; empty before owners
+    were recorded): only its retries get this client (see the module docstring)."""
 
 
 class Applier:
@@ -203,10 +213,12 @@ class Applier:
         client = self._clients.get(client_id)
         return None if client is None else client.results.get(sequence)
 
-    def registered_client(self, nonce: int) -> ClientId | None:
-        """The client a registration with `nonce` made, while the table keeps it: a retried
-        registration is answered with it at once, at no cost to the log."""
-        return self._registrations.get(nonce)
+    def registered_client(self, nonce: int) -> tuple[ClientId, bytes] | None:
+        """The client a registration with `nonce` made, and its owner, while the table keeps
+        it: a retried registration is answered at once, at no cost to the log (with the
+        client if it comes from the owner)."""
+        client_id = self._registrations.get(nonce)
+        return None if client_id is None else (client_id, self._clients[client_id].owner)
 
     def _apply_command(self, index: LogIndex, command: Command) -> Outcome:
         if command.client_id == NO_CLIENT:
@@ -250,18 +262,21 @@ class Applier:
         if nonce in self._registrations and Bug.NO_DEDUPLICATION not in self._bugs:
             # A retried registration (after a fail-over, say): the same client, not a new one.
             client_id = self._registrations[nonce]
-            self._touch(client_id, self._clients[client_id], index)
-            return Outcome(index, OutcomeKind.REGISTERED, client_id, nonce)
+            client = self._clients[client_id]
+            self._touch(client_id, client, index)
+            return Outcome(index, OutcomeKind.REGISTERED, client_id, nonce, owner=client.owner)
         client_id = ClientId(self._next_client_id)
         self._next_client_id += 1
-        self._clients[client_id] = _Client({}, index, nonce=nonce)
+        self._clients[client_id] = _Client({}, index, nonce=nonce, owner=command.payload)
         self._touched.append(client_id)
         self._registrations[nonce] = client_id
         evicted = NO_CLIENT
         if len(self._clients) > self._clients_max:
             evicted = self._least_recently_used(index)
             del self._registrations[self._clients.pop(evicted).nonce]
-        return Outcome(index, OutcomeKind.REGISTERED, client_id, nonce, evicted=evicted)
+        return Outcome(
+            index, OutcomeKind.REGISTERED, client_id, nonce, evicted=evicted, owner=command.payload
+        )
 
     # The eviction order. Between entries, `_clients` runs in (last_index, client id) order,
     # oldest first: the order the rule "evict the client last seen earliest in the log,
@@ -300,7 +315,7 @@ class Applier:
 
     def _bookkeeping(self) -> list[object]:
         clients = [
-            [c, r.last_index, r.low_water, r.nonce, sorted(r.results.items())]
+            [c, r.last_index, r.low_water, r.nonce, sorted(r.results.items()), r.owner]
             for c, r in sorted(self._clients.items())
         ]
         return [self._epoch, self._next_client_id, clients]
@@ -342,7 +357,9 @@ class Applier:
 
 # An applier's snapshot is msgpack ``[state, machine]``: `state` is ``[applied_index, epoch,
 # next_client_id, clients]``, each client ``[id, last_index, low_water, nonce, [[sequence,
-# result], ...]]`` in id order, and `machine` the machine's own snapshot bytes. A snapshot
+# result], ...], owner]`` in id order (without `owner` before owners were recorded: such a
+# client has no owner, and no one's retry gets it), and `machine` the machine's own
+# snapshot bytes. A snapshot
 # may come from a peer (InstallSnapshot) or from a disk that was damaged, so decoding checks
 # every field's type and range, and what the table's invariants need (ids, nonces and
 # sequences distinct, no client past the next id, none seen after the snapshot's index),
@@ -393,7 +410,12 @@ def _snapshot_from_plain(index: LogIndex, plain: Any) -> RestoredState:
 
 
 def _client_from_plain(plain: Any, index: LogIndex) -> tuple[ClientId, _Client]:
-    client_id, last_index, low_water, nonce, results = array(plain, 5)
+    fields = array(plain)
+    owner = b""
+    if len(fields) == 6:
+        *fields, owner_plain = fields
+        owner = binary(owner_plain)
+    client_id, last_index, low_water, nonce, results = array(fields, 5)
     sequences: dict[int, bytes] = {}
     for pair in array(results):
         sequence, result = array(pair, 2)
@@ -405,5 +427,6 @@ def _client_from_plain(plain: Any, index: LogIndex) -> tuple[ClientId, _Client]:
         LogIndex(bounded(last_index, 0, index, "a client's last index")),
         uint64(low_water),
         uint64(nonce),
+        owner,
     )
     return ClientId(bounded(client_id, 1, MASTER_CLIENT - 1, "client id")), client

@@ -43,30 +43,46 @@ class FrameDecoder:
     and one frame split over many chunks costs one append per chunk (never quadratic).
     A length prefix is checked as soon as its fourth byte arrives, so an oversized frame is
     refused before any of its body is waited for or buffered beyond the chunk in hand.
+
+    The limit may change between frames (`limit`): a connection that has not said hello
+    takes only small frames. A frame is checked against the limit in force when it is cut,
+    and `feed` cuts at most `frames_max` frames when asked, leaving the rest of the bytes
+    unchecked until a later `feed` (of b"", if no more arrive), so that each frame can be
+    checked against the limit of the state the frames before it left the connection in.
     """
 
-    def __init__(self, frame_bytes_max: int) -> None:
-        assert 1 <= frame_bytes_max <= FRAME_LENGTH_MAX, frame_bytes_max
-        self._frame_bytes_max = frame_bytes_max
+    def __init__(self, frame_bytes_max: int, named: str = "") -> None:
+        self._frame_bytes_max = 0
+        self._named = ""
+        self.limit(frame_bytes_max, named)
         self._buffer = bytearray()
         self._offset = 0
         self._failure: ChubbyError | None = None
 
     @property
     def frame_bytes_max(self) -> int:
-        """The largest frame body this decoder accepts."""
+        """The largest frame body this decoder accepts now."""
         return self._frame_bytes_max
+
+    def limit(self, frame_bytes_max: int, named: str = "") -> None:
+        """From the next frame cut on, accept bodies of at most `frame_bytes_max` bytes; a
+        refusal names the limit as `named` (a configuration key, say), if given."""
+        assert 1 <= frame_bytes_max <= FRAME_LENGTH_MAX, frame_bytes_max
+        self._frame_bytes_max = frame_bytes_max
+        self._named = named
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes received of a frame not yet complete (prefix included); 0 between frames.
+        """Bytes received and not yet returned in a frame (a frame not yet complete, prefix
+        included, or frames `frames_max` left uncut); 0 between frames.
 
         Non-zero when the connection closes means the peer sent a truncated frame.
         """
         return len(self._buffer) - self._offset
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Every frame body completed by `data`, in order; a partial frame is kept for later.
+    def feed(self, data: bytes, frames_max: int | None = None) -> list[bytes]:
+        """Every frame body completed by `data`, in order (at most `frames_max` of them, if
+        given: the bytes after them are kept, like a partial frame, for a later `feed`).
 
         Raises `FrameTooLarge` for a length prefix above the maximum and `BadRequest` for a
         zero-length frame. The connection is then unusable, and frames completed earlier in
@@ -77,7 +93,7 @@ class FrameDecoder:
             raise self._failure
         self._buffer += data
         try:
-            frames = self._complete_frames()
+            frames = self._complete_frames(frames_max)
         except ChubbyError as failure:
             self._failure = failure
             self._buffer = bytearray()
@@ -88,18 +104,20 @@ class FrameDecoder:
             self._offset = 0
         return frames
 
-    def _complete_frames(self) -> list[bytes]:
-        offset, frames = self._offset, []
+    def _complete_frames(self, frames_max: int | None) -> list[bytes]:
+        offset, frames = self._offset, list[bytes]()
         # A view copies each body once, straight into its bytes; it is released before
         # `feed` resizes the buffer.
         with memoryview(self._buffer) as view:
-            while len(view) - offset >= PREFIX_BYTES:
+            while len(view) - offset >= PREFIX_BYTES and len(frames) != frames_max:
                 (length,) = _PREFIX.unpack_from(view, offset)
                 if length == 0:
                     raise BadRequest("empty frame: a frame body is at least one byte")
                 if length > self._frame_bytes_max:
+                    named = f" ({self._named})" if self._named else ""
                     raise FrameTooLarge(
-                        f"frame of {length} bytes is above the limit of {self._frame_bytes_max}"
+                        f"frame of {length} bytes is above the limit of "
+                        f"{self._frame_bytes_max}{named}"
                     )
                 end = offset + PREFIX_BYTES + length
                 if end > len(view):

@@ -124,8 +124,9 @@ class Command:
 
     `sequence` numbers a client's commands from 1. `first_unacked` is the lowest sequence
     the client may still retry; results below it may be forgotten by the replicas.
-    A registration command has `client_id == NO_CLIENT` and, as `sequence`, a nonce the
-    client chose at random: a retry with the same nonce gets the same client.
+    A registration command has `client_id == NO_CLIENT`, as `sequence` a nonce the client
+    chose at random, and as `payload` the principal registering (UTF-8): a retry with the
+    same nonce, from the same principal, gets the same client.
     """
 
     client_id: ClientId

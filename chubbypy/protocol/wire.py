@@ -14,14 +14,24 @@ the other end of a connection may send anything (reliability.md §5.3, items 5 a
 itself bounds every string, array and map by the body's length (so by the frame limit) and
 refuses nesting deeper than its stack, so a hostile body cannot make it allocate more than the
 frame it came in.
+
+Decoding a body costs time in proportion to its bytes (a 1 MiB frame of tiny items takes
+about a second), so what a connection may send is checked first, from the body's first few
+bytes: `decode_wire(body, expected)` reads the message's tag and field count and refuses a
+message the connection may not send in its state (`Expected`: before its Hello a client may
+send only a Hello, a peer only its handshake) before any of the rest is decoded.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from typing import Any, NoReturn, assert_never, cast
+from typing import Any, Final, NoReturn, assert_never, cast
+
+from attrs import frozen
 
 from chubbypy.protocol._plain import (
+    INT64_MAX,
     DecodeError,
     array,
     binary,
@@ -103,11 +113,16 @@ from chubbypy.protocol.values import (
 )
 
 __all__ = [
+    "GREETING_ANSWER_BYTES_MAX",
+    "GREETING_BYTES_MAX",
     "DecodeError",
+    "Expected",
+    "UnexpectedMessageError",
     "UnknownMessageError",
     "decode_wire",
     "encode_wire",
     "error_reply_for",
+    "expecting",
     "raise_for",
 ]
 
@@ -118,6 +133,11 @@ class UnknownMessageError(DecodeError):
     The frame boundaries are intact, so unlike other decode errors this one says the peer
     speaks a newer protocol rather than garbage.
     """
+
+
+class UnexpectedMessageError(DecodeError):
+    """A message of a kind the connection may not send in its state (a PeerFrame before a
+    client's Hello, a client request on the peer port): refused from its tag, undecoded."""
 
 
 # ----------------------------------------------------------------------------- to plain data
@@ -399,55 +419,187 @@ def _to_fragment(fields: list[Any]) -> PeerFragment:
     return PeerFragment(total, offset, data)
 
 
-_MESSAGES: dict[int, tuple[int, Callable[[list[Any]], WireMessage]]] = {
-    1: (4, _to_hello),
-    2: (3, lambda f: Welcome(uint64(f[0]), _cell(f[1]), _replica_id(f[2]))),
-    3: (1, lambda f: PeerChallenge(_nonce(f[0]))),
-    4: (2, lambda f: PeerChallengeReply(_nonce(f[0]), _proof(f[1]))),
-    5: (1, lambda f: PeerProof(_proof(f[0]))),
-    10: (1, lambda f: LocateMaster(_request_id(f[0]))),
-    11: (2, lambda f: Register(_request_id(f[0]), uint64(f[1]))),
-    12: (6, _to_write_request),
-    13: (2, lambda f: ReadRequest(_request_id(f[0]), read_from_plain(f[1]))),
-    14: (1, lambda f: StatusRequest(_request_id(f[0]))),
+_Build = Callable[[list[Any]], WireMessage]
+
+_MESSAGES: Final[dict[int, tuple[type[WireMessage], int, _Build]]] = {
+    1: (Hello, 4, _to_hello),
+    2: (Welcome, 3, lambda f: Welcome(uint64(f[0]), _cell(f[1]), _replica_id(f[2]))),
+    3: (PeerChallenge, 1, lambda f: PeerChallenge(_nonce(f[0]))),
+    4: (PeerChallengeReply, 2, lambda f: PeerChallengeReply(_nonce(f[0]), _proof(f[1]))),
+    5: (PeerProof, 1, lambda f: PeerProof(_proof(f[0]))),
+    10: (LocateMaster, 1, lambda f: LocateMaster(_request_id(f[0]))),
+    11: (Register, 2, lambda f: Register(_request_id(f[0]), uint64(f[1]))),
+    12: (WriteRequest, 6, _to_write_request),
+    13: (ReadRequest, 2, lambda f: ReadRequest(_request_id(f[0]), read_from_plain(f[1]))),
+    14: (StatusRequest, 1, lambda f: StatusRequest(_request_id(f[0]))),
     15: (
+        SessionRequest,
         3,
         lambda f: SessionRequest(_request_id(f[0]), call_from_plain(f[1]), _call_number(f[2])),
     ),
     16: (
+        Authenticate,
         3,
         lambda f: Authenticate(
             _request_id(f[0]), _principal(f[1]), _string(f[2], TOKEN_CHARS_MAX, "token")
         ),
     ),
-    20: (4, _to_master_location),
-    21: (3, _to_registered),
-    22: (3, lambda f: WriteReply(_request_id(f[0]), _index(f[1]), _to_write_result(f[2]))),
-    23: (3, lambda f: ReadReply(_request_id(f[0]), _index(f[1]), _to_read_result(f[2]))),
-    24: (2, lambda f: StatusReply(_request_id(f[0]), _to_status(f[1]))),
-    25: (2, lambda f: SessionReply(_request_id(f[0]), session_result_from_plain(f[1]))),
-    26: (2, lambda f: Authenticated(_request_id(f[0]), _principal(f[1]))),
-    29: (4, _to_error_reply),
-    30: (1, lambda f: PeerFrame(decode_message(binary(f[0])))),
-    31: (2, _to_checksum_report),
-    32: (3, _to_fragment),
+    20: (MasterLocation, 4, _to_master_location),
+    21: (Registered, 3, _to_registered),
+    22: (
+        WriteReply,
+        3,
+        lambda f: WriteReply(_request_id(f[0]), _index(f[1]), _to_write_result(f[2])),
+    ),
+    23: (
+        ReadReply,
+        3,
+        lambda f: ReadReply(_request_id(f[0]), _index(f[1]), _to_read_result(f[2])),
+    ),
+    24: (StatusReply, 2, lambda f: StatusReply(_request_id(f[0]), _to_status(f[1]))),
+    25: (
+        SessionReply,
+        2,
+        lambda f: SessionReply(_request_id(f[0]), session_result_from_plain(f[1])),
+    ),
+    26: (Authenticated, 2, lambda f: Authenticated(_request_id(f[0]), _principal(f[1]))),
+    29: (ErrorReply, 4, _to_error_reply),
+    30: (PeerFrame, 1, lambda f: PeerFrame(decode_message(binary(f[0])))),
+    31: (ChecksumReport, 2, _to_checksum_report),
+    32: (PeerFragment, 3, _to_fragment),
+}
+"""Each tag's message class, field count and builder (which `encode_wire`'s tags must match:
+the round-trip tests check it)."""
+_BUILDERS: Final = {tag: (arity, build) for tag, (_, arity, build) in _MESSAGES.items()}
+_TAGS: Final = {kind: tag for tag, (kind, _, _) in _MESSAGES.items()}
+
+
+@frozen
+class Expected:
+    """The messages a connection may send in its state (their tags), and how a refusal
+    names them ("a Hello"); and, if given, how many arrays and maps one may hold (a limit
+    named `containers_named`). Made with `expecting`."""
+
+    what: str
+    tags: frozenset[int]
+    containers_max: int | None = None
+    containers_named: str = ""
+
+
+def expecting(
+    what: str,
+    *kinds: type[WireMessage],
+    containers_max: int | None = None,
+    containers_named: str = "",
+) -> Expected:
+    """The `Expected` of messages of `kinds`, named `what` in a refusal, each holding at
+    most `containers_max` arrays and maps (if given)."""
+    tags = frozenset(_TAGS[kind] for kind in kinds)
+    return Expected(what, tags, containers_max, containers_named)
+
+
+_FIXARRAY: Final = range(0x90, 0xA0)
+_ARRAY_LENGTHS: Final = {0xDC: struct.Struct(">H"), 0xDD: struct.Struct(">I")}
+_INTEGERS: Final = {
+    0xCC: struct.Struct(">B"),
+    0xCD: struct.Struct(">H"),
+    0xCE: struct.Struct(">I"),
+    0xCF: struct.Struct(">Q"),
+    0xD0: struct.Struct(">b"),
+    0xD1: struct.Struct(">h"),
+    0xD2: struct.Struct(">i"),
+    0xD3: struct.Struct(">q"),
 }
 
 
-def _from_plain(plain: Any) -> WireMessage:
-    if type(plain) is list and plain and type(plain[0]) is int and plain[0] not in _MESSAGES:
-        raise UnknownMessageError(f"unknown message tag {plain[0]}")
+def _head(body: bytes) -> tuple[int, int]:
+    """The tag and item count of the message `body` holds, read from its first few bytes
+    (a msgpack array header, then an integer in any of msgpack's encodings), nothing else
+    decoded; DecodeError if it does not begin so."""
     try:
-        return tagged(plain, _MESSAGES, "message")
+        first = body[0]
+        if first in _FIXARRAY:
+            items, at = first & 0x0F, 1
+        elif first in _ARRAY_LENGTHS:
+            length = _ARRAY_LENGTHS[first]
+            (items,), at = length.unpack_from(body, 1), 1 + length.size
+        else:
+            raise DecodeError("not a message: a message is an array, its tag first")
+        if items == 0:
+            raise DecodeError("empty message")
+        kind = body[at]
+        if kind <= 0x7F:  # positive fixint: how every tag is written
+            return kind, items
+        if kind >= 0xE0:  # negative fixint
+            return kind - 0x100, items
+        if kind in _INTEGERS:
+            (tag,) = _INTEGERS[kind].unpack_from(body, at + 1)
+            return int(tag), items
+    except (IndexError, struct.error) as error:
+        raise DecodeError("a message cut short in its first bytes") from error
+    raise DecodeError("not a message: its first item, the tag, is not an integer")
+
+
+def _from_plain(plain: Any) -> WireMessage:
+    try:
+        return tagged(plain, _BUILDERS, "message")
     except RecursionError as error:
         # msgpack refuses nesting past its stack, but the namespace codec parses a nested
         # MultiOp (or MultiResult) before refusing it, one Python frame per level or more.
         raise DecodeError("nested too deeply") from error
 
 
-def decode_wire(body: bytes) -> WireMessage:
-    """The message in frame body `body`; `DecodeError` (only) if it is not one."""
-    return unpack(body, _from_plain)
+def decode_wire(body: bytes, expected: Expected | None = None) -> WireMessage:
+    """The message in frame body `body`; `DecodeError` (only) if it is not one.
+
+    The tag and field count are checked before the body is decoded: an unknown tag raises
+    `UnknownMessageError`, and, with `expected`, a message of another kind
+    `UnexpectedMessageError`, each costing a few bytes' reading whatever the body's size.
+    With `expected.containers_max`, decoding stops at the array or map past it.
+    """
+    tag, items = _head(body)
+    known = _MESSAGES.get(tag)
+    if known is None:
+        raise UnknownMessageError(f"unknown message tag {tag}")
+    kind, arity, _ = known
+    if expected is not None and tag not in expected.tags:
+        raise UnexpectedMessageError(f"expected {expected.what}, not a {kind.__name__}")
+    if items != arity + 1:
+        raise DecodeError(f"message tag {tag} needs {arity} fields, got {items - 1}")
+    if expected is None:
+        return unpack(body, _from_plain)
+    return unpack(body, _from_plain, expected.containers_max, expected.containers_named)
+
+
+def _largest(*messages: WireMessage) -> int:
+    return max(len(encode_wire(message)) for message in messages)
+
+
+_WIDE: Final = "\U0010ffff"
+"""A character of four bytes in UTF-8: strings of the most bytes their limits allow."""
+
+GREETING_BYTES_MAX: Final = _largest(
+    Hello(INT64_MAX, _WIDE * CELL_CHARS_MAX, max(ConnectionRole), _WIDE * NAME_CHARS_MAX),
+    PeerChallenge(bytes(PEER_NONCE_BYTES)),
+    PeerProof(bytes(PEER_PROOF_BYTES)),
+)
+"""The largest body of a message sent before a connection is greeted: a Hello, or a
+connecting peer's challenge or proof. A replica takes no larger frame from a connection
+that has not said hello (or proven itself a member): ``limits.hello_frame_bytes_max`` is at
+least this."""
+
+GREETING_ANSWER_BYTES_MAX: Final = _largest(
+    Welcome(INT64_MAX, _WIDE * CELL_CHARS_MAX, ReplicaId(_WIDE * NAME_CHARS_MAX)),
+    PeerChallengeReply(bytes(PEER_NONCE_BYTES), bytes(PEER_PROOF_BYTES)),
+    ErrorReply(
+        RequestId(INT64_MAX),
+        max(ErrorCode),
+        _WIDE * ERROR_MESSAGE_CHARS_MAX,
+        ReplicaId(_WIDE * NAME_CHARS_MAX),
+    ),
+)
+"""The largest body of an answer to a greeting: a Welcome, a listening peer's challenge
+reply, or a refusal. All a replica takes on the connection it opened to a peer."""
 
 
 # ----------------------------------------------------------------------------- operating errors

@@ -12,23 +12,37 @@ Theory of operation. `ClientPort` is the port's factory and the keeper of its li
   peers, the admin port and the store always have descriptors left). One past it gets an
   error frame (BUSY, naming the key) and is closed; the client library retries later or
   elsewhere.
+* **The Hello.** Until its Hello is welcomed a connection may send only a Hello: its frames
+  may be at most `hello_frame_bytes_max` bytes (cut one at a time, so a request sent right
+  behind the Hello is held to the greeted limit, `frame_bytes_max`), and a frame of any
+  other kind is refused from its tag, its body never decoded. After it, only requests,
+  each decoded only as far as its `request_arrays_max`-th array: a frame of tiny arrays
+  costs msgpack about a second a MiB, and no request needs so many.
 * **Time-outs.** A connection must say hello within `hello_timeout_seconds`; a frame, once
   its first byte arrived, must be whole within `frame_timeout_seconds` (while we read);
   a greeted connection with no request in progress that sends nothing for
   `idle_timeout_seconds` is closed (the client library dials again when it next needs the
   replica; a session's connection to the master always has its KeepAlive in progress, so
-  it is never idle). Each closes with an error frame saying why, and then, if the other
-  side does not read it, is aborted `CLOSE_GRACE_SECONDS` later. A sweep every
-  `SWEEP_SECONDS` looks at every connection's deadline.
+  it is never idle), and so is one whose requests are held because its client has read
+  none of its replies for as long. Each closes with an error frame saying why, and then,
+  if the other side does not read it, is aborted `CLOSE_GRACE_SECONDS` later. A sweep
+  every `SWEEP_SECONDS` looks at every connection's deadline.
 * **Turns.** Frames are queued per connection as they arrive, and taken round-robin over
-  the connections, at most `requests_per_turn` per reactor turn (the next turn is a
-  zero-delay call, so timers and peers run in between). A connection whose frames wait
-  for a later turn stops being read (back-pressure: `transport.pauseProducing`) until
-  its queue is empty, so what a connection has queued is bounded by one read.
+  the connections, at most `requests_per_turn` and `bytes_per_turn` bytes (a request's
+  frame and the replies written at once) per reactor turn, and at least one request (the
+  next turn is a zero-delay call, so timers and peers run in between: decoding a large
+  frame of tiny items takes about a second a MiB, so a turn must not take many). A
+  connection whose frames wait for a later turn stops being read (back-pressure:
+  `transport.pauseProducing`) until its queue is empty, so what a connection has queued
+  is bounded by one read.
 * **Pipelining.** A connection may have at most `requests_pending_max` requests handed to
   the node and not yet answered; past it, its frames wait and it is not read until
   answers go out. A connection whose replies its client does not read (the transport's
-  write buffer is full) is not read either.
+  write buffer is full: it pauses us as its producer) is not read either, and once the
+  replies it has written since then reach `reply_bytes_buffered_max` (or those of every
+  connection together reach `reply_bytes_buffered_total_max`) none of its waiting
+  requests is handled until the buffer has drained (the transport resumes us): a client
+  that never reads costs at most that much memory, not a reply for every request it sent.
 
 The reactor (`chubbypy.server._reactor`) serves the client connections after the peers,
 a bounded number per turn (`demote`). Every limit has a metric on the admin port.
@@ -68,6 +82,7 @@ from chubbypy.protocol.client import (
     WriteRequest,
 )
 from chubbypy.protocol.errors import ErrorCode
+from chubbypy.protocol.wire import Expected, expecting
 from chubbypy.server._framed import FramedProtocol, ShellWarnings
 from chubbypy.server._shell import ReplicaServer
 
@@ -91,6 +106,7 @@ _REQUESTS = (
     Register,
     SessionRequest,
 )
+_EXPECTING_HELLO: Final = expecting("a Hello (and nothing else before the Welcome)", Hello)
 
 SWEEP_SECONDS: Final = 0.5
 """How often every connection's time-outs are checked."""
@@ -118,7 +134,12 @@ class ClientPortLimits:
     idle_timeout_seconds: float = _CONFIGURED.idle_timeout_seconds
     requests_pending_max: int = _CONFIGURED.requests_pending_per_connection_max
     requests_per_turn: int = _CONFIGURED.client_requests_per_turn
+    bytes_per_turn: int = _CONFIGURED.client_bytes_per_turn
+    request_arrays_max: int = _CONFIGURED.request_arrays_max
     frame_bytes_max: int = _CONFIGURED.frame_bytes_max
+    hello_frame_bytes_max: int = _CONFIGURED.hello_frame_bytes_max
+    reply_bytes_buffered_max: int = _CONFIGURED.reply_bytes_buffered_max
+    reply_bytes_buffered_total_max: int = _CONFIGURED.reply_bytes_buffered_total_max
     log_lines_per_minute: int = _CONFIGURED.log_lines_per_minute
 
     @classmethod
@@ -130,7 +151,12 @@ class ClientPortLimits:
             idle_timeout_seconds=limits.idle_timeout_seconds,
             requests_pending_max=limits.requests_pending_per_connection_max,
             requests_per_turn=limits.client_requests_per_turn,
+            bytes_per_turn=limits.client_bytes_per_turn,
+            request_arrays_max=limits.request_arrays_max,
             frame_bytes_max=limits.frame_bytes_max,
+            hello_frame_bytes_max=limits.hello_frame_bytes_max,
+            reply_bytes_buffered_max=limits.reply_bytes_buffered_max,
+            reply_bytes_buffered_total_max=limits.reply_bytes_buffered_total_max,
             log_lines_per_minute=limits.log_lines_per_minute,
         )
 
@@ -177,13 +203,26 @@ class ClientPort(Factory):
         self.server = server
         self.reactor = reactor
         self.limits = limits
+        self.expecting_requests = expecting(
+            "a client request",
+            *_REQUESTS,
+            containers_max=limits.request_arrays_max,
+            containers_named="limits.request_arrays_max",
+        )
+        """What a greeted connection may send."""
         self.connections: set[ClientConnection] = set()
         """The connections admitted (under the limit) and not yet closed."""
         self._ready: deque[ClientConnection] = deque()
         self._running = False
         self._spent = 0
+        self._spent_bytes = 0
         self._full = False
         """Whether this turn left requests for the next (counted once per turn)."""
+        self.unread_bytes = 0
+        """Reply bytes written to connections whose clients do not keep up (each
+        connection's `unread_bytes`, summed)."""
+        self._unread_over = False
+        """Whether `unread_bytes` is past its limit (counted once each time it passes)."""
         self._turn: IDelayedCall | None = None
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = reactor
@@ -259,13 +298,21 @@ class ClientPort(Factory):
 
     def _run(self) -> None:
         self._running = True
+        by_bytes = False
         try:
             while self._ready and self._spent < self.limits.requests_per_turn:
                 connection = self._ready.popleft()
                 connection.in_turns = False
                 if not connection.ready():
                     continue
-                connection.take()
+                if self._spent and (
+                    self._spent_bytes + connection.next_frame_bytes() > self.limits.bytes_per_turn
+                ):
+                    connection.in_turns = True
+                    self._ready.appendleft(connection)
+                    by_bytes = True
+                    break
+                self._spent_bytes += connection.take()
                 self._spent += 1
                 if connection.ready() and not connection.in_turns:
                     connection.in_turns = True
@@ -275,14 +322,37 @@ class ClientPort(Factory):
         if self._ready and not self._full:
             self._full = True
             self._deferred.inc()
+            if by_bytes:
+                self._deferred_by_bytes.inc()
         if self._spent and self._turn is None:
             self._turn = self.reactor.callLater(0, self._next_turn)
 
     def _next_turn(self) -> None:
         self._turn = None
         self._spent = 0
+        self._spent_bytes = 0
         self._full = False
         self._run()
+
+    # ------------------------------------------------------------------ unread replies
+
+    def unread_changed(self, change: int) -> None:
+        """A connection's unread reply bytes changed by `change`: keep the sum, and count
+        each time it passes its limit."""
+        self.unread_bytes += change
+        assert self.unread_bytes >= 0, self.unread_bytes
+        over = self.unread_bytes >= self.limits.reply_bytes_buffered_total_max
+        if over and not self._unread_over:
+            self._held.inc(limit="reply_bytes_buffered_total_max")
+        self._unread_over = over
+
+    def requests_held(self, limit: str) -> None:
+        """Count a connection's requests held by its own limit on unread replies."""
+        self._held.inc(limit=limit)
+
+    def unread_over(self) -> bool:
+        """Whether the reply bytes unread on all connections together are past their limit."""
+        return self._unread_over
 
     # ------------------------------------------------------------------ time-outs
 
@@ -322,7 +392,8 @@ class ClientPort(Factory):
             "Client connections closed for a time-out: hello (no Hello in "
             f"{limits.hello_timeout_seconds:g} s), frame (a frame not finished in "
             f"{limits.frame_timeout_seconds:g} s), idle (nothing in "
-            f"{limits.idle_timeout_seconds:g} s).",
+            f"{limits.idle_timeout_seconds:g} s), unread (requests held for replies unread "
+            f"for {limits.idle_timeout_seconds:g} s).",
             labelled=True,
         )
         self.paused = m.counter(
@@ -339,8 +410,32 @@ class ClientPort(Factory):
         )
         self._deferred = m.counter(
             "chubbypy_client_turns_full_total",
-            "Reactor turns that used limits.client_requests_per_turn and left client "
-            "requests for the next turn.",
+            "Reactor turns that used limits.client_requests_per_turn (or "
+            "client_bytes_per_turn) and left client requests for the next turn.",
+        )
+        self._deferred_by_bytes = m.counter(
+            "chubbypy_client_turns_bytes_full_total",
+            "Reactor turns that used limits.client_bytes_per_turn (requests' frames and the "
+            "replies written at once) and left client requests for the next turn.",
+        )
+        m.gauge(
+            "chubbypy_client_reply_bytes_unread",
+            "Reply bytes written to client connections whose transport's buffer is full "
+            "(their clients do not keep up), summed (limits.reply_bytes_buffered_total_max).",
+            lambda: [((), float(self.unread_bytes))],
+        )
+        m.gauge(
+            "chubbypy_client_connections_held",
+            "Client connections whose requests are not handled until their client reads its "
+            "replies (limits.reply_bytes_buffered_max, reply_bytes_buffered_total_max).",
+            lambda: [((), float(sum(1 for c in self.connections if c.held())))],
+        )
+        self._held = m.counter(
+            "chubbypy_client_requests_held_total",
+            "Times client requests were held because replies went unread past a limit: "
+            "one connection's (reply_bytes_buffered_max) or all of them together "
+            "(reply_bytes_buffered_total_max).",
+            labelled=True,
         )
         m.counter_view(
             "chubbypy_client_reads_deferred_total",
@@ -376,6 +471,11 @@ class ClientConnection(FramedProtocol):
 
     def __init__(self, port: ClientPort) -> None:
         super().__init__(port.limits.frame_bytes_max)
+        self.limit_frames(
+            port.limits.hello_frame_bytes_max,
+            "limits.hello_frame_bytes_max: nothing but a Hello before the Welcome",
+            one_at_a_time=True,
+        )
         self._port = port
         self._server = port.server
         self.warnings = port.warnings
@@ -389,6 +489,11 @@ class ClientConnection(FramedProtocol):
         self._paused: set[str] = set()
         self._opened_at = self._active_at = port.now()
         self._frame_started_at: float | None = None
+        self.unread_bytes = 0
+        """Reply bytes written since the transport said its write buffer was full (zero
+        once it has drained)."""
+        self._full_since: float | None = None
+        """When the transport said its write buffer was full (None: it has drained)."""
 
     # ------------------------------------------------------------------ Twisted
 
@@ -398,10 +503,17 @@ class ClientConnection(FramedProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
+        self._clock_frame()
+
+    def _clock_frame(self) -> None:
+        """Start a frame's clock when its first bytes are in; stop it when none are."""
         if self.pending_bytes == 0:
             self._frame_started_at = None
         elif self._frame_started_at is None:
             self._frame_started_at = self._port.now()
+
+    def frames_waiting(self) -> bool:
+        return bool(self._waiting)
 
     def frames_received(self, frames: list[bytes]) -> None:
         if not frames:
@@ -416,6 +528,7 @@ class ClientConnection(FramedProtocol):
         super().connectionLost(reason)
         self.open = False
         self._waiting.clear()
+        self._replies_drained()
         self._port.closed(self)
         if self._connection is not None:
             self._server.connection_closed(self._connection)
@@ -423,10 +536,16 @@ class ClientConnection(FramedProtocol):
     # IPushProducer: the transport asks us to stop while its write buffer is full.
 
     def pauseProducing(self) -> None:
+        if self._full_since is None:
+            self._full_since = self._port.now()
         self._pause("replies")
 
     def resumeProducing(self) -> None:
+        held = self.held()
+        self._replies_drained()
         self._resume("replies")
+        if held and self._waiting:
+            self._port.queued(self)
 
     def stopProducing(self) -> None:
         self._waiting.clear()
@@ -440,26 +559,51 @@ class ClientConnection(FramedProtocol):
             and self.open
             and not self.closing()
             and self._pending < self._port.limits.requests_pending_max
+            and not self.held()
         )
 
-    def take(self) -> None:
-        """Handle the next waiting frame."""
-        self.body_received(self._waiting.popleft())
+    def held(self) -> bool:
+        """Whether this connection's requests wait for its client to read its replies: those
+        written since its transport's buffer filled are past this connection's limit, or
+        past all connections' limit together."""
+        return self.unread_bytes > 0 and (
+            self.unread_bytes >= self._port.limits.reply_bytes_buffered_max
+            or self._port.unread_over()
+        )
+
+    def next_frame_bytes(self) -> int:
+        """The size of the next waiting frame (one must wait)."""
+        return len(self._waiting[0])
+
+    def take(self) -> int:
+        """Handle the next waiting frame; the bytes that cost (its own, and the replies
+        written at once)."""
+        body = self._waiting.popleft()
+        sent = self.bytes_sent
+        self.body_received(body)
         if not self._waiting:
             self._resume("requests")
+        return len(body) + self.bytes_sent - sent
+
+    def expected(self) -> Expected:
+        return _EXPECTING_HELLO if self._connection is None else self._port.expecting_requests
 
     def message_received(self, message: WireMessage) -> None:
+        # `expected` let through only a Hello, then only requests.
         if self._connection is None:
+            assert isinstance(message, Hello), message
             self._hello(message)
-        elif isinstance(message, _REQUESTS):
+        else:
+            assert isinstance(message, _REQUESTS), message
             self._pending += 1
             self._server.request(self._connection, message)
-        else:
-            self.refuse(ErrorCode.BAD_REQUEST, f"a client does not send {type(message).__name__}")
 
     def reply(self, message: ServerReply) -> None:
         if self.open:
+            sent = self.bytes_sent
             self.send(message)
+            if self._full_since is not None:
+                self._replies_unread(self.bytes_sent - sent)
         if message.request_id == NO_REQUEST or self._pending == 0:
             return
         self._pending -= 1
@@ -520,6 +664,18 @@ class ClientConnection(FramedProtocol):
             seconds = limits.idle_timeout_seconds
             message = f"nothing received for {seconds:g} s (limits.idle_timeout_seconds)"
             return "idle", ErrorCode.UNAVAILABLE, message
+        full_since = self._full_since
+        if (
+            full_since is not None
+            and self.held()
+            and now - full_since >= limits.idle_timeout_seconds
+        ):
+            seconds = limits.idle_timeout_seconds
+            message = (
+                f"{self.unread_bytes} bytes of replies unread, none read for {seconds:g} s "
+                "(limits.reply_bytes_buffered_max, limits.idle_timeout_seconds)"
+            )
+            return "unread", ErrorCode.UNAVAILABLE, message
         return None
 
     def time_out(self, kind: str, code: ErrorCode, message: str) -> None:
@@ -550,11 +706,24 @@ class ClientConnection(FramedProtocol):
             if self.pending_bytes:
                 self._frame_started_at = self._port.now()
 
-    def _hello(self, message: WireMessage) -> None:
+    def _replies_unread(self, written: int) -> None:
+        """`written` more reply bytes behind a full write buffer: counted, and the
+        connection held once they pass its limit."""
+        was_held = self.held()
+        self.unread_bytes += written
+        self._port.unread_changed(written)
+        if not was_held and self.unread_bytes >= self._port.limits.reply_bytes_buffered_max:
+            self._port.requests_held("reply_bytes_buffered_max")
+
+    def _replies_drained(self) -> None:
+        """The write buffer drained (or the connection is gone): nothing is unread."""
+        self._port.unread_changed(-self.unread_bytes)
+        self.unread_bytes = 0
+        self._full_since = None
+
+    def _hello(self, message: Hello) -> None:
         cell = self._server.config.cell
-        if not isinstance(message, Hello):
-            self.refuse(ErrorCode.BAD_REQUEST, "the first message must be a Hello")
-        elif message.version != PROTOCOL_VERSION:
+        if message.version != PROTOCOL_VERSION:
             self.refuse(
                 ErrorCode.UNSUPPORTED_VERSION,
                 f"this replica speaks protocol {PROTOCOL_VERSION}, not {message.version}",
@@ -567,6 +736,12 @@ class ClientConnection(FramedProtocol):
             self._active_at = self._port.now()
             self._connection = self._server.connection_opened(self, self.peer_name())
             self.send(Welcome(PROTOCOL_VERSION, cell, self._server.replica_id))
+            # Requests may follow, as large as any frame: cut those already received.
+            self.limit_frames(
+                self._port.limits.frame_bytes_max, "limits.frame_bytes_max", one_at_a_time=False
+            )
+            self.cut_received()
+            self._clock_frame()
 
 
 def client_factory(server: ReplicaServer, reactor: IReactorTime) -> ClientPort:

@@ -10,6 +10,14 @@ Frames are cut from the stream as bytes arrive; by default each is decoded and h
 once (`frames_received`). The client port overrides that to queue them and take them in
 turns (`chubbypy.server._clients`), so that no connection's flood of requests holds the
 reactor.
+
+What a connection may send depends on its state, and is checked before the work its input
+costs: before its Hello (or, on the peer port, its proof) a connection's frames may be only
+as large as a greeting (`limit_frames`, ``limits.hello_frame_bytes_max``), cut one at a time
+so that each is checked against the limit of the state the one before it left; and a
+frame's message kind is checked against `expected` from its first bytes, before its body is
+decoded (`chubbypy.protocol.wire.decode_wire`). So a stranger's frame costs a few KiB of
+buffer and a few bytes' reading, whatever it claims to be.
 """
 
 from __future__ import annotations
@@ -27,7 +35,13 @@ from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.client import NO_REQUEST, ErrorReply, WireMessage
 from chubbypy.protocol.errors import ChubbyError, ErrorCode
 from chubbypy.protocol.framing import FrameDecoder, encode_frame
-from chubbypy.protocol.wire import UnknownMessageError, decode_wire, encode_wire
+from chubbypy.protocol.wire import (
+    Expected,
+    UnexpectedMessageError,
+    UnknownMessageError,
+    decode_wire,
+    encode_wire,
+)
 
 __all__ = ["DEFAULT_WARNINGS", "FramedProtocol", "ShellWarnings"]
 
@@ -78,17 +92,56 @@ class FramedProtocol(Protocol):
     def __init__(self, frame_bytes_max: int) -> None:
         self._decoder = FrameDecoder(frame_bytes_max)
         self._frame_bytes_max = frame_bytes_max
+        """The largest frame this side sends (and, unless `limit_frames` says less, takes)."""
         self._closing = False
+        self._one_at_a_time = False
+        self._cutting = False
+        self.bytes_sent = 0
+        """Bytes written to the transport so far, frames whole."""
+
+    def limit_frames(self, frame_bytes_max: int, named: str, *, one_at_a_time: bool) -> None:
+        """From the next frame on, take frames of at most `frame_bytes_max` bytes (a refusal
+        names the limit as `named`); `one_at_a_time`, cut each only once the one before it
+        was handled (`frames_waiting` is false), so that a frame sent right behind a Hello
+        is checked against the limit of the state the Hello leaves."""
+        self._decoder.limit(frame_bytes_max, named)
+        self._one_at_a_time = one_at_a_time
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        try:
-            frames = self._decoder.feed(data)
-        except ChubbyError as error:
-            self.refuse(error.code, error.message)
+        self._cut(data)
+
+    def cut_received(self) -> None:
+        """Cut the frames received but not yet cut (after `limit_frames` let more through)."""
+        if not self._closing:
+            self._cut(b"")
+
+    def _cut(self, data: bytes) -> None:
+        if self._cutting:  # called back from a frame's handler: the loop below goes on
+            assert not data
             return
-        self.frames_received(frames)
+        self._cutting = True
+        try:
+            while True:
+                wanted = None if not self._one_at_a_time else 0 if self.frames_waiting() else 1
+                try:
+                    frames = self._decoder.feed(data, wanted)
+                except ChubbyError as error:
+                    self.refuse(error.code, error.message)
+                    return
+                data = b""
+                if frames:
+                    self.frames_received(frames)
+                if wanted is None or not frames or self.closing():
+                    return
+        finally:
+            self._cutting = False
+
+    def frames_waiting(self) -> bool:
+        """Whether frames cut earlier wait to be handled (never, when each is handled at
+        once as here)."""
+        return False
 
     def frames_received(self, frames: list[bytes]) -> None:
         """Whole frames cut from the stream, in order: by default each handled at once."""
@@ -97,21 +150,34 @@ class FramedProtocol(Protocol):
                 return
             self.body_received(body)
 
+    def expected(self) -> Expected | None:
+        """The messages this connection may send now (None: any); others are refused
+        undecoded (`unexpected`)."""
+        return None
+
     def body_received(self, body: bytes) -> None:
-        """One frame's body: decoded, then `message_received` (or refused)."""
+        """One frame's body: its kind checked, then decoded, then `message_received` (or
+        refused)."""
         try:
-            message = decode_wire(body)
+            message = decode_wire(body, self.expected())
         except UnknownMessageError as error:
             self.refuse(ErrorCode.UNKNOWN_MESSAGE, str(error))
+            return
+        except UnexpectedMessageError as error:
+            self.unexpected(str(error))
             return
         except DecodeError as error:
             self.refuse(ErrorCode.BAD_REQUEST, str(error))
             return
         self.message_received(message)
 
+    def unexpected(self, why: str) -> None:
+        """A message this connection may not send in its state (`expected`): refused."""
+        self.refuse(ErrorCode.BAD_REQUEST, why)
+
     @property
     def pending_bytes(self) -> int:
-        """Bytes received of a frame not yet complete (0 between frames)."""
+        """Bytes received and not yet cut into a frame (0 between frames)."""
         return self._decoder.pending_bytes
 
     def closing(self) -> bool:
@@ -123,13 +189,14 @@ class FramedProtocol(Protocol):
 
     @property
     def frame_bytes_max(self) -> int:
+        """The largest frame this side sends."""
         return self._frame_bytes_max
 
     def send_body(self, body: bytes) -> None:
         """Send an already encoded message body that fits one frame."""
         assert len(body) <= self._frame_bytes_max, len(body)
         if not self._closing and self.transport is not None:
-            self.transport.write(encode_frame(body))
+            self._write(encode_frame(body))
 
     def send(self, message: WireMessage) -> None:
         if self._closing or self.transport is None:
@@ -142,7 +209,12 @@ class FramedProtocol(Protocol):
                 reply_to, ErrorCode.TOO_LARGE, "the reply exceeds the frame limit", None
             )
             body = encode_wire(message)
-        self.transport.write(encode_frame(body))
+        self._write(encode_frame(body))
+
+    def _write(self, frame: bytes) -> None:
+        assert self.transport is not None
+        self.bytes_sent += len(frame)
+        self.transport.write(frame)
 
     def refuse(self, code: ErrorCode, message: str) -> None:
         """Bad input: say why (if we can) and close this connection only."""

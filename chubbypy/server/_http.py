@@ -17,6 +17,7 @@ from collections import Counter
 from io import BytesIO
 from typing import Any, Final
 
+from attrs import frozen
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure as TwistedFailure
 from twisted.web.http import HTTPChannel
@@ -35,27 +36,18 @@ _TOO_LARGE: Final = (
 )
 
 
+@frozen(kw_only=True)
 class HttpLimits:
     """An HTTP port's limits (from the cell file's ``limits:`` for the admin port)."""
 
-    def __init__(
-        self,
-        *,
-        connections_max: int,
-        request_bytes_max: int,
-        idle_timeout_seconds: float,
-        connections_key: str,
-        request_bytes_key: str,
-        section: str = "limits",
-    ) -> None:
-        self.connections_max = connections_max
-        self.request_bytes_max = request_bytes_max
-        self.idle_timeout_seconds = idle_timeout_seconds
-        self.connections_key = connections_key
-        """The configuration key named in a 503 (so an operator knows what to raise)."""
-        self.request_bytes_key = request_bytes_key
-        self.section = section
-        """The cell file's section of both keys (``web`` for the web page's port)."""
+    connections_max: int
+    request_bytes_max: int
+    idle_timeout_seconds: float
+    connections_key: str
+    """The configuration key named in a 503 (so an operator knows what to raise)."""
+    request_bytes_key: str
+    section: str = "limits"
+    """The cell file's section of both keys (``web`` for the web page's port)."""
 
 
 def _answer(template: bytes, text: str) -> bytes:

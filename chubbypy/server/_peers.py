@@ -13,6 +13,13 @@ Whoever reaches the peer port can open connections to it. One that has not prove
 address), and one more closes the oldest, not the newcomer: a member proves itself within a
 round trip, so squatters holding every place cannot keep it out, they only push each other
 out. Proven connections are never counted or closed by these limits.
+
+Until it is proven, a connection's frames may be at most ``limits.hello_frame_bytes_max``
+bytes and of the one kind its handshake state expects (a Hello, a PeerChallenge, a
+PeerProof), checked from the frame's first bytes before its body is decoded: a stranger's
+frame costs a few KiB of buffer and no decoding, however large a message it claims to hold.
+Our own connection to a peer takes only the answers to a greeting from it, at most
+`GREETING_ANSWER_BYTES_MAX` bytes each.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable
+from typing import Final
 
 from OpenSSL import SSL
 from twisted.application.internet import ClientService, backoffPolicy
@@ -49,7 +57,13 @@ from chubbypy.protocol.client import (
     WireMessage,
 )
 from chubbypy.protocol.errors import ErrorCode
-from chubbypy.protocol.wire import decode_wire, encode_wire
+from chubbypy.protocol.wire import (
+    GREETING_ANSWER_BYTES_MAX,
+    Expected,
+    decode_wire,
+    encode_wire,
+    expecting,
+)
 from chubbypy.server._endpoints import client_endpoint, connect_string, server_endpoint
 from chubbypy.server._framed import FramedProtocol
 from chubbypy.server._peer_auth import (
@@ -81,6 +95,14 @@ class _Outbound(enum.Enum):
     OPEN = "welcomed: our Paxos messages flow"
 
 
+_OUTBOUND_EXPECTS: dict[_Outbound, Expected] = {
+    _Outbound.CHALLENGED: expecting("the peer's challenge reply", PeerChallengeReply, ErrorReply),
+    _Outbound.PROVED: expecting("the peer's welcome", Welcome, ErrorReply),
+    _Outbound.OPEN: expecting("nothing but a refusal", ErrorReply),
+}
+"""What the peer may say on the connection we opened to it, in each state."""
+
+
 class OutboundPeer(FramedProtocol):
     """Our connection to one peer: hello, the handshake, then our Paxos messages to it.
 
@@ -92,11 +114,19 @@ class OutboundPeer(FramedProtocol):
 
     def __init__(self, network: PeerNetwork, peer: ReplicaId, frame_bytes_max: int) -> None:
         super().__init__(frame_bytes_max)
+        # The peer only ever answers our greeting on this connection (its Paxos messages
+        # come on the one it opened): a larger frame is not from a member.
+        self.limit_frames(
+            GREETING_ANSWER_BYTES_MAX, "the largest answer to a peer's hello", one_at_a_time=False
+        )
         self._network = network
         self.peer = peer
         self.welcomed = False
         self._state = _Outbound.PROVED
         self._nonce = b""
+
+    def expected(self) -> Expected:
+        return _OUTBOUND_EXPECTS[self._state]
 
     def connectionMade(self) -> None:
         network = self._network
@@ -205,6 +235,17 @@ class _Inbound(enum.Enum):
     OPEN = "the peer is proven: its Paxos messages are taken"
 
 
+_INBOUND_EXPECTS: dict[_Inbound, Expected] = {
+    _Inbound.HELLO: expecting("a peer's Hello", Hello),
+    _Inbound.CHALLENGED: expecting("the peer's challenge", PeerChallenge),
+    _Inbound.ANSWERED: expecting("the peer's proof", PeerProof),
+    _Inbound.OPEN: expecting("a Paxos message", PeerFrame, PeerFragment, ChecksumReport),
+}
+"""What a peer may send on the connection it opened to us, in each state."""
+_WHOLE_MESSAGE: Final = expecting("a Paxos message", PeerFrame)
+"""What fragments may join into."""
+
+
 class InboundPeer(FramedProtocol):
     """A peer's connection to us: its hello, its proof, then its Paxos messages.
 
@@ -217,6 +258,11 @@ class InboundPeer(FramedProtocol):
 
     def __init__(self, network: PeerNetwork, frame_bytes_max: int) -> None:
         super().__init__(frame_bytes_max)
+        self.limit_frames(
+            network.config.limits.hello_frame_bytes_max,
+            "limits.hello_frame_bytes_max: nothing but the handshake before a peer is proven",
+            one_at_a_time=True,
+        )
         self._network = network
         self.peer: ReplicaId | None = None
         """The proven peer (set in OPEN only)."""
@@ -262,7 +308,25 @@ class InboundPeer(FramedProtocol):
     def closing(self) -> bool:
         return self._refused or super().closing()
 
+    def expected(self) -> Expected:
+        return _INBOUND_EXPECTS[self._state]
+
+    def unexpected(self, why: str) -> None:
+        if self._state is _Inbound.OPEN:
+            self.refuse(ErrorCode.BAD_REQUEST, why)
+        else:
+            self._turn_away(ErrorCode.PERMISSION_DENIED, f"{why}: a peer proves itself first")
+
+    def refuse(self, code: ErrorCode, message: str) -> None:
+        # Bad input from a connection not yet proven (a frame too large, say) turns it
+        # away like any other failed handshake: its place among the unproven freed at once.
+        if self._state is _Inbound.OPEN:
+            super().refuse(code, message)
+        else:
+            self._turn_away(code, message)
+
     def message_received(self, message: WireMessage) -> None:
+        # `expected` let through only the message this state takes.
         server = self._network.server
         match (self._state, message):
             case (_Inbound.OPEN, PeerFrame(peer_message)):
@@ -281,13 +345,8 @@ class InboundPeer(FramedProtocol):
                 self._challenged(nonce)
             case (_Inbound.ANSWERED, PeerProof(proof)):
                 self._proved(proof)
-            case (_Inbound.OPEN, _):
-                self.refuse(ErrorCode.BAD_REQUEST, f"unexpected {type(message).__name__}")
             case _:
-                self._turn_away(
-                    ErrorCode.PERMISSION_DENIED,
-                    f"unexpected {type(message).__name__}: a peer proves itself first",
-                )
+                raise AssertionError(f"{type(message).__name__} in {self._state}")
 
     def _fragment(self, fragment: PeerFragment) -> None:
         """Join the pieces of a large message, strictly in order, within the size limit."""
@@ -306,12 +365,9 @@ class InboundPeer(FramedProtocol):
             return
         body, self._pieces, self._expected = bytes(self._pieces), bytearray(), 0
         try:
-            whole = decode_wire(body)
+            whole = decode_wire(body, _WHOLE_MESSAGE)
         except DecodeError as error:
             self.refuse(ErrorCode.BAD_REQUEST, f"a fragmented message does not decode: {error}")
-            return
-        if not isinstance(whole, PeerFrame):
-            self.refuse(ErrorCode.BAD_REQUEST, "only a Paxos message may be fragmented")
             return
         self.message_received(whole)
 
@@ -371,6 +427,11 @@ class InboundPeer(FramedProtocol):
         network = self._network
         self.peer = peer
         self._state = _Inbound.OPEN
+        self.limit_frames(
+            self.frame_bytes_max,
+            "limits.frame_bytes_max, or a whole paxos.batch_bytes_max batch",
+            one_at_a_time=False,
+        )
         self._no_longer_unproven()
         self.send(Welcome(PROTOCOL_VERSION, network.config.cell, network.replica_id))
 

@@ -63,6 +63,12 @@ class SessionRecord:
     name: str
     """Who the client says it is (``chubbypy@host:pid`` by default)."""
     nonce: int = 0
-    """The client's name for the creation: a retried CreateSession gets this session."""
+    """The client's name for the creation: a retried CreateSession gets this session, if it
+    comes from `principal`."""
     calls: SessionCalls = field(factory=SessionCalls, eq=True, order=False)
     """The answers of its calls it may still ask for again."""
+    principal: str = ""
+    """Who created it (the principal its OpenSession's log command carries; "" for one
+    created before principals were recorded, or by a trusted caller). Nonces are in the
+    log, which a reader of a replica's store sees: only this principal's retry gets the
+    session (issue 13's review)."""

@@ -17,6 +17,18 @@ Chubby §2.8, §2.9. Theory of operation.
   leaves some unacknowledged (its answer was lost with a connection) is answered at once
   with them again; the client drops sequence numbers it has seen. A second KeepAlive for
   the same session answers the first at once.
+* **Owing an acknowledgement.** Some events hold others up until the session acknowledges
+  them (`AWAITED`): the fail-over event holds every write (see below), an invalidation
+  holds the write that changes the name (`chubbypy.master._cache`). A session *owes* such
+  an event from `start` (the fail-over event: the lease `start` grants covers it) or from
+  the answer that first delivered it (an invalidation), until a KeepAlive acknowledges
+  it; while it owes one its KeepAlives are still answered, with its events, but its lease
+  does not grow (`_answer`). So a client that KeepAlives without acknowledging cannot
+  hold a write up past the lease it had when it was told: its session then ends, as
+  expired, and the write goes (Chubby §2.5: the master waits for every cacher's
+  acknowledgement *or* for its lease to expire). A client library acknowledges every
+  event in the KeepAlive it sends after the answer that carried it, so an honest client
+  never owes one when its next KeepAlive is answered, and its lease grows as always.
 * **Ending, never early.** The master ends a session only once its lease has run out on
   the master's clock (the client's own view of its lease is shorter, see the client), by
   listing it once in `Outputs.expire`: the shell proposes `EndSession(expired=True)` and
@@ -36,7 +48,9 @@ Chubby §2.8, §2.9. Theory of operation.
 * **Fail-over (§2.9).** `start` queues a master-fail-over event for every session; until
   each has acknowledged it or its lease is over (or it is closing), `failover_complete` is
   False and the shell serves KeepAlives only, so no session acts on state it may have
-  cached from the old master. Event numbers carry the master's epoch in their high bits
+  cached from the old master; a session that KeepAlives without acknowledging it owes
+  it, and so gets no lease past the one `start` gave it. Event numbers carry the
+  master's epoch in their high bits
   (`first_sequence`), so a new master's events always number above the old one's, and a
   client that acknowledged the old master's events does not take the new ones for
   repeats.
@@ -75,6 +89,11 @@ from chubbypy.protocol.values import NO_HANDLE, HandleId, SessionId
 
 Token = TypeVar("Token")
 """What the caller knows a parked KeepAlive by."""
+
+AWAITED = frozenset((EventKind.MASTER_FAILOVER, EventKind.INVALIDATE))
+"""Events that hold others up until the session acknowledges them: the fail-over event
+(every write waits for the fail-over to complete) and an invalidation (the write that
+changes the name waits for it). See "Owing an acknowledgement" in the module docstring."""
 
 
 @frozen
@@ -169,6 +188,10 @@ class _Session(Generic[Token]):
     parked_at: int = 0
     failover_sequence: int = 0
     """The sequence number of the fail-over event still to be acknowledged, or 0."""
+    owed_through: int = 0
+    """The highest-numbered `AWAITED` event the session owes an acknowledgement of (the
+    fail-over event from `start`, an invalidation from the answer that delivered it), or
+    0: while it owes one, its lease does not grow."""
     state: _State = _State.LIVE
     version: int = 0
     """Bumped whenever its next deadline is scheduled again; older heap entries are stale."""
@@ -210,6 +233,7 @@ class SessionTable(Generic[Token]):
             self._sessions[session_id] = session
             event = self._queue(session_id, session, EventKind.MASTER_FAILOVER)
             session.failover_sequence = event.sequence if event else 0
+            session.owed_through = session.failover_sequence
             if session.failover_sequence:
                 self._awaiting_failover.add(session_id)
             self._schedule(session_id, session)
@@ -246,6 +270,8 @@ class SessionTable(Generic[Token]):
         if session.parked is not None:
             self._answer(session_id, session)
         session.events = [e for e in session.events if e.sequence > acked_through]
+        if acked_through >= session.owed_through:
+            session.owed_through = 0
         if session.failover_sequence and acked_through >= session.failover_sequence:
             session.failover_sequence = 0
             self._awaiting_failover.discard(session_id)
@@ -418,10 +444,10 @@ class SessionTable(Generic[Token]):
 
     def _answer(self, session_id: SessionId, session: _Session[Token]) -> None:
         assert session.parked is not None
-        if not session.failover_sequence:
-            # A session that has not acknowledged the fail-over keeps the lease `start` gave
-            # it and no more: else a client that KeepAlives without ever acknowledging would
-            # hold the fail-over (and every write behind it) open for as long as it liked.
+        if not session.owed_through:
+            # A session that owes an acknowledgement keeps the lease it has and no more:
+            # else a client that KeepAlives without ever acknowledging would hold the
+            # fail-over, or a write to a name it caches, for as long as it liked.
             session.expiry = max(session.expiry, self._now + self._timing.lease_ticks)
         # Both durations are reported a tick short: the answer (and the KeepAlive's
         # arrival) may fall anywhere within a tick, and the client must never count on
@@ -436,4 +462,8 @@ class SessionTable(Generic[Token]):
             )
         )
         session.parked = None
+        # What this answer delivers is owed from now on: the next KeepAlive acknowledges
+        # it (an honest client's does), or the lease stops growing.
+        awaited = [e.sequence for e in session.events if e.kind in AWAITED]
+        session.owed_through = max([session.owed_through, *awaited])
         self._schedule(session_id, session)

@@ -195,14 +195,6 @@ class Observer:
             deadline = max(record.invoke_us, healed_us) + bound_us
             finished = record.complete_us if record.complete_us is not None else INFINITY
             unanswered = record.reply is not None and record.reply.status is ReplyStatus.UNAVAILABLE
-            if unanswered and record.invoke_us >= healed_us:
-                self.now_us = finished
-                self.violation(
-                    "liveness",
-                    f"{record.request.kind.value} op {record.request.op_id} of "
-                    f"{record.request.client}, begun after the faults stopped, found no master",
-                )
-                return
             if finished > deadline and end_us >= deadline:
                 self.now_us = min(end_us, finished)
                 self.violation(
@@ -210,6 +202,14 @@ class Observer:
                     f"{record.request.kind.value} op {record.request.op_id} of "
                     f"{record.request.client} (started {record.invoke_us / SECOND:.3f}s) "
                     f"not done {bound_us / SECOND:.1f}s after the faults stopped",
+                )
+                return
+            if unanswered and record.invoke_us >= healed_us:
+                self.now_us = finished
+                self.violation(
+                    "liveness",
+                    f"{record.request.kind.value} op {record.request.op_id} of "
+                    f"{record.request.client}, begun after the faults stopped, found no master",
                 )
                 return
 

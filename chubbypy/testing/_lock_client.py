@@ -43,6 +43,7 @@ from chubbypy.client.core import (
     SessionSettings,
     SessionState,
     StateChanged,
+    acquire_outcome_unknown,
     blocking_acquire,
 )
 from chubbypy.locks import decode_sequencer
@@ -61,6 +62,7 @@ from chubbypy.protocol.namespace import Create, LockMode, SetContents
 from chubbypy.protocol.session import (
     AcquireLock,
     CallDone,
+    CloseHandle,
     CreateSession,
     EventMask,
     GetLockInfo,
@@ -73,7 +75,6 @@ from chubbypy.protocol.session import (
     LockInfo,
     NodeRead,
     Open,
-    PoisonHandle,
     ReleaseLock,
     SessionCall,
     SessionCreated,
@@ -285,9 +286,10 @@ class SimLockClient:
                 pass
             elif isinstance(answer, Locked):
                 self._granted(session, answer)
-            elif isinstance(answer, Unavailable):
-                # No master answered in time: withdraw the request wherever it waits.
-                self._call(session, PoisonHandle(handle), lambda _: None)
+            elif acquire_outcome_unknown(answer):
+                # No master answered in time: it may have been granted all the same. The
+                # close withdraws the request wherever it waits, and frees a grant.
+                self._call(session, CloseHandle(handle), lambda _: None)
                 self._drop_handle(session)
             elif not isinstance(answer, LockHeld):  # gone (say): open again
                 self._drop_handle(session)

@@ -20,6 +20,12 @@ checks as a random run (`SimCell.conclude`).
   leases while its clients still reach it. It must stop extending session leases once its
   master lease is over: the new master, on the other side, expires every session that
   does not come to it, and no client may still believe its session alive by then.
+* ``stalling-cacher`` (the whole cell, no faults): a hostile session caches every file the
+  workload writes and never acknowledges an invalidation (issue 13's review: the master
+  renewed its lease on every KeepAlive, and the writes waited for ever). Each write may
+  wait for it only until its lease is over: the liveness bound is a session lease and a
+  second, from each operation's start, so this is the check that no write is held up by
+  a cacher longer than about a lease.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from typing import Protocol
 from attrs import evolve
 
 from chubbypy.testing._cell import SimCell, SimResult, SimSettings
-from chubbypy.testing._client import ScriptClient
+from chubbypy.testing._client import COUNTERS, REGISTERS, ScriptClient
+from chubbypy.testing._lock_client import LOCK_COUNT, LOCK_PATH_FORMAT
+from chubbypy.testing._registers import path_of
 from chubbypy.testing._world import SECOND
 
 Narrate = Callable[[str], None] | None
@@ -129,12 +137,29 @@ def isolated_master(seed: int, settings: SimSettings, narrate: Narrate = None) -
     return cell.conclude()
 
 
+def stalling_cacher(seed: int, settings: SimSettings, narrate: Narrate = None) -> SimResult:
+    # No faults: the whole run is the liveness phase, so every operation, from its start,
+    # must finish within the bound (one that found no master counts against it too).
+    bound = settings.session_lease_seconds + 1.0
+    phase = 5 * settings.session_lease_seconds
+    whole = evolve(settings, locks=True, registers=True, liveness_seconds=bound,
+                   liveness_phase_seconds=phase)  # fmt: skip
+    cell = SimCell(seed, whole, narrate=narrate)
+    cell.start()
+    master = cell.run_until_serving()
+    files = [path_of(key) for key in (*REGISTERS, *COUNTERS)]
+    files += [LOCK_PATH_FORMAT.format(n) for n in range(LOCK_COUNT)]
+    cell.stalling_cacher(tuple(files)).start(master)
+    return cell.conclude()
+
+
 SCENARIOS: dict[str, Scenario] = {
     "random": random_faults,
     "bridge": bridge,
     "lost-ack": lost_acknowledgement,
     "flapping-master": flapping_master,
     "isolated-master": isolated_master,
+    "stalling-cacher": stalling_cacher,
 }
 
 

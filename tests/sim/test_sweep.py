@@ -44,7 +44,7 @@ def test_fresh_seeds(replicas: int) -> None:
     _run_chunk(replicas, range(start, start + CHUNK))
 
 
-@pytest.mark.parametrize("scenario", ["bridge", "lost-ack", "flapping-master"])
+@pytest.mark.parametrize("scenario", ["bridge", "lost-ack", "flapping-master", "stalling-cacher"])
 def test_targeted_scenarios_pass(scenario: str) -> None:
     """Each targeted fault pattern, with the bugs it aims at switched off, breaks no checker."""
     _run_chunk(3, range(0, CHUNK), scenario)

@@ -208,12 +208,16 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "peer_message_bytes_max, registrations_per_connection_max, "
         "registrations_per_principal_max, sessions_per_connection_max, "
         "sessions_per_principal_max, client_connections_max, hello_timeout_seconds, "
+        "hello_frame_bytes_max, "
         "peer_handshakes_max, peer_handshakes_per_address_max, admin_connections_max, "
         "admin_idle_timeout_seconds, http_request_bytes_max, "
         "frame_timeout_seconds, idle_timeout_seconds, requests_pending_per_connection_max, "
-        "client_requests_per_turn, client_reads_per_turn, auth_failures_per_connection_max, "
+        "reply_bytes_buffered_max, reply_bytes_buffered_total_max, "
+        "client_requests_per_turn, client_bytes_per_turn, request_arrays_max, "
+        "client_reads_per_turn, auth_failures_per_connection_max, "
         "auth_failures_per_address_max, auth_failures_window_seconds, "
-        "calls_waiting_per_session_max, handles_per_session_max, log_lines_per_minute, "
+        "calls_waiting_per_session_max, handles_per_session_max, "
+        "cached_names_per_session_max, log_lines_per_minute, "
         "nodes_per_principal_max, "
         "bytes_per_principal_max"
     )
@@ -869,9 +873,16 @@ def test_flood_limits_default_and_reach_the_node() -> None:
     assert settings.log_lines_per_minute == 10
     assert settings.master_timing.calls_waiting_per_session_max == 1_000
     assert settings.master_timing.handles_per_session_max == 10_000
+    assert settings.master_timing.cached_names_per_session_max == 10_000
     assert (limits.peer_handshakes_max, limits.peer_handshakes_per_address_max) == (64, 8)
     assert (limits.admin_connections_max, limits.admin_idle_timeout_seconds) == (64, 30.0)
     assert limits.http_request_bytes_max == 16_384
+    assert (limits.hello_frame_bytes_max, limits.request_arrays_max) == (4096, 16_384)
+    assert limits.client_bytes_per_turn == 1 << 20
+    assert (limits.reply_bytes_buffered_max, limits.reply_bytes_buffered_total_max) == (
+        4 << 20,
+        256 << 20,
+    )
 
 
 @pytest.mark.parametrize(
@@ -894,6 +905,12 @@ def test_flood_limits_default_and_reach_the_node() -> None:
         ("admin_idle_timeout_seconds", 0, "0 is not a duration"),
         ("http_request_bytes_max", -1, "expected at least 0"),
         ("handles_per_session_max", 0, "expected at least 1"),
+        ("cached_names_per_session_max", -1, "expected at least 0"),
+        ("hello_frame_bytes_max", 1000, "expected 1294 to 4294967295 (the largest Hello"),
+        ("client_bytes_per_turn", 0, "expected at least 1"),
+        ("request_arrays_max", 63, "expected at least 64"),
+        ("reply_bytes_buffered_max", 0, "expected at least 1"),
+        ("reply_bytes_buffered_total_max", 0, "expected at least 1"),
     ],
 )
 def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected: str) -> None:
@@ -901,6 +918,20 @@ def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected
     message = only_problem(config(limits={key: value}))
     assert message.startswith(f"limits.{key}: "), message
     assert expected in message, message
+
+
+@pytest.mark.parametrize(
+    ("part", "whole"),
+    [
+        ("hello_frame_bytes_max", "frame_bytes_max"),
+        ("reply_bytes_buffered_max", "reply_bytes_buffered_total_max"),
+    ],
+)
+def test_a_limit_on_a_part_above_its_whole_is_refused(part: str, whole: str) -> None:
+    """The pre-Hello frame limit above the frame limit, or one connection's unread replies
+    above all connections', is one problem naming both keys."""
+    message = only_problem(config(limits={part: 1 << 21, whole: 1 << 20}))
+    assert message == f"limits.{part}: 2.09715e+06 is above limits.{whole} (1.04858e+06)"
 
 
 def test_a_session_waiting_calls_must_not_fill_a_connection_pipeline() -> None:

@@ -6,23 +6,28 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from chubbypy.client import Session, SessionState
+from chubbypy.client import LockTimeout, Session, SessionState
 from chubbypy.client.core import SendTimes
 from chubbypy.paxos import NoChance
-from chubbypy.protocol import CallNumber
-from chubbypy.protocol.errors import SessionExpired, Unavailable
-from chubbypy.protocol.namespace import SetContents
+from chubbypy.protocol import CallNumber, HandleId
+from chubbypy.protocol.errors import LockHeld, SessionExpired, Unavailable
+from chubbypy.protocol.namespace import AclNames, LockMode, SetContents, Stat
 from chubbypy.protocol.session import (
     CALLS_UNACKED_MAX,
+    AcquireLock,
     CallDone,
     CheckSequencer,
+    CloseHandle,
     CloseSession,
     CreateSession,
     EventKind,
+    EventMask,
     HandleMode,
+    HandleOpened,
     HandleWrite,
     KeepAlive,
     LeaseExtended,
+    PoisonHandle,
     SessionCall,
     SessionCreated,
     SessionEvent,
@@ -272,3 +277,47 @@ def test_a_call_runs_at_most_calls_unacked_max_ahead_of_the_oldest_unanswered(
         _done(waiting)
     assert all(result_of(answered) == CallDone() for answered in running)
     assert not keepalive.called
+
+
+STAT = Stat(
+    instance=3, content_generation=1, lock_generation=0, acl_generation=1, checksum=0,
+    acl=AclNames("all", "all", "all"), is_directory=False, ephemeral=False, size=0,
+)  # fmt: skip
+
+
+def _timed_acquire(calls: FakeCalls, session: Session) -> Deferred[bytes]:
+    """Open a handle on /ls/local/lock (answered), then acquire its lock for at most 2 s."""
+    opening = session.open_handle("/ls/local/lock", events=EventMask.HANDLE_INVALID)
+    opened = HandleOpened(b"h", False, STAT, HandleId(5))
+    calls.waiting.pop().callback((opened, SendTimes(0, 0)))
+    acquiring = result_of(opening).acquire(timeout=2)
+    assert calls.last() == AcquireLock(b"h", LockMode.EXCLUSIVE, wait=True, wait_ms=2000)
+    return acquiring
+
+
+def test_an_acquire_no_master_answered_closes_its_handle(calls: FakeCalls, clock: Clock) -> None:
+    """A timed acquire that no master answered by its deadline, which may have been
+    granted unseen, raises LockTimeout and closes its handle (releasing such a grant);
+    a poison would leave the lock held by a handle the program gave up (sim seed 20612)."""
+    session, _ = opened(calls, clock)
+    acquiring = _timed_acquire(calls, session)
+    calls.waiting.pop().errback(Unavailable("no master answered within 7 s"))
+    with pytest.raises(LockTimeout, match="the handle was closed to withdraw the request"):
+        result_of(acquiring)
+    sent = [call for call, _, _ in calls.calls]
+    assert sent[-1] == CloseHandle(b"h")
+    assert PoisonHandle(b"h") not in sent
+
+
+def test_an_acquire_the_master_refused_in_time_keeps_its_handle(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """A timed acquire the master refused at the end of its wait raises LockTimeout and
+    sends nothing more: the master withdrew the request, and the handle stays usable."""
+    session, _ = opened(calls, clock)
+    acquiring = _timed_acquire(calls, session)
+    sent = len(calls.calls)
+    calls.waiting.pop().errback(LockHeld("not acquired within the 20 ticks asked for"))
+    with pytest.raises(LockTimeout, match="not acquired within 2 s"):
+        result_of(acquiring)
+    assert len(calls.calls) == sent

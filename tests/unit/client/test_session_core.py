@@ -26,11 +26,20 @@ from chubbypy.client.core import (
     SessionSettings,
     SessionState,
     StateChanged,
+    acquire_outcome_unknown,
     local_lease_end,
     next_state,
 )
 from chubbypy.protocol import CallNumber
-from chubbypy.protocol.errors import ChubbyError, PermissionDenied, SessionExpired, Unavailable
+from chubbypy.protocol.errors import (
+    ChubbyError,
+    InvalidHandle,
+    LockHeld,
+    NoSuchNode,
+    PermissionDenied,
+    SessionExpired,
+    Unavailable,
+)
 from chubbypy.protocol.namespace import AclNames, Create, LockMode, SetContents, Stat
 from chubbypy.protocol.session import (
     CALLS_UNACKED_MAX,
@@ -496,3 +505,21 @@ def test_calls_unnumbered_bug_sends_no_numbers() -> None:
     """`calls-unnumbered` numbers nothing (the simulator's at-most-once checker catches it)."""
     made = session(bugs=frozenset({ClientBug.CALLS_UNNUMBERED}))
     assert made.call_number(HandleWrite(b"h", SetContents(PATH, b"x"))) is None
+
+
+@pytest.mark.parametrize(
+    ("error", "unknown"),
+    [
+        (Unavailable("no master answered within 7 s"), True),
+        (LockHeld("not acquired within the 20 ticks asked for"), False),
+        (SessionExpired("session 7 has ended"), False),
+        (NoSuchNode("the node of this handle is gone"), False),
+        (InvalidHandle("the handle was poisoned"), False),
+    ],
+)
+def test_only_an_acquire_no_master_answered_may_have_been_granted(
+    error: Exception, unknown: bool
+) -> None:
+    """An acquire that found no master by its deadline may hold the lock all the same (its
+    handle must be closed); an answer, or the session's or node's end, says it does not."""
+    assert acquire_outcome_unknown(error) is unknown

@@ -3,6 +3,8 @@ before a change, the gate's order, and fail-over, against a cell without Paxos."
 
 from __future__ import annotations
 
+from attrs import evolve
+
 from chubbypy.master import Done, KeepAliveAnswered, NodeRead
 from chubbypy.master._cache import write_paths
 from chubbypy.protocol import HandleId, SessionId
@@ -21,7 +23,7 @@ from chubbypy.protocol.namespace import (
     SetContents,
 )
 from chubbypy.protocol.session import EventKind, HandleMode, SessionEvent
-from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, Cell
+from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, TIMING, Cell
 
 FILE = f"{ROOT}/f"
 
@@ -89,6 +91,30 @@ def test_a_cacher_whose_lease_runs_out_no_longer_holds_up_the_write() -> None:
         cell.tick(1)
     assert cell.now >= 100, "not before the reader's lease (100 ticks) was over"
     del writer
+
+
+def test_a_cacher_that_keepalives_without_acknowledging_holds_the_write_a_lease_at_most() -> None:
+    """A session that caches a name and then KeepAlives every tick without acknowledging
+    the INVALIDATE (issue 13's review: its lease was renewed on every KeepAlive, and the
+    write waited for ever) holds the write until the lease it had when told is over; then
+    it is expired, the write is applied, and the writer hears back."""
+    cell = Cell()
+    staller, writer = setup(cell)
+    read(cell, staller)
+    handle = cell.open(writer, "f")
+    told_at = cell.now
+    writing = cell.call("write", handle, SetContents(FILE, b"v2"))
+    lease = cell.timing.session.lease_ticks
+    while cell.result(writing) is None:
+        assert cell.now <= told_at + lease, "held past the staller's lease"
+        events = keep_alive(cell, staller, acked=0)
+        assert events is None or [e.kind for e in events] == [EventKind.INVALIDATE]
+        cell.tick(1)
+    assert isinstance(cell.result(writing), Done)
+    assert cell.machine.tree.get(FILE).contents == b"v2"  # type: ignore[union-attr]
+    assert EndSession(staller, expired=True) in [p.write for p in cell.proposed]
+    assert cell.machine.tree.session(staller) is None, "the staller's session is ended"
+    assert cell.code("keep_alive", staller, 0) is ErrorCode.SESSION_EXPIRED
 
 
 def test_the_absence_of_a_name_is_cached_until_it_is_created() -> None:
@@ -260,3 +286,48 @@ def test_write_paths_names_what_a_write_touches_and_what_it_makes_stale() -> Non
     assert write_paths(tree, OpenSession("client")) == (frozenset(), frozenset())
     ended = write_paths(tree, EndSession(session, expired=True))
     assert ended == ({ephemeral, ROOT, held}, {ephemeral, ROOT})
+
+
+def test_a_session_caches_at_most_its_limit_of_names_and_is_answered_uncached_past_it() -> None:
+    """With cached_names_per_session_max 3, a session's fourth distinct name is read but not
+    registered, the answer saying why (naming the key); a name it caches already stays
+    cached; another session is not affected; an invalidation frees a place (issue 13's
+    review: one session cached 100,000 absent names, 100 MB of the master's memory)."""
+    cell = Cell(evolve(TIMING, cached_names_per_session_max=3))
+    reader, other = setup(cell)
+    names = [f"{ROOT}/n{i}" for i in range(3)]
+    assert all(read(cell, reader, name).cached for name in names)
+    past = read(cell, reader, f"{ROOT}/n3")
+    assert (past.cached, past.stat) == (False, None), "answered all the same"
+    assert "limits.cached_names_per_session_max is 3" in past.uncached_because
+    assert read(cell, reader, names[0]).cached, "a name it caches already"
+    assert read(cell, other, f"{ROOT}/n3").cached, "the limit is per session"
+    assert cell.master.cache_cost[0] == 4
+    parked = cell.call("keep_alive", reader, 0)
+    cell.client_write(Create(names[0]))
+    answer = cell.result(parked)
+    assert isinstance(answer, KeepAliveAnswered)
+    keep_alive(cell, reader, answer.events[-1].sequence)
+    fresh = read(cell, reader, f"{ROOT}/n3")
+    assert fresh.cached, "the invalidation freed a place"
+    assert fresh.uncached_because == ""
+
+
+def test_a_limit_of_zero_caches_nothing() -> None:
+    """cached_names_per_session_max 0: every read is answered uncached, nothing registered."""
+    cell = Cell(evolve(TIMING, cached_names_per_session_max=0))
+    reader, _ = setup(cell)
+    assert not read(cell, reader).cached
+    assert cell.master.cache_cost[0] == 0
+
+
+def test_a_read_of_a_busy_name_is_uncached_without_blaming_the_limit() -> None:
+    """A name being written is answered uncached, with no limit named: that is no news."""
+    cell = Cell()
+    reader, writer = setup(cell)
+    read(cell, other_reader := cell.session(), FILE)
+    keep_alive(cell, other_reader)
+    handle = cell.open(writer, "f")
+    cell.call("write", handle, SetContents(FILE, b"v2"))
+    during = read(cell, reader)
+    assert (during.cached, during.uncached_because) == (False, "")

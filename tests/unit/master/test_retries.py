@@ -10,7 +10,7 @@ from attrs import evolve
 from chubbypy.master import Done, HandleOpened, LockGranted, SessionStarted
 from chubbypy.protocol import CallNumber
 from chubbypy.protocol.errors import ErrorCode, Failure
-from chubbypy.protocol.namespace import Create, Delete, SetContents, Stat
+from chubbypy.protocol.namespace import Create, Delete, OpenSession, SetContents, Stat
 from tests.unit.master.harness import EXCLUSIVE, ROOT, RW, SHARED, TIMING, Cell
 
 
@@ -196,6 +196,45 @@ def test_a_creation_applied_twice_opens_one_session(cell: Cell) -> None:
     a, b = cell.result(first), cell.result(retry)
     assert isinstance(a, SessionStarted)
     assert a == b
+    assert cell.master.session_count == 1
+
+
+def test_a_creation_retried_by_another_principal_is_refused(cell: Cell) -> None:
+    """A CreateSession with a live session's name and nonce from another principal (the
+    nonce is in the log, which a store reader sees) is PERMISSION_DENIED at once, costing no
+    entry and naming no one; the creator's retry still gets its session (issue 13's
+    review: the retry handed the session's id, and so its credential, to anyone)."""
+    first = cell.ok("create_session", "client", 99, principal="alice")
+    assert isinstance(first, SessionStarted)
+    proposed = len(cell.proposed)
+    refused = cell.result(cell.call("create_session", "client", 99, principal="mallory"))
+    assert isinstance(refused, Failure)
+    assert refused.code is ErrorCode.PERMISSION_DENIED
+    assert "alice" not in refused.message
+    assert len(cell.proposed) == proposed, "refused before the log"
+    again = cell.ok("create_session", "client", 99, principal="alice")
+    assert again.session_id == first.session_id
+    assert cell.master.session_count == 1
+
+
+def test_a_creation_in_flight_retried_by_another_principal_is_refused_when_applied(
+    cell: Cell,
+) -> None:
+    """Two creations with one name and nonce in flight at once, for two principals: the
+    first opens the session; the second, applied after it, is refused PERMISSION_DENIED by
+    the log itself (the principal travels in the command)."""
+    first, other = cell.next_token(), cell.next_token()
+    cell.master.create_session(first, "client", 7, principal="alice")
+    cell.master.create_session(other, "client", 7, principal="mallory")
+    cell.settle()
+    assert isinstance(cell.result(first), SessionStarted)
+    refused = cell.result(other)
+    assert isinstance(refused, Failure)
+    assert refused.code is ErrorCode.PERMISSION_DENIED
+    assert [p.principal for p in cell.proposed if isinstance(p.write, OpenSession)] == [
+        "alice",
+        "mallory",
+    ]
     assert cell.master.session_count == 1
 
 

@@ -229,7 +229,57 @@ def test_a_damaged_session_record_is_refused(calls: list[object]) -> None:
     session(cell)
     current = msgpack.unpackb(cell.machine.snapshot())
     sid, name = current[3][0][:2]
-    damaged = [*current[:3], [[sid, name, *calls]]]
+    damaged = [*current[:3], [[sid, name, *calls, ""]]]
     restored = NamespaceMachine(CELL)
     with pytest.raises(DecodeError):
         restored.restore(msgpack.packb(damaged))
+
+
+def opened_by(cell: Cell, principal: str, name: str = "a", nonce: int = 77) -> object:
+    """The result of an OpenSession of `name` with `nonce`, done for `principal`."""
+    cell.index += 1
+    write = OpenSession(name, nonce)
+    return cell.machine.apply_write(LogIndex(cell.index), write, principal).result
+
+
+def test_a_retried_open_session_gets_the_session_only_for_the_principal_that_opened_it() -> None:
+    """An OpenSession with a live session's name and nonce, done for another principal (one
+    that read the nonce from the log), is PERMISSION_DENIED and changes nothing; done for
+    the creator it gets the session (issue 13's review)."""
+    cell = Cell()
+    first = opened_by(cell, "alice")
+    assert isinstance(first, SessionOpened)
+    record = cell.machine.tree.session(first.session_id)
+    assert record is not None
+    assert record.principal == "alice"
+    before = cell.machine.snapshot()
+    stolen = opened_by(cell, "mallory")
+    assert isinstance(stolen, Failure)
+    assert stolen.code is ErrorCode.PERMISSION_DENIED
+    assert "alice" not in stolen.message, "it names no one"
+    assert cell.machine.snapshot() == before
+    assert opened_by(cell, "alice") == first
+
+
+def test_a_session_from_before_principals_were_recorded_is_no_one_s_to_retry() -> None:
+    """A session a format 4 snapshot holds (no creator recorded) is refused to every
+    principal's retry, and the snapshot keeps everything else; a format 5 snapshot keeps
+    each session's creator."""
+    cell = Cell()
+    first = opened_by(cell, "alice", nonce=5)
+    assert isinstance(first, SessionOpened)
+    current = msgpack.unpackb(cell.machine.snapshot())
+    assert current[0] == 5
+    kept = NamespaceMachine(CELL)
+    kept.restore(cell.machine.snapshot())
+    assert kept.sessions() == cell.machine.sessions()
+    assert kept.tree.session(first.session_id).principal == "alice"  # type: ignore[union-attr]
+    old = [4, current[1], current[2], [session[:5] for session in current[3]]]
+    restored = NamespaceMachine(CELL)
+    restored.restore(msgpack.packb(old))
+    record = restored.tree.session(first.session_id)
+    assert record is not None
+    assert (record.nonce, record.principal) == (5, "")
+    retried = restored.apply_write(LogIndex(cell.index + 1), OpenSession("a", 5), "alice")
+    assert isinstance(retried.result, Failure)
+    assert retried.result.code is ErrorCode.PERMISSION_DENIED

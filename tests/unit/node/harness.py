@@ -140,6 +140,7 @@ def settings(
     log_lines_per_minute: int = 10,
     admins: tuple[str, ...] = (),
     namespace_limits: NamespaceLimits | None = None,
+    master_timing: MasterTiming = MASTER_TIMING,
     bugs: frozenset[Bug] = frozenset(),
     node_bugs: frozenset[NodeBug] = frozenset(),
 ) -> NodeSettings:
@@ -150,7 +151,7 @@ def settings(
         addresses=tuple(ReplicaAddress(r, f"tcp:127.0.0.1:700{r[-1]}") for r in MEMBERS),
         timing=TIMING,
         limits=limits,
-        master_timing=MASTER_TIMING,
+        master_timing=master_timing,
         tick_microseconds=TICK_MICROSECONDS,
         namespace_limits=namespace_limits or NamespaceLimits(quota_exempt=frozenset(admins)),
         handle_key=HANDLE_KEY,

@@ -16,6 +16,7 @@ from chubbypy.protocol.client import (
     ReadReply,
     ReadRequest,
     Register,
+    Registered,
     RequestId,
     SessionRequest,
     StatusReply,
@@ -30,7 +31,13 @@ from chubbypy.protocol.namespace import (
     GetContentsAndStat,
     SetContents,
 )
-from chubbypy.protocol.session import CreateSession, GetLockInfo, KillSession, ListSessions
+from chubbypy.protocol.session import (
+    CreateSession,
+    GetLockInfo,
+    KillSession,
+    ListSessions,
+    SessionCreated,
+)
 from chubbypy.protocol.values import ClientId, ReplicaId, SessionId
 from tests.unit.node.harness import R1, R2, ROOT, Cell, Connection, metric
 
@@ -292,3 +299,50 @@ def test_a_storm_of_wrong_tokens_writes_a_few_lines_and_counts_the_rest() -> Non
     fail(cell.connect(R1, peer="10.2.0.1:5"))
     last = [t for t in cell.notes(R1, NoteLevel.WARN) if "authentication" in t][-1]
     assert "990 more like this were left out" in last
+
+
+def test_a_registration_retried_by_another_principal_is_refused() -> None:
+    """Register with a nonce alice registered (read from the log, say) is refused
+    PERMISSION_DENIED to bob, costing no entry and showing no client id or credential;
+    alice's own retry still gets her client (issue 13's review: anyone got it)."""
+    cell = serving()
+    alice, bob = authenticated(cell, "alice"), authenticated(cell, "bob")
+    client = cell.register(alice, nonce=7)
+    mark = cell.mark()
+    stolen = bob.register(7)
+    error = bob.error(stolen)
+    assert error.code is ErrorCode.PERMISSION_DENIED
+    assert str(client) not in error.message
+    cell.settle()
+    assert not [o for o in cell.since(mark, R1) if isinstance(o, Persist)]
+    assert cell.register(alice, nonce=7) == client
+
+
+def test_a_registration_in_flight_joined_by_another_principal_is_refused_when_applied() -> None:
+    """Bob's Register with the nonce of alice's registration still in flight waits for it,
+    and is then refused PERMISSION_DENIED while alice gets her client."""
+    cell = serving()
+    alice, bob = authenticated(cell, "alice"), authenticated(cell, "bob")
+    hers = alice.register(8)
+    stolen = bob.register(8)
+    assert alice.reply(hers) is None, "in flight"
+    cell.settle()
+    assert isinstance(alice.reply(hers), Registered)
+    assert bob.code(stolen) is ErrorCode.PERMISSION_DENIED
+
+
+def test_a_session_creation_retried_by_another_principal_is_refused() -> None:
+    """CreateSession with the name and nonce of alice's live session is refused
+    PERMISSION_DENIED to bob (no session id, no credential); alice's retry gets it."""
+    cell = serving()
+    alice, bob = authenticated(cell, "alice"), authenticated(cell, "bob")
+    asked = alice.call(CreateSession("job", 9))
+    cell.settle()
+    created = alice.result(asked)
+    assert isinstance(created, SessionCreated)
+    stolen = bob.call(CreateSession("job", 9))
+    cell.settle()
+    assert bob.code(stolen) is ErrorCode.PERMISSION_DENIED
+    again = alice.call(CreateSession("job", 9))
+    cell.settle()
+    assert alice.result(again) == created

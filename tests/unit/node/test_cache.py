@@ -4,12 +4,23 @@ read but not cached until the write landed."""
 
 from __future__ import annotations
 
-from chubbypy.node import Persist, SendPeer
+from attrs import evolve
+
+from chubbypy.node import NoteLevel, Persist, SendPeer
 from chubbypy.protocol import NO_CLIENT, Accept, Accepted, ClientId, Command, Envelope
 from chubbypy.protocol.client import Registered, WriteReply
 from chubbypy.protocol.namespace import Create, SetContents
 from chubbypy.protocol.session import EventKind, KeepAlive, LeaseExtended, NodeRead, ReadNode
-from tests.unit.node.harness import R1, ROOT, SESSION_LEASE_TICKS, Cell, Connection, Match
+from tests.unit.node.harness import (
+    MASTER_TIMING,
+    R1,
+    ROOT,
+    SESSION_LEASE_TICKS,
+    Cell,
+    Connection,
+    Match,
+    metric,
+)
 
 PATH = f"{ROOT}/f"
 
@@ -111,3 +122,25 @@ def test_a_retried_registration_does_not_free_a_write_still_in_flight() -> None:
     assert not found.cached or invalidated == [PATH], (
         f"cached {found.contents!r} while a write to it was in flight, never invalidated"
     )
+
+
+def test_reads_past_the_cached_names_limit_are_counted_and_logged_once_per_connection() -> None:
+    """With cached_names_per_session_max 2, reads of further names are answered uncached,
+    counted on /metrics (chubbypy_cached_names_refused_total), and one warning names the
+    key; the names registered stay at 2."""
+    cell = Cell(master_timing=evolve(MASTER_TIMING, cached_names_per_session_max=2))
+    cell.elect(R1)
+    cell.run(2)
+    reader = cell.connect(R1)
+    session = cell.session(reader)
+    cached = []
+    for i in range(5):
+        result = reader.result(reader.call(ReadNode(*session, f"{ROOT}/absent{i}", cache=True)))
+        assert isinstance(result, NodeRead), result
+        cached.append(result.cached)
+    assert cached == [True, True, False, False, False]
+    node = cell.nodes[R1]
+    assert metric(node, "chubbypy_cached_names_refused_total") == 3
+    assert metric(node, "chubbypy_cached_names") == 2
+    warnings = [n for n in cell.notes(R1, NoteLevel.WARN) if "cached_names_per_session_max" in n]
+    assert len(warnings) == 1, warnings

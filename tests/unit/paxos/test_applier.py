@@ -146,6 +146,37 @@ def test_retried_registration_keeps_the_client_s_results() -> None:
     assert log.machine.calls == 1
 
 
+def test_a_registration_records_its_owner_and_a_retry_is_told_it() -> None:
+    """The registration's payload (the principal that made it) is the client's owner: the
+    outcome of every registration of its nonce, and `registered_client`, name it, so the
+    node hands the client only to its owner; another principal's registration of the same
+    nonce gets the same client and owner (and is refused by the node), never a new one."""
+    log = started()
+    first = log.one(Command(NO_CLIENT, 5, b"alice"))
+    assert (first.kind, first.owner) == (OutcomeKind.REGISTERED, b"alice")
+    stolen = log.one(Command(NO_CLIENT, 5, b"mallory"))
+    assert (stolen.client_id, stolen.owner) == (first.client_id, b"alice")
+    assert log.applier.registered_client(5) == (first.client_id, b"alice")
+    assert log.applier.registered_client(6) is None
+
+
+def test_a_client_s_owner_survives_a_snapshot_and_an_older_snapshot_has_none() -> None:
+    """A restored table knows each client's owner; a snapshot written before owners were
+    recorded (each client five fields) restores with no owner, which no one's retry
+    matches."""
+    log = started()
+    alice = log.one(Command(NO_CLIENT, 5, b"alice")).client_id
+    copy = Log()
+    copy.index = log.index
+    copy.applier.restore(LogIndex(log.index), log.applier.snapshot())
+    assert copy.applier.registered_client(5) == (alice, b"alice")
+    assert copy.applier.checksum() == log.applier.checksum()
+    old = Log(clients_max=3)
+    old.index = 5
+    old.applier.restore(LogIndex(5), SNAPSHOT_D56E5AD)
+    assert old.applier.registered_client(1) == (ClientId(1), b"")
+
+
 def test_eviction_frees_the_registration_nonce() -> None:
     """Once a client is evicted, a registration with its nonce makes a new client."""
     log = started(clients_max=1)

@@ -121,3 +121,31 @@ def test_any_split_of_a_stream_gives_the_same_frames(
         out += decoder.feed(stream[start:end])
     assert out == bodies
     assert decoder.pending_bytes == 0
+
+
+def test_frames_max_cuts_only_that_many_and_keeps_the_rest_unchecked() -> None:
+    """With frames_max 1, one frame comes out; the bytes behind it (even an oversized
+    prefix) wait, unchecked, for a later feed."""
+    decoder = FrameDecoder(MAX)
+    stream = encode_frame(b"one") + encode_frame(b"two") + prefix(MAX + 1)
+    assert decoder.feed(stream, 1) == [b"one"]
+    assert decoder.pending_bytes == len(stream) - len(encode_frame(b"one"))
+    assert decoder.feed(b"", 0) == []
+    assert decoder.feed(b"", 1) == [b"two"]
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(b"")
+
+
+def test_a_new_limit_applies_from_the_next_frame_cut() -> None:
+    """A frame behind a small one is checked against the limit in force when it is cut:
+    refused under the small limit (naming it), taken once the limit is raised."""
+    stream = encode_frame(b"hi") + encode_frame(bytes(40))
+    small = FrameDecoder(8, "limits.hello_frame_bytes_max")
+    assert small.feed(stream, 1) == [b"hi"]
+    with pytest.raises(FrameTooLarge, match=r"above the limit of 8 \(limits.hello_frame_bytes_max"):
+        small.feed(b"")
+    raised = FrameDecoder(8)
+    assert raised.feed(stream, 1) == [b"hi"]
+    raised.limit(MAX)
+    assert raised.feed(b"") == [bytes(40)]
+    assert raised.frame_bytes_max == MAX

@@ -140,11 +140,15 @@ from chubbypy.protocol.session import (
 )
 from chubbypy.protocol.values import LOG_INDEX_MAX
 from chubbypy.protocol.wire import (
+    GREETING_ANSWER_BYTES_MAX,
+    GREETING_BYTES_MAX,
     DecodeError,
+    UnexpectedMessageError,
     UnknownMessageError,
     decode_wire,
     encode_wire,
     error_reply_for,
+    expecting,
     raise_for,
 )
 from tests.unit.protocol.test_codec import MESSAGES as PEER_MESSAGES
@@ -393,9 +397,11 @@ def test_every_message_type_has_a_strategy() -> None:
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(data=st.data())
 def test_message_round_trips(kind: type, data: st.DataObject) -> None:
-    """decode_wire(encode_wire(m)) == m for every message type."""
+    """decode_wire(encode_wire(m)) == m for every message type, also when only its own
+    kind is expected (the tag the encoder writes is its class's)."""
     message = data.draw(MESSAGES[kind])
     assert decode_wire(encode_wire(message)) == message
+    assert decode_wire(encode_wire(message), expecting("it", kind)) == message
 
 
 @pytest.mark.parametrize(
@@ -834,3 +840,73 @@ def test_a_long_error_message_is_cut_to_the_wire_limit() -> None:
     assert len(reply.message) == ERROR_MESSAGE_CHARS_MAX
     assert reply.master_hint is None
     assert decode_wire(encode_wire(reply)) == reply
+
+
+# ----------------------------------------------------------------------------- kinds checked first
+
+
+HELLO = Hello(PROTOCOL_VERSION, "cell", ConnectionRole.CLIENT, "c")
+
+
+def test_a_message_not_expected_is_refused_from_its_tag_undecoded() -> None:
+    """A PeerFrame where a Hello is expected is refused naming both, though the rest of
+    its body is not even msgpack: nothing after its first bytes was decoded."""
+    body = encode_wire(PeerFrame(Prepare(Ballot(1, R1), LogIndex(1))))[:3] + b"\xc1" * 1000
+    with pytest.raises(UnexpectedMessageError, match="expected a Hello, not a PeerFrame"):
+        decode_wire(body, expecting("a Hello", Hello))
+    with pytest.raises(DecodeError, match="not msgpack"):
+        decode_wire(body)
+
+
+def test_an_unknown_tag_or_a_wrong_field_count_is_refused_before_decoding() -> None:
+    """An unknown tag, or a known one with too many fields, is refused from the array's
+    header and tag, whatever follows."""
+    with pytest.raises(UnknownMessageError, match="unknown message tag 99"):
+        decode_wire(b"\x92\x63" + b"\xc1" * 100)
+    with pytest.raises(DecodeError, match="message tag 14 needs 1 fields, got 1000000"):
+        decode_wire(b"\xdd" + (1_000_001).to_bytes(4, "big") + b"\x0e" + b"\xc1" * 100)
+
+
+@pytest.mark.parametrize(
+    "head", [b"\xcc\x0e", b"\xcd\x00\x0e", b"\xce\x00\x00\x00\x0e", b"\xd0\x0e"]
+)
+def test_a_tag_in_any_integer_encoding_is_read(head: bytes) -> None:
+    """A StatusRequest whose tag is written as a wider integer still decodes (msgpack
+    allows any encoding of a small integer)."""
+    assert decode_wire(b"\x92" + head + b"\x07") == StatusRequest(RequestId(7))
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"\x90", b"\x91", b"\xdc\x00", b"\x92\xc0\x01", b"\x81\x00\x00", b"\x0e"]
+)
+def test_a_body_that_does_not_begin_as_a_message_is_a_decode_error(body: bytes) -> None:
+    """Empty, an empty array, a cut header, a tag that is not an integer, a map, a bare
+    integer: each a DecodeError from the first bytes."""
+    with pytest.raises(DecodeError):
+        decode_wire(body)
+
+
+def test_arrays_past_the_limit_stop_the_decoding() -> None:
+    """A request with more arrays than its Expected allows is refused naming the limit;
+    one at the limit decodes."""
+    tests = [Exists(f"/ls/c/{n}") for n in range(9)]
+    write = WriteRequest(RequestId(1), ClientId(1), CREDENTIAL, 1, 1, MultiOp(tuple(tests), (), ()))
+    body = encode_wire(write)
+    arrays = 1 + 1 + 3 + len(tests)  # the message, the MultiOp, its three lists, the tests
+    limited = expecting("a request", WriteRequest, containers_max=arrays, containers_named="k")
+    assert decode_wire(body, limited) == write
+    fewer = expecting("a request", WriteRequest, containers_max=arrays - 1, containers_named="k")
+    with pytest.raises(DecodeError, match=f"more than {arrays - 1} arrays and maps .*\\(k\\)"):
+        decode_wire(body, fewer)
+
+
+def test_the_greeting_limits_hold_the_largest_greetings_and_answers() -> None:
+    """A Hello of the longest names in four-byte characters fits GREETING_BYTES_MAX, and
+    the longest refusal fits GREETING_ANSWER_BYTES_MAX; a Hello of ordinary names is far
+    smaller than either."""
+    wide = "\U0010ffff"
+    longest = Hello(INT64_MAX, wide * CELL_CHARS_MAX, ConnectionRole.PEER, wide * NAME_CHARS_MAX)
+    assert len(encode_wire(longest)) == GREETING_BYTES_MAX
+    refusal = error_reply_for(NotMaster(wide * 10_000, master_hint=wide * NAME_CHARS_MAX), 0)
+    assert len(encode_wire(refusal)) <= GREETING_ANSWER_BYTES_MAX
+    assert len(encode_wire(HELLO)) < 64 < GREETING_BYTES_MAX < 4096

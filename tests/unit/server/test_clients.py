@@ -17,20 +17,25 @@ from twisted.internet.testing import StringTransport
 
 from chubbypy.config import parse_config
 from chubbypy.node import ConnectionId, Registry
+from chubbypy.protocol import CatchUpRequest, LogIndex
 from chubbypy.protocol.client import (
     PROTOCOL_VERSION,
+    ClientId,
     ClientRequest,
     ConnectionRole,
     ErrorReply,
     Hello,
     LocateMaster,
+    PeerFrame,
     RequestId,
     ServerReply,
     StatusRequest,
     Welcome,
+    WriteRequest,
 )
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.framing import FrameDecoder, encode_frame
+from chubbypy.protocol.namespace import Exists, MultiOp, SetContents
 from chubbypy.protocol.wire import decode_wire, encode_wire
 from chubbypy.server._clients import (
     CLOSE_GRACE_SECONDS,
@@ -67,6 +72,8 @@ class FakeServer:
         self.links: dict[ConnectionId, ClientConnection] = {}
         self.closed: list[ConnectionId] = []
         self.answering = True
+        self.reply_text = "not I"
+        """The message of every answer (long, for replies of many bytes)."""
 
     def connection_opened(self, link: ClientConnection, peer: str) -> ConnectionId:
         connection = ConnectionId(len(self.links) + 1)
@@ -79,7 +86,7 @@ class FakeServer:
             self.answer(connection, request)
 
     def answer(self, connection: ConnectionId, request: ClientRequest) -> None:
-        reply = ErrorReply(request.request_id, ErrorCode.NOT_MASTER, "not I", None)
+        reply = ErrorReply(request.request_id, ErrorCode.NOT_MASTER, self.reply_text, None)
         self.links[connection].reply(reply)
 
     def connection_closed(self, connection: ConnectionId) -> None:
@@ -392,3 +399,218 @@ def test_a_hello_waiting_for_its_turn_is_not_timed_out(tmp_path: Path) -> None:
     next_turn(port.clock)
     assert isinstance(received(transport)[0], Welcome)
     assert not transport.disconnecting
+
+
+# --- Before the Hello: small frames, and only a Hello ----------------------------------------
+
+
+def hello() -> bytes:
+    return frame(Hello(PROTOCOL_VERSION, CELL, ConnectionRole.CLIENT, "c"))
+
+
+def write(request_id: int, contents_bytes: int) -> bytes:
+    """A framed WriteRequest carrying `contents_bytes` bytes."""
+    change = SetContents(f"/ls/{CELL}/f", bytes(contents_bytes), None)
+    return frame(WriteRequest(RequestId(request_id), ClientId(1), bytes(16), 1, 1, change))
+
+
+def test_a_large_frame_before_the_hello_is_refused_from_its_prefix(tmp_path: Path) -> None:
+    """A first frame above hello_frame_bytes_max is refused FRAME_TOO_LARGE naming the
+    key as soon as its length prefix is in: none of its body is kept or decoded."""
+    port = Port(tmp_path, hello_frame_bytes_max=4096)
+    connection, transport = port.connect(hello=False)
+    connection.dataReceived(b"\x00\x0e\x93\xf5" + bytes(60_000))
+    (refusal,) = received(transport)
+    assert refusal.code is ErrorCode.FRAME_TOO_LARGE
+    assert "limits.hello_frame_bytes_max" in refusal.message
+    assert transport.disconnecting
+    assert connection.pending_bytes == 0
+    assert port.server.requests == []
+
+
+@pytest.mark.parametrize(
+    "first",
+    [PeerFrame(CatchUpRequest(LogIndex(1))), StatusRequest(RequestId(1))],
+    ids=["peer-frame", "request"],
+)
+def test_a_first_message_other_than_a_hello_is_refused_undecoded(
+    tmp_path: Path, first: Any
+) -> None:
+    """A small first frame of another kind is refused BAD_REQUEST, saying a Hello was
+    expected and what came instead; the node never hears of the connection."""
+    port = Port(tmp_path)
+    connection, transport = port.connect(hello=False)
+    connection.dataReceived(frame(first))
+    (refusal,) = received(transport)
+    assert refusal.code is ErrorCode.BAD_REQUEST
+    assert "expected a Hello (and nothing else before the Welcome)" in refusal.message
+    assert f"not a {type(first).__name__}" in refusal.message
+    assert transport.disconnecting
+    assert port.server.links == {}
+
+
+def test_a_request_right_behind_the_hello_may_be_as_large_as_any_frame(tmp_path: Path) -> None:
+    """A Hello and a 100 KiB write in one chunk: the write is cut only once the Hello is
+    welcomed, against frame_bytes_max, and reaches the node."""
+    port = Port(tmp_path, hello_frame_bytes_max=4096)
+    connection, transport = port.connect(hello=False)
+    connection.dataReceived(hello() + write(1, 100_000))
+    assert [type(m) for m in received(transport)] == [Welcome, ErrorReply]
+    assert ids(port.server) == [1]
+    assert not transport.disconnecting
+
+
+def test_bytes_behind_a_hello_waiting_for_its_turn_stay_uncut(tmp_path: Path) -> None:
+    """While a Hello waits for its turn, the write behind it is neither cut nor refused
+    (nor its connection read); when the Hello's turn comes, the write follows it."""
+    port = Port(tmp_path, requests_per_turn=1, hello_frame_bytes_max=4096)
+    busy, _ = port.connect()
+    next_turn(port.clock)
+    busy.dataReceived(requests(1, 1))  # spends this turn's budget
+    late, transport = port.connect(hello=False)
+    late.dataReceived(hello() + write(7, 100_000))
+    assert late.pending_bytes == len(write(7, 100_000))
+    assert transport.producerState == "paused"
+    assert received(transport) == []
+    next_turn(port.clock)
+    next_turn(port.clock)
+    assert [type(m) for m in received(transport)] == [Welcome, ErrorReply]
+    assert ids(port.server) == [1, 7]
+    assert late.pending_bytes == 0
+
+
+# --- Bytes per turn ----------------------------------------------------------------------------
+
+
+def test_requests_past_the_byte_budget_wait_for_the_next_turn(tmp_path: Path) -> None:
+    """With client_bytes_per_turn 1000, five 560-byte writes are handled one per turn
+    (the first of a turn always fits), and the small requests behind the last share its
+    turn; each turn that left requests for lack of bytes is counted."""
+    port = Port(tmp_path, bytes_per_turn=1000)
+    connection, _ = port.connect()
+    next_turn(port.clock)
+    connection.dataReceived(b"".join(write(n, 500) for n in range(1, 6)) + requests(6, 5))
+    assert ids(port.server) == [1]
+    for turn in range(2, 5):
+        next_turn(port.clock)
+        assert ids(port.server) == list(range(1, turn + 1))
+    next_turn(port.clock)
+    assert ids(port.server) == list(range(1, 11))
+    assert port.metric("chubbypy_client_turns_bytes_full_total") == 4
+
+
+def test_replies_count_against_the_byte_budget(tmp_path: Path) -> None:
+    """Small requests whose replies are large (1 KB each) are handled one per turn with a
+    1000-byte budget: the replies written at once count too."""
+    port = Port(tmp_path, bytes_per_turn=1000)
+    port.server.reply_text = "r" * 1000
+    connection, _ = port.connect()
+    next_turn(port.clock)
+    connection.dataReceived(requests(1, 3))
+    assert ids(port.server) == [1]
+    next_turn(port.clock)
+    assert ids(port.server) == [1, 2]
+
+
+# --- Replies the client does not read ----------------------------------------------------------
+
+
+def test_replies_unread_past_the_limit_hold_the_connections_requests(tmp_path: Path) -> None:
+    """Once the transport says its buffer is full, replies written count as unread; past
+    reply_bytes_buffered_max (3,000) no more of the connection's requests are handled,
+    whatever the turns, and it is not read; when the buffer drains they go on."""
+    port = Port(tmp_path, reply_bytes_buffered_max=3000, reply_bytes_buffered_total_max=10**6)
+    port.server.reply_text = "r" * 1000
+    connection, transport = port.connect()
+    next_turn(port.clock)
+    connection.pauseProducing()  # the transport's buffer is full
+    connection.dataReceived(requests(1, 10))
+    for _ in range(5):
+        port.clock.advance(0)
+    assert ids(port.server) == [1, 2, 3]
+    assert connection.held()
+    assert transport.producerState == "paused"
+    assert port.metric("chubbypy_client_connections_held") == 1
+    assert port.metric("chubbypy_client_reply_bytes_unread") == connection.unread_bytes > 3000
+    held = 'chubbypy_client_requests_held_total{limit="reply_bytes_buffered_max"}'
+    assert port.metric(held) == 1
+    connection.resumeProducing()  # the client read everything
+    assert port.metric("chubbypy_client_reply_bytes_unread") == 0
+    for _ in range(5):
+        port.clock.advance(0)
+    assert ids(port.server) == list(range(1, 11))
+    assert transport.producerState == "producing"
+
+
+def test_all_connections_unread_replies_together_are_bounded(tmp_path: Path) -> None:
+    """With reply_bytes_buffered_total_max 5,000, two connections whose clients read
+    nothing are held once their unread replies together pass it, though each is under
+    its own limit (the second after its first reply: one with none unread is not held);
+    a connection whose client keeps up is still served."""
+    port = Port(tmp_path, reply_bytes_buffered_max=10_000, reply_bytes_buffered_total_max=5000)
+    port.server.reply_text = "r" * 1000
+    (first, _), (second, _), (reading, _) = port.connect(), port.connect(), port.connect()
+    next_turn(port.clock)
+    for connection in (first, second):
+        connection.pauseProducing()
+    first.dataReceived(requests(1, 10))
+    second.dataReceived(requests(101, 10))
+    reading.dataReceived(requests(201, 10))
+    for _ in range(10):
+        port.clock.advance(0)
+    handled = ids(port.server)
+    assert [n for n in handled if n < 200] == [1, 2, 3, 4, 5, 101]
+    assert first.held()
+    assert second.held()
+    assert max(first.unread_bytes, second.unread_bytes) < 10_000
+    assert [n for n in handled if n > 200] == list(range(201, 211))
+    held = 'chubbypy_client_requests_held_total{limit="reply_bytes_buffered_total_max"}'
+    assert port.metric(held) == 1
+
+
+def test_a_connection_held_for_unread_replies_is_closed_after_the_idle_time_out(
+    tmp_path: Path,
+) -> None:
+    """A connection held for replies its client does not read (with half a frame begun,
+    so neither the frame nor the idle time-out runs) is closed once it has been so for
+    idle_timeout_seconds, then aborted: its unread replies are freed."""
+    port = Port(tmp_path, idle_timeout_seconds=30.0, reply_bytes_buffered_max=2000)
+    port.server.reply_text = "r" * 1000
+    connection, transport = port.connect()
+    next_turn(port.clock)
+    connection.pauseProducing()
+    connection.dataReceived(requests(1, 5) + requests(6, 1)[:3])
+    port.clock.pump([0.5] * 58)
+    assert not transport.disconnecting
+    port.clock.pump([0.5] * 4)
+    assert transport.disconnecting
+    closing = received(transport)[-1]
+    assert closing.code is ErrorCode.UNAVAILABLE
+    assert "limits.reply_bytes_buffered_max" in closing.message
+    assert port.metric('chubbypy_client_timeouts_total{kind="unread"}') == 1
+    port.clock.advance(CLOSE_GRACE_SECONDS)
+    assert transport.disconnected
+    connection.connectionLost()
+    assert port.metric("chubbypy_client_reply_bytes_unread") == 0
+
+
+# --- Arrays in a request -----------------------------------------------------------------------
+
+
+def test_a_request_with_too_many_arrays_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """With request_arrays_max 64, a MultiOp of 100 tests is refused BAD_REQUEST naming
+    the key, and the connection closed; one of 50 tests reaches the node."""
+    port = Port(tmp_path, request_arrays_max=64)
+    connection, transport = port.connect()
+
+    def multi(request_id: int, tests: int) -> bytes:
+        guard = tuple(Exists(f"/ls/{CELL}/{n}") for n in range(tests))
+        change = MultiOp(guard, (), ())
+        return frame(WriteRequest(RequestId(request_id), ClientId(1), bytes(16), 1, 1, change))
+
+    connection.dataReceived(multi(1, 50) + multi(2, 100))
+    assert ids(port.server) == [1]
+    refusal = received(transport)[-1]
+    assert refusal.code is ErrorCode.BAD_REQUEST
+    assert "limits.request_arrays_max" in refusal.message
+    assert transport.disconnecting

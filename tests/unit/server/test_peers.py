@@ -3,6 +3,7 @@ fragments and joined again."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +38,7 @@ from chubbypy.protocol.client import (
 )
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.framing import FrameDecoder, encode_frame
-from chubbypy.protocol.wire import decode_wire, encode_wire
+from chubbypy.protocol.wire import GREETING_ANSWER_BYTES_MAX, decode_wire, encode_wire
 from chubbypy.server._peer_auth import PeerKey
 from chubbypy.server._peers import InboundPeer, OutboundPeer, PeerNetwork
 from chubbypy.server._shell import ReplicaServer
@@ -356,3 +357,56 @@ def test_squatters_past_the_limit_push_out_the_oldest_and_a_member_still_gets_in
     assert not proven_transport.disconnecting
     assert network.handshakes_evicted == 2 + 1
     assert not any(t.disconnecting for _, t in others)
+
+
+# --- Before the proof: small frames, and only the handshake -----------------------------------
+
+
+def test_a_large_frame_before_the_proof_is_refused_from_its_prefix(tmp_path: Path) -> None:
+    """A ~1 MiB frame before the proof (or right behind the hello) is refused
+    FRAME_TOO_LARGE naming limits.hello_frame_bytes_max as soon as its length prefix is
+    in: none of it is kept or decoded, and nothing reaches the server."""
+    recorder = Recorder()
+    network = _network(tmp_path, recorder)
+    hello = encode_frame(encode_wire(Hello(PROTOCOL_VERSION, "t", ConnectionRole.PEER, "r2")))
+    for before in (b"", hello):
+        inbound, transport = InboundPeer(network, FRAME * 4), StringTransport()
+        inbound.makeConnection(transport)
+        inbound.dataReceived(before + b"\x00\x0e\x93\xf5" + bytes(60_000))
+        refusal = _taken(transport)[-1]
+        assert refusal.code is ErrorCode.FRAME_TOO_LARGE
+        assert "limits.hello_frame_bytes_max" in refusal.message
+        assert transport.disconnecting
+        assert inbound.pending_bytes == 0
+    assert recorder.received == []
+    assert network.unproven == 0
+
+
+def test_a_proven_peer_may_send_frames_of_the_full_size(tmp_path: Path) -> None:
+    """Once proven, a peer's frames may be as large as the peer frame limit (here a
+    40 KiB snapshot in one frame, ten times the pre-proof limit)."""
+    recorder = Recorder()
+    inbound, transport = _inbound(_network(tmp_path, recorder))
+    message = InstallSnapshot(Snapshot(LogIndex(9), bytes(40_000)))
+    _send(inbound, PeerFrame(message))
+    assert recorder.received == [(ReplicaId("r2"), message)]
+    assert not transport.disconnecting
+
+
+def test_our_connection_to_a_peer_takes_only_answers_to_our_hello(tmp_path: Path) -> None:
+    """On the connection we opened, a Paxos message from the listener is refused from its
+    tag, and a frame above GREETING_ANSWER_BYTES_MAX from its prefix: the process on a
+    peer's port cannot make us decode its input."""
+    r2, R1 = _network(tmp_path, Recorder(), "r2"), ReplicaId("r1")
+    for data in (
+        encode_frame(encode_wire(PeerFrame(Heartbeat(Ballot(1, R1), LogIndex(0), 0)))),
+        struct.pack(">I", GREETING_ANSWER_BYTES_MAX + 1),
+    ):
+        outbound, to_listener = OutboundPeer(r2, R1, FRAME), StringTransport()
+        outbound.makeConnection(to_listener)
+        to_listener.clear()
+        outbound.dataReceived(data)
+        (refusal,) = _taken(to_listener)
+        assert refusal.code in (ErrorCode.BAD_REQUEST, ErrorCode.FRAME_TOO_LARGE)
+        assert to_listener.disconnecting
+        assert not outbound.welcomed

@@ -128,6 +128,80 @@ def test_a_session_that_never_acknowledges_the_fail_over_gets_no_longer_lease() 
     assert t.failover_complete
 
 
+def test_a_session_that_keeps_an_invalidation_unacknowledged_gets_no_longer_lease() -> None:
+    """The answer that delivers an INVALIDATE extends the lease as any other; later ones,
+    while the session has not acknowledged it, do not: a cacher that KeepAlives without
+    acknowledging holds the write up only until that lease is over, then it expires."""
+    t = table(S1)
+    t.keep_alive(S1, 1, 0)
+    t.tick(10)
+    t.push(S1, EventKind.INVALIDATE, "/ls/c/f")
+    (delivered,) = answers(t)
+    assert delivered.lease_ticks == 99, "delivering it extends the lease: from tick 10"
+    assert t.lease_expiry(S1) == 110
+    for now in range(11, 110):
+        t.tick(now)
+        assert t.keep_alive(S1, now, acked_through=0)
+        for answer in answers(t):
+            assert [e.kind for e in answer.events] == [EventKind.INVALIDATE]
+            assert now + answer.lease_ticks < 110, "never past the lease it had when told"
+    assert t.lease_expiry(S1) == 110
+    t.tick(110)
+    assert t.take().expire == (S1,)
+
+
+def test_an_honest_client_acknowledging_in_its_next_keepalive_keeps_its_lease_growing() -> None:
+    """A client that acknowledges every event in the KeepAlive after the answer that
+    carried it (as the client library does) gets a whole lease on every answer, however
+    many invalidations come, each while a KeepAlive is parked or on its way."""
+    t = table(S1)
+    acked, token = 0, 0
+    for now in range(0, 1000, 7):
+        t.tick(now)
+        token += 1
+        t.keep_alive(S1, token, acked)
+        t.push(S1, EventKind.INVALIDATE, f"/ls/c/f{now}")
+        (answer,) = answers(t)
+        assert answer.lease_ticks == 99, "a whole lease, a tick short"
+        acked = answer.events[-1].sequence
+    token += 1
+    t.keep_alive(S1, token, acked)  # on its way when the next one was pushed
+    t.tick(1001)
+    t.push(S1, EventKind.INVALIDATE, "/ls/c/late")
+    assert [a.lease_ticks for a in answers(t)] == [99]
+
+
+def test_an_invalidation_sent_again_after_a_lost_answer_is_owed_until_acknowledged() -> None:
+    """A KeepAlive that missed the answer carrying an INVALIDATE gets it again at once,
+    with no longer lease (it was delivered once); the KeepAlive that acknowledges it is
+    answered with a whole lease again."""
+    t = table(S1)
+    t.keep_alive(S1, 1, 0)
+    t.push(S1, EventKind.INVALIDATE, "/ls/c/f")
+    (lost,) = answers(t)
+    t.tick(50)
+    t.keep_alive(S1, 2, acked_through=0)
+    (again,) = answers(t)
+    assert again.events == lost.events
+    assert again.lease_ticks == 100 - 50 - 1, "the lease it had, no more"
+    t.keep_alive(S1, 3, acked_through=again.events[-1].sequence)
+    t.tick(70)
+    (renewed,) = answers(t)
+    assert (renewed.events, renewed.lease_ticks) == ((), 99)
+
+
+def test_other_events_left_unacknowledged_do_not_stop_the_lease_growing() -> None:
+    """Only events that hold others up are owed: an unacknowledged CONTENTS_MODIFIED holds
+    no one, and its session's lease grows as before."""
+    t = table(S1)
+    t.keep_alive(S1, 1, 0)
+    t.push(S1, EventKind.CONTENTS_MODIFIED, "/ls/c/f", 7)
+    answers(t)
+    t.tick(50)
+    t.keep_alive(S1, 2, acked_through=0)
+    assert [a.lease_ticks for a in answers(t)] == [99]
+
+
 def test_a_new_master_numbers_events_from_its_first_sequence() -> None:
     """Events of a new master number from `first_sequence`, above the old master's."""
     t = SessionTable(TIMING)
