@@ -183,6 +183,7 @@ from attrs import evolve, frozen
 from chubbypy._cli_text import json_text, shown, shown_contents
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
+from chubbypy.namespace import acl_files_needed
 from chubbypy.protocol.client import CELL_CHARS_MAX, INT64_MAX, ReplicaStatus
 from chubbypy.protocol.errors import (
     ChubbyError,
@@ -1163,24 +1164,18 @@ def _wanted_acl(
 def _unknown_acl_names(
     client: CellClient, cell: str, given: dict[str, str | None]
 ) -> tuple[str, ...]:
-    """A warning for each ACL name given that has no file in the cell's ACL directory
-    (``all`` needs none): such a name admits no one."""
+    """A warning for each ACL name given that has no file (`acl_files_needed`)."""
     warnings = []
-    for role, name in given.items():
-        if not name or name == "all":
-            continue
-        where = f"/ls/{cell}/acl/{name}"
+    for needed in acl_files_needed(cell, given):
         try:
-            found: Stat | None = client.get_stat(where)
+            found: Stat | None = client.get_stat(needed.path)
         except NoSuchNode:
             found = None
         except ChubbyError:
             continue  # unreadable or unreachable: it may well exist
-        if found is None or found.is_directory:
-            warnings.append(
-                f"the {role} ACL {name!r} has no file {where}: it admits no one until "
-                "that file lists principals"
-            )
+        warning = needed.warning(found)
+        if warning is not None:
+            warnings.append(warning)
     return tuple(warnings)
 
 

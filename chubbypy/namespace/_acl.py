@@ -31,6 +31,9 @@ as it is, since its operators may rely on its ACL names: see README "ACL default
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+
+from attrs import frozen
 
 from chubbypy.namespace._names import parent_of
 from chubbypy.namespace._tree import Tree
@@ -43,6 +46,7 @@ from chubbypy.protocol.namespace import (
     MultiOp,
     SetAcl,
     SetContents,
+    Stat,
     Write,
 )
 
@@ -63,6 +67,37 @@ class Access(enum.Enum):
 
 def acl_path(cell: str, name: str) -> str:
     return f"/ls/{cell}/{ACL_DIRECTORY}/{name}"
+
+
+@frozen
+class AclFileNeeded:
+    """The file an ACL name given for `role` (read, write or change) is looked up in."""
+
+    role: str
+    name: str
+    path: str
+
+    def warning(self, found: Stat | None) -> str | None:
+        """The warning when what is at `path` (`found`, None: nothing) is not a file: the
+        name admits no one. None when it is one."""
+        if found is not None and not found.is_directory:
+            return None
+        return (
+            f"the {self.role} ACL {self.name!r} has no file {self.path}: it admits no one "
+            "until that file lists principals"
+        )
+
+
+def acl_files_needed(cell: str, given: Mapping[str, str | None]) -> tuple[AclFileNeeded, ...]:
+    """The ACL files the names `given` (role → name, None or "" when not given) are looked
+    up in: every name but ``all``, which needs none. Each front end (CLI, web page) looks
+    these up after setting ACL names and warns with `AclFileNeeded.warning`; a file it
+    cannot read is not warned of (it may well exist)."""
+    return tuple(
+        AclFileNeeded(role, name, acl_path(cell, name))
+        for role, name in given.items()
+        if name and name != EVERYONE
+    )
 
 
 def acl_directory(cell: str) -> str:

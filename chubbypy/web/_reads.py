@@ -15,7 +15,7 @@ from typing import Any, Final
 from attrs import frozen
 
 from chubbypy.client import Cell
-from chubbypy.namespace import EVERYONE, acl_path, listed_principals
+from chubbypy.namespace import EVERYONE, acl_files_needed, acl_path, listed_principals
 from chubbypy.namespace._names import component_problem, parent_of
 from chubbypy.protocol.errors import (
     ChubbyError,
@@ -209,24 +209,19 @@ async def _acl_file(cell: Cell, name: str) -> tuple[tuple[str, ...] | None, str,
 
 
 async def unknown_acl_names(cell: Cell, acl: AclNames) -> tuple[str, ...]:
-    """A warning for each ACL name with no file in the ACL directory (``all`` needs none):
-    such a name admits no one. Names whose file cannot be read are not warned of."""
+    """A warning for each ACL name with no file (`acl_files_needed`)."""
     warnings = []
-    for role, name in (("read", acl.read), ("write", acl.write), ("change", acl.change)):
-        if name == EVERYONE:
-            continue
-        where = acl_path(cell.cell, name)
+    given = {"read": acl.read, "write": acl.write, "change": acl.change}
+    for needed in acl_files_needed(cell.cell, given):
         try:
-            found: Stat | None = await cell.get_stat(where)
+            found: Stat | None = await cell.get_stat(needed.path)
         except NoSuchNode:
             found = None
         except ChubbyError:
             continue  # unreadable or unreachable: it may well exist
-        if found is None or found.is_directory:
-            warnings.append(
-                f"the {role} ACL {name!r} has no file {where}: it admits no one until "
-                "that file lists principals"
-            )
+        warning = needed.warning(found)
+        if warning is not None:
+            warnings.append(warning)
     return tuple(warnings)
 
 
