@@ -147,9 +147,17 @@ def listed_principals(contents: bytes) -> tuple[str, ...]:
 def admits(tree: Tree, name: str, principal: str) -> bool:
     """Whether the ACL called `name` admits `principal`."""
     node = tree.get(acl_path(tree.cell, name))
-    if node is None or node.is_directory:
+    contents = None if node is None or node.is_directory else node.contents
+    return acl_file_admits(name, contents, principal)
+
+
+def acl_file_admits(name: str, contents: bytes | None, principal: str) -> bool:
+    """Whether the ACL called `name`, whose file holds `contents` (None: there is no such
+    file), admits `principal`: the one rule, used by the master and by clients (the web
+    page) that read the file to decide what to offer."""
+    if contents is None:
         return name == EVERYONE
-    return any(entry in ("*", principal) for entry in listed_principals(node.contents))
+    return any(entry in ("*", principal) for entry in listed_principals(contents))
 
 
 def _name(acl: AclNames, access: Access) -> str:

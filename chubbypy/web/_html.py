@@ -50,7 +50,14 @@ class Chrome:
     """What the layout needs of the request: who the visitor is, their CSRF token, the cell."""
 
     def __init__(
-        self, *, cell: str, principal: str, logged_in: bool, csrf: str, watch_max: int = 64
+        self,
+        *,
+        cell: str,
+        principal: str,
+        logged_in: bool,
+        csrf: str,
+        watch_max: int = 64,
+        operator: bool = False,
     ) -> None:
         self.cell = cell
         self.principal = principal
@@ -58,6 +65,9 @@ class Chrome:
         self.csrf = csrf
         self.watch_max = watch_max
         """web.watched_paths_per_stream_max: the script watches no more nodes than this."""
+        self.operator = operator
+        """Whether the ACL ``admin`` admits the visitor, so the page offers what only
+        operators may do (end a session); the cell decides each call all the same."""
 
 
 def csrf_field(chrome: Chrome) -> Tag:
@@ -112,7 +122,13 @@ def render_page(
             tags.link(rel="icon", href="/static/favicon.svg", type="image/svg+xml"),
             tags.script(src="/static/app.js", defer="defer"),
         ),
-        tags.body(**{"data-page": page or active, "data-watch": json.dumps(list(watch))})(
+        tags.body(
+            **{
+                "data-page": page or active,
+                "data-watch": json.dumps(list(watch)),
+                "data-operator": "1" if chrome.operator else "",
+            }
+        )(
             header,
             tags.div(id="banner", class_="banner", hidden="hidden"),
             Tag("main")(list(body)),  # HTML5; twisted.web.template knows no <main>

@@ -42,6 +42,7 @@ from chubbypy.web._reads import (
     contents_page,
     directory_page,
     hex_lines,
+    is_operator,
     node_view,
     pretty_json,
     unknown_acl_names,
@@ -121,13 +122,20 @@ class Pages:
             watch_max=self.web.watched_paths_per_stream_max,
         )
 
+    async def operator_chrome(self, context: Context) -> Chrome:
+        """The layout's view of the visitor, knowing whether the ACL ``admin`` admits them
+        (read from its file, through the visitor's cached client): for pages that offer
+        an operator's action."""
+        chrome = self.chrome(context)
+        chrome.operator = await is_operator(context.visitor.cell, context.visitor.principal)
+        return chrome
+
     async def page(
         self, context: Context, title: str, active: str, body: list[Any], **options: Any
     ) -> Html:
         status = options.pop("status", 200)
-        html = await render_page(
-            self.chrome(context), title=title, active=active, body=body, **options
-        )
+        chrome = options.pop("chrome", None) or self.chrome(context)
+        html = await render_page(chrome, title=title, active=active, body=body, **options)
         return Html(html, status)
 
     async def error_page(
@@ -624,6 +632,7 @@ class Pages:
     async def lock(self, context: Context) -> Answer:
         path = self._path(context)
         info = await context.visitor.client().lock_info(path)
+        chrome = await self.operator_chrome(context)
         body = [
             breadcrumbs(path),
             tags.h1(class_="title")(
@@ -634,18 +643,26 @@ class Pages:
             ),
             lock_summary(info),
             tags.section(class_="card")(
-                tags.h2("Holders ", tags.span(class_="meta")(f"{info.holder_count} in all")),
-                holders_table(info),
+                tags.h2(
+                    "Holders ",
+                    tags.span(class_="meta", id="holder-count")(f"{info.holder_count} in all"),
+                ),
+                holders_table(info, chrome),
             ),
             tags.section(class_="card")(
                 tags.h2(
                     "Waiters, in queue order ",
-                    tags.span(class_="meta")(f"{info.waiter_count} in all; the first is next"),
+                    tags.span(class_="meta", id="waiter-count")(
+                        f"{info.waiter_count} in all; the first is next"
+                    ),
                 ),
                 waiters_table(info),
             ),
         ]
-        return await self.page(context, f"Lock of {path}", "tree", body, watch=[path], page="lock")
+        title = f"Lock of {path}"
+        return await self.page(
+            context, title, "tree", body, watch=[path], page="lock", chrome=chrome
+        )
 
     async def end_session_form(self, context: Context) -> Answer:
         session_id = context.int_arg("id", 0, low=1)
@@ -712,7 +729,7 @@ class Pages:
             more = False
         else:
             listed, more = await self.server.sessions_page(cell, after, self.web.sessions_per_page)
-        chrome = self.chrome(context)
+        chrome = await self.operator_chrome(context)
         rows = [session_row(info, chrome, highlight=info.session_id == chosen) for info in listed]
         table = tags.table(class_="grid sessions", id="sessions")(
             tags.thead(
@@ -755,7 +772,7 @@ class Pages:
             table if rows else tags.p(class_="empty")("No session."),
             tags.p(class_="paging")(paging),
         ]
-        return await self.page(context, "Sessions", "sessions", body)
+        return await self.page(context, "Sessions", "sessions", body, chrome=chrome)
 
     # ------------------------------------------------------------------ cell
 
@@ -923,7 +940,11 @@ def session_row(info: SessionInfo, chrome: Chrome, *, highlight: bool = False) -
         tags.td(class_="wrap")(locks or "—"),
         tags.td(class_="wrap")(ephemeral or "—"),
         tags.td(str(info.cached_names)),
-        tags.td(tags.a(href=href("/end-session", id=info.session_id), class_="danger")("End…")),
+        tags.td(
+            tags.a(href=href("/end-session", id=info.session_id), class_="danger")("End…")
+            if chrome.operator
+            else ""
+        ),
     )
 
 
@@ -1025,7 +1046,7 @@ def lock_summary(info: LockInfo) -> Tag:
     return tags.section(class_="card")(tags.h2("The lock"), facts)
 
 
-def holders_table(info: LockInfo) -> Tag:
+def holders_table(info: LockInfo, chrome: Chrome) -> Tag:
     if not info.holders:
         return tags.p(class_="empty", id="holders")("No one holds it.")
     rows = [
@@ -1039,6 +1060,8 @@ def holders_table(info: LockInfo) -> Tag:
                 tags.a(href=href("/end-session", id=holder.session_id), class_="danger")(
                     "End session…"
                 )
+                if chrome.operator
+                else ""
             ),
         )
         for holder in info.holders

@@ -15,7 +15,14 @@ from typing import Any, Final
 from attrs import frozen
 
 from chubbypy.client import Cell
-from chubbypy.namespace import EVERYONE, acl_files_needed, acl_path, listed_principals
+from chubbypy.namespace import (
+    ADMIN,
+    EVERYONE,
+    acl_file_admits,
+    acl_files_needed,
+    acl_path,
+    listed_principals,
+)
 from chubbypy.namespace._names import component_problem, parent_of
 from chubbypy.protocol.errors import (
     ChubbyError,
@@ -206,6 +213,22 @@ async def _acl_file(cell: Cell, name: str) -> tuple[tuple[str, ...] | None, str,
     if "*" in listed:
         return listed, "everyone (*)", True
     return listed, ", ".join(listed) if listed else "no one: its file lists no principal", True
+
+
+async def is_operator(cell: Cell | None, principal: str) -> bool:
+    """Whether the ACL ``admin`` admits `principal` (its file read through their client
+    `cell`, cached), so a page offers them an operator's action; False when it cannot be
+    read. The cell checks each call itself: this only decides what is offered."""
+    if cell is None:
+        return False
+    try:
+        read = await cell.get_contents_and_stat(acl_path(cell.cell, ADMIN))
+    except NoSuchNode:
+        return acl_file_admits(ADMIN, None, principal)
+    except ChubbyError:
+        return False
+    contents = None if read.stat.is_directory else read.contents
+    return acl_file_admits(ADMIN, contents, principal)
 
 
 async def unknown_acl_names(cell: Cell, acl: AclNames) -> tuple[str, ...]:

@@ -397,8 +397,9 @@ def test_a_body_past_the_limit_is_refused_before_it_is_read(web: WebProcess) -> 
 
 
 def test_sessions_and_lock_info_are_an_operators_view(web: WebProcess, cell: LiveCell) -> None:
-    """Anonymous may not list sessions or end one; the operator sees a lock's holder and
-    waiter with their principals, and ending the holder's session passes the lock on."""
+    """Anonymous may not list sessions or end one, and is not offered to; the operator sees a
+    lock's holder and waiter with their principals, and ending the holder's session passes
+    the lock on."""
     anonymous, operator = web.client(), web.client()
     assert anonymous.get("/api/sessions").json()["error"] == "PERMISSION_DENIED"
     assert operator.login("operator", token_of(cell, "operator")).status == 200
@@ -426,6 +427,10 @@ def test_sessions_and_lock_info_are_an_operators_view(web: WebProcess, cell: Liv
     )
     assert lock["waiters"][0]["client"] == "the-waiter"
     session_id = lock["holders"][0]["session_id"]
+    offered = f"/end-session?id={session_id}"
+    assert offered not in anonymous.get("/lock", path=path).text  # the ACL admin admits no one else
+    assert offered in operator.get("/lock", path=path).text
+    assert offered in operator.get("/sessions").text
     listed = operator.get("/api/sessions").json()["sessions"]
     mine = next(s for s in listed if s["session_id"] == session_id)
     assert mine["principal"] == "alice"

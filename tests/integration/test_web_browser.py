@@ -191,7 +191,8 @@ def test_the_tree_expands_lazily_and_opens_a_file(
 def test_a_lock_shows_its_holder_and_its_waiter(
     browser: Any, web: WebProcess, cell: LiveCell
 ) -> None:
-    """The lock page names the holder and the waiter, with their clients and principals."""
+    """The lock page names the holder and the waiter, with their clients and principals,
+    and counts a waiter queued after it was drawn."""
     path = cell.path("app/leader")
     holder = cell.client(name="scheduler-a", principal=cell.operator[0], token=cell.operator[1])
     waiter = cell.client(name="scheduler-b")
@@ -203,9 +204,11 @@ def test_a_lock_shows_its_holder_and_its_waiter(
     waiting.start()
     browser.get(f"{web.base}/lock?path={path}")
     wait(browser, lambda d: "scheduler-b" in css(d, "#waiters").text, "the waiter is listed")
+    wait(browser, lambda d: css(d, "#waiter-count").text.startswith("1 in all"), "one waiter")
     holders = css(browser, "#holders").text
     for shown in ("scheduler-a", "operator", "5 s"):
         assert shown in holders
+    assert "End session" not in holders  # anonymous is no operator here: not offered
     assert css(browser, "#lock-mode").text == "exclusive"
     shot(browser, "lock")
     browser.get(f"{web.base}/tree?path={cell.path('app')}")

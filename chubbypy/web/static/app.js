@@ -9,6 +9,7 @@
 (function () {
   const body = document.body;
   const page = body.dataset.page || "";
+  const operator = body.dataset.operator === "1"; // the ACL admin admits the visitor: offer its actions
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const watched = new Set(JSON.parse(body.dataset.watch || "[]"));
   const PATHS_MAX = Number((document.querySelector('meta[name="watch-max"]') || {}).content || 64);
@@ -437,6 +438,17 @@
       holders: lock.holder_count,
       waiters: lock.waiter_count,
     };
+    const counts = {
+      "holder-count": `${lock.holder_count} in all`,
+      "waiter-count": `${lock.waiter_count} in all; the first is next`,
+    };
+    for (const [id, text] of Object.entries(counts)) {
+      const box = document.getElementById(id);
+      if (box && box.textContent !== text) {
+        box.textContent = text;
+        flash(box);
+      }
+    }
     for (const [field, value] of Object.entries(fields)) {
       const box = document.querySelector(`#lock dd[data-field="${field}"]`);
       if (box && box.textContent !== String(value)) {
@@ -456,7 +468,7 @@
           el("td", { class: "wrap", text: holder.principal }),
           el("td", {}, el("span", { class: `mode ${holder.mode}`, text: holder.mode })),
           el("td", { text: holder.lock_delay_ms ? `${holder.lock_delay_ms / 1000} s` : "none" }),
-          el("td", {}, el("a", { class: "danger", href: link("/end-session", { id: holder.session_id }), text: "End session…" })),
+          el("td", {}, operator ? el("a", { class: "danger", href: link("/end-session", { id: holder.session_id }), text: "End session…" }) : ""),
         ),
       ),
       "No one holds it.",

@@ -172,10 +172,8 @@ def test_the_acl_files_a_front_end_looks_up_and_its_warning_for_a_missing_one() 
     assert [(n.role, n.name, n.path) for n in needed] == [("write", "ops", "/ls/c/acl/ops")]
     (ops,) = needed
     warning = ops.warning(None)
-    assert (
-        warning
-        == "the write ACL 'ops' has no file /ls/c/acl/ops: it admits no one until that file lists principals"
-    )  # noqa: E501
+    expected = "the write ACL 'ops' has no file /ls/c/acl/ops: it admits no one until that "
+    assert warning == expected + "file lists principals"
     file_stat = Stat(
         instance=1, content_generation=1, lock_generation=0, acl_generation=1,
         checksum=0, acl=AclNames("all", "all", "all"), is_directory=False,
