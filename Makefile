@@ -1,6 +1,7 @@
 # chubbypy: two commands on a fresh machine with Python 3.11+.
 #   make run    the main job: a local cell of three replica processes (Ctrl-C stops it)
 #   make test   create .venv if needed, install, lint, type-check, run every test
+#               (the web page's browser tests need Debian's chromium and chromium-driver)
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SEED ?= $(shell date +%s)
 
-.PHONY: run sim test floods lint typecheck docs bench bench-cell clean
+.PHONY: run sim test browser floods lint typecheck docs bench bench-cell clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,16 @@ run: $(STAMP)
 sim: $(STAMP)
 	$(BIN)/chubbypy-sim --replicas 5 --seed $(SEED) --narrate
 
+BROWSER_HINT := chromium or chromium-driver is missing: the browser tests will fail; install \
+	them with: sudo apt-get install -y chromium chromium-driver
+
 test: $(STAMP) lint typecheck
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || echo "make test: $(BROWSER_HINT)"
 	$(BIN)/pytest -n auto
+
+# The web page in headless Chromium; screenshots of every page land in var/screenshots/.
+browser: $(STAMP)
+	$(BIN)/pytest -q tests/integration/test_web_browser.py
 
 # The flood tests at the sizes the issues reproduced (make test runs them smaller), one at
 # a time so that each has the machine to itself; the figures are printed.

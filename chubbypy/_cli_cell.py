@@ -1,9 +1,11 @@
 """`chubbypy cell`: a local cell, each replica a child process; the main job (`make run`).
 
 Starts every replica of the cell file (``etc/cell.yaml``: three on loopback, data under
-``./var/cell``), prints the addresses and the admin URLs, says which replica is master
-whenever that changes, and on Ctrl-C stops every replica gracefully (the master hands over
-first). Started again, it finds the data where it left it.
+``./var/cell``) and, beside them, the web page (`chubbypy.web`, at the file's
+``web.listen``; ``--no-web`` leaves it out), prints the addresses, the admin URLs and the
+page's URL, says which replica is master whenever that changes, and on Ctrl-C stops the
+page and every replica gracefully (the master hands over first). Started again, it finds
+the data where it left it.
 
 On first start it creates the cell's secrets, which the cell file names but never holds:
 the handle key, the peer key and the principals' token files (with ``--auto-tls`` and a
@@ -34,6 +36,7 @@ from chubbypy.server._endpoints import http_url
 from chubbypy.server._secrets import SecretsError, create_secrets, load_secrets, public_ca_path
 from chubbypy.server._serve import CELL_CHILD, load
 from chubbypy.store import SqlStore, StoreError
+from chubbypy.web._server import web_url
 
 STOP_SECONDS = 10.0
 """How long the replicas get to stop gracefully before they are killed."""
@@ -58,6 +61,9 @@ def cell_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--init",
         action="store_true",
         help="create the cell's missing keys (and certificates) and exit without starting",
+    )
+    parser.add_argument(
+        "--no-web", action="store_true", help="do not start the web page (chubbypy web) beside it"
     )
     return parser
 
@@ -121,16 +127,20 @@ def cell_main(args: argparse.Namespace) -> int:
         print(f"chubbypy cell: {error}", file=sys.stderr)
         return 2
     bootstrap = len(fresh) == len(config.replicas)
-    _banner(config, args.config, fresh, bootstrap)
+    with_web = not getattr(args, "no_web", False)
+    _banner(config, args.config, fresh, bootstrap, with_web)
     _secrets_banner(config, created)
     from twisted.internet import reactor
 
     children = [_spawn(reactor, args, config, replica.id, bootstrap) for replica in config.replicas]
+    page = [_spawn_web(reactor, args, config)] if with_web else []
     monitor = MasterMonitor(reactor, config)
     monitor.start()
     stopping: list[bool] = []
     reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
-    reactor.addSystemEventTrigger("before", "shutdown", _stop_all, reactor, children, monitor)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", _stop_all, reactor, [*page, *children], monitor
+    )
     everyone_gone = DeferredList([child.ended for child in children])
     # Every replica exited by itself (each reported why): the cell is over.
     everyone_gone.addCallback(lambda _: None if stopping else reactor.stop())
@@ -155,7 +165,9 @@ def _fresh_replicas(config: CellConfig) -> list[ReplicaId]:
     return fresh
 
 
-def _banner(config: CellConfig, source: str, fresh: list[ReplicaId], bootstrap: bool) -> None:
+def _banner(
+    config: CellConfig, source: str, fresh: list[ReplicaId], bootstrap: bool, with_web: bool
+) -> None:
     print(f"chubbypy cell {config.cell!r} from {source}, data in {config.data_dir}")
     if bootstrap:
         print("a new cell: every replica starts empty")
@@ -164,6 +176,9 @@ def _banner(config: CellConfig, source: str, fresh: list[ReplicaId], bootstrap: 
     print(f"{'replica':<8} {'clients':<32} {'peers':<32} admin")
     for replica in config.replicas:
         print(f"{replica.id:<8} {replica.client:<32} {replica.peer:<32} {http_url(replica.admin)}")
+    if with_web:
+        print(f"web page: {web_url(config.web.listen)}  (the namespace, locks, sessions and "
+              "replicas, live; log in as the operator with its token)")  # fmt: skip
     print(f"try:  chubbypy --cell {source} status")
     print("Ctrl-C stops the cell (the master hands over, then every replica stops)", flush=True)
 
@@ -196,9 +211,22 @@ def _spawn(
         command += ["--data-dir", str(args.data_dir)]
     if bootstrap:
         command.append("--bootstrap")
-    width = max(len(r.id) for r in config.replicas)
-    child = ReplicaProcess(replica_id, width)
+    child = ReplicaProcess(replica_id, _prefix_width(config))
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", CELL_CHILD: "1"}
+    reactor.spawnProcess(child, sys.executable, command, env=environment)  # type: ignore[attr-defined]
+    return child
+
+
+def _prefix_width(config: CellConfig) -> int:
+    """The width of the children's names before their lines (the replicas' ids, "web")."""
+    return max(3, *(len(r.id) for r in config.replicas))
+
+
+def _spawn_web(reactor: object, args: argparse.Namespace, config: CellConfig) -> ReplicaProcess:
+    """`chubbypy web` for the same cell file, its output prefixed ``web``."""
+    command = [sys.executable, "-m", "chubbypy.web", "--config", str(args.config)]
+    child = ReplicaProcess("web", _prefix_width(config))
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reactor.spawnProcess(child, sys.executable, command, env=environment)  # type: ignore[attr-defined]
     return child
 

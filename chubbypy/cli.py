@@ -183,6 +183,7 @@ from attrs import evolve, frozen
 from chubbypy._cli_text import json_text, shown, shown_contents
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
+from chubbypy.namespace import acl_files_needed
 from chubbypy.protocol.client import CELL_CHARS_MAX, INT64_MAX, ReplicaStatus
 from chubbypy.protocol.errors import (
     ChubbyError,
@@ -359,7 +360,7 @@ def run(
     words, command_line = _split_command_line(argv)
     args = build_parser().parse_args(words)
     args.command_line = command_line
-    if args.command in ("serve", "cell"):
+    if args.command in SERVER_COMMANDS:
         return _run_server(args, stderr)
     if args.command == "completion":
         stdout.write(completion_script(args.shell).encode())
@@ -625,14 +626,17 @@ def _connect_blocking(
     )
 
 
+SERVER_COMMANDS: Final = {
+    "serve": ("chubbypy.server", "serve_main"),
+    "cell": ("chubbypy._cli_cell", "cell_main"),
+    "web": ("chubbypy.web", "web_main"),
+}
+
+
 def _run_server(args: argparse.Namespace, stderr: IO[str]) -> int:
-    """``serve`` lives in `chubbypy.server` and ``cell`` in `chubbypy._cli_cell`, imported
-    only for them."""
-    module, entry_name = (
-        ("chubbypy.server", "serve_main")
-        if args.command == "serve"
-        else ("chubbypy._cli_cell", "cell_main")
-    )
+    """``serve`` lives in `chubbypy.server`, ``cell`` in `chubbypy._cli_cell` and ``web`` in
+    `chubbypy.web`, imported only for them."""
+    module, entry_name = SERVER_COMMANDS[args.command]
     try:
         entry = getattr(importlib.import_module(module), entry_name)
     except (ImportError, AttributeError) as error:
@@ -842,6 +846,18 @@ def _add_server_commands(commands: Any) -> None:
         "--init",
         action="store_true",
         help="create the cell's missing keys (and certificates) and exit without starting",
+    )
+    cell.add_argument(
+        "--no-web", action="store_true", help="do not start the web page (chubbypy web) beside it"
+    )
+    web = commands.add_parser("web", help="serve the cell's admin namespace browser")
+    web.add_argument(
+        "--config", metavar="FILE", help="the cell's YAML file (default etc/cell.yaml)"
+    )
+    web.add_argument(
+        "--listen",
+        metavar="ENDPOINT",
+        help='a Twisted endpoint string (default: the cell file\'s web.listen, "tcp:7400:...")',
     )
 
 
@@ -1148,24 +1164,18 @@ def _wanted_acl(
 def _unknown_acl_names(
     client: CellClient, cell: str, given: dict[str, str | None]
 ) -> tuple[str, ...]:
-    """A warning for each ACL name given that has no file in the cell's ACL directory
-    (``all`` needs none): such a name admits no one."""
+    """A warning for each ACL name given that has no file (`acl_files_needed`)."""
     warnings = []
-    for role, name in given.items():
-        if not name or name == "all":
-            continue
-        where = f"/ls/{cell}/acl/{name}"
+    for needed in acl_files_needed(cell, given):
         try:
-            found: Stat | None = client.get_stat(where)
+            found: Stat | None = client.get_stat(needed.path)
         except NoSuchNode:
             found = None
         except ChubbyError:
             continue  # unreadable or unreachable: it may well exist
-        if found is None or found.is_directory:
-            warnings.append(
-                f"the {role} ACL {name!r} has no file {where}: it admits no one until "
-                "that file lists principals"
-            )
+        warning = needed.warning(found)
+        if warning is not None:
+            warnings.append(warning)
     return tuple(warnings)
 
 

@@ -69,6 +69,7 @@ __all__ = [
     "PaxosConfig",
     "ReplicaConfig",
     "TlsConfig",
+    "WebConfig",
     "is_placeholder",
     "load_config",
     "parse_config",
@@ -362,6 +363,59 @@ class TlsConfig:
     """This replica's private key (PEM)."""
 
 
+WEB_LISTEN_DEFAULT: Final = "tcp:7400:interface=127.0.0.1"
+"""Where `chubbypy web` (and the page `chubbypy cell` starts) listens: loopback only."""
+WEB_BODY_BYTES_DEFAULT: Final = 1 << 20
+
+
+@frozen
+class WebConfig:
+    """The admin namespace browser, `chubbypy web` (`chubbypy.web`). YAML section ``web:``.
+
+    The page is a client of the cell: it has no rights of its own, every request acts as
+    anonymous or as the principal a person logged in as. Each number below bounds what one
+    visitor (or all of them) can make the web server hold or do; past a bound a request
+    is refused with a clear error and the server keeps serving everyone else.
+    """
+
+    listen: str = WEB_LISTEN_DEFAULT
+    """Twisted server endpoint string (``tcp:`` or ``ssl:``); ``--listen`` overrides it."""
+    hosts: tuple[str, ...] = ()
+    """Host names the page may be reached by besides the listening address, ``localhost``
+    and ``127.0.0.1``/``[::1]``: any other ``Host`` header is refused (DNS rebinding)."""
+    logins_max: int = 64
+    """Logins live at once (each holds a client of the cell, with its session)."""
+    login_idle_seconds: float = 900.0
+    """A login unused this long is ended and its client of the cell closed."""
+    login_attempts_per_address_max: int = 10
+    """Login attempts from one address per `login_attempts_window_seconds` (a token bucket)."""
+    login_attempts_window_seconds: float = 60.0
+    connections_max: int = 256
+    """HTTP connections open at once (event streams included); more are closed at once."""
+    request_body_bytes_max: int = WEB_BODY_BYTES_DEFAULT
+    """Bytes of one request's body; a longer one is refused (413) without being kept. When
+    not given, at least what a file of ``limits.file_bytes_max`` needs as base64."""
+    json_depth_max: int = 8
+    """Nesting of arrays and objects in a JSON request body."""
+    children_per_page: int = 200
+    """Children of a directory shown on one page of the tree (and the API's largest page)."""
+    contents_shown_bytes_max: int = 65536
+    """Bytes of a file's contents one page or API answer carries; the rest is paged."""
+    sessions_per_page: int = 100
+    """Sessions on one page of the sessions list."""
+    event_streams_per_login_max: int = 4
+    """Live-update streams (server-sent events) of one login, or of one address when
+    anonymous."""
+    event_streams_max: int = 64
+    """Live-update streams of all visitors together."""
+    watched_paths_per_stream_max: int = 64
+    """Nodes one live-update stream watches (each a handle with events in the cell)."""
+    status_poll_seconds: float = 1.0
+    """How often the cell page's figures are read from each replica's admin port."""
+    chart_points: int = 120
+    """Samples each live chart keeps (120 at 1 s: the last two minutes)."""
+
+
 @frozen
 class CellConfig:
     """A whole cell, as loaded from one file; see the module docstring."""
@@ -379,6 +433,8 @@ class CellConfig:
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig | None = None
     """The cell's certificates, or None: no TLS (replicas authenticate with the peer key)."""
+    web: WebConfig = WebConfig()
+    """The admin namespace browser (`chubbypy web`)."""
     source: Path | None = None
     """The file this came from, for messages."""
 
@@ -485,6 +541,7 @@ TOP_KEYS: Final = (
     "sessions",
     "auth",
     "tls",
+    "web",
 )
 TOP_REQUIRED: Final = ("cell", "replicas", "data_dir")
 REPLICA_KEYS: Final = tuple(attribute.name for attribute in fields(ReplicaConfig))
@@ -528,6 +585,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     _check_paxos_relations(paxos, problems)
     _check_size_relations(paxos, limits, problems)
     _check_client_limits(limits, paxos, problems)
+    web = _web(top.get("web"), limits, problems)
     if problems or cell is None or data_dir is None:
         raise problems.error(origin)
     config = CellConfig(
@@ -541,6 +599,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
         sessions=SessionsConfig(**cast("dict[str, Any]", sessions)),
         auth=auth,
         tls=tls,
+        web=web,
         source=origin,
     )
     # Pair assertion: the core's own checks must agree with the ones above. If one of these
@@ -1096,16 +1155,19 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
 def _numbers(
     value: object,
     name: str,
-    cls: type[PaxosConfig] | type[LimitsConfig] | type[SessionsConfig],
+    cls: type[PaxosConfig] | type[LimitsConfig] | type[SessionsConfig] | type[WebConfig],
     rules: Mapping[str, Rule],
     problems: _Problems,
+    non_numeric: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """The valid values of section `name`, missing keys taking the class's defaults.
+    `non_numeric` are the class's other keys, which the caller reads (and which `value`
+    must not hold).
 
     A key whose value is wrong is left out, so relations that involve it are not checked:
     one mistake is reported once.
     """
-    attributes = fields(cls)
+    attributes = [a for a in fields(cls) if a.name not in non_numeric]
     assert sorted(rules) == sorted(a.name for a in attributes), name
     # An empty section (every key commented out) reads as null: it means "all defaults".
     section = _section({} if value is None else value, name, tuple(rules), (), problems)
@@ -1315,6 +1377,121 @@ def _check_not_above(
         problems.add(
             f"limits.{part}", f"{limits[part]:g} is above limits.{whole} ({limits[whole]:g})"
         )
+
+
+# --- The web page ----------------------------------------------------------------------------
+
+WEB_KINDS: Final = ("tcp:", "ssl:")
+WEB_NON_NUMERIC: Final = ("listen", "hosts")
+HOST_NAME = re.compile(
+    r"[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*\.?|\[[0-9a-f:.]+\]"
+)
+"""A DNS name (lowercase letters, digits, hyphens; dot-separated labels) or a bracketed
+IPv6 address, as a ``Host`` header carries it before the port."""
+JSON_DEPTH_LIMIT: Final = 64
+"""Far below where Python's JSON parser would hit its recursion limit."""
+BASE64_SLACK_BYTES: Final = 4096
+"""Room in a request body for the JSON around a file's base64 contents."""
+
+WEB_RULES: Final[Mapping[str, Rule]] = {
+    "logins_max": _at_least(1),
+    "login_idle_seconds": _positive_seconds,
+    "login_attempts_per_address_max": _at_least(1),
+    "login_attempts_window_seconds": _positive_seconds,
+    "connections_max": _at_least(4),
+    "request_body_bytes_max": _at_least(1024),
+    "json_depth_max": _between(1, JSON_DEPTH_LIMIT, "nesting beyond it is a flood, not a form"),
+    "children_per_page": _between(
+        1, DEFAULT_LIMITS.readdir_entries_max, "the most children one ReadDir answers"
+    ),
+    "contents_shown_bytes_max": _at_least(16),
+    "sessions_per_page": _at_least(1),
+    "event_streams_per_login_max": _at_least(1),
+    "event_streams_max": _at_least(1),
+    "watched_paths_per_stream_max": _at_least(1),
+    "status_poll_seconds": _positive_seconds,
+    "chart_points": _between(2, 3600, "each point is kept per replica and sent to each page"),
+}
+
+
+def _web(value: object, limits: Mapping[str, float], problems: _Problems) -> WebConfig:
+    """The ``web:`` section: where the page listens, the names it answers to, its bounds."""
+    section = _section({} if value is None else value, "web", WEB_KEYS, (), problems)
+    if section is None:
+        return WebConfig()
+    numbers = {k: v for k, v in section.items() if k in WEB_RULES}  # others: noted above
+    if "request_body_bytes_max" not in numbers and "file_bytes_max" in limits:
+        # Not given: large enough for the largest file, whatever limits.file_bytes_max says.
+        needed = _body_bytes_needed(limits["file_bytes_max"])
+        numbers["request_body_bytes_max"] = max(WEB_BODY_BYTES_DEFAULT, needed)
+    values = _numbers(numbers, "web", WebConfig, WEB_RULES, problems, WEB_NON_NUMERIC)
+    listen = _web_listen(section.get("listen", WEB_LISTEN_DEFAULT), problems)
+    hosts = _web_hosts(section.get("hosts", []), problems)
+    _check_web_relations(values, limits, problems)
+    if len(values) != len(WEB_RULES):
+        return WebConfig()  # a problem was noted: the caller raises
+    return WebConfig(listen=listen, hosts=hosts, **cast("dict[str, Any]", values))
+
+
+def _web_listen(value: object, problems: _Problems) -> str:
+    text = _string(value, "web.listen", problems)
+    if text is None:
+        return WEB_LISTEN_DEFAULT
+    if not text.startswith(WEB_KINDS) or text.rstrip().endswith(":"):
+        problems.add(
+            "web.listen",
+            f"{text!r} is not a tcp: or ssl: Twisted server endpoint string, such as "
+            f'"{WEB_LISTEN_DEFAULT}"',
+        )
+    return text
+
+
+def _web_hosts(value: object, problems: _Problems) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        problems.add("web.hosts", f"expected a list of host names, got {_describe(value)}")
+        return ()
+    hosts = []
+    for position, name in enumerate(value):
+        if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+            problems.add(
+                f"web.hosts[{position}]",
+                f"{_describe(name)} is not a host name: expected lowercase letters, digits, "
+                "'-' and '.' (no port, no scheme), or a bracketed IPv6 address",
+            )
+        else:
+            hosts.append(name.rstrip("."))
+    return tuple(hosts)
+
+
+def _check_web_relations(
+    web: Mapping[str, float], limits: Mapping[str, float], problems: _Problems
+) -> None:
+    """A whole file must fit in one request (as base64, the API's encoding for any bytes),
+    and one login's event streams cannot exceed everyone's."""
+    body, file_bytes = web.get("request_body_bytes_max"), limits.get("file_bytes_max")
+    if body is not None and file_bytes is not None:
+        needed = _body_bytes_needed(file_bytes)
+        if body < needed:
+            problems.add(
+                "web.request_body_bytes_max",
+                f"{body:g} cannot carry a file of limits.file_bytes_max ({file_bytes:g}) "
+                f"bytes as base64 in JSON: at least {needed}",
+            )
+    per_login, total = web.get("event_streams_per_login_max"), web.get("event_streams_max")
+    if per_login is not None and total is not None and per_login > total:
+        problems.add(
+            "web.event_streams_per_login_max",
+            f"{per_login:g} is above web.event_streams_max ({total:g}): one login can never "
+            "hold more than everyone together",
+        )
+
+
+def _body_bytes_needed(file_bytes: float) -> int:
+    """A request body that carries a file of `file_bytes` as base64 in a JSON object."""
+    return 4 * math.ceil(file_bytes / 3) + BASE64_SLACK_BYTES
+
+
+WEB_KEYS: Final = (*WEB_NON_NUMERIC, *WEB_RULES)
 
 
 # --- YAML ------------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ as it is, since its operators may rely on its ACL names: see README "ACL default
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+
+from attrs import frozen
 
 from chubbypy.namespace._names import parent_of
 from chubbypy.namespace._tree import Tree
@@ -43,6 +46,7 @@ from chubbypy.protocol.namespace import (
     MultiOp,
     SetAcl,
     SetContents,
+    Stat,
     Write,
 )
 
@@ -63,6 +67,37 @@ class Access(enum.Enum):
 
 def acl_path(cell: str, name: str) -> str:
     return f"/ls/{cell}/{ACL_DIRECTORY}/{name}"
+
+
+@frozen
+class AclFileNeeded:
+    """The file an ACL name given for `role` (read, write or change) is looked up in."""
+
+    role: str
+    name: str
+    path: str
+
+    def warning(self, found: Stat | None) -> str | None:
+        """The warning when what is at `path` (`found`, None: nothing) is not a file: the
+        name admits no one. None when it is one."""
+        if found is not None and not found.is_directory:
+            return None
+        return (
+            f"the {self.role} ACL {self.name!r} has no file {self.path}: it admits no one "
+            "until that file lists principals"
+        )
+
+
+def acl_files_needed(cell: str, given: Mapping[str, str | None]) -> tuple[AclFileNeeded, ...]:
+    """The ACL files the names `given` (role → name, None or "" when not given) are looked
+    up in: every name but ``all``, which needs none. Each front end (CLI, web page) looks
+    these up after setting ACL names and warns with `AclFileNeeded.warning`; a file it
+    cannot read is not warned of (it may well exist)."""
+    return tuple(
+        AclFileNeeded(role, name, acl_path(cell, name))
+        for role, name in given.items()
+        if name and name != EVERYONE
+    )
 
 
 def acl_directory(cell: str) -> str:
@@ -100,16 +135,29 @@ def exposed_acl_directory(tree: Tree) -> str | None:
     )
 
 
+def listed_principals(contents: bytes) -> tuple[str, ...]:
+    """The entries an ACL file's `contents` list, in order: one per line, text after
+    ``#`` a comment, blank lines skipped (``*`` stands for everyone)."""
+    entries = (
+        line.split("#", 1)[0].strip() for line in contents.decode("utf-8", "replace").splitlines()
+    )
+    return tuple(entry for entry in entries if entry)
+
+
 def admits(tree: Tree, name: str, principal: str) -> bool:
     """Whether the ACL called `name` admits `principal`."""
     node = tree.get(acl_path(tree.cell, name))
-    if node is None or node.is_directory:
+    contents = None if node is None or node.is_directory else node.contents
+    return acl_file_admits(name, contents, principal)
+
+
+def acl_file_admits(name: str, contents: bytes | None, principal: str) -> bool:
+    """Whether the ACL called `name`, whose file holds `contents` (None: there is no such
+    file), admits `principal`: the one rule, used by the master and by clients (the web
+    page) that read the file to decide what to offer."""
+    if contents is None:
         return name == EVERYONE
-    for line in node.contents.decode("utf-8", "replace").splitlines():
-        entry = line.split("#", 1)[0].strip()
-        if entry in ("*", principal):
-            return True
-    return False
+    return any(entry in ("*", principal) for entry in listed_principals(contents))
 
 
 def _name(acl: AclNames, access: Access) -> str:

@@ -46,6 +46,8 @@ class HttpLimits:
     connections_key: str
     """The configuration key named in a 503 (so an operator knows what to raise)."""
     request_bytes_key: str
+    section: str = "limits"
+    """The cell file's section of both keys (``web`` for the web page's port)."""
 
 
 def _answer(template: bytes, text: str) -> bytes:
@@ -91,7 +93,8 @@ class _BoundedRequest(Request):
         site = self.channel.site  # type: ignore[attr-defined]
         site.refused["request_bytes"] += 1
         text = (
-            f"a request body of {size} bytes or more is above limits.{limits.request_bytes_key}"
+            f"a request body of {size} bytes or more is above "
+            f"{limits.section}.{limits.request_bytes_key}"
             f" ({limits.request_bytes_max})"
         )
         transport = self.channel.transport
@@ -120,7 +123,7 @@ class _CountedChannel(HTTPChannel):
             return
         site.refused["connections"] += 1
         text = (
-            f"too many connections: limits.{site.limits.connections_key} "
+            f"too many connections: {site.limits.section}.{site.limits.connections_key} "
             f"({site.limits.connections_max}); try again later"
         )
         assert self.transport is not None

@@ -29,11 +29,14 @@ stop of three replicas takes well under a second."""
 class CellCommand:
     """One run of ``python -m chubbypy.server cell --config FILE``, output to a log file."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *, web: bool = False) -> None:
         self.log = log
+        command = [sys.executable, "-m", "chubbypy.server", "cell", "--config", str(config)]
+        if not web:
+            command.append("--no-web")  # the replicas alone (the web page: test_web_*)
         with log.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "chubbypy.server", "cell", "--config", str(config)],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

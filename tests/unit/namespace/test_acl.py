@@ -3,6 +3,8 @@ what each operation needs."""
 
 from __future__ import annotations
 
+from attrs import evolve
+
 from chubbypy.namespace import (
     ADMIN,
     EVERYONE,
@@ -10,6 +12,7 @@ from chubbypy.namespace import (
     NamespaceMachine,
     access_problem,
     acl_directory,
+    acl_files_needed,
     acl_path,
     admits,
     exposed_acl_directory,
@@ -29,6 +32,7 @@ from chubbypy.protocol.namespace import (
     ReadDir,
     SetAcl,
     SetContents,
+    Stat,
 )
 from chubbypy.protocol.namespace_codec import decode_result, encode_result
 
@@ -159,3 +163,21 @@ def test_an_acl_directory_made_before_the_defaults_is_reported_exposed() -> None
     assert exposed is not None
     assert "'all'" in exposed
     assert exposed_acl_directory(NamespaceMachine("c").tree) is None
+
+
+def test_the_acl_files_a_front_end_looks_up_and_its_warning_for_a_missing_one() -> None:
+    """`all` and names not given need no file; a missing name or a directory gets the
+    warning, a file none (the one rule the CLI and the web page both warn by)."""
+    needed = acl_files_needed("c", {"read": "all", "write": "ops", "change": None})
+    assert [(n.role, n.name, n.path) for n in needed] == [("write", "ops", "/ls/c/acl/ops")]
+    (ops,) = needed
+    warning = ops.warning(None)
+    expected = "the write ACL 'ops' has no file /ls/c/acl/ops: it admits no one until that "
+    assert warning == expected + "file lists principals"
+    file_stat = Stat(
+        instance=1, content_generation=1, lock_generation=0, acl_generation=1,
+        checksum=0, acl=AclNames("all", "all", "all"), is_directory=False,
+        ephemeral=False, size=0,
+    )  # fmt: skip
+    assert ops.warning(file_stat) is None
+    assert ops.warning(evolve(file_stat, is_directory=True)) == warning
