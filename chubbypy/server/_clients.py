@@ -82,6 +82,7 @@ from chubbypy.protocol.client import (
     WriteRequest,
 )
 from chubbypy.protocol.errors import ErrorCode
+from chubbypy.protocol.session import HandleWrite, ReadNode
 from chubbypy.protocol.wire import Expected, expecting
 from chubbypy.server._framed import FramedProtocol, ShellWarnings
 from chubbypy.server._shell import ReplicaServer
@@ -96,6 +97,28 @@ __all__ = [
     "client_factory",
     "fit_to_descriptor_limit",
 ]
+
+LATENCY_KINDS: Final = {
+    "read": "ReadRequest, a session's ReadNode",
+    "write": "WriteRequest, a session's HandleWrite",
+}
+"""The requests timed, by kind. Not the calls that wait by design (a KeepAlive is held
+until near its lease's end, an acquire until the lock is free) nor the rest."""
+LATENCY_BUCKETS: Final = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+)  # fmt: skip
+
+
+def latency_kind(message: WireMessage) -> str | None:
+    """Which of `LATENCY_KINDS` request `message` is timed as, or None."""
+    match message:
+        case ReadRequest() | SessionRequest(call=ReadNode()):
+            return "read"
+        case WriteRequest() | SessionRequest(call=HandleWrite()):
+            return "write"
+        case _:
+            return None
+
 
 _REQUESTS = (
     LocateMaster,
@@ -446,6 +469,16 @@ class ClientPort(Factory):
         turn_seconds = getattr(self.reactor, "turn_seconds", None)
         if isinstance(turn_seconds, Histogram):
             m.add(turn_seconds)
+        self.latency = {
+            kind: m.histogram(
+                f"chubbypy_client_{kind}_seconds",
+                f"Time from a client's {kind} request being taken from its connection to its "
+                f"reply being written ({LATENCY_KINDS[kind]}): what a client waits, less the "
+                "network and its own queue.",
+                LATENCY_BUCKETS,
+            )
+            for kind in LATENCY_KINDS
+        }
         self.left_out = m.counter(
             "chubbypy_shell_log_lines_left_out_total",
             "Warnings about client connections that the log budget left out, by kind.",
@@ -486,6 +519,8 @@ class ClientConnection(FramedProtocol):
         self._waiting: deque[bytes] = deque()
         self._pending = 0
         """Requests handed to the node and not yet answered."""
+        self._timed: dict[int, tuple[float, str]] = {}
+        """Of those, the ones timed (`latency_kind`): when each was handed on, its kind."""
         self._paused: set[str] = set()
         self._opened_at = self._active_at = port.now()
         self._frame_started_at: float | None = None
@@ -596,6 +631,9 @@ class ClientConnection(FramedProtocol):
         else:
             assert isinstance(message, _REQUESTS), message
             self._pending += 1
+            kind = latency_kind(message)
+            if kind is not None:  # at most requests_pending_max: each is answered
+                self._timed[message.request_id] = (self._port.now(), kind)
             self._server.request(self._connection, message)
 
     def reply(self, message: ServerReply) -> None:
@@ -606,6 +644,10 @@ class ClientConnection(FramedProtocol):
                 self._replies_unread(self.bytes_sent - sent)
         if message.request_id == NO_REQUEST or self._pending == 0:
             return
+        timed = self._timed.pop(message.request_id, None)
+        if timed is not None:
+            began, kind = timed
+            self._port.latency[kind].observe(self._port.now() - began)
         self._pending -= 1
         if self._pending == 0:
             self._active_at = self._port.now()

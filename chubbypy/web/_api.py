@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+from collections.abc import Iterable
 from typing import Any, Final
 
 from chubbypy.cli import bytes_json, lock_json, session_json, stat_json
@@ -409,12 +410,16 @@ def cell_json(history: CellHistory, cell: str, now: float) -> dict[str, Any]:
             "seconds_ago": [round(now - p.time, 1) for p in points],
             "writes_per_second": [round(p.writes_per_second, 2) for p in points],
             "reads_per_second": [round(p.reads_per_second, 2) for p in points],
-            "fsync_p99_ms": [
-                None if p.fsync_p99_ms is None else round(p.fsync_p99_ms, 3) for p in points
-            ],
+            "write_p99_ms": _rounded(p.write_p99_ms for p in points),
+            "read_p99_ms": _rounded(p.read_p99_ms for p in points),
+            "fsync_p99_ms": _rounded(p.fsync_p99_ms for p in points),
             "sessions": [p.sessions for p in points],
         },
     }
+
+
+def _rounded(values: Iterable[float | None]) -> list[float | None]:
+    return [None if value is None else round(value, 3) for value in values]
 
 
 def _metric(metrics: Any, name: str) -> float | None:

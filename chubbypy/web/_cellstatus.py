@@ -3,8 +3,10 @@
 The pure part (`parse_metrics`, `CellHistory`) takes what each poll found and keeps the
 last ``web.chart_points`` rounds; from consecutive rounds it draws the charts' points:
 writes and reads per second (the replicas' ``chubbypy_client_operations_total``), the
-99th percentile of the time the replicas take to make a batch durable (the buckets of
-``chubbypy_fsync_seconds`` filled since the round before, from every replica), and live
+99th percentile of the time a write and a read take to be answered (the buckets of
+``chubbypy_client_write_seconds`` and ``chubbypy_client_read_seconds`` filled since the
+round before, from every replica), and of the time to make a batch durable
+(``chubbypy_fsync_seconds``), and live
 sessions (``chubbypy_sessions``, which only the master counts). A replica whose counters
 went down restarted: its new count is taken as the increase.
 
@@ -110,6 +112,11 @@ class ChartPoint:
     fsync_p99_ms: float | None
     """None when no replica made anything durable in the interval."""
     sessions: float
+    write_p99_ms: float | None = None
+    """The 99th percentile of the writes answered in the interval, from the replicas'
+    ``chubbypy_client_write_seconds`` (None: none was)."""
+    read_p99_ms: float | None = None
+    """Of the reads (``chubbypy_client_read_seconds``)."""
 
 
 def _value(metrics: Metrics | None, name: str, **labels: str) -> float | None:
@@ -203,7 +210,7 @@ class CellHistory:
 def _point(before: Round, after: Round) -> ChartPoint:
     seconds = max(after.time - before.time, 1e-9)
     writes = reads = sessions = 0.0
-    fsyncs: dict[float, float] = {}
+    latencies: dict[str, dict[float, float]] = {name: {} for name in _P99_HISTOGRAMS}
     for rid, sample in after.replicas.items():
         old = before.replicas.get(rid)
         old_metrics = old.metrics if old is not None else None
@@ -215,17 +222,30 @@ def _point(before: Round, after: Round) -> ChartPoint:
             _value(old_metrics, name, op="read"), _value(sample.metrics, name, op="read")
         )
         sessions += _value(sample.metrics, "chubbypy_sessions") or 0.0
-        then = _buckets(old_metrics, "chubbypy_fsync_seconds")
-        for bound, count in _buckets(sample.metrics, "chubbypy_fsync_seconds").items():
-            fsyncs[bound] = fsyncs.get(bound, 0.0) + _increase(then.get(bound), count)
-    p99 = quantile(fsyncs, P99)
+        for name, filled in latencies.items():
+            then = _buckets(old_metrics, name)
+            for bound, count in _buckets(sample.metrics, name).items():
+                filled[bound] = filled.get(bound, 0.0) + _increase(then.get(bound), count)
+    p99 = {name: quantile(filled, P99) for name, filled in latencies.items()}
+    ms = {name: None if value is None else value * 1000 for name, value in p99.items()}
     return ChartPoint(
         time=after.time,
         writes_per_second=writes / seconds,
         reads_per_second=reads / seconds,
-        fsync_p99_ms=None if p99 is None else p99 * 1000,
+        fsync_p99_ms=ms["chubbypy_fsync_seconds"],
         sessions=sessions,
+        write_p99_ms=ms["chubbypy_client_write_seconds"],
+        read_p99_ms=ms["chubbypy_client_read_seconds"],
     )
+
+
+_P99_HISTOGRAMS: Final = (
+    "chubbypy_fsync_seconds",
+    "chubbypy_client_write_seconds",
+    "chubbypy_client_read_seconds",
+)
+"""The histograms whose 99th percentile over each interval is charted, every replica's
+buckets added together."""
 
 
 # ----------------------------------------------------------------------------- the shell

@@ -74,6 +74,8 @@ VIEWS: Final = ("text", "json", "hex")
 CHARTS: Final = (
     ("writes_per_second", "Writes / s", ""),
     ("reads_per_second", "Reads / s", ""),
+    ("write_p99_ms", "p99 write", " ms"),
+    ("read_p99_ms", "p99 read", " ms"),
     ("fsync_p99_ms", "p99 fsync", " ms"),
     ("sessions", "Sessions", ""),
 )

@@ -27,15 +27,19 @@ from chubbypy.protocol.client import (
     Hello,
     LocateMaster,
     PeerFrame,
+    ReadRequest,
     RequestId,
     ServerReply,
+    SessionRequest,
     StatusRequest,
     Welcome,
     WriteRequest,
 )
 from chubbypy.protocol.errors import ErrorCode
 from chubbypy.protocol.framing import FrameDecoder, encode_frame
-from chubbypy.protocol.namespace import Exists, MultiOp, SetContents
+from chubbypy.protocol.namespace import Exists, GetStat, MultiOp, SetContents
+from chubbypy.protocol.session import KeepAlive, ReadNode
+from chubbypy.protocol.values import SessionId
 from chubbypy.protocol.wire import decode_wire, encode_wire
 from chubbypy.server._clients import (
     CLOSE_GRACE_SECONDS,
@@ -44,11 +48,13 @@ from chubbypy.server._clients import (
     ClientPort,
     ClientPortLimits,
     fit_to_descriptor_limit,
+    latency_kind,
 )
 from chubbypy.server._shell import ReplicaServer
 from tests.unit.node.harness import metric
 
 CELL = "t"
+CELL_ROOT = f"/ls/{CELL}"
 
 
 class FakeServer:
@@ -334,6 +340,34 @@ def test_a_reply_to_a_request_not_in_progress_changes_nothing(tmp_path: Path) ->
     connection.reply(ErrorReply(RequestId(9), ErrorCode.BUSY, "", None))
     connection.dataReceived(frame(LocateMaster(RequestId(1))))
     assert ids(port.server) == [1]
+
+
+def test_reads_and_writes_are_timed_to_their_replies_and_waits_are_not(tmp_path: Path) -> None:
+    """A read and a write are observed in chubbypy_client_{read,write}_seconds from being
+    handed to the node to their reply; a KeepAlive (held by design) and a status request
+    are not."""
+    port = Port(tmp_path)
+    port.server.answering = False
+    connection, _ = port.connect()
+    session = SessionId(1)
+    sent = [
+        ReadRequest(RequestId(1), GetStat(CELL_ROOT)),
+        WriteRequest(RequestId(2), ClientId(1), bytes(16), 1, 1, SetContents(CELL_ROOT, b"x")),
+        SessionRequest(RequestId(3), ReadNode(session, bytes(16), CELL_ROOT)),
+        SessionRequest(RequestId(4), KeepAlive(session, bytes(16), 0)),
+        StatusRequest(RequestId(5)),
+    ]
+    assert [latency_kind(m) for m in sent] == ["read", "write", "read", None, None]
+    connection.dataReceived(b"".join(frame(m) for m in sent))
+    port.clock.advance(0)
+    assert len(port.server.requests) == 5
+    port.clock.advance(0.003)
+    for connection_id, request in list(port.server.requests):
+        port.server.answer(connection_id, request)
+    assert port.metric("chubbypy_client_read_seconds_count") == 2
+    assert port.metric("chubbypy_client_write_seconds_count") == 1
+    assert port.metric('chubbypy_client_write_seconds_bucket{le="0.002"}') == 0
+    assert port.metric('chubbypy_client_write_seconds_bucket{le="0.005"}') == 1
 
 
 # --- The descriptor limit --------------------------------------------------------------------

@@ -107,6 +107,11 @@ chubbypy_sessions {sessions}
 chubbypy_fsync_seconds_bucket{le="0.001"} {fast}
 chubbypy_fsync_seconds_bucket{le="0.01"} {slow}
 chubbypy_fsync_seconds_bucket{le="+Inf"} {slow}
+chubbypy_client_write_seconds_bucket{le="0.005"} {fast}
+chubbypy_client_write_seconds_bucket{le="0.02"} {slow}
+chubbypy_client_write_seconds_bucket{le="+Inf"} {slow}
+chubbypy_client_read_seconds_bucket{le="0.0005"} {reads}
+chubbypy_client_read_seconds_bucket{le="+Inf"} {reads}
 chubbypy_checksum_comparisons_total {compared}
 """
 
@@ -136,7 +141,8 @@ def test_quantile_picks_the_bucket_bound() -> None:
 
 
 def test_history_draws_rates_latency_and_sessions() -> None:
-    """Rates are increases per second over all replicas; a restarted counter counts from zero."""
+    """Rates are increases per second over all replicas, p99s from the buckets filled in
+    the interval; a restarted counter counts from zero."""
     history = CellHistory(["r1", "r2"], points_max=10)
     idle = ReplicaSample({"serving": False}, parse_metrics("chubbypy_sessions 0\n"))
     history.add(Round(10.0, {"r1": sample(100, 10, 3, 50, 50), "r2": idle}))
@@ -145,6 +151,8 @@ def test_history_draws_rates_latency_and_sessions() -> None:
     first, second = history.points()
     assert (first.reads_per_second, first.writes_per_second, first.sessions) == (20.0, 10.0, 4.0)
     assert first.fsync_p99_ms == 10.0  # all ten new fsyncs were in the 0.001-0.01 bucket
+    assert first.write_p99_ms == 20.0  # and the ten new writes in the 0.005-0.02 one
+    assert first.read_p99_ms == 0.5
     assert (second.reads_per_second, second.writes_per_second) == (4.0, 1.0)
 
 
