@@ -813,7 +813,9 @@ class Pages:
         )
         note = tags.p(class_="hint")(
             f"Read from each replica's admin port every {self.web.status_poll_seconds:g} s; "
-            "p99 fsync is the slowest 1% of the replicas' log writes to disk in each interval."
+            "each p99 is the bound under which 99% fell in each interval: of the writes and "
+            "reads the replicas answered (from taking a request off its connection to its "
+            "reply), and of their log writes to disk (fsync)."
         )
         return await self.page(context, "Cell", "cell", [heading, charts, table, note])
 
