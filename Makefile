@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SEED ?= $(shell date +%s)
 
-.PHONY: run sim test browser floods lint typecheck docs bench bench-cell clean
+.PHONY: run sim sweep test browser floods lint typecheck docs bench bench-cell clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ run: $(STAMP)
 
 sim: $(STAMP)
 	$(BIN)/chubbypy-sim --replicas 5 --seed $(SEED) --narrate
+
+# The simulator over many fresh seeds (make test runs 120 fixed and 20 fresh ones): every
+# checker over SEEDS seeds from START on three replicas, then on five. A failure prints
+# the command that replays it.
+SEEDS ?= 1000
+START ?= $(shell date +%s)
+sweep: $(STAMP)
+	$(BIN)/chubbypy-sim --replicas 3 --seeds $(SEEDS) --start $(START) --jobs 2
+	$(BIN)/chubbypy-sim --replicas 5 --seeds $(SEEDS) --start $(START) --jobs 2
 
 BROWSER_HINT := chromium or chromium-driver is missing: the browser tests will fail; install \
 	them with: sudo apt-get install -y chromium chromium-driver
