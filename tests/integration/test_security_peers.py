@@ -424,17 +424,21 @@ def test_a_client_that_does_not_trust_the_cells_ca_cannot_connect(
     other_ca.write_bytes(new_authority("other")[0])
     master = tls_cell.wait_master()
     address = f"ssl:host=127.0.0.1:port={tls_cell.ports[master].client}"
-    untrusted = tls_cell.client(timeout_seconds=3, tls_ca=other_ca)
+    untrusted = tls_cell.client(timeout_seconds=1.5, tls_ca=other_ca)
     with pytest.raises((Unavailable, ReplicaUnreachable)):
         untrusted.get_stat(tls_cell.path())
-    system_trust = connect([address], tls_cell.name, timeout_seconds=3)
+    system_trust = connect([address], tls_cell.name, timeout_seconds=1.5)
     try:
         with pytest.raises((Unavailable, ReplicaUnreachable)):
             system_trust.get_stat(tls_cell.path())
     finally:
         system_trust.close()
     done = tls_cell.cli(
-        "ls", cell=f"{tls_cell.name}@{address}", environ={"CHUBBY_CA_FILE": str(other_ca)}
+        "ls",
+        "--timeout",
+        "1.5",
+        cell=f"{tls_cell.name}@{address}",
+        environ={"CHUBBY_CA_FILE": str(other_ca)},
     )
     assert done.code == 3, done
     with pytest.raises((ConnectionError, AssertionError, OSError)):
