@@ -68,6 +68,9 @@ def test_a_different_report_is_a_divergence() -> None:
     assert "REPLICAS DIVERGED" in critical
     assert f"{R3}'s state checksum is 0000000000000000, {R1}'s is {mine.checksum.hex()}" in critical
     assert metric(node, "chubbypy_checksum_mismatches_total") == 1
+    assert book.last[R3] == (mine.index, False)
+    assert metric(node, f'chubbypy_checksum_last_matched{{peer="{R3}"}}') == 0
+    assert metric(node, f'chubbypy_checksum_last_compared_index{{peer="{R3}"}}') == mine.index
 
 
 def test_a_divergence_is_kept_for_good() -> None:
