@@ -37,6 +37,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import assert_never
 
 from attrs import frozen
 from twisted.internet import error as twisted_error
@@ -53,7 +54,7 @@ from chubbypy.config import CellConfig, ConfigError, SupervisorConfig
 from chubbypy.protocol import ReplicaId
 from chubbypy.server._endpoints import http_url
 from chubbypy.server._secrets import SecretsError, create_secrets, load_secrets, public_ca_path
-from chubbypy.server._serve import CELL_CHILD, load
+from chubbypy.server._serve import CELL_CHILD, load, os_problem
 from chubbypy.store import SqlStore, StoreError
 from chubbypy.web._server import web_url
 
@@ -211,6 +212,8 @@ class Supervisor:
                     flush=True,
                 )
                 self._check_any_replica_left()
+            case unexpected:
+                assert_never(unexpected)
 
     def _without(self, name: str) -> str:
         """What the cell is without `name` for now, as a clause for its line."""
@@ -295,7 +298,7 @@ def cell_main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except OSError as error:  # the data directory: not ours to write, a full disk, ...
         print(
-            f"chubbypy cell: cannot prepare {config.data_dir}: {_os_problem(error)}",
+            f"chubbypy cell: cannot prepare {config.data_dir}: {os_problem(error)}",
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -303,12 +306,6 @@ def cell_main(args: argparse.Namespace) -> int:
     _banner(config, args.config, fresh, bootstrap, with_web)
     _secrets_banner(config, created)
     return _run(args, config, bootstrap, with_web)
-
-
-def _os_problem(error: OSError) -> str:
-    """An OSError as one line: "Permission denied: '/srv/cell/_secrets'"."""
-    where = f": {str(error.filename)!r}" if error.filename is not None else ""
-    return f"{error.strerror or error}{where}"
 
 
 def _run(args: argparse.Namespace, config: CellConfig, bootstrap: bool, with_web: bool) -> int:

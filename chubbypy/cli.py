@@ -104,10 +104,9 @@ within ``--timeout``, no replica reachable, or the replicas serve another cell o
 protocol); 4 the lock was not acquired (or the election not won) within ``--timeout``, or
 ``--try`` found it held. ``lock`` and ``elect`` otherwise exit with their command's status
 (128 + N if a signal N ended it; 127 if it could not be started); 130 if interrupted
-(Ctrl-C) while waiting for the lock.
-``status`` exits 0 only when every replica answered, none lags or diverged and one is
-master; 1 when it found a problem (each is a line after the table, and standard error sums
-them up); 3 when no replica answered.
+(Ctrl-C) while waiting for the lock. ``status`` exits 0 only when every replica answered,
+none lags or diverged and one is master; 1 when it found a problem (each is a line after
+the table, and standard error sums them up); 3 when no replica answered.
 
 JSON output (``--json``): exactly one JSON object on standard output per invocation, whether
 the operation succeeded or failed; usage errors (exit code 2) are only reported as text on
@@ -178,9 +177,8 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
 
 When ``ok`` is false: "path" (the full name, or null) and "error": {"code": the error code's
 name (such as "NO_SUCH_NODE" or "UNAVAILABLE", or "UNHEALTHY" for ``status``), "message":
-str, "exit_code": int}; the
-message also goes to standard error. Contents are "utf-8" text when they are valid UTF-8,
-else "base64".
+str, "exit_code": int}; the message also goes to standard error. Contents are "utf-8" text
+when they are valid UTF-8, else "base64".
 """
 
 from __future__ import annotations
@@ -346,7 +344,8 @@ class Outcome:
     """Printed on standard error (in JSON output, also as "warnings"); the exit code stays 0."""
     failure: Failed | None = None
     """The command ran, and what it found is a failure (``status`` of a cell with a problem):
-    the text and document are still shown, "ok" is false and the exit code is its."""
+    the text and document are still shown, "ok" is false, and the command exits with the
+    failure's exit code."""
 
 
 Credentials = tuple[str, str]

@@ -107,12 +107,11 @@ def serve_main(args: argparse.Namespace) -> int:
         log.critical("{replica}: cannot open its store: {error}", replica=replica_id, error=error)
         return 1
     except OSError as error:  # its directory: not this user's to write, a full disk, ...
-        where = f": {str(error.filename)!r}" if error.filename is not None else ""
         log.critical(
             "{replica}: cannot open its data directory {directory}: {problem}",
             replica=replica_id,
             directory=config.data_dir_for(replica_id),
-            problem=f"{error.strerror or error}{where}",
+            problem=os_problem(error),
         )
         return 1
     fresh = persisted.hard_state is None
@@ -136,6 +135,12 @@ def serve_main(args: argparse.Namespace) -> int:
             "{replica}: cannot start from its store: {error}", replica=replica_id, error=error
         )
         return 1
+
+
+def os_problem(error: OSError) -> str:
+    """An OSError as one line for a person: "Permission denied: '/srv/cell/r1'"."""
+    where = f": {str(error.filename)!r}" if error.filename is not None else ""
+    return f"{error.strerror or error}{where}"
 
 
 def _peer_authentication(config: CellConfig, found: ReplicaSecrets) -> PeerAuthentication:
