@@ -345,6 +345,7 @@ class ReplicaNode:
             lease_remaining_ms=self.settings.ms(remaining),
             master_hint=self._outbox.master(),
             uptime_ms=self.settings.ms(s.tick),
+            checksum_mismatches=self.checksums.mismatches,
         )
 
     def _read(self, connection: ConnectionId, request: ReadRequest, principal: str) -> None:
