@@ -180,6 +180,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
 from attrs import evolve, frozen
 
+from chubbypy._cli_snapshot import add_parser as snapshot_parser
 from chubbypy._cli_text import json_text, shown, shown_contents
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
@@ -277,6 +278,7 @@ class CellClient(Protocol):
     def list_sessions(self) -> Sequence[Any]: ...
     def end_session(self, session_id: int) -> Any: ...
     def lock_info(self, path: str) -> Any: ...
+    def snapshot(self, progress: Callable[[int, int], None] | None = None) -> Any: ...
     def open(self, path: str, *, mode: HandleMode = ...) -> AclHandle: ...
     def close(self) -> None: ...
 
@@ -376,6 +378,10 @@ def run(
     except UsageError as error:
         print(f"chubbypy {args.command}: {error}", file=stderr)
         return EXIT_USAGE
+    if args.command == "snapshot" and args.action == "restore":
+        from chubbypy import _cli_snapshot as snapshots  # the store: only for a restore
+
+        return snapshots.restore(invocation, target, stdout, stderr, as_json)
     timeout = getattr(args, "timeout", None) or TIMEOUT_SECONDS_DEFAULT
     if args.command in ("lock", "elect", "__complete"):
         timeout = COMPLETION_SECONDS if args.command == "__complete" else TIMEOUT_SECONDS_DEFAULT
@@ -383,6 +389,10 @@ def run(
     try:
         if args.command in LASTING:
             return _execute_lasting(client, invocation, stdout, stderr, as_json)
+        if args.command == "snapshot":
+            from chubbypy import _cli_snapshot as snapshots
+
+            return snapshots.save(client, invocation, target.config, stdout, stderr, as_json)
         return _execute(client, invocation, stdout, stderr, as_json)
     finally:
         client.close()
@@ -463,7 +473,7 @@ def _execute_lasting(
         if args.command == "watch":
             hold.json_line(stdout, {**header, "ok": True, **document})
         else:
-            _write_json(stdout, {**header, "ok": document.get("exit_code") == 0, **document})
+            write_json(stdout, {**header, "ok": document.get("exit_code") == 0, **document})
 
     try:
         if args.command == "watch":
@@ -489,7 +499,7 @@ def _execute_lasting(
             if args.command == "watch":
                 hold.json_line(stdout, document)  # JSON Lines: one line, even for the error
             else:
-                _write_json(stdout, document)
+                write_json(stdout, document)
         return code
     except KeyboardInterrupt:
         print(f"chubbypy {args.command}: interrupted", file=stderr)
@@ -499,7 +509,7 @@ def _execute_lasting(
                 "message": "interrupted",
                 "exit_code": EXIT_INTERRUPTED,
             }
-            _write_json(stdout, {**header, "ok": False, "path": path, "error": failure})
+            write_json(stdout, {**header, "ok": False, "path": path, "error": failure})
         return EXIT_INTERRUPTED
 
 
@@ -543,7 +553,7 @@ def _execute(
         _print_hint(error, stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
-            _write_json(stdout, {**header, "ok": False, "path": invocation.path, "error": failure})
+            write_json(stdout, {**header, "ok": False, "path": invocation.path, "error": failure})
         return code
     except ValueError as error:  # e.g. status of a replica the cell does not have
         print(f"chubbypy {args.command}: {shown(str(error))}", file=stderr)
@@ -552,7 +562,7 @@ def _execute(
         print(f"chubbypy {args.command}: warning: {shown(warning)}", file=stderr)
     if as_json:
         warnings = {"warnings": list(outcome.warnings)} if outcome.warnings else {}
-        _write_json(stdout, {**header, "ok": True, **outcome.document, **warnings})
+        write_json(stdout, {**header, "ok": True, **outcome.document, **warnings})
     else:
         text = outcome.text
         if args.command == "cat" and not args.raw and stdout.isatty():
@@ -703,6 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     lock_info.add_argument("path")
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh"))
+    snapshot_parser(commands, common)
     complete = commands.add_parser("__complete", parents=[common])  # used by the scripts
     complete.add_argument("word", nargs="?", default="")
     _add_server_commands(commands)
@@ -1400,7 +1411,7 @@ def bytes_json(data: bytes) -> dict[str, str]:
         return {"encoding": "base64", "data": base64.b64encode(data).decode("ascii")}
 
 
-def _write_json(stdout: BinaryIO, document: dict[str, Any]) -> None:
+def write_json(stdout: BinaryIO, document: dict[str, Any]) -> None:
     stdout.write(json_text(document, indent=2).encode() + b"\n")
     stdout.flush()
 

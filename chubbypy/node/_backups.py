@@ -66,7 +66,7 @@ class SnapshotServer:
         if call.index == 0:
             self._take(applier)
         held = self._held
-        if held is None or held.index != call.index:
+        if held is None or call.index not in (0, held.index):
             return Failure(
                 ErrorCode.SNAPSHOT_GONE,
                 f"the master no longer holds the snapshot of index {call.index} (a newer one "
