@@ -17,16 +17,17 @@ Shell (STYLE §1): files, the store and the terminal around `chubbypy.client.Cel
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
-from attrs import fields
+from attrs import fields, frozen
 
-from chubbypy._cli_text import shown
+from chubbypy.client._calls import RETRIED_CODES
+from chubbypy.client._snapshot import CellSnapshot
 from chubbypy.namespace import NamespaceLimits
 from chubbypy.node import (
     BackupError,
@@ -37,11 +38,46 @@ from chubbypy.node import (
 )
 from chubbypy.paxos import Durable, HardState
 from chubbypy.protocol import Snapshot
-from chubbypy.protocol.errors import ChubbyError, SnapshotGone
+from chubbypy.protocol.errors import (
+    ChubbyError,
+    SnapshotGone,
+    Unavailable,
+    UnsupportedVersion,
+    WrongCell,
+)
 
 if TYPE_CHECKING:
-    from chubbypy.cli import CellClient, CellTarget, Invocation
     from chubbypy.config import CellConfig
+
+EXIT_USAGE: Final = 2
+EXIT_UNAVAILABLE: Final = 3
+"""The CLI's exit codes (`chubbypy.cli`), which a refusal names."""
+UNAVAILABLE: Final = (Unavailable, WrongCell, UnsupportedVersion, SnapshotGone)
+"""Errors that mean "no whole snapshot could be had now", not "refused": exit code 3."""
+
+
+class SnapshotSource(Protocol):
+    """What a save needs of a client: `chubbypy.client.BlockingCell.snapshot`."""
+
+    def snapshot(self, progress: Callable[[int, int], None] | None = None) -> CellSnapshot: ...
+
+
+@frozen
+class Done:
+    """A save or restore done: the JSON document's own fields, and the line to print."""
+
+    document: dict[str, Any]
+    text: str
+
+
+@frozen
+class Refused:
+    """A save or restore refused: its error code's name, why, and the exit code."""
+
+    code: str
+    message: str
+    exit_code: int
+
 
 PROGRESS_BYTES_MIN: Final = 1 << 20
 """Snapshots larger than this report their progress on standard error, every tenth."""
@@ -49,48 +85,13 @@ STORE_NAME: Final = "replica.sqlite"
 """The store's file in a replica's directory (`chubbypy.config.CellConfig.storage_url_for`)."""
 
 
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    snapshot = commands.add_parser(
-        "snapshot", parents=[common], help="back the cell up to a file, or seed a new cell"
-    )
-    actions = snapshot.add_subparsers(dest="action", required=True, metavar="ACTION")
-    save = actions.add_parser(
-        "save", parents=[common], help="save a snapshot of the cell (operators only)"
-    )
-    save.add_argument("file", help="the backup file to write (replaced atomically)")
-    restore = actions.add_parser(
-        "restore", parents=[common], help="seed a new cell's replica directory from a backup"
-    )
-    restore.add_argument("file", help="a backup file saved by snapshot save")
-    restore.add_argument(
-        "--data-dir",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="the replica's directory (DATA_DIR/<replica>), absent or empty",
-    )
-    restore.add_argument(
-        "--rename-cell",
-        action="store_true",
-        help="restore another cell's backup into this cell, moving its names to /ls/<cell>",
-    )
-
-
 # ----------------------------------------------------------------------------- save
 
 
 def save(
-    client: CellClient,
-    call: Invocation,
-    config: CellConfig | None,
-    stdout: BinaryIO,
-    stderr: IO[str],
-    as_json: bool,
-) -> int:
-    """Save the cell's snapshot to ``args.file``; the exit code."""
-    from chubbypy import cli
-
-    path = Path(call.args.file)
+    client: SnapshotSource, cell: str, config: CellConfig | None, path: Path, stderr: IO[str]
+) -> Done | Refused:
+    """Save the cell's snapshot to `path`."""
     shown_progress = [0]
 
     def progress(received: int, total: int) -> None:
@@ -103,18 +104,17 @@ def save(
         snapshot = client.snapshot(progress)
     except ChubbyError as error:
         # No master, or none that kept one snapshot long enough: unavailable; else refused.
-        unavailable = isinstance(error, (*cli.UNAVAILABLE_ERRORS, SnapshotGone))
-        code = cli.EXIT_UNAVAILABLE if unavailable else cli.EXIT_FAILED
-        return _failed(call, stdout, stderr, as_json, error.code.name, error.message, code)
+        unavailable = isinstance(error, UNAVAILABLE) or error.code in RETRIED_CODES
+        return Refused(error.code.name, error.message, EXIT_UNAVAILABLE if unavailable else 1)
     created_ms = time.time_ns() // 1_000_000
-    data = encode_backup(call.cell, snapshot.index, snapshot.checksum, created_ms, snapshot.data)
+    data = encode_backup(cell, snapshot.index, snapshot.checksum, created_ms, snapshot.data)
     try:
         header, body = read_backup(data)  # the checks a restore makes, before writing
-        restore_state(header, body, call.cell, **_state_limits(config))
+        restore_state(header, body, cell, **_state_limits(config))
         _write_atomically(path, data)
     except (BackupError, OSError) as error:
         what = "INTERNAL" if isinstance(error, BackupError) else "WRITE_FAILED"
-        return _failed(call, stdout, stderr, as_json, what, str(error), cli.EXIT_FAILED)
+        return Refused(what, str(error), 1)
     document = {
         "file": str(path),
         "index": snapshot.index,
@@ -123,10 +123,10 @@ def save(
         "created": _iso(created_ms),
     }
     text = (
-        f"saved the snapshot of cell {call.cell} at index {snapshot.index} (checksum "
+        f"saved the snapshot of cell {cell} at index {snapshot.index} (checksum "
         f"{snapshot.checksum.hex()}) to {path}: {len(data)} bytes"
     )
-    return _done(call, stdout, as_json, document, text)
+    return Done(document, text)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -155,23 +155,19 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def restore(
-    call: Invocation, target: CellTarget, stdout: BinaryIO, stderr: IO[str], as_json: bool
-) -> int:
-    """Seed ``args.data_dir`` from ``args.file`` for the cell `target` names; the exit code."""
-    from chubbypy import cli
-
-    args, config, cell = call.args, target.config, target.name
+    cell: str | None, config: CellConfig | None, file: Path, directory: Path, rename: bool
+) -> Done | Refused:
+    """Seed `directory` from the backup `file` for cell `cell` (from `config`, if given)."""
     if cell is None:
         message = "name the new cell: --cell with its YAML file (or NAME@ADDRESS)"
-        return _failed(call, stdout, stderr, as_json, "USAGE", message, cli.EXIT_USAGE)
+        return Refused("USAGE", message, EXIT_USAGE)
     if config is not None and config.storage_url is not None:
         message = "the cell keeps its stores at storage_url; restore writes SQLite stores only"
-        return _failed(call, stdout, stderr, as_json, "USAGE", message, cli.EXIT_USAGE)
-    directory: Path = args.data_dir
+        return Refused("USAGE", message, EXIT_USAGE)
     try:
-        header, body = read_backup(Path(args.file).read_bytes())
+        header, body = read_backup(file.read_bytes())
         _check_directory(directory)
-        if header.cell != cell and not args.rename_cell:
+        if header.cell != cell and not rename:
             raise BackupError(
                 f"the backup is of cell {header.cell!r}, not {cell!r}: restore it into a cell "
                 f"named {header.cell!r}, or give --rename-cell to move its names to /ls/{cell}"
@@ -179,11 +175,9 @@ def restore(
         restored = restore_state(header, body, cell, **_state_limits(config))
         _seed(directory, restored.snapshot)
     except (BackupError, OSError) as error:
-        return _failed(
-            call, stdout, stderr, as_json, "RESTORE_REFUSED", str(error), cli.EXIT_FAILED
-        )
+        return Refused("RESTORE_REFUSED", str(error), 1)
     document = {
-        "file": str(args.file),
+        "file": str(file),
         "data_dir": str(directory),
         "source_cell": header.cell,
         "index": header.index,
@@ -196,7 +190,7 @@ def restore(
         f"{_iso(header.created_ms)}) into {directory} for cell {cell}; "
         f"{restored.sessions_ended} sessions of the old cell ended"
     )
-    return _done(call, stdout, as_json, document, text)
+    return Done(document, text)
 
 
 def _check_directory(directory: Path) -> None:
@@ -254,40 +248,3 @@ def _state_limits(config: CellConfig | None) -> dict[str, Any]:
 def _iso(milliseconds: int) -> str:
     moment = datetime.datetime.fromtimestamp(milliseconds / 1000, tz=datetime.UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _header(call: Invocation) -> dict[str, Any]:
-    from chubbypy.cli import SCHEMA
-
-    return {"schema": SCHEMA, "command": "snapshot", "action": call.args.action, "cell": call.cell}
-
-
-def _done(
-    call: Invocation, stdout: BinaryIO, as_json: bool, document: dict[str, Any], text: str
-) -> int:
-    from chubbypy.cli import EXIT_OK, write_json
-
-    if as_json:
-        write_json(stdout, {**_header(call), "ok": True, **document})
-    else:
-        stdout.write(f"{shown(text)}\n".encode())
-        stdout.flush()
-    return EXIT_OK
-
-
-def _failed(
-    call: Invocation,
-    stdout: BinaryIO,
-    stderr: IO[str],
-    as_json: bool,
-    code: str,
-    message: str,
-    exit_code: int,
-) -> int:
-    from chubbypy.cli import write_json
-
-    print(f"chubbypy snapshot {call.args.action}: {code}: {shown(message)}", file=stderr)
-    if as_json:
-        failure = {"code": code, "message": message, "exit_code": exit_code}
-        write_json(stdout, {**_header(call), "ok": False, "path": None, "error": failure})
-    return exit_code

@@ -15,6 +15,10 @@ service's cache gate holds each until every cached copy it makes stale was inval
 then it is proposed through `ClientWrites` as any other client's write, and the gate hears
 when it landed.
 
+An operator's `GetSnapshot` (a backup) is served here rather than by the service: it
+reads the applier's snapshot, which is the node's (`chubbypy.node._backups`), after the
+service's one check of operators' calls (`MasterService.operator_problem`).
+
 Chance sites (simulation only, `chance.buggify`): a KeepAlive answer held back a few ticks
 (`KEEPALIVE_LATE`), an answer to a call that changed state lost after the change was
 applied (`ANSWER_LOST`), and a client connection dropped while its blocking acquire waits
