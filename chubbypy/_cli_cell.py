@@ -48,6 +48,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure as TwistedFailure
 from twisted.web.client import Agent, readBody
 
+from chubbypy._exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from chubbypy._ports import first_taken
 from chubbypy._supervisor import GiveUp, Restart, after_exit, describe_exit, quorum_left
 from chubbypy.config import CellConfig, ConfigError, SupervisorConfig
@@ -60,9 +61,7 @@ from chubbypy.web._server import web_url
 
 STOP_SECONDS = 10.0
 """How long the replicas get to stop gracefully before they are killed."""
-EXIT_STOPPED = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_STOPPED = EXIT_OK
 WEB = "web"
 """The web page's name among the children."""
 

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import IO, Any, BinaryIO, Final, Protocol
 
 from chubbypy._cli_text import json_text, shown
+from chubbypy._exit_codes import EXIT_CANNOT_RUN, EXIT_FAILED, EXIT_NOT_ACQUIRED
 from chubbypy.client._errors import LockTimeout
 from chubbypy.client._state import SessionState
 from chubbypy.protocol.errors import ChubbyError, SessionExpired
@@ -46,12 +47,8 @@ __all__ = [
     "watch",
 ]
 
-EXIT_NOT_ACQUIRED: Final = 4
-"""The lock was not acquired (or the election not won) in time, or ``--try`` found it held."""
-EXIT_LOCK_LOST: Final = 1
+EXIT_LOCK_LOST: Final = EXIT_FAILED
 """The lock (the leadership) was lost while the command ran: it was stopped."""
-EXIT_CANNOT_RUN: Final = 127
-"""The command could not be started (as a shell says for a command not found)."""
 SEQUENCER_VARIABLE: Final = "CHUBBY_SEQUENCER"
 LOCK_PATH_VARIABLE: Final = "CHUBBY_LOCK_PATH"
 POLL_SECONDS: Final = 0.2

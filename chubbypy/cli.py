@@ -71,6 +71,19 @@ Usage::
                             generation, holders (session, mode, lock-delay, principal,
                             client), waiters in queue order (how long each has waited) and
                             the rest of a lock-delay (needs read permission on PATH)
+    snapshot save FILE      back the cell up: a snapshot of the whole replicated database
+                            (files, ACLs, sessions, locks) taken by the master at one log
+                            index, read through the client protocol in pieces (operators
+                            only: the ACL "admin"), checked, written atomically, mode 0600;
+                            progress on standard error for snapshots above 1 MiB
+    snapshot restore FILE --data-dir DIR [--rename-cell]
+                            seed one replica directory (DATA_DIR/<replica>, absent or
+                            empty) of a new cell, the one --cell names, from a backup;
+                            restore each replica the same way, then start the cell. Refuses
+                            a damaged or truncated file, another cell's (unless
+                            --rename-cell: its names move to /ls/<cell>) and a used
+                            directory; the old cell's sessions are ended (their locks free
+                            after their lock-delay once the cell runs)
     completion bash|zsh     a completion script: eval "$(chubbypy completion bash)"
     serve, cell             run one replica, or a whole cell (see ``chubbypy serve -h``)
 
@@ -106,7 +119,11 @@ protocol); 4 the lock was not acquired (or the election not won) within ``--time
 (128 + N if a signal N ended it; 127 if it could not be started); 130 if interrupted
 (Ctrl-C) while waiting for the lock. ``status`` exits 0 only when every replica answered,
 none lags or diverged and one is master; 1 when it found a problem (each is a line after
-the table, and standard error sums them up); 3 when no replica answered.
+the table, and standard error sums them up); 3 when no replica answered. ``snapshot
+save`` exits 1 if refused (not an operator) or its file could not be written, 3 if no
+master kept one snapshot long enough (fail-overs, other backups) or none answered;
+``snapshot restore`` exits 1 when it refuses the file or the directory, having written
+nothing.
 
 JSON output (``--json``): exactly one JSON object on standard output per invocation, whether
 the operation succeeded or failed; usage errors (exit code 2) are only reported as text on
@@ -137,6 +154,12 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
             int, "found": bool (false: no such session), "already": bool (it was ending
             before: nothing changed), "ends_in_ms": int (its lease's rest, at the master)
     lock-info "path", "lock": LOCK
+    snapshot "action": "save" or "restore", "file"; save: "index", "checksum" (hex),
+            "bytes", "created" (ISO 8601 UTC); restore: "data_dir", "source_cell",
+            "index" (the file's), "restored_index" (after the old sessions' end),
+            "sessions_ended", "created". Error codes of a refused restore are
+            "RESTORE_REFUSED" (exit 1) or "USAGE" (exit 2); a save that could not write
+            its file "WRITE_FAILED" (exit 1)
     lock    printed when the command is over (after CMD's own output): "path",
             "acquired": bool, and when acquired: "sequencer": hex str, "lost": bool,
             "exit_status": CMD's status; always "exit_code": chubbypy's. "ok" is true
@@ -197,6 +220,13 @@ from attrs import evolve, frozen
 
 from chubbypy._cli_status import LAG_MAX_DEFAULT, problem_json, status_problems, summary
 from chubbypy._cli_text import json_text, shown, shown_contents
+from chubbypy._exit_codes import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
 from chubbypy.namespace import acl_files_needed
@@ -237,10 +267,6 @@ __all__ = [
 ]
 
 SCHEMA: Final = "chubbypy.cli/1"
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_UNAVAILABLE: Final = 3
 UNAVAILABLE_ERRORS: Final = (Unavailable, WrongCell, UnsupportedVersion)
 """Errors that mean "cannot talk to this cell", not "the cell refused": exit code 3."""
 
@@ -255,9 +281,6 @@ PRINCIPAL_VARIABLE: Final = "CHUBBY_PRINCIPAL"
 TOKEN_VARIABLE: Final = "CHUBBY_TOKEN"
 TOKEN_FILE_VARIABLE: Final = "CHUBBY_TOKEN_FILE"
 CA_FILE_VARIABLE: Final = "CHUBBY_CA_FILE"
-EXIT_NOT_ACQUIRED: Final = 4
-EXIT_INTERRUPTED: Final = 130
-"""Ctrl-C while lock or elect waited (as a shell reports SIGINT: 128 + 2)."""
 PUT_ATTEMPTS_MAX: Final = 3
 """Set-or-create rounds in `put` before giving up on a file that keeps appearing and going."""
 
@@ -293,6 +316,7 @@ class CellClient(Protocol):
     def list_sessions(self) -> Sequence[Any]: ...
     def end_session(self, session_id: int) -> Any: ...
     def lock_info(self, path: str) -> Any: ...
+    def snapshot(self, progress: Callable[[int, int], None] | None = None) -> Any: ...
     def open(self, path: str, *, mode: HandleMode = ...) -> AclHandle: ...
     def close(self) -> None: ...
 
@@ -406,6 +430,8 @@ def run(
     except UsageError as error:
         print(f"chubbypy {args.command}: {error}", file=stderr)
         return EXIT_USAGE
+    if args.command == "snapshot" and args.action == "restore":
+        return _snapshot(None, invocation, target, stdout, stderr, as_json)
     timeout = getattr(args, "timeout", None) or TIMEOUT_SECONDS_DEFAULT
     if args.command in ("lock", "elect", "__complete"):
         timeout = COMPLETION_SECONDS if args.command == "__complete" else TIMEOUT_SECONDS_DEFAULT
@@ -413,6 +439,8 @@ def run(
     try:
         if args.command in LASTING:
             return _execute_lasting(client, invocation, stdout, stderr, as_json)
+        if args.command == "snapshot":
+            return _snapshot(client, invocation, target, stdout, stderr, as_json)
         return _execute(client, invocation, stdout, stderr, as_json)
     finally:
         client.close()
@@ -493,7 +521,7 @@ def _execute_lasting(
         if args.command == "watch":
             hold.json_line(stdout, {**header, "ok": True, **document})
         else:
-            _write_json(stdout, {**header, "ok": document.get("exit_code") == 0, **document})
+            write_json(stdout, {**header, "ok": document.get("exit_code") == 0, **document})
 
     try:
         if args.command == "watch":
@@ -519,7 +547,7 @@ def _execute_lasting(
             if args.command == "watch":
                 hold.json_line(stdout, document)  # JSON Lines: one line, even for the error
             else:
-                _write_json(stdout, document)
+                write_json(stdout, document)
         return code
     except KeyboardInterrupt:
         print(f"chubbypy {args.command}: interrupted", file=stderr)
@@ -529,7 +557,7 @@ def _execute_lasting(
                 "message": "interrupted",
                 "exit_code": EXIT_INTERRUPTED,
             }
-            _write_json(stdout, {**header, "ok": False, "path": path, "error": failure})
+            write_json(stdout, {**header, "ok": False, "path": path, "error": failure})
         return EXIT_INTERRUPTED
 
 
@@ -549,6 +577,43 @@ _HINTS: Final = (
     ),
 )
 """What to do about an error whose message holds the text: said after it."""
+
+
+def _snapshot(
+    client: CellClient | None,
+    invocation: Invocation,
+    target: CellTarget,
+    stdout: BinaryIO,
+    stderr: IO[str],
+    as_json: bool,
+) -> int:
+    """``snapshot save`` (with a client) or ``restore`` (without): `chubbypy._cli_snapshot`,
+    imported only for them (the store, the node's format), printed as every command is."""
+    from chubbypy import _cli_snapshot as snapshots
+
+    args = invocation.args
+    if client is not None:
+        outcome = snapshots.save(client, invocation.cell, target.config, Path(args.file), stderr)
+    else:
+        outcome = snapshots.restore(
+            target.name, target.config, Path(args.file), args.data_dir, args.rename_cell
+        )
+    cell = invocation.cell if target.name is None else target.name
+    header = {"schema": SCHEMA, "command": "snapshot", "action": args.action, "cell": cell}
+    if isinstance(outcome, snapshots.Refused):
+        print(f"chubbypy snapshot {args.action}: {outcome.code}: {shown(outcome.message)}",
+              file=stderr)  # fmt: skip
+        if as_json:
+            failure = {"code": outcome.code, "message": outcome.message,
+                       "exit_code": outcome.exit_code}  # fmt: skip
+            write_json(stdout, {**header, "ok": False, "path": None, "error": failure})
+        return outcome.exit_code
+    if as_json:
+        write_json(stdout, {**header, "ok": True, **outcome.document})
+    else:
+        stdout.write(f"{shown(outcome.text)}\n".encode())
+        stdout.flush()
+    return EXIT_OK
 
 
 def _print_hint(error: ChubbyError, stderr: IO[str]) -> None:
@@ -573,7 +638,7 @@ def _execute(
         _print_hint(error, stderr)
         if as_json:
             failure = {"code": error.code.name, "message": error.message, "exit_code": code}
-            _write_json(stdout, {**header, "ok": False, "path": invocation.path, "error": failure})
+            write_json(stdout, {**header, "ok": False, "path": invocation.path, "error": failure})
         return code
     except ValueError as error:  # e.g. status of a replica the cell does not have
         print(f"chubbypy {args.command}: {shown(str(error))}", file=stderr)
@@ -587,7 +652,7 @@ def _execute(
         warnings = {"warnings": list(outcome.warnings)} if outcome.warnings else {}
         found = {} if failed is None else {"path": invocation.path, "error": _error_json(failed)}
         document = {**header, "ok": failed is None, **outcome.document, **warnings, **found}
-        _write_json(stdout, document)
+        write_json(stdout, document)
     else:
         text = outcome.text
         if args.command == "cat" and not args.raw and stdout.isatty():
@@ -749,6 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     lock_info.add_argument("path")
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh"))
+    _add_snapshot_commands(commands, common)
     complete = commands.add_parser("__complete", parents=[common])  # used by the scripts
     complete.add_argument("word", nargs="?", default="")
     _add_server_commands(commands)
@@ -859,6 +925,33 @@ def _add_lock_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
     leader = commands.add_parser("leader", parents=[common], help="who leads an election")
     leader.add_argument("path")
+
+
+def _add_snapshot_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    snapshot = commands.add_parser(
+        "snapshot", parents=[common], help="back the cell up to a file, or seed a new cell"
+    )
+    actions = snapshot.add_subparsers(dest="action", required=True, metavar="ACTION")
+    save = actions.add_parser(
+        "save", parents=[common], help="save a snapshot of the cell (operators only)"
+    )
+    save.add_argument("file", help="the backup file to write (replaced atomically)")
+    restore = actions.add_parser(
+        "restore", parents=[common], help="seed a new cell's replica directory from a backup"
+    )
+    restore.add_argument("file", help="a backup file saved by snapshot save")
+    restore.add_argument(
+        "--data-dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the replica's directory (DATA_DIR/<replica>), absent or empty",
+    )
+    restore.add_argument(
+        "--rename-cell",
+        action="store_true",
+        help="restore another cell's backup into this cell, moving its names to /ls/<cell>",
+    )
 
 
 def _add_server_commands(commands: Any) -> None:
@@ -1462,7 +1555,7 @@ def bytes_json(data: bytes) -> dict[str, str]:
         return {"encoding": "base64", "data": base64.b64encode(data).decode("ascii")}
 
 
-def _write_json(stdout: BinaryIO, document: dict[str, Any]) -> None:
+def write_json(stdout: BinaryIO, document: dict[str, Any]) -> None:
     stdout.write(json_text(document, indent=2).encode() + b"\n")
     stdout.flush()
 

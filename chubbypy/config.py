@@ -53,7 +53,11 @@ from chubbypy.paxos import (
 )
 from chubbypy.protocol import COMMAND_OVERHEAD_BYTES, ReplicaId
 from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX, ReplicaAddress
-from chubbypy.protocol.session import CALLS_UNACKED_MAX, LOCK_INFO_LISTED_MAX
+from chubbypy.protocol.session import (
+    CALLS_UNACKED_MAX,
+    LOCK_INFO_LISTED_MAX,
+    SNAPSHOT_CHUNK_BYTES_MAX,
+)
 from chubbypy.protocol.values import (
     MESSAGE_COMMANDS_MAX,
     MESSAGE_ENTRIES_MAX,
@@ -258,6 +262,13 @@ class LimitsConfig:
     """Nodes one principal created that exist (a quota, enforced in the namespace)."""
     bytes_per_principal_max: int = DEFAULT_LIMITS.bytes_per_principal_max
     """Bytes of contents in the files one principal created (a quota)."""
+    snapshot_chunk_bytes: int = 256 * 1024
+    """The most bytes of a backup's snapshot one answer carries (``chubbypy snapshot
+    save`` asks for one piece at a time); at most SNAPSHOT_CHUNK_BYTES_MAX and at most
+    reply_bytes_buffered_max."""
+    snapshot_held_seconds: float = 30.0
+    """How long the master keeps a backup's snapshot in memory after its last piece was
+    asked for; a backup that pauses longer starts again."""
 
     def auth_limits(self, tick_seconds: float) -> AuthLimits:
         """The limits on failed authentications, for the node (the window in ticks)."""
@@ -298,6 +309,8 @@ class SessionsConfig:
     say how many there are in all); at most LOCK_INFO_LISTED_MAX."""
 
 
+SNAPSHOT_CHUNK_BYTES_MIN: Final = 4096
+"""Smaller pieces would make a backup of a large cell a million calls."""
 TOKEN_CHARS_MIN: Final = 16
 SECRETS_DIR: Final = "_secrets"
 """The directory, inside data_dir, where `chubbypy cell` creates a cell's keys. Its name
@@ -529,6 +542,10 @@ class CellConfig:
             client_limits=self.limits.client_limits(),
             auth_limits=self.limits.auth_limits(paxos.tick_seconds),
             log_lines_per_minute=self.limits.log_lines_per_minute,
+            snapshot_chunk_bytes=self.limits.snapshot_chunk_bytes,
+            snapshot_held_ticks=max(
+                1, round(self.limits.snapshot_held_seconds / paxos.tick_seconds)
+            ),
             admins=auth.admins,
         )
 
@@ -1179,6 +1196,10 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "log_lines_per_minute": _at_least(1),
     "nodes_per_principal_max": _at_least(1),
     "bytes_per_principal_max": _at_least(1),
+    "snapshot_chunk_bytes": _between(
+        SNAPSHOT_CHUNK_BYTES_MIN, SNAPSHOT_CHUNK_BYTES_MAX, "the most one answer may carry"
+    ),
+    "snapshot_held_seconds": _positive_seconds,
 }
 
 
@@ -1393,6 +1414,7 @@ def _check_client_limits(
         )
     _check_not_above(limits, "hello_frame_bytes_max", "frame_bytes_max", problems)
     _check_not_above(limits, "reply_bytes_buffered_max", "reply_bytes_buffered_total_max", problems)
+    _check_not_above(limits, "snapshot_chunk_bytes", "reply_bytes_buffered_max", problems)
     for kind in ("registrations", "sessions"):
         connection, principal = f"{kind}_per_connection_max", f"{kind}_per_principal_max"
         if connection in limits and principal in limits and limits[connection] > limits[principal]:

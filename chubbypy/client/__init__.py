@@ -18,7 +18,8 @@ the `chubbypy.protocol.errors` classes (`NoSuchNode`, `NodeExists`, `GenerationM
 `Unavailable`, ...); the namespace values these calls take and return (`Stat`, `Contents`,
 `AclNames`, the MultiOp tests and writes) are in `chubbypy.protocol.namespace`. Operators
 see sessions (`Cell.list_sessions`, `SessionInfo`) and locks (`Cell.lock_info`, `LockInfo`)
-and may end a session (`Cell.end_session`, `SessionEnding`).
+and may end a session (`Cell.end_session`, `SessionEnding`) or take a snapshot of the
+whole database for a backup (`Cell.snapshot`, `CellSnapshot`).
 """
 
 from chubbypy.client._addresses import client_endpoint_string, display_address
@@ -38,6 +39,7 @@ from chubbypy.client._errors import (
 from chubbypy.client._lock import Held, Lock
 from chubbypy.client._plain_cell import Dialer, ReplicaReport, endpoint_dialer
 from chubbypy.client._session import Handle, Session
+from chubbypy.client._snapshot import CellSnapshot
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream, StreamOverflow
 from chubbypy.client.blocking import (
@@ -72,6 +74,7 @@ __all__ = [
     "BlockingStream",
     "Cell",
     "CellClosed",
+    "CellSnapshot",
     "ConnectionClosed",
     "Contents",
     "Dialer",

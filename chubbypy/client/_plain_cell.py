@@ -81,6 +81,7 @@ from chubbypy.client._connection import (
     ReplicaConnection,
 )
 from chubbypy.client._errors import CellClosed, OutcomeUnknown, ReplicaUnreachable
+from chubbypy.client._snapshot import SNAPSHOT_ATTEMPTS_MAX, CellSnapshot, SnapshotAssembly
 from chubbypy.client._tls import TLS_KIND, load_trust, tls_endpoint
 from chubbypy.paxos import Chance
 from chubbypy.protocol.client import (
@@ -108,6 +109,7 @@ from chubbypy.protocol.errors import (
     ChubbyError,
     Failure,
     InternalError,
+    SnapshotGone,
     Unavailable,
     UnknownClient,
     error_for,
@@ -145,6 +147,7 @@ from chubbypy.protocol.session import (
     SessionInfo,
     SessionList,
     SessionResult,
+    SnapshotChunk,
 )
 from chubbypy.protocol.values import NO_SESSION, CallNumber, ClientId, ReplicaId, SessionId
 
@@ -428,6 +431,25 @@ class PlainCell:
         """
         return self._run(self._end_session, SessionId(session_id))
 
+    def snapshot(
+        self, progress: Callable[[int, int], None] | None = None
+    ) -> Deferred[CellSnapshot]:
+        """A snapshot of the cell's replicated database, for a backup (`CellSnapshot`): every
+        file, directory, ACL, session and lock, and the client table, after applying every
+        log entry through its `index`, with that state's checksum. An operator's call: the
+        cell's ACL ``admin`` (the file ``acl/admin``) must admit the principal, else
+        `PermissionDenied`. It needs no session.
+
+        The master takes the snapshot (the one replicas send each other to catch up) and
+        sends it in pieces of at most the cell's ``limits.snapshot_chunk_bytes``, asked for
+        one at a time; `progress(received_bytes, total_bytes)` is called after each (on the
+        reactor's thread). The pieces must be of one snapshot and put together must have
+        the SHA-256 the master announced: if the master changes, or another backup makes
+        it take a newer snapshot, the transfer starts again, up to SNAPSHOT_ATTEMPTS_MAX
+        times, then `SnapshotGone`. The whole snapshot is held in memory.
+        """
+        return self._run(self._snapshot, progress)
+
     def locate_master(self) -> Deferred[MasterLocation]:
         """Where the master is, and every member's address, retried until a replica names a
         master or the deadline passes (`Unavailable`)."""
@@ -511,6 +533,34 @@ class PlainCell:
             raise ValueError(f"no session has the id {session_id}: ids are 1 to {INT64_MAX}")
         result, _ = await self._session_call(KillSession(session_id))
         return _expect(result, SessionEnding)
+
+    async def _snapshot(self, progress: Callable[[int, int], None] | None) -> CellSnapshot:
+        last = ""
+        for _ in range(SNAPSHOT_ATTEMPTS_MAX):
+            outcome = await self._snapshot_attempt(progress)
+            if isinstance(outcome, CellSnapshot):
+                return outcome
+            last = outcome
+        raise SnapshotGone(
+            f"no whole snapshot in {SNAPSHOT_ATTEMPTS_MAX} attempts; the last: {last}"
+        )
+
+    async def _snapshot_attempt(
+        self, progress: Callable[[int, int], None] | None
+    ) -> CellSnapshot | str:
+        """One snapshot, whole, or why its transfer was torn (to start again)."""
+        assembly = SnapshotAssembly(self.cell)
+        try:
+            while not assembly.done:
+                result, _ = await self._session_call(assembly.next_call())
+                torn = assembly.received(_expect(result, SnapshotChunk))
+                if torn is not None:
+                    return torn
+                if progress is not None:
+                    progress(assembly.received_bytes, assembly.total_bytes)
+        except SnapshotGone as gone:
+            return gone.message
+        return assembly.result()
 
     async def _write_stat(self, write: Write) -> Stat:
         written = _expect(await self._write(write), Written)

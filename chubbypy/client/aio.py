@@ -44,6 +44,7 @@ from chubbypy.client._errors import LockLost
 from chubbypy.client._lock import Held, Lock
 from chubbypy.client._plain_cell import PAGE_ENTRIES, ReplicaReport
 from chubbypy.client._session import Handle
+from chubbypy.client._snapshot import CellSnapshot
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream
 from chubbypy.protocol.client import MasterLocation
@@ -429,6 +430,12 @@ class AsyncCell:
         """End another client's session, as an operator: it is refused from now on and
         ends when its lease runs out; the answer says when. See `Cell.end_session`."""
         return await _future(self._cell.end_session(session_id), self._loop)
+
+    async def snapshot(self, progress: Callable[[int, int], None] | None = None) -> CellSnapshot:
+        """A snapshot of the cell's replicated database, for a backup, as an operator;
+        `progress(received_bytes, total_bytes)` runs on the reactor's thread after each
+        piece. See `Cell.snapshot`."""
+        return await _future(self._cell.snapshot(progress), self._loop)
 
     def lock(
         self,

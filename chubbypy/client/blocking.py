@@ -61,6 +61,7 @@ from chubbypy.client._errors import LockLost
 from chubbypy.client._lock import Held, Lock
 from chubbypy.client._plain_cell import ReplicaReport
 from chubbypy.client._session import Handle, Session
+from chubbypy.client._snapshot import CellSnapshot
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import STREAM_ITEMS_MAX, EventStream, StreamOverflow
 from chubbypy.protocol.client import MasterLocation
@@ -502,6 +503,12 @@ class BlockingCell:
         """End another client's session, as an operator: it is refused from now on and
         ends when its lease runs out; the answer says when. See `Cell.end_session`."""
         return self._call(self._cell.end_session, session_id)
+
+    def snapshot(self, progress: Callable[[int, int], None] | None = None) -> CellSnapshot:
+        """A snapshot of the cell's replicated database, for a backup, as an operator;
+        `progress(received_bytes, total_bytes)` runs on the reactor thread after each piece.
+        See `Cell.snapshot`."""
+        return self._call(self._cell.snapshot, progress)
 
     def close(self) -> None:
         """End the session, cancel operations in progress and close every connection; see

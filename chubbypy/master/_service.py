@@ -787,7 +787,7 @@ class MasterService:
         if limit < 1:
             refused = Failure(ErrorCode.BAD_REQUEST, f"a session list limit of {limit}; at least 1")
         else:
-            refused = self._operator_problem(principal, "list sessions")
+            refused = self.operator_problem(principal, "list sessions")
         if refused is not None:
             self._reply(token, refused)
             return
@@ -811,7 +811,7 @@ class MasterService:
         `principal`, the ACL called ``admin`` must admit it, else PERMISSION_DENIED and
         nothing changes. Answered at once, `SessionEnding`: not found, ending already
         (nothing changed), or ending now; and in how many ticks its lease runs out."""
-        refused = self._operator_problem(principal, "end another client's session")
+        refused = self.operator_problem(principal, "end another client's session")
         if refused is not None:
             self._reply(token, refused)
             return
@@ -891,7 +891,7 @@ class MasterService:
         assert record is not None, session_id  # its end drops its holds and its waits
         return record.name, self._table.principal(session_id)
 
-    def _operator_problem(self, principal: str | None, what: str) -> Failure | None:
+    def operator_problem(self, principal: str | None, what: str) -> Failure | None:
         """PERMISSION_DENIED unless `principal` is an operator, whom the ACL called
         ``admin`` admits (None: a trusted caller). The one check of every operators'
         call."""

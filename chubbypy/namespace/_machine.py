@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from chubbypy.namespace._apply import Applied, apply
-from chubbypy.namespace._names import NamespaceLimits
+from chubbypy.namespace._names import NamespaceLimits, cell_root
 from chubbypy.namespace._read import read
 from chubbypy.namespace._records import (
     NamespaceChanges,
@@ -126,6 +126,22 @@ class NamespaceMachine:
             self._tree.limits,
             {r.path: r for r in nodes},
             {s.session_id: s for s in live},
+        )
+
+    def rename_cell(self, cell: str) -> None:
+        """Make this namespace cell `cell`'s: every node's name moves from under the old
+        cell's root to under the new one's (a backup of one cell restored into another;
+        ACL names are names, not paths, and stay as they are)."""
+        old, new = cell_root(self.cell), cell_root(cell)
+        records = [evolve(r, path=new + r.path[len(old) :]) for r in self._tree.records()]
+        sessions = tuple(self._tree.sessions())
+        problem = records_problem(cell, records, sessions)
+        assert problem is None, problem
+        self._tree = Tree(
+            cell,
+            self._tree.limits,
+            {r.path: r for r in records},
+            {s.session_id: s for s in sessions},
         )
 
     def snapshot(self) -> bytes:

@@ -4,6 +4,14 @@ requests, "durable write done") and answering with output values (persist this, 
 answer that). The Twisted server and the simulator drive the same node."""
 
 from chubbypy.node._auth_guard import AuthLimits
+from chubbypy.node._backup_file import (
+    BackupError,
+    BackupHeader,
+    RestoredCell,
+    encode_backup,
+    read_backup,
+    restore_state,
+)
 from chubbypy.node._log_budget import LogBudget, left_out_suffix
 from chubbypy.node._metrics import Counter, Histogram, Registry
 from chubbypy.node._node import ReplicaNode
@@ -40,6 +48,8 @@ __all__ = [
     "Answer",
     "Auth",
     "AuthLimits",
+    "BackupError",
+    "BackupHeader",
     "ClientLimits",
     "ConnectionId",
     "Counter",
@@ -56,8 +66,12 @@ __all__ = [
     "Persist",
     "Registry",
     "ReplicaNode",
+    "RestoredCell",
     "SendChecksum",
     "SendPeer",
+    "encode_backup",
     "handle_key_for",
     "left_out_suffix",
+    "read_backup",
+    "restore_state",
 ]

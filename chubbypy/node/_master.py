@@ -15,6 +15,10 @@ service's cache gate holds each until every cached copy it makes stale was inval
 then it is proposed through `ClientWrites` as any other client's write, and the gate hears
 when it landed.
 
+An operator's `GetSnapshot` (a backup) is served here rather than by the service: it
+reads the applier's snapshot, which is the node's (`chubbypy.node._backups`), after the
+service's one check of operators' calls (`MasterService.operator_problem`).
+
 Chance sites (simulation only, `chance.buggify`): a KeepAlive answer held back a few ticks
 (`KEEPALIVE_LATE`), an answer to a call that changed state lost after the change was
 applied (`ANSWER_LOST`), and a client connection dropped while its blocking acquire waits
@@ -47,6 +51,7 @@ from chubbypy.master import (
     SessionSummary,
 )
 from chubbypy.namespace import AppliedWrite, NamespaceMachine, exposed_acl_directory
+from chubbypy.node._backups import SnapshotServer
 from chubbypy.node._limits import SessionBook
 from chubbypy.node._metrics import Counter
 from chubbypy.node._outbox import Outbox
@@ -60,7 +65,7 @@ from chubbypy.node._settings import (
     NodeSettings,
 )
 from chubbypy.node._writes import REFUSALS, ClientWrites
-from chubbypy.paxos import Chance, Outcome, Replica
+from chubbypy.paxos import Applier, Chance, Outcome, Replica
 from chubbypy.protocol import CallNumber, Command, SessionId
 from chubbypy.protocol.client import RequestId, SessionReply
 from chubbypy.protocol.errors import ErrorCode, Failure
@@ -74,6 +79,7 @@ from chubbypy.protocol.session import (
     CreateSession,
     GetLockInfo,
     GetSequencer,
+    GetSnapshot,
     HandleWrite,
     KeepAlive,
     KillSession,
@@ -92,6 +98,7 @@ from chubbypy.protocol.session import (
     SessionInfo,
     SessionList,
     SessionResult,
+    SnapshotChunk,
 )
 from chubbypy.protocol.session import HandleOpened as WireHandleOpened
 from chubbypy.protocol.session import NodeRead as WireNodeRead
@@ -114,14 +121,19 @@ class MasterHost:
         outbox: Outbox,
         chance: Chance,
         operator_calls: Counter,
+        applier: Applier,
     ) -> None:
         self._settings = settings
+        self._applier = applier
+        """The replicated state's bookkeeping, whose snapshots backups read."""
         self._core = core
         self._machine = machine
         self._writes = writes
         self._outbox = outbox
         self._chance = chance
         self._service: MasterService | None = None
+        self._snapshots: SnapshotServer | None = None
+        """The snapshot a backup reads, this mastership's (`chubbypy.node._backups`)."""
         self._log = ServiceLog()
         self._operator_calls = operator_calls
         """``chubbypy_operator_calls_total``, by call and outcome."""
@@ -155,6 +167,11 @@ class MasterHost:
         return 0 if self._service is None else self._service.session_count
 
     @property
+    def snapshot_bytes(self) -> int:
+        """The size of the snapshot held for a backup, for /metrics (0: none)."""
+        return 0 if self._snapshots is None else self._snapshots.held_bytes
+
+    @property
     def cache_cost(self) -> tuple[int, int]:
         """(cached names registered, writes held for invalidations), for /metrics."""
         return (0, 0) if self._service is None else self._service.cache_cost
@@ -171,6 +188,9 @@ class MasterHost:
             operator_ends_at_once=NodeBug.OPERATOR_ENDS_AT_ONCE in settings.node_bugs,
         )
         self._operators.clear()
+        self._snapshots = SnapshotServer(
+            settings.snapshot_chunk_bytes, settings.snapshot_held_ticks
+        )
         self._log = ServiceLog()
         self.session_book = SessionBook(settings.client_limits)
         self._gated = {}
@@ -188,6 +208,7 @@ class MasterHost:
     def stopped(self) -> None:
         """Mastership ended: the calls in progress go elsewhere."""
         self._service = None
+        self._snapshots = None  # a backup reading it starts again (SNAPSHOT_GONE)
         self._backlog.clear()
         self._operators.clear()
         calls, self._calls = self._calls, {}
@@ -201,6 +222,8 @@ class MasterHost:
 
     def ticked(self) -> None:
         self._send_late()
+        if self._snapshots is not None:
+            self._snapshots.ticked(self._core.tick_count)
         if self._service is not None:
             self._service.tick(self._core.tick_count)
             self._flush()
@@ -222,6 +245,9 @@ class MasterHost:
             self._outbox.refuse(connection, request_id, ErrorCode.NOT_MASTER, "not the master")
             return
         if not self._credential_shown(connection, request_id, call, principal):
+            return
+        if isinstance(call, GetSnapshot):
+            self._snapshot_piece(service, connection, request_id, call, principal)
             return
         token = CallToken(next(self._tokens))
         if isinstance(call, CreateSession) and not self._session_counted(
@@ -254,6 +280,28 @@ class MasterHost:
         message = f"session {named[0]}: wrong credential; only its owner may use it"
         self._outbox.refuse(connection, request_id, ErrorCode.PERMISSION_DENIED, message)
         return False
+
+    def _snapshot_piece(
+        self,
+        service: MasterService,
+        connection: ConnectionId,
+        request_id: RequestId,
+        call: GetSnapshot,
+        principal: str,
+    ) -> None:
+        """A piece of a backup's snapshot, for operators only (the check every operators'
+        call makes): answered at once, from the applied state, fail-over or not (it
+        changes nothing, and a snapshot is of applied entries only)."""
+        assert self._snapshots is not None, "serving without a snapshot server"
+        what = "take a snapshot of the cell (it holds every file, ACL and session)"
+        result = service.operator_problem(principal, what) or self._snapshots.piece(
+            self._applier, call, self._core.tick_count
+        )
+        self._operator_calls.inc(call="snapshot", outcome=_outcome(result))
+        if isinstance(result, Failure):
+            self._outbox.refuse(connection, request_id, result.code, result.message)
+            return
+        self._outbox.answer(connection, SessionReply(request_id, result))
 
     def _session_counted(
         self, connection: ConnectionId, request_id: RequestId, principal: str, token: CallToken
@@ -507,7 +555,7 @@ _OPERATOR_CALLS: dict[type, str] = {
 """The operators' calls counted in ``chubbypy_operator_calls_total``, by their names there."""
 
 
-def _outcome(result: CallResult) -> str:
+def _outcome(result: CallResult | SnapshotChunk) -> str:
     """An operators' call's outcome as ``chubbypy_operator_calls_total`` labels it."""
     if isinstance(result, Failure):
         return result.code.name.lower()
@@ -528,8 +576,8 @@ def _sessions_ended(outcomes: list[Outcome]) -> list[SessionId]:
 def _session_named(call: SessionCall) -> tuple[SessionId, bytes] | None:
     """The session a call names and the credential it shows (None for calls that name a
     handle or sequencer instead, whose own check digits prove them, and for operators'
-    calls, ListSessions, GetLockInfo and KillSession, which name no session of the
-    caller's: the service checks its principal instead)."""
+    calls, ListSessions, GetLockInfo, KillSession and GetSnapshot, which name no session
+    of the caller's: the service checks its principal instead)."""
     match call:
         case KeepAlive() | CloseSession() | Open() | ReadNode():
             return call.session_id, call.credential

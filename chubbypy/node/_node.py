@@ -175,7 +175,7 @@ class ReplicaNode:
         )  # fmt: skip
         self._master = MasterHost(
             settings, self.core, self.machine, self._writes, self._outbox, chance,
-            self._operator_calls,
+            self._operator_calls, self.applier,
         )  # fmt: skip
         self.registrations = RegistrationBook(settings.client_limits)
         """Live registrations per connection and principal, against their limits."""
@@ -615,8 +615,9 @@ class ReplicaNode:
         self._operator_calls = m.counter(
             "chubbypy_operator_calls_total",
             "Operators' calls this replica answered as master, by call (list_sessions, "
-            "lock_info, end_session) and outcome (ok; for end_session ending, already (it was "
-            "ending) or none (no such session); or the error code).",
+            "lock_info, end_session, snapshot: one per piece of a backup) and outcome (ok; "
+            "for end_session ending, already (it was ending) or none (no such session); or "
+            "the error code).",
             labelled=True,
         )
         self._log_left_out = m.counter(
@@ -660,6 +661,9 @@ class ReplicaNode:
             ("chubbypy_sessions",
              "Live sessions the master's session service holds (0 on other replicas).",
              lambda: self._master.sessions),
+            ("chubbypy_backup_snapshot_bytes",
+             "Bytes of the snapshot the master holds for a backup being read (0: none).",
+             lambda: self._master.snapshot_bytes),
             ("chubbypy_cached_names",
              "(session, name) pairs the master will invalidate before a change.",
              lambda: self._master.cache_cost[0]),

@@ -125,6 +125,12 @@ class NodeSettings:
     log_lines_per_minute: int = 10
     """Log lines of one kind that a client or a peer can make us write, per minute
     (`chubbypy.node._log_budget`)."""
+    snapshot_chunk_bytes: int = 256 * 1024
+    """The most bytes of a backup's snapshot one answer carries
+    (``limits.snapshot_chunk_bytes``)."""
+    snapshot_held_ticks: int = 3_000
+    """How long the master keeps a backup's snapshot after its last piece was asked for
+    (``limits.snapshot_held_seconds``)."""
     admins: tuple[str, ...] = ()
     """The cell's operators (``auth.admins``): a master whose cell has no ACL directory
     makes one only they may change, with them in ``acl/admin`` (none: it makes none)."""

@@ -82,7 +82,8 @@ PROTOCOL_VERSION: Final = 5
 Version 3 added the peer handshake (`PeerChallenge`, `PeerChallengeReply`, `PeerProof`);
 version 4 the operators' `GetLockInfo` and `KillSession`, and a session's principal in
 `SessionInfo` (a field more, which a version 3 client would not read); version 5 a
-replica's checksum mismatches in `ReplicaStatus` (`chubbypy status` reports divergence)."""
+replica's checksum mismatches in `ReplicaStatus` (`chubbypy status` reports divergence),
+and the operators' `GetSnapshot` (backups) with its error SNAPSHOT_GONE."""
 
 RequestId = NewType("RequestId", int)
 """Chosen by the client, unique among its requests in flight, in [1, INT64_MAX]."""

@@ -63,6 +63,9 @@ class ErrorCode(enum.IntEnum):
     """A configured limit on what one connection or one principal may hold (live client
     registrations, live sessions) is reached; the message names the limit and its key.
     Not retried: asking again changes nothing until something is given back."""
+    SNAPSHOT_GONE = 27
+    """The master no longer holds the snapshot a backup was reading (a fail-over, a newer
+    snapshot taken meanwhile, or it was left idle too long): start the backup again."""
 
     # The wire (malformed or unacceptable input; the connection is closed after the reply).
     BAD_REQUEST = 40
@@ -188,6 +191,10 @@ class ResourceExhausted(ChubbyError):
     code = ErrorCode.RESOURCE_EXHAUSTED
 
 
+class SnapshotGone(ChubbyError):
+    code = ErrorCode.SNAPSHOT_GONE
+
+
 class BadRequest(ChubbyError):
     code = ErrorCode.BAD_REQUEST
 
@@ -239,6 +246,7 @@ ERROR_CLASSES: dict[ErrorCode, type[ChubbyError]] = {
         StaleRequest,
         Unavailable,
         ResourceExhausted,
+        SnapshotGone,
         BadRequest,
         FrameTooLarge,
         UnsupportedVersion,

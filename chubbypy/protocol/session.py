@@ -57,6 +57,15 @@ LOCK_INFO_LISTED_MAX = 1000
 undecoded. Its counts say how many there are in all."""
 LOCK_INFO_MODES = ("free", "exclusive", "shared")
 """What `LockInfo.mode` may say."""
+SNAPSHOT_CHUNK_BYTES_MAX = 4 << 20
+"""The most bytes one `SnapshotChunk` carries (the cell sends at most
+``limits.snapshot_chunk_bytes``, which may not be more): a longer chunk is refused undecoded."""
+SNAPSHOT_BYTES_MAX = (1 << 32) - 1
+"""The largest snapshot a `SnapshotChunk` may announce: what a store keeps in one row."""
+SNAPSHOT_DIGEST_BYTES = 32
+"""A snapshot's SHA-256, which every chunk carries: the reassembled bytes must have it."""
+STATE_CHECKSUM_BYTES = 8
+"""The replicated state's checksum (`chubbypy.paxos.Applier.checksum`)."""
 
 
 class EventKind(enum.IntEnum):
@@ -268,6 +277,23 @@ class KillSession:
     session_id: SessionId
 
 
+@frozen
+class GetSnapshot:
+    """A piece of a snapshot of the cell's replicated database, for backups: an operator's
+    call (the ACL ``admin`` must admit the caller's principal, as for `ListSessions`). It
+    names no session.
+
+    `index` 0 asks the master to take a snapshot of its state now (and keep it, for
+    ``limits.snapshot_held_seconds`` after the last piece asked for); the answer
+    (`SnapshotChunk`) names its index. Later pieces name that index and the `offset` of
+    the next byte wanted. A master that no longer holds the snapshot of `index` (a
+    fail-over, a newer one taken meanwhile, or it was left idle too long) refuses
+    SNAPSHOT_GONE: start again from index 0."""
+
+    index: int
+    offset: int
+
+
 SessionCall = (
     CreateSession
     | KeepAlive
@@ -284,6 +310,7 @@ SessionCall = (
     | ListSessions
     | GetLockInfo
     | KillSession
+    | GetSnapshot
 )
 
 CALLS_UNACKED_MAX = 64
@@ -489,6 +516,26 @@ class SessionEnding:
     ends_in_ms: int
 
 
+@frozen
+class SnapshotChunk:
+    """A `GetSnapshot`'s answer: the bytes of the snapshot of `index` from `offset` on (at
+    most ``limits.snapshot_chunk_bytes``; the last piece ends at `total_bytes`).
+
+    Every piece of one snapshot carries the same `index`, `total_bytes`, `digest` (the
+    SHA-256 of the whole snapshot, so the reassembled bytes can be checked) and
+    `checksum` (the replicated state's checksum at `index`, what replicas compare: a
+    restore recomputes it). The snapshot is the one replicas send each other to catch up
+    (`chubbypy.paxos.Applier.snapshot`): the namespace, sessions, locks and the client
+    table after applying every entry through `index`."""
+
+    index: int
+    total_bytes: int
+    digest: bytes
+    checksum: bytes
+    offset: int
+    data: bytes
+
+
 SessionResult = (
     SessionCreated
     | LeaseExtended
@@ -500,4 +547,5 @@ SessionResult = (
     | SessionList
     | LockInfo
     | SessionEnding
+    | SnapshotChunk
 )

@@ -39,6 +39,10 @@ from chubbypy.protocol.session import (
     SESSION_PATHS_LISTED_MAX,
     SESSION_STATE_CHARS_MAX,
     SESSIONS_PAGE_MAX,
+    SNAPSHOT_BYTES_MAX,
+    SNAPSHOT_CHUNK_BYTES_MAX,
+    SNAPSHOT_DIGEST_BYTES,
+    STATE_CHECKSUM_BYTES,
     AcquireLock,
     CallDone,
     CheckSequencer,
@@ -49,6 +53,7 @@ from chubbypy.protocol.session import (
     EventMask,
     GetLockInfo,
     GetSequencer,
+    GetSnapshot,
     HandleMode,
     HandleOpened,
     HandleWrite,
@@ -73,6 +78,7 @@ from chubbypy.protocol.session import (
     SessionInfo,
     SessionList,
     SessionResult,
+    SnapshotChunk,
 )
 from chubbypy.protocol.values import HandleId, SessionId
 
@@ -114,6 +120,8 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [14, path]
         case KillSession(session_id):
             return [15, session_id]
+        case GetSnapshot(index, offset):
+            return [16, index, offset]
     raise AssertionError(call)
 
 
@@ -159,6 +167,8 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
             return [9, *_lock_info(result)]
         case SessionEnding(found, already, ends_in_ms):
             return [10, found, already, ends_in_ms]
+        case SnapshotChunk(index, total_bytes, digest, checksum, offset, data):
+            return [11, index, total_bytes, digest, checksum, offset, data]
     raise AssertionError(result)
 
 
@@ -248,6 +258,13 @@ def _to_open(f: list[Any]) -> Open:
                 _event_mask(f[4]), uint64(f[5]), create, boolean(f[7]))  # fmt: skip
 
 
+def _to_get_snapshot(f: list[Any]) -> GetSnapshot:
+    index, offset = uint64(f[0]), uint64(f[1])
+    if index == 0 and offset != 0:
+        raise DecodeError(f"a new snapshot is read from offset 0, not {offset}")
+    return GetSnapshot(index, offset)
+
+
 def _to_list_sessions(f: list[Any]) -> ListSessions:
     # A larger limit is read as the largest page, as a directory listing clamps its limit:
     # asking for too much is no error, and the master never sees more than it may send.
@@ -288,6 +305,7 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     13: (2, _to_list_sessions),
     14: (1, lambda f: GetLockInfo(_text(f[0], PATH_CHARS_MAX, "path"))),
     15: (1, lambda f: KillSession(_session_id(f[0]))),
+    16: (2, lambda f: _to_get_snapshot(f)),
 }
 
 
@@ -411,6 +429,28 @@ def _to_session_ending(f: list[Any]) -> SessionEnding:
     return SessionEnding(found, already, ends_in_ms)
 
 
+def _exactly(data: Any, size: int, what: str) -> bytes:
+    value = binary(data)
+    if len(value) != size:
+        raise DecodeError(f"a {what} of {len(value)} bytes: expected {size}")
+    return value
+
+
+def _to_snapshot_chunk(f: list[Any]) -> SnapshotChunk:
+    total = uint64(f[1], 1)
+    if total > SNAPSHOT_BYTES_MAX:
+        raise DecodeError(f"a snapshot of {total} bytes: at most {SNAPSHOT_BYTES_MAX}")
+    data = binary(f[5])
+    if not 1 <= len(data) <= SNAPSHOT_CHUNK_BYTES_MAX:
+        raise DecodeError(f"a snapshot chunk of {len(data)} bytes: 1 to {SNAPSHOT_CHUNK_BYTES_MAX}")
+    offset = uint64(f[4])
+    if offset + len(data) > total:  # what no master sends: a piece past the end
+        raise DecodeError(f"{len(data)} bytes at {offset} of a {total}-byte snapshot")
+    digest = _exactly(f[2], SNAPSHOT_DIGEST_BYTES, "snapshot digest")
+    checksum = _exactly(f[3], STATE_CHECKSUM_BYTES, "state checksum")
+    return SnapshotChunk(uint64(f[0], 1), total, digest, checksum, offset, data)
+
+
 _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     1: (3, lambda f: SessionCreated(_session_id(f[0]), uint64(f[1]), _credential(f[2]))),
     2: (3, _to_lease_extended),
@@ -432,6 +472,7 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     8: (2, _to_session_list),
     9: (9, _to_lock_info),
     10: (3, _to_session_ending),
+    11: (6, _to_snapshot_chunk),
 }
 
 

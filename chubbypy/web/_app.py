@@ -95,6 +95,7 @@ STATUS_OF_CODE: Final[Mapping[str, int]] = {
     "STALE_REQUEST": 503,
     "UNAVAILABLE": 503,
     "RESOURCE_EXHAUSTED": 429,
+    "SNAPSHOT_GONE": 503,
     "BAD_REQUEST": 400,
     # The web page's own codes (docs/web-api.md lists them).
     "NOT_FOUND": 404,

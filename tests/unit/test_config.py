@@ -222,7 +222,7 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "calls_waiting_per_session_max, handles_per_session_max, "
         "cached_names_per_session_max, log_lines_per_minute, "
         "nodes_per_principal_max, "
-        "bytes_per_principal_max"
+        "bytes_per_principal_max, snapshot_chunk_bytes, snapshot_held_seconds"
     )
 
 
@@ -882,6 +882,9 @@ def test_flood_limits_default_and_reach_the_node() -> None:
     assert limits.http_request_bytes_max == 16_384
     assert (limits.hello_frame_bytes_max, limits.request_arrays_max) == (4096, 16_384)
     assert limits.client_bytes_per_turn == 1 << 20
+    assert (limits.snapshot_chunk_bytes, limits.snapshot_held_seconds) == (256 << 10, 30.0)
+    assert settings.snapshot_chunk_bytes == 256 << 10
+    assert settings.snapshot_held_ticks == round(30 / cell.paxos.tick_seconds)
     assert (limits.reply_bytes_buffered_max, limits.reply_bytes_buffered_total_max) == (
         4 << 20,
         256 << 20,
@@ -914,6 +917,9 @@ def test_flood_limits_default_and_reach_the_node() -> None:
         ("request_arrays_max", 63, "expected at least 64"),
         ("reply_bytes_buffered_max", 0, "expected at least 1"),
         ("reply_bytes_buffered_total_max", 0, "expected at least 1"),
+        ("snapshot_chunk_bytes", 4095, "expected 4096 to 4194304 (the most one answer"),
+        ("snapshot_chunk_bytes", (4 << 20) + 1, "expected 4096 to 4194304"),
+        ("snapshot_held_seconds", 0, "0 is not a duration"),
     ],
 )
 def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected: str) -> None:
@@ -928,6 +934,7 @@ def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected
     [
         ("hello_frame_bytes_max", "frame_bytes_max"),
         ("reply_bytes_buffered_max", "reply_bytes_buffered_total_max"),
+        ("snapshot_chunk_bytes", "reply_bytes_buffered_max"),
     ],
 )
 def test_a_limit_on_a_part_above_its_whole_is_refused(part: str, whole: str) -> None:

@@ -103,6 +103,8 @@ from chubbypy.protocol.session import (
     LOCK_INFO_LISTED_MAX,
     SESSION_PATHS_LISTED_MAX,
     SESSIONS_PAGE_MAX,
+    SNAPSHOT_DIGEST_BYTES,
+    STATE_CHECKSUM_BYTES,
     AcquireLock,
     CallDone,
     CheckSequencer,
@@ -113,6 +115,7 @@ from chubbypy.protocol.session import (
     EventMask,
     GetLockInfo,
     GetSequencer,
+    GetSnapshot,
     HandleMode,
     HandleOpened,
     HandleWrite,
@@ -137,6 +140,7 @@ from chubbypy.protocol.session import (
     SessionInfo,
     SessionList,
     SessionResult,
+    SnapshotChunk,
 )
 from chubbypy.protocol.values import LOG_INDEX_MAX
 from chubbypy.protocol.wire import (
@@ -267,6 +271,8 @@ session_calls: st.SearchStrategy[SessionCall] = st.one_of(
     st.builds(ListSessions, uints, st.integers(1, SESSIONS_PAGE_MAX)),
     st.builds(GetLockInfo, st.just("/ls/c/f")),
     st.builds(KillSession, session_ids),
+    st.just(GetSnapshot(0, 0)),
+    st.builds(GetSnapshot, st.integers(1, INT64_MAX), uints),
 )  # fmt: skip
 session_events = st.builds(
     SessionEvent, st.integers(1, INT64_MAX), st.sampled_from(EventKind), names, uints
@@ -302,6 +308,17 @@ def lock_infos(draw: st.DrawFn) -> LockInfo:
                     waiter_count, draw(uints))  # fmt: skip
 
 
+@st.composite
+def snapshot_chunks(draw: st.DrawFn) -> SnapshotChunk:
+    """A piece of a snapshot as a master sends it: inside the snapshot it announces."""
+    data = draw(st.binary(min_size=1, max_size=64))
+    offset = draw(st.integers(0, 1000))
+    total = offset + len(data) + draw(st.integers(0, 1000))
+    digest = draw(st.binary(min_size=SNAPSHOT_DIGEST_BYTES, max_size=SNAPSHOT_DIGEST_BYTES))
+    checksum = draw(st.binary(min_size=STATE_CHECKSUM_BYTES, max_size=STATE_CHECKSUM_BYTES))
+    return SnapshotChunk(draw(st.integers(1, INT64_MAX)), total, digest, checksum, offset, data)
+
+
 session_results: st.SearchStrategy[SessionResult] = st.one_of(
     st.builds(SessionCreated, session_ids, uints, credentials),
     st.builds(LeaseExtended, uints, st.lists(session_events, max_size=3).map(tuple)),
@@ -314,6 +331,7 @@ session_results: st.SearchStrategy[SessionResult] = st.one_of(
     lock_infos(),
     st.builds(SessionEnding, st.just(True), st.booleans(), uints),
     st.just(SessionEnding(found=False, already=False, ends_in_ms=0)),
+    snapshot_chunks(),
 )
 
 nonces = st.binary(min_size=PEER_NONCE_BYTES, max_size=PEER_NONCE_BYTES)
@@ -504,6 +522,10 @@ HOLDER = [7, "me", "alice", "shared", 1000]
 WAITER = [8, "you", "", "exclusive", 250]
 LOCK_INFO = [9, "/ls/c/l", 65536, "shared", 3, [HOLDER], 2, [WAITER], 4, 0]
 CREDENTIAL = bytes(range(CLIENT_CREDENTIAL_BYTES))
+SNAPSHOT_CHUNK = [11, 12, 100_000, b"d" * 32, b"c" * 8, 262_144 % 100_000, b"piece"]
+"""A good SnapshotChunk's plain form: 5 bytes at 62,144 of a 100,000-byte snapshot."""
+
+
 GOOD: dict[str, list[Any]] = {
     "hello": [1, 1, "cell", 1, "client-a"],
     "welcome": [2, 1, "cell", "r1"],
@@ -529,6 +551,9 @@ GOOD: dict[str, list[Any]] = {
     "free lock info": [25, 1, [9, "/ls/c/l", 65536, "free", 3, [], 0, [], 0, 1500]],
     "session ending": [25, 1, [10, True, False, 11800]],
     "session ending already": [25, 1, [10, True, True, 0]],
+    "get a new snapshot": [15, 1, [16, 0, 0], None],
+    "get a snapshot's piece": [15, 1, [16, 12, 262144], None],
+    "snapshot chunk": [25, 1, SNAPSHOT_CHUNK],
     "no session to end": [25, 1, [10, False, False, 0]],
 }
 
@@ -573,6 +598,11 @@ def session_list(info: list[Any]) -> bytes:
 def lock_info(position: int, value: object) -> bytes:
     """A SessionReply with the good LockInfo, one field replaced (1 is its path)."""
     return pack([25, 1, replaced(LOCK_INFO, position, value)])
+
+
+def snapshot_chunk(position: int, value: object) -> bytes:
+    """A SessionReply with the good SnapshotChunk, one field replaced (1 is its index)."""
+    return pack([25, 1, replaced(SNAPSHOT_CHUNK, position, value)])
 
 
 HOLDERS, WAITERS = 5, 7
@@ -675,7 +705,7 @@ BAD: dict[str, bytes] = {
     "negative lease remaining": pack([24, 1, replaced(STATUS, 11, -1)]),
     "ballot text too long": pack([24, 1, replaced(STATUS, 3, "7." + "r" * 300)]),
     "unknown error code 0": pack(replaced(E, 2, 0)),
-    "unknown error code 27": pack(replaced(E, 2, 27)),
+    "unknown error code 28": pack(replaced(E, 2, 28)),
     "error code as string": pack(replaced(E, 2, "NOT_MASTER")),
     "negative request id in an error": pack(replaced(E, 1, -1)),
     "error message too long": pack(replaced(E, 3, "m" * (ERROR_MESSAGE_CHARS_MAX + 1))),
@@ -761,6 +791,23 @@ BAD: dict[str, bytes] = {
     ),
     "free lock counting a holder": pack([25, 1, [9, "/l", 1, "free", 3, [], 1, [], 0, 0]]),
     "held lock listing no holder": pack([25, 1, [9, "/l", 1, "shared", 3, [], 2, [], 0, 0]]),
+    # GetSnapshot and SnapshotChunk (backups, issue 15)
+    "new snapshot from offset 5": session_call([16, 0, 5]),
+    "snapshot index -1": session_call([16, -1, 0]),
+    "snapshot offset 2**63": session_call([16, 3, 2**63]),
+    "snapshot call of 3 fields": session_call([16, 3, 0, 0]),
+    "snapshot index as bytes": session_call([16, b"3", 0]),
+    "chunk of index 0": snapshot_chunk(1, 0),
+    "chunk of a snapshot of 0 bytes": snapshot_chunk(2, 0),
+    "chunk of a snapshot past 4 GiB": snapshot_chunk(2, 1 << 32),
+    "chunk digest of 31 bytes": snapshot_chunk(3, b"d" * 31),
+    "chunk checksum of 9 bytes": snapshot_chunk(4, b"c" * 9),
+    "chunk past the snapshot's end": snapshot_chunk(5, 100_000 - 3),
+    "empty chunk": snapshot_chunk(6, b""),
+    "chunk longer than the most": pack(
+        [25, 1, replaced(replaced(SNAPSHOT_CHUNK, 2, 1 << 30), 6, b"x" * ((4 << 20) + 1))]
+    ),
+    "chunk data as a string": snapshot_chunk(6, "data"),
 }
 
 
