@@ -52,7 +52,12 @@ Usage::
                             campaign in the election on PATH and run CMD while leading (ID is
                             what the leader advertises in PATH); stop CMD if deposed (exit 1)
     leader PATH             what the leader of the election on PATH advertises (exit 1: none)
-    status [REPLICA]        every replica's role, epoch, log positions, lease and master
+    status [REPLICA] [--lag-max ENTRIES]
+                            every replica's role, epoch, log positions, lease and master,
+                            then one line per problem: a replica unreachable, lagging (its
+                            applied index more than ENTRIES, default 1000, behind the most
+                            advanced replica's), or diverged (its state checksum differed
+                            from a peer's), or no master (`chubbypy._cli_status`)
     sessions                every live session at the master: state, lease left, open
                             handles, locks held, ephemeral files, the client's principal
                             and description (an operator's command: the ACL "admin")
@@ -93,13 +98,15 @@ escapes them as ``\\uXXXX`` (`chubbypy._cli_text`).
 
 Exit codes: 0 done; 1 the cell refused the operation (no such node, exists, generation
 mismatch, ...: the message on standard error names the path and the error), or the lock
-(the leadership) was lost while the command ran; 2 usage error (bad arguments, no cell, a
-bad cell file); 3 cell unavailable (no master answered within ``--timeout``, no replica
-reachable, or the replicas serve another cell or protocol); 4 the lock was not acquired
-(or the election not won) within ``--timeout``, or ``--try`` found it held. ``lock`` and
-``elect`` otherwise exit with their command's status (128 + N if a signal N ended it; 127
-if it could not be started); 130 if interrupted (Ctrl-C) while waiting for the lock.
-``status`` exits 3 only if no replica answered.
+(the leadership) was lost while the command ran, or ``status`` found a problem; 2 usage
+error (bad arguments, no cell, a bad cell file); 3 cell unavailable (no master answered
+within ``--timeout``, no replica reachable, or the replicas serve another cell or
+protocol); 4 the lock was not acquired (or the election not won) within ``--timeout``, or
+``--try`` found it held. ``lock`` and ``elect`` otherwise exit with their command's status
+(128 + N if a signal N ended it; 127 if it could not be started); 130 if interrupted
+(Ctrl-C) while waiting for the lock. ``status`` exits 0 only when every replica answered,
+none lags or diverged and one is master; 1 when it found a problem (each is a line after
+the table, and standard error sums them up); 3 when no replica answered.
 
 JSON output (``--json``): exactly one JSON object on standard output per invocation, whether
 the operation succeeded or failed; usage errors (exit code 2) are only reported as text on
@@ -119,7 +126,10 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
     mkdir   "path", "created": [full names created, parents first], "stat": STAT
     status  "master": id of a replica that reports itself master, or null,
             "replicas": [{"replica_id": str | null, "address": str, "reachable": bool,
-                          "problem": str | null, "status": STATUS | null}, ...]
+                          "problem": str | null, "status": STATUS | null}, ...],
+            "problems": [PROBLEM, ...] (empty when the cell is healthy), "lag_max": int.
+            With a problem "ok" is false, and "error" has the code "UNHEALTHY" (exit
+            code 1), or "UNAVAILABLE" (3) when no replica answered; the rest is there too.
     acl     "path", "acl": {"read", "write", "change": str}, "acl_generation": int,
             "warnings": [str, ...] (also printed on standard error)
     leader  "path", "leader": str (what the leader advertises)
@@ -158,12 +168,17 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
     STATUS  {"role": "master" | "candidate" | "follower", "epoch", "promised": str,
              "chosen_index", "applied_index", "first_index", "last_index",
              "snapshot_index", "lease_remaining_ms", "uptime_ms": int, "serving",
-             "lease_valid": bool, "master_hint": str | null}
+             "lease_valid": bool, "master_hint": str | null,
+             "checksum_mismatches": int (not 0: this replica diverged from a peer)}
+    PROBLEM {"kind": "unreachable" | "lagging" | "diverged" | "no_master", "replica_id":
+             str | null, "address": str | null (both null for no_master), "message": str
+             (one line), "lag": int | null (entries behind the most advanced replica,
+             for lagging)}
 
 When ``ok`` is false: "path" (the full name, or null) and "error": {"code": the error code's
-name (such as "NO_SUCH_NODE" or "UNAVAILABLE"), "message": str, "exit_code": int}; the
-message also goes to standard error. Contents are "utf-8" text when they are valid UTF-8,
-else "base64".
+name (such as "NO_SUCH_NODE" or "UNAVAILABLE", or "UNHEALTHY" for ``status``), "message":
+str, "exit_code": int}; the message also goes to standard error. Contents are "utf-8" text
+when they are valid UTF-8, else "base64".
 """
 
 from __future__ import annotations
@@ -180,6 +195,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
 from attrs import evolve, frozen
 
+from chubbypy._cli_status import LAG_MAX_DEFAULT, problem_json, status_problems, summary
 from chubbypy._cli_text import json_text, shown, shown_contents
 from chubbypy.client._addresses import client_endpoint_string, display_address
 from chubbypy.client._cell import ReplicaReport
@@ -309,6 +325,16 @@ class Invocation:
 
 
 @frozen
+class Failed:
+    """What a command that ran found wrong: the JSON "error" object's fields."""
+
+    code: str
+    message: str
+    """One line, for standard error."""
+    exit_code: int
+
+
+@frozen
 class Outcome:
     """A command's result: the JSON document's own fields, and the text to print otherwise."""
 
@@ -316,6 +342,10 @@ class Outcome:
     text: bytes = b""
     warnings: tuple[str, ...] = ()
     """Printed on standard error (in JSON output, also as "warnings"); the exit code stays 0."""
+    failure: Failed | None = None
+    """The command ran, and what it found is a failure (``status`` of a cell with a problem):
+    the text and document are still shown, "ok" is false, and the command exits with the
+    failure's exit code."""
 
 
 Credentials = tuple[str, str]
@@ -550,16 +580,25 @@ def _execute(
         return EXIT_USAGE
     for warning in outcome.warnings:
         print(f"chubbypy {args.command}: warning: {shown(warning)}", file=stderr)
+    failed = outcome.failure
+    if failed is not None:
+        print(f"chubbypy {args.command}: {shown(failed.message)}", file=stderr)
     if as_json:
         warnings = {"warnings": list(outcome.warnings)} if outcome.warnings else {}
-        _write_json(stdout, {**header, "ok": True, **outcome.document, **warnings})
+        found = {} if failed is None else {"path": invocation.path, "error": _error_json(failed)}
+        document = {**header, "ok": failed is None, **outcome.document, **warnings, **found}
+        _write_json(stdout, document)
     else:
         text = outcome.text
         if args.command == "cat" and not args.raw and stdout.isatty():
             text = shown_contents(text)
         stdout.write(text)
         stdout.flush()
-    return _exit_code(args.command, outcome)
+    return EXIT_OK if failed is None else failed.exit_code
+
+
+def _error_json(failed: Failed) -> dict[str, Any]:
+    return {"code": failed.code, "message": failed.message, "exit_code": failed.exit_code}
 
 
 def session_json(info: Any) -> dict[str, Any]:
@@ -599,12 +638,6 @@ def lock_json(info: Any) -> dict[str, Any]:
         "waiter_count": info.waiter_count,
         "lock_delay_remaining_ms": info.lock_delay_remaining_ms,
     }  # fmt: skip
-
-
-def _exit_code(command: str, outcome: Outcome) -> int:
-    if command == "status" and not any(r["reachable"] for r in outcome.document["replicas"]):
-        return EXIT_UNAVAILABLE
-    return EXIT_OK
 
 
 def _connect_blocking(
@@ -678,15 +711,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Browse, change and watch a chubbypy cell's namespace; run commands under "
         "its locks or as an election's leader; see its replicas and sessions.",
         epilog="Exit codes: 0 done, 1 refused by the cell (or a lock lost), 2 usage error, "
-        "3 cell unavailable, 4 lock not acquired in time; lock and elect exit with their "
-        "command's status otherwise.",
+        "3 cell unavailable, 4 lock not acquired in time; status exits 1 when it found a "
+        "problem (a replica unreachable, lagging or diverged; no master); lock and elect exit "
+        "with their command's status otherwise.",
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_namespace_commands(commands, common)
     _add_lock_commands(commands, common)
-    status = commands.add_parser("status", parents=[common], help="every replica's state")
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="every replica's state, and the cell's problems (exit 1 if any)",
+    )
     status.add_argument("replica", nargs="?", help="only this replica (an id or an address)")
+    status.add_argument(
+        "--lag-max",
+        type=_entries,
+        default=LAG_MAX_DEFAULT,
+        metavar="ENTRIES",
+        help="a replica whose applied index trails the most advanced one's by more is a "
+        f"problem (default {LAG_MAX_DEFAULT})",
+    )
     sessions = commands.add_parser(
         "sessions", parents=[common], help="the cell's sessions (at the master), or end one"
     )
@@ -880,6 +926,12 @@ def _session_id(text: str) -> int:
 def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a count of 1 or more")
+    return int(text)
+
+
+def _entries(text: str) -> int:
+    if not text.isdigit() or int(text) > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of log entries (0 or more)")
     return int(text)
 
 
@@ -1088,18 +1140,27 @@ def _status(client: CellClient, call: Invocation) -> Outcome:
     master = next(
         (r.status.replica_id for r in reports if r.status and r.status.role == "master"), None
     )
-    document = {"master": master, "replicas": [report_json(r) for r in reports]}
+    lag_max = call.args.lag_max
+    problems = status_problems(reports, lag_max, whole_cell=call.args.replica is None)
+    document = {
+        "master": master,
+        "replicas": [report_json(r) for r in reports],
+        "problems": [problem_json(p) for p in problems],
+        "lag_max": lag_max,
+    }
     rows = [["REPLICA", "ADDRESS", "ROLE", "EPOCH", "CHOSEN", "APPLIED", "FIRST", "LAST"]]
     rows[0] += ["LEASE", "MASTER"]
     rows += [_status_row(report) for report in reports]
-    # A problem names the replica's address already; the id, when known, is added.
-    notes = [
-        shown(f"{report.replica_id}: {report.problem}" if report.replica_id else report.problem)
-        + "\n"
-        for report in reports
-        if report.problem is not None
-    ]
-    return Outcome(document, _table(rows, right=(3, 4, 5, 6, 7, 8)) + "".join(notes).encode())
+    # An unreachable replica's problem names its address already; its id, when known, is added.
+    notes = [shown(f"{p.replica_id}: {p.message}" if p.replica_id else p.message) for p in problems]
+    notes = [note + "\n" for note in notes]
+    text = _table(rows, right=(3, 4, 5, 6, 7, 8)) + "".join(notes).encode()
+    failure = None
+    if not any(r.reachable for r in reports):
+        failure = Failed("UNAVAILABLE", "no replica answered", EXIT_UNAVAILABLE)
+    elif problems:
+        failure = Failed("UNHEALTHY", summary(problems), EXIT_FAILED)
+    return Outcome(document, text, failure=failure)
 
 
 def _status_row(report: ReplicaReport) -> list[str]:
@@ -1378,6 +1439,7 @@ def status_json(status: ReplicaStatus) -> dict[str, Any]:
         "lease_remaining_ms": status.lease_remaining_ms,
         "master_hint": status.master_hint,
         "uptime_ms": status.uptime_ms,
+        "checksum_mismatches": status.checksum_mismatches,
     }
 
 

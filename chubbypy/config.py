@@ -68,6 +68,7 @@ __all__ = [
     "LimitsConfig",
     "PaxosConfig",
     "ReplicaConfig",
+    "SupervisorConfig",
     "TlsConfig",
     "WebConfig",
     "is_placeholder",
@@ -449,6 +450,27 @@ class WebConfig:
 
 
 @frozen
+class SupervisorConfig:
+    """How `chubbypy cell` keeps its children (the replicas, the web page) running. YAML
+    section ``supervisor:``; `chubbypy serve` ignores it.
+
+    A child that exits while the cell runs is started again after a back-off that starts
+    at `restart_delay_seconds` and doubles with each quick exit in a row (one within
+    `quick_exit_seconds` of its start) up to `restart_delay_max_seconds`; at the
+    `quick_exits_max`-th quick exit in a row it is left stopped, and the cell says so.
+    """
+
+    restart_delay_seconds: float = 0.5
+    """The first back-off: long enough for a port to be free, short against a lease."""
+    restart_delay_max_seconds: float = 30.0
+    """The longest back-off, however often the child died."""
+    quick_exit_seconds: float = 30.0
+    """A child that ran at least this long before it exited starts its back-off afresh."""
+    quick_exits_max: int = 5
+    """Quick exits in a row after which the child is not started again."""
+
+
+@frozen
 class CellConfig:
     """A whole cell, as loaded from one file; see the module docstring."""
 
@@ -467,6 +489,8 @@ class CellConfig:
     """The cell's certificates, or None: no TLS (replicas authenticate with the peer key)."""
     web: WebConfig = WebConfig()
     """The admin namespace browser (`chubbypy web`)."""
+    supervisor: SupervisorConfig = SupervisorConfig()
+    """How `chubbypy cell` restarts a child that exited."""
     source: Path | None = None
     """The file this came from, for messages."""
 
@@ -574,6 +598,7 @@ TOP_KEYS: Final = (
     "auth",
     "tls",
     "web",
+    "supervisor",
 )
 TOP_REQUIRED: Final = ("cell", "replicas", "data_dir")
 REPLICA_KEYS: Final = tuple(attribute.name for attribute in fields(ReplicaConfig))
@@ -625,6 +650,10 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     _check_client_limits(limits, paxos, problems)
     _check_parts(limits, "limits", LIMITS_PARTS, problems)
     web = _web(top.get("web"), limits, problems)
+    supervisor = _numbers(
+        top.get("supervisor"), "supervisor", SupervisorConfig, SUPERVISOR_RULES, problems
+    )
+    _check_supervisor_relations(supervisor, problems)
     if problems or cell is None or data_dir is None:
         raise problems.error(origin)
     config = CellConfig(
@@ -639,6 +668,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
         auth=auth,
         tls=tls,
         web=web,
+        supervisor=SupervisorConfig(**cast("dict[str, Any]", supervisor)),
         source=origin,
     )
     # Pair assertion: the core's own checks must agree with the ones above. If one of these
@@ -1197,7 +1227,11 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
 def _numbers(
     value: object,
     name: str,
-    cls: type[PaxosConfig] | type[LimitsConfig] | type[SessionsConfig] | type[WebConfig],
+    cls: type[PaxosConfig]
+    | type[LimitsConfig]
+    | type[SessionsConfig]
+    | type[WebConfig]
+    | type[SupervisorConfig],
     rules: Mapping[str, Rule],
     problems: _Problems,
     non_numeric: tuple[str, ...] = (),
@@ -1597,6 +1631,27 @@ def _check_parts(
                 f"{low:g} is above {name}.{whole} ({high:g}): one source's share can never be "
                 "more than everyone's together",
             )
+
+
+# --- The supervisor of `chubbypy cell` -------------------------------------------------------
+
+SUPERVISOR_RULES: Final[Mapping[str, Rule]] = {
+    "restart_delay_seconds": _positive_seconds,
+    "restart_delay_max_seconds": _positive_seconds,
+    "quick_exit_seconds": _positive_seconds,
+    "quick_exits_max": _at_least(1),
+}
+
+
+def _check_supervisor_relations(supervisor: Mapping[str, float], problems: _Problems) -> None:
+    first = supervisor.get("restart_delay_seconds")
+    longest = supervisor.get("restart_delay_max_seconds")
+    if first is not None and longest is not None and longest < first:
+        problems.add(
+            "supervisor.restart_delay_max_seconds",
+            f"{_seconds(longest)} is below supervisor.restart_delay_seconds "
+            f"({_seconds(first)}): the back-off only grows",
+        )
 
 
 # --- YAML ------------------------------------------------------------------------------------

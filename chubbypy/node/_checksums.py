@@ -29,6 +29,9 @@ class ChecksumBook:
         self._early: dict[int, dict[ReplicaId, bytes]] = {}
         self.compared = 0
         self.mismatches = 0
+        self.last: dict[ReplicaId, tuple[int, bool]] = {}
+        """Per peer, the index of the last comparison of its checksum with ours, and
+        whether they matched (the master's view of each follower)."""
         self.divergence: str | None = None
         """Set, and never cleared, when a peer's checksum differs from ours at some index."""
 
@@ -55,6 +58,8 @@ class ChecksumBook:
     def _compare(self, sender: ReplicaId, index: int, theirs: bytes) -> list[str]:
         self.compared += 1
         mine = self._mine[index]
+        if index >= self.last.get(sender, (-1, True))[0]:
+            self.last[sender] = (index, theirs == mine)
         if theirs == mine:
             return []
         self.mismatches += 1

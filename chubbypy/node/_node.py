@@ -345,6 +345,7 @@ class ReplicaNode:
             lease_remaining_ms=self.settings.ms(remaining),
             master_hint=self._outbox.master(),
             uptime_ms=self.settings.ms(s.tick),
+            checksum_mismatches=self.checksums.mismatches,
         )
 
     def _read(self, connection: ConnectionId, request: ReadRequest, principal: str) -> None:
@@ -682,6 +683,21 @@ class ReplicaNode:
             "chubbypy_checksum_mismatches_total",
             "State checksums that differed from a peer's.",
             lambda: self.checksums.mismatches,
+        )
+        m.gauge(
+            "chubbypy_checksum_last_compared_index",
+            "Per peer, the log index at which its state checksum was last compared with this "
+            "replica's (the master compares its followers').",
+            lambda: [
+                ((("peer", p),), float(i)) for p, (i, _) in sorted(self.checksums.last.items())
+            ],
+        )
+        m.gauge(
+            "chubbypy_checksum_last_matched",
+            "Per peer, 1 if its checksum matched this replica's at the last comparison, else 0.",
+            lambda: [
+                ((("peer", p),), float(ok)) for p, (_, ok) in sorted(self.checksums.last.items())
+            ],
         )
 
 

@@ -77,11 +77,12 @@ __all__ = [
     "WriteRequest",
 ]
 
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 """The wire protocol this code speaks; a `Hello` with another is refused (UNSUPPORTED_VERSION).
 Version 3 added the peer handshake (`PeerChallenge`, `PeerChallengeReply`, `PeerProof`);
 version 4 the operators' `GetLockInfo` and `KillSession`, and a session's principal in
-`SessionInfo` (a field more, which a version 3 client would not read)."""
+`SessionInfo` (a field more, which a version 3 client would not read); version 5 a
+replica's checksum mismatches in `ReplicaStatus` (`chubbypy status` reports divergence)."""
 
 RequestId = NewType("RequestId", int)
 """Chosen by the client, unique among its requests in flight, in [1, INT64_MAX]."""
@@ -343,6 +344,9 @@ class ReplicaStatus:
     lease_remaining_ms: int
     master_hint: ReplicaId | None
     uptime_ms: int
+    checksum_mismatches: int
+    """State checksums of this replica's that differed from a peer's at the same index: not
+    0 means the replicas diverged (a bug, a disk that lied), and stays so until restarted."""
 
 
 @frozen

@@ -162,6 +162,7 @@ def _status(s: ReplicaStatus) -> list[Any]:
         s.lease_remaining_ms,
         s.master_hint,
         s.uptime_ms,
+        s.checksum_mismatches,
     ]
 
 
@@ -375,7 +376,7 @@ def _to_read_result(data: Any) -> ReadResult:
 
 
 def _to_status(data: Any) -> ReplicaStatus:
-    f = array(data, 14)
+    f = array(data, 15)
     return ReplicaStatus(
         replica_id=_replica_id(f[0]),
         role=_to_replica_role(f[1]),
@@ -391,6 +392,7 @@ def _to_status(data: Any) -> ReplicaStatus:
         lease_remaining_ms=uint64(f[11]),
         master_hint=_optional_replica_id(f[12]),
         uptime_ms=uint64(f[13]),
+        checksum_mismatches=uint64(f[14]),
     )
 
 

@@ -61,3 +61,16 @@ def http_url(listen: str) -> str:
     port = named.get("port") or positional[0]
     host = named.get("interface") or "127.0.0.1"
     return f"http://{host}:{port}"
+
+
+def tcp_listen_address(listen: str) -> tuple[str, int] | None:
+    """The interface ("" for every one) and port a ``tcp:`` or ``ssl:`` endpoint listens
+    on, as Twisted binds them; None for another kind (``unix:``) or a port that is not a
+    number."""
+    kind, positional, named = _split(listen)
+    if kind not in ("tcp", "ssl"):
+        return None
+    port = named.get("port") or (positional[0] if positional else "")
+    if not port.isdigit():
+        return None
+    return named.get("interface", ""), int(port)

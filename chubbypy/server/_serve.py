@@ -15,10 +15,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from attrs import evolve
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import (
     FilteringLogObserver,
@@ -30,6 +30,7 @@ from twisted.logger import (
     formatEvent,
     globalLogBeginner,
 )
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chubbypy.config import CellConfig, ConfigError, load_config
@@ -105,6 +106,14 @@ def serve_main(args: argparse.Namespace) -> int:
     except StoreError as error:
         log.critical("{replica}: cannot open its store: {error}", replica=replica_id, error=error)
         return 1
+    except OSError as error:  # its directory: not this user's to write, a full disk, ...
+        log.critical(
+            "{replica}: cannot open its data directory {directory}: {problem}",
+            replica=replica_id,
+            directory=config.data_dir_for(replica_id),
+            problem=os_problem(error),
+        )
+        return 1
     fresh = persisted.hard_state is None
     rebuilding = fresh and not getattr(args, "bootstrap", False)
     if fresh and not rebuilding:
@@ -126,6 +135,12 @@ def serve_main(args: argparse.Namespace) -> int:
             "{replica}: cannot start from its store: {error}", replica=replica_id, error=error
         )
         return 1
+
+
+def os_problem(error: OSError) -> str:
+    """An OSError as one line for a person: "Permission denied: '/srv/cell/r1'"."""
+    where = f": {str(error.filename)!r}" if error.filename is not None else ""
+    return f"{error.strerror or error}{where}"
 
 
 def _peer_authentication(config: CellConfig, found: ReplicaSecrets) -> PeerAuthentication:
@@ -261,12 +276,30 @@ def _listen(
         peers.connect_all()
         server.start()
 
-    def failed(failure: object) -> None:
-        log.critical("{replica} cannot listen: {failure}", replica=replica_id, failure=failure)
+    def failed(failure: Failure) -> None:
+        log.critical(
+            "{replica} cannot listen {problem}",
+            replica=replica_id,
+            problem=_why_not_listening(failure),
+        )
         outcome["status"] = 1
         reactor.stop()  # type: ignore[attr-defined]
 
     listening.addCallbacks(started, failed)
+
+
+LISTENING_ON: Final = ("its peer port", "its client port", "its admin port")
+"""What each listen of `_listen` is for, in its order."""
+
+
+def _why_not_listening(failure: Failure) -> str:
+    """One line for a listen that failed (which port, and the system's reason), not the
+    traceback of a `FirstError` around a `CannotListenError`."""
+    which = ""
+    if isinstance(failure.value, FirstError):
+        which = LISTENING_ON[failure.value.index] + " "
+        failure = failure.value.subFailure
+    return f"on {which}({failure.getErrorMessage()})"
 
 
 def _stop(server: ReplicaServer, peers: PeerNetwork, worker: StoreWorker) -> Deferred[None]:

@@ -25,6 +25,7 @@ from chubbypy.web._reads import (
     acl_view,
     contents_page,
     directory_page,
+    lock_modes,
     node_view,
     unknown_acl_names,
 )
@@ -53,11 +54,14 @@ API_ROUTES: Final = (
 DIFF_LINES_MAX: Final = 2000
 
 
-def entry_json(directory: str, name: str, stat: Stat | None) -> dict[str, Any]:
+def entry_json(
+    directory: str, name: str, stat: Stat | None, lock_mode: str = "free"
+) -> dict[str, Any]:
     return {
         "name": name,
         "path": f"{directory}/{name}",
         "stat": None if stat is None else stat_json(stat),
+        "lock_mode": lock_mode,
     }
 
 
@@ -200,11 +204,15 @@ class Api:
                 "limit", self.web.children_per_page, low=1, high=self.web.children_per_page
             ),
         )
+        modes = await lock_modes(context.visitor.client(), page)
+        entries = [
+            entry_json(page.path, e.name, e.stat, modes.get(e.name, "free")) for e in page.entries
+        ]
         return Json(
             {
                 "path": page.path,
                 "stat": stat_json(page.stat),
-                "entries": [entry_json(page.path, e.name, e.stat) for e in page.entries],
+                "entries": entries,
                 "more": page.more,
                 "next_after": page.next_after,
             }
@@ -383,11 +391,17 @@ def cell_json(history: CellHistory, cell: str, now: float) -> dict[str, Any]:
         if s.status is not None
     ]
     top = max(applied, default=0)
+    serving = latest.master() if latest else None
+    by_master = history.last_compared(latest, serving[0]) if serving else {}
     for rid in history.replica_ids:
         sample = latest.replicas.get(rid) if latest else None
         status = sample.status if sample else None
         metrics = sample.metrics if sample else None
         compared_at = history.compared_at(rid)
+        ago = None if compared_at is None else round(now - compared_at, 1)
+        summary, bad = checksum_summary(
+            rid, serving[0] if serving else None, by_master, metrics, status, ago
+        )
         replicas.append(
             {
                 "replica_id": rid,
@@ -397,9 +411,9 @@ def cell_json(history: CellHistory, cell: str, now: float) -> dict[str, Any]:
                 "lag": None if status is None else top - int(status.get("applied_index", 0)),
                 "checksum_comparisons": _metric(metrics, "chubbypy_checksum_comparisons_total"),
                 "checksum_mismatches": _metric(metrics, "chubbypy_checksum_mismatches_total"),
-                "last_comparison_seconds_ago": None
-                if compared_at is None
-                else round(now - compared_at, 1),
+                "last_comparison_seconds_ago": ago,
+                "checksum_summary": summary,
+                "checksum_bad": bad,
             }
         )
     master = history.last_master()
@@ -419,6 +433,40 @@ def cell_json(history: CellHistory, cell: str, now: float) -> dict[str, Any]:
             "sessions": [p.sessions for p in points],
         },
     }
+
+
+def checksum_summary(
+    replica: str,
+    master: str | None,
+    by_master: dict[str, tuple[int, bool]],
+    metrics: Any,
+    status: Any,
+    ago: float | None,
+) -> tuple[str, bool]:
+    """What the cell page says of `replica`'s state checksums, and whether it is bad news:
+    for the serving master, how many it compared and how many differed; for a follower, the
+    master's last comparison of its checksum (the master alone compares: Paxos Made Live
+    §6.2). A replica that reports a divergence (its /status) is bad whatever else."""
+    when = f", {ago:g} s ago" if ago is not None else ""
+    diverged = bool(status and status.get("divergence"))
+    if master is None:
+        text = "no master compares now"
+    elif replica == master:
+        compared = int(_metric(metrics, "chubbypy_checksum_comparisons_total") or 0)
+        mismatched = int(_metric(metrics, "chubbypy_checksum_mismatches_total") or 0)
+        text = f"master: compared {compared:,} follower checksums{when}" + (
+            f"; {mismatched:,} DIFFERED" if mismatched else ""
+        )
+        diverged = diverged or mismatched > 0
+    elif replica in by_master:
+        index, matched = by_master[replica]
+        text = f"{'matched' if matched else 'DIFFERED from'} the master's at index {index:,}{when}"
+        diverged = diverged or not matched
+    else:
+        text = "not compared by this master yet"
+    if diverged and "DIFFERED" not in text:
+        text += "; DIVERGED (see its /status)"
+    return text, diverged
 
 
 def _rounded(values: Iterable[float | None]) -> list[float | None]:

@@ -105,6 +105,7 @@ STATUS_OF_CODE: Final[Mapping[str, int]] = {
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "TOO_MANY_REQUESTS": 429,
     "LOGIN_REQUIRED": 401,
+    "LOGIN_ENDED": 401,
 }
 WEB_CODES: Final = tuple(code for code in STATUS_OF_CODE if code not in ErrorCode.__members__)
 
@@ -117,10 +118,12 @@ def http_status(code: str) -> int:
 class WebError(Exception):
     """A request refused by the web page itself, with an API error code."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, draft: str | None = None) -> None:
         assert code in STATUS_OF_CODE, code
         super().__init__(message)
         self.code, self.message = code, message
+        self.draft = draft
+        """Text the visitor typed into the refused form, shown back so that none is lost."""
 
 
 @frozen
@@ -134,6 +137,9 @@ class Visitor:
     csrf: str
     """The token a change must carry: the login's, or the anonymous visitor's cookie."""
     address: str
+    login_ended: bool = False
+    """The request carried a login cookie of a login that has ended (logged out elsewhere,
+    or idle past web.login_idle_seconds): it acts as anonymous."""
 
     @property
     def logged_in(self) -> bool:
@@ -243,8 +249,12 @@ class Route:
     """JSON in and out (under /api/); else a page (HTML, forms)."""
 
 
-ErrorPage = Callable[[Context | None, str, str, int], Awaitable[bytes]]
-"""Renders an error page: the context (None before a visitor is known), code, message."""
+LOGIN_ROUTES: Final = ("/login", "/api/login")
+LOGOUT_ROUTES: Final = ("/logout", "/api/logout")
+
+ErrorPage = Callable[[Context | None, str, str, int, str | None], Awaitable[bytes]]
+"""Renders an error page: the context (None before a visitor is known), code, message,
+status, and text the visitor typed into the refused form (None: none)."""
 
 
 class WebApp(Resource):
@@ -295,14 +305,26 @@ class WebApp(Resource):
             request.setHeader(b"content-type", content_type)
             return body
         methods = self.routes.get(path)
-        if methods is None:
+        method = request.method.decode("ascii", "replace")
+        if method == "HEAD":
+            method = "GET"  # twisted.web writes a HEAD's headers and leaves out the body
+        route: Route | None
+        if methods is None and not api and method == "GET":
+            route = Route("GET", path, self._not_found, api=False)  # in the page's layout
+        elif methods is None:
             return self._refuse(request, api, "NOT_FOUND", f"no page {path!r:.200}")
-        route = methods.get(request.method.decode("ascii", "replace"))
+        else:
+            route = methods.get(method)
         if route is None:
+            assert methods is not None
             request.setHeader(b"allow", ", ".join(sorted(methods)).encode())
             return self._refuse(request, api, "METHOD_NOT_ALLOWED", "not with this method")
         Deferred.fromCoroutine(self._serve(request, route))
         return NOT_DONE_YET
+
+    async def _not_found(self, context: Context) -> Answer:
+        path = context.request.path.decode("ascii", "replace")
+        raise WebError("NOT_FOUND", f"no page {path!r:.200}")
 
     def _refusal(self, request: Request) -> tuple[str, str] | None:
         """Why a request is refused before its route is looked at, or None."""
@@ -325,7 +347,7 @@ class WebApp(Resource):
             context = self._context(request, route)
             answer = await route.handler(context)
         except WebError as error:
-            answer = await self._error(context, route.api, error.code, error.message)
+            answer = await self._error(context, route.api, error.code, error.message, error.draft)
         except ChubbyError as error:
             answer = await self._error(context, route.api, error.code.name, error.message)
         except CancelledError:
@@ -343,6 +365,16 @@ class WebApp(Resource):
         body = None
         if request.method == b"POST":
             body = self._body(request, route)
+            if visitor.login_ended and route.path in LOGOUT_ROUTES:
+                return Context(request, visitor, query, body, self)  # nothing left to end
+            if visitor.login_ended and route.path not in LOGIN_ROUTES:
+                # Before the CSRF check, which the ended login's token would fail: say why.
+                raise WebError(
+                    "LOGIN_ENDED",
+                    "your login has ended (you logged out elsewhere, or it was unused for "
+                    "web.login_idle_seconds): this change was not made; log in again",
+                    draft=None if route.api else query.get("contents", [None])[-1],
+                )
             sent = (request.getHeader(CSRF_HEADER) or b"").decode("ascii", "replace")
             if not route.api and not sent:
                 sent = query.get(CSRF_FIELD, [""])[-1]
@@ -359,13 +391,14 @@ class WebApp(Resource):
         login = self.logins.find(_cookie(request, LOGIN_COOKIE))
         if login is not None:
             return Visitor(login.principal, login.cell, login, login.csrf, address)
-        if request.getCookie(LOGIN_COOKIE) is not None:
+        ended = bool(request.getCookie(LOGIN_COOKIE))
+        if ended:
             self.clear_login_cookie(request)  # ended (idle or logged out elsewhere)
         csrf = _cookie(request, CSRF_COOKIE)
         if csrf is None or len(csrf) < 32:
             csrf = secrets.token_urlsafe(32)
             self._set_cookie(request, CSRF_COOKIE, csrf.encode())
-        return Visitor(ANONYMOUS, self.anonymous, None, csrf, address)
+        return Visitor(ANONYMOUS, self.anonymous, None, csrf, address, login_ended=ended)
 
     def _body(self, request: Request, route: Route) -> Any:
         content_type = (request.getHeader(b"content-type") or b"").decode("ascii", "replace")
@@ -389,12 +422,14 @@ class WebApp(Resource):
 
     # ------------------------------------------------------------------ answers
 
-    async def _error(self, context: Context | None, api: bool, code: str, message: str) -> Answer:
+    async def _error(
+        self, context: Context | None, api: bool, code: str, message: str, draft: str | None = None
+    ) -> Answer:
         status = http_status(code)
         if api or self.error_page is None:
             return Json({"error": code, "message": message}, status)
         try:
-            return Html(await self.error_page(context, code, message, status), status)
+            return Html(await self.error_page(context, code, message, status, draft), status)
         except Exception:  # the error page itself failed: answer plainly rather than hang
             self.log.failure("an error page failed", TwistedFailure())  # type: ignore[no-untyped-call]
             return Json({"error": code, "message": message}, status)

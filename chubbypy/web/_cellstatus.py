@@ -167,19 +167,23 @@ class CellHistory:
         self.replica_ids = tuple(replica_ids)
         self._rounds: deque[Round] = deque(maxlen=points_max + 1)
         self._compared_at: dict[str, float] = {}
-        """When each replica's count of checksum comparisons last rose."""
+        """When the serving master last compared each replica's state checksum with its own
+        (for the master itself: when it last compared any)."""
 
     def add(self, round_: Round) -> tuple[str, int] | None:
         """Keep `round_`; the new master and epoch if the serving master changed since
         the last round that had one."""
         before = self.last_master()
         previous = self._rounds[-1] if self._rounds else None
-        for rid, sample in round_.replicas.items():
-            compared = _value(sample.metrics, "chubbypy_checksum_comparisons_total")
-            old = previous.replicas[rid].metrics if previous and rid in previous.replicas else None
-            was = _value(old, "chubbypy_checksum_comparisons_total")
-            if compared is not None and was is not None and compared > was:
-                self._compared_at[rid] = round_.time
+        master = round_.master()
+        if master is not None:
+            rid = master[0]
+            before_compared = self.last_compared(previous, rid)  # {} if not seen then
+            for peer, index in self.last_compared(round_, rid).items():
+                was = before_compared.get(peer)
+                seen = previous is not None and previous.replicas.get(rid) is not None
+                if seen and (was is None or index[0] > was[0]):
+                    self._compared_at[peer] = self._compared_at[rid] = round_.time
         self._rounds.append(round_)
         now = round_.master()
         if now is not None and before is not None and now != before:
@@ -196,6 +200,23 @@ class CellHistory:
     @property
     def latest(self) -> Round | None:
         return self._rounds[-1] if self._rounds else None
+
+    @staticmethod
+    def last_compared(round_: Round | None, master: str) -> dict[str, tuple[int, bool]]:
+        """Per follower, as `master`'s metrics in `round_` say: the index of the last
+        comparison of its state checksum with the master's, and whether they matched."""
+        sample = round_.replicas.get(master) if round_ is not None else None
+        metrics = sample.metrics if sample is not None else None
+        if metrics is None:
+            return {}
+        indices = metrics.get("chubbypy_checksum_last_compared_index", {})
+        matched = metrics.get("chubbypy_checksum_last_matched", {})
+        found = {}
+        for labels, index in indices.items():
+            peer = dict(labels).get("peer")
+            if peer is not None:
+                found[peer] = (int(index), matched.get(labels, 0.0) == 1.0)
+        return found
 
     def compared_at(self, replica_id: str) -> float | None:
         """When this page last saw `replica_id` compare a state checksum, or None."""

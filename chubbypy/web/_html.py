@@ -38,6 +38,8 @@ NAV: Final = (
     ("sessions", "/sessions", "Sessions"),
     ("cell", "/cell", "Cell"),
 )
+"""The pages linked from every page's header; Sessions only for operators, who alone may
+list them (ListSessions)."""
 
 
 def href(page: str, **query: object) -> str:
@@ -58,6 +60,7 @@ class Chrome:
         csrf: str,
         watch_max: int = 64,
         operator: bool = False,
+        here: str = "",
     ) -> None:
         self.cell = cell
         self.principal = principal
@@ -65,6 +68,8 @@ class Chrome:
         self.csrf = csrf
         self.watch_max = watch_max
         """web.watched_paths_per_stream_max: the script watches no more nodes than this."""
+        self.here = here
+        """The page's own path and query (where "Log in" comes back to)."""
         self.operator = operator
         """Whether the ACL ``admin`` admits the visitor, so the page offers what only
         operators may do (end a session); the cell decides each call all the same."""
@@ -82,9 +87,21 @@ def _who(chrome: Chrome) -> Tag:
         return tags.div(class_="who")(
             "logged in as ", tags.b(id="principal")(chrome.principal), " ", logout
         )
+    back = local_page(chrome.here)
+    login = href("/login", next=back if back not in (None, "/login") else None)
     return tags.div(class_="who")(
-        "browsing as ", tags.b(id="principal")("anonymous"), " · ", tags.a(href="/login")("Log in")
+        "browsing as ", tags.b(id="principal")("anonymous"), " · ", tags.a(href=login)("Log in")
     )
+
+
+def local_page(target: str | None) -> str | None:
+    """`target` if it is a page of this site to go back to (a path and query: no scheme,
+    no host, no ``//`` or backslash a browser would read as another site), else None."""
+    if not target or len(target) > 2000 or not target.isascii() or not target.startswith("/"):
+        return None
+    if target.startswith(("//", "/\\")) or "\\" in target or any(c < " " for c in target):
+        return None
+    return target
 
 
 def render_page(
@@ -103,6 +120,7 @@ def render_page(
         [
             tags.a(href=link, class_="active" if key == active else "")(label)
             for key, link, label in NAV
+            if key != "sessions" or chrome.operator or active == "sessions"
         ]
     )
     header = tags.header(class_="top")(

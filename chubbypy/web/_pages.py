@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from twisted.internet.defer import DeferredList
 from twisted.web.template import Tag, tags
 
-from chubbypy.client import Cell
 from chubbypy.namespace._names import parent_of
-from chubbypy.protocol.errors import ChubbyError, GenerationMismatch, PermissionDenied
+from chubbypy.protocol.errors import (
+    ChubbyError,
+    GenerationMismatch,
+    NoSuchNode,
+    PermissionDenied,
+)
 from chubbypy.protocol.namespace import AclNames, Stat
 from chubbypy.protocol.session import LockInfo, SessionInfo
 from chubbypy.web._api import cell_json, conflict_diff
@@ -31,6 +34,7 @@ from chubbypy.web._html import (
     csrf_field,
     href,
     kind_of,
+    local_page,
     notice,
     render_page,
     size_text,
@@ -43,6 +47,7 @@ from chubbypy.web._reads import (
     directory_page,
     hex_lines,
     is_operator,
+    lock_modes,
     node_view,
     pretty_json,
     unknown_acl_names,
@@ -68,8 +73,6 @@ PAGE_ROUTES: Final = (
     ("GET", "/end-session"),
     ("POST", "/end-session"),
 )
-LOCK_LOOKUPS_MAX: Final = 50
-"""Files of one tree page whose lock is looked up (those that were ever locked)."""
 VIEWS: Final = ("text", "json", "hex")
 CHARTS: Final = (
     ("writes_per_second", "Writes / s", ""),
@@ -122,6 +125,7 @@ class Pages:
             logged_in=visitor.logged_in,
             csrf=visitor.csrf,
             watch_max=self.web.watched_paths_per_stream_max,
+            here=context.request.uri.decode("ascii", "replace"),
         )
 
     async def operator_chrome(self, context: Context) -> Chrome:
@@ -136,20 +140,28 @@ class Pages:
         self, context: Context, title: str, active: str, body: list[Any], **options: Any
     ) -> Html:
         status = options.pop("status", 200)
-        chrome = options.pop("chrome", None) or self.chrome(context)
+        chrome = options.pop("chrome", None) or await self.operator_chrome(context)
         html = await render_page(chrome, title=title, active=active, body=body, **options)
         return Html(html, status)
 
     async def error_page(
-        self, context: Context | None, code: str, message: str, status: int
+        self, context: Context | None, code: str, message: str, status: int, draft: str | None
     ) -> bytes:
         body = [
             tags.h1("Refused" if status < 500 else "Not available"),
             notice("error", tags.b(code), ": ", message),
         ]
-        if code == "LOGIN_REQUIRED" or code == "PERMISSION_DENIED":
+        if code in ("LOGIN_REQUIRED", "PERMISSION_DENIED", "LOGIN_ENDED"):
             body.append(
                 tags.p(tags.a(href="/login")("Log in"), " as a principal the cell's ACLs admit.")
+            )
+        if draft is not None:
+            body.append(
+                tags.section(class_="card")(
+                    tags.h2("Your text, not saved"),
+                    tags.p(class_="hint")("Copy it before you leave this page."),
+                    tags.textarea(rows="10", readonly="readonly", id="draft")("\n" + draft),
+                )
             )
         chrome = (
             self.chrome(context)
@@ -187,7 +199,7 @@ class Pages:
                 tags.span(class_="meta")(f"directory · {children_text(listing.stat.size)}"),
             ),
             self._paging(listing),
-            self._children(listing, await self._lock_modes(cell, listing)),
+            self._children(listing, await lock_modes(cell, listing)),
             self._paging(listing),
             self._create_form(context, path),
         ]
@@ -227,6 +239,9 @@ class Pages:
             parts += [" · ", tags.a(href=href("/tree", path=listing.path))("all children")]
         else:
             parts.append(f"{shown:,} shown of {listing.stat.size:,}")
+            if shown and listing.after:
+                first, last = listing.entries[0].name, listing.entries[-1].name
+                parts += [": ", tags.code(first), " to ", tags.code(last)]
         if listing.after:
             parts += [
                 " · ",
@@ -245,18 +260,6 @@ class Pages:
                 )(f"next {self.web.children_per_page} →"),
             ]
         return tags.p(class_="paging")(parts)
-
-    async def _lock_modes(self, cell: Cell, listing: DirectoryPage) -> dict[str, str]:
-        """The lock mode of the page's files that were ever locked (lock generation above
-        0), the first `LOCK_LOOKUPS_MAX` of them, asked of the master together."""
-        names = [
-            entry.name
-            for entry in listing.entries
-            if entry.stat is not None and entry.stat.lock_generation > 0
-        ][:LOCK_LOOKUPS_MAX]
-        asked = [cell.lock_info(f"{listing.path}/{name}") for name in names]
-        answers = await DeferredList(asked, consumeErrors=True)
-        return {name: info.mode for name, (ok, info) in zip(names, answers, strict=True) if ok}
 
     def _children(self, listing: DirectoryPage, modes: dict[str, str]) -> Tag:
         if not listing.entries:
@@ -364,17 +367,18 @@ class Pages:
         return await self.page(context, path, "tree", body, watch=[path], page="node")
 
     async def _ephemeral_owner(self, context: Context, view: NodeView) -> str | None:
-        """Whose session owns an ephemeral file (from ListSessions: an operator's query)."""
+        """Whether the file is ephemeral and whose session owns it (from ListSessions: an
+        operator's query), as the page says it; None if it is not ephemeral."""
         if not view.stat.ephemeral:
             return None
         try:
             sessions = await context.visitor.client().list_sessions()
         except PermissionDenied:
-            return "shown to operators only"
+            return "yes (whose session, operators alone may see)"
         for info in sessions:
             if view.path in info.ephemeral:
-                return f"session {info.session_id} ({info.name})"
-        return "a session not listed"
+                return f"yes, of session {info.session_id} ({info.name})"
+        return "yes, of a session not listed"
 
     def _metadata(self, view: NodeView, owner: str | None) -> Tag:
         stat = view.stat
@@ -385,7 +389,7 @@ class Pages:
             ("Lock generation", str(stat.lock_generation)),
             ("ACL generation", str(stat.acl_generation)),
             ("Checksum", f"{stat.checksum:016x}"),
-            ("Ephemeral", "no" if not stat.ephemeral else f"yes, of {owner}"),
+            ("Ephemeral", owner or "no"),
         ]
         facts = tags.dl(class_="facts", id="stat")(
             [
@@ -471,13 +475,19 @@ class Pages:
     def _edit_form(self, chrome: Chrome, view: NodeView, draft: bytes | None) -> Tag:
         assert view.contents is not None
         text = draft if draft is not None else view.contents
-        editable = len(text) <= self.web.contents_shown_bytes_max and _is_text(text)
-        if not editable:
+        why = (
+            "Binary or larger than this page shows"
+            if len(text) > self.web.contents_shown_bytes_max or not _is_text(text)
+            else "It holds carriage returns, which a browser's editor does not keep"
+            if b"\r" in text
+            else None
+        )
+        if why is not None:
             return tags.section(class_="card")(
                 tags.h2("Edit"),
                 tags.p(class_="empty")(
-                    "Binary or larger than this page shows: write it with the API "
-                    "(POST /api/set-contents, base64) or the CLI (chubbypy put)."
+                    f"{why}: write it with the API (POST /api/set-contents, base64) or the "
+                    "CLI (chubbypy put)."
                 ),
             )
         return tags.section(class_="card")(
@@ -490,8 +500,10 @@ class Pages:
                     name="expected_generation",
                     value=str(view.stat.content_generation),
                 ),
+                # HTML drops a newline right after <textarea>: one is written so that a file
+                # that begins with one keeps it.
                 tags.textarea(name="contents", rows="10", spellcheck="false", id="edit-contents")(
-                    text.decode("utf-8")
+                    "\n" + text.decode("utf-8")
                 ),
                 tags.div(class_="row")(
                     tags.button(type="submit")("Save"),
@@ -536,7 +548,7 @@ class Pages:
         name = context.arg("name").strip()
         path = f"{parent}/{name}"
         directory = context.arg("directory") == "1"
-        contents = b"" if directory else context.arg("contents").encode()
+        contents = b"" if directory else _typed(context.arg("contents"))
         try:
             await context.visitor.client().create(path, contents, directory=directory)
         except ChubbyError as error:
@@ -552,7 +564,7 @@ class Pages:
 
     async def edit(self, context: Context) -> Answer:
         path = context.arg("path")
-        contents = context.arg("contents").replace("\r\n", "\n").encode()
+        contents = _typed(context.arg("contents"))
         expected = context.int_arg("expected_generation", 0)
         cell = context.visitor.client()
         context.query["path"] = [path]
@@ -583,37 +595,62 @@ class Pages:
         try:
             await cell.set_acl(path, names, expected)
         except ChubbyError as error:
-            return await self.node(context, notes=[refusal("ACL names not set", error)])
+            return await self._node_or_parent(context, path, [refusal("ACL names not set", error)])
         warnings = await unknown_acl_names(cell, names)
         notes = [notice("ok", "ACL names set."), *(notice("warn", w) for w in warnings)]
-        return await self.node(context, notes=notes)
+        return await self._node_or_parent(context, path, notes)
+
+    async def _node_or_parent(self, context: Context, path: str, notes: list[Tag]) -> Answer:
+        """The node's page with `notes`; its parent's, saying why, if the visitor may not
+        read the node (a change may have just taken their read access away) or it is gone."""
+        context.query = {"path": [path]}
+        try:
+            return await self.node(context, notes=notes)
+        except PermissionDenied:
+            why = notice(
+                "warn",
+                "You may not read ",
+                tags.code(path),
+                f" (any more): its read ACL does not admit {context.visitor.principal}.",
+            )
+        except NoSuchNode:
+            why = notice("warn", tags.code(path), " is not there (any more).")
+        context.query = {"path": [parent_of(path)]}
+        return await self.tree(context, notes=[*notes, why])
 
     async def delete_form(self, context: Context) -> Answer:
         path = self._path(context)
-        stat = await context.visitor.client().get_stat(path)
+        try:
+            stat: Stat | None = await context.visitor.client().get_stat(path)
+        except PermissionDenied:
+            stat = None  # deleting needs write permission on the parent, not read on the node
+        if stat is None:
+            what, instance, back = "node", "", href("/tree", path=parent_of(path))
+            warning = (
+                "This deletes the node for every client of the cell (a directory must be "
+                "empty); you may not read it, so what it holds is not shown."
+            )
+        else:
+            what, instance = kind_of(stat), str(stat.instance)
+            back = href("/node" if not stat.is_directory else "/tree", path=path)
+            warning = f"This deletes the {what} for every client of the cell" + (
+                " (a directory must be empty)."
+                if stat.is_directory
+                else f" ({size_text(stat.size)})."
+            )
         form = tags.form(method="post", action="/delete", class_="stack")(
             csrf_field(self.chrome(context)),
             tags.input(type="hidden", name="path", value=path),
-            tags.input(type="hidden", name="expected_instance", value=str(stat.instance)),
+            tags.input(type="hidden", name="expected_instance", value=instance),
             tags.div(class_="row")(
-                tags.button(type="submit", class_="danger")(f"Delete this {kind_of(stat)}"),
-                tags.a(href=href("/node" if not stat.is_directory else "/tree", path=path))(
-                    "Cancel"
-                ),
+                tags.button(type="submit", class_="danger")(f"Delete this {what}"),
+                tags.a(href=back)("Cancel"),
             ),
         )
         body = [
             breadcrumbs(path),
             tags.h1(class_="title")("Delete ", tags.code(path), "?"),
-            notice(
-                "warn",
-                f"This deletes the {kind_of(stat)} for every client of the cell"
-                + (
-                    " (a directory must be empty)."
-                    if stat.is_directory
-                    else f" ({size_text(stat.size)})."
-                ),
-            ),
+            notice("warn", warning),
             form,
         ]
         return await self.page(context, f"Delete {path}", "tree", body)
@@ -624,8 +661,7 @@ class Pages:
         try:
             await context.visitor.client().delete(path, expected or None)
         except ChubbyError as error:
-            context.query = {"path": [path]}
-            return await self.node(context, notes=[refusal("Not deleted", error)])
+            return await self._node_or_parent(context, path, [refusal("Not deleted", error)])
         context.query = {"path": [parent_of(path)]}
         return await self.tree(context, notes=[notice("ok", "Deleted ", tags.code(path), ".")])
 
@@ -825,6 +861,7 @@ class Pages:
         chrome = self.chrome(context)
         form = tags.form(method="post", action="/login", class_="stack narrow", id="login")(
             csrf_field(chrome),
+            tags.input(type="hidden", name="next", value=local_page(context.arg("next")) or ""),
             tags.label(
                 "Principal ",
                 tags.input(
@@ -864,7 +901,7 @@ class Pages:
             return await self.login_form(
                 context, notes=[notice("error", tags.b(refused.code), ": ", refused.message)]
             )
-        return Redirect("/tree")
+        return Redirect(local_page(context.arg("next")) or "/tree")
 
     async def logout(self, context: Context) -> Answer:
         await self.server.log_out(context)
@@ -964,13 +1001,6 @@ def replica_row(replica: dict[str, Any], master: str | None) -> Tag:
     lease = (
         f"{status.get('lease_remaining_ms', 0) / 1000:.2f} s" if status.get("lease_valid") else "—"
     )
-    mismatches = replica["checksum_mismatches"] or 0
-    ago = replica["last_comparison_seconds_ago"]
-    checks = f"{int(replica['checksum_comparisons'] or 0)} compared" + (
-        f", last {ago:g} s ago" if ago is not None else ""
-    )
-    if mismatches or status.get("divergence"):
-        checks += f"; {int(mismatches)} MISMATCHED"
     return tags.tr(class_="master" if rid == master else "", **{"data-replica": rid})(
         tags.td(tags.b(rid)),
         tags.td(tags.span(class_=f"role {role}")(role)),
@@ -980,7 +1010,7 @@ def replica_row(replica: dict[str, Any], master: str | None) -> Tag:
         tags.td(str(status.get("applied_index", ""))),
         tags.td(class_="lag" if replica["lag"] else "")(str(replica["lag"])),
         tags.td(str(status.get("first_index", ""))),
-        tags.td(class_="bad" if mismatches else "")(checks),
+        tags.td(class_="bad" if replica["checksum_bad"] else "")(replica["checksum_summary"]),
         tags.td(f"{int(status.get('uptime_ms', 0)) // 1000} s"),
     )
 
@@ -1019,6 +1049,12 @@ def chart(charts: dict[str, list[Any]], key: str, label: str, unit: str) -> Tag:
             tags.span(class_="oldest")(f"{oldest:.0f} s ago"), tags.span("now")
         ),
     )
+
+
+def _typed(text: str) -> bytes:
+    """The bytes of text typed in a form: a browser sends every line break of a textarea
+    as CR LF, so those are LF again (a file holding CRs is not offered for editing)."""
+    return text.replace("\r\n", "\n").encode()
 
 
 def _is_text(data: bytes) -> bool:

@@ -13,6 +13,7 @@ import json
 from typing import Any, Final
 
 from attrs import frozen
+from twisted.internet.defer import DeferredList
 
 from chubbypy.client import Cell
 from chubbypy.namespace import (
@@ -61,6 +62,7 @@ class DirectoryPage:
     entries: tuple[DirEntry, ...]
     more: bool
     after: str
+    """The name this page lists children after, as asked ("" on a first page)."""
     prefix: str
 
     @property
@@ -83,11 +85,12 @@ async def directory_page(
     if not stat.is_directory:
         raise NotADirectory(f"{path} is a file")
     entries: list[DirEntry] = []
+    start = after
     if prefix and after < prefix:
         exact = await _entry(cell, f"{path}/{prefix}", prefix)
         entries += [exact] if exact is not None else []
-        after = prefix
-    listing = await cell.read_dir(path, after, limit)
+        start = prefix
+    listing = await cell.read_dir(path, start, limit)
     more = listing.more
     for entry in listing.entries:
         if prefix and not entry.name.startswith(prefix):
@@ -269,3 +272,21 @@ async def node_view(cell: Cell, path: str) -> NodeView:
     except IsADirectory:
         return NodeView(path, await cell.get_stat(path), None)
     return NodeView(path, read.stat, read.contents)
+
+
+LOCK_LOOKUPS_MAX: Final = 50
+"""The most children of one directory page whose lock is looked up."""
+
+
+async def lock_modes(cell: Cell, listing: DirectoryPage) -> dict[str, str]:
+    """The lock mode of the page's files that were ever locked (lock generation above 0),
+    the first `LOCK_LOOKUPS_MAX` of them, asked of the master together; a child whose
+    lock the visitor may not see, or that went meanwhile, is left out (free)."""
+    names = [
+        entry.name
+        for entry in listing.entries
+        if entry.stat is not None and entry.stat.lock_generation > 0
+    ][:LOCK_LOOKUPS_MAX]
+    asked = [cell.lock_info(f"{listing.path}/{name}") for name in names]
+    answers = await DeferredList(asked, consumeErrors=True)
+    return {name: info.mode for name, (ok, info) in zip(names, answers, strict=True) if ok}

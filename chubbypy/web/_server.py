@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from importlib import resources
 from typing import Any, Final
@@ -37,6 +38,7 @@ from chubbypy.protocol.session import SessionInfo
 from chubbypy.server._endpoints import http_url, server_endpoint
 from chubbypy.server._framed import ShellWarnings
 from chubbypy.server._http import BoundedSite, HttpLimits
+from chubbypy.server._serve import CELL_CHILD
 from chubbypy.web._api import Api
 from chubbypy.web._app import STATUS_OF_CODE, Context, WebApp, WebError
 from chubbypy.web._cellstatus import CellHistory, StatusPoller
@@ -311,8 +313,15 @@ def web_main(args: argparse.Namespace) -> int:
             f"chubbypy web: cannot listen on {listen}: {failure.getErrorMessage()}", file=sys.stderr
         )
         status.append(1)
-        reactor.stop()
+        if reactor.running:
+            reactor.stop()
+        else:  # a port taken is refused at once, before the reactor runs
+            reactor.callWhenRunning(reactor.stop)
 
+    if os.environ.get(CELL_CHILD) == "1":
+        # Under `chubbypy cell` a Ctrl-C reaches every process; the cell stops its children
+        # one way only (SIGTERM), so the page leaves the Ctrl-C to it, like the replicas.
+        reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
     Deferred.fromCoroutine(server.start()).addCallbacks(started, failed)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromCoroutine(server.stop())

@@ -107,5 +107,7 @@ def test_cli_exits_3_when_no_replica_is_reachable(tmp_path: Path) -> None:
     assert as_json.json()["error"]["code"] == "UNAVAILABLE"
     addresses = ",".join(f"127.0.0.1:{p.client}" for p in idle.ports.values())
     status = idle.cli("--timeout", "1", "status", cell=f"{idle.name}@{addresses}")
-    assert status.code == 3, status
-    assert status.stdout.count("unreachable") == 3, status
+    assert (status.code, status.stderr) == (3, "chubbypy status: no replica answered\n"), status
+    lines = status.stdout.splitlines()
+    assert [line.split()[2] for line in lines[1:4]] == ["unreachable"] * 3, status
+    assert sum(line.startswith("unreachable: ") for line in lines[4:]) == 3, status

@@ -188,10 +188,12 @@ def test_without_a_quorum_writes_fail_then_the_cell_recovers(cell: LiveCell) -> 
     refused = cell.cli("--timeout", "2", "put", "lost", "no quorum")
     assert (refused.code, "UNAVAILABLE" in refused.stderr) == (3, True), refused
     status = cell.cli("--json", "--timeout", "2", "status")
-    assert status.code == 0, status
+    assert status.code == 1, status  # it answers, and says what is wrong
     reachable = {r["replica_id"]: r["reachable"] for r in status.json()["replicas"]}
     assert reachable == {rid: rid == master for rid in REPLICA_IDS}, status
     assert status.json()["master"] is None, status  # it cannot keep its lease alone
+    problems = {(p["kind"], p["replica_id"]) for p in status.json()["problems"]}
+    assert problems == {*(("unreachable", rid) for rid in down), ("no_master", None)}, status
 
     cell.start_replica(down[0])
     cell.wait_master()

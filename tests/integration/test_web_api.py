@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import pytest
 
@@ -657,6 +658,116 @@ def test_over_tls_cookies_are_secure(cell: LiveCell) -> None:
         assert visitor.get("/api/node", path=cell.path("secret/plan")).status == 200
     finally:
         assert web.stop() == 0, web.logs()
+
+
+# ------------------------------------------------------------------------ the review's papercuts
+
+
+def test_an_unedited_save_keeps_the_bytes_and_typed_line_breaks_are_lf(
+    visitor: WebClient, cell: LiveCell
+) -> None:
+    """A file that begins with a newline keeps it through an untouched save (HTML drops one
+    after <textarea>, so the page writes one more); one holding CRs is not offered for
+    editing; the CR LF a browser sends for typed line breaks is stored as LF, on create
+    too."""
+    writer = cell.client()
+    path, crlf = cell.path("public/leading"), cell.path("public/crlf")
+    writer.create(path, b"\n[section]\nkey=value\n")
+    writer.create(crlf, b"a\r\nb\r\n")
+    page = visitor.get("/node", path=path).text
+    assert 'id="edit-contents">\n\n[section]' in page
+    generation = visitor.get("/api/node", path=path).json()["stat"]["content_generation"]
+    browser_sent = "\r\n[section]\r\nkey=value\r\n"  # what a browser posts for that textarea
+    saved = visitor.form(
+        "/edit", {"path": path, "contents": browser_sent, "expected_generation": str(generation)}
+    )
+    assert "Saved" in saved.text
+    assert writer.get_contents_and_stat(path).contents == b"\n[section]\nkey=value\n"
+    assert "carriage returns" in visitor.get("/node", path=crlf).text
+    visitor.form("/create", {"parent": cell.path("public"), "name": "typed", "contents": "x\r\ny"})
+    assert writer.get_contents_and_stat(cell.path("public/typed")).contents == b"x\ny"
+
+
+def test_an_ended_login_says_so_and_keeps_the_text_of_a_refused_edit(
+    web: WebProcess, cell: LiveCell
+) -> None:
+    """A change sent with an ended login's cookie (logged out elsewhere) is refused
+    LOGIN_ENDED, not CSRF_REFUSED, changes nothing, and the page shows the edit's text."""
+    operator = web.client()
+    assert operator.login("operator", token_of(cell, "operator")).status == 200
+    csrf = operator.csrf()
+    cookies = list(operator.jar)
+    stale = web.client()
+    for cookie in cookies:
+        stale.jar.set_cookie(cookie)
+    assert stale.post("/api/logout", {}).status == 200  # the login ends
+    path = cell.path("public/doc")
+    before = cell.client().get_contents_and_stat(path).stat.content_generation
+    refused = operator.post("/api/set-contents", {"path": path, "contents": "x"}, csrf=csrf)
+    assert (refused.status, refused.json()["error"]) == (401, "LOGIN_ENDED")
+    for cookie in cookies:  # the answer cleared the ended login's cookie: a second tab's
+        operator.jar.set_cookie(cookie)
+    fields = {"path": path, "contents": "my <careful> draft", "csrf": csrf}
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    page = operator.request("POST", "/edit", body=urlencode(fields).encode(), headers=headers)
+    assert page.status == 401
+    assert "LOGIN_ENDED" in page.text
+    assert "my &lt;careful&gt; draft" in page.text
+    assert cell.client().get_contents_and_stat(path).stat.content_generation == before
+
+
+def test_pages_offer_what_the_visitor_may_do_and_say_what_happened(
+    web: WebProcess, cell: LiveCell
+) -> None:
+    """Sessions are linked for operators only; an unknown page is a 404 in the layout and
+    HEAD is a GET without a body; logging in goes back to the page it came from (never to
+    another site); a lazily listed child carries its lock mode; a name search shows no
+    'first page' link; an ACL change that takes the operator's own read access away says
+    it was done, warns of the missing ACL file and shows the parent; deleting needs no read
+    access."""
+    anonymous, operator = web.client(), web.client()
+    assert 'href="/sessions"' not in anonymous.get("/tree").text
+    missing = anonymous.get("/no-such-page")
+    assert missing.status == 404
+    assert "NOT_FOUND" in missing.text
+    assert "<header" in missing.text
+    head = anonymous.request("HEAD", "/tree")
+    assert (head.status, head.body) == (200, b"")
+    doc = cell.path("public/doc")
+    assert "/login?next=%2Fnode%3Fpath%3D" in anonymous.get("/node", path=doc).text
+    fields = {"principal": "operator", "token": token_of(cell, "operator")}
+    back = operator.form("/login", {**fields, "next": f"/node?path={doc}"})
+    assert back.status == 200
+    assert "Log out" in back.text
+    assert "Contents" in back.text
+    assert 'href="/sessions"' in operator.get("/tree").text
+    elsewhere = web.client().form("/login", {**fields, "next": "//example.com/x"})
+    assert elsewhere.status == 200
+    assert 'data-page="tree"' in elsewhere.text
+    locked = cell.path("public/locked-one")
+    holder = cell.client(name="lazy-holder")
+    holder.open(locked, mode=HandleMode.READ | HandleMode.WRITE, create=True).acquire()
+    listing = anonymous.get("/api/dir", path=cell.path("public"), prefix="locked").json()
+    assert [(e["name"], e["lock_mode"]) for e in listing["entries"]] == [
+        ("locked-one", "exclusive")
+    ]
+    search = anonymous.get("/tree", path=cell.path("public/many"), prefix="n01").text
+    assert "first page" not in search
+    gone = cell.path("public/unreadable")
+    cell.client().create(gone, b"x")
+    generation = operator.get("/api/node", path=gone).json()["stat"]["acl_generation"]
+    changed = operator.form(
+        "/acl",
+        {"path": gone, "read": "nosuchacl", "write": "all", "change": "all",
+         "expected_generation": str(generation)},
+    )  # fmt: skip
+    assert changed.status == 200
+    for said in ("ACL names set", "admits no one", "You may not read"):
+        assert said in changed.text
+    form = operator.get("/delete", path=gone)
+    assert form.status == 200
+    assert "Delete this node" in form.text
+    assert "Deleted" in operator.form("/delete", {"path": gone}).text
 
 
 # ----------------------------------------------------------------------------- lock-out

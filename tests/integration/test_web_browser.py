@@ -192,7 +192,8 @@ def test_a_lock_shows_its_holder_and_its_waiter(
     browser: Any, web: WebProcess, cell: LiveCell
 ) -> None:
     """The lock page names the holder and the waiter, with their clients and principals,
-    and counts a waiter queued after it was drawn."""
+    and counts a waiter queued after it was drawn; the tree marks the lock, drawn by the
+    server or expanded in place."""
     path = cell.path("app/leader")
     holder = cell.client(name="scheduler-a", principal=cell.operator[0], token=cell.operator[1])
     waiter = cell.client(name="scheduler-b")
@@ -213,6 +214,11 @@ def test_a_lock_shows_its_holder_and_its_waiter(
     shot(browser, "lock")
     browser.get(f"{web.base}/tree?path={cell.path('app')}")
     assert "locked · exclusive" in css(browser, f'li.node[data-path="{path}"]').text
+    browser.get(f"{web.base}/tree")  # the root; app/ expanded in place marks the lock too
+    css(browser, f'a.toggle[data-path="{cell.path("app")}"]').click()
+    row = f'li.node[data-path="{path}"]'
+    wait(browser, lambda d: all_css(d, row), "app/ expands in place")
+    assert "locked · exclusive" in css(browser, row).text
 
 
 def test_an_edit_by_another_client_arrives_live(

@@ -19,6 +19,7 @@ from chubbypy.config import (
     LimitsConfig,
     PaxosConfig,
     SessionsConfig,
+    SupervisorConfig,
     load_config,
     parse_config,
 )
@@ -109,6 +110,7 @@ def test_cell_yaml_states_the_defaults() -> None:
     assert cell.paxos == PaxosConfig()
     assert cell.limits == LimitsConfig()
     assert cell.sessions == SessionsConfig()
+    assert cell.supervisor == SupervisorConfig()
 
 
 def test_cell5_yaml_loads() -> None:
@@ -133,6 +135,7 @@ def test_etc_files_comment_every_key(name: str) -> None:
     document = yaml.safe_load(text)
     assert set(document["paxos"]) == {a.name for a in fields(PaxosConfig)}
     assert set(document["limits"]) == {a.name for a in fields(LimitsConfig)}
+    assert set(document["supervisor"]) == {a.name for a in fields(SupervisorConfig)}
 
 
 # --- Defaults, paths and URLs ----------------------------------------------------------------
@@ -1038,4 +1041,46 @@ def test_a_session_waiting_calls_must_not_fill_a_connection_pipeline() -> None:
                 "calls_waiting_per_session_max": 498,
             }
         )
+    )
+
+
+# --- The supervisor of `chubbypy cell` --------------------------------------------------------
+
+
+def test_supervisor_keys_are_read_and_default() -> None:
+    """Without supervisor: every key takes its default; given, each is read by its type."""
+    assert parse_config(config()).supervisor == SupervisorConfig(0.5, 30.0, 30.0, 5)
+    section = {
+        "restart_delay_seconds": 1,
+        "restart_delay_max_seconds": 8,
+        "quick_exit_seconds": 2.5,
+        "quick_exits_max": 3,
+    }
+    assert parse_config(config(supervisor=section)).supervisor == SupervisorConfig(1, 8, 2.5, 3)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("restart_delay_seconds", 0, "0 is not a duration"),
+        ("restart_delay_max_seconds", -1, "-1 is not a duration"),
+        ("quick_exit_seconds", 0, "0 is not a duration"),
+        ("quick_exits_max", 0, "0 is too small: expected at least 1"),
+        ("quick_exits_max", 2.5, "expected an integer, got number 2.5"),
+        ("restart_delay", 1, "unknown key"),
+    ],
+)
+def test_supervisor_values_out_of_range_are_refused(key: str, value: object, expected: str) -> None:
+    """Each supervisor value out of its range is one problem naming the key."""
+    message = only_problem(config(supervisor={key: value}))
+    assert message.startswith(f"supervisor.{key}: "), message
+    assert expected in message, message
+
+
+def test_the_longest_back_off_cannot_be_below_the_first() -> None:
+    """restart_delay_max_seconds below restart_delay_seconds is one problem naming both."""
+    section = {"restart_delay_seconds": 2, "restart_delay_max_seconds": 1}
+    assert only_problem(config(supervisor=section)) == (
+        "supervisor.restart_delay_max_seconds: 1 s is below supervisor.restart_delay_seconds "
+        "(2 s): the back-off only grows"
     )

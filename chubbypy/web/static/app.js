@@ -92,10 +92,17 @@
     return stat.is_directory ? plural(stat.size, "child", "children") : plural(stat.size, "byte", "bytes");
   }
 
-  function badges(stat) {
+  function badges(stat, lockMode) {
+    // As the server draws them (_html.badges): no read access; ephemeral; locked and how.
     const marks = [];
-    if (!stat) marks.push(el("span", { class: "badge muted", title: "you may not read this node", text: "no read access" }));
-    else if (stat.ephemeral) marks.push(el("span", { class: "badge eph", title: "deleted when its session ends", text: "ephemeral" }));
+    if (!stat) {
+      marks.push(el("span", { class: "badge muted", title: "you may not read this node", text: "no read access" }));
+      return marks;
+    }
+    if (stat.ephemeral) marks.push(el("span", { class: "badge eph", title: "deleted when its session ends", text: "ephemeral" }));
+    if (lockMode && lockMode !== "free") {
+      marks.push(el("span", { class: "badge lock", title: `its lock is held (${lockMode})`, text: `locked · ${lockMode}` }));
+    }
     return marks;
   }
 
@@ -113,7 +120,7 @@
       toggle,
       el("a", { class: "name", href, text: entry.name + (directory ? "/" : "") }),
       " ",
-      ...badges(stat),
+      ...badges(stat, entry.lock_mode),
       el("span", { class: "facts", text: facts(stat) }),
     );
     return el("li", { class: `node ${kind}`, "data-path": entry.path }, row);
@@ -199,17 +206,31 @@
   }
 
   async function refreshRow(path) {
+    // The row's facts and marks (ephemeral, locked) as the listing has them now.
     const rows = nodesOf(path);
     if (!rows.length) return;
+    const cut = path.lastIndexOf("/");
+    const [parent, name] = [path.slice(0, cut), path.slice(cut + 1)];
+    let entry;
     try {
-      const node = await api("/api/node", { path, length: 16 });
-      for (const item of rows) {
-        const factsBox = item.querySelector(":scope > .row > .facts");
-        if (factsBox) factsBox.textContent = facts(node.stat);
-        flash(item);
-      }
+      const listing = await api("/api/dir", { path: parent, prefix: name, limit: 1 });
+      entry = listing.entries.find((found) => found.path === path);
     } catch (error) {
-      for (const item of rows) item.classList.add("gone");
+      entry = undefined;
+    }
+    for (const item of rows) {
+      if (!entry) {
+        item.classList.add("gone");
+        continue;
+      }
+      const row = item.querySelector(":scope > .row");
+      if (row) {
+        for (const mark of row.querySelectorAll(":scope > .badge")) mark.remove();
+        const factsBox = row.querySelector(":scope > .facts");
+        for (const mark of badges(entry.stat, entry.lock_mode)) row.insertBefore(mark, factsBox);
+        if (factsBox) factsBox.textContent = facts(entry.stat);
+      }
+      flash(item);
     }
   }
 
@@ -382,9 +403,6 @@
     const status = replica.status;
     if (!status) return [el("td", {}, el("b", { text: replica.replica_id })), el("td", { class: "wrap", colspan: 9, text: `unreachable: ${replica.problem}` })];
     const lease = status.lease_valid ? `${(status.lease_remaining_ms / 1000).toFixed(2)} s` : "—";
-    let checks = `${replica.checksum_comparisons || 0} compared`;
-    if (replica.last_comparison_seconds_ago !== null) checks += `, last ${replica.last_comparison_seconds_ago} s ago`;
-    if (replica.checksum_mismatches || status.divergence) checks += `; ${replica.checksum_mismatches || 0} MISMATCHED`;
     return [
       el("td", {}, el("b", { text: replica.replica_id })),
       el("td", {}, el("span", { class: `role ${status.role}`, text: status.role })),
@@ -394,7 +412,7 @@
       el("td", { text: status.applied_index }),
       el("td", { class: replica.lag ? "lag" : "", text: replica.lag }),
       el("td", { text: status.first_index }),
-      el("td", { class: replica.checksum_mismatches ? "bad" : "", text: checks }),
+      el("td", { class: replica.checksum_bad ? "bad" : "", text: replica.checksum_summary }),
       el("td", { text: `${Math.floor(status.uptime_ms / 1000)} s` }),
     ];
   }

@@ -304,6 +304,7 @@ class FakeReplica:
             lease_remaining_ms=1500,
             master_hint=self.cell.master,
             uptime_ms=60_000,
+            checksum_mismatches=0,
         )
 
 

@@ -86,6 +86,7 @@ STATUS_KEYS = {
     "lease_remaining_ms",
     "master_hint",
     "uptime_ms",
+    "checksum_mismatches",
 }
 
 
@@ -262,6 +263,7 @@ def status_of(replica_id: str, role: str) -> ReplicaStatus:
         1500,
         ReplicaId("r1"),
         9000,
+        0,
     )
 
 
@@ -521,7 +523,8 @@ def test_mkdir_p_through_a_file_fails(stub: StubCell) -> None:
 
 
 def test_status_prints_a_table_with_unreachable_replicas(stub: StubCell) -> None:
-    """status shows every replica's role, indexes, lease and master, and why one is down."""
+    """status shows every replica's role, indexes, lease and master, then each problem (why
+    one is down) on a line of its own; it exits 1 and sums the problems up on stderr."""
     stub.reports = (
         ReplicaReport(
             "tcp:host=127.0.0.1:port=7201", ReplicaId("r1"), status_of("r1", "master"), None
@@ -530,17 +533,37 @@ def test_status_prints_a_table_with_unreachable_replicas(stub: StubCell) -> None
             "tcp:host=127.0.0.1:port=7202", ReplicaId("r2"), None, "cannot connect: refused"
         ),
     )
-    lines = chubbypy(stub, "status").stdout.decode().splitlines()
+    run = chubbypy(stub, "status")
+    lines = run.stdout.decode().splitlines()
     header = "REPLICA ADDRESS ROLE EPOCH CHOSEN APPLIED FIRST LAST LEASE MASTER"
     assert lines[0].split() == header.split()
     row = "r1 127.0.0.1:7201 master 4 120 119 1 120 1.5s r1"
     assert lines[1].split() == row.split()
     assert lines[2].split()[:3] == ["r2", "127.0.0.1:7202", "unreachable"]
-    assert lines[3] == "r2: cannot connect: refused"
+    assert lines[3] == "r2: unreachable: cannot connect: refused"
+    assert run.code == EXIT_FAILED
+    assert run.stderr == "chubbypy status: the cell is not healthy, 1 problem: r2 unreachable\n"
+
+
+def test_status_of_a_healthy_cell_exits_0_with_no_problem(stub: StubCell) -> None:
+    """Every replica answered, one is master, none lags or diverged: exit 0, no problem line,
+    "problems" empty and "ok" true."""
+    stub.reports = tuple(
+        ReplicaReport(f"tcp:host=127.0.0.1:port=720{n}", ReplicaId(f"r{n}"), status, None)
+        for n, status in enumerate(
+            (status_of("r1", "master"), status_of("r2", "follower")), start=1
+        )
+    )
+    run = chubbypy(stub, "status")
+    assert (run.code, run.stderr, len(run.stdout.decode().splitlines())) == (EXIT_OK, "", 3)
+    document = chubbypy(stub, "--json", "status").json()
+    assert (document["ok"], document["problems"], document["lag_max"]) == (True, [], 1000)
+    assert "error" not in document
 
 
 def test_status_json(stub: StubCell) -> None:
-    """status --json lists every replica with the STATUS object or its problem."""
+    """status --json lists every replica with the STATUS object or its problem, and each
+    problem as data; with one, "ok" is false and "error" says UNHEALTHY, exit code 1."""
     stub.reports = (
         ReplicaReport(
             "tcp:host=127.0.0.1:port=7201", ReplicaId("r1"), status_of("r1", "master"), None
@@ -549,8 +572,11 @@ def test_status_json(stub: StubCell) -> None:
     )
     run = chubbypy(stub, "--json", "status")
     document = run.json()
-    assert run.code == EXIT_OK
-    assert set(document) == {"schema", "command", "ok", "cell", "master", "replicas"}
+    assert run.code == EXIT_FAILED
+    assert set(document) == {
+        "schema", "command", "ok", "cell", "master", "replicas", "problems", "lag_max",
+        "path", "error",
+    }  # fmt: skip
     assert document["master"] == "r1"
     up, down = document["replicas"]
     assert set(up) == {"replica_id", "address", "reachable", "problem", "status"}
@@ -563,12 +589,41 @@ def test_status_json(stub: StubCell) -> None:
         "problem": "refused",
         "status": None,
     }
+    assert document["problems"] == [
+        {
+            "kind": "unreachable",
+            "replica_id": None,
+            "address": "127.0.0.1:7202",
+            "message": "unreachable: refused",
+            "lag": None,
+        }
+    ]
+    assert document["ok"] is False
+    assert document["error"] == {
+        "code": "UNHEALTHY",
+        "message": "the cell is not healthy, 1 problem: 127.0.0.1:7202 unreachable",
+        "exit_code": EXIT_FAILED,
+    }
 
 
 def test_status_with_no_replica_reachable_exits_3(stub: StubCell) -> None:
-    """status exits 3 when not one replica answered."""
+    """status exits 3 when not one replica answered; in JSON the error is UNAVAILABLE."""
     stub.reports = (ReplicaReport("tcp:host=h:port=1", None, None, "refused"),)
     assert chubbypy(stub, "status").code == EXIT_UNAVAILABLE
+    run = chubbypy(stub, "--json", "status")
+    assert (run.code, run.json()["error"]["code"]) == (EXIT_UNAVAILABLE, "UNAVAILABLE")
+
+
+def test_status_lag_max_is_a_count_of_entries(stub: StubCell) -> None:
+    """--lag-max takes 0 or more entries; anything else is a usage error (exit 2)."""
+    stub.reports = (
+        ReplicaReport("tcp:host=h:port=1", ReplicaId("r1"), status_of("r1", "master"), None),
+    )
+    assert chubbypy(stub, "--json", "status", "--lag-max", "0").json()["lag_max"] == 0
+    for bad in ("-1", "ten", "1.5"):
+        with pytest.raises(SystemExit) as raised:
+            chubbypy(stub, "status", "--lag-max", bad)
+        assert raised.value.code == EXIT_USAGE
 
 
 # ----------------------------------------------------------------------------- errors

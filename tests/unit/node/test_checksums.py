@@ -55,7 +55,8 @@ def test_equal_reports_count_comparisons_and_no_mismatch() -> None:
 
 def test_a_different_report_is_a_divergence() -> None:
     """A report that differs from ours sets `checksums.divergence`, counts a mismatch and
-    leaves a CRITICAL note naming the index and both replicas."""
+    leaves a CRITICAL note naming the index and both replicas; the replica's status (what
+    `chubbypy status` asks) counts it too."""
     cell = checksummed()
     (mine,) = taken(cell, R1)
     node = cell.nodes[R1]
@@ -68,6 +69,10 @@ def test_a_different_report_is_a_divergence() -> None:
     assert "REPLICAS DIVERGED" in critical
     assert f"{R3}'s state checksum is 0000000000000000, {R1}'s is {mine.checksum.hex()}" in critical
     assert metric(node, "chubbypy_checksum_mismatches_total") == 1
+    assert book.last[R3] == (mine.index, False)
+    assert metric(node, f'chubbypy_checksum_last_matched{{peer="{R3}"}}') == 0
+    assert metric(node, f'chubbypy_checksum_last_compared_index{{peer="{R3}"}}') == mine.index
+    assert node.status().checksum_mismatches == 1
 
 
 def test_a_divergence_is_kept_for_good() -> None:

@@ -237,6 +237,7 @@ statuses = st.builds(
     lease_remaining_ms=uints,
     master_hint=optional_replica_ids,
     uptime_ms=uints,
+    checksum_mismatches=uints,
 )
 
 handles = st.binary(min_size=1, max_size=40)
@@ -497,7 +498,7 @@ def replaced(base: list[Any], position: int, value: object) -> list[Any]:
 
 
 STAT = [1, 1, 0, 0, 0, ["r", "w", "c"], False, False, 3]
-STATUS = ["r1", "master", 3, "7.r2", 10, 10, 1, 12, 0, True, True, 500, "r1", 1000]
+STATUS = ["r1", "master", 3, "7.r2", 10, 10, 1, 12, 0, True, True, 500, "r1", 1000, 0]
 SESSION_INFO = [7, "me", "live", 900, 2, [["/ls/c/l", "exclusive"]], 1, ["/ls/c/e"], 1, 0, "alice"]
 HOLDER = [7, "me", "alice", "shared", 1000]
 WAITER = [8, "you", "", "exclusive", 250]
@@ -667,7 +668,7 @@ BAD: dict[str, bytes] = {
     "unknown role 3": pack(replaced(GOOD["hello"], 3, 3)),
     "role as string": pack(replaced(GOOD["hello"], 3, "client")),
     "welcome replica id too long": pack(replaced(GOOD["welcome"], 3, "r" * 256)),
-    "status of 13 fields": pack([24, 1, STATUS[:-1]]),
+    "status of 14 fields (version 4's)": pack([24, 1, STATUS[:-1]]),
     "unknown replica role": pack([24, 1, replaced(STATUS, 1, "leader")]),
     "replica role as bytes": pack([24, 1, replaced(STATUS, 1, b"master")]),
     "serving as int": pack([24, 1, replaced(STATUS, 9, 1)]),

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from chubbypy.web._api import checksum_summary
 from chubbypy.web._cellstatus import CellHistory, ReplicaSample, Round, parse_metrics, quantile
 from chubbypy.web._http import HostCheck, json_depth
 from chubbypy.web._logins import AttemptLimiter
@@ -156,17 +157,54 @@ def test_history_draws_rates_latency_and_sessions() -> None:
     assert (second.reads_per_second, second.writes_per_second) == (4.0, 1.0)
 
 
+def compared(index: int, matched: bool = True) -> str:
+    return (
+        f'chubbypy_checksum_last_compared_index{{peer="r2"}} {index}\n'
+        f'chubbypy_checksum_last_matched{{peer="r2"}} {int(matched)}\n'
+    )
+
+
 def test_history_reports_a_new_master_and_when_checksums_were_compared() -> None:
-    """A change of serving replica is reported once; rising comparisons are timed."""
+    """A change of serving replica is reported once; the master's comparison of a
+    follower's checksum at a later index is timed for both (one it had already when the
+    page first looked is not)."""
     history = CellHistory(["r1", "r2"], points_max=3)
-    r1 = sample(0, 0, 1, 0, 0, compared=1)
+    master = {"serving": True, "epoch": 4}
+    r1 = ReplicaSample(master, parse_metrics(compared(10)))
     follower = ReplicaSample({"serving": False, "epoch": 4}, parse_metrics(""))
     assert history.add(Round(1.0, {"r1": r1, "r2": follower})) is None
-    r1_again = sample(0, 0, 1, 0, 0, compared=2)
+    assert history.compared_at("r2") is None
+    r1_again = ReplicaSample(master, parse_metrics(compared(20)))
     assert history.add(Round(2.0, {"r1": r1_again, "r2": follower})) is None
-    assert history.compared_at("r1") == 2.0
+    assert (history.compared_at("r1"), history.compared_at("r2")) == (2.0, 2.0)
+    assert history.last_compared(history.latest, "r1") == {"r2": (20, True)}
     r2 = ReplicaSample({"serving": True, "epoch": 5}, parse_metrics(""))
     down = ReplicaSample(None, None, "no answer")
     assert history.add(Round(3.0, {"r1": down, "r2": r2})) == ("r2", 5)
     assert history.add(Round(4.0, {"r1": down, "r2": r2})) is None
     assert len(history.points()) == 3  # at most points_max, the oldest dropped
+
+
+def test_the_checksum_line_says_what_the_master_compared() -> None:
+    """The master's line counts its comparisons; a follower's gives the master's last
+    comparison of it; a difference or a divergence in /status is bad news."""
+    metrics = parse_metrics(
+        "chubbypy_checksum_comparisons_total 12\nchubbypy_checksum_mismatches_total 0\n"
+    )
+    assert checksum_summary("r1", "r1", {"r2": (20, True)}, metrics, {}, 1.5) == (
+        "master: compared 12 follower checksums, 1.5 s ago",
+        False,
+    )
+    assert checksum_summary("r2", "r1", {"r2": (20, True)}, None, {}, 1.5) == (
+        "matched the master's at index 20, 1.5 s ago",
+        False,
+    )
+    assert checksum_summary("r2", "r1", {"r2": (1_020, False)}, None, {}, None) == (
+        "DIFFERED from the master's at index 1,020",
+        True,
+    )
+    assert checksum_summary("r3", "r1", {}, None, {"divergence": "at index 5 ..."}, None) == (
+        "not compared by this master yet; DIVERGED (see its /status)",
+        True,
+    )
+    assert checksum_summary("r3", None, {}, None, None, None) == ("no master compares now", False)
