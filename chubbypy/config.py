@@ -172,6 +172,7 @@ class PaxosConfig:
         return max(1, round(self.checksum_every_seconds / self.tick_seconds))
 
 
+ADMIN_CONNECTIONS_PER_ADDRESS_DEFAULT: Final = 16
 _CLIENT_LIMITS: Final = ClientLimits()
 """The node's defaults, which the cell file's ``limits:`` keys of the same names override."""
 _AUTH_LIMITS: Final = AuthLimits()
@@ -214,6 +215,14 @@ class LimitsConfig:
     """Connections to the admin (HTTP) port open at once; more are answered 503 and closed."""
     admin_idle_timeout_seconds: float = 30.0
     """An admin connection that sends nothing for this long is closed."""
+    admin_connections_per_address_max: int = ADMIN_CONNECTIONS_PER_ADDRESS_DEFAULT
+    """Admin connections open at once from one source address (at most
+    admin_connections_max; when not given, the smaller of 16 and it)."""
+    admin_request_head_seconds: float = 5.0
+    """A request's line and headers must arrive whole within this long of their first
+    byte (slowloris); else 408 and the connection is closed."""
+    admin_request_head_bytes_max: int = 8192
+    """A request line (414 past it) and its headers together (431 past it)."""
     http_request_bytes_max: int = 16 * 1024
     """The body of one request to the admin port (it takes none: twisted.web would
     otherwise buffer any body whole, on disk past 100,000 bytes)."""
@@ -380,6 +389,9 @@ class TlsConfig:
 WEB_LISTEN_DEFAULT: Final = "tcp:7400:interface=127.0.0.1"
 """Where `chubbypy web` (and the page `chubbypy cell` starts) listens: loopback only."""
 WEB_BODY_BYTES_DEFAULT: Final = 1 << 20
+WEB_CONNECTIONS_PER_ADDRESS_DEFAULT: Final = 64
+REQUEST_HEAD_BYTES_MIN: Final = 1024
+"""A request head smaller than this cannot carry a browser's usual headers and cookies."""
 
 
 @frozen
@@ -404,8 +416,28 @@ class WebConfig:
     login_attempts_per_address_max: int = 10
     """Login attempts from one address per `login_attempts_window_seconds` (a token bucket)."""
     login_attempts_window_seconds: float = 60.0
+    login_failures_per_principal_max: int = 5
+    """Failed logins as one principal, from every address together, per the cell's
+    ``limits.auth_failures_window_seconds`` (a token bucket). Past it the page refuses that
+    principal's logins, before asking the cell, until the bucket refills: every login
+    reaches the cell from the web server's host, and the cell allows only
+    ``limits.auth_failures_per_address_max`` failures per host and principal, so this must
+    be below it, or failed web logins would lock the principal out of the cell on that
+    host (the CLI too)."""
+    logins_per_principal_max: int = 16
+    """Logins of one principal live at once (at most logins_max)."""
+    logins_per_address_max: int = 16
+    """Logins made from one address live at once (at most logins_max)."""
     connections_max: int = 256
     """HTTP connections open at once (event streams included); more are closed at once."""
+    connections_per_address_max: int = WEB_CONNECTIONS_PER_ADDRESS_DEFAULT
+    """HTTP connections open at once from one address (at most connections_max; when not
+    given, the smaller of 64 and it)."""
+    request_head_seconds: float = 5.0
+    """A request's line and headers must arrive whole within this long of their first
+    byte (slowloris); else 408 and the connection is closed."""
+    request_head_bytes_max: int = 16384
+    """A request line (414 past it) and its headers together (431 past it)."""
     request_body_bytes_max: int = WEB_BODY_BYTES_DEFAULT
     """Bytes of one request's body; a longer one is refused (413) without being kept. When
     not given, at least what a file of ``limits.file_bytes_max`` needs as base64."""
@@ -618,7 +650,13 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     data_dir = _data_dir(top["data_dir"], problems) if "data_dir" in top else None
     storage_url = _storage_url(top.get("storage_url"), problems)
     paxos = _numbers(top.get("paxos"), "paxos", PaxosConfig, PAXOS_RULES, problems)
-    limits = _numbers(top.get("limits"), "limits", LimitsConfig, LIMITS_RULES, problems)
+    limits_section = top.get("limits")
+    if isinstance(limits_section, dict):
+        limits_section = {
+            **limits_section,
+            **_parts_not_given(limits_section, LIMITS_PARTS, LimitsConfig()),
+        }
+    limits = _numbers(limits_section, "limits", LimitsConfig, LIMITS_RULES, problems)
     sessions = _numbers(top.get("sessions"), "sessions", SessionsConfig, SESSIONS_RULES, problems)
     _check_session_relations(sessions, paxos, problems)
     auth = _auth(top.get("auth"), problems)
@@ -627,6 +665,7 @@ def parse_config(mapping: object, source: str | os.PathLike[str] | None = None) 
     _check_paxos_relations(paxos, problems)
     _check_size_relations(paxos, limits, problems)
     _check_client_limits(limits, paxos, problems)
+    _check_parts(limits, "limits", LIMITS_PARTS, problems)
     web = _web(top.get("web"), limits, problems)
     supervisor = _numbers(
         top.get("supervisor"), "supervisor", SupervisorConfig, SUPERVISOR_RULES, problems
@@ -1174,6 +1213,9 @@ LIMITS_RULES: Final[Mapping[str, Rule]] = {
     "peer_handshakes_per_address_max": _at_least(1),
     "admin_connections_max": _at_least(1),
     "admin_idle_timeout_seconds": _positive_seconds,
+    "admin_connections_per_address_max": _at_least(1),
+    "admin_request_head_seconds": _positive_seconds,
+    "admin_request_head_bytes_max": _at_least(REQUEST_HEAD_BYTES_MIN),
     "http_request_bytes_max": _at_least(0),
     "frame_timeout_seconds": _positive_seconds,
     "idle_timeout_seconds": _positive_seconds,
@@ -1454,7 +1496,13 @@ WEB_RULES: Final[Mapping[str, Rule]] = {
     "login_idle_seconds": _positive_seconds,
     "login_attempts_per_address_max": _at_least(1),
     "login_attempts_window_seconds": _positive_seconds,
+    "login_failures_per_principal_max": _at_least(1),
+    "logins_per_principal_max": _at_least(1),
+    "logins_per_address_max": _at_least(1),
     "connections_max": _at_least(4),
+    "connections_per_address_max": _at_least(1),
+    "request_head_seconds": _positive_seconds,
+    "request_head_bytes_max": _at_least(REQUEST_HEAD_BYTES_MIN),
     "request_body_bytes_max": _at_least(1024),
     "json_depth_max": _between(1, JSON_DEPTH_LIMIT, "nesting beyond it is a flood, not a form"),
     "children_per_page": _between(
@@ -1480,6 +1528,12 @@ def _web(value: object, limits: Mapping[str, float], problems: _Problems) -> Web
         # Not given: large enough for the largest file, whatever limits.file_bytes_max says.
         needed = _body_bytes_needed(limits["file_bytes_max"])
         numbers["request_body_bytes_max"] = max(WEB_BODY_BYTES_DEFAULT, needed)
+    numbers.update(_parts_not_given(numbers, WEB_PARTS, WebConfig()))
+    failures, cell_failures = "login_failures_per_principal_max", "auth_failures_per_address_max"
+    if failures not in numbers and isinstance(limits.get(cell_failures), int):
+        # Not given: below the cell's budget, whatever limits says.
+        numbers[failures] = max(1, min(WebConfig().login_failures_per_principal_max,
+                                       int(limits[cell_failures]) - 1))  # fmt: skip
     values = _numbers(numbers, "web", WebConfig, WEB_RULES, problems, WEB_NON_NUMERIC)
     listen = _web_listen(section.get("listen", WEB_LISTEN_DEFAULT), problems)
     hosts = _web_hosts(section.get("hosts", []), problems)
@@ -1523,7 +1577,20 @@ def _check_web_relations(
     web: Mapping[str, float], limits: Mapping[str, float], problems: _Problems
 ) -> None:
     """A whole file must fit in one request (as base64, the API's encoding for any bytes),
-    and one login's event streams cannot exceed everyone's."""
+    one login's (or address's, or principal's) share cannot exceed everyone's, and failed
+    web logins must never spend the cell's whole budget of failures for the web server's
+    host."""
+    _check_parts(web, "web", WEB_PARTS, problems)
+    failures = web.get("login_failures_per_principal_max")
+    cell_failures = limits.get("auth_failures_per_address_max")
+    if failures is not None and cell_failures is not None and failures >= cell_failures:
+        problems.add(
+            "web.login_failures_per_principal_max",
+            f"{failures:g} is not below limits.auth_failures_per_address_max "
+            f"({cell_failures:g}): every web login reaches the cell from the web server's host, "
+            "so failed web logins would use up that host's budget for the principal and lock "
+            "it out of the cell there, the CLI included; lower it (or raise the cell's)",
+        )
     body, file_bytes = web.get("request_body_bytes_max"), limits.get("file_bytes_max")
     if body is not None and file_bytes is not None:
         needed = _body_bytes_needed(file_bytes)
@@ -1533,13 +1600,6 @@ def _check_web_relations(
                 f"{body:g} cannot carry a file of limits.file_bytes_max ({file_bytes:g}) "
                 f"bytes as base64 in JSON: at least {needed}",
             )
-    per_login, total = web.get("event_streams_per_login_max"), web.get("event_streams_max")
-    if per_login is not None and total is not None and per_login > total:
-        problems.add(
-            "web.event_streams_per_login_max",
-            f"{per_login:g} is above web.event_streams_max ({total:g}): one login can never "
-            "hold more than everyone together",
-        )
 
 
 def _body_bytes_needed(file_bytes: float) -> int:
@@ -1548,6 +1608,51 @@ def _body_bytes_needed(file_bytes: float) -> int:
 
 
 WEB_KEYS: Final = (*WEB_NON_NUMERIC, *WEB_RULES)
+
+LIMITS_PARTS: Final = (("admin_connections_per_address_max", "admin_connections_max"),)
+"""(part, whole): keys of ``limits:`` that bound one source's share of a whole; a part is at
+most its whole, and when not given it is its default or the whole, the smaller."""
+WEB_PARTS: Final = (
+    ("connections_per_address_max", "connections_max"),
+    ("logins_per_principal_max", "logins_max"),
+    ("logins_per_address_max", "logins_max"),
+    ("event_streams_per_login_max", "event_streams_max"),
+)
+"""The same, for ``web:``."""
+
+
+def _parts_not_given(
+    section: Mapping[str, object],
+    parts: tuple[tuple[str, str], ...],
+    defaults: LimitsConfig | WebConfig,
+) -> dict[str, int]:
+    """The value of each part `section` does not give: its default, or its whole (when
+    given as a valid whole number) if that is smaller, so that lowering a whole alone is
+    valid."""
+    filled = {}
+    for part, whole in parts:
+        given = section.get(whole)
+        valid = isinstance(given, int) and not isinstance(given, bool) and given >= 1
+        if part not in section and valid:  # else the whole's own problem is reported
+            filled[part] = min(getattr(defaults, part), cast("int", given))
+    return filled
+
+
+def _check_parts(
+    values: Mapping[str, float],
+    name: str,
+    parts: tuple[tuple[str, str], ...],
+    problems: _Problems,
+) -> None:
+    """Each part of `parts` is at most its whole."""
+    for part, whole in parts:
+        low, high = values.get(part), values.get(whole)
+        if low is not None and high is not None and low > high:
+            problems.add(
+                f"{name}.{part}",
+                f"{low:g} is above {name}.{whole} ({high:g}): one source's share can never be "
+                "more than everyone's together",
+            )
 
 
 # --- The supervisor of `chubbypy cell` -------------------------------------------------------

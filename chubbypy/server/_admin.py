@@ -96,6 +96,13 @@ def admin_site(server: ReplicaServer) -> Site:
             idle_timeout_seconds=limits.admin_idle_timeout_seconds,
             connections_key="admin_connections_max",
             request_bytes_key="http_request_bytes_max",
+            connections_per_address_max=limits.admin_connections_per_address_max,
+            connections_per_address_key="admin_connections_per_address_max",
+            request_head_seconds=limits.admin_request_head_seconds,
+            request_head_seconds_key="admin_request_head_seconds",
+            request_head_bytes_max=limits.admin_request_head_bytes_max,
+            request_head_bytes_key="admin_request_head_bytes_max",
+            log_lines_per_minute=limits.log_lines_per_minute,
         ),
     )
     site.displayTracebacks = False
@@ -109,6 +116,24 @@ def admin_site(server: ReplicaServer) -> Site:
         "chubbypy_admin_connections_refused_total",
         "Admin port connections past limits.admin_connections_max (answered 503, closed).",
         lambda: float(site.refused["connections"]),
+    )
+    metrics.counter_view(
+        "chubbypy_admin_connections_per_address_refused_total",
+        "Admin port connections past limits.admin_connections_per_address_max from one "
+        "source address (answered 503, closed).",
+        lambda: float(site.refused["connections_per_address"]),
+    )
+    metrics.counter_view(
+        "chubbypy_admin_request_heads_too_slow_total",
+        "Admin port requests whose line and headers took longer than "
+        "limits.admin_request_head_seconds (answered 408, closed).",
+        lambda: float(site.refused["request_head_time"]),
+    )
+    metrics.counter_view(
+        "chubbypy_admin_request_heads_too_large_total",
+        "Admin port requests whose line (414) or headers (431) were longer than "
+        "limits.admin_request_head_bytes_max (closed).",
+        lambda: float(site.refused["request_line_bytes"] + site.refused["request_headers_bytes"]),
     )
     metrics.counter_view(
         "chubbypy_admin_requests_too_large_total",

@@ -20,7 +20,7 @@ from chubbypy.protocol.errors import GenerationMismatch
 from chubbypy.protocol.namespace import AclNames, Stat
 from chubbypy.web._app import Answer, Context, Json, Server, Streaming, WebError
 from chubbypy.web._cellstatus import CellHistory
-from chubbypy.web._live import StreamRefused
+from chubbypy.web._live import StreamRefused, refuse_stream
 from chubbypy.web._reads import (
     acl_view,
     contents_page,
@@ -286,11 +286,14 @@ class Api:
 
     async def events(self, context: Context) -> Answer:
         visitor = context.visitor
-        cell = visitor.client()
         try:
+            cell = visitor.client()
             paths = self.server.live.check(visitor.owner, context.query.get("path", []))
-        except StreamRefused as refused:
-            raise WebError(refused.code, refused.message) from None
+        except (WebError, StreamRefused) as refused:
+            if refused.code == "BAD_REQUEST":  # a script's mistake: retrying will not help
+                raise WebError(refused.code, refused.message) from None
+            refuse_stream(context.request, refused.code, refused.message)
+            return Streaming()
         key = visitor.login.login_id if visitor.login is not None else "anonymous"
         self.server.live.open(context.request, visitor.owner, key, cell, paths)
         return Streaming()

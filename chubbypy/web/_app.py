@@ -329,6 +329,9 @@ class WebApp(Resource):
 
     def _refusal(self, request: Request) -> tuple[str, str] | None:
         """Why a request is refused before its route is looked at, or None."""
+        hosts = request.requestHeaders.getRawHeaders(b"host") or []
+        if len(hosts) > 1:  # RFC 9112 §3.2: one Host, or the request is refused
+            return "HOST_REFUSED", "a request with more than one Host header"
         if self.host_check is None or not self.host_check.admits(request.getHeader(b"host")):
             return "HOST_REFUSED", "this server does not answer to that host name"
         origin = request.getHeader(b"origin")

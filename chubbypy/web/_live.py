@@ -21,6 +21,10 @@ What a stream sends (each ``data:`` one line of JSON):
 * ``session`` ``{"state"}``: the client's session changed state (jeopardy, expired, ...);
 * ``logout`` ``{}``: the login ended (logged out or idle); the stream ends.
 
+A stream refused past a bound (or for a visitor who must log in first) is answered 200
+with ``retry`` and one ``refused`` ``{"error", "message", "retry_seconds"}`` event, then
+ended (`refuse_stream`): the page shows why and tries again later.
+
 Bounds: streams per login (or per address, for anonymous visitors) and in all, paths per
 stream; a stream whose client does not read (its socket buffer full: the transport pauses
 it) is ended rather than buffered without bound; a comment line every
@@ -45,7 +49,7 @@ from chubbypy.client import Cell, Handle, SessionState
 from chubbypy.protocol.errors import ChubbyError
 from chubbypy.protocol.session import EventKind, EventMask, HandleMode, SessionEvent
 
-__all__ = ["EventStream", "LiveUpdates", "Watches"]
+__all__ = ["EventStream", "LiveUpdates", "StreamRefused", "Watches", "refuse_stream"]
 
 WATCH_EVENTS: Final = (
     EventMask.CONTENTS_MODIFIED
@@ -57,6 +61,9 @@ LINGER_SECONDS: Final = 10.0
 HEARTBEAT_SECONDS: Final = 15.0
 RETRY_MS: Final = 3000
 """How long a browser waits before it reconnects a stream that broke."""
+REFUSED_RETRY_SECONDS: Final = 5
+"""How long a page waits before it tries again a stream that was refused (the script
+doubles it at each refusal in a row, up to a minute)."""
 
 CHANGE_KINDS: Final = {
     EventKind.CONTENTS_MODIFIED: "contents",
@@ -276,6 +283,22 @@ def _settle(watched: _Watched) -> None:
         callback()
 
 
+def refuse_stream(request: Request, code: str, message: str) -> None:
+    """Answer a stream that may not open now as a stream of one ``refused`` event, then
+    end it. A browser's EventSource neither retries after an answer other than 200 nor
+    lets the page read why; this way the page's script reads the reason, shows it and
+    tries again later (backing off); the ``retry`` line slows any other EventSource."""
+    request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+    line = json.dumps(
+        {"error": code, "message": message, "retry_seconds": REFUSED_RETRY_SECONDS},
+        separators=(",", ":"),
+    )
+    request.write(
+        f"retry: {REFUSED_RETRY_SECONDS * 1000}\n\nevent: refused\ndata: {line}\n\n".encode()
+    )
+    request.finish()
+
+
 class StreamRefused(Exception):
     """A stream that may not open: `code` (an API error code) and why."""
 
@@ -323,14 +346,15 @@ class LiveUpdates:
         if len(self._streams) >= self._streams_max:
             raise StreamRefused(
                 "RESOURCE_EXHAUSTED",
-                f"{self._streams_max} live-update streams are open, the most this page "
-                "serves (web.event_streams_max)",
+                f"too many live views on this page from everyone ({self._streams_max} open, "
+                "web.event_streams_max): close a tab, or wait for others to close",
             )
         if sum(stream.owner == owner for stream in self._streams) >= self._per_owner_max:
+            whose = "your login" if owner.startswith("login:") else "your address"
             raise StreamRefused(
                 "RESOURCE_EXHAUSTED",
-                f"you have {self._per_owner_max} live-update streams open already "
-                "(web.event_streams_per_login_max): close a tab",
+                f"too many live views from {whose} ({self._per_owner_max} open, "
+                "web.event_streams_per_login_max): close a tab",
             )
         return wanted
 

@@ -36,6 +36,7 @@ from chubbypy.config import CellConfig, ConfigError, load_config
 from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX, TOKEN_CHARS_MAX
 from chubbypy.protocol.session import SessionInfo
 from chubbypy.server._endpoints import http_url, server_endpoint
+from chubbypy.server._framed import ShellWarnings
 from chubbypy.server._http import BoundedSite, HttpLimits
 from chubbypy.server._serve import CELL_CHILD
 from chubbypy.web._api import Api
@@ -43,7 +44,7 @@ from chubbypy.web._app import STATUS_OF_CODE, Context, WebApp, WebError
 from chubbypy.web._cellstatus import CellHistory, StatusPoller
 from chubbypy.web._http import HostCheck
 from chubbypy.web._live import LiveUpdates
-from chubbypy.web._logins import AttemptLimiter, Login, LoginRefused, Logins
+from chubbypy.web._logins import AttemptLimiter, Login, LoginBounds, LoginRefused, Logins
 from chubbypy.web._pages import Pages
 
 __all__ = ["WebServer", "web_main", "web_parser", "web_url"]
@@ -113,11 +114,21 @@ class WebServer:
         self.logins = Logins(
             reactor,
             self._login_client,
-            logins_max=web.logins_max,
-            idle_seconds=web.login_idle_seconds,
+            LoginBounds(
+                logins_max=web.logins_max,
+                logins_per_principal_max=web.logins_per_principal_max,
+                logins_per_address_max=web.logins_per_address_max,
+                idle_seconds=web.login_idle_seconds,
+            ),
             attempts=AttemptLimiter(
                 web.login_attempts_per_address_max, web.login_attempts_window_seconds
             ),
+            failures=AttemptLimiter(
+                web.login_failures_per_principal_max,
+                config.limits.auth_failures_window_seconds,
+                keep_spent=True,
+            ),
+            warnings=ShellWarnings(config.limits.log_lines_per_minute, reactor.seconds),
         )
         self.live = LiveUpdates(
             reactor,
@@ -147,9 +158,16 @@ class WebServer:
             idle_timeout_seconds=IDLE_SECONDS,
             connections_key="connections_max",
             request_bytes_key="request_body_bytes_max",
+            connections_per_address_max=web.connections_per_address_max,
+            connections_per_address_key="connections_per_address_max",
+            request_head_seconds=web.request_head_seconds,
+            request_head_seconds_key="request_head_seconds",
+            request_head_bytes_max=web.request_head_bytes_max,
+            request_head_bytes_key="request_head_bytes_max",
             section="web",
+            log_lines_per_minute=config.limits.log_lines_per_minute,
         )
-        self.site = BoundedSite(self.app, limits)
+        self.site = BoundedSite(self.app, limits, reactor=reactor)
         self.site.displayTracebacks = False
         self.port: IListeningPort | None = None
         self.url = web_url(self.listen_on)
@@ -202,20 +220,25 @@ class WebServer:
 
     async def log_in(self, context: Context, principal: str, token: str) -> Login:
         """Log the visitor in (ending the login they had); `WebError` if refused."""
+        address = context.visitor.address
+        bad = None
         if (
             not 0 < len(principal) <= PRINCIPAL_CHARS_MAX
             or not principal.isprintable()
             or any(c.isspace() for c in principal)
         ):
-            raise WebError(
-                "BAD_REQUEST", "a principal is a name of printable characters, no spaces"
-            )
-        if not 0 < len(token) <= TOKEN_CHARS_MAX:
-            raise WebError("BAD_REQUEST", f"a token has 1 to {TOKEN_CHARS_MAX} characters")
+            bad = "a principal is a name of printable characters, no spaces"
+        elif not 0 < len(token) <= TOKEN_CHARS_MAX:
+            bad = f"a token has 1 to {TOKEN_CHARS_MAX} characters"
+        if bad is not None:
+            self.logins.refused(principal, address, LoginRefused("BAD_REQUEST", bad))
+            raise WebError("BAD_REQUEST", bad)
         try:
-            login = await self.logins.login(principal, token, context.visitor.address)
+            login = await self.logins.login(principal, token, address, context.visitor.login)
         except LoginRefused as refused:
             code = refused.code if refused.code in STATUS_OF_CODE else "UNAVAILABLE"
+            if refused.retry_seconds is not None:
+                context.request.setHeader(b"retry-after", str(refused.retry_seconds).encode())
             raise WebError(code, _without(refused.message, token)) from None
         if context.visitor.login is not None:
             self.logins.logout(context.visitor.login)

@@ -449,13 +449,26 @@ def test_squatters_on_the_peer_ports_cannot_keep_a_restarted_member_out(
 def test_the_admin_port_bounds_connections_and_request_bodies(
     make_cell: Callable[..., LiveCell],
 ) -> None:
-    """With admin_connections_max 20: of 40 connections held open, 20 are served and 20
-    answered 503 naming the key; a POST declaring 1 GB, and a chunked one past 16 KiB, are
-    answered 413 before the replica stores them; /status still answers."""
-    cell = make_cell(limits={"admin_connections_max": 20})
+    """With admin_connections_max 20 and 12 per address: of 15 connections from one
+    address 12 are served and 3 answered 503 naming the per-address key; of 15 more from
+    another, 8 are served and 7 answered 503 naming admin_connections_max; a request head
+    dribbled in is answered 408 at admin_request_head_seconds, a long request line 414; a
+    POST declaring 1 GB, and a chunked one past 16 KiB, are answered 413 before the
+    replica stores them; /status still answers, and names no server."""
+    cell = make_cell(
+        limits={
+            "admin_connections_max": 20,
+            "admin_connections_per_address_max": 12,
+            "admin_request_head_seconds": 1.0,
+        }
+    )
     master = cell.wait_master()
     port = cell.ports[master].admin
-    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(40)]
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(15)]
+    held += [
+        socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
+        for _ in range(15)
+    ]
     answers = []
     for sock in held:
         sock.settimeout(0.5)
@@ -463,13 +476,33 @@ def test_the_admin_port_bounds_connections_and_request_bodies(
             answers.append(sock.recv(4096))
         except TimeoutError:
             answers.append(b"")
-    busy = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
-    assert len(busy) == 20, answers
-    assert all(b"limits.admin_connections_max (20)" in a for a in busy)
+    first, second = answers[:15], answers[15:]
+    assert [bool(a) for a in first] == [False] * 12 + [True] * 3, first
+    assert all(b"limits.admin_connections_per_address_max (12)" in a for a in first[12:])
+    assert [bool(a) for a in second] == [False] * 8 + [True] * 7, second
+    assert all(b"limits.admin_connections_max (20)" in a for a in second[8:])
+    assert all(a.startswith(b"HTTP/1.1 503") for a in first[12:] + second[8:])
     for sock in held:
         sock.close()
     cell.wait_for(lambda: cell.status(master), "the admin port serves again", 5.0)
-    assert cell.metric(master, "chubbypy_admin_connections_refused_total") == 20
+    assert cell.metric(master, "chubbypy_admin_connections_refused_total") == 7
+    assert cell.metric(master, "chubbypy_admin_connections_per_address_refused_total") == 3
+    slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+    slow.sendall(b"GET /status HTTP/1.1\r\nhost: x\r\n")
+    with contextlib.suppress(OSError):
+        for _ in range(3):
+            time.sleep(0.4)  # a header line at a time, each well within the idle time-out
+            slow.sendall(b"x-slow: 1\r\n")
+    assert slow.recv(4096).startswith(b"HTTP/1.1 408")
+    slow.close()
+    long = socket.create_connection(("127.0.0.1", port), timeout=5)
+    long.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n")
+    answered = long.recv(4096)
+    long.close()
+    assert answered.startswith(b"HTTP/1.1 414"), answered
+    assert b"limits.admin_request_head_bytes_max (8192)" in answered
+    assert cell.metric(master, "chubbypy_admin_request_heads_too_slow_total") == 1
+    assert cell.metric(master, "chubbypy_admin_request_heads_too_large_total") == 1
     declared = socket.create_connection(("127.0.0.1", port), timeout=5)
     declared.sendall(b"POST /status HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\n")
     assert declared.recv(4096).startswith(b"HTTP/1.1 413")
@@ -483,3 +516,9 @@ def test_the_admin_port_bounds_connections_and_request_bodies(
     chunked.close()
     assert cell.metric(master, "chubbypy_admin_requests_too_large_total") == 2
     assert cell.status(master) is not None
+    plain = socket.create_connection(("127.0.0.1", port), timeout=5)
+    plain.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    head = plain.recv(4096).split(b"\r\n\r\n")[0].lower()
+    plain.close()
+    assert head.startswith(b"http/1.1 200")
+    assert b"\r\nserver:" not in head

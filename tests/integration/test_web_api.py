@@ -7,6 +7,8 @@ with small limits (port 7482) for the tests of the limits.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import socket
 import threading
@@ -110,8 +112,8 @@ def test_every_answer_carries_the_security_headers(visitor: WebClient) -> None:
 
 
 def test_a_foreign_host_or_another_sites_request_is_refused(web: WebProcess) -> None:
-    """DNS rebinding (a Host that is not this server) gets 421; a browser's cross-site
-    request (Origin of another host, Sec-Fetch-Site cross-site) gets 403."""
+    """DNS rebinding (a Host that is not this server, or two Hosts) gets 421; a browser's
+    cross-site request (Origin of another host, Sec-Fetch-Site cross-site) gets 403."""
     status, body = raw_request(web.port, "GET", "/api/whoami", {"Host": f"evil.example:{web.port}"})
     assert (status, json.loads(body)["error"]) == (421, "HOST_REFUSED")
     status, _ = raw_request(web.port, "GET", "/tree", {})
@@ -126,6 +128,12 @@ def test_a_foreign_host_or_another_sites_request_is_refused(web: WebProcess) -> 
     assert status == 403
     status, _ = raw_request(web.port, "GET", "/api/whoami", {"Host": f"localhost:{web.port}"})
     assert status == 200
+    with socket.create_connection(("127.0.0.1", web.port), timeout=15) as two_hosts:
+        two_hosts.sendall(
+            f"GET /api/whoami HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1:{web.port}"
+            "\r\nConnection: close\r\n\r\n".encode()
+        )
+        assert two_hosts.makefile("rb").readline().split()[1] == b"421"  # not the last one's
 
 
 def test_unknown_routes_methods_and_paths(visitor: WebClient, cell: LiveCell) -> None:
@@ -526,6 +534,7 @@ def limited(cell: LiveCell) -> Iterator[WebProcess]:
             "event_streams_max": 2,
             "watched_paths_per_stream_max": 2,
             "connections_max": 6,
+            "request_head_seconds": 1.0,
         },
     )
     yield process
@@ -547,8 +556,9 @@ def test_login_attempts_and_live_logins_are_bounded(limited: WebProcess, cell: L
 
 
 def test_event_streams_and_connections_are_bounded(limited: WebProcess, cell: LiveCell) -> None:
-    """Too many paths, a second stream of one visitor, or more connections than
-    web.connections_max are refused; the server keeps serving."""
+    """Too many paths (400), a second stream of one visitor (one `refused` event saying
+    why, then the end), or more connections than web.connections_max are refused; the
+    server keeps serving."""
     visitor = limited.client()
     visitor.get("/api/whoami")
     cookie = cookie_header(visitor)
@@ -559,7 +569,17 @@ def test_event_streams_and_connections_are_bounded(limited: WebProcess, cell: Li
     first = EventReader(limited.port, paths[:1], cookie)
     assert first.status == 200
     second = EventReader(limited.port, paths[:1], cookie)
-    assert second.status == 429
+    assert second.status == 200  # a refusal the page's script can read (docs/web-api.md)
+    name, refusal = second.next_event()
+    assert (name, refusal["error"], refusal["retry_seconds"]) == (
+        "refused",
+        "RESOURCE_EXHAUSTED",
+        5,
+    )
+    assert refusal["message"].startswith("too many live views from your address (1 open")
+    assert "web.event_streams_per_login_max): close a tab" in refusal["message"]
+    tail = [second.response.fp.readline() for _ in range(3)]  # the chunked body's last chunk
+    assert b"0\r\n" in tail, tail  # the stream ends
     second.close()
     first.close()
     idle = [socket.create_connection(("127.0.0.1", limited.port), timeout=5) for _ in range(6)]
@@ -584,6 +604,37 @@ def test_event_streams_and_connections_are_bounded(limited: WebProcess, cell: Li
         return limited.client().get("/api/whoami").status == 200
 
     cell.wait_for(serving, "the page serves again", 10)
+
+
+def test_a_request_head_must_arrive_whole_and_within_bounds(limited: WebProcess) -> None:
+    """A request head dribbled in a line at a time is answered 408 at
+    web.request_head_seconds (1 s here) however often it sends; a request line past
+    web.request_head_bytes_max gets 414 (not a dropped connection); no answer names the
+    server."""
+    slow = socket.create_connection(("127.0.0.1", limited.port), timeout=5)
+    started = time.monotonic()
+    slow.sendall(f"GET /tree HTTP/1.1\r\nHost: 127.0.0.1:{limited.port}\r\n".encode())
+    answer = b""
+    with contextlib.suppress(OSError):  # the page closes the connection as it answers
+        for number in range(20):
+            slow.sendall(b"X-Slow-%d: 1\r\n" % number)
+            slow.settimeout(0.25)
+            with contextlib.suppress(TimeoutError):
+                answer = slow.recv(4096)
+            if answer:
+                break
+    took = time.monotonic() - started
+    slow.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"web.request_head_seconds (1 s)" in answer
+    assert 0.9 < took < 3.0, took
+    long = socket.create_connection(("127.0.0.1", limited.port), timeout=5)
+    long.sendall(b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n")
+    answered = long.recv(4096)
+    long.close()
+    assert answered.startswith(b"HTTP/1.1 414"), answered
+    assert b"web.request_head_bytes_max (16384)" in answered
+    assert "server" not in limited.client().get("/api/whoami").headers
 
 
 # ----------------------------------------------------------------------------- TLS
@@ -723,3 +774,54 @@ def test_pages_offer_what_the_visitor_may_do_and_say_what_happened(
     assert form.status == 200
     assert "Delete this node" in form.text
     assert "Deleted" in operator.form("/delete", {"path": gone}).text
+
+
+# ----------------------------------------------------------------------------- lock-out
+
+
+def login_from(port: int, source: str, principal: str, token: str) -> tuple[int, Any, str]:
+    """A login from the loopback address `source`: status, JSON answer, Retry-After."""
+
+    def request(method: str, path: str, body: bytes, headers: dict[str, str]) -> Any:
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", port, timeout=15, source_address=(source, 0)
+        )
+        connection.request(method, path, body, {"Host": f"127.0.0.1:{port}", **headers})
+        response = connection.getresponse()
+        response.body = response.read()
+        connection.close()
+        return response
+
+    first = request("GET", "/api/whoami", b"", {})
+    cookie = "; ".join(c.split(";")[0] for c in first.headers.get_all("Set-Cookie"))
+    csrf = json.loads(first.body)["csrf"]
+    headers = {"Content-Type": "application/json", "X-CSRF-Token": csrf, "Cookie": cookie}
+    body = json.dumps({"principal": principal, "token": token}).encode()
+    answer = request("POST", "/api/login", body, headers)
+    return answer.status, json.loads(answer.body), answer.headers.get("Retry-After", "")
+
+
+def test_failed_web_logins_cannot_lock_a_principal_out_of_the_cell(
+    web: WebProcess, cell: LiveCell
+) -> None:
+    """Wrong tokens as alice from three addresses (7 each: under the page's per-address
+    limit, over the cell's 20 per host and principal together) are refused by the page
+    after web.login_failures_per_principal_max (5), saying when to try again and that
+    the CLI is unaffected; alice's own client of the cell, from this host, still
+    authenticates and reads."""
+    answers = [
+        login_from(web.port, f"127.0.0.{source}", "alice", f"guess-{source}-{n}-xxxxxxxxxxxx")
+        for source in (2, 3, 4)
+        for n in range(7)
+    ]
+    codes = [answer["error"] for _, answer, _ in answers]
+    assert codes[:5] == ["PERMISSION_DENIED"] * 5, codes
+    assert set(codes[5:]) == {"TOO_MANY_REQUESTS"}, codes
+    status, refusal, retry_after = answers[-1]
+    assert status == 429
+    assert "web.login_failures_per_principal_max" in refusal["message"]
+    assert "the CLI, are unaffected" in refusal["message"]
+    assert 1 <= int(retry_after) <= 60
+    alice = cell.client(principal="alice", token=token_of(cell, "alice"))
+    assert alice.get_contents_and_stat(cell.path("public/doc")).contents.startswith(b"first")
+    assert "refused a login as 'alice' from 127.0.0.4" in web.log_path.read_text()

@@ -338,6 +338,43 @@ def test_the_cell_page_charts_the_replicas(browser: Any, web: WebProcess, cell: 
     no_script_errors(browser)
 
 
+def test_a_refused_live_view_says_why_and_comes_back(
+    browser: Any, web: WebProcess, cell: LiveCell
+) -> None:
+    """With this address's one live view (web.event_streams_per_login_max 1) taken, the
+    page says why its live updates were refused and when it tries again; once the view is
+    closed, the page's retry gets its stream and a new child appears live."""
+    from tests.integration.web_harness import EventReader
+
+    narrow = WebProcess(cell, name="web-narrow", web={"event_streams_per_login_max": 1})
+    holder = EventReader(narrow.port, [cell.path("app")])
+    try:
+        assert holder.status == 200
+        browser.get(f"{narrow.base}/tree?path={cell.path('app/jobs')}")
+        wait(
+            browser,
+            lambda d: "too many live views from your address" in css(d, "#live").text,
+            "the page says why its live updates are refused",
+        )
+        text = css(browser, "#live").text
+        assert "close a tab" in text
+        assert "trying again in 5 s" in text
+        shot(browser, "live-refused")
+        holder.close()
+        live(browser)
+        cell.client().create(cell.path("app/jobs/epsilon"), b"new")
+        wait(
+            browser,
+            lambda d: all_css(d, f'li.node[data-path="{cell.path("app/jobs/epsilon")}"]'),
+            "the new child appears once the page's retry got its stream",
+        )
+        no_script_errors(browser)
+    finally:
+        holder.close()
+        browser.get("about:blank")
+        assert narrow.stop() == 0, narrow.logs()
+
+
 def test_a_failover_shows_as_a_banner(browser: Any, web: WebProcess, cell: LiveCell) -> None:
     """Killing the master shows a banner naming the new one, without a reload."""
     browser.get(f"{web.base}/tree?path={cell.path('app')}")

@@ -213,7 +213,8 @@ def test_unknown_key_without_resemblance_lists_the_known_keys() -> None:
         "sessions_per_principal_max, client_connections_max, hello_timeout_seconds, "
         "hello_frame_bytes_max, "
         "peer_handshakes_max, peer_handshakes_per_address_max, admin_connections_max, "
-        "admin_idle_timeout_seconds, http_request_bytes_max, "
+        "admin_idle_timeout_seconds, admin_connections_per_address_max, "
+        "admin_request_head_seconds, admin_request_head_bytes_max, http_request_bytes_max, "
         "frame_timeout_seconds, idle_timeout_seconds, requests_pending_per_connection_max, "
         "reply_bytes_buffered_max, reply_bytes_buffered_total_max, "
         "client_requests_per_turn, client_bytes_per_turn, request_arrays_max, "
@@ -880,6 +881,8 @@ def test_flood_limits_default_and_reach_the_node() -> None:
     assert (limits.peer_handshakes_max, limits.peer_handshakes_per_address_max) == (64, 8)
     assert (limits.admin_connections_max, limits.admin_idle_timeout_seconds) == (64, 30.0)
     assert limits.http_request_bytes_max == 16_384
+    assert limits.admin_connections_per_address_max == 16
+    assert (limits.admin_request_head_seconds, limits.admin_request_head_bytes_max) == (5.0, 8192)
     assert (limits.hello_frame_bytes_max, limits.request_arrays_max) == (4096, 16_384)
     assert limits.client_bytes_per_turn == 1 << 20
     assert (limits.snapshot_chunk_bytes, limits.snapshot_held_seconds) == (256 << 10, 30.0)
@@ -910,6 +913,9 @@ def test_flood_limits_default_and_reach_the_node() -> None:
         ("admin_connections_max", 0, "expected at least 1"),
         ("admin_idle_timeout_seconds", 0, "0 is not a duration"),
         ("http_request_bytes_max", -1, "expected at least 0"),
+        ("admin_connections_per_address_max", 0, "expected at least 1"),
+        ("admin_request_head_seconds", 0, "0 is not a duration"),
+        ("admin_request_head_bytes_max", 1023, "expected at least 1024"),
         ("handles_per_session_max", 0, "expected at least 1"),
         ("cached_names_per_session_max", -1, "expected at least 0"),
         ("hello_frame_bytes_max", 1000, "expected 1294 to 4294967295 (the largest Hello"),
@@ -935,13 +941,91 @@ def test_flood_limits_out_of_range_are_refused(key: str, value: object, expected
         ("hello_frame_bytes_max", "frame_bytes_max"),
         ("reply_bytes_buffered_max", "reply_bytes_buffered_total_max"),
         ("snapshot_chunk_bytes", "reply_bytes_buffered_max"),
+        ("admin_connections_per_address_max", "admin_connections_max"),
     ],
 )
 def test_a_limit_on_a_part_above_its_whole_is_refused(part: str, whole: str) -> None:
-    """The pre-Hello frame limit above the frame limit, or one connection's unread replies
-    above all connections', is one problem naming both keys."""
+    """The pre-Hello frame limit above the frame limit, one connection's unread replies
+    above all connections', or one address's admin connections above all of them, is one
+    problem naming both keys."""
     message = only_problem(config(limits={part: 1 << 21, whole: 1 << 20}))
-    assert message == f"limits.{part}: 2.09715e+06 is above limits.{whole} (1.04858e+06)"
+    assert message.startswith(
+        f"limits.{part}: 2.09715e+06 is above limits.{whole} (1.04858e+06)"
+    ), message
+
+
+def test_a_share_not_given_follows_its_whole_down() -> None:
+    """Lowering admin_connections_max (or web.connections_max, web.logins_max) alone stays
+    valid: the per-address (per-principal) share not given takes the smaller value."""
+    cell = parse_config(
+        config(limits={"admin_connections_max": 4}, web={"connections_max": 8, "logins_max": 2})
+    )
+    assert cell.limits.admin_connections_per_address_max == 4
+    assert (cell.web.connections_per_address_max, cell.web.logins_per_principal_max) == (8, 2)
+    assert cell.web.logins_per_address_max == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("login_failures_per_principal_max", 0, "expected at least 1"),
+        ("logins_per_principal_max", 0, "expected at least 1"),
+        ("logins_per_address_max", 0, "expected at least 1"),
+        ("connections_per_address_max", 0, "expected at least 1"),
+        ("request_head_seconds", 0, "0 is not a duration"),
+        ("request_head_bytes_max", 1000, "expected at least 1024"),
+    ],
+)
+def test_web_hardening_keys_out_of_range_are_refused(
+    key: str, value: object, expected: str
+) -> None:
+    """Each of the web page's bounds on logins, connections and request heads out of its
+    range is one problem naming the key."""
+    message = only_problem(config(web={key: value}))
+    assert message.startswith(f"web.{key}: "), message
+    assert expected in message, message
+
+
+def test_web_hardening_keys_default() -> None:
+    """Without the keys: 5 failed logins per principal, 16 logins per principal and per
+    address, 64 connections per address, a 5 s deadline and 16 KiB for a request head."""
+    web = parse_config(config()).web
+    assert web.login_failures_per_principal_max == 5
+    assert (web.logins_per_principal_max, web.logins_per_address_max) == (16, 16)
+    assert web.connections_per_address_max == 64
+    assert (web.request_head_seconds, web.request_head_bytes_max) == (5.0, 16_384)
+
+
+@pytest.mark.parametrize(
+    ("part", "whole"),
+    [
+        ("connections_per_address_max", "connections_max"),
+        ("logins_per_principal_max", "logins_max"),
+        ("logins_per_address_max", "logins_max"),
+    ],
+)
+def test_a_web_share_above_its_whole_is_refused(part: str, whole: str) -> None:
+    """One address's (or principal's) share above everyone's is one problem naming both."""
+    message = only_problem(config(web={part: 9, whole: 8}))
+    assert message.startswith(f"web.{part}: 9 is above web.{whole} (8)"), message
+
+
+def test_web_login_failures_must_stay_below_the_cells_budget() -> None:
+    """web.login_failures_per_principal_max at or above limits.auth_failures_per_address_max
+    is refused, saying the failed web logins would lock the principal out of the cell; when
+    not given it stays below whatever the cell's budget is."""
+    message = only_problem(
+        config(
+            limits={"auth_failures_per_address_max": 5}, web={"login_failures_per_principal_max": 5}
+        )
+    )
+    assert message.startswith(
+        "web.login_failures_per_principal_max: 5 is not below "
+        "limits.auth_failures_per_address_max (5)"
+    ), message
+    assert "lock it out of the cell there, the CLI included" in message
+    low = parse_config(config(limits={"auth_failures_per_address_max": 3}))
+    assert low.web.login_failures_per_principal_max == 2
 
 
 def test_a_session_waiting_calls_must_not_fill_a_connection_pipeline() -> None:

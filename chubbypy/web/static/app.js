@@ -295,6 +295,12 @@
     if (added) connect();
   }
 
+  // A refused stream (too many live views: the server answers one "refused" event, then
+  // ends it) or one the browser gave up on (an answer other than 200: EventSource never
+  // retries those) is tried again later, waiting twice as long after each refusal in a row.
+  const RETRY_MAX_SECONDS = 60;
+  let refusals = 0;
+
   function connect() {
     if (!window.EventSource || !watched.size) return;
     liveState("off", "live: connecting…");
@@ -302,15 +308,36 @@
     reconnect = setTimeout(open, 150); // one stream for a burst of expansions
   }
 
+  function retryLater(why, seconds) {
+    if (stream) stream.close();
+    stream = null;
+    const wait = Math.min(RETRY_MAX_SECONDS, Math.max(1, seconds || 5) * 2 ** Math.min(refusals, 6));
+    refusals += 1;
+    liveState("broken", `${why}; trying again in ${Math.round(wait)} s`);
+    clearTimeout(reconnect);
+    reconnect = setTimeout(open, wait * 1000);
+  }
+
   function open() {
     if (stream) stream.close();
     const query = new URLSearchParams();
     for (const path of [...watched].slice(0, PATHS_MAX)) query.append("path", path);
-    stream = new EventSource(`/api/events?${query}`);
-    stream.addEventListener("open", () => liveState("on", "live: connecting…"));
-    stream.addEventListener("error", () => liveState("broken", "live updates interrupted: reconnecting…"));
+    const source = new EventSource(`/api/events?${query}`);
+    stream = source;
+    source.addEventListener("open", () => liveState("on", "live: connecting…"));
+    source.addEventListener("error", () => {
+      if (source !== stream) return;
+      if (source.readyState === EventSource.CLOSED) retryLater("live updates stopped: the page did not serve them", 5);
+      else liveState("broken", "live updates interrupted: reconnecting…");
+    });
+    source.addEventListener("refused", (event) => {
+      if (source !== stream) return;
+      const data = JSON.parse(event.data);
+      retryLater(`live updates refused: ${data.message}`, data.retry_seconds);
+    });
     stream.addEventListener("change", (event) => changed(JSON.parse(event.data)));
     stream.addEventListener("watching", (event) => {
+      refusals = 0;
       const count = JSON.parse(event.data).paths.length;
       liveState("on", `live: watching ${plural(count, "node", "nodes")}; changes appear as they happen`);
     });

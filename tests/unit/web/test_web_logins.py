@@ -9,8 +9,17 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from chubbypy.protocol.errors import PermissionDenied
-from chubbypy.web._logins import AttemptLimiter, Login, LoginRefused, Logins
+from chubbypy.protocol.errors import PermissionDenied, Unavailable
+from chubbypy.server._framed import ShellWarnings
+from chubbypy.web._logins import (
+    ADDRESSES_TRACKED_MAX,
+    AttemptLimiter,
+    Login,
+    LoginBounds,
+    LoginRefused,
+    Logins,
+    _login_refusal,
+)
 
 GOOD = "a-token-of-sixteen-or-more"
 
@@ -32,16 +41,60 @@ class FakeCell:
         return succeed(None)
 
 
-def made(clock: Clock, *, logins_max: int = 2, attempts: int = 5) -> tuple[Logins, list[FakeCell]]:
+class Warnings(ShellWarnings):
+    """The log lines a visitor causes, kept."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(10, clock.seconds)
+        self.lines: list[str] = []
+
+    def warn(self, kind: str, text: str) -> None:
+        self.lines.append(text)
+        super().warn(kind, text)
+
+
+def made(
+    clock: Clock,
+    *,
+    logins_max: int = 2,
+    attempts: int = 5,
+    failures: int = 5,
+    per_principal: int | None = None,
+    per_address: int | None = None,
+    pending: list[Deferred[Any]] | None = None,
+) -> tuple[Logins, list[FakeCell]]:
+    """`pending`: every client's authentication waits on a Deferred put there."""
     cells: list[FakeCell] = []
 
     def make(principal: str, token: str, address: str) -> Any:
         cells.append(FakeCell(principal, token))
+        if pending is not None:
+            waiting: Deferred[Any] = Deferred()
+            pending.append(waiting)
+            cells[-1].locate_master = lambda: waiting  # type: ignore[method-assign]
         return cells[-1]
 
-    logins = Logins(clock, make, logins_max=logins_max, idle_seconds=60.0,
-                    attempts=AttemptLimiter(attempts, 60.0))  # fmt: skip
+    bounds = LoginBounds(
+        logins_max=logins_max,
+        logins_per_principal_max=per_principal or logins_max,
+        logins_per_address_max=per_address or logins_max,
+        idle_seconds=60.0,
+    )
+    logins = Logins(
+        clock,
+        make,
+        bounds,
+        attempts=AttemptLimiter(attempts, 60.0),
+        failures=AttemptLimiter(failures, 60.0, keep_spent=True),
+        warnings=Warnings(clock),
+    )
     return logins, cells
+
+
+def warnings_of(logins: Logins) -> list[str]:
+    warnings = logins._warnings
+    assert isinstance(warnings, Warnings)
+    return warnings.lines
 
 
 def log_in(logins: Logins, principal: str, token: str, address: str = "10.0.0.1") -> Login:
@@ -125,3 +178,103 @@ def test_logout_and_close_end_logins() -> None:
     logins.close()
     assert cells[1].closed
     assert clock.getDelayedCalls() == []
+
+
+def test_failed_logins_as_a_principal_are_bounded_over_every_address() -> None:
+    """Five wrong tokens as operator from five addresses spend its budget: the sixth try,
+    even with the right token and from a fresh address, is refused before the cell is
+    asked, saying when to try again and that the CLI is unaffected; other principals log
+    in; the budget refills with the window, and a success costs nothing."""
+    clock = Clock()
+    logins, cells = made(clock, logins_max=4, failures=5)
+    for number in range(5):
+        with pytest.raises(LoginRefused) as wrong:
+            log_in(logins, "operator", "wrong-wrong-wrong-wrong", address=f"10.0.0.{number}")
+        assert wrong.value.code == "PERMISSION_DENIED"
+    asked = len(cells)
+    with pytest.raises(LoginRefused) as spent:
+        log_in(logins, "operator", GOOD, address="10.0.9.9")
+    assert len(cells) == asked  # the cell was not asked
+    assert spent.value.code == "TOO_MANY_REQUESTS"
+    assert "web.login_failures_per_principal_max" in spent.value.message
+    assert "refused for 12 s more" in spent.value.message
+    assert "the CLI, are unaffected" in spent.value.message
+    assert spent.value.retry_seconds == 12
+    assert any(
+        "refused a login as 'operator' from 10.0.9.9: too many failed logins" in line
+        for line in warnings_of(logins)
+    )
+    log_in(logins, "alice", GOOD)
+    clock.advance(12)  # one failure refilled (5 per 60 s)
+    log_in(logins, "operator", GOOD, address="10.0.9.9")
+    log_in(logins, "operator", GOOD, address="10.0.9.8")  # the success gave it back
+
+
+def test_logins_in_progress_spend_the_budget_before_the_cell_answers() -> None:
+    """Failures are counted as the cell is asked, not when it answers: with five logins as
+    operator in progress a sixth is refused at once; a success gives its share back."""
+    clock = Clock()
+    pending: list[Deferred[Any]] = []
+    logins, cells = made(clock, logins_max=8, attempts=10, failures=5, pending=pending)
+    results: list[Any] = []
+    for _ in range(6):
+        coroutine = logins.login("operator", GOOD, "10.0.0.1")
+        Deferred.fromCoroutine(coroutine).addBoth(results.append)
+    assert len(cells) == 5
+    (refused,) = results
+    assert refused.value.code == "TOO_MANY_REQUESTS"
+    pending[0].callback(object())  # the cell admits the first
+    assert isinstance(results[1], Login)
+    results.clear()
+    Deferred.fromCoroutine(logins.login("operator", GOOD, "10.0.0.1")).addBoth(results.append)
+    assert results == []
+    assert len(cells) == 6  # its share was given back: asked
+
+
+def test_one_principal_or_one_address_cannot_take_every_login() -> None:
+    """Past logins_per_principal_max (or logins_per_address_max) a login is refused
+    RESOURCE_EXHAUSTED naming that key, while others still log in; a visitor's own login,
+    which a new one replaces, does not count."""
+    clock = Clock()
+    logins, _ = made(clock, logins_max=8, attempts=20, per_principal=2, per_address=3)
+    first = log_in(logins, "operator", GOOD, address="10.0.0.1")
+    log_in(logins, "operator", GOOD, address="10.0.0.2")
+    with pytest.raises(LoginRefused) as principal:
+        log_in(logins, "operator", GOOD, address="10.0.0.3")
+    assert principal.value.code == "RESOURCE_EXHAUSTED"
+    assert "web.logins_per_principal_max" in principal.value.message
+    result: list[Any] = []
+    Deferred.fromCoroutine(logins.login("operator", GOOD, "10.0.0.1", first)).addBoth(result.append)
+    assert isinstance(result[0], Login)
+    log_in(logins, "alice", GOOD, address="10.0.0.5")
+    log_in(logins, "bob", GOOD, address="10.0.0.5")
+    log_in(logins, "carol", GOOD, address="10.0.0.5")
+    with pytest.raises(LoginRefused) as address:
+        log_in(logins, "dave", GOOD, address="10.0.0.5")
+    assert "web.logins_per_address_max" in address.value.message
+    assert "10.0.0.5" in address.value.message
+    log_in(logins, "dave", GOOD, address="10.0.0.6")
+
+
+def test_a_principal_budget_is_never_forgotten_while_spent() -> None:
+    """With keep_spent, a table full of spent buckets refuses new keys rather than
+    forgetting one (a flood of names cannot refill a principal's budget)."""
+    limiter = AttemptLimiter(1, 60.0, keep_spent=True)
+    for number in range(ADDRESSES_TRACKED_MAX):
+        assert limiter.take(f"p{number}", 0.0)
+    assert not limiter.take("newcomer", 1.0)
+    assert "p0" in limiter
+    assert "newcomer" not in limiter
+    assert limiter.take("newcomer", 61.0)  # the full buckets are forgotten first
+
+
+def test_a_refused_login_names_no_replica_and_does_not_say_which_was_wrong() -> None:
+    """An unknown principal and a wrong token read alike, without the replica's address
+    the client puts first; the cell's own lock-out keeps its reason; a token is never
+    repeated."""
+    wrong = PermissionDenied("127.0.0.1:7201: unknown principal 'bob' or wrong token")
+    assert _login_refusal(wrong, "s3cret") == "unknown principal or wrong token"
+    locked = PermissionDenied("[::1]:7201: too many failed authentications from ::1 ...")
+    assert _login_refusal(locked, "s3cret") == "too many failed authentications from ::1 ..."
+    echoed = Unavailable("no master answered for s3cret")
+    assert _login_refusal(echoed, "s3cret") == "no master answered for [token]"
