@@ -33,12 +33,13 @@ from chubbypy.namespace import NamespaceLimits
 from chubbypy.node import (
     BackupError,
     NodeSettings,
+    RestoredCell,
     encode_backup,
     read_backup,
     restore_state,
 )
-from chubbypy.paxos import Durable, HardState
-from chubbypy.protocol import Snapshot
+from chubbypy.paxos import Durable
+from chubbypy.protocol import ReplicaId
 from chubbypy.protocol.errors import (
     ChubbyError,
     SnapshotGone,
@@ -171,7 +172,7 @@ def restore(
                 f"named {header.cell!r}, or give --rename-cell to move its names to /ls/{cell}"
             )
         restored = restore_state(header, body, cell, **_state_limits(config))
-        _seed(directory, restored.snapshot)
+        _seed(directory, restored)
     except (BackupError, OSError) as error:
         return Refused("RESTORE_REFUSED", str(error), 1)
     document = {
@@ -197,9 +198,10 @@ def _check_directory(directory: Path) -> None:
         raise BackupError(f"{directory} is not an empty directory: a restore seeds a new replica")
 
 
-def _seed(directory: Path, snapshot: Snapshot) -> None:
-    """Make `directory` a replica's store holding `snapshot` as chosen, in one transaction:
-    the replica starts from it as from its own checkpoint. Nothing is left on failure."""
+def _seed(directory: Path, restored: RestoredCell) -> None:
+    """Make `directory` a replica's store holding the restored snapshot as chosen (and the
+    restore's hard state: `RestoredCell.hard_state`), in one transaction: the replica
+    starts from it as from its own checkpoint. Nothing is left on failure."""
     from chubbypy.store import SqlStore
 
     made = not directory.exists()
@@ -208,8 +210,7 @@ def _seed(directory: Path, snapshot: Snapshot) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = SqlStore.for_path(directory / STORE_NAME)
         try:
-            hard_state = HardState(chosen_index=snapshot.index)
-            store.persist(Durable(hard_state=hard_state, snapshot=snapshot))
+            store.persist(Durable(hard_state=restored.hard_state, snapshot=restored.snapshot))
         finally:
             store.close()
     except BaseException:
@@ -222,6 +223,11 @@ def _seed(directory: Path, snapshot: Snapshot) -> None:
         os.umask(previous)
 
 
+DEFAULT_REPLICA: Final = ReplicaId("r1")
+"""Whose ballot a restored store promises when no cell file names the replicas (a name no
+replica has only delays the new cell's first election by a lease)."""
+
+
 def _state_limits(config: CellConfig | None) -> dict[str, Any]:
     """The namespace limits and client table sizes a restored state is checked with: the
     cell's (any replica's: they are the same), or the defaults."""
@@ -231,12 +237,14 @@ def _state_limits(config: CellConfig | None) -> dict[str, Any]:
             "limits": NamespaceLimits(),
             "clients_max": defaults.clients_max.default,
             "client_results_max": defaults.client_results_max.default,
+            "promise_owner": DEFAULT_REPLICA,
         }
     settings = config.node_settings(config.replicas[0].id)
     return {
         "limits": settings.namespace_limits,
         "clients_max": settings.clients_max,
         "client_results_max": settings.client_results_max,
+        "promise_owner": min(config.replica_ids),
     }
 
 

@@ -35,13 +35,15 @@ from typing import Any, Final
 from attrs import frozen
 
 from chubbypy.namespace import NamespaceLimits, NamespaceMachine
-from chubbypy.paxos import Applier
+from chubbypy.paxos import Applier, HardState
 from chubbypy.protocol import (
     MASTER_CLIENT,
     NO_BALLOT,
+    Ballot,
     Command,
     Entry,
     LogIndex,
+    ReplicaId,
     Snapshot,
     Value,
     ValueKind,
@@ -87,6 +89,14 @@ class RestoredCell:
     snapshot: Snapshot
     sessions_ended: int
     """The old cell's sessions ended as expired (see the module docstring)."""
+    hard_state: HardState
+    """What each replica's store starts with: the snapshot's index as chosen, and a
+    promise of a ballot in the round of the snapshot's epoch (owned by `promise_owner`,
+    the cell's first replica: for a lease after they start, the others accept only its
+    campaign), so that the new cell's first master campaigns in a later round and serves
+    a later epoch than any the state has seen (else the applier, at that epoch already,
+    refuses every command of the new master's lower epoch, and the new cell never
+    answers a write)."""
 
 
 def encode_backup(cell: str, index: int, checksum: bytes, created_ms: int, body: bytes) -> bytes:
@@ -155,6 +165,7 @@ def restore_state(
     *,
     clients_max: int,
     client_results_max: int,
+    promise_owner: ReplicaId,
 ) -> RestoredCell:
     """Cell `cell`'s state from a backup read by `read_backup`: restored and checked (its
     checksum recomputed), renamed into `cell` if the backup is of another cell, and every
@@ -174,7 +185,7 @@ def restore_state(
         machine.rename_cell(cell)
     sessions = [record.session_id for record in machine.sessions()]
     if not sessions:
-        return RestoredCell(Snapshot(LogIndex(header.index), applier.snapshot()), 0)
+        return _restored(applier, LogIndex(header.index), 0, promise_owner)
     ends = tuple(
         Command(MASTER_CLIENT, number, encode_log_write(EndSession(session_id, expired=True), ""))
         for number, session_id in enumerate(sessions, 1)
@@ -182,4 +193,12 @@ def restore_state(
     index = LogIndex(header.index + 1)
     applier.apply(Entry(index, NO_BALLOT, Value(applier.epoch, ValueKind.COMMANDS, ends)))
     assert not machine.sessions(), machine.sessions()
-    return RestoredCell(Snapshot(index, applier.snapshot()), len(sessions))
+    return _restored(applier, index, len(sessions), promise_owner)
+
+
+def _restored(
+    applier: Applier, index: LogIndex, sessions_ended: int, owner: ReplicaId
+) -> RestoredCell:
+    # A campaign's round is above every promised one (`Replica._promise_next_ballot`).
+    hard_state = HardState(promised=Ballot(max(applier.epoch, 1), owner), chosen_index=index)
+    return RestoredCell(Snapshot(index, applier.snapshot()), sessions_ended, hard_state)

@@ -216,3 +216,9 @@ def badges(stat: Stat | None, *, lock_mode: str = "free") -> list[Tag]:
         title = f"its lock is held ({lock_mode})"
         marks.append(tags.span(class_="badge lock", title=title)(f"locked · {lock_mode}"))
     return marks
+
+
+def grid(headings: Sequence[str], rows: list[Tag], *, classes: str = "", **attributes: str) -> Tag:
+    """A table of the page's one kind: a header row of `headings`, then `rows`."""
+    head = tags.thead(tags.tr([tags.th(heading) for heading in headings]))
+    return tags.table(class_=f"grid {classes}".strip(), **attributes)(head, tags.tbody(rows))

@@ -32,6 +32,7 @@ from chubbypy.web._html import (
     breadcrumbs,
     children_text,
     csrf_field,
+    grid,
     href,
     kind_of,
     local_page,
@@ -330,22 +331,20 @@ class Pages:
                 self._metadata(view, owner),
                 tags.section(class_="card")(
                     tags.h2("ACL names"),
-                    tags.table(class_="grid")(
-                        tags.thead(tags.tr(tags.th("Role"), tags.th("Name"), tags.th("Admits"))),
-                        tags.tbody(
-                            [
-                                tags.tr(
-                                    tags.td(v.role),
-                                    tags.td(
-                                        tags.a(href=href("/node", path=v.path))(v.name)
-                                        if v.exists
-                                        else v.name
-                                    ),
-                                    tags.td(class_="wrap")(v.note),
-                                )
-                                for v in acls
-                            ]
-                        ),
+                    grid(
+                        ("Role", "Name", "Admits"),
+                        [
+                            tags.tr(
+                                tags.td(v.role),
+                                tags.td(
+                                    tags.a(href=href("/node", path=v.path))(v.name)
+                                    if v.exists
+                                    else v.name
+                                ),
+                                tags.td(class_="wrap")(v.note),
+                            )
+                            for v in acls
+                        ],
                     ),
                     self._acl_form(chrome, view),
                 ),
@@ -769,28 +768,9 @@ class Pages:
             listed, more = await self.server.sessions_page(cell, after, self.web.sessions_per_page)
         chrome = await self.operator_chrome(context)
         rows = [session_row(info, chrome, highlight=info.session_id == chosen) for info in listed]
-        table = tags.table(class_="grid sessions", id="sessions")(
-            tags.thead(
-                tags.tr(
-                    [
-                        tags.th(h)
-                        for h in (
-                            "Session",
-                            "Client",
-                            "Principal",
-                            "State",
-                            "Lease left",
-                            "Handles",
-                            "Locks held",
-                            "Ephemeral files",
-                            "Cached names",
-                            "",
-                        )
-                    ]
-                )
-            ),
-            tags.tbody(rows),
-        )
+        headings = ("Session", "Client", "Principal", "State", "Lease left", "Handles",
+                    "Locks held", "Ephemeral files", "Cached names", "")  # fmt: skip
+        table = grid(headings, rows, classes="sessions", id="sessions")
         paging: list[Any] = []
         if after or chosen:
             paging.append(tags.a(href="/sessions")("⇤ all sessions"))
@@ -825,28 +805,9 @@ class Pages:
             [chart(figures["charts"], key, label, unit) for key, label, unit in CHARTS]
         )
         rows = [replica_row(replica, master) for replica in figures["replicas"]]
-        table = tags.table(class_="grid replicas", id="replicas")(
-            tags.thead(
-                tags.tr(
-                    [
-                        tags.th(h)
-                        for h in (
-                            "Replica",
-                            "Role",
-                            "Epoch",
-                            "Lease left",
-                            "Chosen",
-                            "Applied",
-                            "Lag",
-                            "Log kept from",
-                            "Checksums",
-                            "Up for",
-                        )
-                    ]
-                )
-            ),
-            tags.tbody(rows),
-        )
+        headings = ("Replica", "Role", "Epoch", "Lease left", "Chosen", "Applied", "Lag",
+                    "Log kept from", "Checksums", "Up for")  # fmt: skip
+        table = grid(headings, rows, classes="replicas", id="replicas")
         note = tags.p(class_="hint")(
             f"Read from each replica's admin port every {self.web.status_poll_seconds:g} s; "
             "each p99 is the bound under which 99% fell in each interval: of the writes and "
@@ -1106,15 +1067,8 @@ def holders_table(info: LockInfo, chrome: Chrome) -> Tag:
         )
         for holder in info.holders
     ]
-    head = tags.thead(
-        tags.tr(
-            [
-                tags.th(h)
-                for h in ("Session", "Client", "Principal", "Mode", "Lock-delay if lost", "")
-            ]
-        )
-    )
-    return tags.table(class_="grid", id="holders")(head, tags.tbody(rows))
+    headings = ("Session", "Client", "Principal", "Mode", "Lock-delay if lost", "")
+    return grid(headings, rows, id="holders")
 
 
 def waiters_table(info: LockInfo) -> Tag:
@@ -1131,9 +1085,5 @@ def waiters_table(info: LockInfo) -> Tag:
         )
         for place, waiter in enumerate(info.waiters, start=1)
     ]
-    head = tags.thead(
-        tags.tr(
-            [tags.th(h) for h in ("#", "Session", "Client", "Principal", "Mode", "Waiting for")]
-        )
-    )
-    return tags.table(class_="grid", id="waiters")(head, tags.tbody(rows))
+    headings = ("#", "Session", "Client", "Principal", "Mode", "Waiting for")
+    return grid(headings, rows, id="waiters")
