@@ -207,3 +207,52 @@ class CallNumber:
 
     def __attrs_post_init__(self) -> None:
         assert 1 <= self.first_unacked <= self.sequence, self
+
+
+# ----------------------------------------------------------------------------- membership
+
+VOTERS_MIN = 3
+"""The fewest voters a cell may have: one can fail and a majority remains."""
+VOTERS_MAX = 7
+LEARNERS_MAX = 2
+"""Non-voting members catching up at once (a replacement needs one)."""
+MEMBER_ADDRESS_CHARS_MAX = 255
+
+
+@frozen
+class Member:
+    """A replica of the cell's membership (docs/design/membership.md): its id, the
+    addresses others dial (peers at `peer`, clients at `client`), and whether it votes (a
+    learner takes the log and snapshots and never counts in a quorum)."""
+
+    replica_id: ReplicaId
+    peer: str
+    client: str
+    voter: bool
+
+
+@frozen
+class Membership:
+    """The cell's members at one `version` (one higher at each change), in id order."""
+
+    version: int
+    members: tuple[Member, ...]
+
+    def __attrs_post_init__(self) -> None:
+        ids = [member.replica_id for member in self.members]
+        assert ids == sorted(set(ids)), f"members must be in id order, each once: {ids}"
+
+    @property
+    def voters(self) -> tuple[ReplicaId, ...]:
+        return tuple(m.replica_id for m in self.members if m.voter)
+
+    @property
+    def learners(self) -> tuple[ReplicaId, ...]:
+        return tuple(m.replica_id for m in self.members if not m.voter)
+
+    def member(self, replica_id: ReplicaId) -> Member | None:
+        return next((m for m in self.members if m.replica_id == replica_id), None)
+
+    def quorum(self) -> int:
+        """How many of its voters make a majority."""
+        return len(self.voters) // 2 + 1
