@@ -561,7 +561,7 @@ class Replica:
         if self._leased_to_other(sender):
             self._send(sender, self._nack(prepare.ballot, leased=True))
             return
-        if prepare.ballot < self._promised:
+        if self._below_promise(prepare.ballot):
             self._send(sender, self._nack(prepare.ballot, leased=False))
             return
         if prepare.ballot > self._promised:
@@ -574,6 +574,18 @@ class Replica:
             prepare.ballot, prepare.from_index, self._limits.catchup_entries_max
         )
         self._send(sender, promise)
+
+    def _below_promise(self, ballot: Ballot) -> bool:
+        """Whether `ballot` is refused for the promise: below it, or another replica's
+        ballot of the promised round. An acceptor never promises two ballots of one round,
+        so no two masterships share an epoch (their winning round) even when the rounds a
+        replica picks stop naming it alone, as they do when the number of voters changes
+        (docs/design/membership.md §2.4). With a fixed membership no two replicas pick one
+        round, and this refuses nothing more."""
+        promised = self._promised
+        return ballot < promised or (
+            ballot.round == promised.round and ballot.replica_id != promised.replica_id
+        )
 
     def _nack(self, ballot: Ballot, *, leased: bool) -> Nack:
         return Nack(ballot, self._promised, leased, self._chosen_index)
@@ -632,7 +644,7 @@ class Replica:
         if self._leased_to_other(sender):
             self._send(sender, self._nack(ballot, leased=True))
             return False
-        if ballot < self._promised:
+        if self._below_promise(ballot):
             self._send(sender, self._nack(ballot, leased=False))
             return False
         if ballot > self._promised:

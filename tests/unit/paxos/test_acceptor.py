@@ -220,3 +220,24 @@ def test_every_reply_in_an_election_is_durable_before_it_is_sent() -> None:
     }
     assert {Promise, Accepted, HeartbeatAck} <= kinds
     assert cell.stores[R1].load().hard_state.promised != NO_BALLOT
+
+
+def test_another_replicas_ballot_of_the_promised_round_is_refused() -> None:
+    """Promised (5, r2), an acceptor refuses (5, r3) though it is higher, in a Prepare and
+    in an Accept, and keeps its promise: it never promises two ballots of one round, so no
+    two masterships share an epoch when rounds stop naming one proposer (a membership
+    change)."""
+    replica = lone()
+    replica.step(R2, Prepare(B5_R2, LogIndex(1)))
+    drain(replica)
+    same_round = Ballot(5, R3)
+    assert same_round > B5_R2
+    replica.step(R3, Prepare(same_round, LogIndex(1)))
+    replica.step(R3, accept(same_round, 1))
+    (ready,) = drain(replica)
+    nack = Nack(same_round, B5_R2, leased=False, chosen_index=LogIndex(0))
+    assert ready.messages == (Envelope(R1, R3, nack), Envelope(R1, R3, nack))
+    assert replica.status().promised == B5_R2
+    replica.step(R3, Prepare(Ballot(6, R3), LogIndex(1)))  # a later round is promised
+    drain(replica)
+    assert replica.status().promised == Ballot(6, R3)
