@@ -219,18 +219,21 @@ async def _acl_file(cell: Cell, name: str) -> tuple[tuple[str, ...] | None, str,
 
 
 async def is_operator(cell: Cell | None, principal: str) -> bool:
-    """Whether the ACL ``admin`` admits `principal` (its file read through their client
-    `cell`, cached), so a page offers them an operator's action; False when it cannot be
-    read. The cell checks each call itself: this only decides what is offered."""
+    """Whether the ACL ``admin`` admits `principal`, so a page offers them an operator's
+    action; False when its file cannot be read. It is read through the session of their
+    client `cell`, so from its consistent cache after the first page (a page drawn costs
+    no round trip for it). The cell checks each call itself: this only decides what is
+    offered."""
     if cell is None:
         return False
     try:
-        read = await cell.get_contents_and_stat(acl_path(cell.cell, ADMIN))
-    except NoSuchNode:
-        return acl_file_admits(ADMIN, None, principal)
+        session = await cell.session()
+        contents: bytes | None
+        contents, _ = await session.get_contents_and_stat(acl_path(cell.cell, ADMIN))
+    except (NoSuchNode, IsADirectory):
+        contents = None  # no ACL file: the name admits no one
     except ChubbyError:
         return False
-    contents = None if read.stat.is_directory else read.contents
     return acl_file_admits(ADMIN, contents, principal)
 
 
