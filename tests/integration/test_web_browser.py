@@ -105,11 +105,21 @@ def browser() -> Iterator[Any]:
 
 
 def wait(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # An element read while its page is being replaced (a form's redirect, mid-poll) is
+    # gone: the condition is asked again at the next poll, as for one not there yet.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
     try:
-        return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.1).until(condition)
+        waiting = WebDriverWait(
+            driver, WAIT_SECONDS, poll_frequency=0.1, ignored_exceptions=ignored
+        )
+        return waiting.until(condition)
     except TimeoutException:
         raise AssertionError(
             f"not within {WAIT_SECONDS:g} s: {what}\n{driver.page_source[:3000]}"
