@@ -49,6 +49,7 @@ from chubbypy.paxos import (
     OutcomeKind,
     Replica,
     Timing,
+    membership_of_ids,
 )
 from chubbypy.protocol import (
     NO_CLIENT,
@@ -106,7 +107,7 @@ class Node:
     """One replica and its shell's share of the work: a store, an applier, a state machine."""
 
     def __init__(self, replica_id: ReplicaId, limits: Limits) -> None:
-        self.replica = Replica(replica_id, MEMBERS, TIMING, limits, NoChance())
+        self.replica = Replica(replica_id, membership_of_ids(MEMBERS), TIMING, limits, NoChance())
         self.store = MemoryStore()
         self.applier = Applier(
             LastPayload(), clients_max=CLIENTS_MAX, client_results_max=CLIENT_RESULTS_MAX

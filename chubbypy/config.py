@@ -543,6 +543,7 @@ class CellConfig:
             replica_id=self.replica(replica_id).id,
             cell=self.cell,
             addresses=tuple(ReplicaAddress(r.id, r.client) for r in self.replicas),
+            peer_addresses=tuple(r.peer for r in self.replicas),
             timing=paxos.timing(),
             limits=paxos.limits(),
             master_timing=MasterTiming.from_seconds(

@@ -142,7 +142,7 @@ class ReplicaNode:
         self.settings = settings
         self.core = Replica(
             settings.replica_id,
-            settings.members,
+            settings.seed_membership,
             settings.timing,
             settings.limits,
             chance,

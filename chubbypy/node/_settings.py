@@ -16,8 +16,8 @@ from attrs import field, frozen
 from chubbypy.master import MasterTiming
 from chubbypy.namespace import NamespaceLimits
 from chubbypy.node._auth_guard import AuthLimits
-from chubbypy.paxos import Bug, Limits, Timing
-from chubbypy.protocol import ReplicaId
+from chubbypy.paxos import Bug, Limits, Timing, genesis_membership
+from chubbypy.protocol import Membership, ReplicaId
 from chubbypy.protocol.client import ReplicaAddress
 
 ANONYMOUS = "anonymous"
@@ -134,12 +134,21 @@ class NodeSettings:
     admins: tuple[str, ...] = ()
     """The cell's operators (``auth.admins``): a master whose cell has no ACL directory
     makes one only they may change, with them in ``acl/admin`` (none: it makes none)."""
+    peer_addresses: tuple[str, ...] = ()
+    """For each of `addresses`, the endpoint its peers dial (the cell file's ``peer``);
+    empty where replicas are named by id alone (the simulator)."""
     bugs: frozenset[Bug] = frozenset()
     node_bugs: frozenset[NodeBug] = frozenset()
 
     @property
-    def members(self) -> tuple[ReplicaId, ...]:
-        return tuple(address.replica_id for address in self.addresses)
+    def seed_membership(self) -> Membership:
+        """The membership the cell file seeds a new cell with: every replica a voter."""
+        ids = tuple(address.replica_id for address in self.addresses)
+        peers = self.peer_addresses or ids
+        return genesis_membership(
+            (address.replica_id, peer, address.client_endpoint)
+            for address, peer in zip(self.addresses, peers, strict=True)
+        )
 
     @property
     def ticks_per_minute(self) -> int:

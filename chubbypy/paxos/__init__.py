@@ -14,6 +14,11 @@ from chubbypy.paxos._applier import (
     StateMachine,
 )
 from chubbypy.paxos._chance import Bug, Chance, NoChance
+from chubbypy.paxos._membership import (
+    genesis_membership,
+    membership_of_ids,
+    successor_problem,
+)
 from chubbypy.paxos._ready import (
     BecameMaster,
     Campaigning,
@@ -35,7 +40,7 @@ from chubbypy.paxos._ready import (
     SteppedDown,
     describe_event,
 )
-from chubbypy.paxos._replica import Replica, persisted_problem, quorum_size
+from chubbypy.paxos._replica import Replica, persisted_problem
 from chubbypy.paxos._settings import (
     Limits,
     Timing,
@@ -77,9 +82,11 @@ __all__ = [
     "Timing",
     "describe_event",
     "drift_fraction",
+    "genesis_membership",
     "master_lease_ticks_for",
+    "membership_of_ids",
     "persisted_problem",
-    "quorum_size",
+    "successor_problem",
     "ticks_covering",
     "ticks_within",
 ]

@@ -39,6 +39,9 @@ class Bug(enum.Enum):
     """A new master proposes no-ops instead of adopting values its promises reported."""
     NO_DEDUPLICATION = "no-deduplication"
     """A retried command is applied again instead of getting its original result."""
+    COUNT_LEARNER_IN_QUORUM = "count-learner-in-quorum"
+    """Learners' acceptances, promises and lease acknowledgements count towards quorums as
+    voters' do."""
 
 
 class NoChance:

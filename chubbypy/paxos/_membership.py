@@ -15,7 +15,7 @@ and they do not meet.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from chubbypy.protocol.values import (
     LEARNERS_MAX,
@@ -23,11 +23,54 @@ from chubbypy.protocol.values import (
     REPLICA_ID_CHARS_MAX,
     VOTERS_MAX,
     VOTERS_MIN,
+    Member,
     Membership,
     ReplicaId,
 )
 
-__all__ = ["membership_problem", "quorums_of_chain", "successor_problem"]
+__all__ = [
+    "counted_acknowledgements",
+    "genesis_membership",
+    "membership_of_ids",
+    "membership_problem",
+    "quorum_reached",
+    "quorums_of_chain",
+    "successor_problem",
+]
+
+
+def genesis_membership(members: Iterable[tuple[ReplicaId, str, str]]) -> Membership:
+    """The membership a new cell starts with (version 1): each `(id, peer, client)` a voter,
+    in id order."""
+    ordered = sorted(members)
+    return Membership(1, tuple(Member(rid, peer, client, True) for rid, peer, client in ordered))
+
+
+def membership_of_ids(ids: Iterable[ReplicaId]) -> Membership:
+    """A new cell's membership of voters named by id alone, each id its own address: where
+    replicas are reached by name (the simulator, tests of the core)."""
+    return genesis_membership((rid, rid, rid) for rid in ids)
+
+
+def quorum_reached(
+    config: Membership, replicas: Iterable[ReplicaId], *, learners_count: bool = False
+) -> bool:
+    """Whether `replicas` include a majority of `config`'s voters. Learners never count:
+    a value "chosen" by the master and a learner could be missed by a majority of voters
+    (docs/design/membership.md §2.6). Every count of the core goes through here;
+    `learners_count` is the deliberate bug `Bug.COUNT_LEARNER_IN_QUORUM` (a learner counted
+    towards the voters' majority), which the simulator's checkers must catch."""
+    counted = config.member_ids if learners_count else config.voters
+    return sum(1 for rid in set(replicas) if rid in counted) >= config.quorum()
+
+
+def counted_acknowledgements(
+    config: Membership, acked: Mapping[ReplicaId, int], *, learners_count: bool = False
+) -> list[int]:
+    """The acknowledgement ticks in `acked` that count towards a master lease under
+    `config`: its voters' (the same rule as `quorum_reached`)."""
+    counted = config.member_ids if learners_count else config.voters
+    return [tick for rid, tick in acked.items() if rid in counted]
 
 
 def membership_problem(membership: Membership) -> str | None:
@@ -78,4 +121,4 @@ def quorums_of_chain(chain: Sequence[Membership], promised: Iterable[ReplicaId])
     docstring)."""
     assert chain, "a chain begins with the configuration chosen before the first instance"
     have = set(promised)
-    return all(len(have & set(c.voters)) >= c.quorum() for c in chain)
+    return all(quorum_reached(config, have) for config in chain)

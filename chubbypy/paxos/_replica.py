@@ -54,6 +54,7 @@ from typing import assert_never
 from attrs import define, field
 
 from chubbypy.paxos._chance import Bug, Chance
+from chubbypy.paxos._membership import counted_acknowledgements, quorum_reached
 from chubbypy.paxos._ready import (
     BecameMaster,
     Campaigning,
@@ -95,6 +96,7 @@ from chubbypy.protocol import (
     HeartbeatAck,
     InstallSnapshot,
     LogIndex,
+    Membership,
     Nack,
     PeerMessage,
     Prepare,
@@ -151,7 +153,7 @@ class Replica:
     def __init__(
         self,
         replica_id: ReplicaId,
-        members: Sequence[ReplicaId],
+        membership: Membership,
         timing: Timing,
         limits: Limits,
         chance: Chance,
@@ -160,16 +162,13 @@ class Replica:
         *,
         voting: bool = True,
     ) -> None:
-        assert replica_id in members, (replica_id, members)
-        assert len(set(members)) == len(members) >= 3, members
+        assert membership.member(replica_id) is not None, (replica_id, membership)
         self._id = replica_id
-        self._members = tuple(sorted(members))
-        self._peers = tuple(m for m in self._members if m != replica_id)
-        self._quorum = len(self._members) // 2 + 1
         self._timing = timing
         self._limits = limits
         self._chance = chance
         self._bugs = bugs
+        self._membership_in_effect(membership)
         self._tick = 0
         # A replica whose disk was lost may have made promises it no longer remembers. It
         # rebuilds as a non-voting member (PML §5.1): it learns and keeps the log, but sends
@@ -270,7 +269,7 @@ class Replica:
             case Role.FOLLOWER:
                 if not self._voting:
                     self._rebuild_check()
-                elif self._tick >= self._election_deadline:
+                elif self._tick >= self._election_deadline and self._is_voter:
                     self._campaign_start()
             case Role.CANDIDATE:
                 assert self._campaign is not None
@@ -284,7 +283,7 @@ class Replica:
     def step(self, sender: ReplicaId, message: PeerMessage) -> None:
         """A peer's message arrived. One that could not come from a correct peer is ignored."""
         assert sender != self._id, sender
-        assert sender in self._members, sender
+        assert sender in self._member_ids, sender
         if not self._plausible(sender, message):
             return
         match message:
@@ -382,7 +381,8 @@ class Replica:
     def _successor(self) -> ReplicaId | None:
         """The peer that acknowledged us recently and knows the most of the log."""
         recent = self._tick - 2 * self._timing.heartbeat_ticks
-        alive = [p for p in self._peers if self._acked_tick.get(p, -1) >= recent]
+        voters = self._membership.voters
+        alive = [p for p in voters if p != self._id and self._acked_tick.get(p, -1) >= recent]
         if not alive:
             return None
         return max(alive, key=lambda p: (self._peer_chosen.get(p, NO_INDEX), p))
@@ -462,7 +462,7 @@ class Replica:
             if proposal is None or entry.ballot != self._ballot or self._role is not Role.MASTER:
                 continue
             proposal.acks.add(self._id)
-            if len(proposal.acks) >= self._quorum:
+            if self._quorum_reached(proposal.acks):
                 self._instance_chosen(entry.index)
         if (
             self._role is Role.MASTER
@@ -478,6 +478,11 @@ class Replica:
     @property
     def replica_id(self) -> ReplicaId:
         return self._id
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration this replica counts quorums by."""
+        return self._membership
 
     @property
     def tick_count(self) -> int:
@@ -752,7 +757,7 @@ class Replica:
             self._lease_until = 0
         if self._role is not Role.FOLLOWER or self._leased_to_other(self._id):
             return
-        if resign.successor == self._id and self._voting:
+        if resign.successor == self._id and self._voting and self._is_voter:
             self._campaign_start()
         else:
             # The successor should win; campaign soon ourselves in case it does not.
@@ -784,11 +789,15 @@ class Replica:
 
         (Paxos Made Live, footnote 1.)
 
-        Replica i of n uses only rounds r with r mod n == i, so a round names one
-        proposer, and a mastership's epoch can be the round it won with.
+        Voter i of n uses only rounds r with r mod n == i, so while the voters stay the same
+        a round names one proposer and candidates do not duel over it. Epochs stay unique
+        when they change, too: an acceptor never promises two ballots of one round
+        (`_below_promise`).
         """
-        n = len(self._members)
-        mine = self._members.index(self._id)
+        voters = self._membership.voters
+        order = voters if self._id in voters else self._member_ids
+        n = len(order)
+        mine = order.index(self._id)
         low = max(self._promised.round, self._highest_seen.round) + 1
         ballot = Ballot(low + (mine - low) % n, self._id)
         self._promise(ballot)
@@ -826,7 +835,7 @@ class Replica:
                 campaign.deadline_tick, self._tick + self._timing.retry_ticks
             )
             self._send(sender, Prepare(campaign.ballot, LogIndex(promise.entries[-1].index + 1)))
-        if len(campaign.complete) < self._quorum:
+        if not self._quorum_reached(campaign.complete):
             return
         if self._role is Role.CANDIDATE:
             self._mastership_won(campaign)
@@ -992,7 +1001,7 @@ class Replica:
         if accepted.ballot != self._ballot or proposal is None:
             return
         proposal.acks.add(sender)
-        if len(proposal.acks) >= self._quorum:
+        if self._quorum_reached(proposal.acks):
             self._instance_chosen(accepted.index)
 
     def _heartbeat_ack_received(self, sender: ReplicaId, ack: HeartbeatAck) -> None:
@@ -1015,10 +1024,23 @@ class Replica:
         if sent_tick <= self._acked_tick.get(sender, -1):
             return
         self._acked_tick[sender] = sent_tick
-        ticks = sorted([self._last_send_tick, *self._acked_tick.values()], reverse=True)
-        if len(ticks) < self._quorum:
+        self._lease_extend()
+
+    def _lease_extend(self) -> None:
+        """Date the lease from the latest tick a quorum of voters acknowledged (our own
+        sends count for us): the k-th latest acknowledgement, k the quorum. Learners'
+        acknowledgements never count (docs/design/membership.md §2.5)."""
+        ticks = [self._last_send_tick]
+        ticks.extend(
+            counted_acknowledgements(
+                self._membership, self._acked_tick, learners_count=self._learners_count
+            )
+        )
+        quorum = self._membership.quorum()
+        if len(ticks) < quorum:
             return
-        expiry = ticks[self._quorum - 1] + self._timing.master_lease_ticks
+        ticks.sort(reverse=True)
+        expiry = ticks[quorum - 1] + self._timing.master_lease_ticks
         if expiry <= self._lease_expiry:
             return
         if self._tick >= self._lease_expiry and expiry > self._tick:
@@ -1081,6 +1103,17 @@ class Replica:
         self._election_deadline = max(self._lease_until, self._tick) + self._jitter()
 
     # ------------------------------------------------------------------ helpers
+
+    def _membership_in_effect(self, membership: Membership) -> None:
+        """Count quorums, send, and campaign by `membership` from now on."""
+        self._membership = membership
+        self._member_ids = tuple(m.replica_id for m in membership.members)
+        self._peers = tuple(rid for rid in self._member_ids if rid != self._id)
+        self._is_voter = self._id in membership.voters
+        self._learners_count = Bug.COUNT_LEARNER_IN_QUORUM in self._bugs
+
+    def _quorum_reached(self, replicas: Iterable[ReplicaId]) -> bool:
+        return quorum_reached(self._membership, replicas, learners_count=self._learners_count)
 
     def _store_entry(self, entry: Entry) -> None:
         self._log[entry.index] = entry
@@ -1149,8 +1182,3 @@ def _ballot_problem(
     if 1 <= ballot.round <= round_max and ballot.replica_id:
         return None
     return f"{what} {ballot.round}.{ballot.replica_id!r:.40} is out of range"
-
-
-def quorum_size(members: Iterable[ReplicaId]) -> int:
-    """Replicas in a majority of the cell."""
-    return len(tuple(members)) // 2 + 1

@@ -243,6 +243,10 @@ class Membership:
         assert ids == sorted(set(ids)), f"members must be in id order, each once: {ids}"
 
     @property
+    def member_ids(self) -> tuple[ReplicaId, ...]:
+        return tuple(m.replica_id for m in self.members)
+
+    @property
     def voters(self) -> tuple[ReplicaId, ...]:
         return tuple(m.replica_id for m in self.members if m.voter)
 

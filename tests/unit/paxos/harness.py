@@ -44,6 +44,7 @@ from chubbypy.paxos import (
     ReplicaEvent,
     Role,
     Timing,
+    membership_of_ids,
 )
 from chubbypy.protocol import (
     NO_BALLOT,
@@ -57,6 +58,8 @@ from chubbypy.protocol import (
     Epoch,
     HeartbeatAck,
     LogIndex,
+    Member,
+    Membership,
     PeerMessage,
     Promise,
     ReplicaId,
@@ -193,7 +196,9 @@ def lone(
     members: Sequence[ReplicaId] = (R1, R2, R3),
 ) -> Replica:
     """Replica r1 on its own, its first Ready (if any) already taken."""
-    replica = Replica(R1, members, TIMING, limits, chance or NoChance(), persisted)
+    replica = Replica(
+        R1, membership_of_ids(members), TIMING, limits, chance or NoChance(), persisted
+    )
     drain(replica)
     return replica
 
@@ -258,8 +263,14 @@ class Cell:
         client_results_max: int = 100,
         apply: bool = True,
         bugs: frozenset[Bug] = frozenset(),
+        learners: int = 0,
     ) -> None:
-        self.members = ALL[:size]
+        self.members = ALL[: size + learners]
+        voters = ALL[:size]
+        self.membership = Membership(
+            1, tuple(Member(rid, rid, rid, rid in voters) for rid in self.members)
+        )
+        """The first `size` replicas vote; the `learners` after them take the log only."""
         self.timing = timing
         self.limits = limits
         self.apply = apply
@@ -291,7 +302,14 @@ class Cell:
         persisted = self.stores[rid].load()
         chance = self._chances.get(rid, SteadyChance)()
         replica = Replica(
-            rid, self.members, self.timing, self.limits, chance, persisted, self.bugs, voting=voting
+            rid,
+            self.membership,
+            self.timing,
+            self.limits,
+            chance,
+            persisted,
+            self.bugs,
+            voting=voting,
         )
         machine = DictMachine()
         applier = Applier(

@@ -20,6 +20,7 @@ from chubbypy.paxos import (
     StartedServing,
     StepDownReason,
     SteppedDown,
+    membership_of_ids,
 )
 from chubbypy.protocol import (
     NO_EPOCH,
@@ -377,7 +378,7 @@ def test_each_replica_uses_only_its_own_rounds_the_lowest_above_all_seen() -> No
             mine = sorted(members).index(rid)
             other = next(m for m in members if m != rid)
             for seen in range(12):
-                replica = Replica(rid, members, TIMING, Limits(), NoChance())
+                replica = Replica(rid, membership_of_ids(members), TIMING, Limits(), NoChance())
                 drain(replica)
                 if seen:
                     replica.step(other, Prepare(Ballot(seen, other), LogIndex(1)))

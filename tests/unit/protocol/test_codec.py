@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chubbypy.paxos import Limits, NoChance, Replica, Timing
+from chubbypy.paxos import Limits, NoChance, Replica, Timing, membership_of_ids
 from chubbypy.protocol import (
     NO_BALLOT,
     Accept,
@@ -259,7 +259,7 @@ def test_a_catch_up_request_from_index_zero_never_crashes_a_replica() -> None:
     """The codec refuses CatchUpRequest(0); handed one anyway, a replica ignores it silently."""
     with pytest.raises(DecodeError):
         decode_message(pack([8, 0]))
-    replica = Replica(R1, (R1, R2, R3), TIMING, Limits(), NoChance())
+    replica = Replica(R1, membership_of_ids((R1, R2, R3)), TIMING, Limits(), NoChance())
     while replica.has_ready():
         replica.advance(replica.ready())
     replica.step(R2, CatchUpRequest(LogIndex(0)))  # no snapshot: it once tripped an assertion

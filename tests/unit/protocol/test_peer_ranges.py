@@ -19,7 +19,15 @@ from attrs import fields, has
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chubbypy.paxos import Durable, Limits, NoChance, Replica, Timing, persisted_problem
+from chubbypy.paxos import (
+    Durable,
+    Limits,
+    NoChance,
+    Replica,
+    Timing,
+    membership_of_ids,
+    persisted_problem,
+)
 from chubbypy.protocol import (
     BALLOT_ROUND_MAX,
     EPOCH_MAX,
@@ -359,7 +367,7 @@ def edge_messages(draw: st.DrawFn) -> bytes:
 def test_what_decodes_persists_without_overflow(bodies: list[bytes]) -> None:
     """Messages at the edges of every range, stepped into a replica, make Readys a SQLite
     store writes and reads back exactly: nothing reaches the store as an OverflowError."""
-    replica = Replica(R1, (R1, R2, R3), TIMING, Limits(), NoChance())
+    replica = Replica(R1, membership_of_ids((R1, R2, R3)), TIMING, Limits(), NoChance())
     store, expected = SqlStore("sqlite://"), MemoryStore()
     try:
         for body in bodies:
@@ -395,7 +403,7 @@ def test_rounds_used_up_by_a_forged_ballot_stop_no_replica() -> None:
     campaign goes above it, which its peers refuse at decode (logged, the connection closed):
     no master can be elected past it, but nothing crashes, and the replica resumes from its
     store (its own promise may lie above BALLOT_ROUND_MAX, up to ROUND_MAX)."""
-    replica = Replica(R1, (R1, R2, R3), TIMING, Limits(), NoChance())
+    replica = Replica(R1, membership_of_ids((R1, R2, R3)), TIMING, Limits(), NoChance())
     store = SqlStore("sqlite://")
     sent: list[PeerMessage] = []
     try:
@@ -416,6 +424,6 @@ def test_rounds_used_up_by_a_forged_ballot_stop_no_replica() -> None:
         assert loaded.hard_state is not None
         assert loaded.hard_state.promised.round > BALLOT_ROUND_MAX
         assert persisted_problem(loaded) is None
-        Replica(R1, (R1, R2, R3), TIMING, Limits(), NoChance(), loaded)
+        Replica(R1, membership_of_ids((R1, R2, R3)), TIMING, Limits(), NoChance(), loaded)
     finally:
         store.close()

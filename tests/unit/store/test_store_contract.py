@@ -15,7 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chubbypy.paxos import Durable, HardState, Limits, NoChance, Persisted, Replica, Timing
+from chubbypy.paxos import (
+    Durable,
+    HardState,
+    Limits,
+    NoChance,
+    Persisted,
+    Replica,
+    Timing,
+    membership_of_ids,
+)
 from chubbypy.protocol import (
     EPOCH_MAX,
     Ballot,
@@ -328,7 +337,9 @@ class Cell:
 
     def __init__(self, r1_store: Store, limits: Limits) -> None:
         self.limits = limits
-        self.replicas = {r: Replica(r, MEMBERS, TIMING, limits, NoChance()) for r in MEMBERS}
+        self.replicas = {
+            r: Replica(r, membership_of_ids(MEMBERS), TIMING, limits, NoChance()) for r in MEMBERS
+        }
         self.stores: dict[ReplicaId, Store] = {R1: r1_store, R2: MemoryStore(), R3: MemoryStore()}
         self.committed: dict[ReplicaId, list[Entry]] = {r: [] for r in MEMBERS}
 
@@ -385,7 +396,9 @@ def restart_r1(cell: Cell, stores: Stores) -> Replica:
     start = cell.replicas[R1].tick_count
     cell.run_until(lambda: cell.replicas[R1].tick_count > start + TIMING.heartbeat_ticks)
     persisted = stores.reopen(cell.stores[R1]).load()
-    restarted = Replica(R1, MEMBERS, TIMING, cell.limits, NoChance(), persisted=persisted)
+    restarted = Replica(
+        R1, membership_of_ids(MEMBERS), TIMING, cell.limits, NoChance(), persisted=persisted
+    )
     running, rebuilt = cell.replicas[R1].status(), restarted.status()
     fields = ("promised", "chosen_index", "snapshot_index", "first_index", "last_index")
     assert [getattr(rebuilt, f) for f in fields] == [getattr(running, f) for f in fields]
