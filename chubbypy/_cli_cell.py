@@ -336,7 +336,8 @@ def _fresh_replicas(config: CellConfig) -> list[ReplicaId]:
         if config.storage_url is None and not database.exists():
             fresh.append(replica.id)
             continue
-        store = SqlStore(config.storage_url_for(replica.id))
+        seed = config.node_settings(replica.id).seed_membership
+        store = SqlStore(config.storage_url_for(replica.id), seed=seed)
         try:
             if store.load().hard_state is None:
                 fresh.append(replica.id)

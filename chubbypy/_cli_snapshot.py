@@ -38,7 +38,7 @@ from chubbypy.node import (
     read_backup,
     restore_state,
 )
-from chubbypy.paxos import Durable
+from chubbypy.paxos import Durable, membership_of_ids
 from chubbypy.protocol import ReplicaId
 from chubbypy.protocol.errors import (
     ChubbyError,
@@ -171,6 +171,12 @@ def restore(
                 f"the backup is of cell {header.cell!r}, not {cell!r}: restore it into a cell "
                 f"named {header.cell!r}, or give --rename-cell to move its names to /ls/{cell}"
             )
+        if config is None:
+            message = (
+                "restore needs the new cell's YAML file (--cell cell.yaml): the restored "
+                "store records the new cell's members"
+            )
+            return Refused("USAGE", message, EXIT_USAGE)
         restored = restore_state(header, body, cell, **_state_limits(config))
         _seed(directory, restored)
     except (BackupError, OSError) as error:
@@ -223,9 +229,9 @@ def _seed(directory: Path, restored: RestoredCell) -> None:
         os.umask(previous)
 
 
-DEFAULT_REPLICA: Final = ReplicaId("r1")
-"""Whose ballot a restored store promises when no cell file names the replicas (a name no
-replica has only delays the new cell's first election by a lease)."""
+CHECK_MEMBERSHIP: Final = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+"""The membership a saved snapshot is checked with when no cell file is given (`save`
+restores it to check it; a restore itself needs the new cell's file)."""
 
 
 def _state_limits(config: CellConfig | None) -> dict[str, Any]:
@@ -237,14 +243,14 @@ def _state_limits(config: CellConfig | None) -> dict[str, Any]:
             "limits": NamespaceLimits(),
             "clients_max": defaults.clients_max.default,
             "client_results_max": defaults.client_results_max.default,
-            "promise_owner": DEFAULT_REPLICA,
+            "membership": CHECK_MEMBERSHIP,
         }
     settings = config.node_settings(config.replicas[0].id)
     return {
         "limits": settings.namespace_limits,
         "clients_max": settings.clients_max,
         "client_results_max": settings.client_results_max,
-        "promise_owner": min(config.replica_ids),
+        "membership": settings.seed_membership,
     }
 
 

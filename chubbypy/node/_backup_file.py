@@ -43,7 +43,7 @@ from chubbypy.protocol import (
     Command,
     Entry,
     LogIndex,
-    ReplicaId,
+    Membership,
     Snapshot,
     Value,
     ValueKind,
@@ -91,8 +91,8 @@ class RestoredCell:
     """The old cell's sessions ended as expired (see the module docstring)."""
     hard_state: HardState
     """What each replica's store starts with: the snapshot's index as chosen, and a
-    promise of a ballot in the round of the snapshot's epoch (owned by `promise_owner`,
-    the cell's first replica: for a lease after they start, the others accept only its
+    promise of a ballot in the round of the snapshot's epoch (owned by the new cell's
+    first voter: for a lease after they start, the others accept only its
     campaign), so that the new cell's first master campaigns in a later round and serves
     a later epoch than any the state has seen (else the applier, at that epoch already,
     refuses every command of the new master's lower epoch, and the new cell never
@@ -165,11 +165,13 @@ def restore_state(
     *,
     clients_max: int,
     client_results_max: int,
-    promise_owner: ReplicaId,
+    membership: Membership,
 ) -> RestoredCell:
     """Cell `cell`'s state from a backup read by `read_backup`: restored and checked (its
     checksum recomputed), renamed into `cell` if the backup is of another cell, and every
-    old session ended (see the module docstring). BackupError if it does not restore."""
+    old session ended (see the module docstring); its snapshot's handle is `membership`, the
+    new cell's first (the old cell's members are not the new one's). BackupError if it
+    does not restore."""
     machine = NamespaceMachine(header.cell, limits)
     applier = Applier(machine, clients_max=clients_max, client_results_max=client_results_max)
     try:
@@ -185,7 +187,7 @@ def restore_state(
         machine.rename_cell(cell)
     sessions = [record.session_id for record in machine.sessions()]
     if not sessions:
-        return _restored(applier, LogIndex(header.index), 0, promise_owner)
+        return _restored(applier, LogIndex(header.index), 0, membership)
     ends = tuple(
         Command(MASTER_CLIENT, number, encode_log_write(EndSession(session_id, expired=True), ""))
         for number, session_id in enumerate(sessions, 1)
@@ -193,12 +195,14 @@ def restore_state(
     index = LogIndex(header.index + 1)
     applier.apply(Entry(index, NO_BALLOT, Value(applier.epoch, ValueKind.COMMANDS, ends)))
     assert not machine.sessions(), machine.sessions()
-    return _restored(applier, index, len(sessions), promise_owner)
+    return _restored(applier, index, len(sessions), membership)
 
 
 def _restored(
-    applier: Applier, index: LogIndex, sessions_ended: int, owner: ReplicaId
+    applier: Applier, index: LogIndex, sessions_ended: int, membership: Membership
 ) -> RestoredCell:
     # A campaign's round is above every promised one (`Replica._promise_next_ballot`).
+    owner = min(membership.voters)
     hard_state = HardState(promised=Ballot(max(applier.epoch, 1), owner), chosen_index=index)
-    return RestoredCell(Snapshot(index, applier.snapshot()), sessions_ended, hard_state)
+    snapshot = Snapshot(index, applier.snapshot(), membership)
+    return RestoredCell(snapshot, sessions_ended, hard_state)

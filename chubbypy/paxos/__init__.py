@@ -17,6 +17,7 @@ from chubbypy.paxos._chance import Bug, Chance, NoChance
 from chubbypy.paxos._membership import (
     genesis_membership,
     membership_of_ids,
+    membership_problem,
     successor_problem,
 )
 from chubbypy.paxos._ready import (
@@ -26,6 +27,8 @@ from chubbypy.paxos._ready import (
     HardState,
     LeaseAcquired,
     LeaseLost,
+    MembershipChanged,
+    PeerProgress,
     Persisted,
     Ready,
     Rebuilt,
@@ -62,9 +65,11 @@ __all__ = [
     "LeaseAcquired",
     "LeaseLost",
     "Limits",
+    "MembershipChanged",
     "NoChance",
     "Outcome",
     "OutcomeKind",
+    "PeerProgress",
     "Persisted",
     "Ready",
     "Rebuilt",
@@ -85,6 +90,7 @@ __all__ = [
     "genesis_membership",
     "master_lease_ticks_for",
     "membership_of_ids",
+    "membership_problem",
     "persisted_problem",
     "successor_problem",
     "ticks_covering",

@@ -196,6 +196,10 @@ class Applier:
                 return ()
             case ValueKind.CHECKSUM:
                 return (ChecksumTaken(entry.index, self.checksum()),)
+            case ValueKind.MEMBERSHIP:
+                # The Paxos core keeps the membership (it counts quorums by it, from the
+                # chosen log and the snapshot's handle); the state machine has no part in it.
+                return ()
             case ValueKind.COMMANDS:
                 if value.epoch != self._epoch and Bug.SKIP_EPOCH_CHECK not in self._bugs:
                     return tuple(

@@ -42,6 +42,11 @@ class Bug(enum.Enum):
     COUNT_LEARNER_IN_QUORUM = "count-learner-in-quorum"
     """Learners' acceptances, promises and lease acknowledgements count towards quorums as
     voters' do."""
+    CANDIDATE_IGNORES_CHAIN = "candidate-ignores-chain"
+    """A candidate wins with a majority of the membership in effect at its first unchosen
+    instance alone, ignoring the changes among the values it re-proposes."""
+    REMOVED_MASTER_STAYS = "removed-master-stays"
+    """A master whose removal is chosen keeps its mastership and its lease."""
 
 
 class NoChance:

@@ -28,6 +28,7 @@ from chubbypy.protocol import (
     Envelope,
     Epoch,
     LogIndex,
+    Membership,
     ReplicaId,
     Snapshot,
 )
@@ -58,6 +59,9 @@ class Durable:
     """A new snapshot to keep (replacing the old one)."""
     compact_through: LogIndex | None = None
     """Log entries at or below this index may be deleted, after `snapshot` is stored."""
+    genesis: Membership | None = None
+    """The membership before the log's first instance, written once: by a founding replica
+    at its first Ready, by a new one when its first catch-up anchors it."""
 
     def is_empty(self) -> bool:
         return (
@@ -65,6 +69,7 @@ class Durable:
             and not self.entries
             and self.snapshot is None
             and self.compact_through is None
+            and self.genesis is None
         )
 
 
@@ -79,6 +84,8 @@ class Persisted:
     hard_state: HardState | None = None
     snapshot: Snapshot | None = None
     entries: tuple[Entry, ...] = ()
+    genesis: Membership | None = None
+    """The membership before instance 1 (`Durable.genesis`); None before it is known."""
 
 
 class Role(enum.Enum):
@@ -93,6 +100,7 @@ class StepDownReason(enum.Enum):
     HIGHER_BALLOT = "another proposer holds a higher ballot"
     BEHIND = "a peer knows more of the chosen log than it does"
     RESIGNED = "it resigned, handing over to a successor"
+    REMOVED = "it is no longer a voter of the cell"
 
 
 # Events: what happened to this replica, for logs, metrics and narration.
@@ -155,6 +163,14 @@ class Rebuilt:
 
 
 @frozen
+class MembershipChanged:
+    """A membership change was chosen at `index`: it governs the instances after it."""
+
+    index: LogIndex
+    membership: Membership
+
+
+@frozen
 class SnapshotInstalled:
     """A peer sent a snapshot because the entries this replica needed were truncated."""
 
@@ -171,6 +187,7 @@ ReplicaEvent = (
     | LeaseLost
     | SnapshotInstalled
     | Rebuilt
+    | MembershipChanged
 )
 
 
@@ -191,6 +208,7 @@ class RefusalReason(enum.Enum):
     EPOCH_CHANGED = "the epoch changed"
     OVERLOADED = "too many proposals queued"
     TOO_LARGE = "command larger than a batch"
+    MEMBERSHIP_BUSY = "a membership change is already in progress"
 
 
 @frozen
@@ -198,6 +216,15 @@ class Refused:
     """A proposal the core will not take; nothing was queued."""
 
     reason: RefusalReason
+
+
+@frozen
+class PeerProgress:
+    """What a master knows of one peer: how far the peer knows the log chosen, and the
+    tick (the master's) of the latest message of this mastership it acknowledged."""
+
+    chosen_index: LogIndex
+    acked_tick: int
 
 
 @frozen
@@ -222,6 +249,8 @@ class Status:
     inflight_instances: int
     voting: bool
     """False while the replica rebuilds lost state from its peers (PML §5.1)."""
+    membership: Membership | None = None
+    """The membership it counts quorums by (None until a new replica is anchored)."""
 
 
 def describe_event(event: ReplicaEvent) -> str:
@@ -245,6 +274,13 @@ def describe_event(event: ReplicaEvent) -> str:
             return f"lost the master lease of epoch {epoch}"
         case SnapshotInstalled(index, sender):
             return f"installed a snapshot at index {index} from {sender}"
+        case MembershipChanged(index, membership):
+            voters = ", ".join(membership.voters)
+            learners = ", ".join(membership.learners) or "none"
+            return (
+                f"membership version {membership.version} chosen at {index}: "
+                f"voters {voters}; learners {learners}"
+            )
         case Rebuilt(chosen_index):
             return (
                 f"rebuilt its state from its peers (chosen through {chosen_index}); it votes again"

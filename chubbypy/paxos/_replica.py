@@ -54,7 +54,11 @@ from typing import assert_never
 from attrs import define, field
 
 from chubbypy.paxos._chance import Bug, Chance
-from chubbypy.paxos._membership import counted_acknowledgements, quorum_reached
+from chubbypy.paxos._membership import (
+    counted_acknowledgements,
+    quorum_reached,
+    successor_problem,
+)
 from chubbypy.paxos._ready import (
     BecameMaster,
     Campaigning,
@@ -62,6 +66,8 @@ from chubbypy.paxos._ready import (
     HardState,
     LeaseAcquired,
     LeaseLost,
+    MembershipChanged,
+    PeerProgress,
     Persisted,
     Ready,
     Rebuilt,
@@ -116,6 +122,9 @@ class _Proposal:
     value: Value
     acks: set[ReplicaId]
     sent_tick: int
+    config: Membership
+    """The membership whose voters' majority chooses this instance (the one in effect
+    after the instance before it)."""
 
 
 _CHECKSUM_REQUEST = None
@@ -128,6 +137,10 @@ class _Campaign:
 
     ballot: Ballot
     from_index: LogIndex
+    base_config: Membership
+    """The membership that governs `from_index`: the chain's first link."""
+    asked: set[ReplicaId]
+    """The replicas sent a Prepare: every member, and each voter of a later link."""
     reported: dict[ReplicaId, list[tuple[Entry, bool]]] = field(factory=dict)
     """Per acceptor, the entries its promise pages reported so far, each with whether the
     acceptor knew it chosen."""
@@ -162,13 +175,11 @@ class Replica:
         *,
         voting: bool = True,
     ) -> None:
-        assert membership.member(replica_id) is not None, (replica_id, membership)
         self._id = replica_id
         self._timing = timing
         self._limits = limits
         self._chance = chance
         self._bugs = bugs
-        self._membership_in_effect(membership)
         self._tick = 0
         # A replica whose disk was lost may have made promises it no longer remembers. It
         # rebuilds as a non-voting member (PML §5.1): it learns and keeps the log, but sends
@@ -180,6 +191,30 @@ class Replica:
         persisted = persisted or Persisted()
         hard_state = persisted.hard_state or HardState()
         self._voting = voting and hard_state.voting
+        # The membership: `membership` seeds a new cell; after that the log and the snapshot
+        # handle carry it (docs/design/membership.md §2.11). A replica that starts with
+        # nothing to anchor it (a new member, or a lost disk) uses the seed, silently, until
+        # its first catch-up or snapshot says what governs the log.
+        self._unsaved_genesis: Membership | None = None
+        if persisted.snapshot is not None:
+            base, self._anchored = persisted.snapshot.membership, True
+        elif persisted.genesis is not None:
+            base, self._anchored = persisted.genesis, True
+        elif self._voting:
+            # A founding replica (bootstrap): the seed is the cell's first membership. (A
+            # voting replica with a store always has a genesis or a snapshot: a rebuilding
+            # one anchors before it votes, and version 1 stores are upgraded with the seed.)
+            base, self._anchored = membership, True
+            self._unsaved_genesis = membership
+        else:
+            base, self._anchored = membership, False
+        snapshot_base = persisted.snapshot.index if persisted.snapshot else NO_INDEX
+        self._configs: list[tuple[LogIndex, Membership]] = [(snapshot_base, base)]
+        """Each membership with the index after which it governs, in order: the one in
+        effect after the snapshot (or the genesis), then each change chosen since."""
+        self._configs_through = snapshot_base
+        """The chosen entries up to here have been scanned for membership changes."""
+        self._membership_in_effect(base)
         self._promised = hard_state.promised
         self._snapshot = persisted.snapshot
         # The chosen index is written lazily (see `_chosen_advanced`), so a snapshot, which
@@ -201,6 +236,9 @@ class Replica:
         # Restart = snapshot + replay: the shell restores the snapshot, then applies what
         # the first Ready hands out as committed.
         self._applied_index = snapshot_index
+        self._events: list[ReplicaEvent] = []
+        self._role = Role.FOLLOWER
+        self._scan_chosen_memberships()
         self._highest_seen = self._promised
 
         # The lease this replica granted as an acceptor (see the module docstring on restarts).
@@ -214,7 +252,6 @@ class Replica:
         self._election_deadline = self._lease_until + self._jitter()
 
         # Proposer state.
-        self._role = Role.FOLLOWER
         self._ballot = NO_BALLOT
         self._campaign: _Campaign | None = None
         self._catchup_due = 0
@@ -230,7 +267,6 @@ class Replica:
         self._outbox: list[Envelope] = []
         self._early_outbox: list[Envelope] = []
         """Accepts for our own new entries: the shell may send them before persisting."""
-        self._events: list[ReplicaEvent] = []
         self._outstanding = False
         # A rebuild begins durably, before the replica says anything.
         self._hard_state_dirty = not self._voting and hard_state.voting
@@ -252,6 +288,14 @@ class Replica:
         self._mastership_tick = 0
         self._heartbeat_due = 0
         self._boost: _Campaign | None = None
+        self._membership_queued: Membership | None = None
+        """A change the master will propose once its window is empty."""
+        self._membership_inflight: LogIndex | None = None
+        """The instance of the change proposed and not yet chosen: nothing after it is
+        proposed until it is (docs/design/membership.md §2.2)."""
+        self._proposing_config: Membership | None = None
+        """The membership that governs the next new instance: the one in effect, or the
+        last change among this master's proposals not yet chosen."""
 
     # ------------------------------------------------------------------ inputs
 
@@ -283,7 +327,10 @@ class Replica:
     def step(self, sender: ReplicaId, message: PeerMessage) -> None:
         """A peer's message arrived. One that could not come from a correct peer is ignored."""
         assert sender != self._id, sender
-        assert sender in self._member_ids, sender
+        # A sender outside our membership is heard as any other: a replica that lags behind
+        # changes must take the current master's messages, and no count ever includes a
+        # replica that is not a voter of the membership that governs what it counts. The
+        # peer layer decides who may connect at all.
         if not self._plausible(sender, message):
             return
         match message:
@@ -358,6 +405,27 @@ class Replica:
         self._fill_window()
         return None
 
+    def propose_membership(self, membership: Membership, epoch: Epoch) -> Refused | None:
+        """Propose the cell's next membership, one step from the current one (the caller
+        checked it with `successor_problem`). It is proposed once every instance before it
+        is chosen, and nothing is proposed after it until it is chosen; it governs the
+        instances after its own (docs/design/membership.md §2.2)."""
+        refused = self._refuse_proposal(epoch)
+        if refused is not None:
+            return refused
+        if self.membership_change_pending:
+            return Refused(RefusalReason.MEMBERSHIP_BUSY)
+        problem = successor_problem(self._membership, membership)
+        assert problem is None, problem
+        self._membership_queued = membership
+        self._fill_window()
+        return None
+
+    @property
+    def membership_change_pending(self) -> bool:
+        """Whether this master has a membership change queued or not yet chosen."""
+        return self._membership_queued is not None or self._membership_inflight is not None
+
     def resign(self) -> bool:
         """Give up mastership gracefully (a planned stop): no more lease, and a quick hand-over.
 
@@ -365,16 +433,20 @@ class Replica:
         and names the most caught-up live peer to campaign at once. Returns False if this
         replica was not master.
         """
+        return self._resign(StepDownReason.RESIGNED)
+
+    def _resign(self, reason: StepDownReason) -> bool:
         if self._role is not Role.MASTER:
             return False
         ballot = self._ballot
         successor = self._successor()
-        self._step_down(StepDownReason.RESIGNED)
+        peers = self._peers
+        self._step_down(reason)
         self._lease_holder = None
         self._lease_until = 0
         # Leave the next mastership to the successor, unless it fails to take it.
         self._election_deadline = self._tick + self._timing.lease_ticks + self._jitter()
-        for peer in self._peers:
+        for peer in peers:
             self._send(peer, Resign(ballot, successor or ReplicaId("")))
         return True
 
@@ -391,7 +463,7 @@ class Replica:
         """The state after applying `index` is `data`: keep it as a snapshot, truncate before it."""
         assert self._snapshot is None or index >= self._snapshot.index, index
         assert index == self._applied_index, (index, self._applied_index)
-        snapshot = Snapshot(index, data)
+        snapshot = Snapshot(index, data, self._config_after(index))
         self._snapshot = snapshot
         self._unsaved_snapshot = snapshot
         keep_from = LogIndex(max(self._first_index, index + 1 - self._limits.log_retain_entries))
@@ -407,6 +479,7 @@ class Replica:
             or bool(self._unsaved)
             or self._unsaved_snapshot is not None
             or self._compact_through is not None
+            or self._unsaved_genesis is not None
             or bool(self._outbox)
             or bool(self._early_outbox)
             or bool(self._events)
@@ -427,6 +500,7 @@ class Replica:
             entries=tuple(self._unsaved[index] for index in sorted(self._unsaved)),
             snapshot=self._unsaved_snapshot,
             compact_through=self._compact_through,
+            genesis=self._unsaved_genesis,
         )
         committed = tuple(
             self._log[LogIndex(index)]
@@ -446,6 +520,7 @@ class Replica:
         self._unsaved = {}
         self._unsaved_snapshot = None
         self._compact_through = None
+        self._unsaved_genesis = None
         self._outbox = []
         self._early_outbox = []
         self._events = []
@@ -462,7 +537,7 @@ class Replica:
             if proposal is None or entry.ballot != self._ballot or self._role is not Role.MASTER:
                 continue
             proposal.acks.add(self._id)
-            if self._quorum_reached(proposal.acks):
+            if self._quorum_reached(proposal.acks, proposal.config):
                 self._instance_chosen(entry.index)
         if (
             self._role is Role.MASTER
@@ -528,6 +603,14 @@ class Replica:
             return None
         return holder if self._tick < self._lease_until else None
 
+    def peer_progress(self) -> dict[ReplicaId, PeerProgress]:
+        """For a master, each peer that acknowledged a message of its mastership (learners
+        included): what a promotion's catch-up gate and an operator's member list read."""
+        return {
+            rid: PeerProgress(self._peer_chosen.get(rid, NO_INDEX), tick)
+            for rid, tick in sorted(self._acked_tick.items())
+        }
+
     def status(self) -> Status:
         return Status(
             replica_id=self._id,
@@ -547,6 +630,7 @@ class Replica:
             queued_commands=len(self._queue),
             inflight_instances=len(self._proposals),
             voting=self._voting,
+            membership=self._membership if self._anchored else None,
         )
 
     # ------------------------------------------------------------------ acceptor
@@ -670,7 +754,7 @@ class Replica:
         the chosen one; anything else must come through catch-up.
         """
         advanced = False
-        while self._chosen_index < chosen_index:
+        while self._chosen_index < chosen_index and self._anchored:
             entry = self._log.get(LogIndex(self._chosen_index + 1))
             if entry is None or entry.ballot != ballot:
                 break
@@ -694,6 +778,47 @@ class Replica:
         if not self._chosen_dirty:
             self._chosen_dirty = True
             self._chosen_flush_tick = self._tick + self._timing.heartbeat_ticks
+        self._scan_chosen_memberships()
+
+    def _scan_chosen_memberships(self) -> None:
+        """Take each membership change newly known chosen into effect, in index order."""
+        while self._configs_through < self._chosen_index:
+            index = LogIndex(self._configs_through + 1)
+            self._configs_through = index
+            entry = self._log.get(index)
+            if entry is None:
+                continue  # compacted into a snapshot whose handle we hold
+            if entry.value.membership is not None:
+                self._membership_chosen(index, entry.value.membership)
+
+    def _membership_chosen(self, index: LogIndex, membership: Membership) -> None:
+        """The change at `index` is chosen: it governs every instance after it."""
+        problem = successor_problem(self._membership, membership)
+        assert problem is None, (index, problem)
+        self._configs.append((index, membership))
+        self._membership_in_effect(membership)
+        self._events.append(MembershipChanged(index, membership))
+        if self._role is Role.MASTER:
+            if self._membership_inflight == index:
+                self._membership_inflight = None
+            if not self._is_voter and Bug.REMOVED_MASTER_STAYS not in self._bugs:
+                # A master is a voter of the configuration it governs by: removed, it stops
+                # believing in its lease now, and hands over at once.
+                self._resign(StepDownReason.REMOVED)
+            else:
+                self._lease_recompute()
+        elif self._role is Role.CANDIDATE and not self._is_voter:
+            self._step_down(StepDownReason.REMOVED)
+
+    def _config_after(self, index: LogIndex) -> Membership:
+        """The membership that governs the instance after `index` (from the snapshot's on)."""
+        assert index >= self._configs[0][0], (index, self._configs[0][0])
+        found = self._configs[0][1]
+        for start, membership in self._configs:
+            if start > index:
+                break
+            found = membership
+        return found
 
     def _request_catch_up(self, source: ReplicaId) -> None:
         if self._tick < self._catchup_due:
@@ -702,19 +827,30 @@ class Replica:
         self._send(source, CatchUpRequest(LogIndex(self._chosen_index + 1)))
 
     def _catch_up_requested(self, sender: ReplicaId, request: CatchUpRequest) -> None:
-        if request.from_index < self._first_index:
+        if not self._anchored:
+            return
+        base = self._configs[0][0]
+        if request.from_index < self._first_index or request.from_index - 1 < base:
+            # Truncated, or from before the oldest membership we know: the snapshot has both.
             assert self._snapshot is not None
             assert self._snapshot.index >= self._first_index - 1, self._snapshot.index
             self._send(sender, InstallSnapshot(self._snapshot))
             return
         last = min(self._chosen_index, request.from_index + self._limits.catchup_entries_max - 1)
         entries = tuple(self._log[LogIndex(i)] for i in range(request.from_index, last + 1))
-        self._send(sender, CatchUp(entries, self._chosen_index))
+        membership = self._config_after(LogIndex(request.from_index - 1))
+        self._send(sender, CatchUp(entries, self._chosen_index, membership))
 
     def _catch_up_received(self, sender: ReplicaId, catch_up: CatchUp) -> None:
         if self._role is Role.MASTER:
             return  # a master's log is at least as complete as anything it needs
         before = self._chosen_index
+        if not self._anchored:
+            if not catch_up.entries or catch_up.entries[0].index != 1 or self._chosen_index:
+                return
+            # A new replica learns the cell's first membership with the log's first entries.
+            self._anchor(NO_INDEX, catch_up.membership)
+            self._unsaved_genesis = catch_up.membership
         for entry in catch_up.entries:
             if entry.index == self._chosen_index + 1:
                 self._store_entry(entry)
@@ -735,6 +871,7 @@ class Replica:
         self._snapshot = snapshot
         self._unsaved_snapshot = snapshot
         self._chosen_index = snapshot.index
+        self._anchor(snapshot.index, snapshot.membership)
         self._hard_state_dirty = True
         # The shell restores the state machine from the snapshot instead of applying up to it.
         self._applied_index = snapshot.index
@@ -747,6 +884,18 @@ class Replica:
             self._unsaved.pop(index, None)
         self._first_index = keep_from
         self._compact_through = LogIndex(keep_from - 1)
+        # Keep the memberships that govern the instances still in the log.
+        while len(self._configs) > 1 and self._configs[1][0] <= keep_from - 1:
+            del self._configs[0]
+
+    def _anchor(self, index: LogIndex, membership: Membership) -> None:
+        """What governs the instances after `index` is `membership`, on a peer's word (its
+        snapshot's handle, or the genesis with its first entries): start the history there."""
+        self._configs = [(index, membership)]
+        self._configs_through = index
+        self._anchored = True
+        if membership != self._membership:
+            self._membership_in_effect(membership)
 
     def _resign_received(self, sender: ReplicaId, resign: Resign) -> None:
         """The master we may be leased to gave up: drop the lease; its successor campaigns."""
@@ -806,7 +955,9 @@ class Replica:
     def _new_campaign(self, ballot: Ballot) -> _Campaign:
         from_index = LogIndex(self._chosen_index + 1)
         deadline = self._tick + self._timing.retry_ticks + self._jitter()
-        campaign = _Campaign(ballot, from_index, deadline_tick=deadline)
+        campaign = _Campaign(
+            ballot, from_index, self._membership, set(self._peers), deadline_tick=deadline
+        )
         # Our own promise travels no wire, so it reports everything in one page.
         own = self._promise_for(ballot, from_index, len(self._log))
         assert not own.more, from_index
@@ -835,12 +986,36 @@ class Replica:
                 campaign.deadline_tick, self._tick + self._timing.retry_ticks
             )
             self._send(sender, Prepare(campaign.ballot, LogIndex(promise.entries[-1].index + 1)))
-        if not self._quorum_reached(campaign.complete):
+        if not self._quorum_reached(campaign.complete, campaign.base_config):
+            return
+        chain = self._campaign_chain(campaign)
+        if not all(self._quorum_reached(campaign.complete, config) for config in chain):
+            # A change among the values we would re-propose governs what follows it: ask
+            # its voters too, and win only with a majority of each (§2.3).
+            for config in chain:
+                for voter in config.voters:
+                    if voter != self._id and voter not in campaign.asked:
+                        campaign.asked.add(voter)
+                        self._send(voter, Prepare(campaign.ballot, campaign.from_index))
             return
         if self._role is Role.CANDIDATE:
+            if self._id not in chain[-1].voters:
+                self._step_down(StepDownReason.REMOVED)
+                return
             self._mastership_won(campaign)
         else:
             self._boost_won(campaign)
+
+    def _campaign_chain(self, campaign: _Campaign) -> list[Membership]:
+        """The memberships that may govern the instances from the campaign's start: the one
+        in effect there, then each change among the values phase 2 would propose, in
+        index order (docs/design/membership.md §2.3)."""
+        chain = [campaign.base_config]
+        if Bug.CANDIDATE_IGNORES_CHAIN in self._bugs:
+            return chain
+        recovered = self._recovered_values(campaign, NO_EPOCH)
+        chain.extend(v.membership for v in recovered.values() if v.membership is not None)
+        return chain
 
     def _recovered_values(self, campaign: _Campaign, epoch: Epoch) -> dict[LogIndex, Value]:
         """For each instance from the campaign's start, the value phase 2 must propose.
@@ -879,15 +1054,24 @@ class Replica:
         self._epoch = epoch
         self._mastership_tick = self._tick
         self._next_index = LogIndex(max(self._chosen_index, *recovered, NO_INDEX) + 1)
-        for index, value in recovered.items():
-            if index > self._chosen_index:
-                self._propose_at(index, value)
+        self._propose_recovered(recovered)
         self._epoch_start_index = self._next_index
         self._propose_at(self._next_index, Value(epoch, ValueKind.EPOCH_START))
         self._next_index = LogIndex(self._next_index + 1)
         self._events.append(BecameMaster(campaign.ballot, epoch, len(recovered)))
 
     # ------------------------------------------------------------------ master
+
+    def _propose_recovered(self, recovered: dict[LogIndex, Value]) -> None:
+        """Phase 2, at our ballot, for every recovered instance not known chosen, in index
+        order, each under the membership the changes before it make (§2.3)."""
+        self._proposing_config = None
+        self._membership_inflight = None
+        for index, value in recovered.items():
+            if index > self._chosen_index:
+                self._propose_at(index, value)
+                if value.membership is not None:
+                    self._membership_inflight = index
 
     def _refuse_proposal(self, epoch: Epoch) -> Refused | None:
         if self._role is not Role.MASTER or not self._serving:
@@ -924,7 +1108,7 @@ class Replica:
                 continue
             proposal.sent_tick = self._tick
             accept = Accept(self._ballot, index, proposal.value, self._chosen_index, self._tick)
-            for peer in self._peers:
+            for peer in self._accept_targets(proposal.config):
                 if peer not in proposal.acks:
                     self._send(peer, accept)
 
@@ -947,6 +1131,17 @@ class Replica:
         if self._role is not Role.MASTER or not self._serving or self._boost is not None:
             return
         if self._outstanding:
+            return
+        if self._membership_inflight is not None:
+            return  # nothing after a change until it is chosen
+        if self._membership_queued is not None:
+            if self._next_index - 1 == self._chosen_index:
+                # Every instance before it is chosen: one configuration governs the change.
+                value = Value(self._epoch, ValueKind.MEMBERSHIP, membership=self._membership_queued)
+                self._membership_queued = None
+                self._membership_inflight = self._next_index
+                self._propose_at(self._next_index, value)
+                self._next_index = LogIndex(self._next_index + 1)
             return
         window = self._limits.proposals_inflight_max
         while self._queue and self._next_index - 1 - self._chosen_index < window:
@@ -984,11 +1179,22 @@ class Replica:
         self._store_entry(Entry(index, self._ballot, value))
         # Our own acceptance counts once the entry is durable (`advance`); the peers are
         # asked at once, in parallel with our own write (`Ready.early`).
-        self._proposals[index] = _Proposal(value, set(), self._tick)
+        config = self._proposing_config or self._membership
+        self._proposals[index] = _Proposal(value, set(), self._tick, config)
+        if value.membership is not None:
+            self._proposing_config = value.membership
         self._note_send()
         accept = Accept(self._ballot, index, value, self._chosen_index, self._tick)
-        for peer in self._peers:
+        for peer in self._accept_targets(config):
             self._early_outbox.append(Envelope(self._id, peer, accept))
+
+    def _accept_targets(self, config: Membership) -> tuple[ReplicaId, ...]:
+        """Who is asked to accept an instance `config` governs: our peers, and any member of
+        `config` they lack (a voter of a recovered change not yet in effect)."""
+        if config is self._membership:
+            return self._peers
+        extra = tuple(r for r in config.member_ids if r != self._id and r not in self._peers)
+        return self._peers + extra
 
     def _accepted_received(self, sender: ReplicaId, accepted: Accepted) -> None:
         if not self._is_my_mastership(accepted.ballot):
@@ -1001,7 +1207,7 @@ class Replica:
         if accepted.ballot != self._ballot or proposal is None:
             return
         proposal.acks.add(sender)
-        if self._quorum_reached(proposal.acks):
+        if self._quorum_reached(proposal.acks, proposal.config):
             self._instance_chosen(accepted.index)
 
     def _heartbeat_ack_received(self, sender: ReplicaId, ack: HeartbeatAck) -> None:
@@ -1026,10 +1232,10 @@ class Replica:
         self._acked_tick[sender] = sent_tick
         self._lease_extend()
 
-    def _lease_extend(self) -> None:
-        """Date the lease from the latest tick a quorum of voters acknowledged (our own
-        sends count for us): the k-th latest acknowledgement, k the quorum. Learners'
-        acknowledgements never count (docs/design/membership.md §2.5)."""
+    def _lease_supported(self) -> int:
+        """The expiry a quorum of the voters in effect supports: from the k-th latest tick
+        they acknowledged (our own sends count for us), k the quorum; 0 if too few did.
+        Learners' acknowledgements never count (docs/design/membership.md §2.5)."""
         ticks = [self._last_send_tick]
         ticks.extend(
             counted_acknowledgements(
@@ -1038,9 +1244,18 @@ class Replica:
         )
         quorum = self._membership.quorum()
         if len(ticks) < quorum:
-            return
+            return 0
         ticks.sort(reverse=True)
-        expiry = ticks[quorum - 1] + self._timing.master_lease_ticks
+        return ticks[quorum - 1] + self._timing.master_lease_ticks
+
+    def _lease_recompute(self) -> None:
+        """The voters changed: the lease reaches no further than their acknowledgements
+        support (a passed expiry steps down at the next tick)."""
+        self._lease_expiry = min(self._lease_expiry, self._lease_supported())
+        self._lease_extend()
+
+    def _lease_extend(self) -> None:
+        expiry = self._lease_supported()
         if expiry <= self._lease_expiry:
             return
         if self._tick >= self._lease_expiry and expiry > self._tick:
@@ -1085,9 +1300,7 @@ class Replica:
         self._ballot = campaign.ballot
         self._proposals = {}
         self._chosen_ahead = set()
-        for index, value in recovered.items():
-            if index > self._chosen_index:
-                self._propose_at(index, value)
+        self._propose_recovered(recovered)
         self._next_index = LogIndex(max(self._next_index, max(recovered, default=NO_INDEX) + 1))
         self._fill_window()
 
@@ -1112,8 +1325,13 @@ class Replica:
         self._is_voter = self._id in membership.voters
         self._learners_count = Bug.COUNT_LEARNER_IN_QUORUM in self._bugs
 
-    def _quorum_reached(self, replicas: Iterable[ReplicaId]) -> bool:
-        return quorum_reached(self._membership, replicas, learners_count=self._learners_count)
+    def _quorum_reached(
+        self, replicas: Iterable[ReplicaId], config: Membership | None = None
+    ) -> bool:
+        """Whether `replicas` hold a majority of the voters of `config` (by default, the
+        membership in effect)."""
+        counted = config or self._membership
+        return quorum_reached(counted, replicas, learners_count=self._learners_count)
 
     def _store_entry(self, entry: Entry) -> None:
         self._log[entry.index] = entry
@@ -1123,8 +1341,13 @@ class Replica:
         self._highest_seen = max(self._highest_seen, ballot)
 
     def _send(self, recipient: ReplicaId, message: PeerMessage) -> None:
-        if not self._voting and isinstance(message, Promise | Accepted | HeartbeatAck):
-            return  # rebuilding: a silent acceptor, as safe as one whose replies are lost
+        if not self._voting and (
+            isinstance(message, Promise)
+            or (self._is_voter and isinstance(message, Accepted | HeartbeatAck))
+        ):
+            # Rebuilding: a silent acceptor, as safe as one whose replies are lost. A learner
+            # still acknowledges (no count includes it), so the master sees it catch up.
+            return
         self._outbox.append(Envelope(self._id, recipient, message))
 
     def _jitter(self) -> int:

@@ -9,6 +9,7 @@ anything.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 from chubbypy.protocol._plain import (
@@ -42,10 +43,12 @@ from chubbypy.protocol.peer import (
 __all__ = [
     "DecodeError",
     "decode_entry",
+    "decode_membership",
     "decode_message",
     "decode_snapshot",
     "decode_value",
     "encode_entry",
+    "encode_membership",
     "encode_message",
     "encode_snapshot",
     "encode_value",
@@ -54,18 +57,24 @@ __all__ = [
 from chubbypy.protocol.values import (
     BALLOT_ROUND_MAX,
     EPOCH_MAX,
+    LEARNERS_MAX,
     LOG_INDEX_MAX,
+    MEMBER_ADDRESS_CHARS_MAX,
+    MEMBERSHIP_VERSION_MAX,
     MESSAGE_COMMANDS_MAX,
     MESSAGE_ENTRIES_MAX,
     REPLICA_ID_CHARS_MAX,
     TICK_MAX,
     VALUE_COMMANDS_MAX,
+    VOTERS_MAX,
     Ballot,
     ClientId,
     Command,
     Entry,
     Epoch,
     LogIndex,
+    Member,
+    Membership,
     ReplicaId,
     Snapshot,
     Value,
@@ -81,7 +90,14 @@ def _ballot(ballot: Ballot) -> list[Any]:
 
 def _value(value: Value) -> list[Any]:
     commands = [[c.client_id, c.sequence, c.payload, c.first_unacked] for c in value.commands]
+    if value.membership is not None:
+        return [value.epoch, int(value.kind), commands, _membership(value.membership)]
     return [value.epoch, int(value.kind), commands]
+
+
+def _membership(membership: Membership) -> list[Any]:
+    members = [[m.replica_id, m.peer, m.client, m.voter] for m in membership.members]
+    return [membership.version, members]
 
 
 def _entry(entry: Entry) -> list[Any]:
@@ -89,7 +105,7 @@ def _entry(entry: Entry) -> list[Any]:
 
 
 def _snapshot(snapshot: Snapshot) -> list[Any]:
-    return [snapshot.index, snapshot.data]
+    return [snapshot.index, snapshot.data, _membership(snapshot.membership)]
 
 
 def _message(message: PeerMessage) -> list[Any]:
@@ -111,8 +127,8 @@ def _message(message: PeerMessage) -> list[Any]:
             return [7, _ballot(ballot), _ballot(promised), leased, chosen_index]
         case CatchUpRequest(from_index):
             return [8, from_index]
-        case CatchUp(entries, chosen_index):
-            return [9, [_entry(e) for e in entries], chosen_index]
+        case CatchUp(entries, chosen_index, membership):
+            return [9, [_entry(e) for e in entries], chosen_index, _membership(membership)]
         case InstallSnapshot(snapshot):
             return [10, _snapshot(snapshot)]
         case Resign(ballot, successor):
@@ -133,6 +149,10 @@ def encode_entry(entry: Entry) -> bytes:
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
     return _pack(_snapshot(snapshot))
+
+
+def encode_membership(membership: Membership) -> bytes:
+    return _pack(_membership(membership))
 
 
 def encode_message(message: PeerMessage) -> bytes:
@@ -192,18 +212,54 @@ def _to_command(data: Any) -> Command:
 
 
 def _to_value(data: Any) -> Value:
-    epoch, kind, commands = _list(data, 3)
+    # Three fields; a MEMBERSHIP value, and only it, a fourth: the membership.
+    fields = _list(data)
+    if len(fields) not in (3, 4):
+        raise DecodeError(f"a value of {len(fields)} fields: expected 3 or 4")
+    epoch, kind, commands = fields[:3]
     try:
         value_kind = ValueKind(_int(kind))
     except ValueError as error:
         raise DecodeError(f"unknown value kind {kind!r}") from error
+    if (len(fields) == 4) != (value_kind is ValueKind.MEMBERSHIP):
+        raise DecodeError(f"a {value_kind.name} value of {len(fields)} fields")
     plain = _list(commands)
     if len(plain) > VALUE_COMMANDS_MAX:
         raise DecodeError(f"a value of {len(plain)} commands: at most {VALUE_COMMANDS_MAX}")
     if plain and value_kind is not ValueKind.COMMANDS:
         raise DecodeError(f"a {value_kind.name} value carries no commands")
     parsed = tuple(_to_command(c) for c in plain)
-    return Value(Epoch(bounded(epoch, 0, EPOCH_MAX, "epoch")), value_kind, parsed)
+    membership = _to_membership(fields[3]) if len(fields) == 4 else None
+    return Value(Epoch(bounded(epoch, 0, EPOCH_MAX, "epoch")), value_kind, parsed, membership)
+
+
+def _to_membership(data: Any) -> Membership:
+    """A membership as `membership_problem` would allow its shape: a version from 1, at most
+    VOTERS_MAX + LEARNERS_MAX members in strictly increasing id order, ids and addresses
+    within their lengths. (Whether it may follow the current one is the core's check.)"""
+    version, plain = _list(data, 2)
+    members = _list(plain)
+    if not 1 <= len(members) <= VOTERS_MAX + LEARNERS_MAX:
+        raise DecodeError(f"a membership of {len(members)} members")
+    parsed = tuple(_to_member(m) for m in members)
+    ids = [m.replica_id for m in parsed]
+    if any(a >= b for a, b in pairwise(ids)):
+        raise DecodeError("a membership's members out of id order or repeated")
+    return Membership(bounded(version, 1, MEMBERSHIP_VERSION_MAX, "membership version"), parsed)
+
+
+def _to_member(data: Any) -> Member:
+    replica_id, peer, client, voter = _list(data, 4)
+    return Member(_replica_id(replica_id), _address(peer), _address(client), _bool(voter))
+
+
+def _address(data: Any) -> str:
+    address = _str(data)
+    if not 1 <= len(address) <= MEMBER_ADDRESS_CHARS_MAX:
+        raise DecodeError(
+            f"an address of {len(address)} characters: expected 1 to {MEMBER_ADDRESS_CHARS_MAX}"
+        )
+    return address
 
 
 def _to_entry(data: Any) -> Entry:
@@ -239,8 +295,8 @@ def _command_count(data: Any) -> int:
 
 
 def _to_snapshot(data: Any) -> Snapshot:
-    index, body = _list(data, 2)
-    return Snapshot(_index(index, 1), _bytes(body))
+    index, body, membership = _list(data, 3)
+    return Snapshot(_index(index, 1), _bytes(body), _to_membership(membership))
 
 
 def _to_promise(f: list[Any]) -> Promise:
@@ -269,7 +325,7 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
     6: (3, lambda f: HeartbeatAck(_to_ballot(f[0]), _tick(f[1]), _index(f[2]))),
     7: (4, lambda f: Nack(_to_ballot(f[0]), _to_ballot(f[1]), _bool(f[2]), _index(f[3]))),
     8: (1, lambda f: CatchUpRequest(_index(f[0], 1))),
-    9: (2, lambda f: CatchUp(_to_entries(f[0]), _index(f[1]))),
+    9: (3, lambda f: CatchUp(_to_entries(f[0]), _index(f[1]), _to_membership(f[2]))),
     10: (1, lambda f: InstallSnapshot(_to_snapshot(f[0]))),
     11: (2, _to_resign),
 }
@@ -292,6 +348,10 @@ def decode_entry(data: bytes) -> Entry:
 
 def decode_snapshot(data: bytes) -> Snapshot:
     return _unpack(data, _to_snapshot)
+
+
+def decode_membership(data: bytes) -> Membership:
+    return _unpack(data, _to_membership)
 
 
 def decode_message(data: bytes) -> PeerMessage:

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from chubbypy.protocol.values import NO_INDEX, Ballot, Entry, LogIndex, ReplicaId, Snapshot, Value
+from chubbypy.protocol.values import (
+    NO_INDEX,
+    Ballot,
+    Entry,
+    LogIndex,
+    Membership,
+    ReplicaId,
+    Snapshot,
+    Value,
+)
 
 
 @frozen
@@ -114,10 +123,12 @@ class CatchUpRequest:
 
 @frozen
 class CatchUp:
-    """Chosen entries, in order, and how far the sender knows the log is chosen."""
+    """Chosen entries, in order, and how far the sender knows the log is chosen, with the
+    membership that governs the first of them (a new replica anchors on it)."""
 
     entries: tuple[Entry, ...]
     chosen_index: LogIndex
+    membership: Membership
 
 
 @frozen

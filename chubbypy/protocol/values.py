@@ -155,6 +155,9 @@ class ValueKind(enum.IntEnum):
     """A batch of client commands, applied in order, only if `epoch` is still current."""
     CHECKSUM = 3
     """Asks every replica for a checksum of its state at this index (Paxos Made Live §6.2)."""
+    MEMBERSHIP = 4
+    """The cell's next membership, whole: it governs the instances after this one
+    (docs/design/membership.md §2.2). Like EPOCH_START, it takes effect whatever its epoch."""
 
 
 @frozen
@@ -164,12 +167,18 @@ class Value:
     epoch: Epoch
     kind: ValueKind
     commands: tuple[Command, ...] = field(default=())
+    membership: Membership | None = field(default=None)
+    """The new membership: carried by MEMBERSHIP values, and only by them."""
 
     @commands.validator
     def _only_batches_carry_commands(
         self, _attribute: object, commands: tuple[Command, ...]
     ) -> None:
         assert not commands or self.kind is ValueKind.COMMANDS, (self.kind, len(commands))
+
+    @membership.validator
+    def _membership_with_its_kind(self, _attribute: object, membership: object) -> None:
+        assert (membership is None) == (self.kind is not ValueKind.MEMBERSHIP), self.kind
 
     @property
     def size_bytes(self) -> int:
@@ -187,10 +196,12 @@ class Entry:
 
 @frozen
 class Snapshot:
-    """The state machine's state after applying every entry up to `index` (PML's snapshot)."""
+    """The state machine's state after applying every entry up to `index` (PML's snapshot),
+    with the membership that governs the instances after it (PML's "snapshot handle")."""
 
     index: LogIndex
     data: bytes
+    membership: Membership
 
 
 @frozen
@@ -217,6 +228,8 @@ VOTERS_MAX = 7
 LEARNERS_MAX = 2
 """Non-voting members catching up at once (a replacement needs one)."""
 MEMBER_ADDRESS_CHARS_MAX = 255
+MEMBERSHIP_VERSION_MAX = LOG_INDEX_MAX
+"""Each change is a log entry, so versions never outrun indices."""
 
 
 @frozen

@@ -176,7 +176,9 @@ def _open_store(config: CellConfig, replica_id: ReplicaId) -> SqlStore:
                     "{replica}: {path} was readable by others ({mode:o}); now {wanted:o}",
                     replica=replica_id, path=path, mode=mode, wanted=wanted,
                 )  # fmt: skip
-    return SqlStore(config.storage_url_for(replica_id))
+    # A store from before membership changes is upgraded to the cell file's membership.
+    seed = config.node_settings(replica_id).seed_membership
+    return SqlStore(config.storage_url_for(replica_id), seed=seed)
 
 
 def _run(

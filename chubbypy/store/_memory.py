@@ -8,7 +8,7 @@ handed over. It holds only frozen values, so nothing it returns can be changed b
 from __future__ import annotations
 
 from chubbypy.paxos import Durable, HardState, Persisted
-from chubbypy.protocol import Entry, LogIndex, Snapshot
+from chubbypy.protocol import Entry, LogIndex, Membership, Snapshot
 from chubbypy.store._contract import assert_fits, assert_indices_distinct
 
 
@@ -19,6 +19,7 @@ class MemoryStore:
         self._hard_state: HardState | None = None
         self._snapshot: Snapshot | None = None
         self._entries: dict[LogIndex, Entry] = {}
+        self._genesis: Membership | None = None
         self._persist_calls = 0
 
     @property
@@ -39,6 +40,8 @@ class MemoryStore:
         self._persist_calls += 1
         if durable.hard_state is not None:
             self._hard_state = durable.hard_state
+        if durable.genesis is not None:
+            self._genesis = durable.genesis
         if durable.snapshot is not None:
             self._snapshot = durable.snapshot
         for entry in durable.entries:
@@ -49,7 +52,7 @@ class MemoryStore:
     def load(self) -> Persisted:
         """Everything persisted so far, entries sorted by index."""
         entries = tuple(self._entries[index] for index in sorted(self._entries))
-        return Persisted(self._hard_state, self._snapshot, entries)
+        return Persisted(self._hard_state, self._snapshot, entries, self._genesis)
 
     def close(self) -> None:
         """Nothing to release: the data stays, so a simulated restart can load it again."""

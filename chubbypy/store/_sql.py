@@ -42,13 +42,20 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import StaticPool
 
-from chubbypy.paxos import Durable, HardState, Persisted
-from chubbypy.protocol import Ballot, Entry, LogIndex, ReplicaId, Snapshot
-from chubbypy.protocol.codec import DecodeError, decode_value, encode_value
+from chubbypy.paxos import Durable, HardState, Persisted, membership_problem
+from chubbypy.protocol import Ballot, Entry, LogIndex, Membership, ReplicaId, Snapshot
+from chubbypy.protocol.codec import (
+    DecodeError,
+    decode_membership,
+    decode_value,
+    encode_membership,
+    encode_value,
+)
 from chubbypy.store._contract import INTEGER_MAX, assert_fits, assert_indices_distinct
 
-SCHEMA_VERSION = "1"
-"""The layout of the tables below; a store written with another layout is refused on open."""
+SCHEMA_VERSION = "2"
+"""The layout of the tables below; a store written with another layout is refused on open,
+but for version 1, which is upgraded in place (it had no `memberships` table)."""
 
 _SCHEMA_VERSION_KEY = "schema_version"
 _SINGLE_ROW_ID = 1
@@ -91,6 +98,18 @@ snapshots_table = Table(
 )
 """The latest snapshot only: one row, id 1, once the first snapshot is taken."""
 
+memberships_table = Table(
+    "memberships",
+    metadata,
+    Column("name", String(_NAME_LENGTH_MAX), primary_key=True),
+    Column("membership", LargeBinary(_BLOB_BYTES_MAX), nullable=False),
+)
+"""`codec.encode_membership` bytes: the row "genesis" (the membership before instance 1,
+written once) and the row "snapshot" (the snapshot's handle, replaced with the snapshot)."""
+
+_GENESIS = "genesis"
+_SNAPSHOT = "snapshot"
+
 store_meta_table = Table(
     "store_meta",
     metadata,
@@ -105,15 +124,19 @@ class StoreError(Exception):
 
 
 class SqlStore:
-    """Keeps the `Store` contract in four tables on one SQLAlchemy engine."""
+    """Keeps the `Store` contract in five tables on one SQLAlchemy engine."""
 
-    def __init__(self, url: str | URL) -> None:
+    def __init__(self, url: str | URL, *, seed: Membership | None = None) -> None:
+        """Open (or create) the store at `url`. A store of schema version 1 is upgraded,
+        in one transaction, to say that its membership is `seed` (the cell file's: the only
+        one a cell could have before memberships could change); without a seed it is
+        refused."""
         self._url = make_url(url)
         self._description = _describe(self._url)
         self._engine = _new_engine(self._url)
         self._closed = False
         try:
-            _open_schema(self._engine, self._description)
+            _open_schema(self._engine, self._description, seed)
         except DatabaseError as error:
             self._engine.dispose()
             raise StoreError(f"{self._description} cannot be opened: {error.orig}") from error
@@ -122,10 +145,10 @@ class SqlStore:
             raise
 
     @classmethod
-    def for_path(cls, path: str | os.PathLike[str]) -> SqlStore:
+    def for_path(cls, path: str | os.PathLike[str], *, seed: Membership | None = None) -> SqlStore:
         """A store in the SQLite file at `path`, created if missing."""
         # URL.create escapes characters such as '?' that a formatted URL string would misread.
-        return cls(URL.create("sqlite", database=os.fspath(path)))
+        return cls(URL.create("sqlite", database=os.fspath(path)), seed=seed)
 
     @property
     def engine(self) -> Engine:
@@ -142,8 +165,11 @@ class SqlStore:
         with self._engine.begin() as connection:
             if durable.hard_state is not None:
                 _replace_hard_state(connection, durable.hard_state)
+            if durable.genesis is not None:
+                _replace_membership(connection, _GENESIS, durable.genesis)
             if durable.snapshot is not None:
                 _replace_snapshot(connection, durable.snapshot)
+                _replace_membership(connection, _SNAPSHOT, durable.snapshot.membership)
             if durable.entries:
                 _upsert_entries(connection, durable.entries)
             if durable.compact_through is not None:
@@ -161,13 +187,14 @@ class SqlStore:
         try:
             with self._engine.connect() as connection:
                 hard_state = _read_hard_state(connection, self._description)
-                snapshot = _read_snapshot(connection, self._description)
+                memberships = _read_memberships(connection, self._description)
+                snapshot = _read_snapshot(connection, self._description, memberships.get(_SNAPSHOT))
                 entries = _read_entries(connection, self._description)
         except DatabaseError as error:
             raise StoreError(f"{self._description} cannot be read: {error.orig}") from error
         # Pair assertion with `persist`: the contract hands entries out in index order.
         assert all(a.index < b.index for a, b in pairwise(entries)), self._description
-        return Persisted(hard_state, snapshot, entries)
+        return Persisted(hard_state, snapshot, entries, memberships.get(_GENESIS))
 
     def close(self) -> None:
         """Close every connection; a new `SqlStore` on the same URL sees the same data."""
@@ -227,14 +254,20 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
-def _open_schema(engine: Engine, description: str) -> None:
-    """Create missing tables, or refuse a store that another schema version wrote."""
+def _open_schema(engine: Engine, description: str, seed: Membership | None) -> None:
+    """Create missing tables, upgrade a version 1 store, or refuse a store that another
+    schema version wrote."""
     with engine.begin() as connection:
         # Check the version before creating anything, so a foreign store is left untouched.
         store_meta_table.create(connection, checkfirst=True)
         key = store_meta_table.c.key == _SCHEMA_VERSION_KEY
         found = connection.execute(select(store_meta_table.c.value).where(key)).scalar()
-        if found is not None and found != SCHEMA_VERSION:
+        if found == "1" and seed is None:
+            raise StoreError(
+                f"{description} has store schema version '1' (before membership changes): "
+                "start its replica with the cell file that made it, which upgrades it"
+            )
+        if found is not None and found not in ("1", SCHEMA_VERSION):
             raise StoreError(
                 f"{description} has store schema version {found!r}, "
                 f"but this chubbypy reads only version {SCHEMA_VERSION!r}"
@@ -243,6 +276,20 @@ def _open_schema(engine: Engine, description: str) -> None:
         if found is None:
             row = {"key": _SCHEMA_VERSION_KEY, "value": SCHEMA_VERSION}
             connection.execute(insert(store_meta_table).values(row))
+        elif found == "1":
+            assert seed is not None
+            _upgrade_from_1(connection, seed)
+
+
+def _upgrade_from_1(connection: Connection, seed: Membership) -> None:
+    """A version 1 store's membership was its cell file's: record it as the genesis (if the
+    replica ever wrote anything) and as its snapshot's handle (if it has one)."""
+    if connection.execute(select(hard_state_table.c.id)).first() is not None:
+        _replace_membership(connection, _GENESIS, seed)
+    if connection.execute(select(snapshots_table.c.id)).first() is not None:
+        _replace_membership(connection, _SNAPSHOT, seed)
+    key = store_meta_table.c.key == _SCHEMA_VERSION_KEY
+    connection.execute(update(store_meta_table).where(key).values(value=SCHEMA_VERSION))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -292,6 +339,12 @@ def _replace_snapshot(connection: Connection, snapshot: Snapshot) -> None:
     connection.execute(insert(snapshots_table).values(row))
 
 
+def _replace_membership(connection: Connection, name: str, membership: Membership) -> None:
+    connection.execute(delete(memberships_table).where(memberships_table.c.name == name))
+    row = {"name": name, "membership": encode_membership(membership)}
+    connection.execute(insert(memberships_table).values(row))
+
+
 def _upsert_entries(connection: Connection, entries: Sequence[Entry]) -> None:
     """Replace entries by index: delete the indices, then insert all rows in one executemany."""
     indices = [entry.index for entry in entries]
@@ -334,15 +387,38 @@ def _read_hard_state(connection: Connection, description: str) -> HardState | No
     return HardState(promised, LogIndex(chosen), bool(row.voting))
 
 
-def _read_snapshot(connection: Connection, description: str) -> Snapshot | None:
+def _read_memberships(connection: Connection, description: str) -> dict[str, Membership]:
+    found = {}
+    for row in connection.execute(select(memberships_table)):
+        where = f"the {row.name!r:.40} membership in {description}"
+        if row.name not in (_GENESIS, _SNAPSHOT):
+            raise StoreError(f"{where} is unknown")
+        if not isinstance(row.membership, bytes | memoryview):
+            raise StoreError(f"{where} is damaged: it is not bytes")
+        try:
+            membership = decode_membership(bytes(row.membership))
+        except DecodeError as error:
+            raise StoreError(f"{where} is corrupt: {error}") from error
+        problem = membership_problem(membership)
+        if problem is not None:
+            raise StoreError(f"{where} is corrupt: {problem}")
+        found[row.name] = membership
+    return found
+
+
+def _read_snapshot(
+    connection: Connection, description: str, membership: Membership | None
+) -> Snapshot | None:
     row = connection.execute(select(snapshots_table)).one_or_none()
     if row is None:
         return None
     index = _integer(row.snapshot_index, f"the snapshot in {description}: index")
     if not isinstance(row.data, bytes | memoryview):
         raise StoreError(f"the snapshot in {description} is damaged: its data is not bytes")
+    if membership is None:
+        raise StoreError(f"the snapshot in {description} is damaged: it has no membership")
     # bytes(): some drivers (psycopg) hand binary columns out as memoryview.
-    return Snapshot(LogIndex(index), bytes(row.data))
+    return Snapshot(LogIndex(index), bytes(row.data), membership)
 
 
 def _read_entries(connection: Connection, description: str) -> tuple[Entry, ...]:

@@ -180,7 +180,10 @@ class SimClient:
                 self._client_id = NO_CLIENT
                 self._finished(Reply(request.op_id, ReplyStatus.INDETERMINATE))
             case Failed(error):
-                raise AssertionError(f"{self.name}: {request!r} failed: {error!r}")
+                # No correct cell refuses this client's well-formed call so: a wrong answer.
+                message = f"{self.name}: {request!r} refused: {error!r}"
+                self._observer.violation("client answers", message)
+                self._finished(Reply(request.op_id, ReplyStatus.INDETERMINATE))
             case Finished(Registered(_, client_id, credential)):
                 self._client_id, self._credential = client_id, credential
                 self._finished(Reply(request.op_id, ReplyStatus.OK, client_id))
@@ -194,7 +197,9 @@ class SimClient:
             case Finished(WriteReply(_, index, result)):
                 self._written(request, index, result)
             case Finished(reply):
-                raise AssertionError(f"{self.name}: unexpected {reply!r} to {request!r}")
+                message = f"{self.name}: {reply!r} answered {request!r}"
+                self._observer.violation("client answers", message)
+                self._finished(Reply(request.op_id, ReplyStatus.INDETERMINATE))
 
     def _written(self, request: Request, index: int, result: WriteResult) -> None:
         value = request.value if request.kind is OpKind.WRITE else request.value + 1

@@ -28,7 +28,7 @@ CASES = [
 NODE_CASES = [
     # bugs of the replica node (not of the Paxos core), in the whole cell's workload
     (NodeBug.ANSWER_BEFORE_APPLIED, 5, {"durability", "linearizable reads"}),
-    (NodeBug.ROUTE_TO_WRONG_REQUEST, 10, {"durability", "linearizable reads"}),
+    (NodeBug.ROUTE_TO_WRONG_REQUEST, 10, {"durability", "linearizable reads", "client answers"}),
     (NodeBug.OPERATOR_ENDS_AT_ONCE, 5, {"session safety", "mutual exclusion"}),
 ]
 

@@ -9,7 +9,7 @@ import pytest
 from chubbypy.namespace import NamespaceLimits, NamespaceMachine
 from chubbypy.node import BackupError, encode_backup, read_backup, restore_state
 from chubbypy.node._backup_file import MAGIC
-from chubbypy.paxos import Applier
+from chubbypy.paxos import Applier, membership_of_ids
 from chubbypy.protocol.namespace import Create, GetContentsAndStat
 from chubbypy.protocol.session import HandleOpened, Open
 from chubbypy.protocol.values import Ballot, ReplicaId
@@ -18,7 +18,7 @@ from tests.unit.node.harness import CELL, R1, ROOT, RW, Cell
 CREATED_MS = 1_700_000_000_000
 LIMITS = NamespaceLimits()
 SIZES = {"clients_max": 100, "client_results_max": 8}
-OWNER = ReplicaId("r1")
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
 
 
 def saved_cell() -> tuple[bytes, int, bytes]:
@@ -82,10 +82,10 @@ def test_a_body_that_does_not_restore_to_the_saved_checksum_is_refused() -> None
     other = bytes(8 - len(b"x")) + b"x"
     wrong = encode_backup(CELL, index, other, CREATED_MS, body)
     with pytest.raises(BackupError, match="checksum is not the one saved"):
-        restore_state(*read_backup(wrong), CELL, LIMITS, **SIZES, promise_owner=OWNER)
+        restore_state(*read_backup(wrong), CELL, LIMITS, **SIZES, membership=SEED)
     garbage = encode_backup(CELL, index, checksum, CREATED_MS, b"\x92\x01")
     with pytest.raises(BackupError, match="does not restore"):
-        restore_state(*read_backup(garbage), CELL, LIMITS, **SIZES, promise_owner=OWNER)
+        restore_state(*read_backup(garbage), CELL, LIMITS, **SIZES, membership=SEED)
 
 
 def restored_machine(snapshot_index: int, data: bytes, cell: str = CELL) -> NamespaceMachine:
@@ -99,8 +99,8 @@ def test_a_restore_keeps_the_nodes_and_ends_the_old_sessions_into_lock_delay() -
     expired one entry after the snapshot, its ephemeral-free lock file kept, its lock
     free but in lock-delay; two restores give the same bytes."""
     data, index, _ = saved_cell()
-    restored = restore_state(*read_backup(data), CELL, LIMITS, **SIZES, promise_owner=OWNER)
-    again = restore_state(*read_backup(data), CELL, LIMITS, **SIZES, promise_owner=OWNER)
+    restored = restore_state(*read_backup(data), CELL, LIMITS, **SIZES, membership=SEED)
+    again = restore_state(*read_backup(data), CELL, LIMITS, **SIZES, membership=SEED)
     assert restored == again
     assert (restored.snapshot.index, restored.sessions_ended) == (index + 1, 1)
     machine = restored_machine(restored.snapshot.index, restored.snapshot.data)
@@ -116,7 +116,7 @@ def test_a_restore_keeps_the_nodes_and_ends_the_old_sessions_into_lock_delay() -
 def test_another_cells_backup_is_moved_under_the_new_cells_root() -> None:
     """Restored into cell 'other', every name moves from /ls/c to /ls/other."""
     data, _, _ = saved_cell()
-    restored = restore_state(*read_backup(data), "other", LIMITS, **SIZES, promise_owner=OWNER)
+    restored = restore_state(*read_backup(data), "other", LIMITS, **SIZES, membership=SEED)
     machine = restored_machine(restored.snapshot.index, restored.snapshot.data, "other")
     assert {record.path for record in machine.records()} >= {
         "/ls/other", "/ls/other/kept", "/ls/other/lock",
@@ -131,7 +131,7 @@ def test_a_restored_store_makes_the_new_cells_first_master_serve_a_later_epoch()
     refused every command and the restored cell never answered a write: found by
     tests/integration/test_backups.py under load, when a round-2 ballot won)."""
     data, _, _ = saved_cell()
-    restored = restore_state(*read_backup(data), CELL, LIMITS, **SIZES, promise_owner=OWNER)
+    restored = restore_state(*read_backup(data), CELL, LIMITS, **SIZES, membership=SEED)
     applier = Applier(NamespaceMachine(CELL, LIMITS), **SIZES)
     applier.restore(restored.snapshot.index, restored.snapshot.data)
     assert applier.epoch > 0

@@ -68,7 +68,7 @@ def test_a_snapshot_that_is_not_one_is_refused_and_changes_nothing(bad: str) -> 
     node = cell.nodes[R3]
     before = (node.core.status(), node.applier.checksum(), cell.stores[R3].load())
     make, reason = BAD[bad]
-    damaged = InstallSnapshot(Snapshot(snapshot.index, make(snapshot)))
+    damaged = InstallSnapshot(Snapshot(snapshot.index, make(snapshot), snapshot.membership))
     refused = node.peer_message_received(cell.now[R3], R1, damaged)
     assert refused is not None
     assert refused.startswith(f"refused a snapshot at index {snapshot.index} from {R1}: {reason}")
@@ -88,7 +88,9 @@ def test_a_snapshot_of_another_index_is_refused() -> None:
     """A snapshot's bytes must be of the index it claims: the state after 4 entries is not
     the state after 5, so one relabelled is refused."""
     cell, snapshot = lagging_cell()
-    relabelled = InstallSnapshot(Snapshot(LogIndex(snapshot.index + 1), snapshot.data))
+    relabelled = InstallSnapshot(
+        Snapshot(LogIndex(snapshot.index + 1), snapshot.data, snapshot.membership)
+    )
     refused = cell.nodes[R3].peer_message_received(cell.now[R3], R1, relabelled)
     assert refused is not None
     assert f"a snapshot of index {snapshot.index}, not {snapshot.index + 1}" in refused

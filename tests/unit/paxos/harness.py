@@ -321,6 +321,22 @@ class Cell:
         self.drain(rid)
         return replica
 
+    def join(self, rid: ReplicaId) -> Replica:
+        """Start a new replica `rid` on an empty store, as an operator starts a replacement:
+        without bootstrap, so it rebuilds (no votes) and waits to be anchored by a peer; its
+        seed is the cell's first membership (its cell file)."""
+        assert rid not in self.members, rid
+        self.members = (*self.members, rid)
+        self.stores[rid] = MemoryStore()
+        return self.start(rid, voting=False)
+
+    def change(self, rid: ReplicaId, membership: Membership) -> None:
+        """Master `rid` proposes `membership`; nothing is delivered yet."""
+        replica = self.replicas[rid]
+        refused = replica.propose_membership(membership, replica.epoch)
+        assert refused is None, refused
+        self.drain(rid)
+
     def crash(self, rid: ReplicaId) -> None:
         """Stop `rid`: its memory is gone, its store stays; envelopes to it will be lost."""
         del self.replicas[rid]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chubbypy.paxos import HardState, Limits, Persisted
+from chubbypy.paxos import HardState, Limits, Persisted, membership_of_ids
 from chubbypy.protocol import (
     NO_BALLOT,
     Accept,
@@ -17,11 +17,15 @@ from chubbypy.protocol import (
     Nack,
     Prepare,
     Promise,
+    ReplicaId,
     Snapshot,
     Value,
     ValueKind,
 )
 from tests.unit.paxos.harness import R1, R2, R3, Cell, command, drain, lone, messages
+
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+"""The membership a snapshot's handle names in these tests."""
 
 B1_R2 = Ballot(1, R2)
 B3_R3 = Ballot(3, R3)
@@ -158,7 +162,7 @@ def test_promise_beyond_catchup_limit_is_paged() -> None:
 
 def test_promise_below_first_retained_index_is_behind() -> None:
     """A Promise from below the acceptor's snapshot says `behind`: those entries are gone."""
-    snapshot = Snapshot(LogIndex(4), b"")
+    snapshot = Snapshot(LogIndex(4), b"", SEED)
     entries = (Entry(LogIndex(5), B1_R2, NOOP),)
     replica = lone(Persisted(HardState(B1_R2, LogIndex(4)), snapshot, entries))
     replica.step(R2, Prepare(B5_R2, LogIndex(3)))
@@ -176,7 +180,7 @@ def test_promise_below_first_retained_index_is_behind() -> None:
 
 def test_accept_below_first_retained_index_is_acknowledged() -> None:
     """An Accept for an index chosen and compacted here is acknowledged, and nothing is stored."""
-    snapshot = Snapshot(LogIndex(4), b"")
+    snapshot = Snapshot(LogIndex(4), b"", SEED)
     entries = (Entry(LogIndex(5), B1_R2, NOOP),)
     replica = lone(Persisted(HardState(B1_R2, LogIndex(5)), snapshot, entries))
     replica.step(R2, Accept(B5_R2, LogIndex(3), BATCH, LogIndex(2), 7))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chubbypy.paxos import HardState, Limits, Persisted, Role, SnapshotInstalled
+from chubbypy.paxos import HardState, Limits, Persisted, Role, SnapshotInstalled, membership_of_ids
 from chubbypy.protocol import (
     Accept,
     Accepted,
@@ -17,6 +17,7 @@ from chubbypy.protocol import (
     Nack,
     Prepare,
     Promise,
+    ReplicaId,
     Snapshot,
     Value,
     ValueKind,
@@ -35,6 +36,9 @@ from tests.unit.paxos.harness import (
     messages,
     of,
 )
+
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+"""The membership a snapshot's handle names in these tests."""
 
 B1_R2 = Ballot(1, R2)
 B2_R3 = Ballot(2, R3)
@@ -83,7 +87,7 @@ def test_a_quiet_replica_writes_its_chosen_index_within_a_heartbeat() -> None:
 def test_a_restart_after_a_snapshot_ahead_of_the_written_chosen_index() -> None:
     """A snapshot holds chosen state only, so a restart takes it as chosen even if the
     written chosen index lags behind it."""
-    persisted = Persisted(HardState(B1_R2, LogIndex(0)), Snapshot(LogIndex(3), b"state"))
+    persisted = Persisted(HardState(B1_R2, LogIndex(0)), Snapshot(LogIndex(3), b"state", SEED))
     replica = lone(persisted)
     assert replica.status().chosen_index == 3
     assert replica.applied_index == 3
@@ -100,7 +104,7 @@ def test_follower_with_an_older_ballot_entry_catches_up_instead() -> None:
     (ready,) = drain(replica)
     assert ready.committed == ()
     assert CatchUpRequest(LogIndex(1)) in [e.message for e in ready.messages if e.recipient == R3]
-    replica.step(R3, CatchUp((Entry(LogIndex(1), B2_R3, B),), LogIndex(1)))
+    replica.step(R3, CatchUp((Entry(LogIndex(1), B2_R3, B),), LogIndex(1), SEED))
     (ready,) = drain(replica)
     assert ready.committed == (Entry(LogIndex(1), B2_R3, B),)
     assert ready.durable.entries == ready.committed
@@ -131,7 +135,7 @@ def test_refused_replica_catches_up_from_the_refuser() -> None:
 def test_installed_snapshot_replaces_applying() -> None:
     """After InstallSnapshot the next Ready carries the snapshot and commits nothing up to it."""
     replica = lone()
-    snapshot = Snapshot(LogIndex(10), b"state")
+    snapshot = Snapshot(LogIndex(10), b"state", SEED)
     replica.step(R2, InstallSnapshot(snapshot))
     (ready,) = drain(replica)
     assert ready.durable.snapshot == snapshot
@@ -140,7 +144,7 @@ def test_installed_snapshot_replaces_applying() -> None:
     assert ready.committed == ()
     assert ready.events == (SnapshotInstalled(LogIndex(10), R2),)
     assert replica.applied_index == 10
-    replica.step(R2, InstallSnapshot(Snapshot(LogIndex(8), b"older")))
+    replica.step(R2, InstallSnapshot(Snapshot(LogIndex(8), b"older", SEED)))
     assert drain(replica) == []
 
 
@@ -244,4 +248,4 @@ def test_catch_up_reply_is_bounded() -> None:
     replica = lone(Persisted(HardState(B1_R2, LogIndex(10)), None, entries), limits=limits)
     replica.step(R3, CatchUpRequest(LogIndex(2)))
     (reply,) = messages(drain(replica))
-    assert reply == CatchUp(entries[1:5], LogIndex(10))
+    assert reply == CatchUp(entries[1:5], LogIndex(10), SEED)

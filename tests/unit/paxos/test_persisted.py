@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from chubbypy.paxos import HardState, Persisted, persisted_problem
+from chubbypy.paxos import HardState, Persisted, membership_of_ids, persisted_problem
 from chubbypy.protocol import (
     BALLOT_ROUND_MAX,
     LOG_INDEX_MAX,
@@ -24,6 +24,9 @@ from chubbypy.protocol import (
     ValueKind,
 )
 
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+"""The membership a snapshot's handle names in these tests."""
+
 R1 = ReplicaId("r1")
 BALLOT = Ballot(3, R1)
 NOOP = Value(Epoch(3), ValueKind.NOOP)
@@ -36,7 +39,7 @@ def log(*indices: int) -> tuple[Entry, ...]:
 def persisted(
     chosen: int, indices: tuple[int, ...], snapshot: int | None = None, promised: Ballot = BALLOT
 ) -> Persisted:
-    taken = None if snapshot is None else Snapshot(LogIndex(snapshot), b"state")
+    taken = None if snapshot is None else Snapshot(LogIndex(snapshot), b"state", SEED)
     return Persisted(HardState(promised, LogIndex(chosen)), taken, log(*indices))
 
 

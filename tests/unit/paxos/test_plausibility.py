@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from chubbypy.paxos import HardState, Persisted, Ready, Replica, Role
+from chubbypy.paxos import HardState, Persisted, Ready, Replica, Role, membership_of_ids
 from chubbypy.protocol import (
     NO_BALLOT,
     Accept,
@@ -27,16 +27,20 @@ from chubbypy.protocol import (
     PeerMessage,
     Prepare,
     Promise,
+    ReplicaId,
     Snapshot,
     Value,
     ValueKind,
 )
 from tests.unit.paxos.harness import R1, R2, R3, drain, lone, messages
 
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+"""The membership a snapshot's handle names in these tests."""
+
 MINE = Ballot(3, R1)
 """The ballot r1 (replica 0 of 3) campaigns with first."""
 NOOP = Value(Epoch(1), ValueKind.NOOP)
-SNAPSHOT = Snapshot(LogIndex(4), b"state")
+SNAPSHOT = Snapshot(LogIndex(4), b"state", SEED)
 COMPACTED = Persisted(
     HardState(NO_BALLOT, LogIndex(5)), SNAPSHOT, (Entry(LogIndex(5), Ballot(1, R2), NOOP),)
 )

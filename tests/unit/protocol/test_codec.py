@@ -27,6 +27,8 @@ from chubbypy.protocol import (
     HeartbeatAck,
     InstallSnapshot,
     LogIndex,
+    Member,
+    Membership,
     Nack,
     PeerMessage,
     Prepare,
@@ -68,11 +70,27 @@ ballots = st.one_of(
 )
 epochs = st.integers(min_value=0, max_value=EPOCH_MAX).map(Epoch)
 commands = st.builds(Command, counts.map(ClientId), counts, st.binary(max_size=64), counts)
+addresses = st.text(min_size=1, max_size=40)
+
+
+@st.composite
+def memberships(draw: st.DrawFn) -> Membership:
+    """Any membership the codec carries: 1 to 9 members in id order, any roles."""
+    ids = sorted(set(draw(st.lists(replica_ids, min_size=1, max_size=9))))
+    members = tuple(
+        Member(rid, draw(addresses), draw(addresses), draw(st.booleans())) for rid in ids
+    )
+    return Membership(draw(st.integers(1, LOG_INDEX_MAX)), members)
+
+
 values = st.one_of(
-    st.builds(Value, epochs, st.sampled_from(ValueKind)).filter(lambda v: not v.commands),
+    st.builds(
+        Value, epochs, st.sampled_from([k for k in ValueKind if k is not ValueKind.MEMBERSHIP])
+    ).filter(lambda v: not v.commands),
     st.builds(
         Value, epochs, st.just(ValueKind.COMMANDS), st.lists(commands, max_size=4).map(tuple)
     ),
+    st.builds(Value, epochs, st.just(ValueKind.MEMBERSHIP), st.just(()), memberships()),
 )
 entries = st.builds(Entry, from_indices, ballots, values)
 
@@ -93,7 +111,7 @@ def promises(draw: st.DrawFn) -> Promise:
     return Promise(draw(ballots), from_index, page, draw(indices), more, draw(st.booleans()))
 
 
-snapshots = st.builds(Snapshot, from_indices, st.binary(max_size=64))
+snapshots = st.builds(Snapshot, from_indices, st.binary(max_size=64), memberships())
 MESSAGES: dict[type, st.SearchStrategy[PeerMessage]] = {
     Prepare: st.builds(Prepare, ballots, from_indices),
     Promise: promises(),
@@ -103,7 +121,7 @@ MESSAGES: dict[type, st.SearchStrategy[PeerMessage]] = {
     HeartbeatAck: st.builds(HeartbeatAck, ballots, counts, indices),
     Nack: st.builds(Nack, ballots, ballots, st.booleans(), indices),
     CatchUpRequest: st.builds(CatchUpRequest, from_indices),
-    CatchUp: st.builds(CatchUp, entry_lists(), indices),
+    CatchUp: st.builds(CatchUp, entry_lists(), indices, memberships()),
     InstallSnapshot: st.builds(InstallSnapshot, snapshots),
     Resign: st.builds(Resign, ballots, st.sampled_from(["", "r1", "r2"]).map(ReplicaId)),
 }

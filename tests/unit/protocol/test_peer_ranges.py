@@ -49,6 +49,8 @@ from chubbypy.protocol.wire import decode_wire
 from chubbypy.store import MemoryStore, SqlStore
 from tests.unit.protocol.test_codec import MESSAGES
 
+PLAIN_MEMBERSHIP = [1, [[r, r, r, True] for r in ("r1", "r2", "r3")]]
+"""A membership as it crosses the wire: CatchUp and InstallSnapshot carry one."""
 INT64_MAX = 2**63 - 1
 R1, R2, R3 = ReplicaId("r1"), ReplicaId("r2"), ReplicaId("r3")
 
@@ -80,7 +82,11 @@ EDGES: list[tuple[str, Callable[[int], bytes], int]] = [
     ("heartbeat ballot round", lambda n: pack([5, ballot(n), 0, 0, 0]), BALLOT_ROUND_MAX),
     ("prepare ballot round", lambda n: pack([1, ballot(n), 1]), BALLOT_ROUND_MAX),
     ("nack promised round", lambda n: pack([7, ballot(), ballot(n), False, 0]), BALLOT_ROUND_MAX),
-    ("entry ballot round", lambda n: pack([9, [entry(1, round_=n)], 1]), BALLOT_ROUND_MAX),
+    (
+        "entry ballot round",
+        lambda n: pack([9, [entry(1, round_=n)], 1, PLAIN_MEMBERSHIP]),
+        BALLOT_ROUND_MAX,
+    ),
     ("accept index", lambda n: pack([3, ballot(), n, noop(), 0, 0]), LOG_INDEX_MAX),
     ("accept chosen index", lambda n: pack([3, ballot(), 1, noop(), n, 0]), LOG_INDEX_MAX),
     ("accepted index", lambda n: pack([4, ballot(), n, 0, 0]), LOG_INDEX_MAX),
@@ -88,16 +94,28 @@ EDGES: list[tuple[str, Callable[[int], bytes], int]] = [
     ("heartbeat last index", lambda n: pack([5, ballot(), 0, 0, n]), LOG_INDEX_MAX),
     ("prepare from index", lambda n: pack([1, ballot(), n]), LOG_INDEX_MAX),
     ("catch-up request index", lambda n: pack([8, n]), LOG_INDEX_MAX),
-    ("catch-up entry index", lambda n: pack([9, [entry(n)], 0]), LOG_INDEX_MAX),
-    ("catch-up chosen index", lambda n: pack([9, [], n]), LOG_INDEX_MAX),
+    ("catch-up entry index", lambda n: pack([9, [entry(n)], 0, PLAIN_MEMBERSHIP]), LOG_INDEX_MAX),
+    ("catch-up chosen index", lambda n: pack([9, [], n, PLAIN_MEMBERSHIP]), LOG_INDEX_MAX),
     ("promise chosen index", lambda n: pack([2, ballot(), 1, [], n, False, False]), LOG_INDEX_MAX),
-    ("snapshot index", lambda n: pack([10, [n, b""]]), LOG_INDEX_MAX),
+    ("snapshot index", lambda n: pack([10, [n, b"", PLAIN_MEMBERSHIP]]), LOG_INDEX_MAX),
     ("value epoch", lambda n: pack([3, ballot(), 1, noop(n), 0, 0]), EPOCH_MAX),
     ("accept sent tick", lambda n: pack([3, ballot(), 1, noop(), 0, n]), TICK_MAX),
     ("heartbeat-ack tick", lambda n: pack([6, ballot(), n, 0]), TICK_MAX),
-    ("command client", lambda n: pack([9, [entry(1, [1, 2, [[n, 1, b"", 0]]])], 1]), INT64_MAX),
-    ("command sequence", lambda n: pack([9, [entry(1, [1, 2, [[1, n, b"", 0]]])], 1]), INT64_MAX),
-    ("command unacked", lambda n: pack([9, [entry(1, [1, 2, [[1, 1, b"", n]]])], 1]), INT64_MAX),
+    (
+        "command client",
+        lambda n: pack([9, [entry(1, [1, 2, [[n, 1, b"", 0]]])], 1, PLAIN_MEMBERSHIP]),
+        INT64_MAX,
+    ),
+    (
+        "command sequence",
+        lambda n: pack([9, [entry(1, [1, 2, [[1, n, b"", 0]]])], 1, PLAIN_MEMBERSHIP]),
+        INT64_MAX,
+    ),
+    (
+        "command unacked",
+        lambda n: pack([9, [entry(1, [1, 2, [[1, 1, b"", n]]])], 1, PLAIN_MEMBERSHIP]),
+        INT64_MAX,
+    ),
 ]
 
 
@@ -141,9 +159,9 @@ def test_the_ranges_leave_room_for_what_is_derived_from_them() -> None:
         ("a successor id too long", [11, [3, "r2"], "r" * (REPLICA_ID_CHARS_MAX + 1)]),
         ("an accept at index 0", [3, ballot(), 0, noop(), 0, 0]),
         ("an accepted at index 0", [4, ballot(), 0, 0, 0]),
-        ("a snapshot at index 0", [10, [0, b""]]),
-        ("catch-up entries out of order", [9, [entry(2), entry(1)], 2]),
-        ("catch-up entries repeated", [9, [entry(1), entry(1)], 1]),
+        ("a snapshot at index 0", [10, [0, b"", PLAIN_MEMBERSHIP]]),
+        ("catch-up entries out of order", [9, [entry(2), entry(1)], 2, PLAIN_MEMBERSHIP]),
+        ("catch-up entries repeated", [9, [entry(1), entry(1)], 1, PLAIN_MEMBERSHIP]),
         ("a promise page before its start", [2, ballot(), 5, [entry(4)], 5, False, False]),
         ("a promise with more but no entries", [2, ballot(), 1, [], 0, True, False]),
     ],
@@ -166,9 +184,9 @@ def test_no_ballot_itself_still_decodes() -> None:
 def test_entries_per_message_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Up to MESSAGE_ENTRIES_MAX entries decode (here lowered to 4); one more is refused."""
     monkeypatch.setattr(codec, "MESSAGE_ENTRIES_MAX", 4)
-    decode_message(pack([9, [entry(i) for i in range(1, 5)], 0]))
+    decode_message(pack([9, [entry(i) for i in range(1, 5)], 0, PLAIN_MEMBERSHIP]))
     with pytest.raises(DecodeError, match="5 entries in one message: at most 4"):
-        decode_message(pack([9, [entry(i) for i in range(1, 6)], 0]))
+        decode_message(pack([9, [entry(i) for i in range(1, 6)], 0, PLAIN_MEMBERSHIP]))
 
 
 def test_commands_per_value_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,9 +201,9 @@ def test_commands_per_message_are_counted(monkeypatch: pytest.MonkeyPatch) -> No
     """Entries of up to MESSAGE_COMMANDS_MAX commands in all decode (here lowered to 5)."""
     monkeypatch.setattr(codec, "MESSAGE_COMMANDS_MAX", 5)
     page = [entry(1, batch(3)), entry(2, batch(2))]
-    decode_message(pack([9, page, 2]))
+    decode_message(pack([9, page, 2, PLAIN_MEMBERSHIP]))
     with pytest.raises(DecodeError, match="6 commands in one message: at most 5"):
-        decode_message(pack([9, [*page, entry(3, batch(1))], 3]))
+        decode_message(pack([9, [*page, entry(3, batch(1))], 3, PLAIN_MEMBERSHIP]))
 
 
 def test_counts_are_checked_before_anything_is_built() -> None:
@@ -193,11 +211,11 @@ def test_counts_are_checked_before_anything_is_built() -> None:
     parsed (these items would not even parse): a peer cannot make a replica build more."""
     entries = [None] * (MESSAGE_ENTRIES_MAX + 1)
     with pytest.raises(DecodeError, match="entries in one message"):
-        decode_message(pack([9, entries, 0]))
+        decode_message(pack([9, entries, 0, PLAIN_MEMBERSHIP]))
     commands = [None] * (MESSAGE_COMMANDS_MAX // MESSAGE_ENTRIES_MAX + 1)
     page = [[i, None, [1, 2, commands]] for i in range(1, MESSAGE_ENTRIES_MAX + 1)]
     with pytest.raises(DecodeError, match="commands in one message"):
-        decode_message(pack([9, page, 0]))
+        decode_message(pack([9, page, 0, PLAIN_MEMBERSHIP]))
 
 
 # ----------------------------------------------------------------------------- the wire
@@ -352,9 +370,9 @@ def edge_messages(draw: st.DrawFn) -> bytes:
                     [1, [round_, "r2"], index],
                     [3, [round_, "r2"], index, value, index, TICK_MAX],
                     [5, [round_, "r2"], index, TICK_MAX, index],
-                    [9, [[index, [round_, "r2"], value]], index],
-                    [9, [[1, [round_, "r2"], value]], LOG_INDEX_MAX],
-                    [10, [index, b"not checked here: the node checks snapshots"]],
+                    [9, [[index, [round_, "r2"], value]], index, PLAIN_MEMBERSHIP],
+                    [9, [[1, [round_, "r2"], value]], LOG_INDEX_MAX, PLAIN_MEMBERSHIP],
+                    [10, [index, b"not checked here: the node checks snapshots", PLAIN_MEMBERSHIP]],
                     [11, [round_, "r2"], "r1"],
                 ]
             )

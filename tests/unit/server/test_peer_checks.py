@@ -19,7 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure as TwistedFailure
 
 from chubbypy.config import CellConfig, parse_config
-from chubbypy.paxos import HardState, NoChance, Persisted
+from chubbypy.paxos import HardState, NoChance, Persisted, membership_of_ids
 from chubbypy.protocol import (
     Ballot,
     Entry,
@@ -50,6 +50,9 @@ from chubbypy.server._peers import InboundPeer, PeerNetwork
 from chubbypy.server._shell import ReplicaServer
 from chubbypy.server._store_worker import StoreWorker
 from chubbypy.store import MemoryStore, StoreError
+
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+"""The membership a snapshot's handle names in these tests."""
 
 R1, R2 = ReplicaId("r1"), ReplicaId("r2")
 FRAME = 1 << 16
@@ -127,7 +130,7 @@ def test_a_message_the_server_refuses_closes_its_connection(tmp_path: Path) -> N
     """The server's refusal becomes a BAD_REQUEST with its reason, and the connection closes."""
     server = Refuser()
     inbound, transport = _inbound(tmp_path, server)
-    message = InstallSnapshot(Snapshot(LogIndex(9), b"\xc1"))
+    message = InstallSnapshot(Snapshot(LogIndex(9), b"\xc1", SEED))
     inbound.dataReceived(encode_frame(encode_wire(PeerFrame(message))))
     (reply,) = _replies(transport)
     assert isinstance(reply, ErrorReply)
@@ -155,8 +158,8 @@ def test_a_value_out_of_range_closes_the_connection_before_the_server_sees_it(
 
 def test_the_node_refuses_a_garbage_snapshot_through_the_server(tmp_path: Path) -> None:
     """ReplicaServer.peer_message hands back the node's refusal, and nothing is persisted."""
-    server = _server(tmp_path, Persisted(HardState()))
-    refused = server.peer_message(R2, InstallSnapshot(Snapshot(LogIndex(9), b"\xc1garbage")))
+    server = _server(tmp_path, Persisted(HardState(), genesis=SEED))
+    refused = server.peer_message(R2, InstallSnapshot(Snapshot(LogIndex(9), b"\xc1garbage", SEED)))
     assert refused is not None
     assert refused.startswith("refused a snapshot at index 9 from r2: not msgpack")
     assert server.node.core.status().snapshot_index == 0
@@ -169,7 +172,7 @@ NOOP = Value(Epoch(3), ValueKind.NOOP)
 
 DAMAGED: dict[str, tuple[Persisted, str]] = {
     "garbage snapshot": (
-        Persisted(HardState(BALLOT, LogIndex(5)), Snapshot(LogIndex(5), b"\xc1garbage")),
+        Persisted(HardState(BALLOT, LogIndex(5)), Snapshot(LogIndex(5), b"\xc1garbage", SEED)),
         "the store is damaged: its snapshot at index 5 does not restore: not msgpack",
     ),
     "chosen entry missing": (

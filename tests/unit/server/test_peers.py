@@ -14,6 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chubbypy.config import CellConfig, parse_config
+from chubbypy.paxos import membership_of_ids
 from chubbypy.protocol import (
     Ballot,
     Heartbeat,
@@ -44,6 +45,8 @@ from chubbypy.server._peers import InboundPeer, OutboundPeer, PeerNetwork
 from chubbypy.server._shell import ReplicaServer
 
 FRAME = 1 << 16
+
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
 
 
 def _config(tmp: Path) -> CellConfig:
@@ -256,7 +259,7 @@ def test_a_large_message_travels_in_fragments_and_arrives_whole(tmp_path: Path) 
     """A snapshot bigger than a frame is sent as ordered fragments and rebuilt on receipt."""
     recorder = Recorder()
     network = _network(tmp_path, recorder)
-    message = InstallSnapshot(Snapshot(LogIndex(9), bytes(range(256)) * 2000))  # ~512 KiB
+    message = InstallSnapshot(Snapshot(LogIndex(9), bytes(range(256)) * 2000, SEED))  # ~512 KiB
     r2 = _network(tmp_path, Recorder(), "r2")
     outbound, sent, _, _ = _connect(r2, network)
     outbound.send_peer_message(message)
@@ -387,7 +390,7 @@ def test_a_proven_peer_may_send_frames_of_the_full_size(tmp_path: Path) -> None:
     40 KiB snapshot in one frame, ten times the pre-proof limit)."""
     recorder = Recorder()
     inbound, transport = _inbound(_network(tmp_path, recorder))
-    message = InstallSnapshot(Snapshot(LogIndex(9), bytes(40_000)))
+    message = InstallSnapshot(Snapshot(LogIndex(9), bytes(40_000), SEED))
     _send(inbound, PeerFrame(message))
     assert recorder.received == [(ReplicaId("r2"), message)]
     assert not transport.disconnecting

@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, insert, select, update
 
-from chubbypy.paxos import Durable, HardState
+from chubbypy.paxos import Durable, HardState, membership_of_ids
 from chubbypy.protocol import Ballot, Entry, Epoch, LogIndex, ReplicaId, Snapshot, Value, ValueKind
 from chubbypy.store import SqlStore, StoreError
 from chubbypy.store._sql import log_entries_table, store_meta_table
+
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+"""The membership a snapshot's handle names in these tests."""
 
 R1 = ReplicaId("r1")
 
@@ -58,7 +61,7 @@ def test_schema_version_mismatch_is_refused(store: SqlStore, path: Path) -> None
         SqlStore.for_path(path)
     assert str(path) in str(raised.value)
     assert "'7'" in str(raised.value)
-    assert "'1'" in str(raised.value)
+    assert "'2'" in str(raised.value)
 
 
 def test_opening_twice_keeps_one_schema_version_row(store: SqlStore, path: Path) -> None:
@@ -69,7 +72,7 @@ def test_opening_twice_keeps_one_schema_version_row(store: SqlStore, path: Path)
     with reopened.engine.connect() as connection:
         rows = connection.execute(select(store_meta_table)).all()
     reopened.close()
-    assert [tuple(row) for row in rows] == [("schema_version", "1")]
+    assert [tuple(row) for row in rows] == [("schema_version", "2")]
 
 
 @pytest.mark.parametrize("blob", [b"\xc1 not msgpack", b"\x92\x01\x02"])
@@ -144,6 +147,27 @@ DAMAGES = {
         "UPDATE snapshots SET data = 'text'",
         "the snapshot in .* is damaged: its data is not bytes",
     ),
+    "snapshot membership missing": (
+        "DELETE FROM memberships WHERE name = 'snapshot'",
+        "the snapshot in .* is damaged: it has no membership",
+    ),
+    "membership not msgpack": (
+        "UPDATE memberships SET membership = x'c1' WHERE name = 'snapshot'",
+        "the 'snapshot' membership in .* is corrupt",
+    ),
+    "membership as text": (
+        "UPDATE memberships SET membership = 'text' WHERE name = 'genesis'",
+        "the 'genesis' membership in .* is damaged: it is not bytes",
+    ),
+    "membership of two voters": (
+        "UPDATE memberships SET membership = x'92019294a27231a27231a27231c394a27232a27232a27232c3'"
+        " WHERE name = 'genesis'",
+        "the 'genesis' membership in .* is corrupt: 2 voters: a cell has 3 to 7",
+    ),
+    "unknown membership row": (
+        "INSERT INTO memberships (name, membership) VALUES ('later', x'00')",
+        "the 'later' membership in .* is unknown",
+    ),
     "entry ballot round as text": (
         "UPDATE log_entries SET ballot_round = 'x' WHERE log_index = 6",
         "log entry 6 in .*: ballot round is damaged: 'x'",
@@ -166,7 +190,8 @@ def test_a_damaged_row_fails_the_load_saying_where(
     """Any column holding what persist never writes (SQLite stores anything anywhere) makes
     load() raise StoreError naming the row and the value, never anything else."""
     hard_state = HardState(Ballot(3, R1), LogIndex(7))
-    store.persist(Durable(hard_state, entries(6, 7), Snapshot(LogIndex(5), b"state")))
+    snapshot = Snapshot(LogIndex(5), b"state", SEED)
+    store.persist(Durable(hard_state, entries(6, 7), snapshot, genesis=SEED))
     statement, expected = DAMAGES[damage]
     with store.engine.begin() as connection:
         connection.exec_driver_sql(statement)
@@ -180,3 +205,72 @@ def test_a_file_that_is_not_a_database_is_a_store_error(path: Path) -> None:
     with pytest.raises(StoreError, match="cannot be opened") as raised:
         SqlStore.for_path(path)
     assert str(path) in str(raised.value)
+
+
+def make_version_1_store(path: Path, *, snapshot: bool) -> None:
+    """A store as chubbypy wrote it before memberships could change: schema version 1, no
+    memberships table; a hard state, entries and (if `snapshot`) a snapshot."""
+    made = SqlStore.for_path(path)
+    made.persist(
+        Durable(
+            HardState(Ballot(3, R1), LogIndex(7)),
+            entries(6, 7),
+            Snapshot(LogIndex(5), b"state", SEED) if snapshot else None,
+        )
+    )
+    with made.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE memberships")
+        version = store_meta_table.c.key == "schema_version"
+        connection.execute(update(store_meta_table).where(version).values(value="1"))
+    made.close()
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["with a snapshot", "log only"])
+def test_a_version_1_store_is_upgraded_to_the_cell_files_membership(
+    path: Path, snapshot: bool
+) -> None:
+    """Opened with the cell file's membership (the seed), a version 1 store becomes version
+    2 in place: the seed is its genesis and its snapshot's handle; everything else is as it
+    was, and reopening changes nothing more."""
+    make_version_1_store(path, snapshot=snapshot)
+    seed = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 4))
+    upgraded = SqlStore.for_path(path, seed=seed)
+    loaded = upgraded.load()
+    upgraded.close()
+    assert loaded.genesis == seed
+    assert loaded.hard_state == HardState(Ballot(3, R1), LogIndex(7))
+    assert loaded.entries == entries(6, 7)
+    if snapshot:
+        assert loaded.snapshot == Snapshot(LogIndex(5), b"state", seed)
+    else:
+        assert loaded.snapshot is None
+    again = SqlStore.for_path(path)  # version 2 now: no seed needed
+    assert again.load() == loaded
+    with again.engine.connect() as connection:
+        rows = connection.execute(select(store_meta_table)).all()
+    again.close()
+    assert [tuple(row) for row in rows] == [("schema_version", "2")]
+
+
+def test_a_version_1_store_opened_without_a_cell_file_is_refused_and_left_alone(
+    path: Path,
+) -> None:
+    """Without the seed to upgrade it with, a version 1 store is refused, saying how to
+    upgrade it, and stays version 1."""
+    make_version_1_store(path, snapshot=True)
+    with pytest.raises(StoreError, match=r"schema version '1'.*cell file"):
+        SqlStore.for_path(path)
+    seed = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+    assert SqlStore.for_path(path, seed=seed).load().snapshot is not None
+
+
+def test_the_genesis_is_kept_and_the_snapshots_handle_replaced_with_it(path: Path) -> None:
+    """A genesis written once stays; each snapshot's membership replaces the last one's."""
+    store = SqlStore.for_path(path)
+    later = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3, 4))
+    store.persist(Durable(hard_state=HardState(), genesis=SEED))
+    store.persist(Durable(snapshot=Snapshot(LogIndex(2), b"two", SEED)))
+    store.persist(Durable(snapshot=Snapshot(LogIndex(4), b"four", later)))
+    store.close()
+    loaded = SqlStore.for_path(path).load()
+    assert (loaded.genesis, loaded.snapshot) == (SEED, Snapshot(LogIndex(4), b"four", later))

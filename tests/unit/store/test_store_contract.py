@@ -40,6 +40,9 @@ from chubbypy.protocol import (
 )
 from chubbypy.store import MemoryStore, SqlStore, Store
 
+SEED = membership_of_ids(ReplicaId(f"r{n}") for n in (1, 2, 3))
+"""The membership a snapshot's handle names in these tests."""
+
 R1, R2, R3 = ReplicaId("r1"), ReplicaId("r2"), ReplicaId("r3")
 MEMBERS = (R1, R2, R3)
 TIMING = Timing(
@@ -210,8 +213,8 @@ def test_entries_and_compaction_in_one_batch_compact_after_writing(stores: Store
 
 def test_snapshot_round_trips_and_replaces_the_older(stores: Stores) -> None:
     """The latest snapshot is kept, and the entries it covers go in the same persist."""
-    older = Snapshot(LogIndex(2), b"older")
-    newer = Snapshot(LogIndex(4), b"\x00newer")
+    older = Snapshot(LogIndex(2), b"older", SEED)
+    newer = Snapshot(LogIndex(4), b"\x00newer", SEED)
     batches = [
         Durable(entries=entries(1, 2, 3, 4, 5), snapshot=older),
         Durable(snapshot=newer, compact_through=LogIndex(4)),
@@ -233,7 +236,7 @@ def test_empty_durable_changes_nothing(stores: Stores) -> None:
 def test_all_parts_of_one_durable_land_together(stores: Stores) -> None:
     """Hard state, entries, snapshot and compaction from one persist all load back."""
     hard_state = HardState(Ballot(2, R2), LogIndex(6))
-    snapshot = Snapshot(LogIndex(3), b"state at 3")
+    snapshot = Snapshot(LogIndex(3), b"state at 3", SEED)
     batch = Durable(hard_state, entries(2, 3, 4, 5, 6, 7), snapshot, LogIndex(3))
     loaded = persist_and_reload(stores, [Durable(entries=entries(1, 2)), batch])
     assert loaded == Persisted(hard_state, snapshot, entries(4, 5, 6, 7))
@@ -242,9 +245,9 @@ def test_all_parts_of_one_durable_land_together(stores: Stores) -> None:
 def test_batch_refused_by_an_assertion_leaves_nothing_behind(stores: Stores) -> None:
     """A batch whose snapshot goes backwards is refused whole: its hard state is not written."""
     store = stores.open()
-    hard_state, snapshot = HardState(Ballot(1, R1)), Snapshot(LogIndex(5), b"5")
+    hard_state, snapshot = HardState(Ballot(1, R1)), Snapshot(LogIndex(5), b"5", SEED)
     store.persist(Durable(hard_state, snapshot=snapshot))
-    backwards = Snapshot(LogIndex(3), b"3")
+    backwards = Snapshot(LogIndex(3), b"3", SEED)
     with pytest.raises(AssertionError):
         store.persist(Durable(HardState(Ballot(2, R2)), entries(6), backwards))
     assert stores.reopen(store).load() == Persisted(hard_state, snapshot)
@@ -305,7 +308,7 @@ def durable_sequences(draw: st.DrawFn) -> list[Durable]:
         snapshot = None
         if draw(st.booleans()):
             snapshot_index += draw(st.integers(0, 6))
-            snapshot = Snapshot(LogIndex(snapshot_index), draw(st.binary(max_size=8)))
+            snapshot = Snapshot(LogIndex(snapshot_index), draw(st.binary(max_size=8)), SEED)
         durables.append(
             Durable(
                 hard_state=draw(st.none() | st.builds(HardState, ballots, indices)),
