@@ -77,13 +77,15 @@ __all__ = [
     "WriteRequest",
 ]
 
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6
 """The wire protocol this code speaks; a `Hello` with another is refused (UNSUPPORTED_VERSION).
 Version 3 added the peer handshake (`PeerChallenge`, `PeerChallengeReply`, `PeerProof`);
 version 4 the operators' `GetLockInfo` and `KillSession`, and a session's principal in
 `SessionInfo` (a field more, which a version 3 client would not read); version 5 a
 replica's checksum mismatches in `ReplicaStatus` (`chubbypy status` reports divergence),
-and the operators' `GetSnapshot` (backups) with its error SNAPSHOT_GONE."""
+and the operators' `GetSnapshot` (backups) with its error SNAPSHOT_GONE; version 6 the
+membership in the log (`ValueKind.MEMBERSHIP`, a snapshot's and a `CatchUp`'s membership:
+peers of versions 5 and 6 cannot read each other's log, so a cell upgrades whole)."""
 
 RequestId = NewType("RequestId", int)
 """Chosen by the client, unique among its requests in flight, in [1, INT64_MAX]."""
