@@ -19,7 +19,9 @@ the `chubbypy.protocol.errors` classes (`NoSuchNode`, `NodeExists`, `GenerationM
 `AclNames`, the MultiOp tests and writes) are in `chubbypy.protocol.namespace`. Operators
 see sessions (`Cell.list_sessions`, `SessionInfo`) and locks (`Cell.lock_info`, `LockInfo`)
 and may end a session (`Cell.end_session`, `SessionEnding`) or take a snapshot of the
-whole database for a backup (`Cell.snapshot`, `CellSnapshot`).
+whole database for a backup (`Cell.snapshot`, `CellSnapshot`), and list and change the
+cell's membership (`Cell.members`, `MemberList`; `Cell.change_membership` with `AddLearner`,
+`Promote` or `Remove`, answered by `MembershipDone`).
 """
 
 from chubbypy.client._addresses import client_endpoint_string, display_address
@@ -53,12 +55,18 @@ from chubbypy.client.blocking import (
 )
 from chubbypy.protocol.namespace import AclNames, Contents, DirEntry, Listing, Stat
 from chubbypy.protocol.session import (
+    AddLearner,
     EventKind,
     EventMask,
     HandleMode,
     LockHolderInfo,
     LockInfo,
     LockWaiterInfo,
+    MemberInfo,
+    MemberList,
+    MembershipDone,
+    Promote,
+    Remove,
     SessionEnding,
     SessionEvent,
     SessionInfo,
@@ -66,6 +74,7 @@ from chubbypy.protocol.session import (
 
 __all__ = [
     "AclNames",
+    "AddLearner",
     "BlockingCell",
     "BlockingElection",
     "BlockingHandle",
@@ -94,8 +103,13 @@ __all__ = [
     "LockLost",
     "LockTimeout",
     "LockWaiterInfo",
+    "MemberInfo",
+    "MemberList",
+    "MembershipDone",
     "NotLeader",
     "OutcomeUnknown",
+    "Promote",
+    "Remove",
     "ReplicaConnection",
     "ReplicaReport",
     "ReplicaUnreachable",

@@ -138,10 +138,15 @@ from chubbypy.protocol.namespace import (
 )
 from chubbypy.protocol.session import (
     SESSIONS_PAGE_MAX,
+    ChangeMembership,
     GetLockInfo,
     KillSession,
+    ListMembers,
     ListSessions,
     LockInfo,
+    MemberList,
+    MembershipDone,
+    MembershipStep,
     SessionCall,
     SessionEnding,
     SessionInfo,
@@ -431,6 +436,25 @@ class PlainCell:
         """
         return self._run(self._end_session, SessionId(session_id))
 
+    def members(self) -> Deferred[MemberList]:
+        """The cell's membership as the master knows it (`MemberList`): its version, and
+        each member's addresses, whether it votes, whether it is the master, and how far
+        it has caught up (as the master last heard). It needs no session."""
+        return self._run(self._members)
+
+    def change_membership(
+        self, step: MembershipStep, if_version: int = 0
+    ) -> Deferred[MembershipDone]:
+        """One membership change, as an operator (the cell's ACL ``admin`` must admit the
+        principal, else `PermissionDenied`): `AddLearner`, `Promote` or `Remove`
+        (docs/guide.md, "Replacing a replica"). It fires once the change is chosen, with
+        the new version; a change the membership already shows fires at once with
+        `already` (a retry is harmless). Refusals: `MembershipBusy` (another change is in
+        progress), `NotCaughtUp` (a learner to promote lags), `MembershipInvalid` (the
+        change cannot follow: the message says why), `VersionChanged` (`if_version`, not
+        0, is not the membership's version)."""
+        return self._run(self._change_membership, ChangeMembership(step, if_version))
+
     def snapshot(
         self, progress: Callable[[int, int], None] | None = None
     ) -> Deferred[CellSnapshot]:
@@ -527,6 +551,14 @@ class PlainCell:
     async def _lock_info(self, path: str) -> LockInfo:
         result, _ = await self._session_call(GetLockInfo(path))
         return _expect(result, LockInfo)
+
+    async def _members(self) -> MemberList:
+        result, _ = await self._session_call(ListMembers())
+        return _expect(result, MemberList)
+
+    async def _change_membership(self, call: ChangeMembership) -> MembershipDone:
+        result, _ = await self._session_call(call)
+        return _expect(result, MembershipDone)
 
     async def _end_session(self, session_id: SessionId) -> SessionEnding:
         if not 1 <= session_id <= INT64_MAX:

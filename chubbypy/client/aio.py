@@ -62,7 +62,14 @@ from chubbypy.protocol.session import EventMask, HandleMode, SessionEvent
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
-    from chubbypy.protocol.session import LockInfo, SessionEnding, SessionInfo
+    from chubbypy.protocol.session import (
+        LockInfo,
+        MemberList,
+        MembershipDone,
+        MembershipStep,
+        SessionEnding,
+        SessionInfo,
+    )
 
 __all__ = [
     "AsyncCell",
@@ -425,6 +432,14 @@ class AsyncCell:
         """The lock of the node `path`: mode, holders, waiters in order, lock generation,
         lock-delay left; see `Cell.lock_info`."""
         return await _future(self._cell.lock_info(path), self._loop)
+
+    async def members(self) -> MemberList:
+        """The cell's membership as the master knows it; see `Cell.members`."""
+        return await _future(self._cell.members(), self._loop)
+
+    async def change_membership(self, step: MembershipStep, if_version: int = 0) -> MembershipDone:
+        """One membership change, as an operator; see `Cell.change_membership`."""
+        return await _future(self._cell.change_membership(step, if_version), self._loop)
 
     async def end_session(self, session_id: int) -> SessionEnding:
         """End another client's session, as an operator: it is refused from now on and

@@ -79,6 +79,9 @@ from chubbypy.protocol.session import (
     EventMask,
     HandleMode,
     LockInfo,
+    MemberList,
+    MembershipDone,
+    MembershipStep,
     SessionEnding,
     SessionEvent,
     SessionInfo,
@@ -498,6 +501,14 @@ class BlockingCell:
         """The lock of the node `path`: mode, holders, waiters in order, lock generation,
         lock-delay left; see `Cell.lock_info`."""
         return self._call(self._cell.lock_info, path)
+
+    def members(self) -> MemberList:
+        """The cell's membership as the master knows it; see `Cell.members`."""
+        return self._call(self._cell.members)
+
+    def change_membership(self, step: MembershipStep, if_version: int = 0) -> MembershipDone:
+        """One membership change, as an operator; see `Cell.change_membership`."""
+        return self._call(self._cell.change_membership, step, if_version)
 
     def end_session(self, session_id: int) -> SessionEnding:
         """End another client's session, as an operator: it is refused from now on and

@@ -53,6 +53,7 @@ from chubbypy.master import (
 from chubbypy.namespace import AppliedWrite, NamespaceMachine, exposed_acl_directory
 from chubbypy.node._backups import SnapshotServer
 from chubbypy.node._limits import SessionBook
+from chubbypy.node._members import MemberDesk
 from chubbypy.node._metrics import Counter
 from chubbypy.node._outbox import Outbox
 from chubbypy.node._outputs import ConnectionId, Disconnect, NoteLevel
@@ -66,13 +67,15 @@ from chubbypy.node._settings import (
 )
 from chubbypy.node._writes import REFUSALS, ClientWrites
 from chubbypy.paxos import Applier, Chance, Outcome, Replica
-from chubbypy.protocol import CallNumber, Command, SessionId
+from chubbypy.protocol import CallNumber, Command, LogIndex, Membership, SessionId
 from chubbypy.protocol.client import RequestId, SessionReply
 from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import EndSession, LogWrite
 from chubbypy.protocol.session import (
     AcquireLock,
+    AddLearner,
     CallDone,
+    ChangeMembership,
     CheckSequencer,
     CloseHandle,
     CloseSession,
@@ -84,14 +87,17 @@ from chubbypy.protocol.session import (
     KeepAlive,
     KillSession,
     LeaseExtended,
+    ListMembers,
     ListSessions,
     Locked,
     LockInfo,
     LockWaiterInfo,
     Open,
     PoisonHandle,
+    Promote,
     ReadNode,
     ReleaseLock,
+    Remove,
     SequencerValidity,
     SessionCall,
     SessionCreated,
@@ -134,6 +140,8 @@ class MasterHost:
         self._service: MasterService | None = None
         self._snapshots: SnapshotServer | None = None
         """The snapshot a backup reads, this mastership's (`chubbypy.node._backups`)."""
+        self._members = MemberDesk(settings, core, outbox)
+        """The operators' membership calls (`chubbypy.node._members`)."""
         self._log = ServiceLog()
         self._operator_calls = operator_calls
         """``chubbypy_operator_calls_total``, by call and outcome."""
@@ -207,6 +215,7 @@ class MasterHost:
 
     def stopped(self) -> None:
         """Mastership ended: the calls in progress go elsewhere."""
+        self._members.stopped()
         self._service = None
         self._snapshots = None  # a backup reading it starts again (SNAPSHOT_GONE)
         self._backlog.clear()
@@ -248,6 +257,12 @@ class MasterHost:
             return
         if isinstance(call, GetSnapshot):
             self._snapshot_piece(service, connection, request_id, call, principal)
+            return
+        if isinstance(call, ListMembers):
+            self._outbox.answer(connection, SessionReply(request_id, self._members.listed()))
+            return
+        if isinstance(call, ChangeMembership):
+            self._membership_change(service, connection, request_id, call, principal)
             return
         token = CallToken(next(self._tokens))
         if isinstance(call, CreateSession) and not self._session_counted(
@@ -302,6 +317,32 @@ class MasterHost:
             self._outbox.refuse(connection, request_id, result.code, result.message)
             return
         self._outbox.answer(connection, SessionReply(request_id, result))
+
+    def _membership_change(
+        self,
+        service: MasterService,
+        connection: ConnectionId,
+        request_id: RequestId,
+        call: ChangeMembership,
+        principal: str,
+    ) -> None:
+        """An operator's membership change (the check every operators' call makes)."""
+        refused = service.operator_problem(principal, "change the cell's membership")
+        if refused is not None:
+            self._outbox.refuse(connection, request_id, refused.code, refused.message)
+            outcome = refused.code.name.lower()
+        else:
+            outcome = self._members.change(connection, request_id, call)
+            if outcome in ("proposed", "already"):
+                self._outbox.note(
+                    NoteLevel.INFO,
+                    f"{principal!r} asked for {_step_text(call)}: {outcome}",
+                )
+        self._operator_calls.inc(call="membership", outcome=outcome)
+
+    def membership_chosen(self, index: LogIndex, membership: Membership) -> None:
+        """A membership change was chosen: answer the operator who asked for it."""
+        self._members.chosen(index, membership)
 
     def _session_counted(
         self, connection: ConnectionId, request_id: RequestId, principal: str, token: CallToken
@@ -373,6 +414,7 @@ class MasterHost:
 
     def connection_closed(self, connection: ConnectionId) -> None:
         """A client connection went away: its blocked lock requests stop waiting."""
+        self._members.connection_closed(connection)
         self.session_book.connection_closed(connection)
         gone = [token for token, (c, _, _) in self._calls.items() if c == connection]
         for token in gone:
@@ -562,6 +604,18 @@ def _outcome(result: CallResult | SnapshotChunk) -> str:
     if isinstance(result, SessionEnding):
         return "none" if not result.found else "already" if result.already else "ending"
     return "ok"
+
+
+def _step_text(call: ChangeMembership) -> str:
+    """An operator's membership change, for the log."""
+    match call.step:
+        case AddLearner(replica_id, peer, client):
+            return f"{replica_id} added as a learner (peer {peer}, client {client})"
+        case Promote(replica_id):
+            return f"{replica_id} promoted to voter"
+        case Remove(replica_id, force):
+            return f"{replica_id} removed" + (" (forced)" if force else "")
+    raise AssertionError(call.step)
 
 
 def _sessions_ended(outcomes: list[Outcome]) -> list[SessionId]:

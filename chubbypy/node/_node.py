@@ -86,6 +86,7 @@ from chubbypy.paxos import (
     Bug,
     Chance,
     ChecksumTaken,
+    MembershipChanged,
     Outcome,
     OutcomeKind,
     Persisted,
@@ -115,6 +116,7 @@ from chubbypy.protocol.client import (
     ReadReply,
     ReadRequest,
     Register,
+    ReplicaAddress,
     ReplicaStatus,
     RequestId,
     SessionRequest,
@@ -325,7 +327,12 @@ class ReplicaNode:
 
     def locate(self, request_id: RequestId) -> MasterLocation:
         epoch = self.core.epoch or self.applier.epoch
-        return MasterLocation(request_id, self._outbox.master(), epoch, self.settings.addresses)
+        membership = self.core.membership
+        ordered = [m for m in membership.members if m.voter] + [
+            m for m in membership.members if not m.voter
+        ]
+        replicas = tuple(ReplicaAddress(m.replica_id, m.client) for m in ordered)
+        return MasterLocation(request_id, self._outbox.master(), epoch, replicas)
 
     def status(self) -> ReplicaStatus:
         s = self.core.status()
@@ -346,7 +353,20 @@ class ReplicaNode:
             master_hint=self._outbox.master(),
             uptime_ms=self.settings.ms(s.tick),
             checksum_mismatches=self.checksums.mismatches,
+            member_role=self.member_role,
+            membership_version=0 if s.membership is None else s.membership.version,
         )
+
+    @property
+    def member_role(self) -> str:
+        """voter, learner, removed, or joining (see `ReplicaStatus.member_role`)."""
+        membership = self.core.status().membership
+        if membership is None:
+            return "joining"
+        member = membership.member(self.settings.replica_id)
+        if member is None:
+            return "removed"
+        return "voter" if member.voter else "learner"
 
     def _read(self, connection: ConnectionId, request: ReadRequest, principal: str) -> None:
         request_id = request.request_id
@@ -566,6 +586,8 @@ class ReplicaNode:
         self._outbox.note(NoteLevel.INFO, describe_event(event))
         if isinstance(event, StartedServing):
             self._master.started(event.epoch)
+        if isinstance(event, MembershipChanged):
+            self._master.membership_chosen(event.index, event.membership)
         if isinstance(event, SteppedDown):
             self._master.stopped()
             self.registrations.stepped_down()

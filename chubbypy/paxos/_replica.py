@@ -560,6 +560,11 @@ class Replica:
         return self._membership
 
     @property
+    def membership_index(self) -> LogIndex:
+        """The index `membership` governs after: its change's (or the snapshot's)."""
+        return self._configs[-1][0]
+
+    @property
     def tick_count(self) -> int:
         return self._tick
 

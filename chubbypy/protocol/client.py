@@ -34,6 +34,7 @@ __all__ = [
     "ENDPOINT_CHARS_MAX",
     "ERROR_MESSAGE_CHARS_MAX",
     "INT64_MAX",
+    "MEMBER_ROLES",
     "NAME_CHARS_MAX",
     "NO_REQUEST",
     "PEER_NONCE_BYTES",
@@ -107,6 +108,8 @@ PRINCIPAL_CHARS_MAX: Final = 255
 """A principal's name in `Authenticate` (and in the cell file's ``auth.principals``)."""
 TOKEN_CHARS_MAX: Final = 1024
 """A principal's token in `Authenticate`; the cell file allows no longer."""
+MEMBER_ROLES: Final = ("voter", "learner", "removed", "joining")
+"""What `ReplicaStatus.member_role` may be."""
 REPLICAS_MAX: Final = 64
 """Addresses in a `MasterLocation`: far above any real cell (3 or 5 replicas)."""
 STATE_CHECKSUM_BYTES: Final = 8
@@ -350,6 +353,12 @@ class ReplicaStatus:
     checksum_mismatches: int
     """State checksums of this replica's that differed from a peer's at the same index: not
     0 means the replicas diverged (a bug, a disk that lied), and stays so until restarted."""
+    member_role: str = "voter"
+    """Its part in the membership it knows: "voter", "learner", "removed" (not a member:
+    an operator removed it), or "joining" (a new replica that has not yet learned the
+    membership from a peer)."""
+    membership_version: int = 1
+    """The version of the membership it knows (0 while joining)."""
 
 
 @frozen

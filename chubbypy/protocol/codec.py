@@ -42,6 +42,7 @@ from chubbypy.protocol.peer import (
 
 __all__ = [
     "DecodeError",
+    "address_from_plain",
     "decode_entry",
     "decode_membership",
     "decode_message",
@@ -52,6 +53,9 @@ __all__ = [
     "encode_message",
     "encode_snapshot",
     "encode_value",
+    "membership_from_plain",
+    "membership_to_plain",
+    "replica_id_from_plain",
 ]
 
 from chubbypy.protocol.values import (
@@ -231,6 +235,22 @@ def _to_value(data: Any) -> Value:
     parsed = tuple(_to_command(c) for c in plain)
     membership = _to_membership(fields[3]) if len(fields) == 4 else None
     return Value(Epoch(bounded(epoch, 0, EPOCH_MAX, "epoch")), value_kind, parsed, membership)
+
+
+def membership_to_plain(membership: Membership) -> list[Any]:
+    return _membership(membership)
+
+
+def membership_from_plain(data: Any) -> Membership:
+    return _to_membership(data)
+
+
+def replica_id_from_plain(data: Any) -> ReplicaId:
+    return _replica_id(data)
+
+
+def address_from_plain(data: Any) -> str:
+    return _address(data)
 
 
 def _to_membership(data: Any) -> Membership:

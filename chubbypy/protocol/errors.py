@@ -66,6 +66,17 @@ class ErrorCode(enum.IntEnum):
     SNAPSHOT_GONE = 27
     """The master no longer holds the snapshot a backup was reading (a fail-over, a newer
     snapshot taken meanwhile, or it was left idle too long): start the backup again."""
+    MEMBERSHIP_BUSY = 28
+    """Another membership change is in progress: one at a time. Try again once it is done."""
+    NOT_CAUGHT_UP = 29
+    """The learner to promote has not caught up with the master (or not acknowledged it
+    lately): promoting it now would leave the cell one failure from stopping."""
+    MEMBERSHIP_INVALID = 30
+    """The change cannot follow the cell's membership (an unknown or existing id, too few
+    voters, too many learners, a removal that leaves too few live voters): the message
+    says which."""
+    VERSION_CHANGED = 31
+    """The membership is no longer at the version the change was asked for (``--if-version``)."""
 
     # The wire (malformed or unacceptable input; the connection is closed after the reply).
     BAD_REQUEST = 40
@@ -195,6 +206,22 @@ class SnapshotGone(ChubbyError):
     code = ErrorCode.SNAPSHOT_GONE
 
 
+class MembershipBusy(ChubbyError):
+    code = ErrorCode.MEMBERSHIP_BUSY
+
+
+class NotCaughtUp(ChubbyError):
+    code = ErrorCode.NOT_CAUGHT_UP
+
+
+class MembershipInvalid(ChubbyError):
+    code = ErrorCode.MEMBERSHIP_INVALID
+
+
+class VersionChanged(ChubbyError):
+    code = ErrorCode.VERSION_CHANGED
+
+
 class BadRequest(ChubbyError):
     code = ErrorCode.BAD_REQUEST
 
@@ -247,6 +274,10 @@ ERROR_CLASSES: dict[ErrorCode, type[ChubbyError]] = {
         Unavailable,
         ResourceExhausted,
         SnapshotGone,
+        MembershipBusy,
+        NotCaughtUp,
+        MembershipInvalid,
+        VersionChanged,
         BadRequest,
         FrameTooLarge,
         UnsupportedVersion,

@@ -14,7 +14,7 @@ import enum
 from attrs import frozen
 
 from chubbypy.protocol.namespace import Create, LockMode, SimpleWrite, Stat
-from chubbypy.protocol.values import NO_HANDLE, NO_SESSION, HandleId, SessionId
+from chubbypy.protocol.values import NO_HANDLE, NO_SESSION, HandleId, ReplicaId, SessionId
 
 HANDLE_BYTES_MAX = 4096
 """More than any handle of a valid name needs; longer bytes are refused undecoded."""
@@ -294,6 +294,53 @@ class GetSnapshot:
     offset: int
 
 
+@frozen
+class ListMembers:
+    """The cell's membership as the master knows it (`MemberList`): open to whoever may ask
+    a replica's status (the members' addresses are in every `MasterLocation` already)."""
+
+
+@frozen
+class AddLearner:
+    """Add replica `replica_id`, reached by peers at `peer` and by clients at `client`, as
+    a learner: it takes the log and never counts in a quorum until promoted."""
+
+    replica_id: ReplicaId
+    peer: str
+    client: str
+
+
+@frozen
+class Promote:
+    """Make learner `replica_id` a voter: refused NOT_CAUGHT_UP until it has caught up."""
+
+    replica_id: ReplicaId
+
+
+@frozen
+class Remove:
+    """Remove member `replica_id` (the master too: it hands over first). Refused when it
+    would leave fewer voters, or fewer live ones, than a quorum needs, unless `force`."""
+
+    replica_id: ReplicaId
+    force: bool = False
+
+
+MembershipStep = AddLearner | Promote | Remove
+
+
+@frozen
+class ChangeMembership:
+    """One membership change, an operator's call (the ACL ``admin`` must admit the
+    caller's principal). It is answered (`MembershipDone`) once the change is chosen; a
+    change the membership already shows is answered at once with `already`, so a retry
+    after a fail-over is harmless. `if_version` (0: any) refuses VERSION_CHANGED unless
+    the membership is at that version."""
+
+    step: MembershipStep
+    if_version: int = 0
+
+
 SessionCall = (
     CreateSession
     | KeepAlive
@@ -311,6 +358,8 @@ SessionCall = (
     | GetLockInfo
     | KillSession
     | GetSnapshot
+    | ListMembers
+    | ChangeMembership
 )
 
 CALLS_UNACKED_MAX = 64
@@ -536,6 +585,43 @@ class SnapshotChunk:
     data: bytes
 
 
+@frozen
+class MemberInfo:
+    """One member as the master sees it: its addresses, whether it votes and is the master,
+    and (None if it has not acknowledged this mastership) how far it knows the log chosen
+    and how long ago it last acknowledged the master."""
+
+    replica_id: ReplicaId
+    peer: str
+    client: str
+    voter: bool
+    master: bool
+    chosen_index: int | None
+    acked_ms_ago: int | None
+
+
+@frozen
+class MemberList:
+    """A `ListMembers`' answer: the membership's `version`, the log index it governs after
+    (its change's, or a snapshot's when the change was compacted into one; 0: the cell's
+    first membership), the master's chosen index, and its members in id order."""
+
+    version: int
+    index: int
+    chosen_index: int
+    members: tuple[MemberInfo, ...]
+
+
+@frozen
+class MembershipDone:
+    """A `ChangeMembership`'s answer: the membership is at `version`, made by the change
+    chosen at `index`; `already` if it was so before this call."""
+
+    version: int
+    index: int
+    already: bool
+
+
 SessionResult = (
     SessionCreated
     | LeaseExtended
@@ -548,4 +634,6 @@ SessionResult = (
     | LockInfo
     | SessionEnding
     | SnapshotChunk
+    | MemberList
+    | MembershipDone
 )

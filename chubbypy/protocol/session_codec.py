@@ -20,6 +20,7 @@ from chubbypy.protocol._plain import (
     uint64,
 )
 from chubbypy.protocol.client import PRINCIPAL_CHARS_MAX
+from chubbypy.protocol.codec import address_from_plain, replica_id_from_plain
 from chubbypy.protocol.namespace import Create, LockMode, MultiOp, SimpleWrite, Stat
 from chubbypy.protocol.namespace_codec import (
     result_from_plain,
@@ -44,7 +45,9 @@ from chubbypy.protocol.session import (
     SNAPSHOT_DIGEST_BYTES,
     STATE_CHECKSUM_BYTES,
     AcquireLock,
+    AddLearner,
     CallDone,
+    ChangeMembership,
     CheckSequencer,
     CloseHandle,
     CloseSession,
@@ -60,16 +63,23 @@ from chubbypy.protocol.session import (
     KeepAlive,
     KillSession,
     LeaseExtended,
+    ListMembers,
     ListSessions,
     Locked,
     LockHolderInfo,
     LockInfo,
     LockWaiterInfo,
+    MemberInfo,
+    MemberList,
+    MembershipDone,
+    MembershipStep,
     NodeRead,
     Open,
     PoisonHandle,
+    Promote,
     ReadNode,
     ReleaseLock,
+    Remove,
     SequencerValidity,
     SessionCall,
     SessionCreated,
@@ -80,7 +90,14 @@ from chubbypy.protocol.session import (
     SessionResult,
     SnapshotChunk,
 )
-from chubbypy.protocol.values import HandleId, SessionId
+from chubbypy.protocol.values import (
+    LEARNERS_MAX,
+    LOG_INDEX_MAX,
+    MEMBERSHIP_VERSION_MAX,
+    VOTERS_MAX,
+    HandleId,
+    SessionId,
+)
 
 PATH_CHARS_MAX = 4096
 EVENTS_MAX = 100_000
@@ -122,7 +139,22 @@ def call_to_plain(call: SessionCall) -> list[Any]:
             return [15, session_id]
         case GetSnapshot(index, offset):
             return [16, index, offset]
+        case ListMembers():
+            return [17]
+        case ChangeMembership(step, if_version):
+            return [18, _step(step), if_version]
     raise AssertionError(call)
+
+
+def _step(step: MembershipStep) -> list[Any]:
+    match step:
+        case AddLearner(replica_id, peer, client):
+            return [1, replica_id, peer, client]
+        case Promote(replica_id):
+            return [2, replica_id]
+        case Remove(replica_id, force):
+            return [3, replica_id, force]
+    raise AssertionError(step)
 
 
 def _event(event: SessionEvent) -> list[Any]:
@@ -169,6 +201,12 @@ def session_result_to_plain(result: SessionResult) -> list[Any]:
             return [10, found, already, ends_in_ms]
         case SnapshotChunk(index, total_bytes, digest, checksum, offset, data):
             return [11, index, total_bytes, digest, checksum, offset, data]
+        case MemberList(version, index, chosen_index, members):
+            plain = [[m.replica_id, m.peer, m.client, m.voter, m.master, m.chosen_index,
+                      m.acked_ms_ago] for m in members]  # fmt: skip
+            return [12, version, index, chosen_index, plain]
+        case MembershipDone(version, index, already):
+            return [13, version, index, already]
     raise AssertionError(result)
 
 
@@ -306,7 +344,66 @@ _CALLS: dict[int, tuple[int, Callable[[list[Any]], SessionCall]]] = {
     14: (1, lambda f: GetLockInfo(_text(f[0], PATH_CHARS_MAX, "path"))),
     15: (1, lambda f: KillSession(_session_id(f[0]))),
     16: (2, lambda f: _to_get_snapshot(f)),
+    17: (0, lambda f: ListMembers()),
+    18: (2, lambda f: ChangeMembership(_to_step(f[0]), _version(f[1], 0))),
 }
+
+
+def _version(data: Any, low: int = 1) -> int:
+    version = uint64(data, low)
+    if version > MEMBERSHIP_VERSION_MAX:
+        raise DecodeError(f"membership version {version}: at most {MEMBERSHIP_VERSION_MAX}")
+    return version
+
+
+def _log_index(data: Any) -> int:
+    index = uint64(data)
+    if index > LOG_INDEX_MAX:
+        raise DecodeError(f"log index {index}: at most {LOG_INDEX_MAX}")
+    return index
+
+
+def _index_or_unknown(data: Any) -> int | None:
+    return None if data is None else _log_index(data)
+
+
+def _to_step(data: Any) -> MembershipStep:
+    plain = array(data)
+    if not plain:
+        raise DecodeError("an empty membership step")
+    kind, fields = plain[0], plain[1:]
+    if kind == 1 and len(fields) == 3:
+        return AddLearner(
+            replica_id_from_plain(fields[0]),
+            address_from_plain(fields[1]),
+            address_from_plain(fields[2]),
+        )
+    if kind == 2 and len(fields) == 1:
+        return Promote(replica_id_from_plain(fields[0]))
+    if kind == 3 and len(fields) == 2:
+        return Remove(replica_id_from_plain(fields[0]), boolean(fields[1]))
+    raise DecodeError(f"unknown membership step {kind!r:.20} of {len(fields)} fields")
+
+
+def _to_member_info(data: Any) -> MemberInfo:
+    rid, peer, client, voter, master, chosen, acked = array(data, 7)
+    return MemberInfo(
+        replica_id_from_plain(rid),
+        address_from_plain(peer),
+        address_from_plain(client),
+        boolean(voter),
+        boolean(master),
+        _index_or_unknown(chosen),
+        None if acked is None else uint64(acked),
+    )
+
+
+def _to_member_list(f: list[Any]) -> MemberList:
+    members = array(f[3])
+    if not 1 <= len(members) <= VOTERS_MAX + LEARNERS_MAX:
+        raise DecodeError(f"a membership of {len(members)} members")
+    members_info = tuple(_to_member_info(m) for m in members)
+    return MemberList(_version(f[0]), _log_index(f[1]), _log_index(f[2]), members_info)
 
 
 def _to_stat(data: Any) -> Stat:
@@ -473,6 +570,8 @@ _RESULTS: dict[int, tuple[int, Callable[[list[Any]], SessionResult]]] = {
     9: (9, _to_lock_info),
     10: (3, _to_session_ending),
     11: (6, _to_snapshot_chunk),
+    12: (4, _to_member_list),
+    13: (3, lambda f: MembershipDone(_version(f[0]), _log_index(f[1]), boolean(f[2]))),
 }
 
 

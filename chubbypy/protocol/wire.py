@@ -48,6 +48,7 @@ from chubbypy.protocol.client import (
     CLIENT_CREDENTIAL_BYTES,
     ENDPOINT_CHARS_MAX,
     ERROR_MESSAGE_CHARS_MAX,
+    MEMBER_ROLES,
     NAME_CHARS_MAX,
     PEER_NONCE_BYTES,
     PEER_PROOF_BYTES,
@@ -163,6 +164,8 @@ def _status(s: ReplicaStatus) -> list[Any]:
         s.master_hint,
         s.uptime_ms,
         s.checksum_mismatches,
+        s.member_role,
+        s.membership_version,
     ]
 
 
@@ -376,7 +379,9 @@ def _to_read_result(data: Any) -> ReadResult:
 
 
 def _to_status(data: Any) -> ReplicaStatus:
-    f = array(data, 15)
+    f = array(data, 17)
+    if f[15] not in MEMBER_ROLES:
+        raise DecodeError(f"unknown member role {f[15]!r:.20}")
     return ReplicaStatus(
         replica_id=_replica_id(f[0]),
         role=_to_replica_role(f[1]),
@@ -393,6 +398,8 @@ def _to_status(data: Any) -> ReplicaStatus:
         master_hint=_optional_replica_id(f[12]),
         uptime_ms=uint64(f[13]),
         checksum_mismatches=uint64(f[14]),
+        member_role=text(f[15]),
+        membership_version=uint64(f[16]),
     )
 
 

@@ -396,8 +396,8 @@ class Cell:
         batch = self.take(match)
         for envelope in batch:
             rid = envelope.recipient
-            if self.isolated & {envelope.sender, rid}:
-                continue
+            if self.isolated & {envelope.sender, rid} or rid not in self.nodes:
+                continue  # lost (cut off, or to a replica no one started)
             message = envelope.message
             refused = self.nodes[rid].peer_message_received(self.now[rid], envelope.sender, message)
             assert refused is None, refused  # every node here is correct: none sends garbage

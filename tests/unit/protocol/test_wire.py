@@ -516,7 +516,7 @@ def replaced(base: list[Any], position: int, value: object) -> list[Any]:
 
 
 STAT = [1, 1, 0, 0, 0, ["r", "w", "c"], False, False, 3]
-STATUS = ["r1", "master", 3, "7.r2", 10, 10, 1, 12, 0, True, True, 500, "r1", 1000, 0]
+STATUS = ["r1", "master", 3, "7.r2", 10, 10, 1, 12, 0, True, True, 500, "r1", 1000, 0, "voter", 1]
 SESSION_INFO = [7, "me", "live", 900, 2, [["/ls/c/l", "exclusive"]], 1, ["/ls/c/e"], 1, 0, "alice"]
 HOLDER = [7, "me", "alice", "shared", 1000]
 WAITER = [8, "you", "", "exclusive", 250]
@@ -705,7 +705,7 @@ BAD: dict[str, bytes] = {
     "negative lease remaining": pack([24, 1, replaced(STATUS, 11, -1)]),
     "ballot text too long": pack([24, 1, replaced(STATUS, 3, "7." + "r" * 300)]),
     "unknown error code 0": pack(replaced(E, 2, 0)),
-    "unknown error code 28": pack(replaced(E, 2, 28)),
+    "unknown error code 32": pack(replaced(E, 2, 32)),
     "error code as string": pack(replaced(E, 2, "NOT_MASTER")),
     "negative request id in an error": pack(replaced(E, 1, -1)),
     "error message too long": pack(replaced(E, 3, "m" * (ERROR_MESSAGE_CHARS_MAX + 1))),
