@@ -84,6 +84,20 @@ Usage::
                             --rename-cell: its names move to /ls/<cell>) and a used
                             directory; the old cell's sessions are ended (their locks free
                             after their lock-delay once the cell runs)
+    member list             the cell's membership: each replica's role (voter or learner),
+                            whether it is master, how far it knows the log chosen and when
+                            it last acknowledged the master
+    member add ID --peer ADDRESS --client ADDRESS [--if-version N]
+                            add replica ID (started with an empty data directory and no
+                            --bootstrap) as a learner: it takes the log, never votes
+    member promote ID [--wait S] [--if-version N]
+                            make learner ID a voter once it has caught up (--wait: ask again
+                            for S seconds while it is NOT_CAUGHT_UP)
+    member remove ID [--force] [--if-version N]
+                            remove ID (the master too: it hands over at once); refused if it
+                            would leave fewer than 3 voters, or (unless --force) fewer live
+                            voters than a quorum. Operators only (the ACL "admin"); a change
+                            the membership already shows is answered at once (exit 0)
     completion bash|zsh     a completion script: eval "$(chubbypy completion bash)"
     serve, cell             run one replica, or a whole cell (see ``chubbypy serve -h``)
 
@@ -154,6 +168,11 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
             int, "found": bool (false: no such session), "already": bool (it was ending
             before: nothing changed), "ends_in_ms": int (its lease's rest, at the master)
     lock-info "path", "lock": LOCK
+    member  list: "version", "index" (the log index it governs after), "chosen_index",
+            "members": [{"replica_id", "role": "voter" | "learner", "master": bool,
+            "peer", "client": str, "chosen_index": int | null, "acked_ms_ago": int |
+            null}, ...]; add, promote, remove: "action", "replica_id", "version", "index",
+            "already": bool (the membership showed it before: nothing changed)
     snapshot "action": "save" or "restore", "file"; save: "index", "checksum" (hex),
             "bytes", "created" (ISO 8601 UTC); restore: "data_dir", "source_cell",
             "index" (the file's), "restored_index" (after the old sessions' end),
@@ -244,6 +263,11 @@ from chubbypy.protocol.errors import (
 )
 from chubbypy.protocol.namespace import AclNames, Contents, DirEntry, Stat
 from chubbypy.protocol.session import HandleMode
+from chubbypy.protocol.values import (
+    MEMBER_ADDRESS_CHARS_MAX,
+    MEMBERSHIP_VERSION_MAX,
+    REPLICA_ID_CHARS_MAX,
+)
 
 if TYPE_CHECKING:
     from chubbypy.config import CellConfig
@@ -317,6 +341,8 @@ class CellClient(Protocol):
     def end_session(self, session_id: int) -> Any: ...
     def lock_info(self, path: str) -> Any: ...
     def snapshot(self, progress: Callable[[int, int], None] | None = None) -> Any: ...
+    def members(self) -> Any: ...
+    def change_membership(self, step: Any, if_version: int = 0) -> Any: ...
     def open(self, path: str, *, mode: HandleMode = ...) -> AclHandle: ...
     def close(self) -> None: ...
 
@@ -441,6 +467,8 @@ def run(
             return _execute_lasting(client, invocation, stdout, stderr, as_json)
         if args.command == "snapshot":
             return _snapshot(client, invocation, target, stdout, stderr, as_json)
+        if args.command == "member":
+            return _member(client, invocation, stdout, stderr, as_json)
         return _execute(client, invocation, stdout, stderr, as_json)
     finally:
         client.close()
@@ -602,6 +630,41 @@ def _snapshot(
     header = {"schema": SCHEMA, "command": "snapshot", "action": args.action, "cell": cell}
     if isinstance(outcome, snapshots.Refused):
         print(f"chubbypy snapshot {args.action}: {outcome.code}: {shown(outcome.message)}",
+              file=stderr)  # fmt: skip
+        if as_json:
+            failure = {"code": outcome.code, "message": outcome.message,
+                       "exit_code": outcome.exit_code}  # fmt: skip
+            write_json(stdout, {**header, "ok": False, "path": None, "error": failure})
+        return outcome.exit_code
+    if as_json:
+        write_json(stdout, {**header, "ok": True, **outcome.document})
+    else:
+        stdout.write(f"{shown(outcome.text)}\n".encode())
+        stdout.flush()
+    return EXIT_OK
+
+
+def _member(
+    client: CellClient, invocation: Invocation, stdout: BinaryIO, stderr: IO[str], as_json: bool
+) -> int:
+    """``member list|add|promote|remove``: `chubbypy._cli_member`, printed as every command is."""
+    from chubbypy import _cli_member as members
+
+    args = invocation.args
+    if args.action == "list":
+        outcome = members.listed(client)
+    else:
+        outcome = members.change(
+            client,
+            members.step_of(args),
+            if_version=args.if_version or 0,
+            wait_seconds=getattr(args, "wait", None) or 0.0,
+            progress=lambda line: print(f"chubbypy member {args.action}: {line}", file=stderr),
+        )
+    header = {"schema": SCHEMA, "command": "member", "action": args.action,
+              "cell": invocation.cell}  # fmt: skip
+    if isinstance(outcome, members.Refused):
+        print(f"chubbypy member {args.action}: {outcome.code}: {shown(outcome.message)}",
               file=stderr)  # fmt: skip
         if as_json:
             failure = {"code": outcome.code, "message": outcome.message,
@@ -815,6 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh"))
     _add_snapshot_commands(commands, common)
+    _add_member_commands(commands, common)
     complete = commands.add_parser("__complete", parents=[common])  # used by the scripts
     complete.add_argument("word", nargs="?", default="")
     _add_server_commands(commands)
@@ -925,6 +989,62 @@ def _add_lock_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
     leader = commands.add_parser("leader", parents=[common], help="who leads an election")
     leader.add_argument("path")
+
+
+def _add_member_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    member = commands.add_parser(
+        "member", parents=[common], help="list or change the cell's members (replace a replica)"
+    )
+    actions = member.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[common], help="every member, its role and progress")
+    add = actions.add_parser("add", parents=[common], help="add a new replica as a learner")
+    promote = actions.add_parser("promote", parents=[common], help="make a learner a voter")
+    remove = actions.add_parser("remove", parents=[common], help="remove a member")
+    for parser in (add, promote, remove):
+        parser.add_argument("replica_id", metavar="ID", type=_replica_id_argument)
+        parser.add_argument(
+            "--if-version", type=_version_argument, metavar="N",
+            help="only if the membership is at version N (member list shows it)",
+        )  # fmt: skip
+    for option, who in (("--peer", "the other replicas"), ("--client", "clients")):
+        add.add_argument(
+            option, required=True, type=_address_argument, metavar="ADDRESS",
+            help=f"where {who} reach it (host:port or an endpoint)",
+        )  # fmt: skip
+    promote.add_argument("--wait", type=float, metavar="SECONDS",
+                         help="ask again while it is catching up, for this long")  # fmt: skip
+    remove.add_argument("--force", action="store_true",
+                        help="even if fewer live voters than a quorum would remain")  # fmt: skip
+
+
+def _replica_id_argument(text: str) -> str:
+    if not 1 <= len(text) <= REPLICA_ID_CHARS_MAX or not text.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"a replica id is 1 to {REPLICA_ID_CHARS_MAX} printable characters"
+        )
+    return text
+
+
+def _version_argument(text: str) -> int:
+    try:
+        version = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r:.40} is not a version number") from None
+    if not 1 <= version <= MEMBERSHIP_VERSION_MAX:
+        raise argparse.ArgumentTypeError(f"a version is 1 to {MEMBERSHIP_VERSION_MAX}")
+    return version
+
+
+def _address_argument(text: str) -> str:
+    try:
+        client_endpoint_string(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not 1 <= len(text) <= MEMBER_ADDRESS_CHARS_MAX:
+        raise argparse.ArgumentTypeError(
+            f"an address is at most {MEMBER_ADDRESS_CHARS_MAX} characters"
+        )
+    return text
 
 
 def _add_snapshot_commands(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -6,11 +6,12 @@ this order: a change the membership already shows is answered at once (`already`
 after a lost answer or a fail-over is harmless); `if_version`; the step's own sense (an id
 added must be new, one promoted a learner, one removed a member); the one rule of a change
 (`chubbypy.paxos.successor_problem`); then the gates that keep the cell available: a
-learner is promoted only once it has caught up (acknowledged the master lately and knows
-nearly all the log chosen: NOT_CAUGHT_UP otherwise), and a removal must leave a quorum of
-live voters unless forced. The core then proposes it once its window is empty; the answer
-goes out when the core says it is chosen (`chosen`), and a mastership that ends first
-answers NOT_MASTER (the client asks the next master, which answers `already` if it was).
+learner is promoted only once it has caught up (done rebuilding, acknowledged the master
+within two heartbeats, knowing the log chosen to within one catch-up page: NOT_CAUGHT_UP
+otherwise), and a removal must leave a quorum of live voters unless forced. The core then
+proposes it once its window is empty; the answer goes out when the core says it is chosen
+(`chosen`), and a mastership that ends first answers NOT_MASTER (the client asks the next
+master, which answers `already` if it was).
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ class MemberDesk:
         match step:
             case Promote(replica_id):
                 known = progress.get(replica_id)
-                behind_max = self._settings.limits.proposals_inflight_max
+                # Within one catch-up page of the master: what a lagging voter would fetch
+                # in one round trip (its last acknowledgement is up to a heartbeat old).
+                behind_max = self._settings.limits.catchup_entries_max
                 if known is None or known.acked_tick < recent:
                     heard = (
                         "never"
@@ -155,6 +158,15 @@ class MemberDesk:
                     message = (
                         f"{replica_id} has not acknowledged the master lately (last: {heard}); "
                         "is it running, and can it reach the master?"
+                    )
+                    return Failure(ErrorCode.NOT_CAUGHT_UP, message)
+                if not known.trusted:
+                    # Its rebuild ends once an instance begun after it started is chosen: ask
+                    # for one (a checksum, which also compares its state with ours).
+                    core.request_checksum(core.epoch)
+                    message = (
+                        f"{replica_id} is still rebuilding from its peers (PML §5.1): it votes "
+                        "once it has seen a new instance chosen; ask again in a moment"
                     )
                     return Failure(ErrorCode.NOT_CAUGHT_UP, message)
                 if chosen - known.chosen_index > behind_max:

@@ -220,11 +220,13 @@ class Refused:
 
 @frozen
 class PeerProgress:
-    """What a master knows of one peer: how far the peer knows the log chosen, and the
-    tick (the master's) of the latest message of this mastership it acknowledged."""
+    """What a master knows of one peer: how far the peer knows the log chosen, the tick
+    (the master's) of the latest message of this mastership it acknowledged, and whether
+    its disk is trusted (False: a learner still rebuilding, PML §5.1)."""
 
     chosen_index: LogIndex
     acked_tick: int
+    trusted: bool = True
 
 
 @frozen

@@ -282,6 +282,7 @@ class Replica:
         self._queue: deque[Command | None] = deque()
         self._acked_tick: dict[ReplicaId, int] = {}
         self._peer_chosen: dict[ReplicaId, LogIndex] = {}
+        self._peer_trusted: dict[ReplicaId, bool] = {}
         self._last_send_tick = 0
         self._lease_expiry = 0
         self._had_lease = False
@@ -367,7 +368,7 @@ class Replica:
                 return ballot.replica_id == sender
             case Promise(ballot) | Nack(ballot):
                 return ballot.replica_id == self._id
-            case Accepted(ballot, _, sent_tick) | HeartbeatAck(ballot, sent_tick):
+            case Accepted(ballot, _, sent_tick) | HeartbeatAck(ballot, sent_tick, _):
                 return ballot.replica_id == self._id and sent_tick <= self._tick
             case CatchUpRequest(from_index):
                 return from_index >= 1
@@ -447,7 +448,7 @@ class Replica:
         # Leave the next mastership to the successor, unless it fails to take it.
         self._election_deadline = self._tick + self._timing.lease_ticks + self._jitter()
         for peer in peers:
-            self._send(peer, Resign(ballot, successor or ReplicaId("")))
+            self._send(peer, Resign(ballot, successor or ReplicaId(""), self._chosen_index))
         return True
 
     def _successor(self) -> ReplicaId | None:
@@ -612,7 +613,9 @@ class Replica:
         """For a master, each peer that acknowledged a message of its mastership (learners
         included): what a promotion's catch-up gate and an operator's member list read."""
         return {
-            rid: PeerProgress(self._peer_chosen.get(rid, NO_INDEX), tick)
+            rid: PeerProgress(
+                self._peer_chosen.get(rid, NO_INDEX), tick, self._peer_trusted.get(rid, True)
+            )
             for rid, tick in sorted(self._acked_tick.items())
         }
 
@@ -726,7 +729,8 @@ class Replica:
     def _heartbeat_received(self, sender: ReplicaId, heartbeat: Heartbeat) -> None:
         if not self._take_master_message(sender, heartbeat.ballot):
             return
-        self._send(sender, HeartbeatAck(heartbeat.ballot, heartbeat.sent_tick, self._chosen_index))
+        ack = HeartbeatAck(heartbeat.ballot, heartbeat.sent_tick, self._chosen_index, self._voting)
+        self._send(sender, ack)
         if not self._voting and self._rebuild_floor is None:
             # Instances after the master's last proposed one start after our rebuild began.
             self._rebuild_floor = LogIndex(heartbeat.last_index + 1)
@@ -904,6 +908,9 @@ class Replica:
 
     def _resign_received(self, sender: ReplicaId, resign: Resign) -> None:
         """The master we may be leased to gave up: drop the lease; its successor campaigns."""
+        # What the master knew chosen, at its ballot (a removed master's last word).
+        if resign.ballot == self._promised:
+            self._learn(sender, resign.ballot, resign.chosen_index)
         # Only a lease to that very mastership (same ballot) is released: a Resign delayed
         # past a later mastership of the same replica must not cut that one's lease short.
         if self._lease_holder == sender and resign.ballot == self._promised:
@@ -1005,7 +1012,11 @@ class Replica:
             return
         if self._role is Role.CANDIDATE:
             if self._id not in chain[-1].voters:
+                # The chosen log has removed us: learn it (and stop campaigning) from the
+                # acceptor whose promise told us.
                 self._step_down(StepDownReason.REMOVED)
+                self._catchup_due = 0
+                self._request_catch_up(sender)
                 return
             self._mastership_won(campaign)
         else:
@@ -1217,6 +1228,7 @@ class Replica:
 
     def _heartbeat_ack_received(self, sender: ReplicaId, ack: HeartbeatAck) -> None:
         if self._is_my_mastership(ack.ballot):
+            self._peer_trusted[sender] = ack.trusted
             self._peer_chosen[sender] = max(
                 self._peer_chosen.get(sender, NO_INDEX), ack.chosen_index
             )

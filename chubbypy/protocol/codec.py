@@ -125,8 +125,8 @@ def _message(message: PeerMessage) -> list[Any]:
             return [4, _ballot(ballot), index, sent_tick, chosen_index]
         case Heartbeat(ballot, chosen_index, sent_tick, last_index):
             return [5, _ballot(ballot), chosen_index, sent_tick, last_index]
-        case HeartbeatAck(ballot, sent_tick, chosen_index):
-            return [6, _ballot(ballot), sent_tick, chosen_index]
+        case HeartbeatAck(ballot, sent_tick, chosen_index, trusted):
+            return [6, _ballot(ballot), sent_tick, chosen_index, trusted]
         case Nack(ballot, promised, leased, chosen_index):
             return [7, _ballot(ballot), _ballot(promised), leased, chosen_index]
         case CatchUpRequest(from_index):
@@ -135,8 +135,8 @@ def _message(message: PeerMessage) -> list[Any]:
             return [9, [_entry(e) for e in entries], chosen_index, _membership(membership)]
         case InstallSnapshot(snapshot):
             return [10, _snapshot(snapshot)]
-        case Resign(ballot, successor):
-            return [11, _ballot(ballot), successor]
+        case Resign(ballot, successor, chosen_index):
+            return [11, _ballot(ballot), successor, chosen_index]
     raise AssertionError(message)
 
 
@@ -328,7 +328,7 @@ def _to_promise(f: list[Any]) -> Promise:
 
 
 def _to_resign(f: list[Any]) -> Resign:
-    return Resign(_to_ballot(f[0]), _replica_id(f[1], 0))
+    return Resign(_to_ballot(f[0]), _replica_id(f[1], 0), _index(f[2]))
 
 
 _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
@@ -342,12 +342,12 @@ _MESSAGES: dict[int, tuple[int, Callable[[list[Any]], PeerMessage]]] = {
     ),
     4: (4, lambda f: Accepted(_to_ballot(f[0]), _index(f[1], 1), _tick(f[2]), _index(f[3]))),
     5: (4, lambda f: Heartbeat(_to_ballot(f[0]), _index(f[1]), _tick(f[2]), _index(f[3]))),
-    6: (3, lambda f: HeartbeatAck(_to_ballot(f[0]), _tick(f[1]), _index(f[2]))),
+    6: (4, lambda f: HeartbeatAck(_to_ballot(f[0]), _tick(f[1]), _index(f[2]), _bool(f[3]))),
     7: (4, lambda f: Nack(_to_ballot(f[0]), _to_ballot(f[1]), _bool(f[2]), _index(f[3]))),
     8: (1, lambda f: CatchUpRequest(_index(f[0], 1))),
     9: (3, lambda f: CatchUp(_to_entries(f[0]), _index(f[1]), _to_membership(f[2]))),
     10: (1, lambda f: InstallSnapshot(_to_snapshot(f[0]))),
-    11: (2, _to_resign),
+    11: (3, _to_resign),
 }
 
 

@@ -81,11 +81,15 @@ class Heartbeat:
 
 @frozen
 class HeartbeatAck:
-    """An acceptor took a Heartbeat at `ballot` and granted the sender a lease."""
+    """An acceptor took a Heartbeat at `ballot` and granted the sender a lease.
+
+    `trusted` is False from a learner still rebuilding (PML §5.1): the master promotes a
+    learner only once it is trusted and caught up."""
 
     ballot: Ballot
     sent_tick: int
     chosen_index: LogIndex
+    trusted: bool = True
 
 
 @frozen
@@ -107,11 +111,14 @@ class Resign:
     """The master at `ballot` gave up its mastership and its lease (a graceful stop).
 
     An acceptor leased to it drops the lease at once; `successor` (a peer the master chose
-    as the most caught up, or "" for none) campaigns at once.
+    as the most caught up, or "" for none) campaigns at once. `chosen_index` is how far the
+    master knew the log chosen: a master removed from the cell resigns the moment it learns
+    its removal is chosen, and its peers learn that from this, not from a next heartbeat.
     """
 
     ballot: Ballot
     successor: ReplicaId
+    chosen_index: LogIndex = NO_INDEX
 
 
 @frozen

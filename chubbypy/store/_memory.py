@@ -8,7 +8,7 @@ handed over. It holds only frozen values, so nothing it returns can be changed b
 from __future__ import annotations
 
 from chubbypy.paxos import Durable, HardState, Persisted
-from chubbypy.protocol import Entry, LogIndex, Membership, Snapshot
+from chubbypy.protocol import Entry, LogIndex, Membership, Snapshot, Value
 from chubbypy.store._contract import assert_fits, assert_indices_distinct
 
 
@@ -53,6 +53,14 @@ class MemoryStore:
         """Everything persisted so far, entries sorted by index."""
         entries = tuple(self._entries[index] for index in sorted(self._entries))
         return Persisted(self._hard_state, self._snapshot, entries, self._genesis)
+
+    def holds(self, index: LogIndex, value: Value) -> bool:
+        """Whether `value` is durable here at `index`, or a snapshot covers the index (for
+        the simulator's checkers: a disk-backed store is never asked)."""
+        if self._snapshot is not None and self._snapshot.index >= index:
+            return True
+        entry = self._entries.get(index)
+        return entry is not None and entry.value == value
 
     def close(self) -> None:
         """Nothing to release: the data stays, so a simulated restart can load it again."""

@@ -26,14 +26,15 @@ from chubbypy.client.core import CallSettings, ClientBug, SessionSettings
 from chubbypy.master import MasterTiming
 from chubbypy.namespace import NamespaceLimits
 from chubbypy.node import Auth, NodeBug, NodeSettings, handle_key_for
-from chubbypy.paxos import Bug, Limits, Timing
-from chubbypy.protocol import Envelope, ReplicaId
+from chubbypy.paxos import Bug, ChecksumTaken, Limits, Outcome, Timing, membership_of_ids
+from chubbypy.protocol import Entry, Envelope, Membership, ReplicaId
 from chubbypy.protocol.client import ChecksumReport, ClientRequest, ReplicaAddress, ServerReply
 from chubbypy.testing._calls import ClientProcess
 from chubbypy.testing._checkers import Observer, Violation
 from chubbypy.testing._client import ScriptClient, SimClient
 from chubbypy.testing._lock_checks import LockObserver
 from chubbypy.testing._lock_client import LockBug, SimLockClient
+from chubbypy.testing._members import SimMembershipOperator
 from chubbypy.testing._node import DiskSettings, ReplicaLinks, SimReplica
 from chubbypy.testing._operator import SimOperator
 from chubbypy.testing._registers import CELL
@@ -67,6 +68,8 @@ had: many round trips, disk writes and ticks of a healed network."""
 """How often a narrated run reports progress."""
 
 
+MEMBERS_SEED_MIX = 0x6D656D62657273
+"""Mixed into a run's seed for the membership operator's own generator."""
 KNOWN_BUGS: dict[str, str] = {}
 """Checkers that catch a bug known and filed but not fixed yet, and why: their violations
 are reported apart (`SimResult.known`), and `tests/sim/regression_seeds.txt` keeps a seed
@@ -131,6 +134,10 @@ class SimSettings:
     operator_ends: bool = True
     """While lock clients work (not idle ones), an operator ends a random live session
     now and then (`chubbypy.testing._operator`)."""
+    membership_changes: bool = True
+    """In the random faults' safety phase, an operator replaces replicas: adds a new one
+    as a learner, promotes it, removes an old one, the master among them
+    (`chubbypy.testing._members`)."""
     known_bugs: frozenset[str] = frozenset(KNOWN_BUGS)
     """Checkers whose violations are a known, filed bug: reported apart (`SimResult.known`)."""
     session_lease_seconds: float = 2.0
@@ -209,6 +216,12 @@ class SimCell:
         self.network = Network(self.scheduler, random.Random(self._rng.getrandbits(64)))
         self.observer = Observer(fail_fast=fail_fast, known_bugs=settings.known_bugs)
         self.names = tuple(ReplicaId(f"r{n}") for n in range(1, settings.replicas + 1))
+        """Every replica started so far: the cell's own, then any that joined."""
+        self.seed_names = self.names
+        """The replicas the cell file names: the membership a new cell starts with."""
+        self.retired: set[ReplicaId] = set()
+        """Replicas removed from the membership and stopped for good."""
+        self.members_operator: SimMembershipOperator | None = None
         self.lock_observer = LockObserver(self.observer.violation, lambda: self.scheduler.now)
         buggify_rate = 0.01 if settings.buggify and self._rng.random() < 0.5 else 0.0
         self.nodes = {name: self._make_node(name, buggify_rate) for name in self.names}
@@ -228,6 +241,12 @@ class SimCell:
         self._progress_applied = 0
         self.scripts: dict[str, ScriptClient] = {}
         self.stallers: dict[str, StallingCacher] = {}
+        self._members_rng = random.Random(seed ^ MEMBERS_SEED_MIX)
+        """The membership operator's and new replicas' own randomness: the rest of a run
+        draws as it would without them."""
+        self._memberships: list[tuple[int, Membership]] = [(0, membership_of_ids(self.seed_names))]
+        """Each membership chosen, with its index (the quorum oracle's reference)."""
+        self._oracle_through = 0
         self.elections = 0
         self.healed_at = 0
 
@@ -236,7 +255,7 @@ class SimCell:
         return NodeSettings(
             replica_id=name,
             cell=CELL,
-            addresses=tuple(ReplicaAddress(n, n) for n in self.names),
+            addresses=tuple(ReplicaAddress(n, n) for n in self.seed_names),
             timing=s.timing(),
             limits=s.limits,
             master_timing=s.master_timing(),
@@ -253,11 +272,14 @@ class SimCell:
             node_bugs=s.node_bugs,
         )
 
-    def _make_node(self, name: ReplicaId, buggify_rate: float) -> SimReplica:
+    def _make_node(
+        self, name: ReplicaId, buggify_rate: float, rng: random.Random | None = None
+    ) -> SimReplica:
+        rng = rng or self._rng
         drift_ppm = int(self.settings.clock_drift_max * self.settings.drift_factor * 1_000_000)
         clock = Clock(
-            offset_us=self._rng.randint(0, 10 * SECOND),
-            ppm=self._rng.randint(-drift_ppm, drift_ppm),
+            offset_us=rng.randint(0, 10 * SECOND),
+            ppm=rng.randint(-drift_ppm, drift_ppm),
         )
         links = ReplicaLinks(
             send_peer=self._send_peer,
@@ -265,7 +287,7 @@ class SimCell:
             answer=self._send_reply,
             disconnect=self._disconnected,
             narrate=self._narrate_node,
-            entry_applied=self.lock_observer.entry_applied,
+            entry_applied=self._entry_applied,
         )
         return SimReplica(
             self._node_settings(name),
@@ -274,7 +296,7 @@ class SimCell:
             clock,
             self.scheduler,
             self.observer,
-            random.Random(self._rng.getrandbits(64)),
+            random.Random(rng.getrandbits(64)),
             links,
         )
 
@@ -349,9 +371,14 @@ class SimCell:
 
     def _client(
         self, name: str
-    ) -> SimClient | SimLockClient | SimOperator | ScriptClient | StallingCacher:
+    ) -> (
+        SimClient | SimLockClient | SimOperator | SimMembershipOperator | ScriptClient
+        | StallingCacher
+    ):  # fmt: skip
         if self.operator is not None and name == self.operator.name:
             return self.operator
+        if self.members_operator is not None and name == self.members_operator.name:
+            return self.members_operator
         return (
             self.lock_clients.get(name)
             or self.clients.get(name)
@@ -369,6 +396,75 @@ class SimCell:
         """A client closed its connection to a replica (the replica hears of it, or not)."""
         node = self.nodes[ReplicaId(replica)]
         self.network.send(client, replica, lambda: node.client_gone(client))
+
+    def _entry_applied(
+        self, replica: ReplicaId, entry: Entry, results: tuple[Outcome | ChecksumTaken, ...]
+    ) -> None:
+        self._quorum_oracle(replica, entry)
+        self.lock_observer.entry_applied(replica, entry, results)
+
+    def _quorum_oracle(self, replica: ReplicaId, entry: Entry) -> None:
+        """When an index is first applied anywhere, a majority of the voters of the
+        membership that governs it hold its value on their disks (or in a snapshot past
+        it): a wrong count (a learner counted, the wrong membership) shows here at once,
+        without the unlucky fail-over that would turn it into lost agreement."""
+        index = entry.index
+        if index <= self._oracle_through:
+            return
+        self._oracle_through = index
+        config = self._membership_before(index)
+        voters = config.voters
+        holders = [v for v in voters if v in self.nodes and self.nodes[v].holds(entry)]
+        wiped = any(self.nodes[v].lost_disk for v in voters if v in self.nodes)
+        if len(holders) < config.quorum() and not wiped:
+            self.observer.violation(
+                "quorum",
+                f"{replica} applied index {index}, held durably by {', '.join(holders) or 'none'}"
+                f" alone: not a majority of the voters {', '.join(voters)} (membership "
+                f"version {config.version})",
+            )
+        if entry.value.membership is not None:
+            self._memberships.append((index, entry.value.membership))
+
+    def _membership_before(self, index: int) -> Membership:
+        """The membership that governs `index`: the last change chosen below it."""
+        found = self._memberships[0][1]
+        for changed_at, membership in self._memberships:
+            if changed_at >= index:
+                break
+            found = membership
+        return found
+
+    # ------------------------------------------------------------------ membership
+
+    @property
+    def joined(self) -> int:
+        return len(self.names) - len(self.seed_names)
+
+    def join(self) -> ReplicaId:
+        """Start replica r(n+1) on an empty store without bootstrap: it joins."""
+        name = ReplicaId(f"r{len(self.names) + 1}")
+        rng = self._members_rng
+        node = self.nodes[name] = self._make_node(name, self._buggify_rate, rng)
+        node.joined = True
+        self.names = (*self.names, name)
+        self._say(f"member operator: starts {name} (an empty store, no bootstrap)")
+        node.boot(rebuilding=True)
+        return name
+
+    def removed(self, name: ReplicaId, *, linger: bool) -> None:
+        """`name` left the membership: it lingers, running, or is stopped for good."""
+        node = self.nodes[name]
+        if linger:
+            self._say(f"member operator: {name} is removed and left running")
+            return
+        self._say(f"member operator: {name} is removed and stopped for good")
+        self.retired.add(name)
+        if node.alive:
+            self.crash(name)
+
+    def say(self, line: str) -> None:
+        self._say(line)
 
     def _narrate_node(self, line: str) -> None:
         if "won ballot" in line:
@@ -495,6 +591,13 @@ class SimCell:
             # A stalled process believes what its clock will tell it when it wakes.
             if node.alive and node.core.lease_valid_at(node.local_ticks()):
                 holders.append(name)
+                if name not in node.core.membership.voters:
+                    version = node.core.membership.version
+                    self.observer.violation(
+                        "lease safety",
+                        f"{name} holds a master lease but is no voter of its membership "
+                        f"(version {version})",
+                    )
         self.observer.leases(holders)
 
     def crash(self, name: str) -> None:
@@ -504,7 +607,7 @@ class SimCell:
 
     def restart(self, name: str) -> None:
         node = self.nodes[ReplicaId(name)]
-        if not node.alive:
+        if not node.alive and name not in self.retired:
             self._say(f"fault: restart {name}")
             # A disk lost before the rebuild was written down is still empty: rebuild again
             # (found by the agreement checker, seed 379: it voted with an empty disk).
@@ -718,6 +821,7 @@ class SimCell:
         target = max(self.nodes[name].applier.applied_index for name in self.names)
         deadline = self.scheduler.now + CONVERGENCE_GRACE_US
         applied = self._applied()
+        members = self._memberships[-1][1].member_ids
         while not _converged(applied, target) and self.scheduler.now < deadline:
             self.run_until(min(deadline, self.scheduler.now + 10 * MILLISECOND))
             applied = self._applied()
@@ -728,14 +832,16 @@ class SimCell:
                 f"of the quiet's end to index {target}: applied {applied}",
             )
             return
-        checksums = {name: self.nodes[name].applier.checksum().hex() for name in self.names}
+        checksums = {name: self.nodes[name].applier.checksum().hex() for name in members}
         if len(set(checksums.values())) > 1:
             self.observer.violation(
                 "consistency", f"equal applied index, different state: {checksums}"
             )
 
     def _applied(self) -> dict[str, int]:
-        return {name: self.nodes[name].applier.applied_index for name in self.names}
+        """Each member's applied index (replicas removed from the cell fall behind)."""
+        members = self._memberships[-1][1].member_ids
+        return {name: self.nodes[name].applier.applied_index for name in members}
 
     def result(self) -> SimResult:
         ops = self.observer.operations()
@@ -764,6 +870,23 @@ class SimCell:
             time += int(rng.expovariate(1 / mean) * SECOND) + 50 * MILLISECOND
         if self.lock_clients:
             self._schedule_client_pauses(random.Random(self._rng.getrandbits(64)), fault_end)
+        if self.settings.membership_changes:
+            self._start_members_operator(fault_end)
+
+    def _start_members_operator(self, fault_end: int) -> None:
+        rng = self._members_rng
+        drift_ppm = int(self.settings.clock_drift_max * self.settings.drift_factor * 1_000_000)
+        clock = Clock(rng.randint(0, 10 * SECOND), rng.randint(-drift_ppm, drift_ppm))
+        process = ClientProcess("mop", clock, self.scheduler, self._send_request, self._close)
+        self.members_operator = SimMembershipOperator(
+            self.seed_names,
+            process,
+            random.Random(rng.getrandbits(64)),
+            self.settings.call_settings(),
+            SimChance(random.Random(rng.getrandbits(64)), self._buggify_rate),
+            self,
+        )
+        self.members_operator.start(fault_end)
 
     def _schedule_client_pauses(self, rng: random.Random, fault_end: int) -> None:
         """Freeze lock clients now and then, often for longer than their session lease: a
@@ -833,7 +956,8 @@ class SimCell:
                     # At most one replica rebuilds at a time: losing a second disk before the
                     # first has rebuilt is beyond what a cell can survive.
                     voting = [n for n in alive if self.nodes[n].core.status().voting]
-                    if len(voting) == len(self.names) and alive:
+                    running = [n for n in self.names if n not in self.retired]
+                    if len(voting) == len(running) and alive:
                         self.wipe(alive[int(pick * len(alive))])
                 case "partition" | "one-way":
                     names = list(self.names)

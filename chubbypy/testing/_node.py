@@ -97,6 +97,9 @@ class SimReplica:
         self.store = MemoryStore()
         self.alive = False
         self.lost_disk = False
+        self.joined = False
+        """Started without bootstrap to join the cell (a new replica): while its store is
+        empty it rebuilds at every start, as `chubbypy replica` does without --bootstrap."""
         self.incarnation = 0
         self.paused_until = 0
         self.checksum_requests = True
@@ -157,7 +160,12 @@ class SimReplica:
         however many times it restarts before its first write."""
         persisted = self.store.load()
         empty = persisted.hard_state is None and persisted.snapshot is None
-        return self.lost_disk and empty and not persisted.entries
+        return (self.lost_disk or self.joined) and empty and not persisted.entries
+
+    def holds(self, entry: Entry) -> bool:
+        """Whether this replica's disk holds `entry`'s value at its index (or a snapshot
+        past it): the quorum oracle's question."""
+        return self.store.holds(entry.index, entry.value)
 
     def crash(self) -> list[str]:
         """Stop at once: in-flight disk writes, timers, connections and memory are lost.

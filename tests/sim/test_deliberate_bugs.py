@@ -21,8 +21,10 @@ CASES = [
     (Bug.NO_DEDUPLICATION, "random", 10, {"exactly once"}),
     (Bug.FORGET_ACCEPTED_VALUES, "random", 20, {"agreement", "durability", "liveness"}),
     (Bug.ACCEPTOR_IGNORES_LEASE, "bridge", 10, {"lease safety"}),
-    (Bug.REPLY_BEFORE_PERSIST, "lost-ack", 10, {"agreement", "durability"}),
+    (Bug.REPLY_BEFORE_PERSIST, "lost-ack", 10, {"agreement", "durability", "quorum"}),
     (Bug.SKIP_EPOCH_CHECK, "flapping-master", 10, {"session safety"}),
+    (Bug.COUNT_LEARNER_IN_QUORUM, "random", 5, {"quorum", "agreement", "durability"}),
+    (Bug.REMOVED_MASTER_STAYS, "random", 20, {"lease safety"}),
 ]  # fmt: skip
 
 NODE_CASES = [

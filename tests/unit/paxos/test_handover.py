@@ -30,17 +30,19 @@ def _cell_with_master() -> Cell:
 
 
 def test_a_resigning_master_gives_up_its_lease_before_it_speaks() -> None:
-    """After resign() the master is a follower with no lease, and only then sends Resign."""
+    """After resign() the master is a follower with no lease, and only then sends Resign,
+    with how far it knew the log chosen."""
     cell = _cell_with_master()
     master = cell.replicas[R1]
-    ballot = master.status().ballot
+    ballot, chosen = master.status().ballot, master.status().chosen_index
     assert master.resign()
     assert master.status().role is Role.FOLLOWER
     assert not master.lease_valid()
     readys = drain(master)
     resigns = messages(readys, Resign)
     assert len(resigns) == 2
-    assert all(m == Resign(ballot, resigns[0].successor) for m in resigns)  # type: ignore[union-attr]
+    successor = resigns[0].successor  # type: ignore[union-attr]
+    assert all(m == Resign(ballot, successor, chosen) for m in resigns)
     reasons = [e.reason for r in readys for e in r.events if isinstance(e, SteppedDown)]
     assert reasons == [StepDownReason.RESIGNED]
 

@@ -100,7 +100,7 @@ EDGES: list[tuple[str, Callable[[int], bytes], int]] = [
     ("snapshot index", lambda n: pack([10, [n, b"", PLAIN_MEMBERSHIP]]), LOG_INDEX_MAX),
     ("value epoch", lambda n: pack([3, ballot(), 1, noop(n), 0, 0]), EPOCH_MAX),
     ("accept sent tick", lambda n: pack([3, ballot(), 1, noop(), 0, n]), TICK_MAX),
-    ("heartbeat-ack tick", lambda n: pack([6, ballot(), n, 0]), TICK_MAX),
+    ("heartbeat-ack tick", lambda n: pack([6, ballot(), n, 0, True]), TICK_MAX),
     (
         "command client",
         lambda n: pack([9, [entry(1, [1, 2, [[n, 1, b"", 0]]])], 1, PLAIN_MEMBERSHIP]),
@@ -156,7 +156,7 @@ def test_the_ranges_leave_room_for_what_is_derived_from_them() -> None:
         ("a round with no replica", [5, [3, ""], 0, 0, 0]),
         ("a replica's ballot at round 0", [5, [0, "r2"], 0, 0, 0]),
         ("a replica id too long", [5, [3, "r" * (REPLICA_ID_CHARS_MAX + 1)], 0, 0, 0]),
-        ("a successor id too long", [11, [3, "r2"], "r" * (REPLICA_ID_CHARS_MAX + 1)]),
+        ("a successor id too long", [11, [3, "r2"], "r" * (REPLICA_ID_CHARS_MAX + 1), 0]),
         ("an accept at index 0", [3, ballot(), 0, noop(), 0, 0]),
         ("an accepted at index 0", [4, ballot(), 0, 0, 0]),
         ("a snapshot at index 0", [10, [0, b"", PLAIN_MEMBERSHIP]]),
@@ -373,7 +373,7 @@ def edge_messages(draw: st.DrawFn) -> bytes:
                     [9, [[index, [round_, "r2"], value]], index, PLAIN_MEMBERSHIP],
                     [9, [[1, [round_, "r2"], value]], LOG_INDEX_MAX, PLAIN_MEMBERSHIP],
                     [10, [index, b"not checked here: the node checks snapshots", PLAIN_MEMBERSHIP]],
-                    [11, [round_, "r2"], "r1"],
+                    [11, [round_, "r2"], "r1", 0],
                 ]
             )
         )
