@@ -59,9 +59,12 @@ from chubbypy.protocol.session import (
     SNAPSHOT_CHUNK_BYTES_MAX,
 )
 from chubbypy.protocol.values import (
+    LEARNERS_MAX,
     MESSAGE_COMMANDS_MAX,
     MESSAGE_ENTRIES_MAX,
     VALUE_COMMANDS_MAX,
+    VOTERS_MAX,
+    VOTERS_MIN,
 )
 from chubbypy.protocol.wire import GREETING_BYTES_MAX
 
@@ -599,6 +602,11 @@ CELL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 REPLICA_ID = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 ENDPOINT_KINDS: Final = ("tcp:", "ssl:", "unix:")
 REPLICA_COUNTS: Final = (3, 5)
+"""How many replicas a new cell starts with (``--bootstrap``): three survive one failure,
+five two; an even count adds cost but no tolerance."""
+REPLICAS_LISTED_MAX: Final = VOTERS_MAX + LEARNERS_MAX
+"""The most replicas a cell file lists: a running cell's members change (``chubbypy member``),
+and a new replica's file names itself and the members it dials first."""
 FRAME_LENGTH_MAX: Final = (1 << 32) - 1
 """The largest length a 4-byte frame prefix can state."""
 CLOCK_DRIFT_LIMIT: Final = 0.5
@@ -1038,12 +1046,19 @@ def _storage_url(value: object, problems: _Problems) -> str | None:
 
 def _replicas(value: object, problems: _Problems) -> tuple[ReplicaConfig, ...]:
     if not isinstance(value, list):
-        problems.add("replicas", f"expected a list of 3 or 5 replicas, got {_describe(value)}")
+        problems.add(
+            "replicas",
+            f"expected a list of 3 to {REPLICAS_LISTED_MAX} replicas, got {_describe(value)}",
+        )
         return ()
-    if len(value) not in REPLICA_COUNTS:
-        # Three replicas survive one failure and five survive two; an even count adds cost
-        # but no tolerance, and the core's quorum arithmetic is tested for 3 and 5.
-        problems.add("replicas", f"has {len(value)} replicas: a cell has 3 or 5")
+    if not VOTERS_MIN <= len(value) <= REPLICAS_LISTED_MAX:
+        # A new cell starts with 3 or 5 (serve --bootstrap checks); a running cell's file
+        # may list one more during a replacement, and up to the membership's bounds.
+        problems.add(
+            "replicas",
+            f"has {len(value)} replicas: a cell file lists 3 to {REPLICAS_LISTED_MAX} "
+            "(a new cell starts with 3 or 5)",
+        )
     ids: dict[str, str] = {}
     endpoints: dict[str, str] = {}
     replicas = []

@@ -331,7 +331,12 @@ class ReplicaNode:
         ordered = [m for m in membership.members if m.voter] + [
             m for m in membership.members if not m.voter
         ]
-        replicas = tuple(ReplicaAddress(m.replica_id, m.client) for m in ordered)
+        # The cell file's address for a replica it lists, else the membership's (as the
+        # peers dial: `chubbypy.server._peers.PeerNetwork.members_changed`).
+        listed = {a.replica_id: a.client_endpoint for a in self.settings.addresses}
+        replicas = tuple(
+            ReplicaAddress(m.replica_id, listed.get(m.replica_id, m.client)) for m in ordered
+        )
         return MasterLocation(request_id, self._outbox.master(), epoch, replicas)
 
     def status(self) -> ReplicaStatus:

@@ -561,6 +561,11 @@ class Replica:
         return self._membership
 
     @property
+    def anchored(self) -> bool:
+        """Whether it knows the cell's membership (a new replica learns it from a peer)."""
+        return self._anchored
+
+    @property
     def membership_index(self) -> LogIndex:
         """The index `membership` governs after: its change's (or the snapshot's)."""
         return self._configs[-1][0]

@@ -37,9 +37,10 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
+from chubbypy.client._addresses import client_endpoint_string
 from chubbypy.config import CellConfig
 from chubbypy.node import Registry
-from chubbypy.protocol import Envelope, PeerMessage, ReplicaId
+from chubbypy.protocol import Envelope, Membership, PeerMessage, ReplicaId
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.client import (
     NO_REQUEST,
@@ -385,7 +386,7 @@ class InboundPeer(FramedProtocol):
             self._turn_away(
                 ErrorCode.BAD_REQUEST, "this is the peer port; clients use the client port"
             )
-        elif hello.name not in network.config.replica_ids or hello.name == network.replica_id:
+        elif hello.name not in network.admitted:
             self._turn_away(
                 ErrorCode.PERMISSION_DENIED, f"{hello.name!r} is not another member of this cell"
             )
@@ -427,6 +428,7 @@ class InboundPeer(FramedProtocol):
         network = self._network
         self.peer = peer
         self._state = _Inbound.OPEN
+        network.inbound_opened(self)
         self.limit_frames(
             self.frame_bytes_max,
             "limits.frame_bytes_max, or a whole paxos.batch_bytes_max batch",
@@ -459,6 +461,7 @@ class InboundPeer(FramedProtocol):
 
     def connectionLost(self, reason: TwistedFailure = connectionDone) -> None:
         self._no_longer_unproven()
+        self._network.inbound_closed(self)
         super().connectionLost(reason)
         if self._state is not _Inbound.OPEN and reason.check(SSL.Error):  # type: ignore[no-untyped-call]
             self._network.warnings.warn(
@@ -499,8 +502,14 @@ class PeerNetwork:
             config.limits.frame_bytes_max, config.paxos.batch_bytes_max + FRAGMENT_OVERHEAD_BYTES
         )
         self.message_bytes_max = config.limits.peer_message_bytes_max
-        self._services: dict[ReplicaId, ClientService] = {}
+        self._services: dict[ReplicaId, tuple[str, ClientService]] = {}
+        """Per member we dial: its peer address, and the service that keeps us connected."""
         self._connections: dict[ReplicaId, OutboundPeer] = {}
+        self._inbound: set[InboundPeer] = set()
+        """Inbound connections proven a member (OPEN)."""
+        self.admitted = frozenset(ReplicaId(r.id) for r in config.replicas if r.id != replica_id)
+        """Who may connect: the other members (the cell file's, until the membership is
+        known)."""
         self.dropped = 0
         self._unproven: dict[InboundPeer, str] = {}
         """Inbound connections not yet proven, oldest first, with their source hosts."""
@@ -556,26 +565,65 @@ class PeerNetwork:
         return endpoint.listen(factory)
 
     def connect_all(self) -> None:
-        for replica in self.config.replicas:
-            if replica.id == self.replica_id:
-                continue
-            endpoint = client_endpoint(self._reactor, connect_string(replica.peer))
-            if isinstance(self.authentication, PeerCertificates):
-                endpoint = self.authentication.connecting(endpoint)
-            peer = ReplicaId(replica.id)
-            factory = Factory.forProtocol(self._outbound_factory(peer))
-            service = ClientService(
-                endpoint,
-                factory,
-                # Twisted's default jitter adds up to a second; a peer back in 50 ms
-                # should be reconnected in about that, not a second later.
-                retryPolicy=backoffPolicy(
-                    initialDelay=0.05, maxDelay=0.5, factor=1.6, jitter=_jitter
-                ),
-                clock=self._reactor,
-            )
-            service.startService()
-            self._services[peer] = service
+        """Dial the cell file's replicas (until the node knows the membership)."""
+        self.members_changed(None)
+
+    def members_changed(self, membership: Membership | None) -> None:
+        """Dial and admit exactly the other members of `membership` (None: the cell file's
+        replicas): new members are dialled, removed ones are no longer, and their
+        connections to us are closed (docs/design/membership.md §2.10)."""
+        listed = {ReplicaId(r.id): r.peer for r in self.config.replicas}
+        if membership is None:
+            wanted = dict(listed)
+        else:
+            # Where a member is, the cell file says for a replica it lists (the operator's
+            # own knowledge, as DNS was Chubby's); the membership says for the others.
+            wanted = {m.replica_id: listed.get(m.replica_id, m.peer) for m in membership.members}
+        wanted.pop(self.replica_id, None)
+        self.admitted = frozenset(wanted)
+        for peer, (address, service) in list(self._services.items()):
+            if wanted.get(peer) != address:
+                service.stopService()
+                del self._services[peer]
+                connection = self._connections.pop(peer, None)
+                if connection is not None and connection.transport is not None:
+                    connection.transport.loseConnection()
+        for peer, address in sorted(wanted.items()):
+            if peer not in self._services:
+                self._dial(peer, address)
+        for inbound in [c for c in self._inbound if c.peer not in self.admitted]:
+            log.info(
+                "{me}: closing {peer}'s connection: it is no longer a member",
+                me=self.replica_id, peer=inbound.peer,
+            )  # fmt: skip
+            if inbound.transport is not None:
+                inbound.transport.loseConnection()
+
+    def _dial(self, peer: ReplicaId, address: str) -> None:
+        try:
+            description = connect_string(address)
+        except ValueError:
+            description = client_endpoint_string(address)  # host:port, as an operator types
+        endpoint = client_endpoint(self._reactor, description)
+        if isinstance(self.authentication, PeerCertificates):
+            endpoint = self.authentication.connecting(endpoint)
+        factory = Factory.forProtocol(self._outbound_factory(peer))
+        service = ClientService(
+            endpoint,
+            factory,
+            # Twisted's default jitter adds up to a second; a peer back in 50 ms
+            # should be reconnected in about that, not a second later.
+            retryPolicy=backoffPolicy(initialDelay=0.05, maxDelay=0.5, factor=1.6, jitter=_jitter),
+            clock=self._reactor,
+        )
+        service.startService()
+        self._services[peer] = (address, service)
+
+    def inbound_opened(self, connection: InboundPeer) -> None:
+        self._inbound.add(connection)
+
+    def inbound_closed(self, connection: InboundPeer) -> None:
+        self._inbound.discard(connection)
 
     def _outbound_factory(self, peer: ReplicaId) -> Callable[[], Protocol]:
         return lambda: OutboundPeer(self, peer, self._frame_bytes_max)
@@ -607,5 +655,5 @@ class PeerNetwork:
         return sorted(self._connections)
 
     def stop(self) -> None:
-        for service in self._services.values():
+        for _, service in self._services.values():
             service.stopService()

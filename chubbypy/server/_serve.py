@@ -33,7 +33,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chubbypy.config import CellConfig, ConfigError, load_config
+from chubbypy.config import REPLICA_COUNTS, CellConfig, ConfigError, load_config
 from chubbypy.paxos import Durable, HardState, Persisted
 from chubbypy.protocol import ReplicaId
 from chubbypy.server._admin import admin_site
@@ -116,6 +116,14 @@ def serve_main(args: argparse.Namespace) -> int:
         return 1
     fresh = persisted.hard_state is None
     rebuilding = fresh and not getattr(args, "bootstrap", False)
+    if fresh and not rebuilding and len(config.replicas) not in REPLICA_COUNTS:
+        log.critical(
+            "{replica}: --bootstrap starts a new cell of the cell file's {count} replicas, and "
+            "a new cell has 3 or 5; to grow a running cell, start the new replica without "
+            "--bootstrap and add it with `chubbypy member add`",
+            replica=replica_id, count=len(config.replicas),
+        )  # fmt: skip
+        return 2
     if fresh and not rebuilding:
         # The cell begins: mark the store, so a later start of an empty store means a lost disk.
         store.persist(Durable(hard_state=HardState()))

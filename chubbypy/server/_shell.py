@@ -36,7 +36,7 @@ from chubbypy.node import (
     SendPeer,
 )
 from chubbypy.paxos import Chance, Persisted, persisted_problem
-from chubbypy.protocol import Envelope, PeerMessage, ReplicaId
+from chubbypy.protocol import Envelope, Membership, PeerMessage, ReplicaId
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.client import ChecksumReport, ClientRequest, ServerReply
 from chubbypy.server._store_worker import StoreWorker
@@ -47,6 +47,11 @@ class PeerSender(Protocol):
     def send(self, envelope: Envelope) -> None: ...
 
     def send_checksum(self, recipient: ReplicaId, report: ChecksumReport) -> None: ...
+
+    def members_changed(self, membership: Membership | None) -> None:
+        """Dial, and admit, the members of `membership` (None: the cell file's replicas,
+        while this replica does not know the membership yet)."""
+        ...
 
 
 class ClientLink(Protocol):
@@ -87,6 +92,8 @@ class ReplicaServer:
         self.failed = False
         """Whether the store failed and the replica stopped (its process exits non-zero)."""
         self._peers: PeerSender | None = None
+        self._membership_seen: Membership | None = None
+        """The membership the peer network was last told of."""
         self._clients: dict[ConnectionId, ClientLink] = {}
         self._connection_ids = itertools.count(1)
         self._ticker = LoopingCall(self._ticked)
@@ -171,6 +178,25 @@ class ReplicaServer:
     def _carry_out(self) -> None:
         for output in self.node.take():
             self._do(output)
+        core = self.node.core
+        if core.anchored and core.membership is not self._membership_seen:
+            self._members_changed(core.membership)
+
+    def _members_changed(self, membership: Membership) -> None:
+        """The membership changed (or became known): the peers follow it."""
+        previous, self._membership_seen = self._membership_seen, membership
+        if self._peers is not None:
+            self._peers.members_changed(membership)
+        member = membership.member(self.replica_id)
+        was_member = previous is not None and previous.member(self.replica_id) is not None
+        if member is None and (was_member or previous is None):
+            self.log.warn(
+                "{replica}: removed from cell {cell} at membership version {version}: it no "
+                "longer votes or campaigns (an operator may add it back as a learner)",
+                replica=self.replica_id,
+                cell=self.config.cell,
+                version=membership.version,
+            )
 
     def _do(self, output: Output) -> None:
         match output:

@@ -232,6 +232,22 @@ class LiveCell:
         self.ports = {
             rid: ReplicaPorts(*ports[3 * i : 3 * i + 3]) for i, rid in enumerate(REPLICA_IDS)
         }
+        self._write_document(self.ports)
+
+    def add_replica_config(self, rid: str) -> ReplicaPorts:
+        """Give replica `rid` fresh ports and an entry in the cell file (which the new
+        replica reads: its own endpoints, and the peers it dials first); its ports."""
+        peer, client, admin = free_ports(3)
+        self.ports[rid] = ReplicaPorts(peer, client, admin)
+        self._write_document(self.ports)
+        return self.ports[rid]
+
+    def list_only(self, rids: Iterable[str]) -> None:
+        """Rewrite the cell file to list only `rids` (an operator's file after replacing
+        replicas: clients and the CLI find the cell through it)."""
+        self._write_document({rid: self.ports[rid] for rid in rids})
+
+    def _write_document(self, ports: Mapping[str, ReplicaPorts]) -> None:
         document: dict[str, Any] = {
             "cell": self.name,
             "replicas": [
@@ -241,7 +257,7 @@ class LiveCell:
                     "client": f"{self.client_kind}:{p.client}:interface=127.0.0.1",
                     "admin": f"tcp:{p.admin}:interface=127.0.0.1",
                 }
-                for rid, p in self.ports.items()
+                for rid, p in ports.items()
             ],
             "data_dir": str(self.data_dir),
         }

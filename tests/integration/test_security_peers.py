@@ -26,6 +26,7 @@ import pytest
 from chubbypy.client._errors import ReplicaUnreachable
 from chubbypy.client.blocking import connect
 from chubbypy.node import handle_key_for
+from chubbypy.paxos import membership_of_ids
 from chubbypy.protocol import (
     Ballot,
     CatchUp,
@@ -131,7 +132,7 @@ def forged_messages(cell: LiveCell, master: str, status: dict[str, Any]) -> list
     value = Value(Epoch(status["epoch"]), ValueKind.COMMANDS, (Command(ClientId(1), 99, write),))
     return [
         PeerFrame(Heartbeat(ballot, LogIndex(status["chosen_index"]), 0, index)),
-        PeerFrame(CatchUp((Entry(index, ballot, value),), index)),
+        PeerFrame(CatchUp((Entry(index, ballot, value),), index, membership_of_ids(REPLICA_IDS))),
     ]
 
 
