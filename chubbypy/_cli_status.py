@@ -35,7 +35,7 @@ __all__ = ["LAG_MAX_DEFAULT", "StatusProblem", "problem_json", "status_problems"
 LAG_MAX_DEFAULT: Final = 1000
 """Entries a replica may trail the most advanced one before ``status`` calls it lagging."""
 
-ProblemKind = Literal["unreachable", "lagging", "diverged", "no_master"]
+ProblemKind = Literal["unreachable", "lagging", "diverged", "removed", "no_master"]
 
 
 @frozen
@@ -81,6 +81,13 @@ def status_problems(
                 "a peer's at the same index (its admin port's /status says where)"
             )
             problems.append(StatusProblem("diverged", status.replica_id, where, message))
+        if status.member_role == "removed":
+            message = (
+                "removed: an operator removed it from the cell, and it still runs (stop it, "
+                "and take it out of the cell file)"
+            )
+            problems.append(StatusProblem("removed", status.replica_id, where, message))
+            continue
         lag = top - status.applied_index
         if whole_cell and lag > lag_max:
             message = (

@@ -56,8 +56,9 @@ Usage::
                             every replica's role, epoch, log positions, lease and master,
                             then one line per problem: a replica unreachable, lagging (its
                             applied index more than ENTRIES, default 1000, behind the most
-                            advanced replica's), or diverged (its state checksum differed
-                            from a peer's), or no master (`chubbypy._cli_status`)
+                            advanced replica's), diverged (its state checksum differed
+                            from a peer's), removed from the cell but still running, or no
+                            master (`chubbypy._cli_status`)
     sessions                every live session at the master: state, lease left, open
                             handles, locks held, ephemeral files, the client's principal
                             and description (an operator's command: the ACL "admin")
@@ -211,11 +212,13 @@ and, by command, when ``ok`` is true (STAT and STATUS are defined below)::
              "chosen_index", "applied_index", "first_index", "last_index",
              "snapshot_index", "lease_remaining_ms", "uptime_ms": int, "serving",
              "lease_valid": bool, "master_hint": str | null,
-             "checksum_mismatches": int (not 0: this replica diverged from a peer)}
-    PROBLEM {"kind": "unreachable" | "lagging" | "diverged" | "no_master", "replica_id":
-             str | null, "address": str | null (both null for no_master), "message": str
-             (one line), "lag": int | null (entries behind the most advanced replica,
-             for lagging)}
+             "checksum_mismatches": int (not 0: this replica diverged from a peer),
+             "member_role": "voter" | "learner" | "removed" | "joining",
+             "membership_version": int (0 while joining)}
+    PROBLEM {"kind": "unreachable" | "lagging" | "diverged" | "removed" | "no_master",
+             "replica_id": str | null, "address": str | null (both null for no_master),
+             "message": str (one line), "lag": int | null (entries behind the most
+             advanced replica, for lagging)}
 
 When ``ok`` is false: "path" (the full name, or null) and "error": {"code": the error code's
 name (such as "NO_SUCH_NODE" or "UNAVAILABLE", or "UNHEALTHY" for ``status``), "message":
@@ -1653,6 +1656,8 @@ def status_json(status: ReplicaStatus) -> dict[str, Any]:
         "master_hint": status.master_hint,
         "uptime_ms": status.uptime_ms,
         "checksum_mismatches": status.checksum_mismatches,
+        "member_role": status.member_role,
+        "membership_version": status.membership_version,
     }
 
 

@@ -107,6 +107,7 @@ from chubbypy.protocol import (
     ReplicaId,
 )
 from chubbypy.protocol.client import (
+    MEMBER_ROLES,
     Authenticate,
     Authenticated,
     ChecksumReport,
@@ -361,6 +362,12 @@ class ReplicaNode:
             member_role=self.member_role,
             membership_version=0 if s.membership is None else s.membership.version,
         )
+
+    @property
+    def membership_version(self) -> int:
+        """The version of the membership this replica knows (0 while it joins)."""
+        membership = self.core.status().membership
+        return 0 if membership is None else membership.version
 
     @property
     def member_role(self) -> str:
@@ -671,6 +678,13 @@ class ReplicaNode:
             "1 for this replica's current role.",
             lambda: [((("role", r.value),), float(status().role is r)) for r in Role],
         )
+        m.gauge(
+            "chubbypy_member_role",
+            "1 for this replica's part in the membership it knows.",
+            lambda: [
+                ((("member_role", role),), float(self.member_role == role)) for role in MEMBER_ROLES
+            ],
+        )
         for name, help_text, read in (
             ("chubbypy_epoch", "The current mastership's epoch.", lambda: self.applier.epoch),
             ("chubbypy_chosen_index", "Highest log index known chosen.",
@@ -683,6 +697,9 @@ class ReplicaNode:
              lambda: status().lease_valid),
             ("chubbypy_voting", "0 while the replica rebuilds a lost disk.",
              lambda: status().voting),
+            ("chubbypy_membership_version",
+             "Version of the membership this replica knows (0 while it joins).",
+             lambda: self.membership_version),
             ("chubbypy_queued_commands", "Commands waiting for the pipeline window.",
              lambda: status().queued_commands),
             ("chubbypy_sessions",

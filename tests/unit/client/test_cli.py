@@ -87,6 +87,8 @@ STATUS_KEYS = {
     "master_hint",
     "uptime_ms",
     "checksum_mismatches",
+    "member_role",
+    "membership_version",
 }
 
 
