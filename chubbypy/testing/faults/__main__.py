@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from chubbypy.testing.faults._linearizability import STEPS_MAX_DEFAULT
+from chubbypy.testing.faults._nemesis import KINDS
 
 
 def _say(line: str) -> None:
@@ -35,6 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         loopback=args.loopback,
         keep=args.keep,
         steps_max=args.steps_max,
+        kinds=tuple(args.kinds.split(",")) if args.kinds else KINDS,
     )
     return run(settings, _say)
 
@@ -111,6 +113,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the directory after a pass")
     parser.add_argument("--loopback", action="store_true", help="the loopback variant even as root")
     parser.add_argument("--steps-max", type=int, default=STEPS_MAX_DEFAULT)
+    parser.add_argument(
+        "--kinds", help=f"the kinds of fault, comma-separated (default all: {','.join(KINDS)})"
+    )
 
 
 def main() -> int:

@@ -154,6 +154,8 @@ class Nemesis:
         log: NemesisLog,
         kinds: Sequence[str],
         stop: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], object] | None = None,
     ) -> None:
         assert set(kinds) <= set(KINDS), kinds
         assert network.links_faulty or not set(kinds) & LINK_KINDS, kinds
@@ -163,6 +165,8 @@ class Nemesis:
         self._log = log
         self._kinds = list(kinds)
         self._stop = stop
+        self._clock = clock
+        self._sleep = wait or stop.wait
         self.injected: Counter[str] = Counter()
         self._down: set[str] = set()
         self._paused: set[str] = set()
@@ -173,21 +177,21 @@ class Nemesis:
 
     def run(self, seconds: float) -> None:
         """Episodes until `seconds` have passed (the last one cut short), then heal all."""
-        deadline = time.monotonic() + seconds
+        deadline = self._clock() + seconds
         order = _rounds(self._rng, self._kinds)
         try:
-            while time.monotonic() < deadline and not self._stop.is_set():
+            while self._clock() < deadline and not self._stop.is_set():
                 kind = next(order)
                 low, high = EPISODE_SECONDS[kind]
-                hold = min(self._rng.uniform(low, high), max(0.5, deadline - time.monotonic()))
+                hold = min(self._rng.uniform(low, high), max(0.5, deadline - self._clock()))
                 self._episode(kind, hold)
-                self._wait(min(self._rng.uniform(*QUIET_SECONDS), deadline - time.monotonic()))
+                self._wait(min(self._rng.uniform(*QUIET_SECONDS), deadline - self._clock()))
         finally:
             self.heal()
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
-            self._stop.wait(seconds)
+            self._sleep(seconds)
 
     def _pick(self, master_half: bool = True) -> str:
         """A replica: the master half the time (when there is one), else any."""

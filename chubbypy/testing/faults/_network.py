@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol
@@ -47,7 +48,7 @@ __all__ = [
     "Network",
     "namespaces_problem",
     "nft_faults",
-    "nft_redirect",
+    "nft_tables",
     "proxy_delays",
     "remove_stale",
     "write_delays",
@@ -61,7 +62,11 @@ PROXY_MARK: Final = 0xC0F
 """The firewall mark of the proxy's own outgoing connections, which are not redirected."""
 FAULT_TABLE: Final = "chubbyfaults"
 PROXY_TABLE: Final = "chubbyproxy"
-COMMAND_SECONDS: Final = 20.0
+COMMAND_SECONDS: Final = 120.0
+"""How long an ``ip`` or ``nft`` command may take (the kernel can be slow under load)."""
+SLOW_SECONDS: Final = 2.0
+NETNS_DIRECTORY: Final = "/run/netns"
+"""Where ``ip netns add`` puts its namespaces (what ``ip netns exec`` enters)."""
 
 
 @frozen
@@ -96,8 +101,10 @@ class LinkFaults:
 
 def nft_faults(host: Host, hosts: Sequence[Host], faults: LinkFaults) -> str:
     """The nftables script that gives `host`'s namespace the cuts and drops of `faults`
-    (on the links it sends on), replacing whatever it had; it is applied in one
-    transaction, so no packet sees half of it."""
+    (on the links it sends on), replacing the rules it had. It is applied in one
+    transaction, so no packet sees half of it; and it changes rules only, never the chain,
+    whose hook stays registered (unregistering one waits for the kernel's RCU grace period,
+    which under load took minutes here)."""
     by_name = {h.name: h for h in hosts}
     rules = []
     for sender, receiver in sorted(faults.cut):
@@ -107,24 +114,22 @@ def nft_faults(host: Host, hosts: Sequence[Host], faults: LinkFaults) -> str:
         if sender == host.name and (sender, receiver) not in faults.cut:
             address = by_name[receiver].address
             rules.append(f"ip daddr {address} numgen random mod 100 < {percent} drop")
-    body = "".join(f"\t\t{rule}\n" for rule in rules)
-    return (
-        f"table inet {FAULT_TABLE}\n"
-        f"delete table inet {FAULT_TABLE}\n"
-        f"table inet {FAULT_TABLE} {{\n"
-        "\tchain output {\n"
-        "\t\ttype filter hook output priority 0; policy accept;\n"
-        f"{body}"
-        "\t}\n"
-        "}\n"
+    return f"flush chain inet {FAULT_TABLE} output\n" + "".join(
+        f"add rule inet {FAULT_TABLE} output {rule}\n" for rule in rules
     )
 
 
-def nft_redirect(subnet: str, ports: Iterable[int]) -> str:
-    """The nftables script that sends a namespace's outgoing connections to `ports` in
-    `subnet` through its proxy (all but the proxy's own, which carry its mark)."""
+def nft_tables(subnet: str, ports: Iterable[int]) -> str:
+    """The nftables script that makes a namespace's tables: the faults' chain (empty), and
+    the rule that sends its outgoing connections to `ports` in `subnet` through its proxy
+    (all but the proxy's own, which carry its mark)."""
     listed = ", ".join(str(port) for port in sorted(set(ports)))
     return (
+        f"table inet {FAULT_TABLE} {{\n"
+        "\tchain output {\n"
+        "\t\ttype filter hook output priority 0; policy accept;\n"
+        "\t}\n"
+        "}\n"
         f"table inet {PROXY_TABLE} {{\n"
         "\tchain output {\n"
         "\t\ttype nat hook output priority -100; policy accept;\n"
@@ -261,9 +266,12 @@ class NamespaceNetwork:
 
     links_faulty = True
 
-    def __init__(self, names: Sequence[str], ports: Iterable[int]) -> None:
+    def __init__(
+        self, names: Sequence[str], ports: Iterable[int], say: Callable[[str], None]
+    ) -> None:
         """Make a namespace for each of `names` (the last is the clients'), on a new bridge;
         their outgoing connections to `ports` go through each one's proxy."""
+        self._say = say
         pid = os.getpid()
         self.prefix = f"{PREFIX}{pid}"
         self.subnet = _free_subnet(pid)
@@ -279,7 +287,7 @@ class NamespaceNetwork:
             self._make_bridge()
             for i, host in enumerate(self.hosts.values()):
                 self._make_host(host, f"{self.prefix}v{i}")
-                self._nft(host, nft_redirect(f"{self.subnet}.0/24", ports))
+                self._nft(host, nft_tables(f"{self.subnet}.0/24", ports))
         except BaseException:
             self.close()
             raise
@@ -316,12 +324,17 @@ class NamespaceNetwork:
         _run([*inside, "link", "set", "lo", "up"])
 
     def _nft(self, host: Host, script: str) -> None:
-        assert host.namespace is not None
-        _run(["ip", "netns", "exec", host.namespace, "nft", "-f", "-"], stdin=script)
+        started = time.monotonic()
+        _run(self.wrap(host, ["nft", "-f", "-"]), stdin=script)
+        took = time.monotonic() - started
+        if took > SLOW_SECONDS:
+            self._say(f"nft in {host.name}'s namespace took {took:.1f} s (the kernel is slow)")
 
     def wrap(self, host: Host, argv: Sequence[str]) -> list[str]:
+        """`argv` in `host`'s network namespace (nsenter: the network only, no other set-up,
+        and the process is `argv` itself, so signals reach it)."""
         assert host.namespace is not None
-        return ["ip", "netns", "exec", host.namespace, *argv]
+        return ["nsenter", f"--net={NETNS_DIRECTORY}/{host.namespace}", "--", *argv]
 
     def apply(self, faults: LinkFaults) -> None:
         hosts = list(self.hosts.values())
@@ -330,8 +343,14 @@ class NamespaceNetwork:
 
     def ruleset(self, host: Host) -> str:
         """What `host`'s firewall holds now (for the failure report)."""
-        assert host.namespace is not None
-        return _run(["ip", "netns", "exec", host.namespace, "nft", "list", "ruleset"], check=False)
+        return self.run(host, ["nft", "list", "ruleset"])
+
+    def run(self, host: Host, argv: Sequence[str]) -> str:
+        """What `argv` prints on `host` (its errors too: this is for reports)."""
+        done = subprocess.run(
+            self.wrap(host, argv), capture_output=True, text=True, timeout=COMMAND_SECONDS
+        )
+        return done.stdout + done.stderr
 
     def close(self) -> None:
         for undo in reversed(self._made):

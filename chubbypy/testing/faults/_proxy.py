@@ -1,7 +1,7 @@
 """The fault suite's delaying proxy: one per network namespace, in the path of every connection.
 
 Test support. This kernel has no ``tc netem``, so delay is made here. The namespace's
-nftables rule (`chubbypy.testing.faults._network.nft_redirect`) redirects each outgoing
+nftables rule (`chubbypy.testing.faults._network.nft_tables`) redirects each outgoing
 connection to a peer or client port to this proxy, on the namespace's own loopback; the
 proxy finds where the connection was going (``SO_ORIGINAL_DST``), opens its own connection
 there (marked, so the rule lets it pass, and from the namespace's address, so the other end

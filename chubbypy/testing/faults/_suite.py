@@ -94,6 +94,8 @@ class Settings:
     keep: bool = False
     """Keep the run's directory even when every check passes."""
     steps_max: int = STEPS_MAX_DEFAULT
+    kinds: tuple[str, ...] = KINDS
+    """The kinds of fault to inject (those that need namespaces are left out without)."""
 
 
 def _python() -> list[str]:
@@ -388,7 +390,7 @@ def _open_network(settings: Settings, names: list[str], say: Callable[[str], Non
     problem = "asked for (--loopback)" if settings.loopback else namespaces_problem()
     if problem is None:
         remove_stale(say)
-        return NamespaceNetwork(names, (PEER_PORT, CLIENT_PORT))
+        return NamespaceNetwork(names, (PEER_PORT, CLIENT_PORT), say)
     say(
         f"network namespaces unavailable ({problem}): running the loopback variant "
         "(kill, pause, restart and clock skew; no partitions, drops or delays)"
@@ -399,11 +401,14 @@ def _open_network(settings: Settings, names: list[str], say: Callable[[str], Non
 def run(settings: Settings, say: Callable[[str], None]) -> int:
     """One fault run; its exit status (0: every check passed). See the module docstring."""
     directory = settings.directory
+    if directory.exists() and any(directory.iterdir()):
+        say(f"{directory} is not empty (a kept run?): name another directory, or remove it")
+        return 2
     directory.mkdir(parents=True, exist_ok=True)
     replicas = [f"r{i + 1}" for i in range(settings.replicas)]
     network = _open_network(settings, [*replicas, CLIENTS], say)
     say(f"hosts: {network.describe()}")
-    kinds = [k for k in KINDS if network.links_faulty or k not in LINK_KINDS]
+    kinds = [k for k in settings.kinds if network.links_faulty or k not in LINK_KINDS]
     cell = FaultCell(network, directory, replicas)
     workers: list[tuple[str, subprocess.Popen[bytes]]] = []
     problems: list[str] = []
@@ -436,6 +441,8 @@ def run(settings: Settings, say: Callable[[str], None]) -> int:
         recovered = cell.wait_ready(RECOVER_SECONDS)
         log.event("faults over", master=recovered)
         if recovered is None:
+            _record_statuses(cell, directory / "statuses-unrecovered.json", say)
+            _record_network(network, directory / "network-unrecovered.txt")
             problems.append(
                 f"the cell did not serve again with every replica within {RECOVER_SECONDS:g} s "
                 "of the faults' end"
@@ -456,6 +463,29 @@ def run(settings: Settings, say: Callable[[str], None]) -> int:
         log.close()
     report = check_history(read_history(directory), settings.steps_max)
     return _finish(settings, cell, problems, report, injected, say)
+
+
+def _record_statuses(cell: FaultCell, path: Path, say: Callable[[str], None]) -> None:
+    """What each replica says of itself now, in `path` and in short."""
+    statuses = {replica: cell.status(replica) for replica in cell.replicas}
+    path.write_text(json.dumps(statuses, indent=2))
+    for replica, status in statuses.items():
+        if status is None:
+            say(f"{replica}: no answer on its admin port")
+            continue
+        short = {key: status.get(key) for key in ("role", "serving", "master_hint", "epoch")}
+        say(f"{replica}: {json.dumps(short)}")
+
+
+def _record_network(network: Network, path: Path) -> None:
+    """Each host's firewall rules and TCP connections now (namespaces only)."""
+    if not isinstance(network, NamespaceNetwork):
+        return
+    parts = []
+    for host in network.hosts.values():
+        parts.append(f"=== {host.name} {host.address}\n{network.ruleset(host)}")
+        parts.append(network.run(host, ["ss", "-tnoi"]))
+    path.write_text("\n".join(parts))
 
 
 def _monitor(cell: FaultCell, stop: threading.Event) -> None:
