@@ -7,6 +7,9 @@ progress. The kinds, in a shuffled order that covers every kind before any repea
 * ``partition-majority``: a random minority of the replicas cut off from the majority (both
   ways; the clients still reach everyone);
 * ``partition-master``: the master cut off from every other replica and from the clients;
+* ``partition-clients``: one of the two clients' hosts cut off from every replica, for
+  longer than a session lease: its sessions end and their locks go to the other host's
+  clients, while its own believe they still hold them until they hear otherwise;
 * ``partition-one-way``: the master's packets to the others dropped, or theirs to it (the
   master then still hears, or is still heard, by the others);
 * ``partition-bridge``: two sides that cannot reach each other, and one replica that reaches
@@ -17,6 +20,10 @@ progress. The kinds, in a shuffled order that covers every kind before any repea
 * ``pause``: a replica (the master half the time) stopped with SIGSTOP for longer than the
   master lease, then continued (SIGCONT);
 * ``restart``: a replica stopped gracefully (SIGTERM) and started again;
+* ``pause-client``: a client process (a lock holder's two times in three) stopped with
+  SIGSTOP for longer than a session lease, then continued: it wakes with a session that
+  ended, holding a sequencer that another holder has since superseded, and a cache that
+  must not be read;
 * ``skew``: the master's clock slowed and every other replica's sped up by the most the
   cell's ``paxos.clock_drift_max`` allows (the direction that tests the lease's margin),
   and in the episode's second half the master cut off (or, without namespaces, paused),
@@ -52,6 +59,8 @@ KINDS: Final = (
     "kill",
     "pause",
     "restart",
+    "pause-client",
+    "partition-clients",
     "skew",
 )
 LINK_KINDS: Final = frozenset(
@@ -60,6 +69,7 @@ LINK_KINDS: Final = frozenset(
         "partition-master",
         "partition-one-way",
         "partition-bridge",
+        "partition-clients",
         "drop",
         "delay",
     }
@@ -76,6 +86,8 @@ EPISODE_SECONDS: Final = {
     "kill": (1.0, 4.0),
     "pause": (1.5, 4.0),
     "restart": (0.5, 2.0),
+    "pause-client": (4.0, 7.0),
+    "partition-clients": (4.0, 7.0),
     "skew": (4.0, 8.0),
 }
 """How long each kind of fault is held, at random between these (seconds)."""
@@ -88,8 +100,13 @@ class CellControl(Protocol):
     """What the nemesis does to the cell's replica processes."""
 
     replicas: Sequence[str]
-    clients: str
-    """The clients' host."""
+    client_hosts: Sequence[str]
+
+    @property
+    def client_processes(self) -> Sequence[str]:
+        """The client processes, by name (``w2-lock``); a lock workload's ends in -lock."""
+        ...
+
     clock_drift_max: float
     master_lease_seconds: float
 
@@ -108,6 +125,10 @@ class CellControl(Protocol):
     def resume(self, replica: str) -> None: ...
 
     def set_clock_rate(self, replica: str, rate: float) -> None: ...
+
+    def pause_client(self, name: str) -> None: ...
+
+    def resume_client(self, name: str) -> None: ...
 
     def set_delays(self, faults: LinkFaults) -> None:
         """Give every proxy the delays of `faults`."""
@@ -170,6 +191,7 @@ class Nemesis:
         self.injected: Counter[str] = Counter()
         self._down: set[str] = set()
         self._paused: set[str] = set()
+        self._paused_clients: set[str] = set()
         self._skewed = False
         self._faults = LinkFaults()
 
@@ -221,6 +243,10 @@ class Nemesis:
                 self._pause(hold)
             case "restart":
                 self._restart(hold)
+            case "pause-client":
+                self._pause_client(hold)
+            case "partition-clients":
+                self._partition_clients(hold)
             case "skew":
                 self._skew(hold)
 
@@ -252,9 +278,15 @@ class Nemesis:
             self._pick(master_half=False) if self._cell.master() is None else self._cell.master()
         )
         assert master is not None
-        others = [h for h in (*self._cell.replicas, self._cell.clients) if h != master]
+        others = [h for h in self._hosts() if h != master]
         cut = {(master, other) for other in others} | {(other, master) for other in others}
         self._cut(hold, "partition-master", cut, master=master)
+
+    def _partition_clients(self, hold: float) -> None:
+        host = self._rng.choice(list(self._cell.client_hosts))
+        replicas = self._cell.replicas
+        cut = {(host, r) for r in replicas} | {(r, host) for r in replicas}
+        self._cut(hold, "partition-clients", cut, clients=host)
 
     def _partition_one_way(self, hold: float) -> None:
         master = self._cell.master() or self._rng.choice(list(self._cell.replicas))
@@ -273,9 +305,18 @@ class Nemesis:
         cut = {(a, b) for a in left for b in right} | {(b, a) for a in left for b in right}
         self._cut(hold, "partition-bridge", cut, bridge=bridge, sides=[left, right])
 
+    def _hosts(self) -> list[str]:
+        return [*self._cell.replicas, *self._cell.client_hosts]
+
     def _all_links(self) -> list[tuple[str, str]]:
-        hosts = [*self._cell.replicas, self._cell.clients]
-        return [(a, b) for a in hosts for b in hosts if a != b]
+        """Every link between a replica and another host (clients do not talk together)."""
+        hosts = self._hosts()
+        return [
+            (a, b)
+            for a in hosts
+            for b in hosts
+            if a != b and (a in self._cell.replicas or b in self._cell.replicas)
+        ]
 
     def _drop(self, hold: float) -> None:
         percent = self._rng.randint(*DROP_PERCENT)
@@ -327,6 +368,18 @@ class Nemesis:
         self._down.discard(target)
         self._log.event("restart: started", replica=target)
 
+    def _pause_client(self, hold: float) -> None:
+        processes = list(self._cell.client_processes)
+        holders = [name for name in processes if name.endswith("-lock")]
+        target = self._rng.choice(holders if holders and self._rng.random() < 2 / 3 else processes)
+        self._log.event("pause-client", process=target, seconds=round(hold, 2))
+        self._cell.pause_client(target)
+        self._paused_clients.add(target)
+        self._wait(hold)
+        self._cell.resume_client(target)
+        self._paused_clients.discard(target)
+        self._log.event("resumed client", process=target)
+
     def _skew(self, hold: float) -> None:
         master = self._cell.master() or self._rng.choice(list(self._cell.replicas))
         drift = self._cell.clock_drift_max
@@ -337,7 +390,7 @@ class Nemesis:
             self._cell.set_clock_rate(replica, rate)
         self._wait(hold / 2)
         if self._network.links_faulty:
-            others = [h for h in (*self._cell.replicas, self._cell.clients) if h != master]
+            others = [h for h in self._hosts() if h != master]
             cut = {(master, o) for o in others} | {(o, master) for o in others}
             self._log.event("skew: master cut off", master=master)
             self._links(LinkFaults(cut=frozenset(cut)))
@@ -363,13 +416,20 @@ class Nemesis:
             self._links(LinkFaults())
         for replica in sorted(self._paused):
             self._cell.resume(replica)
+        for name in sorted(self._paused_clients):
+            self._cell.resume_client(name)
         for replica in sorted(self._down):
             self._cell.start(replica)
         if self._skewed:
             for replica in self._cell.replicas:
                 self._cell.set_clock_rate(replica, 1.0)
-        if self._paused or self._down or self._skewed:
-            self._log.event("healed", resumed=sorted(self._paused), started=sorted(self._down))
+        if self._paused or self._down or self._skewed or self._paused_clients:
+            self._log.event(
+                "healed",
+                resumed=sorted(self._paused | self._paused_clients),
+                started=sorted(self._down),
+            )
         self._paused.clear()
+        self._paused_clients.clear()
         self._down.clear()
         self._skewed = False

@@ -64,7 +64,9 @@ PEER_PORT: Final = 7100
 CLIENT_PORT: Final = 7200
 ADMIN_PORT: Final = 7300
 """Fixed ports on each host's own address (below 32768, apart from the tests' ports)."""
-CLIENTS: Final = "clients"
+CLIENT_HOSTS: Final = ("c1", "c2")
+"""Two clients' hosts, so that one can be cut off while the other goes on (and takes the
+locks the first one's sessions lose)."""
 START_SECONDS: Final = 30.0
 RECOVER_SECONDS: Final = 30.0
 """After the faults stop, how long the cell may take to serve again with every replica."""
@@ -88,7 +90,8 @@ class Settings:
     locks: int = 2
     register_threads: int = 4
     cached_threads: int = 2
-    lock_threads: int = 3
+    lock_threads: int = 2
+    """Threads of each lock process (there are two, one on each clients' host)."""
     loopback: bool = False
     """Use loopback addresses even where namespaces could be made."""
     keep: bool = False
@@ -116,7 +119,8 @@ class FaultCell:
         self.network = network
         self.directory = directory
         self.replicas: Sequence[str] = list(replicas)
-        self.clients = CLIENTS
+        self.client_hosts: Sequence[str] = CLIENT_HOSTS
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.config_path = directory / "cell.yaml"
         self.data_dir = directory / "data"
         self._clock_dir = directory / "clock"
@@ -227,6 +231,16 @@ class FaultCell:
         partial = path.with_suffix(".partial")
         partial.write_text(f"{rate!r}\n")
         partial.replace(path)
+
+    @property
+    def client_processes(self) -> list[str]:
+        return sorted(self.workers)
+
+    def pause_client(self, name: str) -> None:
+        self.workers[name].send_signal(signal.SIGSTOP)
+
+    def resume_client(self, name: str) -> None:
+        self.workers[name].send_signal(signal.SIGCONT)
 
     def set_delays(self, faults: LinkFaults) -> None:
         if not self._proxies:
@@ -359,28 +373,33 @@ def _create_files(cell: FaultCell, settings: Settings) -> dict[str, tuple[str, i
     return initial
 
 
-def _start_workers(
-    cell: FaultCell, settings: Settings
-) -> list[tuple[str, subprocess.Popen[bytes]]]:
-    """The client processes, each by name, on the clients' host."""
-    workers = []
-    plan = [
-        ("register", settings.register_threads),
-        ("cached", settings.cached_threads),
-        ("lock", settings.lock_threads),
-    ]
-    for number, (workload, threads) in enumerate(plan):
-        if not threads:
+WORKERS: Final = (
+    ("register", "c1"),
+    ("cached", "c2"),
+    ("lock", "c1"),
+    ("lock", "c2"),
+)
+"""Each client process: its workload and its host."""
+
+
+def _start_workers(cell: FaultCell, settings: Settings) -> None:
+    """The client processes, on the clients' hosts; `cell.workers` names them."""
+    threads = {
+        "register": settings.register_threads,
+        "cached": settings.cached_threads,
+        "lock": settings.lock_threads,
+    }
+    for number, (workload, host) in enumerate(WORKERS):
+        if not threads[workload]:
             continue
         name = f"w{number}-{workload}"
         argv = [*_python(), "worker", "--name", name, "--workload", workload]
-        argv += ["--threads", str(threads), "--cell-file", str(cell.config_path), "--cell", CELL]
-        argv += ["--registers", str(settings.registers), "--locks", str(settings.locks)]
+        argv += ["--threads", str(threads[workload]), "--cell-file", str(cell.config_path)]
+        argv += ["--cell", CELL, "--registers", str(settings.registers)]
+        argv += ["--locks", str(settings.locks), "--seed", str(settings.seed * 10 + number)]
         argv += ["--history", str(cell.directory / f"{name}.history.jsonl")]
-        argv += ["--seed", str(settings.seed * 10 + number)]
         log_path = cell.directory / f"{name}.log"
-        workers.append((name, cell._spawn(cell.host(CLIENTS), argv, log_path)))
-    return workers
+        cell.workers[name] = cell._spawn(cell.host(host), argv, log_path)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -406,11 +425,10 @@ def run(settings: Settings, say: Callable[[str], None]) -> int:
         return 2
     directory.mkdir(parents=True, exist_ok=True)
     replicas = [f"r{i + 1}" for i in range(settings.replicas)]
-    network = _open_network(settings, [*replicas, CLIENTS], say)
+    network = _open_network(settings, [*replicas, *CLIENT_HOSTS], say)
     say(f"hosts: {network.describe()}")
     kinds = [k for k in settings.kinds if network.links_faulty or k not in LINK_KINDS]
     cell = FaultCell(network, directory, replicas)
-    workers: list[tuple[str, subprocess.Popen[bytes]]] = []
     problems: list[str] = []
     injected: Counter[str] = Counter()
     started_ns = time.monotonic_ns()
@@ -429,7 +447,7 @@ def run(settings: Settings, say: Callable[[str], None]) -> int:
         log.event("cell ready", master=master)
         initial = _create_files(cell, settings)
         (directory / "initial.json").write_text(json.dumps(initial))
-        workers = _start_workers(cell, settings)
+        _start_workers(cell, settings)
         monitor = threading.Thread(target=_monitor, args=(cell, stop), daemon=True)
         monitor.start()
         nemesis = Nemesis(
@@ -450,13 +468,12 @@ def run(settings: Settings, say: Callable[[str], None]) -> int:
         else:
             time.sleep(SETTLE_SECONDS)
         stop.set()
-        problems += _stop_workers(workers)
-        workers = []
+        problems += _stop_workers(cell)
         cell.check_exits()
         problems += cell.exits
     finally:
         stop.set()
-        for _, worker in workers:
+        for worker in cell.workers.values():
             _stop(worker, 1.0)
         cell.close()
         network.close()
@@ -494,13 +511,14 @@ def _monitor(cell: FaultCell, stop: threading.Event) -> None:
         cell.check_exits()
 
 
-def _stop_workers(workers: list[tuple[str, subprocess.Popen[bytes]]]) -> list[str]:
+def _stop_workers(cell: FaultCell) -> list[str]:
     """Stop the client processes (each finishes its calls in progress); what went wrong."""
     problems = []
-    for _, worker in workers:
+    for worker in cell.workers.values():
+        worker.send_signal(signal.SIGCONT)
         worker.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
-    for name, worker in workers:
+    for name, worker in cell.workers.items():
         _wait_or_kill(worker, deadline)
         if worker.returncode != 0:
             problems.append(

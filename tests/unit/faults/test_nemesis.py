@@ -11,6 +11,7 @@ from chubbypy.testing.faults._nemesis import KINDS, LINK_KINDS, Nemesis, Nemesis
 from chubbypy.testing.faults._network import Host, LinkFaults
 
 REPLICAS = ("r1", "r2", "r3")
+CLIENT_HOSTS = ("c1", "c2")
 
 
 class FakeClock:
@@ -50,7 +51,8 @@ class FakeNetwork:
 class FakeCell:
     """Records what the nemesis did; r1 is the master unless it is down or paused."""
 
-    clients = "clients"
+    client_hosts = CLIENT_HOSTS
+    client_processes = ("w0-register", "w1-cached", "w2-lock", "w3-lock")
     clock_drift_max = 0.01
     master_lease_seconds = 0.6
 
@@ -93,6 +95,14 @@ class FakeCell:
     def set_delays(self, faults: LinkFaults) -> None:
         self.delays.append(faults)
 
+    def pause_client(self, name: str) -> None:
+        self.actions.append(("pause-client", name))
+        self.paused.add(name)
+
+    def resume_client(self, name: str) -> None:
+        self.actions.append(("resume-client", name))
+        self.paused.discard(name)
+
 
 def nemesis(
     tmp_path: Path,
@@ -121,7 +131,7 @@ def nemesis(
 def test_every_kind_is_injected_once_per_round(tmp_path: Path) -> None:
     """Enough time for one round gives one episode of each kind, in the seed's order."""
     made, _, _, _ = nemesis(tmp_path)
-    made.run(seconds=60)
+    made.run(seconds=120)
     assert set(made.injected) == set(KINDS)
     assert max(made.injected.values()) - min(made.injected.values()) <= 1
 
@@ -173,7 +183,7 @@ def test_partition_of_the_master_cuts_it_from_everyone(tmp_path: Path) -> None:
     made, _, network, _ = nemesis(tmp_path, kinds=("partition-master",))
     made.run(seconds=5)
     cut = network.applied[0].cut
-    others = {"r2", "r3", "clients"}
+    others = {"r2", "r3", *CLIENT_HOSTS}
     assert cut == {("r1", o) for o in others} | {(o, "r1") for o in others}
 
 
@@ -202,7 +212,7 @@ def test_a_minority_is_cut_from_the_majority(
     made, _, network, _ = nemesis(tmp_path, kinds=("partition-majority",), cell=FakeCell(replicas))
     made.run(seconds=5)
     cut = network.applied[0].cut
-    assert all("clients" not in link for link in cut)
+    assert all(host not in link for link in cut for host in CLIENT_HOSTS)
     reach = {r: {r} | {b for b in replicas if (r, b) not in cut} for r in replicas}
     sides = {frozenset(side) for side in reach.values()}
     assert sorted(len(side) for side in sides) == [minority, len(replicas) - minority]
@@ -216,7 +226,7 @@ def test_skew_slows_the_master_and_speeds_the_rest_within_the_bound(tmp_path: Pa
     rates = [a for a in cell.actions if a[0] == "rate"]
     assert rates[:3] == [("rate", "r1", "0.99"), ("rate", "r2", "1.01"), ("rate", "r3", "1.01")]
     assert {a[2] for a in rates[3:6]} == {"1.0"}
-    assert any(("r1", "clients") in f.cut for f in network.applied)
+    assert any(("r1", "c1") in f.cut for f in network.applied)
 
 
 def test_without_namespaces_skew_pauses_the_master_instead(tmp_path: Path) -> None:
@@ -241,8 +251,30 @@ def test_delays_go_to_the_proxies_and_drops_to_the_firewall(tmp_path: Path) -> N
     delayed = next(f for f in cell.delays if f.delay_ms)
     (target,) = set.intersection(*(set(link) for link in delayed.delay_ms))
     assert target in REPLICAS
-    assert len(delayed.delay_ms) == 6  # to and from each of the three other hosts
+    assert len(delayed.delay_ms) == 8  # to and from each of the four other hosts
     assert all(50 <= ms <= 300 for ms in delayed.delay_ms.values())
     dropped = next(f for f in network.applied if f.drop_percent)
-    assert len(dropped.drop_percent) == 12
+    assert len(dropped.drop_percent) == 18  # replicas among themselves, and with clients
     assert all(20 <= p <= 40 for p in dropped.drop_percent.values())
+
+
+def test_a_clients_host_is_cut_from_every_replica(tmp_path: Path) -> None:
+    """One clients' host loses every replica, both ways; the other keeps them all."""
+    made, _, network, _ = nemesis(tmp_path, kinds=("partition-clients",))
+    made.run(seconds=6)
+    cut = network.applied[0].cut
+    (host,) = {h for link in cut for h in link} & set(CLIENT_HOSTS)
+    assert cut == {(host, r) for r in REPLICAS} | {(r, host) for r in REPLICAS}
+
+
+def test_a_paused_client_is_continued(tmp_path: Path) -> None:
+    """A client process is stopped for longer than a session lease, then continued; lock
+    holders are chosen most often."""
+    chosen = []
+    for seed in range(30):
+        made, cell, _, _ = nemesis(tmp_path, kinds=("pause-client",), seed=seed)
+        made.run(seconds=5)
+        name = cell.actions[0][1]
+        assert cell.actions[:2] == [("pause-client", name), ("resume-client", name)]
+        chosen.append(name.endswith("-lock"))
+    assert sum(chosen) > len(chosen) / 2
