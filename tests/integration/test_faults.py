@@ -28,6 +28,8 @@ needs_namespaces = pytest.mark.skipif(
 )
 ECHO_PORT = 9100
 """The echo server's port, on its namespace's own address (apart from every other test)."""
+SINK_PORT = 9101
+"""A server that takes connections and never reads them."""
 
 PROXY_COMMAND = (sys.executable, "-m", "chubbypy.testing.faults", "proxy")
 SERVE_COMMAND = (sys.executable, "-m", "chubbypy.server", "serve")
@@ -46,6 +48,35 @@ while True:
     connection.close()
 """
 
+SINK = """
+import socket, time
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("{address}", {port}))
+server.listen()
+print("listening", flush=True)
+kept = []
+while True:
+    kept.append(server.accept()[0])
+"""
+
+SEND_ONLY = """
+import socket, sys, time
+connection = socket.create_connection(("{address}", {port}), timeout=2)
+connection.sendall(b"hello")
+print("connected", flush=True)
+sys.stdin.readline()
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline:  # a peer connection: it sends, and never reads
+    try:
+        connection.sendall(b"x" * 100)
+    except OSError as error:
+        print("closed", type(error).__name__); break
+    time.sleep(0.02)
+else:
+    print("still open")
+"""
+
 ROUND_TRIP = """
 import socket, sys, time
 try:
@@ -61,15 +92,20 @@ except OSError as error:
 
 
 @pytest.fixture
-def two_hosts(tmp_path: Path) -> Iterator[tuple[NamespaceNetwork, Path]]:
-    """Hosts a and b in namespaces, an echo server on b, a's proxy running; all removed after."""
-    network = NamespaceNetwork(["a", "b"], [ECHO_PORT], print)
+def two_hosts(
+    tmp_path: Path,
+) -> Iterator[tuple[NamespaceNetwork, Path, subprocess.Popen[bytes]]]:
+    """Hosts a and b in namespaces, an echo server and a sink on b, a's proxy running; the
+    network, the proxy's control file and the sink's process. All removed after."""
+    network = NamespaceNetwork(["a", "b"], [ECHO_PORT, SINK_PORT], print)
     control = tmp_path / "a.json"
     write_delays(control, {})
     a, b = network.hosts["a"], network.hosts["b"]
     echo = ECHO.format(address=b.address, port=ECHO_PORT)
+    sink = SINK.format(address=b.address, port=SINK_PORT)
     processes = [
         subprocess.Popen(network.wrap(b, [sys.executable, "-c", echo]), stdout=subprocess.PIPE),
+        subprocess.Popen(network.wrap(b, [sys.executable, "-c", sink]), stdout=subprocess.PIPE),
         subprocess.Popen(
             network.wrap(a, [*PROXY_COMMAND, str(PROXY_PORT), str(control), hex(PROXY_MARK)]),
             stdout=subprocess.PIPE,
@@ -79,7 +115,7 @@ def two_hosts(tmp_path: Path) -> Iterator[tuple[NamespaceNetwork, Path]]:
         for process in processes:
             assert process.stdout is not None
             assert process.stdout.readline()  # listening
-        yield network, control
+        yield network, control, processes[1]
     finally:
         for process in processes:
             process.kill()
@@ -102,11 +138,11 @@ def round_trip(network: NamespaceNetwork) -> str:
 
 @needs_namespaces
 def test_links_are_delayed_by_the_proxy_and_cut_by_the_firewall(
-    two_hosts: tuple[NamespaceNetwork, Path],
+    two_hosts: tuple[NamespaceNetwork, Path, subprocess.Popen[bytes]],
 ) -> None:
     """Through a's proxy a round trip to b takes the delays of both directions; a cut link
-    carries nothing; healed, it carries again; and the namespaces are gone afterwards."""
-    network, control = two_hosts
+    carries nothing; healed, it carries again."""
+    network, control, _ = two_hosts
     hosts = list(network.hosts.values())
     word, seconds = round_trip(network).split()
     assert word == "ping"
@@ -123,6 +159,32 @@ def test_links_are_delayed_by_the_proxy_and_cut_by_the_firewall(
     write_delays(control, {})
     time.sleep(0.2)
     assert round_trip(network).split()[0] == "ping"
+
+
+@needs_namespaces
+def test_a_connection_reset_at_one_end_is_reset_at_the_other(
+    two_hosts: tuple[NamespaceNetwork, Path, subprocess.Popen[bytes]],
+) -> None:
+    """A server killed while its client only sends: the proxy's writes to the dead end are
+    reset, and it must reset the client's side too, not keep it open swallowing what the
+    client sends (a replica would never learn that its peer restarted: it did not, once)."""
+    network, _, sink = two_hosts
+    script = SEND_ONLY.format(address=network.hosts["b"].address, port=SINK_PORT)
+    client = subprocess.Popen(
+        network.wrap(network.hosts["a"], [sys.executable, "-c", script]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    assert client.stdin is not None
+    assert client.stdout.readline().strip() == "connected"
+    sink.kill()
+    sink.wait()
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    assert client.stdout.readline().split()[0] == "closed"
+    client.wait(10)
 
 
 def test_a_replica_refuses_a_clock_rate_beyond_the_drift_bound(tmp_path: Path) -> None:

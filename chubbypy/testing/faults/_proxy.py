@@ -10,7 +10,8 @@ is written out `delay` milliseconds after it arrived, in order, where `delay` is
 current delay of that direction of that link, read from the control file the nemesis
 rewrites (`write_delays`): a JSON object mapping the other end's address to [out, back]
 milliseconds. A connection the other end does not answer within `CONNECT_SECONDS` (a cut
-link) is closed, as the kernel would give up on it eventually.
+link) is closed, as the kernel would give up on it eventually; one that either end resets is
+reset at the other end too.
 """
 
 from __future__ import annotations
@@ -75,33 +76,43 @@ async def _pump(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     delay: Callable[[], float],
+    broken: Callable[[], None],
 ) -> None:
-    """Copy `reader` to `writer`, each chunk `delay()` seconds after it was read."""
+    """Copy `reader` to `writer`, each chunk `delay()` seconds after it was read. An end of
+    stream is passed on (a half-close); an error on either side calls `broken`, which tears
+    the whole connection down: a proxy that let one side live on after the other was reset
+    would black-hole what that side sends (as a lost firewall state can), which no real
+    link does for long."""
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
     async def deliver() -> None:
-        while True:
-            due, data = await queue.get()
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if not data:
-                if writer.can_write_eof():
-                    writer.write_eof()
-                return
-            writer.write(data)
-            await writer.drain()
+        try:
+            while True:
+                due, data = await queue.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if writer.transport.is_closing():
+                    raise ConnectionResetError("the other side is gone")
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            broken()
 
     delivering = asyncio.ensure_future(deliver())
     try:
         while True:
             data = await reader.read(CHUNK_BYTES)
-            await queue.put((time.monotonic() + delay(), data))
+            queue.put_nowait((time.monotonic() + delay(), data))
             if not data:
                 break
         await delivering
     except (ConnectionError, OSError):
-        pass
+        broken()
     finally:
         delivering.cancel()
 
@@ -122,14 +133,18 @@ async def _proxied(
         outgoing.close()
         writer.transport.abort()
         return
-    try:
-        await asyncio.gather(
-            _pump(reader, far_writer, lambda: delays.of(address)[0]),
-            _pump(far_reader, writer, lambda: delays.of(address)[1]),
-        )
-    finally:
+
+    def broken() -> None:
         far_writer.transport.abort()
         writer.transport.abort()
+
+    try:
+        await asyncio.gather(
+            _pump(reader, far_writer, lambda: delays.of(address)[0], broken),
+            _pump(far_reader, writer, lambda: delays.of(address)[1], broken),
+        )
+    finally:
+        broken()
 
 
 async def serve(port: int, control: Path, mark: int) -> None:
