@@ -230,15 +230,18 @@ def test_a_short_fault_run_finds_every_history_linearizable(tmp_path: Path) -> N
     command = [sys.executable, "-m", "chubbypy.testing.faults", "run"]
     command += ["--seconds", str(RUN_SECONDS), "--seed", str(RUN_SEED), "--dir", str(run)]
     command += ["--kinds", ",".join(kinds)]
-    done = subprocess.run(
+    with subprocess.Popen(
         command,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        timeout=RUN_SECONDS + 240,
-        check=False,
-    )
-    output = done.stdout + done.stderr
+    ) as done:
+        try:
+            output, _ = done.communicate(timeout=RUN_SECONDS + 240)
+        except subprocess.TimeoutExpired:
+            done.terminate()  # the run cleans up its processes and namespaces on SIGTERM
+            output, _ = done.communicate(timeout=60)
     assert done.returncode == 0, output
     assert "result: every history linearizable, every lock exclusive and fenced" in output
     assert "mutual exclusion: yes; fencing: yes" in output

@@ -23,9 +23,15 @@ def _say(line: str) -> None:
     print(f"faults: {line}", flush=True)
 
 
+def _stopped(signal_number: int, frame: object) -> None:
+    """SIGTERM ends a run as Ctrl-C does: through its clean-up (processes, namespaces)."""
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from chubbypy.testing.faults._suite import Settings, run
 
+    signal.signal(signal.SIGTERM, _stopped)
     seed = args.seed if args.seed is not None else int(time.time())
     directory = args.dir or Path("var") / "faults" / time.strftime(f"%Y%m%d-%H%M%S-seed{seed}")
     settings = Settings(
@@ -38,7 +44,11 @@ def _run(args: argparse.Namespace) -> int:
         steps_max=args.steps_max,
         kinds=tuple(args.kinds.split(",")) if args.kinds else KINDS,
     )
-    return run(settings, _say)
+    try:
+        return run(settings, _say)
+    except KeyboardInterrupt:
+        _say(f"interrupted: every process and namespace it made is gone; kept {settings.directory}")
+        return 130
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -412,7 +412,8 @@ def _open_network(settings: Settings, names: list[str], say: Callable[[str], Non
         return NamespaceNetwork(names, (PEER_PORT, CLIENT_PORT), say)
     say(
         f"network namespaces unavailable ({problem}): running the loopback variant "
-        "(kill, pause, restart and clock skew; no partitions, drops or delays)"
+        "(kills, pauses, restarts, client pauses and clock skew; no partitions, drops or "
+        "delays)"
     )
     return LoopbackNetwork(names)
 
