@@ -103,8 +103,10 @@ def nft_faults(host: Host, hosts: Sequence[Host], faults: LinkFaults) -> str:
     """The nftables script that gives `host`'s namespace the cuts and drops of `faults`
     (on the links it sends on), replacing the rules it had. It is applied in one
     transaction, so no packet sees half of it; and it changes rules only, never the chain,
-    whose hook stays registered (unregistering one waits for the kernel's RCU grace period,
-    which under load took minutes here)."""
+    whose hook stays registered: an earlier version deleted and re-made the whole table
+    each time, and under load here two such commands once took over a minute each (the
+    cause was not established; hook changes wait for the kernel's RCU grace period). A
+    command slower than `SLOW_SECONDS` is reported."""
     by_name = {h.name: h for h in hosts}
     rules = []
     for sender, receiver in sorted(faults.cut):
