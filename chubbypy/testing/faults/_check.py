@@ -39,6 +39,8 @@ class Report:
     """Operations by outcome (ok, fail, unknown)."""
     kinds: dict[str, int]
     """Operations by kind (read, cas, acquire, ...)."""
+    processes: int
+    """Client processes of the history (threads with a session each)."""
     seconds: float
 
     @property
@@ -65,7 +67,8 @@ class Report:
         kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(self.kinds.items()))
         outcomes = ", ".join(f"{count} {o}" for o, count in sorted(self.outcomes.items()))
         lines = [
-            f"history: {self.operations} operations ({outcomes}); {kinds}",
+            f"history: {self.operations} operations of {self.processes} client processes "
+            f"({outcomes}); {kinds}",
             f"linearizable: {_verdicts(registers)} of {len(registers)} registers, "
             f"{_verdicts(locks)} of {len(locks)} locks",
             f"mutual exclusion: {'yes' if self.exclusive else 'VIOLATED'}; "
@@ -130,5 +133,6 @@ def check_history(
         operations=len(history.ops),
         outcomes=dict(Counter(op.outcome.value for op in history.ops)),
         kinds=dict(Counter(op.kind.value for op in history.ops)),
+        processes=len({op.process for op in history.ops}),
         seconds=clock() - started,
     )

@@ -73,4 +73,4 @@ def test_a_run_directory_is_read_and_judged(tmp_path: Path) -> None:
     assert report.fenced
     assert "register/a: no linearization" in report.explain()
     assert "#2 w2 read() on register/a" in report.explain()
-    assert report.summary()[0].startswith("history: 2 operations (2 ok)")
+    assert report.summary()[0].startswith("history: 2 operations of 2 client processes (2 ok)")
