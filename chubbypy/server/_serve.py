@@ -14,6 +14,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,6 +45,7 @@ from chubbypy.server._peers import PeerNetwork
 from chubbypy.server._secrets import ReplicaSecrets, SecretsError, load_secrets, with_secrets
 from chubbypy.server._shell import ReplicaServer
 from chubbypy.server._store_worker import StoreWorker
+from chubbypy.server._test_clock import TEST_CLOCK_VARIABLE, RateClock
 from chubbypy.store import SqlStore, StoreError
 
 log = Logger()
@@ -99,7 +101,19 @@ def serve_main(args: argparse.Namespace) -> int:
         print(f"chubbypy serve: {error}", file=sys.stderr)
         return 2
     config = with_secrets(config, found)
+    try:
+        monotonic = _monotonic(config)
+    except ValueError as error:
+        print(f"chubbypy serve: {TEST_CLOCK_VARIABLE}: {error}", file=sys.stderr)
+        return 2
     _start_logging()
+    if isinstance(monotonic, RateClock):
+        log.warn(
+            "{replica}: its clock runs at the rate in {path} ({rate:g} now), as "
+            "{variable} asks: for the fault suite only",
+            replica=replica_id, path=os.environ[TEST_CLOCK_VARIABLE], rate=monotonic.rate,
+            variable=TEST_CLOCK_VARIABLE,
+        )  # fmt: skip
     try:
         store = _open_store(config, replica_id)
         persisted = store.load()
@@ -136,13 +150,33 @@ def serve_main(args: argparse.Namespace) -> int:
         )
     try:
         return _run(
-            config, replica_id, store, persisted, rebuilding, _peer_authentication(config, found)
+            config,
+            replica_id,
+            store,
+            persisted,
+            rebuilding,
+            _peer_authentication(config, found),
+            monotonic,
         )
     except StoreError as error:  # what was loaded is damaged: the replica cannot resume
         log.critical(
             "{replica}: cannot start from its store: {error}", replica=replica_id, error=error
         )
         return 1
+
+
+def _monotonic(config: CellConfig) -> Callable[[], float]:
+    """The replica's clock: the system's monotonic clock, or the fault suite's test clock
+    (`chubbypy.server._test_clock`) when the environment asks for it; ValueError (saying
+    why) for a test clock that cannot run."""
+    path = os.environ.get(TEST_CLOCK_VARIABLE)
+    if not path:
+        return time.monotonic
+    return RateClock(Path(path), config.paxos.clock_drift_max, _warn_clock)
+
+
+def _warn_clock(text: str) -> None:
+    log.warn("{text}", text=text)
 
 
 def os_problem(error: OSError) -> str:
@@ -196,6 +230,7 @@ def _run(
     persisted: Persisted,
     rebuilding: bool,
     authentication: PeerAuthentication,
+    monotonic: Callable[[], float],
 ) -> int:
     reactor = _install_reactor(config)
     worker = StoreWorker(reactor, store)
@@ -208,6 +243,7 @@ def _run(
             halt=reactor.stop,
             persisted=persisted,
             chance=SystemChance(),
+            monotonic=monotonic,
             rebuilding=rebuilding,
         )
     except StoreError:
