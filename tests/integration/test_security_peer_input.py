@@ -35,7 +35,7 @@ from attrs import frozen
 
 from chubbypy.client.blocking import BlockingCell
 from chubbypy.namespace import NamespaceMachine
-from chubbypy.paxos import Applier
+from chubbypy.paxos import Applier, membership_of_ids
 from chubbypy.protocol import (
     Ballot,
     Entry,
@@ -63,7 +63,7 @@ from chubbypy.protocol.codec import encode_message
 from chubbypy.protocol.framing import encode_frame
 from chubbypy.protocol.wire import decode_wire, encode_wire
 from chubbypy.server._peer_auth import PeerKey, new_nonce
-from tests.integration.harness import START_SECONDS, LiveCell
+from tests.integration.harness import REPLICA_IDS, START_SECONDS, LiveCell
 
 REPLY_SECONDS: Final = 5.0
 SENTINEL: Final = b"written before any peer input"
@@ -253,10 +253,14 @@ def _accept(index: int) -> Callable[[str, str, int], bytes]:
 def _install(data: Callable[[str, int], bytes]) -> Callable[[str, str, int], bytes]:
     def make(cell: str, sender: str, chosen: int) -> bytes:
         index = chosen + 1000
-        return encode_message(InstallSnapshot(Snapshot(LogIndex(index), data(cell, index))))
+        snapshot = Snapshot(LogIndex(index), data(cell, index), membership_of_ids(REPLICA_IDS))
+        return encode_message(InstallSnapshot(snapshot))
 
     return make
 
+
+PLAIN_MEMBERSHIP: Final = [1, [[r, r, r, True] for r in REPLICA_IDS]]
+"""A membership as a CatchUp carries it (well-formed: the cases break something else)."""
 
 CASES: Final = [
     Case("heartbeat-round-2**63", _heartbeat(2**63)),
@@ -267,16 +271,23 @@ CASES: Final = [
     Case("accept-index-2**62", _accept(2**62)),
     Case(
         "catch-up-entry-index-2**63",
-        lambda cell, sender, chosen: raw([9, [[2**63, [1, sender], [1, 0, []]]], chosen]),
+        lambda cell, sender, chosen: raw(
+            [9, [[2**63, [1, sender], [1, 0, []]]], chosen, PLAIN_MEMBERSHIP]
+        ),
     ),
     Case(
         "catch-up-chosen-index-2**63",
-        lambda cell, sender, chosen: raw([9, [], 2**63]),
+        lambda cell, sender, chosen: raw([9, [], 2**63, PLAIN_MEMBERSHIP]),
     ),
     Case(
         "catch-up-command-sequence-2**64-1",
         lambda cell, sender, chosen: raw(
-            [9, [[chosen + 1, [1, sender], [1, 2, [[5, UINT64_MAX, b"", 0]]]]], chosen + 1]
+            [
+                9,
+                [[chosen + 1, [1, sender], [1, 2, [[5, UINT64_MAX, b"", 0]]]]],
+                chosen + 1,
+                PLAIN_MEMBERSHIP,
+            ]
         ),
     ),
     Case("install-snapshot-garbage", _install(lambda cell, index: b"\xc1garbage" * 100)),

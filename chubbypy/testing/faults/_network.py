@@ -26,6 +26,7 @@ restarted and their clocks skewed, but links cannot be cut, dropped or delayed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -252,6 +253,10 @@ def remove_stale(say: Callable[[str], None]) -> None:
             say(f"removed bridge {name} of run {run}, which is gone")
 
 
+_NETWORKS = itertools.count(1)
+"""Networks made by this process so far (part of each one's names)."""
+
+
 def _free_subnet(pid: int) -> str:
     """A /24 in 10.0.0.0/8 that no interface here uses, chosen from the run's pid."""
     used = _run(["ip", "-o", "-4", "addr", "show"])
@@ -275,7 +280,9 @@ class NamespaceNetwork:
         their outgoing connections to `ports` go through each one's proxy."""
         self._say = say
         pid = os.getpid()
-        self.prefix = f"{PREFIX}{pid}"
+        # One process may make several networks in turn (a pytest worker), and the kernel
+        # deletes a gone namespace's veth pair asynchronously: each network its own names.
+        self.prefix = f"{PREFIX}{pid}x{next(_NETWORKS)}"
         self.subnet = _free_subnet(pid)
         self.bridge = f"{self.prefix}br"
         self.controller_address = f"{self.subnet}.1"
