@@ -44,6 +44,7 @@ from chubbypy.client._errors import (
     RequestTimedOut,
 )
 from chubbypy.client._session_core import (
+    KEEPALIVE_JEOPARDY_FRACTION,
     KEEPALIVE_LATE,
     AcquireTiming,
     Admission,
@@ -63,6 +64,7 @@ from chubbypy.client._session_core import (
     StateChanged,
     acquire_outcome_unknown,
     blocking_acquire,
+    keepalive_timing,
     local_lease_end,
 )
 from chubbypy.client._state import TRANSITIONS, SessionInput, SessionState, next_state
@@ -75,6 +77,7 @@ __all__ = [
     "CHANCE_SITES",
     "DROP_AFTER_SEND",
     "FINAL_CONNECT_ERRORS",
+    "KEEPALIVE_JEOPARDY_FRACTION",
     "KEEPALIVE_LATE",
     "REDIRECTS_MAX",
     "RESEND_EARLY",
@@ -119,6 +122,7 @@ __all__ = [
     "StateChanged",
     "acquire_outcome_unknown",
     "blocking_acquire",
+    "keepalive_timing",
     "local_lease_end",
     "next_state",
 ]

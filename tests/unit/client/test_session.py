@@ -103,12 +103,12 @@ def opened(calls: FakeCalls, clock: Clock) -> tuple[Session, list[SessionState]]
 def test_the_first_keepalive_goes_out_at_once_with_its_attempt_and_deadline(
     calls: FakeCalls, clock: Clock
 ) -> None:
-    """After CreateSession: a KeepAlive waiting a lease plus 1 s, until lease end + grace."""
+    """After CreateSession: a KeepAlive waiting for its answer until the local lease ends."""
     session, _ = opened(calls, clock)
     keepalive, attempt, deadline = calls.calls[-1]
     assert keepalive == KeepAlive(7, b"c" * 16, 0)
-    assert attempt == 13.0
-    assert deadline == pytest.approx(12 * SHRINK + 45.0)
+    assert attempt == pytest.approx(12 * SHRINK - 0.5)
+    assert deadline == pytest.approx(12 * SHRINK)
     assert session.lease_remaining == pytest.approx(12 * SHRINK - 0.5)
 
 
@@ -152,13 +152,24 @@ def test_jeopardy_for_the_whole_grace_period_expires_the_session(
     assert calls.waiting[0].called, "the KeepAlive still on its way was cancelled"
 
 
-def test_an_unavailable_keepalive_is_sent_again_at_once(calls: FakeCalls, clock: Clock) -> None:
-    """A KeepAlive that found no master before its deadline goes out again."""
+def test_a_keepalive_unanswered_at_the_lease_end_is_sent_again_in_jeopardy(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """A hung master: the KeepAlive gives up at the local lease end (jeopardy) and goes out
+    again at once, as a new call of the usual attempt time (locating the master), which a
+    new master answers: safe, connected."""
     _, seen = opened(calls, clock)
     sent = len(calls.calls)
-    calls.fail(Unavailable("no master answered"))
+    clock.advance(12 * SHRINK - 0.5)
+    calls.fail(Unavailable("r1: no reply within 11.3 s"))
+    assert seen == [SessionState.JEOPARDY]
     assert len(calls.calls) == sent + 1
-    assert seen == []
+    keepalive, attempt, deadline = calls.calls[-1]
+    assert isinstance(keepalive, KeepAlive)
+    assert (attempt, deadline) == (None, pytest.approx(12 * SHRINK + 6.0))
+    clock.advance(0.2)
+    calls.answer(LeaseExtended(LEASE_MS, ()))
+    assert seen == [SessionState.JEOPARDY, SessionState.SAFE, SessionState.CONNECTED]
 
 
 def test_events_reach_the_session_once_and_are_acknowledged(calls: FakeCalls, clock: Clock) -> None:
