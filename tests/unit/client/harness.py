@@ -4,7 +4,8 @@
 the remembered result of every write (so a retried write gets its first result, as the
 real log gives it), every `WriteRequest` any replica received, and which replica is master.
 `FakeReplica` is one member: its address and how it misbehaves (down, silent, hint-less,
-scripted error codes, dropped replies). `FakeReplicaProtocol` is its side of one
+scripted error codes, dropped replies). Session calls are answered by a function a test
+gives (`FakeCell.serve_session`). `FakeReplicaProtocol` is its side of one
 connection. `FakeNetwork` dials replicas for a `Cell` and moves bytes and time on a
 `task.Clock`: nothing happens unless a test runs it, and no wall clock is read.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from attrs import define, field
@@ -41,6 +42,8 @@ from chubbypy.protocol.client import (
     ReplicaStatus,
     RequestId,
     ServerReply,
+    SessionReply,
+    SessionRequest,
     StatusReply,
     StatusRequest,
     Welcome,
@@ -76,6 +79,7 @@ from chubbypy.protocol.namespace import (
     WriteResult,
     Written,
 )
+from chubbypy.protocol.session import SessionCall, SessionResult
 from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
 from chubbypy.protocol.wire import DecodeError, decode_wire, encode_wire, error_reply_for
 from chubbypy.sessions import client_credential, client_credential_matches
@@ -326,6 +330,8 @@ class FakeCell:
         self.results: dict[tuple[int, int], WriteReply] = {}
         self.writes: list[tuple[ReplicaId, WriteRequest]] = []
         self.index = 10
+        self.serve_session: Callable[[SessionCall], SessionResult] | None = None
+        """What the master answers a session call (tests that make them set it)."""
 
     def __getitem__(self, replica_id: str) -> FakeReplica:
         return self.replicas[ReplicaId(replica_id)]
@@ -364,6 +370,9 @@ class FakeCell:
                 return WriteReply(rid, first.index, first.result)
             case ReadRequest(_, read):
                 return ReadReply(rid, LogIndex(self.index), self.namespace.read(read))
+            case SessionRequest(_, call):
+                assert self.serve_session is not None, f"no session call expected: {call}"
+                return SessionReply(rid, self.serve_session(call))
         raise AssertionError(request)
 
     def applied_writes(self) -> int:

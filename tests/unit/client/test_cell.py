@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
 from chubbypy.client import Cell, CellClosed, OutcomeUnknown
 from chubbypy.client._plain_cell import REREGISTRATIONS_MAX
-from chubbypy.protocol.client import LocateMaster, ReadRequest, Register, StatusRequest
+from chubbypy.protocol.client import (
+    LocateMaster,
+    ReadRequest,
+    Register,
+    SessionRequest,
+    StatusRequest,
+)
 from chubbypy.protocol.errors import (
     ERROR_CLASSES,
     ErrorCode,
@@ -24,12 +30,15 @@ from chubbypy.protocol.errors import (
 )
 from chubbypy.protocol.namespace import (
     Absent,
+    AclNames,
     Contents,
     Create,
     Exists,
+    LockMode,
     SetContents,
     Stat,
 )
+from chubbypy.protocol.session import AcquireLock, Locked
 from chubbypy.protocol.values import ReplicaId
 from tests.unit.client.harness import (
     ROOT,
@@ -40,6 +49,7 @@ from tests.unit.client.harness import (
 )
 
 RETRIED = (ErrorCode.EPOCH_CHANGED, ErrorCode.BUSY, ErrorCode.UNAVAILABLE)
+STAT = Stat(3, 1, 1, 0, 0, AclNames("all", "all", "all"), False, False, 0)
 
 
 @pytest.fixture
@@ -305,6 +315,52 @@ def test_a_silent_master_costs_request_timeouts_until_the_deadline(
     client = network.client(timeout_seconds=5.0, request_timeout_seconds=1.0)
     with pytest.raises(Unavailable, match="no reply to request"):
         network.settle(client.get_stat(ROOT))
+
+
+def test_a_blocked_acquire_on_a_master_that_hangs_goes_to_the_new_master(
+    cell: FakeCell, network: FakeNetwork
+) -> None:
+    """A blocking acquire waits on r1, which then hangs (silent) while r2 takes over: once
+    another call has found r2 (its attempt on r1 timed out), the acquire is given up on
+    r1 and sent to r2 at once, which grants it; r1 got it once, r2 once."""
+    served: list[ReplicaId] = []
+    cell.serve_session = lambda call: (served.append(cell.master), Locked(STAT, b"s"))[1]  # type: ignore[func-returns-value]
+    client = network.client()
+    network.settle(client.get_stat(ROOT))
+    cell["r1"].silent = True
+    acquire = AcquireLock(b"handle", LockMode.EXCLUSIVE, wait=True)
+    waiting = Deferred.fromCoroutine(client._session_call(acquire, 500.0, 1000.0))
+    network.flush()
+    cell.master = ReplicaId("r2")
+    network.settle(client.get_stat(ROOT))
+    assert network.clock.seconds() < 3.0, "one request timeout on r1, then r2"
+    result, _ = network.settle(waiting, seconds=1.0)
+    assert result == Locked(STAT, b"s")
+    assert served == ["r2"]
+    for rid in ("r1", "r2"):
+        sent = [r for r in cell[rid].received if isinstance(r, SessionRequest)]
+        assert [r.call for r in sent] == [acquire]
+
+
+def test_a_master_redirecting_back_costs_a_resend_and_nothing_else(
+    cell: FakeCell, network: FakeNetwork
+) -> None:
+    """A stale hint moves the client to r2 while r1 still serves: the acquire waiting on r1
+    is sent to r2, redirected back to r1 at once, and answered there."""
+    cell.serve_session = lambda call: Locked(STAT, b"s")
+    client = network.client()
+    network.settle(client.get_stat(ROOT))
+    cell["r1"].drop_replies = 1  # r1 holds the first acquire
+    acquire = AcquireLock(b"handle", LockMode.EXCLUSIVE, wait=True)
+    waiting = Deferred.fromCoroutine(client._session_call(acquire, 500.0, 1000.0))
+    network.flush()
+    client._view.master = cell["r2"].address  # as a stale location answer would say
+    network.settle(client.get_stat(ROOT))
+    result, _ = network.settle(waiting, seconds=1.0)
+    assert result == Locked(STAT, b"s")
+    assert [type(r.call) for r in cell["r2"].received if isinstance(r, SessionRequest)] == [
+        AcquireLock
+    ]
 
 
 def test_a_hello_refused_for_the_wrong_cell_raises_at_once(
