@@ -26,7 +26,8 @@ them):
   (`lock_delay_seconds`, at most 60 s) to ride out a master fail-over that takes longer
   than the lease.
 * **Letting go.** Leaving the block releases the lock (closing its handle), whatever the
-  body raised.
+  body raised. A release no master answers (a partition) is retried by the session in
+  the background until it is applied or the session ends.
 """
 
 from __future__ import annotations
@@ -224,8 +225,9 @@ class Held:
         return self.handle.check_sequencer(self.sequencer)
 
     def release(self) -> Deferred[None]:
-        """Let go of the lock (by closing its handle). Never fails: if the master cannot be
-        told now, the lock ends with the session's lease."""
+        """Let go of the lock (by closing its handle). Never fails: if no master answers
+        now, the session sends the close again after each KeepAlive answered, until it is
+        applied or the session ends (which lets go of the lock too)."""
         return Deferred.fromCoroutine(self._release())
 
     async def _release(self) -> None:
@@ -242,7 +244,8 @@ class Held:
         except ChubbyError as error:
             if not self.is_lost:
                 self.log.warn(
-                    "could not release the lock {path} now ({error}); it ends with the session",
+                    "could not release the lock {path} now ({error}); the session retries "
+                    "until the release is applied or the session ends",
                     path=self.path, error=error,
                 )  # fmt: skip
 

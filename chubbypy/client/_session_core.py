@@ -53,6 +53,14 @@ Theory of operation.
   or the wait asked for is over, and then withdraws it itself. One that no master answered
   by its deadline may have been granted all the same (`acquire_outcome_unknown`): the
   program closes its handle, which lets go of such a grant; a poison would not.
+* **Releases retried** (`retried_in_background`). A release, or a handle's close (which
+  releases its lock), that no master answered by its deadline (a partition, a fail-over
+  longer than the call's timeout) may not have been applied: the lock would stay held
+  until the session ends. The session keeps it (`call_failed`) and sends it again after
+  each KeepAlive answered (`RetryCall`: the master is reachable again), with the same
+  number, so it is applied at most once (a retry of one applied gets its first answer),
+  until it is answered or the session ends (which releases everything anyway). Its
+  number stays unanswered meanwhile, so the cell keeps its answer.
 * **The cache** (`chubbypy.client._cache`) is used only while the session is connected and
   its local lease valid: the master's promise to invalidate an entry before it changes
   lasts as long as the lease, as this client counts it. An INVALIDATE drops its entry
@@ -81,12 +89,14 @@ from chubbypy.protocol.errors import SessionExpired, Unavailable
 from chubbypy.protocol.namespace import Stat
 from chubbypy.protocol.session import (
     CALLS_UNACKED_MAX,
+    CloseHandle,
     CloseSession,
     EventKind,
     KeepAlive,
     LeaseExtended,
     NodeRead,
     ReadNode,
+    ReleaseLock,
     SessionCall,
     SessionEvent,
     is_numbered,
@@ -113,6 +123,7 @@ __all__ = [
     "ParkedHandle",
     "PresentHandle",
     "ReadFromMaster",
+    "RetryCall",
     "SendClose",
     "SendKeepAlive",
     "SessionOutput",
@@ -122,6 +133,7 @@ __all__ = [
     "blocking_acquire",
     "keepalive_timing",
     "local_lease_end",
+    "retried_in_background",
 ]
 
 GRACE_SECONDS_DEFAULT: Final = 45.0
@@ -242,6 +254,14 @@ def acquire_outcome_unknown(ended: object) -> bool:
     return isinstance(ended, Unavailable)
 
 
+def retried_in_background(call: SessionCall, error: Exception) -> bool:
+    """Whether a `call` that ended in `error` is sent again in the background (see the
+    module docstring): a release or a handle's close (each lets go of a lock) that no
+    master answered before its deadline (`Unavailable`), so it may not have been applied.
+    Any other outcome is an answer: applied, or refused for good."""
+    return isinstance(call, CloseHandle | ReleaseLock) and isinstance(error, Unavailable)
+
+
 @frozen
 class SessionSettings:
     """How a session counts its lease and whether it caches (the `Cell`'s options)."""
@@ -309,9 +329,19 @@ class SendClose:
     call: CloseSession
 
 
+@frozen
+class RetryCall:
+    """Send `call` again, with its `number` (that of its every attempt), then report
+    `retry_ended` with `key`: a release no master answered (`retried_in_background`)."""
+
+    key: int
+    call: SessionCall
+    number: CallNumber | None
+
+
 SessionOutput = (
     StateChanged | EventDelivered | PresentHandle | SendKeepAlive | KeepAliveAt | CheckLeaseAt
-    | SendClose
+    | SendClose | RetryCall
 )  # fmt: skip
 
 
@@ -341,6 +371,13 @@ class Admission(enum.Enum):
     """Jeopardy: wait for the next state change, then ask again."""
     REFUSE = "refuse"
     """The session is over: fail the call with `SessionExpired`."""
+
+
+@define
+class _Retry:
+    call: SessionCall
+    number: CallNumber | None
+    sending: bool = False
 
 
 @define
@@ -379,7 +416,10 @@ class ClientSession:
     _parked_count: int = field(init=False, default=0)
     _next_number: int = field(init=False, default=1)
     _unanswered: set[int] = field(init=False, factory=set)
-    """The numbers of the numbered calls in progress."""
+    """The numbers of the numbered calls in progress (background retries included)."""
+    _retries: dict[int, _Retry] = field(init=False, factory=dict)
+    """Releases retried in the background, by key."""
+    _next_retry: int = field(init=False, default=1)
 
     # ------------------------------------------------------------------------- queries
 
@@ -464,6 +504,7 @@ class ClientSession:
         if self._state.live:
             outputs.append(CheckLeaseAt(self._lease_end))
             outputs += self._next_keepalive(now)
+            outputs += self._retries_due()
         return tuple(outputs)
 
     def keepalive_failed(self, now: float, error: Exception) -> tuple[SessionOutput, ...]:
@@ -626,6 +667,44 @@ class ClientSession:
         if number is not None:
             self._unanswered.discard(number.sequence)
 
+    def call_failed(self, call: SessionCall, number: CallNumber | None, error: Exception) -> bool:
+        """The call (numbered `number`) ended in `error`: whether the session now retries it
+        in the background (`retried_in_background`, while the session is live). If so its
+        number stays in use until `retry_ended`: do not report `call_ended` for it."""
+        if not (self._state.live and retried_in_background(call, error)):
+            return False
+        self._retries[self._next_retry] = _Retry(call, number)
+        self._next_retry += 1
+        return True
+
+    def retry_ended(self, key: int, error: Exception | None) -> bool:
+        """The `RetryCall` of `key` was answered (`error` None, or the error it was refused
+        with) or failed again (`error`): it is kept for the next KeepAlive answered while
+        no master answers it and the session lives. Whether it is over (its number is then
+        free again: wake the calls waiting for one)."""
+        retry = self._retries.get(key)
+        if retry is None:
+            return True  # the session ended meanwhile
+        retry.sending = False
+        if error is not None and self._state.live and retried_in_background(retry.call, error):
+            return False
+        del self._retries[key]
+        self.call_ended(retry.number)
+        return True
+
+    @property
+    def retries(self) -> int:
+        """Releases the session retries in the background."""
+        return len(self._retries)
+
+    def _retries_due(self) -> list[SessionOutput]:
+        due: list[SessionOutput] = []
+        for key, retry in self._retries.items():
+            if not retry.sending:
+                retry.sending = True
+                due.append(RetryCall(key, retry.call, retry.number))
+        return due
+
     def expiry_reported(self) -> tuple[SessionOutput, ...]:
         """A call was answered SESSION_EXPIRED: the master has ended the session."""
         return () if self._state.final else self._moved(SessionInput.MASTER_ENDED)
@@ -655,4 +734,5 @@ class ClientSession:
             self._parked, self._parked_count = {}, 0  # their nodes may have changed
         if self._state.final:
             self._handles.clear()
+            self._retries.clear()  # the session's end let go of every lock it held
         return (StateChanged(self._state),)

@@ -4,8 +4,9 @@ Pure (STYLE §1): nothing here reads a clock, draws a random number or touches a
 Time comes in as local seconds, randomness and rare paths from a `chubbypy.paxos.Chance`.
 
 * `ClientSession` (`chubbypy.client._session_core`): one session's states, local lease,
-  KeepAlives, events, cache and handle presentation. Inputs are methods named after what
-  happened; each returns `SessionOutput` values to carry out.
+  KeepAlives, events, cache, handle presentation and releases retried in the background.
+  Inputs are methods named after what happened; each returns `SessionOutput` values to
+  carry out.
 * `MasterCall` with `CellView` and `CallSettings` (`chubbypy.client._calls`): one call
   carried to the cell's master, with its retries across fail-overs. Inputs return the next
   `CallStep`: `SendRequest`, `AskLocations`, `Pause`, then `Finished` or `Failed`.
@@ -57,6 +58,7 @@ from chubbypy.client._session_core import (
     ParkedHandle,
     PresentHandle,
     ReadFromMaster,
+    RetryCall,
     SendClose,
     SendKeepAlive,
     SessionOutput,
@@ -66,6 +68,7 @@ from chubbypy.client._session_core import (
     blocking_acquire,
     keepalive_timing,
     local_lease_end,
+    retried_in_background,
 )
 from chubbypy.client._state import TRANSITIONS, SessionInput, SessionState, next_state
 
@@ -111,6 +114,7 @@ __all__ = [
     "ReadFromMaster",
     "ReplicaUnreachable",
     "RequestTimedOut",
+    "RetryCall",
     "SendClose",
     "SendKeepAlive",
     "SendRequest",
@@ -125,4 +129,5 @@ __all__ = [
     "keepalive_timing",
     "local_lease_end",
     "next_state",
+    "retried_in_background",
 ]

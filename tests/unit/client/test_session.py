@@ -290,6 +290,31 @@ def test_a_call_runs_at_most_calls_unacked_max_ahead_of_the_oldest_unanswered(
     assert not keepalive.called
 
 
+def test_a_close_no_master_answered_is_sent_again_after_the_next_keepalive(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """A handle's close that fails Unavailable (a partition) raises it, and the session
+    sends it again, with the same number, once a KeepAlive is answered; answered, the
+    retry is over."""
+    session, _ = opened(calls, clock)
+    opening = session.open_handle("/ls/local/lock")
+    calls.waiting.pop().callback((HandleOpened(b"h", False, STAT, HandleId(5)), SendTimes(0, 0)))
+    handle = result_of(opening)
+    handle._locked = True  # it acquired once: its close goes to the master
+    closing = handle.close()
+    assert calls.last() == CloseHandle(b"h")
+    number = calls.numbers[-1]
+    calls.waiting.pop().errback(Unavailable("no master answered within 10 s"))
+    with pytest.raises(Unavailable):
+        result_of(closing)
+    assert session._core.retries == 1
+    calls.answer(LeaseExtended(LEASE_MS, ()))  # the KeepAlive: the master is back
+    retried = [(c, n) for (c, _, _), n in zip(calls.calls, calls.numbers, strict=True)]
+    assert retried[-2:] == [(KeepAlive(7, b"c" * 16, 0), None), (CloseHandle(b"h"), number)]
+    calls.waiting.pop().callback((CallDone(), SendTimes(1, 1)))
+    assert session._core.retries == 0
+
+
 STAT = Stat(
     instance=3, content_generation=1, lock_generation=0, acl_generation=1, checksum=0,
     acl=AclNames("all", "all", "all"), is_directory=False, ephemeral=False, size=0,

@@ -19,6 +19,7 @@ from chubbypy.client.core import (
     PresentHandle,
     ReadFromMaster,
     RequestTimedOut,
+    RetryCall,
     SendClose,
     SendKeepAlive,
     SendTimes,
@@ -543,6 +544,66 @@ def test_numbered_calls_stay_within_calls_unacked_max_of_the_oldest() -> None:
     assert not made.number_wanted(), "the oldest is what holds it back"
     made.call_ended(numbers[0])
     assert made.number_wanted()
+
+
+def test_a_release_no_master_answered_is_retried_after_each_keepalive_answered() -> None:
+    """A close (or release) that failed Unavailable is kept, its number still unanswered
+    (the cell keeps its answer); each KeepAlive answered sends it again with that number,
+    once at a time, until it is answered; then its number is free."""
+    made = session()
+    close = CloseHandle(b"h")
+    number = made.call_number(close)
+    assert made.call_failed(close, number, Unavailable("no master answered within 10 s"))
+    assert made.retries == 1
+    later = made.call_number(HandleWrite(b"h2", SetContents(PATH, b"x")))
+    assert later == CallNumber(2, 1), "the retried close's answer is still asked for"
+    outputs = made.keepalive_answered(101.0, SendTimes(100.8, 100.8), answer())
+    assert [o for o in outputs if isinstance(o, RetryCall)] == [RetryCall(1, close, number)]
+    again = made.keepalive_answered(101.5, SendTimes(101.0, 101.0), answer())
+    assert not [o for o in again if isinstance(o, RetryCall)], "one retry at a time"
+    assert not made.retry_ended(1, Unavailable("no master answered within 10 s"))
+    outputs = made.keepalive_answered(102.0, SendTimes(101.5, 101.5), answer())
+    assert [o for o in outputs if isinstance(o, RetryCall)] == [RetryCall(1, close, number)]
+    assert made.retry_ended(1, None)
+    assert made.retries == 0
+    made.call_ended(later)
+    assert made.call_number(close) == CallNumber(3, 3)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "retried"),
+    [
+        (CloseHandle(b"h"), Unavailable("no master"), True),
+        (ReleaseLock(b"h", 3), Unavailable("no master"), True),
+        (CloseHandle(b"h"), InvalidHandle("gone"), False),
+        (ReleaseLock(b"h", 3), SessionExpired("over"), False),
+        (HandleWrite(b"h", SetContents(PATH, b"x")), Unavailable("no master"), False),
+        (AcquireLock(b"h", LockMode.EXCLUSIVE, wait=True), Unavailable("no master"), False),
+    ],
+    ids=["close", "release", "refused", "expired", "write", "acquire"],
+)
+def test_only_releases_no_master_answered_are_retried_in_the_background(
+    call: object, error: Exception, retried: bool
+) -> None:
+    """Closes and releases whose outcome is unknown; never answered ones or other calls."""
+    made = session()
+    assert made.call_failed(call, None, error) is retried  # type: ignore[arg-type]
+
+
+def test_a_retried_release_refused_for_good_or_a_session_end_stops_it() -> None:
+    """A retry refused (not Unavailable) is over; the session's end drops every retry (it
+    released every lock); a closing session keeps none."""
+    made = session()
+    made.call_failed(CloseHandle(b"h"), None, Unavailable("no master"))
+    made.keepalive_answered(101.0, SendTimes(100.8, 100.8), answer())
+    assert made.retry_ended(1, InvalidHandle("the handle was closed"))
+    made.call_failed(CloseHandle(b"h2"), None, Unavailable("no master"))
+    made.expiry_reported()
+    assert made.retries == 0
+    assert made.retry_ended(2, None), "a retry answered after the end is over"
+    closing = session()
+    closing.close_requested()
+    assert not closing.call_failed(CloseHandle(b"h"), None, Unavailable("no master"))
 
 
 def test_calls_unnumbered_bug_sends_no_numbers() -> None:
