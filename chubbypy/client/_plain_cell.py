@@ -33,6 +33,9 @@ Theory of operation (the retry rules themselves are in `chubbypy.client._calls`)
   located it, or was redirected to it), every attempt still waiting on another replica
   is given up and sent to the new master at once (`MasterCall.superseded`): a blocked
   acquire sent to a master that hangs would otherwise wait there until TCP gives up.
+* **Handles nobody asked for.** The reply to an Open that its caller gave up (cancelled,
+  timed out, or superseded by a new master) still comes on its connection; if it opened
+  a handle, that handle is closed at once (`abandoned_handle`), as no one holds it.
 * **Closing** cancels every operation and closes every connection; a call still on its
   way (a session's KeepAlive) fails `CellClosed` at its next step, and nothing connects
   again.
@@ -86,6 +89,7 @@ from chubbypy.client._connection import (
     ReplicaConnection,
 )
 from chubbypy.client._errors import CellClosed, OutcomeUnknown, ReplicaUnreachable
+from chubbypy.client._session_core import abandoned_handle
 from chubbypy.client._snapshot import SNAPSHOT_ATTEMPTS_MAX, CellSnapshot, SnapshotAssembly
 from chubbypy.client._tls import TLS_KIND, load_trust, tls_endpoint
 from chubbypy.paxos import Chance
@@ -143,6 +147,7 @@ from chubbypy.protocol.namespace import (
 )
 from chubbypy.protocol.session import (
     SESSIONS_PAGE_MAX,
+    CloseHandle,
     GetLockInfo,
     KillSession,
     ListSessions,
@@ -888,6 +893,7 @@ class PlainCell:
                 self._name,
                 frame_bytes_max=self._frame_bytes_max,
                 credentials=self._credentials,
+                late_reply=self._late_reply,
             )
             self._connections[address] = connection
             connection.when_closed().addCallback(self._connection_closed, address, connection)
@@ -898,6 +904,19 @@ class PlainCell:
         if connection.replica_id is not None:
             self._view.welcomed(address, connection.replica_id)
         return connection
+
+    def _late_reply(self, reply: ServerReply) -> None:
+        """A reply whose request was given up came all the same: close the handle it opened,
+        if any (`abandoned_handle`)."""
+        handle = abandoned_handle(reply)
+        if handle is None or self._closed:
+            return
+        self.log.info(
+            "cell {cell}: an open given up was answered all the same; closing its handle",
+            cell=self.cell,
+        )
+        closing = self._run(self._session_call, CloseHandle(handle))
+        closing.addErrback(lambda _: None)  # the session's end closes it anyway
 
     def _connection_closed(self, _: None, address: str, connection: ReplicaConnection) -> None:
         if self._connections.get(address) is connection:

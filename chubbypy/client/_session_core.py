@@ -61,6 +61,12 @@ Theory of operation.
   number, so it is applied at most once (a retry of one applied gets its first answer),
   until it is answered or the session ends (which releases everything anyway). Its
   number stays unanswered meanwhile, so the cell keeps its answer.
+* **Opens given up.** An Open the program cancelled once it was sent (or whose attempt
+  timed out, or was given up for a new master) may have made a handle at the master all
+  the same; when its reply comes anyway, the client closes that handle
+  (`abandoned_handle`), so none is left behind. (One whose reply is lost with its
+  connection stays until the session ends: it holds no lock, but counts against the
+  session's handles.)
 * **The cache** (`chubbypy.client._cache`) is used only while the session is connected and
   its local lease valid: the master's promise to invalidate an entry before it changes
   lasts as long as the lease, as this client counts it. An INVALIDATE drops its entry
@@ -85,6 +91,7 @@ from chubbypy.client._calls import SendTimes
 from chubbypy.client._errors import CellClosed
 from chubbypy.client._state import SessionInput, SessionState, next_state
 from chubbypy.paxos import Chance, NoChance
+from chubbypy.protocol.client import ServerReply, SessionReply
 from chubbypy.protocol.errors import SessionExpired, Unavailable
 from chubbypy.protocol.namespace import Stat
 from chubbypy.protocol.session import (
@@ -92,6 +99,7 @@ from chubbypy.protocol.session import (
     CloseHandle,
     CloseSession,
     EventKind,
+    HandleOpened,
     KeepAlive,
     LeaseExtended,
     NodeRead,
@@ -129,6 +137,7 @@ __all__ = [
     "SessionOutput",
     "SessionSettings",
     "StateChanged",
+    "abandoned_handle",
     "acquire_outcome_unknown",
     "blocking_acquire",
     "keepalive_timing",
@@ -252,6 +261,16 @@ def acquire_outcome_unknown(ended: object) -> bool:
     that lock, unused, for as long as its session lives (the simulator's seed 20612: every
     other lock client waited for it for ever)."""
     return isinstance(ended, Unavailable)
+
+
+def abandoned_handle(reply: ServerReply) -> bytes | None:
+    """The handle opened by `reply`, a reply no caller waits for any more (its Open was
+    cancelled, timed out or given up for a new master): the client closes it, or the
+    master would keep it, unknown to the program, until the session ends. None if the
+    reply opened no handle. Every Open makes a new handle, so no one else holds it."""
+    if isinstance(reply, SessionReply) and isinstance(reply.result, HandleOpened):
+        return reply.result.handle
+    return None
 
 
 def retried_in_background(call: SessionCall, error: Exception) -> bool:

@@ -330,8 +330,9 @@ class FakeCell:
         self.results: dict[tuple[int, int], WriteReply] = {}
         self.writes: list[tuple[ReplicaId, WriteRequest]] = []
         self.index = 10
-        self.serve_session: Callable[[SessionCall], SessionResult] | None = None
-        """What the master answers a session call (tests that make them set it)."""
+        self.serve_session: Callable[[SessionCall], SessionResult | None] | None = None
+        """What the master answers a session call, None for no answer (tests that make
+        session calls set it)."""
 
     def __getitem__(self, replica_id: str) -> FakeReplica:
         return self.replicas[ReplicaId(replica_id)]
@@ -351,7 +352,7 @@ class FakeCell:
         """Ids are never reused, even after `forget_clients`."""
         return self.forgotten + len(self.registrations) + 1
 
-    def serve(self, request: ClientRequest) -> ServerReply:
+    def serve(self, request: ClientRequest) -> ServerReply | None:
         rid = request.request_id
         match request:
             case Register(_, nonce):
@@ -372,7 +373,8 @@ class FakeCell:
                 return ReadReply(rid, LogIndex(self.index), self.namespace.read(read))
             case SessionRequest(_, call):
                 assert self.serve_session is not None, f"no session call expected: {call}"
-                return SessionReply(rid, self.serve_session(call))
+                result = self.serve_session(call)
+                return None if result is None else SessionReply(rid, result)
         raise AssertionError(request)
 
     def applied_writes(self) -> int:
@@ -471,6 +473,12 @@ class FakeNetwork:
                 pump.serverIO.loseConnection()
         self.flush()
 
+    def reply_later(self, replica: FakeReplica, reply: ServerReply) -> None:
+        """`replica` sends `reply` now, on its newest connection (an answer it held)."""
+        _, pump = [(r, p) for r, p in self.links if r is replica][-1]
+        send(pump.server.transport, reply)
+        self.flush()
+
     def flush(self) -> None:
         """Move bytes until every connection is quiet."""
         for _ in range(10_000):
@@ -480,6 +488,14 @@ class FakeNetwork:
             if not moved:
                 return
         raise AssertionError("the network never went quiet")
+
+    def run(self, seconds: float, step: float = 0.01) -> None:
+        """Move time on by `seconds`, in steps, moving bytes after each."""
+        end = self.clock.seconds() + seconds
+        self.flush()
+        while self.clock.seconds() < end:
+            self.clock.advance(step)
+            self.flush()
 
     def settle(self, deferred: Deferred[Any], seconds: float = 60.0, step: float = 0.01) -> Any:
         """Run the network until `deferred` fires (within `seconds` of fake time); its result,

@@ -15,6 +15,7 @@ from chubbypy.protocol.client import (
     LocateMaster,
     ReadRequest,
     Register,
+    SessionReply,
     SessionRequest,
     StatusRequest,
 )
@@ -38,8 +39,17 @@ from chubbypy.protocol.namespace import (
     SetContents,
     Stat,
 )
-from chubbypy.protocol.session import AcquireLock, Locked
-from chubbypy.protocol.values import ReplicaId
+from chubbypy.protocol.session import (
+    AcquireLock,
+    CallDone,
+    CloseHandle,
+    CreateSession,
+    HandleOpened,
+    Locked,
+    Open,
+    SessionCreated,
+)
+from chubbypy.protocol.values import HandleId, ReplicaId
 from tests.unit.client.harness import (
     ROOT,
     FakeCell,
@@ -361,6 +371,71 @@ def test_a_master_redirecting_back_costs_a_resend_and_nothing_else(
     assert [type(r.call) for r in cell["r2"].received if isinstance(r, SessionRequest)] == [
         AcquireLock
     ]
+
+
+def _handles_closed(cell: FakeCell) -> list[bytes]:
+    """Serve a session whose KeepAlives are held, whose opens are answered only when the
+    test says (`FakeNetwork.reply_later`), and whose handle closes are done: the handles
+    closed."""
+    closed: list[bytes] = []
+
+    def serve(call: object) -> Any:
+        match call:
+            case CreateSession():
+                return SessionCreated(7, 12_000, b"c" * 16)
+            case CloseHandle(handle):
+                closed.append(handle)
+                return CallDone()
+        return None  # KeepAlives held; opens answered later
+
+    cell.serve_session = serve
+    return closed
+
+
+def _open_request(cell: FakeCell, replica: str = "r1") -> SessionRequest:
+    return [r for r in cell[replica].received if isinstance(r, SessionRequest)
+            and isinstance(r.call, Open)][-1]  # fmt: skip
+
+
+def test_an_open_cancelled_after_it_was_sent_leaves_no_handle(
+    cell: FakeCell, network: FakeNetwork
+) -> None:
+    """The program cancels an open the master has; its answer, coming all the same, opened
+    a handle that no one holds: the client closes it at once."""
+    closed = _handles_closed(cell)
+    client = network.client()
+    opening = client.open(f"{ROOT}/f", create=True)
+    network.flush()
+    request = _open_request(cell)
+    opening.cancel()
+    with pytest.raises(CancelledError):
+        result_of(opening)
+    opened = HandleOpened(b"orphan", True, STAT, HandleId(9))
+    network.reply_later(cell["r1"], SessionReply(request.request_id, opened))
+    assert closed == [b"orphan"]
+
+
+def test_an_open_whose_attempt_timed_out_closes_the_handle_its_late_answer_made(
+    cell: FakeCell, network: FakeNetwork
+) -> None:
+    """An open retried after its first attempt timed out gets a handle from the retry; the
+    first attempt's late answer made another, which is closed; a second reply to the same
+    request, or one to a request never given up, is ignored."""
+    closed = _handles_closed(cell)
+    client = network.client()
+    opening = client.open(f"{ROOT}/f")
+    network.flush()
+    first = _open_request(cell)
+    network.run(2.5)  # the attempt's request timeout, a pause, the second attempt
+    second = _open_request(cell)
+    assert second.request_id != first.request_id, "sent again"
+    kept = HandleOpened(b"kept", False, STAT, HandleId(2))
+    network.reply_later(cell["r1"], SessionReply(second.request_id, kept))
+    assert result_of(opening).handle_id == 2
+    late = SessionReply(first.request_id, HandleOpened(b"orphan", False, STAT, HandleId(1)))
+    network.reply_later(cell["r1"], late)
+    network.reply_later(cell["r1"], late)
+    assert closed == [b"orphan"]
 
 
 def test_a_hello_refused_for_the_wrong_cell_raises_at_once(
