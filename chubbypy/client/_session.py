@@ -15,7 +15,9 @@ master sends (contents modified, lock acquired, master fail-over, ...) to `on_ev
 callbacks and `events()` streams, once, in order. An event about one handle also goes to
 that handle's own `on_event` callbacks and `events()` streams; a master fail-over event
 goes to every handle that asked for events (any of them may have been missed). A handle's
-streams end when it is closed, and with `SessionExpired` when the session ends. Calls made
+streams end when it is closed, and with `SessionExpired` when the session ends; its
+`on_session_ended` callbacks are called then too (with the `SessionExpired`, or None for
+a closed session), so callers of `on_event` hear of the end as readers of streams do. Calls made
 in jeopardy wait for the session to be safe (or over); once it is over they fail
 `SessionExpired`.
 
@@ -714,6 +716,11 @@ class Handle:
         self._outstanding: set[Deferred[Any]] = set()
         self.on_event: list[Callable[[SessionEvent], None]] = []
         """Called with each event for this handle, in order (on the reactor thread)."""
+        self.on_session_ended: list[Callable[[SessionExpired | None], None]] = []
+        """Called once if the session ends while this handle is open (on the reactor
+        thread), after its last event: with the `SessionExpired` saying why if it expired
+        (its locks are lost), None if it was closed. No event for it comes after; the
+        `on_event` callbacks' end, as `events()` streams end."""
         self._streams: list[EventStream[SessionEvent]] = []
 
     # ------------------------------------------------------------------------- queries
@@ -962,6 +969,8 @@ class Handle:
     def _session_ended(self, error: SessionExpired | None) -> None:
         for stream in list(self._streams):
             stream.end(error)
+        for callback in list(self.on_session_ended):
+            guarded(callback, error, "a handle's on_session_ended callback")
 
     # ------------------------------------------------------------------------- plumbing
 

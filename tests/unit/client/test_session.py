@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
-from chubbypy.client import LockTimeout, Session, SessionState
+from chubbypy.client import Handle, LockTimeout, Session, SessionState
 from chubbypy.client.core import SendTimes
 from chubbypy.paxos import NoChance
 from chubbypy.protocol import CallNumber, HandleId
@@ -313,6 +314,55 @@ def test_a_close_no_master_answered_is_sent_again_after_the_next_keepalive(
     assert retried[-2:] == [(KeepAlive(7, b"c" * 16, 0), None), (CloseHandle(b"h"), number)]
     calls.waiting.pop().callback((CallDone(), SendTimes(1, 1)))
     assert session._core.retries == 0
+
+
+def _open(calls: FakeCalls, session: Session, handle_id: int) -> Handle:
+    opening = session.open_handle("/ls/local/f", events=EventMask.CONTENTS_MODIFIED)
+    opened = HandleOpened(b"h%d" % handle_id, False, STAT, HandleId(handle_id))
+    calls.waiting.pop().callback((opened, SendTimes(0, 0)))
+    handle: Handle = result_of(opening)
+    return handle
+
+
+def test_handles_on_session_ended_hear_an_expiry_with_its_reason_once(
+    calls: FakeCalls, clock: Clock
+) -> None:
+    """The session expiring calls each open handle's on_session_ended with the
+    SessionExpired (after its events stream ended with it), once; a handle the program
+    closed first hears nothing."""
+    session, _ = opened(calls, clock)
+    kept, closed = _open(calls, session, 5), _open(calls, session, 6)
+    heard: list[object] = []
+    kept.on_session_ended.append(heard.append)
+    closed.on_session_ended.append(lambda why: heard.append(("closed handle", why)))
+    events = kept.events()
+    closed._closed = True  # as close() marks it, without a call
+    session._handle_closed(closed)
+    clock.advance(12 * SHRINK + 45.0)
+    with pytest.raises(SessionExpired) as ended:
+        result_of(events.next())
+    assert len(heard) == 1
+    assert isinstance(heard[0], SessionExpired)
+    assert heard[0] is ended.value
+
+
+def test_handles_on_session_ended_hear_a_close_as_none(calls: FakeCalls, clock: Clock) -> None:
+    """Closing the session calls on_session_ended with None; a callback that raises is
+    logged and the others still run."""
+    session, _ = opened(calls, clock)
+    handle = _open(calls, session, 5)
+    heard: list[object] = []
+
+    def broken(_: object) -> None:
+        raise RuntimeError("a bug in the program")
+
+    handle.on_session_ended.extend([broken, heard.append])
+    session.close()
+    with capturedLogs() as logged:
+        calls.waiting.pop().callback((CallDone(), SendTimes(1, 1)))
+    assert heard == [None]
+    failures = [e for e in logged if "log_failure" in e]
+    assert [e["what"] for e in failures] == ["a handle's on_session_ended callback"]
 
 
 STAT = Stat(
