@@ -315,6 +315,11 @@ class PlainCell:
         """How long each operation may take, retries included."""
         return self._settings.timeout_seconds
 
+    @property
+    def clock(self) -> IReactorTime:
+        """The clock the client times its calls on (the reactor it was given)."""
+        return self._clock
+
     @classmethod
     def from_config(cls, reactor: IReactorTime, config: CellConfig, **options: Any) -> Self:
         """A client of the cell `config` describes (its replicas' ``client`` endpoints);

@@ -7,7 +7,8 @@ real log gives it), every `WriteRequest` any replica received, and which replica
 scripted error codes, dropped replies). Session calls are answered by a function a test
 gives (`FakeCell.serve_session`). `FakeReplicaProtocol` is its side of one
 connection. `FakeNetwork` dials replicas for a `Cell` and moves bytes and time on a
-`task.Clock`: nothing happens unless a test runs it, and no wall clock is read.
+`task.Clock`: nothing happens unless a test runs it, and no wall clock is read. `FakeCalls`
+stands for the cell under a `Session` instead: each session call waits for the test.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from chubbypy.client import Cell, client_endpoint_string
+from chubbypy.client.core import SendTimes
+from chubbypy.paxos import NoChance
 from chubbypy.protocol.client import (
     NO_REQUEST,
     PROTOCOL_VERSION,
@@ -80,7 +83,7 @@ from chubbypy.protocol.namespace import (
     Written,
 )
 from chubbypy.protocol.session import SessionCall, SessionResult
-from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
+from chubbypy.protocol.values import CallNumber, ClientId, Epoch, LogIndex, ReplicaId
 from chubbypy.protocol.wire import DecodeError, decode_wire, encode_wire, error_reply_for
 from chubbypy.sessions import client_credential, client_credential_matches
 
@@ -525,3 +528,45 @@ def sequences(writes: Iterable[tuple[ReplicaId, WriteRequest]]) -> list[tuple[st
 
 def request_ids(requests: Iterable[ClientRequest]) -> list[RequestId]:
     return [r.request_id for r in requests]
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+class FakeCalls:
+    """Stands for the cell under a session: each session call waits for the test."""
+
+    _chance = NoChance()
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[SessionCall, float | None, float | None]] = []
+        self.numbers: list[CallNumber | None] = []
+        self.waiting: list[Deferred[tuple[SessionResult, SendTimes]]] = []
+        self.waiting_all: list[Deferred[tuple[SessionResult, SendTimes]]] = []
+        """Every call's Deferred, in the order of `calls` (answered ones too)."""
+
+    async def _session_call(
+        self,
+        call: SessionCall,
+        attempt_seconds: float | None = None,
+        deadline: float | None = None,
+        number: CallNumber | None = None,
+    ) -> tuple[SessionResult, SendTimes]:
+        self.calls.append((call, attempt_seconds, deadline))
+        self.numbers.append(number)
+        waiting: Deferred[tuple[SessionResult, SendTimes]] = Deferred()
+        self.waiting.append(waiting)
+        self.waiting_all.append(waiting)
+        return await waiting
+
+    def answer(self, result: SessionResult, sent: float | None = None) -> None:
+        """Answer the oldest call still waiting, as sent at `sent` (default: now)."""
+        at = self.clock.seconds() if sent is None else sent
+        self.waiting.pop(0).callback((result, SendTimes(at, at)))
+
+    def fail(self, error: Exception) -> None:
+        self.waiting.pop(0).errback(error)
+
+    def last(self) -> SessionCall:
+        return self.calls[-1][0]

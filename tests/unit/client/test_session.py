@@ -9,7 +9,6 @@ from twisted.logger import capturedLogs
 
 from chubbypy.client import Handle, LockTimeout, Session, SessionState
 from chubbypy.client.core import SendTimes
-from chubbypy.paxos import NoChance
 from chubbypy.protocol import CallNumber, HandleId
 from chubbypy.protocol.errors import LockHeld, SessionExpired, Unavailable
 from chubbypy.protocol.namespace import AclNames, LockMode, SetContents, Stat
@@ -29,51 +28,14 @@ from chubbypy.protocol.session import (
     KeepAlive,
     LeaseExtended,
     PoisonHandle,
-    SessionCall,
     SessionCreated,
     SessionEvent,
     SessionResult,
 )
-from tests.unit.client.harness import result_of
+from tests.unit.client.harness import FakeCalls, result_of
 
 LEASE_MS = 12_000
 SHRINK = 0.99 / 1.01
-
-
-class FakeCalls:
-    """Stands for the cell under a session: each session call waits for the test."""
-
-    _chance = NoChance()
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.calls: list[tuple[SessionCall, float | None, float | None]] = []
-        self.numbers: list[CallNumber | None] = []
-        self.waiting: list[Deferred[tuple[SessionResult, SendTimes]]] = []
-
-    async def _session_call(
-        self,
-        call: SessionCall,
-        attempt_seconds: float | None = None,
-        deadline: float | None = None,
-        number: CallNumber | None = None,
-    ) -> tuple[SessionResult, SendTimes]:
-        self.calls.append((call, attempt_seconds, deadline))
-        self.numbers.append(number)
-        waiting: Deferred[tuple[SessionResult, SendTimes]] = Deferred()
-        self.waiting.append(waiting)
-        return await waiting
-
-    def answer(self, result: SessionResult, sent: float | None = None) -> None:
-        """Answer the oldest call still waiting, as sent at `sent` (default: now)."""
-        at = self.clock.seconds() if sent is None else sent
-        self.waiting.pop(0).callback((result, SendTimes(at, at)))
-
-    def fail(self, error: Exception) -> None:
-        self.waiting.pop(0).errback(error)
-
-    def last(self) -> SessionCall:
-        return self.calls[-1][0]
 
 
 @pytest.fixture
