@@ -125,14 +125,16 @@ def change(
     """``member add|promote|remove``: one change, answered once chosen. With
     `wait_seconds`, a promotion refused NOT_CAUGHT_UP is asked again until then."""
     deadline = clock() + wait_seconds
+    last_said = ""
     while True:
         try:
             done = client.change_membership(step, if_version)
         except NotCaughtUp as error:
             if clock() + WAIT_PAUSE_SECONDS > deadline:
                 return _refused(error)
-            if progress is not None:
+            if progress is not None and error.message != last_said:
                 progress(f"waiting: {error.message}")
+                last_said = error.message
             sleep(WAIT_PAUSE_SECONDS)
             continue
         except ChubbyError as error:

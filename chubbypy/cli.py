@@ -679,7 +679,8 @@ def _member(
     if as_json:
         write_json(stdout, {**header, "ok": True, **outcome.document})
     else:
-        stdout.write(f"{shown(outcome.text)}\n".encode())
+        for line in outcome.text.splitlines():
+            stdout.write(f"{shown(line)}\n".encode())
         stdout.flush()
     return EXIT_OK
 

@@ -166,7 +166,8 @@ class MemberDesk:
                     core.request_checksum(core.epoch)
                     message = (
                         f"{replica_id} is still rebuilding from its peers (PML §5.1): it votes "
-                        "once it has seen a new instance chosen; ask again in a moment"
+                        "once it has seen a new instance chosen; ask again in a moment "
+                        "(promote --wait)"
                     )
                     return Failure(ErrorCode.NOT_CAUGHT_UP, message)
                 if chosen - known.chosen_index > behind_max:
@@ -187,7 +188,7 @@ class MemberDesk:
                     message = (
                         f"removing {replica_id} leaves {len(live)} live voters of {len(voters)} "
                         f"({', '.join(live)}), and a quorum needs {quorum}: the cell would "
-                        "stop. Bring a voter back, or give force"
+                        "stop. Bring a voter back, or remove with --force"
                     )
                     return Failure(ErrorCode.MEMBERSHIP_INVALID, message)
             case _:

@@ -328,10 +328,9 @@ class ReplicaNode:
 
     def locate(self, request_id: RequestId) -> MasterLocation:
         epoch = self.core.epoch or self.applier.epoch
-        membership = self.core.membership
-        ordered = [m for m in membership.members if m.voter] + [
-            m for m in membership.members if not m.voter
-        ]
+        # Voters only: a learner's client address was typed by an operator and has not
+        # yet served; a client that dialled a wrong one would hand it its token.
+        ordered = [m for m in self.core.membership.members if m.voter]
         # The cell file's address for a replica it lists, else the membership's (as the
         # peers dial: `chubbypy.server._peers.PeerNetwork.members_changed`).
         listed = {a.replica_id: a.client_endpoint for a in self.settings.addresses}

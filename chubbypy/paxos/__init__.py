@@ -43,7 +43,7 @@ from chubbypy.paxos._ready import (
     SteppedDown,
     describe_event,
 )
-from chubbypy.paxos._replica import Replica, persisted_problem
+from chubbypy.paxos._replica import ForeignHistory, Replica, persisted_problem
 from chubbypy.paxos._settings import (
     Limits,
     Timing,
@@ -61,6 +61,7 @@ __all__ = [
     "Chance",
     "ChecksumTaken",
     "Durable",
+    "ForeignHistory",
     "HardState",
     "LeaseAcquired",
     "LeaseLost",

@@ -659,6 +659,14 @@ class Replica:
         )
 
     def _prepare_received(self, sender: ReplicaId, prepare: Prepare) -> None:
+        if self._anchored and sender not in self._membership.voters:
+            # A candidate we do not know as a voter: refused (as a lease refusal, so it
+            # waits), never promised. A replica of another history (started with
+            # --bootstrap by mistake, and added) must not win our promise by counting a
+            # membership of its own; a new voter we have not yet learned of only waits
+            # until we catch up from the master.
+            self._send(sender, Nack(prepare.ballot, NO_BALLOT, True, self._chosen_index))
+            return
         self._saw_ballot(prepare.ballot)
         if self._leased_to_other(sender):
             self._send(sender, self._nack(prepare.ballot, leased=True))
@@ -808,11 +816,23 @@ class Replica:
     def _membership_chosen(self, index: LogIndex, membership: Membership) -> None:
         """The change at `index` is chosen: it governs every instance after it."""
         problem = successor_problem(self._membership, membership)
-        assert problem is None, (index, problem)
+        if problem is not None:
+            raise ForeignHistory(
+                f"the membership chosen at {index} (version {membership.version}) cannot "
+                f"follow this replica's (version {self._membership.version}): {problem}"
+            )
         self._configs.append((index, membership))
+        before = self._peers
         self._membership_in_effect(membership)
         self._events.append(MembershipChanged(index, membership))
         if self._role is Role.MASTER:
+            # A member removed hears once more, so it learns its removal is chosen (it is
+            # sent nothing after this, and would otherwise campaign for ever).
+            last = LogIndex(self._next_index - 1)
+            farewell = Heartbeat(self._ballot, self._chosen_index, self._tick, last)
+            for gone in before:
+                if gone not in self._member_ids:
+                    self._send(gone, farewell)
             if self._membership_inflight == index:
                 self._membership_inflight = None
             if not self._is_voter and Bug.REMOVED_MASTER_STAYS not in self._bugs:
@@ -1221,7 +1241,7 @@ class Replica:
         if not self._is_my_mastership(accepted.ballot):
             return
         self._peer_chosen[sender] = max(
-            self._peer_chosen.get(sender, NO_INDEX), accepted.chosen_index
+            self._peer_chosen.get(sender, NO_INDEX), min(accepted.chosen_index, self._chosen_index)
         )
         self._lease_acknowledged(sender, accepted.sent_tick)
         proposal = self._proposals.get(accepted.index)
@@ -1234,8 +1254,9 @@ class Replica:
     def _heartbeat_ack_received(self, sender: ReplicaId, ack: HeartbeatAck) -> None:
         if self._is_my_mastership(ack.ballot):
             self._peer_trusted[sender] = ack.trusted
+            # No peer knows more chosen than its master: a claim beyond ours is not believed.
             self._peer_chosen[sender] = max(
-                self._peer_chosen.get(sender, NO_INDEX), ack.chosen_index
+                self._peer_chosen.get(sender, NO_INDEX), min(ack.chosen_index, self._chosen_index)
             )
             self._lease_acknowledged(sender, ack.sent_tick)
 
@@ -1374,6 +1395,12 @@ class Replica:
 
     def _jitter(self) -> int:
         return self._chance.randint(0, self._timing.election_jitter_ticks)
+
+
+class ForeignHistory(Exception):
+    """The cell's chosen log does not follow from this replica's membership: its store is
+    another history's (another cell's, or a replica started with --bootstrap by mistake).
+    The replica must stop: nothing it knows can be trusted for this cell."""
 
 
 def persisted_problem(persisted: Persisted) -> str | None:

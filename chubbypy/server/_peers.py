@@ -572,13 +572,14 @@ class PeerNetwork:
         """Dial and admit exactly the other members of `membership` (None: the cell file's
         replicas): new members are dialled, removed ones are no longer, and their
         connections to us are closed (docs/design/membership.md §2.10)."""
-        listed = {ReplicaId(r.id): r.peer for r in self.config.replicas}
-        if membership is None:
-            wanted = dict(listed)
-        else:
-            # Where a member is, the cell file says for a replica it lists (the operator's
-            # own knowledge, as DNS was Chubby's); the membership says for the others.
-            wanted = {m.replica_id: listed.get(m.replica_id, m.peer) for m in membership.members}
+        # The members, and the replicas the cell file lists: a replica catching up passes
+        # through old memberships that lack today's master, which its file names (the
+        # guide says to list the members it dials first). Where a replica is, the file
+        # says for one it lists (the operator's own knowledge, as DNS was Chubby's).
+        wanted = {ReplicaId(r.id): r.peer for r in self.config.replicas}
+        if membership is not None:
+            for member in membership.members:
+                wanted.setdefault(member.replica_id, member.peer)
         wanted.pop(self.replica_id, None)
         self.admitted = frozenset(wanted)
         for peer, (address, service) in list(self._services.items()):
@@ -601,10 +602,19 @@ class PeerNetwork:
 
     def _dial(self, peer: ReplicaId, address: str) -> None:
         try:
-            description = connect_string(address)
-        except ValueError:
-            description = client_endpoint_string(address)  # host:port, as an operator types
-        endpoint = client_endpoint(self._reactor, description)
+            try:
+                description = connect_string(address)
+            except ValueError:
+                description = client_endpoint_string(address)  # host:port, as typed
+            endpoint = client_endpoint(self._reactor, description)
+        except ValueError as error:
+            # One member's bad address (an operator's typo) must not keep us from the rest.
+            log.error(
+                "{me}: cannot dial peer {peer} at {address!r}: {error} (remove it and add it "
+                "again with a good --peer)",
+                me=self.replica_id, peer=peer, address=address, error=error,
+            )  # fmt: skip
+            return
         if isinstance(self.authentication, PeerCertificates):
             endpoint = self.authentication.connecting(endpoint)
         factory = Factory.forProtocol(self._outbound_factory(peer))

@@ -35,7 +35,7 @@ from chubbypy.node import (
     SendChecksum,
     SendPeer,
 )
-from chubbypy.paxos import Chance, Persisted, persisted_problem
+from chubbypy.paxos import Chance, ForeignHistory, Persisted, persisted_problem
 from chubbypy.protocol import Envelope, Membership, PeerMessage, ReplicaId
 from chubbypy.protocol._plain import DecodeError
 from chubbypy.protocol.client import ChecksumReport, ClientRequest, ServerReply
@@ -132,15 +132,35 @@ class ReplicaServer:
         return int((self._monotonic() - self._started) / self._tick_seconds)
 
     def _ticked(self) -> None:
-        self.node.ticked(self._now())
+        try:
+            self.node.ticked(self._now())
+        except ForeignHistory as error:
+            self._foreign(error)
+            return
         self._carry_out()
 
     def peer_message(self, sender: ReplicaId, message: PeerMessage) -> str | None:
         """A peer's Paxos message. Returns why it was refused, unused (the caller closes the
         connection it came on), or None."""
-        refused = self.node.peer_message_received(self._now(), sender, message)
+        try:
+            refused = self.node.peer_message_received(self._now(), sender, message)
+        except ForeignHistory as error:
+            self._foreign(error)
+            return None
         self._carry_out()
         return refused
+
+    def _foreign(self, error: ForeignHistory) -> None:
+        """This replica's store is not this cell's history: stop, saying what to do."""
+        self.log.critical(
+            "{replica}: stopping: {error}. Its store is another history's: another cell's, "
+            "or it was started with --bootstrap by mistake. Stop it, empty its data "
+            "directory, and start it without --bootstrap (it then joins from its peers)",
+            replica=self.replica_id,
+            error=error,
+        )
+        self.failed = True
+        self._halt()
 
     def checksum_reported(self, sender: ReplicaId, report: ChecksumReport) -> None:
         self.node.checksum_reported(self._now(), sender, report)

@@ -108,9 +108,22 @@ def test_every_replica_of_a_serving_cell_is_replaced_in_turn(
         cell.list_only(NEW_IDS)
         cell.wait_for(lambda: len(writer.acknowledged) == KEYS, "every key written", 15.0)
         time.sleep(0.5)
+    except BaseException:
+        cell.close()
+        raise
     finally:
         writer.stop.set()
         writer.join(30)
+    try:
+        check_replaced(cell, writer, held, epochs, measure)
+    finally:
+        cell.close()
+
+
+def check_replaced(
+    cell: LiveCell, writer: Writer, held: Any, epochs: set[int], measure: Measure
+) -> None:
+    """What must hold once r1-r3 are replaced (see the test's docstring)."""
     listed = member_list(cell)
     assert [(m["replica_id"], m["role"]) for m in listed["members"]] == [
         (rid, "voter") for rid in NEW_IDS
@@ -126,4 +139,3 @@ def test_every_replica_of_a_serving_cell_is_replaced_in_turn(
     assert status.code == 0, status
     measure("longest pause between acknowledged writes, three replacements", writer.gap_max)
     held.release()
-    holder.close()

@@ -52,7 +52,8 @@ def test_the_members_are_listed_with_the_master_and_their_progress() -> None:
 
 def test_an_operator_adds_a_learner_and_a_retry_is_answered_at_once() -> None:
     """The change is answered once chosen, version 2, r4 listed as a learner that never
-    acknowledged; the same call again is `already`; locate names r4 after the voters."""
+    acknowledged; the same call again is `already`; locate names voters only (a learner's
+    typed client address has not served yet: a client must not hand it its token)."""
     cell = serving()
     operator = authenticated(cell, "operator")
     done = ask(cell, operator, ADD_R4)
@@ -67,8 +68,7 @@ def test_an_operator_adds_a_learner_and_a_retry_is_answered_at_once() -> None:
     request_id = operator.send(LocateMaster(operator.next_id()))
     location = operator.reply(request_id)
     assert isinstance(location, MasterLocation)
-    assert [a.replica_id for a in location.replicas] == [R1, R2, R3, R4]
-    assert location.replicas[-1].client_endpoint == "db4:7204"
+    assert [a.replica_id for a in location.replicas] == [R1, R2, R3]  # voters only
     for rid in (R2, R3):
         assert cell.nodes[rid].core.membership.learners == (R4,)
     node = cell.nodes[R1]

@@ -5,12 +5,14 @@ a candidate needs a majority of every membership its recovered values make."""
 
 from __future__ import annotations
 
+import pytest
 from attrs import evolve
 
 from chubbypy.paxos import (
     BecameMaster,
     Bug,
     Campaigning,
+    ForeignHistory,
     MembershipChanged,
     RefusalReason,
     Refused,
@@ -20,12 +22,16 @@ from chubbypy.paxos import (
 )
 from chubbypy.protocol import (
     Accept,
+    Ballot,
     CatchUp,
     Envelope,
+    HeartbeatAck,
     InstallSnapshot,
     LogIndex,
     Member,
     Membership,
+    Nack,
+    Prepare,
     ReplicaId,
     Resign,
     ValueKind,
@@ -280,3 +286,58 @@ def test_the_removed_master_bug_keeps_its_mastership() -> None:
     changed(cell, removed(membership, R1))
     assert cell.replicas[R1].status().role is Role.MASTER
     assert not [e for e in cell.events[R1] if isinstance(e, SteppedDown)]
+
+
+def test_a_prepare_from_a_replica_that_is_no_voter_is_refused_and_not_promised() -> None:
+    """An acceptor refuses (as leased) a Prepare from a replica its membership does not
+    make a voter (say one started with --bootstrap by mistake, counting a membership of
+    its own), and promises nothing."""
+    cell = serving()
+    acceptor = cell.replicas[R2]
+    promised = acceptor.status().promised
+    acceptor.step(R4, Prepare(Ballot(promised.round + 100, R4), LogIndex(1)))
+    cell.drain(R2)
+    assert acceptor.status().promised == promised
+    (refusal,) = [e.message for e in cell.network if e.recipient == R4]
+    assert isinstance(refusal, Nack)
+    assert refusal.leased
+
+
+def test_a_history_whose_memberships_do_not_follow_is_refused() -> None:
+    """A replica whose own membership is not the one the chosen log changes (another
+    history) raises ForeignHistory when it learns such a change chosen: it must stop."""
+    cell = serving()
+    stranger = cell.replicas[R3]
+    other = Membership(1, tuple(Member(r, r, r, True) for r in (R1, R2, R4)))
+    stranger._membership_in_effect(other)  # what a mistaken --bootstrap would hold
+    master = cell.replicas[R1]
+    cell.join(R4)
+    master.propose_membership(added(master.membership, R4), master.epoch)
+    cell.drain(R1)
+    with pytest.raises(ForeignHistory, match="cannot follow"):
+        cell.run(2 * TIMING.heartbeat_ticks)
+
+
+def test_a_removed_follower_learns_its_removal_and_stops_campaigning() -> None:
+    """The master sends a removed member one last heartbeat: it learns the removal is
+    chosen, knows it is no longer a member, and never campaigns after."""
+    cell = serving()
+    membership = promoted(with_learner(cell), R4)
+    changed(cell, membership)
+    changed(cell, removed(membership, R2))
+    assert R2 not in cell.replicas[R2].membership.member_ids
+    count = len(cell.events[R2])
+    cell.run(5 * TIMING.lease_ticks, lambda e: R2 not in (e.sender, e.recipient))
+    assert not any(isinstance(e, Campaigning) for e in cell.events[R2][count:])
+
+
+def test_a_peer_claiming_more_chosen_than_the_master_is_not_believed() -> None:
+    """A learner that reports a chosen index beyond the master's is recorded at the
+    master's (a liar cannot pass the promotion gate by claiming to have caught up)."""
+    cell = serving()
+    cell.join(R4)
+    master = cell.replicas[R1]
+    chosen = master.status().chosen_index
+    ballot = master.status().ballot
+    master.step(R4, HeartbeatAck(ballot, master.tick_count, LogIndex(chosen + 10**6), True))
+    assert master.peer_progress()[R4].chosen_index == chosen
