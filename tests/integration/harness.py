@@ -10,6 +10,7 @@ deadline passes or a replica dies unexpectedly, fails with the tail of every rep
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -405,7 +406,10 @@ class LiveCell:
     def status(self, rid: str) -> dict[str, Any] | None:
         """Replica `rid`'s ``/status`` document, or None if it does not answer."""
         body = self.admin_get(rid, "/status")
-        return None if body is None else json.loads(body)
+        try:
+            return None if body is None else json.loads(body)
+        except ValueError:
+            return None  # another process's page on a port the replica left
 
     def statuses(self, replicas: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """``/status`` of each replica that answers (of `replicas`, default the running ones)."""
@@ -424,8 +428,8 @@ class LiveCell:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
-        except OSError:
-            return 0, ""
+        except (OSError, http.client.HTTPException):
+            return 0, ""  # nothing listens, or another process has the port now
 
     def metric(self, rid: str, name: str) -> float:
         """The value of unlabelled metric `name` on replica `rid`'s ``/metrics`` page."""
@@ -445,7 +449,9 @@ class LiveCell:
             with urllib.request.urlopen(url, timeout=2.0) as response:
                 body: bytes = response.read()
                 return body.decode()
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
+            # Not an admin page: nothing listens, or the port went to another process (a
+            # killed replica's port, taken by another test's cell: seen as BadStatusLine).
             return None
 
     def serving(self, replicas: Iterable[str] | None = None) -> list[str]:
