@@ -43,9 +43,7 @@ Usage::
                             run CMD while holding the lock of file PATH (created if missing),
                             with the sequencer (hex) in $CHUBBY_SEQUENCER and PATH in
                             $CHUBBY_LOCK_PATH; exit with CMD's status. --timeout: give up after
-                            S seconds, the open of PATH included (exit 4; default: wait);
-                            --try: exit 4 at once if held (reaching the master for the open
-                            and the try takes at most 10 s in all).
+                            S seconds (exit 4; default: wait); --try: exit 4 at once if held.
                             If the lock is lost while CMD runs, CMD gets SIGTERM (SIGKILL
                             --kill-after seconds later, default 10) and chubbypy exits 1;
                             a session in jeopardy for longer than --lock-delay counts as
@@ -954,8 +952,7 @@ def _add_lock_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         type=_positive_seconds,
         default=None,
         metavar="SECONDS",
-        help="give up (exit 4) if not acquired in this long, the open of the file included "
-        "(default: wait)",
+        help="give up (exit 4) if not acquired in this long (default: wait)",
     )
     waiting.add_argument(
         "--kill-after",
@@ -978,11 +975,7 @@ def _add_lock_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     lock.add_argument("path")
     lock.add_argument("--shared", action="store_true", help="a reader's (shared) lock")
     lock.add_argument(
-        "--try",
-        dest="try_only",
-        action="store_true",
-        help="exit 4 at once if the lock is held (the open and the try take at most "
-        f"{TIMEOUT_SECONDS_DEFAULT:g} s in all)",
+        "--try", dest="try_only", action="store_true", help="exit 4 at once if the lock is held"
     )
 
     elect = commands.add_parser(

@@ -25,17 +25,6 @@ Theory of operation.
   again. `EPOCH_CHANGED`, `BUSY` and `UNAVAILABLE` say "not now": the request had no
   effect, and the same request is sent again after a pause. Any other error reply is the
   call's answer (`Failed` with its `ChubbyError`), and so is a refusal of the connection.
-* **When the master moves.** An attempt goes to one replica and waits there, for a call
-  the master holds on purpose (a blocking acquire) as long as the wait. If meanwhile the
-  client comes to believe another replica is master (another call located it, or was
-  redirected to it), the attempt is *superseded* (`superseded`): the replica it waits on
-  is not master any more, or hangs (a SIGSTOP, a machine gone without closing its
-  connections), and would keep it until TCP gives up. The driver then gives the attempt
-  up and reports `master_moved`, and the call goes to the new master at once. Sending it
-  again is safe whatever became of the first: every call that may change state carries
-  the same number on every attempt (a retry gets the first answer), an acquire through
-  a handle that holds or waits for the lock is granted or joins its place in the queue,
-  and a replica that is no longer master cannot commit what it was given.
 * **Pausing.** Exponential back-off from `backoff_initial_seconds`, with jitter (half to
   all of it), so clients that failed together do not retry together. While some replica
   answered within `ALIVE_SECONDS` the cell is up and only its master is missing (an
@@ -365,16 +354,13 @@ class MasterCall:
     master: it finishes with the `MasterLocation` that named it.
 
     Inputs return the next `CallStep`: `started` first; then, for a `SendRequest`,
-    `replied` or `send_failed` (or `master_moved`, once `superseded`); for
-    `AskLocations`, `location_answered` or `location_failed` for each replica (None while
-    the round waits for others); for a `Pause`, `pause_ended`. `Finished` and `Failed`
-    end the call.
+    `replied` or `send_failed`; for `AskLocations`, `location_answered` or
+    `location_failed` for each replica (None while the round waits for others); for a
+    `Pause`, `pause_ended`. `Finished` and `Failed` end the call.
 
     The driver's side of the contract: it reports exactly one outcome per `SendRequest`
-    (the reply, a failure once `reply_seconds` passed without one, or, if it gave the
-    attempt up as `superseded`, `master_moved`), and drops replies to attempts it gave up
-    on, as a connection drops a reply to a request that timed out. A driver that never
-    checks `superseded` (the simulator) waits each attempt out as before.
+    (the reply, or a failure once `reply_seconds` passed without one), and drops replies
+    to attempts it gave up on, as a connection drops a reply to a request that timed out.
     A driver without connections (the simulator) may ignore `connect_seconds`. Answers to
     `LocateMaster` may come late, twice, or from a round already over: they are ignored.
     """
@@ -446,25 +432,6 @@ class MasterCall:
 
     def pause_ended(self, now: float) -> CallStep:
         """The pause asked for is over."""
-        return self._next_attempt(now)
-
-    def superseded(self) -> bool:
-        """Whether the attempt on its way went to a replica that the client no longer
-        believes is master, while it believes another is: the driver should give it up
-        (forget its reply) and report `master_moved` (see the module docstring)."""
-        master = self.view.master
-        return self._sending_to is not None and master is not None and master != self._sending_to
-
-    def master_moved(self, now: float) -> CallStep:
-        """The driver gave up the attempt on its way because it was `superseded`: send the
-        call to the master the client now believes in, at once."""
-        assert self.superseded(), "not superseded"
-        address, master = self._sending_to, self.view.master
-        assert address is not None
-        assert master is not None
-        self._sending_to = None
-        moved = f"the master moved to {display_address(master)}"
-        self._problem = f"{display_address(address)}: {moved}"
         return self._next_attempt(now)
 
     # ------------------------------------------------------------------------- steps

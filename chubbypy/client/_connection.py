@@ -14,11 +14,7 @@ first request) was answered; a refusal fails the waiters with `PermissionDenied`
 Then `request` numbers each request (1, 2, 3, ... on this connection), keeps its Deferred
 in `_pending` under that id, and the reply with the same id fires it, in whatever order
 replies come. Each request has its own timeout on the injected clock; a reply that arrives
-after its request timed out (or was cancelled) finds no entry, and goes to the `late_reply`
-callback if one was given (a request forgotten this way is remembered, up to
-`ABANDONED_REMEMBERED_MAX` of them, so that each gets at most one late reply; other
-replies with no request are dropped): the client closes a handle whose open it gave up
-(`chubbypy.client._session_core.abandoned_handle`). When the
+after its request timed out (or was cancelled) finds no entry and is dropped. When the
 connection ends, for any reason, every request still pending fails with `ConnectionClosed`:
 no caller waits for a reply that can no longer come. Bytes that are not a frame, or a frame
 that is not a reply, mean the stream is lost: the connection is aborted.
@@ -67,13 +63,7 @@ from chubbypy.protocol.framing import FrameDecoder, encode_frame
 from chubbypy.protocol.values import ReplicaId
 from chubbypy.protocol.wire import DecodeError, decode_wire, encode_wire
 
-__all__ = [
-    "ABANDONED_REMEMBERED_MAX",
-    "FRAME_BYTES_MAX_DEFAULT",
-    "REPLY_BYTES_MAX",
-    "LateReply",
-    "ReplicaConnection",
-]
+__all__ = ["FRAME_BYTES_MAX_DEFAULT", "REPLY_BYTES_MAX", "ReplicaConnection"]
 
 FRAME_BYTES_MAX_DEFAULT: Final = 1 << 20
 """The cell's frame limit when no configuration says otherwise (``limits.frame_bytes_max``)."""
@@ -83,14 +73,8 @@ directory page can exceed it), so this bound only stops a garbage length prefix.
 
 _T = TypeVar("_T")
 
-ABANDONED_REMEMBERED_MAX: Final = 1024
-"""Requests timed out or cancelled whose late reply a connection still hands on; beyond
-it the oldest is forgotten (its reply, if it ever comes, is dropped)."""
-
 MakeRequest = Callable[[RequestId], ClientRequest]
 """Builds a request once its id is known."""
-LateReply = Callable[[ServerReply], None]
-"""Takes the reply to a request its caller gave up (timed out, or cancelled)."""
 
 
 class _Waiters(Generic[_T]):
@@ -145,12 +129,8 @@ class ReplicaConnection(Protocol):
         *,
         frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
         credentials: tuple[str, str] | None = None,
-        late_reply: LateReply | None = None,
     ) -> None:
         self.address = address
-        self._late_reply = late_reply
-        self._abandoned: dict[RequestId, None] = {}
-        """Requests given up (timed out, cancelled) whose reply goes to `late_reply`."""
         self._credentials = credentials
         self._shown = display_address(address)
         self._clock = clock
@@ -226,10 +206,7 @@ class ReplicaConnection(Protocol):
             )
 
         def forget(_: Deferred[ServerReply]) -> None:
-            if self._pending.pop(request_id, None) is not None and self._late_reply is not None:
-                self._abandoned[request_id] = None
-                if len(self._abandoned) > ABANDONED_REMEMBERED_MAX:
-                    del self._abandoned[next(iter(self._abandoned))]
+            self._pending.pop(request_id, None)
 
         def timed_out(result: ServerReply | Failure, _timeout: float) -> ServerReply | Failure:
             if isinstance(result, Failure) and isinstance(result.value, CancelledError):
@@ -363,12 +340,8 @@ class ReplicaConnection(Protocol):
 
     def _reply_received(self, reply: ServerReply) -> None:
         waiting = self._pending.pop(reply.request_id, None)
-        if waiting is not None:
+        if waiting is not None:  # else: a late reply to a request that timed out
             waiting.callback(reply)
-        elif reply.request_id in self._abandoned and self._late_reply is not None:
-            del self._abandoned[reply.request_id]
-            self._late_reply(reply)  # the reply to a request given up
-        # else: a reply to no request (or a second one): dropped
 
     def _dialed(self, result: object) -> object:
         self._dialing = None

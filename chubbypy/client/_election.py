@@ -18,9 +18,6 @@ session expires or its file is deleted (its `LockLost` is the reason), when a ne
 no longer counts its lock, or when it resigns (reason None). With `recampaign`, a
 candidate deposed by a loss campaigns again, in a new session, until it resigns.
 
-Observers (`observe()`) follow the file across sessions: when the session they watch in
-ends, they resume in the cell's next one and read the file again.
-
 The file names the last leader until the next one writes: after a leader's session is
 lost, `leader()` still names it until a standby wins, within the session lease plus the
 lock-delay when one is campaigning. `resign()` clears the file.
@@ -33,7 +30,6 @@ from collections.abc import Callable
 
 from attrs import frozen
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -42,7 +38,7 @@ from chubbypy.client._errors import LockLost, NotLeader
 from chubbypy.client._lock import Held, Lock
 from chubbypy.client._session import Handle
 from chubbypy.client._streams import EventStream, guarded
-from chubbypy.protocol.errors import ChubbyError, NoSuchNode, SessionExpired, Unavailable
+from chubbypy.protocol.errors import ChubbyError, NoSuchNode
 from chubbypy.protocol.session import EventKind, EventMask, SessionEvent
 
 __all__ = ["Election", "Leadership"]
@@ -50,8 +46,6 @@ __all__ = ["Election", "Leadership"]
 
 RECAMPAIGN_PAUSE_SECONDS = 1.0
 """The pause before campaigning again after a campaign that followed a loss failed."""
-RESUME_PAUSE_SECONDS = 1.0
-"""The pause before `observe` tries again to resume in a new session, when it could not."""
 IDENTITY_BYTES_MAX = 64 * 1024
 """What a leader may advertise; well under any cell's file size limit."""
 
@@ -141,70 +135,41 @@ class Election:
     def observe(self) -> EventStream[str | None]:
         """What the leader advertises, now and after each change, as an async iterator (a
         handle on the file asks for its events; a master fail-over re-reads it). Close
-        the stream to stop. When the session it watches in ends (expires), it resumes in
-        the cell's next session: the file is read again there (a change meanwhile is
-        reported), and while the cell is out of reach (`Unavailable`) it tries again every
-        `RESUME_PAUSE_SECONDS` until it can or the stream is closed. It ends when the cell
-        is closed, or with any other error (or the first open's)."""
-        handles: list[Handle] = []
-        stream: EventStream[str | None] = EventStream(lambda: _close_all(handles))
-        Deferred.fromCoroutine(self._observing(stream, handles)).addErrback(
-            lambda failure: stream.end(failure.value)
-        )
-        return stream
+        the stream to stop."""
+        handle_made: list[Handle] = []
 
-    async def _observing(self, stream: EventStream[str | None], handles: list[Handle]) -> None:
-        """Watch the file for `stream`, in one session after another (see `observe`)."""
-        last: list[str | None] = []
-        resuming = False
-        while not stream.ended:
-            try:
-                await self._watch(stream, handles, last)
-                return  # the stream, the handle or the cell was closed
-            except SessionExpired as expired:
-                self.log.info("{path}: the session observing the leader ended ({why}); "
-                              "observing again in a new session", path=self.path,
-                              why=expired)  # fmt: skip
-                resuming = True
-            except Unavailable as error:
-                if not resuming or self.cell._closing or self.cell._closed:
-                    raise
-                self.log.warn("{path}: cannot observe the leader in a new session yet ({error}); "
-                              "trying again in {pause:g} s", path=self.path, error=error,
-                              pause=RESUME_PAUSE_SECONDS)  # fmt: skip
-                _close_all(handles)
-                await deferLater(self.cell._clock, RESUME_PAUSE_SECONDS)
-            _close_all(handles)  # those of the session that ended: nothing to do there
-
-    async def _watch(
-        self, stream: EventStream[str | None], handles: list[Handle], last: list[str | None]
-    ) -> None:
-        """Report what the leader advertises to `stream` whenever it differs from `last`
-        (its one item, once known), through a handle on the file in the current session,
-        until the stream or the handle is closed; `SessionExpired` once the session ends."""
-        events = EventMask.CONTENTS_MODIFIED | EventMask.HANDLE_INVALID
-        handle: Handle = await self.cell.open(self.path, events=events, create=True)
-        handles.append(handle)
-        if stream.ended:
-            handle.close().addErrback(lambda _: None)
-            return
-        changes = handle.events()
-        while True:
-            now = await self.leader()
-            if last != [now]:
-                stream.push(now)
-                last[:] = [now]
-            try:
-                event: SessionEvent = await changes.next()
-            except StopAsyncIteration:
-                stream.end()  # the handle closed (the stream was), or the cell
-                return
-            if event.kind is EventKind.HANDLE_INVALID:  # deleted: watch the new one
-                handles.remove(handle)
+        def closed() -> None:
+            for handle in handle_made:
                 handle.close().addErrback(lambda _: None)
-                handle = await self.cell.open(self.path, events=events, create=True)
-                handles.append(handle)
-                changes = handle.events()
+
+        stream: EventStream[str | None] = EventStream(closed)
+
+        async def watching() -> None:
+            events = EventMask.CONTENTS_MODIFIED | EventMask.HANDLE_INVALID
+            handle: Handle = await self.cell.open(self.path, events=events, create=True)
+            handle_made.append(handle)
+            if stream.ended:
+                closed()
+                return
+            changes = handle.events()
+            last: object = object()
+            while True:
+                now = await self.leader()
+                if now != last:
+                    stream.push(now)
+                    last = now
+                try:
+                    event: SessionEvent = await changes.next()
+                except StopAsyncIteration:
+                    stream.end()
+                    return
+                if event.kind is EventKind.HANDLE_INVALID:  # deleted: watch the new one
+                    handle = await self.cell.open(self.path, events=events, create=True)
+                    handle_made.append(handle)
+                    changes = handle.events()
+
+        Deferred.fromCoroutine(watching()).addErrback(lambda failure: stream.end(failure.value))
+        return stream
 
     # ------------------------------------------------------------------------- campaigning
 
@@ -330,10 +295,3 @@ class Election:
     def _announce(self, change: Leadership) -> None:
         for stream in list(self._streams):
             stream.push(change)
-
-
-def _close_all(handles: list[Handle]) -> None:
-    """Close every handle of `handles` (at the master if still open there) and forget them."""
-    for handle in handles:
-        handle.close().addErrback(lambda _: None)
-    handles.clear()

@@ -6,12 +6,9 @@ lets it go after. The traps this avoids (Chubby §2.4; kazoo and python-etcd3 us
 them):
 
 * **The body never runs without the lock.** If the lock is not acquired within `timeout`,
-  `LockTimeout` is raised and the body is skipped; the time counts the whole acquisition,
-  the open of the lock's file included (a slow cell cannot stretch it). A timeout of 0
-  tries once, as Chubby's TryAcquire, and fails at once if the lock is held or delayed;
-  it waits for no holder, but the open and the try still need the master, so they take
-  at most one call's time (the cell client's `timeout_seconds`). The body is skipped too
-  when the session has expired or the file is missing and not to be created.
+  `LockTimeout` is raised and the body is skipped (a timeout of 0 tries once, as Chubby's
+  TryAcquire, and fails at once if the lock is held or delayed); so is it when the session
+  has expired or the file is missing and not to be created.
 * **Fencing.** `held.sequencer` names this acquisition: hand it to the servers the lock
   protects, which check it (`Cell.check_sequencer`) or fence writes with it
   (`Handle.set_sequencer`), so a holder that lost the lock without knowing cannot harm
@@ -29,8 +26,7 @@ them):
   (`lock_delay_seconds`, at most 60 s) to ride out a master fail-over that takes longer
   than the lease.
 * **Letting go.** Leaving the block releases the lock (closing its handle), whatever the
-  body raised. A release no master answers (a partition) is retried by the session in
-  the background until it is applied or the session ends.
+  body raised.
 """
 
 from __future__ import annotations
@@ -40,8 +36,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from chubbypy.client._errors import LockLost, LockTimeout
@@ -56,12 +52,6 @@ __all__ = ["HandleOpener", "Held", "Lock"]
 
 class HandleOpener(Protocol):
     """What a `Lock` opens its handle with: a `Cell`, in the cell's session."""
-
-    @property
-    def clock(self) -> IReactorTime: ...
-
-    @property
-    def timeout_seconds(self) -> float: ...
 
     def open(
         self,
@@ -118,42 +108,34 @@ class Lock:
             raise
 
     async def _acquire_once(self) -> Held:
-        """Open the handle and acquire its lock, all within the time allowed (`_allowed`):
-        when it is over, the open still on its way is cancelled (its handle, if the master
-        made one, is closed when its answer comes), or the handle closed, which withdraws
-        the request wherever it waits and lets go of a grant that raced the timer."""
-        opening = self.cell.open(
+        cell = self.cell
+        handle: Handle = await cell.open(
             self.path, events=EventMask.HANDLE_INVALID, create=self._create,
             lock_delay_seconds=self._lock_delay,
         )  # fmt: skip
-        handle: Handle | None = None
         gave_up = False
 
         def give_up() -> None:
             nonlocal gave_up
             gave_up = True
-            if handle is None:
-                opening.cancel()
-            else:
-                handle.close().addErrback(lambda _: None)  # releases the lock if just granted
+            handle.close().addErrback(lambda _: None)  # releases the lock if just granted
 
-        allowed = self._allowed()
-        timer = None if allowed is None else self.cell.clock.callLater(allowed, give_up)
+        if self.timeout == 0:
+            return await self._try_once(handle)
+        timer = None
+        if self.timeout is not None:
+            timer = handle.session.clock.callLater(self.timeout, give_up)
         try:
-            handle = await opening
-            if self.timeout == 0:
-                sequencer = await self._try_once(handle)
-            else:
-                sequencer = await handle.acquire(shared=self.shared)
+            sequencer: bytes = await handle.acquire(shared=self.shared)
             if gave_up:  # granted as the timer fired: the close lets it go
                 raise InvalidHandle("closed: the time allowed is over")
         except BaseException as error:
-            if handle is not None and not handle.closed:
+            if not handle.closed:
                 handle.close().addErrback(lambda _: None)
-            if gave_up and isinstance(error, InvalidHandle | CancelledError):
+            if gave_up and isinstance(error, InvalidHandle):
                 mode = "shared" if self.shared else "exclusive"
                 raise LockTimeout(
-                    f"the {mode} lock {self.path} was not acquired within {allowed:g} s"
+                    f"the {mode} lock {self.path} was not acquired within {self.timeout:g} s"
                 ) from None
             raise
         finally:
@@ -162,21 +144,18 @@ class Lock:
         self._held = Held(self, handle, sequencer)
         return self._held
 
-    def _allowed(self) -> float | None:
-        """How long the whole acquisition may take, the open included: the timeout; for a
-        try (a timeout of 0, which waits for no holder), one call's time, as the open and
-        the TryAcquire still need the master; None (no timeout) for ever."""
-        if self.timeout is None:
-            return None
-        return self.timeout or self.cell.timeout_seconds
-
-    async def _try_once(self, handle: Handle) -> bytes:
+    async def _try_once(self, handle: Handle) -> Held:
         """A timeout of 0: Chubby's TryAcquire, once; `LockTimeout` if held or delayed."""
         try:
-            sequencer: bytes = await handle.try_acquire(shared=self.shared)
+            sequencer = await handle.try_acquire(shared=self.shared)
         except (LockHeld, LockDelayed) as refused:
+            handle.close().addErrback(lambda _: None)
             raise LockTimeout(f"the lock {self.path} is not free: {refused}") from None
-        return sequencer
+        except BaseException:
+            handle.close().addErrback(lambda _: None)
+            raise
+        self._held = Held(self, handle, sequencer)
+        return self._held
 
     async def __aenter__(self) -> Held:
         """Acquire the lock (see `acquire`) before the body runs; the `Held`."""
@@ -245,9 +224,8 @@ class Held:
         return self.handle.check_sequencer(self.sequencer)
 
     def release(self) -> Deferred[None]:
-        """Let go of the lock (by closing its handle). Never fails: if no master answers
-        now, the session sends the close again after each KeepAlive answered, until it is
-        applied or the session ends (which lets go of the lock too)."""
+        """Let go of the lock (by closing its handle). Never fails: if the master cannot be
+        told now, the lock ends with the session's lease."""
         return Deferred.fromCoroutine(self._release())
 
     async def _release(self) -> None:
@@ -264,8 +242,7 @@ class Held:
         except ChubbyError as error:
             if not self.is_lost:
                 self.log.warn(
-                    "could not release the lock {path} now ({error}); the session retries "
-                    "until the release is applied or the session ends",
+                    "could not release the lock {path} now ({error}); it ends with the session",
                     path=self.path, error=error,
                 )  # fmt: skip
 

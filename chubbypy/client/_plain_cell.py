@@ -29,13 +29,6 @@ Theory of operation (the retry rules themselves are in `chubbypy.client._calls`)
 * **Errors.** Operating errors (`NoSuchNode`, `NodeExists`, `GenerationMismatch`, ...) raise
   the `chubbypy.protocol.errors` class of their code, whether the log decided them (a
   `Failure` result) or the replica did (an `ErrorReply`).
-* **Following the master.** When the client comes to believe in another master (a call
-  located it, or was redirected to it), every attempt still waiting on another replica
-  is given up and sent to the new master at once (`MasterCall.superseded`): a blocked
-  acquire sent to a master that hangs would otherwise wait there until TCP gives up.
-* **Handles nobody asked for.** The reply to an Open that its caller gave up (cancelled,
-  timed out, or superseded by a new master) still comes on its connection; if it opened
-  a handle, that handle is closed at once (`abandoned_handle`), as no one holds it.
 * **Closing** cancels every operation and closes every connection; a call still on its
   way (a session's KeepAlive) fails `CellClosed` at its next step, and nothing connects
   again.
@@ -53,7 +46,6 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, Self, TypeVar, assert_n
 from attrs import frozen
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import (
-    CancelledError,
     Deferred,
     DeferredLock,
     TimeoutError,
@@ -89,7 +81,6 @@ from chubbypy.client._connection import (
     ReplicaConnection,
 )
 from chubbypy.client._errors import CellClosed, OutcomeUnknown, ReplicaUnreachable
-from chubbypy.client._session_core import abandoned_handle
 from chubbypy.client._snapshot import SNAPSHOT_ATTEMPTS_MAX, CellSnapshot, SnapshotAssembly
 from chubbypy.client._tls import TLS_KIND, load_trust, tls_endpoint
 from chubbypy.paxos import Chance
@@ -148,7 +139,6 @@ from chubbypy.protocol.namespace import (
 from chubbypy.protocol.session import (
     SESSIONS_PAGE_MAX,
     ChangeMembership,
-    CloseHandle,
     GetLockInfo,
     KillSession,
     ListMembers,
@@ -308,22 +298,11 @@ class PlainCell:
         self._write_lock = DeferredLock()
         self._operations: set[Deferred[Any]] = set()
         self._closed = False
-        self._sending: dict[int, tuple[MasterCall, Deferred[ServerReply]]] = {}
-        """Every attempt waiting for its reply, by its call's id."""
-        self._superseded: set[int] = set()
-        """The ids of the calls whose attempts were given up because the master moved."""
-        self._followed: str | None = None
-        """The master the attempts on their way were sent to, as far as this client knew."""
 
     @property
     def timeout_seconds(self) -> float:
         """How long each operation may take, retries included."""
         return self._settings.timeout_seconds
-
-    @property
-    def clock(self) -> IReactorTime:
-        """The clock the client times its calls on (the reactor it was given)."""
-        return self._clock
 
     @classmethod
     def from_config(cls, reactor: IReactorTime, config: CellConfig, **options: Any) -> Self:
@@ -798,7 +777,6 @@ class PlainCell:
         while True:
             if self._closed:
                 raise CellClosed(f"the client of cell {self.cell!r} is closed")
-            self._follow_master()  # the step just taken may have found a new master
             match step:
                 case SendRequest():
                     assert make is not None
@@ -822,52 +800,10 @@ class PlainCell:
             replying = connection.request(make, step.reply_seconds)
             if step.drop_after_send:
                 connection.abort("dropped right after sending (a chance site)")
-            reply = await self._reply_unless_moved(call, replying)
-        except _MasterMoved:
-            return call.master_moved(self._clock.seconds())
+            reply = await replying
         except (ReplicaUnreachable, ChubbyError) as error:
             return call.send_failed(self._clock.seconds(), error)
         return call.replied(self._clock.seconds(), reply)
-
-    async def _reply_unless_moved(
-        self, call: MasterCall, replying: Deferred[ServerReply]
-    ) -> ServerReply:
-        """The reply to the attempt of `call`; `_MasterMoved` if it is given up because the
-        client came to believe in another master meanwhile (its reply, if one comes, is
-        dropped like a timed-out request's)."""
-        key = id(call)
-        self._sending[key] = (call, replying)
-        try:
-            if call.superseded():  # the master moved while this attempt was connecting
-                self._superseded.add(key)
-                replying.cancel()
-            return await replying
-        except CancelledError:
-            if key in self._superseded:
-                raise _MasterMoved() from None
-            raise
-        finally:
-            del self._sending[key]
-            self._superseded.discard(key)
-
-    def _follow_master(self) -> None:
-        """If the client believes in another master than before, give up every attempt
-        that waits on another replica (`MasterCall.superseded`), to send it there."""
-        master = self._view.master
-        if master is None or master == self._followed:
-            return
-        before, self._followed = self._followed, master
-        moved = [(key, replying) for key, (c, replying) in self._sending.items() if c.superseded()]
-        if moved:
-            self.log.info(
-                "cell {cell}: the master is now {master} (was {before}): sending the {count} "
-                "call(s) waiting on another replica there",
-                cell=self.cell, master=display_address(master),
-                before=display_address(before) if before else "unknown", count=len(moved),
-            )  # fmt: skip
-        for key, replying in moved:
-            self._superseded.add(key)
-            replying.cancel()
 
     async def _locate(self, call: MasterCall, step: AskLocations) -> CallStep:
         now = self._clock.seconds
@@ -930,7 +866,6 @@ class PlainCell:
                 self._name,
                 frame_bytes_max=self._frame_bytes_max,
                 credentials=self._credentials,
-                late_reply=self._late_reply,
             )
             self._connections[address] = connection
             connection.when_closed().addCallback(self._connection_closed, address, connection)
@@ -941,19 +876,6 @@ class PlainCell:
         if connection.replica_id is not None:
             self._view.welcomed(address, connection.replica_id)
         return connection
-
-    def _late_reply(self, reply: ServerReply) -> None:
-        """A reply whose request was given up came all the same: close the handle it opened,
-        if any (`abandoned_handle`)."""
-        handle = abandoned_handle(reply)
-        if handle is None or self._closed:
-            return
-        self.log.info(
-            "cell {cell}: an open given up was answered all the same; closing its handle",
-            cell=self.cell,
-        )
-        closing = self._run(self._session_call, CloseHandle(handle))
-        closing.addErrback(lambda _: None)  # the session's end closes it anyway
 
     def _connection_closed(self, _: None, address: str, connection: ReplicaConnection) -> None:
         if self._connections.get(address) is connection:
@@ -982,10 +904,6 @@ class PlainCell:
 
     def _new_nonce(self) -> int:
         return self._rng.randint(1, INT64_MAX)
-
-
-class _MasterMoved(Exception):
-    """An attempt was given up: the client believes in another master now."""
 
 
 def _tcp_reactor(reactor: IReactorTime) -> IReactorTCP:

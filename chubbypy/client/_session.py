@@ -15,9 +15,7 @@ master sends (contents modified, lock acquired, master fail-over, ...) to `on_ev
 callbacks and `events()` streams, once, in order. An event about one handle also goes to
 that handle's own `on_event` callbacks and `events()` streams; a master fail-over event
 goes to every handle that asked for events (any of them may have been missed). A handle's
-streams end when it is closed, and with `SessionExpired` when the session ends; its
-`on_session_ended` callbacks are called then too (with the `SessionExpired`, or None for
-a closed session), so callers of `on_event` hear of the end as readers of streams do. Calls made
+streams end when it is closed, and with `SessionExpired` when the session ends. Calls made
 in jeopardy wait for the session to be safe (or over); once it is over they fail
 `SessionExpired`.
 
@@ -57,7 +55,6 @@ from chubbypy.client._session_core import (
     KeepAliveAt,
     ParkedHandle,
     PresentHandle,
-    RetryCall,
     SendClose,
     SendKeepAlive,
     SessionOutput,
@@ -447,53 +444,20 @@ class Session:
                 await self._number_freed()
             number = self._core.call_number(call)
         self._calls_running += 1
-        retried = False
         try:
             return await _call(self.cell, call, attempt_seconds, deadline, number)
         except SessionExpired as error:
             self._refused(error)
             self._carry_out(self._core.expiry_reported())
             raise
-        except Unavailable as error:
-            retried = self._core.call_failed(call, number, error)
-            if retried:
-                self.log.warn(
-                    "session {id}: no master answered {call} ({error}); retrying it after "
-                    "each KeepAlive answered, until it is applied or the session ends",
-                    id=self.session_id, call=type(call).__name__, error=error,
-                )  # fmt: skip
-            raise
         finally:
-            if not retried:
-                self._core.call_ended(number)
-                self._number_ended(number)
+            self._core.call_ended(number)
+            if number is not None:
+                waiting, self._numbers_waiting = self._numbers_waiting, []
+                for waiter in waiting:
+                    waiter.callback(None)
             self._calls_running -= 1
             self._last_call = self._clock.seconds()
-
-    def _number_ended(self, number: CallNumber | None) -> None:
-        """A numbered call ended: the calls waiting for a number may go on."""
-        if number is not None:
-            waiting, self._numbers_waiting = self._numbers_waiting, []
-            for waiter in waiting:
-                waiter.callback(None)
-
-    async def _retry(self, retry: RetryCall) -> None:
-        """Send a release again (`RetryCall`) and report how it ended."""
-        error: ChubbyError | CellClosed | None = None
-        try:
-            await _call(self.cell, retry.call, None, None, retry.number)
-        except (ChubbyError, CellClosed) as failed:
-            error = failed
-        if isinstance(error, SessionExpired):
-            self._refused(error)
-            self._carry_out(self._core.expiry_reported())
-        if self._core.retry_ended(retry.key, error):
-            self.log.info(
-                "session {id}: {call} retried in the background: {outcome}",
-                id=self.session_id, call=type(retry.call).__name__,
-                outcome="applied" if error is None else f"ended ({error})",
-            )  # fmt: skip
-            self._number_ended(retry.number)
 
     def _number_freed(self) -> Deferred[None]:
         """Fires when a numbered call of this session ends."""
@@ -585,9 +549,6 @@ class Session:
                 self._lease_timer = self._clock.callLater(delay, self._lease_checked)
             case SendClose(call):
                 self._closing = Deferred.fromCoroutine(self._close_sent(call))
-            case RetryCall():
-                retrying = Deferred.fromCoroutine(self._retry(output))
-                retrying.addErrback(lambda f: self.log.failure("a retried release failed", f))
             case _:
                 assert_never(output)
 
@@ -716,11 +677,6 @@ class Handle:
         self._outstanding: set[Deferred[Any]] = set()
         self.on_event: list[Callable[[SessionEvent], None]] = []
         """Called with each event for this handle, in order (on the reactor thread)."""
-        self.on_session_ended: list[Callable[[SessionExpired | None], None]] = []
-        """Called once if the session ends while this handle is open (on the reactor
-        thread), after its last event: with the `SessionExpired` saying why if it expired
-        (its locks are lost), None if it was closed. No event for it comes after; the
-        `on_event` callbacks' end, as `events()` streams end."""
         self._streams: list[EventStream[SessionEvent]] = []
 
     # ------------------------------------------------------------------------- queries
@@ -805,9 +761,7 @@ class Handle:
         return self._locked_call(GetSequencer(self._handle))
 
     def release(self) -> Deferred[None]:
-        """Let go of the lock this handle acquired last (and of nothing later). If no master
-        answers in time (`Unavailable`), the release may not have been applied: the session
-        sends it again after each KeepAlive answered until it is, or the session ends."""
+        """Let go of the lock this handle acquired last (and of nothing later)."""
         return self._track(
             lambda: self._no_result(ReleaseLock(self._handle, self.stat.lock_generation))
         )
@@ -918,9 +872,7 @@ class Handle:
     def close(self) -> Deferred[None]:
         """Close the handle (releasing its lock, if it holds one). A handle that asked for
         no events and no lock may be kept by the session for a later open of the same name
-        in the same mode (Chubby's handle cache); the program cannot tell the difference.
-        If no master answers in time (`Unavailable`), the session sends the close again
-        after each KeepAlive answered, until it is applied or the session ends."""
+        in the same mode (Chubby's handle cache); the program cannot tell the difference."""
         first = not self._closed
         if first:
             self._closed = True
@@ -969,8 +921,6 @@ class Handle:
     def _session_ended(self, error: SessionExpired | None) -> None:
         for stream in list(self._streams):
             stream.end(error)
-        for callback in list(self.on_session_ended):
-            guarded(callback, error, "a handle's on_session_ended callback")
 
     # ------------------------------------------------------------------------- plumbing
 

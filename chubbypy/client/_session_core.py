@@ -24,25 +24,13 @@ Theory of operation.
   sending (found by the simulator's session-safety checker). Without the hold, the client
   fell into jeopardy on every KeepAlive (found on a live cell).
 * **KeepAlives.** One is at the master at all times (Chubby §2.8): the next is sent when
-  the last is answered. The master holds a KeepAlive until its own view of the lease
-  nearly ends, which is after the local lease ends only if the master is not answering:
-  so a KeepAlive sent while the local lease runs waits for its answer at most until the
-  local lease ends (`keepalive_timing`). A master that hangs (a SIGSTOP, a machine that
-  stopped without closing its connections) then costs the session no more than the
-  lease: at jeopardy the KeepAlive gives up on it, the client forgets that master, and
-  the next KeepAlive locates the master again among every replica, which finds a new
-  master while the cell still keeps the session (a new master grants every session a
-  whole lease from its start). In jeopardy each KeepAlive call lives at most
-  `KEEPALIVE_JEOPARDY_FRACTION` of a lease, and another follows at once, until the
-  grace period ends: the lease an answer grants is counted from its call's first
-  sending, so it always has most of a lease still to run when the answer comes (a call
-  retried for longer than a lease would bring back a lease already over, and a
-  spurious jeopardy). An answer extends the lease and carries events; SESSION_EXPIRED
-  ends the session; the grace period ending without an answer gives it up (expired);
-  "unavailable" (no master answered by the call's deadline) sends again at once, or in
-  the connected state at the lease end, which the failed call was at most one back-off
-  pause from; any other failure (a refused connection, a rolling upgrade) sends again
-  after `KEEPALIVE_RETRY_SECONDS`, so the session never sits in jeopardy for ever.
+  the last is answered. The master holds a KeepAlive until its lease nearly ends, so one
+  attempt may wait a whole lease plus a second; the call's deadline is the grace period
+  past the later of the lease end and the sending. An answer extends the lease and
+  carries events; SESSION_EXPIRED ends the session; a KeepAlive that found no master
+  before its deadline gives up (expired); "unavailable" before the deadline sends again
+  at once; any other failure (a refused connection, a rolling upgrade) sends again after
+  `KEEPALIVE_RETRY_SECONDS`, so the session never sits in jeopardy for ever.
 * **Events** are numbered; each KeepAlive acknowledges every event through the highest
   number seen, and an event numbered at or below it is a repeat (its answer was lost) and
   dropped. An event about a handle goes to that handle; a master fail-over goes to every
@@ -53,20 +41,6 @@ Theory of operation.
   or the wait asked for is over, and then withdraws it itself. One that no master answered
   by its deadline may have been granted all the same (`acquire_outcome_unknown`): the
   program closes its handle, which lets go of such a grant; a poison would not.
-* **Releases retried** (`retried_in_background`). A release, or a handle's close (which
-  releases its lock), that no master answered by its deadline (a partition, a fail-over
-  longer than the call's timeout) may not have been applied: the lock would stay held
-  until the session ends. The session keeps it (`call_failed`) and sends it again after
-  each KeepAlive answered (`RetryCall`: the master is reachable again), with the same
-  number, so it is applied at most once (a retry of one applied gets its first answer),
-  until it is answered or the session ends (which releases everything anyway). Its
-  number stays unanswered meanwhile, so the cell keeps its answer.
-* **Opens given up.** An Open the program cancelled once it was sent (or whose attempt
-  timed out, or was given up for a new master) may have made a handle at the master all
-  the same; when its reply comes anyway, the client closes that handle
-  (`abandoned_handle`), so none is left behind. (One whose reply is lost with its
-  connection stays until the session ends: it holds no lock, but counts against the
-  session's handles.)
 * **The cache** (`chubbypy.client._cache`) is used only while the session is connected and
   its local lease valid: the master's promise to invalidate an entry before it changes
   lasts as long as the lease, as this client counts it. An INVALIDATE drops its entry
@@ -91,20 +65,16 @@ from chubbypy.client._calls import SendTimes
 from chubbypy.client._errors import CellClosed
 from chubbypy.client._state import SessionInput, SessionState, next_state
 from chubbypy.paxos import Chance, NoChance
-from chubbypy.protocol.client import ServerReply, SessionReply
 from chubbypy.protocol.errors import SessionExpired, Unavailable
 from chubbypy.protocol.namespace import Stat
 from chubbypy.protocol.session import (
     CALLS_UNACKED_MAX,
-    CloseHandle,
     CloseSession,
     EventKind,
-    HandleOpened,
     KeepAlive,
     LeaseExtended,
     NodeRead,
     ReadNode,
-    ReleaseLock,
     SessionCall,
     SessionEvent,
     is_numbered,
@@ -117,7 +87,6 @@ __all__ = [
     "CLOCK_DRIFT_DEFAULT",
     "GRACE_SECONDS_DEFAULT",
     "HANDLES_PARKED_MAX",
-    "KEEPALIVE_JEOPARDY_FRACTION",
     "KEEPALIVE_LATE",
     "KEEPALIVE_RETRY_SECONDS",
     "AcquireTiming",
@@ -131,18 +100,14 @@ __all__ = [
     "ParkedHandle",
     "PresentHandle",
     "ReadFromMaster",
-    "RetryCall",
     "SendClose",
     "SendKeepAlive",
     "SessionOutput",
     "SessionSettings",
     "StateChanged",
-    "abandoned_handle",
     "acquire_outcome_unknown",
     "blocking_acquire",
-    "keepalive_timing",
     "local_lease_end",
-    "retried_in_background",
 ]
 
 GRACE_SECONDS_DEFAULT: Final = 45.0
@@ -150,10 +115,8 @@ CLOCK_DRIFT_DEFAULT: Final = 0.01
 """At least the cell's ``paxos.clock_drift_max``."""
 KEEPALIVE_RETRY_SECONDS: Final = 1.0
 """The pause before a KeepAlive that failed for an unexpected reason is sent again."""
-KEEPALIVE_JEOPARDY_FRACTION: Final = 0.5
-"""How much of a lease one KeepAlive call sent in jeopardy may last (see `keepalive_timing`)."""
-KEEPALIVE_CALL_SECONDS_MIN: Final = 0.1
-"""The least a KeepAlive call sent in jeopardy lasts, whatever the lease (no busy loop)."""
+KEEPALIVE_EXTRA_SECONDS: Final = 1.0
+"""How much longer than a lease one KeepAlive attempt waits for the master's answer."""
 HANDLES_PARKED_MAX: Final = 100
 """Closed handles kept for reuse per session; beyond it the oldest is really closed."""
 KEEPALIVE_LATE: Final = "client.keepalive-late"
@@ -193,28 +156,6 @@ def local_lease_end(
     """
     shrink = (1 - clock_drift_max) / (1 + clock_drift_max)
     return sent_seconds + (held_ms + lease_ms) / 1000 * shrink
-
-
-def keepalive_timing(
-    now: float, lease_end: float, lease_ms: int, grace_end: float
-) -> tuple[float | None, float]:
-    """How long a KeepAlive sent at `now` waits for the master's answer (None: the call's
-    usual request timeout) and its call's deadline, for a session whose local lease ends
-    at `lease_end` (a whole lease being `lease_ms`) and whose grace period ends at
-    `grace_end`.
-
-    While the local lease runs, the master holds the KeepAlive until its own view of the
-    lease nearly ends, which is later than the local view: one attempt, until the local
-    lease ends; a master that has not answered by then is not answering. In jeopardy the
-    master answers at once (its view of the lease is nearly over too, or it is a new
-    master with a fail-over event to deliver), so each attempt gets the usual request
-    timeout; the call lasts at most `KEEPALIVE_JEOPARDY_FRACTION` of a lease, so that the
-    lease its answer grants, counted from its first sending, has the rest still to run
-    when the answer comes."""
-    if now < lease_end:
-        return lease_end - now, lease_end
-    lasts = max(lease_ms / 1000 * KEEPALIVE_JEOPARDY_FRACTION, KEEPALIVE_CALL_SECONDS_MIN)
-    return None, min(grace_end, now + lasts)
 
 
 ACQUIRE_FOREVER_SECONDS: Final = 10.0**9
@@ -263,24 +204,6 @@ def acquire_outcome_unknown(ended: object) -> bool:
     return isinstance(ended, Unavailable)
 
 
-def abandoned_handle(reply: ServerReply) -> bytes | None:
-    """The handle opened by `reply`, a reply no caller waits for any more (its Open was
-    cancelled, timed out or given up for a new master): the client closes it, or the
-    master would keep it, unknown to the program, until the session ends. None if the
-    reply opened no handle. Every Open makes a new handle, so no one else holds it."""
-    if isinstance(reply, SessionReply) and isinstance(reply.result, HandleOpened):
-        return reply.result.handle
-    return None
-
-
-def retried_in_background(call: SessionCall, error: Exception) -> bool:
-    """Whether a `call` that ended in `error` is sent again in the background (see the
-    module docstring): a release or a handle's close (each lets go of a lock) that no
-    master answered before its deadline (`Unavailable`), so it may not have been applied.
-    Any other outcome is an answer: applied, or refused for good."""
-    return isinstance(call, CloseHandle | ReleaseLock) and isinstance(error, Unavailable)
-
-
 @frozen
 class SessionSettings:
     """How a session counts its lease and whether it caches (the `Cell`'s options)."""
@@ -317,12 +240,11 @@ class PresentHandle:
 
 @frozen
 class SendKeepAlive:
-    """Send `keepalive` now, each attempt waiting at most `attempt_seconds` (None: the
-    call's usual request timeout), until `deadline_seconds`; report `keepalive_answered`
-    or `keepalive_failed`."""
+    """Send `keepalive` now, each attempt waiting at most `attempt_seconds`, until
+    `deadline_seconds`; report `keepalive_answered` or `keepalive_failed`."""
 
     keepalive: KeepAlive
-    attempt_seconds: float | None
+    attempt_seconds: float
     deadline_seconds: float
 
 
@@ -348,19 +270,9 @@ class SendClose:
     call: CloseSession
 
 
-@frozen
-class RetryCall:
-    """Send `call` again, with its `number` (that of its every attempt), then report
-    `retry_ended` with `key`: a release no master answered (`retried_in_background`)."""
-
-    key: int
-    call: SessionCall
-    number: CallNumber | None
-
-
 SessionOutput = (
     StateChanged | EventDelivered | PresentHandle | SendKeepAlive | KeepAliveAt | CheckLeaseAt
-    | SendClose | RetryCall
+    | SendClose
 )  # fmt: skip
 
 
@@ -393,13 +305,6 @@ class Admission(enum.Enum):
 
 
 @define
-class _Retry:
-    call: SessionCall
-    number: CallNumber | None
-    sending: bool = False
-
-
-@define
 class _HandleRecord:
     asked_for_events: bool
     poisoned: bool = False
@@ -424,21 +329,15 @@ class ClientSession:
     _state: SessionState = field(init=False, default=SessionState.CONNECTED)
     _lease_end: float = field(init=False, default=0.0)
     _lease_ms: int = field(init=False, default=0)
-    _whole_lease_ms: int = field(init=False, default=0)
-    """The longest lease the master granted (a whole one, at creation): an answer may grant
-    less (a session that owes an acknowledgement keeps the lease it has)."""
     _acked: int = field(init=False, default=0)
-    _keepalive_out: bool = field(init=False, default=False)
-    """A KeepAlive is on its way to the master."""
+    _keepalive_deadline: float | None = field(init=False, default=None)
+    """The deadline of the KeepAlive at the master; None when none is on its way."""
     _handles: dict[HandleId, _HandleRecord] = field(init=False, factory=dict)
     _parked: dict[HandleKey, list[ParkedHandle]] = field(init=False, factory=dict)
     _parked_count: int = field(init=False, default=0)
     _next_number: int = field(init=False, default=1)
     _unanswered: set[int] = field(init=False, factory=set)
-    """The numbers of the numbered calls in progress (background retries included)."""
-    _retries: dict[int, _Retry] = field(init=False, factory=dict)
-    """Releases retried in the background, by key."""
-    _next_retry: int = field(init=False, default=1)
+    """The numbers of the numbered calls in progress."""
 
     # ------------------------------------------------------------------------- queries
 
@@ -481,7 +380,7 @@ class ClientSession:
         outputs: list[SessionOutput] = []
         if self._state is SessionState.CONNECTED and now >= self._lease_end:
             outputs += self._moved(SessionInput.LEASE_RAN_OUT)
-        grace_end = self._grace_end
+        grace_end = self._lease_end + self.settings.grace_seconds
         if self._state is SessionState.JEOPARDY and now >= grace_end:
             outputs += self._moved(SessionInput.GRACE_RAN_OUT)
         elif self._state is SessionState.JEOPARDY:
@@ -496,7 +395,6 @@ class ClientSession:
             counted_from = now
         drift = self.settings.clock_drift_max
         self._lease_ms = lease_ms
-        self._whole_lease_ms = max(self._whole_lease_ms, lease_ms)
         self._lease_end = max(
             self._lease_end, local_lease_end(counted_from, lease_ms, held_ms, drift)
         )
@@ -512,7 +410,7 @@ class ClientSession:
     ) -> tuple[SessionOutput, ...]:
         """The KeepAlive sent at `sent` was answered: the lease is extended, jeopardy is
         over, the events are delivered, and the next KeepAlive goes out."""
-        self._keepalive_out = False
+        self._keepalive_deadline = None
         if self._state.final:
             return ()
         self._extend(now, sent, result.lease_ms, result.held_ms)
@@ -523,30 +421,23 @@ class ClientSession:
         if self._state.live:
             outputs.append(CheckLeaseAt(self._lease_end))
             outputs += self._next_keepalive(now)
-            outputs += self._retries_due()
         return tuple(outputs)
 
     def keepalive_failed(self, now: float, error: Exception) -> tuple[SessionOutput, ...]:
         """The KeepAlive ended in `error` (see the module docstring for what each means)."""
-        out, self._keepalive_out = self._keepalive_out, False
-        assert out or not self._state.live, "a failure of no KeepAlive"
+        deadline, self._keepalive_deadline = self._keepalive_deadline, None
+        assert deadline is not None or not self._state.live, "a failure of no KeepAlive"
         if isinstance(error, SessionExpired) and not self._state.final:
             return self._moved(SessionInput.MASTER_ENDED)
         if not self._state.live:
             gave_up = isinstance(error, CellClosed) and not self._state.final
             return self._moved(SessionInput.KEEPALIVES_GAVE_UP) if gave_up else ()
-        if isinstance(error, CellClosed) or now >= self._grace_end:
+        assert deadline is not None
+        if isinstance(error, CellClosed) or now >= deadline:
             return self._moved(SessionInput.KEEPALIVES_GAVE_UP)
-        if isinstance(error, Unavailable) and now < self._lease_end:
-            # Its call gave up one back-off pause before the lease end: wait it out there.
-            return (KeepAliveAt(self._lease_end),)
         if isinstance(error, Unavailable):
-            return self._send_keepalive(now)  # a new call, locating the master again
+            return self._send_keepalive(now)
         return (KeepAliveAt(now + KEEPALIVE_RETRY_SECONDS),)
-
-    @property
-    def _grace_end(self) -> float:
-        return self._lease_end + self.settings.grace_seconds
 
     def _next_keepalive(self, now: float) -> tuple[SessionOutput, ...]:
         if self.chance.buggify(KEEPALIVE_LATE):
@@ -554,11 +445,12 @@ class ClientSession:
         return self._send_keepalive(now)
 
     def _send_keepalive(self, now: float) -> tuple[SessionOutput, ...]:
-        assert not self._keepalive_out, "one KeepAlive at a time"
-        self._keepalive_out = True
-        attempt, deadline = keepalive_timing(
-            now, self._lease_end, self._whole_lease_ms, self._grace_end
-        )
+        assert self._keepalive_deadline is None, "one KeepAlive at a time"
+        deadline = max(self._lease_end, now) + self.settings.grace_seconds
+        self._keepalive_deadline = deadline
+        # The master holds a KeepAlive until its own view of the lease nearly ends: wait
+        # up to a whole lease for the answer (a retry would supersede it).
+        attempt = self._lease_ms / 1000 + KEEPALIVE_EXTRA_SECONDS
         keepalive = KeepAlive(self.session_id, self.credential, self._acked)
         return (SendKeepAlive(keepalive, attempt, deadline),)
 
@@ -686,44 +578,6 @@ class ClientSession:
         if number is not None:
             self._unanswered.discard(number.sequence)
 
-    def call_failed(self, call: SessionCall, number: CallNumber | None, error: Exception) -> bool:
-        """The call (numbered `number`) ended in `error`: whether the session now retries it
-        in the background (`retried_in_background`, while the session is live). If so its
-        number stays in use until `retry_ended`: do not report `call_ended` for it."""
-        if not (self._state.live and retried_in_background(call, error)):
-            return False
-        self._retries[self._next_retry] = _Retry(call, number)
-        self._next_retry += 1
-        return True
-
-    def retry_ended(self, key: int, error: Exception | None) -> bool:
-        """The `RetryCall` of `key` was answered (`error` None, or the error it was refused
-        with) or failed again (`error`): it is kept for the next KeepAlive answered while
-        no master answers it and the session lives. Whether it is over (its number is then
-        free again: wake the calls waiting for one)."""
-        retry = self._retries.get(key)
-        if retry is None:
-            return True  # the session ended meanwhile
-        retry.sending = False
-        if error is not None and self._state.live and retried_in_background(retry.call, error):
-            return False
-        del self._retries[key]
-        self.call_ended(retry.number)
-        return True
-
-    @property
-    def retries(self) -> int:
-        """Releases the session retries in the background."""
-        return len(self._retries)
-
-    def _retries_due(self) -> list[SessionOutput]:
-        due: list[SessionOutput] = []
-        for key, retry in self._retries.items():
-            if not retry.sending:
-                retry.sending = True
-                due.append(RetryCall(key, retry.call, retry.number))
-        return due
-
     def expiry_reported(self) -> tuple[SessionOutput, ...]:
         """A call was answered SESSION_EXPIRED: the master has ended the session."""
         return () if self._state.final else self._moved(SessionInput.MASTER_ENDED)
@@ -753,5 +607,4 @@ class ClientSession:
             self._parked, self._parked_count = {}, 0  # their nodes may have changed
         if self._state.final:
             self._handles.clear()
-            self._retries.clear()  # the session's end let go of every lock it held
         return (StateChanged(self._state),)

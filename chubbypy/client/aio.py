@@ -5,7 +5,7 @@ driven by a Twisted reactor object built on the running asyncio loop, so the cli
 its timers and its connections all run on the loop's thread, with no background thread.
 Each call starts the core's Deferred and awaits it as an asyncio future; cancelling the
 awaiting task cancels the Deferred (and with it the operation). Callbacks (`on_state`,
-`on_event`, `on_session_ended`, `on_lost`, `on_elected`, ...) run on the loop's thread too.
+`on_event`, `on_lost`, `on_elected`, ...) run on the loop's thread too.
 
 The reactor object is not installed as Twisted's global reactor, so importing or using this
 module never installs one. A program that already runs Twisted's asyncio reactor on this
@@ -48,7 +48,6 @@ from chubbypy.client._snapshot import CellSnapshot
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import EventStream
 from chubbypy.protocol.client import MasterLocation
-from chubbypy.protocol.errors import SessionExpired
 from chubbypy.protocol.namespace import (
     AclNames,
     Contents,
@@ -557,13 +556,6 @@ class AsyncHandle:
         """The handle's `Handle.on_event` callbacks: called with each event for it, in
         order, on the loop's thread."""
         return self._handle.on_event
-
-    @property
-    def on_session_ended(self) -> list[Callable[[SessionExpired | None], None]]:
-        """The handle's `Handle.on_session_ended` callbacks: called once, on the loop's
-        thread, if the session ends while the handle is open (with the `SessionExpired`,
-        or None if the session was closed)."""
-        return self._handle.on_session_ended
 
     def events(self) -> AsyncStream[SessionEvent]:
         """This handle's events from now on, for ``async for``; see `Handle.events`."""

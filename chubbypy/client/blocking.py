@@ -23,10 +23,9 @@ operation it interrupted is then stopped on the reactor thread: cancelled, or fo
 campaign resigned, or for a lock granted at that moment released, so nothing keeps running
 that the program no longer waits for. Calls may be made from any number of threads.
 
-Callbacks (`on_state`, `on_event`, `on_session_ended`, `on_lost`, `on_elected`,
-`on_deposed`) are the Twisted objects' own lists: they run on the reactor thread, so they
-must be quick and must not call this blocking API (it raises `RuntimeError` there, since
-the reactor would wait on itself).
+Callbacks (`on_state`, `on_event`, `on_lost`, `on_elected`, `on_deposed`) are the Twisted
+objects' own lists: they run on the reactor thread, so they must be quick and must not call
+this blocking API (it raises `RuntimeError` there, since the reactor would wait on itself).
 To act on an event, hand it to a thread (a `queue.Queue`), or read a stream instead.
 
 This module and `chubbypy.cli` are the only places that touch the global reactor, and only
@@ -66,7 +65,6 @@ from chubbypy.client._snapshot import CellSnapshot
 from chubbypy.client._state import SessionState
 from chubbypy.client._streams import STREAM_ITEMS_MAX, EventStream, StreamOverflow
 from chubbypy.protocol.client import MasterLocation
-from chubbypy.protocol.errors import SessionExpired
 from chubbypy.protocol.namespace import (
     AclNames,
     Contents,
@@ -666,13 +664,6 @@ class BlockingHandle:
         """Called with each event for this handle, in order, on the reactor thread: keep
         them quick, and do not call this blocking API from them."""
         return self._handle.on_event
-
-    @property
-    def on_session_ended(self) -> list[Callable[[SessionExpired | None], None]]:
-        """Called once, on the reactor thread, if the session ends while this handle is
-        open: with the `SessionExpired` saying why, or None if the session was closed (see
-        `Handle.on_session_ended`); keep them quick, and do not call this blocking API."""
-        return self._handle.on_session_ended
 
     def events(self) -> BlockingStream[SessionEvent]:
         """This handle's events from now on (those its event mask asked for, and master

@@ -4,9 +4,8 @@ Pure (STYLE §1): nothing here reads a clock, draws a random number or touches a
 Time comes in as local seconds, randomness and rare paths from a `chubbypy.paxos.Chance`.
 
 * `ClientSession` (`chubbypy.client._session_core`): one session's states, local lease,
-  KeepAlives, events, cache, handle presentation and releases retried in the background.
-  Inputs are methods named after what happened; each returns `SessionOutput` values to
-  carry out.
+  KeepAlives, events, cache and handle presentation. Inputs are methods named after what
+  happened; each returns `SessionOutput` values to carry out.
 * `MasterCall` with `CellView` and `CallSettings` (`chubbypy.client._calls`): one call
   carried to the cell's master, with its retries across fail-overs. Inputs return the next
   `CallStep`: `SendRequest`, `AskLocations`, `Pause`, then `Finished` or `Failed`.
@@ -45,7 +44,6 @@ from chubbypy.client._errors import (
     RequestTimedOut,
 )
 from chubbypy.client._session_core import (
-    KEEPALIVE_JEOPARDY_FRACTION,
     KEEPALIVE_LATE,
     AcquireTiming,
     Admission,
@@ -58,18 +56,14 @@ from chubbypy.client._session_core import (
     ParkedHandle,
     PresentHandle,
     ReadFromMaster,
-    RetryCall,
     SendClose,
     SendKeepAlive,
     SessionOutput,
     SessionSettings,
     StateChanged,
-    abandoned_handle,
     acquire_outcome_unknown,
     blocking_acquire,
-    keepalive_timing,
     local_lease_end,
-    retried_in_background,
 )
 from chubbypy.client._state import TRANSITIONS, SessionInput, SessionState, next_state
 
@@ -81,7 +75,6 @@ __all__ = [
     "CHANCE_SITES",
     "DROP_AFTER_SEND",
     "FINAL_CONNECT_ERRORS",
-    "KEEPALIVE_JEOPARDY_FRACTION",
     "KEEPALIVE_LATE",
     "REDIRECTS_MAX",
     "RESEND_EARLY",
@@ -115,7 +108,6 @@ __all__ = [
     "ReadFromMaster",
     "ReplicaUnreachable",
     "RequestTimedOut",
-    "RetryCall",
     "SendClose",
     "SendKeepAlive",
     "SendRequest",
@@ -125,11 +117,8 @@ __all__ = [
     "SessionSettings",
     "SessionState",
     "StateChanged",
-    "abandoned_handle",
     "acquire_outcome_unknown",
     "blocking_acquire",
-    "keepalive_timing",
     "local_lease_end",
     "next_state",
-    "retried_in_background",
 ]

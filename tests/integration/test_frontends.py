@@ -36,7 +36,6 @@ from chubbypy.protocol.errors import (
     NodeExists,
     NoSuchNode,
     PermissionDenied,
-    SessionExpired,
 )
 from tests.integration.frontends import (
     ENDED,
@@ -336,9 +335,8 @@ def test_an_operator_sees_a_lock_and_ends_its_holders_session(
     """lock_info shows the holder (as "anonymous") and a waiter in line; end_session is
     refused to an anonymous client; the operator ends the holder's session (ending, then
     ending already, each with its lease's rest): the holder hears at once that it lost
-    its lock (and its handle's on_session_ended the SessionExpired), which its session
-    keeps, the waiter waiting, until that lease runs out (test_operator_calls.py waits for
-    the waiter's grant)."""
+    its lock, which its session keeps, the waiter waiting, until that lease runs out
+    (test_operator_calls.py waits for the waiter's grant)."""
     holder, waiter = connect(), connect()
     principal, token = live.operator
     operator = front.connect(str(live.config_path), timeout_seconds=10.0, principal=principal,
@@ -356,8 +354,6 @@ def test_an_operator_sees_a_lock_and_ends_its_holders_session(
             assert info.waiters[0].mode == "exclusive"
             with pytest.raises(PermissionDenied):
                 call(waiter.end_session, holding.session_id)
-            ended: list[object] = []
-            call(held.handle.on_session_ended.append, ended.append)
             ending = call(operator.end_session, holding.session_id)
             assert (ending.found, ending.already) == (True, False)
             assert 0 < ending.ends_in_ms <= 12_000
@@ -365,9 +361,6 @@ def test_an_operator_sees_a_lock_and_ends_its_holders_session(
             assert (again.found, again.already) == (True, True)
             assert again.ends_in_ms <= ending.ends_in_ms
             eventually(lambda: front.lost_is_set(held), "the holder to lose its lock")
-            eventually(lambda: bool(ended), "the handle's on_session_ended callback")
-            assert isinstance(ended[0], SessionExpired)
-            assert "ended by an operator" in str(ended[0])
         after = call(operator.lock_info, path)
         assert [h.session_id for h in after.holders] == [holding.session_id]
         assert after.waiter_count == 1
@@ -479,8 +472,8 @@ def test_handle_events(front: Front, connect: Connect, place: Place) -> None:
 
 def test_session_states(front: Front, connect: Connect, place: Place) -> None:
     """The cell's states() yields CONNECTED once its session opens and CLOSED when the
-    client is closed, then ends (so do the cell's and its handle's events(), and the
-    handle's on_session_ended callbacks hear None); later calls raise CellClosed."""
+    client is closed, then ends (so do the cell's and its handle's events()); later calls
+    raise CellClosed."""
     client = connect()
     call = front.call
     states, events = call(client.states), call(client.events)
@@ -489,8 +482,6 @@ def test_session_states(front: Front, connect: Connect, place: Place) -> None:
     assert call(lambda: client.state) is None
     handle = call(client.open, place("file"), create=True, events=EventMask.CONTENTS_MODIFIED)
     handle_events = call(handle.events)
-    ended: list[object] = []
-    call(handle.on_session_ended.append, ended.append)
     assert front.next(states, timeout=5) is SessionState.CONNECTED
     assert call(lambda: client.state) is SessionState.CONNECTED
     front.close(client)
@@ -498,7 +489,6 @@ def test_session_states(front: Front, connect: Connect, place: Place) -> None:
     assert front.next(states, timeout=5) is ENDED
     assert front.next(events, timeout=5) is ENDED
     assert front.next(handle_events, timeout=5) is ENDED
-    assert ended == [None], "the handle's on_session_ended heard the close"
     assert seen == [SessionState.CONNECTED, SessionState.CLOSED]
     assert call(lambda: client.state) is SessionState.CLOSED
     with pytest.raises(CellClosed):
@@ -596,47 +586,6 @@ def test_election_observe(front: Front, connect: Connect, place: Place) -> None:
     assert front.next(observed, timeout=5) is None
     call(observed.close)
     assert front.next(observed, timeout=5) is ENDED
-
-
-def test_election_observe_resumes_in_a_new_session(
-    front: Front, connect: Connect, place: Place, live: LiveCell
-) -> None:
-    """An operator ends the observer's session: observe() goes on in the client's next
-    session, reporting a change the leader made meanwhile and the changes after. (The
-    observer caches nothing: a write to a name an ended session cached waits for its
-    lease to run out.)"""
-    one = connect()
-    principal, token = live.operator
-    config = str(live.config_path)
-    two = front.connect(config, timeout_seconds=10.0, cache=False)
-    operator = front.connect(config, timeout_seconds=10.0, principal=principal, token=token)
-    call = front.call
-    path = place("leader")
-    alice = front.election(one, path, "alice")
-    watcher = front.election(two, path, "watcher")
-    try:
-        call(alice.campaign, timeout=5)
-        observed = call(watcher.observe)
-        assert front.next(observed, timeout=5) == "alice"
-        states = call(two.states)
-        first = call(lambda: _twisted(two)._session.session_id)
-        call(operator.end_session, first)
-        assert front.next(states, timeout=5) is SessionState.EXPIRED
-        call(alice.proclaim, "alice, meanwhile")
-        assert front.next(observed, timeout=5) == "alice, meanwhile"
-        assert front.next(states, timeout=5) is SessionState.CONNECTED
-        assert call(lambda: _twisted(two)._session.session_id) != first
-        call(alice.proclaim, "alice, after")
-        assert front.next(observed, timeout=5) == "alice, after"
-        call(observed.close)
-    finally:
-        front.close(operator)
-        front.close(two)
-
-
-def _twisted(client: Any) -> Any:
-    """The Twisted `Cell` under a client of any front end."""
-    return getattr(client, "twisted", client)
 
 
 def test_poison_stops_a_blocked_acquire(front: Front, connect: Connect, place: Place) -> None:

@@ -4,18 +4,16 @@
 the remembered result of every write (so a retried write gets its first result, as the
 real log gives it), every `WriteRequest` any replica received, and which replica is master.
 `FakeReplica` is one member: its address and how it misbehaves (down, silent, hint-less,
-scripted error codes, dropped replies). Session calls are answered by a function a test
-gives (`FakeCell.serve_session`). `FakeReplicaProtocol` is its side of one
+scripted error codes, dropped replies). `FakeReplicaProtocol` is its side of one
 connection. `FakeNetwork` dials replicas for a `Cell` and moves bytes and time on a
-`task.Clock`: nothing happens unless a test runs it, and no wall clock is read. `FakeCalls`
-stands for the cell under a `Session` instead: each session call waits for the test.
+`task.Clock`: nothing happens unless a test runs it, and no wall clock is read.
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from attrs import define, field
@@ -27,8 +25,6 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from chubbypy.client import Cell, client_endpoint_string
-from chubbypy.client.core import SendTimes
-from chubbypy.paxos import NoChance
 from chubbypy.protocol.client import (
     NO_REQUEST,
     PROTOCOL_VERSION,
@@ -45,8 +41,6 @@ from chubbypy.protocol.client import (
     ReplicaStatus,
     RequestId,
     ServerReply,
-    SessionReply,
-    SessionRequest,
     StatusReply,
     StatusRequest,
     Welcome,
@@ -82,8 +76,7 @@ from chubbypy.protocol.namespace import (
     WriteResult,
     Written,
 )
-from chubbypy.protocol.session import SessionCall, SessionResult
-from chubbypy.protocol.values import CallNumber, ClientId, Epoch, LogIndex, ReplicaId
+from chubbypy.protocol.values import ClientId, Epoch, LogIndex, ReplicaId
 from chubbypy.protocol.wire import DecodeError, decode_wire, encode_wire, error_reply_for
 from chubbypy.sessions import client_credential, client_credential_matches
 
@@ -333,9 +326,6 @@ class FakeCell:
         self.results: dict[tuple[int, int], WriteReply] = {}
         self.writes: list[tuple[ReplicaId, WriteRequest]] = []
         self.index = 10
-        self.serve_session: Callable[[SessionCall], SessionResult | None] | None = None
-        """What the master answers a session call, None for no answer (tests that make
-        session calls set it)."""
 
     def __getitem__(self, replica_id: str) -> FakeReplica:
         return self.replicas[ReplicaId(replica_id)]
@@ -355,7 +345,7 @@ class FakeCell:
         """Ids are never reused, even after `forget_clients`."""
         return self.forgotten + len(self.registrations) + 1
 
-    def serve(self, request: ClientRequest) -> ServerReply | None:
+    def serve(self, request: ClientRequest) -> ServerReply:
         rid = request.request_id
         match request:
             case Register(_, nonce):
@@ -374,10 +364,6 @@ class FakeCell:
                 return WriteReply(rid, first.index, first.result)
             case ReadRequest(_, read):
                 return ReadReply(rid, LogIndex(self.index), self.namespace.read(read))
-            case SessionRequest(_, call):
-                assert self.serve_session is not None, f"no session call expected: {call}"
-                result = self.serve_session(call)
-                return None if result is None else SessionReply(rid, result)
         raise AssertionError(request)
 
     def applied_writes(self) -> int:
@@ -476,12 +462,6 @@ class FakeNetwork:
                 pump.serverIO.loseConnection()
         self.flush()
 
-    def reply_later(self, replica: FakeReplica, reply: ServerReply) -> None:
-        """`replica` sends `reply` now, on its newest connection (an answer it held)."""
-        _, pump = [(r, p) for r, p in self.links if r is replica][-1]
-        send(pump.server.transport, reply)
-        self.flush()
-
     def flush(self) -> None:
         """Move bytes until every connection is quiet."""
         for _ in range(10_000):
@@ -491,14 +471,6 @@ class FakeNetwork:
             if not moved:
                 return
         raise AssertionError("the network never went quiet")
-
-    def run(self, seconds: float, step: float = 0.01) -> None:
-        """Move time on by `seconds`, in steps, moving bytes after each."""
-        end = self.clock.seconds() + seconds
-        self.flush()
-        while self.clock.seconds() < end:
-            self.clock.advance(step)
-            self.flush()
 
     def settle(self, deferred: Deferred[Any], seconds: float = 60.0, step: float = 0.01) -> Any:
         """Run the network until `deferred` fires (within `seconds` of fake time); its result,
@@ -528,45 +500,3 @@ def sequences(writes: Iterable[tuple[ReplicaId, WriteRequest]]) -> list[tuple[st
 
 def request_ids(requests: Iterable[ClientRequest]) -> list[RequestId]:
     return [r.request_id for r in requests]
-
-
-# ----------------------------------------------------------------------------- sessions
-
-
-class FakeCalls:
-    """Stands for the cell under a session: each session call waits for the test."""
-
-    _chance = NoChance()
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.calls: list[tuple[SessionCall, float | None, float | None]] = []
-        self.numbers: list[CallNumber | None] = []
-        self.waiting: list[Deferred[tuple[SessionResult, SendTimes]]] = []
-        self.waiting_all: list[Deferred[tuple[SessionResult, SendTimes]]] = []
-        """Every call's Deferred, in the order of `calls` (answered ones too)."""
-
-    async def _session_call(
-        self,
-        call: SessionCall,
-        attempt_seconds: float | None = None,
-        deadline: float | None = None,
-        number: CallNumber | None = None,
-    ) -> tuple[SessionResult, SendTimes]:
-        self.calls.append((call, attempt_seconds, deadline))
-        self.numbers.append(number)
-        waiting: Deferred[tuple[SessionResult, SendTimes]] = Deferred()
-        self.waiting.append(waiting)
-        self.waiting_all.append(waiting)
-        return await waiting
-
-    def answer(self, result: SessionResult, sent: float | None = None) -> None:
-        """Answer the oldest call still waiting, as sent at `sent` (default: now)."""
-        at = self.clock.seconds() if sent is None else sent
-        self.waiting.pop(0).callback((result, SendTimes(at, at)))
-
-    def fail(self, error: Exception) -> None:
-        self.waiting.pop(0).errback(error)
-
-    def last(self) -> SessionCall:
-        return self.calls[-1][0]

@@ -243,49 +243,6 @@ def test_any_answer_means_the_cell_is_up() -> None:
     assert not cell.polling(1.3)
 
 
-def test_an_attempt_on_a_replica_that_is_no_longer_master_is_superseded() -> None:
-    """A blocking acquire waiting on r1 is superseded once another call located r2 (r1
-    hangs): the driver gives it up and it goes to r2 at once, with what is left of its own
-    long attempt; the problem names the move. Nothing is superseded while no master is
-    believed, or while r1 still is."""
-    cell = view("r1")
-    acquire = MasterCall(cell, SETTINGS, 1000.0, attempt_seconds=500.0)
-    assert acquire.started(0.0) == SendRequest("r1", 2.0, 500.0)
-    assert not acquire.superseded()
-    cell.master_forgotten("r1")  # another call's attempt on r1 timed out
-    assert not acquire.superseded()
-    locating = call(cell, now=2.0)
-    assert isinstance(locating.started(2.0), AskLocations)
-    locating.location_answered(2.1, "r2", located(R2))
-    assert acquire.superseded()
-    assert acquire.master_moved(2.1) == SendRequest("r2", 2.0, 500.0)
-    assert not acquire.superseded()
-    assert acquire.replied(2.5, OK) == Finished(OK, SendTimes(0.0, 2.1))
-
-
-def test_only_an_attempt_on_its_way_can_be_superseded() -> None:
-    """A call pausing or locating has no attempt to give up; master_moved then asserts."""
-    cell = view("r1")
-    carried = call(cell)
-    carried.started(0.0)
-    assert isinstance(carried.replied(0.1, error(ErrorCode.BUSY)), Pause)
-    cell.master = "r2"
-    assert not carried.superseded()
-    with pytest.raises(AssertionError, match="not superseded"):
-        carried.master_moved(0.2)
-
-
-def test_a_superseded_attempt_past_the_deadline_fails_naming_the_move() -> None:
-    """Given up at its deadline, the call fails Unavailable saying the master moved."""
-    cell = view("r1")
-    carried = MasterCall(cell, SETTINGS, 3.0)
-    carried.started(0.0)
-    cell.master = "r2"
-    step = carried.master_moved(3.0)
-    assert isinstance(step, Failed)
-    assert step.error.message.endswith("last problem: r1: the master moved to r2")
-
-
 # ----------------------------------------------------------------------------- pauses, deadlines
 
 

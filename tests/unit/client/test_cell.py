@@ -5,20 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
 from chubbypy.client import Cell, CellClosed, OutcomeUnknown
 from chubbypy.client._plain_cell import REREGISTRATIONS_MAX
-from chubbypy.protocol.client import (
-    LocateMaster,
-    ReadRequest,
-    Register,
-    SessionReply,
-    SessionRequest,
-    StatusRequest,
-)
+from chubbypy.protocol.client import LocateMaster, ReadRequest, Register, StatusRequest
 from chubbypy.protocol.errors import (
     ERROR_CLASSES,
     ErrorCode,
@@ -31,25 +24,13 @@ from chubbypy.protocol.errors import (
 )
 from chubbypy.protocol.namespace import (
     Absent,
-    AclNames,
     Contents,
     Create,
     Exists,
-    LockMode,
     SetContents,
     Stat,
 )
-from chubbypy.protocol.session import (
-    AcquireLock,
-    CallDone,
-    CloseHandle,
-    CreateSession,
-    HandleOpened,
-    Locked,
-    Open,
-    SessionCreated,
-)
-from chubbypy.protocol.values import HandleId, ReplicaId
+from chubbypy.protocol.values import ReplicaId
 from tests.unit.client.harness import (
     ROOT,
     FakeCell,
@@ -59,7 +40,6 @@ from tests.unit.client.harness import (
 )
 
 RETRIED = (ErrorCode.EPOCH_CHANGED, ErrorCode.BUSY, ErrorCode.UNAVAILABLE)
-STAT = Stat(3, 1, 1, 0, 0, AclNames("all", "all", "all"), False, False, 0)
 
 
 @pytest.fixture
@@ -325,117 +305,6 @@ def test_a_silent_master_costs_request_timeouts_until_the_deadline(
     client = network.client(timeout_seconds=5.0, request_timeout_seconds=1.0)
     with pytest.raises(Unavailable, match="no reply to request"):
         network.settle(client.get_stat(ROOT))
-
-
-def test_a_blocked_acquire_on_a_master_that_hangs_goes_to_the_new_master(
-    cell: FakeCell, network: FakeNetwork
-) -> None:
-    """A blocking acquire waits on r1, which then hangs (silent) while r2 takes over: once
-    another call has found r2 (its attempt on r1 timed out), the acquire is given up on
-    r1 and sent to r2 at once, which grants it; r1 got it once, r2 once."""
-    served: list[ReplicaId] = []
-    cell.serve_session = lambda call: (served.append(cell.master), Locked(STAT, b"s"))[1]  # type: ignore[func-returns-value]
-    client = network.client()
-    network.settle(client.get_stat(ROOT))
-    cell["r1"].silent = True
-    acquire = AcquireLock(b"handle", LockMode.EXCLUSIVE, wait=True)
-    waiting = Deferred.fromCoroutine(client._session_call(acquire, 500.0, 1000.0))
-    network.flush()
-    cell.master = ReplicaId("r2")
-    network.settle(client.get_stat(ROOT))
-    assert network.clock.seconds() < 3.0, "one request timeout on r1, then r2"
-    result, _ = network.settle(waiting, seconds=1.0)
-    assert result == Locked(STAT, b"s")
-    assert served == ["r2"]
-    for rid in ("r1", "r2"):
-        sent = [r for r in cell[rid].received if isinstance(r, SessionRequest)]
-        assert [r.call for r in sent] == [acquire]
-
-
-def test_a_master_redirecting_back_costs_a_resend_and_nothing_else(
-    cell: FakeCell, network: FakeNetwork
-) -> None:
-    """A stale hint moves the client to r2 while r1 still serves: the acquire waiting on r1
-    is sent to r2, redirected back to r1 at once, and answered there."""
-    cell.serve_session = lambda call: Locked(STAT, b"s")
-    client = network.client()
-    network.settle(client.get_stat(ROOT))
-    cell["r1"].drop_replies = 1  # r1 holds the first acquire
-    acquire = AcquireLock(b"handle", LockMode.EXCLUSIVE, wait=True)
-    waiting = Deferred.fromCoroutine(client._session_call(acquire, 500.0, 1000.0))
-    network.flush()
-    client._view.master = cell["r2"].address  # as a stale location answer would say
-    network.settle(client.get_stat(ROOT))
-    result, _ = network.settle(waiting, seconds=1.0)
-    assert result == Locked(STAT, b"s")
-    assert [type(r.call) for r in cell["r2"].received if isinstance(r, SessionRequest)] == [
-        AcquireLock
-    ]
-
-
-def _handles_closed(cell: FakeCell) -> list[bytes]:
-    """Serve a session whose KeepAlives are held, whose opens are answered only when the
-    test says (`FakeNetwork.reply_later`), and whose handle closes are done: the handles
-    closed."""
-    closed: list[bytes] = []
-
-    def serve(call: object) -> Any:
-        match call:
-            case CreateSession():
-                return SessionCreated(7, 12_000, b"c" * 16)
-            case CloseHandle(handle):
-                closed.append(handle)
-                return CallDone()
-        return None  # KeepAlives held; opens answered later
-
-    cell.serve_session = serve
-    return closed
-
-
-def _open_request(cell: FakeCell, replica: str = "r1") -> SessionRequest:
-    return [r for r in cell[replica].received if isinstance(r, SessionRequest)
-            and isinstance(r.call, Open)][-1]  # fmt: skip
-
-
-def test_an_open_cancelled_after_it_was_sent_leaves_no_handle(
-    cell: FakeCell, network: FakeNetwork
-) -> None:
-    """The program cancels an open the master has; its answer, coming all the same, opened
-    a handle that no one holds: the client closes it at once."""
-    closed = _handles_closed(cell)
-    client = network.client()
-    opening = client.open(f"{ROOT}/f", create=True)
-    network.flush()
-    request = _open_request(cell)
-    opening.cancel()
-    with pytest.raises(CancelledError):
-        result_of(opening)
-    opened = HandleOpened(b"orphan", True, STAT, HandleId(9))
-    network.reply_later(cell["r1"], SessionReply(request.request_id, opened))
-    assert closed == [b"orphan"]
-
-
-def test_an_open_whose_attempt_timed_out_closes_the_handle_its_late_answer_made(
-    cell: FakeCell, network: FakeNetwork
-) -> None:
-    """An open retried after its first attempt timed out gets a handle from the retry; the
-    first attempt's late answer made another, which is closed; a second reply to the same
-    request, or one to a request never given up, is ignored."""
-    closed = _handles_closed(cell)
-    client = network.client()
-    opening = client.open(f"{ROOT}/f")
-    network.flush()
-    first = _open_request(cell)
-    network.run(2.5)  # the attempt's request timeout, a pause, the second attempt
-    second = _open_request(cell)
-    assert second.request_id != first.request_id, "sent again"
-    kept = HandleOpened(b"kept", False, STAT, HandleId(2))
-    network.reply_later(cell["r1"], SessionReply(second.request_id, kept))
-    assert result_of(opening).handle_id == 2
-    late = SessionReply(first.request_id, HandleOpened(b"orphan", False, STAT, HandleId(1)))
-    network.reply_later(cell["r1"], late)
-    network.reply_later(cell["r1"], late)
-    assert closed == [b"orphan"]
 
 
 def test_a_hello_refused_for_the_wrong_cell_raises_at_once(

@@ -10,7 +10,6 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from chubbypy.client import ConnectionClosed, ReplicaConnection, RequestTimedOut
-from chubbypy.client._connection import ABANDONED_REMEMBERED_MAX
 from chubbypy.protocol.client import (
     NO_REQUEST,
     PROTOCOL_VERSION,
@@ -235,38 +234,3 @@ def test_cancelling_a_request_forgets_it() -> None:
     asked.cancel()
     receive(connection, location(1))
     assert not connection.is_closed
-
-
-def test_a_late_reply_goes_to_the_late_reply_callback_once() -> None:
-    """With `late_reply`, the reply to a request given up (timed out or cancelled) is handed
-    on, once; a reply to a request still waited for, or to none ever given up, is not."""
-    clock = Clock()
-    late: list[object] = []
-    connection = ReplicaConnection(clock, ADDRESS, CELL, "me", late_reply=late.append)
-    connection.makeConnection(StringTransport())
-    receive(connection, Welcome(PROTOCOL_VERSION, CELL, R1))
-    timed_out = connection.request(LocateMaster, 2.0)
-    timed_out.addErrback(lambda _: None)
-    cancelled = connection.request(LocateMaster, 2.0)
-    cancelled.addErrback(lambda _: None)
-    cancelled.cancel()
-    clock.advance(2.0)
-    waited = connection.request(LocateMaster, 2.0)
-    receive(connection, location(1), location(1), location(2), location(3), location(99))
-    assert late == [location(1), location(2)]
-    assert result_of(waited) == location(3)
-
-
-def test_only_the_newest_requests_given_up_are_remembered_for_a_late_reply() -> None:
-    """Past ABANDONED_REMEMBERED_MAX requests given up, the oldest one's reply is dropped."""
-    clock = Clock()
-    late: list[object] = []
-    connection = ReplicaConnection(clock, ADDRESS, CELL, "me", late_reply=late.append)
-    connection.makeConnection(StringTransport())
-    receive(connection, Welcome(PROTOCOL_VERSION, CELL, R1))
-    for _ in range(ABANDONED_REMEMBERED_MAX + 1):
-        asked = connection.request(LocateMaster, 2.0)
-        asked.addErrback(lambda _: None)
-        asked.cancel()
-    receive(connection, location(1), location(2), location(ABANDONED_REMEMBERED_MAX + 1))
-    assert late == [location(2), location(ABANDONED_REMEMBERED_MAX + 1)]

@@ -19,7 +19,6 @@ from chubbypy.client.core import (
     PresentHandle,
     ReadFromMaster,
     RequestTimedOut,
-    RetryCall,
     SendClose,
     SendKeepAlive,
     SendTimes,
@@ -159,10 +158,9 @@ def test_creation_counts_the_lease_from_the_sending_and_sends_the_first_keepaliv
     made = ClientSession(SID, CREDENTIAL, SessionSettings(GRACE, DRIFT))
     outputs = made.session_created(CREATED_AT, SendTimes(CREATED_SENT, 103.0), LEASE_MS)
     assert made.lease_end_seconds == pytest.approx(END)
-    end = made.lease_end_seconds
     assert outputs == (
-        CheckLeaseAt(end),
-        SendKeepAlive(KeepAlive(SID, CREDENTIAL, 0), pytest.approx(end - CREATED_AT), end),  # type: ignore[arg-type]
+        CheckLeaseAt(made.lease_end_seconds),
+        SendKeepAlive(KeepAlive(SID, CREDENTIAL, 0), 13.0, made.lease_end_seconds + GRACE),
     )
 
 
@@ -220,69 +218,23 @@ def test_an_answer_in_jeopardy_reports_safe_then_connected() -> None:
         StateChanged(SessionState.SAFE),
         StateChanged(SessionState.CONNECTED),
         CheckLeaseAt(pytest.approx(new_end)),  # type: ignore[arg-type]
-        SendKeepAlive(
-            KeepAlive(SID, CREDENTIAL, 0),
-            pytest.approx(new_end - (END + 5)),  # type: ignore[arg-type]
-            pytest.approx(new_end),  # type: ignore[arg-type]
-        ),
+        SendKeepAlive(KeepAlive(SID, CREDENTIAL, 0), 13.0, pytest.approx(new_end + GRACE)),  # type: ignore[arg-type]
     )
 
 
 # ----------------------------------------------------------------------------- KeepAlives
 
 
-def test_a_keepalive_waits_for_its_answer_until_the_local_lease_ends() -> None:
-    """While the lease runs: one attempt, and the call's deadline, at the local lease end
-    (the master answers before its own view of the lease, which is longer, nearly ends;
-    one that has not answered by then hangs)."""
+def test_a_keepalive_waits_a_lease_and_a_second_until_grace_past_the_lease_or_its_sending() -> None:
+    """Attempt: lease + 1 s. Deadline: the later of lease end and sending, plus grace."""
     made = session()
-    sent = keepalive_sent(made.keepalive_answered(101.0, SendTimes(100.8, 100.8), answer()))
-    end = made.lease_end_seconds
-    assert end == pytest.approx(100.8 + 12 * SHRINK)
-    assert (sent.attempt_seconds, sent.deadline_seconds) == (pytest.approx(end - 101.0), end)
-
-
-def test_in_jeopardy_each_keepalive_call_locates_the_master_anew_for_half_a_lease() -> None:
-    """The KeepAlive that ran out at the lease end is sent again at once, as a new call: the
-    usual request timeout per attempt (None), half a lease at most, never past the grace
-    period; each one that gives up is followed by another until the grace period ends."""
-    made = session()
-    made.lease_checked(END)
-    again = keepalive_sent(made.keepalive_failed(END, Unavailable("r1: no reply")))
-    assert (again.attempt_seconds, again.deadline_seconds) == (None, pytest.approx(END + 6.0))
-    later = keepalive_sent(made.keepalive_failed(END + 6.0, Unavailable("no master")))
-    assert later.deadline_seconds == pytest.approx(END + 12.0)
-    last = keepalive_sent(made.keepalive_failed(END + GRACE - 1, Unavailable("no master")))
-    assert last.deadline_seconds == pytest.approx(END + GRACE)
-    assert made.keepalive_failed(END + GRACE, Unavailable("no master")) == (
-        StateChanged(SessionState.EXPIRED),
-    )
-
-
-def test_a_jeopardy_keepalive_answered_late_in_its_call_still_ends_jeopardy() -> None:
-    """An answer to a jeopardy call first sent half a lease ago (retried since) grants a
-    lease, counted from that first sending, that still runs: safe, then connected, and
-    no spurious jeopardy at the next lease check."""
-    made = session()
-    made.lease_checked(END)
-    call = keepalive_sent(made.keepalive_failed(END, Unavailable("r1: no reply")))
-    answered_at = call.deadline_seconds
-    outputs = made.keepalive_answered(answered_at, SendTimes(END, answered_at - 0.1), answer())
-    assert outputs[:2] == (
-        StateChanged(SessionState.SAFE),
-        StateChanged(SessionState.CONNECTED),
-    )
-    assert made.lease_end_seconds > answered_at + 5
-    assert made.lease_checked(answered_at) == (CheckLeaseAt(made.lease_end_seconds),)
-
-
-def test_a_connected_keepalive_that_gives_up_early_is_sent_again_at_the_lease_end() -> None:
-    """A call that gave up a back-off pause before the lease end (its deadline) is followed
-    by one at the lease end, which is then in jeopardy and locates the master."""
-    made = session()
-    assert made.keepalive_failed(END - 0.05, Unavailable("BUSY")) == (KeepAliveAt(END),)
-    made.lease_checked(END)
-    assert keepalive_sent(made.keepalive_due(END)).attempt_seconds is None
+    early = keepalive_sent(made.keepalive_answered(101.0, SendTimes(100.8, 100.8), answer()))
+    assert early.attempt_seconds == 13.0
+    assert early.deadline_seconds == pytest.approx(made.lease_end_seconds + GRACE)
+    late_end = made.lease_end_seconds
+    made.lease_checked(late_end)
+    resent = keepalive_sent(made.keepalive_failed(late_end + 3, Unavailable("no master")))
+    assert resent.deadline_seconds == pytest.approx(late_end + 3 + GRACE)
 
 
 @pytest.mark.parametrize(
@@ -290,24 +242,27 @@ def test_a_connected_keepalive_that_gives_up_early_is_sent_again_at_the_lease_en
     [
         (SessionExpired("gone"), (StateChanged(SessionState.EXPIRED),)),
         (CellClosed("closed"), (StateChanged(SessionState.EXPIRED),)),
-        (Unavailable("no master"), (KeepAliveAt(END),)),
+        (Unavailable("no master"), "resent"),
         (PermissionDenied("token rotated"), (KeepAliveAt(110.0 + 1.0),)),
         (RequestTimedOut("r1: no reply"), (KeepAliveAt(110.0 + 1.0),)),
     ],
     ids=["expired", "cell-closed", "unavailable", "refused", "other"],
 )
-def test_what_a_keepalive_failure_before_the_lease_end_means(
-    error: Exception, after: tuple[object, ...]
+def test_what_a_keepalive_failure_before_its_deadline_means(
+    error: Exception, after: tuple[object, ...] | str
 ) -> None:
-    """Expired or closed ends it; unavailable waits for the lease end (its deadline);
-    others are sent again after a pause."""
+    """Expired or closed ends it; unavailable sends again at once; others after a pause."""
     made = session()
-    assert made.keepalive_failed(110.0, error) == after
+    outputs = made.keepalive_failed(110.0, error)
+    if after == "resent":
+        assert keepalive_sent(outputs).keepalive == KeepAlive(SID, CREDENTIAL, 0)
+    else:
+        assert outputs == after
 
 
 @pytest.mark.parametrize("error", [Unavailable("no master"), ChubbyError("odd")])
-def test_a_keepalive_failing_at_the_grace_end_gives_the_session_up(error: Exception) -> None:
-    """Once the grace period after the lease is over, any failure expires the session."""
+def test_a_keepalive_failing_at_its_deadline_gives_the_session_up(error: Exception) -> None:
+    """Past the KeepAlive's deadline any failure expires the session."""
     made = session()
     assert made.keepalive_failed(END + GRACE, error) == (StateChanged(SessionState.EXPIRED),)
 
@@ -544,66 +499,6 @@ def test_numbered_calls_stay_within_calls_unacked_max_of_the_oldest() -> None:
     assert not made.number_wanted(), "the oldest is what holds it back"
     made.call_ended(numbers[0])
     assert made.number_wanted()
-
-
-def test_a_release_no_master_answered_is_retried_after_each_keepalive_answered() -> None:
-    """A close (or release) that failed Unavailable is kept, its number still unanswered
-    (the cell keeps its answer); each KeepAlive answered sends it again with that number,
-    once at a time, until it is answered; then its number is free."""
-    made = session()
-    close = CloseHandle(b"h")
-    number = made.call_number(close)
-    assert made.call_failed(close, number, Unavailable("no master answered within 10 s"))
-    assert made.retries == 1
-    later = made.call_number(HandleWrite(b"h2", SetContents(PATH, b"x")))
-    assert later == CallNumber(2, 1), "the retried close's answer is still asked for"
-    outputs = made.keepalive_answered(101.0, SendTimes(100.8, 100.8), answer())
-    assert [o for o in outputs if isinstance(o, RetryCall)] == [RetryCall(1, close, number)]
-    again = made.keepalive_answered(101.5, SendTimes(101.0, 101.0), answer())
-    assert not [o for o in again if isinstance(o, RetryCall)], "one retry at a time"
-    assert not made.retry_ended(1, Unavailable("no master answered within 10 s"))
-    outputs = made.keepalive_answered(102.0, SendTimes(101.5, 101.5), answer())
-    assert [o for o in outputs if isinstance(o, RetryCall)] == [RetryCall(1, close, number)]
-    assert made.retry_ended(1, None)
-    assert made.retries == 0
-    made.call_ended(later)
-    assert made.call_number(close) == CallNumber(3, 3)
-
-
-@pytest.mark.parametrize(
-    ("call", "error", "retried"),
-    [
-        (CloseHandle(b"h"), Unavailable("no master"), True),
-        (ReleaseLock(b"h", 3), Unavailable("no master"), True),
-        (CloseHandle(b"h"), InvalidHandle("gone"), False),
-        (ReleaseLock(b"h", 3), SessionExpired("over"), False),
-        (HandleWrite(b"h", SetContents(PATH, b"x")), Unavailable("no master"), False),
-        (AcquireLock(b"h", LockMode.EXCLUSIVE, wait=True), Unavailable("no master"), False),
-    ],
-    ids=["close", "release", "refused", "expired", "write", "acquire"],
-)
-def test_only_releases_no_master_answered_are_retried_in_the_background(
-    call: object, error: Exception, retried: bool
-) -> None:
-    """Closes and releases whose outcome is unknown; never answered ones or other calls."""
-    made = session()
-    assert made.call_failed(call, None, error) is retried  # type: ignore[arg-type]
-
-
-def test_a_retried_release_refused_for_good_or_a_session_end_stops_it() -> None:
-    """A retry refused (not Unavailable) is over; the session's end drops every retry (it
-    released every lock); a closing session keeps none."""
-    made = session()
-    made.call_failed(CloseHandle(b"h"), None, Unavailable("no master"))
-    made.keepalive_answered(101.0, SendTimes(100.8, 100.8), answer())
-    assert made.retry_ended(1, InvalidHandle("the handle was closed"))
-    made.call_failed(CloseHandle(b"h2"), None, Unavailable("no master"))
-    made.expiry_reported()
-    assert made.retries == 0
-    assert made.retry_ended(2, None), "a retry answered after the end is over"
-    closing = session()
-    closing.close_requested()
-    assert not closing.call_failed(CloseHandle(b"h"), None, Unavailable("no master"))
 
 
 def test_calls_unnumbered_bug_sends_no_numbers() -> None:
