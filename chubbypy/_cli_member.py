@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from attrs import frozen
-
+from chubbypy._cli_outcome import Done, Refused
 from chubbypy._exit_codes import EXIT_FAILED, EXIT_UNAVAILABLE
 from chubbypy.client._calls import RETRIED_CODES
 from chubbypy.protocol import ReplicaId
@@ -30,6 +29,7 @@ from chubbypy.protocol.session import (
     MembershipStep,
     Promote,
     Remove,
+    describe_step,
 )
 
 __all__ = ["Done", "MembersClient", "Refused", "change", "listed", "member_document", "step_of"]
@@ -44,23 +44,6 @@ class MembersClient(Protocol):
 
     def members(self) -> MemberList: ...
     def change_membership(self, step: MembershipStep, if_version: int = 0) -> MembershipDone: ...
-
-
-@frozen
-class Done:
-    """A command done: its JSON document's own fields, the lines to print, the exit code."""
-
-    document: dict[str, Any]
-    text: str
-
-
-@frozen
-class Refused:
-    """A command refused: its error code's name, why, and the exit code."""
-
-    code: str
-    message: str
-    exit_code: int
 
 
 def listed(client: MembersClient) -> Done | Refused:
@@ -140,7 +123,7 @@ def change(
         except ChubbyError as error:
             return _refused(error)
         break
-    what = _described(step)
+    what = describe_step(step)
     when = "already so" if done.already else f"chosen at index {done.index}"
     text = f"{what}: membership version {done.version} ({when})"
     document = {
@@ -166,17 +149,6 @@ def _action(step: MembershipStep) -> str:
             return "promote"
         case Remove():
             return "remove"
-    raise AssertionError(step)
-
-
-def _described(step: MembershipStep) -> str:
-    match step:
-        case AddLearner(replica_id, peer, client):
-            return f"added {replica_id} as a learner (peers dial {peer}, clients {client})"
-        case Promote(replica_id):
-            return f"promoted {replica_id} to voter"
-        case Remove(replica_id, force):
-            return f"removed {replica_id}" + (" (forced)" if force else "")
     raise AssertionError(step)
 
 

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
-from attrs import fields, frozen
+from attrs import fields
 
+from chubbypy._cli_outcome import Done, Refused
 from chubbypy._exit_codes import EXIT_UNAVAILABLE, EXIT_USAGE
 from chubbypy.client._calls import RETRIED_CODES
 from chubbypy.client._snapshot import CellSnapshot
@@ -59,23 +60,6 @@ class SnapshotSource(Protocol):
     """What a save needs of a client: `chubbypy.client.BlockingCell.snapshot`."""
 
     def snapshot(self, progress: Callable[[int, int], None] | None = None) -> CellSnapshot: ...
-
-
-@frozen
-class Done:
-    """A save or restore done: the JSON document's own fields, and the line to print."""
-
-    document: dict[str, Any]
-    text: str
-
-
-@frozen
-class Refused:
-    """A save or restore refused: its error code's name, why, and the exit code."""
-
-    code: str
-    message: str
-    exit_code: int
 
 
 PROGRESS_BYTES_MIN: Final = 1 << 20

@@ -240,6 +240,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
 from attrs import evolve, frozen
 
+from chubbypy._cli_outcome import Done, Refused
 from chubbypy._cli_status import LAG_MAX_DEFAULT, problem_json, status_problems, summary
 from chubbypy._cli_text import json_text, shown, shown_contents
 from chubbypy._exit_codes import (
@@ -630,21 +631,7 @@ def _snapshot(
             target.name, target.config, Path(args.file), args.data_dir, args.rename_cell
         )
     cell = invocation.cell if target.name is None else target.name
-    header = {"schema": SCHEMA, "command": "snapshot", "action": args.action, "cell": cell}
-    if isinstance(outcome, snapshots.Refused):
-        print(f"chubbypy snapshot {args.action}: {outcome.code}: {shown(outcome.message)}",
-              file=stderr)  # fmt: skip
-        if as_json:
-            failure = {"code": outcome.code, "message": outcome.message,
-                       "exit_code": outcome.exit_code}  # fmt: skip
-            write_json(stdout, {**header, "ok": False, "path": None, "error": failure})
-        return outcome.exit_code
-    if as_json:
-        write_json(stdout, {**header, "ok": True, **outcome.document})
-    else:
-        stdout.write(f"{shown(outcome.text)}\n".encode())
-        stdout.flush()
-    return EXIT_OK
+    return _outcome_printed(outcome, "snapshot", args.action, cell, stdout, stderr, as_json)
 
 
 def _member(
@@ -664,10 +651,26 @@ def _member(
             wait_seconds=getattr(args, "wait", None) or 0.0,
             progress=lambda line: print(f"chubbypy member {args.action}: {line}", file=stderr),
         )
-    header = {"schema": SCHEMA, "command": "member", "action": args.action,
-              "cell": invocation.cell}  # fmt: skip
-    if isinstance(outcome, members.Refused):
-        print(f"chubbypy member {args.action}: {outcome.code}: {shown(outcome.message)}",
+    return _outcome_printed(
+        outcome, "member", args.action, invocation.cell, stdout, stderr, as_json
+    )
+
+
+def _outcome_printed(
+    outcome: Done | Refused,
+    command: str,
+    action: str,
+    cell: str,
+    stdout: BinaryIO,
+    stderr: IO[str],
+    as_json: bool,
+) -> int:
+    """Print a ``snapshot`` or ``member`` command's outcome as every command prints (one
+    JSON object with --json; else its lines, or the refusal on standard error); its exit
+    code."""
+    header = {"schema": SCHEMA, "command": command, "action": action, "cell": cell}
+    if isinstance(outcome, Refused):
+        print(f"chubbypy {command} {action}: {outcome.code}: {shown(outcome.message)}",
               file=stderr)  # fmt: skip
         if as_json:
             failure = {"code": outcome.code, "message": outcome.message,

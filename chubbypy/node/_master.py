@@ -73,7 +73,6 @@ from chubbypy.protocol.errors import ErrorCode, Failure
 from chubbypy.protocol.namespace import EndSession, LogWrite
 from chubbypy.protocol.session import (
     AcquireLock,
-    AddLearner,
     CallDone,
     ChangeMembership,
     CheckSequencer,
@@ -94,10 +93,8 @@ from chubbypy.protocol.session import (
     LockWaiterInfo,
     Open,
     PoisonHandle,
-    Promote,
     ReadNode,
     ReleaseLock,
-    Remove,
     SequencerValidity,
     SessionCall,
     SessionCreated,
@@ -105,6 +102,7 @@ from chubbypy.protocol.session import (
     SessionList,
     SessionResult,
     SnapshotChunk,
+    describe_step,
 )
 from chubbypy.protocol.session import HandleOpened as WireHandleOpened
 from chubbypy.protocol.session import NodeRead as WireNodeRead
@@ -336,7 +334,7 @@ class MasterHost:
             if outcome in ("proposed", "already"):
                 self._outbox.note(
                     NoteLevel.INFO,
-                    f"{principal!r} asked for {_step_text(call)}: {outcome}",
+                    f"{principal!r} asked: {describe_step(call.step)}: {outcome}",
                 )
         self._operator_calls.inc(call="membership", outcome=outcome)
 
@@ -604,18 +602,6 @@ def _outcome(result: CallResult | SnapshotChunk) -> str:
     if isinstance(result, SessionEnding):
         return "none" if not result.found else "already" if result.already else "ending"
     return "ok"
-
-
-def _step_text(call: ChangeMembership) -> str:
-    """An operator's membership change, for the log."""
-    match call.step:
-        case AddLearner(replica_id, peer, client):
-            return f"{replica_id} added as a learner (peer {peer}, client {client})"
-        case Promote(replica_id):
-            return f"{replica_id} promoted to voter"
-        case Remove(replica_id, force):
-            return f"{replica_id} removed" + (" (forced)" if force else "")
-    raise AssertionError(call.step)
 
 
 def _sessions_ended(outcomes: list[Outcome]) -> list[SessionId]:

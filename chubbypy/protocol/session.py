@@ -329,6 +329,18 @@ class Remove:
 MembershipStep = AddLearner | Promote | Remove
 
 
+def describe_step(step: MembershipStep) -> str:
+    """One membership step in words, for logs and the CLI (past tense: what it does)."""
+    match step:
+        case AddLearner(replica_id, peer, client):
+            return f"added {replica_id} as a learner (peers dial {peer}, clients {client})"
+        case Promote(replica_id):
+            return f"promoted {replica_id} to voter"
+        case Remove(replica_id, force):
+            return f"removed {replica_id}" + (" (forced)" if force else "")
+    raise AssertionError(step)
+
+
 @frozen
 class ChangeMembership:
     """One membership change, an operator's call (the ACL ``admin`` must admit the

@@ -19,10 +19,10 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
-from chubbypy.client.core import CallSettings, Failed, Finished, MasterCall
+from chubbypy.client.core import CallSettings
 from chubbypy.paxos import Chance
 from chubbypy.protocol import ReplicaId
-from chubbypy.protocol.client import ServerReply, SessionReply, SessionRequest
+from chubbypy.protocol.client import ServerReply
 from chubbypy.protocol.errors import ChubbyError
 from chubbypy.protocol.session import (
     AddLearner,
@@ -33,9 +33,11 @@ from chubbypy.protocol.session import (
     MembershipStep,
     Promote,
     Remove,
+    describe_step,
 )
 from chubbypy.testing._calls import ClientProcess
 from chubbypy.testing._client import simulated_view
+from chubbypy.testing._operator import operator_call
 from chubbypy.testing._world import SECOND
 
 STEP_INTERVAL_SECONDS = 1.5
@@ -124,7 +126,7 @@ class SimMembershipOperator:
     def _changed(self, step: MembershipStep, result: object) -> None:
         if isinstance(result, MembershipDone):
             self._cell.say(
-                f"member operator: {_described(step)}: version {result.version} at "
+                f"member operator: {describe_step(step)}: version {result.version} at "
                 f"{result.index}" + (" (already)" if result.already else "")
             )
             if not result.already:
@@ -134,22 +136,11 @@ class SimMembershipOperator:
             if isinstance(step, Remove):
                 self._cell.removed(step.replica_id, linger=self._rng.random() < 0.5)
         elif isinstance(result, ChubbyError):
-            self._cell.say(f"member operator: {_described(step)} refused: {result.code.name}")
+            self._cell.say(f"member operator: {describe_step(step)} refused: {result.code.name}")
         self._later()
 
     def _call(self, call: ListMembers | ChangeMembership, ended: Callable[[object], None]) -> None:
-        """Carry `call` to the master; `ended` hears its result, or its error."""
-        deadline = self._process.now() + self._calls.timeout_seconds
-        master_call = MasterCall(self._view, self._calls, deadline, chance=self._chance)
-
-        def finished(end: Finished | Failed) -> None:
-            if isinstance(end, Failed):
-                ended(end.error)
-            else:
-                assert isinstance(end.reply, SessionReply), end.reply
-                ended(end.reply.result)
-
-        self._process.run(master_call, lambda rid: SessionRequest(rid, call), finished)
+        operator_call(self._process, self._view, self._calls, self._chance, call, ended)
 
 
 class MembershipWorld(Protocol):
@@ -171,14 +162,3 @@ class MembershipWorld(Protocol):
     def say(self, line: str) -> None:
         """Something happened (the trace, and the narrator)."""
         ...
-
-
-def _described(step: MembershipStep) -> str:
-    match step:
-        case AddLearner(replica_id):
-            return f"add {replica_id} as a learner"
-        case Promote(replica_id):
-            return f"promote {replica_id}"
-        case Remove(replica_id, force):
-            return f"remove {replica_id}" + (" (forced)" if force else "")
-    raise AssertionError(step)

@@ -17,11 +17,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from chubbypy.client.core import CallSettings, Failed, Finished, MasterCall
+from chubbypy.client.core import CallSettings, CellView, Failed, Finished, MasterCall
 from chubbypy.paxos import Chance
 from chubbypy.protocol import NO_SESSION
 from chubbypy.protocol.client import ServerReply, SessionReply, SessionRequest
-from chubbypy.protocol.session import KillSession, ListSessions, SessionEnding, SessionList
+from chubbypy.protocol.session import (
+    KillSession,
+    ListSessions,
+    SessionCall,
+    SessionEnding,
+    SessionList,
+)
 from chubbypy.testing._calls import ClientProcess
 from chubbypy.testing._client import simulated_view
 from chubbypy.testing._lock_checks import LockObserver
@@ -94,15 +100,27 @@ class SimOperator:
         self._later()
 
     def _call(self, call: ListSessions | KillSession, ended: Callable[[object], None]) -> None:
-        """Carry `call` to the master; `ended` hears its result, or its error."""
-        deadline = self._process.now() + self._calls.timeout_seconds
-        master_call = MasterCall(self._view, self._calls, deadline, chance=self._chance)
+        operator_call(self._process, self._view, self._calls, self._chance, call, ended)
 
-        def finished(end: Finished | Failed) -> None:
-            if isinstance(end, Failed):
-                ended(end.error)
-            else:
-                assert isinstance(end.reply, SessionReply), end.reply
-                ended(end.reply.result)
 
-        self._process.run(master_call, lambda rid: SessionRequest(rid, call), finished)
+def operator_call(
+    process: ClientProcess,
+    view: CellView,
+    calls: CallSettings,
+    chance: Chance,
+    call: SessionCall,
+    ended: Callable[[object], None],
+) -> None:
+    """Carry an operator's `call` (no session of its own) to the master with the client
+    library's call core; `ended` hears its result, or its error."""
+    deadline = process.now() + calls.timeout_seconds
+    master_call = MasterCall(view, calls, deadline, chance=chance)
+
+    def finished(end: Finished | Failed) -> None:
+        if isinstance(end, Failed):
+            ended(end.error)
+        else:
+            assert isinstance(end.reply, SessionReply), end.reply
+            ended(end.reply.result)
+
+    process.run(master_call, lambda rid: SessionRequest(rid, call), finished)

@@ -89,3 +89,35 @@ def test_a_malformed_member_list_is_refused() -> None:
                 [12, plain[1], None, *plain[3:]]):  # fmt: skip
         with pytest.raises(DecodeError):
             session_result_from_plain(bad)
+
+
+def catch_up(membership: Any) -> bytes:
+    """A CatchUp with no entries whose membership is `membership` (its plain form)."""
+    from chubbypy.protocol._plain import pack
+
+    return pack([9, [], 0, membership])
+
+
+GOOD_MEMBER = ["r1", "tcp:7101", "tcp:7201", True]
+BAD_MEMBERSHIPS: dict[str, Any] = {
+    "no members": [1, []],
+    "ten members": [1, [[f"r{n}", "a", "b", True] for n in range(10)]],
+    "out of id order": [1, [["r2", "a", "b", True], GOOD_MEMBER]],
+    "an id twice": [1, [GOOD_MEMBER, GOOD_MEMBER]],
+    "version 0": [0, [GOOD_MEMBER]],
+    "an empty address": [1, [["r1", "", "b", True]]],
+    "an address too long": [1, [["r1", "a" * 256, "b", True]]],
+    "a voter flag not a boolean": [1, [["r1", "a", "b", 1]]],
+    "a member of three fields": [1, [["r1", "a", "b"]]],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_MEMBERSHIPS))
+def test_a_malformed_membership_from_a_peer_is_refused(name: str) -> None:
+    """A peer's CatchUp (or snapshot, or MEMBERSHIP value: one decoder) whose membership no
+    correct replica sends raises DecodeError before anything is built."""
+    from chubbypy.protocol.codec import decode_message
+
+    with pytest.raises(DecodeError):
+        decode_message(catch_up(BAD_MEMBERSHIPS[name]))
+    decode_message(catch_up([1, [GOOD_MEMBER]]))  # the well-formed one decodes
